@@ -1,0 +1,129 @@
+"""ember: a PyTorch-shaped deep-learning framework with a graph-capturing compiler.
+
+    import ember as torch       # ordinary training scripts run unchanged
+
+Eager mode lives in ember/frontend; ember.compile traces into ember/ir graphs, ember/passes fuses
+them into kernel IR, ember/codegen emits LLVM or CUDA C, ember/runtime runs it.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .ir import dtypes as _dt
+from .ir.dtypes import DType as dtype  # noqa: F401  (ember.dtype, like torch.dtype)
+
+float32 = float = _dt.float32
+float64 = double = _dt.float64
+float16 = half = _dt.float16
+int64 = long = _dt.int64
+int32 = int = _dt.int32
+int16 = short = _dt.int16
+int8 = _dt.int8
+uint8 = _dt.uint8
+bool = _dt.bool_
+
+from .frontend.tensor import Tensor, Size  # noqa: E402
+from .frontend import prims as _prims  # noqa: E402,F401  (registers eager kernels and VJPs)
+from .frontend import methods as _methods  # noqa: E402
+
+_methods.bind()
+
+from .frontend.device import device  # noqa: E402
+from .frontend.rng import Generator  # noqa: E402
+from .frontend.creation import (  # noqa: E402
+    tensor, as_tensor, asarray, from_numpy, zeros, ones, full, empty, zeros_like, ones_like, empty_like,
+    full_like, arange, linspace, logspace, eye, rand, randn, rand_like, randn_like, randint, randint_like,
+    randperm, bernoulli, normal, multinomial, manual_seed, seed, initial_seed, get_rng_state, set_rng_state)
+from .frontend.math_ops import (  # noqa: E402
+    add, sub, subtract, mul, multiply, div, divide, true_divide, floor_divide, remainder, pow, float_power,
+    maximum, minimum, eq, ne, lt, le, gt, ge, logical_and, logical_or, logical_not, logical_xor,
+    bitwise_not, bitwise_and, bitwise_or, bitwise_xor, where, exp, exp2, log, log2, log10, log1p, expm1,
+    sqrt, rsqrt, sin, cos, tan, tanh, sigmoid, erf, abs, absolute, neg, negative, sign, reciprocal, floor,
+    ceil, round, trunc, fix, frac, clamp, clip, clamp_min, clamp_max, isnan, isinf, isfinite, isposinf,
+    isneginf, nan_to_num, lerp, addcmul, addcdiv, square, relu, atan, sum, mean, var, std, var_mean,
+    std_mean, prod, amax, amin, argmax, argmin, max, min, logsumexp, cumsum, cumprod, all, any,
+    count_nonzero, norm, dist, softmax, log_softmax, equal, allclose, isclose, return_types)
+from .frontend.shape_ops import (  # noqa: E402
+    reshape, permute, transpose, swapaxes, swapdims, t, adjoint, movedim, moveaxis, squeeze, unsqueeze,
+    flatten, ravel, unflatten, broadcast_to, broadcast_tensors, repeat_interleave, tile, cat, concat,
+    concatenate, stack, hstack, vstack, split, tensor_split, chunk, narrow, select, unbind, flip, fliplr,
+    flipud, roll, tril, triu, diagonal, diag, diag_embed, index_select, take, take_along_dim, gather,
+    scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
+from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
+from .frontend.linalg import (  # noqa: E402
+    matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, einsum, sort, argsort, topk, kthvalue,
+    median)
+from .frontend.autograd import (  # noqa: E402
+    no_grad, enable_grad, inference_mode, set_grad_enabled, is_grad_enabled)
+from .frontend.printing import set_printoptions  # noqa: E402
+from . import autograd  # noqa: E402,F401
+from . import cuda  # noqa: E402,F401
+
+fmod = _methods._fmod
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def is_floating_point(t):
+    return t.dtype.is_floating_point
+
+
+def numel(t):
+    return t.numel()
+
+
+def clone(t):
+    return t.clone()
+
+
+def detach(t):
+    return t.detach()
+
+
+def set_default_dtype(d):
+    if not d.is_floating_point:
+        raise TypeError("only floating-point types are supported as the default type")
+    _dt.default_float = d
+
+
+def get_default_dtype():
+    return _dt.default_float
+
+
+def promote_types(a, b):
+    return _dt.promote_types(a, b)
+
+
+def result_type(a, b):
+    from .frontend.math_ops import promote
+    return promote(a, b)[2]
+
+
+def can_cast(from_, to):
+    return from_.category <= to.category
+
+
+def is_grad_enabled_():
+    return is_grad_enabled()
+
+
+finfo = None
+iinfo = None
+
+
+def _lazy(name):
+    import importlib
+    return importlib.import_module(f"ember.{name}")
+
+
+def __getattr__(name):
+    # heavier namespaces load on first use (keeps `import ember` fast)
+    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed"):
+        return _lazy(name)
+    if name in ("save", "load"):
+        return getattr(_lazy("serialization"), name)
+    if name in ("compile", "explain"):
+        return getattr(_lazy("frontend.compile"), name)
+    raise AttributeError(f"module 'ember' has no attribute '{name}'")

@@ -1,0 +1,67 @@
+"""ember.cuda: device queries. CUDA needs CuPy (the `cuda` extra) and an NVIDIA GPU; without them
+is_available() is False and using device "cuda" raises a clear error."""
+from __future__ import annotations
+
+from .frontend.device import cupy_or_none
+
+
+def is_available() -> bool:
+    return cupy_or_none() is not None
+
+
+def device_count() -> int:
+    cp = cupy_or_none()
+    return cp.cuda.runtime.getDeviceCount() if cp is not None else 0
+
+
+def _need():
+    cp = cupy_or_none()
+    if cp is None:
+        raise RuntimeError("CUDA is not available: install CuPy (pip install 'ember[cuda]') on a machine with an "
+                           "NVIDIA GPU and driver.")
+    return cp
+
+
+def current_device() -> int:
+    return _need().cuda.runtime.getDevice()
+
+
+def set_device(d):
+    from .frontend.device import device
+    idx = d if isinstance(d, int) else device(d).index or 0
+    _need().cuda.runtime.setDevice(idx)
+
+
+def synchronize(device=None):
+    cp = cupy_or_none()
+    if cp is not None:
+        cp.cuda.Device().synchronize()
+
+
+def get_device_name(device=None) -> str:
+    cp = _need()
+    idx = 0 if device is None else (device if isinstance(device, int) else getattr(device, "index", 0) or 0)
+    return cp.cuda.runtime.getDeviceProperties(idx)["name"].decode()
+
+
+def memory_allocated(device=None) -> int:
+    cp = cupy_or_none()
+    return cp.get_default_memory_pool().used_bytes() if cp is not None else 0
+
+
+def max_memory_allocated(device=None) -> int:
+    return memory_allocated(device)
+
+
+def empty_cache():
+    cp = cupy_or_none()
+    if cp is not None:
+        cp.get_default_memory_pool().free_all_blocks()
+
+
+def manual_seed(seed: int):
+    from .frontend import rng
+    rng.default_generator.manual_seed(seed)
+
+
+manual_seed_all = manual_seed

@@ -1,0 +1,363 @@
+"""Define-by-run autograd: graph nodes, the backward engine, grad-mode switches.
+
+Every differentiable op output on a grad-requiring path gets a `Node` holding the op's VJP and what
+it saved. `backward()` walks the nodes in reverse topological order (iteratively: a chain of 100 000
+ops must not recurse) and accumulates into `.grad` of leaves. VJPs are written with ember ops, so
+with create_graph=True the backward pass itself is recorded and can be differentiated again.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+
+__all__ = ["Node", "AccumulateGrad", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
+           "is_grad_enabled", "backward", "grad", "Function"]
+
+
+class _GradMode(threading.local):
+    enabled = True
+
+
+_mode = _GradMode()
+
+
+def is_grad_enabled() -> bool:
+    return _mode.enabled
+
+
+class _GradContext:
+    """Base of no_grad / enable_grad / set_grad_enabled: a context manager and a decorator."""
+    _target = True
+
+    def __enter__(self):
+        self._prev = _mode.enabled
+        _mode.enabled = self._target
+
+    def __exit__(self, *exc):
+        _mode.enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        target = self._target
+
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            prev = _mode.enabled
+            _mode.enabled = target
+            try:
+                return fn(*a, **k)
+            finally:
+                _mode.enabled = prev
+        return wrapper
+
+
+class no_grad(_GradContext):
+    _target = False
+
+    def __new__(cls, fn=None):  # also usable bare: @no_grad
+        self = super().__new__(cls)
+        return self(fn) if callable(fn) else self
+
+    def __init__(self, fn=None):
+        pass
+
+
+class enable_grad(no_grad):
+    _target = True
+
+
+class inference_mode(_GradContext):
+    def __init__(self, mode: bool = True):
+        self._target = not mode
+
+
+class set_grad_enabled(_GradContext):
+    def __init__(self, mode: bool):
+        self._target = bool(mode)
+        self._prev = _mode.enabled
+        _mode.enabled = self._target  # like PyTorch, it also acts as a plain function call
+
+    def __enter__(self):
+        _mode.enabled = self._target
+
+    def __exit__(self, *exc):
+        _mode.enabled = self._prev
+        return False
+
+
+# --------------------------------------------------------------------------------- graph nodes
+class Node:
+    """The grad_fn of one op output. `next_functions[i]` is the node that receives the gradient
+    of input i (None when that input needs none)."""
+
+    __slots__ = ("vjp", "op", "attrs", "inputs", "out", "next_functions", "saved_versions",
+                 "pre_hooks", "retain", "freed", "__weakref__")
+
+    def __init__(self, op, vjp, attrs, inputs, out, next_functions, saved_versions):
+        self.op = op
+        self.vjp = vjp
+        self.attrs = attrs
+        self.inputs = inputs            # input Tensors (or Python scalars) the VJP may read
+        self.out = out                  # the output Tensor, for VJPs written in terms of it
+        self.next_functions = next_functions
+        self.saved_versions = saved_versions
+        self.pre_hooks = None           # tensor hooks registered on the output
+        self.retain = None              # output tensor when retain_grad() was called
+        self.freed = False
+
+    def name(self) -> str:
+        return f"{''.join(p.capitalize() for p in self.op.split('_'))}Backward0"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    def apply(self, g):
+        if self.freed:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved tensors "
+                "after they have already been freed). Saved intermediate values of the graph are freed "
+                "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+                "backward through the graph a second time or if you need to access saved tensors after "
+                "calling backward.")
+        for t, v in self.saved_versions:
+            if t._vc[0] != v:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{t.dtype.name} {list(t.shape)}], which is output 0 of {self.name()}, is at "
+                    f"version {t._vc[0]}; expected version {v} instead. Hint: the backtrace further above can "
+                    "point to the operation that failed to compute its gradient.")
+        return self.vjp(g, self.out, *self.inputs, **self.attrs)
+
+    def release(self):
+        self.inputs = ()
+        self.out = None
+        self.freed = True
+
+
+class AccumulateGrad:
+    """The sink of a leaf tensor: adds incoming gradients into `.grad`."""
+
+    __slots__ = ("variable", "pre_hooks", "__weakref__")
+    next_functions = ()
+    freed = False
+    retain = None
+
+    def __init__(self, variable):
+        self.variable = variable
+        self.pre_hooks = None
+
+    def name(self):
+        return "AccumulateGrad"
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {hex(id(self))}>"
+
+    def release(self):
+        pass
+
+
+def _run_hooks(hooks, g):
+    for h in hooks:
+        r = h(g)
+        if r is not None:
+            g = r
+    return g
+
+
+def _toposort(roots):
+    """Nodes reachable from roots, with the number of edges into each (iterative DFS)."""
+    deps = {}
+    stack = [r for r in roots if r is not None]
+    seen = set(id(r) for r in stack)
+    order = list(stack)
+    while stack:
+        n = stack.pop()
+        for nxt in n.next_functions:
+            if nxt is None:
+                continue
+            deps[nxt] = deps.get(nxt, 0) + 1
+            if id(nxt) not in seen:
+                seen.add(id(nxt))
+                order.append(nxt)
+                stack.append(nxt)
+    return deps
+
+
+def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumulate=True):
+    """The engine. roots: grad_fn nodes; grads: their incoming gradients. With `capture`
+    (a dict node -> None) the gradients reaching those nodes are returned instead of accumulated."""
+    from .tensor import Tensor  # noqa: circular at import time only
+
+    deps = _toposort(roots)
+    pending: dict = {}
+    for r, g in zip(roots, grads):
+        if r is None:
+            continue
+        pending[r] = pending[r] + g if r in pending else g
+    ready = [r for r in dict.fromkeys(roots) if r is not None and deps.get(r, 0) == 0]
+    prev_mode = _mode.enabled
+    _mode.enabled = create_graph
+    try:
+        while ready:
+            node = ready.pop()
+            g = pending.pop(node, None)
+            if g is not None and node.pre_hooks:
+                g = _run_hooks(node.pre_hooks, g)
+            if capture is not None and node in capture:
+                capture[node] = g if capture[node] is None else capture[node] + g
+            if isinstance(node, AccumulateGrad):
+                if accumulate and g is not None:
+                    v = node.variable
+                    if not create_graph:
+                        g = g.detach()
+                    if v.grad is None:
+                        # PyTorch hands over a fresh tensor; never alias the caller's gradient
+                        v.grad = g if g._base is None and g is not grads[0] else g.clone()
+                    elif create_graph:
+                        v.grad = v.grad + g
+                    else:
+                        v.grad._data += g._data
+                        v.grad._vc[0] += 1
+                continue
+            if node.retain is not None and g is not None:
+                t = node.retain()
+                if t is not None:
+                    t.grad = g if create_graph else g.detach()
+            if g is None:
+                in_grads = (None,) * len(node.next_functions)
+            else:
+                in_grads = node.apply(g)
+                if not retain_graph:
+                    node.release()
+            for nxt, ig in zip(node.next_functions, in_grads):
+                if nxt is None:
+                    continue
+                if ig is not None:
+                    if not isinstance(ig, Tensor):
+                        raise RuntimeError(f"internal: VJP of {node.op} returned {type(ig)}")
+                    pending[nxt] = pending[nxt] + ig if nxt in pending else ig
+                deps[nxt] -= 1
+                if deps[nxt] == 0:
+                    ready.append(nxt)
+    finally:
+        _mode.enabled = prev_mode
+
+
+def _make_grads(outputs, grad_outputs, api):
+    from .tensor import Tensor
+    from . import creation
+    grads = []
+    for i, (o, g) in enumerate(zip(outputs, grad_outputs)):
+        if g is None:
+            if o.numel() != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            if not o.dtype.is_floating_point:
+                raise RuntimeError(f"grad can be implicitly created only for real scalar outputs but got {o.dtype.name}")
+            g = creation.ones_like(o)
+        elif not isinstance(g, Tensor):
+            g = creation.tensor(g, dtype=o.dtype, device=o.device)
+        elif tuple(g.shape) != tuple(o.shape):
+            raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(g.shape)} and "
+                               f"output[{i}] has a shape of {tuple(o.shape)}.")
+        grads.append(g)
+    return grads
+
+
+def _root(t, api):
+    if not t.requires_grad:
+        raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    return t.grad_fn if t.grad_fn is not None else t._accumulator()
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """ember.autograd.backward / Tensor.backward."""
+    from .tensor import Tensor
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    tensors = list(tensors)
+    if grad_tensors is None or isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
+    if retain_graph is None:
+        retain_graph = create_graph
+    roots = [_root(t, "backward") for t in tensors]
+    grads = _make_grads(tensors, grad_tensors, "backward")
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        res = grad(tensors, inputs, grads, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True)
+        for t, g in zip(inputs, res):
+            if g is not None:
+                t.grad = g if t.grad is None else t.grad + g
+        return
+    run_backward(roots, grads, retain_graph, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None,
+         is_grads_batched=False, materialize_grads=False):
+    """ember.autograd.grad: gradients of outputs w.r.t. inputs, returned (not accumulated)."""
+    from .tensor import Tensor
+    from . import creation
+    single_out = isinstance(outputs, Tensor)
+    outputs = [outputs] if single_out else list(outputs)
+    inputs_t = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if retain_graph is None:
+        retain_graph = create_graph
+    for t in inputs_t:
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    roots = [_root(t, "grad") for t in outputs]
+    grads = _make_grads(outputs, grad_outputs, "grad")
+    targets = [t.grad_fn if t.grad_fn is not None else t._accumulator() for t in inputs_t]
+    capture = {n: None for n in targets}
+    run_backward(roots, grads, retain_graph, create_graph, capture=capture, accumulate=False)
+    res = []
+    for t, n in zip(inputs_t, targets):
+        g = capture[n]
+        if g is None:
+            if materialize_grads:
+                g = creation.zeros_like(t)
+            elif not allow_unused:
+                raise RuntimeError("One of the differentiated Tensors appears to not have been used in the "
+                                   "graph. Set allow_unused=True if this is the desired behavior.")
+        elif not create_graph:
+            g = g.detach()
+        res.append(g)
+    return tuple(res)
+
+
+class _FunctionCtx:
+    def __init__(self):
+        self.saved_tensors = ()
+        self.needs_input_grad = ()
+
+    def save_for_backward(self, *ts):
+        self.saved_tensors = ts
+
+    def mark_non_differentiable(self, *ts):
+        pass
+
+
+class Function:
+    """ember.autograd.Function: user-defined forward/backward (static methods, ctx first)."""
+
+    @classmethod
+    def apply(cls, *args):
+        from .tensor import Tensor
+        from . import dispatch
+        ctx = _FunctionCtx()
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        with no_grad():
+            out = cls.forward(ctx, *args)
+        if is_grad_enabled() and any(ctx.needs_input_grad):
+            tensor_args = [a for a in args if isinstance(a, Tensor)]
+
+            def vjp(g, _out, *ins):
+                gs = cls.backward(ctx, g)
+                if not isinstance(gs, tuple):
+                    gs = (gs,)
+                it = iter(gs)
+                return tuple(gi for a, gi in zip(args, it) if isinstance(a, Tensor))
+            out = out.detach()
+            dispatch.attach_node(out, cls.__name__.lower(), vjp, {}, tensor_args, saves=())
+        return out

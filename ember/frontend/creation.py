@@ -1,0 +1,332 @@
+"""Tensor factories: tensor, zeros, ones, full, arange, linspace, eye, rand, randn, randint, ..."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from . import rng
+from .device import canonical, CPU
+from .dispatch import apply as P
+from .tensor import Tensor, _wrap
+
+
+def _dtype(dtype, default=None):
+    if dtype is None:
+        return default or dt.default_float
+    if isinstance(dtype, dt.DType):
+        return dtype
+    if dtype in (float,):
+        return dt.float64
+    if dtype is int:
+        return dt.int64
+    if dtype is bool:
+        return dt.bool_
+    if isinstance(dtype, str):
+        return dt.by_name(dtype)
+    return dt.from_numpy(dtype)
+
+
+def _sizes(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    out = []
+    for s in size:
+        if isinstance(s, Tensor):
+            s = int(s.item())
+        if not isinstance(s, (int, np.integer)):
+            raise TypeError(f"expected a sequence of integers as size, got {type(s).__name__}")
+        if s < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _finish(t, requires_grad):
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _infer_dtype(data):
+    """PyTorch's dtype for Python data: bool < int64 < float32 (the default float)."""
+    kind = 0
+    stack = [data]
+    while stack:
+        d = stack.pop()
+        if isinstance(d, (list, tuple)):
+            stack.extend(d)
+        elif isinstance(d, Tensor):
+            kind = max(kind, d.dtype.category)
+        elif isinstance(d, (bool, np.bool_)):
+            pass
+        elif isinstance(d, (int, np.integer)):
+            kind = max(kind, 1)
+        elif isinstance(d, (float, np.floating)):
+            kind = 2
+        elif isinstance(d, complex):
+            raise TypeError("complex tensors are not supported")
+        else:
+            raise TypeError(f"Could not infer dtype of {type(d).__name__}")
+    return (dt.bool_, dt.int64, dt.default_float)[kind]
+
+
+def _to_array(data, dtype):
+    if isinstance(data, Tensor):
+        return data.detach().cpu().numpy()
+    if isinstance(data, (list, tuple)) and any(isinstance(e, Tensor) for e in data):
+        return np.array([_to_array(e, dtype) for e in data], dtype=dtype.np)
+    try:
+        return np.array(data, dtype=dtype.np)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"could not convert data to a tensor of {dtype.name}: {e}") from None
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False):
+    if isinstance(data, np.ndarray):
+        d = _dtype(dtype) if dtype is not None else dt.from_numpy(data.dtype)
+        arr = np.array(data, dtype=d.np)
+    elif isinstance(data, Tensor):
+        d = _dtype(dtype) if dtype is not None else data.dtype
+        arr = data.detach().cpu().numpy().astype(d.np, copy=True)
+    else:
+        if isinstance(data, np.generic):
+            data = data.item()
+        d = _dtype(dtype) if dtype is not None else _infer_dtype(data)
+        arr = _to_array(data, d)
+    dev = canonical(device)
+    t = _wrap(arr if dev.type == "cpu" else dev.xp.asarray(arr), dev)
+    return _finish(t, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    if isinstance(data, Tensor):
+        return data.to(device=device, dtype=dtype) if (dtype or device) else data
+    if isinstance(data, np.ndarray) and (dtype is None or _dtype(dtype).np == data.dtype) and \
+            (device is None or canonical(device).type == "cpu") and data.dtype in dt._BY_NP:
+        return from_numpy(data)
+    return tensor(data, dtype=dtype, device=device)
+
+
+asarray = as_tensor
+
+
+def from_numpy(a):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(a).__name__})")
+    dt.from_numpy(a.dtype)
+    return _wrap(a, CPU)
+
+
+def to_device(t, dev):
+    """Copy t's data to another device (autograd: the gradient copies back)."""
+    from .dispatch import attach_node
+    from . import autograd as ag
+    if dev.type == "cpu":
+        data = t._data.get()
+    else:
+        with dev.xp.cuda.Device(dev.index or 0):
+            data = dev.xp.asarray(t._data)
+    out = _wrap(data, dev)
+    if ag.is_grad_enabled() and t.requires_grad:
+        src_dev = t.device
+        attach_node(out, "to_copy", lambda g, o, x: (to_device(g, src_dev),), {}, (t,), "")
+    return out
+
+
+def _factory(fill):
+    def f(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None, pin_memory=False,
+          memory_format=None):
+        d = _dtype(dtype)
+        dev = canonical(device)
+        shape = _sizes(size)
+        t = _wrap(dev.xp.full(shape, fill, dtype=d.np) if fill is not None else dev.xp.empty(shape, dtype=d.np), dev)
+        return _finish(t, requires_grad)
+    return f
+
+
+zeros = _factory(0)
+ones = _factory(1)
+empty = _factory(None)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False, **kw):
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
+    if dtype is None:
+        dtype = dt.bool_ if isinstance(fill_value, bool) else dt.int64 if isinstance(fill_value, int) else dt.default_float
+    d = _dtype(dtype)
+    dev = canonical(device)
+    shape = _sizes((size,) if isinstance(size, int) else (tuple(size),))
+    return _finish(_wrap(dev.xp.full(shape, fill_value, dtype=d.np), dev), requires_grad)
+
+
+def _like(fn):
+    def f(x, dtype=None, device=None, requires_grad=False, memory_format=None, **kw):
+        return fn(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+    return f
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+empty_like = _like(empty)
+
+
+def full_like(x, fill_value, dtype=None, device=None, requires_grad=False, **kw):
+    return full(tuple(x.shape), fill_value, dtype=dtype or x.dtype, device=device or x.device,
+                requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False, **kw):
+    if end is None:
+        start, end = 0, start
+    vals = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    start, end, step = vals
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError("arange: upper bound and larger bound inconsistent with step sign")
+    if dtype is None:
+        dtype = dt.int64 if all(isinstance(v, (int, np.integer)) for v in vals) else dt.default_float
+    n = max(0, math.ceil((end - start) / step))
+    dev = canonical(device)
+    d = _dtype(dtype)
+    return _finish(P("arange", n=n, start=start, step=step, dtype=d, device=dev), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False, **kw):
+    d = _dtype(dtype)
+    dev = canonical(device)
+    a = np.linspace(float(start), float(end), int(steps), dtype=np.float64).astype(d.np)
+    return _finish(_wrap(a if dev.type == "cpu" else dev.xp.asarray(a), dev), requires_grad)
+
+
+def logspace(start, end, steps, base=10.0, dtype=None, device=None, requires_grad=False):
+    d = _dtype(dtype)
+    a = np.logspace(float(start), float(end), int(steps), base=base).astype(d.np)
+    return _finish(tensor(a, device=device), requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False, **kw):
+    d = _dtype(dtype)
+    dev = canonical(device)
+    return _finish(_wrap(dev.xp.eye(n, n if m is None else m, dtype=d.np), dev), requires_grad)
+
+
+# ------------------------------------------------------------------------------------- random
+def manual_seed(seed):
+    rng.default_generator.manual_seed(seed)
+    from .device import cupy_or_none
+    return rng.default_generator
+
+
+def seed():
+    return rng.default_generator.seed()
+
+
+def initial_seed():
+    return rng.default_generator.initial_seed()
+
+
+def get_rng_state():
+    return rng.default_generator.get_state()
+
+
+def set_rng_state(state):
+    rng.default_generator.set_state(state)
+
+
+def _gen(generator):
+    return generator if generator is not None else rng.default_generator
+
+
+def _random(dist, size, dtype, device, requires_grad, generator):
+    d = _dtype(dtype)
+    if not d.is_floating_point:
+        raise RuntimeError(f'"{dist}" not implemented for \'{d.name}\'')
+    dev = canonical(device)
+    shape = _sizes(size)
+    n = math.prod(shape)
+    seed, off = _gen(generator).take(n)
+    key = _wrap(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64), CPU)
+    if dev.type != "cpu":
+        key = to_device(key, dev)
+    return _finish(P("random", key, shape=shape, dtype=d, dist=dist), requires_grad)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+    return _random("uniform", size, dtype, device, requires_grad, generator)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+    return _random("normal", size, dtype, device, requires_grad, generator)
+
+
+def rand_like(x, dtype=None, device=None, requires_grad=False):
+    return rand(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+
+
+def randn_like(x, dtype=None, device=None, requires_grad=False):
+    return randn(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, device=None, generator=None, requires_grad=False):
+    if high is None:
+        low, high = 0, low
+    if size is None:
+        raise TypeError("randint() missing required argument 'size'")
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    shape = _sizes((size,) if isinstance(size, int) else (tuple(size),))
+    g = _gen(generator).numpy_rng(math.prod(shape))
+    a = g.integers(low, high, size=shape, dtype=np.int64)
+    return tensor(a, dtype=_dtype(dtype, dt.int64), device=device)
+
+
+def randint_like(x, low, high=None, dtype=None, device=None):
+    return randint(low, high, tuple(x.shape), dtype=dtype or x.dtype, device=device or x.device)
+
+
+def randperm(n, dtype=None, device=None, generator=None, requires_grad=False):
+    g = _gen(generator).numpy_rng(n)
+    return tensor(g.permutation(n).astype(np.int64), dtype=_dtype(dtype, dt.int64), device=device)
+
+
+def bernoulli(p, generator=None):
+    from . import math_ops as M
+    return M.cast(M.lt(rand(*p.shape, dtype=p.dtype, device=p.device, generator=generator), p), p.dtype)
+
+
+def normal(mean=0.0, std=1.0, size=None, generator=None, dtype=None, device=None):
+    if isinstance(mean, Tensor) or isinstance(std, Tensor):
+        ref = mean if isinstance(mean, Tensor) else std
+        return randn(*ref.shape, dtype=ref.dtype, device=ref.device, generator=generator) * std + mean
+    return randn(*_sizes((tuple(size),)), generator=generator, dtype=dtype, device=device) * std + mean
+
+
+def multinomial(probs, num_samples, replacement=False, generator=None):
+    from . import tracing_hooks
+    tracing_hooks.value_needed(probs, "multinomial")
+    p = probs.detach().cpu().numpy().astype(np.float64)
+    if p.ndim not in (1, 2):
+        raise RuntimeError("prob_dist must be 1 or 2 dim")
+    if (p < 0).any() or not np.isfinite(p).all():
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    rows = p.reshape(-1, p.shape[-1])
+    if not replacement and num_samples > rows.shape[1]:
+        raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
+    g = _gen(generator).numpy_rng(rows.size)
+    out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
+    for i, r in enumerate(rows):
+        s = r.sum()
+        if s <= 0:
+            raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+        if replacement:
+            out[i] = g.choice(len(r), size=num_samples, replace=True, p=r / s)
+        else:
+            # Gumbel top-k: sampling without replacement in proportion to the weights
+            keys = np.log(g.random(len(r))) / np.where(r > 0, r, 1e-300)
+            keys[r == 0] = -np.inf
+            out[i] = np.argsort(-keys, kind="stable")[:num_samples]
+    return tensor(out.reshape(p.shape[:-1] + (num_samples,)), device=probs.device)

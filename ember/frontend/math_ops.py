@@ -1,0 +1,595 @@
+"""Elementwise math and reductions as PyTorch spells them, built on the primitives.
+
+This layer does PyTorch's type promotion (casting inputs explicitly, so primitives see equal
+dtypes), turns Python scalars into operands, and builds composites (mean, var, logsumexp, norm ...)
+out of primitives so the compiler sees and fuses them.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.ops import norm_dim, norm_dims
+from .dispatch import apply as P
+from .tensor import Tensor
+
+_Number = (int, float, bool)
+
+
+def _scalar(v):
+    """Python scalars pass through; numpy scalars become Python ones."""
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _kind(v):
+    return bool if isinstance(v, bool) else int if isinstance(v, int) else float
+
+
+def cast(x: Tensor, dtype) -> Tensor:
+    return x if x.dtype is dtype else P("cast", x, dtype=dtype)
+
+
+def promote(a, b):
+    """(a, b, dtype) with tensors cast to PyTorch's result type; Python scalars stay scalars."""
+    ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
+    if ta and tb:
+        da, db = a.dtype, b.dtype
+        if da is db:
+            return a, b, da
+        za, zb = a._data.ndim == 0, b._data.ndim == 0
+        if za == zb:
+            r = dt.promote_types(da, db)
+        else:
+            r = dt.result_type([db if za else da], zero_dim_dtypes=[da if za else db])
+        return cast(a, r), cast(b, r), r
+    if ta or tb:
+        t, s = (a, b) if ta else (b, a)
+        s = _scalar(s)
+        if not isinstance(s, _Number):
+            raise TypeError(f"unsupported operand type: expected a Tensor or a number, got {type(s).__name__}")
+        k = _kind(s)
+        d = t.dtype
+        cat = 0 if k is bool else 1 if k is int else 2
+        if cat > d.category:
+            d = dt.int64 if cat == 1 else dt.default_float
+            t = cast(t, d)
+        if d is dt.bool_:
+            s = bool(s)
+        elif d.category == 1 and k is not int:
+            s = int(s)
+        return (t, s, d) if ta else (s, t, d)
+    from .creation import tensor
+    return promote(tensor(a), b)
+
+
+def _binary(op):
+    def f(a, b):
+        a, b, _ = promote(a, b)
+        return P(op, a, b)
+    f.__name__ = op
+    return f
+
+
+add_ = _binary("add")
+mul = _binary("mul")
+maximum = _binary("maximum")
+minimum = _binary("minimum")
+remainder = _binary("remainder")
+floor_divide = _binary("floor_divide")
+eq, ne, lt, le, gt, ge = (_binary(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
+fmod = None
+
+
+def add(a, b, alpha=1):
+    if alpha != 1:
+        b = mul(b, alpha)
+    return add_(a, b)
+
+
+def sub(a, b, alpha=1):
+    if isinstance(a, Tensor) and a.dtype is dt.bool_ and isinstance(b, Tensor) and b.dtype is dt.bool_:
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
+                           "Use the `^` or `logical_xor()` operator instead.")
+    if alpha != 1:
+        b = mul(b, alpha)
+    a, b, _ = promote(a, b)
+    return P("sub", a, b)
+
+
+def div(a, b, rounding_mode=None):
+    a, b, d = promote(a, b)
+    if rounding_mode == "floor":
+        return P("floor_divide", a, b)
+    if rounding_mode == "trunc":
+        if d.is_floating_point:
+            return P("trunc", P("div", a, b))
+        q = P("div", cast(a, dt.float64) if isinstance(a, Tensor) else a,
+              cast(b, dt.float64) if isinstance(b, Tensor) else b)
+        return cast(P("trunc", q), d)
+    if not d.is_floating_point:
+        f = dt.default_float
+        a = cast(a, f) if isinstance(a, Tensor) else float(a)
+        b = cast(b, f) if isinstance(b, Tensor) else float(b)
+    return P("div", a, b)
+
+
+true_divide = divide = div
+multiply, subtract = mul, sub
+
+
+def pow(a, b):
+    if isinstance(a, Tensor) and not isinstance(b, Tensor):
+        b = _scalar(b)
+        if b == 2 and a.dtype.is_floating_point:
+            return P("mul", a, a)
+        if b == 1:
+            return a * 1
+        if b == 0.5 and a.dtype.is_floating_point:
+            return P("sqrt", a)
+    a, b, _ = promote(a, b)
+    return P("pow", a, b)
+
+
+def float_power(a, b):
+    return pow(a, b)
+
+
+def _logical(op):
+    def f(a, b):
+        a = cast(a, dt.bool_) if isinstance(a, Tensor) else bool(a)
+        b = cast(b, dt.bool_) if isinstance(b, Tensor) else bool(b)
+        return P(op, a, b)
+    return f
+
+
+logical_and = _logical("logical_and")
+logical_or = _logical("logical_or")
+
+
+def logical_xor(a, b):
+    return ne(cast(a, dt.bool_), cast(b, dt.bool_) if isinstance(b, Tensor) else bool(b))
+
+
+def logical_not(x):
+    return P("logical_not", cast(x, dt.bool_))
+
+
+def bitwise_not(x):
+    if x.dtype is dt.bool_:
+        return P("logical_not", x)
+    return sub(neg(x), 1)
+
+
+def _bitwise(name, logical):
+    def f(a, b):
+        ta = a if isinstance(a, Tensor) else b
+        if ta.dtype is dt.bool_ and (not isinstance(b, Tensor) or b.dtype is dt.bool_):
+            return logical(a, b)
+        a, b, d = promote(a, b)
+        if d.is_floating_point:
+            raise RuntimeError(f'"{name}_cpu" not implemented for \'{d.name.capitalize()}\'')
+        from .tensor import _wrap
+        xp = ta._xp
+        return _wrap(getattr(xp, name)(a._data if isinstance(a, Tensor) else a,
+                                       b._data if isinstance(b, Tensor) else b), ta.device)
+    return f
+
+
+bitwise_and = _bitwise("bitwise_and", logical_and)
+bitwise_or = _bitwise("bitwise_or", logical_or)
+bitwise_xor = _bitwise("bitwise_xor", logical_xor)
+
+
+def where(cond, x=None, y=None):
+    if x is None and y is None:
+        from .shape_ops import nonzero
+        return nonzero(cond, as_tuple=True)
+    if not isinstance(cond, Tensor):
+        from .creation import tensor
+        cond = tensor(cond)
+    cond = cast(cond, dt.bool_)
+    x, y, _ = promote(x, y)
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        x = P("full", shape=(), value=x, dtype=dt.result_type([], scalar_kinds=[_kind(x)]), device=cond.device)
+        x, y, _ = promote(x, y)
+    return P("where", cond, x, y)
+
+
+def _float_unary(op):
+    def f(x):
+        if not x.dtype.is_floating_point:
+            x = cast(x, dt.default_float)
+        return P(op, x)
+    f.__name__ = op
+    return f
+
+
+exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, erf, log1p, expm1, reciprocal = (
+    _float_unary(n) for n in ("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf",
+                              "log1p", "expm1", "reciprocal"))
+
+
+def log2(x):
+    return mul(log(x), 1.0 / math.log(2.0))
+
+
+def log10(x):
+    return mul(log(x), 1.0 / math.log(10.0))
+
+
+def exp2(x):
+    return exp(mul(x, math.log(2.0)))
+
+
+def tan(x):
+    return div(sin(x), cos(x))
+
+
+def _same_unary(op):
+    def f(x):
+        return P(op, x)
+    f.__name__ = op
+    return f
+
+
+neg, abs, sign, floor, ceil, trunc = (_same_unary(n) for n in ("neg", "abs", "sign", "floor", "ceil", "trunc"))
+negative, absolute, fix = neg, abs, trunc
+
+
+def round(x, decimals=0):
+    if decimals == 0:
+        return P("round", x)
+    s = 10.0 ** decimals
+    return div(P("round", mul(x, s)), s)
+
+
+def frac(x):
+    return sub(x, trunc(x))
+
+
+def isnan(x):
+    return P("isnan", x) if x.dtype.is_floating_point else _const_like(x, False)
+
+
+def isinf(x):
+    return P("isinf", x) if x.dtype.is_floating_point else _const_like(x, False)
+
+
+def isfinite(x):
+    if not x.dtype.is_floating_point:
+        return _const_like(x, True)
+    return logical_not(logical_or(P("isnan", x), P("isinf", x)))
+
+
+def isposinf(x):
+    return logical_and(isinf(x), gt(x, 0))
+
+
+def isneginf(x):
+    return logical_and(isinf(x), lt(x, 0))
+
+
+def nan_to_num(x, nan=0.0, posinf=None, neginf=None):
+    if not x.dtype.is_floating_point:
+        return x.clone()
+    big = float(np.finfo(x.dtype.np).max)
+    x = where(isnan(x), nan, x)
+    x = where(isposinf(x), big if posinf is None else posinf, x)
+    return where(isneginf(x), -big if neginf is None else neginf, x)
+
+
+def _const_like(x, value):
+    return P("full", shape=tuple(x.shape), value=value, dtype=dt.bool_, device=x.device)
+
+
+def clamp(x, min=None, max=None):
+    if min is None and max is None:
+        raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
+    if min is not None:
+        x = maximum(x, min) if isinstance(min, Tensor) else _clamp_scalar(x, min, "max")
+    if max is not None:
+        x = minimum(x, max) if isinstance(max, Tensor) else _clamp_scalar(x, max, "min")
+    return x
+
+
+def _clamp_scalar(x, v, which):
+    # NaN stays NaN (the comparison is False), and the gradient flows where x is inside the bound
+    x, v, _ = promote(x, v)
+    return P("where", P("lt" if which == "max" else "gt", x, v), v, x)
+
+
+def _full_as(x, v):
+    """A scalar operand of x's kind (primitives take Python scalars beside tensors)."""
+    return float(v) if x.dtype.is_floating_point else bool(v) if x.dtype is dt.bool_ else int(v)
+
+
+clip = clamp
+
+
+def clamp_min(x, v):
+    return clamp(x, min=v)
+
+
+def clamp_max(x, v):
+    return clamp(x, max=v)
+
+
+def lerp(a, b, w):
+    return add(a, mul(sub(b, a), w))
+
+
+def addcmul(x, t1, t2, value=1):
+    return add(x, mul(mul(t1, t2), value))
+
+
+def addcdiv(x, t1, t2, value=1):
+    return add(x, mul(div(t1, t2), value))
+
+
+def square(x):
+    return mul(x, x)
+
+
+def relu(x):
+    return where(gt(x, 0), x, _full_as(x, 0))
+
+
+def atan(x):
+    # no primitive: series-free identity via atan2-free formula is not available; use numpy eagerly
+    from .tensor import _wrap
+    return _wrap(x._xp.arctan(cast(x, dt.default_float)._data if not x.dtype.is_floating_point else x._data), x.device)
+
+
+# --------------------------------------------------------------------------------- reductions
+_MinMax = namedtuple("minmax", ["values", "indices"])
+
+
+class return_types:
+    max = min = sort = topk = kthvalue = median = mode = _MinMax
+
+
+def _dims(x, dim):
+    if dim is None:
+        return None
+    if isinstance(dim, (list, tuple)) and len(dim) == 0:
+        return None
+    return norm_dims(dim, x._data.ndim, "reduce")
+
+
+def sum(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif x.dtype.category < 2:
+        x = cast(x, dt.int64)
+    return P("sum", x, dims=_dims(x, dim), keepdim=keepdim)
+
+
+def _numel(x, dims):
+    n = 1
+    for d in (range(x._data.ndim) if dims is None else dims):
+        n *= x.shape[d]
+    return n
+
+
+def mean(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating point "
+                           f"or complex dtype. Got: {_tname(x.dtype)}")
+    dims = _dims(x, dim)
+    n = _numel(x, dims)
+    s = P("sum", x, dims=dims, keepdim=keepdim)
+    return P("mul", s, 1.0 / n) if n else P("mul", s, float("nan"))
+
+
+def _tname(d):
+    return {"int64": "Long", "int32": "Int", "bool": "Bool", "float32": "Float", "float64": "Double",
+            "float16": "Half", "int16": "Short", "int8": "Char", "uint8": "Byte"}[d.name]
+
+
+def _correction(unbiased, correction):
+    if correction is not None:
+        return correction
+    if unbiased is None:
+        return 1
+    return 1 if unbiased else 0
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    if isinstance(dim, bool):  # var(x, False): the old positional unbiased
+        unbiased, dim = dim, None
+    c = _correction(unbiased, correction)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError(f"std and var only support floating point and complex dtypes")
+    dims = _dims(x, dim)
+    n = _numel(x, dims)
+    m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan"))
+    d = P("sub", x, m)
+    s = P("sum", P("mul", d, d), dims=dims, keepdim=keepdim)
+    return P("mul", s, 1.0 / builtins.max(0, n - c) if n - c > 0 else float("inf") if n else float("nan"))
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return P("sqrt", var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def var_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return var(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
+
+
+def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return std(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
+
+
+def prod(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif x.dtype.category < 2:
+        x = cast(x, dt.int64)
+    return P("prod", x, dims=None if dim is None else (norm_dim(dim, x._data.ndim, "prod"),), keepdim=keepdim)
+
+
+def amax(x, dim=(), keepdim=False):
+    return P("max", x, dims=_dims(x, dim), keepdim=keepdim)
+
+
+def amin(x, dim=(), keepdim=False):
+    return P("min", x, dims=_dims(x, dim), keepdim=keepdim)
+
+
+def _argext(op, x, dim, keepdim):
+    if dim is None:
+        return P(op, x, dims=None, keepdim=keepdim)
+    return P(op, x, dims=(norm_dim(dim, x._data.ndim, op),), keepdim=keepdim)
+
+
+def argmax(x, dim=None, keepdim=False):
+    return _argext("argmax", x, dim, keepdim)
+
+
+def argmin(x, dim=None, keepdim=False):
+    return _argext("argmin", x, dim, keepdim)
+
+
+def max(x, dim=None, keepdim=False, *, out=None):
+    if isinstance(dim, Tensor):
+        return maximum(x, dim)
+    if dim is None:
+        if x.numel() == 0:
+            raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0. "
+                               "Specify the reduction dim with the 'dim' argument.")
+        return P("max", x, dims=None, keepdim=False)
+    d = (norm_dim(dim, x._data.ndim, "max"),)
+    return _MinMax(P("max", x, dims=d, keepdim=keepdim), P("argmax", x, dims=d, keepdim=keepdim))
+
+
+def min(x, dim=None, keepdim=False, *, out=None):
+    if isinstance(dim, Tensor):
+        return minimum(x, dim)
+    if dim is None:
+        if x.numel() == 0:
+            raise RuntimeError("min(): Expected reduction dim to be specified for input.numel() == 0. "
+                               "Specify the reduction dim with the 'dim' argument.")
+        return P("min", x, dims=None, keepdim=False)
+    d = (norm_dim(dim, x._data.ndim, "min"),)
+    return _MinMax(P("min", x, dims=d, keepdim=keepdim), P("argmin", x, dims=d, keepdim=keepdim))
+
+
+def logsumexp(x, dim=None, keepdim=False):
+    if not x.dtype.is_floating_point:
+        x = cast(x, dt.default_float)
+    dims = _dims(x, dim) if dim is not None else None
+    m = P("max", x, dims=dims, keepdim=True).detach()
+    m = where(isinf(m), _full_as(m, 0.0), m)
+    s = P("sum", P("exp", P("sub", x, m)), dims=dims, keepdim=True)
+    r = P("add", P("log", s), m)
+    if not keepdim:
+        from .shape_ops import reshape
+        shape = tuple(n for i, n in enumerate(x.shape) if dims is not None and i not in dims)
+        r = reshape(r, shape)
+    return r
+
+
+def cumsum(x, dim, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif x.dtype.category < 2:
+        x = cast(x, dt.int64)
+    if x._data.ndim == 0:
+        return x * 1
+    return P("cumsum", x, dim=norm_dim(dim, x._data.ndim, "cumsum"))
+
+
+def cumprod(x, dim, dtype=None):
+    from .tensor import _wrap
+    d = norm_dim(dim, x._data.ndim, "cumprod")
+    if x.requires_grad:  # exp(cumsum(log)) keeps it differentiable for positive inputs
+        return exp(cumsum(log(x), d))
+    return _wrap(x._xp.cumprod(x._data, axis=d), x.device)
+
+
+def all(x, dim=None, keepdim=False):
+    b = cast(x, dt.bool_)
+    if b.numel() == 0 and dim is None:
+        return P("full", shape=(), value=True, dtype=dt.bool_, device=x.device)
+    return P("min", b, dims=_dims(x, dim), keepdim=keepdim)
+
+
+def any(x, dim=None, keepdim=False):
+    b = cast(x, dt.bool_)
+    if b.numel() == 0 and dim is None:
+        return P("full", shape=(), value=False, dtype=dt.bool_, device=x.device)
+    return P("max", b, dims=_dims(x, dim), keepdim=keepdim)
+
+
+def count_nonzero(x, dim=None):
+    return sum(ne(x, 0), dim)
+
+
+def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    if p == "fro" or p == 2 or p is None:
+        return sqrt(sum(mul(x, x), dim, keepdim))
+    if p == 1:
+        return sum(abs(x), dim, keepdim)
+    if p == float("inf"):
+        return amax(abs(x), () if dim is None else dim, keepdim)
+    if p == float("-inf"):
+        return amin(abs(x), () if dim is None else dim, keepdim)
+    if p == 0:
+        return sum(cast(ne(x, 0), x.dtype), dim, keepdim)
+    return pow(sum(pow(abs(x), p), dim, keepdim), 1.0 / p)
+
+
+def dist(a, b, p=2):
+    return norm(sub(a, b), p)
+
+
+def softmax(x, dim, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    if not x.dtype.is_floating_point:
+        x = cast(x, dt.default_float)
+    d = norm_dim(dim, x._data.ndim, "softmax")
+    m = P("max", x, dims=(d,), keepdim=True).detach()
+    e = P("exp", P("sub", x, m))
+    return P("div", e, P("sum", e, dims=(d,), keepdim=True))
+
+
+def log_softmax(x, dim, dtype=None):
+    if dtype is not None:
+        x = cast(x, dtype)
+    if not x.dtype.is_floating_point:
+        x = cast(x, dt.default_float)
+    d = norm_dim(dim, x._data.ndim, "log_softmax")
+    m = P("max", x, dims=(d,), keepdim=True).detach()
+    s = P("sub", x, m)
+    return P("sub", s, P("log", P("sum", P("exp", s), dims=(d,), keepdim=True)))
+
+
+def equal(a, b) -> bool:
+    return tuple(a.shape) == tuple(b.shape) and builtins.bool(all(eq(a, b)).item())
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+    return builtins.bool(all(isclose(a, b, rtol, atol, equal_nan)).item())
+
+
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    a, b, d = promote(a, b)
+    if not d.is_floating_point:
+        return eq(a, b)
+    diff = abs(sub(a, b))
+    tol = add(mul(abs(b), rtol), atol)
+    close = logical_or(le(diff, tol), eq(a, b))
+    if equal_nan:
+        close = logical_or(close, logical_and(isnan(a), isnan(b)))
+    return close

@@ -1,0 +1,142 @@
+"""Tensor methods and Python operators, bound to the op functions (one place for the mapping)."""
+from __future__ import annotations
+
+from ..ir import dtypes as dt
+from . import linalg as L
+from . import math_ops as M
+from . import shape_ops as S
+from .tensor import Tensor
+
+
+def _r(fn):
+    """Reflected operator: 2 - t -> sub(2, t)."""
+    return lambda self, other: fn(other, self)
+
+
+def _inplace(fn):
+    def method(self, *args, **kwargs):
+        return self._set_(fn(self, *args, **kwargs))
+    method.__name__ = fn.__name__ + "_"
+    return method
+
+
+_OPERATORS = {
+    "__add__": M.add, "__radd__": _r(M.add), "__sub__": M.sub, "__rsub__": _r(M.sub),
+    "__mul__": M.mul, "__rmul__": _r(M.mul), "__truediv__": M.div, "__rtruediv__": _r(M.div),
+    "__floordiv__": M.floor_divide, "__rfloordiv__": _r(M.floor_divide),
+    "__mod__": M.remainder, "__rmod__": _r(M.remainder), "__pow__": M.pow, "__rpow__": _r(M.pow),
+    "__matmul__": L.matmul, "__rmatmul__": _r(L.matmul),
+    "__eq__": M.eq, "__ne__": M.ne, "__lt__": M.lt, "__le__": M.le, "__gt__": M.gt, "__ge__": M.ge,
+    "__and__": M.bitwise_and, "__or__": M.bitwise_or, "__xor__": M.bitwise_xor,
+    "__rand__": _r(M.bitwise_and), "__ror__": _r(M.bitwise_or), "__rxor__": _r(M.bitwise_xor),
+    "__neg__": M.neg, "__abs__": M.abs, "__invert__": M.bitwise_not, "__pos__": lambda x: x,
+    "__getitem__": S.getitem, "__setitem__": lambda x, k, v: (S.setitem(x, k, v), None)[1],
+}
+_INPLACE_OPERATORS = {
+    "__iadd__": M.add, "__isub__": M.sub, "__imul__": M.mul, "__itruediv__": M.div,
+    "__ifloordiv__": M.floor_divide, "__imod__": M.remainder, "__ipow__": M.pow,
+    "__iand__": M.bitwise_and, "__ior__": M.bitwise_or, "__ixor__": M.bitwise_xor,
+}
+
+_METHODS = {
+    # elementwise
+    "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
+    "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
+    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum, "fmax": M.maximum,
+    "fmin": M.minimum, "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
+    "greater": M.gt, "less": M.lt, "greater_equal": M.ge, "less_equal": M.le, "not_equal": M.ne,
+    "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_not": M.logical_not,
+    "logical_xor": M.logical_xor, "bitwise_not": M.bitwise_not, "bitwise_and": M.bitwise_and,
+    "bitwise_or": M.bitwise_or, "bitwise_xor": M.bitwise_xor,
+    "exp": M.exp, "exp2": M.exp2, "log": M.log, "log2": M.log2, "log10": M.log10, "log1p": M.log1p,
+    "expm1": M.expm1, "sqrt": M.sqrt, "rsqrt": M.rsqrt, "sin": M.sin, "cos": M.cos, "tan": M.tan,
+    "tanh": M.tanh, "sigmoid": M.sigmoid, "erf": M.erf, "abs": M.abs, "absolute": M.abs, "neg": M.neg,
+    "negative": M.neg, "sign": M.sign, "reciprocal": M.reciprocal, "floor": M.floor, "ceil": M.ceil,
+    "round": M.round, "trunc": M.trunc, "fix": M.trunc, "frac": M.frac, "clamp": M.clamp, "clip": M.clamp,
+    "clamp_min": M.clamp_min, "clamp_max": M.clamp_max, "where": lambda self, c, y: M.where(c, self, y),
+    "isnan": M.isnan, "isinf": M.isinf, "isfinite": M.isfinite, "isposinf": M.isposinf,
+    "isneginf": M.isneginf, "nan_to_num": M.nan_to_num, "lerp": M.lerp, "addcmul": M.addcmul,
+    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu, "atan": M.atan,
+    "isclose": M.isclose, "allclose": M.allclose, "equal": M.equal,
+    "softmax": M.softmax, "log_softmax": M.log_softmax,
+    # reductions
+    "sum": M.sum, "mean": M.mean, "var": M.var, "std": M.std, "prod": M.prod, "max": M.max, "min": M.min,
+    "amax": M.amax, "amin": M.amin, "argmax": M.argmax, "argmin": M.argmin, "logsumexp": M.logsumexp,
+    "cumsum": M.cumsum, "cumprod": M.cumprod, "norm": M.norm, "all": M.all, "any": M.any,
+    "count_nonzero": M.count_nonzero, "dist": M.dist,
+    # shape
+    "view": S.view, "view_as": S.view_as, "reshape": S.reshape, "reshape_as": S.reshape_as,
+    "permute": S.permute, "transpose": S.transpose, "swapaxes": S.transpose, "swapdims": S.transpose,
+    "t": S.t, "adjoint": S.adjoint, "movedim": S.movedim, "moveaxis": S.movedim, "squeeze": S.squeeze,
+    "unsqueeze": S.unsqueeze, "flatten": S.flatten, "ravel": S.ravel, "unflatten": S.unflatten,
+    "expand": S.expand, "expand_as": S.expand_as, "broadcast_to": S.broadcast_to, "repeat": S.repeat,
+    "tile": S.tile, "repeat_interleave": S.repeat_interleave, "split": S.split, "tensor_split": S.tensor_split,
+    "chunk": S.chunk, "narrow": S.narrow, "select": S.select, "unbind": S.unbind, "flip": S.flip,
+    "fliplr": S.fliplr, "flipud": S.flipud, "roll": S.roll, "tril": S.tril, "triu": S.triu,
+    "diagonal": S.diagonal, "diag": S.diag, "masked_fill": S.masked_fill, "gather": S.gather,
+    "scatter": S.scatter, "scatter_add": S.scatter_add, "index_select": S.index_select,
+    "index_add": S.index_add, "index_fill": S.index_fill, "take": S.take, "take_along_dim": S.take_along_dim,
+    "nonzero": S.nonzero, "argwhere": S.argwhere, "masked_select": S.masked_select,
+    # linear algebra
+    "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "inner": L.inner,
+    "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "sort": L.sort, "argsort": L.argsort,
+    "topk": L.topk, "kthvalue": L.kthvalue, "median": L.median,
+}
+
+_INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_min", "clamp_max", "exp",
+                    "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "abs", "neg", "floor", "ceil",
+                    "round", "trunc", "reciprocal", "masked_fill", "scatter", "scatter_add", "index_add",
+                    "index_fill", "lerp", "addcmul", "addcdiv", "remainder", "floor_divide", "sign", "erf",
+                    "log1p", "expm1", "square", "relu", "fmod", "maximum", "minimum", "logical_not",
+                    "log2", "nan_to_num", "true_divide", "subtract", "multiply", "divide", "frac",
+                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10")
+
+
+def _cmp(fn):
+    def op(self, other):
+        if not isinstance(other, (Tensor, int, float, bool)) and not hasattr(other, "dtype"):
+            return NotImplemented
+        return fn(self, other)
+    return op
+
+
+def bind():
+    for name, fn in _OPERATORS.items():
+        setattr(Tensor, name, fn)
+    for name, fn in _INPLACE_OPERATORS.items():
+        setattr(Tensor, name, _inplace(fn))
+    for name, fn in _METHODS.items():
+        setattr(Tensor, name, fn)
+    for name in _INPLACE_METHODS:
+        fn = _METHODS.get(name)
+        if fn is None:
+            continue
+        if name in ("squeeze", "unsqueeze", "transpose", "t"):
+            setattr(Tensor, name + "_", _shape_inplace(fn))
+        else:
+            setattr(Tensor, name + "_", _inplace(fn))
+    Tensor.__hash__ = lambda self: id(self)
+    Tensor.__eq__ = _cmp(M.eq)
+    Tensor.__ne__ = _cmp(M.ne)
+    Tensor.masked_fill_ = _inplace(S.masked_fill)
+    Tensor.clamp_ = _inplace(M.clamp)
+
+
+def _shape_inplace(fn):
+    def method(self, *a, **k):
+        r = fn(self, *a, **k)
+        self._data = r._data
+        return self
+    return method
+
+
+def _fmod(a, b):
+    a, b, d = M.promote(a, b)
+    r = M.remainder(a, b)
+    # C fmod keeps the dividend's sign
+    fix = M.logical_and(M.ne(r, 0), M.ne(M.lt(r, 0), M.lt(a, 0) if isinstance(a, Tensor) else a < 0))
+    return M.where(fix, M.sub(r, b), r)
+
+
+_METHODS["fmod"] = _fmod
+_ = dt

@@ -1,0 +1,483 @@
+"""Eager kernels and VJPs of the primitives, one row each, kernel beside its VJP.
+
+A kernel takes the array module `xp` (numpy or cupy) and the inputs' arrays (or Python scalars for
+binary ops) and returns an array. A VJP takes (g, out, *inputs, **attrs) and returns one gradient
+per input (None where there is none), written with ember ops so backward can be traced and
+differentiated again. Schemas (shape/dtype rules) are in ember/ir/ops.py.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.ops import window_out
+from . import rng
+from .dispatch import apply as P, register
+
+
+def _shape(t):
+    return tuple(t.shape) if hasattr(t, "shape") else ()
+
+
+def sum_to(g, shape):
+    """Sum a broadcast gradient back down to `shape`."""
+    shape = tuple(shape)
+    gs = tuple(g.shape)
+    if gs == shape:
+        return g
+    lead = len(gs) - len(shape)
+    dims = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and gs[i + lead] != 1)
+    r = P("sum", g, dims=dims, keepdim=True) if dims else g
+    return P("reshape", r, shape=shape) if tuple(r.shape) != shape else r
+
+
+def _is_t(x):
+    return hasattr(x, "_data")
+
+
+def _grads(g, x, y, gx, gy):
+    return (sum_to(gx(), _shape(x)) if _is_t(x) and x.requires_grad else None,
+            sum_to(gy(), _shape(y)) if _is_t(y) and y.requires_grad else None)
+
+
+# -------------------------------------------------------------------------------- unary
+def _erf(xp, x):
+    if x.dtype == np.float64 and xp is np:
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    # float32/16: Taylor series near 0 (keeps relative accuracy), Numerical Recipes' erfc
+    # Chebyshev fit elsewhere (fractional error < 1.2e-7)
+    xd = x.astype(np.float64)
+    a = xp.abs(xd)
+    t = 1.0 / (1.0 + 0.5 * a)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    erfc = t * xp.exp(-a * a + poly)
+    far = xp.sign(xd) * (1.0 - erfc)
+    x2 = xd * xd
+    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
+    return xp.where(a < 0.5, near, far).astype(x.dtype)
+
+
+def _sigmoid(xp, x):
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _ifloat(xp, f):
+    """Integer inputs to floor/ceil/round/trunc are returned unchanged (as PyTorch)."""
+    return lambda xp_, x: x.copy() if x.dtype.kind in "iub" else f(x)
+
+
+def _rsqrt(xp, x):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (1 / xp.sqrt(x)).astype(x.dtype, copy=False)
+
+
+def _quiet(fn):
+    """numpy warns on log(0), 0/0 ...; PyTorch returns inf/nan silently, so do we."""
+    def k(xp, *a, **kw):
+        with np.errstate(all="ignore"):
+            return fn(xp, *a, **kw)
+    return k
+
+
+register("neg", lambda xp, x: xp.negative(x) if x.dtype != np.bool_ else _bool_neg(),
+         lambda g, o, x: (P("neg", g),))
+register("exp", _quiet(lambda xp, x: xp.exp(x)), lambda g, o, x: (P("mul", g, o),), "o")
+register("log", _quiet(lambda xp, x: xp.log(x)), lambda g, o, x: (P("div", g, x),), "x")
+register("sqrt", _quiet(lambda xp, x: xp.sqrt(x)), lambda g, o, x: (P("div", g, P("mul", o, 2.0)),), "o")
+register("rsqrt", _quiet(_rsqrt), lambda g, o, x: (P("mul", g, P("mul", P("mul", o, P("mul", o, o)), -0.5)),), "o")
+register("sin", lambda xp, x: xp.sin(x), lambda g, o, x: (P("mul", g, P("cos", x)),), "x")
+register("cos", lambda xp, x: xp.cos(x), lambda g, o, x: (P("neg", P("mul", g, P("sin", x))),), "x")
+register("tanh", lambda xp, x: xp.tanh(x), lambda g, o, x: (P("mul", g, P("sub", 1.0, P("mul", o, o))),), "o")
+register("sigmoid", _quiet(_sigmoid), lambda g, o, x: (P("mul", g, P("mul", o, P("sub", 1.0, o))),), "o")
+register("erf", _quiet(_erf),
+         lambda g, o, x: (P("mul", g, P("mul", P("exp", P("neg", P("mul", x, x))), 2.0 / math.sqrt(math.pi))),), "x")
+register("log1p", _quiet(lambda xp, x: xp.log1p(x)), lambda g, o, x: (P("div", g, P("add", x, 1.0)),), "x")
+register("expm1", _quiet(lambda xp, x: xp.expm1(x)), lambda g, o, x: (P("mul", g, P("add", o, 1.0)),), "o")
+register("reciprocal", _quiet(lambda xp, x: xp.reciprocal(x)),
+         lambda g, o, x: (P("neg", P("mul", g, P("mul", o, o))),), "o")
+register("abs", lambda xp, x: xp.abs(x), lambda g, o, x: (P("mul", g, P("sign", x)),), "x")
+register("sign", lambda xp, x: xp.sign(x) if x.dtype != np.bool_ else x.copy(), None)
+register("floor", _ifloat(np, np.floor), None)
+register("ceil", _ifloat(np, np.ceil), None)
+register("round", _ifloat(np, np.round), None)
+register("trunc", _ifloat(np, np.trunc), None)
+register("logical_not", lambda xp, x: xp.logical_not(x), None)
+register("isnan", lambda xp, x: xp.isnan(x), None)
+register("isinf", lambda xp, x: xp.isinf(x), None)
+
+
+def _bool_neg():
+    raise TypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying to "
+                    "invert a mask, use the `~` or `logical_not()` operator instead.")
+
+
+# ------------------------------------------------------------------------------- binary
+def _pow_kernel(xp, x, y):
+    if getattr(y, "dtype", None) is not None and y.dtype.kind in "iu" and (y < 0).any() and x.dtype.kind in "iu":
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if isinstance(y, int) and y < 0 and getattr(x, "dtype", np.dtype("f")).kind in "iu":
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    with np.errstate(all="ignore"):
+        return xp.power(x, y)
+
+
+def _pow_vjp(g, o, x, y):
+    def gx():
+        if not _is_t(y):
+            return P("mul", g, P("mul", P("pow", x, y - 1), y)) if y != 0 else P("mul", g, 0.0)
+        return P("mul", g, P("mul", y, P("pow", x, P("sub", y, 1.0))))
+
+    def gy():
+        logx = P("log", x) if _is_t(x) else math.log(x) if x > 0 else float("nan")
+        r = P("mul", g, P("mul", o, logx))
+        if _is_t(x):  # d/dy 0**y is 0 where y >= 0 (PyTorch's convention)
+            r = P("where", P("eq", x, 0.0), P("mul", r, 0.0), r)
+        return r
+    return _grads(g, x, y, gx, gy)
+
+
+def _minmax_vjp(op):
+    def vjp(g, o, x, y):
+        win = P("gt" if op == "maximum" else "lt", x, y)
+        tie = P("eq", x, y)
+        wx = P("add", P("cast", win, dtype=g.dtype), P("mul", P("cast", tie, dtype=g.dtype), 0.5))
+        return _grads(g, x, y, lambda: P("mul", g, wx), lambda: P("mul", g, P("sub", 1.0, wx)))
+    return vjp
+
+
+register("add", lambda xp, x, y: xp.add(x, y), lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: g))
+register("sub", lambda xp, x, y: xp.subtract(x, y), lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: P("neg", g)))
+register("mul", lambda xp, x, y: xp.multiply(x, y),
+         lambda g, o, x, y: _grads(g, x, y, lambda: P("mul", g, y), lambda: P("mul", g, x)), "x")
+register("div", _quiet(lambda xp, x, y: xp.true_divide(x, y)),
+         lambda g, o, x, y: _grads(g, x, y, lambda: P("div", g, y), lambda: P("neg", P("div", P("mul", g, o), y))), "xo")
+register("pow", _pow_kernel, _pow_vjp, "xo")
+register("maximum", lambda xp, x, y: xp.maximum(x, y), _minmax_vjp("maximum"), "x")
+register("minimum", lambda xp, x, y: xp.minimum(x, y), _minmax_vjp("minimum"), "x")
+
+
+def _int_div_check(op, y):
+    if getattr(y, "dtype", None) is not None and y.dtype.kind in "iu" and not y.all():
+        raise RuntimeError(f"ZeroDivisionError: integer {op} by zero")
+    if isinstance(y, int) and not isinstance(y, bool) and y == 0:
+        raise RuntimeError(f"ZeroDivisionError: integer {op} by zero")
+
+
+def _remainder(xp, x, y):
+    if getattr(x, "dtype", np.dtype("f")).kind in "iu":
+        _int_div_check("remainder", y)
+    with np.errstate(all="ignore"):
+        return xp.remainder(x, y)
+
+
+def _floor_divide(xp, x, y):
+    if getattr(x, "dtype", np.dtype("f")).kind in "iu":
+        _int_div_check("floor_divide", y)
+    with np.errstate(all="ignore"):
+        return xp.floor_divide(x, y)
+
+
+register("remainder", _remainder,
+         lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: P("mul", P("neg", g), P("floor_divide", x, y))), "x")
+register("floor_divide", _floor_divide, None)
+for _op, _np_name in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
+                      ("gt", "greater"), ("ge", "greater_equal"), ("logical_and", "logical_and"),
+                      ("logical_or", "logical_or")):
+    register(_op, (lambda name: lambda xp, x, y: getattr(xp, name)(x, y))(_np_name), None)
+
+
+def _where_vjp(g, o, c, x, y):
+    zero = P("mul", g, 0.0)
+    return (None,
+            sum_to(P("where", c, g, zero), _shape(x)) if _is_t(x) and x.requires_grad else None,
+            sum_to(P("where", c, zero, g), _shape(y)) if _is_t(y) and y.requires_grad else None)
+
+
+register("where", lambda xp, c, x, y: xp.where(c, x, y), _where_vjp, "x")
+register("cast", lambda xp, x, dtype: x.astype(dtype.np),
+         lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+
+
+# ----------------------------------------------------------------------------- reductions
+def _axes(dims, ndim):
+    return None if dims is None else tuple(dims)
+
+
+def _sum(xp, x, dims, keepdim):
+    acc = np.float32 if x.dtype == np.float16 else x.dtype
+    r = xp.sum(x, axis=_axes(dims, x.ndim), keepdims=keepdim, dtype=acc)
+    return xp.asarray(r).astype(x.dtype, copy=False)
+
+
+def _keep(g, x, dims, keepdim):
+    """A reduced gradient reshaped so it broadcasts against the input."""
+    if keepdim:
+        return g
+    dims = range(len(x.shape)) if dims is None else dims
+    shape = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
+    return P("reshape", g, shape=shape)
+
+
+def _sum_vjp(g, o, x, dims, keepdim):
+    return (P("expand", _keep(g, x, dims, keepdim), shape=tuple(x.shape)),)
+
+
+def _extreme_vjp(g, o, x, dims, keepdim):
+    ok = _keep(o, x, dims, keepdim)
+    mask = P("cast", P("eq", x, ok), dtype=g.dtype)
+    count = P("sum", mask, dims=dims, keepdim=True)
+    return (P("div", P("mul", mask, _keep(g, x, dims, keepdim)), count),)
+
+
+def _prod_vjp(g, o, x, dims, keepdim):
+    # out / x is exact where x != 0; where x == 0, recompute the product of the others
+    gk, ok = _keep(g, x, dims, keepdim), _keep(o, x, dims, keepdim)
+    zero = P("eq", x, 0.0)
+    safe_x = P("where", zero, P("add", P("mul", x, 0.0), 1.0), x)
+    others = P("prod", safe_x, dims=dims, keepdim=True)
+    nzeros = P("sum", P("cast", zero, dtype=x.dtype), dims=dims, keepdim=True)
+    at_zero = P("where", P("eq", nzeros, 1.0), others, P("mul", others, 0.0))
+    return (P("mul", gk, P("where", zero, at_zero, P("div", ok, safe_x))),)
+
+
+def _arg(fn):
+    def k(xp, x, dims, keepdim):
+        if dims is None:
+            r = fn(x.reshape(-1))
+            return xp.asarray(r).reshape((1,) * x.ndim if keepdim else ())
+        return xp.asarray(fn(x, axis=dims[0], keepdims=keepdim))
+    return k
+
+
+register("sum", _sum, _sum_vjp)
+register("max", lambda xp, x, dims, keepdim: xp.asarray(xp.max(x, axis=_axes(dims, x.ndim), keepdims=keepdim)),
+         _extreme_vjp, "xo")
+register("min", lambda xp, x, dims, keepdim: xp.asarray(xp.min(x, axis=_axes(dims, x.ndim), keepdims=keepdim)),
+         _extreme_vjp, "xo")
+register("prod", lambda xp, x, dims, keepdim: xp.asarray(
+    xp.prod(x, axis=_axes(dims, x.ndim), keepdims=keepdim, dtype=x.dtype)), _prod_vjp, "xo")
+register("argmax", _arg(lambda x, **k: np.argmax(x, **k) if isinstance(x, np.ndarray) else x.argmax(**k)), None)
+register("argmin", _arg(lambda x, **k: np.argmin(x, **k) if isinstance(x, np.ndarray) else x.argmin(**k)), None)
+register("cumsum", lambda xp, x, dim: xp.cumsum(x, axis=dim, dtype=x.dtype),
+         lambda g, o, x, dim: (P("flip", P("cumsum", P("flip", g, dims=(dim,)), dim=dim), dims=(dim,)),))
+
+
+# -------------------------------------------------------------------------------- movement
+def _pad_kernel(xp, x, pads, value):
+    crop = tuple(slice(max(0, -lo), x.shape[i] - max(0, -hi)) for i, (lo, hi) in enumerate(pads))
+    x = x[crop]
+    width = [(max(0, lo), max(0, hi)) for lo, hi in pads]
+    if not any(lo or hi for lo, hi in width):
+        return x.copy()
+    return xp.pad(x, width, constant_values=value)
+
+
+def _unslice(g, shape, starts, stops, steps):
+    """The adjoint of slice: put g back into zeros of `shape` (pads; strided slices interleave zeros)."""
+    for d, (n, s0, s1, st) in enumerate(zip(shape, starts, stops, steps)):
+        m = g.shape[d]
+        if st > 1 and m > 0:
+            # interleave st-1 zeros after every element along d: [..., m, ...] -> [..., m*st, ...]
+            gs = tuple(g.shape)
+            g = P("reshape", g, shape=gs[:d + 1] + (1,) + gs[d + 1:])
+            pads = [(0, 0)] * len(g.shape)
+            pads[d + 1] = (0, st - 1)
+            g = P("pad", g, pads=tuple(pads), value=0.0)
+            g = P("reshape", g, shape=gs[:d] + (m * st,) + gs[d + 1:])
+            m = m * st
+        pads = [(0, 0)] * len(g.shape)
+        pads[d] = (s0, n - s0 - m)
+        if pads[d] != (0, 0):
+            g = P("pad", g, pads=tuple(pads), value=0.0)
+    return g
+
+
+def _cat_vjp(g, o, *xs, dim):
+    res, off = [], 0
+    for x in xs:
+        n = x.shape[dim]
+        if x.requires_grad:
+            starts = [0] * len(g.shape)
+            stops = list(g.shape)
+            starts[dim], stops[dim] = off, off + n
+            res.append(P("slice", g, starts=tuple(starts), stops=tuple(stops), steps=(1,) * len(g.shape)))
+        else:
+            res.append(None)
+        off += n
+    return tuple(res)
+
+
+def _windows_kernel(xp, x, kernel, stride, dilation):
+    nk = len(kernel)
+    ext = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    axes = tuple(range(x.ndim - nk, x.ndim))
+    if xp is np:
+        v = np.lib.stride_tricks.sliding_window_view(x, ext, axis=axes)
+    else:
+        v = xp.lib.stride_tricks.sliding_window_view(x, ext, axis=axes)
+    idx = (Ellipsis,) + tuple(slice(None, None, s) for s in stride) + tuple(slice(None, None, d) for d in dilation)
+    return v[idx]
+
+
+def _fold_kernel(xp, x, size, kernel, stride, dilation):
+    nk = len(kernel)
+    batch = x.shape[:-2 * nk]
+    outs = x.shape[-2 * nk:-nk]
+    acc = np.float32 if x.dtype == np.float16 else x.dtype
+    out = xp.zeros(batch + tuple(size), dtype=acc)
+    for kidx in itertools.product(*(range(k) for k in kernel)):
+        sl = tuple(slice(ki * di, ki * di + si * (oi - 1) + 1, si)
+                   for ki, di, si, oi in zip(kidx, dilation, stride, outs))
+        out[(Ellipsis,) + sl] += x[(Ellipsis,) + tuple(slice(None) for _ in outs) + kidx]
+    return out.astype(x.dtype, copy=False)
+
+
+def _inverse(dims):
+    inv = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inv[d] = i
+    return tuple(inv)
+
+
+register("reshape", lambda xp, x, shape: x.reshape(shape),
+         lambda g, o, x, shape: (P("reshape", g, shape=tuple(x.shape)),))
+register("permute", lambda xp, x, dims: x.transpose(dims),
+         lambda g, o, x, dims: (P("permute", g, dims=_inverse(dims)),))
+register("expand", lambda xp, x, shape: xp.broadcast_to(x, shape),
+         lambda g, o, x, shape: (sum_to(g, tuple(x.shape)),))
+register("slice", lambda xp, x, starts, stops, steps: x[tuple(map(slice, starts, stops, steps))],
+         lambda g, o, x, starts, stops, steps: (_unslice(g, tuple(x.shape), starts, stops, steps),))
+register("flip", lambda xp, x, dims: xp.flip(x, dims) if dims else x,
+         lambda g, o, x, dims: (P("flip", g, dims=dims),))
+register("pad", _pad_kernel,
+         lambda g, o, x, pads, value: (P("pad", g, pads=tuple((-lo, -hi) for lo, hi in pads), value=0.0),))
+register("cat", lambda xp, *xs, dim: xp.concatenate(xs, axis=dim), _cat_vjp)
+register("windows", _windows_kernel,
+         lambda g, o, x, kernel, stride, dilation: (
+             P("fold", g, size=tuple(x.shape[-len(kernel):]), kernel=kernel, stride=stride, dilation=dilation),))
+register("fold", _fold_kernel,
+         lambda g, o, x, size, kernel, stride, dilation: (
+             P("windows", g, kernel=kernel, stride=stride, dilation=dilation),))
+
+
+# -------------------------------------------------------------------------------- indexing
+def _check_index(op, xp, idx, n):
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        raise IndexError(f"index {bad} is out of bounds for dimension with size {n}")
+
+
+def _take(xp, x, idx, dim):
+    _check_index("take", xp, idx, x.shape[dim])
+    return xp.take(x, idx, axis=dim)
+
+
+def _index_add(xp, x, idx, src, dim):
+    _check_index("index_add", xp, idx, x.shape[dim])
+    out = x.copy()
+    flat_idx = idx.reshape(-1)
+    src = src.reshape(x.shape[:dim] + (flat_idx.size,) + x.shape[dim + 1:])
+    if dim == 0 and xp is np:
+        np.add.at(out, flat_idx, src)
+    else:
+        (np.add.at if xp is np else xp.add.at)(out, (slice(None),) * dim + (flat_idx,), src)
+    return out
+
+
+def _grid(xp, idx, dim):
+    """Index arrays addressing every element of idx's shape, with idx itself along dim."""
+    grids = list(xp.ogrid[tuple(slice(0, n) for n in idx.shape)]) if idx.ndim else []
+    grids[dim] = idx
+    return tuple(grids)
+
+
+def _gather(xp, x, idx, dim):
+    _check_index("gather", xp, idx, x.shape[dim])
+    return x[_grid(xp, idx, dim)]
+
+
+def _scatter_add(xp, x, idx, src, dim):
+    _check_index("scatter_add", xp, idx, x.shape[dim])
+    out = x.copy()
+    src = src[tuple(slice(0, n) for n in idx.shape)]
+    (np.add.at if xp is np else xp.add.at)(out, _grid(xp, idx, dim), src)
+    return out
+
+
+def _scatter(xp, x, idx, src, dim):
+    _check_index("scatter", xp, idx, x.shape[dim])
+    out = x.copy()
+    src = src[tuple(slice(0, n) for n in idx.shape)]
+    out[_grid(xp, idx, dim)] = src
+    return out
+
+
+def _src_grad(g, idx, src, dim):
+    r = P("gather", g, idx, dim=dim)
+    if tuple(r.shape) != tuple(src.shape):
+        r = P("pad", r, pads=tuple((0, s - n) for s, n in zip(src.shape, r.shape)), value=0.0)
+    return r
+
+
+def _zeros_like(x):
+    return P("full", shape=tuple(x.shape), value=0, dtype=x.dtype)
+
+
+register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None), "x")
+register("index_add", _index_add, lambda g, o, x, idx, src, dim: (g, None, P("take", g, idx, dim=dim)), "x")
+register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None), "x")
+register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)), "x")
+register("scatter", _scatter, lambda g, o, x, idx, src, dim: (
+    P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), "x")
+
+
+def _argsort(xp, x, dim, descending):
+    if x.ndim == 0:
+        return xp.zeros((), dtype=np.int64)
+    if descending:
+        key = -x.astype(np.float64) if x.dtype.kind in "biu" else -x
+        return xp.argsort(key, axis=dim, kind="stable")
+    return xp.argsort(x, axis=dim, kind="stable")
+
+
+def _topk(xp, x, k, dim, largest):
+    if x.ndim == 0:
+        return xp.zeros((), dtype=np.int64)
+    order = _argsort(xp, x, dim, largest)
+    return xp.take(order, xp.arange(k), axis=dim)
+
+
+register("argsort", _argsort, None)
+register("topk", _topk, None)
+
+
+# ---------------------------------------------------------------------------------- matmul
+def _mT(t):
+    n = len(t.shape)
+    return P("permute", t, dims=tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+register("matmul", lambda xp, x, y: xp.matmul(x, y),
+         lambda g, o, x, y: _grads(g, x, y, lambda: P("matmul", g, _mT(y)), lambda: P("matmul", _mT(x), g)), "x")
+
+
+# ---------------------------------------------------------------------------- random, consts
+def _random(xp, key, shape, dtype, dist):
+    seed, offset = (int(v) for v in key.tolist())
+    f = rng.uniform if dist == "uniform" else rng.normal
+    return f(xp, seed, offset, tuple(shape), dtype.np)
+
+
+register("random", _random, None)
+register("full", lambda xp, shape, value, dtype: xp.full(tuple(shape), value, dtype=dtype.np), None)
+register("arange", lambda xp, n, start, step, dtype: (
+    (start + step * xp.arange(n, dtype=np.float64)).astype(dtype.np) if dtype.is_floating_point or
+    not (float(start).is_integer() and float(step).is_integer())
+    else xp.arange(int(start), int(start) + int(step) * n, int(step), dtype=dtype.np)[:n]), None)
+
+_ = dt

@@ -1,0 +1,118 @@
+"""Data types: the IR's scalar types, with PyTorch's names and promotion rules.
+
+Dtypes live in the IR layer because shape/dtype rules need them and the IR knows nothing of
+Tensor. The frontend re-exports them as ember.float32, ember.long, ...
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DType", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+           "bool_", "ALL", "by_name", "from_numpy", "promote_types", "result_type", "default_float"]
+
+
+class DType:
+    """A scalar type. `short` is the IR text spelling (f32, i64, b8 ...)."""
+
+    __slots__ = ("name", "short", "np", "itemsize", "is_floating_point", "is_signed", "category")
+
+    def __init__(self, name: str, short: str, np_dtype, category: int):
+        self.name = name
+        self.short = short
+        self.np = np.dtype(np_dtype)
+        self.itemsize = self.np.itemsize
+        self.is_floating_point = category == 2
+        self.is_signed = self.np.kind in "if"
+        self.category = category  # 0 bool, 1 integer, 2 floating: PyTorch's promotion categories
+
+    @property
+    def is_complex(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"ember.{self.name}"
+
+    def __reduce__(self):  # pickling/copying keeps the singleton
+        return (by_name, (self.name,))
+
+    def to_numpy(self):
+        return self.np
+
+
+bool_ = DType("bool", "b8", np.bool_, 0)
+uint8 = DType("uint8", "u8", np.uint8, 1)
+int8 = DType("int8", "i8", np.int8, 1)
+int16 = DType("int16", "i16", np.int16, 1)
+int32 = DType("int32", "i32", np.int32, 1)
+int64 = DType("int64", "i64", np.int64, 1)
+float16 = DType("float16", "f16", np.float16, 2)
+float32 = DType("float32", "f32", np.float32, 2)
+float64 = DType("float64", "f64", np.float64, 2)
+
+ALL = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
+_BY_NAME = {d.name: d for d in ALL}
+_BY_NAME.update({d.short: d for d in ALL})
+_BY_NP = {d.np: d for d in ALL}
+
+default_float = float32
+
+
+def by_name(name: str) -> DType:
+    """'float32' or 'f32' -> DType."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise TypeError(f"unknown dtype {name!r}") from None
+
+
+def from_numpy(np_dtype) -> DType:
+    try:
+        return _BY_NP[np.dtype(np_dtype)]
+    except KeyError:
+        raise TypeError(f"can't convert np.ndarray of type {np.dtype(np_dtype)}. The only supported types are: "
+                        "float64, float32, float16, int64, int32, int16, int8, uint8, and bool.") from None
+
+
+# Promotion within a category follows numpy except where PyTorch differs (uint8 with int8 -> int16 in
+# both, so numpy's table is right for our set).
+_promo_cache: dict = {}
+
+
+def promote_types(a: DType, b: DType) -> DType:
+    """torch.promote_types for two tensor dtypes of equal standing."""
+    if a is b:
+        return a
+    key = (a, b)
+    r = _promo_cache.get(key)
+    if r is None:
+        if a is bool_:
+            r = b
+        elif b is bool_:
+            r = a
+        else:
+            r = _BY_NP[np.promote_types(a.np, b.np)]
+        _promo_cache[key] = r
+    return r
+
+
+def result_type(tensor_dtypes, scalar_kinds=(), zero_dim_dtypes=()) -> DType:
+    """PyTorch's result_type: dimensioned tensors decide, then 0-d tensors, then Python scalars, each
+    only when it is of a higher category (bool < int < float) than what is already decided."""
+    res = None
+    for d in tensor_dtypes:
+        res = d if res is None else promote_types(res, d)
+    zres = None
+    for d in zero_dim_dtypes:
+        zres = d if zres is None else promote_types(zres, d)
+    if zres is not None:
+        if res is None:
+            res = zres
+        elif zres.category > res.category:
+            res = zres
+    for k in scalar_kinds:  # k is bool, int or float
+        cat = 0 if k is bool else 1 if k is int else 2
+        if res is None:
+            res = bool_ if cat == 0 else int64 if cat == 1 else default_float
+        elif cat > res.category:
+            res = int64 if cat == 1 else default_float
+    return res

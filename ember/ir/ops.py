@@ -1,0 +1,442 @@
+"""The op vocabulary: every primitive's schema (arity, attributes, shape rule, dtype rule).
+
+One table, three users: eager mode checks inputs with it, the tracer computes result types with it,
+and the IR verifier re-runs it on every node. Nothing here knows about Tensor: rules take and return
+`TType`s (shape tuple + DType). Kernels and VJPs are attached by name in ember/frontend/prims.py.
+
+The primitive set is small in the spirit of JAX's lax: elementwise unary/binary/where, cast,
+reductions, movement, indexing, matmul, random, constants. Everything else is a composite.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+from . import dtypes as dt
+from .dtypes import DType
+
+
+class TType(NamedTuple):
+    """A tensor's type: shape and dtype."""
+    shape: tuple
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"{self.dtype.short}[{','.join(map(str, self.shape))}]"
+
+
+class ShapeError(RuntimeError):
+    """A shape or dtype rule rejected its inputs (eager, tracer and verifier raise the same)."""
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: str                      # unary binary ternary cast reduce movement index matmul random const
+    arity: int | None              # number of tensor inputs; None = variadic (cat)
+    attrs: tuple = ()              # attribute names, in printing order
+    infer: Callable = None         # (list[TType], attrs dict) -> TType
+    differentiable: bool = True
+    doc: str = ""
+    flags: frozenset = field(default_factory=frozenset)   # e.g. {"random"}, {"eager_only"}
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _def(name, kind, infer, arity=1, attrs=(), differentiable=True, doc="", flags=()):
+    OPS[name] = OpDef(name, kind, arity, tuple(attrs), infer, differentiable, doc, frozenset(flags))
+
+
+def fmt(t: TType) -> str:
+    return str(t)
+
+
+def _err(op, msg, ins=()):
+    detail = ", ".join(str(t) for t in ins)
+    raise ShapeError(f"{op}: {msg}" + (f" (inputs: {detail})" if detail else ""))
+
+
+# ----------------------------------------------------------------------------------- helpers
+def broadcast_shapes(*shapes, op="broadcast") -> tuple:
+    """numpy/PyTorch broadcasting, with PyTorch's error message."""
+    nd = max((len(s) for s in shapes), default=0)
+    out = [1] * nd
+    for s in shapes:
+        for i, n in enumerate(s):
+            j = nd - len(s) + i
+            m = out[j]
+            if m == 1:
+                out[j] = n
+            elif n != 1 and n != m:
+                raise ShapeError(
+                    f"{op}: The size of tensor a ({m}) must match the size of tensor b ({n}) at "
+                    f"non-singleton dimension {i - len(s) + nd}: shapes "
+                    + " and ".join(str(list(x)) for x in shapes))
+    return tuple(out)
+
+
+def norm_dim(d: int, ndim: int, op="op") -> int:
+    n = max(ndim, 1)
+    if not -n <= d < n:
+        raise IndexError(f"{op}: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    return d % n
+
+
+def norm_dims(dims, ndim, op="op") -> tuple:
+    if dims is None:
+        return tuple(range(ndim))
+    if isinstance(dims, int):
+        dims = (dims,)
+    out = tuple(sorted({norm_dim(d, ndim, op) for d in dims}))
+    if len(out) != len(tuple(dims)):
+        raise RuntimeError(f"{op}: dim {tuple(dims)} appears multiple times in the list of dims")
+    return out
+
+
+def _float_required(op, t):
+    if not t.dtype.is_floating_point:
+        _err(op, f"expected a floating point input, got {t.dtype.name}", [t])
+
+
+# ------------------------------------------------------------------------------ elementwise
+FLOAT_UNARY = ("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "log1p",
+               "expm1", "reciprocal")
+SAME_UNARY = ("neg", "abs", "sign", "floor", "ceil", "round", "trunc")
+BOOL_UNARY = ("logical_not", "isnan", "isinf")
+ARITH_BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide")
+CMP_BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or")
+
+
+def _unary_float(name):
+    def infer(ins, a):
+        _float_required(name, ins[0])
+        return ins[0]
+    return infer
+
+
+def _unary_same(ins, a):
+    return ins[0]
+
+
+def _unary_bool(ins, a):
+    return TType(ins[0].shape, dt.bool_)
+
+
+def _binary(name, out_bool):
+    def infer(ins, a):
+        x, y = ins
+        if x.dtype is not y.dtype:
+            _err(name, f"expected both inputs to have the same dtype, but got {x.dtype.name} and {y.dtype.name}", ins)
+        if name == "div" and not x.dtype.is_floating_point:
+            _err(name, "true division needs floating point inputs", ins)
+        shape = broadcast_shapes(x.shape, y.shape, op=name)
+        return TType(shape, dt.bool_ if out_bool else x.dtype)
+    return infer
+
+
+for _n in FLOAT_UNARY:
+    _def(_n, "unary", _unary_float(_n))
+for _n in SAME_UNARY:
+    _def(_n, "unary", _unary_same, differentiable=_n not in ("sign", "floor", "ceil", "round", "trunc"))
+for _n in BOOL_UNARY:
+    _def(_n, "unary", _unary_bool, differentiable=False)
+for _n in ARITH_BINARY:
+    _def(_n, "binary", _binary(_n, False), arity=2,
+         differentiable=_n not in ("floor_divide",))
+for _n in CMP_BINARY:
+    _def(_n, "binary", _binary(_n, True), arity=2, differentiable=False)
+
+
+def _where(ins, a):
+    c, x, y = ins
+    if c.dtype is not dt.bool_:
+        _err("where", f"condition must be bool, got {c.dtype.name}", ins)
+    if x.dtype is not y.dtype:
+        _err("where", f"expected x and y to have the same dtype, got {x.dtype.name} and {y.dtype.name}", ins)
+    return TType(broadcast_shapes(c.shape, x.shape, y.shape, op="where"), x.dtype)
+
+
+_def("where", "ternary", _where, arity=3)
+_def("cast", "cast", lambda ins, a: TType(ins[0].shape, a["dtype"]), attrs=("dtype",))
+
+
+# ------------------------------------------------------------------------------- reductions
+def _reduce(name, out_dtype=None, int_ok=True):
+    def infer(ins, a):
+        x = ins[0]
+        dims = norm_dims(a["dims"], len(x.shape), name)
+        if name in ("max", "min", "argmax", "argmin") and any(x.shape[d] == 0 for d in dims):
+            _err(name, "Expected reduction dim to have non-zero size", ins)
+        if a.get("keepdim"):
+            shape = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
+        else:
+            shape = tuple(n for i, n in enumerate(x.shape) if i not in dims)
+        return TType(shape, out_dtype or x.dtype)
+    return infer
+
+
+_def("sum", "reduce", _reduce("sum"), attrs=("dims", "keepdim"))
+_def("max", "reduce", _reduce("max"), attrs=("dims", "keepdim"))
+_def("min", "reduce", _reduce("min"), attrs=("dims", "keepdim"))
+_def("prod", "reduce", _reduce("prod"), attrs=("dims", "keepdim"))
+_def("argmax", "reduce", _reduce("argmax", dt.int64), attrs=("dims", "keepdim"), differentiable=False)
+_def("argmin", "reduce", _reduce("argmin", dt.int64), attrs=("dims", "keepdim"), differentiable=False)
+
+
+def _cumsum(ins, a):
+    norm_dim(a["dim"], len(ins[0].shape), "cumsum")
+    return ins[0]
+
+
+_def("cumsum", "scan", _cumsum, attrs=("dim",))
+
+
+# --------------------------------------------------------------------------------- movement
+def _reshape(ins, a):
+    x = ins[0]
+    shape = tuple(a["shape"])
+    n = 1
+    for s in x.shape:
+        n *= s
+    m = 1
+    for s in shape:
+        m *= s
+    if n != m or any(s < 0 for s in shape):
+        _err("reshape", f"shape '{list(shape)}' is invalid for input of size {n}", ins)
+    return TType(shape, x.dtype)
+
+
+def _permute(ins, a):
+    x = ins[0]
+    dims = tuple(a["dims"])
+    if sorted(dims) != list(range(len(x.shape))):
+        _err("permute", f"number of dims don't match or repeated: dims {list(dims)} for shape {list(x.shape)}", ins)
+    return TType(tuple(x.shape[d] for d in dims), x.dtype)
+
+
+def _expand(ins, a):
+    x = ins[0]
+    shape = tuple(a["shape"])
+    if len(shape) < len(x.shape):
+        _err("expand", f"the number of sizes provided ({len(shape)}) must be greater or equal to the number "
+                       f"of dimensions in the tensor ({len(x.shape)})", ins)
+    off = len(shape) - len(x.shape)
+    for i, n in enumerate(x.shape):
+        if n != 1 and n != shape[off + i]:
+            _err("expand", f"The expanded size of the tensor ({shape[off + i]}) must match the existing size "
+                           f"({n}) at non-singleton dimension {off + i}.  Target sizes: {list(shape)}", ins)
+    return TType(shape, x.dtype)
+
+
+def _slice(ins, a):
+    """slice(starts, stops, steps): per-dimension python-style slice with normalised, in-range
+    bounds and positive steps (the frontend normalises; negative steps become flip)."""
+    x = ins[0]
+    out = []
+    for n, s0, s1, st in zip(x.shape, a["starts"], a["stops"], a["steps"]):
+        if st <= 0 or not (0 <= s0 <= n) or not (0 <= s1 <= n):
+            _err("slice", f"invalid slice {s0}:{s1}:{st} for size {n}", ins)
+        out.append(max(0, (s1 - s0 + st - 1) // st))
+    return TType(tuple(out), x.dtype)
+
+
+def _flip(ins, a):
+    norm_dims(a["dims"], len(ins[0].shape), "flip")
+    return ins[0]
+
+
+def _pad(ins, a):
+    """pad(pads=[(lo, hi) per dim], value): constant padding; negative amounts crop."""
+    x = ins[0]
+    pads = a["pads"]
+    if len(pads) != len(x.shape):
+        _err("pad", f"expected {len(x.shape)} (lo, hi) pairs, got {len(pads)}", ins)
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pads))
+    if any(s < 0 for s in shape):
+        _err("pad", f"resulting padded shape {list(shape)} has a negative size", ins)
+    return TType(shape, x.dtype)
+
+
+def _cat(ins, a):
+    if not ins:
+        _err("cat", "expected a non-empty list of Tensors")
+    ref = ins[0]
+    d = norm_dim(a["dim"], len(ref.shape), "cat")
+    total = 0
+    for t in ins:
+        if t.dtype is not ref.dtype:
+            _err("cat", f"expected all inputs to have the same dtype, got {ref.dtype.name} and {t.dtype.name}", ins)
+        if len(t.shape) != len(ref.shape) or any(m != n for i, (m, n) in enumerate(zip(t.shape, ref.shape)) if i != d):
+            _err("cat", f"Sizes of tensors must match except in dimension {d}. "
+                        f"Expected size {list(ref.shape)} but got size {list(t.shape)}", ins)
+        total += t.shape[d]
+    return TType(ref.shape[:d] + (total,) + ref.shape[d + 1:], ref.dtype)
+
+
+def window_out(n, k, s, d):
+    return (n - d * (k - 1) - 1) // s + 1
+
+
+def _windows(ins, a):
+    """windows(kernel, stride, dilation): sliding windows over the last len(kernel) dims.
+    [..., H, W] -> [..., oh, ow, kh, kw]  (a view; im2col and pooling are built on it)."""
+    x = ins[0]
+    k, s, d = a["kernel"], a["stride"], a["dilation"]
+    nk = len(k)
+    if len(x.shape) < nk:
+        _err("windows", f"input needs at least {nk} dims", ins)
+    spatial = x.shape[-nk:]
+    outs = tuple(window_out(n, kk, ss, dd) for n, kk, ss, dd in zip(spatial, k, s, d))
+    if any(o <= 0 for o in outs):
+        _err("windows", f"kernel size {list(k)} (dilation {list(d)}) is larger than the (padded) input "
+                        f"size {list(spatial)}", ins)
+    return TType(x.shape[:-nk] + outs + tuple(k), x.dtype)
+
+
+def _fold(ins, a):
+    """fold(size, kernel, stride, dilation): the adjoint of windows (sums overlapping windows)."""
+    x = ins[0]
+    nk = len(a["kernel"])
+    size = tuple(a["size"])
+    batch = x.shape[:-2 * nk]
+    return TType(batch + size, x.dtype)
+
+
+_def("reshape", "movement", _reshape, attrs=("shape",))
+_def("permute", "movement", _permute, attrs=("dims",))
+_def("expand", "movement", _expand, attrs=("shape",))
+_def("slice", "movement", _slice, attrs=("starts", "stops", "steps"))
+_def("flip", "movement", _flip, attrs=("dims",))
+_def("pad", "movement", _pad, attrs=("pads", "value"))
+_def("cat", "movement", _cat, arity=None, attrs=("dim",))
+_def("windows", "movement", _windows, attrs=("kernel", "stride", "dilation"))
+_def("fold", "movement", _fold, attrs=("size", "kernel", "stride", "dilation"))
+
+
+# --------------------------------------------------------------------------------- indexing
+def _int_index(op, t, ins):
+    if t.dtype not in (dt.int64, dt.int32, dt.int16, dt.int8, dt.uint8):
+        _err(op, f"expected an integer index tensor (Long), got {t.dtype.name}", ins)
+
+
+def _take(ins, a):
+    """take(dim): out = x.take(idx, axis=dim); idx of any shape replaces dimension dim."""
+    x, idx = ins
+    _int_index("take", idx, ins)
+    d = norm_dim(a["dim"], len(x.shape), "take")
+    return TType(x.shape[:d] + idx.shape + x.shape[d + 1:], x.dtype)
+
+
+def _index_add(ins, a):
+    """index_add(dim): out = x with src's slices added at positions idx along dim (idx of any shape)."""
+    x, idx, src = ins
+    _int_index("index_add", idx, ins)
+    d = norm_dim(a["dim"], len(x.shape), "index_add")
+    want = x.shape[:d] + idx.shape + x.shape[d + 1:]
+    if tuple(src.shape) != want or src.dtype is not x.dtype:
+        _err("index_add", f"source must have shape {list(want)} and dtype {x.dtype.name}", ins)
+    return x
+
+
+def _gather(ins, a):
+    x, idx = ins
+    _int_index("gather", idx, ins)
+    d = norm_dim(a["dim"], len(x.shape), "gather")
+    if len(idx.shape) != len(x.shape):
+        _err("gather", "Index tensor must have the same number of dimensions as input tensor", ins)
+    for i, (m, n) in enumerate(zip(idx.shape, x.shape)):
+        if i != d and m > n:
+            _err("gather", f"Size does not match at dimension {i} expected index {list(idx.shape)} to be "
+                           f"smaller than self {list(x.shape)} apart from dimension {d}", ins)
+    return TType(idx.shape, x.dtype)
+
+
+def _scatter(name):
+    def infer(ins, a):
+        x, idx, src = ins
+        _int_index(name, idx, ins)
+        d = norm_dim(a["dim"], len(x.shape), name)
+        if len(idx.shape) != len(x.shape) or len(src.shape) != len(x.shape):
+            _err(name, "Index tensor must have the same number of dimensions as self and src", ins)
+        for i, (m, n, k) in enumerate(zip(idx.shape, x.shape, src.shape)):
+            if m > k or (i != d and m > n):
+                _err(name, f"Expected index {list(idx.shape)} to be smaller than self {list(x.shape)} apart "
+                           f"from dimension {d} and to be smaller size than src {list(src.shape)}", ins)
+        if src.dtype is not x.dtype:
+            _err(name, f"Expected self.dtype to be equal to src.dtype ({x.dtype.name} vs {src.dtype.name})", ins)
+        return x
+    return infer
+
+
+_def("take", "index", _take, arity=2, attrs=("dim",))
+_def("index_add", "index", _index_add, arity=3, attrs=("dim",))
+_def("gather", "index", _gather, arity=2, attrs=("dim",))
+_def("scatter_add", "index", _scatter("scatter_add"), arity=3, attrs=("dim",))
+_def("scatter", "index", _scatter("scatter"), arity=3, attrs=("dim",))
+
+
+def _sort_like(name):
+    def infer(ins, a):
+        x = ins[0]
+        d = norm_dim(a["dim"], len(x.shape), name)
+        shape = x.shape
+        if name == "topk":
+            k = a["k"]
+            n = x.shape[d] if x.shape else 1
+            if not 0 <= k <= n:
+                _err("topk", f"selected index k={k} out of range for dimension of size {n}", ins)
+            shape = x.shape[:d] + (k,) + x.shape[d + 1:] if x.shape else ()
+        return TType(shape, dt.int64)
+    return infer
+
+
+_def("argsort", "index", _sort_like("argsort"), attrs=("dim", "descending"), differentiable=False)
+_def("topk", "index", _sort_like("topk"), attrs=("k", "dim", "largest"), differentiable=False,
+     doc="indices of the k largest (or smallest) entries along dim, in sorted order")
+
+
+# ----------------------------------------------------------------------------------- matmul
+def _matmul(ins, a):
+    x, y = ins
+    if x.dtype is not y.dtype:
+        _err("matmul", f"expected both inputs to have the same dtype, but got {x.dtype.name} != {y.dtype.name}", ins)
+    if len(x.shape) < 2 or len(y.shape) < 2:
+        _err("matmul", "the primitive needs inputs of at least 2 dimensions", ins)
+    if x.shape[-1] != y.shape[-2]:
+        raise ShapeError(f"matmul: mat1 and mat2 shapes cannot be multiplied "
+                         f"({x.shape[-2]}x{x.shape[-1]} and {y.shape[-2]}x{y.shape[-1]})")
+    batch = broadcast_shapes(x.shape[:-2], y.shape[:-2], op="matmul")
+    return TType(batch + (x.shape[-2], y.shape[-1]), x.dtype)
+
+
+_def("matmul", "matmul", _matmul, arity=2)
+
+
+# ----------------------------------------------------------------------- random and constants
+def _random(ins, a):
+    key = ins[0]
+    if key.dtype is not dt.int64 or key.shape != (2,):
+        _err("random", "key must be i64[2] (seed, offset)", ins)
+    if not a["dtype"].is_floating_point:
+        _err("random", "random values need a floating dtype", ins)
+    return TType(tuple(a["shape"]), a["dtype"])
+
+
+_def("random", "random", _random, attrs=("shape", "dtype", "dist"), differentiable=False,
+     flags=("random",), doc="counter-based random numbers from key = (seed, offset); dist uniform|normal")
+_def("full", "const", lambda ins, a: TType(tuple(a["shape"]), a["dtype"]), arity=0,
+     attrs=("shape", "value", "dtype"), differentiable=False)
+_def("arange", "const", lambda ins, a: TType((a["n"],), a["dtype"]), arity=0,
+     attrs=("n", "start", "step", "dtype"), differentiable=False)
+
+
+def infer(op: str, in_types, attrs) -> TType:
+    """Run `op`'s shape and dtype rule."""
+    try:
+        d = OPS[op]
+    except KeyError:
+        raise ShapeError(f"unknown op {op!r}") from None
+    if d.arity is not None and len(in_types) != d.arity:
+        raise ShapeError(f"{op}: expected {d.arity} inputs, got {len(in_types)}")
+    return d.infer(list(in_types), attrs)

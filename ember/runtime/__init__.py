@@ -1,0 +1,6 @@
+"""Runtime: turns generated code into callables.
+
+    ember.runtime.cpu    compile_kernels(kernels) -> CompiledModule (LLVM JIT, thread pool)
+    ember.runtime.cache  disk cache of object code (EMBER_CACHE_DIR, EMBER_CACHE=0), stats()
+    ember.runtime.blas   extern kernels (matmul, conv2d) on numpy arrays
+"""

@@ -1,0 +1,78 @@
+"""Extern kernels on numpy arrays: matmul / bmm through numpy's BLAS, conv2d as im2col + GEMM.
+
+In: the extern op name, input arrays, a preallocated output array and the ExternKernel's attrs.
+Out: the output array written in place.  Called by ember/runtime/cpu.py (ExternCallable), which
+then runs the fused epilogue on the result.
+
+    matmul  a[..., m, k] @ b[..., k, n] (numpy broadcasting); attrs transpose_a / transpose_b use the
+            transpose of the last two dims (a Linear layer is matmul(x, w, transpose_b=True))
+    bmm     same, 3-D operands
+    conv2d  x[N, C, H, W], w[O, C/groups, kh, kw], optional bias[O]; attrs stride, padding,
+            dilation (int or pair), groups
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["run_extern", "matmul", "conv2d", "conv2d_output_shape"]
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = False,
+           transpose_b: bool = False) -> None:
+    if transpose_a:
+        a = np.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = np.swapaxes(b, -1, -2)
+    np.matmul(a, b, out=out)
+
+
+def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1) -> tuple:
+    n, _, h, w = x_shape
+    o, _, kh, kw = w_shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return (n, o, oh, ow)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarray, stride=1,
+           padding=0, dilation=1, groups: int = 1) -> None:
+    """im2col (a strided window view, copied once into GEMM layout) + one GEMM per group."""
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = w.shape
+    _, _, oh, ow = out.shape
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    # windows[n, c, i, j, a, b] = x[n, c, i + a*dh, j + b*dw]; then stride over i, j
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]
+    og = o // groups
+    for g in range(groups):
+        cols = win[:, g * cg:(g + 1) * cg]                                # [N, cg, OH, OW, kh, kw]
+        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
+        wg = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
+        res = cols @ wg.T                                                 # [N*OH*OW, og]
+        out[:, g * og:(g + 1) * og] = res.reshape(n, oh, ow, og).transpose(0, 3, 1, 2)
+    if bias is not None:
+        out += bias.reshape(1, o, 1, 1)
+
+
+def run_extern(op: str, inputs: Sequence[np.ndarray], out: np.ndarray, attrs: dict) -> None:
+    if op in ("matmul", "bmm"):
+        matmul(inputs[0], inputs[1], out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")))
+    elif op == "conv2d":
+        bias = inputs[2] if len(inputs) > 2 else None
+        conv2d(inputs[0], inputs[1], bias, out, attrs.get("stride", 1), attrs.get("padding", 0),
+               attrs.get("dilation", 1), int(attrs.get("groups", 1)))
+    else:
+        raise NotImplementedError(f"extern op {op!r}")
