@@ -134,6 +134,24 @@ class Node:
         self.freed = True
 
 
+class GradSlots:
+    """Gradients for several outputs of one multi-output node (a compiled graph), keyed by output
+    index; the engine accumulates them with + like tensors."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self, slots):
+        self.slots = slots
+
+    def __add__(self, other):
+        merged = dict(self.slots)
+        for i, g in other.slots.items():
+            merged[i] = merged[i] + g if i in merged else g
+        return GradSlots(merged)
+
+    __radd__ = __add__
+
+
 class AccumulateGrad:
     """The sink of a leaf tensor: adds incoming gradients into `.grad`."""
 
@@ -233,7 +251,7 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
                 if nxt is None:
                     continue
                 if ig is not None:
-                    if not isinstance(ig, Tensor):
+                    if not isinstance(ig, (Tensor, GradSlots)):
                         raise RuntimeError(f"internal: VJP of {node.op} returned {type(ig)}")
                     pending[nxt] = pending[nxt] + ig if nxt in pending else ig
                 deps[nxt] -= 1

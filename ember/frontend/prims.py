@@ -199,6 +199,7 @@ def _where_vjp(g, o, c, x, y):
 
 
 register("where", lambda xp, c, x, y: xp.where(c, x, y), _where_vjp, "x")
+register("stop_gradient", lambda xp, x: x, None)
 register("cast", lambda xp, x, dtype: x.astype(dtype.np),
          lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
 

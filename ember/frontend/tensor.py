@@ -198,6 +198,9 @@ class Tensor:
         ag.backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self):
+        from . import dispatch
+        if dispatch.tracer is not None and dispatch.tracer.is_symbolic(self):
+            return dispatch.apply("stop_gradient", self)   # the backward graph must see the cut
         t = _wrap(self._data, self.device)
         t._vc = self._vc
         t._base = self._base if self._base is not None else self

@@ -158,6 +158,8 @@ def _where(ins, a):
 
 
 _def("where", "ternary", _where, arity=3)
+_def("stop_gradient", "unary", lambda ins, a: ins[0], differentiable=False,
+     doc="identity whose gradient is zero: a traced detach() (JAX's stop_gradient)")
 _def("cast", "cast", lambda ins, a: TType(ins[0].shape, a["dtype"]), attrs=("dtype",))
 
 

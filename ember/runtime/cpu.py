@@ -15,9 +15,9 @@ every callable holds a reference to it.  There is no global engine.
 
 Calls go through ctypes (which releases the GIL).  Buffer pointers are read with
 `__array_interface__['data'][0]` (reading `arr.ctypes.data` costs ~5 us).  When a kernel moves at
-least `PARALLEL_MIN_BYTES` and the first outer axis has more than one iteration, the outer range is
-split into equal chunks over a thread pool of EMBER_NUM_THREADS threads (default os.cpu_count());
-the calling thread runs the first chunk.  Handing a chunk to the pool costs ~55 us here, which is
+least `PARALLEL_MIN_BYTES` (or runs `PARALLEL_MIN_FLOPS` scalar ops) and the first outer axis has
+more than one iteration, the outer range is split into equal chunks over a thread pool of
+EMBER_NUM_THREADS threads (default os.cpu_count()); the calling thread runs the first chunk.  Handing a chunk to the pool costs ~55 us here, which is
 why small kernels stay on one thread (threshold measured in benchmarks/fusion_kernels.py).
 
 A kernel that hits an out-of-range gather index returns status 1 with (value, dim, size) in its
@@ -46,9 +46,13 @@ llvm = cg.llvm
 __all__ = ["compile_kernels", "CompiledModule", "KernelCallable", "num_threads", "optimize_ir",
            "compile_ir_to_object", "PARALLEL_MIN_BYTES", "host_target", "assembly"]
 
-# Below this many bytes moved a kernel runs on the calling thread only: the pool handoff (~55 us)
-# costs more than the second core saves.  Measured with benchmarks/fusion_kernels.py --threshold.
-PARALLEL_MIN_BYTES = 1 << 20
+# Below this much work a kernel runs on the calling thread only: the pool handoff (~45-55 us) costs
+# more than the second core saves.  Measured with benchmarks/fusion_kernels.py --threshold on the
+# 2-core EPYC: a cheap 10-op pointwise kernel breaks even between 6 and 12 MB moved (its data is
+# cache-resident below that); kernels with more arithmetic per byte break even earlier, hence the
+# flop criterion.
+PARALLEL_MIN_BYTES = 4 << 20
+PARALLEL_MIN_FLOPS = 4 << 20
 
 _TARGET = None
 _SYMBOLS_READY = False
@@ -255,7 +259,8 @@ class KernelCallable:
                                  ctypes.c_int64, ctypes.c_int64)
         self._fn = proto(module.address(kernel.name))
         self.n0 = kernel.outer[0]
-        self.parallel_ok = kernel.bytes_moved >= PARALLEL_MIN_BYTES and self.n0 > 1
+        big = kernel.bytes_moved >= PARALLEL_MIN_BYTES or kernel.flops >= PARALLEL_MIN_FLOPS
+        self.parallel_ok = big and self.n0 > 1
 
     def __call__(self, *arrays, threads: int | None = None) -> None:
         ptrs = _check_arrays(self.kernel, arrays, self.kernel.args)
