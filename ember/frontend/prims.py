@@ -192,10 +192,9 @@ for _op, _np_name in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le
 
 
 def _where_vjp(g, o, c, x, y):
-    zero = P("mul", g, 0.0)
     return (None,
-            sum_to(P("where", c, g, zero), _shape(x)) if _is_t(x) and x.requires_grad else None,
-            sum_to(P("where", c, zero, g), _shape(y)) if _is_t(y) and y.requires_grad else None)
+            sum_to(P("where", c, g, 0.0), _shape(x)) if _is_t(x) and x.requires_grad else None,
+            sum_to(P("where", c, 0.0, g), _shape(y)) if _is_t(y) and y.requires_grad else None)
 
 
 register("where", lambda xp, c, x, y: xp.where(c, x, y), _where_vjp, "x")

@@ -1,14 +1,24 @@
 """Accuracy of the inline polynomial transcendentals (ember/codegen/llvm_math.py) vs numpy float64."""
 import numpy as np
 import pytest
-from scipy import special
+import math
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _expit(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
 
 from ember.ir import dtypes as dt
 from ember.ir.kernel import Binary, Buf, Kernel, Load, Store, Unary, o
 from ember.runtime.cpu import compile_kernels
 
 REF = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh,
-       "sigmoid": special.expit, "erf": special.erf, "sin": np.sin, "cos": np.cos}
+       "sigmoid": _expit, "erf": _erf, "sin": np.sin, "cos": np.cos}
 RANGE = {"exp": (-104, 89), "log": None, "log1p": None, "expm1": (-90, 88), "tanh": (-20, 20),
          "sigmoid": (-90, 90), "erf": (-6, 6), "sin": (-1e4, 1e4), "cos": (-1e4, 1e4)}
 # bounds enforced here (measured maxima are in the llvm_math docstring table)
