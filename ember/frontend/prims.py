@@ -90,8 +90,8 @@ register("exp", _quiet(lambda xp, x: xp.exp(x)), lambda g, o, x: (P("mul", g, o)
 register("log", _quiet(lambda xp, x: xp.log(x)), lambda g, o, x: (P("div", g, x),), "x")
 register("sqrt", _quiet(lambda xp, x: xp.sqrt(x)), lambda g, o, x: (P("div", g, P("mul", o, 2.0)),), "o")
 register("rsqrt", _quiet(_rsqrt), lambda g, o, x: (P("mul", g, P("mul", P("mul", o, P("mul", o, o)), -0.5)),), "o")
-register("sin", lambda xp, x: xp.sin(x), lambda g, o, x: (P("mul", g, P("cos", x)),), "x")
-register("cos", lambda xp, x: xp.cos(x), lambda g, o, x: (P("neg", P("mul", g, P("sin", x))),), "x")
+register("sin", _quiet(lambda xp, x: xp.sin(x)), lambda g, o, x: (P("mul", g, P("cos", x)),), "x")
+register("cos", _quiet(lambda xp, x: xp.cos(x)), lambda g, o, x: (P("neg", P("mul", g, P("sin", x))),), "x")
 register("tanh", lambda xp, x: xp.tanh(x), lambda g, o, x: (P("mul", g, P("sub", 1.0, P("mul", o, o))),), "o")
 register("sigmoid", _quiet(_sigmoid), lambda g, o, x: (P("mul", g, P("mul", o, P("sub", 1.0, o))),), "o")
 register("erf", _quiet(_erf),
@@ -101,11 +101,26 @@ register("expm1", _quiet(lambda xp, x: xp.expm1(x)), lambda g, o, x: (P("mul", g
 register("reciprocal", _quiet(lambda xp, x: xp.reciprocal(x)),
          lambda g, o, x: (P("neg", P("mul", g, P("mul", o, o))),), "o")
 register("abs", lambda xp, x: xp.abs(x), lambda g, o, x: (P("mul", g, P("sign", x)),), "x")
-register("sign", lambda xp, x: xp.sign(x) if x.dtype != np.bool_ else x.copy(), None)
-register("floor", _ifloat(np, np.floor), None)
-register("ceil", _ifloat(np, np.ceil), None)
-register("round", _ifloat(np, np.round), None)
-register("trunc", _ifloat(np, np.trunc), None)
+
+
+def _zero_vjp(g, o, x):
+    """Piecewise-constant ops (sign, floor ...): PyTorch gives them a grad_fn whose gradient is 0."""
+    return (P("full", shape=tuple(x.shape), value=0, dtype=g.dtype, device=g.device),)
+
+
+def _sign(xp, x):
+    if x.dtype == np.bool_:
+        return x.copy()
+    if x.dtype.kind == "f":  # PyTorch: sign(nan) is 0
+        return ((x > 0).astype(x.dtype) - (x < 0).astype(x.dtype))
+    return xp.sign(x)
+
+
+register("sign", _sign, _zero_vjp)
+register("floor", _ifloat(np, np.floor), _zero_vjp)
+register("ceil", _ifloat(np, np.ceil), _zero_vjp)
+register("round", _ifloat(np, np.round), _zero_vjp)
+register("trunc", _ifloat(np, np.trunc), _zero_vjp)
 register("logical_not", lambda xp, x: xp.logical_not(x), None)
 register("isnan", lambda xp, x: xp.isnan(x), None)
 register("isinf", lambda xp, x: xp.isinf(x), None)
@@ -122,6 +137,17 @@ def _pow_kernel(xp, x, y):
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if isinstance(y, int) and y < 0 and getattr(x, "dtype", np.dtype("f")).kind in "iu":
         raise RuntimeError("Integers to negative integer powers are not allowed.")
+    if isinstance(y, (int, float)) and getattr(x, "dtype", np.dtype("i")).kind == "f":
+        # small integer exponents as products: np.power(x, 3.0) is ~200x slower than x*x*x
+        if y == 2:
+            return x * x
+        if y == 3:
+            return x * x * x
+        if y == 1:
+            return x.copy()
+        if y == 0.5:
+            with np.errstate(invalid="ignore"):
+                return xp.sqrt(x)
     with np.errstate(all="ignore"):
         return xp.power(x, y)
 
@@ -462,8 +488,26 @@ def _mT(t):
     return P("permute", t, dims=tuple(range(n - 2)) + (n - 1, n - 2))
 
 
+def _matmul_grad_y(g, x, y):
+    """dL/dy = x^T g. For a batched x and a 2-D y (a Linear layer) fold the batch into the
+    contraction: one GEMM instead of a batched product and a sum."""
+    if len(y.shape) == 2 and len(x.shape) > 2:
+        k, n = y.shape
+        x2 = P("reshape", x, shape=(_numel(x.shape) // k, k))
+        g2 = P("reshape", g, shape=(_numel(g.shape) // n, n))
+        return P("matmul", _mT(x2), g2)
+    return P("matmul", _mT(x), g)
+
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
 register("matmul", lambda xp, x, y: xp.matmul(x, y),
-         lambda g, o, x, y: _grads(g, x, y, lambda: P("matmul", g, _mT(y)), lambda: P("matmul", _mT(x), g)), "x")
+         lambda g, o, x, y: _grads(g, x, y, lambda: P("matmul", g, _mT(y)), lambda: _matmul_grad_y(g, x, y)), "x")
 
 
 # ---------------------------------------------------------------------------- random, consts
