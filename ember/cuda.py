@@ -44,6 +44,43 @@ def get_device_name(device=None) -> str:
     return cp.cuda.runtime.getDeviceProperties(idx)["name"].decode()
 
 
+def get_device_capability(device=None) -> tuple[int, int]:
+    """(major, minor) compute capability, like torch.cuda.get_device_capability."""
+    cp = _need()
+    idx = 0 if device is None else (device if isinstance(device, int) else getattr(device, "index", 0) or 0)
+    cc = cp.cuda.Device(idx).compute_capability
+    return int(cc[:-1]), int(cc[-1])
+
+
+class _Properties:
+    def __init__(self, props: dict, idx: int):
+        name = props["name"]
+        self.name = name.decode() if isinstance(name, bytes) else str(name)
+        self.total_memory = int(props["totalGlobalMem"])
+        self.multi_processor_count = int(props["multiProcessorCount"])
+        self.major, self.minor = int(props["major"]), int(props["minor"])
+        self.index = idx
+
+    def __repr__(self):
+        return (f"_CudaDeviceProperties(name='{self.name}', major={self.major}, minor={self.minor}, "
+                f"total_memory={self.total_memory // (1 << 20)}MB, multi_processor_count={self.multi_processor_count})")
+
+
+def get_device_properties(device=None) -> _Properties:
+    cp = _need()
+    idx = 0 if device is None else (device if isinstance(device, int) else getattr(device, "index", 0) or 0)
+    return _Properties(cp.cuda.runtime.getDeviceProperties(idx), idx)
+
+
+def mem_get_info(device=None) -> tuple[int, int]:
+    """(free, total) bytes on the device."""
+    return tuple(int(v) for v in _need().cuda.runtime.memGetInfo())
+
+
+def is_initialized() -> bool:
+    return cupy_or_none() is not None
+
+
 def memory_allocated(device=None) -> int:
     cp = cupy_or_none()
     return cp.get_default_memory_pool().used_bytes() if cp is not None else 0

@@ -84,6 +84,10 @@ class set_grad_enabled(_GradContext):
         _mode.enabled = self._prev
         return False
 
+    def __call__(self, fn):
+        _mode.enabled = self._prev   # as a decorator it must not switch the mode at definition time
+        return super().__call__(fn)
+
 
 # --------------------------------------------------------------------------------- graph nodes
 class Node:
@@ -284,6 +288,9 @@ def _make_grads(outputs, grad_outputs, api):
 def _root(t, api):
     if not t.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    if t._base is not None and t.__dict__.get("_vseen", t._vc[0]) != t._vc[0]:
+        from .shape_ops import refresh_view
+        refresh_view(t)
     return t.grad_fn if t.grad_fn is not None else t._accumulator()
 
 

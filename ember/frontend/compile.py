@@ -352,6 +352,7 @@ class CompiledFunction:
 
     def _compile(self, leaves, spec, args, kwargs):
         t0 = time.perf_counter()
+        dump = self._open_dump()
         graph = Graph("forward")
         tr = Tracer(graph, self._names())
         sym_leaves = []
@@ -370,12 +371,15 @@ class CompiledFunction:
             with tracing(tr):
                 out = self.fn(*sargs, **skw)
         except GraphBreak as gb:
-            return self._break(gb.record)
+            return self._break(gb.record, graph, dump, leaves, spec)
         except Exception as e:  # code that escaped the dispatch (raw array access, ...)
             rec = BreakRecord("B008", f"tracing failed: {type(e).__name__}: {e}", _tb_source(e), "escape")
-            return self._break(rec)
+            return self._break(rec, graph, dump, leaves, spec)
         finally:
             rng.default_generator._seed, rng.default_generator._offset = state
+        if dump is not None:
+            dump.time("trace", time.perf_counter() - t0)
+        self._specialisations(leaves)
         out_leaves = []
         out_spec = flatten(out, out_leaves)
         outputs, out_consts = [], []
@@ -427,8 +431,21 @@ class CompiledFunction:
         cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward)
         cg.device = device
         from . import backends
-        backends.build(cg, self.backend, self)
+        if dump is not None:
+            dump.captured(cg)               # before the backend: passes may rewrite cg.graph
+            cg.dump = dump                  # the backend hands it to the pass manager and codegen
+            t_build = time.perf_counter()
+        try:
+            backends.build(cg, self.backend, self)
+        except Exception as e:
+            if dump is not None:     # the dump keeps what was written before the failure, and why
+                dump.missing("build", f"{type(e).__name__}: {e}")
+                dump.finish(cg, self, status="failed")
+            raise
+        _program_records(cg, self.name)
         dt_s = time.perf_counter() - t0
+        if dump is not None:
+            dump.time("build", time.perf_counter() - t_build)
         self.stats["compiles"] += 1
         self.stats["compile_time_s"] += dt_s
         cg.stats["compile_time_s"] = dt_s
@@ -436,15 +453,41 @@ class CompiledFunction:
         records.emit(Record("graphs", "G001", f"captured {sum(1 for n in graph.nodes() if not n.is_placeholder)} "
                             f"ops ({'with' if backward else 'no'} backward) in {dt_s * 1000:.1f} ms",
                             user_source(), fn=self.name))
+        if dump is not None:
+            dump.finish(cg, self, guards=describe_guards(self._key(leaves, spec)))
         return cg
 
-    def _break(self, rec):
+    def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1
-        records.emit(Record("breaks", rec.code, rec.reason, rec.source, fn=self.name,
-                            hint=_BREAK_HINTS.get(rec.code, "")))
+        r = records.emit(Record("breaks", rec.code, rec.reason, rec.source, fn=self.name,
+                                node=_break_node(graph, rec), hint=_BREAK_HINTS.get(rec.code, "")))
+        if dump is not None:
+            guards = describe_guards(self._key(leaves, spec)) if leaves is not None else None
+            dump.finish(None, self, guards=guards, status="break", record=r, partial=graph)
         if self.fullgraph:
             raise GraphBreakError(rec)
         return _Eager(rec)
+
+    def _open_dump(self):
+        """The DumpSession for this trace (ember/tools/dump.py) when dumping is on, else None."""
+        if not self.dump:
+            return None
+        try:
+            from ..tools.dump import open_session
+            return open_session(self.dump, self.name)
+        except Exception as e:  # e.g. a directory we cannot write: say so, keep compiling
+            warnings.warn(f"ember.compile: cannot dump {self.name} into {self.dump!r}: {type(e).__name__}: {e}",
+                          RuntimeWarning, stacklevel=4)
+            return None
+
+    def _specialisations(self, leaves):
+        """S001 records: Python scalars the trace specialised on (they are guards: a new value retraces)."""
+        for i, x in enumerate(leaves):
+            if isinstance(x, (bool, int, float)) and not isinstance(x, Tensor):
+                records.emit(Record("specializations", "S001",
+                                    f"specialised on argument {i} == {x!r} ({type(x).__name__}): "
+                                    f"another value compiles again", user_source(), fn=self.name,
+                                    extra={"argument": i, "value": repr(x)}))
 
 
 _BREAK_HINTS = {
@@ -457,6 +500,30 @@ _BREAK_HINTS = {
     "B007": "sample outside the compiled function",
     "B008": "the traced code used an array directly or hit an unsupported path; see the reason",
 }
+
+
+def _program_records(cg, fn):
+    """Fusions not taken (U001/U002) and eager fallbacks (F001) of the fused programs the backend
+    built (executors that carry a .program), as explain records."""
+    for which, ex in (("forward", cg.forward_exec), ("backward", cg.backward_exec)):
+        prog = getattr(ex, "program", None)
+        if prog is not None:
+            records.emit_program_records(prog, fn=fn, which=which)
+
+
+def _break_node(graph, rec) -> str:
+    """The IR line of the value the break read: the last node traced on the break's line
+    (`if x.sum() > 0` -> the gt node). Empty when no node was traced there."""
+    if graph is None:
+        return ""
+    from ..ir.text import format_node
+    try:
+        for n in reversed(graph.nodes()):
+            if not n.is_placeholder and n.meta.get("source") == rec.source:
+                return format_node(n)
+    except Exception:
+        return ""
+    return ""
 
 
 def _tb_source(e):
@@ -548,6 +615,8 @@ class ExplainReport:
         self.breaks = [r for r in records_ if r.kind == "breaks"]
         self.recompiles = [r for r in records_ if r.kind == "recompiles"]
         self.fallbacks = [r for r in records_ if r.kind == "fallbacks"]
+        self.specializations = [r for r in records_ if r.kind == "specializations"]
+        self.fusions = [r for r in records_ if r.kind == "fusions"]     # fusions not taken
         self.guards = guards
         self.op_counts = []
         for g in self.graphs:
@@ -571,7 +640,7 @@ class ExplainReport:
         for i, (g, c) in enumerate(zip(self.graphs, self.op_counts)):
             total = sum(c.values())
             lines.append(f"  graph {i}: {total} ops: " + ", ".join(f"{k}×{v}" for k, v in c.items()))
-        for r in self.breaks + self.fallbacks + self.recompiles:
+        for r in self.breaks + self.fallbacks + self.recompiles + self.specializations + self.fusions:
             lines.append("  " + str(r).replace("\n", "\n  "))
         if self.guards:
             lines.append("  guards:")

@@ -52,12 +52,15 @@ def _finish(t, requires_grad):
 def _infer_dtype(data):
     """PyTorch's dtype for Python data: bool < int64 < float32 (the default float)."""
     kind = 0
+    seen = False
     stack = [data]
     while stack:
         d = stack.pop()
         if isinstance(d, (list, tuple)):
             stack.extend(d)
-        elif isinstance(d, Tensor):
+            continue
+        seen = True
+        if isinstance(d, Tensor):
             kind = max(kind, d.dtype.category)
         elif isinstance(d, (bool, np.bool_)):
             pass
@@ -69,6 +72,8 @@ def _infer_dtype(data):
             raise TypeError("complex tensors are not supported")
         else:
             raise TypeError(f"Could not infer dtype of {type(d).__name__}")
+    if not seen:   # tensor([]) is float, as in PyTorch
+        return dt.default_float
     return (dt.bool_, dt.int64, dt.default_float)[kind]
 
 
@@ -78,7 +83,8 @@ def _to_array(data, dtype):
     if isinstance(data, (list, tuple)) and any(isinstance(e, Tensor) for e in data):
         return np.array([_to_array(e, dtype) for e in data], dtype=dtype.np)
     try:
-        return np.array(data, dtype=dtype.np)
+        with np.errstate(over="ignore"):   # 1e10 -> float16 is inf, silently (as PyTorch)
+            return np.array(data, dtype=dtype.np)
     except (ValueError, TypeError, OverflowError) as e:
         raise ValueError(f"could not convert data to a tensor of {dtype.name}: {e}") from None
 
@@ -90,9 +96,10 @@ def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False)
     elif isinstance(data, Tensor):
         d = _dtype(dtype) if dtype is not None else data.dtype
         arr = data.detach().cpu().numpy().astype(d.np, copy=True)
+    elif isinstance(data, np.generic):   # a numpy scalar keeps its dtype (torch.tensor(np.float64(1)))
+        d = _dtype(dtype) if dtype is not None else dt.from_numpy(data.dtype)
+        arr = np.array(data, dtype=d.np)
     else:
-        if isinstance(data, np.generic):
-            data = data.item()
         d = _dtype(dtype) if dtype is not None else _infer_dtype(data)
         arr = _to_array(data, d)
     dev = canonical(device)
@@ -272,6 +279,8 @@ def randn_like(x, dtype=None, device=None, requires_grad=False):
 
 
 def randint(low, high=None, size=None, dtype=None, device=None, generator=None, requires_grad=False):
+    if size is None and isinstance(high, (tuple, list)):   # randint(high, size)
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if size is None:

@@ -22,7 +22,8 @@ _mode = ag._mode
 
 def register(op, kernel, vjp=None, saves=""):
     """Attach an eager kernel and a VJP to a schema. `saves` names what the VJP reads: 'x' the
-    inputs, 'o' the output; those are version-checked at backward time."""
+    inputs, a digit one input ('1': input 1), 'o' the output, or a function (inputs, out) -> tensors;
+    those are version-checked at backward time (PyTorch's "modified by an inplace operation")."""
     if op not in irops.OPS:
         raise KeyError(f"no schema for primitive {op!r} in ember/ir/ops.py")
     KERNELS[op] = kernel
@@ -43,52 +44,73 @@ def _fail(op, inputs, attrs, exc):
 
 
 def apply(op: str, *inputs, **attrs):
-    """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars."""
+    """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars.
+    This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
     if tracer is not None:
         return tracer.record(op, inputs, attrs)
-    from .tensor import Tensor, _wrap
-    dev = attrs.pop("device", None) if not inputs else None
+    dev = None
     arrays = []
     for t in inputs:
-        if type(t) is Tensor or isinstance(t, Tensor):
+        if isinstance(t, Tensor):
+            d = t.device
             if dev is None:
-                dev = t.device
-            elif t.device != dev:
+                dev = d
+            elif d is not dev and d != dev:
                 raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
-                                   f"devices, {dev} and {t.device}! (when checking arguments for {op})")
+                                   f"devices, {dev} and {d}! (when checking arguments for {op})")
             arrays.append(t._data)
         else:
             arrays.append(t)
+    if not inputs:
+        dev = attrs.pop("device", None)
     try:
-        data = KERNELS[op](dev.xp if dev is not None else _np, *arrays, **attrs)
+        data = KERNELS[op](_np if dev is None or dev is _CPU else dev.xp, *arrays, **attrs)
     except ShapeError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError) as e:
         _fail(op, inputs, attrs, e)
     out = _wrap(data, dev)
-    if _mode.enabled:
+    if _mode.enabled and out.dtype.is_floating_point:   # integer and bool results carry no gradient
         for t in inputs:
             if isinstance(t, Tensor) and t.requires_grad:
-                if op in VJPS:
-                    vjp, saves = VJPS[op]
-                    attach_node(out, op, vjp, attrs, inputs, saves)
+                v = VJPS.get(op)
+                if v is not None:
+                    attach_node(out, op, v[0], attrs, inputs, v[1])
                 break
     return out
 
 
 def attach_node(out, op, vjp, attrs, inputs, saves):
-    from .tensor import Tensor
-    nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator())
-                  if isinstance(t, Tensor) and t.requires_grad else None for t in inputs)
+    nexts = []
+    for t in inputs:
+        if isinstance(t, Tensor) and t.requires_grad:
+            if t._base is not None and t.__dict__.get("_vseen", t._vc[0]) != t._vc[0]:
+                from .shape_ops import refresh_view   # a view whose base was written in place
+                refresh_view(t)
+            fn = t.grad_fn
+            nexts.append(fn if fn is not None else t._accumulator())
+        else:
+            nexts.append(None)
     saved = ()
     if saves:
-        saved = [(t, t._vc[0]) for t in inputs if isinstance(t, Tensor)] if "x" in saves else []
-        if "o" in saves:
-            saved.append((out, out._vc[0]))
-        saved = tuple(saved)
-    out.grad_fn = ag.Node(op, vjp, attrs, inputs, out, nexts, saved)
+        if callable(saves):   # the op decides from its inputs (mul needs x only for y's gradient ...)
+            saved = tuple((t, t._vc[0]) for t in saves(inputs, out) if isinstance(t, Tensor))
+        else:
+            if "x" in saves:
+                saved = [(t, t._vc[0]) for t in inputs if isinstance(t, Tensor)]
+            else:   # digits name single inputs: "1" is the index of gather/scatter
+                saved = [(inputs[int(c)], inputs[int(c)]._vc[0]) for c in saves
+                         if c.isdigit() and isinstance(inputs[int(c)], Tensor)]
+            if "o" in saves:
+                saved.append((out, out._vc[0]))
+            saved = tuple(saved)
+    out.grad_fn = _Node(op, vjp, attrs, inputs, out, tuple(nexts), saved)
     out.requires_grad = True
     return out
 
 
 import numpy as _np  # noqa: E402
+from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
+from .device import CPU as _CPU  # noqa: E402
+
+_Node = ag.Node

@@ -27,6 +27,9 @@ def _scalar(v):
     return v
 
 
+_IRANGE = {d: (int(np.iinfo(d.np).min), int(np.iinfo(d.np).max)) for d in dt.ALL if d.category == 1}
+
+
 def _kind(v):
     return bool if isinstance(v, bool) else int if isinstance(v, int) else float
 
@@ -50,6 +53,8 @@ def promote(a, b):
         return cast(a, r), cast(b, r), r
     if ta or tb:
         t, s = (a, b) if ta else (b, a)
+        if t.dtype.is_floating_point and (s.__class__ is float or s.__class__ is int):
+            return a, b, t.dtype   # the common case, decided without the general rule below
         s = _scalar(s)
         if not isinstance(s, _Number):
             raise TypeError(f"unsupported operand type: expected a Tensor or a number, got {type(s).__name__}")
@@ -61,8 +66,11 @@ def promote(a, b):
             t = cast(t, d)
         if d is dt.bool_:
             s = bool(s)
-        elif d.category == 1 and k is not int:
+        elif d.category == 1:
             s = int(s)
+            lo, hi = _IRANGE[d]
+            if not lo <= s <= hi:  # PyTorch wraps an out-of-range scalar into the tensor's dtype
+                s = int(np.array(s, dtype=np.int64).astype(d.np))
         return (t, s, d) if ta else (s, t, d)
     from .creation import tensor
     return promote(tensor(a), b)
@@ -89,13 +97,18 @@ fmod = None
 def add(a, b, alpha=1):
     if alpha != 1:
         b = mul(b, alpha)
-    return add_(a, b)
+    a, b, _ = promote(a, b)
+    return P("add", a, b)
+
+
+def _is_bool(v):
+    return v.dtype is dt.bool_ if isinstance(v, Tensor) else isinstance(v, (bool, np.bool_))
 
 
 def sub(a, b, alpha=1):
-    if isinstance(a, Tensor) and a.dtype is dt.bool_ and isinstance(b, Tensor) and b.dtype is dt.bool_:
-        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. "
-                           "Use the `^` or `logical_xor()` operator instead.")
+    if _is_bool(a) or _is_bool(b):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     if alpha != 1:
         b = mul(b, alpha)
     a, b, _ = promote(a, b)
@@ -103,6 +116,7 @@ def sub(a, b, alpha=1):
 
 
 def div(a, b, rounding_mode=None):
+    a0, b0 = a, b
     a, b, d = promote(a, b)
     if rounding_mode == "floor":
         return P("floor_divide", a, b)
@@ -113,9 +127,9 @@ def div(a, b, rounding_mode=None):
               cast(b, dt.float64) if isinstance(b, Tensor) else b)
         return cast(P("trunc", q), d)
     if not d.is_floating_point:
-        f = dt.default_float
-        a = cast(a, f) if isinstance(a, Tensor) else float(a)
-        b = cast(b, f) if isinstance(b, Tensor) else float(b)
+        f = dt.default_float   # the unwrapped scalar: uint8 tensor / -1 is negative, as in PyTorch
+        a = cast(a, f) if isinstance(a, Tensor) else float(_scalar(a0))
+        b = cast(b, f) if isinstance(b, Tensor) else float(_scalar(b0))
     return P("div", a, b)
 
 
@@ -359,7 +373,14 @@ def _dims(x, dim):
         return None
     if isinstance(dim, (list, tuple)) and len(dim) == 0:
         return None
-    return norm_dims(dim, x._data.ndim, "reduce")
+    dims = norm_dims(dim, x._data.ndim, "reduce")
+    return dims if x._data.ndim else None   # a 0-d tensor takes dim 0 / -1 and reduces nothing
+
+
+def _one_dim(x, dim, op):
+    """A single reduction dim as the primitives' dims tuple (None for a 0-d tensor)."""
+    d = norm_dim(dim, x._data.ndim, op)
+    return (d,) if x._data.ndim else None
 
 
 def sum(x, dim=None, keepdim=False, dtype=None):
@@ -413,7 +434,9 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan"))
     d = P("sub", x, m)
     s = P("sum", P("mul", d, d), dims=dims, keepdim=keepdim)
-    return P("mul", s, 1.0 / builtins.max(0, n - c) if n - c > 0 else float("inf") if n else float("nan"))
+    if n - c > 0:
+        return P("mul", s, 1.0 / (n - c))
+    return P("div", s, 0.0)   # n <= correction: inf, or nan where the sum is 0 (PyTorch's s / max(0, n - c))
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -433,7 +456,7 @@ def prod(x, dim=None, keepdim=False, dtype=None):
         x = cast(x, dtype)
     elif x.dtype.category < 2:
         x = cast(x, dt.int64)
-    return P("prod", x, dims=None if dim is None else (norm_dim(dim, x._data.ndim, "prod"),), keepdim=keepdim)
+    return P("prod", x, dims=None if dim is None else _one_dim(x, dim, "prod"), keepdim=keepdim)
 
 
 def amax(x, dim=(), keepdim=False):
@@ -447,7 +470,7 @@ def amin(x, dim=(), keepdim=False):
 def _argext(op, x, dim, keepdim):
     if dim is None:
         return P(op, x, dims=None, keepdim=keepdim)
-    return P(op, x, dims=(norm_dim(dim, x._data.ndim, op),), keepdim=keepdim)
+    return P(op, x, dims=_one_dim(x, dim, op), keepdim=keepdim)
 
 
 def argmax(x, dim=None, keepdim=False):
@@ -466,8 +489,7 @@ def max(x, dim=None, keepdim=False, *, out=None):
             raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0. "
                                "Specify the reduction dim with the 'dim' argument.")
         return P("max", x, dims=None, keepdim=False)
-    d = (norm_dim(dim, x._data.ndim, "max"),)
-    return _MinMax(P("max", x, dims=d, keepdim=keepdim), P("argmax", x, dims=d, keepdim=keepdim))
+    return _extreme_dim("max", x, dim, keepdim)
 
 
 def min(x, dim=None, keepdim=False, *, out=None):
@@ -478,8 +500,21 @@ def min(x, dim=None, keepdim=False, *, out=None):
             raise RuntimeError("min(): Expected reduction dim to be specified for input.numel() == 0. "
                                "Specify the reduction dim with the 'dim' argument.")
         return P("min", x, dims=None, keepdim=False)
-    d = (norm_dim(dim, x._data.ndim, "min"),)
-    return _MinMax(P("min", x, dims=d, keepdim=keepdim), P("argmin", x, dims=d, keepdim=keepdim))
+    return _extreme_dim("min", x, dim, keepdim)
+
+
+def _extreme_dim(op, x, dim, keepdim):
+    """max/min along a dim: (values, indices). Values are gathered at the indices so the gradient
+    goes to the one chosen element on ties, as in PyTorch (amax/amin share it evenly)."""
+    d = _one_dim(x, dim, op)
+    if d is None:
+        return _MinMax(P("cast", x, dtype=x.dtype), P("full", shape=(), value=0, dtype=dt.int64, device=x.device))
+    idx = P("arg" + op, x, dims=d, keepdim=True)
+    vals = P("gather", x, idx, dim=d[0])
+    if not keepdim:
+        shape = tuple(n for i, n in enumerate(x.shape) if i != d[0])
+        idx, vals = P("reshape", idx, shape=shape), P("reshape", vals, shape=shape)
+    return _MinMax(vals, idx)
 
 
 def logsumexp(x, dim=None, keepdim=False):

@@ -5,7 +5,7 @@ from ..ir import dtypes as dt
 from . import linalg as L
 from . import math_ops as M
 from . import shape_ops as S
-from .tensor import Tensor
+from .tensor import Tensor, _wrap
 
 
 def _r(fn):
@@ -123,9 +123,18 @@ def bind():
 
 
 def _shape_inplace(fn):
+    """t_, squeeze_, unsqueeze_, transpose_: self becomes the view (same storage, new shape)."""
     def method(self, *a, **k):
-        r = fn(self, *a, **k)
+        self._check_inplace()
+        src = self
+        if self.requires_grad and self.grad_fn is not None:
+            # the view's node must see the tensor as it was (its VJP reads the old shape)
+            src = _wrap(self._data, self.device)
+            src.grad_fn, src.requires_grad, src._vc = self.grad_fn, True, self._vc
+        r = fn(src, *a, **k)
         self._data = r._data
+        if r.requires_grad:
+            self.grad_fn = r.grad_fn
         return self
     return method
 
@@ -139,4 +148,12 @@ def _fmod(a, b):
 
 
 _METHODS["fmod"] = _fmod
+
+
+def _multinomial(self, num_samples, replacement=False, *, generator=None):
+    from .creation import multinomial
+    return multinomial(self, num_samples, replacement, generator=generator)
+
+
+_METHODS["multinomial"] = _multinomial
 _ = dt

@@ -1,5 +1,12 @@
-"""repr/str of tensors formatted as PyTorch prints them."""
+"""repr/str of tensors formatted as PyTorch prints them (the algorithm of torch/_tensor_str.py).
+
+One formatter per tensor decides, from the (summarised) values, between integer mode ("1."),
+fixed ("1.2500") and scientific ("1.0000e+08") notation and a common column width; rows wrap at
+`linewidth`; tensors over `threshold` elements print `edgeitems` at each end around "...".
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -9,8 +16,10 @@ _opts = {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth": 80, "sc
 def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=None, profile=None, sci_mode=None):
     if profile == "default":
         _opts.update(precision=4, threshold=1000, edgeitems=3, linewidth=80)
+    elif profile == "short":
+        _opts.update(precision=2, threshold=1000, edgeitems=2, linewidth=80)
     elif profile == "full":
-        _opts.update(threshold=np.inf)
+        _opts.update(precision=4, threshold=math.inf, edgeitems=3, linewidth=80)
     for k, v in (("precision", precision), ("threshold", threshold), ("edgeitems", edgeitems),
                  ("linewidth", linewidth)):
         if v is not None:
@@ -18,91 +27,118 @@ def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=N
     _opts["sci_mode"] = sci_mode
 
 
-def _float_formatter(values):
-    """PyTorch's rule: integers print as '1.', else fixed with `precision` digits, or scientific
-    when the range is wide (max/min > 1000 or max > 1e8 or min < 1e-4)."""
-    prec = _opts["precision"]
-    finite = values[np.isfinite(values)]
-    nz = np.abs(finite[finite != 0]) if finite.size else finite
-    int_mode = finite.size == 0 or bool(np.all(finite == np.round(finite)))
-    sci = False
-    if nz.size:
-        mx, mn = float(nz.max()), float(nz.min())
-        if int_mode:
-            sci = mx > 1e8
+class _Formatter:
+    """Chooses the notation and the column width from the values it will print."""
+
+    def __init__(self, a):
+        self.floating = a.dtype.kind == "f"
+        self.int_mode = True
+        self.sci_mode = False
+        self.max_width = 1
+        prec = _opts["precision"]
+        flat = a.reshape(-1)
+        if not self.floating:
+            for v in flat.tolist():
+                self.max_width = max(self.max_width, len(f"{v}"))
         else:
-            sci = mx / mn > 1000.0 or mx > 1e8 or mn < 1e-4
-    if _opts["sci_mode"] is not None:
-        sci = _opts["sci_mode"]
-    if sci:
-        def f(v):
-            return _special(v) or f"{v:.{prec}e}"
-    elif int_mode:
-        def f(v):
-            return _special(v) or f"{v:.0f}."
-    else:
-        def f(v):
-            return _special(v) or f"{v:.{prec}f}"
-    return f
+            vals = flat[np.isfinite(flat) & (flat != 0)]
+            if vals.size:
+                absd = np.abs(vals.astype(np.float64))
+                mn, mx = float(absd.min()), float(absd.max())
+                self.int_mode = bool(np.all(vals == np.ceil(vals)))
+                forced = _opts["sci_mode"]
+                self.sci_mode = (mx / mn > 1000.0 or mx > 1.0e8 or mn < 1.0e-4) if forced is None else forced
+                pyvals = vals.tolist()
+                if self.sci_mode:
+                    self.max_width = max(len(f"{v:.{prec}e}") for v in pyvals)
+                elif self.int_mode:   # "1." : one more for the point
+                    self.max_width = max(len(f"{v:.0f}") + 1 for v in pyvals)
+                else:
+                    self.max_width = max(len(f"{v:.{prec}f}") for v in pyvals)
 
+    def width(self):
+        return self.max_width
 
-def _special(v):
-    if np.isnan(v):
-        return "nan"
-    if np.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return None
-
-
-def _format_array(a, indent):
-    if a.dtype == np.bool_:
-        fmt = lambda v: "True" if v else "False"  # noqa: E731
-        flat = a.reshape(-1)
-    elif a.dtype.kind in "iu":
-        fmt = str
-        flat = a.reshape(-1)
-    else:
-        flat = a.astype(np.float64).reshape(-1)
-        shown = _summarized_values(a.astype(np.float64))
-        fmt = _float_formatter(shown)
-    summarize = a.size > _opts["threshold"]
-    strs = {}
-    width = max((len(fmt(v)) for v in (_summarized_values(a) if summarize else flat)), default=1)
-
-    def rec(x, ind):
-        if x.ndim == 0:
-            return fmt(x.item()).rjust(width)
-        if x.ndim == 1:
-            items = list(x)
-            e = _opts["edgeitems"]
-            if summarize and len(items) > 2 * e:
-                parts = [fmt(v).rjust(width) for v in items[:e]] + ["..."] + [fmt(v).rjust(width) for v in items[-e:]]
+    def format(self, v):
+        prec = _opts["precision"]
+        if self.floating:
+            if self.sci_mode:
+                r = f"{v:{self.max_width}.{prec}e}"
+            elif self.int_mode:
+                r = f"{v:.0f}"
+                if not (math.isinf(v) or math.isnan(v)):
+                    r += "."
             else:
-                parts = [fmt(v).rjust(width) for v in items]
-            # wrap lines at linewidth
-            per_line = max(1, (_opts["linewidth"] - ind) // (width + 2))
-            lines = [", ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line)]
-            return "[" + (",\n" + " " * (ind + 1)).join(lines) + "]"
-        e = _opts["edgeitems"]
-        n = x.shape[0]
-        if summarize and n > 2 * e:
-            rows = [rec(x[i], ind + 1) for i in range(e)] + ["..."] + [rec(x[i], ind + 1) for i in range(n - e, n)]
+                r = f"{v:.{prec}f}"
         else:
-            rows = [rec(x[i], ind + 1) for i in range(n)]
-        sep = "," + "\n" * (x.ndim - 1) + " " * (ind + 1)
-        return "[" + sep.join(rows) + "]"
-    _ = strs
-    return rec(a, indent)
+            r = f"{v}"
+        return (self.max_width - len(r)) * " " + r
 
 
-def _summarized_values(a):
+def _summarized(a):
+    """The values that will be shown (edge items of every dim) when the tensor is summarised."""
     e = _opts["edgeitems"]
-    if a.size <= _opts["threshold"]:
-        return a.reshape(-1)
-    idx = []
-    for n in a.shape:
-        idx.append(np.r_[0:min(n, e), max(n - e, min(n, e)):n] if n > 2 * e else np.arange(n))
-    return a[np.ix_(*idx)].reshape(-1) if a.ndim else a.reshape(-1)
+    if a.ndim == 0:
+        return a
+    if a.ndim == 1:
+        return np.concatenate((a[:e], a[-e:])) if a.shape[0] > 2 * e else a
+    if not e:
+        return np.empty((0,) * a.ndim, a.dtype)
+    rows = list(range(e)) + list(range(a.shape[0] - e, a.shape[0])) if a.shape[0] > 2 * e else range(a.shape[0])
+    return np.stack([_summarized(a[i]) for i in rows])
+
+
+def _vector_str(a, indent, summarize, fmt):
+    e = _opts["edgeitems"]
+    per_line = max(1, int(math.floor((_opts["linewidth"] - indent) / (fmt.width() + 2))))
+    if summarize and not e:
+        data = ["..."]
+    elif summarize and a.shape[0] > 2 * e:
+        data = [fmt.format(v) for v in a[:e].tolist()] + [" ..."] + [fmt.format(v) for v in a[-e:].tolist()]
+    else:
+        data = [fmt.format(v) for v in a.tolist()]
+    lines = [", ".join(data[i:i + per_line]) for i in range(0, len(data), per_line)]
+    return "[" + ("," + "\n" + " " * (indent + 1)).join(lines) + "]"
+
+
+def _tensor_str(a, indent, summarize, fmt):
+    if a.ndim == 0:
+        return fmt.format(a.item())
+    if a.ndim == 1:
+        return _vector_str(a, indent, summarize, fmt)
+    e = _opts["edgeitems"]
+    n = a.shape[0]
+    if summarize and n > 2 * e:
+        rows = ([_tensor_str(a[i], indent + 1, summarize, fmt) for i in range(e)] + ["..."]
+                + [_tensor_str(a[i], indent + 1, summarize, fmt) for i in range(n - e, n)])
+    else:
+        rows = [_tensor_str(a[i], indent + 1, summarize, fmt) for i in range(n)]
+    return "[" + ("," + "\n" * (a.ndim - 1) + " " * (indent + 1)).join(rows) + "]"
+
+
+def format_values(a, indent=len("tensor(")):
+    """The bracketed body of a tensor's repr, from its numpy array."""
+    if a.size == 0:
+        return "[]"
+    if a.dtype == np.float16:
+        a = a.astype(np.float32)
+    summarize = a.size > _opts["threshold"]
+    fmt = _Formatter(_summarized(a) if summarize else a)
+    return _tensor_str(a, indent, summarize, fmt)
+
+
+def _add_suffixes(s, suffixes, indent):
+    parts = [s]
+    last_line_len = len(s) - s.rfind("\n") + 1
+    for suffix in suffixes:
+        if last_line_len + len(suffix) + 2 > _opts["linewidth"]:
+            parts.append(",\n" + " " * indent + suffix)
+            last_line_len = indent + len(suffix)
+        else:
+            parts.append(", " + suffix)
+            last_line_len += len(suffix) + 2
+    parts.append(")")
+    return "".join(parts)
 
 
 def tensor_repr(t) -> str:
@@ -112,22 +148,21 @@ def tensor_repr(t) -> str:
         dispatch.tracer.graph_break("print", t)
     a = t._data if t.device.type == "cpu" else t._data.get()
     prefix = "tensor("
-    suffix = []
+    suffixes = []
     if t.device.type != "cpu":
-        suffix.append(f"device='{t.device}'")
-    default_dtypes = (dt.default_float, dt.int64, dt.bool_)
+        suffixes.append(f"device='{t.device}'")
     if a.size == 0:
-        body = "[]" if a.ndim == 1 or a.ndim == 0 else "[]"
-        if a.ndim > 1:
-            suffix.insert(0, f"size={tuple(a.shape)}")
-        if t.dtype is not dt.default_float and t.dtype is not dt.int64:
-            suffix.append(f"dtype={t.dtype!r}".replace("ember.", "ember."))
+        if a.ndim != 1:
+            suffixes.append(f"size={tuple(a.shape)}")
+        if t.dtype is not dt.default_float:
+            suffixes.append(f"dtype={t.dtype!r}")
+        body = "[]"
     else:
-        body = _format_array(a, len(prefix))
-        if t.dtype not in default_dtypes:
-            suffix.append(f"dtype={t.dtype!r}")
+        if t.dtype not in (dt.default_float, dt.int64, dt.bool_):
+            suffixes.append(f"dtype={t.dtype!r}")
+        body = format_values(a, len(prefix))
     if t.grad_fn is not None:
-        suffix.append(f"grad_fn=<{t.grad_fn.name()}>")
+        suffixes.append(f"grad_fn=<{t.grad_fn.name()}>")
     elif t.requires_grad:
-        suffix.append("requires_grad=True")
-    return prefix + body + "".join(", " + s for s in suffix) + ")"
+        suffixes.append("requires_grad=True")
+    return _add_suffixes(prefix + body, suffixes, len(prefix))

@@ -4,6 +4,9 @@ Every record has a stable code, a one-line reason, the user's file:line, the IR 
 one) and a hint for the fix. They are collected per process (and per `collect()` context, which
 ember.explain uses) and printed as they happen when EMBER_LOGS names their kind
 (EMBER_LOGS=breaks,recompiles,fallbacks or EMBER_LOGS=all). This module is the one debug switch.
+
+CODES is the table of stable codes; emit_program_records turns a fused Program's decisions into
+records; listen(fn) lets the dump writer (ember/tools/dump.py) file every record under its graph.
 """
 from __future__ import annotations
 
@@ -12,6 +15,37 @@ import sys
 from dataclasses import dataclass, field, asdict
 
 KINDS = ("breaks", "recompiles", "fallbacks", "specializations", "fusions", "graphs", "guards")
+
+# The stable codes, in one table: code -> (kind, what it means, the default hint). emit() fills a
+# record's empty hint from here; docs/inspect.md lists them. Add a code here before emitting it.
+CODES = {
+    "B001": ("breaks", "bool() / `if` on a tensor value",
+             "use ember.where / masking instead of Python `if` on tensor values"),
+    "B002": ("breaks", ".item() reads a tensor value",
+             "keep values as tensors; read .item() outside the compiled function"),
+    "B003": ("breaks", ".tolist() reads tensor values", "keep values as tensors inside the compiled function"),
+    "B004": ("breaks", ".numpy() reads tensor values", "keep values as tensors inside the compiled function"),
+    "B005": ("breaks", "printing a tensor's values", "print outside the compiled function"),
+    "B006": ("breaks", "an op whose output shape depends on values",
+             "use masked_fill/where with a fixed shape instead of boolean-mask indexing"),
+    "B007": ("breaks", "sampling reads probability values", "sample outside the compiled function"),
+    "B008": ("breaks", "tracing failed (code that leaves the dispatch)",
+             "the traced code used an array directly or hit an unsupported path; see the reason"),
+    "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
+    "R001": ("recompiles", "a guard changed: traced and compiled again",
+             "keep shapes, dtypes and Python scalars fixed between calls"),
+    "R002": ("recompiles", "recompile limit reached: runs eagerly from now on",
+             "keep the changing guard fixed between calls"),
+    "F001": ("fallbacks", "an op the backend cannot generate runs as an eager extern in the compiled graph",
+             "the rest of the graph is still compiled; see the reason for what is missing"),
+    "F002": ("fallbacks", "the whole graph runs on the reference interpreter",
+             "pass backend='llvm' (CPU) or 'cuda' to require generated code"),
+    "S001": ("specializations", "specialised on the value of a Python scalar argument",
+             "pass a 0-d tensor instead if the value changes between calls"),
+    "U001": ("fusions", "fusion not taken", ""),
+    "U002": ("fusions", "a value is realised in memory between kernels", ""),
+    "G001": ("graphs", "graph captured", ""),
+}
 
 
 @dataclass
@@ -39,6 +73,7 @@ class Record:
 
 _log: list = []
 _collectors: list = []
+_listeners: list = []    # callables fed every record (ember/tools/dump.py files them per graph)
 
 
 def _enabled_kinds():
@@ -50,11 +85,15 @@ def _enabled_kinds():
 
 
 def emit(rec: Record) -> Record:
+    if not rec.hint and rec.code in CODES:
+        rec.hint = CODES[rec.code][2]
     _log.append(rec)
     if len(_log) > 10000:
         del _log[:5000]
     for c in _collectors:
         c.append(rec)
+    for fn in _listeners:
+        fn(rec)
     if rec.kind in _enabled_kinds():
         print(f"ember: {rec}", file=sys.stderr)
     return rec
@@ -68,6 +107,22 @@ def clear():
     _log.clear()
 
 
+def listen(fn) -> None:
+    """Call fn(record) for every record emitted from now on (until unlisten(fn))."""
+    if fn not in _listeners:
+        _listeners.append(fn)
+
+
+def unlisten(fn) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def from_dict(d: dict) -> Record:
+    """The inverse of Record.as_dict (reading report.json back)."""
+    return Record(**{k: d[k] for k in ("kind", "code", "reason", "source", "node", "hint", "fn", "extra") if k in d})
+
+
 class collect:
     """with collect() as recs: ... -> the records emitted inside."""
 
@@ -79,3 +134,37 @@ class collect:
     def __exit__(self, *exc):
         _collectors.remove(self.records)
         return False
+
+
+# Fusion decisions (ember/passes/program.py FusionRecord.kind) that become records.
+FUSION_CODES = {"not_fused": "U001", "realized": "U002"}
+
+
+def emit_program_records(program, fn: str = "", which: str = "forward") -> list:
+    """Emit the records of a fused Program (duck-typed: this module imports nothing of the passes):
+    U001/U002 for fusions not taken, F001 for every op left to run eagerly (an EagerStep).
+    Node names refer to program.graph; extra["graph"] says which graph ("forward"/"backward")."""
+    from ..ir.text import format_node
+    graph = program.graph
+    out = []
+
+    def node_text(name):
+        try:
+            return format_node(graph.find(name))
+        except Exception:
+            return ""
+
+    for fr in getattr(program, "records", []):
+        code = FUSION_CODES.get(getattr(fr, "kind", ""))
+        if code is None:
+            continue
+        nodes = list(getattr(fr, "nodes", []))
+        out.append(emit(Record("fusions", code, fr.message, fr.source or "?", node_text(nodes[0]) if nodes else "",
+                               fn=fn, extra={"graph": which, "nodes": nodes})))
+    for st in getattr(program, "eager_steps", []):
+        node = getattr(st, "node", None)
+        src = node.meta.get("source", "?") if node is not None else "?"
+        text = format_node(node) if node is not None else ""
+        out.append(emit(Record("fallbacks", "F001", f"{st.op} runs eagerly: {st.reason}", src, text, fn=fn,
+                               extra={"graph": which, "step": st.name})))
+    return out

@@ -32,7 +32,28 @@ def _as_view(x, out):
                 out._vc = x._vc
         except AttributeError:
             pass
+    if out._base is not None and out.requires_grad:
+        out.__dict__["_vseen"] = out._vc[0]   # the storage version this view's history describes
     return out
+
+
+def refresh_view(v):
+    """v's storage was written through its base or another view after v's history was recorded:
+    rebuild the history as a gather from the base's current one (PyTorch regenerates views too)."""
+    base = v._base
+    v.__dict__["_vseen"] = v._vc[0]
+    if not base.requires_grad or dispatch.tracer is not None:
+        return
+    try:
+        pos = _view_positions(base, v)
+    except RuntimeError:
+        return
+    from .creation import tensor
+    with ag.enable_grad():
+        flat = P("reshape", base, shape=(base.numel(),))
+        r = P("take", flat, tensor(pos.reshape(-1), device=base.device), dim=0)
+        r = P("reshape", r, shape=tuple(v.shape))
+    v.grad_fn = r.grad_fn
 
 
 def _sizes(args):
@@ -78,6 +99,11 @@ def view(x, *shape):
         return view_dtype(x, shape[0])
     shape = _infer_shape(_sizes(shape), x.numel(), "view")
     if dispatch.tracer is None and not _viewable(x._data, shape):
+        if x._base is None:
+            # x is a fresh op result whose array ember laid out its own way (conv returns a
+            # channels-last view of its GEMM output): PyTorch would hand back a contiguous tensor
+            # here, so `conv(x).view(n, -1)` must work; only views the user made keep the error
+            return reshape(x, shape)
         raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one "
                            "dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
     return _as_view(x, P("reshape", x, shape=shape))
@@ -457,7 +483,16 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
     rows = arange(k, device=x.device) + builtins.max(0, -offset)
     cols = arange(k, device=x.device) + builtins.max(0, offset)
     flat = reshape(y, tuple(y.shape[:-2]) + (n * m,))
-    return P("take", flat, rows * m + cols, dim=flat.ndim - 1)
+    out = P("take", flat, rows * m + cols, dim=flat.ndim - 1)   # the history: a gather
+    if dispatch.tracer is None and x.device.type == "cpu":
+        # the data: a strided view of x, as in PyTorch (x.diagonal().fill_(0) writes into x)
+        sl = [slice(None)] * x.ndim
+        sl[d1], sl[d2] = slice(builtins.max(0, -offset), None), slice(builtins.max(0, offset), None)
+        st = np.moveaxis(x._data[tuple(sl)], (d1, d2), (-2, -1))
+        out._data = np.lib.stride_tricks.as_strided(st, st.shape[:-2] + (k,),
+                                                     st.strides[:-2] + (st.strides[-2] + st.strides[-1],))
+        _as_view(x, out)
+    return out
 
 
 def diag(x, diagonal_=0):
@@ -787,7 +822,7 @@ def setitem(x, key, value):
         x._check_inplace()
         if x._base is not None and x._base.requires_grad and ag._mode.enabled and x._base.grad_fn is None:
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
-        if not x._data.flags.writeable:
+        if not getattr(x._data.flags, "writeable", True):   # cupy arrays have no such flag
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
                                "single memory location. Please clone() the tensor before performing the operation.")
         v = value._data if isinstance(value, Tensor) else value
@@ -837,7 +872,7 @@ def _view_positions(base, view):
     if not b.flags.c_contiguous:
         raise RuntimeError("in-place on a view of a non-contiguous tensor that requires grad is not supported")
     isz = b.itemsize
-    start = (v.__array_interface__["data"][0] - b.__array_interface__["data"][0]) // isz
+    start = (view.data_ptr() - base.data_ptr()) // isz   # data_ptr: numpy or cupy
     pos = np.arange(b.size, dtype=np.int64)
     strides = tuple((s // isz) * 8 for s in v.strides)
     return np.lib.stride_tricks.as_strided(pos[start:], shape=v.shape, strides=strides).copy()

@@ -155,7 +155,7 @@ class Tensor:
     def storage_offset(self) -> int:
         if self._base is None:
             return 0
-        return (self._data.__array_interface__["data"][0] - self._base._data.__array_interface__["data"][0]) // self.dtype.itemsize
+        return (self.data_ptr() - self._base.data_ptr()) // self.dtype.itemsize
 
     def data_ptr(self) -> int:
         d = self._data
@@ -443,7 +443,11 @@ class Tensor:
         return apply("cast", self, dtype=self.dtype)
 
     def contiguous(self, memory_format=None):
-        return self if self._data.flags.c_contiguous else self.clone()
+        if self._data.flags.c_contiguous:
+            return self
+        t = self.clone()   # clone keeps the strides (as PyTorch's preserve_format); lay it out in C order
+        t._data = self._xp.ascontiguousarray(t._data)
+        return t
 
     # --------------------------------------------------------------------- in-place
     def _check_inplace(self):
@@ -472,11 +476,17 @@ class Tensor:
         from . import tracing_hooks
         if tracing_hooks.tracing(self, result):
             return tracing_hooks.inplace(self, result)
-        if not self._data.flags.writeable:
+        if not getattr(self._data.flags, "writeable", True):   # cupy arrays have no such flag
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
                                "to a single memory location. Please clone() the tensor before performing the "
                                "operation.")
         track = ag._mode.enabled and result.requires_grad
+        if not track and ag._mode.enabled and self.requires_grad:
+            # overwritten by a constant: like PyTorch, self keeps a history (whose gradient is now 0)
+            from .dispatch import apply
+            keep = apply("full", shape=tuple(self._data.shape), value=True, dtype=dt.bool_, device=self.device)
+            result = apply("where", keep, result, self)
+            track = True
         base = self._base
         if track and base is not None:
             if base.requires_grad and base.grad_fn is None:
@@ -484,11 +494,15 @@ class Tensor:
                                    "operation.")
             from .shape_ops import _write_view_into_base
             _write_view_into_base(base, self, result)
+        if track:
+            _snapshot_saved(result.grad_fn, self)
         self._data[...] = result._data
         self._vc[0] += 1
         if track:
             self.grad_fn = result.grad_fn
             self.requires_grad = True
+            if base is not None:
+                self.__dict__["_vseen"] = self._vc[0]   # this view's history is current
         elif ag._mode.enabled and self.grad_fn is not None and not result.requires_grad:
             # overwritten by a constant: the old history no longer reaches this value
             self.grad_fn = None
@@ -509,7 +523,7 @@ class Tensor:
         if tracing_hooks.tracing(self):
             from .creation import full_like
             return self._set_(full_like(self, value))
-        if self._base is not None and self._base.requires_grad and ag._mode.enabled:
+        if ag._mode.enabled and (self.requires_grad or self._base is not None and self._base.requires_grad):
             from .creation import full_like
             return self._set_(full_like(self, value))
         self._data[...] = value
@@ -598,6 +612,28 @@ class Tensor:
 _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
                "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
                "uint8": "ByteTensor", "bool": "BoolTensor"}
+
+
+def _snapshot_saved(node, dst):
+    """x.sin_() computes sin(x) then writes it into x, but SinBackward reads the old x: hand the node
+    a copy of the values it saved from dst's storage (PyTorch saves the original self the same way)."""
+    saved = getattr(node, "saved_versions", None)
+    if not saved or not any(t._vc is dst._vc for t, _ in saved):
+        return
+    subst = {}
+    for t, _ in saved:
+        if t._vc is dst._vc and id(t) not in subst:
+            c = _wrap(t._data.copy(), t.device)
+            c.requires_grad = t.requires_grad
+            c.grad_fn = t.grad_fn
+            if t.requires_grad and t.grad_fn is None:
+                c._accum = t._accumulator()
+            subst[id(t)] = c
+    node.inputs = tuple(subst.get(id(t), t) for t in node.inputs)
+    if node.out is not None and id(node.out) in subst:
+        node.out = subst[id(node.out)]
+    node.saved_versions = tuple((subst[id(t)], subst[id(t)]._vc[0]) if id(t) in subst else (t, v)
+                                for t, v in saved)
 
 
 def P_cast(t, dtype):

@@ -89,6 +89,8 @@ def promote_types(a: DType, b: DType) -> DType:
             r = b
         elif b is bool_:
             r = a
+        elif a.category != b.category:   # int with float: the float type (numpy would widen it)
+            r = a if a.category > b.category else b
         else:
             r = _BY_NP[np.promote_types(a.np, b.np)]
         _promo_cache[key] = r

@@ -141,6 +141,9 @@ def evaluate(kernel: Kernel, arrays: Sequence[np.ndarray]) -> None:
         for s in kernel.stores:
             idx = [_eval_index(e, dom, named) for e in s.index]
             value = vals[id(s.value)]
+            if not s.index:   # a 0-d buffer: the domain has a single point
+                named[s.buf.name][()] = np.asarray(value).reshape(-1)[0]
+                continue
             # Broadcast value and indices over the part of the domain the store runs over.
             shape = dom.shape if kernel.store_is_inner(s) else dom.outer + (1,) * len(dom.inner)
             arrs = np.broadcast_arrays(np.broadcast_to(value, shape), *[np.broadcast_to(i, shape) for i in idx])

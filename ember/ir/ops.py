@@ -138,7 +138,7 @@ def _binary(name, out_bool):
 for _n in FLOAT_UNARY:
     _def(_n, "unary", _unary_float(_n))
 for _n in SAME_UNARY:
-    _def(_n, "unary", _unary_same, differentiable=_n not in ("sign", "floor", "ceil", "round", "trunc"))
+    _def(_n, "unary", _unary_same)   # sign/floor/ceil/round/trunc: gradient 0, as in PyTorch
 for _n in BOOL_UNARY:
     _def(_n, "unary", _unary_bool, differentiable=False)
 for _n in ARITH_BINARY:

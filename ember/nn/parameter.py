@@ -45,9 +45,8 @@ class Parameter(Tensor):
     def __deepcopy__(self, memo):
         if id(self) in memo:
             return memo[id(self)]
+        # like PyTorch, a deep-copied Parameter starts without .grad
         r = Parameter(_wrap(self._data.copy(), self.device), self.requires_grad)
-        if self.grad is not None:
-            r.grad = self.grad.clone()
         memo[id(self)] = r
         return r
 

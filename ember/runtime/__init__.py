@@ -3,4 +3,6 @@
     ember.runtime.cpu    compile_kernels(kernels) -> CompiledModule (LLVM JIT, thread pool)
     ember.runtime.cache  disk cache of object code (EMBER_CACHE_DIR, EMBER_CACHE=0), stats()
     ember.runtime.blas   extern kernels (matmul, conv2d) on numpy arrays
+    ember.runtime.cuda   compile_kernels(kernels) -> CudaModule (NVRTC via CuPy, launches on CuPy
+                         arrays, cuBLAS externs), CudaRunner for the executor
 """

@@ -242,7 +242,7 @@ def test_gather_wrap_negative(check, rng):
 @pytest.mark.parametrize("bad", [10, -1, 1 << 40])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gather_out_of_range_raises(bad, threads):
-    from conftest import run_llvm
+    from codegen_helpers import run_llvm
     from ember.ir.kernel_eval import run_kernel
     k = embedding(4, 10, 4)
     ids = np.array([1, 2, bad, 3], np.int64)

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ember.ir import dtypes as dt
 from ember.ir.kernel import Binary, Buf, Const, Kernel, Load, Store, Unary, Where, o
 
-from conftest import check_kernel
+from codegen_helpers import check_kernel
 
 F64 = dt.float64
 UNARY = ["neg", "abs", "tanh", "sigmoid", "sin", "floor", "sqrt", "exp", "log1p", "erf"]

@@ -11,7 +11,7 @@ import math
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.dispatch import apply as P
-from ._util import Tensor, dt
+from ._util import Tensor
 
 
 def _maybe_inplace(x: Tensor, r: Tensor, inplace: bool) -> Tensor:
@@ -211,5 +211,3 @@ def gumbel_softmax(logits: Tensor, tau: float = 1.0, hard: bool = False, eps: fl
         return M.add(M.sub(y_hard, y.detach()), y)
     return y
 
-
-_ = dt

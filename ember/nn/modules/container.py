@@ -281,16 +281,15 @@ class ModuleDict(Module):
         raise NotImplementedError("ModuleDict has no forward(); index it instead")
 
 
-def _param_repr(p):
+def _param_repr(p, dtype_style):
+    """'Parameter containing: [ember.float32 of size 2x3]' (ParameterList prints the dtype,
+    ParameterDict the legacy type name, as PyTorch does)."""
     size_str = "x".join(str(s) for s in p.size())
-    dev = "" if p.device.type == "cpu" else f" ({str(p.device).upper()})"
+    dev = "" if p.device.type == "cpu" else f" ({p.device})"
     kind = "Parameter" if isinstance(p, Parameter) else "Tensor"
-    return f"{kind} containing: [{type(p).__module__.split('.')[0]}.{_tname(p)} of size {size_str}{dev}]"
-
-
-def _tname(p):
     from ...frontend.tensor import _TYPE_NAMES
-    return _TYPE_NAMES.get(p.dtype.name, p.dtype.name)
+    name = repr(p.dtype) if dtype_style else "ember." + _TYPE_NAMES.get(p.dtype.name, p.dtype.name)
+    return f"{kind} containing: [{name} of size {size_str}{dev}]"
 
 
 class ParameterList(Module):
@@ -337,8 +336,8 @@ class ParameterList(Module):
         return self
 
     def extra_repr(self):
-        return "\n".join(f"({i}): " + (_param_repr(p) if isinstance(p, Tensor) else f"Object of type: "
-                                       f"{type(p).__name__}") for i, p in enumerate(self))
+        return "\n".join(f"  ({i}): " + (_param_repr(p, True) if isinstance(p, Tensor) else "Object of type: "
+                                         + type(p).__name__) for i, p in enumerate(self))
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ParameterList has no forward()")
@@ -404,7 +403,8 @@ class ParameterDict(Module):
             self[k] = v
 
     def extra_repr(self):
-        return "\n".join(f"({k}): " + _param_repr(p) for k, p in self.items())
+        return "\n".join(f"  ({k}): " + (_param_repr(p, False) if isinstance(p, Tensor) else "Object of type: "
+                                         + type(p).__name__) for k, p in self.items())
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ParameterDict has no forward()")

@@ -1,0 +1,266 @@
+"""Convolutions, im2col (unfold/fold) and padding, built on the `pad`, `windows` and `fold` primitives.
+
+conv: pad -> windows (a strided view [N, C, *out, *kernel]) -> a batched GEMM against the weight
+([O, C*K] @ [N, C*K, L] -> [N, O, L], already in contiguous NCHW order) -> bias. Groups add a group
+dimension to the same GEMM.
+conv_transpose is the adjoint: one GEMM to [N, O, *in, *kernel] patches, then `fold` sums them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...frontend.dispatch import apply as P
+from ._util import Tensor, const, ntuple
+
+
+def _check_conv_input(input, weight, groups, nd, op, transposed=False):
+    if input.ndim not in (nd + 1, nd + 2):
+        raise RuntimeError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {op}, but got "
+                           f"input of size: {list(input.shape)}")
+    if weight.ndim != nd + 2:
+        raise RuntimeError(f"weight should have {nd + 2} dimensions for {op}, got {list(weight.shape)}")
+    if input.dtype is not weight.dtype:
+        raise RuntimeError(f"Input type ({input.dtype.name}) and weight type ({weight.dtype.name}) should be the same")
+    c = input.shape[-nd - 1]
+    if transposed:
+        if c != weight.shape[0]:
+            raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input"
+                               f"{list(input.shape)} to have {weight.shape[0]} channels, but got {c} channels instead")
+    elif c != weight.shape[1] * groups:
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input"
+                           f"{list(input.shape)} to have {weight.shape[1] * groups} channels, but got {c} "
+                           "channels instead")
+    if groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    if not transposed and weight.shape[0] % groups:
+        raise RuntimeError("Given groups=%d, expected weight to be divisible by %d at dimension 0, but got "
+                           "weight of size %s instead" % (groups, groups, list(weight.shape)))
+
+
+def _same_padding(kernel, dilation, stride):
+    if any(s != 1 for s in stride):
+        raise ValueError("padding='same' is not supported for strided convolutions")
+    pads = []
+    for k, d in zip(kernel, dilation):
+        total = d * (k - 1)
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
+def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, groups, nd: int, op: str) -> Tensor:
+    _check_conv_input(input, weight, groups, nd, op)
+    unbatched = input.ndim == nd + 1
+    x = P("reshape", input, shape=(1,) + tuple(input.shape)) if unbatched else input
+    kernel = tuple(weight.shape[2:])
+    stride, dilation = ntuple(stride, nd), ntuple(dilation, nd)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = [(0, 0)] * nd
+        elif padding == "same":
+            pads = _same_padding(kernel, dilation, stride)
+        else:
+            raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
+    else:
+        pads = [(p, p) for p in ntuple(padding, nd)]
+    N, C = x.shape[0], x.shape[1]
+    spatial = tuple(x.shape[2:])
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+    for n, k, d in zip(padded, kernel, dilation):
+        if n < d * (k - 1) + 1:
+            raise RuntimeError(f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+                               f"Kernel size: ({' x '.join(map(str, kernel))}). Kernel size can't be greater "
+                               "than actual input size")
+    if any(lo or hi for lo, hi in pads):
+        x = P("pad", x, pads=((0, 0), (0, 0)) + tuple(pads), value=0.0)
+    w = P("windows", x, kernel=kernel, stride=stride, dilation=dilation)      # [N, C, *out, *k]
+    out_sp = tuple(w.shape[2:2 + nd])
+    L = math.prod(out_sp)
+    K = math.prod(kernel)
+    O = weight.shape[0]
+    G = groups
+    Cg = C // G
+    # [N, C, *out, *k] -> [N, G, Cg*K, L]; weight [G, O/G, Cg*K]; the GEMM gives [N, G, O/G, L],
+    # which is already the contiguous NC(spatial) layout PyTorch code expects (x.view works)
+    k_dims = tuple(range(3 + nd, 3 + 2 * nd))
+    o_dims = tuple(range(3, 3 + nd))
+    cols = P("reshape", w, shape=(N, G, Cg) + tuple(w.shape[2:]))
+    cols = P("permute", cols, dims=(0, 1, 2) + k_dims + o_dims)
+    if G == 1:
+        cols = P("reshape", cols, shape=(N, Cg * K, L))
+        y = P("matmul", P("reshape", weight, shape=(O, Cg * K)), cols)                  # [N, O, L]
+    else:
+        cols = P("reshape", cols, shape=(N, G, Cg * K, L))
+        y = P("matmul", P("reshape", weight, shape=(G, O // G, Cg * K)), cols)         # [N, G, O/G, L]
+        y = P("reshape", y, shape=(N, O, L))
+    if bias is not None:
+        y = P("add", y, P("reshape", bias, shape=(O, 1)))
+    y = P("reshape", y, shape=(N, O) + out_sp)
+    if unbatched:
+        y = P("reshape", y, shape=tuple(y.shape[1:]))
+    return y
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return convnd(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return convnd(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return convnd(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
+
+
+def conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, nd, op):
+    _check_conv_input(input, weight, groups, nd, op, transposed=True)
+    unbatched = input.ndim == nd + 1
+    x = P("reshape", input, shape=(1,) + tuple(input.shape)) if unbatched else input
+    stride, padding = ntuple(stride, nd), ntuple(padding, nd)
+    output_padding, dilation = ntuple(output_padding, nd), ntuple(dilation, nd)
+    for op_, s, d in zip(output_padding, stride, dilation):
+        if op_ >= s and op_ >= d:
+            raise RuntimeError("output padding must be smaller than either stride or dilation, but got "
+                               f"output_padding: {list(output_padding)}, stride: {list(stride)}, "
+                               f"dilation: {list(dilation)}")
+    N, C = x.shape[0], x.shape[1]
+    spatial = tuple(x.shape[2:])
+    kernel = tuple(weight.shape[2:])
+    G = groups
+    Cg, Og = C // G, weight.shape[1]
+    O = Og * G
+    K = math.prod(kernel)
+    L = math.prod(spatial)
+    # patches[n, o, *in, *k] = sum_c x[n, c, *in] * weight[c, o, *k]
+    xg = P("reshape", x, shape=(N, G, Cg, L))
+    xg = P("permute", xg, dims=(1, 0, 3, 2))                                  # [G, N, L, Cg]
+    xg = P("reshape", xg, shape=(G, N * L, Cg))
+    wg = P("reshape", weight, shape=(G, Cg, Og * K))
+    patches = P("matmul", xg, wg)                                             # [G, N*L, Og*K]
+    patches = P("reshape", patches, shape=(G, N) + spatial + (Og,) + kernel)
+    perm = (1, 0, 2 + nd) + tuple(range(2, 2 + nd)) + tuple(range(3 + nd, 3 + 2 * nd))
+    patches = P("permute", patches, dims=perm)                                 # [N, G, Og, *in, *k]
+    patches = P("reshape", patches, shape=(N, O) + spatial + kernel)
+    full_size = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(spatial, stride, dilation, kernel))
+    y = P("fold", patches, size=full_size, kernel=kernel, stride=stride, dilation=dilation)
+    crop = tuple((-p, op_ - p) for p, op_ in zip(padding, output_padding))
+    if any(lo or hi for lo, hi in crop):
+        y = P("pad", y, pads=((0, 0), (0, 0)) + crop, value=0.0)
+    if bias is not None:
+        y = P("add", y, P("reshape", bias, shape=(O,) + (1,) * nd))
+    if unbatched:
+        y = P("reshape", y, shape=tuple(y.shape[1:]))
+    return y
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
+                            "conv_transpose1d")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, 2,
+                            "conv_transpose2d")
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, 3,
+                            "conv_transpose3d")
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """im2col: [N, C, H, W] -> [N, C*kh*kw, L]."""
+    if input.ndim not in (3, 4):
+        raise NotImplementedError(f"Input Error: Only 3D or 4D input Tensors are supported (got {input.ndim}D)")
+    unbatched = input.ndim == 3
+    x = P("reshape", input, shape=(1,) + tuple(input.shape)) if unbatched else input
+    k, d, p, s = ntuple(kernel_size, 2), ntuple(dilation, 2), ntuple(padding, 2), ntuple(stride, 2)
+    if any(p):
+        x = P("pad", x, pads=((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), value=0.0)
+    w = P("windows", x, kernel=k, stride=s, dilation=d)
+    N, C, oh, ow = w.shape[:4]
+    cols = P("reshape", P("permute", w, dims=(0, 1, 4, 5, 2, 3)), shape=(N, C * k[0] * k[1], oh * ow))
+    return P("reshape", cols, shape=tuple(cols.shape[1:])) if unbatched else cols
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """col2im: [N, C*kh*kw, L] -> [N, C, H, W], summing overlaps (the adjoint of unfold)."""
+    if input.ndim not in (2, 3):
+        raise NotImplementedError(f"Input Error: Only unbatched (2D) or batched (3D) input Tensors are supported "
+                                  f"(got {input.ndim}D)")
+    unbatched = input.ndim == 2
+    x = P("reshape", input, shape=(1,) + tuple(input.shape)) if unbatched else input
+    size, k = ntuple(output_size, 2), ntuple(kernel_size, 2)
+    d, p, s = ntuple(dilation, 2), ntuple(padding, 2), ntuple(stride, 2)
+    N, CK, L = x.shape
+    if CK % (k[0] * k[1]):
+        raise RuntimeError("Expected size of input's dimension 1 to be divisible by the product of kernel_size, "
+                           f"but got input.size(1)={CK} and kernel_size={k}")
+    C = CK // (k[0] * k[1])
+    padded = (size[0] + 2 * p[0], size[1] + 2 * p[1])
+    oh = (padded[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (padded[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    if oh * ow != L:
+        raise RuntimeError(f"Given output_size={size}, kernel_size={k}, dilation={d}, padding={p}, stride={s}, "
+                           f"expected size of input's dimension 2 to match the calculated number of sliding "
+                           f"blocks {oh} * {ow} = {oh * ow}, but got input.size(2)={L}.")
+    patches = P("permute", P("reshape", x, shape=(N, C, k[0], k[1], oh, ow)), dims=(0, 1, 4, 5, 2, 3))
+    y = P("fold", patches, size=padded, kernel=k, stride=s, dilation=d)
+    if any(p):
+        y = P("pad", y, pads=((0, 0), (0, 0), (-p[0], -p[0]), (-p[1], -p[1])), value=0.0)
+    return P("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
+
+
+# -------------------------------------------------------------------------------------- padding
+def pad(input: Tensor, pad, mode: str = "constant", value=None) -> Tensor:
+    """F.pad: `pad` lists (left, right) amounts from the LAST dimension backwards, as PyTorch."""
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise ValueError("Padding length must be divisible by 2")
+    npairs = len(pad) // 2
+    if npairs > input.ndim:
+        raise ValueError("Padding length should be less than or equal to two times the input dimension but got "
+                         f"padding length {len(pad)} and input of dimension {input.ndim}")
+    pads = [(0, 0)] * input.ndim
+    for i in range(npairs):
+        pads[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if mode == "constant":
+        v = 0 if value is None else value
+        if not input.dtype.is_floating_point:
+            v = int(v)
+        else:
+            v = float(v)
+        if all(lo == 0 and hi == 0 for lo, hi in pads):
+            return input.clone()
+        return P("pad", input, pads=tuple(pads), value=v)
+    if value not in (None, 0):
+        raise NotImplementedError(f"Padding mode \"{mode}\" doesn't take in value argument.")
+    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}.get(mode)
+    if np_mode is None:
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    if input.ndim not in (npairs + 1, npairs + 2) or npairs > 3:
+        raise NotImplementedError(f"Padding size {len(pad)} is not supported for {input.ndim}D input tensor "
+                                  f"(mode '{mode}' pads the last 1-3 dims of a batched or unbatched input)")
+    x = input
+    for d in range(input.ndim - npairs, input.ndim):
+        lo, hi = pads[d]
+        if lo == 0 and hi == 0:
+            continue
+        n = x.shape[d]
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise RuntimeError(f"Argument #4: Padding size should be less than the corresponding input dimension, "
+                               f"but got: padding ({lo}, {hi}) at dimension {d} of input {list(input.shape)}")
+        if mode == "circular" and (lo > n or hi > n):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        idx = np.arange(n)
+        if lo < 0 or hi < 0:
+            idx = idx[max(0, -lo): n - max(0, -hi)]
+        idx = np.pad(idx, (max(0, lo), max(0, hi)), mode=np_mode) if (lo > 0 or hi > 0) else idx
+        if mode == "circular":  # np 'wrap' pads from the cropped range; PyTorch wraps the original
+            full = np.arange(-max(0, lo), n + max(0, hi)) % n
+            idx = full[max(0, -lo): len(full) - max(0, -hi)]
+        x = P("take", x, const(idx.astype(np.int64), x), dim=d)
+    return x
+

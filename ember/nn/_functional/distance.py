@@ -1,0 +1,41 @@
+"""normalize, cosine_similarity, pairwise_distance, pdist, cdist as composites."""
+from __future__ import annotations
+
+from ...frontend import math_ops as M
+from ...frontend import shape_ops as S
+from ._util import Tensor
+
+
+def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> Tensor:
+    denom = M.clamp_min(M.norm(input, p, dim, keepdim=True), eps)
+    return M.div(input, denom)
+
+
+def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    x1, x2 = S.broadcast_tensors(x1, x2)
+    n1 = M.clamp_min(M.sqrt(M.sum(M.mul(x1, x1), dim, keepdim=True)), eps)
+    n2 = M.clamp_min(M.sqrt(M.sum(M.mul(x2, x2), dim, keepdim=True)), eps)
+    return M.sum(M.mul(M.div(x1, n1), M.div(x2, n2)), dim)
+
+
+def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False) -> Tensor:
+    d = M.add(M.sub(x1, x2), eps)
+    nd = max(x1.ndim, x2.ndim)
+    return M.norm(d, p, dim=nd - 1 if nd else None, keepdim=keepdim)
+
+
+def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode=None) -> Tensor:
+    d = M.sub(S.unsqueeze(x1, -2), S.unsqueeze(x2, -3))
+    if p == 2:
+        return M.sqrt(M.sum(M.mul(d, d), -1))
+    return M.norm(d, p, dim=-1)
+
+
+def pdist(input: Tensor, p: float = 2.0) -> Tensor:
+    import numpy as np
+    n = input.shape[0]
+    i, j = np.triu_indices(n, 1)
+    from ._util import const
+    a = S.index_select(input, 0, const(i.astype(np.int64), input))
+    b = S.index_select(input, 0, const(j.astype(np.int64), input))
+    return M.norm(M.sub(a, b), p, dim=1)

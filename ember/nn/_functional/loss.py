@@ -1,0 +1,329 @@
+"""Loss functions. cross_entropy = log_softmax + a gather-based nll_loss, so it fuses; the others are
+elementwise composites followed by the reduction ('none' | 'mean' | 'sum').
+
+Class targets are checked eagerly: a class out of range raises IndexError("Target 12 is out of
+bounds.") instead of a wrong loss (compiled kernels check gather indices themselves).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+from ...frontend import math_ops as M
+from ...frontend import shape_ops as S
+from ...frontend.dispatch import apply as P
+from ...ir import dtypes as dt
+from ._util import Tensor, check_reduction, eager_values, legacy_reduction, reduce_loss
+
+
+def _check_targets(target, C, ignore_index):
+    v = eager_values(target)
+    if v is None or v.size == 0:
+        return
+    bad = (v < 0) | (v >= C)
+    if ignore_index is not None:
+        bad &= v != ignore_index
+    if bad.any():
+        raise IndexError(f"Target {int(v[bad].flat[0])} is out of bounds.")
+
+
+def _class_target(input, target, op):
+    if target.dtype.is_floating_point or target.dtype is dt.bool_:
+        raise RuntimeError(f"{op}: expected target of dtype Long (class indices), but got {target.dtype.name}")
+    if target.dtype is not dt.int64:
+        target = M.cast(target, dt.int64)
+    if input.ndim == 1:
+        if target.ndim != 0:
+            raise ValueError(f"Expected input batch_size (1) to match target batch_size ({target.shape[0]}).")
+        return target
+    if target.shape[0] != input.shape[0] or target.ndim != input.ndim - 1:
+        if target.ndim == input.ndim - 1 and target.shape[0] != input.shape[0]:
+            raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
+                             f"({target.shape[0]}).")
+        raise RuntimeError(f"{op}: expected target of shape {[input.shape[0]] + list(input.shape[2:])}, got "
+                           f"{list(target.shape)}")
+    if tuple(target.shape[1:]) != tuple(input.shape[2:]):
+        raise RuntimeError(f"{op}: expected target size {[input.shape[0]] + list(input.shape[2:])}, got "
+                           f"{list(target.shape)}")
+    return target
+
+
+def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, ignore_index: int = -100,
+             reduce=None, reduction: str = "mean") -> Tensor:
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(reduction)
+    if input.ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
+    target = _class_target(input, target, "nll_loss")
+    cdim = 0 if input.ndim == 1 else 1
+    C = input.shape[cdim]
+    if weight is not None and weight.numel() != C:
+        raise RuntimeError(f"weight tensor should be defined either for all {C} classes or no classes but got "
+                           f"weight tensor of shape: {list(weight.shape)}")
+    _check_targets(target, C, ignore_index)
+    valid = P("ne", target, int(ignore_index))
+    safe = P("where", valid, target, 0)
+    picked = P("gather", input, P("reshape", safe, shape=tuple(safe.shape[:cdim]) + (1,) + tuple(safe.shape[cdim:])),
+               dim=cdim)
+    picked = P("reshape", picked, shape=tuple(safe.shape))
+    w = M.cast(valid, input.dtype)
+    if weight is not None:
+        w = P("mul", w, P("take", M.cast(weight, input.dtype), safe, dim=0))
+    loss = P("neg", P("mul", picked, w))
+    if reduction == "none":
+        return loss
+    total = P("sum", loss, dims=None, keepdim=False)
+    if reduction == "sum":
+        return total
+    return P("div", total, P("sum", w, dims=None, keepdim=False))
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None, ignore_index: int = -100,
+                  reduce=None, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    cdim = 0 if input.ndim == 1 else 1
+    C = input.shape[cdim]
+    logp = M.log_softmax(input, cdim)
+    wshape = (C,) + (1,) * (input.ndim - cdim - 1)
+    if target.dtype.is_floating_point:     # class probabilities
+        if tuple(target.shape) != tuple(input.shape):
+            raise RuntimeError(f"Expected target size {list(input.shape)}, got {list(target.shape)}")
+        t = target
+        if label_smoothing > 0:
+            t = P("add", P("mul", t, 1.0 - label_smoothing), label_smoothing / C)
+        prod = P("mul", logp, M.cast(t, logp.dtype))
+        if weight is not None:
+            prod = P("mul", prod, P("reshape", M.cast(weight, logp.dtype), shape=wshape))
+        loss = P("neg", P("sum", prod, dims=(cdim,), keepdim=False))
+        if reduction == "none":
+            return loss
+        total = P("sum", loss, dims=None, keepdim=False)
+        if reduction == "sum":
+            return total
+        return P("mul", total, 1.0 / (input.numel() // C) if input.numel() else float("nan"))
+    nll = nll_loss(logp, target, weight, None, ignore_index, None, reduction)
+    if label_smoothing <= 0:
+        return nll
+    target = _class_target(input, target, "cross_entropy")
+    valid = M.cast(P("ne", target, int(ignore_index)), logp.dtype)
+    lw = logp if weight is None else P("mul", logp, P("reshape", M.cast(weight, logp.dtype), shape=wshape))
+    smooth = P("mul", P("neg", P("sum", lw, dims=(cdim,), keepdim=False)), valid)
+    if reduction == "none":
+        ret = smooth
+    elif reduction == "sum":
+        ret = P("sum", smooth, dims=None, keepdim=False)
+    else:
+        if weight is None:
+            denom = P("sum", valid, dims=None, keepdim=False)
+        else:
+            safe = P("where", P("ne", target, int(ignore_index)), target, 0)
+            denom = P("sum", P("mul", P("take", M.cast(weight, logp.dtype), safe, dim=0), valid), dims=None,
+                      keepdim=False)
+        ret = P("div", P("sum", smooth, dims=None, keepdim=False), denom)
+    return P("add", P("mul", nll, 1.0 - label_smoothing), P("mul", ret, label_smoothing / C))
+
+
+def _same_shape(input, target, op):
+    if tuple(input.shape) != tuple(target.shape):
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input size ({input.shape}). "
+                      "This will likely lead to incorrect results due to broadcasting. Please ensure they have "
+                      "the same size.", stacklevel=3)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _same_shape(input, target, "mse_loss")
+    d = M.sub(input, target)
+    loss = M.mul(d, d)
+    if weight is not None:
+        loss = M.mul(loss, weight)
+    return reduce_loss(loss, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _same_shape(input, target, "l1_loss")
+    loss = M.abs(M.sub(input, target))
+    if weight is not None:
+        loss = M.mul(loss, weight)
+    return reduce_loss(loss, reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta: float = 1.0):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    _same_shape(input, target, "smooth_l1_loss")
+    d = M.sub(input, target)
+    a = M.abs(d)
+    if beta == 0:
+        return reduce_loss(a, reduction)
+    loss = M.where(M.lt(a, beta), M.mul(M.mul(d, d), 0.5 / beta), M.sub(a, 0.5 * beta))
+    return reduce_loss(loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta: float = 1.0, weight=None):
+    _same_shape(input, target, "huber_loss")
+    d = M.sub(input, target)
+    a = M.abs(d)
+    loss = M.where(M.lt(a, delta), M.mul(M.mul(d, d), 0.5), M.mul(M.sub(a, 0.5 * delta), delta))
+    if weight is not None:
+        loss = M.mul(loss, weight)
+    return reduce_loss(loss, reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Using a target size ({target.shape}) that is different to the input size "
+                         f"({input.shape}) is deprecated. Please ensure they have the same size.")
+    v = eager_values(input)
+    if v is not None and v.size and ((v < 0) | (v > 1)).any():
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    # PyTorch clamps each log term at -100 so that 0 * log(0) stays finite
+    logx = M.clamp_min(M.log(input), -100.0)
+    log1mx = M.clamp_min(M.log(M.sub(1.0, input)), -100.0)
+    loss = M.neg(M.add(M.mul(target, logx), M.mul(M.sub(1.0, target), log1mx)))
+    if weight is not None:
+        loss = M.mul(loss, weight)
+    return reduce_loss(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Target size ({target.shape}) must be the same as input size ({input.shape})")
+    # (1 - t) * x + w_pos * softplus(-x), with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0)
+    sp = M.add(M.log1p(M.exp(M.neg(M.abs(input)))), M.relu(M.neg(input)))
+    if pos_weight is not None:
+        lw = M.add(M.mul(M.sub(pos_weight, 1.0), target), 1.0)
+        loss = M.add(M.mul(M.sub(1.0, target), input), M.mul(lw, sp))
+    else:
+        loss = M.add(M.mul(M.sub(1.0, target), input), sp)
+    if weight is not None:
+        loss = M.mul(loss, weight)
+    return reduce_loss(loss, reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target: bool = False):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if log_target:
+        loss = M.mul(M.exp(target), M.sub(target, input))
+    else:
+        # xlogy: 0 * log 0 = 0
+        pos = M.gt(target, 0)
+        safe = M.where(pos, target, 1.0)
+        loss = M.where(pos, M.mul(target, M.sub(M.log(safe), input)), M.mul(M.neg(input), 0.0))
+        loss = M.where(M.isnan(target), target, loss)
+    if reduction == "batchmean":
+        if input.ndim == 0:
+            return M.sum(loss)
+        return M.div(M.sum(loss), input.shape[0])
+    if reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                      "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                      "'mean' will be changed to behave the same as 'batchmean' in the next major release.")
+    return reduce_loss(loss, reduction)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if log_input:
+        loss = M.sub(M.exp(input), M.mul(target, input))
+    else:
+        loss = M.sub(input, M.mul(target, M.log(M.add(input, eps))))
+    if full:
+        t = target
+        stirling = M.add(M.sub(M.mul(t, M.log(t)), t), M.mul(M.log(M.mul(t, 2 * math.pi)), 0.5))
+        loss = M.add(loss, M.where(M.gt(t, 1), stirling, 0.0))
+    return reduce_loss(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    if var.ndim == input.ndim - 1 or (var.ndim == input.ndim and var.shape[-1] == 1 and input.shape[-1] != 1):
+        if var.ndim == input.ndim - 1:
+            var = S.unsqueeze(var, -1)
+    v = eager_values(var)
+    if v is not None and (v < 0).any():
+        raise ValueError("var has negative entry/entries")
+    var = M.clamp_min(var.clone(), eps)
+    d = M.sub(input, target)
+    loss = M.mul(M.add(M.log(var), M.div(M.mul(d, d), var)), 0.5)
+    if full:
+        loss = M.add(loss, 0.5 * math.log(2 * math.pi))
+    return reduce_loss(loss, reduction)
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    return reduce_loss(M.log1p(M.exp(M.neg(M.mul(target, input)))), reduction)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    return reduce_loss(M.relu(M.add(M.mul(M.neg(target), M.sub(input1, input2)), margin)), reduction)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    pos = M.where(M.eq(target, 1), input, 0.0)
+    neg = M.where(M.eq(target, -1), M.relu(M.sub(margin, input)), 0.0)
+    return reduce_loss(M.add(pos, neg), reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    from .activation import logsigmoid
+    loss = M.neg(M.add(M.mul(target, logsigmoid(input)), M.mul(M.sub(1.0, target), logsigmoid(M.neg(input)))))
+    if weight is not None:
+        loss = M.mul(loss, weight)
+    loss = M.mean(loss, dim=input.ndim - 1)
+    return reduce_loss(loss, reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    from .distance import cosine_similarity
+    cos = cosine_similarity(input1, input2, dim=-1, eps=1e-12)
+    loss = M.where(M.eq(target, 1), M.sub(1.0, cos), M.relu(M.sub(cos, margin)))
+    return reduce_loss(loss, reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None,
+                        reduce=None, reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    from .distance import pairwise_distance
+    dp = pairwise_distance(anchor, positive, p, eps)
+    dn = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        dn = M.minimum(dn, pairwise_distance(positive, negative, p, eps))
+    return reduce_loss(M.relu(M.add(M.sub(dp, dn), margin)), reduction)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
+                      reduction="mean"):
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    x = input if input.ndim == 2 else S.unsqueeze(input, 0)
+    t = S.reshape(target, (-1, 1))
+    C = x.shape[1]
+    _check_targets(target, C, None)
+    xy = S.gather(x, 1, t)
+    z = M.relu(M.add(M.sub(margin, xy), x))
+    if p == 2:
+        z = M.mul(z, z)
+    if weight is not None:
+        z = M.mul(z, S.gather(S.unsqueeze(weight, 0).expand(x.shape[0], C), 1, t))
+    not_t = M.ne(S.unsqueeze(M.cast(S.reshape(t, (-1,)), dt.int64), 1),
+                 S.unsqueeze(P("arange", n=C, start=0, step=1, dtype=dt.int64, device=x.device), 0))
+    loss = M.div(M.sum(M.where(not_t, z, 0.0), 1), C)
+    if input.ndim == 1:
+        loss = S.reshape(loss, ())
+    return reduce_loss(loss, reduction)
+

@@ -1,0 +1,159 @@
+"""batch_norm, layer_norm, group_norm, instance_norm, rms_norm, local_response_norm as composites.
+
+Each normalises with (x - mean) * rsqrt(var + eps) and folds the affine into one scale and one shift,
+so the large-tensor work is two reductions and one multiply-add. batch_norm updates the running
+statistics in place on the buffers (copy_ under no_grad), which the compiler sees as mutations.
+"""
+from __future__ import annotations
+
+import math
+
+from ...frontend import autograd as ag
+from ...frontend import math_ops as M
+from ...frontend.dispatch import apply as P
+from ._util import Tensor
+
+
+def _bshape(x, c_dim=1):
+    return (1, x.shape[c_dim]) + (1,) * (x.ndim - 2)
+
+
+def _moments(x, dims):
+    n = math.prod(x.shape[d] for d in dims)
+    mean = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n)
+    xc = P("sub", x, mean)
+    var = P("mul", P("sum", P("mul", xc, xc), dims=dims, keepdim=True), 1.0 / n)
+    return mean, var, n
+
+
+def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    if input.ndim < 2:
+        raise ValueError(f"expected 2D or higher input (got {input.ndim}D input)")
+    C = input.shape[1]
+    bshape = _bshape(input)
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and t.numel() != C:
+            raise RuntimeError(f"running_mean should contain {C} elements not {t.numel()}"
+                               if name.startswith("running") else
+                               f"{name} should contain {C} elements not {t.numel()}")
+    dims = (0,) + tuple(range(2, input.ndim))
+    if training:
+        n = input.numel() // C
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                             f"{input.shape}")
+        mean, var, n = _moments(input, dims)
+        if running_mean is not None and running_var is not None:
+            with ag.no_grad():
+                m = momentum
+                bm = P("reshape", mean.detach(), shape=(C,))
+                bv = P("reshape", P("mul", var.detach(), n / (n - 1)), shape=(C,))
+                running_mean.copy_(P("add", P("mul", running_mean, 1.0 - m), P("mul", M.cast(bm, running_mean.dtype), m)))
+                running_var.copy_(P("add", P("mul", running_var, 1.0 - m), P("mul", M.cast(bv, running_var.dtype), m)))
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("running_mean and running_var must be defined in evaluation mode")
+        mean = P("reshape", M.cast(running_mean, input.dtype), shape=bshape)
+        var = P("reshape", M.cast(running_var, input.dtype), shape=bshape)
+    scale = P("rsqrt", P("add", var, float(eps)))
+    if weight is not None:
+        scale = P("mul", scale, P("reshape", weight, shape=bshape))
+    shift = P("neg", P("mul", mean, scale))
+    if bias is not None:
+        shift = P("add", shift, P("reshape", bias, shape=bshape))
+    return P("add", P("mul", input, scale), shift)
+
+
+def _norm_dims(input, normalized_shape, op):
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(ns):]) != ns or len(ns) > input.ndim:
+        raise RuntimeError(f"Given normalized_shape={list(ns)}, expected input with shape [*, "
+                           f"{', '.join(map(str, ns))}], but got input of size{input.shape}")
+    return ns, tuple(range(input.ndim - len(ns), input.ndim))
+
+
+def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    ns, dims = _norm_dims(input, normalized_shape, "layer_norm")
+    mean, var, _ = _moments(input, dims)
+    y = P("mul", P("sub", input, mean), P("rsqrt", P("add", var, float(eps))))
+    if weight is not None:
+        y = P("mul", y, weight)
+    if bias is not None:
+        y = P("add", y, bias)
+    return y
+
+
+def rms_norm(input: Tensor, normalized_shape, weight=None, eps: float | None = None) -> Tensor:
+    ns, dims = _norm_dims(input, normalized_shape, "rms_norm")
+    if eps is None:
+        import numpy as np
+        eps = float(np.finfo(input.dtype.np).eps)
+    n = math.prod(ns)
+    ms = P("mul", P("sum", P("mul", input, input), dims=dims, keepdim=True), 1.0 / n)
+    y = P("mul", input, P("rsqrt", P("add", ms, float(eps))))
+    return P("mul", y, weight) if weight is not None else y
+
+
+def group_norm(input: Tensor, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    if input.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
+    N, C = input.shape[0], input.shape[1]
+    if C % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input "
+                           f"of shape {input.shape} and num_groups={num_groups}")
+    x = P("reshape", input, shape=(N, num_groups, input.numel() // (N * num_groups) if N else 0))
+    mean, var, _ = _moments(x, (2,))
+    y = P("mul", P("sub", x, mean), P("rsqrt", P("add", var, float(eps))))
+    y = P("reshape", y, shape=tuple(input.shape))
+    bshape = _bshape(input)
+    if weight is not None:
+        y = P("mul", y, P("reshape", weight, shape=bshape))
+    if bias is not None:
+        y = P("add", y, P("reshape", bias, shape=bshape))
+    return y
+
+
+def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    dims = tuple(range(2, input.ndim))
+    bshape = _bshape(input)
+    if use_input_stats:
+        mean, var, n = _moments(input, dims)
+        if running_mean is not None and running_var is not None:
+            with ag.no_grad():
+                C = input.shape[1]
+                bm = M.mean(P("reshape", mean.detach(), shape=(input.shape[0], C)), 0)
+                bv = M.mean(P("reshape", P("mul", var.detach(), n / max(n - 1, 1)), shape=(input.shape[0], C)), 0)
+                running_mean.copy_(M.add(M.mul(running_mean, 1 - momentum), M.mul(bm, momentum)))
+                running_var.copy_(M.add(M.mul(running_var, 1 - momentum), M.mul(bv, momentum)))
+    else:
+        mean = P("reshape", running_mean, shape=bshape)
+        var = P("reshape", running_var, shape=bshape)
+    y = P("mul", P("sub", input, mean), P("rsqrt", P("add", var, float(eps))))
+    if weight is not None:
+        y = P("mul", y, P("reshape", weight, shape=bshape))
+    if bias is not None:
+        y = P("add", y, P("reshape", bias, shape=bshape))
+    return y
+
+
+def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    from .pooling import avg_pool2d, avg_pool3d
+    from .conv import pad
+    dim = input.ndim
+    if dim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {dim} dimensions)")
+    div = M.mul(input, input).unsqueeze(1)
+    if dim == 3:
+        div = pad(div, (0, 0, size // 2, (size - 1) // 2))
+        div = avg_pool2d(div, (size, 1), stride=1).squeeze(1)
+    else:
+        sizes = input.shape
+        div = div.reshape(sizes[0], 1, sizes[1], sizes[2], -1)
+        div = pad(div, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        div = avg_pool3d(div, (size, 1, 1), stride=1).squeeze(1)
+        div = div.reshape(tuple(sizes))
+    div = M.pow(M.add(M.mul(div, alpha), k), beta)
+    return M.div(input, div)

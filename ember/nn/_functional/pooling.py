@@ -1,0 +1,304 @@
+"""Pooling on the `windows` primitive: max = pad(-inf) + windows + amax, avg = pad(0) + windows + sum /
+divisor (a constant map that encodes count_include_pad and ceil_mode), adaptive avg = a reshape-mean
+when sizes divide and two small averaging matmuls otherwise."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from ...frontend import autograd as ag
+from ...frontend import math_ops as M
+from ...frontend.dispatch import apply as P, attach_node
+from ...frontend.tensor import _wrap
+from ._util import const, is_tracing, ntuple
+
+
+def _out_size(n, k, s, p, d, ceil_mode):
+    num = n + 2 * p - d * (k - 1) - 1
+    if ceil_mode:
+        o = -(-num // s) + 1
+        if (o - 1) * s >= n + p:   # the last window must start inside the input or left padding
+            o -= 1
+    else:
+        o = num // s + 1
+    return o
+
+
+def _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op):
+    if input.ndim not in (nd + 1, nd + 2):
+        raise RuntimeError(f"{op}: Expected {nd + 1}D or {nd + 2}D input tensor, but got {list(input.shape)}")
+    k = ntuple(kernel_size, nd)
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else ntuple(stride, nd)
+    p, d = ntuple(padding, nd), ntuple(dilation, nd)
+    for pi, ki, di in zip(p, k, d):
+        if pi > (di * (ki - 1) + 1) // 2:
+            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={pi}, "
+                               f"kernel_size={ki} and dilation={di}")
+    if any(si <= 0 for si in s):
+        raise RuntimeError(f"{op}: stride should be greater than zero, but got stride={list(s)}")
+    spatial = tuple(input.shape[-nd:])
+    outs = tuple(_out_size(n, ki, si, pi, di, ceil_mode) for n, ki, si, pi, di in zip(spatial, k, s, p, d))
+    if any(o <= 0 for o in outs):
+        raise RuntimeError(f"{op}: Given input size: ({'x'.join(map(str, input.shape[-nd - 1:]))}). Calculated "
+                           f"output size: ({'x'.join(map(str, (input.shape[-nd - 1],) + outs))}). Output size is "
+                           "too small")
+    # right padding: the symmetric padding plus what ceil_mode's extra window needs
+    pads = tuple((pi, max(pi, (o - 1) * si + di * (ki - 1) + 1 - n - pi))
+                 for n, o, ki, si, pi, di in zip(spatial, outs, k, s, p, d))
+    return k, s, p, d, outs, pads
+
+
+def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, nd, op):
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
+    k, s, p, d, outs, pads = _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op)
+    lead = ((0, 0),) * (input.ndim - nd)
+    if not is_tracing() and not return_indices:
+        return _max_pool_eager(input, k, s, d, outs, lead + pads)
+    x = input
+    if any(lo or hi for lo, hi in pads):
+        x = P("pad", x, pads=lead + pads, value=float("-inf"))
+    w = P("windows", x, kernel=k, stride=s, dilation=d)
+    if tuple(w.shape[-2 * nd:-nd]) != outs:  # the windows past the last output (ceil_mode trimming)
+        w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k, steps=(1,) * w.ndim)
+    red = tuple(range(w.ndim - nd, w.ndim))
+    if not return_indices:
+        return P("max", w, dims=red, keepdim=False)
+    # indices: first maximum of each window (PyTorch's choice), as flat positions in the input plane
+    flat = P("reshape", w, shape=tuple(w.shape[:-nd]) + (math.prod(k),))
+    arg = P("argmax", flat, dims=(flat.ndim - 1,), keepdim=True)
+    vals = P("reshape", P("gather", flat, arg, dim=flat.ndim - 1), shape=tuple(w.shape[:-nd]))
+    spatial = tuple(input.shape[-nd:])
+    pos = np.arange(math.prod(spatial), dtype=np.int64).reshape(spatial)
+    pos = np.pad(pos, pads, constant_values=-1)
+    pw = np.lib.stride_tricks.sliding_window_view(pos, tuple(di * (ki - 1) + 1 for ki, di in zip(k, d)))
+    pw = pw[tuple(slice(None, None, si) for si in s) + tuple(slice(None, None, di) for di in d)]
+    pw = pw[tuple(slice(0, o) for o in outs)].reshape(outs + (math.prod(k),))
+    table = const(np.ascontiguousarray(pw), input)
+    argf = P("reshape", arg, shape=tuple(arg.shape[:-1]))
+    lead_n = argf.ndim - nd
+    table_b = P("expand", P("reshape", table, shape=(1,) * lead_n + tuple(table.shape)),
+                shape=tuple(argf.shape) + (math.prod(k),))
+    idx = P("reshape", P("gather", table_b, P("reshape", argf, shape=tuple(argf.shape) + (1,)), dim=argf.ndim),
+            shape=tuple(argf.shape))
+    return vals, idx
+
+
+def _max_pool_eager(input, k, s, d, outs, pads):
+    """Eager fast path of max pooling (same values as pad + windows + amax, which is what the tracer
+    records): a running maximum over the kernel offsets' strided slices, remembering which offset won
+    (the first maximum, as PyTorch); the VJP routes g to the winners and folds it back."""
+    xp = input._xp
+    nd = len(k)
+    a = input._data
+    if any(lo or hi for lo, hi in pads):
+        a = xp.pad(a, pads, constant_values=-np.inf)
+    padded = a.shape[-nd:]
+    out = arg = None
+    offsets = list(itertools.product(*(range(ki) for ki in k)))
+    for kid, off in enumerate(offsets):
+        sl = (Ellipsis,) + tuple(slice(o * di, o * di + si * (oi - 1) + 1, si)
+                                 for o, di, si, oi in zip(off, d, s, outs))
+        v = a[sl]
+        if out is None:
+            out = v.copy()
+            arg = xp.zeros(out.shape, dtype=np.int16 if len(offsets) > 127 else np.int8)
+            continue
+        win = v > out
+        if input.dtype.is_floating_point:
+            win |= xp.isnan(v) & ~xp.isnan(out)
+        xp.copyto(out, v, where=win)
+        xp.copyto(arg, kid, where=win)
+    y = _wrap(out, input.device)
+    if ag.is_grad_enabled() and input.requires_grad:
+        argt = _wrap(arg, input.device)
+
+        K = len(offsets)
+        kids = const(np.arange(K, dtype=arg.dtype).reshape((K,) + (1,) * arg.ndim), input)
+        lead = pads[:-nd]
+
+        def vjp(g, o, x):
+            shape = tuple(g.shape)
+            one = (1,) + shape
+            gk = P("where", P("eq", P("reshape", argt, shape=one), kids), P("reshape", g, shape=one), 0.0)
+            n = len(shape) - nd                                                       # [K, ..., *out]
+            if s == k and all(di == 1 for di in d):
+                # non-overlapping windows: interleave the offsets back with one permute + reshape
+                gk = P("reshape", gk, shape=k + shape)
+                perm = tuple(range(nd, nd + n))
+                for i in range(nd):
+                    perm += (nd + n + i, i)
+                gk = P("reshape", P("permute", gk, dims=perm),
+                       shape=shape[:n] + tuple(oi * ki for oi, ki in zip(outs, k)))
+                sp = tuple(input.shape[-nd:])
+                cover = tuple((-lo, ni - (oi * ki - lo)) for (lo, _), ni, oi, ki in zip(pads[n:], sp, outs, k))
+                if any(a or b for a, b in cover):
+                    gk = P("pad", gk, pads=lead + cover, value=0.0)
+                return (gk,)
+            gk = P("reshape", gk, shape=k + shape)
+            gk = P("permute", gk, dims=tuple(range(nd, nd + n + nd)) + tuple(range(nd)))   # [..., *out, *k]
+            gx = P("fold", gk, size=padded, kernel=k, stride=s, dilation=d)
+            if any(lo or hi for lo, hi in pads):
+                gx = P("pad", gx, pads=tuple((-lo, -hi) for lo, hi in pads), value=0.0)
+            return (gx,)
+        attach_node(y, "max_pool", vjp, {}, (input,), "")
+    return y
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    r = _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1, "max_pool1d")
+    return r
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 2, "max_pool2d")
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 3, "max_pool3d")
+
+
+max_pool1d_with_indices = max_pool1d
+max_pool2d_with_indices = max_pool2d
+
+
+def _avg_divisor(spatial, outs, k, s, p, count_include_pad):
+    """PyTorch's per-window divisor: windows clipped to input+padding (or to the input alone)."""
+    axes = []
+    for n, o, ki, si, pi in zip(spatial, outs, k, s, p):
+        start = np.arange(o) * si - pi
+        end = np.minimum(start + ki, n + pi)
+        size = end - start
+        cs, ce = np.maximum(start, 0), np.minimum(end, n)
+        axes.append(size if count_include_pad else ce - cs)
+    div = axes[0].astype(np.float64)
+    for a in axes[1:]:
+        div = np.multiply.outer(div, a)
+    return div
+
+
+def _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, nd, op):
+    if not input.dtype.is_floating_point:
+        raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
+    k, s, p, d, outs, pads = _prep(input, kernel_size, stride, padding, 1, ceil_mode, nd, op)
+    lead = ((0, 0),) * (input.ndim - nd)
+    x = input
+    if any(lo or hi for lo, hi in pads):
+        x = P("pad", x, pads=lead + pads, value=0.0)
+    w = P("windows", x, kernel=k, stride=s, dilation=d)
+    if tuple(w.shape[-2 * nd:-nd]) != outs:
+        w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k, steps=(1,) * w.ndim)
+    total = P("sum", w, dims=tuple(range(w.ndim - nd, w.ndim)), keepdim=False)
+    if divisor_override:
+        return P("mul", total, 1.0 / divisor_override)
+    div = _avg_divisor(tuple(input.shape[-nd:]), outs, k, s, p, count_include_pad)
+    if np.all(div == div.flat[0]):
+        return P("mul", total, float(1.0 / div.flat[0]))
+    return P("mul", total, const((1.0 / div).astype(input.dtype.np), input))
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    return _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, None, 1, "avg_pool1d")
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    return _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, 2,
+                       "avg_pool2d")
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    return _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, 3,
+                       "avg_pool3d")
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    kw, kh = ntuple(kernel_size, 2)
+    out = avg_pool2d(M.pow(input, norm_type), kernel_size, stride, 0, ceil_mode)
+    return M.pow(M.mul(M.mul(M.sign(out), M.relu(M.abs(out))), kw * kh), 1.0 / norm_type)
+
+
+# ------------------------------------------------------------------------------------- adaptive
+def _adaptive_bounds(n, o):
+    i = np.arange(o)
+    return (i * n) // o, -((-(i + 1) * n) // o)
+
+
+def _adaptive_avg(input, output_size, nd, op):
+    if input.ndim not in (nd + 1, nd + 2):
+        raise RuntimeError(f"{op}: Expected {nd + 1}D or {nd + 2}D tensor, but got {list(input.shape)}")
+    spatial = tuple(input.shape[-nd:])
+    osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
+                 tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
+    lead = tuple(input.shape[:-nd])
+    if all(o == 1 for o in osz):
+        return M.mean(input, dim=tuple(range(input.ndim - nd, input.ndim)), keepdim=True)
+    if all(n % o == 0 for n, o in zip(spatial, osz)):
+        shape = lead
+        for n, o in zip(spatial, osz):
+            shape += (o, n // o)
+        x = P("reshape", input, shape=shape)
+        red = tuple(len(lead) + 2 * i + 1 for i in range(nd))
+        return M.mean(x, dim=red)
+    # averaging matrices, one per spatial dim, applied as matmuls over that dim
+    x = input
+    for i, (n, o) in enumerate(zip(spatial, osz)):
+        start, end = _adaptive_bounds(n, o)
+        A = np.zeros((o, n), dtype=input.dtype.np)
+        for r, (a, b) in enumerate(zip(start, end)):
+            A[r, a:b] = 1.0 / (b - a)
+        dim = x.ndim - nd + i
+        perm = tuple(j for j in range(x.ndim) if j != dim) + (dim,)
+        xt = P("permute", x, dims=perm)
+        y = P("matmul", xt, const(np.ascontiguousarray(A.T), input))
+        inv = [0] * len(perm)
+        for j, pj in enumerate(perm):
+            inv[pj] = j
+        x = P("permute", y, dims=tuple(inv))
+    return x
+
+
+def adaptive_avg_pool1d(input, output_size):
+    return _adaptive_avg(input, output_size, 1, "adaptive_avg_pool1d")
+
+
+def adaptive_avg_pool2d(input, output_size):
+    return _adaptive_avg(input, output_size, 2, "adaptive_avg_pool2d")
+
+
+def adaptive_avg_pool3d(input, output_size):
+    return _adaptive_avg(input, output_size, 3, "adaptive_avg_pool3d")
+
+
+def _adaptive_max(input, output_size, return_indices, nd, op):
+    spatial = tuple(input.shape[-nd:])
+    osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
+                 tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
+    if not return_indices and all(n % o == 0 for n, o in zip(spatial, osz)):
+        k = tuple(n // o for n, o in zip(spatial, osz))
+        return _max_poolnd(input, k, k, 0, 1, False, False, nd, op)
+    if return_indices:
+        raise NotImplementedError(f"{op}: return_indices=True is not supported by ember")
+    # non-divisible: one max per output cell (cells overlap), stacked
+    import itertools
+    bounds = [list(zip(*_adaptive_bounds(n, o))) for n, o in zip(spatial, osz)]
+    cells = []
+    red = tuple(range(input.ndim - nd, input.ndim))
+    for combo in itertools.product(*bounds):
+        idx = (slice(None),) * (input.ndim - nd) + tuple(slice(int(a), int(b)) for a, b in combo)
+        cells.append(P("max", input[idx], dims=red, keepdim=False))
+    from ...frontend.shape_ops import stack
+    y = stack(cells, dim=-1)
+    return P("reshape", y, shape=tuple(input.shape[:-nd]) + osz)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, return_indices, 1, "adaptive_max_pool1d")
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, return_indices, 2, "adaptive_max_pool2d")
+

@@ -1,0 +1,67 @@
+"""ember.passes: Graph -> Graph cleanup passes, the pass manager, fusion into kernel IR, memory planning.
+
+    from ember.passes import compile_graph
+    program = compile_graph(graph)            # copy -> cleanup pipeline -> fusion -> memory plan
+    print(program)                            # kernels, externs, fallbacks, buffers, decisions
+
+    from ember.runtime.executor import Executor
+    outs = Executor(program, runner="numpy").run(arrays)   # or runner="llvm"
+
+Pieces (one module each): manager (Pass, Pipeline, PASSES registry), decompose, canonicalize,
+movement, constant_fold, cse, dce (graph passes, in place), fusion (Graph -> Program of kernel IR),
+fusion_index (movement ops as index maps), program (the Program data structure), memory
+(liveness-based buffer reuse).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .manager import (DEFAULT_PASSES, PASSES, Pass, PassError, PassTiming, Pipeline, get_pass, register_pass,
+                      run_passes)
+from . import canonicalize as _canonicalize, constant_fold as _constant_fold, cse as _cse  # noqa: F401
+from . import dce as _dce, decompose as _decompose, movement as _movement  # noqa: F401
+from .fusion import FusionOptions, classify, fuse
+from .memory import MemoryPlan, plan_memory
+from .program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
+
+__all__ = ["compile_graph", "optimize", "Pipeline", "Pass", "PASSES", "DEFAULT_PASSES", "register_pass",
+           "get_pass", "run_passes", "PassError", "PassTiming", "fuse", "classify", "FusionOptions",
+           "plan_memory", "MemoryPlan", "Program", "KernelStep", "ExternStep", "EagerStep", "FusionRecord",
+           "Value"]
+
+
+def optimize(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=None, copy: bool = True):
+    """Run the cleanup pipeline on (a copy of) graph; returns (graph, pipeline) -- the pipeline
+    keeps per-pass timings."""
+    g = graph.copy()[0] if copy else graph
+    pipe = Pipeline(passes)
+    pipe.run(g, verify=verify, dump_dir=dump_dir)
+    return g, pipe
+
+
+def compile_graph(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=None,
+                  fusion: FusionOptions | None = None, inplace: bool = True,
+                  alias_outputs=()) -> Program:
+    """Captured Graph -> scheduled Program with a memory plan (the graph itself is not changed).
+
+    alias_outputs: positions of outputs the caller never hands to the user (saved for backward):
+    those may be returned as views of input arrays.
+    Timings per stage are in program.timings ({"passes": [PassTiming], "fusion_s", "memory_s"});
+    with dump_dir (or EMBER_DUMP) the graph after each pass, the program and its plan are written."""
+    dump_dir = dump_dir if dump_dir is not None else (os.environ.get("EMBER_DUMP") or None)
+    prefix = f"{graph.name}." if dump_dir else ""
+    g = graph.copy()[0]
+    pipe = Pipeline(passes)
+    pipe.run(g, verify=verify, dump_dir=dump_dir, dump_prefix=prefix)
+    t0 = time.perf_counter()
+    if fusion is None:
+        fusion = FusionOptions(alias_outputs=alias_outputs)
+    program = fuse(g, fusion)
+    t1 = time.perf_counter()
+    plan_memory(program, inplace=inplace)
+    t2 = time.perf_counter()
+    program.timings = {"passes": pipe.timings, "fusion_s": t1 - t0, "memory_s": t2 - t1}
+    if dump_dir:
+        program.dump(dump_dir, prefix=f"{prefix}{len(pipe.passes) + 1:02d}_")
+    return program

@@ -1,0 +1,62 @@
+"""decompose: composites that reached the graph become primitives; identities left by autodiff go.
+
+In: a captured Graph.  Out: the same Graph (in place) without
+  - stop_gradient   (an identity once the backward graph exists: autodiff already cut the gradient)
+  - cast to the dtype the value already has
+  - cat of a single input, flip over no dims
+  - scatter_add into zeros along a short index dim (the VJP of gather, e.g. in cross_entropy):
+    a one-hot sum, out[.., j, ..] = sum_k where(idx[.., k, ..] == j, src[.., k, ..], 0), which fuses
+    (scatter_add itself needs an eager fallback: kernel IR has no atomic stores)
+Scan ops (cumsum) and the other primitives are left as they are: the graph vocabulary is the
+primitive set of ember/ir/ops.py, so most composites (softmax, layer_norm, ...) arrive decomposed.
+"""
+from __future__ import annotations
+
+from ember.ir.graph import Graph
+
+from .manager import register_pass, replace_node
+
+
+@register_pass("decompose")
+def decompose(g: Graph) -> bool:
+    """Remove stop_gradient, same-dtype casts, 1-input cats and empty flips."""
+    changed = False
+    for n in g.nodes():
+        if n.is_placeholder:
+            continue
+        x = n.inputs[0] if n.inputs else None
+        identity = (n.op == "stop_gradient"
+                    or (n.op == "cast" and x.dtype is n.dtype)
+                    or (n.op == "cat" and len(n.inputs) == 1)
+                    or (n.op == "flip" and not n.attrs["dims"]))
+        if identity and replace_node(g, n, x):
+            changed = True
+        elif n.op == "scatter_add" and _scatter_to_onehot(g, n):
+            changed = True
+    if changed:
+        from .dce import dce
+        dce(g)
+    return changed
+
+
+ONEHOT_MAX = 16   # longest index dim for which the one-hot sum beats an eager scatter
+
+
+def _scatter_to_onehot(g: Graph, n) -> bool:
+    x, idx, src = n.inputs
+    d = n.attrs["dim"] % len(x.shape)
+    I, X = idx.shape, x.shape
+    if (x.op != "full" or x.attrs["value"] != 0 or src.shape != I or len(I) != len(X)
+            or any(I[i] != X[i] for i in range(len(X)) if i != d) or I[d] > ONEHOT_MAX):
+        return False
+    R = len(X)
+    meta = dict(n.meta)
+    add = lambda op, ins, **a: g.add(op, ins, a, device=n.device, meta=meta)  # noqa: E731
+    e = add("reshape", [idx], shape=I + (1,))
+    ar = add("arange", [], n=X[d], start=0, step=1, dtype=idx.dtype)
+    m = add("eq", [e, ar])
+    v = add("where", [m, add("reshape", [src], shape=I + (1,)), add("full", [], shape=(), value=0, dtype=n.dtype)])
+    s = add("sum", [v], dims=(d,), keepdim=False)
+    perm = tuple(range(d)) + (R - 1,) + tuple(range(d, R - 1))
+    out = add("permute", [s], dims=perm)
+    return replace_node(g, n, out)

@@ -1,0 +1,123 @@
+"""Kernel-count tests (STYLE #4): typical subgraphs traced from ember code fuse into the number of
+kernels they should, forward and backward -- and the fused programs compute what the reference
+interpreter computes (numpy runner), with the backward run on the forward's saved values.
+
+`fused(p)` counts what launches a loop nest: kernels plus extern epilogues; `externs(p)` the
+matmul calls.  Constant outputs (np.full) and eager fallbacks are counted separately."""
+import numpy as np
+import pytest
+
+import ember as torch
+import models as M
+from helpers import check_program, check_train_step, trace
+
+
+def fused(p):
+    return len(p.kernels) + sum(1 for s in p.externs if s.kernel.epilogue is not None)
+
+
+def externs(p):
+    return len(p.externs)
+
+
+def fallbacks(p):
+    return [s for s in p.eager_steps if not s.reason.startswith("constant")]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def x2(requires_grad=True):
+    return torch.randn(8, 16, requires_grad=requires_grad)
+
+
+def test_softmax():
+    pf, pb = check_train_step(lambda x: torch.softmax(x, -1), [x2()])
+    assert fused(pf) <= 1 and fused(pb) <= 1
+    assert not pf.externs and not fallbacks(pf) and not fallbacks(pb)
+
+
+def test_softmax_dim0_and_log_softmax():
+    pf, pb = check_train_step(lambda x: torch.softmax(x, 0) + torch.log_softmax(x, 1), [x2()])
+    assert fused(pf) <= 2 and fused(pb) <= 3
+
+
+def test_layer_norm():
+    w, b = torch.randn(16, requires_grad=True), torch.randn(16, requires_grad=True)
+    pf, pb = check_train_step(M.layer_norm, [x2(), w, b])
+    assert fused(pf) == 1
+    assert fused(pb) <= 2           # dx (one kernel, two reduction passes) + dw/db (over the batch)
+
+
+def test_layer_norm_inference_is_one_kernel():
+    w, b = torch.randn(16), torch.randn(16)
+    g, _, _ = trace(M.layer_norm, x2(False), w, b)
+    p = check_program(g)
+    assert fused(p) == 1 and p.kernels[0].kernel.n_passes == 2
+
+
+def test_gelu_mul_add():
+    w, b = torch.randn(16, requires_grad=True), torch.randn(16, requires_grad=True)
+    pf, pb = check_train_step(lambda x, w, b: M.gelu_tanh(x) * w + b, [x2(), w, b])
+    assert fused(pf) == 1
+    assert fused(pb) <= 2           # dx pointwise + dw/db reductions over the batch
+
+
+def test_gelu_mul_add_inference():
+    g, _, _ = trace(lambda x, w, b: M.gelu_tanh(x) * w + b, x2(False), torch.randn(16), torch.randn(16))
+    p = check_program(g)
+    assert fused(p) == 1 and len(p.steps) == 1
+
+
+def test_linear_bias_gelu():
+    W, b = torch.randn(32, 16, requires_grad=True), torch.randn(32, requires_grad=True)
+    pf, pb = check_train_step(lambda x, W, b: M.gelu_tanh(M.linear(x, W, b)), [x2(), W, b])
+    ext = pf.externs
+    assert len(ext) == 1 and ext[0].kernel.epilogue is not None
+    assert ext[0].kernel.attrs.get("transpose_b")          # W.t() is a free operand flag
+    assert len(pf.kernels) <= 1                            # (+ a copy of W.t() saved for backward)
+    assert externs(pb) == 2 and fused(pb) <= 2
+
+
+def test_linear_bias_gelu_inference():
+    W, b = torch.randn(32, 16), torch.randn(32)
+    g, _, _ = trace(lambda x, W, b: M.gelu_tanh(M.linear(x, W, b)), x2(False), W, b)
+    p = check_program(g, rtol=1e-4, atol=1e-5)
+    assert len(p.steps) == 1 and externs(p) == 1 and fused(p) == 1
+
+
+def test_cross_entropy():
+    t = torch.randint(0, 16, (8,))
+    pf, pb = check_train_step(M.cross_entropy, [x2(), t])
+    assert fused(pf) <= 2 and not fallbacks(pf)
+    assert fused(pb) <= 1 and not fallbacks(pb)  # the gather VJP became a one-hot sum
+
+
+def test_mnist_cnn():
+    p = M.mnist_params()
+    x, t = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    pf, pb = check_train_step(M.mnist_loss, [x, t] + list(p.values()))
+    assert externs(pf) == 4 and all(s.kernel.epilogue is not None for s in pf.externs)
+    assert fused(pf) <= 10
+    assert externs(pb) <= 7 and fused(pb) <= 12
+    assert {s.op for s in fallbacks(pb)} <= {"fold"}
+
+
+def test_gpt_block():
+    gp = M.gpt_params(32)
+    x = torch.randn(2, 8, 32)
+    pf, pb = check_train_step(M.gpt_loss, [x] + list(gp.values()))
+    assert externs(pf) == 6 and fused(pf) <= 12 and not fallbacks(pf)
+    assert externs(pb) <= 12 and fused(pb) <= 10 and not fallbacks(pb)
+    # attention: the softmax is the epilogue of the q @ k^T matmul
+    assert any("max_sub_exp_sum" in s.name for s in pf.externs)
+
+
+def test_fused_bytes_less_than_unfused():
+    gp = M.gpt_params(32)
+    pf, pb = check_train_step(M.gpt_loss, [torch.randn(2, 8, 32)] + list(gp.values()))
+    for p in (pf, pb):
+        st = p.stats()
+        assert st["bytes"] < st["unfused_bytes"] / 1.5
