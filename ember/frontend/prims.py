@@ -15,6 +15,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.ops import window_out
 from . import rng
+from ..runtime import blas_threads
 from .dispatch import apply as P, register
 from .tensor import Tensor
 
@@ -570,7 +571,7 @@ def _numel(shape):
     return n
 
 
-register("matmul", lambda xp, x, y: xp.matmul(x, y),
+register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else xp.matmul(x, y),
          lambda g, o, x, y: _grads(g, x, y, lambda: P("matmul", g, _mT(y)), lambda: _matmul_grad_y(g, x, y)), "x")
 
 

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from . import blas_threads
+
 __all__ = ["run_extern", "matmul", "conv2d", "conv2d_output_shape"]
 
 
@@ -31,7 +33,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = Fa
         a = np.swapaxes(a, -1, -2)
     if transpose_b:
         b = np.swapaxes(b, -1, -2)
-    np.matmul(a, b, out=out)
+    blas_threads.matmul(a, b, out=out)
 
 
 def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1) -> tuple:
