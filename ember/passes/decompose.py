@@ -7,6 +7,8 @@ In: a captured Graph.  Out: the same Graph (in place) without
   - scatter_add into zeros along a short index dim (the VJP of gather, e.g. in cross_entropy):
     a one-hot sum, out[.., j, ..] = sum_k where(idx[.., k, ..] == j, src[.., k, ..], 0), which fuses
     (scatter_add itself needs an eager fallback: kernel IR has no atomic stores)
+  - fold with non-overlapping windows (stride == kernel, dilation 1: the VJP of a 2x2/2 max-pool):
+    a permute + reshape (+ pad for leftover rows), i.e. pure index maps that fuse
 Scan ops (cumsum) and the other primitives are left as they are: the graph vocabulary is the
 primitive set of ember/ir/ops.py, so most composites (softmax, layer_norm, ...) arrive decomposed.
 """
@@ -32,6 +34,8 @@ def decompose(g: Graph) -> bool:
         if identity and replace_node(g, n, x):
             changed = True
         elif n.op == "scatter_add" and _scatter_to_onehot(g, n):
+            changed = True
+        elif n.op == "fold" and _fold_to_movement(g, n):
             changed = True
     if changed:
         from .dce import dce
@@ -60,3 +64,29 @@ def _scatter_to_onehot(g: Graph, n) -> bool:
     perm = tuple(range(d)) + (R - 1,) + tuple(range(d, R - 1))
     out = add("permute", [s], dims=perm)
     return replace_node(g, n, out)
+
+
+def _fold_to_movement(g: Graph, n) -> bool:
+    """fold [..., o1, o2, k1, k2] -> [..., H, W] when windows do not overlap: out[.., i*k1 + a, ..]
+    = x[.., i, .., a, ..]; rows past o*k (the input's leftover border) are zero."""
+    a = n.attrs
+    kernel, stride, dil, size = tuple(a["kernel"]), tuple(a["stride"]), tuple(a["dilation"]), tuple(a["size"])
+    if stride != kernel or any(d != 1 for d in dil):
+        return False
+    x = n.inputs[0]
+    nk = len(kernel)
+    shape = tuple(x.shape)
+    batch, outs = shape[:-2 * nk], shape[-2 * nk:-nk]
+    nb = len(batch)
+    meta = dict(n.meta)
+    add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    # [..., o1, o2, k1, k2] -> [..., o1, k1, o2, k2] -> [..., o1*k1, o2*k2]
+    perm = tuple(range(nb))
+    for i in range(nk):
+        perm += (nb + i, nb + nk + i)
+    y = add("permute", [x], dims=perm)
+    y = add("reshape", [y], shape=batch + tuple(o * k for o, k in zip(outs, kernel)))
+    pads = ((0, 0),) * nb + tuple((0, s_ - o * k) for s_, o, k in zip(size, outs, kernel))
+    if any(hi for _, hi in pads):
+        y = add("pad", [y], pads=pads, value=0.0)
+    return replace_node(g, n, y)

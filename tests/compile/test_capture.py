@@ -197,6 +197,11 @@ def test_closed_over_parameter_gets_grad_and_updates_without_recompile():
     assert cf.stats["compiles"] == 1
 
 
+def _F():
+    import ember.nn.functional as F
+    return F
+
+
 OPS = [
     ("exp", lambda x: x.exp()), ("log", lambda x: x.abs().add(0.1).log()), ("tanh", lambda x: x.tanh()),
     ("sigmoid", lambda x: x.sigmoid()), ("erf", lambda x: x.erf()), ("sqrt", lambda x: (x * x + 1).sqrt()),
@@ -215,7 +220,14 @@ OPS = [
     ("matmul", lambda x: x @ x.t()), ("einsum", lambda x: ember.einsum("ij,kj->ik", x, x)),
     ("masked_fill", lambda x: x.masked_fill(x > 0.5, -1.0)), ("topk", lambda x: x.topk(2, 1).values),
     ("sort", lambda x: x.sort(1).values), ("split", lambda x: x.split(2, 1)[1] * 3),
-    ("repeat", lambda x: x.repeat(2, 1)), ("pad_slice_set", lambda x: ember.cat([x[:, 3:], x[:, :3]], 1)),
+    ("repeat", lambda x: x.repeat(2, 1)),
+    ("max_pool2d", lambda x: _F().max_pool2d(x.view(1, 2, 3, 4), 2, ceil_mode=False)),
+    ("max_pool2d_odd", lambda x: _F().max_pool2d(x.view(1, 1, 4, 6), (3, 2), stride=(1, 2))),
+    ("avg_pool2d", lambda x: _F().avg_pool2d(x.view(1, 1, 4, 6), 2)),
+    ("conv2d", lambda x: _F().conv2d(x.view(1, 1, 4, 6), x[:2, :3].reshape(2, 1, 1, 3) * 1, padding=1)),
+    ("layer_norm", lambda x: _F().layer_norm(x, (6,))),
+    ("gelu", lambda x: _F().gelu(x, approximate="tanh") + _F().gelu(x)),
+    ("cross_entropy", lambda x: _F().cross_entropy(x, ember.tensor([1, 0, 5, 2])).reshape(1)), ("pad_slice_set", lambda x: ember.cat([x[:, 3:], x[:, :3]], 1)),
 ]
 
 
