@@ -9,6 +9,8 @@ In: a captured Graph.  Out: the same Graph (in place) without
     (scatter_add itself needs an eager fallback: kernel IR has no atomic stores)
   - fold with non-overlapping windows (stride == kernel, dilation 1: the VJP of a 2x2/2 max-pool):
     a permute + reshape (+ pad for leftover rows), i.e. pure index maps that fuse
+  - any other fold (the conv input gradient): a sum over the kernel taps of a padded, flipped and
+    windowed view -- movement ops + one reduction, so it becomes one gather-free kernel
 Scan ops (cumsum) and the other primitives are left as they are: the graph vocabulary is the
 primitive set of ember/ir/ops.py, so most composites (softmax, layer_norm, ...) arrive decomposed.
 """
@@ -35,7 +37,7 @@ def decompose(g: Graph) -> bool:
             changed = True
         elif n.op == "scatter_add" and _scatter_to_onehot(g, n):
             changed = True
-        elif n.op == "fold" and _fold_to_movement(g, n):
+        elif n.op == "fold" and (_fold_to_movement(g, n) or _fold_to_window_sum(g, n)):
             changed = True
     if changed:
         from .dce import dce
@@ -89,4 +91,67 @@ def _fold_to_movement(g: Graph, n) -> bool:
     pads = ((0, 0),) * nb + tuple((0, s_ - o * k) for s_, o, k in zip(size, outs, kernel))
     if any(hi for _, hi in pads):
         y = add("pad", [y], pads=pads, value=0.0)
+    return replace_node(g, n, y)
+
+
+def _fold_to_window_sum(g: Graph, n) -> bool:
+    """out[.., h, ..] = sum_a x[.., (h - a*d)/s, .., a, ..] (terms whose position is not a multiple
+    of s, or out of range, are 0). Built from movement ops only:
+      1. dilate the window-position dims by the stride (interleave s-1 zeros): x' at stride 1;
+      2. pad them by d*(k-1) on both sides and flip the tap dims: z[j, a'] = x'[j - d*(k-1) + d*a', k-1-a'];
+      3. windows over the position dims with the tap's dilation: w[h, a', ka] = z[h + d*ka, a'];
+      4. keep the diagonal a' == ka (merge the two dims, slice with step k+1) and sum over the taps;
+      5. pad the far border the windows never reached."""
+    a = n.attrs
+    kernel, stride, dil, size = tuple(a["kernel"]), tuple(a["stride"]), tuple(a["dilation"]), tuple(a["size"])
+    x = n.inputs[0]
+    nk = len(kernel)
+    shape = tuple(x.shape)
+    batch, outs = shape[:-2 * nk], shape[-2 * nk:-nk]
+    nb = len(batch)
+    if any(k > 16 for k in kernel):
+        return False
+    meta = dict(n.meta)
+    add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    y = x
+    # 1. interleave zeros along each position dim with stride > 1: [.., o, ..] -> [.., o*s - (s-1), ..]
+    for i, (o, s_) in enumerate(zip(outs, stride)):
+        if s_ == 1:
+            continue
+        d = nb + i
+        cur = tuple(y.shape)
+        y = add("reshape", [y], shape=cur[:d + 1] + (1,) + cur[d + 1:])
+        pads = [(0, 0)] * (len(cur) + 1)
+        pads[d + 1] = (0, s_ - 1)
+        y = add("pad", [y], pads=tuple(pads), value=0.0)
+        y = add("reshape", [y], shape=cur[:d] + (o * s_,) + cur[d + 1:])
+        starts = [0] * len(cur)
+        stops = list(cur[:d]) + [o * s_ - (s_ - 1)] + list(cur[d + 1:])
+        y = add("slice", [y], starts=tuple(starts), stops=tuple(stops), steps=(1,) * len(cur))
+    # 2. pad positions by d*(k-1) both sides, flip the taps
+    span = tuple(d_ * (k - 1) for k, d_ in zip(kernel, dil))
+    pads = ((0, 0),) * nb + tuple((p, p) for p in span) + ((0, 0),) * nk
+    y = add("pad", [y], pads=pads, value=0.0)
+    y = add("flip", [y], dims=tuple(range(nb + nk, nb + 2 * nk)))
+    # positions last, so windows slides over them: [B, taps, positions]
+    perm = tuple(range(nb)) + tuple(range(nb + nk, nb + 2 * nk)) + tuple(range(nb, nb + nk))
+    y = add("permute", [y], dims=perm)
+    # 3. windows: [B, taps, out positions, window taps]
+    y = add("windows", [y], kernel=kernel, stride=(1,) * nk, dilation=dil)
+    pos = tuple(y.shape[nb + nk:nb + 2 * nk])
+    # 4. diagonal: [B, pos, (tap, window tap) pairs] -> step k+1 picks tap == window tap
+    perm = tuple(range(nb)) + tuple(range(nb + nk, nb + 2 * nk))
+    for i in range(nk):
+        perm += (nb + i, nb + 2 * nk + i)
+    y = add("permute", [y], dims=perm)
+    y = add("reshape", [y], shape=batch + pos + tuple(k * k for k in kernel))
+    full = tuple(y.shape)
+    y = add("slice", [y], starts=(0,) * len(full), stops=full, steps=(1,) * (nb + nk) + tuple(k + 1 for k in kernel))
+    y = add("sum", [y], dims=tuple(range(nb + nk, nb + 2 * nk)), keepdim=False)
+    # 5. the far border
+    far = tuple(s_ - p for s_, p in zip(size, pos))
+    if any(f < 0 for f in far):
+        return False
+    if any(far):
+        y = add("pad", [y], pads=((0, 0),) * nb + tuple((0, f) for f in far), value=0.0)
     return replace_node(g, n, y)

@@ -40,7 +40,7 @@ import numpy as np
 from ember.codegen import cuda as cg
 from ember.ir.kernel import ExternKernel, Kernel
 
-__all__ = ["available", "compile_kernels", "CudaModule", "KernelCallable", "ExternCallable", "CudaRunner",
+__all__ = ["available", "compile_kernels", "CudaModule", "KernelCallable", "ExternCallable", "CudaRunner", "runner",
            "run_extern", "matmul", "conv2d", "cuda_source", "device_info", "OPTIONS", "stats"]
 
 OPTIONS = ("-std=c++17",)
@@ -339,6 +339,11 @@ class CudaRunner:
     def xp(self):
         return _need()
 
+    @property
+    def cuda_source(self) -> str | None:
+        """The generated CUDA C of the last compiled program (for dumps / ember-ir)."""
+        return self.module.cuda_source if self.module is not None else None
+
     def callables(self, program) -> dict:
         objs = program.compiled_objects()
         if not objs:
@@ -348,6 +353,12 @@ class CudaRunner:
         for name in self.module.names:
             out[name] = (lambda f: lambda *arrays: f.launch(arrays))(self.module[name])
         return out
+
+
+def runner() -> CudaRunner:
+    """A fresh executor runner for device 'cuda' (raises the 'not available' error without CuPy/GPU)."""
+    _need()
+    return CudaRunner()
 
 
 # ===================================================================================== externs

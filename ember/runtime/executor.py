@@ -212,6 +212,33 @@ def _eager_call(fn, attrs, dtype, shape):
     return call
 
 
+class OutputPool:
+    """Arrays for graph outputs, recycled once nobody holds them any more.
+
+    Outputs must be fresh for the caller (never overwritten while in use), but allocating them anew
+    each call costs page faults (a fresh 4 MB buffer costs more than the kernel that fills it). An
+    array is handed out again only when its reference count shows that only this pool holds it: the
+    user dropped the tensor, and the backward pass that saved it has run and released it. Views
+    keep their base alive (`.base`), so a live view also blocks reuse.
+    """
+
+    def __init__(self):
+        self.free: dict = {}
+
+    def empty(self, shape, dtype):
+        arrays = self.free.get((shape, dtype))
+        if arrays is None:
+            arrays = self.free[(shape, dtype)] = []
+        for a in arrays:
+            # references: the list, the loop variable, getrefcount's argument
+            if sys.getrefcount(a) <= 3:
+                return a
+        a = np.empty(shape, dtype)
+        if len(arrays) < 8:     # bound what the pool keeps alive
+            arrays.append(a)
+        return a
+
+
 class Executor:
     """Runs a Program: `run(arrays) -> [outputs..., mutation values...]`; `.source` is the code."""
 
@@ -222,7 +249,8 @@ class Executor:
         self.runner = get_runner(runner)
         self.slots = [np.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
         self.source, self._line_step = generate_source(program)
-        env = {"_c": _contiguous, "_empty": np.empty}
+        self.pool = OutputPool()
+        env = {"_c": _contiguous, "_empty": self.pool.empty}
         for d in dt.ALL:
             env[f"_dt_{d.short}"] = d.np
         ids = identifiers(program)

@@ -117,3 +117,10 @@ def test_cuda_runner_callables(cp):
     calls = runner.callables(prog)
     assert set(calls) == {s.name for s in prog.steps if hasattr(s, "kernel") and s.name in calls}
     assert runner.xp is cp and runner.module is not None
+
+
+def test_runner_entry_point(cp):
+    """ember/frontend/compiled_backend.py asks ember.runtime.cuda.runner() for the executor runner."""
+    from ember.runtime import cuda as rt
+    r = rt.runner()
+    assert isinstance(r, rt.CudaRunner) and r.name == "cuda" and r.cuda_source is None
