@@ -192,21 +192,27 @@ def generate_source(program: Program, fn_name: str | None = None) -> tuple[str, 
 
 
 # ==================================================================================== executor
-def _contiguous(a, dtype):
-    a = np.asarray(a)
-    if a.dtype != dtype:
-        a = a.astype(dtype)
-    if not a.flags.c_contiguous:
-        a = a.copy()
-    return a
+def _contiguous_for(xp):
+    """Inputs as contiguous arrays of the runner's array module (numpy, or cupy for CUDA)."""
+    def contiguous(a, dtype):
+        a = xp.asarray(a)
+        if a.dtype != dtype:
+            a = a.astype(dtype)
+        if not a.flags.c_contiguous:
+            a = a.copy()
+        return a
+    return contiguous
 
 
-def _eager_call(fn, attrs, dtype, shape):
+_contiguous = _contiguous_for(np)
+
+
+def _eager_call(fn, attrs, dtype, shape, xp=np):
     def call(*arrays):
-        r = np.asarray(fn(np, *arrays, **attrs))
+        r = xp.asarray(fn(xp, *arrays, **attrs))
         if r.dtype != dtype:
             r = r.astype(dtype)
-        if not r.flags.c_contiguous or not r.flags.writeable:
+        if not r.flags.c_contiguous or not getattr(r.flags, "writeable", True):
             r = r.copy()
         return r.reshape(shape)
     return call
@@ -222,8 +228,9 @@ class OutputPool:
     keep their base alive (`.base`), so a live view also blocks reuse.
     """
 
-    def __init__(self):
+    def __init__(self, xp=np):
         self.free: dict = {}
+        self.xp = xp
 
     def empty(self, shape, dtype):
         arrays = self.free.get((shape, dtype))
@@ -233,7 +240,7 @@ class OutputPool:
             # references: the list, the loop variable, getrefcount's argument
             if sys.getrefcount(a) <= 3:
                 return a
-        a = np.empty(shape, dtype)
+        a = self.xp.empty(shape, dtype)
         if len(arrays) < 8:     # bound what the pool keeps alive
             arrays.append(a)
         return a
@@ -247,10 +254,11 @@ class Executor:
         if program.memory is None:
             plan_memory(program)
         self.runner = get_runner(runner)
-        self.slots = [np.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
+        xp = getattr(self.runner, "xp", np)     # cupy for the CUDA runner
+        self.slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
         self.source, self._line_step = generate_source(program)
-        self.pool = OutputPool()
-        env = {"_c": _contiguous, "_empty": self.pool.empty}
+        self.pool = OutputPool(xp)
+        env = {"_c": _contiguous if xp is np else _contiguous_for(xp), "_empty": self.pool.empty}
         for d in dt.ALL:
             env[f"_dt_{d.short}"] = d.np
         ids = identifiers(program)
@@ -264,7 +272,7 @@ class Executor:
                 if eager is None:
                     eager = eager_kernels if eager_kernels is not None else _default_eager_kernels()
                 v = program.values[s.output]
-                env["_" + s.name] = _eager_call(eager[s.op], s.attrs, v.dtype.np, v.shape)
+                env["_" + s.name] = _eager_call(eager[s.op], s.attrs, v.dtype.np, v.shape, xp)
             else:
                 env["_" + s.name] = fns[s.name]
         self._filename = f"<ember program {program.graph.name} {id(self):x}>"
