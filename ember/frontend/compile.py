@@ -342,12 +342,33 @@ class CompiledFunction:
         return entry.run(leaves)
 
     def _names(self):
+        """Name hints for graph inputs: parameters and buffers by their module paths, also for modules
+        and tensors a plain function reaches through its globals or closure (`model.0.weight`)."""
         names = {}
+        roots = []
         if self.module is not None:
-            for n, p in self.module.named_parameters():
-                names[id(p)] = n
-            for n, b in self.module.named_buffers():
-                names[id(b)] = n
+            roots.append(("", self.module))
+        else:
+            code = getattr(self.fn, "__code__", None)
+            if code is not None:
+                g = getattr(self.fn, "__globals__", {})
+                roots += [(k, g[k]) for k in code.co_names if k in g]
+                cells = getattr(self.fn, "__closure__", None) or ()
+                roots += [(k, c.cell_contents) for k, c in zip(code.co_freevars, cells)
+                          if _cell_ok(c)]
+        try:
+            from ..nn import Module
+        except ImportError:
+            Module = None
+        for prefix, obj in roots:
+            if isinstance(obj, Tensor):
+                names.setdefault(id(obj), prefix)
+            elif Module is not None and isinstance(obj, Module):
+                p = prefix + "." if prefix else ""
+                for n, t in obj.named_parameters():
+                    names.setdefault(id(t), p + n)
+                for n, t in obj.named_buffers():
+                    names.setdefault(id(t), p + n)
         return names
 
     def _compile(self, leaves, spec, args, kwargs):
@@ -524,6 +545,14 @@ def _break_node(graph, rec) -> str:
     except Exception:
         return ""
     return ""
+
+
+def _cell_ok(cell):
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:   # an empty cell
+        return False
 
 
 def _tb_source(e):

@@ -38,6 +38,10 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict):
 
     def val(n):
         t = saved.get(n)
+        if t is None and n.op in ("full", "arange"):
+            # constants are rebuilt in the backward graph, never saved
+            c = bwd.add(n.op, [], dict(n.attrs), type=n.type, device=n.device, meta=dict(n.meta))
+            return tr.symbolic(c, devices[n.device])
         if t is None:
             ph = bwd.placeholder(f"saved_{n.name.lstrip('%')}", n.type, n.device, meta={"kind": "saved"})
             t = tr.symbolic(ph, devices[n.device], requires_grad=n in req)
