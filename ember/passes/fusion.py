@@ -455,6 +455,12 @@ class _Fuser:
         for c in self._consumers(n):
             if c is not producer:
                 self.dag.add_edge(producer, c)
+        # groups that read a saved view of n read n's buffer: they depend on n's producer too
+        for v, base in self.views.items():
+            if base is n:
+                for c in self._consumers(v):
+                    if c is not producer:
+                        self.dag.add_edge(producer, c)
 
     def _decide_extern(self, n: Node) -> None:
         grp = self._new_group("extern", node=n)
@@ -1034,6 +1040,49 @@ def _schedule(f: _Fuser) -> Program:
             steps.append(EagerStep(n, n.op, dict(n.attrs), [names[x] for x in n.inputs], names[n],
                                    f.reason[n], id=kid))
             kid += 1
+    steps = _order_by_dataflow(steps, values)
     results = [names[n] for n in g.outputs] + [names[v] for _, v in g.mutations]
     prog = Program(g, values, [names[p] for p in g.inputs], results, steps, f.records, len(g.outputs))
     return prog
+
+
+def _order_by_dataflow(steps, values):
+    """Steps in an order where every value is written before it is read (a saved view counts as a
+    read of its base). The group order is kept wherever the data allows (stable Kahn's sort): the
+    group DAG has no edge for reads through a view, so this is the safety net that makes it exact."""
+    def base(name):
+        v = values.get(name)
+        while v is not None and v.kind == "view" and v.base in values:
+            name = v.base
+            v = values[name]
+        return name
+
+    writer = {}
+    for i, st in enumerate(steps):
+        for w in st.writes:
+            writer[base(w)] = i
+    deps = [set() for _ in steps]
+    for i, st in enumerate(steps):
+        for r in st.reads:
+            j = writer.get(base(r))
+            if j is not None and j != i:
+                deps[i].add(j)
+    users = [[] for _ in steps]
+    for i, ds in enumerate(deps):
+        for j in ds:
+            users[j].append(i)
+    indeg = [len(ds) for ds in deps]
+    import heapq
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(steps[i])
+        for u in users[i]:
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(ready, u)
+    if len(out) != len(steps):
+        raise RuntimeError("fusion scheduled a cycle between steps (an ember bug)")
+    return out
