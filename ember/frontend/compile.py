@@ -287,8 +287,38 @@ class CompiledFunction:
         functools.update_wrapper(self, fn, updated=())
 
     # guards
+    def _guard_modules(self):
+        """Modules whose training flags are guards: the compiled Module's, or those a plain function
+        reaches through its globals and closure (dropout/BatchNorm read the flag while tracing)."""
+        mods = self.__dict__.get("_guard_mods")
+        if mods is None:
+            try:
+                from ..nn import Module
+            except ImportError:
+                Module = None
+            mods = []
+            if self.module is not None:
+                mods = list(self.module.modules())
+            elif Module is not None:
+                for _, obj in self._roots():
+                    if isinstance(obj, Module):
+                        mods += [m for m in obj.modules() if all(m is not x for x in mods)]
+            self._guard_mods = mods
+        return mods
+
+    def _roots(self):
+        """(name, object) pairs the function reaches by name: its globals and closure cells."""
+        code = getattr(self.fn, "__code__", None)
+        if code is None:
+            return []
+        g = getattr(self.fn, "__globals__", {})
+        roots = [(k, g[k]) for k in code.co_names if k in g]
+        cells = getattr(self.fn, "__closure__", None) or ()
+        roots += [(k, c.cell_contents) for k, c in zip(code.co_freevars, cells) if _cell_ok(c)]
+        return roots
+
     def _key(self, leaves, spec):
-        training = tuple(m.training for m in self.module.modules()) if self.module is not None else ()
+        training = tuple(m.training for m in self._guard_modules())
         return (ag._mode.enabled, training, _spec_key(spec), tuple(_leaf_key(x) for x in leaves))
 
     def _changed_guard(self, old, new):
@@ -349,13 +379,7 @@ class CompiledFunction:
         if self.module is not None:
             roots.append(("", self.module))
         else:
-            code = getattr(self.fn, "__code__", None)
-            if code is not None:
-                g = getattr(self.fn, "__globals__", {})
-                roots += [(k, g[k]) for k in code.co_names if k in g]
-                cells = getattr(self.fn, "__closure__", None) or ()
-                roots += [(k, c.cell_contents) for k, c in zip(code.co_freevars, cells)
-                          if _cell_ok(c)]
+            roots += self._roots()
         try:
             from ..nn import Module
         except ImportError:
