@@ -43,6 +43,23 @@ def _fail(op, inputs, attrs, exc):
     raise RuntimeError(f"{op}: {exc} (inputs: {shapes})") from exc
 
 
+def _mixed_devices(op, inputs, a, b):
+    """PyTorch's rule: 0-dim CPU tensors may join an op on another device (they act as scalars);
+    anything else on two devices is an error. Returns the device the op runs on."""
+    others = {t.device for t in inputs if isinstance(t, Tensor) and not (t.device.type == "cpu" and t._data.ndim == 0)}
+    if len(others) == 1:
+        return others.pop()
+    raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                       f"devices, {a} and {b}! (when checking arguments for {op})")
+
+
+def _to(x, dev):
+    if isinstance(x, Tensor) and x.device != dev:
+        from .creation import to_device
+        return to_device(x, dev)
+    return x
+
+
 def apply(op: str, *inputs, **attrs):
     """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars.
     This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
@@ -56,8 +73,8 @@ def apply(op: str, *inputs, **attrs):
             if dev is None:
                 dev = d
             elif d is not dev and d != dev:
-                raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
-                                   f"devices, {dev} and {d}! (when checking arguments for {op})")
+                dev = _mixed_devices(op, inputs, dev, d)
+                return apply(op, *[_to(x, dev) for x in inputs], **attrs)
             arrays.append(t._data)
         else:
             arrays.append(t)

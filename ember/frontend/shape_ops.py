@@ -422,8 +422,8 @@ def flip(x, dims):
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(sorted({norm_dim(d, x.ndim, "flip") for d in dims}))
     out = P("flip", x, dims=dims)
-    if dispatch.tracer is None and np.may_share_memory(out._data, x._data) if x.device.type == "cpu" else False:
-        out._data = out._data.copy()   # PyTorch's flip copies; numpy's is a view
+    if dispatch.tracer is None and (out._data is x._data or out._data.base is not None):
+        out._data = out._data.copy()   # PyTorch's flip copies; numpy's and cupy's are views
     return out
 
 
@@ -484,12 +484,13 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
     cols = arange(k, device=x.device) + builtins.max(0, offset)
     flat = reshape(y, tuple(y.shape[:-2]) + (n * m,))
     out = P("take", flat, rows * m + cols, dim=flat.ndim - 1)   # the history: a gather
-    if dispatch.tracer is None and x.device.type == "cpu":
+    if dispatch.tracer is None:
         # the data: a strided view of x, as in PyTorch (x.diagonal().fill_(0) writes into x)
+        xp = x._xp
         sl = [slice(None)] * x.ndim
         sl[d1], sl[d2] = slice(builtins.max(0, -offset), None), slice(builtins.max(0, offset), None)
-        st = np.moveaxis(x._data[tuple(sl)], (d1, d2), (-2, -1))
-        out._data = np.lib.stride_tricks.as_strided(st, st.shape[:-2] + (k,),
+        st = xp.moveaxis(x._data[tuple(sl)], (d1, d2), (-2, -1))
+        out._data = xp.lib.stride_tricks.as_strided(st, st.shape[:-2] + (k,),
                                                      st.strides[:-2] + (st.strides[-2] + st.strides[-1],))
         _as_view(x, out)
     return out
@@ -795,11 +796,12 @@ def _advanced(y, adv):
     return P("take", merged, lin, dim=p0)
 
 
-def _np_key(key, device):
-    """An index key with Tensors replaced by arrays, for numpy's own __setitem__."""
+def _np_key(key, device, host=False):
+    """An index key with Tensors replaced by arrays, for numpy's (or cupy's) own __setitem__;
+    host=True gives numpy arrays (for indexing a host-side table)."""
     def conv(k):
         if isinstance(k, Tensor):
-            return k._data
+            return k._data.get() if host and k.device.type != "cpu" else k._data
         if isinstance(k, list) and any(isinstance(e, Tensor) for e in k):
             return [conv(e) for e in k]
         return k
@@ -843,7 +845,7 @@ def setitem(x, key, value):
     if tracing(*(k for k in (key if isinstance(key, tuple) else (key,)) if isinstance(k, Tensor))):
         from . import dispatch as _d
         _d.tracer.graph_break("setitem with a traced index tensor", x)
-    sel = pos_all[_np_key(_materialize_key(key), x.device)]
+    sel = pos_all[_np_key(_materialize_key(key), x.device, host=True)]
     sel_t = tensor(sel.reshape(-1), device=x.device)
     if not isinstance(value, Tensor):
         value = P("full", shape=(), value=value, dtype=x.dtype, device=x.device)

@@ -132,4 +132,7 @@ def test_executor_with_cuda_runner(gpu):
         want = ex.Executor(prog, runner="numpy").run([a.copy() for a in arrays])
         got = ex.Executor(prog, runner=CudaRunner()).run([gpu.asarray(a) for a in arrays])
         for a, b in zip(got, want):
-            assert_close(a, np.asarray(b), 1e-4, 1e-5, f"{name}")
+            ref = np.asarray(b)
+            # the GPU sums in another order (and with FMA): tolerance relative to the values' scale
+            scale = float(np.abs(ref).max()) if ref.size and ref.dtype.kind == "f" else 1.0
+            assert_close(a, ref, 1e-4, 2e-6 * max(1.0, scale), f"{name}")
