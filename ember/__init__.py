@@ -120,7 +120,7 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
-    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed"):
+    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg"):
         return _lazy(name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)

@@ -1,0 +1,59 @@
+"""ember.linalg: norms (composites of ember ops, so they differentiate and compile)."""
+from __future__ import annotations
+
+from .frontend import math_ops as M
+
+__all__ = ["vector_norm", "matrix_norm", "norm"]
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False, dtype=None):
+    """torch.linalg.vector_norm: the ord-norm of x flattened (dim=None) or along dim."""
+    if dtype is not None:
+        x = x.to(dtype)
+    if not x.dtype.is_floating_point:
+        raise RuntimeError(f"linalg.vector_norm: Expected a floating point tensor as input. Got {x.dtype.name}")
+    a = M.abs(x)
+    if ord == float("inf"):
+        return M.amax(a, () if dim is None else dim, keepdim)
+    if ord == float("-inf"):
+        return M.amin(a, () if dim is None else dim, keepdim)
+    if ord == 0:
+        return M.sum(M.cast(M.ne(x, 0), x.dtype), dim, keepdim)
+    if ord == 1:
+        return M.sum(a, dim, keepdim)
+    if ord == 2:
+        return M.sqrt(M.sum(M.mul(x, x), dim, keepdim))
+    return M.pow(M.sum(M.pow(a, ord), dim, keepdim), 1.0 / ord)
+
+
+def matrix_norm(x, ord="fro", dim=(-2, -1), keepdim=False, dtype=None):
+    """torch.linalg.matrix_norm for ord 'fro', 1, -1, inf, -inf (spectral/nuclear norms need an SVD)."""
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.ndim < 2:
+        raise RuntimeError(f"linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
+    if ord == "fro":
+        return M.sqrt(M.sum(M.mul(x, x), dim, keepdim))
+    d0, d1 = (d % x.ndim for d in dim)
+    a = M.abs(x)
+    if ord in (1, -1):
+        s = M.sum(a, d0, keepdim=True)
+        r = M.amax(s, d1, keepdim=True) if ord == 1 else M.amin(s, d1, keepdim=True)
+    elif ord in (float("inf"), float("-inf")):
+        s = M.sum(a, d1, keepdim=True)
+        r = M.amax(s, d0, keepdim=True) if ord > 0 else M.amin(s, d0, keepdim=True)
+    else:
+        raise NotImplementedError(f"linalg.matrix_norm: ord={ord!r} needs a singular value decomposition, "
+                                  "which ember does not have yet")
+    return r if keepdim else r.squeeze(max(d0, d1)).squeeze(min(d0, d1))
+
+
+def norm(x, ord=None, dim=None, keepdim=False, dtype=None):
+    """torch.linalg.norm: vector norm for 1-D input or an int dim, matrix norm for 2-D / a pair of dims."""
+    if isinstance(dim, int) or (dim is None and ord is None) or (dim is None and x.ndim == 1):
+        return vector_norm(x, 2 if ord is None else ord, dim, keepdim, dtype=dtype)
+    if dim is None:
+        dim = (-2, -1)
+    if len(tuple(dim)) == 1:
+        return vector_norm(x, 2 if ord is None else ord, dim, keepdim, dtype=dtype)
+    return matrix_norm(x, "fro" if ord is None else ord, tuple(dim), keepdim, dtype=dtype)
