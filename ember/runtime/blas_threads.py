@@ -60,8 +60,11 @@ def gemm_threads(m: int, n: int, k: int, batch: int = 1) -> None:
 
 
 def matmul(a, b, out=None):
-    """np.matmul with the thread rule above (numpy arrays; other array types pass straight through)."""
-    if _set and a.__class__ is np.ndarray and a.ndim >= 2 and b.ndim >= 2:
+    """np.matmul with the thread rule above (numpy arrays; other array types pass straight through).
+    (Folding a 2-D @ batched product into one GEMM was measured slower here: the copies cost more.)"""
+    if a.__class__ is not np.ndarray:
+        return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+    if _set and a.ndim >= 2 and b.ndim >= 2:
         batch = 1
         for s in (a.shape[:-2] if a.ndim >= b.ndim else b.shape[:-2]):
             batch *= s
