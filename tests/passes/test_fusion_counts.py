@@ -102,7 +102,7 @@ def test_mnist_cnn():
     assert externs(pf) == 4 and all(s.kernel.epilogue is not None for s in pf.externs)
     assert fused(pf) <= 10
     assert externs(pb) <= 7 and fused(pb) <= 12
-    assert {s.op for s in fallbacks(pb)} <= {"fold"}
+    assert not fallbacks(pb)          # fold (max-pool and conv-input backward) is lowered to kernels
 
 
 def test_gpt_block():
