@@ -26,8 +26,9 @@ def _as_view(x, out):
         out._base = x._base if x._base is not None else x
         out._vc = x._vc
     elif x.device.type != "cpu" and dispatch.tracer is None:
+        # cupy: a view shares its base's allocation (as_strided views have no .base)
         try:
-            if out._data.data.ptr and out._data.base is not None:
+            if out._data is not x._data and out._data.data.mem is x._data.data.mem:
                 out._base = x._base if x._base is not None else x
                 out._vc = x._vc
         except AttributeError:
