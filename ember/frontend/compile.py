@@ -29,7 +29,8 @@ from . import records
 from .records import Record
 from .tensor import Tensor, _wrap
 from .tracer import Tracer, tracing, GraphBreak, BreakRecord, user_source
-from .joint import build_backward, dce
+from .joint import build_backward
+from ..passes.dce import dce
 from . import rng
 
 __all__ = ["compile", "explain", "CompileError", "GraphBreakError"]
@@ -455,7 +456,7 @@ class CompiledFunction:
                 const_i += 1
             else:
                 bindings.append(("rng",))
-        dce(graph, keep_inputs=True)
+        dce(graph)
         # which inputs need gradients
         backward = None
         if ag._mode.enabled:

@@ -9,6 +9,7 @@ and run as one autograd node.
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from ..passes.dce import dce
 from ..ir.ops import OPS, TType
 from . import dispatch
 from .tracer import Tracer, tracing
@@ -84,7 +85,7 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict):
     if tr.consts:
         raise RuntimeError("internal: a VJP captured a concrete tensor while building the backward graph")
     bwd.set_outputs(result)
-    dce(bwd)
+    dce(bwd, drop_input=lambda ph: ph.meta.get("kind") == "saved")
     # saved values in bwd-input order (placeholders that survived DCE)
     order = {t._data.node: n for n, t in saved.items()}
     saved_fwd = [order[ph] for ph in bwd.inputs if ph in order]
@@ -98,21 +99,3 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict):
             plan.append(("grad", k))
             k += 1
     return bwd, saved_fwd, grad_out_nodes, grad_inputs, plan
-
-
-def dce(g: Graph, keep_inputs=False):
-    """Remove nodes (and unused saved/grad placeholders) that no output or mutation needs."""
-    live = set(g.outputs)
-    for ph, v in g.mutations:
-        live.add(ph)
-        live.add(v)
-    stack = list(live)
-    while stack:
-        n = stack.pop()
-        for i in n._inputs:
-            if i not in live:
-                live.add(i)
-                stack.append(i)
-    for n in reversed(g.nodes()):
-        if n not in live and (not n.is_placeholder or (not keep_inputs and n.meta.get("kind") in ("saved",))):
-            g.erase(n)

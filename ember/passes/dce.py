@@ -13,8 +13,9 @@ from .manager import register_pass
 
 
 @register_pass("dce")
-def dce(g: Graph) -> bool:
-    """Erase nodes no output or mutation needs (inputs stay)."""
+def dce(g: Graph, drop_input=None) -> bool:
+    """Erase nodes no output or mutation needs. Inputs stay, except unused ones for which
+    `drop_input(placeholder)` is true (the backward graph drops saved values it never reads)."""
     live = set(g.outputs)
     for ph, v in g.mutations:
         live.add(ph)
@@ -28,7 +29,7 @@ def dce(g: Graph) -> bool:
                 stack.append(i)
     changed = False
     for n in reversed(g.nodes()):
-        if n not in live and not n.is_placeholder:
+        if n not in live and (not n.is_placeholder or (drop_input is not None and drop_input(n))):
             g.erase(n)
             changed = True
     return changed
