@@ -71,6 +71,9 @@ class Adam(Optimizer):
                 if g is None:
                     continue
                 state = self._init_state(p, amsgrad)
+                if not capturable and not amsgrad and not maximize and p.dtype is g.dtype:
+                    self._eager_update(p, g, state, lr, beta1, beta2, eps, wd, decoupled)
+                    continue
                 if maximize:
                     g = -g
                 step_t = state["step"]
@@ -103,3 +106,30 @@ class Adam(Optimizer):
                     denom = (v.sqrt() / bc2_sqrt).add_(eps)
                     p.addcdiv_(exp_avg, denom, value=-(lr / bc1))
         return loss
+
+    @staticmethod
+    def _eager_update(p, g, state, lr, beta1, beta2, eps, wd, decoupled):
+        """The same update on the arrays, in place, with the operations in PyTorch's order: an
+        eager step over many parameters is dominated by per-op dispatch otherwise (~15 ops each)."""
+        xp = p._xp
+        P, G = p._data, g._data
+        step_t = state["step"]
+        step_t._data += 1
+        step = float(step_t._data)
+        M, V = state["exp_avg"]._data, state["exp_avg_sq"]._data
+        if wd != 0:
+            if decoupled:
+                P *= P.dtype.type(1 - lr * wd)
+            else:
+                G = G + P * P.dtype.type(wd)
+        t = G.dtype.type
+        M += t(1 - beta1) * (G - M)                  # lerp_(g, 1 - beta1)
+        V *= t(beta2)
+        V += t(1 - beta2) * (G * G)                  # mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bc1 = 1 - beta1 ** step
+        bc2_sqrt = (1 - beta2 ** step) ** 0.5
+        denom = xp.sqrt(V) / t(bc2_sqrt)
+        denom += t(eps)
+        P += t(-(lr / bc1)) * (M / denom)            # addcdiv_(exp_avg, denom, value=-lr / bc1)
+        for x in (p, step_t, state["exp_avg"], state["exp_avg_sq"]):
+            x._vc[0] += 1
