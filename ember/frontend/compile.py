@@ -506,7 +506,7 @@ class CompiledFunction:
     def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1
         r = records.emit(Record("breaks", rec.code, rec.reason, rec.source, fn=self.name,
-                                node=_break_node(graph, rec), hint=_BREAK_HINTS.get(rec.code, "")))
+                                node=_break_node(graph, rec)))
         if dump is not None:
             guards = describe_guards(self._key(leaves, spec)) if leaves is not None else None
             dump.finish(None, self, guards=guards, status="break", record=r, partial=graph)
@@ -534,18 +534,6 @@ class CompiledFunction:
                                     f"specialised on argument {i} == {x!r} ({type(x).__name__}): "
                                     f"another value compiles again", user_source(), fn=self.name,
                                     extra={"argument": i, "value": repr(x)}))
-
-
-_BREAK_HINTS = {
-    "B001": "use ember.where / masking instead of Python `if` on tensor values",
-    "B002": "keep values as tensors; read .item() outside the compiled function",
-    "B003": "keep values as tensors inside the compiled function",
-    "B004": "keep values as tensors inside the compiled function",
-    "B005": "print outside the compiled function",
-    "B006": "use masked_fill/where with a fixed shape instead of boolean-mask indexing",
-    "B007": "sample outside the compiled function",
-    "B008": "the traced code used an array directly or hit an unsupported path; see the reason",
-}
 
 
 def _program_records(cg, fn):

@@ -31,6 +31,8 @@ CODES = {
     "B007": ("breaks", "sampling reads probability values", "sample outside the compiled function"),
     "B008": ("breaks", "tracing failed (code that leaves the dispatch)",
              "the traced code used an array directly or hit an unsupported path; see the reason"),
+    "B009": ("breaks", ".backward() inside the compiled function (training-step capture is not supported yet)",
+             "compile the model or the loss function and call .backward() and optimizer.step() outside it"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
              "keep shapes, dtypes and Python scalars fixed between calls"),

@@ -195,6 +195,10 @@ class Tensor:
         return self._accum
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from . import tracing_hooks
+        if tracing_hooks.tracing(self):
+            from . import dispatch
+            dispatch.tracer.graph_break("backward", self)
         ag.backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self):

@@ -65,6 +65,8 @@ BREAK_CODES = {
     "nonzero": ("B006", "an op whose output shape depends on values (nonzero / boolean-mask indexing)"),
     "multinomial": ("B007", "sampling (multinomial) reads probability values"),
     "escape": ("B008", "code that leaves the dispatch (raw array access)"),
+    "backward": ("B009", ".backward() / autograd.grad inside the compiled function (whole training-step "
+                         "capture is not supported yet)"),
 }
 
 

@@ -239,3 +239,19 @@ def test_compiled_op_matches_eager_values_and_grads(name, fn, backend):
     with records.collect() as recs:
         _grads_match(fn, [x], backend=backend, tol=2e-5)
     assert not [r for r in recs if r.code == "F002"], [str(r) for r in recs if r.code == "F002"]
+
+
+def test_backward_inside_compiled_function_breaks_with_its_own_code():
+    w = ember.randn(3, requires_grad=True)
+
+    def step(x):
+        loss = (x * w).sum()
+        loss.backward()
+        return loss
+    x = ember.randn(3)
+    with records.collect() as recs:
+        loss = ember.compile(step, backend="eager")(x)
+    _close(w.grad, x)
+    br = [r for r in recs if r.kind == "breaks"]
+    assert br and br[0].code == "B009" and br[0].hint
+    assert float(loss) == pytest.approx(float((x * w).sum()))
