@@ -383,6 +383,19 @@ class _KernelEmitter:
         return v
 
     # ------------------------------------------------------------------------- nodes
+    def _opaque_inf(self, n):
+        """±inf read from a module global instead of written as a constant. In `where(mask, -inf, x)`
+        feeding a max reduction (causal attention), a constant -inf is the reduction's identity:
+        instcombine folds it into the accumulator update (select(mask, acc, max(acc, x))) and the
+        loop vectoriser gives up -- 7x slower. A load it cannot see through keeps a plain select
+        and a vectorised reduction; the value is the same."""
+        name = f"ember.{'neg' if float(n.value) < 0 else 'pos'}_inf_{n.dtype.short}"
+        g = self.m.globals.get(name)
+        if g is None:
+            g = ir.GlobalVariable(self.m, llvm_type(n.dtype), name)
+            g.initializer = _const(n.value, n.dtype)   # not `constant`: that would let LLVM fold it again
+        return self.b.load(g, typ=llvm_type(n.dtype))
+
     def _emit_node(self, n):
         b = self.b
         if isinstance(n, Load):
@@ -404,7 +417,8 @@ class _KernelEmitter:
         if isinstance(n, Cast):
             return _convert(b, self.value_of(n.x), n.x.dtype, n.dtype, self.m)
         if isinstance(n, Where):
-            return b.select(self.value_of(n.cond), self.value_of(n.a), self.value_of(n.b))
+            a, c = (self._opaque_inf(v) if _is_inf_const(v) else self.value_of(v) for v in (n.a, n.b))
+            return b.select(self.value_of(n.cond), a, c)
         if isinstance(n, Unary):
             return self._unary(n.op, self.value_of(n.x), n.x.dtype)
         if isinstance(n, Binary):
@@ -548,6 +562,10 @@ class _KernelEmitter:
 
 
 # ============================================================================ scalar helpers
+def _is_inf_const(n) -> bool:
+    return isinstance(n, Const) and n.dtype.is_floating_point and math.isinf(float(n.value))
+
+
 def _const(value, d: dt.DType):
     ty = llvm_type(d)
     if d is dt.bool_:

@@ -140,3 +140,27 @@ def test_loops_vectorise_without_libm_calls():
     asm = assembly(emit_module([k]))
     assert "zmm" in asm
     assert "call" not in asm.split("k0_")[1]
+
+
+def test_masked_max_reduction_vectorises_and_is_exact():
+    """where(mask, -inf, x) feeding reduce.max (causal attention): the -inf is read from a global so
+    instcombine cannot fold it into the accumulator, and the reduction stays vectorised."""
+    import re
+    from ember.codegen.llvm import emit_module
+    from ember.ir.kernel import Const, Reduce, Where, r
+    from ember.ir.kernel_eval import run_kernel
+    from ember.runtime.cpu import compile_kernels, optimize_ir
+    x, m, y = Buf("x", (64, 64), dt.float32), Buf("m", (1, 64), dt.bool_), Buf("y", (64, 1), dt.float32)
+    v = Where(Load(m, (0, r(0))), Const(float("-inf"), dt.float32), Load(x, (o(0), r(0))))
+    k = Kernel([x, m], [y], (64,), (64,), stores=[Store(y, (o(0), 0), Reduce("max", v))])
+    opt = str(optimize_ir(str(emit_module([k]))))
+    assert re.search(r"llvm\.(vector\.reduce\.)?fmaximum\.v|llvm\.maximum\.v\d+f32", opt), "max reduction stayed scalar"
+    xa = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    ma = np.zeros((1, 64), bool)
+    ma[0, 10:] = True
+    out = np.empty((64, 1), np.float32)
+    compile_kernels([k])[k.name](xa, ma, out)
+    np.testing.assert_array_equal(out, run_kernel(k, [xa, ma])[0])
+    ma[:] = True                                     # every element masked: the max is -inf
+    compile_kernels([k])[k.name](xa, ma, out)
+    assert np.all(out == -np.inf)
