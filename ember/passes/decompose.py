@@ -11,11 +11,17 @@ In: a captured Graph.  Out: the same Graph (in place) without
     a permute + reshape (+ pad for leftover rows), i.e. pure index maps that fuse
   - any other fold (the conv input gradient): a sum over the kernel taps of a padded, flipped and
     windowed view -- movement ops + one reduction, so it becomes one gather-free kernel
+  - a sum over the leading dims of a value that is materialised anyway (a bias gradient): a
+    product with a row of ones, so BLAS reads it once, contiguously (a kernel would reduce over its
+    strided leading axis)
 Scan ops (cumsum) and the other primitives are left as they are: the graph vocabulary is the
 primitive set of ember/ir/ops.py, so most composites (softmax, layer_norm, ...) arrive decomposed.
 """
 from __future__ import annotations
 
+import math
+
+from ember.ir import dtypes as dt
 from ember.ir.graph import Graph
 
 from .manager import register_pass, replace_node
@@ -38,6 +44,8 @@ def decompose(g: Graph) -> bool:
         elif n.op == "scatter_add" and _scatter_to_onehot(g, n):
             changed = True
         elif n.op == "fold" and (_fold_to_movement(g, n) or _fold_to_window_sum(g, n)):
+            changed = True
+        elif n.op == "sum" and _leading_sum_to_matmul(g, n):
             changed = True
     if changed:
         from .dce import dce
@@ -155,3 +163,32 @@ def _fold_to_window_sum(g: Graph, n) -> bool:
     if any(far):
         y = add("pad", [y], pads=((0, 0),) * nb + tuple((0, f) for f in far), value=0.0)
     return replace_node(g, n, y)
+
+
+LEADING_SUM_MIN_ROWS = 64
+LEADING_SUM_MIN_ELEMENTS = 1 << 16   # below this the kernel is cheap either way
+
+
+def _leading_sum_to_matmul(g: Graph, n) -> bool:
+    """sum(x, dims=(0..k-1)) over x[R..., C...] -> ones[1, R] @ x.reshape(R, C), when x is a buffer
+    anyway (a graph input, an extern's result, or a value with several users)."""
+    x = n.inputs[0]
+    nd = len(x.shape)
+    dims = n.attrs["dims"]
+    if dims is None or x.dtype not in (dt.float32, dt.float64):
+        return False
+    dims = tuple(sorted(d % nd for d in dims))
+    k = len(dims)
+    if k == 0 or k >= nd or dims != tuple(range(k)):
+        return False
+    rows = math.prod(x.shape[:k])
+    cols = math.prod(x.shape[k:])
+    if rows < LEADING_SUM_MIN_ROWS or cols < 8 or rows * cols < LEADING_SUM_MIN_ELEMENTS:
+        return False
+    if not (x.is_placeholder or x.op == "matmul" or len(g.users(x)) > 1):
+        return False
+    meta = dict(n.meta)
+    add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    ones = add("full", [], shape=(1, rows), value=1.0, dtype=x.dtype)
+    prod = add("matmul", [ones, add("reshape", [x], shape=(rows, cols))])
+    return replace_node(g, n, add("reshape", [prod], shape=tuple(n.shape)))
