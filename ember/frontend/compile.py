@@ -85,6 +85,18 @@ def unflatten(spec, it):
     return d
 
 
+_FLAT_SPECS: dict = {}
+_SPEC_KEYS: dict = {}
+
+
+def _flat_spec(n):
+    """flatten()'s spec of ((t0, ..., tn-1), {}) with n tensor leaves, built once per n."""
+    spec = _FLAT_SPECS.get(n)
+    if spec is None:
+        spec = _FLAT_SPECS[n] = flatten((tuple(range(n)), {}), [])
+    return spec
+
+
 def _spec_key(spec):
     tag = spec[0]
     if tag == "leaf":
@@ -320,7 +332,12 @@ class CompiledFunction:
 
     def _key(self, leaves, spec):
         training = tuple(m.training for m in self._guard_modules())
-        return (ag._mode.enabled, training, _spec_key(spec), tuple(_leaf_key(x) for x in leaves))
+        skey = _SPEC_KEYS.get(id(spec)) if spec is _FLAT_SPECS.get(len(leaves)) else None
+        if skey is None:
+            skey = _spec_key(spec)
+            if spec is _FLAT_SPECS.get(len(leaves)):
+                _SPEC_KEYS[id(spec)] = skey
+        return (ag._mode.enabled, training, skey, tuple(_leaf_key(x) for x in leaves))
 
     def _changed_guard(self, old, new):
         for name, a, b in zip(GUARD_NAMES, old, new):
@@ -341,8 +358,12 @@ class CompiledFunction:
         if dispatch.tracer is not None:        # nested compile inside a trace: inline it
             return self.fn(*args, **kwargs)
         self.stats["calls"] += 1
-        leaves = []
-        spec = flatten((args, kwargs), leaves)
+        if not kwargs and all(isinstance(a, Tensor) for a in args):
+            leaves = list(args)                 # the common call: tensors only, no structure
+            spec = _flat_spec(len(args))
+        else:
+            leaves = []
+            spec = flatten((args, kwargs), leaves)
         key = self._key(leaves, spec)
         entry = self.cache.get(key)
         if entry is not None and not isinstance(entry, _Eager) and not entry.consts_ok():
