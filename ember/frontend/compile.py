@@ -172,8 +172,6 @@ class CompiledGraph:
         # mutation values are written back into the inputs' storage
         for (ph, _), val in zip(g.mutations, results[len(g.outputs):len(g.outputs) + n_mut]):
             t = self._tensor_of(ph, leaves)
-            if t._data.shape != np.shape(val):
-                val = np.broadcast_to(val, t._data.shape)
             t._data[...] = val
             t._vc[0] += 1
         dev = self.device
@@ -659,7 +657,6 @@ def make_optimized_module(mod, **kw):
     om.__dict__ = mod.__dict__          # one state: parameters, buffers, submodules, training flag
     cf = CompiledFunction(lambda *a, **k: Module.__call__(mod, *a, **k), module=mod,
                           name=type(mod).__name__, **kw)
-    object.__setattr__(om, "_compiled_call", cf) if False else None
     OptimizedModule.__call__ = lambda self, *a, **k: cf(*a, **k)
     OptimizedModule._orig_mod = property(lambda self: mod)
     OptimizedModule._compiled = property(lambda self: cf)

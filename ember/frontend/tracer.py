@@ -121,13 +121,12 @@ class Tracer:
         self.graph = graph
         self.names = names or {}
         self.consts: list = []            # concrete tensors lifted to inputs, in placeholder order
+                                          # (also keeps them alive: const_nodes/overrides key on id())
         self.const_nodes: dict = {}       # id(tensor) -> placeholder node
         self.overrides: dict = {}         # id(concrete tensor) -> symbolic tensor written in place
         self.mutated: dict = {}           # placeholder node -> latest value node
         self.rng_key = None               # placeholder for the generator state (seed, offset)
         self.rng_count = 0                # random numbers drawn in this trace
-        self.input_nodes: dict = {}       # id(symbolic input tensor) -> placeholder
-        self.keepalive = []               # tensors whose ids are keys above
         self.source = None                # when set, the file:line given to every new node
 
     # ------------------------------------------------------------------ tensors and nodes
