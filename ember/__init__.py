@@ -112,6 +112,47 @@ def is_grad_enabled_():
 finfo = None
 iinfo = None
 
+_matmul_precision = "highest"
+_deterministic = False
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for ember's compiled kernels and numpy's BLAS (torch.set_num_threads)."""
+    import os
+    if n < 1:
+        raise ValueError("set_num_threads expects a positive integer")
+    os.environ["EMBER_NUM_THREADS"] = str(n)
+    from .runtime import blas_threads
+    blas_threads._default = n
+    blas_threads.set_threads(n)
+
+
+def get_num_threads() -> int:
+    from .runtime.cpu import num_threads
+    return num_threads()
+
+
+def set_float32_matmul_precision(precision: str) -> None:
+    """Accepted for compatibility: float32 products are always computed in float32 here."""
+    global _matmul_precision
+    if precision not in ("highest", "high", "medium"):
+        raise RuntimeError(f"Invalid precision {precision!r}: expected 'highest', 'high' or 'medium'")
+    _matmul_precision = precision
+
+
+def get_float32_matmul_precision() -> str:
+    return _matmul_precision
+
+
+def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """ember's kernels are deterministic already (fixed reduction orders, counter-based RNG)."""
+    global _deterministic
+    _deterministic = not not mode   # (`bool` is ember.bool in this module)
+
+
+def are_deterministic_algorithms_enabled() -> bool:
+    return _deterministic
+
 
 def _lazy(name):
     import importlib
@@ -120,7 +161,7 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
-    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg"):
+    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends"):
         return _lazy(name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)

@@ -1,0 +1,26 @@
+"""The switches PyTorch scripts set at the top (backends flags, threads, precision) are accepted."""
+import ember as torch
+
+
+def test_backends_flags_and_queries():
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.deterministic = True
+    assert torch.backends.mps.is_available() is False
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_threads_precision_determinism(monkeypatch):
+    monkeypatch.delenv("EMBER_NUM_THREADS", raising=False)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.get_num_threads() == 1
+        x = torch.randn(64, 64)
+        assert torch.allclose(x @ torch.eye(64), x)
+    finally:
+        torch.set_num_threads(n)
+    torch.set_float32_matmul_precision("high")
+    assert torch.get_float32_matmul_precision() == "high"
+    torch.use_deterministic_algorithms(True)
+    assert torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
