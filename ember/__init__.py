@@ -163,6 +163,8 @@ def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends"):
         return _lazy(name)
+    if name in ("autocast", "GradScaler"):
+        return getattr(_lazy("amp"), name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain"):

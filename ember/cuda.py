@@ -102,3 +102,16 @@ def manual_seed(seed: int):
 
 
 manual_seed_all = manual_seed
+
+
+class _AmpNamespace:
+    """ember.cuda.amp.autocast / GradScaler (the older spelling of ember.amp)."""
+
+    def __getattr__(self, name):
+        from . import amp
+        if name == "autocast":
+            return lambda dtype=None, enabled=True, cache_enabled=None: amp.autocast("cuda", dtype, enabled)
+        return getattr(amp, name)
+
+
+amp = _AmpNamespace()

@@ -60,9 +60,27 @@ def _to(x, dev):
     return x
 
 
+_autocast = None      # float16 while an ember.autocast("cuda") context is active, else None
+
+
+def set_autocast(dtype):
+    global _autocast
+    _autocast = dtype
+
+
+def _autocast_inputs(inputs):
+    """Matrix products under autocast: floating inputs on a GPU are cast to the autocast dtype."""
+    from .tensor import Tensor
+    if not all(isinstance(t, Tensor) and t.device.type == "cuda" and t.dtype.is_floating_point for t in inputs):
+        return inputs
+    return tuple(t if t.dtype is _autocast else apply("cast", t, dtype=_autocast) for t in inputs)
+
+
 def apply(op: str, *inputs, **attrs):
     """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars.
     This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
+    if _autocast is not None and op == "matmul":
+        inputs = _autocast_inputs(inputs)
     if tracer is not None:
         return tracer.record(op, inputs, attrs)
     dev = None

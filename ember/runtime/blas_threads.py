@@ -69,4 +69,5 @@ def matmul(a, b, out=None):
         for s in (a.shape[:-2] if a.ndim >= b.ndim else b.shape[:-2]):
             batch *= s
         gemm_threads(a.shape[-2], b.shape[-1], a.shape[-1], batch)
-    return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+    with np.errstate(invalid="ignore", over="ignore"):   # inf/nan propagate silently, as in PyTorch
+        return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
