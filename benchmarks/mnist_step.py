@@ -21,29 +21,12 @@ from harness import NA, interleave, machine_info  # noqa: E402
 
 def build(torch, batch, seed=0):
     """The classic Net, an SGD optimizer and one fixed batch, in `torch` (ember or PyTorch)."""
-    nn, F = torch.nn, torch.nn.functional
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-            self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-            self.conv2_drop = nn.Dropout2d()
-            self.fc1 = nn.Linear(320, 50)
-            self.fc2 = nn.Linear(50, 10)
-
-        def forward(self, x):
-            x = F.relu(F.max_pool2d(self.conv1(x), 2))
-            x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-            x = x.view(-1, 320)
-            x = F.relu(self.fc1(x))
-            x = F.dropout(x, training=self.training)
-            return F.log_softmax(self.fc2(x), dim=1)
-
+    from bench_compile import make_mnist_net   # the one definition of the seed CNN in benchmarks/
+    F = torch.nn.functional
     rng = np.random.default_rng(seed)
     x = torch.tensor(rng.standard_normal((batch, 1, 28, 28)).astype(np.float32))
     y = torch.tensor(rng.integers(0, 10, batch).astype(np.int64))
-    model = Net()
+    model = make_mnist_net(torch)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
 
     def step():
