@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +42,12 @@ from ember.passes.program import EagerStep, ExternStep, KernelStep, Program
 from . import blas
 
 __all__ = ["Executor", "NumpyRunner", "LLVMRunner", "generate_source", "get_runner", "identifiers"]
+
+# For ember.profiler: every live Executor, and callbacks run on each new one.  The profiler swaps the
+# step functions in an executor's `env` (its generated code's globals) while it records, so the
+# hot path never checks for it.
+LIVE: "weakref.WeakSet[Executor]" = weakref.WeakSet()
+ON_CREATE: list = []
 
 
 # ==================================================================================== runners
@@ -294,6 +301,10 @@ class Executor:
         exec(code, env)
         self._fn = env[f"run_{program.graph.name}"]
         self._steps = {s.name: s for s in program.steps}
+        self.env = env
+        LIVE.add(self)
+        for hook in ON_CREATE:
+            hook(self)
 
     @property
     def memory_bytes(self) -> int:
