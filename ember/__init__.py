@@ -117,14 +117,12 @@ _deterministic = False
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for ember's compiled kernels and numpy's BLAS (torch.set_num_threads)."""
+    """Threads for ember's compiled kernels and matrix products (torch.set_num_threads); numpy's
+    BLAS itself stays on one thread, ember splits large products (ember/runtime/blas_threads.py)."""
     import os
     if n < 1:
         raise ValueError("set_num_threads expects a positive integer")
     os.environ["EMBER_NUM_THREADS"] = str(n)
-    from .runtime import blas_threads
-    blas_threads._default = n
-    blas_threads.set_threads(n)
 
 
 def get_num_threads() -> int:

@@ -10,7 +10,9 @@ In: whatever runs inside the `with` block.  Out: events (name, kind, start/end, 
 their per-name averages as a table.  Kinds:
   kernel   a generated (fused) kernel of a compiled program: `<graph>.<kernel name>`; bytes are what
            it reads and writes, each buffer once (Kernel.bytes_moved)
-  extern   a library call of a compiled program (GEMM, convolution) with its fused epilogue; GFLOP/s
+  extern   a library call of a compiled program (GEMM, convolution); GFLOP/s.  Its fused epilogue
+           (bias, activation, ...) is a kernel row of its own, `<graph>.<extern name>.epilogue`,
+           nested inside it (the extern's self time is the library call alone)
   eager    a compiled program's eager fallback step, or an eager op (ember.frontend.dispatch);
            bytes are its input and output arrays
   user     a range marked with `record_function(name)`
@@ -244,8 +246,10 @@ def _step_costs(step) -> tuple[str, int, int, bool]:
     k = getattr(step, "kernel", None)
     if k is None:
         return "eager", 0, 0, True
-    if hasattr(k, "epilogue"):              # ExternKernel: a library call (+ fused epilogue)
-        return "extern", int(k.bytes_moved), int(k.flops), False
+    if hasattr(k, "epilogue"):              # ExternKernel: the library call (its epilogue is timed apart)
+        ext = k.inputs + [k.output]
+        flops = int(k.flops) - (int(k.epilogue.flops) if k.epilogue is not None else 0)
+        return "extern", sum(int(b.nbytes) for b in ext), flops, False
     return "kernel", int(k.bytes_moved), int(k.flops), False
 
 
@@ -328,6 +332,11 @@ class profile:
             kind, nbytes, flops, measure = _step_costs(s)
             env[key] = _timed(self._rec, name, kind, fn, nbytes, flops, measure)
             swapped[key] = fn
+            ep = getattr(fn, "epilogue", None)            # an ExternCallable: time its epilogue too
+            if ep is not None and getattr(ep, "__wrapped__", None) is None and hasattr(ep, "kernel"):
+                k = ep.kernel
+                fn.epilogue = _timed(self._rec, name + ".epilogue", "kernel", ep, int(k.bytes_moved), int(k.flops))
+                self._restore.append(lambda f=fn, e=ep: setattr(f, "epilogue", e))
         ref = weakref.ref(ex)
 
         def put_back():

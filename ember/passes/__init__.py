@@ -22,6 +22,7 @@ from .manager import (DEFAULT_PASSES, PASSES, Pass, PassError, PassTiming, Pipel
 from . import canonicalize as _canonicalize, constant_fold as _constant_fold, cse as _cse  # noqa: F401
 from . import dce as _dce, decompose as _decompose, movement as _movement  # noqa: F401
 from .fusion import FusionOptions, classify, fuse
+from .loop_order import reorder_program
 from .memory import MemoryPlan, plan_memory
 from .program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
@@ -58,6 +59,7 @@ def compile_graph(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=N
     if fusion is None:
         fusion = FusionOptions(alias_outputs=alias_outputs)
     program = fuse(g, fusion)
+    reorder_program(program)     # contiguous innermost loops (ember/passes/loop_order.py)
     t1 = time.perf_counter()
     plan_memory(program, inplace=inplace)
     t2 = time.perf_counter()

@@ -1,10 +1,14 @@
-"""numpy's BLAS thread count, per call: small GEMMs run on one thread.
+"""numpy's BLAS on one thread; large products split across ember's worker threads instead.
 
-OpenBLAS splits even tiny products across its threads; when the cores are busy (another process, our
-own kernel thread pool) that costs far more than the product itself — measured here: a
-(64,50)@(50,320) product took 28 ms with threads contending vs 0.02 ms on one thread. `gemm_threads`
-picks 1 thread below a work threshold and the default above it. It talks to the OpenBLAS that numpy
-bundles (scipy_openblas) through ctypes; with any other BLAS it does nothing.
+OpenBLAS splits even tiny products across its threads, and its threads spin after each call: when
+the cores are busy (another process, our own kernel threads) that costs far more than the product
+itself -- measured here: a (64,50)@(50,320) product took 28 ms with threads contending vs 0.02 ms
+on one thread.  So numpy's OpenBLAS (scipy_openblas, reached through ctypes; with any other BLAS
+this does nothing) is set to one thread, and `matmul` cuts a product of at least
+PARALLEL_GEMM_FLOPS into row, column or batch blocks run by ember/runtime/workers.py: the same
+sleeping workers and dynamic chunk claiming as the compiled kernels, so one descheduled thread
+cannot stall the product and no BLAS thread spins while the next kernel runs.  numpy's matmul
+releases the GIL inside BLAS, so the blocks run in parallel.
 """
 from __future__ import annotations
 
@@ -14,7 +18,11 @@ import os
 
 import numpy as np
 
-SMALL_GEMM_FLOPS = 8e6   # below this a product runs on one BLAS thread
+from . import workers
+
+SMALL_GEMM_FLOPS = 8e6        # kept for compatibility: products below this never split
+PARALLEL_GEMM_FLOPS = 4e6     # products of at least this many flops are split across ember's workers
+MIN_BLOCK = 32                # rows / columns per block (BLAS kernels want whole register tiles)
 
 _set = None
 _default = None
@@ -53,21 +61,51 @@ def set_threads(n: int) -> None:
 
 
 def gemm_threads(m: int, n: int, k: int, batch: int = 1) -> None:
-    """Choose the thread count for an (m x k) @ (k x n) product, `batch` times."""
-    if not _set:
-        return
-    set_threads(1 if 2.0 * m * n * k * batch < SMALL_GEMM_FLOPS else _default)
+    """numpy's BLAS runs on one thread inside ember (see the module docstring)."""
+    if _set:
+        set_threads(1)
+
+
+def _blocks(size: int, threads: int) -> int:
+    return max(1, min(workers.CHUNKS_PER_THREAD * threads, size // MIN_BLOCK))
 
 
 def matmul(a, b, out=None):
-    """np.matmul with the thread rule above (numpy arrays; other array types pass straight through).
-    (Folding a 2-D @ batched product into one GEMM was measured slower here: the copies cost more.)"""
+    """np.matmul, split across ember's worker threads when large (numpy arrays; other array types
+    pass straight through).  (Folding a 2-D @ batched product into one GEMM was measured slower
+    here: the copies cost more.)"""
     if a.__class__ is not np.ndarray:
         return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
-    if _set and a.ndim >= 2 and b.ndim >= 2:
-        batch = 1
-        for s in (a.shape[:-2] if a.ndim >= b.ndim else b.shape[:-2]):
-            batch *= s
-        gemm_threads(a.shape[-2], b.shape[-1], a.shape[-1], batch)
+    if _set and _current != 1:
+        set_threads(1)
     with np.errstate(invalid="ignore", over="ignore"):   # inf/nan propagate silently, as in PyTorch
-        return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+        if a.ndim < 2 or b.ndim < 2 or b.__class__ is not np.ndarray:
+            return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = 1
+        for d in lead:
+            batch *= d
+        threads = workers.num_threads()
+        if threads < 2 or 2.0 * m * n * k * batch < PARALLEL_GEMM_FLOPS or workers.backing_off():
+            return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+        if out is None:
+            out = np.empty(lead + (m, n), dtype=np.result_type(a, b))
+        if lead and lead[0] >= 2 * threads and a.ndim == b.ndim:
+            nb = min(lead[0], workers.CHUNKS_PER_THREAD * threads)
+            cut = [lead[0] * i // nb for i in range(nb + 1)]
+            pa = (lambda i: a[cut[i]:cut[i + 1]]) if a.shape[0] > 1 else (lambda i: a)
+            pb = (lambda i: b[cut[i]:cut[i + 1]]) if b.shape[0] > 1 else (lambda i: b)
+            blocks = lambda i: np.matmul(pa(i), pb(i), out=out[cut[i]:cut[i + 1]])  # noqa: E731
+        elif n >= m:
+            nb = _blocks(n, threads)
+            cut = [n * i // nb for i in range(nb + 1)]
+            blocks = lambda i: np.matmul(a, b[..., cut[i]:cut[i + 1]], out=out[..., cut[i]:cut[i + 1]])  # noqa: E731
+        else:
+            nb = _blocks(m, threads)
+            cut = [m * i // nb for i in range(nb + 1)]
+            blocks = lambda i: np.matmul(a[..., cut[i]:cut[i + 1], :], b, out=out[..., cut[i]:cut[i + 1], :])  # noqa: E731
+        if nb < 2:
+            return np.matmul(a, b, out=out)
+        workers.parallel_for(blocks, nb, threads)
+        return out

@@ -54,8 +54,12 @@ def test_kernel_rows_match_the_program_and_times_add_up():
     rows = prof.key_averages()
     kernels = [r for r in rows if r.kind == "kernel"]
     externs = [r for r in rows if r.kind == "extern"]
-    assert len(kernels) == len(_steps(cf, "KernelStep")) > 0
+    # generated kernels: the kernel steps and the fused epilogues of the library calls
+    epilogues = [s for s in _steps(cf, "ExternStep") if s.kernel.epilogue is not None]
+    assert epilogues
+    assert len(kernels) == len(_steps(cf, "KernelStep")) + len(epilogues)
     assert len(externs) == len(_steps(cf, "ExternStep")) > 0
+    assert sum(r.key.endswith(".epilogue") for r in kernels) == len(epilogues)
     for r in kernels + externs:
         assert r.count == calls, r
         assert r.self_cpu_time_total > 0 and r.cpu_time > 0

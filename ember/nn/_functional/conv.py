@@ -1,8 +1,14 @@
 """Convolutions, im2col (unfold/fold) and padding, built on the `pad`, `windows` and `fold` primitives.
 
-conv: pad -> windows (a strided view [N, C, *out, *kernel]) -> a batched GEMM against the weight
-([O, C*K] @ [N, C*K, L] -> [N, O, L], already in contiguous NCHW order) -> bias. Groups add a group
-dimension to the same GEMM.
+conv, eager: pad -> windows (a strided view [N, C, *out, *kernel]) -> a batched GEMM against the
+weight ([O, C*K] @ [N, C*K, L] -> [N, O, L], already in contiguous NCHW order) -> bias.
+conv, traced (ember.compile): the same windows, but the columns are laid out with the batch
+innermost, [C*K, *out, N], and one GEMM per group gives [O, *out, N], returned as an [N, O, *out]
+permuted view.  In compiled code a permute is only an index map, so every kernel that touches a
+window -- im2col, the pooling that follows, the fold of the input gradient -- loops over the batch
+innermost: each window offset is then a contiguous, vectorisable run of N values, and no window
+needs a bounds mask per element (see ember/passes/decompose.py and pooling.py).
+Groups add a group dimension to the same GEMM.
 conv_transpose is the adjoint: one GEMM to [N, O, *in, *kernel] patches, then `fold` sums them.
 """
 from __future__ import annotations
@@ -12,7 +18,7 @@ import math
 import numpy as np
 
 from ...frontend.dispatch import apply as P
-from ._util import Tensor, const, ntuple
+from ._util import Tensor, const, is_tracing, ntuple
 
 
 def _check_conv_input(input, weight, groups, nd, op, transposed=False):
@@ -75,6 +81,9 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
     if any(lo or hi for lo, hi in pads):
         x = P("pad", x, pads=((0, 0), (0, 0)) + tuple(pads), value=0.0)
     w = P("windows", x, kernel=kernel, stride=stride, dilation=dilation)      # [N, C, *out, *k]
+    if is_tracing():
+        y = _conv_batch_last(w, weight, bias, groups, nd)
+        return P("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
     out_sp = tuple(w.shape[2:2 + nd])
     L = math.prod(out_sp)
     K = math.prod(kernel)
@@ -100,6 +109,30 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
     if unbatched:
         y = P("reshape", y, shape=tuple(y.shape[1:]))
     return y
+
+
+def _conv_batch_last(w: Tensor, weight: Tensor, bias, groups: int, nd: int) -> Tensor:
+    """Traced convolution from its windows w [N, C, *out, *k]: columns [G, Cg*K, L*N] (batch
+    innermost), one GEMM with the weight [G, O/G, Cg*K], bias, and the [O, *out, N] result handed
+    back as an [N, O, *out] permuted view (see the module docstring)."""
+    N, C = w.shape[0], w.shape[1]
+    out_sp, kernel = tuple(w.shape[2:2 + nd]), tuple(w.shape[2 + nd:])
+    L, K = math.prod(out_sp), math.prod(kernel)
+    O, G = weight.shape[0], groups
+    Cg = C // G
+    k_dims = tuple(range(2 + nd, 2 + 2 * nd))
+    o_dims = tuple(range(2, 2 + nd))
+    cols = P("permute", w, dims=(1,) + k_dims + o_dims + (0,))                  # [C, *k, *out, N]
+    if G == 1:
+        cols = P("reshape", cols, shape=(C * K, L * N))
+        y = P("matmul", P("reshape", weight, shape=(O, C * K)), cols)            # [O, L*N]
+    else:
+        cols = P("reshape", cols, shape=(G, Cg * K, L * N))
+        y = P("matmul", P("reshape", weight, shape=(G, O // G, Cg * K)), cols)   # [G, O/G, L*N]
+    y = P("reshape", y, shape=(O,) + out_sp + (N,))
+    if bias is not None:
+        y = P("add", y, P("reshape", bias, shape=(O,) + (1,) * (nd + 1)))
+    return P("permute", y, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))       # [N, O, *out]
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
