@@ -85,3 +85,23 @@ def test_split_products_equal_numpy(monkeypatch, shape_a, shape_b):
     out = np.empty_like(got)
     assert blas_threads.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, got, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("shape_a,shape_b,transpose_b", [((10, 25), (25, 36864), False),   # column blocks
+                                                         ((10, 36864), (25, 36864), True),  # k blocks
+                                                         ((20, 4096), (250, 4096), True),   # transposed
+                                                         ((3, 5), (5, 7), False)])           # plain
+def test_blocked_products_equal_numpy(monkeypatch, threads, shape_a, shape_b, transpose_b):
+    monkeypatch.setenv("EMBER_NUM_THREADS", threads)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(shape_a).astype(np.float32)
+    b = rng.standard_normal(shape_b).astype(np.float32)
+    b = b.T if transpose_b else b
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    got = blas_threads.matmul(a, b)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    # the blocks depend on the shape only: the same bits on any number of threads
+    monkeypatch.setenv("EMBER_NUM_THREADS", "3")
+    np.testing.assert_array_equal(blas_threads.matmul(a, b), got)

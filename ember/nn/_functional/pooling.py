@@ -162,8 +162,8 @@ def _max_pool_eager(input, k, s, d, outs, pads):
                                  for o, di, si, oi in zip(off, d, s, outs))
         v = a[sl]
         if out is None:
-            out = v.copy()
-            arg = xp.zeros(out.shape, dtype=np.int16 if len(offsets) > 127 else np.int8)
+            out = v.copy(order="K")     # keep the input's memory order (batch-last after a conv)
+            arg = xp.zeros_like(out, dtype=np.int16 if len(offsets) > 127 else np.int8)
             continue
         win = v > out
         if input.dtype.is_floating_point:
@@ -181,6 +181,8 @@ def _max_pool_eager(input, k, s, d, outs, pads):
         lead = pads[:-nd]
 
         def vjp(g, o, x):
+            if xp is np and not ag.is_grad_enabled():
+                return (_max_pool_grad_numpy(g, a, arg, k, s, d, outs, pads, input.device),)
             shape = tuple(g.shape)
             one = (1,) + shape
             gk = P("where", P("eq", P("reshape", argt, shape=one), kids), P("reshape", g, shape=one), 0.0)
@@ -206,6 +208,26 @@ def _max_pool_eager(input, k, s, d, outs, pads):
             return (gx,)
         attach_node(y, "max_pool", vjp, {}, (input,), "")
     return y
+
+
+def _max_pool_grad_numpy(g, a, arg, k, s, d, outs, pads, device):
+    """Plain backward (no create_graph) of _max_pool_eager in numpy: g goes to the offset that won
+    each window, one strided write per offset, in the memory order of the (padded) input `a`."""
+    ga = g._data
+    dx = np.zeros_like(a, dtype=ga.dtype)
+    disjoint = all(si >= di * (ki - 1) + 1 for si, di, ki in zip(s, d, k))   # windows do not overlap
+    zero = np.zeros((), ga.dtype)
+    for kid, off in enumerate(itertools.product(*(range(ki) for ki in k))):
+        sl = (Ellipsis,) + tuple(slice(o * di, o * di + si * (oi - 1) + 1, si)
+                                 for o, di, si, oi in zip(off, d, s, outs))
+        part = _select(np, arg == kid, ga, zero)
+        if disjoint:
+            dx[sl] = part
+        else:
+            dx[sl] += part
+    if any(lo or hi for lo, hi in pads):
+        dx = dx[tuple(slice(lo, n - hi) for (lo, hi), n in zip(pads, dx.shape))]
+    return _wrap(dx, device)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
