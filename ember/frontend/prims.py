@@ -493,7 +493,16 @@ def _index_add(xp, x, idx, src, dim):
     flat_idx = idx.reshape(-1)
     src = src.reshape(x.shape[:dim] + (flat_idx.size,) + x.shape[dim + 1:])
     if dim == 0 and xp is np:
-        np.add.at(out, flat_idx, src)
+        if flat_idx.size >= 64 and src.ndim > 1:
+            # np.add.at adds one row at a time (1.2 ms for an embedding gradient of 1024 rows of
+            # 128 here); sorting the rows by index and summing each run with reduceat: ~0.1 ms.
+            # Stable sort: rows of one index are summed in their original order.
+            order = np.argsort(flat_idx, kind="stable")
+            keys = flat_idx[order]
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            out[keys[starts]] += np.add.reduceat(src[order], starts, axis=0)
+        else:
+            np.add.at(out, flat_idx, src)
     else:
         _add_at(xp, out, (slice(None),) * dim + (flat_idx,), src)
     return out

@@ -21,6 +21,10 @@ In: a captured Graph.  Out: the same Graph (in place) without
   - a sum over the leading dims of a value that is materialised anyway (a bias gradient): a
     product with a row of ones, so BLAS reads it once, contiguously (a kernel would reduce over its
     strided leading axis)
+  - any other sum over leading dims of at most LEADING_ADDS_MAX rows (a positional embedding's
+    gradient, summed over a batch of 16): the rows added one by one (a balanced tree), so the
+    kernel loops over the contiguous trailing axis innermost, vectorised, instead of reducing with
+    a stride of a whole row
 Scan ops (cumsum) and the other primitives are left as they are: the graph vocabulary is the
 primitive set of ember/ir/ops.py, so most composites (softmax, layer_norm, ...) arrive decomposed.
 """
@@ -53,7 +57,7 @@ def decompose(g: Graph) -> bool:
             changed = True
         elif n.op == "fold" and (_fold_to_movement(g, n) or _fold_to_taps(g, n) or _fold_to_window_sum(g, n)):
             changed = True
-        elif n.op == "sum" and _leading_sum_to_matmul(g, n):
+        elif n.op == "sum" and (_leading_sum_to_matmul(g, n) or _leading_sum_to_adds(g, n)):
             changed = True
     if changed:
         from .dce import dce
@@ -258,3 +262,35 @@ def _leading_sum_to_matmul(g: Graph, n) -> bool:
     ones = add("full", [], shape=(1, rows), value=1.0, dtype=x.dtype)
     prod = add("matmul", [ones, add("reshape", [x], shape=(rows, cols))])
     return replace_node(g, n, add("reshape", [prod], shape=tuple(n.shape)))
+
+
+LEADING_ADDS_MAX = 16     # leading rows up to which a sum becomes explicit adds
+LEADING_ADDS_MIN_ELEMENTS = 1 << 12
+
+
+def _leading_sum_to_adds(g: Graph, n) -> bool:
+    """sum(x, dims=(0..k-1)) over x[R..., C...] with R <= LEADING_ADDS_MAX -> x[0] + ... + x[R-1]."""
+    x = n.inputs[0]
+    nd = len(x.shape)
+    dims = n.attrs["dims"]
+    if dims is None or not x.dtype.is_floating_point:
+        return False
+    dims = tuple(sorted(d % nd for d in dims))
+    k = len(dims)
+    if k == 0 or k >= nd or dims != tuple(range(k)):
+        return False
+    rows = math.prod(x.shape[:k])
+    cols = tuple(x.shape[k:])
+    if not 2 <= rows <= LEADING_ADDS_MAX or math.prod(cols) * rows < LEADING_ADDS_MIN_ELEMENTS:
+        return False
+    meta = dict(n.meta)
+    add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    flat = add("reshape", [x], shape=(rows,) + cols)
+    terms = [add("reshape", [add("slice", [flat], starts=(r,) + (0,) * len(cols), stops=(r + 1,) + cols,
+                                  steps=(1,) * (len(cols) + 1))], shape=cols) for r in range(rows)]
+    while len(terms) > 1:             # a balanced tree: independent adds, no long dependency chain
+        terms = [add("add", terms[i:i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    out = terms[0]
+    if tuple(n.shape) != cols:        # keepdim
+        out = add("reshape", [out], shape=tuple(n.shape))
+    return replace_node(g, n, out)
