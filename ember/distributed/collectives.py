@@ -56,9 +56,15 @@ def _check_op(op, dtype, what: str) -> None:
                            f"got {np.dtype(dtype).name}")
 
 
+_DTYPE_CODES: dict = {}
+
+
 def _fp(a) -> tuple:
     """Ints describing an array: dtype, rank, shape."""
-    return (zlib.crc32(np.dtype(a.dtype).name.encode()), a.ndim) + tuple(int(s) for s in a.shape)
+    code = _DTYPE_CODES.get(a.dtype)
+    if code is None:
+        code = _DTYPE_CODES[a.dtype] = zlib.crc32(np.dtype(a.dtype).name.encode())
+    return (code, a.ndim, *a.shape)
 
 
 def _desc(t) -> str:
@@ -78,7 +84,7 @@ def _root(pg, rank, group_rank, what: str, name: str) -> int:
 
 
 def _agreed(pg, what: str, prepare):
-    """prepare() -> (fingerprint, description, payload); every rank agrees before data moves."""
+    """prepare() -> (fingerprint, description (lazy), payload); every rank agrees before data moves."""
     try:
         fp, desc, payload = prepare()
         err = None
@@ -116,7 +122,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
         a = _buffer(tensor, "all_reduce")
         _check_op(o, a.dtype, "all_reduce")
         be = pg.backend_for(tensor.device.type, "all_reduce")
-        return (o.value,) + _fp(a), f"all_reduce(op={o.name}) {_desc(tensor)}", (o, a, be)
+        return (o.value,) + _fp(a), lambda: f"all_reduce(op={o.name}) {_desc(tensor)}", (o, a, be)
     o, a, be = _agreed(pg, "all_reduce", prepare)
     return _finish(be.all_reduce(a, o, async_op), [(tensor, a)], async_op)
 
@@ -133,7 +139,7 @@ def reduce(tensor, dst: int = 0, op=ReduceOp.SUM, group=None, async_op: bool = F
         a = _buffer(tensor, "reduce")
         _check_op(o, a.dtype, "reduce")
         be = pg.backend_for(tensor.device.type, "reduce")
-        return (o.value, root) + _fp(a), f"reduce(dst={root}, op={o.name}) {_desc(tensor)}", (o, root, a, be)
+        return (o.value, root) + _fp(a), lambda: f"reduce(dst={root}, op={o.name}) {_desc(tensor)}", (o, root, a, be)
     o, root, a, be = _agreed(pg, "reduce", prepare)
     work = be.reduce(a, o, root, async_op)
     return _finish(work, [(tensor, a)] if pg.rank() == root else [], async_op)
@@ -156,7 +162,7 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bo
         be = pg.backend_for(output.device.type, "reduce_scatter")
         xp = _xp(out)
         flat = xp.concatenate([i.reshape(-1) for i in ins]) if ins[0].size else xp.empty(0, out.dtype)
-        return (o.value,) + _fp(out), f"reduce_scatter(op={o.name}) {_desc(output)}", (o, out, flat, be)
+        return (o.value,) + _fp(out), lambda: f"reduce_scatter(op={o.name}) {_desc(output)}", (o, out, flat, be)
     o, out, flat, be = _agreed(pg, "reduce_scatter", prepare)
     return _finish(be.reduce_scatter(out.reshape(-1), flat, o, async_op), [(output, out)], async_op)
 
@@ -176,8 +182,8 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
                              f"({pg.size()}) times the elements of output ({_desc(output)}), same dtype and device")
         _check_op(o, out.dtype, "reduce_scatter_tensor")
         be = pg.backend_for(output.device.type, "reduce_scatter_tensor")
-        return ((o.value,) + _fp(out) + _fp(inp), f"reduce_scatter_tensor(op={o.name}) {_desc(input)} -> "
-                f"{_desc(output)}", (o, out, inp, be))
+        return ((o.value,) + _fp(out) + _fp(inp),
+                lambda: f"reduce_scatter_tensor(op={o.name}) {_desc(input)} -> {_desc(output)}", (o, out, inp, be))
     o, out, inp, be = _agreed(pg, "reduce_scatter_tensor", prepare)
     return _finish(be.reduce_scatter(out.reshape(-1), inp.reshape(-1), o, async_op), [(output, out)], async_op)
 
@@ -193,7 +199,7 @@ def broadcast(tensor, src: int = 0, group=None, async_op: bool = False, group_sr
         root = _root(pg, src, group_src, "broadcast", "src")
         a = _buffer(tensor, "broadcast")
         be = pg.backend_for(tensor.device.type, "broadcast")
-        return (root,) + _fp(a), f"broadcast(src={root}) {_desc(tensor)}", (root, a, be)
+        return (root,) + _fp(a), lambda: f"broadcast(src={root}) {_desc(tensor)}", (root, a, be)
     root, a, be = _agreed(pg, "broadcast", prepare)
     work = be.broadcast(a, root, async_op)
     return _finish(work, [(tensor, a)] if pg.rank() != root else [], async_op)
@@ -214,7 +220,7 @@ def all_gather(tensor_list, tensor, group=None, async_op: bool = False):
         be = pg.backend_for(tensor.device.type, "all_gather")
         xp = _xp(a)
         flat = xp.empty((pg.size(),) + a.shape, a.dtype)
-        return _fp(a), f"all_gather {_desc(tensor)}", (a, outs, flat, be)
+        return _fp(a), lambda: f"all_gather {_desc(tensor)}", (a, outs, flat, be)
     a, outs, flat, be = _agreed(pg, "all_gather", prepare)
 
     def scatter_out():
@@ -239,8 +245,8 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op: bo
                              f"have world size ({pg.size()}) times the elements of input_tensor "
                              f"({_desc(input_tensor)}), same dtype and device")
         be = pg.backend_for(input_tensor.device.type, "all_gather_into_tensor")
-        return _fp(inp) + _fp(out), f"all_gather_into_tensor {_desc(input_tensor)} -> {_desc(output_tensor)}", \
-            (out, inp, be)
+        return (_fp(inp) + _fp(out), lambda: f"all_gather_into_tensor {_desc(input_tensor)} -> {_desc(output_tensor)}",
+                (out, inp, be))
     out, inp, be = _agreed(pg, "all_gather_into_tensor", prepare)
     return _finish(be.all_gather(out.reshape(-1), inp.reshape(-1), async_op), [(output_tensor, out)], async_op)
 
@@ -264,7 +270,7 @@ def gather(tensor, gather_list=None, dst: int = 0, group=None, async_op: bool = 
         elif gather_list:
             raise ValueError("Argument ``gather_list`` must NOT be specified on non-destination ranks.")
         be = pg.backend_for(tensor.device.type, "gather")
-        return (root,) + _fp(a), f"gather(dst={root}) {_desc(tensor)}", (root, a, outs, flat, be)
+        return (root,) + _fp(a), lambda: f"gather(dst={root}) {_desc(tensor)}", (root, a, outs, flat, be)
     root, a, outs, flat, be = _agreed(pg, "gather", prepare)
 
     def scatter_out():
@@ -293,7 +299,7 @@ def scatter(tensor, scatter_list=None, src: int = 0, group=None, async_op: bool 
         elif scatter_list:
             raise ValueError("Argument ``scatter_list`` must NOT be specified on non-source ranks.")
         be = pg.backend_for(tensor.device.type, "scatter")
-        return (root,) + _fp(a), f"scatter(src={root}) {_desc(tensor)}", (root, a, flat, be)
+        return (root,) + _fp(a), lambda: f"scatter(src={root}) {_desc(tensor)}", (root, a, flat, be)
     root, a, flat, be = _agreed(pg, "scatter", prepare)
     return _finish(be.scatter(a.reshape(-1), flat, root, async_op), [(tensor, a)], async_op)
 

@@ -27,6 +27,9 @@ __all__ = ["ProcessGroup", "Backend", "GroupMember", "group", "init_process_grou
 
 default_pg_timeout = datetime.timedelta(minutes=30)
 
+_WIDTH = 16              # ints per agreement fingerprint: flag, call, op/root, dtype, rank, dims (hashed beyond)
+_CODES: dict = {}
+
 _NOT_INIT = ("Default process group has not been initialized, please make sure to call init_process_group.")
 
 
@@ -157,23 +160,26 @@ class ProcessGroup:
         return self._mpi
 
     # ----------------------------------------------------------------------- agreement check
-    def agree(self, what: str, fingerprint: tuple | None, desc: str, error: BaseException | None) -> None:
+    def agree(self, what: str, fingerprint: tuple | None, desc, error: BaseException | None) -> None:
         """Raise on every rank when any rank failed its local checks (`error`) or the ranks are not
-        calling the same thing (`fingerprint`: ints naming the collective, dtype, shape, root, op)."""
+        calling the same thing (`fingerprint`: ints naming the collective, dtype, shape, root, op).
+        desc: this rank's call in words (or a function making it), for the error message."""
         if self._size == 1 or self._mpi is None:
             if error is not None:
                 raise error
             return
-        code = zlib.crc32(what.encode())
-        fp = [1 if error is not None else 0, code] + ([int(x) for x in fingerprint] if fingerprint else [])
-        width = 24
-        fp = (fp + [-1] * width)[:width] if len(fp) <= width else fp[:width - 1] + [zlib.crc32(repr(fp).encode())]
-        v = np.array(fp, np.int64)
-        both = self._mpi.max_int64(np.concatenate([v, -v]), f"{what} (checking that every rank makes the same call)")
+        code = _CODES.get(what)
+        if code is None:
+            code = _CODES[what] = zlib.crc32(what.encode())
+        fp = [1 if error is not None else 0, code, *(fingerprint or ())]
+        fp = fp + [-1] * (_WIDTH - len(fp)) if len(fp) <= _WIDTH else fp[:_WIDTH - 1] + [zlib.crc32(repr(fp).encode())]
+        # one MAX all-reduce of (v, -v) gives every rank both the max and the min of each entry
+        both = self._mpi.max_int64(np.array(fp + [-x for x in fp], np.int64),
+                                   f"{what} (checking that every rank makes the same call)").tolist()
         failed = both[0] > 0
-        same = np.array_equal(both[:width], -both[width:])
-        if not failed and same:
+        if not failed and both[:_WIDTH] == [-x for x in both[_WIDTH:]]:
             return
+        desc = desc() if callable(desc) else desc
         reports = self._mpi.allgather_object((desc, None if error is None else f"{type(error).__name__}: {error}"))
         if error is not None:
             raise error
