@@ -89,7 +89,7 @@ Expressions also support Python operators (`v - m`, `e / s`, `x * 0.5`) and the 
 `binary`, `where`, `cast`, `reduce`.
 
 Extern kernels.  `ExternKernel(op, inputs, output, attrs, epilogue)` is a call the runtime makes
-through numpy (ember/runtime/blas.py): op in EXTERN_OPS (matmul, bmm, conv2d).  Its optional
+through numpy (ember/kernels/blas.py): op in EXTERN_OPS (matmul, bmm, conv2d).  Its optional
 `epilogue` is a normal Kernel whose first input is the extern's output buffer (same Buf object) and
 which writes the final outputs (bias add, activation): the extern result goes to a scratch buffer
 and the epilogue is compiled like any kernel.
