@@ -151,7 +151,7 @@ class Tracer:
                 self.consts.append(t)
             return n
         dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int) else dt.default_float)
-        v = bool(t) if dtype is dt.bool_ else int(t) if dtype.category == 1 else float(t)
+        v = bool(t) if dtype is dt.bool_ else int(t) if dtype.is_integer else float(t)
         return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype},
                               meta={"source": self.source or user_source()})
 
