@@ -41,20 +41,24 @@ def test_command_keeps_thread_settings_from_the_environment_and_checks_hosts():
 
 
 @needs_mpi
-def test_two_ranks_get_torchrun_variables(tmp_path):
+def test_two_ranks_get_torchrun_variables_and_a_failing_rank_fails_the_job(tmp_path):
     script = tmp_path / "show.py"
     script.write_text("import os, sys\n"
                       "v = [os.environ[k] for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE',\n"
                       "     'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'EMBER_NUM_THREADS')]\n"
                       "sys.stdout.write('ENV rank ' + ' '.join(v + sys.argv[1:]) + '\\n')\n"
-                      "if sys.argv[1:] == ['fail'] and v[0] == '1': raise SystemExit('rank 1 says no')\n")
-    env_cmd = [sys.executable, "-m", "ember.distributed.run", "--nproc-per-node", "2", "--timeout", "60"]
-    res = run_ranks(2, "", command=env_cmd + [str(script), "--x", "1"], timeout=90)
-    assert res.returncode == 0, str(res)
+                      "sys.stdout.flush()\n"
+                      "import ember.distributed as dist\n"
+                      "dist.init_process_group('mpi')\n"
+                      "dist.barrier()                 # both have printed\n"
+                      "if v[0] == '1': raise SystemExit('rank 1 says no')\n"
+                      "dist.barrier()                 # rank 0 waits here until the job is ended\n")
+    cmd = [sys.executable, "-m", "ember.distributed.run", "--nproc-per-node", "2", "--timeout", "60",
+           str(script), "--x", "1"]
+    res = run_ranks(2, "", command=cmd, timeout=90)
     lines = sorted(ln for ln in res.stdout.splitlines() if ln.startswith("ENV rank"))
     assert lines == ["ENV rank 0 0 2 2 1 1 1 --x 1", "ENV rank 1 1 2 2 1 1 1 --x 1"], str(res)
-    res = run_ranks(2, "", command=env_cmd + [str(script), "fail"], timeout=90)
-    assert res.returncode != 0 and not res.timed_out, str(res)
+    assert res.returncode != 0 and not res.timed_out and "rank 1 says no" in res.stderr, str(res)
 
 
 def test_bootstrap_reads_mpich_and_open_mpi_variables():
