@@ -155,8 +155,9 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bo
         o = as_op(op, "reduce_scatter")
         out = _buffer(output, "reduce_scatter", "output")
         if not isinstance(input_list, (list, tuple)) or len(input_list) != pg.size():
+            got = len(input_list) if isinstance(input_list, (list, tuple)) else repr(input_list)
             raise ValueError(f"ember.distributed.reduce_scatter: input_list must hold one tensor per rank "
-                             f"({pg.size()}), got {len(input_list) if isinstance(input_list, (list, tuple)) else input_list!r}")
+                             f"({pg.size()}), got {got}")
         ins = _same_kind(input_list, output, "reduce_scatter", "input_list")
         _check_op(o, out.dtype, "reduce_scatter")
         be = pg.backend_for(output.device.type, "reduce_scatter")

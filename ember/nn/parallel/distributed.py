@@ -30,7 +30,6 @@ import weakref
 
 import numpy as np
 
-from ... import distributed as dist
 from ...distributed import _tensors
 from ...distributed.process_group import resolve
 from ...distributed.reduce_op import ReduceOp
@@ -110,8 +109,8 @@ class DistributedDataParallel(Module):
                                "requires a gradient.")
         devices = {str(p.device) for p in module.parameters()}
         if len(devices) > 1:
-            raise ValueError(f"DistributedDataParallel: the module's parameters are on several devices {sorted(devices)}; "
-                             "put the module on one device (one GPU per process)")
+            raise ValueError(f"DistributedDataParallel: the module's parameters are on several devices "
+                             f"{sorted(devices)}; put the module on one device (one GPU per process)")
         dev = params[0].device
         if device_ids is not None:
             if dev.type == "cpu":
@@ -165,8 +164,9 @@ class DistributedDataParallel(Module):
                                    f"while rank {r} has inconsistent {len(theirs)} params.")
             for (n, s, dt), (n2, s2, dt2) in zip(mine, theirs):
                 if s != s2 or dt != dt2:
-                    raise RuntimeError(f"DDP expects same model across all ranks, but Rank {rank} has parameter {n} "
-                                       f"of shape {list(s)} ({dt}) while rank {r} has {n2} of shape {list(s2)} ({dt2}).")
+                    raise RuntimeError(f"DDP expects same model across all ranks, but Rank {rank} has parameter "
+                                       f"{n} of shape {list(s)} ({dt}) while rank {r} has {n2} of shape {list(s2)} "
+                                       f"({dt2}).")
 
     def _broadcast_states(self, tensors) -> None:
         """Copy rank 0's values of tensors into every rank's, coalesced per dtype (<= 250 MB per call)."""
