@@ -142,8 +142,10 @@ class DistributedDataParallel(Module):
         if init_sync and self._world > 1:
             self._broadcast_states([t for t in module.parameters()] + [b for b in module.buffers()])
         self._build_buckets()
-        ref = weakref.ref(self)
-        d["_hook_handles"] = [p.register_post_accumulate_grad_hook(_hook(ref, i)) for i, p in enumerate(self._params)]
+        handles: list = []
+        ref = weakref.ref(self, lambda _: [h.remove() for h in handles])   # a dropped wrapper unhooks
+        handles += [p.register_post_accumulate_grad_hook(_hook(ref, i)) for i, p in enumerate(self._params)]
+        d["_hook_handles"] = handles
         d["_fwd_sync"] = None              # the sync decision of the last eager forward (None: none seen)
         d["_unused"] = None                # parameter indices the last forward's output does not reach
         d["_eager_forward"] = False

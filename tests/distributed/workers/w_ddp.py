@@ -217,6 +217,16 @@ except RuntimeError as e:
     check("nothing to train", "doesn't have any parameter that requires a gradient" in str(e), str(e))
 check("state_dict keys", list(DDP(nn.Linear(2, 2)).state_dict()) == ["module.weight", "module.bias"])
 
+# dropping a wrapper takes its gradient hooks away with it
+import gc  # noqa: E402
+m = mlp(0)
+w = DDP(m)
+acc = m[0].weight._accumulator()
+n_hooks = len(acc.post_hooks)
+del w
+gc.collect()
+check("dropping the wrapper removes its hooks", n_hooks == 1 and not acc.post_hooks, f"{n_hooks} {acc.post_hooks}")
+
 dist.destroy_process_group()
 if failures:
     raise AssertionError(f"rank {R}: {len(failures)} of {count} checks failed:\n" + "\n".join(failures[:40]))
