@@ -17,9 +17,9 @@ import numpy as np
 import ember
 from ember import Tensor
 
-# the compiler internals export needs (they move to ember/compiler/ with issue 11: update them here)
+# the compiler internals export needs (the tracer is ember.compile's own: when these move, update them here)
 from ..frontend.dispatch import KERNELS                  # eager kernels, for constant folding
-from ..frontend.tracer import GraphBreak, Tracer, tracing
+from ..compiler.capture import GraphBreak, Tracer, tracing
 from ..ir.graph import Graph
 from ..passes.dce import dce
 

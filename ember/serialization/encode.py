@@ -241,8 +241,9 @@ def _global_name(obj, path, name=None, owner=None) -> list:
     if module is None or name is not None:
         module = _which_module(obj, qual)
     if qual is None or "<locals>" in qual or "<lambda>" in qual:
-        raise _unsaveable(obj if owner is None else owner, path, "it is defined inside a function (or is a lambda), so it cannot be "
-                                     "found by name when the file is loaded")
+        raise _unsaveable(obj if owner is None else owner, path, "it is defined inside a function (or is a "
+                                                                 "lambda), so it cannot be found by name when "
+                                                                 "the file is loaded")
     found = sys.modules.get(module)
     for part in qual.split("."):
         found = getattr(found, part, None)
