@@ -202,3 +202,24 @@ def test_module_state_dict_and_parameters_round_trip(tmp_path):
     assert isinstance(p, nn.Parameter) and p.requires_grad
     params = _rt(list(model.parameters()))
     assert all(isinstance(q, nn.Parameter) for q in params)
+
+
+class _Pipe:
+    """A stream that can only be read (no seek, no tell, no readinto), like a pipe or a socket."""
+
+    def __init__(self, data):
+        self._b = io.BytesIO(data)
+
+    def read(self, n=-1):
+        return self._b.read(n)
+
+
+def test_non_seekable_stream():
+    b = io.BytesIO()
+    ember.save({"w": ember.arange(5.0)}, b)
+    ember.save([1, ember.ones(2)], b)
+    p = _Pipe(b.getvalue())
+    assert ember.load(p)["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert ember.load(p)[1].tolist() == [1.0, 1.0]
+    with pytest.raises(RuntimeError, match="truncated/damaged"):
+        ember.load(_Pipe(b.getvalue()[:150]))

@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 
 from . import files
-from .decode import decode
+from . import allowlist
+from .decode import decode, global_names
 from .encode import encode
 from .format import (ALIGN, END, FORMAT_VERSION, MAGIC, PREFIX, READABLE_VERSIONS, CheckpointDamagedError,
                      check_dict, check_int, check_list, damaged, dtype_of)
-from .safe_globals import add_safe_globals, clear_safe_globals, get_safe_globals, safe_globals
+from .allowlist import add_safe_globals, clear_safe_globals, get_safe_globals, safe_globals
 
 __all__ = ["save", "load", "add_safe_globals", "safe_globals", "get_safe_globals", "clear_safe_globals",
-           "FORMAT_VERSION", "CheckpointDamagedError"]
+           "get_unsafe_globals_in_checkpoint", "FORMAT_VERSION", "CheckpointDamagedError"]
 
 
 # ---------------------------------------------------------------------------------------- save
@@ -104,6 +105,17 @@ def load(f, map_location=None, pickle_module=None, *, weights_only: bool | None 
 
 
 def _load(fh, path, map_location, weights_only, use_mmap):
+    src, meta, version = _read_header(fh, path)
+    nbytes = meta["data_nbytes"]
+    layout = _storage_layout(meta.get("storages"), nbytes, version, path)
+    storages = _read_storages(src, layout, nbytes, use_mmap, path)
+    if src.read(len(END), "end marker") != END:
+        raise damaged(path, "missing end marker")
+    return decode(meta["root"], storages, [d for _, _, _, d in layout], version, path, map_location, weights_only)
+
+
+def _read_header(fh, path):
+    """-> (Source positioned at the data section, checked header dict, format version)."""
     src = files.Source(fh, path)
     head = fh.read(PREFIX.size)
     src.pos += len(head)
@@ -134,11 +146,18 @@ def _load(fh, path, map_location, weights_only, use_mmap):
     nbytes = check_int(meta.get("data_nbytes"), path, "data size")
     src.skip(pad, "header padding")
     src.require(nbytes + len(END), "tensor data")
-    layout = _storage_layout(meta.get("storages"), nbytes, version, path)
-    storages = _read_storages(src, layout, nbytes, use_mmap, path)
-    if src.read(len(END), "end marker") != END:
-        raise damaged(path, "missing end marker")
-    return decode(meta["root"], storages, [d for _, _, _, d in layout], version, path, map_location, weights_only)
+    return src, meta, version
+
+
+def get_unsafe_globals_in_checkpoint(f) -> list[str]:
+    """The classes and functions a checkpoint names that a weights_only load would refuse now
+    (torch.serialization.get_unsafe_globals_in_checkpoint); reads only the header, runs nothing."""
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, "rb") as fh:
+            return get_unsafe_globals_in_checkpoint(fh)
+    _, meta, _ = _read_header(f, None)
+    allowed = allowlist.allowed()
+    return [n for n in global_names(meta["root"], None) if n not in allowed]
 
 
 def _storage_layout(entries, data_nbytes, version, path):

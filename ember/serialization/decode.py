@@ -4,7 +4,7 @@ In:  the parsed header root, the storages (1-D uint8 arrays), the format version
 Out: the saved object. Every malformed node raises the documented "truncated/damaged" error.
 
 Safety: with weights_only=True every class or function the file names ({"$global": ...}) must be on
-the allow-list (safe_globals.py); the names are checked in one pass over the header *before* anything
+the allow-list (allowlist.py); the names are checked in one pass over the header *before* anything
 is built, and the refusal names all of them. Only allowed classes are instantiated, and only allowed
 callables are called, as PyTorch's weights-only unpickler does. With weights_only=False names are
 imported like pickle does (the caller trusts the file).
@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from ..frontend.device import canonical, device as _device
 from ..frontend.tensor import Size, _wrap
-from . import safe_globals as sg
+from . import allowlist as sg
 from .format import CheckpointDamagedError, check_dict, check_int, check_list, damaged, dtype_of
 from .storages import view
 
@@ -65,7 +65,7 @@ class _Decoder:
     # ------------------------------------------------------------------------------ driver
     def run(self, root):
         if self.weights_only:
-            refused = [n for n in _global_names(root, self.path) if n not in self.allowed]
+            refused = [n for n in global_names(root, self.path) if n not in self.allowed]
             if refused:
                 raise sg.refusal(refused)
         from ..frontend import autograd as ag
@@ -334,7 +334,7 @@ def _target_device(saved: str, map_location):
     return canonical(map_location)
 
 
-def _global_names(root, path) -> list[str]:
+def global_names(root, path) -> list[str]:
     """Every dotted name a header's {"$global": [module, qualname]} nodes use, in order, once each."""
     seen: dict[str, None] = {}
     stack = [root]

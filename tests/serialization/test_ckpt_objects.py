@@ -203,3 +203,14 @@ def test_unsaveable_values_name_their_path():
 def test_foreign_pickles_are_still_refused():
     with pytest.raises(RuntimeError, match="never unpickles"):
         ember.load(io.BytesIO(pickle.dumps(nn.Linear(2, 2))), weights_only=False)
+
+
+def test_get_unsafe_globals_in_checkpoint(tmp_path):
+    m, _, _ = _trained()
+    ember.save({"model": m, "args": argparse.Namespace(lr=1)}, tmp_path / "m.pt")
+    names = ser.get_unsafe_globals_in_checkpoint(tmp_path / "m.pt")
+    assert names[0] == f"{Net.__module__}.Net" and "argparse.Namespace" in names
+    assert "collections.OrderedDict" not in names            # allowed by default
+    with ser.safe_globals(NET_CLASSES):
+        assert ser.get_unsafe_globals_in_checkpoint(tmp_path / "m.pt") == ["argparse.Namespace"]
+    assert ser.get_unsafe_globals_in_checkpoint(io.BytesIO(_bytes(m.state_dict()))) == []
