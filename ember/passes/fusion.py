@@ -1,7 +1,7 @@
 """Fusion: an optimised Graph -> a Program of kernel-IR kernels, extern calls and eager fallbacks.
 
 In: a Graph after the cleanup passes (ember/passes/manager.py).  Out: a `Program`
-(ember/passes/program.py): steps in execution order, each a `Kernel` (a fused loop nest), an
+(ember/ir/program.py): steps in execution order, each a `Kernel` (a fused loop nest), an
 `ExternKernel` (matmul through BLAS, with a fused epilogue kernel) or an `EagerStep` (an op the
 kernel IR cannot express, run by its eager kernel), plus FusionRecords saying what was fused,
 what was not and why.
@@ -53,7 +53,7 @@ from ember.ir.kernel import (Binary, Buf, Cast, Const, ExternKernel, IConst, IGa
 from ember.ir.ops import OPS
 
 from . import fusion_index as fi
-from .program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
+from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
 __all__ = ["fuse", "classify", "FusionOptions", "RECOMPUTE_BUDGET"]
 
