@@ -52,7 +52,7 @@ from ember.ir.kernel import (Binary, Buf, Cast, Const, ExternKernel, IConst, IGa
                              Load, Reduce, Store, Unary, Var, Where, UNARY_OPS, BINARY_OPS)
 from ember.ir.ops import OPS
 
-from . import fusion_index as fi
+from ember.ir import index as fi
 from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
 __all__ = ["fuse", "classify", "FusionOptions", "RECOMPUTE_BUDGET"]
@@ -657,9 +657,9 @@ class _Fuser:
         reduced axes; with broadcast=True (a realized elementwise value that grp reads broadcast)
         they are whatever outer axes n's index does not use."""
         idx = next(iter(self.req[n][grp].values()))
-        if any(v.kind == "r" for e in idx for v in fi.vars_of(e)):
+        if any(v.kind == "r" for e in idx for v in fi.index_vars(e)):
             return None
-        used = {v.name for e in idx for v in fi.vars_of(e)}
+        used = {v.name for e in idx for v in fi.index_vars(e)}
         ovars = [(f"o{k}", s) for k, s in enumerate(grp.outer) if s != 1]
         unused = [(name, s) for name, s in ovars if name not in used]
         if broadcast:

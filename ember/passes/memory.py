@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ember.ir.index import index_gathers, key_of
 from ember.ir.kernel import Load
-
-from .fusion_index import key_of
 from ember.ir.program import KernelStep, Program, ValueKind
 
 __all__ = ["MemoryPlan", "plan_memory"]
@@ -65,7 +64,6 @@ def _inplace_ok(step: KernelStep, out_name: str, in_name: str, program: Program)
     if not loads or any(ld.fill is not None or key_of(ld.index) != skey for ld in loads):
         return False
     # the input must not also be used as a gather index
-    from ember.ir.kernel import index_gathers
     for n in k.nodes:
         if isinstance(n, Load):
             for e in n.index:
