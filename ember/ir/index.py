@@ -191,6 +191,8 @@ _IPREC = {"+": 1, "*": 2, "//": 2, "%": 2}
 
 def format_index(e: IndexExpr) -> str:
     """Infix text with minimal parentheses; `a + b*-1` prints as `a - b`.  Iterative."""
+    if isinstance(e, Var):              # most indices are bare variables: skip the walk
+        return e.name
     out: dict[int, tuple[str, int]] = {}   # id -> (text, precedence)
     for node in index_postorder(e):
         if isinstance(node, Var):

@@ -8,9 +8,9 @@
     outs = Executor(program, runner="numpy").run(arrays)   # or runner="llvm"
 
 Pieces (one module each): manager (Pass, Pipeline, PASSES registry), decompose, canonicalize,
-movement, constant_fold, cse, dce (graph passes, in place), fusion (Graph -> Program of kernel IR),
-fusion_index (movement ops as index maps), memory (liveness-based buffer reuse); the Program data
-structure is ember.ir.program.
+movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
+kernel IR), memory (liveness-based buffer reuse).  The Program data structure is ember.ir.program,
+the index algebra fusion uses ember.ir.index.
 """
 from __future__ import annotations
 
