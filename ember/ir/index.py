@@ -126,7 +126,7 @@ class IGather(IndexExpr):
     __slots__ = ("buf", "index", "wrap")
 
     def __init__(self, buf: Buf, index: Sequence, wrap: bool = False):
-        if buf.dtype.category != 1:
+        if not buf.dtype.is_integer:
             raise TypeError(f"gather index buffer {buf.name} must have an integer dtype, got {buf.dtype.name}")
         self.buf = buf
         self.index = tuple(as_index(i) for i in index)

@@ -191,7 +191,7 @@ def _arange(n, idx, ctx):
     a = n.attrs
     i = ix.as_index(idx[0]) if idx else IConst(0)
     start, step = a["start"], a["step"]
-    if n.dtype.category != 2 and float(start).is_integer() and float(step).is_integer():
+    if not n.dtype.is_floating_point and float(start).is_integer() and float(step).is_integer():
         v = IndexValue(i * int(step) + int(start), dt.int64)
         return v if n.dtype is dt.int64 else Cast(v, n.dtype)
     v = Binary("add", Binary("mul", IndexValue(i, dt.float64), Const(float(step), dt.float64)),
@@ -218,7 +218,7 @@ def _where(n, idx, ctx):
 @lowering(*UNARY_OPS)
 def _unary(n, idx, ctx):
     x, = _args(n, idx, ctx)
-    if x.dtype.category != 2 and n.op in ("floor", "ceil", "round", "trunc"):
+    if not x.dtype.is_floating_point and n.op in ("floor", "ceil", "round", "trunc"):
         return x                                # integers are already whole
     if x.dtype is dt.bool_ and n.op in ("sign", "abs"):
         return x
