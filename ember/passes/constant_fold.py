@@ -18,7 +18,9 @@ from ember.ir.graph import Graph, Node
 from ember.ir.kernel_eval import BINARY_NP, UNARY_NP
 from ember.ir.ops import OPS
 
-from .manager import register_pass, replace_node
+from .dce import dce
+from .registry import register_pass
+from .rewrite import replace_node
 
 _MAX_REDUCE_NUMEL = 1 << 16
 
@@ -107,6 +109,5 @@ def constant_fold(g: Graph) -> bool:
         else:
             g.erase(f)
     if changed:
-        from .dce import dce
         dce(g)
     return changed
