@@ -1141,9 +1141,9 @@ def _unary_c(op: str, x: str, d: dt.DType) -> str:
             return x
         return f"({x} < 0 ? ember_neg<{c_type(d)}>({x}) : {x})"
     if op == "sign":
-        if is_f:
-            z = "0.0" if d is dt.float64 else "0.0f"
-            return f"({x} > {z} ? {one} : ({x} < {z} ? -{one} : {x}))"
+        if is_f:   # NaN and -0.0 give +0.0, as PyTorch
+            t = c_type(d)
+            return f"(({t})({x} > 0) - ({t})({x} < 0))"
         if d is dt.uint8 or d is dt.bool_:
             return f"({c_type(d)})({x} > 0)"
         return f"({c_type(d)})(({x} > 0) - ({x} < 0))"

@@ -443,10 +443,9 @@ class _KernelEmitter:
                 return x
             return b.select(b.icmp_signed("<", x, ir.Constant(ty, 0)), b.sub(ir.Constant(ty, 0), x), x)
         if op == "sign":
-            if is_f:
-                one, zero = ir.Constant(ty, 1.0), ir.Constant(ty, 0.0)
-                v = b.select(b.fcmp_ordered("<", x, zero), ir.Constant(ty, -1.0), x)   # NaN, +-0 stay
-                return b.select(b.fcmp_ordered(">", x, zero), one, v)
+            if is_f:   # (x > 0) - (x < 0): NaN and -0.0 give +0.0, as PyTorch
+                zero = ir.Constant(ty, 0.0)
+                return b.fsub(b.uitofp(b.fcmp_ordered(">", x, zero), ty), b.uitofp(b.fcmp_ordered("<", x, zero), ty))
             zero = ir.Constant(ty, 0)
             pos = b.zext(b.icmp_signed(">", x, zero) if not _unsigned(d) else b.icmp_unsigned(">", x, zero), ty)
             if _unsigned(d):
