@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..ir.ops import OPS, window_out
+from ..ir.ops import OPS
 from . import rng
 from ..runtime import blas_threads
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register
