@@ -4,8 +4,13 @@ turning into a silent eager fallback."""
 import numpy as np
 import pytest
 
+from ember.codegen.cuda import CUDA_BINARY, CUDA_UNARY
+from ember.codegen.llvm import LLVM_BINARY, LLVM_UNARY
 from ember.ir import kernel, kernel_eval
 from ember.ir.ops import KERNEL_BINARY, KERNEL_REDUCE, KERNEL_UNARY, OPS
+
+UNARY_TABLES = {"llvm": LLVM_UNARY, "cuda": CUDA_UNARY, "numpy": kernel_eval.UNARY_NP}
+BINARY_TABLES = {"llvm": LLVM_BINARY, "cuda": CUDA_BINARY, "numpy": kernel_eval.BINARY_NP}
 
 
 def test_every_kernel_op_has_a_reference():
@@ -17,10 +22,14 @@ def test_kernel_ir_op_sets_come_from_the_op_table():
     assert kernel.REDUCE_OPS == KERNEL_REDUCE
 
 
-@pytest.mark.parametrize("table, ops", [(kernel_eval.UNARY_NP, KERNEL_UNARY), (kernel_eval.BINARY_NP, KERNEL_BINARY)],
-                         ids=["unary", "binary"])
-def test_numpy_evaluator_covers_the_kernel_ops(table, ops):
-    assert set(table) == set(ops)
+@pytest.mark.parametrize("backend", sorted(UNARY_TABLES))
+def test_every_kernel_unary_op_is_spelled(backend):
+    assert set(UNARY_TABLES[backend]) == set(KERNEL_UNARY)
+
+
+@pytest.mark.parametrize("backend", sorted(BINARY_TABLES))
+def test_every_kernel_binary_op_is_spelled(backend):
+    assert set(BINARY_TABLES[backend]) == set(KERNEL_BINARY)
 
 
 def test_costs():
