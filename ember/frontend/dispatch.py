@@ -30,7 +30,7 @@ def input_at(i: int) -> str:
     return str(i)
 
 
-tracer = None          # the active tracer (ember/frontend/tracer.py) or None
+tracer = None          # the active tracer (ember/compiler/capture.py) or None
 
 _mode = ag._mode
 

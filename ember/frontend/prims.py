@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir.ops import OPS
 from . import rng
-from ..runtime import blas_threads
+from ..kernels import blas_threads
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register
 from .tensor import Tensor
 

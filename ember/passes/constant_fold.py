@@ -47,9 +47,9 @@ def _evaluate(n: Node, vals):
     with np.errstate(all="ignore"):
         if d.kind == "binary":
             a, b = vals
-            if n.dtype.category == 1 and n.op in ("floor_divide", "remainder") and b == 0:
+            if n.dtype.is_integer and n.op in ("floor_divide", "remainder") and b == 0:
                 return None   # eager raises ZeroDivisionError: keep it for run time
-            if n.op == "pow" and n.dtype.category == 1 and b < 0:
+            if n.op == "pow" and n.dtype.is_integer and b < 0:
                 return None
         if d.kind == "reduce":
             return _reduce(n, d, vals[0])
