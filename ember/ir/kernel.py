@@ -21,6 +21,8 @@ from ember.ir import dtypes as dt
 from ember.ir.dtypes import DType
 from ember.ir.index import (IBin, IConst, IGather, IndexExpr, Var, as_index, index_gathers,  # noqa: F401
                             index_postorder, index_vars, o, r)
+from ember.ir.ops import (ARITH_BINARY, BOOL_UNARY, FLOAT_UNARY, KERNEL_BINARY, KERNEL_REDUCE, KERNEL_UNARY,
+                          SAME_UNARY)
 from ember.ir.walk import walk_postorder
 
 __all__ = [
@@ -33,16 +35,10 @@ __all__ = [
 # The code generators and the numpy oracle walk index trees through this name.
 _index_postorder = index_postorder
 
-FLOAT_UNARY = ("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "log1p",
-               "expm1", "reciprocal")
-SAME_UNARY = ("neg", "abs", "sign", "floor", "ceil", "round", "trunc")
-BOOL_UNARY = ("logical_not", "isnan", "isinf")
-UNARY_OPS = FLOAT_UNARY + SAME_UNARY + BOOL_UNARY
-ARITH_BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide")
-CMP_BINARY = ("eq", "ne", "lt", "le", "gt", "ge")
-LOGIC_BINARY = ("logical_and", "logical_or")
-BINARY_OPS = ARITH_BINARY + CMP_BINARY + LOGIC_BINARY
-REDUCE_OPS = ("sum", "max", "min", "prod", "argmax", "argmin")
+# the op sets are derived from the op table (ember/ir/ops.py rows with kernel_op)
+UNARY_OPS = KERNEL_UNARY
+BINARY_OPS = KERNEL_BINARY
+REDUCE_OPS = KERNEL_REDUCE
 EXTERN_OPS = ("matmul", "bmm", "conv2d")
 
 
