@@ -434,7 +434,7 @@ def probe_compile_time(kind: str) -> None:
     t0 = time.perf_counter()
     import importlib
     for mod in ("ember.passes", "ember.runtime.executor", "ember.runtime.cpu", "ember.codegen.llvm",
-                "ember.frontend.compiled_backend"):
+                "ember.compiler.backends"):
         try:
             importlib.import_module(mod)
         except Exception:  # noqa: BLE001 - a missing piece shows up in the compile itself

@@ -46,7 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from harness import NA, Stats, compare, fmt_ratio, loadavg, machine_info, markdown_table  # noqa: E402
+from harness import NA, Stats, compare, fmt_ratio, loadavg, machine_info, markdown_table, wait_quiet  # noqa: E402
 
 EAGER, COMPILED, TORCH, TCOMPILE = "ember eager", "ember compiled", "torch eager", "torch.compile"
 VARIANTS = (EAGER, COMPILED, TORCH, TCOMPILE)
@@ -331,6 +331,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gap", type=float, default=0.05, help="seconds between turns (default 0.05)")
     ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (minutes of compiling here)")
     ap.add_argument("--no-eager", action="store_true", help="skip ember eager")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="before each workload, wait up to S seconds for the 1-min load average to drop below "
+                         "0.75 x cores (shared machines)")
     ap.add_argument("--out", default=None, help="markdown file to write (default: benchmarks/STEPS.md for a full run)")
     ap.add_argument("--_worker", nargs=2, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_warmup", type=int, default=5, help=argparse.SUPPRESS)
@@ -356,7 +359,10 @@ def main(argv=None) -> int:
     for kind in only:
         if kind == "busy":
             continue
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet, log=log)
         log(f"{kind}: load average {loadavg()}")
+        load0 = loadavg()
         workers = start_workers(kind, variants, args.warmup, timeout=1200)
         try:
             samples = alternate(workers, args.rounds, args.steps, args.gap)
@@ -367,9 +373,12 @@ def main(argv=None) -> int:
         table, ver = step_table(kind, res)
         verdicts += ver
         notes = [f"- {v}: {n}" for v, w in workers.items() for n in w.notes]
-        parts += [f"## {kind}", "", table, "", f"load average at the end: {loadavg()}", ""] + notes + [""]
+        parts += [f"## {kind}", "", table, "", f"load average at the end: {loadavg()} (at the start: {load0})", ""] \
+            + notes + [""]
         log(table)
     if "busy" in only:
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet, log=log)
         log(f"busy: load average {loadavg()}")
         workers = start_workers("mnist_sgd", [COMPILED, TORCH], args.warmup, timeout=1200)
         quiet: dict = {v: [] for v in workers}

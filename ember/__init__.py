@@ -118,7 +118,7 @@ _deterministic = False
 
 def set_num_threads(n: int) -> None:
     """Threads for ember's compiled kernels and matrix products (torch.set_num_threads); numpy's
-    BLAS itself stays on one thread, ember splits large products (ember/runtime/blas_threads.py)."""
+    BLAS itself stays on one thread, ember splits large products (ember/kernels/blas_threads.py)."""
     import os
     if n < 1:
         raise ValueError("set_num_threads expects a positive integer")
@@ -160,12 +160,12 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "profiler"):
+                "serialization", "onnx", "profiler"):
         return _lazy(name)
     if name in ("autocast", "GradScaler"):
         return getattr(_lazy("amp"), name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain"):
-        return getattr(_lazy("frontend.compile"), name)
+        return getattr(_lazy("compiler"), name)
     raise AttributeError(f"module 'ember' has no attribute '{name}'")

@@ -14,10 +14,9 @@ keep their order (the first one is what the runtime splits across threads).
 """
 from __future__ import annotations
 
-from ember.ir.kernel import (Binary, Cast, Const, IndexValue, Kernel, Load, Store, Unary, Var, Where,
-                             topo_order)
-
-from . import fusion_index as fi
+from ember.ir import index as fi
+from ember.ir.kernel import Binary, Cast, Const, IndexValue, Kernel, Load, Store, Unary, Where, topo_order
+from ember.ir.index import Var, index_gathers
 
 __all__ = ["reorder_program", "reorder_kernel", "axis_scores"]
 
@@ -28,7 +27,7 @@ def axis_scores(k: Kernel) -> list[int]:
     scores = [0] * len(k.outer)
     accesses = [(n.buf, n.index) for n in k.nodes if isinstance(n, Load)] + [(s.buf, s.index) for s in k.stores]
     for buf, index in accesses:
-        if any(fi.vars_of(e) and _has_gather(e) for e in index):
+        if any(index_gathers(e) for e in index):
             continue
         flat = None
         stride = 1
@@ -38,16 +37,11 @@ def axis_scores(k: Kernel) -> list[int]:
             stride *= n
         if flat is None:
             continue
-        lin = fi._Simplifier(ranges).lin(flat)
-        for atom, coeff in lin.terms.values():
-            if isinstance(atom, Var) and atom.kind == "o" and coeff == 1:
-                scores[atom.axis] += buf.dtype.itemsize
+        flat = fi.simplify(flat, ranges)
+        for axis in range(len(k.outer)):
+            if fi.linear_coeff(flat, Var("o", axis)) == 1:
+                scores[axis] += buf.dtype.itemsize
     return scores
-
-
-def _has_gather(e) -> bool:
-    from ember.ir.kernel import index_gathers
-    return bool(index_gathers(e))
 
 
 def reorder_kernel(k: Kernel) -> Kernel:

@@ -8,7 +8,7 @@ run on contiguous numpy arrays in `kernel.args` order (inputs, then outputs, wri
     mod.run(x2.name, [a, b, bias, out])         # an ExternKernel: numpy GEMM + compiled epilogue
 
 Pipeline (compile_kernels):  kernel text -> cache key -> disk cache hit?  else codegen
-(ember/codegen/llvm.py) -> parse -> O3 new-PM pipeline with loop+SLP vectorisation for the host CPU
+(ember/codegen/llvm/) -> parse -> O3 new-PM pipeline with loop+SLP vectorisation for the host CPU
 -> object code -> cache.  The object is loaded into a fresh MCJIT engine owned by the
 CompiledModule: the engine (and so the machine code) lives exactly as long as that object, and
 every callable holds a reference to it.  There is no global engine.
@@ -17,7 +17,7 @@ Calls go through ctypes (which releases the GIL).  Buffer pointers are read with
 `__array_interface__['data'][0]` (reading `arr.ctypes.data` costs ~5 us).  When a kernel moves at
 least `PARALLEL_MIN_BYTES` (or runs `PARALLEL_MIN_FLOPS` scalar ops) and the first outer axis has
 more than one iteration, the outer range is cut into more chunks than threads (about
-CHUNK_BYTES each, at most CHUNKS_PER_THREAD per thread) and run by ember/runtime/workers.py on
+CHUNK_BYTES each, at most CHUNKS_PER_THREAD per thread) and run by ember/kernels/workers.py on
 EMBER_NUM_THREADS threads (default os.cpu_count()): the calling thread starts on the chunks at
 once and the workers, woken from their sleep, claim the rest one at a time -- so a worker that
 wakes late or is descheduled on a busy machine costs at most its current chunk, and nothing spins.
@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import os
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ember.codegen import llvm as cg
 from ember.ir.kernel import ExternKernel, Kernel
-from ember.runtime import blas, cache, workers
+from ember.kernels import blas, workers
+from ember.runtime import cache
 
 llvm = cg.llvm
 
@@ -60,7 +59,6 @@ CHUNKS_PER_THREAD = workers.CHUNKS_PER_THREAD   # ... and at most this many chun
 _TARGET = None
 _SYMBOLS_READY = False
 _MEMORY_CACHE: dict[str, bytes] = {}   # key -> object bytes (bytes only: no engines live here)
-_CODEGEN_FINGERPRINT = None
 
 
 def host_target() -> cg.TargetInfo:
@@ -68,19 +66,6 @@ def host_target() -> cg.TargetInfo:
     if _TARGET is None:
         _TARGET = cg.host_target()
     return _TARGET
-
-
-def _codegen_fingerprint() -> str:
-    """Hash of the code generator's sources: a change in codegen must not hit stale cache entries."""
-    global _CODEGEN_FINGERPRINT
-    if _CODEGEN_FINGERPRINT is None:
-        h = hashlib.sha256()
-        import ember.codegen.llvm_math as lm
-        import ember.ir.kernel as kir
-        for mod in (cg, lm, kir):
-            h.update(Path(mod.__file__).read_bytes())
-        _CODEGEN_FINGERPRINT = h.hexdigest()
-    return _CODEGEN_FINGERPRINT
 
 
 def _register_symbols() -> None:
@@ -137,7 +122,7 @@ def compile_kernels(kernels: Sequence, use_cache: bool = True) -> "CompiledModul
     target = host_target()
     times = {}
     t0 = time.perf_counter()
-    key = cache.cache_key(_source_text(kernels), target, extra=_codegen_fingerprint())
+    key = cache.cache_key(_source_text(kernels), target, extra=cache.codegen_fingerprint())
     obj = _MEMORY_CACHE.get(key) if use_cache else None
     source = "memory" if obj is not None else None
     if obj is None and use_cache:
@@ -284,7 +269,7 @@ class KernelCallable:
 
 
 class ExternCallable:
-    """numpy library call (ember/runtime/blas.py) followed by the compiled epilogue, if any."""
+    """numpy library call (ember/kernels/blas.py) followed by the compiled epilogue, if any."""
 
     def __init__(self, module: CompiledModule, ext: ExternKernel, epilogue: KernelCallable | None):
         self.module, self.ext, self.epilogue = module, ext, epilogue

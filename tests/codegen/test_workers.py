@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from ember.runtime import blas_threads, workers
+from ember.kernels import blas_threads, workers
 
 
 @pytest.fixture(autouse=True)
