@@ -286,7 +286,7 @@ def _leading_sum_to_adds(g: Graph, n) -> bool:
         return False
     meta = dict(n.meta)
     add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
-    flat = add("reshape", [x], shape=(rows,) + cols)
+    flat = x if k == 1 else add("reshape", [x], shape=(rows,) + cols)
     terms = [add("reshape", [add("slice", [flat], starts=(r,) + (0,) * len(cols), stops=(r + 1,) + cols,
                                   steps=(1,) * (len(cols) + 1))], shape=cols) for r in range(rows)]
     while len(terms) > 1:             # a balanced tree: independent adds, no long dependency chain
