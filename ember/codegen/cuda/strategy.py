@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ember.ir.kernel import Buf, IConst, IGather, IndexValue, Kernel, Load, Var, _index_postorder
+from ember.ir.index import domain_index_range as index_range, linear_coeff as _linear_coeff
+from ember.ir.kernel import Buf, IGather, IndexValue, Kernel, Load, Var, _index_postorder
 
 __all__ = ["LaunchSpec", "CudaProgram", "choose_strategy", "needs_idx64", "has_gather", "index_range",
            "nonneg", "is_identity", "BLOCK", "THREAD_MAX_INNER", "WARP_MAX_INNER", "SPLIT_MIN_INNER",
@@ -36,7 +37,6 @@ WARP_MAX_INNER = 2048       # ... up to this size one warp per point, longer row
 SPLIT_MIN_INNER = 1 << 16   # single-point reductions at least this long use the two-stage split
 SPLIT_PARTS_MAX = 512       # stage-one blocks of a split reduction
 _INT32_SAFE = (1 << 31) - (1 << 26)   # headroom for `i += stride` in grid-stride loops
-_I64_MIN = -(1 << 63)
 
 
 # ============================================================================ launch metadata
@@ -91,65 +91,8 @@ def has_gather(e) -> bool:
     return any(isinstance(n, IGather) for n in _index_postorder(e))
 
 
-def index_range(e, outer, inner) -> tuple[int, int]:
-    """Conservative interval of an index expression (gathers: the whole int64 range)."""
-    rng: dict[int, tuple[int, int]] = {}
-    big = (_I64_MIN, (1 << 63) - 1)
-    for n in _index_postorder(e):
-        if isinstance(n, Var):
-            size = (outer if n.kind == "o" else inner)[n.axis]
-            v = (0, max(size - 1, 0))
-        elif isinstance(n, IConst):
-            v = (n.value, n.value)
-        elif isinstance(n, IGather):
-            v = big
-        else:
-            a, b = rng[id(n.a)], rng[id(n.b)]
-            if n.op == "+":
-                v = (a[0] + b[0], a[1] + b[1])
-            elif n.op == "*":
-                c = [a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]]
-                v = (min(c), max(c))
-            elif n.op == "//":
-                v = (a[0] // b[0], a[1] // b[0])
-            else:
-                v = (0, b[0] - 1)
-        rng[id(n)] = v
-    return rng[id(e)]
-
-
 def nonneg(e, outer, inner) -> bool:
     return index_range(e, outer, inner)[0] >= 0
-
-
-def _linear_coeff(e, var: Var):
-    """Coefficient of `var` in an index expression that is affine in it, else None (or 0 if absent)."""
-    coeff: dict[int, object] = {}
-    for n in _index_postorder(e):
-        if isinstance(n, Var):
-            c = 1 if (n.kind, n.axis) == (var.kind, var.axis) else 0
-        elif isinstance(n, IConst):
-            c = 0
-        elif isinstance(n, IGather):
-            c = 0 if not any(isinstance(m, Var) and (m.kind, m.axis) == (var.kind, var.axis)
-                             for m in _index_postorder(n)) else None
-        else:
-            a, b = coeff[id(n.a)], coeff[id(n.b)]
-            if a is None or b is None:
-                c = None
-            elif n.op == "+":
-                c = a + b
-            elif n.op == "*":
-                if isinstance(n.b, IConst):
-                    c = a * n.b.value
-                elif isinstance(n.a, IConst):
-                    c = b * n.a.value
-                else:
-                    c = None if (a or b) else 0
-            else:
-                c = None if a else 0
-        coeff[id(n)] = c
-    return coeff[id(e)]
 
 
 def needs_idx64(k: Kernel) -> bool:
