@@ -5,7 +5,7 @@
     print(program)                            # kernels, externs, fallbacks, buffers, decisions
 
     from ember.runtime.executor import Executor
-    outs = Executor(program, runner="numpy").run(arrays)   # or runner="llvm"
+    outs = Executor(program, "numpy").run(arrays)   # or the device "llvm", "cuda"
 
 Pieces (one module each): manager (Pass, Pipeline, PASSES registry), decompose, canonicalize,
 movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
