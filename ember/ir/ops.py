@@ -7,7 +7,7 @@ One table that every layer derives its facts about an op from. Each `OpDef` row 
     with xp numpy or cupy). It is the eager kernel unless ember/frontend/prims.py registers one with
     its own speed tricks, the numpy kernel-IR evaluator (ember/ir/kernel_eval.py) and constant
     folding (ember/passes/constant_fold.py);
-  - `cost`: what recomputing the op inside another kernel costs fusion (ember/passes/fusion.py);
+  - `cost`: what recomputing the op inside another kernel costs fusion (ember/passes/fusion/decide.py);
   - `kernel_op`: whether kernel IR (ember/ir/kernel.py) has the op. KERNEL_UNARY / KERNEL_BINARY /
     KERNEL_REDUCE below are derived from it, and every code generator's op table must cover them
     (tests/codegen/test_op_tables.py).

@@ -17,7 +17,9 @@ from ember.ir import dtypes as dt
 from ember.ir.graph import Graph, Node
 from ember.ir.ops import OPS
 
-from .manager import register_pass, replace_node
+from .dce import dce
+from .registry import register_pass
+from .rewrite import replace_node
 
 _MAX_REDUCE_NUMEL = 1 << 16
 
@@ -94,6 +96,5 @@ def constant_fold(g: Graph) -> bool:
         else:
             g.erase(f)
     if changed:
-        from .dce import dce
         dce(g)
     return changed

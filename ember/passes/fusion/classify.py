@@ -3,8 +3,8 @@
 In: a graph Node (after the cleanup passes).  Out: `classify(n) -> (NodeClass, reason)`, where the
 class says how fusion treats the node (a buffer to read, a value to compute inside a kernel, a
 library call, an eager step) and `reason` says why an op is EAGER (it becomes the FusionRecord and
-the F001 diagnostic).  Also the per-node facts the later stages share: the reduced dims of a
-reduction and the recompute cost of one node.
+the F001 diagnostic).  Also the reduced dims of a reduction, which the later stages share.  (What
+recomputing an op costs is a column of the op table: ember.ir.ops.OPS[op].cost.)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ember.ir.graph import Node
 from ember.ir.kernel import BINARY_OPS, UNARY_OPS
 from ember.ir.ops import OPS
 
-__all__ = ["NodeClass", "classify", "reduce_dims", "op_cost", "VIEW_OPS"]
+__all__ = ["NodeClass", "classify", "reduce_dims", "VIEW_OPS"]
 
 
 class NodeClass(str, Enum):
@@ -34,8 +34,6 @@ class NodeClass(str, Enum):
 
 _POINTWISE_KINDS = ("unary", "binary", "ternary", "cast")
 VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "pad", "windows", "cat")
-_EXPENSIVE = {"exp", "log", "tanh", "erf", "sigmoid", "pow", "sin", "cos", "log1p", "expm1", "sqrt",
-              "rsqrt", "div"}
 
 # why an op the kernel IR cannot express runs eagerly (default: "<op> has no kernel IR lowering")
 _EAGER_REASONS = {
@@ -114,10 +112,3 @@ def reduce_dims(n: Node) -> tuple:
     if dims is None:
         return tuple(range(nd))
     return tuple(sorted({d % max(nd, 1) for d in dims}))
-
-
-def op_cost(n: Node, cls: NodeClass) -> int:
-    """What computing n once more inside another kernel costs (movement ops are free index maps)."""
-    if n.op in _EXPENSIVE:
-        return 4
-    return 0 if cls is NodeClass.MOVEMENT else 1
