@@ -28,3 +28,4 @@ from .flatten import (  # noqa: F401
 from .attention import MultiheadAttention  # noqa: F401
 from .transformer import (  # noqa: F401
     TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer, TransformerDecoder, Transformer)
+from .rnn import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell  # noqa: F401
