@@ -29,3 +29,5 @@ from .attention import MultiheadAttention  # noqa: F401
 from .transformer import (  # noqa: F401
     TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer, TransformerDecoder, Transformer)
 from .rnn import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell  # noqa: F401
+# the module paths PyTorch has (torch.nn.modules.batchnorm._BatchNorm ...) that re-export classes above
+from . import batchnorm, distance, fold, instancenorm, padding, pixelshuffle, upsampling, utils  # noqa: F401,E402
