@@ -104,7 +104,7 @@ SUBMODULES = ["activation", "batchnorm", "container", "conv", "distance", "dropo
 def test_nn_modules_paths_hold_the_same_classes_as_torch(sub):
     """Each name PyTorch places in torch.nn.modules.<sub> that ember has is reachable at the same path
     and is the same class as ember.nn.<name>."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     t = importlib.import_module(f"torch.nn.modules.{sub}")
     e = importlib.import_module(f"ember.nn.modules.{sub}")
     assert getattr(nn.modules, sub) is e
