@@ -58,6 +58,12 @@ from .frontend.autograd import (  # noqa: E402
 from .frontend.printing import set_printoptions  # noqa: E402
 from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
+from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
+
+# the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
+(FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
+ BoolTensor) = (_legacy[n] for n in ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor",
+                                     "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 fmod = _methods._fmod
 
