@@ -53,7 +53,8 @@ def test_type_with_legacy_classes():
 
 
 def test_new_and_device_queries_match_torch():
-    for e, t in [(ember.zeros(2), torch.zeros(2)), (ember.zeros(2, dtype=ember.int64), torch.zeros(2, dtype=torch.long))]:
+    pairs = [(ember.zeros(2), torch.zeros(2)), (ember.zeros(2, dtype=ember.int64), torch.zeros(2, dtype=torch.long))]
+    for e, t in pairs:
         for args in [(3,), (2, 2), ([1, 2],), ()]:
             a, b = e.new(*args), t.new(*args)
             assert tuple(a.shape) == tuple(b.shape) and a.dtype.name == str(b.dtype).split(".")[1]
