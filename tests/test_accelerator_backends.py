@@ -113,6 +113,12 @@ def test_nn_modules_paths_hold_the_same_classes_as_torch(sub):
             assert getattr(e, name) is getattr(nn, name), f"ember.nn.modules.{sub}.{name}"
 
 
+def test_nn_modules_submodules_do_not_shadow_nn_names():
+    # ember.nn.modules.utils (torch.nn.modules.utils) must not replace ember.nn.utils (clip_grad_norm_ ...)
+    assert nn.utils is importlib.import_module("ember.nn.utils") and callable(nn.utils.clip_grad_norm_)
+    assert nn.modules.utils is importlib.import_module("ember.nn.modules.utils")
+
+
 def test_nn_modules_paths_scripts_name():
     from ember.nn.modules.batchnorm import _BatchNorm
     from ember.nn.modules.conv import _ConvNd
