@@ -50,6 +50,7 @@ from .frontend.shape_ops import (  # noqa: E402
     flipud, roll, tril, triu, diagonal, diag, diag_embed, index_select, take, take_along_dim, gather,
     scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
+from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402
     matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, einsum, sort, argsort, topk, kthvalue,
     median)
@@ -115,8 +116,8 @@ def is_grad_enabled_():
     return is_grad_enabled()
 
 
-finfo = None
-iinfo = None
+from .frontend.typeinfo import (  # noqa: E402,F401
+    finfo, iinfo, memory_format, contiguous_format, channels_last, channels_last_3d, preserve_format)
 
 _matmul_precision = "highest"
 _deterministic = False
