@@ -88,7 +88,8 @@ class CharTransformer(nn.Module):
         param_dict = {pn: p for pn, p in self.named_parameters()}
         inter_params = decay & no_decay
         union_params = decay | no_decay
-        assert len(inter_params) == 0, "parameters %s made it into both decay/no_decay sets!" % (str(inter_params),)
+        assert len(inter_params) == 0, \
+            "parameters %s made it into both decay/no_decay sets!" % (str(inter_params),)
         assert len(param_dict.keys() - union_params) == 0, \
             "parameters %s were not separated into either decay/no_decay set!" % (str(param_dict.keys() - union_params),)
         optim_groups = [
