@@ -129,7 +129,7 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError("set_num_threads expects a positive integer")
     os.environ["EMBER_NUM_THREADS"] = str(n)
-    from .runtime import blas_threads
+    from .kernels import blas_threads
     blas_threads._default = n
     blas_threads.set_threads(n)
 
@@ -169,12 +169,12 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "accelerator"):
+                "serialization", "onnx", "accelerator"):
         return _lazy(name)
     if name in ("autocast", "GradScaler"):
         return getattr(_lazy("amp"), name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain"):
-        return getattr(_lazy("frontend.compile"), name)
+        return getattr(_lazy("compiler"), name)
     raise AttributeError(f"module 'ember' has no attribute '{name}'")

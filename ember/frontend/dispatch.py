@@ -15,7 +15,7 @@ from . import autograd as ag
 KERNELS: dict = {}     # op -> kernel(xp, *arrays_or_scalars, **attrs) -> array
 VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves: str)
 
-tracer = None          # the active tracer (ember/frontend/tracer.py) or None
+tracer = None          # the active tracer (ember/compiler/capture.py) or None
 
 _mode = ag._mode
 

@@ -27,7 +27,7 @@ def _scalar(v):
     return v
 
 
-_IRANGE = {d: (int(np.iinfo(d.np).min), int(np.iinfo(d.np).max)) for d in dt.ALL if d.category == 1}
+_IRANGE = {d: (int(np.iinfo(d.np).min), int(np.iinfo(d.np).max)) for d in dt.ALL if d.is_integer}
 
 
 def _kind(v):
@@ -66,7 +66,7 @@ def promote(a, b):
             t = cast(t, d)
         if d is dt.bool_:
             s = bool(s)
-        elif d.category == 1:
+        elif d.is_integer:
             s = int(s)
             lo, hi = _IRANGE[d]
             if not lo <= s <= hi:  # PyTorch wraps an out-of-range scalar into the tensor's dtype
@@ -386,7 +386,7 @@ def _one_dim(x, dim, op):
 def sum(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
-    elif x.dtype.category < 2:
+    elif not x.dtype.is_floating_point:
         x = cast(x, dt.int64)
     return P("sum", x, dims=_dims(x, dim), keepdim=keepdim)
 
@@ -454,7 +454,7 @@ def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 def prod(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
-    elif x.dtype.category < 2:
+    elif not x.dtype.is_floating_point:
         x = cast(x, dt.int64)
     return P("prod", x, dims=None if dim is None else _one_dim(x, dim, "prod"), keepdim=keepdim)
 
@@ -535,7 +535,7 @@ def logsumexp(x, dim=None, keepdim=False):
 def cumsum(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
-    elif x.dtype.category < 2:
+    elif not x.dtype.is_floating_point:
         x = cast(x, dt.int64)
     if x._data.ndim == 0:
         return x * 1

@@ -15,7 +15,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.ops import window_out
 from . import rng
-from ..runtime import blas_threads
+from ..kernels import blas_threads
 from .dispatch import apply as P, register
 from .tensor import Tensor
 

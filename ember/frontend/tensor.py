@@ -297,7 +297,7 @@ class Tensor:
         return float(self.item())
 
     def __index__(self):
-        if self.dtype.category != 1 and self.dtype is not dt.bool_ or self._data.size != 1:
+        if not (self.dtype.is_integer or self.dtype.is_bool) or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 

@@ -89,7 +89,7 @@ Expressions also support Python operators (`v - m`, `e / s`, `x * 0.5`) and the 
 `binary`, `where`, `cast`, `reduce`.
 
 Extern kernels.  `ExternKernel(op, inputs, output, attrs, epilogue)` is a call the runtime makes
-through numpy (ember/runtime/blas.py): op in EXTERN_OPS (matmul, bmm, conv2d).  Its optional
+through numpy (ember/kernels/blas.py): op in EXTERN_OPS (matmul, bmm, conv2d).  Its optional
 `epilogue` is a normal Kernel whose first input is the extern's output buffer (same Buf object) and
 which writes the final outputs (bias add, activation): the extern result goes to a scratch buffer
 and the epilogue is compiled like any kernel.
@@ -235,7 +235,7 @@ class IGather(IndexExpr):
     __slots__ = ("buf", "index", "wrap")
 
     def __init__(self, buf: Buf, index: Sequence, wrap: bool = False):
-        if buf.dtype.category != 1:
+        if not buf.dtype.is_integer:
             raise TypeError(f"gather index buffer {buf.name} must have an integer dtype, got {buf.dtype.name}")
         self.buf = buf
         self.index = tuple(as_index(i) for i in index)

@@ -39,7 +39,8 @@ import numpy as np
 
 from ember.codegen import llvm as cg
 from ember.ir.kernel import ExternKernel, Kernel
-from ember.runtime import blas, cache
+from ember.kernels import blas
+from ember.runtime import cache
 
 llvm = cg.llvm
 
@@ -299,7 +300,7 @@ class KernelCallable:
 
 
 class ExternCallable:
-    """numpy library call (ember/runtime/blas.py) followed by the compiled epilogue, if any."""
+    """numpy library call (ember/kernels/blas.py) followed by the compiled epilogue, if any."""
 
     def __init__(self, module: CompiledModule, ext: ExternKernel, epilogue: KernelCallable | None):
         self.module, self.ext, self.epilogue = module, ext, epilogue

@@ -7,7 +7,7 @@ import pytest
 
 import ember as torch
 from ember.frontend import dispatch
-from ember.frontend.interpreter import Interpreter
+from ember.compiler.interpreter import Interpreter
 from ember.ir import Graph, TType, dtypes as dt, parse
 from ember.ir.kernel import o, r
 from ember.passes import PASSES, Pipeline, compile_graph, fuse, plan_memory

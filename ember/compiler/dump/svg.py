@@ -25,9 +25,9 @@ import textwrap
 
 import networkx as nx
 
-from ..ir.dot import _PALETTE   # the same colours as the DOT export
-from ..ir.graph import PLACEHOLDER, Graph
-from ..ir.text import format_type
+from ...ir.dot import _PALETTE   # the same colours as the DOT export
+from ...ir.graph import PLACEHOLDER, Graph
+from ...ir.text import format_type
 
 __all__ = ["render", "layout", "graph_model", "group_colours", "short_group", "dot_source", "MAX_NODES",
            "dot_available"]
@@ -91,7 +91,7 @@ def graph_model(graph: Graph, groups: dict | None = None, marks: dict | None = N
             lines = [f"{name} = {n.op}", format_type(n.type, n.device)]
             if n.meta.get("source"):
                 lines.append(str(n.meta["source"]))
-            from ..ir.text import format_node
+            from ...ir.text import format_node
             try:
                 title = format_node(n)
             except Exception:

@@ -89,7 +89,7 @@ def _hits(cache: dict):
 
 
 def run_report(run) -> dict:
-    from .dump import _cache_stats
+    from .writer import _cache_stats
     return {"ember_dump": 1, "kind": "run", "root": str(run.root), "graphs": list(run.summaries),
             "records": [_rec_dict(r, folder) for r, folder in run.records],
             "cache": _cache_stats()}

@@ -5,7 +5,7 @@ Values are freed after their last use. A failing node is reported as
 """
 from __future__ import annotations
 
-from . import dispatch
+from ..frontend import dispatch
 
 
 def node_text(n) -> str:

@@ -18,22 +18,29 @@ import functools
 import os
 import time
 import warnings
+from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 
-from ..ir import dtypes as dt
+from .. import diagnostics as records
+from ..diagnostics import Record
+from ..frontend import autograd as ag
+from ..frontend import dispatch
+from ..frontend import rng
+from ..frontend.device import CPU
+from ..frontend.tensor import Tensor, _wrap
 from ..ir.graph import Graph
-from . import autograd as ag
-from . import dispatch
-from . import records
-from .records import Record
-from .tensor import Tensor, _wrap
-from .tracer import Tracer, tracing, GraphBreak, BreakRecord, user_source
-from .joint import build_backward
+from ..ir.text import format_node
+from ..nn import Module
 from ..passes.dce import dce
-from . import rng
+from . import backends
+from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
+from .guards import changed_guard, describe_guards, guard_key
+from .joint import build_backward
+from .pytree import flat_spec, flatten, unflatten
 
-__all__ = ["compile", "explain", "CompileError", "GraphBreakError"]
+__all__ = ["compile", "CompileError", "GraphBreakError", "CompiledFunction", "CompiledGraph"]
 
 DEFAULT_RECOMPILE_LIMIT = 8
 
@@ -51,74 +58,6 @@ class GraphBreakError(CompileError):
         self.record = record
 
 
-# --------------------------------------------------------------------------------- pytrees
-def flatten(obj, leaves):
-    """Flatten nested tuples/lists/dicts into `leaves`; returns a spec to rebuild the structure."""
-    if isinstance(obj, (list, tuple)) and not isinstance(obj, Tensor):
-        specs = [flatten(o, leaves) for o in obj]
-        kind = type(obj)
-        return ("seq", kind, specs)
-    if isinstance(obj, dict):
-        keys = list(obj.keys())
-        return ("dict", type(obj), keys, [flatten(obj[k], leaves) for k in keys])
-    leaves.append(obj)
-    return ("leaf",)
-
-
-def unflatten(spec, it):
-    tag = spec[0]
-    if tag == "leaf":
-        return next(it)
-    if tag == "seq":
-        items = [unflatten(s, it) for s in spec[2]]
-        kind = spec[1]
-        if kind in (list, tuple):
-            return kind(items)
-        try:
-            return kind(*items)     # namedtuples
-        except TypeError:
-            return kind(items)
-    keys, specs = spec[2], spec[3]
-    d = spec[1]()
-    for k, s in zip(keys, specs):
-        d[k] = unflatten(s, it)
-    return d
-
-
-_FLAT_SPECS: dict = {}
-_SPEC_KEYS: dict = {}
-
-
-def _flat_spec(n):
-    """flatten()'s spec of ((t0, ..., tn-1), {}) with n tensor leaves, built once per n."""
-    spec = _FLAT_SPECS.get(n)
-    if spec is None:
-        spec = _FLAT_SPECS[n] = flatten((tuple(range(n)), {}), [])
-    return spec
-
-
-def _spec_key(spec):
-    tag = spec[0]
-    if tag == "leaf":
-        return "L"
-    if tag == "seq":
-        return (spec[1].__name__, tuple(_spec_key(s) for s in spec[2]))
-    return ("dict", tuple(spec[2]), tuple(_spec_key(s) for s in spec[3]))
-
-
-def _leaf_key(x):
-    if isinstance(x, Tensor):
-        return ("T", x._data.shape, x.dtype.name, str(x.device), x.requires_grad)
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return (type(x).__name__, x)
-    if isinstance(x, dt.DType):
-        return ("dtype", x.name)
-    return ("obj", type(x).__name__, id(x))
-
-
-GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments")
-
-
 # ------------------------------------------------------------------------ compiled variants
 class _Eager:
     """A cache entry that runs the function eagerly (after a graph break)."""
@@ -127,23 +66,57 @@ class _Eager:
         self.record = record
 
 
-class CompiledGraph:
-    """One traced variant: forward (and backward) graphs with their executors and bindings."""
+@dataclass(frozen=True)
+class FromArg:
+    """A graph input bound to the call's leaf `index`."""
+    index: int
 
-    def __init__(self, fn_name, graph, bindings, out_spec, out_consts, rng_count, backward=None):
-        self.fn_name = fn_name
-        self.graph = graph
-        self.bindings = bindings          # per placeholder: ("arg", i) | ("const", tensor) | ("rng",)
-        self.out_spec = out_spec
-        self.out_consts = out_consts      # per output leaf: None (graph output) or a constant value
-        self.rng_count = rng_count
-        self.backward = backward          # dict with bwd graph/executor data, or None
-        self.const_guards = [(t, t._data.shape, t.dtype, t.requires_grad) for kind, *r in bindings
-                             if kind == "const" for t in r]
-        self.forward_exec = None
-        self.backward_exec = None
-        self.device = None
-        self.stats = {}
+
+@dataclass(frozen=True)
+class FromConst:
+    """A graph input bound to a tensor the trace met (parameter, buffer, closed-over tensor)."""
+    tensor: Tensor
+
+
+@dataclass(frozen=True)
+class FromRng:
+    """The generator key (seed, offset) of the call's random numbers."""
+
+
+Binding = Union[FromArg, FromConst, FromRng]
+
+
+@dataclass(frozen=True)
+class Backward:
+    """The backward half of a variant: its graph and how the forward feeds it."""
+    graph: Graph
+    saved: tuple                 # forward nodes returned as extra outputs for backward
+    grad_out_index: tuple        # which user outputs receive a gradient
+    grad_inputs: tuple           # forward placeholders that get a gradient, in backward output order
+    n_user: int                  # user outputs (the forward returns n_user + len(saved) values)
+    plan: tuple                  # backward inputs: ("saved", i) | ("grad", i)
+
+
+@dataclass
+class CompiledGraph:
+    """One traced variant: forward (and backward) graphs, how their inputs are bound, and the
+    executors the backend built for them."""
+    fn_name: str
+    graph: Graph
+    bindings: list               # one Binding per graph input
+    out_spec: tuple              # pytree spec of the function's result
+    out_consts: list             # per output leaf: _GRAPH_OUT (a graph output) or a constant value
+    rng_count: int
+    backward: Backward | None
+    device: object
+    forward_exec: object = None
+    backward_exec: object = None
+    backend: str = ""
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.const_guards = [(b.tensor, b.tensor._data.shape, b.tensor.dtype, b.tensor.requires_grad)
+                             for b in self.bindings if isinstance(b, FromConst)]
 
     def consts_ok(self) -> bool:
         for t, shape, dtype, rg in self.const_guards:
@@ -151,22 +124,23 @@ class CompiledGraph:
                 return False
         return True
 
-    def run(self, leaves):
+    def input_arrays(self, leaves) -> list:
         arrays = []
-        gen = None
         for b in self.bindings:
-            k = b[0]
-            if k == "arg":
-                arrays.append(leaves[b[1]]._data)
-            elif k == "const":
-                arrays.append(b[1]._data)
+            if isinstance(b, FromArg):
+                arrays.append(leaves[b.index]._data)
+            elif isinstance(b, FromConst):
+                arrays.append(b.tensor._data)
             else:
-                gen = rng.default_generator
-                seed, off = gen.take(self.rng_count)
+                seed, off = rng.default_generator.take(self.rng_count)
                 arrays.append(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64))
+        return arrays
+
+    def run(self, leaves):
+        arrays = self.input_arrays(leaves)
         results = self.forward_exec.run(arrays)
         g = self.graph
-        n_out = len(g.outputs) - (len(self.backward["saved"]) if self.backward else 0)
+        n_out = len(g.outputs) - (len(self.backward.saved) if self.backward else 0)
         n_mut = len(g.mutations)
         outs = results[:n_out]
         # mutation values are written back into the inputs' storage
@@ -178,25 +152,22 @@ class CompiledGraph:
         out_tensors = [_wrap(a, dev) for a in outs]
         if self.backward is not None and ag.is_grad_enabled():
             saved = results[n_out:len(g.outputs)]
-            self._attach_backward(out_tensors, saved, leaves, arrays)
+            self._attach_backward(out_tensors, saved, leaves)
         it = iter(out_tensors)
         final = [c if c is not _GRAPH_OUT else next(it) for c in self.out_consts]
         return unflatten(self.out_spec, iter(final))
 
     def _tensor_of(self, ph, leaves):
         b = self.bindings[self.graph.inputs.index(ph)]
-        return leaves[b[1]] if b[0] == "arg" else b[1]
+        return leaves[b.index] if isinstance(b, FromArg) else b.tensor
 
-    def _attach_backward(self, out_tensors, saved, leaves, arrays):
+    def _attach_backward(self, out_tensors, saved, leaves):
         bw = self.backward
-        sources = []
-        for ph in bw["grad_inputs"]:
-            sources.append(self._tensor_of(ph, leaves))
+        sources = [self._tensor_of(ph, leaves) for ph in bw.grad_inputs]
         nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator()) if t.requires_grad else None
                       for t in sources)
-        node = CompiledBackwardNode(self, saved, nexts, [o for o in out_tensors], bw,
-                                    [(t, t._vc[0]) for t in sources])
-        for i in bw["grad_out_index"]:
+        node = CompiledBackwardNode(self, saved, nexts, out_tensors, [(t, t._vc[0]) for t in sources])
+        for i in bw.grad_out_index:
             o = out_tensors[i]
             o.grad_fn = _OutputSelect(node, i)
             o.requires_grad = True
@@ -234,11 +205,11 @@ class CompiledBackwardNode:
 
     op = "compiled_function"
 
-    def __init__(self, cg, saved, nexts, outs, bw, versions):
+    def __init__(self, cg, saved, nexts, outs, versions):
         self.cg = cg
         self.saved = saved
         self.next_functions = nexts
-        self.bw = bw
+        self.bw = cg.backward
         self.pre_hooks = None
         self.retain = None
         self.freed = False
@@ -255,7 +226,7 @@ class CompiledBackwardNode:
                                "need to backward through the graph a second time.")
         xp = self.cg.device.xp
         grads = []
-        for i in self.bw["grad_out_index"]:
+        for i in self.bw.grad_out_index:
             g = slots.slots.get(i) if slots is not None else None
             if g is None:
                 shape, d = self.out_shapes[i]
@@ -265,7 +236,7 @@ class CompiledBackwardNode:
         if ag.is_grad_enabled():
             raise RuntimeError("ember.compile: create_graph=True (double backward) through a compiled graph is "
                                "not supported; call the function uncompiled for higher-order gradients")
-        feed = [self.saved[i] if kind == "saved" else grads[i] for kind, i in self.bw["plan"]]
+        feed = [self.saved[i] if kind == "saved" else grads[i] for kind, i in self.bw.plan]
         res = self.cg.backward_exec.run(feed)
         return tuple(_wrap(r, self.cg.device) for r in res)
 
@@ -297,20 +268,16 @@ class CompiledFunction:
         self.variants: list = []   # CompiledGraph objects, in compile order (for tools)
         functools.update_wrapper(self, fn, updated=())
 
-    # guards
+    # ------------------------------------------------------------------------------ guards
     def _guard_modules(self):
         """Modules whose training flags are guards: the compiled Module's, or those a plain function
         reaches through its globals and closure (dropout/BatchNorm read the flag while tracing)."""
         mods = self.__dict__.get("_guard_mods")
         if mods is None:
-            try:
-                from ..nn import Module
-            except ImportError:
-                Module = None
             mods = []
             if self.module is not None:
                 mods = list(self.module.modules())
-            elif Module is not None:
+            else:
                 for _, obj in self._roots():
                     if isinstance(obj, Module):
                         mods += [m for m in obj.modules() if all(m is not x for x in mods)]
@@ -328,59 +295,31 @@ class CompiledFunction:
         roots += [(k, c.cell_contents) for k, c in zip(code.co_freevars, cells) if _cell_ok(c)]
         return roots
 
-    def _key(self, leaves, spec):
-        training = tuple(m.training for m in self._guard_modules())
-        skey = _SPEC_KEYS.get(id(spec)) if spec is _FLAT_SPECS.get(len(leaves)) else None
-        if skey is None:
-            skey = _spec_key(spec)
-            if spec is _FLAT_SPECS.get(len(leaves)):
-                _SPEC_KEYS[id(spec)] = skey
-        return (ag._mode.enabled, training, skey, tuple(_leaf_key(x) for x in leaves))
+    def guard_key(self, leaves, spec) -> tuple:
+        return guard_key(leaves, spec, self._guard_modules())
 
-    def _changed_guard(self, old, new):
-        for name, a, b in zip(GUARD_NAMES, old, new):
-            if a != b:
-                if name == "arguments":
-                    for i, (x, y) in enumerate(zip(a, b)):
-                        if x != y:
-                            what = {1: "shape", 2: "dtype", 3: "device", 4: "requires_grad"}
-                            if x[0] == "T" and y[0] == "T":
-                                for j in range(1, 5):
-                                    if x[j] != y[j]:
-                                        return f"argument {i} {what[j]}", x[j], y[j]
-                            return f"argument {i} (specialised value)", x[-1], y[-1]
-                return name, a, b
-        return "none", None, None
-
+    # -------------------------------------------------------------------------------- call
     def __call__(self, *args, **kwargs):
         if dispatch.tracer is not None:        # nested compile inside a trace: inline it
             return self.fn(*args, **kwargs)
         self.stats["calls"] += 1
         if not kwargs and all(isinstance(a, Tensor) for a in args):
             leaves = list(args)                 # the common call: tensors only, no structure
-            spec = _flat_spec(len(args))
+            spec = flat_spec(len(args))
         else:
             leaves = []
             spec = flatten((args, kwargs), leaves)
-        key = self._key(leaves, spec)
+        key = self.guard_key(leaves, spec)
         entry = self.cache.get(key)
         if entry is not None and not isinstance(entry, _Eager) and not entry.consts_ok():
             entry = None
         if entry is None:
             if len(self.cache) >= self.recompile_limit:
-                if not self.limit_warned:
-                    self.limit_warned = True
-                    guard, old, new = self._changed_guard(self.last_key, key) if self.last_key else ("?", None, None)
-                    msg = (f"ember.compile: {self.name} reached the recompile limit ({self.recompile_limit}); "
-                           f"running eagerly from now on. The guard that kept changing: {guard} "
-                           f"(last {old!r} -> {new!r}). Hint: mark varying sizes dynamic or keep them fixed.")
-                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                    records.emit(Record("recompiles", "R002", msg, user_source(), fn=self.name,
-                                        hint="keep the changing guard fixed between calls"))
+                self._warn_limit(key)
                 self.stats["eager_calls"] += 1
                 return self.fn(*args, **kwargs)
             if self.last_key is not None and self.cache:
-                guard, old, new = self._changed_guard(self.last_key, key)
+                guard, old, new = changed_guard(self.last_key, key)
                 records.emit(Record("recompiles", "R001", f"guard changed: {guard}: {old!r} -> {new!r}",
                                     user_source(), fn=self.name, extra={"guard": guard, "old": repr(old), "new": repr(new)}))
             entry = self._compile(leaves, spec, args, kwargs)
@@ -391,23 +330,27 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         return entry.run(leaves)
 
+    def _warn_limit(self, key):
+        if self.limit_warned:
+            return
+        self.limit_warned = True
+        guard, old, new = changed_guard(self.last_key, key) if self.last_key else ("?", None, None)
+        msg = (f"ember.compile: {self.name} reached the recompile limit ({self.recompile_limit}); "
+               f"running eagerly from now on. The guard that kept changing: {guard} "
+               f"(last {old!r} -> {new!r}). Hint: mark varying sizes dynamic or keep them fixed.")
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        records.emit(Record("recompiles", "R002", msg, user_source(), fn=self.name,
+                            hint="keep the changing guard fixed between calls"))
+
     def _names(self):
         """Name hints for graph inputs: parameters and buffers by their module paths, also for modules
         and tensors a plain function reaches through its globals or closure (`model.0.weight`)."""
         names = {}
-        roots = []
-        if self.module is not None:
-            roots.append(("", self.module))
-        else:
-            roots += self._roots()
-        try:
-            from ..nn import Module
-        except ImportError:
-            Module = None
+        roots = [("", self.module)] if self.module is not None else self._roots()
         for prefix, obj in roots:
             if isinstance(obj, Tensor):
                 names.setdefault(id(obj), prefix)
-            elif Module is not None and isinstance(obj, Module):
+            elif isinstance(obj, Module):
                 p = prefix + "." if prefix else ""
                 for n, t in obj.named_parameters():
                     names.setdefault(id(t), p + n)
@@ -415,93 +358,36 @@ class CompiledFunction:
                     names.setdefault(id(t), p + n)
         return names
 
+    # ----------------------------------------------------------------------------- compile
     def _compile(self, leaves, spec, args, kwargs):
+        """Trace -> outputs and bindings -> backward graph -> backend executors: one variant."""
         t0 = time.perf_counter()
         dump = self._open_dump()
         graph = Graph("forward")
         tr = Tracer(graph, self._names())
-        sym_leaves = []
-        arg_names = _arg_names(self.fn, len(args))
-        tensor_index = {}
-        for i, x in enumerate(leaves):
-            if isinstance(x, Tensor):
-                s = tr.add_input(x, arg_names[i] if i < len(arg_names) else f"arg{i}")
-                tensor_index[s._data.node] = i
-                sym_leaves.append(s)
-            else:
-                sym_leaves.append(x)
-        sargs, skw = unflatten(spec, iter(sym_leaves))
-        state = (rng.default_generator._seed, rng.default_generator._offset)
         try:
-            with tracing(tr):
-                out = self.fn(*sargs, **skw)
+            out, tensor_index = self._trace(tr, leaves, spec, len(args))
         except GraphBreak as gb:
             return self._break(gb.record, graph, dump, leaves, spec)
         except Exception as e:  # code that escaped the dispatch (raw array access, ...)
             rec = BreakRecord("B008", f"tracing failed: {type(e).__name__}: {e}", _tb_source(e), "escape")
             return self._break(rec, graph, dump, leaves, spec)
-        finally:
-            rng.default_generator._seed, rng.default_generator._offset = state
         if dump is not None:
             dump.time("trace", time.perf_counter() - t0)
         self._specialisations(leaves)
-        out_leaves = []
-        out_spec = flatten(out, out_leaves)
-        outputs, out_consts = [], []
-        for o in out_leaves:
-            if isinstance(o, Tensor) and tr.is_symbolic(o):
-                outputs.append(o._data.node)
-                out_consts.append(_GRAPH_OUT)
-            elif isinstance(o, Tensor):
-                # a concrete tensor returned as is (or one the trace replaced in place)
-                ov = tr.overrides.get(id(o))
-                if ov is not None:
-                    outputs.append(ov._data.node)
-                    out_consts.append(_GRAPH_OUT)
-                else:
-                    out_consts.append(o)
-            else:
-                out_consts.append(o)
+        out_spec, outputs, out_consts = _collect_outputs(out, tr)
         graph.set_outputs(outputs)
         tr.finish_mutations()
-        bindings = []
-        const_i = 0
-        for ph in graph.inputs:
-            kind = ph.meta.get("kind")
-            if kind == "input":
-                bindings.append(("arg", tensor_index[ph]))
-            elif kind == "const":
-                bindings.append(("const", tr.consts[const_i]))
-                const_i += 1
-            else:
-                bindings.append(("rng",))
+        bindings = _bindings(graph, tr, tensor_index)
         dce(graph)
-        # which inputs need gradients
-        backward = None
-        if ag._mode.enabled:
-            flags = {}
-            for ph, b in zip(graph.inputs, bindings):
-                t = leaves[b[1]] if b[0] == "arg" else b[1] if b[0] == "const" else None
-                flags[ph] = bool(t is not None and t.requires_grad)
-            if any(flags.values()) and outputs:
-                devices = {ph.device: (leaves[b[1]] if b[0] == "arg" else b[1]).device
-                           for ph, b in zip(graph.inputs, bindings) if b[0] != "rng"}
-                devices.setdefault("cpu", _cpu())
-                bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices)
-                n_user = len(outputs)
-                graph.set_outputs(outputs + saved)
-                backward = {"graph": bwd, "saved": saved, "grad_out_index": grad_out_index,
-                            "grad_inputs": grad_inputs, "n_user": n_user, "plan": plan}
-        device = _graph_device(leaves, tr)
-        cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward)
-        cg.device = device
-        from . import backends
+        backward = self._backward(graph, bindings, leaves, outputs)
+        cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward,
+                           _graph_device(leaves, tr))
         if dump is not None:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
-            cg.dump = dump                  # the backend hands it to the pass manager and codegen
             t_build = time.perf_counter()
         try:
-            backends.build(cg, self.backend, self)
+            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(cg, self.backend, self.name, dump)
         except Exception as e:
             if dump is not None:     # the dump keeps what was written before the failure, and why
                 dump.missing("build", f"{type(e).__name__}: {e}")
@@ -519,26 +405,61 @@ class CompiledFunction:
                             f"ops ({'with' if backward else 'no'} backward) in {dt_s * 1000:.1f} ms",
                             user_source(), fn=self.name))
         if dump is not None:
-            dump.finish(cg, self, guards=describe_guards(self._key(leaves, spec)))
+            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)))
         return cg
+
+    def _trace(self, tr, leaves, spec, n_args):
+        """Run the function on symbolic inputs; returns its result and {placeholder: leaf index}."""
+        sym_leaves = []
+        arg_names = _arg_names(self.fn, n_args)
+        tensor_index = {}
+        for i, x in enumerate(leaves):
+            if isinstance(x, Tensor):
+                s = tr.add_input(x, arg_names[i] if i < len(arg_names) else f"arg{i}")
+                tensor_index[s._data.node] = i
+                sym_leaves.append(s)
+            else:
+                sym_leaves.append(x)
+        sargs, skw = unflatten(spec, iter(sym_leaves))
+        state = (rng.default_generator._seed, rng.default_generator._offset)
+        try:
+            with tracing(tr):
+                return self.fn(*sargs, **skw), tensor_index
+        finally:    # tracing draws no random numbers: the generator is advanced by each compiled call
+            rng.default_generator._seed, rng.default_generator._offset = state
+
+    def _backward(self, graph, bindings, leaves, outputs) -> Backward | None:
+        """The backward graph when grad mode is on and an input requires grad; the forward graph
+        then also returns the values backward saves."""
+        if not ag._mode.enabled or not outputs:
+            return None
+        sources = {ph: _bound_tensor(b, leaves) for ph, b in zip(graph.inputs, bindings)}
+        flags = {ph: bool(t is not None and t.requires_grad) for ph, t in sources.items()}
+        if not any(flags.values()):
+            return None
+        devices = {ph.device: t.device for ph, t in sources.items() if t is not None}
+        devices.setdefault("cpu", CPU)
+        bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices)
+        graph.set_outputs(outputs + saved)
+        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan))
 
     def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1
         r = records.emit(Record("breaks", rec.code, rec.reason, rec.source, fn=self.name,
                                 node=_break_node(graph, rec)))
         if dump is not None:
-            guards = describe_guards(self._key(leaves, spec)) if leaves is not None else None
+            guards = describe_guards(self.guard_key(leaves, spec)) if leaves is not None else None
             dump.finish(None, self, guards=guards, status="break", record=r, partial=graph)
         if self.fullgraph:
             raise GraphBreakError(rec)
         return _Eager(rec)
 
     def _open_dump(self):
-        """The DumpSession for this trace (ember/tools/dump.py) when dumping is on, else None."""
+        """The DumpSession for this trace (ember/compiler/dump) when dumping is on, else None."""
         if not self.dump:
             return None
         try:
-            from ..tools.dump import open_session
+            from .dump import open_session      # only when dumping: keeps the html/svg code unloaded
             return open_session(self.dump, self.name)
         except Exception as e:  # e.g. a directory we cannot write: say so, keep compiling
             warnings.warn(f"ember.compile: cannot dump {self.name} into {self.dump!r}: {type(e).__name__}: {e}",
@@ -555,6 +476,44 @@ class CompiledFunction:
                                     extra={"argument": i, "value": repr(x)}))
 
 
+def _collect_outputs(out, tr):
+    """The function's result as (pytree spec, graph output nodes, per-leaf _GRAPH_OUT or constant)."""
+    out_leaves = []
+    out_spec = flatten(out, out_leaves)
+    outputs, out_consts = [], []
+    for o in out_leaves:
+        if isinstance(o, Tensor) and tr.is_symbolic(o):
+            outputs.append(o._data.node)
+            out_consts.append(_GRAPH_OUT)
+        elif isinstance(o, Tensor) and tr.overrides.get(id(o)) is not None:
+            # a concrete tensor the trace replaced in place
+            outputs.append(tr.overrides[id(o)]._data.node)
+            out_consts.append(_GRAPH_OUT)
+        else:
+            out_consts.append(o)   # a constant (or a concrete tensor returned as is)
+    return out_spec, outputs, out_consts
+
+
+def _bindings(graph, tr, tensor_index) -> list:
+    consts = iter(tr.consts)
+    out = []
+    for ph in graph.inputs:
+        kind = ph.meta.get("kind")
+        if kind == "input":
+            out.append(FromArg(tensor_index[ph]))
+        elif kind == "const":
+            out.append(FromConst(next(consts)))
+        else:
+            out.append(FromRng())
+    return out
+
+
+def _bound_tensor(b, leaves):
+    if isinstance(b, FromArg):
+        return leaves[b.index]
+    return b.tensor if isinstance(b, FromConst) else None
+
+
 def _program_records(cg, fn):
     """Fusions not taken (U001/U002) and eager fallbacks (F001) of the fused programs the backend
     built (executors that carry a .program), as explain records."""
@@ -569,7 +528,6 @@ def _break_node(graph, rec) -> str:
     (`if x.sum() > 0` -> the gt node). Empty when no node was traced there."""
     if graph is None:
         return ""
-    from ..ir.text import format_node
     try:
         for n in reversed(graph.nodes()):
             if not n.is_placeholder and n.meta.get("source") == rec.source:
@@ -589,17 +547,10 @@ def _cell_ok(cell):
 
 def _tb_source(e):
     import traceback
-    from .tracer import _EMBER_DIR
-    tb = traceback.extract_tb(e.__traceback__)
-    for fr in reversed(tb):
+    for fr in reversed(traceback.extract_tb(e.__traceback__)):
         if not fr.filename.startswith(_EMBER_DIR):
             return f"{os.path.basename(fr.filename)}:{fr.lineno}"
     return "?"
-
-
-def _cpu():
-    from .device import CPU
-    return CPU
 
 
 def _graph_device(leaves, tr):
@@ -608,7 +559,7 @@ def _graph_device(leaves, tr):
             return x.device
     for t in tr.consts:
         return t.device
-    return _cpu()
+    return CPU
 
 
 def _arg_names(fn, n):
@@ -621,31 +572,29 @@ def _arg_names(fn, n):
     return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
 
 
+BACKENDS = ("auto", "eager", "llvm", "cuda", "inductor", "interpreter")
+
+
 def compile(model=None, *, fullgraph=False, dynamic=False, backend="auto", mode=None, options=None,
             disable=False, recompile_limit=DEFAULT_RECOMPILE_LIMIT, dump=None):
     """Compile a function or Module (also usable as @ember.compile or @ember.compile(...))."""
     if model is None:
         return lambda m: compile(m, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode,
                                  options=options, disable=disable, recompile_limit=recompile_limit, dump=dump)
-    if backend not in ("auto", "eager", "llvm", "cuda", "inductor", "interpreter"):
+    if backend not in BACKENDS:
         raise ValueError(f"ember.compile: unknown backend {backend!r} (expected auto, eager, llvm or cuda)")
     if disable:
         return model
-    try:
-        from ..nn import Module
-    except ImportError:
-        Module = ()
-    if Module and isinstance(model, Module):
-        return make_optimized_module(model, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode,
-                                     options=options, recompile_limit=recompile_limit, dump=dump)
-    return CompiledFunction(model, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode,
-                            options=options, recompile_limit=recompile_limit, dump=dump)
+    kw = dict(fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode, options=options,
+              recompile_limit=recompile_limit, dump=dump)
+    if isinstance(model, Module):
+        return make_optimized_module(model, **kw)
+    return CompiledFunction(model, **kw)
 
 
 def make_optimized_module(mod, **kw):
     """A Module that shares mod's parameters, buffers and submodules (state_dict keys unchanged)
     and whose forward runs compiled."""
-    from ..nn import Module
 
     class OptimizedModule(type(mod)):
         def __init__(self):  # noqa: D401 - state is shared, not constructed
@@ -661,84 +610,3 @@ def make_optimized_module(mod, **kw):
     OptimizedModule._orig_mod = property(lambda self: mod)
     OptimizedModule._compiled = property(lambda self: cf)
     return om
-
-
-# ------------------------------------------------------------------------------- explain()
-class ExplainReport:
-    """What ember.compile did with a function: graphs, op counts, breaks, guards, recompiles."""
-
-    def __init__(self, name, records_, variants, guards):
-        self.name = name
-        self.records = records_
-        self.graphs = [v.graph for v in variants]
-        self.backward_graphs = [v.backward["graph"] for v in variants if v.backward]
-        self.breaks = [r for r in records_ if r.kind == "breaks"]
-        self.recompiles = [r for r in records_ if r.kind == "recompiles"]
-        self.fallbacks = [r for r in records_ if r.kind == "fallbacks"]
-        self.specializations = [r for r in records_ if r.kind == "specializations"]
-        self.fusions = [r for r in records_ if r.kind == "fusions"]     # fusions not taken
-        self.guards = guards
-        self.op_counts = []
-        for g in self.graphs:
-            counts = {}
-            for n in g.nodes():
-                if not n.is_placeholder:
-                    counts[n.op] = counts.get(n.op, 0) + 1
-            self.op_counts.append(dict(sorted(counts.items())))
-
-    @property
-    def graph_count(self):
-        return len(self.graphs)
-
-    @property
-    def graph_break_count(self):
-        return len(self.breaks)
-
-    def __str__(self):
-        lines = [f"ember.explain({self.name}): {len(self.graphs)} graph(s), {len(self.breaks)} graph break(s), "
-                 f"{len(self.fallbacks)} fallback(s), {len(self.recompiles)} recompile(s)"]
-        for i, (g, c) in enumerate(zip(self.graphs, self.op_counts)):
-            total = sum(c.values())
-            lines.append(f"  graph {i}: {total} ops: " + ", ".join(f"{k}×{v}" for k, v in c.items()))
-        for r in self.breaks + self.fallbacks + self.recompiles + self.specializations + self.fusions:
-            lines.append("  " + str(r).replace("\n", "\n  "))
-        if self.guards:
-            lines.append("  guards:")
-            for gd in self.guards:
-                lines.append(f"    {gd}")
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-def describe_guards(key):
-    grad, training, structure, args = key
-    out = [f"grad mode == {grad}"]
-    if training:
-        out.append(f"training flags == {training}")
-    for i, a in enumerate(args):
-        if a[0] == "T":
-            out.append(f"arg{i}: shape {tuple(a[1])}, dtype {a[2]}, device {a[3]}, requires_grad {a[4]}")
-        else:
-            out.append(f"arg{i}: {a[0]} == {a[-1]!r}")
-    return out
-
-
-def explain(fn, *args, **kwargs):
-    """Compile fn (a function or Module) for these arguments and report what happened."""
-    cf = fn if isinstance(fn, CompiledFunction) else None
-    if cf is None and hasattr(fn, "_compiled") and isinstance(getattr(fn, "_compiled", None), CompiledFunction):
-        cf = fn._compiled
-    if cf is None:
-        c = compile(fn)
-        cf = c if isinstance(c, CompiledFunction) else c._compiled
-    before = len(cf.variants)
-    with records.collect() as recs:
-        if cf.module is not None:
-            cf(*args, **kwargs)
-        else:
-            cf(*args, **kwargs)
-    leaves = []
-    spec = flatten((args, kwargs), leaves)
-    guards = describe_guards(cf._key(leaves, spec))
-    return ExplainReport(cf.name, recs, cf.variants[before:] or cf.variants[-1:], guards)

@@ -3,8 +3,8 @@
 In:  a `DumpSession` per traced graph, opened by ember.compile when dumping is on
      (EMBER_DUMP=dir or ember.compile(..., dump=dir)). Compile, the pass manager and the code
      generators write into it through the hook methods below; they never import this module (they
-     get the session as `cg.dump` / a `dump=` argument and call its methods), so the layers stay
-     left of tools.
+     get the session as a `dump=` argument and call its methods), so the layers stay
+     free of it.
 Out: dir/<fn>_<n>/ per graph (n counts the graphs of that function in this process):
 
     00_captured.ir        the forward graph as traced (file:line per node); a break's partial graph
@@ -40,7 +40,7 @@ import re
 import time
 from pathlib import Path
 
-from ..frontend import records
+from ... import diagnostics as records
 
 __all__ = ["DumpSession", "DumpRun", "open_session", "run_for", "DUMP_VERSION", "EXPECTED_STAGES"]
 
@@ -310,7 +310,7 @@ class DumpSession:
     def fusion(self, groups, graph=None, which: str = "forward", text: str | None = None) -> str | None:
         """Fusion groups of `graph` (the graph fusion ran on): a list of (name, kind, nodes) with kind
         'kernel' | 'extern' | 'eager' and nodes the graph's Nodes (or their printed names). Fusions
-        not taken are Records (code U001) emitted through ember.frontend.records, not passed here.
+        not taken are Records (code U001) emitted through ember.diagnostics, not passed here.
         `text` (e.g. str(program)) is appended to fusion.txt."""
         try:
             rows = []
@@ -389,8 +389,8 @@ class DumpSession:
     def _derive_llvm(self, which, ir_text, optimized, assembly) -> None:
         """The O3 module's text and the host assembly, from one optimisation of ir_text."""
         try:
-            from ..codegen import llvm as cg
-            from ..runtime import cpu
+            from ...codegen import llvm as cg
+            from ...runtime import cpu
             with self.timed(f"dump:{_prefix(which)}llvm_opt+asm"):
                 tm = cg.host_target_machine()
                 mod = cpu.optimize_ir(ir_text, tm)
@@ -435,7 +435,7 @@ class DumpSession:
         self.graph("captured", cg.graph, "forward")
         bw = getattr(cg, "backward", None)
         if bw:
-            self.graph("captured", bw["graph"], "backward")
+            self.graph("captured", bw.graph, "backward")
 
     def finish(self, cg=None, cf=None, guards=None, status: str = "compiled", record=None, partial=None) -> None:
         """ember.compile, at the end: harvest what the backend left on `cg`, file the records,
@@ -600,7 +600,7 @@ def _passes_available() -> bool:
 
 def _cache_stats() -> dict:
     try:
-        from ..runtime import cache
+        from ...runtime import cache
         return cache.stats()
     except Exception:
         return {}

@@ -13,7 +13,7 @@ import html
 import re
 from pathlib import Path
 
-from ..ir.text import parse_module
+from ...ir.text import parse_module
 from . import svg
 
 __all__ = ["graph_page", "run_page", "MAX_INLINE_BYTES"]

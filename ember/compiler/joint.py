@@ -11,8 +11,8 @@ from __future__ import annotations
 from ..ir.graph import Graph
 from ..passes.dce import dce
 from ..ir.ops import OPS, TType
-from . import dispatch
-from .tracer import Tracer, tracing
+from ..frontend import dispatch
+from .capture import Tracer, tracing
 
 
 def requires_grad_nodes(fwd: Graph, input_flags: dict) -> set:

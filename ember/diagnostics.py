@@ -6,13 +6,16 @@ ember.explain uses) and printed as they happen when EMBER_LOGS names their kind
 (EMBER_LOGS=breaks,recompiles,fallbacks or EMBER_LOGS=all). This module is the one debug switch.
 
 CODES is the table of stable codes; emit_program_records turns a fused Program's decisions into
-records; listen(fn) lets the dump writer (ember/tools/dump.py) file every record under its graph.
+records; listen(fn) lets the dump writer (ember/compiler/dump) file every record under its graph.
+BREAKS maps what the traced code asked for (item, bool, print ...) to its break code.
 """
 from __future__ import annotations
 
 import os
 import sys
 from dataclasses import dataclass, field, asdict
+
+from .ir.text import format_node
 
 KINDS = ("breaks", "recompiles", "fallbacks", "specializations", "fusions", "graphs", "guards")
 
@@ -26,12 +29,13 @@ CODES = {
     "B003": ("breaks", ".tolist() reads tensor values", "keep values as tensors inside the compiled function"),
     "B004": ("breaks", ".numpy() reads tensor values", "keep values as tensors inside the compiled function"),
     "B005": ("breaks", "printing a tensor's values", "print outside the compiled function"),
-    "B006": ("breaks", "an op whose output shape depends on values",
+    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing)",
              "use masked_fill/where with a fixed shape instead of boolean-mask indexing"),
-    "B007": ("breaks", "sampling reads probability values", "sample outside the compiled function"),
-    "B008": ("breaks", "tracing failed (code that leaves the dispatch)",
+    "B007": ("breaks", "sampling (multinomial) reads probability values", "sample outside the compiled function"),
+    "B008": ("breaks", "code that leaves the dispatch (raw array access)",
              "the traced code used an array directly or hit an unsupported path; see the reason"),
-    "B009": ("breaks", ".backward() inside the compiled function (training-step capture is not supported yet)",
+    "B009": ("breaks", ".backward() / autograd.grad inside the compiled function (whole training-step "
+                       "capture is not supported yet)",
              "compile the model or the loss function and call .backward() and optimizer.step() outside it"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
@@ -48,6 +52,10 @@ CODES = {
     "U002": ("fusions", "a value is realised in memory between kernels", ""),
     "G001": ("graphs", "graph captured", ""),
 }
+
+# What traced code asked for -> its break code (ember/compiler/capture.py raises them).
+BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
+          "nonzero": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009"}
 
 
 @dataclass
@@ -138,7 +146,7 @@ class collect:
         return False
 
 
-# Fusion decisions (ember/passes/program.py FusionRecord.kind) that become records.
+# Fusion decisions (FusionRecord.kind of a fused Program) that become records.
 FUSION_CODES = {"not_fused": "U001", "realized": "U002"}
 
 
@@ -146,7 +154,6 @@ def emit_program_records(program, fn: str = "", which: str = "forward") -> list:
     """Emit the records of a fused Program (duck-typed: this module imports nothing of the passes):
     U001/U002 for fusions not taken, F001 for every op left to run eagerly (an EagerStep).
     Node names refer to program.graph; extra["graph"] says which graph ("forward"/"backward")."""
-    from ..ir.text import format_node
     graph = program.graph
     out = []
 

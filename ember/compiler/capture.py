@@ -16,11 +16,12 @@ import sys
 
 import numpy as np
 
+from ..diagnostics import BREAKS, CODES
 from ..ir import dtypes as dt
 from ..ir.graph import Graph
 from ..ir.ops import OPS, TType
-from . import dispatch
-from .tensor import Tensor, _wrap
+from ..frontend import dispatch
+from ..frontend.tensor import Tensor, _wrap
 
 _EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,20 +55,6 @@ class SymArray:
             st.append(acc)
             acc *= max(s, 1)
         return tuple(reversed(st))
-
-
-BREAK_CODES = {
-    "bool": ("B001", "bool() / `if` on a tensor value"),
-    "item": ("B002", ".item() reads a tensor value"),
-    "tolist": ("B003", ".tolist() reads tensor values"),
-    "numpy": ("B004", ".numpy() reads tensor values"),
-    "print": ("B005", "printing a tensor's values"),
-    "nonzero": ("B006", "an op whose output shape depends on values (nonzero / boolean-mask indexing)"),
-    "multinomial": ("B007", "sampling (multinomial) reads probability values"),
-    "escape": ("B008", "code that leaves the dispatch (raw array access)"),
-    "backward": ("B009", ".backward() / autograd.grad inside the compiled function (whole training-step "
-                         "capture is not supported yet)"),
-}
 
 
 class GraphBreak(Exception):
@@ -164,7 +151,7 @@ class Tracer:
                 self.consts.append(t)
             return n
         dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int) else dt.default_float)
-        v = bool(t) if dtype is dt.bool_ else int(t) if dtype.category == 1 else float(t)
+        v = bool(t) if dtype is dt.bool_ else int(t) if dtype.is_integer else float(t)
         return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype},
                               meta={"source": self.source or user_source()})
 
@@ -185,7 +172,7 @@ class Tracer:
             like = next((t.dtype for t in inputs[1:] if isinstance(t, Tensor)), None)
         device = next((t.device for t in inputs if isinstance(t, Tensor)), None)
         if device is None:
-            from .device import canonical
+            from ..frontend.device import canonical
             device = canonical(dev_attr)
         nodes = [self.node_of(t, like) for t in inputs]
         node = self.graph.add(op, nodes, dict(attrs), device=device.type,
@@ -194,7 +181,7 @@ class Tracer:
 
     def _record_random(self, key, attrs, dev_attr):
         """Random ops read the generator state as an input at call time: key = state + (0, k)."""
-        from .device import canonical
+        from ..frontend.device import canonical
         device = key.device if isinstance(key, Tensor) else canonical(dev_attr)
         if self.rng_key is None:
             self.rng_key = self.graph.placeholder("rng_state", TType((2,), dt.int64), "cpu", meta={"kind": "rng"})
@@ -235,7 +222,9 @@ class Tracer:
         return None
 
     def graph_break(self, what, t=None):
-        code, reason = BREAK_CODES.get(what, ("B099", what))
+        code = BREAKS.get(what)
+        reason = CODES[code][1] if code else what
+        code = code or "B099"
         raise GraphBreak(BreakRecord(code, reason, _user_frame_info(), what))
 
     def finish_mutations(self):
@@ -250,7 +239,7 @@ class tracing:
         self.tracer = tracer
 
     def __enter__(self):
-        from . import autograd as ag
+        from ..frontend import autograd as ag
         self._prev = dispatch.tracer
         self._grad = ag._mode.enabled
         dispatch.tracer = self.tracer
@@ -258,7 +247,7 @@ class tracing:
         return self.tracer
 
     def __exit__(self, *exc):
-        from . import autograd as ag
+        from ..frontend import autograd as ag
         dispatch.tracer = self._prev
         ag._mode.enabled = self._grad
         return False
