@@ -8,7 +8,7 @@ import pytest
 
 import ember
 import ember.nn as nn
-from ember.frontend import records
+from ember import diagnostics as records
 from ember.nn.utils import rnn as U
 
 torch = pytest.importorskip("torch")
