@@ -224,6 +224,15 @@ def _timed(rec: _Recorder, name: str, kind: str, fn, nbytes: int = 0, flops: int
     return timed
 
 
+class _TimedLaunch:
+    """A bound kernel whose `launch` is timed (an extern's epilogue, called by the extern)."""
+
+    def __init__(self, rec: _Recorder, name: str, bound):
+        self.kernel = bound.kernel
+        self.launch = _timed(rec, name, "kernel", bound.launch, int(bound.kernel.bytes_moved),
+                             int(bound.kernel.flops))
+
+
 def _nbytes(values) -> int:
     n = 0
     for a in values:
@@ -332,11 +341,11 @@ class profile:
             kind, nbytes, flops, measure = _step_costs(s)
             env[key] = _timed(self._rec, name, kind, fn, nbytes, flops, measure)
             swapped[key] = fn
-            ep = getattr(fn, "epilogue", None)            # an ExternCallable: time its epilogue too
-            if ep is not None and getattr(ep, "__wrapped__", None) is None and hasattr(ep, "kernel"):
-                k = ep.kernel
-                fn.epilogue = _timed(self._rec, name + ".epilogue", "kernel", ep, int(k.bytes_moved), int(k.flops))
-                self._restore.append(lambda f=fn, e=ep: setattr(f, "epilogue", e))
+            bound = ex.module[s.name] if kind == "extern" and getattr(ex, "module", None) is not None else None
+            ep = getattr(bound, "epilogue", None)       # an extern's fused epilogue: a row of its own
+            if ep is not None and not isinstance(ep, _TimedLaunch):
+                bound.epilogue = _TimedLaunch(self._rec, name + ".epilogue", ep)
+                self._restore.append(lambda b=bound, e=ep: setattr(b, "epilogue", e))
         ref = weakref.ref(ex)
 
         def put_back():

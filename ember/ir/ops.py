@@ -151,7 +151,8 @@ def _erf(xp, x):
     erfc = t * np.exp(-a * a + poly)
     far = np.sign(xd) * (1.0 - erfc)
     x2 = xd * xd
-    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
+    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (
+        1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
     return np.where(a < 0.5, near, far).astype(x.dtype)
 
 
@@ -317,7 +318,8 @@ def _axis(dims):
 
 def _sum(xp, x, dims, keepdim):
     acc = np.float32 if x.dtype == np.float16 else x.dtype    # float16 sums accumulate in float32
-    return xp.asarray(xp.sum(x, axis=_axis(dims), keepdims=keepdim, dtype=acc)).astype(x.dtype, copy=False)
+    r = xp.sum(x, axis=None if dims is None else tuple(dims), keepdims=keepdim, dtype=acc)
+    return xp.asarray(r).astype(x.dtype, copy=False)
 
 
 def _arg(name):
