@@ -103,6 +103,20 @@ def _conv_batch_last(w: Tensor, weight: Tensor, bias, groups: int, nd: int) -> T
     k_dims = tuple(range(2 + nd, 2 + 2 * nd))
     o_dims = tuple(range(2, 2 + nd))
     cols = P("permute", w, dims=(1,) + k_dims + o_dims + (0,))                  # [C, *k, *out, N]
+    if G == 1 and bias is not None and is_tracing():
+        # the bias as one more column of the weight against a row of ones under the columns: the
+        # GEMM adds it, and its gradient comes out of the weight-gradient GEMM as that column
+        # (no reduction over the batch and positions, which a kernel would do with only O-way
+        # parallelism); the im2col kernel writes the extra row for free
+        # (the ones are joined before the positions and the batch are merged: the kernel that
+        # writes the columns keeps its [rows, *out, N] loops, the batch innermost)
+        cols = P("reshape", cols, shape=(C * K,) + out_sp + (N,))
+        ones = P("full", shape=(1,) + out_sp + (N,), value=1.0, dtype=cols.dtype, device=cols.device)
+        cols = P("reshape", P("cat", cols, ones, dim=0), shape=(C * K + 1, L * N))
+        wb = P("cat", P("reshape", weight, shape=(O, C * K)), P("reshape", bias, shape=(O, 1)), dim=1)
+        y = P("matmul", wb, cols)                                                 # [O, L*N]
+        y = P("reshape", y, shape=(O,) + out_sp + (N,))
+        return P("permute", y, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))
     if G == 1:
         cols = P("reshape", cols, shape=(C * K, L * N))
         y = P("matmul", P("reshape", weight, shape=(O, C * K)), cols)            # [O, L*N]
