@@ -513,7 +513,7 @@ class DumpSession:
             plan = getattr(ex, "memory_plan", None) or getattr(prog, "memory_plan", None)
             if plan is not None and not self.has("memory_plan", which):
                 self.memory_plan(plan, which)
-            mod = getattr(ex, "module", None) or getattr(getattr(ex, "runner", None), "module", None)
+            mod = getattr(ex, "module", None)
             if mod is None:
                 continue
             if not self.has("llvm", which):
