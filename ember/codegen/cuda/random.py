@@ -54,7 +54,8 @@ def _helpers() -> str:
         "  const double s = __ddiv_rn(f, __dadd_rn(2.0, f));",
         "  const double z = __dmul_rn(s, s);",
         "  const double w = __dmul_rn(z, z);",
-        f"  const double t1 = __dmul_rn(w, __dadd_rn({LG[1]}, __dmul_rn(w, __dadd_rn({LG[3]}, __dmul_rn(w, {LG[5]})))));",
+        f"  const double t1 = __dmul_rn(w, __dadd_rn({LG[1]}, __dmul_rn(w, __dadd_rn({LG[3]}, "
+        f"__dmul_rn(w, {LG[5]})))));",
         f"  const double t2 = __dmul_rn(z, __dadd_rn({LG[0]}, __dmul_rn(w, __dadd_rn({LG[2]}, "
         f"__dmul_rn(w, __dadd_rn({LG[4]}, __dmul_rn(w, {LG[6]})))))));",
         "  const double r = __dadd_rn(t2, t1);",
