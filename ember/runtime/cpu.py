@@ -35,10 +35,11 @@ from typing import Sequence
 import numpy as np
 
 from ember.codegen import llvm as cg
+from ember.codegen.llvm.math import LIBM_F64
 from ember.ir.kernel import Kernel
 from ember.kernels import blas
 from ember.runtime import cache
-from ember.runtime.device import Build, Compiler, Device, Module, check_arrays
+from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 
 llvm = cg.llvm
 
@@ -72,8 +73,9 @@ def _register_symbols() -> None:
     cg.init_native()
     libm = ctypes.CDLL(ctypes.util.find_library("m"))
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    for lib, names in ((libm, ("erf", "sin", "cos", "pow", "fmod", "fmodf", "expf", "exp", "logf", "log")),
-                       (libc, ("memset", "memcpy", "memmove"))):
+    # the float64 ops ember/codegen/llvm/math.py lowers to libm, and what LLVM itself may call (frem -> fmod)
+    libm_names = sorted(set(LIBM_F64.values()) | {"fmod", "fmodf", "expf", "exp", "logf", "log"})
+    for lib, names in ((libm, libm_names), (libc, ("memset", "memcpy", "memmove"))):
         for name in names:
             llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
     _SYMBOLS_READY = True
@@ -193,12 +195,11 @@ def compile_kernels(kernels: Sequence, use_cache: bool = True) -> CpuModule:
     return CPU.compile(kernels, use_cache)
 
 
-class KernelCallable:
+class KernelCallable(BoundKernel):
     """Calls one compiled kernel; `fn(*arrays, threads=None)`."""
 
     def __init__(self, module: CpuModule, kernel: Kernel):
-        self.module = module              # keeps the engine (and the machine code) alive
-        self.kernel = kernel
+        super().__init__(module, kernel)   # the module keeps the engine (and the machine code) alive
         nargs = len(kernel.args)
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * (nargs + 1)),
                                  ctypes.c_int64, ctypes.c_int64)
@@ -206,10 +207,6 @@ class KernelCallable:
         self.n0 = kernel.outer[0]
         big = kernel.bytes_moved >= PARALLEL_MIN_BYTES or kernel.flops >= PARALLEL_MIN_FLOPS
         self.parallel_ok = big and self.n0 > 1
-
-    def __call__(self, *arrays, threads: int | None = None) -> None:
-        check_arrays(self.kernel, arrays, self.module.device)
-        self.launch(arrays, threads)
 
     def launch(self, arrays: Sequence[np.ndarray], threads: int | None = None) -> None:
         """Run without argument checks: the executor's path (it passes contiguous arrays of the planned

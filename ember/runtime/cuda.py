@@ -39,7 +39,7 @@ from ember.ir.kernel import Kernel
 from ember.kernels import blas, gpu
 from ember.kernels.gpu import conv2d, matmul  # noqa: F401  (the CUDA externs, also reachable from here)
 from ember.runtime import cache
-from ember.runtime.device import Build, Compiler, Device, Module, check_arrays
+from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 
 __all__ = ["available", "device", "compile_kernels", "CudaModule", "KernelCallable", "NvrtcCompiler",
            "cuda_source", "device_info", "OPTIONS", "matmul", "conv2d"]
@@ -158,11 +158,11 @@ class CudaModule(Module):
             raise IndexError(f"index {int(e[1])} is out of bounds for dimension {int(e[2])} with size {int(e[3])}")
 
 
-class KernelCallable:
+class KernelCallable(BoundKernel):
     """Launches one generated kernel; `fn(*arrays)` checks arguments, `fn.launch(arrays)` does not."""
 
     def __init__(self, module: CudaModule, kernel: Kernel):
-        self.module, self.kernel = module, kernel
+        super().__init__(module, kernel)
         self.spec: cg.LaunchSpec = module.launches[kernel.name]
         self.fn = module.raw.get_function(kernel.name)
         self.partial_fn = module.raw.get_function(self.spec.partial) if self.spec.partial else None
@@ -178,10 +178,6 @@ class KernelCallable:
             self.grid = 1
         else:
             self.grid = max(1, min(-(-s.points // s.per_block), cap))
-
-    def __call__(self, *arrays, threads: int | None = None) -> None:
-        check_arrays(self.kernel, arrays, self.module.device)
-        self.launch(arrays)
 
     def launch(self, arrays: Sequence, threads: int | None = None) -> None:
         """Launch on arrays in args order (caller guarantees shapes/dtypes/contiguity); `threads` is

@@ -7,6 +7,7 @@
                     ember/runtime/cache.py the only cache behind it (memory, then disk)
     Module          loaded kernels: module[name](*arrays) checks the arrays, module[name].launch(arrays)
                     does not (the executor's path: it allocates every array itself)
+    BoundKernel     one kernel of a loaded module (the base of every device's kernel callables)
     ExternCallable  an extern (matmul / conv2d through run_extern) then its compiled epilogue
     check_arrays    the argument checks every callable shares
     get_device(d)   "numpy" (the kernel-IR evaluator, the oracle) | "llvm" / "cpu" | "cuda" | a Device
@@ -27,8 +28,8 @@ from ember.ir.kernel_eval import evaluate
 from ember.kernels import blas
 from ember.runtime import cache
 
-__all__ = ["Device", "Compiler", "Build", "Module", "ExternCallable", "check_arrays", "get_device", "REFERENCE",
-           "kernel_text"]
+__all__ = ["Device", "Compiler", "Build", "Module", "BoundKernel", "ExternCallable", "check_arrays", "get_device",
+           "REFERENCE", "kernel_text"]
 
 
 # ================================================================================== compiling
@@ -169,17 +170,29 @@ def check_arrays(kernel, arrays: Sequence, device: Device) -> None:
             raise ValueError(f"{kernel.name}: output {b.name} is read-only")
 
 
-class ExternCallable:
+class BoundKernel:
+    """One kernel of a module: `fn(*arrays, threads=None)` checks the arrays, `fn.launch(arrays)`
+    does not.  `threads` is the CPU device's (how many threads may split the outer loop)."""
+
+    def __init__(self, module: Module, kernel):
+        self.module, self.kernel = module, kernel
+
+    def __call__(self, *arrays, threads: int | None = None) -> None:
+        check_arrays(self.kernel, arrays, self.module.device)
+        self.launch(arrays, threads)
+
+    def launch(self, arrays: Sequence, threads: int | None = None) -> None:
+        raise NotImplementedError
+
+
+class ExternCallable(BoundKernel):
     """A library call (matmul / conv2d: ember/kernels/blas.py run_extern on the device's arrays)
     followed by the compiled epilogue, if any."""
 
     def __init__(self, module: Module, ext: ExternKernel, epilogue):
-        self.module, self.ext, self.epilogue = module, ext, epilogue
+        super().__init__(module, ext)
+        self.ext, self.epilogue = ext, epilogue
         self._scratch = None   # the extern's result buffer, reused across calls (page faults cost)
-
-    def __call__(self, *arrays, threads: int | None = None) -> None:
-        check_arrays(self.ext, arrays, self.module.device)
-        self.launch(arrays, threads)
 
     def launch(self, arrays: Sequence, threads: int | None = None) -> None:
         ext, dev = self.ext, self.module.device
@@ -194,15 +207,8 @@ class ExternCallable:
 
 
 # ============================================================================ the numpy oracle
-class _Evaluated:
+class _Evaluated(BoundKernel):
     """A kernel run by the kernel-IR evaluator (ember/ir/kernel_eval.py)."""
-
-    def __init__(self, module: Module, kernel: Kernel):
-        self.module, self.kernel = module, kernel
-
-    def __call__(self, *arrays, threads: int | None = None) -> None:
-        check_arrays(self.kernel, arrays, self.module.device)
-        self.launch(arrays)
 
     def launch(self, arrays: Sequence, threads: int | None = None) -> None:
         evaluate(self.kernel, arrays)
