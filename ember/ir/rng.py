@@ -163,8 +163,9 @@ _CHUNK = 1 << 16    # values per numpy pass: keeps the ~40 temporaries of a norm
 def _draw(xp, seed: int, offset: int, shape, np_dtype, transform):
     n = math.prod(shape)
     out = xp.empty(n, dtype=np_dtype)
-    for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
+    chunk = _CHUNK if xp is np else max(n, 1)     # a GPU array module: one launch per operation
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
         c = xp.arange(start, stop, dtype=np.uint64) + xp.uint64(int(offset) & _MASK64)
         out[start:stop] = transform(words(xp, seed, c))
     return out.reshape(shape)
