@@ -38,7 +38,7 @@ def test_cos_turns_matches_cos_to_a_few_ulp():
 def test_uniform_range_and_moments(dtype):
     u = rng.uniform(np, 7, 0, (200_000,), dtype)
     assert u.dtype == dtype and u.min() >= 0
-    # float16 rounds the 24-bit float32 value: the top 2**-12 of [0, 1) rounds up to 1.0 (so does PyTorch)
+    # float16 rounds the 24-bit float32 value: the top 2**-12 of [0, 1) rounds up to 1.0
     assert u.max() < 1 if dtype is not np.float16 else u.max() <= 1
     assert abs(u.astype(np.float64).mean() - 0.5) < 0.005 and abs(u.astype(np.float64).var() - 1 / 12) < 0.002
 
