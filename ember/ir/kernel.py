@@ -223,8 +223,8 @@ class Reduce(Expr):
 
 class Random(Expr):
     """A counter-based random value (ember/ir/rng.py): the word of int64 `counter` under int64 `seed`,
-    made a uniform [0, 1) value (float32: 24 random bits, float64: 53) or a standard normal (float64,
-    Box-Muller).  A pure function of its operands: the same (seed, counter) gives the same value."""
+    made a uniform [0, 1) value (float16: 11 random bits, float32: 24, float64: 53) or a standard
+    normal (float64, Box-Muller).  A pure function of its operands: the same (seed, counter) gives the same value."""
     __slots__ = ("dist", "seed", "counter")
 
     def __init__(self, dist: str, seed: Expr, counter: Expr, dtype: DType):
@@ -233,7 +233,7 @@ class Random(Expr):
         if seed.dtype is not dt.int64 or counter.dtype is not dt.int64:
             raise TypeError(f"random.{dist}: seed and counter must be int64, got {seed.dtype.name} and "
                             f"{counter.dtype.name}")
-        allowed = (dt.float32, dt.float64) if dist == "uniform" else (dt.float64,)
+        allowed = (dt.float16, dt.float32, dt.float64) if dist == "uniform" else (dt.float64,)
         if dtype not in allowed:
             raise TypeError(f"random.{dist} gives {' or '.join(d.name for d in allowed)}, not {dtype.name} "
                             "(cast the result)")

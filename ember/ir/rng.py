@@ -6,8 +6,8 @@ ember/codegen/cuda/random.py) emit the same integer and IEEE float operations in
 the constants below, so eager, the numpy kernel-IR evaluator, LLVM and CUDA agree bit for bit.
 
     word(c)    = splitmix64(c * GOLDEN + splitmix64(seed))            counter c = offset + flat index
-    uniform    = (word >> 40) * 2**-24  as float32 (24 random bits; exact)
-                 (word >> 11) * 2**-53  as float64 (53 random bits; exact)
+    uniform    = (word >> (64 - b)) * 2**-b  with b the dtype's significand bits: float16 11, float32 24,
+                 float64 53 (exact in the dtype, always < 1; PyTorch's uniform_real takes as many bits)
     normal     = sqrt(-2 log(u1)) * cos(2 pi u2)   (Box-Muller, one counter per value, in float64)
                  u1 = (hi + 1) * 2**-32 in (0, 1], u2 = lo * 2**-32 in [0, 1); hi, lo the word's halves
 
@@ -31,7 +31,7 @@ import numpy as np
 
 __all__ = ["GOLDEN", "M1", "M2", "SHIFTS", "LG", "LN2_HI", "LN2_LO", "SQRT2", "COS_C", "SIN_C", "DISTS",
            "splitmix64", "mix_seed", "words", "uniform_from_words", "normal_from_words", "log_unit",
-           "cos_turns", "uniform", "normal", "value_dtype"]
+           "cos_turns", "uniform", "normal", "value_dtype", "UNIFORM_BITS"]
 
 DISTS = ("uniform", "normal")
 
@@ -67,12 +67,13 @@ COS_C = _taylor(odd=False)       # COS_C[0] == 1.0
 SIN_C = _taylor(odd=True)        # SIN_C[0] == pi/2
 
 
+UNIFORM_BITS = {np.dtype(np.float16): 11, np.dtype(np.float32): 24, np.dtype(np.float64): 53}
+
+
 def value_dtype(dist: str, dtype) -> np.dtype:
-    """The precision a distribution is computed in for a result dtype: uniform float64 has 53 random
-    bits, every other uniform 24 (float32, then rounded); normal is always computed in float64."""
-    if dist == "normal" or np.dtype(dtype) == np.float64:
-        return np.dtype(np.float64)
-    return np.dtype(np.float32)
+    """The dtype a distribution is computed in for a result dtype: a uniform in the dtype itself (with
+    UNIFORM_BITS random bits), a normal always in float64 (then rounded)."""
+    return np.dtype(np.float64) if dist == "normal" else np.dtype(dtype)
 
 
 # ================================================================================ the words
@@ -104,10 +105,10 @@ def words(xp, seed, counters):
 
 # =========================================================================== the transforms
 def uniform_from_words(xp, w, dtype):
-    """[0, 1) values: 24 high bits of each word for float32 (and float16, rounded after), 53 for float64."""
-    if value_dtype("uniform", dtype) == np.float64:
-        return (w >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-    return (w >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
+    """[0, 1) values of a float dtype from the high UNIFORM_BITS[dtype] bits of each word (exact)."""
+    dtype = np.dtype(dtype)
+    b = UNIFORM_BITS[dtype]
+    return (w >> np.uint64(64 - b)).astype(dtype) * dtype.type(2.0 ** -b)
 
 
 def log_unit(xp, x):

@@ -280,7 +280,7 @@ def _conv_window(n, c, h, kk):
 
 
 def _random_value(key, index, dist, d):
-    vd = F64 if dist == "normal" or d is F64 else F32
+    vd = F64 if dist == "normal" else d
     counter = Binary("add", Load(key, (1,)), IndexValue(index))
     return cast(Random(dist, Load(key, (0,)), counter, vd), d)
 

@@ -37,9 +37,9 @@ def test_cos_turns_matches_cos_to_a_few_ulp():
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_uniform_range_and_moments(dtype):
     u = rng.uniform(np, 7, 0, (200_000,), dtype)
-    assert u.dtype == dtype and u.min() >= 0
-    # float16 rounds the 24-bit float32 value: the top 2**-12 of [0, 1) rounds up to 1.0
-    assert u.max() < 1 if dtype is not np.float16 else u.max() <= 1
+    assert u.dtype == dtype and u.min() >= 0 and u.max() < 1
+    bits = {np.float16: 11, np.float32: 24, np.float64: 53}[dtype]
+    assert np.all(u * 2.0 ** bits == np.floor(u * 2.0 ** bits))       # k / 2**bits, exact
     assert abs(u.astype(np.float64).mean() - 0.5) < 0.005 and abs(u.astype(np.float64).var() - 1 / 12) < 0.002
 
 

@@ -30,6 +30,7 @@ def _horner(var: str, coef) -> list[str]:
 
 def _helpers() -> str:
     LG = [_d(v) for v in rng.LG]
+    B16, B32, B64 = (rng.UNIFORM_BITS[d.np] for d in (dt.float16, dt.float32, dt.float64))
     lines = [
         "// ---- counter-based random numbers: ember/ir/rng.py, operation for operation ----",
         "__device__ __forceinline__ unsigned long long ember_splitmix64(unsigned long long x) {",
@@ -75,11 +76,15 @@ def _helpers() -> str:
         "  const long long q = k & 3;",
         "  return q == 0 ? c : (q == 1 ? -s : (q == 2 ? -c : s));",
         "}",
+        "// float16 values live in float registers: k * 2^-11 is exact in half, no rounding needed",
+        "__device__ __forceinline__ float ember_rand_f16(long long seed, long long counter) {",
+        f"  return __fmul_rn((float)(ember_rng_word(seed, counter) >> {64 - B16}), {_d(2.0 ** -B16)}f);",
+        "}",
         "__device__ __forceinline__ float ember_rand_f32(long long seed, long long counter) {",
-        f"  return __fmul_rn((float)(ember_rng_word(seed, counter) >> 40), {_d(2.0 ** -24)}f);",
+        f"  return __fmul_rn((float)(ember_rng_word(seed, counter) >> {64 - B32}), {_d(2.0 ** -B32)}f);",
         "}",
         "__device__ __forceinline__ double ember_rand_f64(long long seed, long long counter) {",
-        f"  return __dmul_rn((double)(ember_rng_word(seed, counter) >> 11), {_d(2.0 ** -53)});",
+        f"  return __dmul_rn((double)(ember_rng_word(seed, counter) >> {64 - B64}), {_d(2.0 ** -B64)});",
         "}",
         "__device__ __forceinline__ double ember_randn_f64(long long seed, long long counter) {",
         "  const unsigned long long w = ember_rng_word(seed, counter);",

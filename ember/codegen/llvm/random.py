@@ -88,9 +88,12 @@ def emit_random(b: ir.IRBuilder, m: ir.Module, dist: str, dtype: dt.DType, seed,
     """The value of Random(dist, seed, counter, dtype) (ember/ir/kernel.py) at the builder's position."""
     w = _word(b, seed, counter)
     if dist == "uniform":
+        bits = rng.UNIFORM_BITS[dtype.np]
         if dtype is dt.float64:
-            return b.fmul(b.uitofp(b.lshr(w, _i(11)), F64), _f(2.0 ** -53))
-        return b.fmul(b.uitofp(b.lshr(w, _i(40)), F32), ir.Constant(F32, 2.0 ** -24))
+            return b.fmul(b.uitofp(b.lshr(w, _i(64 - bits)), F64), _f(2.0 ** -bits))
+        u = b.fmul(b.uitofp(b.lshr(w, _i(64 - bits)), F32), ir.Constant(F32, 2.0 ** -bits))
+        # float16: the float32 value is exact in half, so the conversion does not round
+        return u if dtype is dt.float32 else b.fptrunc(u, ir.HalfType())
     hi = b.uitofp(b.lshr(w, _i(32)), F64)
     lo = b.and_(w, _i(0xFFFFFFFF))
     u1 = b.fmul(b.fadd(hi, _f(1.0)), _f(2.0 ** -32))
