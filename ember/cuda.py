@@ -2,8 +2,8 @@
 is_available() is False and using device "cuda" raises a clear error."""
 from __future__ import annotations
 
-from .kernels.gpu import cupy_or_none, need as _need
 from .frontend.legacy import CUDA_TYPES as _legacy
+from .kernels.gpu import cupy_or_none, need as _need
 
 # ember.cuda.FloatTensor(...) & co (legacy constructors; they need a GPU, as PyTorch's need a CUDA build)
 (FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,

@@ -319,7 +319,8 @@ def _axis(dims):
 
 def _sum(xp, x, dims, keepdim):
     acc = np.float32 if x.dtype == np.float16 else x.dtype    # float16 sums accumulate in float32
-    return xp.asarray(xp.sum(x, axis=_axis(dims), keepdims=keepdim, dtype=acc)).astype(x.dtype, copy=False)
+    r = xp.sum(x, axis=None if dims is None else tuple(dims), keepdims=keepdim, dtype=acc)
+    return xp.asarray(r).astype(x.dtype, copy=False)
 
 
 def _arg(name):

@@ -39,7 +39,7 @@ from typing import Sequence
 
 from ember.codegen import loops as L
 from ember.codegen.cuda.ops import (CUDA_BINARY, CUDA_UNARY, acc_dtype, acc_init, acc_type, c_type, combine_c,
-                                    const_c, convert_c, from_acc, to_acc)
+                                    const_c, convert_c, from_acc, group_reduce_c, to_acc)
 from ember.codegen.cuda.random import RNG_HELPERS, random_c
 from ember.codegen.cuda.strategy import (SPLIT_PARTS_MAX, CudaProgram, LaunchSpec, choose_strategy, has_gather,
                                          index_range, is_identity, needs_idx64, nonneg)
@@ -471,36 +471,8 @@ class _KernelEmitter:
     # ======================================================================= reductions
     def group_reduce(self, scope: _Scope, op: str, acc: str, ty: str, idx: str | None) -> None:
         """Combine per-thread accumulators across the group; every thread ends with the result."""
-        if self.strategy == "thread":
-            return
-        if self.strategy == "warp" or self.strategy in ("block", "split"):
-            scope.add("#pragma unroll")
-            scope.add("for (int s = 16; s > 0; s >>= 1) {")
-            scope.add(f"  const {ty} ov = __shfl_xor_sync(EMBER_FULL_MASK, {acc}, s);")
-            if idx is not None:
-                scope.add(f"  const long long oi = __shfl_xor_sync(EMBER_FULL_MASK, {idx}, s);")
-                scope.add(f"  if (ember_{op}_better(ov, oi, {acc}, {idx})) {{ {acc} = ov; {idx} = oi; }}")
-            else:
-                scope.add(f"  {acc} = {combine_c(op, acc, 'ov', ty)};")
-            scope.add("}")
-        if self.strategy in ("block", "split"):
-            nw = self.block // 32
-            scope.add("__syncthreads();  // the shared slots may still be read by the previous reduction")
-            scope.add(f"if ((threadIdx.x & 31) == 0) reinterpret_cast<{ty}*>(ember_sh)[threadIdx.x >> 5] = {acc};")
-            if idx is not None:
-                scope.add(f"if ((threadIdx.x & 31) == 0) ember_sh_idx[threadIdx.x >> 5] = {idx};")
-            scope.add("__syncthreads();")
-            scope.add(f"{acc} = reinterpret_cast<{ty}*>(ember_sh)[0];")
-            if idx is not None:
-                scope.add(f"{idx} = ember_sh_idx[0];")
-            scope.add(f"for (int w = 1; w < {nw}; ++w) {{")
-            scope.add(f"  const {ty} ov = reinterpret_cast<{ty}*>(ember_sh)[w];")
-            if idx is not None:
-                scope.add("  const long long oi = ember_sh_idx[w];")
-                scope.add(f"  if (ember_{op}_better(ov, oi, {acc}, {idx})) {{ {acc} = ov; {idx} = oi; }}")
-            else:
-                scope.add(f"  {acc} = {combine_c(op, acc, 'ov', ty)};")
-            scope.add("}")
+        for line in group_reduce_c(self.strategy, self.block, op, acc, ty, idx):
+            scope.add(line)
 
     def _group_vars(self):
         """(first inner index of this thread, inner stride, leader condition)."""
