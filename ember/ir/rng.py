@@ -158,7 +158,7 @@ def normal_from_words(xp, w):
 
 
 # ===================================================================================== draws
-_CHUNK = 1 << 16    # values per numpy pass: keeps the ~40 temporaries of a normal draw in cache
+_CHUNK = 1 << 14    # values per numpy pass: keeps the ~40 temporaries of a normal draw in cache
 
 
 def _draw(xp, seed: int, offset: int, shape, np_dtype, transform):
