@@ -455,10 +455,13 @@ def _zeros_like(x):
     return P("full", shape=tuple(x.shape), value=0, dtype=x.dtype, device=x.device)
 
 
-register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None), input_at(1))
+register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None),
+         input_at(1))
 register("index_add", _index_add, lambda g, o, x, idx, src, dim: (g, None, P("take", g, idx, dim=dim)), input_at(1))
-register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None), input_at(1))
-register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)), input_at(1))
+register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None),
+         input_at(1))
+register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)),
+         input_at(1))
 register("scatter", _scatter, lambda g, o, x, idx, src, dim: (
     P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), input_at(1))
 
