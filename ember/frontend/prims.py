@@ -16,7 +16,6 @@ import math
 import numpy as np
 
 from ..ir.ops import OPS
-from . import rng
 from ..kernels import blas_threads
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register
 from .tensor import Tensor
@@ -547,13 +546,7 @@ register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else x
 
 
 # ---------------------------------------------------------------------------- random, consts
-def _random(xp, key, shape, dtype, dist):
-    seed, offset = (int(v) for v in key.tolist())
-    f = rng.uniform if dist == "uniform" else rng.normal
-    return f(xp, seed, offset, tuple(shape), dtype.np)
-
-
-register("random", _random, None)
+# random: its reference semantics in ember/ir/ops.py (the generator of ember/ir/rng.py) is the kernel
 register("full", lambda xp, shape, value, dtype: xp.full(tuple(shape), value, dtype=dtype.np), None)
 register("arange", lambda xp, n, start, step, dtype: (
     (start + step * xp.arange(n, dtype=np.float64)).astype(dtype.np) if dtype.is_floating_point or

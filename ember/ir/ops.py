@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from . import dtypes as dt
+from . import rng
 from .dtypes import DType
 
 
@@ -584,8 +585,16 @@ def _random(ins, a):
     return TType(tuple(a["shape"]), a["dtype"])
 
 
-_def("random", "random", _random, attrs=("shape", "dtype", "dist"), differentiable=False,
-     flags=("random",), doc="counter-based random numbers from key = (seed, offset); dist uniform|normal")
+def _random_ref(xp, key, shape, dtype, dist):
+    seed, offset = (int(v) for v in key.tolist())
+    draw = rng.uniform if dist == "uniform" else rng.normal
+    return draw(xp, seed, offset, tuple(shape), dtype.np)
+
+
+_def("random", "random", _random, attrs=("shape", "dtype", "dist"), differentiable=False, cost=EXPENSIVE,
+     ref=_random_ref,
+     flags=("random",), doc="counter-based random numbers from key = (seed, offset); dist uniform|normal "
+     "(ember/ir/rng.py; a Random node in kernel IR)")
 _def("full", "const", lambda ins, a: TType(tuple(a["shape"]), a["dtype"]), arity=0,
      attrs=("shape", "value", "dtype"), differentiable=False)
 _def("arange", "const", lambda ins, a: TType((a["n"],), a["dtype"]), arity=0,

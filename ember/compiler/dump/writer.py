@@ -28,7 +28,7 @@ writes straight into the folder; files found there at finish() are listed as sta
 listed in report.json["missing"] with the reason: no silent gaps. Dump errors never break the
 user's program: they are reported the same way.
 
-Writing is deterministic (STYLE 8): same program, same files, so two dumps can be diffed.
+Writing is deterministic (docs/style.md, rule 8): same program, same files, so two dumps can be diffed.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ class NodeClass(str, Enum):
     MOVEMENT = "movement"         # an index map (ember.ir.index.map_*), never a copy
     REDUCE = "reduce"             # a reduction over a kernel's inner axes
     GATHER = "gather"             # take / gather: a load through an index buffer
+    RANDOM = "random"             # counter-based random numbers: computed from the key and the index
     EXTERN = "extern"             # matmul: a library call (ExternKernel)
     EAGER = "eager"               # no kernel IR lowering: the eager kernel runs it
 
@@ -37,7 +38,6 @@ VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "pad", "windows", "
 
 # why an op the kernel IR cannot express runs eagerly (default: "<op> has no kernel IR lowering")
 _EAGER_REASONS = {
-    "random": "random numbers: the kernel IR has no counter-based RNG op",
     "cumsum": "scan (cumsum): the kernel IR has no scan loops",
     "argsort": "sorting (argsort) is not expressible in the kernel IR",
     "topk": "sorting (topk) is not expressible in the kernel IR",
@@ -70,6 +70,8 @@ def classify(n: Node) -> tuple[NodeClass, str]:
         return (NodeClass.EAGER, why) if why else (NodeClass.REDUCE, "")
     if op in ("take", "gather"):
         return NodeClass.GATHER, ""
+    if op == "random":
+        return NodeClass.RANDOM, ""
     if op == "matmul":
         return NodeClass.EXTERN, ""
     return NodeClass.EAGER, _EAGER_REASONS.get(op, f"{op} has no kernel IR lowering")

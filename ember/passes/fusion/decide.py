@@ -174,7 +174,7 @@ class Fuser:
         cost = {}
         for n in self.order:
             k = self.cls[n]
-            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER):
+            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER, NodeClass.RANDOM):
                 cost[n] = min(100, OPS[n.op].cost + sum(cost.get(i, 0) for i in n.inputs))
             else:
                 cost[n] = 0
@@ -265,7 +265,7 @@ class Fuser:
         if not must:
             if k in (NodeClass.CONST, NodeClass.MOVEMENT, NodeClass.GATHER):
                 return self._inline(n, list(reqs))
-            if k is NodeClass.POINTWISE:
+            if k in (NodeClass.POINTWISE, NodeClass.RANDOM):
                 fan = len(reqs)
                 if fan <= 1 or (fan <= MAX_FANOUT and (fan - 1) * self.cost[n] <= self.opt.recompute_budget):
                     if fan > 1:
