@@ -161,7 +161,8 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
-    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends"):
+    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
+                "serialization", "onnx"):
         return _lazy(name)
     if name in ("autocast", "GradScaler"):
         return getattr(_lazy("amp"), name)

@@ -4,7 +4,8 @@
   - while a tracer is active, it records a graph node instead (the tracer sees every primitive);
   - otherwise it runs the primitive's eager kernel on the inputs' arrays (numpy or cupy) and, when
     grad mode is on and an input requires grad, attaches an autograd Node with the primitive's VJP.
-Kernels and VJPs are registered by op name (ember/frontend/prims.py); schemas live in ember/ir/ops.py.
+An op's eager kernel is its reference semantics (`ref` in ember/ir/ops.py) unless
+ember/frontend/prims.py registers one of its own; VJPs are registered there by op name.
 """
 from __future__ import annotations
 
@@ -16,8 +17,22 @@ from ..ir import ops as irops
 from ..ir.ops import ShapeError
 from . import autograd as ag
 
-KERNELS: dict = {}     # op -> kernel(xp, *arrays_or_scalars, **attrs) -> array
-VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves: str)
+# op -> kernel(xp, *arrays_or_scalars, **attrs) -> array
+KERNELS: dict = {name: d.ref for name, d in irops.OPS.items() if d.ref is not None}
+VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves)
+
+# What a VJP reads, version-checked at backward time (PyTorch's "modified by an inplace operation").
+# The values are the spellings docs/ops.md shows.
+NOTHING = ""
+INPUTS = "x"            # every tensor input
+OUT = "o"               # the result
+INPUTS_AND_OUT = "xo"
+
+
+def input_at(i: int) -> str:
+    """One input only (the index of gather/scatter, the condition of where)."""
+    return str(i)
+
 
 # `dispatch.tracer` is the tracer (ember/compiler/capture.py) active on the calling thread, or None:
 # one thread tracing must not capture another thread's eager ops. Reading it goes through a module
@@ -47,15 +62,21 @@ class _DispatchModule(types.ModuleType):
 _mode = ag._mode
 
 
-def register(op, kernel, vjp=None, saves=""):
-    """Attach an eager kernel and a VJP to a schema. `saves` names what the VJP reads: 'x' the
-    inputs, a digit one input ('1': input 1), 'o' the output, or a function (inputs, out) -> tensors;
-    those are version-checked at backward time (PyTorch's "modified by an inplace operation")."""
+def register(op, kernel=None, vjp=None, saves=NOTHING):
+    """Attach an eager kernel (None: keep the op's reference semantics) and a VJP to a schema.
+    `saves` names what the VJP reads: one of the constants above, or a function
+    (inputs, out) -> tensors."""
     if op not in irops.OPS:
         raise KeyError(f"no schema for primitive {op!r} in ember/ir/ops.py")
-    KERNELS[op] = kernel
+    if kernel is not None:
+        KERNELS[op] = kernel
     if vjp is not None:
         VJPS[op] = (vjp, saves)
+
+
+def defvjp(op, vjp, saves=NOTHING):
+    """Attach a VJP to a primitive whose eager kernel is its reference semantics."""
+    register(op, None, vjp, saves)
 
 
 def _fail(op, inputs, attrs, exc):
@@ -160,12 +181,12 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
         if callable(saves):   # the op decides from its inputs (mul needs x only for y's gradient ...)
             saved = tuple((t, t._vc[0]) for t in saves(inputs, out) if isinstance(t, Tensor))
         else:
-            if "x" in saves:
+            if INPUTS in saves:
                 saved = [(t, t._vc[0]) for t in inputs if isinstance(t, Tensor)]
-            else:   # digits name single inputs: "1" is the index of gather/scatter
+            else:   # digits name single inputs (input_at)
                 saved = [(inputs[int(c)], inputs[int(c)]._vc[0]) for c in saves
                          if c.isdigit() and isinstance(inputs[int(c)], Tensor)]
-            if "o" in saves:
+            if OUT in saves:
                 saved.append((out, out._vc[0]))
             saved = tuple(saved)
     out.grad_fn = _Node(op, vjp, attrs, inputs, out, tuple(nexts), saved)

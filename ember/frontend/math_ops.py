@@ -13,7 +13,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.ops import norm_dim, norm_dims
+from ..ir.ops import FLOAT_UNARY, norm_dim, norm_dims
 from .dispatch import apply as P
 from .tensor import Tensor
 
@@ -224,9 +224,9 @@ def _float_unary(op):
     return f
 
 
-exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, erf, log1p, expm1, reciprocal = (
-    _float_unary(n) for n in ("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf",
-                              "log1p", "expm1", "reciprocal"))
+# one public function per float primitive of ember/ir/ops.py: a new one fails this unpacking until it
+# is spelled here
+exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, erf, log1p, expm1, reciprocal = map(_float_unary, FLOAT_UNARY)
 
 
 def log2(x):

@@ -8,9 +8,9 @@
     outs = Executor(program, runner="numpy").run(arrays)   # or runner="llvm"
 
 Pieces (one module each): manager (Pass, Pipeline, PASSES registry), decompose, canonicalize,
-movement, constant_fold, cse, dce (graph passes, in place), fusion (Graph -> Program of kernel IR),
-fusion_index (movement ops as index maps), program (the Program data structure), memory
-(liveness-based buffer reuse).
+movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
+kernel IR), memory (liveness-based buffer reuse).  The Program data structure is ember.ir.program,
+the index algebra fusion uses ember.ir.index.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from . import canonicalize as _canonicalize, constant_fold as _constant_fold, cs
 from . import dce as _dce, decompose as _decompose, movement as _movement  # noqa: F401
 from .fusion import FusionOptions, classify, fuse
 from .memory import MemoryPlan, plan_memory
-from .program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
+from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
 __all__ = ["compile_graph", "optimize", "Pipeline", "Pass", "PASSES", "DEFAULT_PASSES", "register_pass",
            "get_pass", "run_passes", "PassError", "PassTiming", "fuse", "classify", "FusionOptions",

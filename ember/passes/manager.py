@@ -48,7 +48,7 @@ class Pass:
 PASSES: dict[str, Pass] = {}
 
 # The baseline pipeline (DESIGN.md "Passes"): cleanup to a fixed point, then fusion (which is not a
-# Graph -> Graph pass: see ember/passes/fusion.py) and memory planning.
+# Graph -> Graph pass: see ember/passes/fusion/) and memory planning.
 DEFAULT_PASSES = ("decompose", "canonicalize", "movement", "constant_fold", "canonicalize", "cse", "dce")
 
 

@@ -9,7 +9,7 @@ In: a Graph.  Out: the same Graph (in place) where
     transpose(a @ b) (its only use)            -> b^T @ a^T  (transposed operands are free for BLAS)
 
 Most movement folding happens inside fusion, not here: a fused kernel reads its inputs through the
-composed index map of the movement chain (ember/passes/fusion_index.py), so no movement op costs a
+composed index map of the movement chain (ember/ir/index.py), so no movement op costs a
 copy unless its result is materialised (a graph output, an extern operand that is not a free view).
 This pass only shortens chains so that the maps (and the printed graph) stay small.
 """

@@ -1,6 +1,6 @@
 """The compiled-graph executor: a Program becomes generated Python source that calls kernels in order.
 
-In: a `Program` (ember/passes/program.py) with its memory plan (planned here if missing), and a
+In: a `Program` (ember/ir/program.py) with its memory plan (planned here if missing), and a
 kernel runner.  Out: an `Executor` whose `run(arrays)` takes one array per graph input and returns
 the graph outputs followed by the mutation values (the convention of
 ember.compiler.interpreter.Interpreter.run), and whose `.source` is the readable function it runs:
@@ -36,7 +36,7 @@ import numpy as np
 from ember.ir import dtypes as dt
 from ember.ir.kernel_eval import evaluate
 from ember.passes.memory import plan_memory
-from ember.passes.program import EagerStep, ExternStep, KernelStep, Program
+from ember.ir.program import EagerStep, ExternStep, KernelStep, Program
 
 from ..kernels import blas
 

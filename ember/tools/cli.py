@@ -133,7 +133,7 @@ def cmd_opt(a) -> int:
 
 
 def _kernels_from_kir(path: str):
-    from ..ir.kernel import parse_kernel
+    from ..ir.kernel_text import parse_kernel
     text = _read(path)
     blocks, cur, start = [], [], 1
     for i, line in enumerate(text.splitlines(), 1):

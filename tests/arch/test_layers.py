@@ -97,4 +97,4 @@ def test_every_package_has_a_rule():
 
 
 # Public API packages above the compiler (they may import anything but tools).
-_API_PACKAGES = {"distributed", "onnx", "backends", "cpu", "profiler"}
+_API_PACKAGES = {"distributed", "onnx", "backends", "cpu", "profiler", "serialization"}

@@ -334,7 +334,7 @@ class DumpSession:
             return None
 
     def program(self, program, which: str = "forward") -> None:
-        """The fused Program (ember/passes/program.py): fusion groups + decisions (fusion.txt), kernel
+        """The fused Program (ember/ir/program.py): fusion groups + decisions (fusion.txt), kernel
         IR (kernels.kir) and the memory plan when there is one. Duck-typed."""
         try:
             groups = []

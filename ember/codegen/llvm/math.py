@@ -3,7 +3,7 @@
 In: an llvmlite `ir.Module`; `MathLib(module).call(builder, op, x)` emits a call to an internal,
 `alwaysinline` function `ember.<op>.<f32|f64>` defined once per module.  Out: the result value.
 After inlining, the loop vectoriser sees straight-line selects/FMAs and vectorises them (a libm call
-would keep the loop scalar).  Used by ember/codegen/llvm.py.
+would keep the loop scalar).  Used by the op table in ember/codegen/llvm/ops.py.
 
 Algorithms (all branch-free: special cases are `select`s, so vector lanes never diverge)
   exp      x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, FMA), e^r by Taylor (degree 7 f32,

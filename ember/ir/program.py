@@ -1,6 +1,6 @@
 """The scheduled program: what fusion produces and the executor runs.
 
-In: built by ember/passes/fusion.py from an optimised Graph.  Out: a `Program` -- an ordered list
+In: built by ember/passes/fusion from an optimised Graph.  Out: a `Program` -- an ordered list
 of steps over named values -- that ember/passes/memory.py annotates with a buffer plan and
 ember/runtime/executor.py turns into Python source.
 
@@ -21,29 +21,62 @@ contiguous array); ExternStep.views maps such an operand position to that shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from ember.ir.dtypes import DType
 from ember.ir.kernel import ExternKernel, Kernel
 
-__all__ = ["Value", "KernelStep", "ExternStep", "EagerStep", "FusionRecord", "Program"]
+__all__ = ["Value", "ValueKind", "KernelStep", "ExternStep", "EagerStep", "FusionRecord", "FusionKind",
+           "Program"]
+
+
+class _TextEnum(str, Enum):
+    """An Enum whose members print as their value (the dump format) and compare equal to it."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class ValueKind(_TextEnum):
+    """Who owns a program value's memory (see Value)."""
+    INPUT = "input"
+    INTERNAL = "internal"
+    OUTPUT = "output"
+    SCRATCH = "scratch"
+    EAGER = "eager"
+    VIEW = "view"
+
+
+class FusionKind(_TextEnum):
+    """What a FusionRecord reports."""
+    FUSED = "fused"
+    NOT_FUSED = "not_fused"
+    FALLBACK = "fallback"
+    REALIZED = "realized"
 
 
 @dataclass
 class Value:
     """One array of the program.
 
-    kind: 'input' (a graph input, owned by the caller), 'internal' (lives between steps only:
-    planned into reusable slots), 'output' (a graph result: allocated fresh on every call),
-    'scratch' (an extern's result consumed only by its fused epilogue: owned by the extern call),
-    'eager' (returned by an eager fallback kernel, which allocates it), 'view' (a reshape of the
+    kind: INPUT (a graph input, owned by the caller), INTERNAL (lives between steps only:
+    planned into reusable slots), OUTPUT (a graph result: allocated fresh on every call),
+    SCRATCH (an extern's result consumed only by its fused epilogue: owned by the extern call),
+    EAGER (returned by an eager fallback kernel, which allocates it), VIEW (a reshape of the
     graph input named by `base`: an output the caller allowed to alias its input)."""
     name: str
     shape: tuple
     dtype: DType
-    kind: str = "internal"
+    kind: ValueKind = ValueKind.INTERNAL
     node: Any = None            # the graph Node it holds (for messages)
-    base: str | None = None     # kind 'view': the input value it is a reshape of
+    base: str | None = None     # kind VIEW: the input value it is a reshape of
+
+    def __post_init__(self):
+        self.kind = ValueKind(self.kind)
 
     @property
     def nbytes(self) -> int:
@@ -134,11 +167,14 @@ class EagerStep:
 
 @dataclass
 class FusionRecord:
-    """A fusion decision for the inspect tool: kind 'fused' | 'not_fused' | 'fallback' | 'realized'."""
-    kind: str
+    """A fusion decision for the inspect tool."""
+    kind: FusionKind
     message: str
     nodes: list = field(default_factory=list)     # printed node names (%3, ...)
     source: str = ""                               # user source line of the first node
+
+    def __post_init__(self):
+        self.kind = FusionKind(self.kind)
 
     def __str__(self) -> str:
         where = f"  [{self.source}]" if self.source else ""
@@ -200,7 +236,7 @@ class Program:
         lines = [f"program {self.graph.name}({', '.join(self.inputs)}) -> ({', '.join(self.results)})",
                  f"# {self.summary()}"]
         for v in self.values.values():
-            if v.kind != "input":
+            if v.kind is not ValueKind.INPUT:
                 lines.append(f"#   {v}")
         for s in self.steps:
             lines.append(str(s))
