@@ -169,7 +169,9 @@ class StateGuard:
             self.version = state_version()
 
     def describe(self) -> list[str]:
-        out = [f"{label} is {_describe(want)}" for label, _, _, want in self.values]
+        """One line per guard (no addresses: dumps of two runs must be identical)."""
+        out = [f"{label} is {_describe(want).split(' at 0x')[0]} (identity)" if isinstance(want, (Tensor, Module))
+               else f"{label} == {want!r}" for label, _, _, want in self.values]
         out += [f"identity of {label} (and {sum(1 for p, _ in self.snapshot if p.startswith(label))} objects under it)"
                 for label, _ in self.modules]
         return out
