@@ -51,6 +51,8 @@ CODES = {
              "the rest of the graph is still compiled; see the reason for what is missing"),
     "F002": ("fallbacks", "the whole graph runs on the reference interpreter",
              "pass backend='llvm' (CPU) or 'cuda' to require generated code"),
+    "F003": ("fallbacks", "inputs overlap in memory and the graph writes one of them in place: the call runs eagerly",
+             "pass tensors that do not overlap (clone one of them) to run the compiled code"),
     "S001": ("specializations", "specialised on the value of a Python scalar argument",
              "pass a 0-d tensor instead if the value changes between calls"),
     "U001": ("fusions", "fusion not taken", ""),

@@ -98,6 +98,8 @@ class Backward:
     grad_inputs: tuple           # forward placeholders that get a gradient, in backward output order
     n_user: int                  # user outputs (the forward returns n_user + len(saved) values)
     plan: tuple                  # backward inputs: ("saved", i) | ("grad", i)
+    watch: tuple = ()            # ("input", k) | ("output", i): tensors whose memory holds a saved
+                                 # value (or a view of it); their versions are checked at backward
 
 
 @dataclass
@@ -124,6 +126,22 @@ class CompiledGraph:
         self.const_guards = [(b.tensor, (b.tensor._data.shape, b.tensor.dtype, b.tensor.device, b.tensor.requires_grad),
                               ph.name.lstrip("%")) for ph, b in zip(self.graph.inputs, self.bindings)
                              if isinstance(b, FromConst)]
+
+    def overlapping_inputs(self, leaves):
+        """(written input name, other input name) when an input the graph writes in place shares
+        memory with another input (x and y both views of one tensor): the graph treats them as
+        independent, so the call must run eagerly. None otherwise (and always without mutations)."""
+        if not self.graph.mutations:
+            return None
+        tensors = [_bound_tensor(b, leaves) for b in self.bindings]
+        for ph, _ in self.graph.mutations:
+            k = self.graph.inputs.index(ph)
+            a = tensors[k]._data
+            share = getattr(self.device.xp, "may_share_memory", None)
+            for j, t in enumerate(tensors):
+                if j != k and t is not None and share is not None and share(a, t._data):
+                    return ph.name.lstrip("%"), self.graph.inputs[j].name.lstrip("%")
+        return None
 
     def guard_failure(self):
         """None when this variant may run now, else (guard name, old, new) of the first failing
@@ -187,7 +205,11 @@ class CompiledGraph:
         sources = [self._tensor_of(ph, leaves) for ph in bw.grad_inputs]
         nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator()) if t.requires_grad else None
                       for t in sources)
-        node = CompiledBackwardNode(self, saved, nexts, out_tensors, [(t, t._vc[0]) for t in sources])
+        versions = []       # PyTorch's check: a saved value modified in place fails backward
+        for kind, i in bw.watch:
+            t = out_tensors[i] if kind == "output" else self._tensor_of(self.graph.inputs[i], leaves)
+            versions.append((t, t._vc[0], kind, i))
+        node = CompiledBackwardNode(self, saved, nexts, out_tensors, versions)
         for i in bw.grad_out_index:
             o = out_tensors[i]
             o.grad_fn = _OutputSelect(node, i)
@@ -245,6 +267,14 @@ class CompiledBackwardNode:
             raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
                                "tensors after they have already been freed). Specify retain_graph=True if you "
                                "need to backward through the graph a second time.")
+        for t, v, kind, i in self.versions:
+            if t._vc[0] != v:
+                which = f", which is output {i} of CompiledFunctionBackward," if kind == "output" else ""
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{t.dtype.name} {list(t.shape)}]{which} is at version {t._vc[0]}; expected "
+                    f"version {v} instead. Hint: the compiled function saved it for backward; modify a clone, "
+                    "or call backward() before the in-place change.")
         xp = self.cg.device.xp
         grads = []
         for i in self.bw.grad_out_index:
@@ -344,7 +374,19 @@ class CompiledFunction:
         if isinstance(entry, _Eager):
             self.stats["eager_calls"] += 1
             return self.fn(*args, **kwargs)
+        if entry.graph.mutations:
+            overlap = entry.overlapping_inputs(leaves)
+            if overlap is not None:
+                self._aliased_call(overlap)
+                return self.fn(*args, **kwargs)
         return entry.run(leaves)
+
+    def _aliased_call(self, overlap):
+        self.stats["eager_calls"] += 1
+        written, other = overlap
+        records.emit(Record("fallbacks", "F003", f"inputs {written} and {other} share memory and the graph "
+                            f"writes {written} in place: this call runs eagerly", user_source(), fn=self.name,
+                            extra={"written": written, "other": other}))
 
     def _lookup_or_compile(self, leaves, spec, args, kwargs):
         """(variant, key) for a call whose cached variant is missing or stale; (None, key) past the
@@ -501,7 +543,8 @@ class CompiledFunction:
         devices.setdefault("cpu", CPU)
         bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices)
         graph.set_outputs(outputs + saved)
-        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan))
+        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan),
+                        _saved_aliases(graph, saved, outputs))
 
     def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1
@@ -552,6 +595,29 @@ def _collect_outputs(out, tr):
         else:
             out_consts.append(o)   # a constant (or a concrete tensor returned as is)
     return out_spec, outputs, out_consts
+
+
+# Ops whose eager result is a view of their input (PyTorch views share the version counter).
+_VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "windows")
+
+
+def _saved_aliases(graph, saved, outputs) -> tuple:
+    """The tensors whose in-place modification eager autograd would catch for these saved values:
+    ("input", k) for graph input k and ("output", i) for output i that is (a view of) the value a
+    saved node views. An input written in place inside the graph counts as its mutation value."""
+    def base(n):
+        while n.op in _VIEW_OPS and n._inputs:
+            n = n._inputs[0]
+        return n
+
+    written = {v: ph for ph, v in graph.mutations}
+    bases = set()
+    for s in saved:
+        b = base(s)
+        bases.add(written.get(b, b))
+    watch = [("input", k) for k, ph in enumerate(graph.inputs) if ph in bases]
+    watch += [("output", i) for i, o in enumerate(outputs) if base(o) in bases or written.get(base(o)) in bases]
+    return tuple(watch)
 
 
 def _check_trace(tr, watch, out, sym_leaves) -> list:
