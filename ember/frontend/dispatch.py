@@ -9,6 +9,10 @@ ember/frontend/prims.py registers one of its own; VJPs are registered there by o
 """
 from __future__ import annotations
 
+import sys
+import threading
+import types
+
 from ..ir import ops as irops
 from ..ir.ops import ShapeError
 from . import autograd as ag
@@ -30,7 +34,30 @@ def input_at(i: int) -> str:
     return str(i)
 
 
-tracer = None          # the active tracer (ember/compiler/capture.py) or None
+# `dispatch.tracer` is the tracer (ember/compiler/capture.py) active on the calling thread, or None:
+# one thread tracing must not capture another thread's eager ops. Reading it goes through a module
+# property (below); apply's hot path first reads the plain counter `_tracing` (threads tracing now).
+_tls = threading.local()
+_tracing = 0
+_tracing_lock = threading.Lock()
+
+
+def current_tracer():
+    """The tracer active on this thread, or None."""
+    return getattr(_tls, "tracer", None) if _tracing else None
+
+
+def set_tracer(tr) -> None:
+    """Install `tr` (or None) as this thread's tracer."""
+    global _tracing
+    with _tracing_lock:
+        prev = getattr(_tls, "tracer", None)
+        _tracing += (tr is not None) - (prev is not None)
+        _tls.tracer = tr
+
+
+class _DispatchModule(types.ModuleType):
+    tracer = property(lambda self: current_tracer(), lambda self, tr: set_tracer(tr))
 
 _mode = ag._mode
 
@@ -102,8 +129,10 @@ def apply(op: str, *inputs, **attrs):
     This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
     if _autocast is not None and op == "matmul":
         inputs = _autocast_inputs(inputs)
-    if tracer is not None:
-        return tracer.record(op, inputs, attrs)
+    if _tracing:
+        tr = getattr(_tls, "tracer", None)
+        if tr is not None:
+            return tr.record(op, inputs, attrs)
     dev = None
     arrays = []
     for t in inputs:
@@ -170,3 +199,4 @@ from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module 
 from .device import CPU as _CPU  # noqa: E402
 
 _Node = ag.Node
+sys.modules[__name__].__class__ = _DispatchModule

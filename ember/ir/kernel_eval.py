@@ -2,9 +2,9 @@
 
 In: a `Kernel` (ember/ir/kernel.py) and numpy arrays for its arguments.  Out: the outputs written,
 with each op's reference semantics from ember/ir/ops.py (float32 stays float32, NaN propagates,
-integer division by zero gives 0).  Evaluation is vectorised: every expression node becomes an array broadcastable to the
-whole domain `outer + inner`, so memory use is O(domain size) per live node -- fine for tests, not a
-runtime.  Gather indices are bounds-checked and raise the same IndexError as the compiled kernels.
+integer division by zero gives 0).  Evaluation is vectorised: every expression node becomes an
+array broadcastable to the whole domain `outer + inner`, so memory use is O(domain size) per live
+node -- fine for tests, not a runtime.  Gather indices are bounds-checked and raise the same IndexError as the compiled kernels.
 
     evaluate(kernel, arrays)        arrays in kernel.args order (inputs, then outputs); writes outputs
     run_kernel(kernel, inputs)      allocates zero-filled outputs, returns them as a list

@@ -151,7 +151,8 @@ def _erf(xp, x):
     erfc = t * np.exp(-a * a + poly)
     far = np.sign(xd) * (1.0 - erfc)
     x2 = xd * xd
-    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
+    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (
+        1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
     return np.where(a < 0.5, near, far).astype(x.dtype)
 
 

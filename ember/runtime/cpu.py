@@ -288,7 +288,9 @@ class ExternCallable:
 
     def __init__(self, module: CompiledModule, ext: ExternKernel, epilogue: KernelCallable | None):
         self.module, self.ext, self.epilogue = module, ext, epilogue
-        self._scratch = None   # the extern's result buffer, reused across calls (page faults cost)
+        # the extern's result buffer, reused across calls (page faults cost); one per thread:
+        # threads may run one compiled function at once
+        self._local = threading.local()
 
     def __call__(self, *arrays, threads: int | None = None) -> None:
         ext = self.ext
@@ -297,7 +299,8 @@ class ExternCallable:
         if self.epilogue is None:
             blas.run_extern(ext.op, ins, arrays[-1], ext.attrs)
             return
-        if self._scratch is None:
-            self._scratch = np.empty(ext.output.shape, dtype=ext.output.dtype.np)
-        blas.run_extern(ext.op, ins, self._scratch, ext.attrs)
-        self.epilogue(self._scratch, *arrays[len(ext.inputs):], threads=threads)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.empty(ext.output.shape, dtype=ext.output.dtype.np)
+        blas.run_extern(ext.op, ins, scratch, ext.attrs)
+        self.epilogue(scratch, *arrays[len(ext.inputs):], threads=threads)

@@ -31,6 +31,7 @@ Without CuPy or a GPU, importing this module works; `compile_kernels` raises a R
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from typing import Sequence
 
@@ -241,7 +242,7 @@ class KernelCallable:
         self.fn = module.raw.get_function(kernel.name)
         self.partial_fn = module.raw.get_function(self.spec.partial) if self.spec.partial else None
         self._n = np.int64(self.spec.points)
-        self._scratch = None
+        self._local = threading.local()     # split-reduction partials, per thread
         sm = _sm_count(module.device_id)
         s = self.spec
         cap = sm * MAX_BLOCKS_PER_SM
@@ -278,11 +279,13 @@ class KernelCallable:
             self.module.check_errors()
 
     def _scratch_buffers(self) -> tuple:
-        if self._scratch is None:
+        # per thread: two threads' launches interleave on the stream, so shared partials would mix
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
             cp = _cupy()
-            self._scratch = tuple(cp.empty(self.spec.parts, dtype=np.dtype(dt_name))
-                                  for _, dt_name in self.spec.scratch)
-        return self._scratch
+            scratch = self._local.scratch = tuple(cp.empty(self.spec.parts, dtype=np.dtype(dt_name))
+                                                  for _, dt_name in self.spec.scratch)
+        return scratch
 
 
 class ExternCallable:
@@ -290,7 +293,7 @@ class ExternCallable:
 
     def __init__(self, module: CudaModule, ext: ExternKernel, epilogue: KernelCallable | None):
         self.module, self.ext, self.epilogue = module, ext, epilogue
-        self._scratch = None
+        self._local = threading.local()     # the matmul result the epilogue reads, per thread
 
     def __call__(self, *arrays, threads: int | None = None) -> None:
         ext = self.ext
@@ -303,10 +306,11 @@ class ExternCallable:
         if self.epilogue is None:
             run_extern(ext.op, ins, arrays[-1], ext.attrs)
             return
-        if self._scratch is None:
-            self._scratch = _cupy().empty(ext.output.shape, dtype=ext.output.dtype.np)
-        run_extern(ext.op, ins, self._scratch, ext.attrs)
-        self.epilogue.launch((self._scratch,) + tuple(arrays[len(ext.inputs):]))
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = _cupy().empty(ext.output.shape, dtype=ext.output.dtype.np)
+        run_extern(ext.op, ins, scratch, ext.attrs)
+        self.epilogue.launch((scratch,) + tuple(arrays[len(ext.inputs):]))
 
 
 # ============================================================================ executor runner

@@ -12,9 +12,10 @@ ember.compiler.interpreter.Interpreter.run), and whose `.source` is the readable
         _s1(buf1, w.reshape((10, 50)), buf2, buf3)      # x1_matmul_add_maximum: matmul + epilogue
         return [buf3]
 
-Internal values are views of the slots of the memory plan, allocated once when the executor is
-built and reused by every call (so an executor is not re-entrant: one call at a time).  Outputs
-are allocated on every call and never written again by a later call.
+Internal values are views of the slots of the memory plan, allocated once per thread that runs
+the executor and reused by that thread's calls (threads never share them; a call is not
+re-entrant within one thread).  Outputs are fresh for every call and never written again by a
+later call.
 
 Runners (`runner=`):
   "numpy"  kernels through the kernel-IR reference evaluator (ember/ir/kernel_eval.py), externs
@@ -28,6 +29,7 @@ layer does not import the frontend at module load).
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
 from typing import Sequence
 
@@ -68,17 +70,18 @@ def _eval_kernel(k):
 
 def _numpy_extern(ext):
     n_in = len(ext.inputs)
-    scratch = []
+    local = threading.local()         # the matmul result an epilogue reads: one per thread
 
     def call(*arrays):
         ins = arrays[:n_in]
         if ext.epilogue is None:
             blas.run_extern(ext.op, ins, arrays[-1], ext.attrs)
             return
-        if not scratch:
-            scratch.append(np.empty(ext.output.shape, dtype=ext.output.dtype.np))
-        blas.run_extern(ext.op, ins, scratch[0], ext.attrs)
-        evaluate(ext.epilogue, (scratch[0],) + tuple(arrays[n_in:]))
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = np.empty(ext.output.shape, dtype=ext.output.dtype.np)
+        blas.run_extern(ext.op, ins, scratch, ext.attrs)
+        evaluate(ext.epilogue, (scratch,) + tuple(arrays[n_in:]))
     call.__name__ = ext.name
     return call
 
@@ -268,17 +271,11 @@ class Executor:
         if program.memory is None:
             plan_memory(program)
         self.runner = get_runner(runner)
-        xp = getattr(self.runner, "xp", np)     # cupy for the CUDA runner
-        self.slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
+        self._xp = getattr(self.runner, "xp", np)     # cupy for the CUDA runner
         self.source, self._line_step = generate_source(program)
-        self.pool = OutputPool(xp)
-        env = {"_c": _contiguous if xp is np else _contiguous_for(xp), "_empty": self.pool.empty}
+        env = {"_c": _contiguous if self._xp is np else _contiguous_for(self._xp)}
         for d in dt.ALL:
             env[f"_dt_{d.short}"] = d.np
-        ids = identifiers(program)
-        for name, slot in program.memory.assign.items():
-            v = program.values[name]
-            env[ids[name]] = self.slots[slot][:v.nbytes].view(v.dtype.np).reshape(v.shape)
         fns = self.runner.callables(program)
         eager = None
         for s in program.steps:
@@ -286,14 +283,41 @@ class Executor:
                 if eager is None:
                     eager = eager_kernels if eager_kernels is not None else _default_eager_kernels()
                 v = program.values[s.output]
-                env["_" + s.name] = _eager_call(eager[s.op], s.attrs, v.dtype.np, v.shape, xp)
+                env["_" + s.name] = _eager_call(eager[s.op], s.attrs, v.dtype.np, v.shape, self._xp)
             else:
                 env["_" + s.name] = fns[s.name]
+        self._env = env
         self._filename = f"<ember program {program.graph.name} {id(self):x}>"
-        code = compile(self.source, self._filename, "exec")
-        exec(code, env)
-        self._fn = env[f"run_{program.graph.name}"]
+        self._code = compile(self.source, self._filename, "exec")
         self._steps = {s.name: s for s in program.steps}
+        # Scratch slots and the output pool are per thread: two threads running one compiled
+        # function at once must not share buffers. The building thread's state is made now.
+        self._owner = threading.get_ident()
+        self._fn, self.slots, self.pool = self._thread_state()
+        self._local = threading.local()
+
+    def _thread_state(self) -> tuple:
+        """(function, slots, output pool) for the calling thread: the generated code bound to its
+        own scratch slots and output pool."""
+        program, xp = self.program, self._xp
+        slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
+        pool = OutputPool(xp)
+        env = dict(self._env)
+        env["_empty"] = pool.empty
+        ids = identifiers(program)
+        for name, slot in program.memory.assign.items():
+            v = program.values[name]
+            env[ids[name]] = slots[slot][:v.nbytes].view(v.dtype.np).reshape(v.shape)
+        exec(self._code, env)
+        return env[f"run_{program.graph.name}"], slots, pool
+
+    def _function(self):
+        if threading.get_ident() == self._owner:
+            return self._fn
+        fn = getattr(self._local, "fn", None)
+        if fn is None:
+            fn = self._local.fn = self._thread_state()[0]
+        return fn
 
     @property
     def memory_bytes(self) -> int:
@@ -304,7 +328,7 @@ class Executor:
             raise TypeError(f"program {self.program.graph.name} takes {len(self.program.inputs)} inputs, "
                             f"got {len(arrays)}")
         try:
-            return self._fn(*arrays)
+            return self._function()(*arrays)
         except Exception as e:
             step = self._failing_step(e)
             if step is None:

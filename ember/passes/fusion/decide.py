@@ -527,7 +527,9 @@ class Fuser:
     def fuse_epilogues(self) -> None:
         """A kernel that is the only consumer of a matmul result runs as that extern's epilogue."""
         for x in list(self.groups):
-            if x.kind is not GroupKind.EXTERN or x.node in self.is_output:
+            # an epilogue makes the matmul result the extern's private scratch: a result the caller
+            # reads (an output, or the base of a saved view output) must stay a real buffer
+            if x.kind is not GroupKind.EXTERN or x.node in self.is_output or x.node in self.must:
                 continue
             succ = list(self.dag.successors(x))
             if len(succ) != 1 or succ[0].kind is not GroupKind.KERNEL or succ[0].epilogue_of is not None:
