@@ -6,6 +6,12 @@ dtype, no values), so shape-driven Python control flow works unchanged. Concrete
 tracing (parameters, buffers, closed-over tensors, constants built inside the function) become graph
 inputs whose current values are read at every call; in-place writes to them become mutation outputs.
 
+Traced tensors carry `requires_grad` as eager ones would (grad mode, no_grad blocks and detach() are
+honoured); `loss.backward()` inside the trace differentiates the graph traced so far
+(ember/compiler/grads.py) and assigns symbolic `.grad`s, which the compiled call replays as real ones.
+Optimizers read the hyper-parameters schedulers change (lr, momentum, betas, weight_decay) as graph
+inputs bound to their param_group (`group_scalar`), so a scheduler step never recompiles.
+
 Reading a value (bool(), item(), numpy(), tolist(), print) raises GraphBreak with a stable code, the
 reason and the user's file:line.
 """
@@ -21,6 +27,7 @@ from ..diagnostics import BREAKS, CODES
 from ..ir import dtypes as dt
 from ..ir.graph import Graph
 from ..ir.ops import OPS, TType
+from ..frontend import autograd as ag
 from ..frontend import dispatch
 from ..frontend.tensor import Tensor, _wrap
 
@@ -118,6 +125,19 @@ class Tracer:
         self.source = None                # when set, the file:line given to every new node
         self.made: dict = {}              # id -> weakref of every symbolic tensor (escape check)
         self.stores: dict = {}            # (id(module), name) -> (module, name, where, old value)
+        # autograd inside the trace (ember/compiler/grads.py)
+        self.grad_nodes: set = set()      # nodes whose value requires grad (recorded in grad mode)
+        self.grad_fns: dict = {}          # node -> TracedGradFn shared by the tensors of that node
+        self.arg_tensors: dict = {}       # placeholder -> the real argument tensor it stands for
+        self.stand_ins: dict = {}         # id(symbolic stand-in of an argument) -> its placeholder
+        self.grad_log: dict = {}          # id(tensor) -> GradEntry: `.grad`s the trace assigned
+        self.backward_ran = False         # loss.backward() / autograd.grad ran inside the trace
+        self.freed: set = set()           # nodes a backward without retain_graph went through
+        # optimizers stepped inside the trace and their hyper-parameter inputs
+        self.optimizers: dict = {}        # id(optimizer) -> (optimizer, state epoch before its step)
+        self.hyper_nodes: dict = {}       # (id(group), key, index, dtype) -> placeholder
+        self.hypers: list = []            # (group, key, index) in placeholder order
+        self.undo_log: list = []          # callables undoing what the trace did for real (state init)
 
     # ------------------------------------------------------------------ tensors and nodes
     def is_symbolic(self, t) -> bool:
@@ -125,16 +145,35 @@ class Tracer:
 
     def symbolic(self, node, device, requires_grad=False) -> Tensor:
         t = _wrap(SymArray(node.shape, node.dtype.np, node), device)
-        t.requires_grad = requires_grad
+        if requires_grad:
+            t.requires_grad = True
+            if not node.is_placeholder:          # a traced non-leaf: give it a grad_fn, as eager would
+                self.grad_nodes.add(node)
+                t.grad_fn = self.grad_fn_of(node)
         self.made[id(t)] = weakref.ref(t)
         return t
 
+    def grad_fn_of(self, node):
+        fn = self.grad_fns.get(node)
+        if fn is None:
+            fn = self.grad_fns[node] = TracedGradFn(node)
+        return fn
+
     def add_input(self, t: Tensor, name: str, kind: str = "input") -> Tensor:
-        """A graph input for a user argument; returns its symbolic stand-in."""
+        """A graph input for a user argument; returns its symbolic stand-in (a leaf, which holds the
+        argument's current .grad so that a backward inside the trace accumulates as eager does)."""
         node = self.graph.placeholder(name, TType(tuple(t.shape), t.dtype), str(t.device.type),
                                       meta={"kind": kind})
         s = self.symbolic(node, t.device, t.requires_grad)
+        s.grad = t.grad
+        self.arg_tensors[node] = t
+        self.stand_ins[id(s)] = node
         return s
+
+    def pending(self, t) -> bool:
+        """True when t's values are not known while tracing: a traced tensor, or a concrete tensor
+        the trace has written in place (its array still holds the value from before the call)."""
+        return isinstance(t, Tensor) and (type(t._data) is SymArray or id(t) in self.overrides)
 
     def node_of(self, t, like_dtype=None):
         """The graph node for an op argument: symbolic tensors map to their node, concrete tensors
@@ -181,7 +220,10 @@ class Tracer:
         nodes = [self.node_of(t, like) for t in inputs]
         node = self.graph.add(op, nodes, dict(attrs), device=device.type,
                               meta={"source": self.source or user_source()})
-        return self.symbolic(node, device)
+        rg = False
+        if ag._mode.enabled and node.dtype.is_floating_point and OPS[op].differentiable and op in dispatch.VJPS:
+            rg = any(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        return self.symbolic(node, device, rg)
 
     def _record_random(self, key, attrs, dev_attr):
         """Random ops read the generator state as an input at call time: key = state + (0, k)."""
@@ -209,7 +251,16 @@ class Tracer:
         if self.is_symbolic(dst):
             target = dst._data.node
             dst._data = SymArray(rnode.shape, rnode.dtype.np, rnode)
+            result_rg = isinstance(result, Tensor) and result.requires_grad
+            if ag._mode.enabled and (result_rg or dst.requires_grad and dst.grad_fn is not None):
+                # eager: dst takes result's history (or keeps one whose gradient is now zero)
+                dst.requires_grad = True
+                dst.grad_fn = self.grad_fn_of(rnode)
         else:
+            if rnode.is_placeholder or any(o._data.node is rnode for o in self.overrides.values()):
+                # p.copy_(x): p's new value gets a node of its own, so that p's writes and
+                # gradients stay apart from x's
+                rnode = self.graph.add("stop_gradient", [rnode], {}, meta={"source": self.source or user_source()})
             target = self.node_of(dst)   # a concrete tensor: make sure it is an input
             self.overrides[id(dst)] = self.symbolic(rnode, dst.device)
         ph = self._placeholder_behind(target)
@@ -230,6 +281,42 @@ class Tracer:
         reason = CODES[code][1] if code else what
         code = code or "B099"
         raise GraphBreak(BreakRecord(code, reason, _user_frame_info(), what))
+
+    # ------------------------------------------------------------------ autograd and optimizers
+    def backward(self, tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+        from .grads import backward
+        return backward(self, tensors, grad_tensors, retain_graph, create_graph, inputs)
+
+    def grad(self, outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None,
+             materialize_grads=False):
+        from .grads import grad
+        return grad(self, outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused, materialize_grads)
+
+    def note_grad(self, t: Tensor, read: bool = False) -> None:
+        """t.grad is about to be assigned (zero_grad, backward): remember what it held."""
+        from .grads import note_grad
+        note_grad(self, t, read)
+
+    def note_optimizer(self, opt) -> None:
+        """opt.step() runs inside the trace: its state and param_groups become guards."""
+        if id(opt) not in self.optimizers:
+            self.optimizers[id(opt)] = (opt, opt._state_epoch)
+
+    def group_scalar(self, group: dict, key: str, index=None, like: Tensor | None = None) -> Tensor:
+        """A 0-d graph input holding group[key] (or group[key][index]) at call time: the optimizer
+        hyper-parameters schedulers change are inputs, so changing them never recompiles."""
+        dtype = like.dtype if like is not None and like.dtype.is_floating_point else dt.default_float
+        device = like.device if like is not None else None
+        k = (id(group), key, index, dtype, device)
+        node = self.hyper_nodes.get(k)
+        if node is None:
+            name = key if index is None else f"{key}{index}"
+            node = self.graph.placeholder(name, TType((), dtype), str(device.type) if device else "cpu",
+                                          meta={"kind": "hyper"})
+            self.hyper_nodes[k] = node
+            self.hypers.append((group, key, index))
+        from ..frontend.device import CPU
+        return self.symbolic(node, device or CPU)
 
     # ------------------------------------------------------------ stores on module attributes
     def module_store(self, module, name: str) -> None:
@@ -265,6 +352,20 @@ class Tracer:
             elif where is not None:
                 d[where][name] = old
 
+    def on_undo(self, fn) -> None:
+        """Run fn() if this trace is abandoned (a graph break): it undoes a real side effect."""
+        self.undo_log.append(fn)
+
+    def undo_effects(self) -> None:
+        """After a graph break: put back module attributes, `.grad`s and whatever on_undo noted."""
+        self.undo_stores()
+        for e in reversed(list(self.grad_log.values())):
+            if id(e.tensor) not in self.stand_ins:
+                e.tensor.grad = e.entry
+        for fn in reversed(self.undo_log):
+            fn()
+        self.undo_log.clear()
+
     def escaped(self, keep) -> list:
         """Symbolic tensors still alive after the trace that are not in `keep` (ids): stored in a
         global, a list or some other object the compiled graph cannot write."""
@@ -289,21 +390,42 @@ def _module_slot(module, name) -> tuple:
 
 
 class tracing:
-    """Context manager installing a tracer (no autograd recording while tracing)."""
+    """Context manager installing a tracer. Grad mode stays the caller's (traced tensors carry
+    requires_grad as eager ones would); `grad=False` turns it off (tracing a backward graph)."""
 
-    def __init__(self, tracer):
+    def __init__(self, tracer, grad: bool | None = None):
         self.tracer = tracer
+        self.grad = grad
 
     def __enter__(self):
-        from ..frontend import autograd as ag
         self._prev = dispatch.tracer
         self._grad = ag._mode.enabled
         dispatch.tracer = self.tracer
-        ag._mode.enabled = False
+        if self.grad is not None:
+            ag._mode.enabled = self.grad
         return self.tracer
 
     def __exit__(self, *exc):
-        from ..frontend import autograd as ag
         dispatch.tracer = self._prev
         ag._mode.enabled = self._grad
         return False
+
+
+class TracedGradFn:
+    """The grad_fn of a traced tensor that requires grad: enough of autograd's Node for user code
+    (name(), hooks, retain_grad) while the gradient itself is computed by ember/compiler/grads.py."""
+
+    __slots__ = ("node", "pre_hooks", "retain", "freed", "__weakref__")
+    next_functions = ()
+
+    def __init__(self, node):
+        self.node = node
+        self.pre_hooks = None
+        self.retain = None
+        self.freed = False
+
+    def name(self) -> str:
+        return f"{''.join(p.capitalize() for p in self.node.op.split('_'))}Backward0"
+
+    def __repr__(self):
+        return f"<{self.name()} object (traced)>"

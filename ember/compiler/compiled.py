@@ -41,6 +41,7 @@ from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_
 from .guards import changed_guard, describe_guards, guard_key, state_guard
 from .joint import build_backward
 from .pytree import flat_spec, flatten, unflatten
+from .training import FromHyper, GradGuard, GradReplay, OptimizerGuard, collect_grads, grad_snapshot
 from .watch import TraceWatch
 
 __all__ = ["compile", "CompileError", "GraphBreakError", "CompiledFunction", "CompiledGraph"]
@@ -86,7 +87,7 @@ class FromRng:
     """The generator key (seed, offset) of the call's random numbers."""
 
 
-Binding = Union[FromArg, FromConst, FromRng]
+Binding = Union[FromArg, FromConst, FromRng, FromHyper]
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ class CompiledGraph:
     state: object = None         # guards.StateGuard: identity of the objects the trace read
     stores: tuple = ()           # (module, attribute) the function assigns a traced tensor to, in
                                  # output order: the forward returns them after the user outputs
+    grads: GradReplay | None = None     # .grads the function assigned (a training step): replayed
+                                        # after each call; their values are the last outputs
+    grad_guard: GradGuard | None = None
+    opt_guards: tuple = ()       # OptimizerGuard per optimizer stepped in the trace
+    spent: tuple = ()            # user outputs a backward inside the function went through
 
     def __post_init__(self):
         self.const_guards = [(b.tensor, (b.tensor._data.shape, b.tensor.dtype, b.tensor.device, b.tensor.requires_grad),
@@ -143,14 +149,23 @@ class CompiledGraph:
                     return ph.name.lstrip("%"), self.graph.inputs[j].name.lstrip("%")
         return None
 
-    def guard_failure(self):
+    def guard_failure(self, leaves=()):
         """None when this variant may run now, else (guard name, old, new) of the first failing
-        guard on what the trace read besides the arguments (constants' metadata, object identity)."""
+        guard on what the trace read besides the arguments (constants' metadata, object identity,
+        the .grads and optimizers of a training step)."""
         for t, meta, name in self.const_guards:
             now = (t._data.shape, t.dtype, t.device, t.requires_grad)
             if now != meta:
                 i = next(i for i, (a, b) in enumerate(zip(now, meta)) if a != b)
                 return f"{name} {('shape', 'dtype', 'device', 'requires_grad')[i]}", meta[i], now[i]
+        for g in self.opt_guards:
+            failed = g.check()
+            if failed is not None:
+                return failed
+        if self.grad_guard is not None:
+            failed = self.grad_guard.check(leaves)
+            if failed is not None:
+                return failed
         return self.state.check() if self.state is not None else None
 
     def input_arrays(self, leaves) -> list:
@@ -160,6 +175,8 @@ class CompiledGraph:
                 arrays.append(leaves[b.index]._data)
             elif isinstance(b, FromConst):
                 arrays.append(b.tensor._data)
+            elif isinstance(b, FromHyper):
+                arrays.append(b.array())
             else:
                 seed, off = rng.default_generator.take(self.rng_count)
                 arrays.append(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64))
@@ -182,8 +199,14 @@ class CompiledGraph:
         if self.backward is not None and ag.is_grad_enabled():
             saved = results[n_out:len(g.outputs)]
             self._attach_backward(out_tensors, saved, leaves)
+        n_grad = self.grads.n_outputs if self.grads is not None else 0
         if self.stores:
-            self._replay_stores(out_tensors[n_out - len(self.stores):])
+            self._replay_stores(out_tensors[n_out - n_grad - len(self.stores):n_out - n_grad])
+        if self.grads is not None:
+            self.grads.apply(leaves, out_tensors[n_out - n_grad:])
+        for i in self.spent:         # eager: the loss a backward went through keeps a freed grad_fn
+            out_tensors[i].requires_grad = True
+            out_tensors[i].grad_fn = _SPENT
         it = iter(out_tensors)
         final = [c if c is not _GRAPH_OUT else next(it) for c in self.out_consts]
         return unflatten(self.out_spec, iter(final))
@@ -217,6 +240,30 @@ class CompiledGraph:
 
 
 _GRAPH_OUT = object()
+
+
+class _SpentNode:
+    """grad_fn of an output that a backward inside the compiled function already went through."""
+
+    next_functions = ()
+    pre_hooks = None
+    retain = None
+    freed = True
+    op = "compiled_function"
+
+    def name(self):
+        return "CompiledFunctionBackward"
+
+    def apply(self, g):
+        raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
+                           "tensors after they have already been freed): the compiled function already ran "
+                           "backward through this output.")
+
+    def release(self):
+        pass
+
+
+_SPENT = _SpentNode()
 
 
 class _OutputSelect:
@@ -364,7 +411,7 @@ class CompiledFunction:
             spec = flatten((args, kwargs), leaves)
         key = self.guard_key(leaves, spec)
         entry = self.cache.get(key)
-        if entry is None or (not isinstance(entry, _Eager) and entry.guard_failure() is not None):
+        if entry is None or (not isinstance(entry, _Eager) and entry.guard_failure(leaves) is not None):
             with self._lock:        # one thread compiles; the others wait for its variant
                 entry, key = self._lookup_or_compile(leaves, spec, args, kwargs)
             if entry is None:
@@ -395,7 +442,7 @@ class CompiledFunction:
         entry = self.cache.get(key)
         failed = None
         if entry is not None and not isinstance(entry, _Eager):
-            failed = entry.guard_failure()
+            failed = entry.guard_failure(leaves)
             if failed is None:
                 return entry, key                 # another thread compiled it meanwhile
             # what the trace read changed (a module swapped, a global rebound): modules whose
@@ -458,32 +505,41 @@ class CompiledFunction:
         graph = Graph("forward")
         tr = Tracer(graph, self._names())
         watch = TraceWatch()
+        snapshot = grad_snapshot(self._guard_modules(), [o for _, o in self._roots()])
         try:
             out, tensor_index, sym_leaves = self._trace(tr, watch, leaves, spec, len(args))
             out_spec, outputs, out_consts = _collect_outputs(out, tr)
-            stores = _check_trace(tr, watch, out, sym_leaves)
+            grad_replay, grad_guard, grad_tensors = collect_grads(tr, snapshot, tensor_index)
+            stores = _check_trace(tr, watch, out, sym_leaves + grad_tensors)
         except GraphBreak as gb:
-            tr.undo_stores()        # the eager run that follows redoes the function's stores
+            tr.undo_effects()       # the eager run that follows redoes the function's stores and .grads
             return self._break(gb.record, graph, dump, leaves, spec)
         except Exception as e:  # code that escaped the dispatch (raw array access, ...)
-            tr.undo_stores()
+            tr.undo_effects()
             rec = BreakRecord("B008", f"tracing failed: {type(e).__name__}: {e}", _tb_source(e), "escape")
             return self._break(rec, graph, dump, leaves, spec)
         tr.undo_stores(only_symbolic=True)    # no traced tensor stays on a module: run() assigns real ones
+        spent = tuple(i for i, o in enumerate(outputs) if tr.backward_ran and o in tr.grad_nodes)
         del out, sym_leaves
         if dump is not None:
             dump.time("trace", time.perf_counter() - t0)
         self._specialisations(leaves)
         outputs += [t._data.node for _, _, t in stores]
+        outputs += [t._data.node for t in grad_tensors]
+        del grad_tensors
         graph.set_outputs(outputs)
         tr.finish_mutations()
         bindings = _bindings(graph, tr, tensor_index)
         dce(graph)
-        backward = self._backward(graph, bindings, leaves, outputs)
+        backward = None if tr.backward_ran else self._backward(graph, bindings, leaves, outputs, tr.grad_nodes)
         state = state_guard(self.fn, watch.frames if watch.active else None, self.module,
                             skip={(id(m), name) for m, name, _ in stores})
+        if grad_guard is not None:
+            grad_guard.names = tr.names
         cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward,
-                           _graph_device(leaves, tr), state=state, stores=tuple((m, n) for m, n, _ in stores))
+                           _graph_device(leaves, tr), state=state, stores=tuple((m, n) for m, n, _ in stores),
+                           grads=grad_replay, grad_guard=grad_guard, spent=spent,
+                           opt_guards=tuple(OptimizerGuard(o, e) for o, e in tr.optimizers.values()))
         if dump is not None:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
             t_build = time.perf_counter()
@@ -530,9 +586,10 @@ class CompiledFunction:
         finally:    # tracing draws no random numbers: the generator is advanced by each compiled call
             rng.default_generator._seed, rng.default_generator._offset = state
 
-    def _backward(self, graph, bindings, leaves, outputs) -> Backward | None:
+    def _backward(self, graph, bindings, leaves, outputs, grad_nodes=None) -> Backward | None:
         """The backward graph when grad mode is on and an input requires grad; the forward graph
-        then also returns the values backward saves."""
+        then also returns the values backward saves. `grad_nodes`: the nodes the trace recorded as
+        requiring grad (no_grad blocks and detach() cut them)."""
         if not ag._mode.enabled or not outputs:
             return None
         sources = {ph: _bound_tensor(b, leaves) for ph, b in zip(graph.inputs, bindings)}
@@ -541,7 +598,7 @@ class CompiledFunction:
             return None
         devices = {ph.device: t.device for ph, t in sources.items() if t is not None}
         devices.setdefault("cpu", CPU)
-        bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices)
+        bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices, grad_nodes)
         graph.set_outputs(outputs + saved)
         return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan),
                         _saved_aliases(graph, saved, outputs))
@@ -647,6 +704,7 @@ def _check_trace(tr, watch, out, sym_leaves) -> list:
 
 def _bindings(graph, tr, tensor_index) -> list:
     consts = iter(tr.consts)
+    hypers = iter(tr.hypers)
     out = []
     for ph in graph.inputs:
         kind = ph.meta.get("kind")
@@ -654,9 +712,21 @@ def _bindings(graph, tr, tensor_index) -> list:
             out.append(FromArg(tensor_index[ph]))
         elif kind == "const":
             out.append(FromConst(next(consts)))
+        elif kind == "hyper":
+            group, key, index = next(hypers)
+            xp = tr_device_xp(ph, tr)
+            out.append(FromHyper(group, key, index, ph.dtype, xp))
         else:
             out.append(FromRng())
     return out
+
+
+def tr_device_xp(ph, tr):
+    """The array module of a placeholder's device (numpy for "cpu")."""
+    if ph.device == "cpu":
+        return np
+    from ..frontend.device import canonical
+    return canonical(ph.device).xp
 
 
 def _bound_tensor(b, leaves):
