@@ -132,21 +132,70 @@ class CompiledGraph:
         self.const_guards = [(b.tensor, (b.tensor._data.shape, b.tensor.dtype, b.tensor.device, b.tensor.requires_grad),
                               ph.name.lstrip("%")) for ph, b in zip(self.graph.inputs, self.bindings)
                              if isinstance(b, FromConst)]
+        # the per-call plan, computed once: how to fetch each input, where each mutation goes
+        pos = {ph: k for k, ph in enumerate(self.graph.inputs)}
+        self._fetch = [(_ARG, b.index) if isinstance(b, FromArg) else (_CONST, b.tensor) if isinstance(b, FromConst)
+                       else (_HYPER, b) if isinstance(b, FromHyper) else (_RNG, None) for b in self.bindings]
+        self._mutated = [(pos[ph], self.bindings[pos[ph]]) for ph, _ in self.graph.mutations]
+        self._roots = None           # (state version, {id(memory root): input position}) of constants
 
     def overlapping_inputs(self, leaves):
         """(written input name, other input name) when an input the graph writes in place shares
         memory with another input (x and y both views of one tensor): the graph treats them as
-        independent, so the call must run eagerly. None otherwise (and always without mutations)."""
-        if not self.graph.mutations:
+        independent, so the call must run eagerly. None otherwise (and always without mutations).
+
+        Two numpy arrays can overlap only if they view one owner (`.base`): the owners of the
+        constants are indexed once (again when module state changes), so a call compares the few
+        arguments' owners against them instead of every pair of inputs."""
+        if not self._mutated:
             return None
+        if self.device.xp is not np:
+            return self._overlap_pairs(leaves, range(len(self.bindings)))
+        roots = self._roots
+        if roots is None or roots[0] != state_version():
+            owners, clash = {}, None
+            for k, (kind, x) in enumerate(self._fetch):
+                if kind is _CONST:
+                    r = _owner(x._data)
+                    if id(r) in owners and clash is None:
+                        clash = (owners[id(r)], k)
+                    owners.setdefault(id(r), k)
+            roots = self._roots = (state_version(), owners, clash)
+        _, owners, clash = roots
+        mutated = {k for k, _ in self._mutated}
+        if clash is not None:
+            hit = self._overlap_pairs(leaves, clash)
+            if hit is not None:
+                return hit
+        seen = {}
+        for k, (kind, x) in enumerate(self._fetch):
+            if kind is not _ARG:
+                continue
+            rid = id(_owner(leaves[x]._data))
+            other = owners.get(rid, seen.get(rid))
+            seen.setdefault(rid, k)
+            if other is not None and (k in mutated or other in mutated):
+                hit = self._overlap_pairs(leaves, (k, other))
+                if hit is not None:
+                    return hit
+        return None
+
+    def _overlap_pairs(self, leaves, candidates):
+        """The first (written, other) pair among input positions `candidates` whose memory overlaps."""
         tensors = [_bound_tensor(b, leaves) for b in self.bindings]
-        for ph, _ in self.graph.mutations:
-            k = self.graph.inputs.index(ph)
+        share = getattr(self.device.xp, "may_share_memory", None)
+        if share is None:
+            return None
+        cand = set(candidates)
+        names = [ph.name.lstrip("%") for ph in self.graph.inputs]
+        for k, _ in self._mutated:
+            if k not in cand:
+                continue
             a = tensors[k]._data
-            share = getattr(self.device.xp, "may_share_memory", None)
-            for j, t in enumerate(tensors):
-                if j != k and t is not None and share is not None and share(a, t._data):
-                    return ph.name.lstrip("%"), self.graph.inputs[j].name.lstrip("%")
+            for j in cand:
+                t = tensors[j]
+                if j != k and t is not None and share(a, t._data):
+                    return names[k], names[j]
         return None
 
     def guard_failure(self, leaves=()):
@@ -170,13 +219,13 @@ class CompiledGraph:
 
     def input_arrays(self, leaves) -> list:
         arrays = []
-        for b in self.bindings:
-            if isinstance(b, FromArg):
-                arrays.append(leaves[b.index]._data)
-            elif isinstance(b, FromConst):
-                arrays.append(b.tensor._data)
-            elif isinstance(b, FromHyper):
-                arrays.append(b.array())
+        for kind, x in self._fetch:
+            if kind is _CONST:
+                arrays.append(x._data)
+            elif kind is _ARG:
+                arrays.append(leaves[x]._data)
+            elif kind is _HYPER:
+                arrays.append(x.array())
             else:
                 seed, off = rng.default_generator.take(self.rng_count)
                 arrays.append(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64))
@@ -186,18 +235,20 @@ class CompiledGraph:
         arrays = self.input_arrays(leaves)
         results = self.forward_exec.run(arrays)
         g = self.graph
-        n_out = len(g.outputs) - (len(self.backward.saved) if self.backward else 0)
-        n_mut = len(g.mutations)
+        n_all = len(g.outputs)
+        n_out = n_all - (len(self.backward.saved) if self.backward else 0)
         outs = results[:n_out]
-        # mutation values are written back into the inputs' storage
-        for (ph, _), val in zip(g.mutations, results[len(g.outputs):len(g.outputs) + n_mut]):
-            t = self._tensor_of(ph, leaves)
-            t._data[...] = val
+        # mutation values are written back into the inputs' storage (compiled programs store most
+        # of them there already, and return the input itself)
+        for (k, b), val in zip(self._mutated, results[n_all:]):
+            t = leaves[b.index] if type(b) is FromArg else b.tensor
+            if val is not t._data:
+                t._data[...] = val
             t._vc[0] += 1
         dev = self.device
         out_tensors = [_wrap(a, dev) for a in outs]
         if self.backward is not None and ag.is_grad_enabled():
-            saved = results[n_out:len(g.outputs)]
+            saved = results[n_out:n_all]
             self._attach_backward(out_tensors, saved, leaves)
         n_grad = self.grads.n_outputs if self.grads is not None else 0
         if self.stores:
@@ -240,6 +291,13 @@ class CompiledGraph:
 
 
 _GRAPH_OUT = object()
+_ARG, _CONST, _HYPER, _RNG = "arg", "const", "hyper", "rng"     # how CompiledGraph fetches an input
+
+
+def _owner(a):
+    """The object owning an array's memory (numpy keeps views' .base pointing at it)."""
+    b = a.base
+    return a if b is None else b
 
 
 class _SpentNode:

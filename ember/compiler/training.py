@@ -169,16 +169,54 @@ def _hyper_class(v, zero_matters: bool):
         return ("obj", id(v))
 
 
-def _group_signature(group: dict) -> tuple:
-    out = []
-    for k, v in group.items():
-        if k == "params":
-            out.append((k, len(v)))
-        elif k in HYPER_KEYS:
-            out.append((k, _hyper_class(v, k in _BRANCHED)))
-        else:
-            out.append((k, ("tensor", id(v)) if isinstance(v, Tensor) else v))
-    return tuple(out)
+def _static(v):
+    return ("tensor", id(v)) if isinstance(v, Tensor) else v
+
+
+class _GroupGuard:
+    """One param_group: its key set, parameter count, the values of the options the trace
+    specialised on, and the class of the options bound as inputs."""
+
+    __slots__ = ("group", "n_keys", "n_params", "keys", "values", "hyper")
+
+    def __init__(self, group: dict):
+        self.group = group
+        self.n_keys = len(group)
+        self.n_params = len(group["params"])
+        self.keys = tuple(k for k in group if k != "params" and k not in HYPER_KEYS)
+        self.values = tuple(_static(group[k]) for k in self.keys)
+        self.hyper = tuple((k, _hyper_class(group[k], k in _BRANCHED)) for k in HYPER_KEYS if k in group)
+
+    def check(self, label: str):
+        g = self.group
+        if len(g) != self.n_keys or len(g["params"]) != self.n_params:
+            return f"{label} keys and parameter count", (self.n_keys, self.n_params), (len(g), len(g["params"]))
+        try:
+            now = tuple(_static(g[k]) for k in self.keys)
+        except KeyError as e:
+            return f"{label}[{e.args[0]!r}]", "present", "absent"
+        if now != self.values:
+            for k, a, b in zip(self.keys, self.values, now):
+                if not _same(a, b):
+                    return f"{label}[{k!r}]", a, b
+        for k, want in self.hyper:
+            got = _hyper_class(g[k], k in _BRANCHED)
+            if got != want:
+                return f"{label}[{k!r}]", want, got
+        return None
+
+    def describe(self) -> str:
+        parts = [f"{len(self.group['params'])} params"]
+        parts += [f"{k}={v!r}" for k, v in zip(self.keys, self.values)]
+        parts += [f"{k} is {c[0] if isinstance(c[0], str) else 'a tuple'} (an input)" for k, c in self.hyper]
+        return ", ".join(parts)
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
 
 
 class OptimizerGuard:
@@ -188,33 +226,28 @@ class OptimizerGuard:
         self.opt = opt
         self.state = opt.state
         self.groups = opt.param_groups
-        self.group_dicts = list(opt.param_groups)
+        self.group_guards = [_GroupGuard(g) for g in opt.param_groups]
         self.epoch = epoch
-        self.signatures = [_group_signature(g) for g in opt.param_groups]
+        self.name = type(opt).__name__
 
     def check(self):
         opt = self.opt
-        name = type(opt).__name__
         if opt.state is not self.state:
-            return f"{name}.state (identity)", "the traced state dict", "another dict"
-        if opt.param_groups is not self.groups or len(opt.param_groups) != len(self.group_dicts):
-            return f"{name}.param_groups (identity)", len(self.group_dicts), len(opt.param_groups)
+            return f"{self.name}.state (identity)", "the traced state dict", "another dict"
+        groups = opt.param_groups
+        if groups is not self.groups or len(groups) != len(self.group_guards):
+            return f"{self.name}.param_groups (identity)", len(self.group_guards), len(groups)
         if opt._state_epoch != self.epoch:
-            return f"{name} state (load_state_dict, add_param_group or a first step)", self.epoch, opt._state_epoch
-        for i, (g, want) in enumerate(zip(self.group_dicts, self.signatures)):
-            if opt.param_groups[i] is not g:
-                return f"{name}.param_groups[{i}] (identity)", "the traced group", "another dict"
-            got = _group_signature(g)
-            if got != want:
-                for (k, a), (k2, b) in zip(want, got):
-                    if k != k2 or a != b:
-                        return f"{name}.param_groups[{i}][{k!r}]", a, b
-                return f"{name}.param_groups[{i}] options", want, got
+            return f"{self.name} state (load_state_dict, add_param_group or a first step)", self.epoch, opt._state_epoch
+        for i, gg in enumerate(self.group_guards):
+            if groups[i] is not gg.group:
+                return f"{self.name}.param_groups[{i}] (identity)", "the traced group", "another dict"
+            failed = gg.check(f"{self.name}.param_groups[{i}]")
+            if failed is not None:
+                return failed
         return None
 
     def describe(self) -> list[str]:
-        name = type(self.opt).__name__
-        out = [f"{name}: state and param_groups identity, state epoch == {self.epoch}"]
-        for i, sig in enumerate(self.signatures):
-            out.append(f"{name}.param_groups[{i}]: " + ", ".join(f"{k}={v!r}" for k, v in sig))
+        out = [f"{self.name}: state and param_groups identity, state epoch == {self.epoch}"]
+        out += [f"{self.name}.param_groups[{i}]: {gg.describe()}" for i, gg in enumerate(self.group_guards)]
         return out
