@@ -240,3 +240,20 @@ def test_load_state_dict_and_lr_changes_are_seen():
     opt.param_groups[0]["eps"] = 1e-6         # a specialised option: compiles again
     step(x, y)
     assert step.stats["compiles"] == 3
+
+
+def test_adam_step_kernels_counter_updates_merge_and_mutations_are_in_place():
+    """The program of a compiled Adam step: every parameter, moment and step count is written by the
+    kernel that computes it into its own storage, and the four `step += 1` share one kernel."""
+    model, opt, _ = _setup(OPTIMIZERS["adam"])
+    cf = ember.compile(_step_fn(model, opt, False))
+    cf(ember.randn(16, 6), ember.randint(0, 3, (16,)))
+    cg = cf.variants[0]
+    prog = cg.forward_exec.program
+    assert len(prog.memory.inplace) == len(cg.graph.mutations) == 4 * 4
+    steps = [id(t) for s in opt.state.values() for k, t in s.items() if k == "step"]
+    names = {ph.name.lstrip("%") for ph, b in zip(cg.graph.inputs, cg.bindings)
+             if getattr(b, "tensor", None) is not None and id(b.tensor) in steps}
+    writers = {step for step, _, inp in prog.memory.inplace if inp in names}
+    assert len(names) == 4 and len(writers) == 1
+    assert len(prog.steps) <= 14
