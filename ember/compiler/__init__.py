@@ -36,7 +36,10 @@ def disable(fn=None, recursive: bool = True):
     @functools.wraps(fn)
     def eager(*args, **kwargs):
         tracer = _dispatch.tracer
-        if tracer is not None:
+        if tracer is not None:     # raises, or (a call running in pieces) runs the graph so far
             tracer.graph_break(f"call to ember.compiler.disable'd {getattr(fn, '__qualname__', fn)!r}", None)
+            from ..frontend.tracing_hooks import eager_now
+            with eager_now():
+                return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     return eager

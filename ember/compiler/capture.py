@@ -112,9 +112,13 @@ def _user_frame_info():
 class Tracer:
     """Records primitives into `graph`. `names` maps id(tensor) -> a name hint for inputs."""
 
-    def __init__(self, graph: Graph, names=None):
+    def __init__(self, graph: Graph, names=None, split=None):
         self.graph = graph
         self.names = names or {}
+        self.split = split                # ember/compiler/split.py's SplitRun: breaks run the graph so
+                                          # far and tracing goes on (None: a break raises GraphBreak)
+        self.replaying = False            # graph is a ReplayGraph: nodes are checked, not built
+        self.moved: dict = {}             # old node -> its copy, after a replay diverged (split.py)
         self.consts: list = []            # concrete tensors lifted to inputs, in placeholder order
                                           # (also keeps them alive: const_nodes/overrides key on id())
         self.const_nodes: dict = {}       # id(tensor) -> placeholder node
@@ -189,14 +193,18 @@ class Tracer:
             if n is None:
                 name = self.names.get(id(t)) or ("const" if not t.requires_grad else "param")
                 n = self.graph.placeholder(name, TType(tuple(t.shape), t.dtype), str(t.device.type),
-                                           meta={"kind": "const"})
+                                           meta={"kind": "const", "requires_grad": t.requires_grad,
+                                                 "leaf": t.grad_fn is None})
                 self.const_nodes[id(t)] = n
                 self.consts.append(t)
             return n
         dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int) else dt.default_float)
         v = bool(t) if dtype is dt.bool_ else int(t) if dtype.is_integer else float(t)
-        return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype},
-                              meta={"source": self.source or user_source()})
+        return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype}, meta=self._meta())
+
+    def _meta(self):
+        """A new node's meta: the user's file:line (not looked up while replaying: the node exists)."""
+        return None if self.replaying else {"source": self.source or user_source()}
 
     # -------------------------------------------------------------------------- recording
     def record(self, op, inputs, attrs):
@@ -218,11 +226,14 @@ class Tracer:
             from ..frontend.device import canonical
             device = canonical(dev_attr)
         nodes = [self.node_of(t, like) for t in inputs]
-        node = self.graph.add(op, nodes, dict(attrs), device=device.type,
-                              meta={"source": self.source or user_source()})
+        if self.moved:              # a replay diverged while these were looked up
+            nodes = [self.moved.get(n, n) for n in nodes]
+        node = self.graph.add(op, nodes, dict(attrs), device=device.type, meta=self._meta())
         rg = False
         if ag._mode.enabled and node.dtype.is_floating_point and OPS[op].differentiable and op in dispatch.VJPS:
             rg = any(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        if self.replaying:
+            node = self.graph.check_grad(node, rg)
         return self.symbolic(node, device, rg)
 
     def _record_random(self, key, attrs, dev_attr):
@@ -240,12 +251,14 @@ class Tracer:
             off = self.graph.add("arange", [], {"n": 2, "start": 0, "step": self.rng_count, "dtype": dt.int64})
             key_node = self.graph.add("add", [self.rng_key, off], {})
         self.rng_count += n
-        node = self.graph.add("random", [key_node], dict(attrs), device=device.type, meta={"source": user_source()})
+        node = self.graph.add("random", [key_node], dict(attrs), device=device.type, meta=self._meta())
         return self.symbolic(node, device)
 
     def inplace(self, dst, result):
         """dst.<op>_(...) while tracing: dst now stands for `result`; inputs record a mutation."""
         rnode = self.node_of(result)
+        if self.moved:
+            rnode = self.moved.get(rnode, rnode)
         if tuple(rnode.shape) != tuple(dst.shape) or rnode.dtype is not dst.dtype:
             raise RuntimeError("internal: in-place result must match the destination's shape and dtype")
         if self.is_symbolic(dst):
@@ -260,8 +273,10 @@ class Tracer:
             if rnode.is_placeholder or any(o._data.node is rnode for o in self.overrides.values()):
                 # p.copy_(x): p's new value gets a node of its own, so that p's writes and
                 # gradients stay apart from x's
-                rnode = self.graph.add("stop_gradient", [rnode], {}, meta={"source": self.source or user_source()})
+                rnode = self.graph.add("stop_gradient", [rnode], {}, meta=self._meta())
             target = self.node_of(dst)   # a concrete tensor: make sure it is an input
+            if self.moved:
+                rnode = self.moved.get(rnode, rnode)
             self.overrides[id(dst)] = self.symbolic(rnode, dst.device)
         ph = self._placeholder_behind(target)
         if ph is not None:
@@ -277,10 +292,59 @@ class Tracer:
         return None
 
     def graph_break(self, what, t=None):
+        """The traced code needs something a graph cannot give (a value, a Python side effect). While
+        a call runs in pieces (self.split) the graph traced so far runs now, every traced tensor gets
+        its value, and tracing goes on in a new piece: returns the BreakRecord. Otherwise raises
+        GraphBreak (ember.compile then runs the function in pieces, or raises with fullgraph=True)."""
         code = BREAKS.get(what)
         reason = CODES[code][1] if code else what
         code = code or "B099"
-        raise GraphBreak(BreakRecord(code, reason, _user_frame_info(), what))
+        rec = BreakRecord(code, reason, _user_frame_info(), what)
+        if self.split is not None:
+            self.split.at_break(rec)
+            return rec
+        raise GraphBreak(rec)
+
+    # ------------------------------------------------------------------ pieces (split.py)
+    def reset_segment(self, graph) -> None:
+        """Start a new piece: every tensor is concrete again (split.py has run the last one)."""
+        self.graph = graph
+        self.consts = []
+        self.const_nodes = {}
+        self.overrides = {}
+        self.mutated = {}
+        self.rng_key = None
+        self.rng_count = 0
+        self.made = {}
+        self.grad_nodes = set()
+        self.grad_fns = {}
+        self.freed = set()
+        self.hyper_nodes = {}
+        self.hypers = []
+        self.moved = {}
+        self.scalars = []                 # values of scalar inputs, in the order met (split.py)
+
+    def remap(self, mapping: dict) -> None:
+        """Point every piece of tracer state at the nodes `mapping` gives for the old ones (the
+        replayed piece diverged: its prefix was copied into a graph of its own)."""
+        def m(n):
+            return mapping.get(n, n)
+        self.moved = {**{k: m(v) for k, v in self.moved.items()}, **mapping}
+        for ref in self.made.values():
+            t = ref()
+            if t is not None and type(t._data) is SymArray:
+                t._data.node = m(t._data.node)
+        self.const_nodes = {k: m(n) for k, n in self.const_nodes.items()}
+        self.mutated = {m(ph): m(v) for ph, v in self.mutated.items()}
+        self.rng_key = m(self.rng_key) if self.rng_key is not None else None
+        self.grad_nodes = {m(n) for n in self.grad_nodes}
+        self.freed = {m(n) for n in self.freed}
+        self.hyper_nodes = {k: m(n) for k, n in self.hyper_nodes.items()}
+        fns = {}
+        for n, fn in self.grad_fns.items():
+            fn.node = m(n)
+            fns[fn.node] = fn
+        self.grad_fns = fns
 
     # ------------------------------------------------------------------ autograd and optimizers
     def backward(self, tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):

@@ -291,6 +291,10 @@ class CompiledGraph:
 
 
 _GRAPH_OUT = object()
+# Breaks after which the call runs eagerly rather than in pieces: code that left the dispatch (B008)
+# would fail again while recording the pieces; higher-order gradients cannot go through compiled
+# pieces' backward.
+_NO_SPLIT = ("B008", "backward_create_graph")
 _ARG, _CONST, _HYPER, _RNG = "arg", "const", "hyper", "rng"     # how CompiledGraph fetches an input
 
 
@@ -479,6 +483,8 @@ class CompiledFunction:
         if isinstance(entry, _Eager):
             self.stats["eager_calls"] += 1
             return self.fn(*args, **kwargs)
+        if not isinstance(entry, CompiledGraph):      # a function that breaks: it runs in pieces
+            return entry(args, kwargs)
         if entry.graph.mutations:
             overlap = entry.overlapping_inputs(leaves)
             if overlap is not None:
@@ -670,7 +676,10 @@ class CompiledFunction:
             dump.finish(None, self, guards=guards, status="break", record=r, partial=graph)
         if self.fullgraph:
             raise GraphBreakError(rec)
-        return _Eager(rec)
+        if rec.code in _NO_SPLIT or rec.what in _NO_SPLIT:
+            return _Eager(rec)
+        from .split import SplitFunction      # (split.py builds on this module)
+        return SplitFunction(self, rec)
 
     def _open_dump(self):
         """The DumpSession for this trace (ember/compiler/dump) when dumping is on, else None."""

@@ -24,6 +24,7 @@ from ..frontend import autograd as ag
 from ..frontend import dispatch
 from ..frontend.device import canonical
 from ..frontend.tensor import Tensor
+from ..frontend.tracing_hooks import eager_now
 
 _FREED = ("Trying to backward through the graph a second time (or directly access saved tensors after they "
           "have already been freed). Saved intermediate values of the graph are freed when you call "
@@ -103,8 +104,20 @@ def _run(tr, roots, seeds, retain_graph, capture=None, only=None):
         return t
 
     prev_source = tr.source
+    moved = len(tr.moved)
     try:
         for n in reversed(tr.graph.nodes()):
+            if len(tr.moved) != moved:      # a replay diverged inside a VJP: its nodes were copied
+                moved = len(tr.moved)
+                m = tr.moved
+                grads = {m.get(k, k): v for k, v in grads.items()}
+                leaves = {m.get(k, k): v for k, v in leaves.items()}
+                outside = {m.get(k, k): v for k, v in outside.items()}
+                wrapped = {m.get(k, k): v for k, v in wrapped.items()}
+                if capture is not None:
+                    for k in [k for k in capture if k in m]:
+                        capture[m[k]] = capture.pop(k)
+            n = tr.moved.get(n, n)
             g = grads.pop(n, None)
             if g is None:
                 continue
@@ -160,18 +173,52 @@ def _accumulate(tr, t, g):
             h(t)
 
 
-def _roots(tr, tensors, api):
-    out = []
+def _capturable(tr, tensors, create_graph) -> bool:
+    """Can this backward be recorded into the graph? Not with create_graph, nor when a root is a
+    real tensor, nor (checked while recording; a replay meets the same graph) when the gradient
+    would flow into a tensor with a history outside the traced piece. Otherwise graph_break: it
+    raises, or -- a call running in pieces -- runs the graph so far and the caller goes on eagerly."""
+    if create_graph:
+        tr.graph_break("backward_create_graph", tensors[0] if tensors else None)
+        return False
+    if not all(tr.is_symbolic(t) for t in tensors) or _outside_cached(tr, tensors):
+        tr.graph_break("backward_outside", tensors[0] if tensors else None)
+        return False
+    return True
+
+
+def _outside_cached(tr, tensors) -> bool:
+    """_reaches_outside, remembered by position in the piece: a replay meets the same graph, so it
+    reuses the recording's answer instead of walking the graph again (split.py)."""
+    if tr.split is None:
+        return _reaches_outside(tr, tensors)
+    return tr.split.decision("outside", lambda: _reaches_outside(tr, tensors))
+
+
+def _reaches_outside(tr, tensors) -> bool:
+    leaves, outside = _leaves(tr)
+    if not outside:
+        return False
+    stack = [t._data.node for t in tensors]
+    seen = set(stack)
+    while stack:
+        n = stack.pop()
+        if n in outside:
+            return True
+        if n in leaves or n not in tr.grad_nodes:
+            continue
+        for i in n._inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return False
+
+
+def _roots(tensors):
     for t in tensors:
-        if not tr.is_symbolic(t):
-            if t.requires_grad and t.grad_fn is not None:
-                tr.graph_break("backward_outside", t)
-            ag._root(t, api)        # raises PyTorch's error for a tensor that needs no grad
-            tr.graph_break("backward_outside", t)
         if not t.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-        out.append(t)
-    return out
+    return tensors
 
 
 def backward(tr, tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None) -> None:
@@ -179,13 +226,14 @@ def backward(tr, tensors, grad_tensors=None, retain_graph=None, create_graph=Fal
     if isinstance(tensors, Tensor):
         tensors = [tensors]
     tensors = list(tensors)
-    if create_graph:
-        tr.graph_break("backward_create_graph", tensors[0] if tensors else None)
+    if not _capturable(tr, tensors, create_graph):
+        with eager_now():
+            return ag.backward(tensors, grad_tensors, retain_graph, create_graph, inputs)
     if grad_tensors is None or isinstance(grad_tensors, Tensor):
         grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
     if retain_graph is None:
         retain_graph = create_graph
-    roots = _roots(tr, tensors, "backward")
+    roots = _roots(tensors)
     with ag.no_grad():
         seeds = ag._make_grads(roots, grad_tensors, "backward")
         only = None
@@ -202,8 +250,10 @@ def grad(tr, outputs, inputs, grad_outputs=None, retain_graph=None, create_graph
     from ..frontend import creation
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs_t = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-    if create_graph:
-        tr.graph_break("backward_create_graph", outputs[0] if outputs else None)
+    if not _capturable(tr, outputs, create_graph):
+        with eager_now():
+            return ag.grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                           materialize_grads=materialize_grads)
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
     if retain_graph is None:
@@ -211,7 +261,7 @@ def grad(tr, outputs, inputs, grad_outputs=None, retain_graph=None, create_graph
     for t in inputs_t:
         if not t.requires_grad:
             raise RuntimeError("One of the differentiated Tensors does not require grad")
-    roots = _roots(tr, outputs, "grad")
+    roots = _roots(outputs)
     targets = []
     for t in inputs_t:
         n = _current_node(tr, t)

@@ -386,6 +386,9 @@ class Function:
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         if dispatch.tracer is not None and is_grad_enabled() and any(ctx.needs_input_grad):
             dispatch.tracer.graph_break("custom_function")      # its Python backward() cannot be traced
+            from .tracing_hooks import eager_now                # (a call in pieces goes on eagerly)
+            with eager_now():
+                return cls.apply(*args)
         with no_grad():
             out = cls.forward(ctx, *args)
         if is_grad_enabled() and any(ctx.needs_input_grad):
