@@ -183,7 +183,7 @@ class SplitRun:
         self.sf = sf
         self.cf = sf.cf
         self.candidates = sf.first
-        self.tracer = Tracer(Graph(self.cf.name), sf.names, split=self)
+        self.tracer = Tracer(Graph("piece0"), sf.names, split=self)
         self.n_pieces = 0
         self._start()
 
@@ -203,7 +203,7 @@ class SplitRun:
     def _start(self):
         tr = self.tracer
         self.decisions = {}
-        tr.reset_segment(Graph(f"{self.cf.name}_piece{self.n_pieces}"))
+        tr.reset_segment(Graph(f"piece{self.n_pieces}"))
         if self.candidates:
             tr.graph = ReplayGraph(self, self.candidates[0], self.candidates)
             tr.replaying = True
@@ -249,7 +249,7 @@ class SplitRun:
     def _copy_prefix(self, rg: ReplayGraph):
         """Leave replay: the nodes met so far go into a graph of their own; recording goes on."""
         tr = self.tracer
-        g = Graph(f"{self.cf.name}_piece{self.n_pieces}")
+        g = Graph(f"piece{self.n_pieces}")
         mapping: dict = {}
         for n in rg.piece.events[:rg.i]:
             mapping[n] = _copy_node(g, n, mapping)
@@ -271,7 +271,7 @@ class SplitRun:
     def finish(self) -> None:
         """The function returned: run the last piece."""
         self._finish(None)
-        self.tracer.reset_segment(Graph(self.cf.name))
+        self.tracer.reset_segment(Graph("done"))
 
     def _finish(self, brk) -> None:
         tr = self.tracer
@@ -334,6 +334,7 @@ class SplitRun:
                            backward, device)
         cg.forward_exec, cg.backward_exec, cg.backend = backends.build(cg, self.cf.backend, cg.fn_name, None)
         cg.input_pos = {ph: j for j, ph in enumerate(g.inputs)}
+        cg.piece = (k, piece.brk[1] if piece.brk else None)
         self.cf.stats["compiles"] += 1
         self.cf.variants.append(cg)
         where = f"the break at {piece.brk[1]}" if piece.brk else "the return"

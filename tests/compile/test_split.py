@@ -20,6 +20,13 @@ def _check(f, make_inputs, params, calls=4, backend="eager", tol=1e-5):
     """f compiled ≡ f eager on `calls` inputs: outputs and the gradients of params (and of inputs
     that require grad) after backward through a weighted sum of the output."""
     cf = ember.compile(f, backend=backend)
+    with records.collect() as recs:
+        _calls(cf, f, make_inputs, params, calls, tol)
+    assert not [r for r in recs if r.kind == "fallbacks"], [str(r) for r in recs if r.kind == "fallbacks"]
+    return cf
+
+
+def _calls(cf, f, make_inputs, params, calls, tol):
     for i in range(calls):
         ember.manual_seed(100 + i)
         args = make_inputs(i)
@@ -39,7 +46,6 @@ def _check(f, make_inputs, params, calls=4, backend="eager", tol=1e-5):
         for k, (a, b) in enumerate(zip(want, got)):
             assert b is not None, f"call {i}: gradient {k} missing"
             np.testing.assert_allclose(_np(a), _np(b), rtol=tol, atol=tol, err_msg=f"call {i} grad {k}")
-    return cf
 
 
 def _mlp():
@@ -144,7 +150,8 @@ def test_replay_does_not_recompile_and_explain_lists_the_pieces():
     assert rep.graph_count == 2 and rep.graph_break_count == 1
     assert "test_split.py:" in rep.breaks[0].source and rep.breaks[0].code == "B002"
     text = str(rep)
-    assert "piece 0" in text and "piece 1" in text
+    assert "piece 0" in text and "piece 1" in text and "test_split.py:" in text
+    assert not rep.fallbacks, [str(r) for r in rep.fallbacks]
 
 
 def test_fullgraph_still_raises():
