@@ -208,6 +208,10 @@ class Tracer:
 
     # -------------------------------------------------------------------------- recording
     def record(self, op, inputs, attrs):
+        if self.replaying:
+            t = self._replay_op(op, inputs, attrs)
+            if t is not None:
+                return t
         dev_attr = attrs.pop("device", None)
         if op == "random":
             return self._record_random(inputs[0], attrs, dev_attr)
@@ -235,6 +239,76 @@ class Tracer:
         if self.replaying:
             node = self.graph.check_grad(node, rg)
         return self.symbolic(node, device, rg)
+
+    def _replay_op(self, op, inputs, attrs):
+        """The replay fast path (split.py): when the next recorded nodes are this op over exactly
+        these tensors' nodes (and the `full` constants or scalar inputs of its Python numbers), with
+        these attributes, return its tensor -- no graph, no type inference, no source lookup.
+        None sends the call down the general path (new inputs, creation ops, a divergence)."""
+        rgraph = self.graph
+        piece = rgraph.piece
+        i = rgraph.i
+        events = piece.events
+        if self.moved or op == "where":
+            return None
+        like = None
+        k = 0                           # Python numbers: their nodes come first, in argument order
+        for t in inputs:
+            if isinstance(t, Tensor):
+                if like is None:
+                    like = t.dtype
+            else:
+                k += 1
+        if i + k >= len(events):
+            return None
+        n = events[i + k]
+        ins = n._inputs
+        if n.op != op or len(ins) != len(inputs) or n.attrs != attrs or like is None:
+            return None
+        grad = False
+        device = None
+        j = i
+        scalars = None
+        for t, want in zip(inputs, ins):
+            if isinstance(t, Tensor):
+                d = t._data
+                if type(d) is SymArray:
+                    node = d.node
+                else:
+                    o = self.overrides.get(id(t))
+                    node = o._data.node if o is not None else self.const_nodes.get(id(t))
+                if node is not want:
+                    return None
+                if device is None:
+                    device = t.device
+                if t.requires_grad:
+                    grad = True
+                continue
+            if want is not events[j] or isinstance(t, Tensor):
+                return None
+            j += 1
+            if want.op == "full":
+                v = bool(t) if like is dt.bool_ else int(t) if like.is_integer else float(t)
+                a = want.attrs
+                if a["dtype"] is not like or a["value"] != v or type(a["value"]) is not type(v):
+                    return None
+            elif want.meta.get("kind") == "scalar" and want.dtype is like:
+                scalars = (scalars or []) + [t]
+            else:
+                return None
+        rg = grad and ag._mode.enabled and n in piece.differentiable
+        if rg != (n in piece.grad_nodes):
+            return None
+        if scalars:
+            self.scalars.extend(scalars)
+        rgraph.i = i + k + 1
+        t = _wrap(piece.sym[i + k], device)
+        if rg:
+            t.requires_grad = True
+            self.grad_nodes.add(n)
+            t.grad_fn = self.grad_fn_of(n)
+        self.made[id(t)] = weakref.ref(t)
+        return t
 
     def _record_random(self, key, attrs, dev_attr):
         """Random ops read the generator state as an input at call time: key = state + (0, k)."""
@@ -332,8 +406,9 @@ class Tracer:
         self.moved = {**{k: m(v) for k, v in self.moved.items()}, **mapping}
         for ref in self.made.values():
             t = ref()
-            if t is not None and type(t._data) is SymArray:
-                t._data.node = m(t._data.node)
+            if t is not None and type(t._data) is SymArray and t._data.node in mapping:
+                d = t._data          # (a new SymArray: replayed pieces share theirs between calls)
+                t._data = SymArray(d.shape, d.dtype, mapping[d.node])
         self.const_nodes = {k: m(n) for k, n in self.const_nodes.items()}
         self.mutated = {m(ph): m(v) for ph, v in self.mutated.items()}
         self.rng_key = m(self.rng_key) if self.rng_key is not None else None

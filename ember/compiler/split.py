@@ -40,10 +40,11 @@ import numpy as np
 from .. import diagnostics as records
 from ..diagnostics import Record
 from ..frontend import autograd as ag
-from ..frontend import rng
+from ..frontend import dispatch, rng
 from ..frontend.device import CPU, canonical
 from ..frontend.tensor import Tensor, _wrap
 from ..ir.graph import Graph, Node
+from ..ir.ops import OPS
 from ..passes.dce import dce
 from . import backends
 from .capture import SymArray, Tracer, tracing, user_source
@@ -66,6 +67,9 @@ class Piece:
         self.events = sorted(graph.nx.nodes, key=lambda n: n.id)      # creation order
         pos = {n: i for i, n in enumerate(self.events)}
         self.keys = [_key(n, pos) for n in self.events]
+        # for the tracer's replay fast path: each node's SymArray, and which nodes may need grad
+        self.sym = [SymArray(n.shape, n.dtype.np, n) for n in self.events]
+        self.differentiable = frozenset(n for n in self.events if not n.is_placeholder and _may_need_grad(n))
         self.grad_nodes = frozenset(grad_nodes)
         self.freed = frozenset(freed)
         self.outputs = outputs                   # nodes the compiled piece returns, in order
@@ -77,6 +81,11 @@ class Piece:
 
     def __repr__(self):
         return f"<Piece {len(self.events)} nodes, ends at {self.brk[1] if self.brk else 'the return'}>"
+
+
+def _may_need_grad(n: Node) -> bool:
+    """The tracer's rule (capture.py record): a float result of a differentiable op with a VJP."""
+    return n.dtype.is_floating_point and OPS[n.op].differentiable and n.op in dispatch.VJPS
 
 
 def _key(n: Node, pos: dict) -> tuple:
