@@ -123,9 +123,14 @@ def div(a, b, rounding_mode=None):
     if rounding_mode == "trunc":
         if d.is_floating_point:
             return P("trunc", P("div", a, b))
-        q = P("div", cast(a, dt.float64) if isinstance(a, Tensor) else a,
-              cast(b, dt.float64) if isinstance(b, Tensor) else b)
-        return cast(P("trunc", q), d)
+        # exact in integers (a float64 quotient loses int64 digits) and, through floor_divide,
+        # raises ZeroDivisionError on a zero divisor as PyTorch does: floor, plus one where the
+        # quotient is negative and not exact
+        q = P("floor_divide", a, b)
+        r = P("remainder", a, b)
+        inexact_negative = P("logical_and", P("ne", r, 0), P("ne", P("lt", a, 0) if isinstance(a, Tensor) else a < 0,
+                                                              P("lt", b, 0) if isinstance(b, Tensor) else b < 0))
+        return P("add", q, cast(inexact_negative, d))
     if not d.is_floating_point:
         f = dt.default_float   # the unwrapped scalar: uint8 tensor / -1 is negative, as in PyTorch
         a = cast(a, f) if isinstance(a, Tensor) else float(_scalar(a0))
@@ -140,6 +145,8 @@ multiply, subtract = mul, sub
 def pow(a, b):
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
         b = _scalar(b)
+        if a.dtype.is_integer and isinstance(b, int) and b < 0:   # also while tracing: compiled code agrees
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
         if b == 2 and a.dtype.is_floating_point:
             return P("mul", a, a)
         if b == 1:

@@ -80,10 +80,10 @@ for _op in ("sign", "floor", "ceil", "round", "trunc"):
 
 # ------------------------------------------------------------------------------- binary
 def _pow_kernel(xp, x, y):
-    if getattr(y, "dtype", None) is not None and y.dtype.kind in "iu" and (y < 0).any() and x.dtype.kind in "iu":
-        raise RuntimeError("Integers to negative integer powers are not allowed.")
-    if isinstance(y, int) and y < 0 and getattr(x, "dtype", np.dtype("f")).kind in "iu":
-        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    # a negative Python int exponent of an integer tensor is refused by math_ops.pow (PyTorch's
+    # error); a negative exponent *tensor* gives 1 // x**|y| (0 unless |x| == 1), as PyTorch does
+    if getattr(x, "dtype", np.dtype("f")).kind in "iu" and getattr(y, "dtype", np.dtype("f")).kind in "iu":
+        return OPS["pow"].ref(xp, x, y)
     if isinstance(y, (int, float)) and getattr(x, "dtype", np.dtype("i")).kind == "f":
         # small integer exponents as products: np.power(x, 3.0) is ~200x slower than x*x*x
         if y == 2:

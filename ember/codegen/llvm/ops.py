@@ -43,15 +43,18 @@ def truth(b, x, d: dt.DType):
     return b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
 
 
-def _fptosi_sat(b, x, m, dty):
-    # saturating convert to i64 (plain fptosi is poison out of range), then wrap to the target width
-    # like numpy does on x86
+def _fptosi_x86(b, x, dty):
+    """float -> integer as numpy and PyTorch do on x86 (cvttss2si): truncate toward zero; NaN and
+    values outside int32 (int64 for an int64 target) give INT_MIN; narrower targets convert through
+    int32 and wrap (plain fptosi would be poison out of range)."""
     if x.type == ir.HalfType():
         x = b.fpext(x, ir.FloatType())
-    name = f"llvm.fptosi.sat.i64.{'f32' if x.type == ir.FloatType() else 'f64'}"
-    sat = m.globals.get(name) or ir.Function(m, ir.FunctionType(I64, [x.type]), name)
-    v = b.call(sat, [x])
-    return v if dty == I64 else b.trunc(v, dty)
+    w = 64 if dty.width == 64 else 32
+    lo, hi = ir.Constant(x.type, -float(2 ** (w - 1))), ir.Constant(x.type, float(2 ** (w - 1)))
+    ok = b.and_(b.fcmp_ordered(">=", x, lo), b.fcmp_ordered("<", x, hi))
+    v = b.fptosi(b.select(ok, x, ir.Constant(x.type, 0.0)), ir.IntType(w))
+    v = b.select(ok, v, ir.Constant(ir.IntType(w), -(2 ** (w - 1))))
+    return v if dty.width == w else b.trunc(v, dty)
 
 
 def _int_resize(b, x, dty, unsigned: bool):
@@ -66,15 +69,15 @@ _CASTS = {   # (builder, x, src dtype, dst dtype, module) -> value, per ember/co
     "same": lambda b, x, src, dst, m: x,
     "truth": lambda b, x, src, dst, m: truth(b, x, src),
     "float": lambda b, x, src, dst, m: (b.fpext if dst.itemsize > src.itemsize else b.fptrunc)(x, llvm_type(dst)),
-    "float_int": lambda b, x, src, dst, m: _fptosi_sat(b, x, m, llvm_type(dst)),
+    "float_int": lambda b, x, src, dst, m: _fptosi_x86(b, x, llvm_type(dst)),
     "int_float": lambda b, x, src, dst, m: (b.uitofp if is_unsigned(src) else b.sitofp)(x, llvm_type(dst)),
     "int": lambda b, x, src, dst, m: _int_resize(b, x, llvm_type(dst), is_unsigned(src)),
 }
 
 
 def convert(b, x, src: dt.DType, dst: dt.DType, m):
-    """numpy astype semantics (float -> int truncates toward zero; out-of-range/NaN saturate
-    instead of being undefined)."""
+    """numpy astype semantics on x86 (float -> int truncates toward zero; NaN and out-of-range
+    values give INT_MIN, as numpy and PyTorch do, instead of being undefined)."""
     return _CASTS[cast_rule(src, dst)](b, x, src, dst, m)
 
 
