@@ -176,7 +176,7 @@ def _pow(e, x, y, d):
 
 def _remainder(e, x, y, d):
     if d.is_floating_point:
-        return _float_remainder(e.b, x, y)
+        return _float_remainder(e.b, e.m, x, y)
     return _int_floor_divmod(e.b, x, y, is_unsigned(d), "remainder")
 
 
@@ -235,13 +235,17 @@ def arg_better(b, op: str, d: dt.DType, v, best):
 
 
 # ===================================================================== numpy integer/float rules
-def _float_remainder(b, x, y):
-    """Python/numpy x % y: fmod, then move into the divisor's sign."""
+def _float_remainder(b, m, x, y):
+    """Python/numpy x % y (npy_remainder): fmod, then move into the divisor's sign; an exact zero
+    takes the divisor's sign; NaN stays NaN."""
     zero = ir.Constant(x.type, 0.0)
     r = b.frem(x, y)
-    fix = b.and_(b.fcmp_ordered("!=", r, zero),
+    fix = b.and_(b.fcmp_unordered("!=", r, zero),
                  b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
-    return b.select(fix, b.fadd(r, y), r)
+    r = b.select(fix, b.fadd(r, y), r)
+    signed_zero = b.call(intrinsic(m, "copysign", x.type, 2), [zero, y])
+    exact = b.and_(b.fcmp_ordered("==", r, zero), b.fcmp_ordered("!=", y, zero))
+    return b.select(exact, signed_zero, r)
 
 
 def _float_floor_divide(b, m, x, y):
@@ -250,13 +254,14 @@ def _float_floor_divide(b, m, x, y):
     zero, one, half = ir.Constant(ty, 0.0), ir.Constant(ty, 1.0), ir.Constant(ty, 0.5)
     mod = b.frem(x, y)
     div = b.fdiv(b.fsub(x, mod), y)
-    adj = b.and_(b.fcmp_ordered("!=", mod, zero),
+    # C's `if (mod)` and `if (div)`: NaN is true (unordered !=), so NaN stays NaN
+    adj = b.and_(b.fcmp_unordered("!=", mod, zero),
                  b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
     div = b.select(adj, b.fsub(div, one), div)
     fl = b.call(intrinsic(m, "floor", ty, 1), [div])
     fl = b.select(b.fcmp_ordered(">", b.fsub(div, fl), half), b.fadd(fl, one), fl)
     q0 = b.fdiv(x, y)
-    res = b.select(b.fcmp_ordered("!=", div, zero), fl,
+    res = b.select(b.fcmp_unordered("!=", div, zero), fl,
                    b.call(intrinsic(m, "copysign", ty, 2), [zero, q0]))
     return b.select(b.fcmp_ordered("==", y, zero), q0, res)
 
