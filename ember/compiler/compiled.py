@@ -38,6 +38,7 @@ from ..nn.modules.module import state_version
 from ..passes.dce import dce
 from . import backends
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
+from .check import CheckedExecutor, check_mode
 from .guards import changed_guard, describe_guards, guard_key, state_guard
 from .joint import build_backward
 from .pytree import flat_spec, flatten, unflatten
@@ -417,6 +418,7 @@ class CompiledFunction:
         self.backend = backend
         self.mode = mode
         self.options = dict(options or {})
+        self.check = check_mode(self.options)      # "fp64": every graph also runs in float64 (check.py)
         self.recompile_limit = recompile_limit
         self.dump = dump or os.environ.get("EMBER_DUMP") or None
         self.module = module
@@ -615,6 +617,11 @@ class CompiledFunction:
                 dump.finish(cg, self, status="failed")
             raise
         _program_records(cg, self.name)
+        if self.check == "fp64":
+            repro = getattr(dump, "path", None) if dump is not None else None
+            cg.forward_exec = CheckedExecutor(cg.graph, cg.forward_exec, "forward", self.name, repro)
+            if cg.backward_exec is not None:
+                cg.backward_exec = CheckedExecutor(cg.backward.graph, cg.backward_exec, "backward", self.name, repro)
         dt_s = time.perf_counter() - t0
         if dump is not None:
             dump.time("build", time.perf_counter() - t_build)

@@ -2,7 +2,8 @@
 
     with TraceWatch() as w:          # around the traced call, on the tracing thread
         fn(*symbolic_args)
-    w.frames       {code object: its globals dict}: every non-ember function that ran
+    w.frames       {code object: its globals dict}: every function of the user's own code that ran
+                   (not ember, not the standard library, not installed packages)
     w.unreplayable (what, file:line) of the first call into Python-level randomness or clocks
                    ("call to random.randint()", "model.py:12")
 
@@ -122,28 +123,37 @@ class TraceWatch:
     def _profile(self, frame, event, arg):
         if event == "call":
             code = frame.f_code
-            if code not in self.frames and _user_file(code.co_filename):
+            if code not in self.frames and _users_code(code.co_filename):
                 self.frames[code] = g = frame.f_globals
                 for name in code.co_names:       # generators this code can reach by name
                     r = g.get(name)
                     if isinstance(r, _RANDOM_STATES) and id(r) not in self.states:
                         self.states[id(r)] = (f"{type(r).__name__} {name!r}", r, _state(r))
-                if (code.co_filename == _RANDOM_FILE and self.unreplayable is None and frame.f_back is not None
-                        and frame.f_back.f_code.co_filename != _RANDOM_FILE):
-                    self.unreplayable = (f"call to random.{code.co_name}()", _first_user_line(frame))
+            elif (code.co_filename == _RANDOM_FILE and self.unreplayable is None and frame.f_back is not None
+                    and _users_code(frame.f_back.f_code.co_filename)):
+                self.unreplayable = (f"call to random.{code.co_name}()", _first_user_line(frame))
         elif event == "c_call" and self.unreplayable is None:
             what = unreplayable(arg)
-            if what is not None and _user_file(frame.f_code.co_filename):
+            # only calls made by the user's own code: a garbage-collector callback of some library
+            # (hypothesis times its GC pauses) may run in the middle of a trace
+            if what is not None and _users_code(frame.f_code.co_filename):
                 self.unreplayable = (f"call to {what}()", _first_user_line(frame))
+
+
+_STDLIB = os.path.dirname(os.__file__)
+
+
+def _users_code(filename: str) -> bool:
+    """Not ember, not the standard library, not an installed package: the user's script or project."""
+    return (_user_file(filename) and not filename.startswith(_STDLIB) and "site-packages" not in filename
+            and "dist-packages" not in filename)
 
 
 def _first_user_line(frame) -> str:
     """file:line of the innermost frame in user code (not in random.py & co. nor in ember)."""
-    stdlib = os.path.dirname(os.__file__)
     f = frame
     while f is not None:
-        fn = f.f_code.co_filename
-        if _user_file(fn) and not fn.startswith(stdlib) and "site-packages" not in fn:
-            return f"{os.path.basename(fn)}:{f.f_lineno}"
+        if _users_code(f.f_code.co_filename):
+            return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
         f = f.f_back
     return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"

@@ -502,6 +502,8 @@ def simplify_all(idx: Sequence, ranges: dict) -> tuple:
 # ================================================================ movement ops as maps
 # Each map takes the index the op's OUTPUT is read at and returns the index its INPUT is read at.
 def map_reshape(in_shape, out_shape, idx) -> list:
+    if 0 in tuple(in_shape):        # an empty tensor: no index is ever read (and none divides by 0)
+        return [IConst(0)] * len(in_shape)
     flat: IndexExpr = IConst(0)
     stride = 1
     for k in range(len(out_shape) - 1, -1, -1):

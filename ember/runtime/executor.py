@@ -319,6 +319,31 @@ class Executor:
             fn = self._local.fn = self._thread_state()[0]
         return fn
 
+    def run_values(self, arrays: Sequence) -> dict:
+        """Run the program step by step keeping every value ({value name: array}, nothing reused):
+        how a checker compares a compiled program value by value (ember/compiler/check.py)."""
+        prog, env, xp = self.program, self._env, self._xp
+        vals = {name: env["_c"](a, prog.values[name].dtype.np) for name, a in zip(prog.inputs, arrays)}
+
+        def define_views():
+            for name, v in prog.values.items():
+                if v.kind == "view" and name not in vals and v.base in vals:
+                    vals[name] = vals[v.base].reshape(v.shape)
+
+        define_views()
+        for s in prog.steps:
+            if isinstance(s, EagerStep):
+                vals[s.output] = env["_" + s.name](*[vals[a] for a in s.args])
+            else:
+                for w in s.writes:
+                    v = prog.values[w]
+                    vals[w] = xp.empty(v.shape, v.dtype.np)
+                views = getattr(s, "views", {})
+                args = [vals[a].reshape(views[j]) if j in views else vals[a] for j, a in enumerate(s.args)]
+                env["_" + s.name](*args)
+            define_views()
+        return vals
+
     @property
     def memory_bytes(self) -> int:
         return sum(s.nbytes for s in self.slots)
@@ -333,7 +358,7 @@ class Executor:
             step = self._failing_step(e)
             if step is None:
                 raise
-            nodes = ", ".join(n.name for n in getattr(step, "nodes", [])[:6]) or getattr(step, "node", "")
+            nodes = ", ".join(n.name for n in getattr(step, "nodes", [])[:6]) or getattr(getattr(step, "node", None), "name", "")
             src = next((n.meta.get("source") for n in getattr(step, "nodes", []) if n.meta.get("source")), None)
             msg = f"{e}\n  while executing step {step.name} (graph nodes {nodes})" + (f" at {src}" if src else "")
             try:

@@ -91,7 +91,19 @@ def _pointwise_unsupported(n: Node) -> str:
         return f"{op} has no kernel IR op"
     if x.dtype is dt.bool_ and op in ("sub", "div", "pow", "remainder", "floor_divide"):
         return f"{op} of bool values"
+    if op in ("remainder", "floor_divide") and x.dtype.is_integer and not _nonzero_constant(n.inputs[1]):
+        # eager raises ZeroDivisionError (PyTorch's error); a kernel cannot raise per element
+        return f"integer {op} by a divisor that may be zero (the eager kernel raises ZeroDivisionError)"
     return ""
+
+
+def _nonzero_constant(n: Node) -> bool:
+    """n is a constant (through broadcasts and reshapes) whose value is not zero."""
+    while n.op in ("expand", "reshape", "cast") and n.inputs:
+        if n.op == "cast" and not n.inputs[0].dtype.is_integer:
+            return False        # a float constant cast to an integer may truncate to zero
+        n = n.inputs[0]
+    return n.op == "full" and n.attrs.get("value") not in (0, None)
 
 
 def _reduce_unsupported(n: Node) -> str:
