@@ -257,3 +257,13 @@ def test_adam_step_kernels_counter_updates_merge_and_mutations_are_in_place():
     writers = {step for step, _, inp in prog.memory.inplace if inp in names}
     assert len(names) == 4 and len(writers) == 1
     assert len(prog.steps) <= 14
+
+
+def test_whole_step_passes_the_float64_check():
+    """The fp64 check compares against inputs copied before the call: the program writes parameters
+    and state in place."""
+    model, opt, _ = _setup(OPTIMIZERS["adamw"])
+    cf = ember.compile(_step_fn(model, opt, True), options={"check": "fp64"})
+    for _ in range(3):
+        cf(ember.randn(16, 6), ember.randint(0, 3, (16,)))
+    assert cf.stats["compiles"] == 1
