@@ -130,14 +130,21 @@ class CompiledGraph:
     spent: tuple = ()            # user outputs a backward inside the function went through
 
     def __post_init__(self):
+        # optimizer state is guarded by its optimizer's state epoch (training.py): its tensors change
+        # only by replacement (load_state_dict), never in shape or dtype, so they need no guard of their own
+        owned = {id(v) for g in self.opt_guards for st in g.state.values() for v in st.values()}
         self.const_guards = [(b.tensor, (b.tensor._data.shape, b.tensor.dtype, b.tensor.device, b.tensor.requires_grad),
                               ph.name.lstrip("%")) for ph, b in zip(self.graph.inputs, self.bindings)
-                             if isinstance(b, FromConst)]
+                             if isinstance(b, FromConst) and id(b.tensor) not in owned]
         # the per-call plan, computed once: how to fetch each input, where each mutation goes
         pos = {ph: k for k, ph in enumerate(self.graph.inputs)}
         self._fetch = [(_ARG, b.index) if isinstance(b, FromArg) else (_CONST, b.tensor) if isinstance(b, FromConst)
                        else (_HYPER, b) if isinstance(b, FromHyper) else (_RNG, None) for b in self.bindings]
         self._mutated = [(pos[ph], self.bindings[pos[ph]]) for ph, _ in self.graph.mutations]
+        self._mutated_set = {k for k, _ in self._mutated}
+        # written-back tensors: the constant itself, or None and the argument's leaf index
+        self._write_back = [(b.tensor, 0) if isinstance(b, FromConst) else (None, getattr(b, "index", 0))
+                            for _, b in self._mutated]
         self._roots = None           # (state version, {id(memory root): input position}) of constants
 
     def overlapping_inputs(self, leaves):
@@ -163,7 +170,7 @@ class CompiledGraph:
                     owners.setdefault(id(r), k)
             roots = self._roots = (state_version(), owners, clash)
         _, owners, clash = roots
-        mutated = {k for k, _ in self._mutated}
+        mutated = self._mutated_set
         if clash is not None:
             hit = self._overlap_pairs(leaves, clash)
             if hit is not None:
@@ -204,8 +211,10 @@ class CompiledGraph:
         guard on what the trace read besides the arguments (constants' metadata, object identity,
         the .grads and optimizers of a training step)."""
         for t, meta, name in self.const_guards:
-            now = (t._data.shape, t.dtype, t.device, t.requires_grad)
-            if now != meta:
+            shape, dtype, device, rg = meta
+            if t._data.shape != shape or t.dtype is not dtype or t.requires_grad is not rg or \
+                    (t.device is not device and t.device != device):
+                now = (t._data.shape, t.dtype, t.device, t.requires_grad)
                 i = next(i for i, (a, b) in enumerate(zip(now, meta)) if a != b)
                 return f"{name} {('shape', 'dtype', 'device', 'requires_grad')[i]}", meta[i], now[i]
         for g in self.opt_guards:
@@ -241,8 +250,9 @@ class CompiledGraph:
         outs = results[:n_out]
         # mutation values are written back into the inputs' storage (compiled programs store most
         # of them there already, and return the input itself)
-        for (k, b), val in zip(self._mutated, results[n_all:]):
-            t = leaves[b.index] if type(b) is FromArg else b.tensor
+        for (t, i), val in zip(self._write_back, results[n_all:]):
+            if t is None:
+                t = leaves[i]
             if val is not t._data:
                 t._data[...] = val
             t._vc[0] += 1
