@@ -233,11 +233,13 @@ class SplitRun:
                 continue
             mapping = dict(zip(rg.piece.events[:i], alt.events[:i]))
             nxt = alt.events[i]
+            if flag is not None and (nxt in alt.grad_nodes) != flag:
+                continue
+            n_scalars = len(tr.scalars)
             try:
                 node = make(_Probe(nxt, alt.keys[i], tr), mapping)
             except _Mismatch:
-                continue
-            if flag is not None and (nxt in alt.grad_nodes) != flag:
+                del tr.scalars[n_scalars:]
                 continue
             tr.remap(mapping)
             rg.piece, rg.i = alt, i + 1
@@ -250,9 +252,10 @@ class SplitRun:
         number becomes a scalar input (automatic dynamic: the next call with a third value replays)."""
         if _is_scalar(op, attrs) and i < len(events) and _is_scalar(events[i].op, events[i].attrs) and \
                 events[i].attrs["dtype"] is attrs["dtype"]:
-            self.tracer.scalars.append(attrs["value"])
             from ..ir.ops import TType
-            return g.placeholder("scalar", TType((), attrs["dtype"]), device or "cpu", {"kind": "scalar"})
+            node = g.placeholder("scalar", TType((), attrs["dtype"]), device or "cpu", {"kind": "scalar"})
+            self.tracer.scalars.append(attrs["value"])
+            return node
         return g.add(op, inputs, attrs, type=type, device=device, meta=meta)
 
     def _copy_prefix(self, rg: ReplayGraph):
@@ -284,7 +287,9 @@ class SplitRun:
 
     def _finish(self, brk) -> None:
         tr = self.tracer
-        live = [t for t in (r() for r in list(tr.made.values())) if t is not None and type(t._data) is SymArray]
+        internal = {id(o) for o in tr.overrides.values()}    # stand for mutated tensors: written back
+        live = [t for t in (r() for r in list(tr.made.values()))
+                if t is not None and type(t._data) is SymArray and id(t) not in internal]
         need = list(dict.fromkeys(t._data.node for t in live))
         piece = None
         if tr.replaying:
