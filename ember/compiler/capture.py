@@ -124,6 +124,8 @@ class Tracer:
         self.const_nodes: dict = {}       # id(tensor) -> placeholder node
         self.overrides: dict = {}         # id(concrete tensor) -> symbolic tensor written in place
         self.mutated: dict = {}           # placeholder node -> latest value node
+        self.mutated_by: dict = {}        # latest value node -> its placeholder (the reverse)
+        self.override_nodes: set = set()  # nodes that hold a concrete tensor's in-place value
         self.rng_key = None               # placeholder for the generator state (seed, offset)
         self.rng_count = 0                # random numbers drawn in this trace
         self.source = None                # when set, the file:line given to every new node
@@ -140,6 +142,7 @@ class Tracer:
         # optimizers stepped inside the trace and their hyper-parameter inputs
         self.optimizers: dict = {}        # id(optimizer) -> (optimizer, state epoch before its step)
         self.hyper_nodes: dict = {}       # (id(group), key, index, dtype) -> placeholder
+        self.hyper_tensors: dict = {}     # the same key -> its tensor
         self.hypers: list = []            # (group, key, index) in placeholder order
         self.undo_log: list = []          # callables undoing what the trace did for real (state init)
 
@@ -344,7 +347,7 @@ class Tracer:
                 dst.requires_grad = True
                 dst.grad_fn = self.grad_fn_of(rnode)
         else:
-            if rnode.is_placeholder or any(o._data.node is rnode for o in self.overrides.values()):
+            if rnode.is_placeholder or rnode in self.override_nodes:
                 # p.copy_(x): p's new value gets a node of its own, so that p's writes and
                 # gradients stay apart from x's
                 rnode = self.graph.add("stop_gradient", [rnode], {}, meta=self._meta())
@@ -352,18 +355,20 @@ class Tracer:
             if self.moved:
                 rnode = self.moved.get(rnode, rnode)
             self.overrides[id(dst)] = self.symbolic(rnode, dst.device)
+            self.override_nodes.add(rnode)
         ph = self._placeholder_behind(target)
         if ph is not None:
+            old = self.mutated.get(ph)
+            if old is not None:
+                self.mutated_by.pop(old, None)
             self.mutated[ph] = rnode
+            self.mutated_by[rnode] = ph
         return dst
 
     def _placeholder_behind(self, node):
         if node.is_placeholder:
             return node
-        for ph, v in self.mutated.items():
-            if v is node:
-                return ph
-        return None
+        return self.mutated_by.get(node)
 
     def graph_break(self, what, t=None):
         """The traced code needs something a graph cannot give (a value, a Python side effect). While
@@ -387,6 +392,8 @@ class Tracer:
         self.const_nodes = {}
         self.overrides = {}
         self.mutated = {}
+        self.mutated_by = {}
+        self.override_nodes = set()
         self.rng_key = None
         self.rng_count = 0
         self.made = {}
@@ -394,6 +401,7 @@ class Tracer:
         self.grad_fns = {}
         self.freed = set()
         self.hyper_nodes = {}
+        self.hyper_tensors = {}
         self.hypers = []
         self.moved = {}
         self.scalars = []                 # values of scalar inputs, in the order met (split.py)
@@ -411,6 +419,8 @@ class Tracer:
                 t._data = SymArray(d.shape, d.dtype, mapping[d.node])
         self.const_nodes = {k: m(n) for k, n in self.const_nodes.items()}
         self.mutated = {m(ph): m(v) for ph, v in self.mutated.items()}
+        self.mutated_by = {v: ph for ph, v in self.mutated.items()}
+        self.override_nodes = {m(n) for n in self.override_nodes}
         self.rng_key = m(self.rng_key) if self.rng_key is not None else None
         self.grad_nodes = {m(n) for n in self.grad_nodes}
         self.freed = {m(n) for n in self.freed}
@@ -447,6 +457,9 @@ class Tracer:
         dtype = like.dtype if like is not None and like.dtype.is_floating_point else dt.default_float
         device = like.device if like is not None else None
         k = (id(group), key, index, dtype, device)
+        t = self.hyper_tensors.get(k)
+        if t is not None:               # (optimizers only read it: one tensor serves every parameter)
+            return t
         node = self.hyper_nodes.get(k)
         if node is None:
             name = key if index is None else f"{key}{index}"
@@ -455,7 +468,8 @@ class Tracer:
             self.hyper_nodes[k] = node
             self.hypers.append((group, key, index))
         from ..frontend.device import CPU
-        return self.symbolic(node, device or CPU)
+        t = self.hyper_tensors[k] = self.symbolic(node, device or CPU)
+        return t
 
     # ------------------------------------------------------------ stores on module attributes
     def module_store(self, module, name: str) -> None:
@@ -508,6 +522,7 @@ class Tracer:
     def escaped(self, keep) -> list:
         """Symbolic tensors still alive after the trace that are not in `keep` (ids): stored in a
         global, a list or some other object the compiled graph cannot write."""
+        keep = set(keep) | {id(t) for t in self.hyper_tensors.values()}     # held by the tracer itself
         alive = [r() for r in self.made.values()]
         return [t for t in alive if t is not None and id(t) not in keep and type(t._data) is SymArray]
 
