@@ -266,7 +266,7 @@ class Tracer:
             return None
         n = events[i + k]
         ins = n._inputs
-        if n.op != op or len(ins) != len(inputs) or n.attrs != attrs or like is None:
+        if n.op != op or len(ins) != len(inputs) or like is None or not same_attrs(n.attrs, attrs):
             return None
         grad = False
         device = None
@@ -293,7 +293,8 @@ class Tracer:
             if want.op == "full":
                 v = bool(t) if like is dt.bool_ else int(t) if like.is_integer else float(t)
                 a = want.attrs
-                if a["dtype"] is not like or a["value"] != v or type(a["value"]) is not type(v):
+                if a["dtype"] is not like or type(a["value"]) is not type(v) or \
+                        (a["value"] != v and not (v != v and a["value"] != a["value"])):    # (NaN == NaN here)
                     return None
             elif want.meta.get("kind") == "scalar" and want.dtype is like:
                 scalars = (scalars or []) + [t]
@@ -529,6 +530,16 @@ class Tracer:
     def finish_mutations(self):
         for ph, v in self.mutated.items():
             self.graph.add_mutation(ph, v)
+
+
+def same_attrs(a: dict, b: dict) -> bool:
+    """Attribute dicts equal, NaN values included (a `full` of NaN is the same node every call)."""
+    if a == b:
+        return True
+    if a.keys() != b.keys():
+        return False
+    return all(x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+               for x, y in ((a[k], b[k]) for k in a))
 
 
 def _module_slot(module, name) -> tuple:

@@ -47,7 +47,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import OPS
 from ..passes.dce import dce
 from . import backends
-from .capture import SymArray, Tracer, tracing, user_source
+from .capture import SymArray, Tracer, same_attrs, tracing, user_source
 from .compiled import (_SPENT, Backward, CompiledBackwardNode, CompiledGraph, _OutputSelect, _graph_device,
                        _saved_aliases)
 from .joint import build_backward
@@ -169,7 +169,7 @@ def _matches(n: Node, op, inputs, attrs, device, tr) -> bool:
     """Does recorded node n stand for op(inputs, **attrs)? A Python number that changed between calls
     was recorded as a scalar input: it takes this call's value (appended to tr.scalars)."""
     if n.op == op:
-        return n._inputs == inputs and n.attrs == attrs and (device is None or n.device == device)
+        return n._inputs == inputs and same_attrs(n.attrs, attrs) and (device is None or n.device == device)
     if n.is_placeholder and n.meta.get("kind") == "scalar" and _is_scalar(op, attrs) and \
             n.dtype is attrs["dtype"] and (device is None or n.device == device):
         tr.scalars.append(attrs["value"])
