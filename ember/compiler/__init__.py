@@ -2,8 +2,12 @@
 
     capture.py      Tracer: records the primitives a function runs into an ir.Graph; graph breaks
     joint.py        backward graphs traced from the same VJPs eager autograd uses
+    grads.py        loss.backward() / autograd.grad inside a trace: gradients in the same graph
+    training.py     what a captured training step adds: .grad replay, optimizer hyper-parameter
+                    inputs, optimizer and .grad guards
     compiled.py     ember.compile: CompiledFunction (guards, variant cache, recompiles),
                     CompiledGraph (one traced variant), OptimizedModule
+    split.py        functions that break run in pieces: record once, replay against the pieces
     interpreter.py  the reference backend: runs a graph node by node with the eager kernels
     backends.py     "eager" | "llvm" | "cuda" -> executors (passes, codegen, runtime)
     dump/           dump folders: writer (the hook object), report.json, index.html pictures

@@ -192,7 +192,7 @@ class SplitRun:
         self.sf = sf
         self.cf = sf.cf
         self.candidates = sf.first
-        self.tracer = Tracer(Graph("piece0"), sf.names, split=self)
+        self.tracer = Tracer(None, sf.names, split=self)
         self.n_pieces = 0
         self._start()
 
@@ -212,11 +212,11 @@ class SplitRun:
     def _start(self):
         tr = self.tracer
         self.decisions = {}
-        tr.reset_segment(Graph(f"piece{self.n_pieces}"))
         if self.candidates:
-            tr.graph = ReplayGraph(self, self.candidates[0], self.candidates)
+            tr.reset_segment(ReplayGraph(self, self.candidates[0], self.candidates))
             tr.replaying = True
         else:
+            tr.reset_segment(Graph(f"piece{self.n_pieces}"))
             tr.replaying = False
 
     # ------------------------------------------------------------------------ divergence
@@ -283,7 +283,7 @@ class SplitRun:
     def finish(self) -> None:
         """The function returned: run the last piece."""
         self._finish(None)
-        self.tracer.reset_segment(Graph("done"))
+        self.tracer.reset_segment(None)
 
     def _finish(self, brk) -> None:
         tr = self.tracer
