@@ -15,7 +15,7 @@ from ember.ir.graph import Node
 from ember.ir.kernel import BINARY_OPS, UNARY_OPS
 from ember.ir.ops import OPS
 
-__all__ = ["NodeClass", "classify", "reduce_dims", "op_cost", "VIEW_OPS"]
+__all__ = ["NodeClass", "classify", "reduce_dims", "op_cost", "code_size", "VIEW_OPS"]
 
 
 class NodeClass(str, Enum):
@@ -126,6 +126,18 @@ def reduce_dims(n: Node) -> tuple:
     if dims is None:
         return tuple(range(nd))
     return tuple(sorted({d % max(nd, 1) for d in dims}))
+
+
+# ops the code generators expand into a polynomial or a library routine (tens of instructions)
+_MATH_FUNCTIONS = {"exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "sin", "cos", "pow"}
+
+
+def code_size(n: Node, cls: NodeClass) -> int:
+    """Roughly how much loop-body code computing n adds to a kernel (the fuser caps a kernel's
+    total: LLVM's optimiser is superlinear in one loop body's length)."""
+    if cls is NodeClass.MOVEMENT or cls is NodeClass.CONST:
+        return 0
+    return 16 if n.op in _MATH_FUNCTIONS else 1
 
 
 def op_cost(n: Node, cls: NodeClass) -> int:
