@@ -76,6 +76,15 @@ class autocast:
         return wrapper
 
 
+def _any_rank(found: bool) -> bool:
+    """With a process group, one rank's inf/nan skips the step on every rank (so replicas stay equal)."""
+    import sys
+    dist = sys.modules.get("ember.distributed")    # loaded by whoever initialised a process group
+    if dist is None or not dist.is_initialized():
+        return found
+    return dist.any_across_ranks(found)
+
+
 class GradScaler:
     """Dynamic loss scaling (torch.amp.GradScaler): scale(loss), step(optimizer), update()."""
 
@@ -118,7 +127,7 @@ class GradScaler:
                     p.grad.mul_(inv)
                     if not found and not bool(M.all(M.isfinite(p.grad))):
                         found = True
-        self._found_inf[id(optimizer)] = found
+        self._found_inf[id(optimizer)] = _any_rank(found)
         self._unscaled.add(id(optimizer))
 
     def step(self, optimizer, *args, **kwargs):

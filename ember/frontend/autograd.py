@@ -157,9 +157,10 @@ class GradSlots:
 
 
 class AccumulateGrad:
-    """The sink of a leaf tensor: adds incoming gradients into `.grad`."""
+    """The sink of a leaf tensor: adds incoming gradients into `.grad`, then runs the tensor's
+    post-accumulate-grad hooks (DistributedDataParallel starts its all-reduce from them)."""
 
-    __slots__ = ("variable", "pre_hooks", "__weakref__")
+    __slots__ = ("variable", "pre_hooks", "post_hooks", "__weakref__")
     next_functions = ()
     freed = False
     retain = None
@@ -167,6 +168,7 @@ class AccumulateGrad:
     def __init__(self, variable):
         self.variable = variable
         self.pre_hooks = None
+        self.post_hooks = None
 
     def name(self):
         return "AccumulateGrad"
@@ -240,6 +242,9 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
                     else:
                         v.grad._data += g._data
                         v.grad._vc[0] += 1
+                    if node.post_hooks:
+                        for h in tuple(node.post_hooks):
+                            h(v)
                 continue
             if node.retain is not None and g is not None:
                 t = node.retain()
@@ -316,9 +321,14 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     run_backward(roots, grads, retain_graph, create_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None,
-         is_grads_batched=False, materialize_grads=False):
-    """ember.autograd.grad: gradients of outputs w.r.t. inputs, returned (not accumulated)."""
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """ember.autograd.grad: gradients of outputs w.r.t. inputs, returned (not accumulated).
+    only_inputs is accepted and ignored, as in PyTorch (WGAN-GP scripts still pass it)."""
+    if not only_inputs:
+        import warnings
+        warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). To accumulate "
+                      "gradient for other parts of the graph, please use torch.autograd.backward.", stacklevel=2)
     from .tensor import Tensor
     from . import creation
     single_out = isinstance(outputs, Tensor)

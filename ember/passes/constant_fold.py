@@ -3,8 +3,9 @@
 In: a Graph.  Out: the same Graph (in place) where an elementwise op, cast or reduction whose
 inputs are all uniform `full` constants (or a 1-element `arange`) is replaced by a `full` holding
 the result, evaluated with numpy by the op's reference semantics (`ref` in ember/ir/ops.py: the
-definition eager mode and the kernel-IR evaluator use too).  A result that is not uniform (an op on an `arange` of several
-elements) is left as it is: it costs nothing inside a fused kernel, where an arange is an index.
+definition eager mode and the kernel-IR evaluator use too).  A result that is not uniform (an op on
+an `arange` of several elements) is left as it is: it costs nothing inside a fused kernel, where an
+arange is an index.
 Movement ops of constants are folded by the `movement` pass.
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ from ember.ir import dtypes as dt
 from ember.ir.graph import Graph, Node
 from ember.ir.ops import OPS
 
-from .manager import register_pass, replace_node
+from .dce import dce
+from .registry import register_pass
+from .rewrite import replace_node
 
 _MAX_REDUCE_NUMEL = 1 << 16
 
@@ -94,6 +97,5 @@ def constant_fold(g: Graph) -> bool:
         else:
             g.erase(f)
     if changed:
-        from .dce import dce
         dce(g)
     return changed

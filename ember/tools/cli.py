@@ -104,15 +104,14 @@ def _parse_graphs(path: str, check: bool = True):
 def pass_registry() -> dict:
     """name -> fn(graph) -> changed: ember.passes' registry plus 'verify'."""
     from ..ir.verify import verify
-    from ..passes import manager
+    from ..passes import PASSES       # importing ember.passes registers every built-in pass
 
     def verify_pass(g):
         """Check the graph's invariants (ember.ir.verify); changes nothing."""
         verify(g)
         return False
 
-    manager._load_builtin_passes()
-    return {"verify": verify_pass, **manager.PASSES}
+    return {"verify": verify_pass, **PASSES}
 
 
 def _run_passes(graph, names, verify_each: bool, path: str, print_after: bool = False):

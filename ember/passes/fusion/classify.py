@@ -3,8 +3,8 @@
 In: a graph Node (after the cleanup passes).  Out: `classify(n) -> (NodeClass, reason)`, where the
 class says how fusion treats the node (a buffer to read, a value to compute inside a kernel, a
 library call, an eager step) and `reason` says why an op is EAGER (it becomes the FusionRecord and
-the F001 diagnostic).  Also the per-node facts the later stages share: the reduced dims of a
-reduction and the recompute cost of one node.
+the F001 diagnostic).  Also the reduced dims of a reduction, which the later stages share.  (What
+recomputing an op costs is a column of the op table: ember.ir.ops.OPS[op].cost.)
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from enum import Enum
 from ember.ir import dtypes as dt
 from ember.ir.graph import Node
 from ember.ir.kernel import BINARY_OPS, UNARY_OPS
-from ember.ir.ops import OPS
+from ember.ir.ops import EXPENSIVE, OPS
 
-__all__ = ["NodeClass", "classify", "reduce_dims", "op_cost", "code_size", "VIEW_OPS"]
+__all__ = ["NodeClass", "classify", "reduce_dims", "code_size", "VIEW_OPS"]
 
 
 class NodeClass(str, Enum):
@@ -25,6 +25,7 @@ class NodeClass(str, Enum):
     MOVEMENT = "movement"         # an index map (ember.ir.index.map_*), never a copy
     REDUCE = "reduce"             # a reduction over a kernel's inner axes
     GATHER = "gather"             # take / gather: a load through an index buffer
+    RANDOM = "random"             # counter-based random numbers: computed from the key and the index
     EXTERN = "extern"             # matmul: a library call (ExternKernel)
     EAGER = "eager"               # no kernel IR lowering: the eager kernel runs it
 
@@ -34,12 +35,9 @@ class NodeClass(str, Enum):
 
 _POINTWISE_KINDS = ("unary", "binary", "ternary", "cast")
 VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "pad", "windows", "cat")
-_EXPENSIVE = {"exp", "log", "tanh", "erf", "sigmoid", "pow", "sin", "cos", "log1p", "expm1", "sqrt",
-              "rsqrt", "div"}
 
 # why an op the kernel IR cannot express runs eagerly (default: "<op> has no kernel IR lowering")
 _EAGER_REASONS = {
-    "random": "random numbers: the kernel IR has no counter-based RNG op",
     "cumsum": "scan (cumsum): the kernel IR has no scan loops",
     "argsort": "sorting (argsort) is not expressible in the kernel IR",
     "topk": "sorting (topk) is not expressible in the kernel IR",
@@ -72,6 +70,8 @@ def classify(n: Node) -> tuple[NodeClass, str]:
         return (NodeClass.EAGER, why) if why else (NodeClass.REDUCE, "")
     if op in ("take", "gather"):
         return NodeClass.GATHER, ""
+    if op == "random":
+        return NodeClass.RANDOM, ""
     if op == "matmul":
         return NodeClass.EXTERN, ""
     return NodeClass.EAGER, _EAGER_REASONS.get(op, f"{op} has no kernel IR lowering")
@@ -128,20 +128,12 @@ def reduce_dims(n: Node) -> tuple:
     return tuple(sorted({d % max(nd, 1) for d in dims}))
 
 
-# ops the code generators expand into a polynomial or a library routine (tens of instructions)
-_MATH_FUNCTIONS = {"exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "sin", "cos", "pow"}
-
-
 def code_size(n: Node, cls: NodeClass) -> int:
-    """Roughly how much loop-body code computing n adds to a kernel (the fuser caps a kernel's
-    total: LLVM's optimiser is superlinear in one loop body's length)."""
-    if cls is NodeClass.MOVEMENT or cls is NodeClass.CONST:
+    """Roughly how much loop-body code computing n adds to a kernel (the fuser caps a kernel's total:
+    LLVM's optimiser is superlinear in one loop body's length): an op 1, an op the op table marks
+    EXPENSIVE (a math function the code generators expand into tens of instructions) 16, index
+    maps and constants 0."""
+    if cls is NodeClass.MOVEMENT or cls is NodeClass.CONST or n.is_placeholder:
         return 0
-    return 16 if n.op in _MATH_FUNCTIONS else 1
-
-
-def op_cost(n: Node, cls: NodeClass) -> int:
-    """What computing n once more inside another kernel costs (movement ops are free index maps)."""
-    if n.op in _EXPENSIVE:
-        return 4
-    return 0 if cls is NodeClass.MOVEMENT else 1
+    d = OPS.get(n.op)
+    return 16 if d is not None and d.cost >= EXPENSIVE else 1

@@ -18,15 +18,17 @@ import networkx as nx
 from ember.ir import index as ix
 from ember.ir.graph import Graph, Node
 from ember.ir.kernel import IConst, Var
+from ember.ir.ops import OPS
 from ember.ir.program import FusionKind, FusionRecord
 
-from .classify import NodeClass, classify, code_size, op_cost, reduce_dims
+from .classify import NodeClass, classify, code_size, reduce_dims
 from .lower import IndexMaps, group_requests
 
 __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
 
 # A pointwise value needed by k kernels is recomputed in each when (k - 1) * cost <= this, where
-# cost is the weighted size of its inlinable producer cone (transcendentals weigh 4).
+# cost is the weighted size of its inlinable producer cone (OPS[op].cost: transcendentals weigh 4,
+# movement ops nothing).
 RECOMPUTE_BUDGET = 24
 MAX_FANOUT = 4            # ... and never in more than this many kernels
 MAX_HORIZONTAL_STORES = 8  # horizontal fusion stops growing a kernel past this many outputs
@@ -178,8 +180,8 @@ class Fuser:
         cost = {}
         for n in self.order:
             k = self.cls[n]
-            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER):
-                cost[n] = min(100, op_cost(n, k) + sum(cost.get(i, 0) for i in n.inputs))
+            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER, NodeClass.RANDOM):
+                cost[n] = min(100, OPS[n.op].cost + sum(cost.get(i, 0) for i in n.inputs))
             else:
                 cost[n] = 0
         return cost
@@ -269,7 +271,7 @@ class Fuser:
         if not must:
             if k in (NodeClass.CONST, NodeClass.MOVEMENT, NodeClass.GATHER):
                 return self._inline(n, list(reqs))
-            if k is NodeClass.POINTWISE:
+            if k in (NodeClass.POINTWISE, NodeClass.RANDOM):
                 fan = len(reqs)
                 if any(grp.size + code_size(n, k) > MAX_KERNEL_SIZE for grp in reqs):
                     self._record(FusionKind.NOT_FUSED, f"realized: its consumer kernel reached the size limit "
