@@ -2,7 +2,13 @@
 is_available() is False and using device "cuda" raises a clear error."""
 from __future__ import annotations
 
-from .frontend.device import cupy_or_none
+from .frontend.legacy import CUDA_TYPES as _legacy
+from .kernels.gpu import cupy_or_none, need as _need
+
+# ember.cuda.FloatTensor(...) & co (legacy constructors; they need a GPU, as PyTorch's need a CUDA build)
+(FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
+ BoolTensor) = (_legacy[n] for n in ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor",
+                                     "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 
 def is_available() -> bool:
@@ -12,14 +18,6 @@ def is_available() -> bool:
 def device_count() -> int:
     cp = cupy_or_none()
     return cp.cuda.runtime.getDeviceCount() if cp is not None else 0
-
-
-def _need():
-    cp = cupy_or_none()
-    if cp is None:
-        raise RuntimeError("CUDA is not available: install CuPy (pip install 'ember[cuda]') on a machine with an "
-                           "NVIDIA GPU and driver.")
-    return cp
 
 
 def current_device() -> int:

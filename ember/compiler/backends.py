@@ -6,7 +6,8 @@
 
 `build(cg, backend, fn_name, dump)` returns (forward executor, backward executor or None, backend name):
   graph --ember.passes.compile_graph--> Program (kernels, externs, eager steps, memory plan)
-        --ember.runtime.executor.Executor(program, runner)--> generated Python that calls the kernels.
+        --ember.runtime.executor.Executor(program, device, eager kernels)--> generated Python that
+        calls the kernels.
 If the compiler cannot take a graph (an error in a pass or in code generation), that graph runs on
 the reference interpreter instead, and an F002 record says why: results stay correct, and visible.
 """
@@ -14,22 +15,23 @@ from __future__ import annotations
 
 from .. import diagnostics as records
 from ..diagnostics import Record
+from ..frontend import dispatch
 from ..passes import compile_graph
 from ..runtime.executor import Executor
 from .interpreter import Interpreter
 
 
-def _runner(choice, device):
+def _device(choice, device):
     if choice == "cuda" or device.type == "cuda":
         from ..runtime import cuda as cuda_rt
-        return cuda_rt.runner()
+        return cuda_rt.device()
     return "llvm"
 
 
 def _build_one(cg, which, graph, choice, fn_name, dump, alias_outputs=()):
     try:
         program = compile_graph(graph, dump_dir=dump if dump is not None else "", alias_outputs=alias_outputs)
-        ex = Executor(program, runner=_runner(choice, cg.device))
+        ex = Executor(program, _device(choice, cg.device), eager_kernels=dispatch.KERNELS)
     except Exception as e:  # the compiler could not take this graph: interpret it, and say so
         records.emit(Record("fallbacks", "F002", f"{which} graph runs on the reference interpreter: "
                             f"{type(e).__name__}: {e}", "?", fn=fn_name,
@@ -40,12 +42,9 @@ def _build_one(cg, which, graph, choice, fn_name, dump, alias_outputs=()):
     if dump is not None:
         dump.program(program, which)
         dump.executor(ex.source, which)
-        module = getattr(ex.runner, "module", None)
-        if module is not None and getattr(module, "llvm_ir", None):
-            dump.llvm(module.llvm_ir, which=which)
-        src = getattr(ex.runner, "cuda_source", None)
-        if src:
-            dump.cuda(src, which)
+        module = ex.module
+        if module is not None:
+            (dump.llvm if module.language == "llvm" else dump.cuda)(module.text, which=which)
     return ex
 
 

@@ -183,6 +183,19 @@ def guilty_value(executor, arrays) -> tuple | None:
     return None
 
 
+def _executor(program, device: str):
+    """An executor of program on device ("llvm" | "numpy"), eager steps through the eager kernels."""
+    from ..frontend import dispatch
+    from ..runtime.executor import Executor
+    return Executor(program, device, eager_kernels=dispatch.KERNELS)
+
+
+def _device_name(executor) -> str:
+    """'llvm', 'numpy' or 'cuda': what ran the executor's kernels ('' for an interpreter)."""
+    name = getattr(getattr(executor, "device", None), "name", "")
+    return "llvm" if name == "cpu" else name
+
+
 def _step_kind(step) -> str:
     from ..ir.program import EagerStep, ExternStep
     if isinstance(step, EagerStep):
@@ -200,12 +213,11 @@ def guilty_node(program, runner, arrays) -> tuple | None:
     value diverges from float64: the graph is compiled again with every node an output (nothing
     stays inlined in a kernel), so values fused away become visible."""
     from ..passes import compile_graph
-    from ..runtime.executor import Executor
     g, mapping = program.graph.copy()
     nodes = [n for n in g.nodes() if not n.is_placeholder]
     g.set_outputs(nodes)
     g._mutations = []
-    ex = Executor(compile_graph(g, passes=()), runner=runner)
+    ex = _executor(compile_graph(g, passes=()), runner)
     got = ex.run(arrays)
     ref = Reference(g).results(arrays)
     back = {new: old for old, new in mapping.items()}
@@ -223,7 +235,7 @@ def explain_value(executor, arrays) -> list[str]:
     if found is None:
         return []
     step, value, node, why = found
-    runner = getattr(getattr(executor, "runner", None), "name", "")
+    runner = _device_name(executor)
     lines = []
     try:
         first = guilty_node(executor.program, runner or "numpy", arrays)
@@ -237,8 +249,7 @@ def explain_value(executor, arrays) -> list[str]:
         lines += [f"first diverging node: {_node_line(node)} (stored as {value.name})",
                   f"  computed by {_step_kind(step)} {step.name}: {why}"]
     if runner and runner != "numpy":
-        from ..runtime.executor import Executor
-        ref_ex = Executor(executor.program, runner="numpy")
+        ref_ex = _executor(executor.program, "numpy")
         again = guilty_value(ref_ex, arrays)
         if again is None:
             lines.append(f"  the kernel-IR evaluator computes {step.name} right: the {runner} code generated "
@@ -344,13 +355,12 @@ def bisect(graph: Graph, arrays, runner: str = "llvm", passes=None) -> list[str]
     from ..passes import compile_graph
     from ..passes.fusion import FusionOptions
     from ..passes.manager import DEFAULT_PASSES
-    from ..runtime.executor import Executor
     passes = tuple(passes or DEFAULT_PASSES)
     refs = Reference(graph).results(arrays)
 
     def answer(fusion=None, run_passes=passes, run=runner):
         prog = compile_graph(graph, passes=run_passes, fusion=fusion)
-        ex = Executor(prog, runner=run)
+        ex = _executor(prog, run)
         return ex, _first_output_mismatch(ex.run(arrays), refs)
 
     ex, bad = answer()

@@ -3,24 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.gpu import cupy_or_none
+
 __all__ = ["device", "array_module", "cupy_or_none", "cuda_available"]
-
-_cupy = None
-_cupy_checked = False
-
-
-def cupy_or_none():
-    """The cupy module when it imports and sees a GPU, else None (checked once)."""
-    global _cupy, _cupy_checked
-    if not _cupy_checked:
-        _cupy_checked = True
-        try:
-            import cupy
-            if cupy.cuda.runtime.getDeviceCount() > 0:
-                _cupy = cupy
-        except Exception:  # no cupy, no driver, no device: CUDA is simply unavailable
-            _cupy = None
-    return _cupy
 
 
 def cuda_available() -> bool:
@@ -51,7 +36,7 @@ class device:
     @property
     def xp(self):
         """The array module holding this device's data."""
-        return np if self.type == "cpu" else _cupy
+        return np if self.type == "cpu" else cupy_or_none()
 
     def __eq__(self, other):
         if isinstance(other, str):
@@ -91,12 +76,12 @@ def canonical(dev) -> device:
         raise RuntimeError("CUDA is not available: ember needs CuPy (pip install 'ember[cuda]') and an NVIDIA "
                            "GPU for device 'cuda'. Use device='cpu', or check ember.cuda.is_available().")
     if d.index is None:
-        d = device("cuda", _cupy.cuda.runtime.getDevice())
-    if d.index >= _cupy.cuda.runtime.getDeviceCount():
+        d = device("cuda", cupy_or_none().cuda.runtime.getDevice())
+    if d.index >= cupy_or_none().cuda.runtime.getDeviceCount():
         raise RuntimeError(f"CUDA error: invalid device ordinal {d.index}")
     return d
 
 
 def array_module(dev: device):
     """The array module (numpy or cupy) that holds data on `dev`."""
-    return np if dev.type == "cpu" else _cupy
+    return np if dev.type == "cpu" else cupy_or_none()

@@ -16,7 +16,6 @@ import math
 import numpy as np
 
 from ..ir.ops import OPS
-from . import rng
 from ..kernels import blas_threads
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register
 from .tensor import Tensor
@@ -463,10 +462,13 @@ def _zeros_like(x):
     return P("full", shape=tuple(x.shape), value=0, dtype=x.dtype, device=x.device)
 
 
-register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None), input_at(1))
+register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None),
+         input_at(1))
 register("index_add", _index_add, lambda g, o, x, idx, src, dim: (g, None, P("take", g, idx, dim=dim)), input_at(1))
-register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None), input_at(1))
-register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)), input_at(1))
+register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None),
+         input_at(1))
+register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)),
+         input_at(1))
 register("scatter", _scatter, lambda g, o, x, idx, src, dim: (
     P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), input_at(1))
 
@@ -539,13 +541,7 @@ register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else x
 
 
 # ---------------------------------------------------------------------------- random, consts
-def _random(xp, key, shape, dtype, dist):
-    seed, offset = (int(v) for v in key.tolist())
-    f = rng.uniform if dist == "uniform" else rng.normal
-    return f(xp, seed, offset, tuple(shape), dtype.np)
-
-
-register("random", _random, None)
+# random: its reference semantics in ember/ir/ops.py (the generator of ember/ir/rng.py) is the kernel
 register("full", lambda xp, shape, value, dtype: xp.full(tuple(shape), value, dtype=dtype.np), None)
 register("arange", lambda xp, n, start, step, dtype: (
     (start + step * xp.arange(n, dtype=np.float64)).astype(dtype.np) if dtype.is_floating_point or

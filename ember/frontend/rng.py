@@ -1,8 +1,9 @@
-"""Random numbers: a counter-based generator, so eager, LLVM and CUDA code agree bit for bit.
+"""Random numbers: the Generator objects (seed, offset) that hand out counters to the generator.
 
-A draw of n values at key (seed, offset) hashes the counters offset..offset+n-1 with splitmix64;
-the Generator advances its offset by n. The same hash is emitted by the code generators, so a
-compiled dropout with the same seed gives the same mask as eager.
+The generator itself -- counters hashed with splitmix64, then the uniform and normal transforms -- is
+defined once in ember/ir/rng.py, which the code generators follow operation for operation, so a
+compiled dropout with the same seed gives the same mask as eager, bit for bit.  A draw of n values at
+key (seed, offset) uses the counters offset .. offset+n-1; the Generator advances its offset by n.
 """
 from __future__ import annotations
 
@@ -10,55 +11,14 @@ import threading
 
 import numpy as np
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+from ..ir.rng import mix_seed, normal, splitmix64, uniform, words
 
-
-def mix_seed(seed: int) -> np.uint64:
-    """The per-seed constant added to every counter (a splitmix64 step of the seed)."""
-    return splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
-
-
-def splitmix64(x):
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint64(30))
-        x = x * _M1
-        x = x ^ (x >> np.uint64(27))
-        x = x * _M2
-        x = x ^ (x >> np.uint64(31))
-    return x
+__all__ = ["Generator", "default_generator", "mix_seed", "splitmix64", "random_bits", "uniform", "normal"]
 
 
 def random_bits(xp, seed: int, offset: int, n: int):
     """n 64-bit random words for counters offset .. offset+n-1."""
-    with np.errstate(over="ignore"):
-        c = xp.arange(offset, offset + n, dtype=np.uint64) * _GOLDEN + xp.uint64(mix_seed(seed))
-    return splitmix64(c)
-
-
-def uniform(xp, seed, offset, shape, np_dtype):
-    n = int(np.prod(shape, dtype=np.int64))
-    bits = random_bits(xp, seed, offset, n)
-    # 24 (53) high bits -> [0, 1): exact in float32 (float64)
-    if np.dtype(np_dtype) == np.float64:
-        u = (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-    else:
-        u = (bits >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)
-    return u.reshape(shape).astype(np_dtype, copy=False)
-
-
-def normal(xp, seed, offset, shape, np_dtype):
-    """Box-Muller on the two 32-bit halves of one word: one counter per value."""
-    n = int(np.prod(shape, dtype=np.int64))
-    bits = random_bits(xp, seed, offset, n)
-    hi = (bits >> np.uint64(32)).astype(np.float64)
-    lo = (bits & np.uint64(0xFFFFFFFF)).astype(np.float64)
-    u1 = (hi + 1.0) * (1.0 / 4294967296.0)          # (0, 1]: log is finite
-    u2 = lo * (1.0 / 4294967296.0)
-    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2) if xp is np else \
-        xp.sqrt(-2.0 * xp.log(u1)) * xp.cos(2.0 * np.pi * u2)
-    return z.reshape(shape).astype(np_dtype)
+    return words(xp, seed, xp.arange(offset, offset + n, dtype=np.uint64))
 
 
 class Generator:

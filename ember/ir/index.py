@@ -38,7 +38,7 @@ __all__ = ["IndexExpr", "Var", "IConst", "IBin", "IGather", "o", "r", "as_index"
            "index_postorder", "index_vars", "index_gathers",
            "domain_ranges", "index_range", "domain_index_range", "linear_coeff",
            "simplify", "simplify_all", "subst", "key_of",
-           "map_reshape", "map_broadcast", "map_permute", "map_slice", "map_flip", "map_pad",
+           "flat_index", "map_reshape", "map_broadcast", "map_permute", "map_slice", "map_flip", "map_pad",
            "map_windows"]
 
 INF = math.inf
@@ -501,15 +501,21 @@ def simplify_all(idx: Sequence, ranges: dict) -> tuple:
 
 # ================================================================ movement ops as maps
 # Each map takes the index the op's OUTPUT is read at and returns the index its INPUT is read at.
+def flat_index(shape, idx) -> IndexExpr:
+    """The row-major position of element idx in an array of `shape`."""
+    flat: IndexExpr = IConst(0)
+    stride = 1
+    for k in range(len(shape) - 1, -1, -1):
+        if shape[k] != 1:
+            flat = as_index(idx[k]) * stride + flat
+        stride *= shape[k]
+    return flat
+
+
 def map_reshape(in_shape, out_shape, idx) -> list:
     if 0 in tuple(in_shape):        # an empty tensor: no index is ever read (and none divides by 0)
         return [IConst(0)] * len(in_shape)
-    flat: IndexExpr = IConst(0)
-    stride = 1
-    for k in range(len(out_shape) - 1, -1, -1):
-        if out_shape[k] != 1:
-            flat = as_index(idx[k]) * stride + flat
-        stride *= out_shape[k]
+    flat = flat_index(out_shape, idx)
     res, stride = [], 1
     strides = []
     for n in reversed(in_shape):

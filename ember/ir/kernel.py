@@ -23,11 +23,12 @@ from ember.ir.index import (IBin, IConst, IGather, IndexExpr, Var, as_index, ind
                             index_postorder, index_vars, o, r)
 from ember.ir.ops import (ARITH_BINARY, BOOL_UNARY, FLOAT_UNARY, KERNEL_BINARY, KERNEL_REDUCE, KERNEL_UNARY,
                           SAME_UNARY)
+from ember.ir.rng import DISTS
 from ember.ir.walk import walk_postorder
 
 __all__ = [
     "Buf", "IndexExpr", "Var", "IConst", "IBin", "IGather", "o", "r", "as_index",
-    "Expr", "Load", "Const", "IndexValue", "Unary", "Binary", "Where", "Cast", "Reduce", "Store",
+    "Expr", "Load", "Const", "IndexValue", "Unary", "Binary", "Where", "Cast", "Reduce", "Random", "Store",
     "Kernel", "ExternKernel", "unary", "binary", "where", "cast", "reduce",
     "UNARY_OPS", "BINARY_OPS", "REDUCE_OPS", "EXTERN_OPS", "topo_order",
 ]
@@ -220,6 +221,29 @@ class Reduce(Expr):
         return (self.x,)
 
 
+class Random(Expr):
+    """A counter-based random value (ember/ir/rng.py): the word of int64 `counter` under int64 `seed`,
+    made a uniform [0, 1) value (float16: 11 random bits, float32: 24, float64: 53) or a standard
+    normal (float64, Box-Muller).  A pure function of its operands: the same (seed, counter) gives the same value."""
+    __slots__ = ("dist", "seed", "counter")
+
+    def __init__(self, dist: str, seed: Expr, counter: Expr, dtype: DType):
+        if dist not in DISTS:
+            raise ValueError(f"unknown distribution {dist!r} (expected one of {', '.join(DISTS)})")
+        if seed.dtype is not dt.int64 or counter.dtype is not dt.int64:
+            raise TypeError(f"random.{dist}: seed and counter must be int64, got {seed.dtype.name} and "
+                            f"{counter.dtype.name}")
+        allowed = (dt.float16, dt.float32, dt.float64) if dist == "uniform" else (dt.float64,)
+        if dtype not in allowed:
+            raise TypeError(f"random.{dist} gives {' or '.join(d.name for d in allowed)}, not {dtype.name} "
+                            "(cast the result)")
+        self.dist, self.seed, self.counter = dist, seed, counter
+        self.dtype = dtype
+
+    def operands(self):
+        return (self.seed, self.counter)
+
+
 def unary(op: str, x: Expr) -> Unary:
     return Unary(op, x)
 
@@ -383,6 +407,8 @@ class Kernel:
                 op = node.op
             elif isinstance(node, Where):
                 op = "where"
+            elif isinstance(node, Random):
+                op = "rand" if node.dist == "uniform" else "randn"     # torch's names
             if op and op not in ops:
                 ops.append(op)
         if not ops:
@@ -399,13 +425,13 @@ class Kernel:
 
     @property
     def flops(self) -> int:
-        """Scalar operations executed: each Unary/Binary/Where/Reduce counted once per point where it
-        runs (transcendentals count 1 like everything else)."""
+        """Scalar operations executed: each Unary/Binary/Where/Reduce/Random counted once per point where
+        it runs (transcendentals and random values count 1 like everything else)."""
         n_outer = math.prod(self.outer)
         n_inner = math.prod(self.inner) if self.inner else 1
         total = 0
         for node in self.nodes:
-            if isinstance(node, (Unary, Binary, Where, Reduce)):
+            if isinstance(node, (Unary, Binary, Where, Reduce, Random)):
                 inner = self.uses_inner[id(node)] or isinstance(node, Reduce)
                 total += n_outer * (n_inner if inner else 1)
         return total

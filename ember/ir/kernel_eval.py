@@ -4,7 +4,8 @@ In: a `Kernel` (ember/ir/kernel.py) and numpy arrays for its arguments.  Out: th
 with each op's reference semantics from ember/ir/ops.py (float32 stays float32, NaN propagates,
 integer division by zero gives 0).  Evaluation is vectorised: every expression node becomes an
 array broadcastable to the whole domain `outer + inner`, so memory use is O(domain size) per live
-node -- fine for tests, not a runtime.  Gather indices are bounds-checked and raise the same IndexError as the compiled kernels.
+node -- fine for tests, not a runtime.  Gather indices are bounds-checked and raise the same
+IndexError as the compiled kernels.
 
     evaluate(kernel, arrays)        arrays in kernel.args order (inputs, then outputs); writes outputs
     run_kernel(kernel, inputs)      allocates zero-filled outputs, returns them as a list
@@ -16,8 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ember.ir import rng
 from ember.ir.kernel import (BINARY_OPS, UNARY_OPS, Binary, Cast, Const, IBin, IConst, IGather, IndexValue,
-                             Kernel, Load, Reduce, Unary, Var, Where, _index_postorder)
+                             Kernel, Load, Random, Reduce, Unary, Var, Where, _index_postorder)
 from ember.ir.ops import OPS
 
 __all__ = ["evaluate", "run_kernel", "UNARY_NP", "BINARY_NP"]
@@ -142,6 +144,8 @@ def _eval_node(node, vals, dom, arrays, inner_axes):
     if isinstance(node, Cast):
         x = vals[id(node.x)]
         return np.asarray(x).astype(node.dtype.np)
+    if isinstance(node, Random):
+        return _random(node, vals[id(node.seed)], vals[id(node.counter)])
     if isinstance(node, Reduce):
         x = np.broadcast_to(vals[id(node.x)], dom.shape)
         if node.op == "sum":
@@ -158,6 +162,17 @@ def _eval_node(node, vals, dom, arrays, inner_axes):
         res = f(flat, axis=-1).astype(np.int64)
         return res.reshape(dom.outer + (1,) * len(dom.inner))
     raise TypeError(node)  # pragma: no cover
+
+
+def _random(node: Random, seed, counter) -> np.ndarray:
+    """The generator of ember/ir/rng.py on every (seed, counter) pair of the broadcast operands."""
+    seed, counter = np.broadcast_arrays(np.asarray(seed, np.int64), np.asarray(counter, np.int64))
+    w = rng.words(np, seed.reshape(-1).view(np.uint64), counter.reshape(-1).view(np.uint64))
+    if node.dist == "uniform":
+        v = rng.uniform_from_words(np, w, node.dtype.np)
+    else:
+        v = rng.normal_from_words(np, w)
+    return v.astype(node.dtype.np, copy=False).reshape(seed.shape)
 
 
 def run_kernel(kernel: Kernel, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

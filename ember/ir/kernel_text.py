@@ -14,7 +14,7 @@ from ember.ir import dtypes as dt
 from ember.ir.dtypes import DType
 from ember.ir.index import IConst, IGather, IndexExpr, Var, format_index
 from ember.ir.kernel import (BINARY_OPS, UNARY_OPS, Binary, Buf, Cast, Const, Expr, IndexValue, Kernel, Load,
-                             Reduce, Store, Unary, Where)
+                             Random, Reduce, Store, Unary, Where)
 
 __all__ = ["format_kernel", "parse_kernel"]
 
@@ -61,6 +61,8 @@ def format_kernel(k: Kernel) -> str:
             text = f"cast {num[id(node.x)]}"
         elif isinstance(node, Reduce):
             text = f"reduce.{node.op} {num[id(node.x)]}"
+        elif isinstance(node, Random):
+            text = f"random.{node.dist} {num[id(node.seed)]}, {num[id(node.counter)]}"
         else:  # pragma: no cover
             raise TypeError(node)
         lines.append(f"  %{i} = {text} : {ty}")
@@ -212,6 +214,8 @@ def parse_kernel(text: str) -> Kernel:
             node = Where(vals[args[0]], vals[args[1]], vals[args[2]])
         elif op.startswith("reduce."):
             node = Reduce(op[len("reduce."):], vals[args[0]])
+        elif op.startswith("random."):
+            node = Random(op[len("random."):], vals[args[0]], vals[args[1]], ty)
         elif op in UNARY_OPS:
             node = Unary(op, vals[args[0]])
         elif op in BINARY_OPS:

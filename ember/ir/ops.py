@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from . import dtypes as dt
+from . import rng
 from .dtypes import DType
 
 
@@ -318,7 +319,8 @@ def _axis(dims):
 
 def _sum(xp, x, dims, keepdim):
     acc = np.float32 if x.dtype == np.float16 else x.dtype    # float16 sums accumulate in float32
-    return xp.asarray(xp.sum(x, axis=_axis(dims), keepdims=keepdim, dtype=acc)).astype(x.dtype, copy=False)
+    r = xp.sum(x, axis=None if dims is None else tuple(dims), keepdims=keepdim, dtype=acc)
+    return xp.asarray(r).astype(x.dtype, copy=False)
 
 
 def _arg(name):
@@ -583,8 +585,16 @@ def _random(ins, a):
     return TType(tuple(a["shape"]), a["dtype"])
 
 
-_def("random", "random", _random, attrs=("shape", "dtype", "dist"), differentiable=False,
-     flags=("random",), doc="counter-based random numbers from key = (seed, offset); dist uniform|normal")
+def _random_ref(xp, key, shape, dtype, dist):
+    seed, offset = (int(v) for v in key.tolist())
+    draw = rng.uniform if dist == "uniform" else rng.normal
+    return draw(xp, seed, offset, tuple(shape), dtype.np)
+
+
+_def("random", "random", _random, attrs=("shape", "dtype", "dist"), differentiable=False, cost=EXPENSIVE,
+     ref=_random_ref,
+     flags=("random",), doc="counter-based random numbers from key = (seed, offset); dist uniform|normal "
+     "(ember/ir/rng.py; a Random node in kernel IR)")
 _def("full", "const", lambda ins, a: TType(tuple(a["shape"]), a["dtype"]), arity=0,
      attrs=("shape", "value", "dtype"), differentiable=False)
 _def("arange", "const", lambda ins, a: TType((a["n"],), a["dtype"]), arity=0,

@@ -1,8 +1,9 @@
 """Extern kernels on numpy arrays: matmul / bmm through numpy's BLAS, conv2d as im2col + GEMM.
 
 In: the extern op name, input arrays, a preallocated output array and the ExternKernel's attrs.
-Out: the output array written in place.  Called by ember/runtime/cpu.py (ExternCallable), which
-then runs the fused epilogue on the result.
+Out: the output array written in place.  `run_extern(..., xp=)` is what every runtime device calls
+(ember/runtime/device.py ExternCallable, which then runs the fused epilogue on the result); for CuPy
+arrays it dispatches to the twins in ember/kernels/gpu.py.
 
     matmul  a[..., m, k] @ b[..., k, n] (numpy broadcasting); attrs transpose_a / transpose_b use the
             transpose of the last two dims (a Linear layer is matmul(x, w, transpose_b=True))
@@ -12,6 +13,7 @@ then runs the fused epilogue on the result.
 """
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -69,12 +71,17 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarra
         out += bias.reshape(1, o, 1, 1)
 
 
-def run_extern(op: str, inputs: Sequence[np.ndarray], out: np.ndarray, attrs: dict) -> None:
+def run_extern(op: str, inputs: Sequence, out, attrs: dict, xp=np) -> None:
+    """out = op(*inputs) for an ExternKernel's op and attrs, on numpy (xp=numpy) or CuPy arrays."""
+    if xp is np:
+        lib = sys.modules[__name__]
+    else:
+        from . import gpu as lib
     if op in ("matmul", "bmm"):
-        matmul(inputs[0], inputs[1], out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")))
+        lib.matmul(inputs[0], inputs[1], out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")))
     elif op == "conv2d":
         bias = inputs[2] if len(inputs) > 2 else None
-        conv2d(inputs[0], inputs[1], bias, out, attrs.get("stride", 1), attrs.get("padding", 0),
-               attrs.get("dilation", 1), int(attrs.get("groups", 1)))
+        lib.conv2d(inputs[0], inputs[1], bias, out, attrs.get("stride", 1), attrs.get("padding", 0),
+                   attrs.get("dilation", 1), int(attrs.get("groups", 1)))
     else:
-        raise NotImplementedError(f"extern op {op!r}")
+        raise NotImplementedError(f"extern op {op!r}" + ("" if xp is np else " on CUDA"))

@@ -5,7 +5,7 @@
     print(program)                            # kernels, externs, fallbacks, buffers, decisions
 
     from ember.runtime.executor import Executor
-    outs = Executor(program, runner="numpy").run(arrays)   # or runner="llvm"
+    outs = Executor(program, "numpy").run(arrays)   # or the device "llvm", "cuda"
 
 Pieces (one module each): registry (Pass, PASSES, register_pass), manager (Pipeline: run, verify,
 time, dump), rewrite (rule tables, the fixed-point driver, replace_node), decompose, canonicalize,

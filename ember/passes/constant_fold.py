@@ -3,8 +3,9 @@
 In: a Graph.  Out: the same Graph (in place) where an elementwise op, cast or reduction whose
 inputs are all uniform `full` constants (or a 1-element `arange`) is replaced by a `full` holding
 the result, evaluated with numpy by the op's reference semantics (`ref` in ember/ir/ops.py: the
-definition eager mode and the kernel-IR evaluator use too).  A result that is not uniform (an op on an `arange` of several
-elements) is left as it is: it costs nothing inside a fused kernel, where an arange is an index.
+definition eager mode and the kernel-IR evaluator use too).  A result that is not uniform (an op on
+an `arange` of several elements) is left as it is: it costs nothing inside a fused kernel, where an
+arange is an index.
 Movement ops of constants are folded by the `movement` pass.
 """
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Disk cache for compiled object code: the one place where compiled bytes are stored and trusted.
+"""The one cache of compiled code (ember/runtime/device.py `Compiler.compile_cached` is its only user).
 
-In: a cache key (`cache_key(source_text, target, extra)`: sha256 of the kernel source text, the
-code generator's own source, ember/llvmlite/LLVM versions, triple, CPU name and features) and object
-code bytes (`tm.emit_object`).  Out: `load(key) -> bytes | None`, `store(key, data)`.
+    key(*parts) -> str            sha256 over length-prefixed parts: the only key function
+    cache_key(text, target, extra) the parts of an LLVM host target (triple, CPU, features, layout,
+                                  ember/llvmlite/LLVM versions) around `text`
+    codegen_fingerprint()         hash of the sources that decide generated code (ember/ir, ember/codegen)
+    recall(key) / remember(key, binary)   the in-process memory cache (bytes, or a loaded CUDA module)
+    load(key) -> bytes | None, store(key, data)   the disk cache of object code (below)
 
 Where: $EMBER_CACHE_DIR, else $XDG_CACHE_HOME/ember, else ~/.cache/ember; objects live under
 `<dir>/llvm/<key>.obj`.  The directory is created with mode 0700; an existing directory that is not
@@ -25,8 +28,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["enabled", "cache_dir", "cache_key", "load", "store", "stats", "reset_stats", "MAGIC",
-           "EMBER_VERSION", "versions", "codegen_fingerprint"]
+__all__ = ["key", "enabled", "cache_dir", "cache_key", "load", "store", "recall", "remember", "stats",
+           "reset_stats", "MAGIC", "EMBER_VERSION", "versions", "codegen_fingerprint"]
 
 MAGIC = b"EMBER-OBJ 1\n"
 
@@ -119,16 +122,32 @@ def cache_dir() -> Path | None:
     return sub
 
 
-def cache_key(source_text: str, target, extra: str = "") -> str:
-    """sha256 over everything that changes the object code."""
+def key(*parts: str) -> str:
+    """sha256 over everything that changes the compiled code."""
     h = hashlib.sha256()
-    parts = [source_text, json.dumps(versions(), sort_keys=True), target.triple, target.cpu,
-             target.features, target.data_layout, extra]
     for p in parts:
         data = p.encode()
         h.update(len(data).to_bytes(8, "little"))   # length-prefixed: no ambiguity between parts
         h.update(data)
     return h.hexdigest()
+
+
+def cache_key(source_text: str, target, extra: str = "") -> str:
+    """The key of `source_text` compiled for an LLVM target (TargetInfo)."""
+    return key(source_text, json.dumps(versions(), sort_keys=True), target.triple, target.cpu,
+               target.features, target.data_layout, extra)
+
+
+_MEMORY: dict[str, object] = {}   # key -> binary (bytes only for LLVM: no engines live here)
+
+
+def recall(k: str):
+    """The binary compiled under key k in this process, or None."""
+    return _MEMORY.get(k)
+
+
+def remember(k: str, binary) -> None:
+    _MEMORY[k] = binary
 
 
 def _path(key: str) -> Path | None:

@@ -1,17 +1,17 @@
-"""CPU runtime: turns kernel IR into callables on numpy arrays (LLVM JIT, object cache, thread pool).
+"""The CPU device: kernel IR -> LLVM (ember/codegen/llvm/) -> object code -> callables on numpy arrays.
 
-In: `Kernel` / `ExternKernel` objects (ember/ir/kernel.py).  Out: a `CompiledModule` whose kernels
-run on contiguous numpy arrays in `kernel.args` order (inputs, then outputs, written in place).
+In: `Kernel` / `ExternKernel` objects (ember/ir/kernel.py).  Out: a `CpuModule` whose kernels run on
+contiguous numpy arrays in `kernel.args` order (inputs, then outputs, written in place).
 
-    mod = compile_kernels([k0, k1, x2])         # one LLVM module, one engine, cached on disk
+    mod = compile_kernels([k0, k1, x2])         # CPU.compile: one LLVM module, one engine, cached
     mod.run("k0_max_sub_exp_sum_div", [x, y])   # or: mod["k0_..."](x, y)
     mod.run(x2.name, [a, b, bias, out])         # an ExternKernel: numpy GEMM + compiled epilogue
 
-Pipeline (compile_kernels):  kernel text -> cache key -> disk cache hit?  else codegen
-(ember/codegen/llvm/) -> parse -> O3 new-PM pipeline with loop+SLP vectorisation for the host CPU
--> object code -> cache.  The object is loaded into a fresh MCJIT engine owned by the
-CompiledModule: the engine (and so the machine code) lives exactly as long as that object, and
-every callable holds a reference to it.  There is no global engine.
+`CPU` is the Device (ember/runtime/device.py): `LLVMCompiler` optimises the module text with the O3
+new-PM pipeline (loop + SLP vectorisation, host CPU) into object code, cached through
+ember/runtime/cache.py; `CpuModule` loads the object into a fresh MCJIT engine that it owns: the
+engine (and so the machine code) lives exactly as long as that object, and every callable holds a
+reference to it.  There is no global engine.
 
 Calls go through ctypes (which releases the GIL).  Buffer pointers are read with
 `__array_interface__['data'][0]` (reading `arr.ctypes.data` costs ~5 us).  When a kernel moves at
@@ -29,20 +29,21 @@ import ctypes
 import ctypes.util
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
 
 from ember.codegen import llvm as cg
-from ember.ir.kernel import ExternKernel, Kernel
+from ember.codegen.llvm.math import LIBM_F64
+from ember.ir.kernel import Kernel
 from ember.kernels import blas
 from ember.runtime import cache
+from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 
 llvm = cg.llvm
 
-__all__ = ["compile_kernels", "CompiledModule", "KernelCallable", "num_threads", "optimize_ir",
+__all__ = ["CPU", "compile_kernels", "CpuModule", "KernelCallable", "LLVMCompiler", "num_threads", "optimize_ir",
            "compile_ir_to_object", "PARALLEL_MIN_BYTES", "host_target", "assembly"]
 
 # Below this much work a kernel runs on the calling thread only: the pool handoff (~45-55 us) costs
@@ -55,7 +56,6 @@ PARALLEL_MIN_FLOPS = 4 << 20
 
 _TARGET = None
 _SYMBOLS_READY = False
-_MEMORY_CACHE: dict[str, bytes] = {}   # key -> object bytes (bytes only: no engines live here)
 
 
 def host_target() -> cg.TargetInfo:
@@ -73,8 +73,9 @@ def _register_symbols() -> None:
     cg.init_native()
     libm = ctypes.CDLL(ctypes.util.find_library("m"))
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    for lib, names in ((libm, ("erf", "sin", "cos", "pow", "fmod", "fmodf", "expf", "exp", "logf", "log")),
-                       (libc, ("memset", "memcpy", "memmove"))):
+    # the float64 ops ember/codegen/llvm/math.py lowers to libm, and what LLVM itself may call (frem -> fmod)
+    libm_names = sorted(set(LIBM_F64.values()) | {"fmod", "fmodf", "expf", "exp", "logf", "log"})
+    for lib, names in ((libm, libm_names), (libc, ("memset", "memcpy", "memmove"))):
         for name in names:
             llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
     _SYMBOLS_READY = True
@@ -131,73 +132,49 @@ def assembly(ir_text: str) -> str:
     return tm.emit_assembly(optimize_ir(ir_text, tm))
 
 
-def _source_text(kernels) -> str:
-    return "\n\n".join(str(k) for k in kernels)
+class LLVMCompiler(Compiler):
+    """LLVM IR text -> host object code."""
 
+    name = "llvm"
 
-def compile_kernels(kernels: Sequence, use_cache: bool = True) -> "CompiledModule":
-    """Compile kernels (and extern epilogues) into one module; see the module docstring."""
-    kernels = list(kernels)
-    target = host_target()
-    times = {}
-    t0 = time.perf_counter()
-    key = cache.cache_key(_source_text(kernels), target, extra=cache.codegen_fingerprint())
-    obj = _MEMORY_CACHE.get(key) if use_cache else None
-    source = "memory" if obj is not None else None
-    if obj is None and use_cache:
-        obj = cache.load(key)
-        source = "disk" if obj is not None else None
-    ir_text = None
-    if obj is None:
-        t1 = time.perf_counter()
-        ir_text = cg.emit_module(kernels, target)
-        t2 = time.perf_counter()
-        obj = compile_ir_to_object(ir_text)
-        times["codegen_s"], times["llvm_s"] = t2 - t1, time.perf_counter() - t2
-        source = "compiled"
-        if use_cache:
-            cache.store(key, obj)
-    if use_cache:
-        _MEMORY_CACHE[key] = obj
-    times["total_s"] = time.perf_counter() - t0
-    return CompiledModule(kernels, obj, key=key, ir_text=ir_text, source=source, times=times)
+    def cache_key(self, key_text: str) -> str:
+        return cache.cache_key(key_text, host_target(), extra=cache.codegen_fingerprint())
+
+    def compile(self, ir_text: str) -> bytes:
+        return compile_ir_to_object(ir_text)
 
 
 # ==================================================================================== runtime
-class CompiledModule:
-    """Owns one MCJIT engine and the callables of its kernels.
+class CpuModule(Module):
+    """Owns one MCJIT engine and the callables of its kernels (see ember/runtime/device.py Module);
+    llvm_ir is the module's text, generated again on demand after a cache hit."""
 
-    Attributes: names (kernel names in order), source ('compiled' | 'disk' | 'memory'), key (cache
-    key), times (compile seconds per stage), llvm_ir (text, generated on demand)."""
+    language = "llvm"
 
-    def __init__(self, kernels, obj: bytes, key: str = "", ir_text: str | None = None,
-                 source: str = "compiled", times: dict | None = None):
+    def __init__(self, device: Device, build: Build, kernels: Sequence):
+        super().__init__(device, build, kernels)
         _register_symbols()
-        self.kernels = {k.name: k for k in kernels}
-        self.names = list(self.kernels)
-        self.key, self.source, self.times = key, source, times or {}
-        self._ir_text = ir_text
+        self._ir_text = build.source
         target = host_target()
         backing = llvm.parse_assembly(f'target triple = "{target.triple}"\n'
                                       f'target datalayout = "{target.data_layout}"\n')
         # MCJIT owns this target machine and frees the code with the engine: keep self._engine
         # alive for as long as any callable exists (each callable references this object).
         self._engine = llvm.create_mcjit_compiler(backing, cg.host_target_machine())
-        self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self._engine.add_object_file(llvm.ObjectFileRef.from_data(build.binary))
         self._engine.finalize_object()
-        self._callables: dict[str, object] = {}
-        for k in kernels:
-            if isinstance(k, ExternKernel):
-                ep = KernelCallable(self, k.epilogue) if k.epilogue is not None else None
-                self._callables[k.name] = ExternCallable(self, k, ep)
-            else:
-                self._callables[k.name] = KernelCallable(self, k)
+        self._bind()
+
+    def kernel_callable(self, kernel: Kernel) -> "KernelCallable":
+        return KernelCallable(self, kernel)
 
     @property
     def llvm_ir(self) -> str:
         if self._ir_text is None:
-            self._ir_text = cg.emit_module(list(self.kernels.values()), host_target())
+            self._ir_text = _render(list(self.kernels.values()))
         return self._ir_text
+
+    text = llvm_ir
 
     def address(self, name: str) -> int:
         addr = self._engine.get_function_address(name)
@@ -205,43 +182,24 @@ class CompiledModule:
             raise KeyError(f"no function {name} in compiled module")
         return addr
 
-    def __getitem__(self, name: str):
-        return self._callables[name]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._callables
-
-    def run(self, name: str, arrays: Sequence[np.ndarray], threads: int | None = None) -> None:
-        """Run kernel `name` on arrays in its args order; outputs are written in place."""
-        self._callables[name](*arrays, threads=threads)
+def _render(kernels: Sequence) -> str:
+    return cg.emit_module(kernels, host_target())
 
 
-def _check_arrays(kernel, arrays, args) -> list[int]:
-    if len(arrays) != len(args):
-        raise TypeError(f"{kernel.name} takes {len(args)} arrays ({', '.join(b.name for b in args)}), "
-                        f"got {len(arrays)}")
-    ptrs = []
-    n_in = len(args) - len(kernel.outputs if isinstance(kernel, Kernel) else kernel.final_outputs)
-    for i, (a, b) in enumerate(zip(arrays, args)):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{kernel.name}: argument {b.name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype != b.dtype.np or a.shape != b.shape:
-            raise TypeError(f"{kernel.name}: argument {b.name} expects {b.dtype.name}{list(b.shape)}, "
-                            f"got {a.dtype}{list(a.shape)}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{kernel.name}: argument {b.name} must be C-contiguous")
-        if i >= n_in and not a.flags.writeable:
-            raise ValueError(f"{kernel.name}: output {b.name} is read-only")
-        ptrs.append(a.__array_interface__["data"][0])
-    return ptrs
+CPU = Device("cpu", np, _render, LLVMCompiler(), CpuModule, blas.run_extern)
 
 
-class KernelCallable:
+def compile_kernels(kernels: Sequence, use_cache: bool = True) -> CpuModule:
+    """Compile kernels (and extern epilogues) into one module: CPU.compile."""
+    return CPU.compile(kernels, use_cache)
+
+
+class KernelCallable(BoundKernel):
     """Calls one compiled kernel; `fn(*arrays, threads=None)`."""
 
-    def __init__(self, module: CompiledModule, kernel: Kernel):
-        self.module = module              # keeps the engine (and the machine code) alive
-        self.kernel = kernel
+    def __init__(self, module: CpuModule, kernel: Kernel):
+        super().__init__(module, kernel)   # the module keeps the engine (and the machine code) alive
         nargs = len(kernel.args)
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * (nargs + 1)),
                                  ctypes.c_int64, ctypes.c_int64)
@@ -250,9 +208,10 @@ class KernelCallable:
         big = kernel.bytes_moved >= PARALLEL_MIN_BYTES or kernel.flops >= PARALLEL_MIN_FLOPS
         self.parallel_ok = big and self.n0 > 1
 
-    def __call__(self, *arrays, threads: int | None = None) -> None:
-        ptrs = _check_arrays(self.kernel, arrays, self.kernel.args)
-        self.call_ptrs(ptrs, threads)
+    def launch(self, arrays: Sequence[np.ndarray], threads: int | None = None) -> None:
+        """Run without argument checks: the executor's path (it passes contiguous arrays of the planned
+        shapes and dtypes; ~4 us a kernel saved); the kernel still bounds-checks its gathers."""
+        self.call_ptrs([a.__array_interface__["data"][0] for a in arrays], threads)
 
     def call_ptrs(self, ptrs: list[int], threads: int | None = None) -> None:
         """Run on raw buffer addresses (caller guarantees shapes/dtypes): the executor's fast path."""
@@ -281,26 +240,3 @@ class KernelCallable:
             raise IndexError(f"index {int(err[0])} is out of bounds for dimension {int(err[1])} "
                              f"with size {int(err[2])}")
         raise RuntimeError(f"kernel {self.kernel.name} failed with status {status}")
-
-
-class ExternCallable:
-    """numpy library call (ember/kernels/blas.py) followed by the compiled epilogue, if any."""
-
-    def __init__(self, module: CompiledModule, ext: ExternKernel, epilogue: KernelCallable | None):
-        self.module, self.ext, self.epilogue = module, ext, epilogue
-        # the extern's result buffer, reused across calls (page faults cost); one per thread:
-        # threads may run one compiled function at once
-        self._local = threading.local()
-
-    def __call__(self, *arrays, threads: int | None = None) -> None:
-        ext = self.ext
-        _check_arrays(ext, arrays, ext.args)
-        ins = arrays[:len(ext.inputs)]
-        if self.epilogue is None:
-            blas.run_extern(ext.op, ins, arrays[-1], ext.attrs)
-            return
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = np.empty(ext.output.shape, dtype=ext.output.dtype.np)
-        blas.run_extern(ext.op, ins, scratch, ext.attrs)
-        self.epilogue(scratch, *arrays[len(ext.inputs):], threads=threads)

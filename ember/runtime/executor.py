@@ -1,7 +1,8 @@
 """The compiled-graph executor: a Program becomes generated Python source that calls kernels in order.
 
-In: a `Program` (ember/ir/program.py) with its memory plan (planned here if missing), and a
-kernel runner.  Out: an `Executor` whose `run(arrays)` takes one array per graph input and returns
+In: a `Program` (ember/ir/program.py) with its memory plan (ember/passes/memory.py, planned by the
+compile driver), a Device (ember/runtime/device.py), and the eager kernel table when the program has
+eager fallback steps.  Out: an `Executor` whose `run(arrays)` takes one array per graph input and returns
 the graph outputs followed by the mutation values (the convention of
 ember.compiler.interpreter.Interpreter.run), and whose `.source` is the readable function it runs:
 
@@ -17,14 +18,15 @@ the executor and reused by that thread's calls (threads never share them; a call
 re-entrant within one thread).  Outputs are fresh for every call and never written again by a
 later call.
 
-Runners (`runner=`):
+Devices (`device=`, also accepted as `runner=`), see ember/runtime/device.py get_device:
   "numpy"  kernels through the kernel-IR reference evaluator (ember/ir/kernel_eval.py), externs
            through ember/kernels/blas.py; always available, slow, the oracle in tests
-  "llvm"   ember/runtime/cpu.py's compile_kernels(): one LLVM module for the program's kernels
-  any object with `callables(program) -> {step name: fn(*arrays)}`
-Eager fallback steps call `eager_kernels[op](np, *arrays, **attrs)`; the frontend passes its
-dispatch.KERNELS table (by default it is imported lazily from ember.frontend.dispatch: the runtime
-layer does not import the frontend at module load).
+  "llvm"   the CPU device (ember/runtime/cpu.py): one LLVM module for the program's kernels
+  "cuda"   the CUDA device (ember/runtime/cuda.py): one CUDA module, arrays are CuPy arrays
+  a Device
+The program's kernels become one module (`.module`, for dumps); the generated function calls each
+kernel's unchecked `launch` (it allocates every array itself).  Eager fallback steps call
+`eager_kernels[op](xp, *arrays, **attrs)` (the compile driver passes ember.frontend.dispatch.KERNELS).
 """
 from __future__ import annotations
 
@@ -36,102 +38,11 @@ from typing import Sequence
 import numpy as np
 
 from ember.ir import dtypes as dt
-from ember.ir.kernel_eval import evaluate
-from ember.passes.memory import plan_memory
 from ember.ir.program import EagerStep, ExternStep, KernelStep, Program
 
-from ..kernels import blas
+from .device import Device, get_device
 
-__all__ = ["Executor", "NumpyRunner", "LLVMRunner", "generate_source", "get_runner", "identifiers"]
-
-
-# ==================================================================================== runners
-class NumpyRunner:
-    """Reference runner: kernel IR evaluated with numpy (ember/ir/kernel_eval.py)."""
-
-    name = "numpy"
-
-    def callables(self, program: Program) -> dict:
-        out = {}
-        for s in program.steps:
-            if isinstance(s, KernelStep):
-                out[s.name] = _eval_kernel(s.kernel)
-            elif isinstance(s, ExternStep):
-                out[s.name] = _numpy_extern(s.kernel)
-        return out
-
-
-def _eval_kernel(k):
-    def call(*arrays):
-        evaluate(k, arrays)
-    call.__name__ = k.name
-    return call
-
-
-def _numpy_extern(ext):
-    n_in = len(ext.inputs)
-    local = threading.local()         # the matmul result an epilogue reads: one per thread
-
-    def call(*arrays):
-        ins = arrays[:n_in]
-        if ext.epilogue is None:
-            blas.run_extern(ext.op, ins, arrays[-1], ext.attrs)
-            return
-        scratch = getattr(local, "scratch", None)
-        if scratch is None:
-            scratch = local.scratch = np.empty(ext.output.shape, dtype=ext.output.dtype.np)
-        blas.run_extern(ext.op, ins, scratch, ext.attrs)
-        evaluate(ext.epilogue, (scratch,) + tuple(arrays[n_in:]))
-    call.__name__ = ext.name
-    return call
-
-
-class LLVMRunner:
-    """Compiled runner: the program's kernels and externs in one LLVM module (ember/runtime/cpu.py)."""
-
-    name = "llvm"
-
-    def __init__(self, threads: int | None = None):
-        self.threads = threads
-        self.module = None
-
-    def callables(self, program: Program) -> dict:
-        from .cpu import compile_kernels
-        objs = program.compiled_objects()
-        if not objs:
-            return {}
-        self.module = compile_kernels(objs)
-        threads = self.threads
-        out = {}
-        for s in program.steps:
-            if isinstance(s, (KernelStep, ExternStep)):
-                fn = self.module[s.name]
-                if isinstance(s, KernelStep) and hasattr(fn, "call_ptrs"):
-                    fn = _unchecked(fn, threads)
-                out[s.name] = fn if threads is None else (lambda f: lambda *a: f(*a, threads=threads))(fn)
-        return out
-
-
-def _unchecked(fn, threads):
-    """The executor's fast path into a kernel: it passes contiguous arrays of the planned shapes
-    and dtypes (inputs go through _c, buffers are allocated from the plan), so the per-call
-    argument checks (~4 us a kernel) are skipped; the kernel still bounds-checks its gathers."""
-    call = fn.call_ptrs
-
-    def run(*arrays, threads=threads):
-        call([a.__array_interface__["data"][0] for a in arrays], threads)
-    run.__name__ = getattr(fn, "__name__", "kernel")
-    return run
-
-
-def get_runner(runner):
-    if runner is None or runner == "numpy":
-        return NumpyRunner()
-    if runner == "llvm":
-        return LLVMRunner()
-    if hasattr(runner, "callables"):
-        return runner
-    raise ValueError(f"unknown kernel runner {runner!r} (expected 'numpy', 'llvm' or a runner object)")
+__all__ = ["Executor", "generate_source", "identifiers"]
 
 
 # ============================================================================ source generation
@@ -210,7 +121,7 @@ def generate_source(program: Program, fn_name: str | None = None) -> tuple[str, 
 
 # ==================================================================================== executor
 def _contiguous_for(xp):
-    """Inputs as contiguous arrays of the runner's array module (numpy, or cupy for CUDA)."""
+    """Inputs as contiguous arrays of the device's array module (numpy, or cupy for CUDA)."""
     def contiguous(a, dtype):
         a = xp.asarray(a)
         if a.dtype != dtype:
@@ -222,6 +133,15 @@ def _contiguous_for(xp):
 
 
 _contiguous = _contiguous_for(np)
+
+
+def _launcher(fn):
+    """The generated code's entry into a kernel or extern: its unchecked launch."""
+    launch = fn.launch
+
+    def run(*arrays):
+        launch(arrays)
+    return run
 
 
 def _eager_call(fn, attrs, dtype, shape, xp=np):
@@ -266,26 +186,30 @@ class OutputPool:
 class Executor:
     """Runs a Program: `run(arrays) -> [outputs..., mutation values...]`; `.source` is the code."""
 
-    def __init__(self, program: Program, runner="numpy", eager_kernels: dict | None = None):
+    def __init__(self, program: Program, device: Device | str | None = None, eager_kernels: dict | None = None,
+                 *, runner: Device | str | None = None):
         self.program = program
         if program.memory is None:
-            plan_memory(program)
-        self.runner = get_runner(runner)
-        self._xp = getattr(self.runner, "xp", np)     # cupy for the CUDA runner
+            raise ValueError(f"program {program.graph.name} has no memory plan: build it with "
+                             "ember.passes.compile_graph (or run ember.passes.plan_memory on it)")
+        eager_ops = sorted({s.op for s in program.steps if isinstance(s, EagerStep)})
+        if eager_ops and eager_kernels is None:
+            raise TypeError(f"program {program.graph.name} has eager fallback steps ({', '.join(eager_ops)}): "
+                            "pass their kernels as eager_kernels= (ember.frontend.dispatch.KERNELS)")
+        self.device = get_device(device if device is not None else runner)
+        xp = self.device.xp
         self.source, self._line_step = generate_source(program)
-        env = {"_c": _contiguous if self._xp is np else _contiguous_for(self._xp)}
+        env = {"_c": _contiguous if xp is np else _contiguous_for(xp)}
         for d in dt.ALL:
             env[f"_dt_{d.short}"] = d.np
-        fns = self.runner.callables(program)
-        eager = None
+        objs = program.compiled_objects()
+        self.module = self.device.compile(objs) if objs else None
         for s in program.steps:
             if isinstance(s, EagerStep):
-                if eager is None:
-                    eager = eager_kernels if eager_kernels is not None else _default_eager_kernels()
                 v = program.values[s.output]
-                env["_" + s.name] = _eager_call(eager[s.op], s.attrs, v.dtype.np, v.shape, self._xp)
+                env["_" + s.name] = _eager_call(eager_kernels[s.op], s.attrs, v.dtype.np, v.shape, xp)
             else:
-                env["_" + s.name] = fns[s.name]
+                env["_" + s.name] = _launcher(self.module[s.name])
         self._env = env
         self._filename = f"<ember program {program.graph.name} {id(self):x}>"
         self._code = compile(self.source, self._filename, "exec")
@@ -299,7 +223,7 @@ class Executor:
     def _thread_state(self) -> tuple:
         """(function, slots, output pool) for the calling thread: the generated code bound to its
         own scratch slots and output pool."""
-        program, xp = self.program, self._xp
+        program, xp = self.program, self.device.xp
         slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
         pool = OutputPool(xp)
         env = dict(self._env)
@@ -322,7 +246,7 @@ class Executor:
     def run_values(self, arrays: Sequence) -> dict:
         """Run the program step by step keeping every value ({value name: array}, nothing reused):
         how a checker compares a compiled program value by value (ember/compiler/check.py)."""
-        prog, env, xp = self.program, self._env, self._xp
+        prog, env, xp = self.program, self._env, self.device.xp
         vals = {name: env["_c"](a, prog.values[name].dtype.np) for name, a in zip(prog.inputs, arrays)}
 
         def define_views():
@@ -375,12 +299,3 @@ class Executor:
                 name = self._line_step.get(fr.lineno)
                 return self._steps.get(name)
         return None
-
-
-def _default_eager_kernels() -> dict:
-    mod = sys.modules.get("ember.frontend.dispatch")
-    if mod is None:
-        import importlib
-        mod = importlib.import_module("ember.frontend.dispatch")
-        importlib.import_module("ember.frontend.prims")
-    return mod.KERNELS

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import runpy
 import sys
 import tempfile
@@ -39,7 +40,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(msg) -> str:
-    return " | ".join(x.strip() for x in str(msg).strip().splitlines() if x.strip())
+    return _safe(" | ".join(x.strip() for x in str(msg).strip().splitlines() if x.strip()))
+
+
+# C0/C1 controls but newline and tab, and the invisible format characters that reorder or hide text
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                     "\u2066-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def _safe(text: str) -> str:
+    """Text from files (a dump is data, maybe hostile) as it may reach a terminal: control and
+    format characters (escape sequences, carriage returns, bidi overrides) are shown escaped."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                       str(text))
+
+
+def _confined(root: Path, rel: str) -> Path:
+    """root/rel for a name read from a dump's report.json, refusing anything that leaves the dump:
+    an absolute path, a `..` part, or a symbolic link on the way."""
+    rel_path = Path(str(rel))
+    if rel_path.is_absolute() or ".." in rel_path.parts or not rel_path.parts:
+        raise ToolError(f"{root}: the report names {str(rel)!r}, outside the dump: refused")
+    p = root
+    for part in rel_path.parts:
+        p = p / part
+        if p.is_symlink():
+            raise ToolError(f"{root}: {str(rel)!r} is a symbolic link: refused")
+    if not p.resolve().is_relative_to(root.resolve()):
+        raise ToolError(f"{root}: {str(rel)!r} leads outside the dump: refused")
+    return p
 
 
 # ========================================================================================= input
@@ -308,7 +337,7 @@ def cmd_show(a) -> int:
                 import json
                 print(json.dumps(data, indent=1))
             else:
-                print(rp.summary_table(data))
+                print(_safe(rp.summary_table(data)))
             return 0
         sel = None
         if a.graph.isdigit() and int(a.graph) < len(graphs):
@@ -318,7 +347,7 @@ def cmd_show(a) -> int:
         if sel is None:
             raise ToolError(f"{a.dir}: no graph {a.graph!r} (there are {len(graphs)}: "
                             f"{', '.join(g['folder'] for g in graphs) or 'none'})")
-        root = root / sel["folder"]
+        root = _confined(root, sel["folder"])
         try:
             data = rp.load(root)
         except rp.ReportError as e:
@@ -328,7 +357,7 @@ def cmd_show(a) -> int:
             import json
             print(json.dumps(data, indent=1))
         else:
-            print(rp.graph_text(data))
+            print(_safe(rp.graph_text(data)))
         return 0
     # one graph folder: print a stage's text (default: the captured forward graph)
     stages = data.get("stages", [])
@@ -344,7 +373,7 @@ def cmd_show(a) -> int:
             names = ", ".join(s["file"] for s in stages)
             raise ToolError(f"{root}: no stage {a.stage!r} for the {which} graph (stages: {names})")
         file = cand[-1]["file"]
-    print(_read(str(root / file)), end="")
+    print(_safe(_read(str(_confined(root, file)))), end="")
     return 0
 
 

@@ -315,6 +315,20 @@ def test_casts(check):
     check(k, [xa], ref)
 
 
+def test_cast_f64_to_f16_rounds_once(check):
+    """float64 -> float16 rounds the double directly (numpy), never through a float32 rounding; halfway
+    cases one float32 rounding would break, overflow, underflow, signed zeros, inf and NaN."""
+    h = 2.0 ** -11
+    xa = np.array([1 + h, 1 + h + 2.0 ** -40, 1 + h - 2.0 ** -40, 1 + 3 * h, 65504.0, 65519.99, 65520.0, 1e300,
+                   -1e-300, 2.0 ** -25, 2.0 ** -25 * (1 + 2.0 ** -30), -0.0, np.inf, -np.inf, np.nan, -2.7182818])
+    x, y = Buf("x", (16,), F64), Buf("y", (16,), dt.float16)
+    k = Kernel([x], [y], (16,), stores=[Store(y, (o(0),), Cast(Load(x, (o(0),)), dt.float16))])
+    with np.errstate(all="ignore"):
+        want = xa.astype(np.float16)
+    got = check(k, [xa], [want], rtol=0, atol=0)[0]
+    assert got.tobytes() == want.tobytes()
+
+
 def test_int_to_float_and_bool_logic(check):
     ia = np.array([0, 1, -3, 255, 7], np.int32)
     ba = np.array([True, False, True, False, True])

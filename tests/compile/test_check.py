@@ -7,7 +7,7 @@ import ember
 from ember import nn
 from ember.codegen.llvm import ops as llvm_ops
 from ember.compiler.check import CheckError, CheckedExecutor, load_repros, mismatch
-from ember.passes import manager
+from ember.passes import registry
 from ember.tools import cli
 
 
@@ -22,7 +22,7 @@ def _add_becomes_sub(g):
 
 @pytest.fixture
 def broken_cse(monkeypatch):
-    monkeypatch.setitem(manager.PASSES, "cse", manager.Pass("cse", _add_becomes_sub))
+    monkeypatch.setitem(registry.PASSES, "cse", registry.Pass("cse", _add_becomes_sub))
 
 
 @pytest.fixture

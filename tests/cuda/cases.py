@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ember.ir import dtypes as dt
-from ember.ir.kernel import (Binary, Buf, Cast, Const, IGather, IndexValue, Kernel, Load, Reduce,
-                             Store, Unary, Where, o, r)
+from ember.ir.kernel import (Binary, Buf, Cast, Const, IGather, IndexValue, Kernel, Load, Random, Reduce,
+                             Store, Unary, Where, cast, o, r)
 from ember.ir.kernel_eval import run_kernel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def harvested_cases() -> list[Case]:
 def _fusion_programs():
     """(name, fn, args) traced forward + backward through ember.compile and compiled by the fusion
     pass: the subgraphs of tests/passes/test_fusion_counts.py (softmax, layer_norm, gelu, linear,
-    cross_entropy, the MNIST CNN loss, a GPT block loss)."""
+    cross_entropy, the MNIST CNN loss, a GPT block loss, both also with dropout)."""
     import ember as E
     M = _load_module(REPO / "tests" / "passes" / "models.py", "_ember_cuda_fusion_models")
     E.manual_seed(0)
@@ -120,6 +120,10 @@ def _fusion_programs():
     progs.append(("mnist", M.mnist_loss, [E.randn(4, 1, 28, 28), E.randint(0, 10, (4,))] + list(mp.values())))
     gp = M.gpt_params(32)
     progs.append(("gpt_block", M.gpt_loss, [E.randn(2, 8, 32)] + list(gp.values())))
+    # dropout: random numbers inside the fused kernels (the attention one in a matmul epilogue)
+    progs.append(("mnist_dropout", M.mnist_dropout_loss,
+                  [E.randn(4, 1, 28, 28), E.randint(0, 10, (4,))] + list(mp.values())))
+    progs.append(("gpt_dropout", M.gpt_dropout_loss, [E.randn(2, 8, 32)] + list(gp.values())))
     return progs
 
 
@@ -275,6 +279,32 @@ def _conv_window(n, c, h, kk):
     return Kernel([x, w], [y], (n, 8, h, h), (c, kk, kk), [Store(y, (o(0), o(1), o(2), o(3)), Reduce("sum", v))])
 
 
+def _random_value(key, index, dist, d):
+    vd = F64 if dist == "normal" else d
+    counter = Binary("add", Load(key, (1,)), IndexValue(index))
+    return cast(Random(dist, Load(key, (0,)), counter, vd), d)
+
+
+def _random_draw(n, dist, d=F32):
+    """A pointwise draw of n values (dropout's mask source): vector stores with a tail."""
+    key, y = Buf("key", (2,), I64), Buf("y", (n,), d)
+    return Kernel([key], [y], (n,), stores=[Store(y, (o(0),), _random_value(key, o(0), dist, d))])
+
+
+def _random_full_sum(m, dist):
+    """The sum of m random values: a split reduction whose operand is computed, not loaded."""
+    key, y = Buf("key", (2,), I64), Buf("y", (1,), F64)
+    return Kernel([key], [y], (1,), (m,), [Store(y, (o(0),), Reduce("sum", _random_value(key, r(0), dist, F64)))])
+
+
+def _random_rows(n, m):
+    """Per row of uniform values u: u - max(u) over the row (two passes) and max(u)."""
+    key, d, mx = Buf("key", (2,), I64), Buf("d", (n, m), F32), Buf("mx", (n,), F32)
+    u = _random_value(key, o(0) * m + r(0), "uniform", F32)
+    return Kernel([key], [d, mx], (n,), (m,), [Store(d, (o(0), r(0)), Binary("sub", u, Reduce("max", u))),
+                                             Store(mx, (o(0),), Reduce("max", u))])
+
+
 def gpu_cases() -> list[Case]:
     g = _rng()
     f32 = lambda *s: g.standard_normal(s).astype(np.float32)   # noqa: E731
@@ -308,6 +338,12 @@ def gpu_cases() -> list[Case]:
              [g.integers(-1000, 1000, 10_007).astype(np.int32), g.integers(-9, 9, 10_007).astype(np.int32)], 0, 0),
         Case("transpose", _transpose_2d(300, 500), [f32(300, 500)], 0, 0),
         Case("conv_window_warp", _conv_window(2, 16, 12, 3), [f32(2, 16, 12, 12), f32(8, 16, 3, 3)], 1e-4, 1e-4),
+        Case("random_uniform_vec_tail", _random_draw(1_000_003, "uniform"), [np.array([42, 7], np.int64)], 0, 0),
+        Case("random_normal_f16", _random_draw(100_001, "normal", F16), [np.array([1 << 62, 3], np.int64)], 0, 0),
+        Case("random_rows_warp", _random_rows(600, 700), [np.array([5, 0], np.int64)], 0, 0),
+        Case("random_rows_block", _random_rows(8, 9000), [np.array([6, 1], np.int64)], 0, 0),
+        Case("random_normal_sum_split", _random_full_sum(1 << 20, "normal"), [np.array([9, 0], np.int64)],
+             1e-10, 1e-8),
         Case("huge_pointwise_idx64", _huge_pointwise(), [], run=False),
         Case("huge_rows_idx64", _huge_rows(), [], run=False),
     ]

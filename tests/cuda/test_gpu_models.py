@@ -112,15 +112,9 @@ def test_cuda_backend_runs_on_cuda_only(gpu):
     assert cf.variants[-1].backend == "cuda"
 
 
-def test_executor_with_cuda_runner(gpu):
-    """A fusion-pass Program run by the executor on the CUDA runner == the numpy runner (needs an
-    executor that allocates with runner.xp; skips until it does)."""
-    import inspect
-
+def test_executor_with_cuda_device(gpu):
+    """A fusion-pass Program run by the executor on the CUDA device == the numpy device."""
     from ember.runtime import executor as ex
-    from ember.runtime.cuda import CudaRunner
-    if "xp" not in inspect.getsource(ex):
-        pytest.skip("ember/runtime/executor.py allocates with numpy only (needs runner.xp)")
     from ember.passes import compile_graph
     from tests.cuda.cases import _fusion_programs
     for name, fn, args in _fusion_programs():
@@ -132,7 +126,7 @@ def test_executor_with_cuda_runner(gpu):
         arrays = [rng.standard_normal(p.shape).astype(p.dtype.np) if p.dtype.is_floating_point
                   else rng.integers(0, 2, p.shape).astype(p.dtype.np) for p in g.inputs]
         want = ex.Executor(prog, runner="numpy").run([a.copy() for a in arrays])
-        got = ex.Executor(prog, runner=CudaRunner()).run([gpu.asarray(a) for a in arrays])
+        got = ex.Executor(prog, "cuda").run([gpu.asarray(a) for a in arrays])
         for a, b in zip(got, want):
             ref = np.asarray(b)
             # the GPU sums in another order (and with FMA): tolerance relative to the values' scale

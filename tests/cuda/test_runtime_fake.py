@@ -1,7 +1,7 @@
 """ember/runtime/cuda.py end to end without a GPU: a fake `cupy` (tests/cuda/emulator/fake_cupy.py:
 numpy-backed arrays, RawModule compiled through the host emulation) stands in for CuPy, so compile
 caching, launch configuration, argument passing (int64 n, int32 vec_ok, scratch buffers of split
-reductions), gather errors, argument checks, externs and the executor runner are exercised here.
+reductions), gather errors, argument checks, externs and the executor on the CUDA device are exercised here.
 The real thing is tests/cuda/test_gpu_*.py on a GPU."""
 import shutil
 
@@ -104,9 +104,9 @@ def test_extern_matmul_epilogue_and_conv(cp):
     np.testing.assert_allclose(got.get(), ref, rtol=1e-5, atol=1e-5)
 
 
-def test_cuda_runner_callables(cp):
-    """The executor runner: one module for a fusion-pass program; each step's callable runs."""
-    from ember.runtime.cuda import CudaRunner
+def test_cuda_device_runs_a_program(cp):
+    """The executor on the CUDA device: one module for a fusion-pass program; each step runs."""
+    from ember.runtime.executor import Executor
     progs = C._fusion_programs()
     name, fn, args = next(p for p in progs if p[0] == "layer_norm")
     import ember as E
@@ -114,14 +114,16 @@ def test_cuda_runner_callables(cp):
     cf = E.compile(fn, backend="eager")
     cf(*args)
     prog = compile_graph(cf.variants[-1].graph)
-    runner = CudaRunner()
-    calls = runner.callables(prog)
-    assert set(calls) == {s.name for s in prog.steps if hasattr(s, "kernel") and s.name in calls}
-    assert runner.xp is cp and runner.module is not None
+    ex = Executor(prog, "cuda")
+    assert set(ex.module.names) == {s.name for s in prog.steps if hasattr(s, "kernel")}
+    assert ex.device.xp is cp and ex.module.language == "cuda" and "__global__" in ex.module.text
+    arrays = [a.detach().numpy() for a in args]
+    for got, want in zip(ex.run([cp.asarray(a) for a in arrays]), Executor(prog).run(arrays)):
+        np.testing.assert_allclose(got.get(), want, rtol=1e-4, atol=1e-5)
 
 
-def test_runner_entry_point(cp):
-    """ember/compiler/backends.py asks ember.runtime.cuda.runner() for the executor runner."""
+def test_device_entry_point(cp):
+    """ember/compiler/backends.py asks ember.runtime.cuda.device() for the executor's device."""
     from ember.runtime import cuda as rt
-    r = rt.runner()
-    assert isinstance(r, rt.CudaRunner) and r.name == "cuda" and r.cuda_source is None
+    d = rt.device()
+    assert d.name == "cuda" and d.xp is cp and d is rt.device()

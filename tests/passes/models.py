@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import ember as torch
+import ember.nn.functional as F
 from ember.frontend.dispatch import apply as P
 
 
@@ -57,13 +58,17 @@ def mnist_params(seed=0):
     return {k: (torch.randn(*s) * 0.1).requires_grad_() for k, s in shapes.items()}
 
 
-def mnist_loss(x, target, c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b):
+def mnist_loss(x, target, c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b, dropout=False):
     """The seed MNIST CNN: conv 1->10 k5, pool 2, relu, conv 10->20 k5, pool 2, relu,
-    fc 320->50 relu, fc 50->10, log_softmax, nll_loss."""
+    fc 320->50 relu, fc 50->10, log_softmax, nll_loss.  With dropout: PyTorch's example's
+    Dropout2d after conv2 and dropout(0.5) after fc1, in training mode."""
     h = max_pool2d(conv2d(x, c1w, c1b), 2).relu()
-    h = max_pool2d(conv2d(h, c2w, c2b), 2).relu()
+    h = conv2d(h, c2w, c2b)
+    h = F.dropout2d(h, 0.5) if dropout else h
+    h = max_pool2d(h, 2).relu()
     h = h.reshape(h.shape[0], 320)
     h = linear(h, f1w, f1b).relu()
+    h = F.dropout(h, 0.5) if dropout else h
     logits = linear(h, f2w, f2b)
     logp = torch.log_softmax(logits, 1)
     return -logp.gather(1, target.reshape(-1, 1)).mean()
@@ -78,8 +83,14 @@ def gpt_params(d=32, seed=0):
     return {k: v.requires_grad_() for k, v in p.items()}
 
 
-def gpt_block(x, ln1w, ln1b, wqkv, bqkv, wo, bo, ln2w, ln2b, w1, b1, w2, b2, heads=4):
-    """A pre-norm GPT block: causal multi-head self-attention + gelu MLP, residuals."""
+def mnist_dropout_loss(*args):
+    return mnist_loss(*args, dropout=True)
+
+
+def gpt_block(x, ln1w, ln1b, wqkv, bqkv, wo, bo, ln2w, ln2b, w1, b1, w2, b2, heads=4, dropout=0.0):
+    """A pre-norm GPT block: causal multi-head self-attention + gelu MLP, residuals; with dropout,
+    nanoGPT's three: on the attention weights and on each residual branch."""
+    drop = (lambda t: F.dropout(t, dropout)) if dropout else (lambda t: t)
     B, T, C = x.shape
     hd = C // heads
     h = layer_norm(x, ln1w, ln1b)
@@ -91,12 +102,16 @@ def gpt_block(x, ln1w, ln1b, wqkv, bqkv, wo, bo, ln2w, ln2b, w1, b1, w2, b2, hea
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))       # [B,H,T,T]
     mask = torch.ones(T, T).tril() == 0
     att = att.masked_fill(mask, float("-inf"))
-    att = torch.softmax(att, -1)
+    att = drop(torch.softmax(att, -1))
     y = (att @ v).permute(0, 2, 1, 3).reshape(B, T, C)
-    x = x + linear(y, wo, bo)
-    x = x + linear(gelu_tanh(linear(layer_norm(x, ln2w, ln2b), w1, b1)), w2, b2)
+    x = x + drop(linear(y, wo, bo))
+    x = x + drop(linear(gelu_tanh(linear(layer_norm(x, ln2w, ln2b), w1, b1)), w2, b2))
     return x
 
 
 def gpt_loss(x, *params):
     return gpt_block(x, *params).square().mean()
+
+
+def gpt_dropout_loss(x, *params):
+    return gpt_block(x, *params, dropout=0.1).square().mean()

@@ -121,3 +121,43 @@ def test_fused_bytes_less_than_unfused():
     for p in (pf, pb):
         st = p.stats()
         assert st["bytes"] < st["unfused_bytes"] / 1.5
+
+
+# ------------------------------------------------------------------ dropout: random numbers fuse
+def test_dropout_fuses_with_its_neighbours():
+    """random -> ge -> mul is computed inside the kernel that uses the mask: no eager step."""
+    import ember.nn.functional as F
+    w, b = torch.randn(16, requires_grad=True), torch.randn(16, requires_grad=True)
+    pf, pb = check_train_step(lambda x, w, b: F.dropout(x * w + b, 0.3).relu(), [x2(), w, b])
+    assert fused(pf) == 1 and len(pf.steps) == 1 and not pf.eager_steps
+    assert "rand" in pf.kernels[0].name
+    assert fused(pb) <= 2 and not pb.eager_steps
+
+
+def test_softmax_dropout_is_one_kernel():
+    import ember.nn.functional as F
+    pf, pb = check_train_step(lambda x: F.dropout(torch.softmax(x, -1), 0.2), [x2()])
+    assert fused(pf) == 1 and fused(pb) == 1 and not pf.eager_steps and not pb.eager_steps
+
+
+def test_mnist_cnn_dropout_has_no_eager_step():
+    p = M.mnist_params()
+    x, t = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    pf, pb = check_train_step(M.mnist_dropout_loss, [x, t] + list(p.values()))
+    assert not pf.eager_steps and not pb.eager_steps
+    assert externs(pf) == 4 and all(s.kernel.epilogue is not None for s in pf.externs)
+    assert fused(pf) <= 11            # + the Dropout2d mask [4,20,1,1] saved for backward
+    assert externs(pb) <= 7 and fused(pb) <= 12
+    assert sum("rand" in s.name for s in pf.steps) == 2
+
+
+def test_gpt_block_dropout_has_no_eager_step():
+    gp = M.gpt_params(32)
+    pf, pb = check_train_step(M.gpt_dropout_loss, [torch.randn(2, 8, 32)] + list(gp.values()))
+    assert not pf.eager_steps and not pb.eager_steps
+    assert externs(pf) == 6 and fused(pf) <= 12          # the same counts as without dropout
+    assert externs(pb) <= 12 and fused(pb) <= 10
+    # attention dropout rides in the softmax epilogue of q @ k^T
+    from ember.ir.kernel import Random
+    assert any("max_sub_exp_sum" in s.name and any(isinstance(n, Random) for n in s.kernel.epilogue.nodes)
+               for s in pf.externs)

@@ -139,13 +139,23 @@ def test_error_names_the_step():
 """)
     prog = compile_graph(g)
 
-    class Boom:
-        def callables(self, program):
-            def fail(*a):
-                raise ValueError("boom")
-            return {s.name: fail for s in program.steps}
+    import dataclasses
+
+    from ember.runtime.device import REFERENCE, Module
+
+    class Fail:
+        def launch(self, arrays, threads=None):
+            raise ValueError("boom")
+
+    class Boom(Module):   # a device whose every kernel fails
+        def __init__(self, device, build, kernels):
+            super().__init__(device, build, kernels)
+            self._bind()
+
+        def kernel_callable(self, kernel):
+            return Fail()
     with pytest.raises(ValueError, match=r"while executing step k0_exp"):
-        Executor(prog, runner=Boom()).run([np.ones(4, np.float32)])
+        Executor(prog, dataclasses.replace(REFERENCE, name="boom", load=Boom)).run([np.ones(4, np.float32)])
 
 
 def test_llvm_runner_matches_numpy_runner():

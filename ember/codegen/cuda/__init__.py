@@ -3,6 +3,7 @@
     render.py     emit_program(kernels) -> CudaProgram; spells the steps of ember/codegen/loops.py
     ops.py        CUDA_UNARY / CUDA_BINARY: one row per kernel-IR op; C types, literals, casts
     strategy.py   launch strategy per kernel shape, index width, LaunchSpec / CudaProgram
+    random.py     the counter-based generator (ember/ir/rng.py) as device helpers, for Random nodes
     prelude.cuh   the ember_* device helpers every translation unit starts with
 
 ember/runtime/cuda.py compiles (NVRTC through CuPy) and launches the result.

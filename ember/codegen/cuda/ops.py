@@ -3,7 +3,7 @@
     CUDA_UNARY[op](x, d) -> str        x: C expression of the operand, d: its dtype
     CUDA_BINARY[op](a, b, d) -> str    a, b: C expressions of the operands (same dtype d)
     convert_c(x, src, dst)             numpy astype (ember/codegen/loops.py cast_rule)
-    c_type, literals, accumulator types and reduction updates
+    c_type, literals, accumulator types, reduction updates and the cross-thread combine
 
 Numerics follow eager numpy/PyTorch: maximum/minimum and reduce.max/min propagate NaN (fmaxf does
 not, so ember_fmax checks first), remainder/floor_divide use the floor rule, integer division by zero
@@ -21,7 +21,7 @@ from ember.codegen.loops import cast_rule, reduce_identity
 from ember.ir import dtypes as dt
 
 __all__ = ["CUDA_UNARY", "CUDA_BINARY", "c_type", "const_c", "convert_c", "acc_type", "acc_dtype", "acc_init",
-           "to_acc", "from_acc", "combine_c"]
+           "to_acc", "from_acc", "combine_c", "group_reduce_c"]
 
 _I64_MIN = -(1 << 63)
 
@@ -252,3 +252,36 @@ def combine_c(op: str, acc: str, v: str, ty: str) -> str:
         return f"ember_min({acc}, ({ty}){v})"
     raise ValueError(op)
 
+
+def _fold_other(op: str, acc: str, idx: str | None, ty: str) -> str:
+    """Fold (ov, oi), another thread's accumulator, into (acc, idx)."""
+    if idx is not None:
+        return f"  if (ember_{op}_better(ov, oi, {acc}, {idx})) {{ {acc} = ov; {idx} = oi; }}"
+    return f"  {acc} = {combine_c(op, acc, 'ov', ty)};"
+
+
+def group_reduce_c(strategy: str, block: int, op: str, acc: str, ty: str, idx: str | None) -> list[str]:
+    """Lines that combine the per-thread accumulators of a warp / block (idx: argmax/argmin's index
+    accumulator); every thread ends with the result.  A warp folds by butterfly shuffles; a block then
+    folds one slot per warp in shared memory (ember_sh), every thread in the same order."""
+    lines = []
+    if strategy in ("warp", "block", "split"):
+        lines += ["#pragma unroll", "for (int s = 16; s > 0; s >>= 1) {",
+                  f"  const {ty} ov = __shfl_xor_sync(EMBER_FULL_MASK, {acc}, s);"]
+        if idx is not None:
+            lines.append(f"  const long long oi = __shfl_xor_sync(EMBER_FULL_MASK, {idx}, s);")
+        lines += [_fold_other(op, acc, idx, ty), "}"]
+    if strategy in ("block", "split"):
+        lines += ["__syncthreads();  // the shared slots may still be read by the previous reduction",
+                  f"if ((threadIdx.x & 31) == 0) reinterpret_cast<{ty}*>(ember_sh)[threadIdx.x >> 5] = {acc};"]
+        if idx is not None:
+            lines.append(f"if ((threadIdx.x & 31) == 0) ember_sh_idx[threadIdx.x >> 5] = {idx};")
+        lines += ["__syncthreads();", f"{acc} = reinterpret_cast<{ty}*>(ember_sh)[0];"]
+        if idx is not None:
+            lines.append(f"{idx} = ember_sh_idx[0];")
+        lines += [f"for (int w = 1; w < {block // 32}; ++w) {{",
+                  f"  const {ty} ov = reinterpret_cast<{ty}*>(ember_sh)[w];"]
+        if idx is not None:
+            lines.append("  const long long oi = ember_sh_idx[w];")
+        lines += [_fold_other(op, acc, idx, ty), "}"]
+    return lines

@@ -3,6 +3,7 @@
     render.py   emit_module(kernels, target) -> text; spells the steps of ember/codegen/loops.py
     ops.py      LLVM_UNARY / LLVM_BINARY: one row per kernel-IR op; casts and reduction updates
     math.py     transcendentals as inline, vectorisable polynomials (MathLib)
+    random.py   the counter-based generator (ember/ir/rng.py) for Random nodes, bit for bit
     target.py   llvmlite setup, the host target machine, dtype -> LLVM types
 
 ember/runtime/cpu.py optimises, compiles, caches and calls the result.

@@ -57,7 +57,6 @@ __all__ = ["MathLib", "MATH_OPS", "LIBM_F64"]
 F32, F64 = ir.FloatType(), ir.DoubleType()
 I32, I64 = ir.IntType(32), ir.IntType(64)
 
-MATH_OPS = ("exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "sin", "cos", "pow")
 # ops whose float64 version is a libm call (scalar); the runtime resolves these symbols
 LIBM_F64 = {"erf": "erf", "sin": "sin", "cos": "cos", "pow": "pow"}
 
@@ -311,6 +310,7 @@ _EMITTERS = {
     "erf": _erf_f32, "sin": lambda f, lib, x: _sincos_f32(f, lib, x, False),
     "cos": lambda f, lib, x: _sincos_f32(f, lib, x, True), "pow": _pow_f32,
 }
+MATH_OPS = tuple(_EMITTERS)   # the ops MathLib.call emits
 
 
 class MathLib:

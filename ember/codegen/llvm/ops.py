@@ -65,10 +65,36 @@ def _int_resize(b, x, dty, unsigned: bool):
     return b.zext(x, dty) if unsigned else b.sext(x, dty)
 
 
+def _float_resize(b, x, src: dt.DType, dst: dt.DType):
+    if dst.itemsize > src.itemsize:
+        return b.fpext(x, llvm_type(dst))
+    if src is dt.float64 and dst is dt.float16:
+        return b.fptrunc(_to_f32_round_to_odd(b, x), llvm_type(dst))
+    return b.fptrunc(x, llvm_type(dst))
+
+
+def _to_f32_round_to_odd(b, x):
+    """double -> float rounded to odd (truncate toward zero, lowest bit set when inexact), so that a
+    second rounding to float16 equals numpy's direct double -> half rounding.  LLVM lowers a direct
+    fptrunc double -> half to a call of __truncdfhf2, which the JIT cannot resolve."""
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    f = b.fptrunc(x, f32)                                  # nearest; may round away from zero
+    back = b.fpext(f, x.type)
+    away = b.fcmp_ordered(">", b.call(_fabs(b), [back]), b.call(_fabs(b), [x]))
+    bits = b.bitcast(f, i32)
+    bits = b.select(away, b.sub(bits, ir.Constant(i32, 1)), bits)      # one step toward zero
+    inexact = b.fcmp_ordered("!=", back, x)
+    return b.bitcast(b.select(inexact, b.or_(bits, ir.Constant(i32, 1)), bits), f32)
+
+
+def _fabs(b):
+    return intrinsic(b.module, "fabs", ir.DoubleType(), 1)
+
+
 _CASTS = {   # (builder, x, src dtype, dst dtype, module) -> value, per ember/codegen/loops.py cast_rule
     "same": lambda b, x, src, dst, m: x,
     "truth": lambda b, x, src, dst, m: truth(b, x, src),
-    "float": lambda b, x, src, dst, m: (b.fpext if dst.itemsize > src.itemsize else b.fptrunc)(x, llvm_type(dst)),
+    "float": lambda b, x, src, dst, m: _float_resize(b, x, src, dst),
     "float_int": lambda b, x, src, dst, m: _fptosi_x86(b, x, llvm_type(dst)),
     "int_float": lambda b, x, src, dst, m: (b.uitofp if is_unsigned(src) else b.sitofp)(x, llvm_type(dst)),
     "int": lambda b, x, src, dst, m: _int_resize(b, x, llvm_type(dst), is_unsigned(src)),
@@ -123,7 +149,7 @@ def _isinf(e, x, d):
 
 
 LLVM_UNARY = {
-    **{op: _math(op) for op in ("exp", "log", "tanh", "sigmoid", "erf", "log1p", "expm1", "sin", "cos")},
+    **{op: _math(op) for op in MATH_OPS if op != "pow"},   # pow is binary
     "sqrt": _intrinsic("sqrt"),
     "rsqrt": lambda e, x, d: e.b.fdiv(ir.Constant(x.type, 1.0), e.b.call(intrinsic(e.m, "sqrt", x.type, 1), [x])),
     "reciprocal": lambda e, x, d: e.b.fdiv(ir.Constant(x.type, 1.0), x),
@@ -138,7 +164,6 @@ LLVM_UNARY = {
     "isnan": lambda e, x, d: e.b.fcmp_unordered("uno", x, x) if d.is_floating_point else ir.Constant(I1, 0),
     "isinf": _isinf,
 }
-assert set(MATH_OPS) - {"pow"} <= set(LLVM_UNARY)
 
 
 # =================================================================================== binary

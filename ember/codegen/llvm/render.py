@@ -23,7 +23,8 @@ not need it.  Reduction accumulators are allocas in their own first block (promo
 by SROA).  Ops are spelled by the tables of ember/codegen/llvm/ops.py.
 
 Fast-math: reduction combines (fadd/fmul) carry `reassoc nsz contract` -- without `reassoc` LLVM keeps
-a float reduction loop scalar.  `nnan`/`ninf` are never used, so NaN and inf propagate like numpy.
+a float reduction loop scalar.  Random values (ember/codegen/llvm/random.py) carry no flags at all:
+they must equal eager's bit for bit.  `nnan`/`ninf` are never used, so NaN and inf propagate like numpy.
 Functions carry "prefer-vector-width"="512" (full AVX-512 width; LLVM defaults to 256 bits).
 """
 from __future__ import annotations
@@ -35,10 +36,11 @@ from typing import Sequence
 from ember.codegen import loops as L
 from ember.codegen.llvm.math import MathLib
 from ember.codegen.llvm.ops import LLVM_BINARY, LLVM_UNARY, arg_better, combine, const, convert
+from ember.codegen.llvm.random import emit_random
 from ember.codegen.llvm.target import I1, I8, I32, I64, PTR, TargetInfo, host_target, i64, ir, llvm_type, mem_type
 from ember.ir import dtypes as dt
-from ember.ir.kernel import (Binary, Buf, Cast, Const, IBin, IConst, IGather, IndexValue, Kernel, Load, Unary, Var,
-                             Where, _index_postorder)
+from ember.ir.kernel import (Binary, Buf, Cast, Const, IBin, IConst, IGather, IndexValue, Kernel, Load, Random,
+                             Unary, Var, Where, _index_postorder)
 
 __all__ = ["emit_module"]
 
@@ -305,6 +307,8 @@ class _KernelEmitter:
             return LLVM_UNARY[n.op](self, val[id(n.x)], n.x.dtype)
         if isinstance(n, Binary):
             return LLVM_BINARY[n.op](self, val[id(n.a)], val[id(n.b)], n.a.dtype)
+        if isinstance(n, Random):
+            return emit_random(b, self.m, n.dist, n.dtype, val[id(n.seed)], val[id(n.counter)])
         raise TypeError(n)  # pragma: no cover (Reduce results come from EndPass)
 
 

@@ -28,7 +28,7 @@ writes straight into the folder; files found there at finish() are listed as sta
 listed in report.json["missing"] with the reason: no silent gaps. Dump errors never break the
 user's program: they are reported the same way.
 
-Writing is deterministic (STYLE 8): same program, same files, so two dumps can be diffed.
+Writing is deterministic (docs/style.md, rule 8): same program, same files, so two dumps can be diffed.
 """
 from __future__ import annotations
 
@@ -514,7 +514,7 @@ class DumpSession:
             plan = getattr(ex, "memory_plan", None) or getattr(prog, "memory_plan", None)
             if plan is not None and not self.has("memory_plan", which):
                 self.memory_plan(plan, which)
-            mod = getattr(ex, "module", None) or getattr(getattr(ex, "runner", None), "module", None)
+            mod = getattr(ex, "module", None)
             if mod is None:
                 continue
             if not self.has("llvm", which):

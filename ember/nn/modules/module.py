@@ -343,6 +343,10 @@ class Module:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        for reg in ("_parameters", "_buffers", "_modules"):    # pickles from before _Registry
+            r = self.__dict__.get(reg)
+            if r is not None and not isinstance(r, _Registry):
+                self.__dict__[reg] = _Registry(r)
 
     # ------------------------------------------------------------------------------- iteration
     def _named_members(self, get_members, prefix="", recurse=True, remove_duplicate=True):

@@ -38,8 +38,10 @@ it is known, with the index it is needed at:
     (checked with networkx reachability on the group graph), else it gets a kernel of its own;
   * matmul is an extern; its operands may be free views of a buffer (a reshape of a contiguous
     array, a transpose of the last two dims -> transpose_a/_b, broadcast batch dims);
-  * ops the kernel IR cannot express (cumsum, sort, scatter, index_add, fold, random, bool sums)
-    are eager steps, recorded as fallbacks with the reason.
+  * `random` is a Random kernel-IR node (the counter-based generator of ember/ir/rng.py at the
+    key's offset plus the element's flat index), so dropout's mask fuses like any pointwise value;
+  * ops the kernel IR cannot express (cumsum, sort, scatter, index_add, fold, bool sums) are eager
+    steps, recorded as fallbacks with the reason.
 Then kernels over the same domain that read a common buffer and do not depend on each other merge
 (horizontal fusion), and a kernel that is the only consumer of a matmul result becomes that
 extern's epilogue (bias, activation, softmax ...).

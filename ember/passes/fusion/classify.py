@@ -13,9 +13,9 @@ from enum import Enum
 from ember.ir import dtypes as dt
 from ember.ir.graph import Node
 from ember.ir.kernel import BINARY_OPS, UNARY_OPS
-from ember.ir.ops import OPS
+from ember.ir.ops import EXPENSIVE, OPS
 
-__all__ = ["NodeClass", "classify", "reduce_dims", "VIEW_OPS"]
+__all__ = ["NodeClass", "classify", "reduce_dims", "code_size", "VIEW_OPS"]
 
 
 class NodeClass(str, Enum):
@@ -25,6 +25,7 @@ class NodeClass(str, Enum):
     MOVEMENT = "movement"         # an index map (ember.ir.index.map_*), never a copy
     REDUCE = "reduce"             # a reduction over a kernel's inner axes
     GATHER = "gather"             # take / gather: a load through an index buffer
+    RANDOM = "random"             # counter-based random numbers: computed from the key and the index
     EXTERN = "extern"             # matmul: a library call (ExternKernel)
     EAGER = "eager"               # no kernel IR lowering: the eager kernel runs it
 
@@ -37,7 +38,6 @@ VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "pad", "windows", "
 
 # why an op the kernel IR cannot express runs eagerly (default: "<op> has no kernel IR lowering")
 _EAGER_REASONS = {
-    "random": "random numbers: the kernel IR has no counter-based RNG op",
     "cumsum": "scan (cumsum): the kernel IR has no scan loops",
     "argsort": "sorting (argsort) is not expressible in the kernel IR",
     "topk": "sorting (topk) is not expressible in the kernel IR",
@@ -70,6 +70,8 @@ def classify(n: Node) -> tuple[NodeClass, str]:
         return (NodeClass.EAGER, why) if why else (NodeClass.REDUCE, "")
     if op in ("take", "gather"):
         return NodeClass.GATHER, ""
+    if op == "random":
+        return NodeClass.RANDOM, ""
     if op == "matmul":
         return NodeClass.EXTERN, ""
     return NodeClass.EAGER, _EAGER_REASONS.get(op, f"{op} has no kernel IR lowering")
@@ -124,3 +126,14 @@ def reduce_dims(n: Node) -> tuple:
     if dims is None:
         return tuple(range(nd))
     return tuple(sorted({d % max(nd, 1) for d in dims}))
+
+
+def code_size(n: Node, cls: NodeClass) -> int:
+    """Roughly how much loop-body code computing n adds to a kernel (the fuser caps a kernel's total:
+    LLVM's optimiser is superlinear in one loop body's length): an op 1, an op the op table marks
+    EXPENSIVE (a math function the code generators expand into tens of instructions) 16, index
+    maps and constants 0."""
+    if cls is NodeClass.MOVEMENT or cls is NodeClass.CONST or n.is_placeholder:
+        return 0
+    d = OPS.get(n.op)
+    return 16 if d is not None and d.cost >= EXPENSIVE else 1

@@ -23,7 +23,7 @@ from ember.ir.kernel import IConst, Var
 from ember.ir.ops import OPS
 from ember.ir.program import FusionKind, FusionRecord
 
-from .classify import NodeClass, classify, reduce_dims
+from .classify import NodeClass, classify, code_size, reduce_dims
 from .lower import IndexMaps, group_requests
 
 __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
@@ -39,6 +39,11 @@ MAX_HORIZONTAL_STORES = 8  # horizontal fusion stops growing a kernel past this 
 # parameter, the bias corrections of a captured training step).
 TINY_DOMAIN = 4096
 MAX_TINY_STORES = 64
+# A kernel stops growing at this code size (classify.code_size: an op 1, a math function 16): LLVM's
+# O3 time grows quadratically with one loop body's length (2000 adds in one kernel: ~3 s of O3; 1000
+# exps: ~25 s), so a longer chain is split into kernels of bounded size -- compile time linear in
+# the ops -- at the price of one buffer written and read per split.
+MAX_KERNEL_SIZE = 512
 
 
 class FusionOptions:
@@ -79,6 +84,7 @@ class Group:
         self.epilogue = None          # extern: the kernel group fused as epilogue
         self.epilogue_of = None       # kernel: the extern group it is the epilogue of
         self.merged_from = []
+        self.size = 0                 # code size of what is computed here (stored or inlined): MAX_KERNEL_SIZE
 
     @property
     def ranges(self) -> dict:
@@ -181,7 +187,7 @@ class Fuser:
         cost = {}
         for n in self.order:
             k = self.cls[n]
-            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER):
+            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER, NodeClass.RANDOM):
                 cost[n] = min(100, OPS[n.op].cost + sum(cost.get(i, 0) for i in n.inputs))
             else:
                 cost[n] = 0
@@ -272,8 +278,12 @@ class Fuser:
         if not must:
             if k in (NodeClass.CONST, NodeClass.MOVEMENT, NodeClass.GATHER):
                 return self._inline(n, list(reqs))
-            if k is NodeClass.POINTWISE:
+            if k in (NodeClass.POINTWISE, NodeClass.RANDOM):
                 fan = len(reqs)
+                if any(grp.size + code_size(n, k) > MAX_KERNEL_SIZE for grp in reqs):
+                    self._record(FusionKind.NOT_FUSED, f"realized: its consumer kernel reached the size limit "
+                                 f"(code size {MAX_KERNEL_SIZE}: compile time grows faster than the kernel)", [n])
+                    return self._realize(n, fresh=True)
                 if fan <= 1 or (fan <= MAX_FANOUT and (fan - 1) * self.cost[n] <= self.opt.recompute_budget):
                     if fan > 1:
                         self._record(FusionKind.FUSED, f"recomputed in {fan} kernels (cost {self.cost[n]})", [n])
@@ -296,6 +306,7 @@ class Fuser:
     def _inline(self, n: Node, groups: list) -> None:
         for grp in groups:
             self.inlined[n].append(grp)
+            grp.size += code_size(n, self.cls[n])
             self._compute_in(n, grp)
 
     def _compute_in(self, n: Node, grp: Group) -> None:
@@ -317,12 +328,14 @@ class Fuser:
             for x, xi in self.maps.input_requests(n, idx, ranges):
                 self._add_request(x, grp, xi)
 
-    def _realize(self, n: Node) -> None:
+    def _realize(self, n: Node, fresh: bool = False) -> None:
+        """Give n a buffer: stored by a kernel that reads it when possible (never with `fresh`:
+        the readers are full), else by a kernel of its own."""
         reqs = self.req.get(n, {})
         needs_buf = self.buf_need.get(n, {})
         placed = None
         is_const = self.cls[n] is NodeClass.CONST
-        cands = [] if is_const else sorted(
+        cands = [] if is_const or fresh else sorted(
             (grp for grp in reqs if grp.kind is GroupKind.KERNEL and grp not in needs_buf),
             key=lambda grp: (-len(reqs[grp]), grp.id))
         for grp in cands:
@@ -342,6 +355,7 @@ class Fuser:
                 self._record(FusionKind.NOT_FUSED, f"{n.op} gets its own kernel: no consumer kernel can store it "
                              "(index is not one-to-one, domain differs, or a cycle)", [n])
         self.home[n] = placed
+        placed.size += code_size(n, self.cls[n])
         self._link(n, placed)
         self._compute_in(n, placed)
 
@@ -509,7 +523,7 @@ class Fuser:
         limit = MAX_TINY_STORES if tiny else MAX_HORIZONTAL_STORES
         for i, a in enumerate(alive):
             for b in alive[i + 1:]:
-                if len(a.stores) + len(b.stores) > limit:
+                if len(a.stores) + len(b.stores) > limit or a.size + b.size > MAX_KERNEL_SIZE:
                     continue
                 if not tiny and not (loads[a] & loads[b]):
                     continue
@@ -520,6 +534,7 @@ class Fuser:
 
     def _merge(self, a: Group, b: Group) -> None:
         """Fold group b into a (same domain)."""
+        a.size += b.size
         for n, idx in b.stores.items():
             a.stores[n] = idx
             self.home[n] = a

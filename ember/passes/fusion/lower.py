@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from ember.ir import dtypes as dt
 from ember.ir import index as ix
 from ember.ir.graph import Node
+from ember.ir import rng
 from ember.ir.kernel import (BINARY_OPS, REDUCE_OPS, UNARY_OPS, Binary, Buf, Cast, Const, Expr, IConst, IGather,
-                             IndexValue, Kernel, Load, Reduce, Store, Unary, Var, Where)
+                             IndexValue, Kernel, Load, Random, Reduce, Store, Unary, Var, Where)
 
 from .classify import NodeClass, reduce_dims
 
@@ -54,6 +55,8 @@ class IndexMaps:
             return [(ins[0], S(self.reduce_input_index(n, idx)))]
         if k is NodeClass.GATHER or k is NodeClass.CONST:
             return []
+        if k is NodeClass.RANDOM:               # the key (seed, offset): two scalars
+            return [(ins[0], KEY_SEED), (ins[0], KEY_OFFSET)]
         x = ins[0] if ins else None
         a = n.attrs
         if op == "reshape":
@@ -128,6 +131,9 @@ class IndexMaps:
                 idx = ix.map_permute(x.attrs["dims"], idx)
             x = x.inputs[0]
         return x, idx
+
+
+KEY_SEED, KEY_OFFSET = (IConst(0),), (IConst(1),)    # where a random node reads its key
 
 
 def may_leave(e, m: int, ranges: dict) -> bool:
@@ -310,6 +316,18 @@ def _cat(n, idx, ctx):
     for off, m, pv in reversed(live[:-1]):
         v = Where(Binary("lt", IndexValue(idx[d], dt.int64), Const(off + m, dt.int64)), pv, v)
     return v
+
+
+@lowering("random")
+def _random(n, idx, ctx):
+    """Element idx of a draw is the word of counter offset + (idx's row-major position): eager's
+    numbering (ember/ir/rng.py), whatever the kernel's domain."""
+    key = n.inputs[0]
+    flat = ix.simplify(ix.flat_index(n.shape, idx), ctx.ranges)
+    counter = Binary("add", ctx.at(key, KEY_OFFSET), IndexValue(flat, dt.int64))
+    vd = dt.by_name(rng.value_dtype(n.attrs["dist"], n.dtype.np).name)
+    v = Random(n.attrs["dist"], ctx.at(key, KEY_SEED), counter, vd)
+    return v if vd is n.dtype else Cast(v, n.dtype)
 
 
 @lowering("reshape", "permute", "expand", "slice", "flip", "windows")

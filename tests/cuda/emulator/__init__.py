@@ -79,7 +79,7 @@ def build(kernels, workdir: Path) -> EmulatedLibrary:
     cu = workdir / "emulated.cpp"
     so = workdir / "emulated.so"
     cu.write_text(src)
-    cmd = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fno-strict-aliasing",
+    cmd = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fno-strict-aliasing", "-ffp-contract=off",
            "-Wno-unknown-pragmas", "-Wno-unused-variable", "-include", str(SHIM), str(cu), "-o", str(so)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -148,7 +148,7 @@ def build_source(src: str, workdir: Path) -> ctypes.CDLL:
     workdir = Path(workdir)
     cu, so = workdir / "raw.cpp", workdir / "raw.so"
     cu.write_text(src)
-    cmd = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fno-strict-aliasing",
+    cmd = [compiler(), "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fno-strict-aliasing", "-ffp-contract=off",
            "-Wno-unknown-pragmas", "-Wno-unused-variable", "-include", str(SHIM), str(cu), "-o", str(so)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:

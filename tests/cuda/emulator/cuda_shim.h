@@ -32,6 +32,14 @@ struct alignas(8) uint2 { unsigned x, y; };
 
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+inline long long __double_as_longlong(double d) { long long i; std::memcpy(&i, &d, 8); return i; }
+// correctly rounded arithmetic that is never contracted into an FMA (the build passes -ffp-contract=off)
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
 
 inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long cmp, unsigned long long val) {
   return __sync_val_compare_and_swap(p, cmp, val);

@@ -6,7 +6,7 @@ emulation (emulator.build) so `get_function(name)(grid, block, args)` really run
         mod = ember.runtime.cuda.compile_kernels([k])
         mod.run(k.name, [cp.asarray(x), cp.zeros(...)])
 
-Only what ember/runtime/cuda.py touches is provided."""
+Only what ember/runtime/cuda.py and ember/kernels/gpu.py touch is provided."""
 from __future__ import annotations
 
 import contextlib
@@ -156,14 +156,17 @@ def make_module(workdir: Path):
 
 @contextlib.contextmanager
 def installed(workdir: Path):
-    """Install the fake as `cupy` for ember.runtime.cuda (restoring its state afterwards)."""
-    from ember.runtime import cuda as rt
-    saved = (sys.modules.get("cupy"), rt._cp, rt._cp_checked, dict(rt._MODULES), dict(rt._SM_COUNT))
+    """Install the fake as `cupy` for ember (the CuPy probe, ember.runtime.cuda), restoring the
+    state afterwards."""
+    from ember.kernels import gpu
+    from ember.runtime import cache, cuda as rt
+    saved = (sys.modules.get("cupy"), gpu._cupy, gpu._checked, dict(cache._MEMORY), dict(rt._DEVICES),
+             dict(rt._SM_COUNT))
     fake = make_module(workdir)
     sys.modules["cupy"] = fake
-    rt._cp, rt._cp_checked = fake, True
-    rt._MODULES.clear()
-    rt._SM_COUNT.clear()
+    gpu._cupy, gpu._checked = fake, True
+    for table in (cache._MEMORY, rt._DEVICES, rt._SM_COUNT):
+        table.clear()
     try:
         yield fake
     finally:
@@ -171,8 +174,7 @@ def installed(workdir: Path):
             sys.modules.pop("cupy", None)
         else:
             sys.modules["cupy"] = saved[0]
-        rt._cp, rt._cp_checked = saved[1], saved[2]
-        rt._MODULES.clear()
-        rt._MODULES.update(saved[3])
-        rt._SM_COUNT.clear()
-        rt._SM_COUNT.update(saved[4])
+        gpu._cupy, gpu._checked = saved[1], saved[2]
+        for table, old in zip((cache._MEMORY, rt._DEVICES, rt._SM_COUNT), saved[3:]):
+            table.clear()
+            table.update(old)
