@@ -101,22 +101,26 @@ class StubKernels:
 
     def __enter__(self):
         from ember.ir.program import EagerStep, ExternStep, KernelStep
-        from ember.kernels import blas
         from ember.runtime import cpu
+        from ember.runtime.device import ExternCallable
         self.saved = []
-        if self.level == "native":
-            self.saved.append((blas, "run_extern", blas.run_extern))
-            blas.run_extern = lambda *a, **k: None
         for cg in self.cf.variants:
             for ex in (cg.forward_exec, cg.backward_exec):
                 program = getattr(ex, "program", None)
                 if program is None:
                     continue
-                module = getattr(ex.runner, "module", None)
+                module = getattr(ex, "module", None)
                 if self.level == "native" and module is not None:
-                    for kc in _kernel_callables(module, cpu):
-                        self.saved.append((kc, "_fn", kc._fn))
-                        kc._fn = _no_kernel
+                    for kc in module._callables.values():
+                        if isinstance(kc, ExternCallable):
+                            dev = kc.module.device
+                            if not any(o is dev for o, n, _ in self.saved if n == "run_extern"):
+                                self.saved.append((dev, "run_extern", dev.run_extern))
+                                object.__setattr__(dev, "run_extern", lambda *a, **k: None)   # (frozen)
+                            kc = kc.epilogue
+                        if isinstance(kc, cpu.KernelCallable):
+                            self.saved.append((kc, "_fn", kc._fn))
+                            kc._fn = _no_kernel
                 env = ex._fn.__globals__
                 for st in program.steps:
                     name = "_" + st.name
@@ -134,22 +138,12 @@ class StubKernels:
             if isinstance(obj, dict):
                 obj[name] = val
             else:
-                setattr(obj, name, val)
+                object.__setattr__(obj, name, val)
         return False
 
 
 def _no_kernel(*args):
     return 0
-
-
-def _kernel_callables(module, cpu):
-    out = []
-    for v in module._callables.values():
-        if isinstance(v, cpu.KernelCallable):
-            out.append(v)
-        elif isinstance(v, cpu.ExternCallable) and v.epilogue is not None:
-            out.append(v.epilogue)
-    return out
 
 
 def outside_kernels_us(step, cf, rounds: int, level: str = "calls") -> float:
