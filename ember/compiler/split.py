@@ -212,6 +212,8 @@ class SplitRun:
     def _start(self):
         tr = self.tracer
         self.decisions = {}
+        g = rng.default_generator       # traced random ops draw nothing: the piece draws when it runs
+        self.rng_state = (g._seed, g._offset)
         if self.candidates:
             tr.reset_segment(ReplayGraph(self, self.candidates[0], self.candidates))
             tr.replaying = True
@@ -302,6 +304,8 @@ class SplitRun:
                 piece = None
         if piece is None:
             piece = self._record(brk, need)
+        g = rng.default_generator       # (creation ops advanced it while tracing; eager did not yet)
+        g._seed, g._offset = self.rng_state
         self._run(piece, live)
         self.n_pieces += 1
         self.candidates = piece.next

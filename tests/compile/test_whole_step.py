@@ -267,3 +267,22 @@ def test_whole_step_passes_the_float64_check():
     for _ in range(3):
         cf(ember.randn(16, 6), ember.randint(0, 3, (16,)))
     assert cf.stats["compiles"] == 1
+
+
+def test_whole_step_with_dropout_equals_eager_with_the_same_seed():
+    def setup():
+        ember.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        return model, ember.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    m1, o1 = setup()
+    m2, o2 = setup()
+    eager, compiled = _step_fn(m1, o1, False), ember.compile(_step_fn(m2, o2, False))
+    x, y = ember.randn(16, 6), ember.randint(0, 3, (16,))
+    for i in range(5):
+        ember.manual_seed(10 + i)
+        l1 = eager(x, y)
+        ember.manual_seed(10 + i)
+        l2 = compiled(x, y)
+        np.testing.assert_allclose(float(l1), float(l2), rtol=1e-6)
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(_np(p1), _np(p2), rtol=1e-5, atol=1e-6)
