@@ -286,3 +286,22 @@ def test_whole_step_with_dropout_equals_eager_with_the_same_seed():
         np.testing.assert_allclose(float(l1), float(l2), rtol=1e-6)
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         np.testing.assert_allclose(_np(p1), _np(p2), rtol=1e-5, atol=1e-6)
+
+
+def test_one_cycle_changes_lr_and_betas_without_recompiling():
+    m1, o1, _ = _setup(OPTIMIZERS["adamw"])
+    m2, o2, _ = _setup(OPTIMIZERS["adamw"])
+    s1 = ember.optim.lr_scheduler.OneCycleLR(o1, max_lr=0.05, total_steps=12)
+    s2 = ember.optim.lr_scheduler.OneCycleLR(o2, max_lr=0.05, total_steps=12)
+    eager, compiled = _step_fn(m1, o1, False), ember.compile(_step_fn(m2, o2, False), backend="eager")
+    x, y = ember.randn(16, 6), ember.randint(0, 3, (16,))
+    betas = set()
+    for _ in range(10):
+        eager(x, y)
+        compiled(x, y)
+        s1.step()
+        s2.step()
+        betas.add(o2.param_groups[0]["betas"][0])
+    assert len(betas) > 5 and compiled.stats["compiles"] == 1
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        np.testing.assert_allclose(_np(p1), _np(p2), rtol=2e-5, atol=2e-5)
