@@ -74,15 +74,17 @@ class GradReplay:
     targets: list               # GradTarget per assignment
     values: list                # "out" (next graph output) | None | a concrete Tensor
 
-    @property
-    def n_outputs(self) -> int:
-        return sum(1 for v in self.values if isinstance(v, str))
+    def __post_init__(self):
+        self.n_outputs = sum(1 for v in self.values if isinstance(v, str))
+        # (tensor or None, argument index, from the outputs?, value) per assignment, for apply()
+        self._plan = [(t.tensor, t.arg, isinstance(v, str), v) for t, v in zip(self.targets, self.values)]
 
     def apply(self, leaves, out_tensors) -> None:
         it = iter(out_tensors)
-        for target, v in zip(self.targets, self.values):
-            t = target.resolve(leaves)
-            t.grad = next(it) if isinstance(v, str) else v
+        for t, arg, from_out, v in self._plan:
+            if t is None:
+                t = leaves[arg]
+            t.grad = next(it) if from_out else v
 
 
 @dataclass
