@@ -95,6 +95,11 @@ class _Registry(OrderedDict):
         method.__name__ = name
         return method
 
+    def __reduce__(self):
+        # pickled as a plain OrderedDict: a checkpoint names no ember-internal class (weights-only
+        # loads allow-list classes); Module.__setstate__ makes it a _Registry again
+        return OrderedDict, (list(self.items()),)
+
     pop = _bumped("pop")
     popitem = _bumped("popitem")
     clear = _bumped("clear")
