@@ -20,7 +20,7 @@ import numpy as np
 from ..diagnostics import BREAKS, CODES
 from ..ir import dtypes as dt
 from ..ir.graph import Graph
-from ..ir.ops import OPS, TType
+from ..ir.ops import TType
 from ..frontend import dispatch
 from ..frontend.tensor import Tensor, _wrap
 
@@ -154,7 +154,8 @@ class Tracer:
                 self.const_nodes[id(t)] = n
                 self.consts.append(t)
             return n
-        dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int) else dt.default_float)
+        dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int)
+                               else dt.default_float)
         v = bool(t) if dtype is dt.bool_ else int(t) if dtype.is_integer else float(t)
         return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype},
                               meta={"source": self.source or user_source()})
