@@ -15,6 +15,7 @@ from .ir.dtypes import DType as dtype  # noqa: F401  (ember.dtype, like torch.dt
 float32 = float = _dt.float32
 float64 = double = _dt.float64
 float16 = half = _dt.float16
+bfloat16 = _dt.bfloat16
 int64 = long = _dt.int64
 int32 = int = _dt.int32
 int16 = short = _dt.int16
@@ -109,8 +110,7 @@ def is_grad_enabled_():
     return is_grad_enabled()
 
 
-finfo = None
-iinfo = None
+from .frontend.typeinfo import finfo, iinfo  # noqa: E402
 
 _matmul_precision = "highest"
 _deterministic = False

@@ -5,6 +5,12 @@
   - otherwise it runs the primitive's eager kernel on the inputs' arrays (numpy or cupy) and, when
     grad mode is on and an input requires grad, attaches an autograd Node with the primitive's VJP.
 Kernels and VJPs are registered by op name (ember/frontend/prims.py); schemas live in ember/ir/ops.py.
+
+16-bit floats (float16, bfloat16) on the CPU: numpy has no fast arithmetic for them, and PyTorch's
+CPU kernels compute them in float32 and round each result once. So an op with a 16-bit float input
+runs its float32 kernel on upcast copies and rounds the result back (`_reduced_kernel`), unless it
+only moves data (NATIVE_16BIT) or registered a kernel of its own (`register_reduced`: matmul uses a
+bf16 GEMM with float32 accumulation).
 """
 from __future__ import annotations
 
@@ -14,6 +20,11 @@ from . import autograd as ag
 
 KERNELS: dict = {}     # op -> kernel(xp, *arrays_or_scalars, **attrs) -> array
 VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves: str)
+REDUCED: dict = {}     # op -> numpy kernel for float16/bfloat16 inputs (built on first use)
+
+# ops whose numpy kernels only move or select data: exact on 16-bit floats as they are
+NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "cat", "windows", "take", "gather",
+                          "stop_gradient", "full", "arange"))
 
 tracer = None          # the active tracer (ember/frontend/tracer.py) or None
 
@@ -29,6 +40,42 @@ def register(op, kernel, vjp=None, saves=""):
     KERNELS[op] = kernel
     if vjp is not None:
         VJPS[op] = (vjp, saves)
+
+
+def register_reduced(op, kernel):
+    """A numpy kernel of its own for float16/bfloat16 inputs (instead of float32 compute + rounding)."""
+    if op not in KERNELS:
+        raise KeyError(f"register {op!r} before its 16-bit kernel")
+    REDUCED[op] = kernel
+
+
+def _reduced_kernel(op):
+    """op's kernel for inputs with 16-bit floats: computes on float32 copies, rounds float32 results
+    back to the inputs' 16-bit type (the schemas give every float result its inputs' dtype)."""
+    k = REDUCED.get(op)
+    if k is not None:
+        return k
+    base = KERNELS[op]
+    if op in NATIVE_16BIT:
+        k = base
+    else:
+        def k(xp, *args, **attrs):
+            low = None
+            up = []
+            for a in args:
+                d = getattr(a, "dtype", None)
+                if d is not None and d.itemsize == 2 and d in _NP16:
+                    low = d
+                    a = a.astype(_np.float32)
+                up.append(a)
+            r = base(xp, *up, **attrs)
+            if low is not None and r.dtype == _np.float32:
+                with _np.errstate(over="ignore"):     # overflow rounds to inf silently, as in PyTorch
+                    r = r.astype(low)
+            return r
+        k.__name__ = f"{op}_in_float32"
+    REDUCED[op] = k
+    return k
 
 
 def _fail(op, inputs, attrs, exc):
@@ -60,31 +107,14 @@ def _to(x, dev):
     return x
 
 
-_autocast = None      # float16 while an ember.autocast("cuda") context is active, else None
-
-
-def set_autocast(dtype):
-    global _autocast
-    _autocast = dtype
-
-
-def _autocast_inputs(inputs):
-    """Matrix products under autocast: floating inputs on a GPU are cast to the autocast dtype."""
-    from .tensor import Tensor
-    if not all(isinstance(t, Tensor) and t.device.type == "cuda" and t.dtype.is_floating_point for t in inputs):
-        return inputs
-    return tuple(t if t.dtype is _autocast else apply("cast", t, dtype=_autocast) for t in inputs)
-
-
 def apply(op: str, *inputs, **attrs):
     """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars.
     This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
-    if _autocast is not None and op == "matmul":
-        inputs = _autocast_inputs(inputs)
     if tracer is not None:
         return tracer.record(op, inputs, attrs)
     dev = None
     arrays = []
+    reduced = False
     for t in inputs:
         if isinstance(t, Tensor):
             d = t.device
@@ -94,12 +124,16 @@ def apply(op: str, *inputs, **attrs):
                 dev = _mixed_devices(op, inputs, dev, d)
                 return apply(op, *[_to(x, dev) for x in inputs], **attrs)
             arrays.append(t._data)
+            if t.dtype.is_reduced_float:
+                reduced = True
         else:
             arrays.append(t)
     if not inputs:
         dev = attrs.pop("device", None)
+    cpu = dev is None or dev is _CPU
+    kernel = _reduced_kernel(op) if reduced and (cpu or dev.type == "cpu") else KERNELS[op]
     try:
-        data = KERNELS[op](_np if dev is None or dev is _CPU else dev.xp, *arrays, **attrs)
+        data = kernel(_np if cpu else dev.xp, *arrays, **attrs)
     except ShapeError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError) as e:
@@ -145,6 +179,8 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
 
 
 import numpy as _np  # noqa: E402
+from ..ir import dtypes as _dt  # noqa: E402
+_NP16 = frozenset(d.np for d in _dt.ALL if d.is_reduced_float)
 from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
 from .device import CPU as _CPU  # noqa: E402
 

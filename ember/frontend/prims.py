@@ -16,7 +16,7 @@ from ..ir import dtypes as dt
 from ..ir.ops import window_out
 from . import rng
 from ..runtime import blas_threads
-from .dispatch import apply as P, register
+from .dispatch import apply as P, register, register_reduced
 from .tensor import Tensor
 
 
@@ -263,8 +263,21 @@ def _where(xp, c, x, y):
 
 register("where", _where, _where_vjp, "0")
 register("stop_gradient", lambda xp, x: x, None)
-register("cast", lambda xp, x, dtype: x.astype(dtype.np),
-         lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+def _cast(xp, x, dtype):
+    t = dtype.np
+    if x.dtype == t:
+        return x.copy()
+    with np.errstate(over="ignore", invalid="ignore"):   # 1e10 -> float16 is inf, silently (as PyTorch)
+        if dtype.is_reduced_float and x.dtype == np.float64:
+            x = x.astype(np.float32)    # PyTorch rounds double -> 16-bit through float (c10::Half(float))
+        elif x.dtype in _NP16 and t != np.float32:
+            x = x.astype(np.float32)    # bfloat16 -> int/bool/half through float, as PyTorch's casts
+        return x.astype(t)
+
+
+_NP16 = frozenset(d.np for d in dt.ALL if d.is_reduced_float)
+register("cast", _cast, lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+register_reduced("cast", _cast)
 
 
 # ----------------------------------------------------------------------------- reductions

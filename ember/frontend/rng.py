@@ -38,11 +38,14 @@ def random_bits(xp, seed: int, offset: int, n: int):
 def uniform(xp, seed, offset, shape, np_dtype):
     n = int(np.prod(shape, dtype=np.int64))
     bits = random_bits(xp, seed, offset, n)
-    # 24 (53) high bits -> [0, 1): exact in float32 (float64)
-    if np.dtype(np_dtype) == np.float64:
+    # as many high bits as the type's significand holds -> [0, 1), exact in the type (more bits would
+    # round 1 - 2^-24 up to 1.0 in a 16-bit float)
+    np_dtype = np.dtype(np_dtype)
+    if np_dtype == np.float64:
         u = (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
     else:
-        u = (bits >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / 16777216.0)
+        m = 24 if np_dtype == np.float32 else 11 if np_dtype == np.float16 else 8   # float32, half, bfloat16
+        u = (bits >> np.uint64(64 - m)).astype(np.float32) * np.float32(2.0 ** -m)
     return u.reshape(shape).astype(np_dtype, copy=False)
 
 

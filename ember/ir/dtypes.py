@@ -2,19 +2,25 @@
 
 Dtypes live in the IR layer because shape/dtype rules need them and the IR knows nothing of
 Tensor. The frontend re-exports them as ember.float32, ember.long, ...
+
+bfloat16 arrays are numpy arrays of the `ml_dtypes` extension type (numpy has no bfloat16; JAX uses
+the same package). numpy sees that type as kind "V", so code asks `DType.is_floating_point` or
+`DType.is_reduced_float`, never `array.dtype.kind`, to tell a float.
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
-__all__ = ["DType", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+__all__ = ["DType", "bfloat16", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
            "bool_", "ALL", "by_name", "from_numpy", "promote_types", "result_type", "default_float"]
 
 
 class DType:
     """A scalar type. `short` is the IR text spelling (f32, i64, b8 ...)."""
 
-    __slots__ = ("name", "short", "np", "itemsize", "is_floating_point", "is_signed", "category")
+    __slots__ = ("name", "short", "np", "itemsize", "is_floating_point", "is_signed", "category",
+                 "is_reduced_float")
 
     def __init__(self, name: str, short: str, np_dtype, category: int):
         self.name = name
@@ -22,8 +28,10 @@ class DType:
         self.np = np.dtype(np_dtype)
         self.itemsize = self.np.itemsize
         self.is_floating_point = category == 2
-        self.is_signed = self.np.kind in "if"
+        self.is_signed = category == 2 or self.np.kind == "i"
         self.category = category  # 0 bool, 1 integer, 2 floating: PyTorch's promotion categories
+        # 16-bit floats: CPU kernels compute them in float32 and round the result (as PyTorch's do)
+        self.is_reduced_float = category == 2 and self.itemsize == 2
 
     @property
     def is_complex(self) -> bool:
@@ -46,10 +54,11 @@ int16 = DType("int16", "i16", np.int16, 1)
 int32 = DType("int32", "i32", np.int32, 1)
 int64 = DType("int64", "i64", np.int64, 1)
 float16 = DType("float16", "f16", np.float16, 2)
+bfloat16 = DType("bfloat16", "bf16", ml_dtypes.bfloat16, 2)
 float32 = DType("float32", "f32", np.float32, 2)
 float64 = DType("float64", "f64", np.float64, 2)
 
-ALL = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
+ALL = (bool_, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64)
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NAME.update({d.short: d for d in ALL})
 _BY_NP = {d.np: d for d in ALL}
@@ -70,11 +79,13 @@ def from_numpy(np_dtype) -> DType:
         return _BY_NP[np.dtype(np_dtype)]
     except KeyError:
         raise TypeError(f"can't convert np.ndarray of type {np.dtype(np_dtype)}. The only supported types are: "
-                        "float64, float32, float16, int64, int32, int16, int8, uint8, and bool.") from None
+                        "float64, float32, float16, bfloat16, int64, int32, int16, int8, uint8, and bool.") from None
 
 
 # Promotion within a category follows numpy except where PyTorch differs (uint8 with int8 -> int16 in
-# both, so numpy's table is right for our set).
+# both, so numpy's table is right for the integers). Floats by PyTorch's lattice: neither 16-bit type
+# holds the other, so float16 with bfloat16 is float32; otherwise the wider one.
+_FLOAT_RANK = {float16: 1, bfloat16: 1, float32: 2, float64: 3}
 _promo_cache: dict = {}
 
 
@@ -91,6 +102,9 @@ def promote_types(a: DType, b: DType) -> DType:
             r = a
         elif a.category != b.category:   # int with float: the float type (numpy would widen it)
             r = a if a.category > b.category else b
+        elif a.category == 2:
+            ra, rb = _FLOAT_RANK[a], _FLOAT_RANK[b]
+            r = a if ra > rb else b if rb > ra else float32
         else:
             r = _BY_NP[np.promote_types(a.np, b.np)]
         _promo_cache[key] = r
