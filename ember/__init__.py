@@ -161,10 +161,12 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
-    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends"):
+    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends", "cpu"):
         return _lazy(name)
-    if name in ("autocast", "GradScaler"):
+    if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)
+    if name in ("is_autocast_enabled", "is_autocast_cpu_enabled", "get_autocast_cpu_dtype", "get_autocast_gpu_dtype"):
+        return getattr(_lazy("amp"), "_" + name if name != "is_autocast_enabled" else name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain"):

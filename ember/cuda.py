@@ -110,7 +110,7 @@ class _AmpNamespace:
     def __getattr__(self, name):
         from . import amp
         if name == "autocast":
-            return lambda dtype=None, enabled=True, cache_enabled=None: amp.autocast("cuda", dtype, enabled)
+            return amp._cuda_autocast
         return getattr(amp, name)
 
 

@@ -286,7 +286,7 @@ def save(obj: Any, f, pickle_module=None, pickle_protocol=None, _use_new_zipfile
 def _le_bytes(a: np.ndarray):
     if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not _LITTLE):
         a = a.astype(a.dtype.newbyteorder("<"))
-    return memoryview(np.ascontiguousarray(a)).cast("B")
+    return memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))   # bytes of any dtype (bfloat16 has no buffer format)
 
 
 _LITTLE = np.little_endian

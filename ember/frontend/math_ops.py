@@ -15,6 +15,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.ops import norm_dim, norm_dims
+from .autocast import autocast_op
 from .dispatch import apply as P
 from .tensor import Tensor
 
@@ -190,6 +191,7 @@ true_divide = divide = div
 multiply, subtract = mul, sub
 
 
+@autocast_op("pow")
 def pow(a, b):
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
         b = _scalar(b)
@@ -282,12 +284,16 @@ def _float_unary(op):
 exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, erf, log1p, expm1, reciprocal = (
     _float_unary(n) for n in ("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf",
                               "log1p", "expm1", "reciprocal"))
+exp, log, rsqrt, log1p, expm1, reciprocal = (autocast_op(f.__name__)(f)
+                                             for f in (exp, log, rsqrt, log1p, expm1, reciprocal))
 
 
+@autocast_op("log2")
 def log2(x):
     return mul(log(x), 1.0 / math.log(2.0))
 
 
+@autocast_op("log10")
 def log10(x):
     return mul(log(x), 1.0 / math.log(10.0))
 
@@ -296,6 +302,7 @@ def exp2(x):
     return exp(mul(x, math.log(2.0)))
 
 
+@autocast_op("tan")
 def tan(x):
     return div(sin(x), cos(x))
 
@@ -394,11 +401,13 @@ def lerp(a, b, w):
     return add(a, mul(sub(b, a), w))
 
 
+@autocast_op("addcmul")
 @in_float32
 def addcmul(x, t1, t2, value=1):
     return add(x, mul(mul(t1, t2), value))
 
 
+@autocast_op("addcdiv")
 @in_float32
 def addcdiv(x, t1, t2, value=1):
     return add(x, mul(div(t1, t2), value))
@@ -441,6 +450,7 @@ def _one_dim(x, dim, op):
     return (d,) if x._data.ndim else None
 
 
+@autocast_op("sum")
 def sum(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -514,6 +524,7 @@ def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return std(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
 
 
+@autocast_op("prod")
 def prod(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -580,6 +591,7 @@ def _extreme_dim(op, x, dim, keepdim):
     return _MinMax(vals, idx)
 
 
+@autocast_op("logsumexp")
 @in_float32
 def logsumexp(x, dim=None, keepdim=False):
     if not x.dtype.is_floating_point:
@@ -596,6 +608,7 @@ def logsumexp(x, dim=None, keepdim=False):
     return r
 
 
+@autocast_op("cumsum")
 def cumsum(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -606,6 +619,7 @@ def cumsum(x, dim, dtype=None):
     return P("cumsum", x, dim=norm_dim(dim, x._data.ndim, "cumsum"))
 
 
+@autocast_op("cumprod")
 def cumprod(x, dim, dtype=None):
     from .tensor import _wrap
     d = norm_dim(dim, x._data.ndim, "cumprod")
@@ -632,6 +646,7 @@ def count_nonzero(x, dim=None):
     return sum(ne(x, 0), dim)
 
 
+@autocast_op("norm")
 @in_float32
 def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
@@ -649,11 +664,13 @@ def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     return pow(sum(pow(abs(x), p), dim, keepdim), 1.0 / p)
 
 
+@autocast_op("dist")
 @in_float32
 def dist(a, b, p=2):
     return norm(sub(a, b), p)
 
 
+@autocast_op("softmax")
 @in_float32
 def softmax(x, dim, dtype=None):
     if dtype is not None:
@@ -666,6 +683,7 @@ def softmax(x, dim, dtype=None):
     return P("div", e, P("sum", e, dims=(d,), keepdim=True))
 
 
+@autocast_op("log_softmax")
 @in_float32
 def log_softmax(x, dim, dtype=None):
     if dtype is not None:

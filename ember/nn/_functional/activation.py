@@ -10,6 +10,7 @@ import math
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
@@ -95,6 +96,7 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
                           inplace)
 
 
+@autocast_op("softplus")
 @M.in_float32
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     _f(input, "softplus")
@@ -161,6 +163,7 @@ def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
     return M.where(M.gt(M.abs(input), lambd), input, 0.0)
 
 
+@autocast_op("prelu")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     w = weight
     if weight.numel() != 1 and input.ndim >= 2:

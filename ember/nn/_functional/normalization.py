@@ -10,6 +10,7 @@ import math
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
@@ -75,6 +76,7 @@ def _norm_dims(input, normalized_shape, op):
     return ns, tuple(range(input.ndim - len(ns), input.ndim))
 
 
+@autocast_op("layer_norm")
 @M.in_float32(out_like=0)
 def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     ns, dims = _norm_dims(input, normalized_shape, "layer_norm")
@@ -99,6 +101,7 @@ def rms_norm(input: Tensor, normalized_shape, weight=None, eps: float | None = N
     return P("mul", y, weight) if weight is not None else y
 
 
+@autocast_op("group_norm")
 @M.in_float32(out_like=0)
 def group_norm(input: Tensor, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     if input.ndim < 2:
