@@ -213,9 +213,12 @@ def _run(name, fn, args, kwargs):
         else:   # PROMOTE: float32 if any eligible argument is float32, else the low dtype
             target = low
             for t in _tensors(args, kwargs):
-                if _eligible(t, dev) and t.dtype is dt.float32:
-                    target = dt.float32
-                    break
+                if _eligible(t, dev):
+                    if t.dtype is dt.float32:
+                        target = dt.float32
+                    elif t.dtype is not low and target is not dt.float32:
+                        raise RuntimeError(f"Unexpected floating ScalarType in autocast promote: {name} got a "
+                                           f"{t.dtype.name} tensor in a {low.name} autocast region")
         cache = policy == LOWER and _state.cache_on.get(dev, True)
         cast = lambda t: _cast(t, target, dev, cache) if _eligible(t, dev) else t  # noqa: E731
         args = tuple(_map(a, cast) for a in args)
