@@ -59,6 +59,16 @@ from .frontend.autograd import (  # noqa: E402
 from .frontend.printing import set_printoptions  # noqa: E402
 from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
+from .runtime import blas_threads as _blas_threads  # noqa: E402
+
+
+def _bf16_matmul(a, b):
+    """The generated bfloat16 GEMM, compiled on first use (importing the compiler stays lazy)."""
+    from .runtime import gemm_bf16
+    return gemm_bf16.matmul(a, b)
+
+
+_blas_threads.BF16_MATMUL = _bf16_matmul
 
 fmod = _methods._fmod
 

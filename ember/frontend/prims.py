@@ -619,6 +619,8 @@ def _numel(shape):
 
 register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else xp.matmul(x, y),
          lambda g, o, x, y: _grads(g, x, y, lambda: _matmul_grad_x(g, x, y), lambda: _matmul_grad_y(g, x, y)), "x")
+# 16-bit inputs: blas_threads runs them with float32 accumulation itself (bf16: the generated GEMM)
+register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
 # ---------------------------------------------------------------------------- random, consts
