@@ -163,6 +163,8 @@ class _Fn:
 
 _V16F, _V16I = "<16 x float>", "<16 x i32>"
 _ATTRS = '#0'
+# called once per block: as calls, each body is compiled once (inlined copies tripled the build time)
+_NOINLINE = '#1'
 
 
 def _splat_i32(f: _Fn, scalar: str) -> str:
@@ -213,13 +215,16 @@ def _f32_to_bf16(f: _Fn, v: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- packing
-def _emit_pack(cfg: GemmConfig, r: int, name: str) -> str:
-    """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of r lanes at dst."""
-    f = _Fn(f"define internal void @{name}(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, "
-            f"i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst) alwaysinline {_ATTRS}")
+def _emit_pack(cfg: GemmConfig) -> str:
+    """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of %r lanes at dst (one function
+    for every panel width: a compile-time width per tile multiplied the build time)."""
+    f = _Fn("define internal void @pack(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, "
+            f"i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
+    r = "%r"
     kc1 = f.tmp("add i64 %kc, 1")
     kpc = f.tmp(f"lshr i64 {kc1}, 1", "kpc")
-    nl1 = f.tmp(f"add i64 %nl, {r - 1}")
+    nl1 = f.tmp("add i64 %nl, %r")
+    nl1 = f.tmp(f"sub i64 {nl1}, 1")
     npan = f.tmp(f"udiv i64 {nl1}, {r}", "npan")
     kfp = f.tmp("lshr i64 %kc, 1", "kfp")    # pairs with both halves inside (blocks end inside the matrix)
     isw = f.tmp("icmp ne i32 %words, 0")
@@ -239,7 +244,7 @@ def _emit_pack(cfg: GemmConfig, r: int, name: str) -> str:
     wl, il = f.fresh("wfast"), f.fresh("ifast")
     f.emit(f"br i1 {isw}, label %{wl}, label %{il}")
     f.label(wl)     # K contiguous: each pair is one 32-bit word of the lane's row
-    rr, close_r = f.loop("0", str(r), "1", "wr")
+    rr, close_r = f.loop("0", r, "1", "wr")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     rowoff = f.tmp(f"mul i64 {lane}, %ls")
     rowoff = f.tmp(f"add i64 {rowoff}, %k0")
@@ -261,7 +266,7 @@ def _emit_pack(cfg: GemmConfig, r: int, name: str) -> str:
     k2 = f.tmp(f"add i64 %k0, {k2}")
     lo_off = f.tmp(f"mul i64 {k2}, %ks")
     hi_off = f.tmp(f"add i64 {lo_off}, %ks")
-    rr, close_r = f.loop("0", str(r), "1", "ir")
+    rr, close_r = f.loop("0", r, "1", "ir")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     loff = f.tmp(f"mul i64 {lane}, %ls")
     a = f.tmp(f"add i64 {loff}, {lo_off}")
@@ -292,7 +297,7 @@ def _emit_pack(cfg: GemmConfig, r: int, name: str) -> str:
     kcl = f.tmp(f"sub i64 %kc, {k2}")      # inside this block too (only the last block can be odd)
     khi_in = f.tmp(f"icmp sgt i64 {kcl}, 1")
     khi_ok = f.tmp(f"and i1 {khi_ok}, {khi_in}")
-    rr, close_r = f.loop("0", str(r), "1", "sr")
+    rr, close_r = f.loop("0", r, "1", "sr")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     lane_ok = f.tmp(f"icmp slt i64 {lane}, %lanes")
     di = f.tmp(f"mul i64 {kp}, {r}")
@@ -330,8 +335,9 @@ def _emit_pack(cfg: GemmConfig, r: int, name: str) -> str:
 def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
     mr, nv, nr = tile.mr, tile.nv, tile.nr
     f = _Fn(f"define void @gemm_block_{tile.tag}(ptr noalias %ap, ptr noalias %bp, i64 %mc, i64 %nc, i64 %kp, "
-            f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_ATTRS}")
+            f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
     acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
+    stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
     accum = f.tmp("and i32 %flags, 1")
     accum = f.tmp(f"icmp ne i32 {accum}, 0", "accum")
     hasb = f.tmp("and i32 %flags, 2")
@@ -398,47 +404,56 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
     for j in range(nv):
         lim = _splat_i32(f, f.tmp(f"sub i32 {ncl}, {16 * j}"))
         masks.append(f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {lim}", "mask"))
-    for i in range(mr):
-        row_ok = f.tmp(f"icmp sgt i64 {mrem}, {i}")
-        close_row = f.if_(row_ok, "row")
-        row = f.tmp(f"add i64 {ir_}, {i}")
-        crow = f.tmp(f"mul i64 {row}, %ldc")
-        crow = f.tmp(f"add i64 {crow}, {jr}")
-        orow = f.tmp(f"mul i64 {row}, %ldo")
-        orow = f.tmp(f"add i64 {orow}, {jr}")
-        for j in range(nv):
-            m = masks[j]
-            p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
-            cidx = f.tmp(f"add i64 {crow}, {16 * j}")
-            cp = f.tmp(f"getelementptr float, ptr %c, i64 {cidx}")
-            close = f.if_(accum, "acc")
-            v = f.tmp(f"load {_V16F}, ptr {p}, align 64", "v")
-            old = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {cp}, i32 4, <16 x i1> {m}, "
-                        f"{_V16F} zeroinitializer)")
-            f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {old}')}, ptr {p}, align 64")
-            close()
-            close = f.if_(hasb, "bias")
-            v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
-            bidx = f.tmp(f"add i64 {jr}, {16 * j}")
-            bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
-            bh = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {bptr}, i32 2, <16 x i1> {m}, "
-                       "<16 x i16> zeroinitializer)")
-            f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_bf16_to_f32_vec(f, bh)}')}, ptr {p}, align 64")
-            close()
-            v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
-            wo_b, wc_b, w_done = f.fresh("wo"), f.fresh("wc"), f.fresh("wdone")
-            f.emit(f"br i1 {wo}, label %{wo_b}, label %{wc_b}")
-            f.label(wo_b)
-            oidx = f.tmp(f"add i64 {orow}, {16 * j}")
-            op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
-            f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {op}, "
-                   f"i32 2, <16 x i1> {m})")
-            f.emit(f"br label %{w_done}")
-            f.label(wc_b)
-            f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {v}, ptr {cp}, i32 4, <16 x i1> {m})")
-            f.emit(f"br label %{w_done}")
-            f.label(w_done)
-        close_row()
+    # the accumulators go to a staging array read by a row loop (one copy of the store code instead of
+    # MR; `acc` keeps constant indices only, so it still lives in registers during the K loop)
+    for q in range(mr * nv):
+        p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+        sp = f.tmp(f"getelementptr {_V16F}, ptr {stage}, i64 {q}")
+        f.emit(f"store {_V16F} {v}, ptr {sp}, align 64")
+    mfull = f.tmp(f"icmp sge i64 {mrem}, {mr}")
+    mlim = f.tmp(f"select i1 {mfull}, i64 {mr}, i64 {mrem}")
+    i, close_row = f.loop("0", mlim, "1", "row")
+    row = f.tmp(f"add i64 {ir_}, {i}")
+    crow = f.tmp(f"mul i64 {row}, %ldc")
+    crow = f.tmp(f"add i64 {crow}, {jr}")
+    orow = f.tmp(f"mul i64 {row}, %ldo")
+    orow = f.tmp(f"add i64 {orow}, {jr}")
+    sbase = f.tmp(f"mul i64 {i}, {nv}")
+    for j in range(nv):
+        m = masks[j]
+        q = f.tmp(f"add i64 {sbase}, {j}")
+        p = f.tmp(f"getelementptr {_V16F}, ptr {stage}, i64 {q}")
+        cidx = f.tmp(f"add i64 {crow}, {16 * j}")
+        cp = f.tmp(f"getelementptr float, ptr %c, i64 {cidx}")
+        close = f.if_(accum, "acc")
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64", "v")
+        old = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {cp}, i32 4, <16 x i1> {m}, "
+                    f"{_V16F} zeroinitializer)")
+        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {old}')}, ptr {p}, align 64")
+        close()
+        close = f.if_(hasb, "bias")
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+        bidx = f.tmp(f"add i64 {jr}, {16 * j}")
+        bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
+        bh = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {bptr}, i32 2, <16 x i1> {m}, "
+                   "<16 x i16> zeroinitializer)")
+        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_bf16_to_f32_vec(f, bh)}')}, ptr {p}, align 64")
+        close()
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+        wo_b, wc_b, w_done = f.fresh("wo"), f.fresh("wc"), f.fresh("wdone")
+        f.emit(f"br i1 {wo}, label %{wo_b}, label %{wc_b}")
+        f.label(wo_b)
+        oidx = f.tmp(f"add i64 {orow}, {16 * j}")
+        op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {op}, "
+               f"i32 2, <16 x i1> {m})")
+        f.emit(f"br label %{w_done}")
+        f.label(wc_b)
+        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {v}, ptr {cp}, i32 4, <16 x i1> {m})")
+        f.emit(f"br label %{w_done}")
+        f.label(w_done)
+    close_row()
     close_i()
     close_j()
     return f.text()
@@ -447,7 +462,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
 # ------------------------------------------------------------------------------------- drivers
 def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
     f = _Fn(f"define void @pack_b_{tile.tag}(ptr noalias %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 %p0, "
-            f"i64 %p1, ptr noalias %bp) {_ATTRS}")
+            f"i64 %p1, ptr noalias %bp) {_NOINLINE}")
     nr, kc = tile.nr, cfg.kc
     n1 = f.tmp(f"add i64 %N, {nr - 1}")
     npb = f.tmp(f"udiv i64 {n1}, {nr}")
@@ -467,8 +482,8 @@ def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
     poff = f.tmp(f"mul i64 {poff}, {nr}")
     off = f.tmp(f"add i64 {off}, {poff}")
     dst = f.tmp(f"getelementptr i32, ptr %bp, i64 {off}")
-    f.emit(f"call void @pack_{nr}(ptr %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 {lane0}, "
-           f"i64 {nl}, i64 {pc}, i64 {kcb}, ptr {dst})")
+    f.emit(f"call void @pack(ptr %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 {lane0}, "
+           f"i64 {nl}, i64 {pc}, i64 {kcb}, ptr {dst}, i64 {nr})")
     close()
     return f.text()
 
@@ -476,7 +491,7 @@ def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
 def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr noalias %bp, i64 %M, "
             "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
-            f"ptr noalias %bias, ptr noalias %ap) {_ATTRS}")
+            f"ptr noalias %bias, ptr noalias %ap) {_NOINLINE}")
     nr, kc, mc = tile.nr, cfg.kc, cfg.mc
     n1 = f.tmp(f"add i64 %N, {nr - 1}")
     npb = f.tmp(f"udiv i64 {n1}, {nr}")
@@ -497,8 +512,8 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     kcb = f.tmp(f"select i1 {ksmall}, i64 {krem}, i64 {kc}")
     kc1 = f.tmp(f"add i64 {kcb}, 1")
     kpc = f.tmp(f"lshr i64 {kc1}, 1")
-    f.emit(f"call void @pack_{tile.mr}(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
-           f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap)")
+    f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
+           f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap, i64 {tile.mr})")
     boff = f.tmp(f"mul i64 {q}, {qstride}")
     bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}")
     first = f.tmp(f"icmp eq i64 {pc}, 0")
@@ -557,13 +572,13 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
         head.append(f'target datalayout = "{data_layout}"')
     decls = [f"declare {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F}, <32 x bfloat>, <32 x bfloat>)"
              if cfg.dpbf16 else f"declare {_V16F} @llvm.fma.v16f32({_V16F}, {_V16F}, {_V16F})"]
-    lanes = sorted({t.mr for t in cfg.tiles} | {t.nr for t in cfg.tiles})
     decls += [f"declare {_V16F} @llvm.masked.load.v16f32.p0(ptr, i32, <16 x i1>, {_V16F})",
               "declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, <16 x i1>, <16 x i16>)",
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
-    parts = head + decls + [_emit_pack(cfg, r, f"pack_{r}") for r in lanes]
+    parts = head + decls + [_emit_pack(cfg)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_pack_b(cfg, t), _emit_rows(cfg, t), _emit_batch(cfg, t)]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
+    parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"
