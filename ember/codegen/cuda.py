@@ -49,7 +49,7 @@ gives 0, integer overflow wraps (arithmetic through the unsigned type: no C++ UB
 truncate and saturate (PTX cvt.rzi), transcendentals are CUDA's precise math library (expf, tanhf,
 erff; never --use_fast_math).  float16 is stored as 16-bit bit patterns, computed in float and rounded
 back to half after every operation (numpy's float16 semantics), converted with PTX cvt (no
-cuda_fp16.h needed).  Reductions accumulate in float for f16 and in int for 8/16-bit integers (the
+cuda_fp16.h needed); bfloat16 the same way, converted with bit operations (no cuda_bf16.h).  Reductions accumulate in float for f16 and in int for 8/16-bit integers (the
 same result modulo 2^k for sum/prod, the same for max/min).  CuPy compiles with -ftz=true: float32
 denormals flush to zero.
 
@@ -85,9 +85,9 @@ _I64_MIN = -(1 << 63)
 # ===================================================================================== types
 _MEM = {dt.bool_: "unsigned char", dt.uint8: "unsigned char", dt.int8: "signed char",
         dt.int16: "short", dt.int32: "int", dt.int64: "long long", dt.float16: "unsigned short",
-        dt.float32: "float", dt.float64: "double"}
+        dt.bfloat16: "unsigned short", dt.float32: "float", dt.float64: "double"}
 _REG = dict(_MEM)
-_REG.update({dt.bool_: "bool", dt.float16: "float"})
+_REG.update({dt.bool_: "bool", dt.float16: "float", dt.bfloat16: "float"})
 
 
 def c_type(d: dt.DType, memory: bool = False) -> str:
@@ -140,6 +140,8 @@ def _int_lit(v: int, d: dt.DType) -> str:
 def _const(value, d: dt.DType) -> str:
     if d is dt.bool_:
         return "true" if value else "false"
+    if d is dt.bfloat16:   # the bfloat16 value, as eager's `full` makes it
+        value = float(np.array(float(value), np.float32).astype(d.np).astype(np.float32))
     if d.is_floating_point:
         return _float_lit(float(value), d)
     return _int_lit(value, d)
@@ -174,6 +176,17 @@ __device__ __forceinline__ unsigned short ember_d2h(double d) {
 // [end f16 conversions]
 // round a float to the nearest float16 value (numpy computes float16 ops in float, rounds each result)
 __device__ __forceinline__ float ember_rh(float f) { return ember_h2f(ember_f2h(f)); }
+// bfloat16 as 16-bit patterns (the high half of a float32): round to nearest even, NaN -> 0x7fc0,
+// computed in float and rounded after every operation like float16
+__device__ __forceinline__ float ember_bf2f(unsigned short h) {
+  union { unsigned int u; float f; } v; v.u = ((unsigned int)h) << 16; return v.f;
+}
+__device__ __forceinline__ unsigned short ember_f2bf(float f) {
+  union { float f; unsigned int u; } v; v.f = f;
+  if (f != f) return (unsigned short)0x7fc0;
+  return (unsigned short)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float ember_rbf(float f) { return ember_bf2f(ember_f2bf(f)); }
 
 // NaN-propagating maximum/minimum (fmaxf/fminf return the other operand for NaN)
 __device__ __forceinline__ float ember_fmax(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }
@@ -679,7 +692,8 @@ class _KernelEmitter:
     def load_c(self, node: Load, scope: _Scope, var: str) -> str:
         buf = node.buf
         mem = lambda t: (f"({t} != 0)" if buf.dtype is dt.bool_ else
-                         f"ember_h2f({t})" if buf.dtype is dt.float16 else t)
+                         f"ember_h2f({t})" if buf.dtype is dt.float16 else
+                         f"ember_bf2f({t})" if buf.dtype is dt.bfloat16 else t)
         if id(node) in self.identity:
             if self.vec_mode:
                 return mem(f"{self.cname[buf.name]}_v[e]")
@@ -730,6 +744,8 @@ class _KernelEmitter:
             v = f"(unsigned char)({v})"
         elif buf.dtype is dt.float16:
             v = f"ember_f2h({v})"
+        elif buf.dtype is dt.bfloat16:
+            v = f"ember_f2bf({v})"
         if id(s) in self.identity:
             if self.vec_mode:
                 scope.add(f"{self.cname[buf.name]}_v[e] = {v};")
@@ -1074,6 +1090,8 @@ def _to_acc(v: str, d: dt.DType) -> str:
 def _from_acc(a: str, d: dt.DType) -> str:
     if d is dt.float16:
         return f"ember_rh({a})"
+    if d is dt.bfloat16:
+        return f"ember_rbf({a})"
     if d is dt.bool_:
         return f"({a} != 0)"
     if not d.is_floating_point and d.itemsize < 4:
@@ -1108,7 +1126,7 @@ def _combine_c(op: str, acc: str, v: str, ty: str) -> str:
 
 
 def _round(expr: str, d: dt.DType) -> str:
-    return f"ember_rh({expr})" if d is dt.float16 else expr
+    return f"ember_rh({expr})" if d is dt.float16 else f"ember_rbf({expr})" if d is dt.bfloat16 else expr
 
 
 def _truth(x: str, d: dt.DType) -> str:
@@ -1209,6 +1227,8 @@ def _convert_c(x: str, src: dt.DType, dst: dt.DType) -> str:
     if src.is_floating_point and dst.is_floating_point:
         if dst is dt.float16:
             return f"ember_h2f(ember_d2h({x}))" if src is dt.float64 else f"ember_rh({x})"
+        if dst is dt.bfloat16:   # (from double through float, as PyTorch)
+            return f"ember_rbf((float)({x}))"
         return f"({c_type(dst)})({x})"
     if src.is_floating_point:
         # truncate toward zero, saturating, NaN -> 0 (cvt.rzi.s64), then wrap to the width like numpy
@@ -1218,6 +1238,8 @@ def _convert_c(x: str, src: dt.DType, dst: dt.DType) -> str:
     if dst.is_floating_point:
         if dst is dt.float16:
             return f"ember_rh((float)({x}))"
+        if dst is dt.bfloat16:
+            return f"ember_rbf((float)({x}))"
         return f"({c_type(dst)})({x})"
     return f"({c_type(dst)})({x})"
 

@@ -47,7 +47,7 @@ from ember.codegen.llvm_math import MATH_OPS, MathLib, intrinsic  # noqa: E402
 
 __all__ = ["TargetInfo", "host_target", "emit_module", "llvm_type", "REDUCE_FLAGS"]
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+I1, I8, I16, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
 REDUCE_FLAGS = ("reassoc", "nsz", "contract")   # never nnan/ninf: NaN/inf must propagate
 
@@ -91,16 +91,19 @@ def host_target() -> TargetInfo:
 
 # ====================================================================================== types
 def llvm_type(d: dt.DType):
-    """Register type of a dtype (bool is i1 in registers, i8 in memory)."""
+    """Register type of a dtype (bool is i1 in registers, i8 in memory; bfloat16 is float in registers,
+    i16 in memory, rounded to bfloat16 after every op -- see _bf16_round)."""
     if d is dt.bool_:
         return I1
+    if d is dt.bfloat16:
+        return ir.FloatType()
     if d.is_floating_point:
         return {2: ir.HalfType(), 4: ir.FloatType(), 8: ir.DoubleType()}[d.itemsize]
     return ir.IntType(8 * d.itemsize)
 
 
 def _mem_type(d: dt.DType):
-    return I8 if d is dt.bool_ else llvm_type(d)
+    return I8 if d is dt.bool_ else I16 if d is dt.bfloat16 else llvm_type(d)
 
 
 def _unsigned(d: dt.DType) -> bool:
@@ -269,6 +272,8 @@ class _KernelEmitter:
             # the reduction's value is available from this segment on, for the rest of the point
             b.position_before(self.levels[self.seg_level[p]].terminator)
             res = b.load(idx if idx is not None else acc, typ=I64 if idx is not None else ty)
+            if idx is None:   # bfloat16 sums accumulate in float32 and round once, as eager
+                res = _bf16_round(b, res, red.x.dtype)
             self.memo[id(red)] = (res, self.seg_level[p])
         b.position_at_end(cont)
         self.pass_no = 0
@@ -380,6 +385,8 @@ class _KernelEmitter:
         v = b.load(addr, typ=mty)
         if buf.dtype is dt.bool_:
             v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+        elif buf.dtype is dt.bfloat16:   # the high half of a float32: exact
+            v = b.bitcast(b.shl(b.zext(v, I32), ir.Constant(I32, 16)), ir.FloatType())
         return v
 
     # ------------------------------------------------------------------------- nodes
@@ -415,14 +422,14 @@ class _KernelEmitter:
         if isinstance(n, IndexValue):
             return _convert(b, self._index(n.index), dt.int64, n.dtype, self.m)
         if isinstance(n, Cast):
-            return _convert(b, self.value_of(n.x), n.x.dtype, n.dtype, self.m)
+            return _bf16_round(b, _convert(b, self.value_of(n.x), n.x.dtype, n.dtype, self.m), n.dtype)
         if isinstance(n, Where):
             a, c = (self._opaque_inf(v) if _is_inf_const(v) else self.value_of(v) for v in (n.a, n.b))
             return b.select(self.value_of(n.cond), a, c)
         if isinstance(n, Unary):
-            return self._unary(n.op, self.value_of(n.x), n.x.dtype)
+            return _bf16_round(b, self._unary(n.op, self.value_of(n.x), n.x.dtype), n.dtype)
         if isinstance(n, Binary):
-            return self._binary(n.op, self.value_of(n.a), self.value_of(n.b), n.a.dtype)
+            return _bf16_round(b, self._binary(n.op, self.value_of(n.a), self.value_of(n.b), n.a.dtype), n.dtype)
         raise TypeError(n)  # pragma: no cover (Reduce results are placed by _emit_pass)
 
     def value_of(self, node):
@@ -557,6 +564,8 @@ class _KernelEmitter:
         mty = _mem_type(s.buf.dtype)
         if s.buf.dtype is dt.bool_:
             v = b.zext(v, I8)
+        elif s.buf.dtype is dt.bfloat16:   # (already rounded: the high half is the value)
+            v = b.trunc(b.lshr(b.bitcast(_bf16_round(b, v, dt.bfloat16), I32), ir.Constant(I32, 16)), I16)
         addr = b.gep(self.ptr[s.buf.name], [off], source_etype=mty, inbounds=True)
         b.store(v, addr)
 
@@ -566,10 +575,25 @@ def _is_inf_const(n) -> bool:
     return isinstance(n, Const) and n.dtype.is_floating_point and math.isinf(float(n.value))
 
 
+def _bf16_round(b, v, d: dt.DType):
+    """A float32 register value rounded to the nearest bfloat16 (ties to even; NaN -> quiet NaN), kept
+    in float32: eager computes each bfloat16 op in float32 and rounds its result, so do kernels."""
+    if d is not dt.bfloat16:
+        return v
+    bits = b.bitcast(v, I32)
+    lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    r = b.and_(b.add(bits, b.add(lsb, ir.Constant(I32, 0x7FFF))), ir.Constant(I32, -65536))
+    r = b.select(b.fcmp_unordered("uno", v, v), ir.Constant(I32, 0x7FC00000), r)
+    return b.bitcast(r, ir.FloatType())
+
+
 def _const(value, d: dt.DType):
     ty = llvm_type(d)
     if d is dt.bool_:
         return ir.Constant(I1, int(bool(value)))
+    if d is dt.bfloat16:   # the bfloat16 value, as eager's `full` makes it
+        import numpy as np
+        return ir.Constant(ty, float(np.array(float(value), np.float32).astype(d.np).astype(np.float32)))
     if d.is_floating_point:
         return ir.Constant(ty, float(value))
     return ir.Constant(ty, int(value))
@@ -609,6 +633,12 @@ def _convert(b, x, src: dt.DType, dst: dt.DType, m):
     instead of being undefined)."""
     if src is dst:
         return x
+    if src is dt.bfloat16:   # a float32 register: convert from float32 (callers round a bfloat16 dst)
+        src = dt.float32
+    if dst is dt.bfloat16:
+        dst = dt.float32
+        if src is dst:
+            return x
     sty, dty = x.type, llvm_type(dst)
     if dst is dt.bool_:
         return _truth(b, x, src)

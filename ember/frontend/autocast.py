@@ -30,7 +30,7 @@ from . import dispatch
 from . import autograd as ag
 from .tensor import Tensor
 
-__all__ = ["autocast_op", "push", "pop", "is_enabled", "get_dtype", "clear_cache", "POLICIES",
+__all__ = ["autocast_op", "push", "pop", "is_enabled", "get_dtype", "clear_cache", "state_key", "POLICIES",
            "LOWER", "FP32", "FP32_OPT", "PROMOTE", "KEEP"]
 
 LOWER, FP32, FP32_OPT, PROMOTE, KEEP = "lower", "fp32", "fp32_opt", "promote", "keep"
@@ -126,6 +126,14 @@ def get_dtype(device_type: str):
 
 def clear_cache() -> None:
     _state.cache.clear()
+
+
+def state_key() -> tuple:
+    """The enabled regions of this thread as ((device type, dtype name), ...): a guard of compiled
+    functions (a trace under autocast records casts that a trace without it does not)."""
+    if not _active:
+        return ()
+    return tuple(sorted((dev, d.name) for dev, d in _state.dtypes.items()))
 
 
 # ------------------------------------------------------------------------------------ casting

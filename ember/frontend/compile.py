@@ -24,6 +24,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.graph import Graph
 from . import autograd as ag
+from . import autocast
 from . import dispatch
 from . import records
 from .records import Record
@@ -116,7 +117,7 @@ def _leaf_key(x):
     return ("obj", type(x).__name__, id(x))
 
 
-GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments")
+GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments", "autocast")
 
 
 # ------------------------------------------------------------------------ compiled variants
@@ -335,7 +336,7 @@ class CompiledFunction:
             skey = _spec_key(spec)
             if spec is _FLAT_SPECS.get(len(leaves)):
                 _SPEC_KEYS[id(spec)] = skey
-        return (ag._mode.enabled, training, skey, tuple(_leaf_key(x) for x in leaves))
+        return (ag._mode.enabled, training, skey, tuple(_leaf_key(x) for x in leaves), autocast.state_key())
 
     def _changed_guard(self, old, new):
         for name, a, b in zip(GUARD_NAMES, old, new):
@@ -712,8 +713,10 @@ class ExplainReport:
 
 
 def describe_guards(key):
-    grad, training, structure, args = key
+    grad, training, structure, args, amp = key
     out = [f"grad mode == {grad}"]
+    if amp:
+        out.append(f"autocast == {amp}")
     if training:
         out.append(f"training flags == {training}")
     for i, a in enumerate(args):

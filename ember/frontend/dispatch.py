@@ -18,9 +18,11 @@ from ..ir import ops as irops
 from ..ir.ops import ShapeError
 from . import autograd as ag
 
-KERNELS: dict = {}     # op -> kernel(xp, *arrays_or_scalars, **attrs) -> array
+KERNELS: dict = {}     # op -> kernel(xp, *arrays_or_scalars, **attrs) -> array, for any dtype (the
+                       # interpreter and the executor's eager steps call these)
 VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves: str)
 REDUCED: dict = {}     # op -> numpy kernel for float16/bfloat16 inputs (built on first use)
+_BASE: dict = {}       # op -> the registered kernel: apply's fast path (it checks dtypes itself)
 
 # ops whose numpy kernels only move or select data: exact on 16-bit floats as they are
 NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "cat", "windows", "take", "gather",
@@ -37,16 +39,32 @@ def register(op, kernel, vjp=None, saves=""):
     those are version-checked at backward time (PyTorch's "modified by an inplace operation")."""
     if op not in irops.OPS:
         raise KeyError(f"no schema for primitive {op!r} in ember/ir/ops.py")
-    KERNELS[op] = kernel
+    _BASE[op] = kernel
+    KERNELS[op] = _any_dtype(op, kernel)
+    REDUCED.pop(op, None)
     if vjp is not None:
         VJPS[op] = (vjp, saves)
 
 
 def register_reduced(op, kernel):
     """A numpy kernel of its own for float16/bfloat16 inputs (instead of float32 compute + rounding)."""
-    if op not in KERNELS:
+    if op not in _BASE:
         raise KeyError(f"register {op!r} before its 16-bit kernel")
     REDUCED[op] = kernel
+
+
+def _any_dtype(op, base):
+    """KERNELS[op]: the registered kernel, or its 16-bit form when a numpy input is float16/bfloat16."""
+    def k(xp, *args, **attrs):
+        if xp is _np:
+            for a in args:
+                d = getattr(a, "dtype", None)
+                if d is not None and d in _NP16:
+                    return _reduced_kernel(op)(xp, *args, **attrs)
+        return base(xp, *args, **attrs)
+    k.__name__ = getattr(base, "__name__", op)
+    k.__wrapped__ = base
+    return k
 
 
 def _reduced_kernel(op):
@@ -55,7 +73,7 @@ def _reduced_kernel(op):
     k = REDUCED.get(op)
     if k is not None:
         return k
-    base = KERNELS[op]
+    base = _BASE[op]
     if op in NATIVE_16BIT:
         k = base
     else:
@@ -131,7 +149,7 @@ def apply(op: str, *inputs, **attrs):
     if not inputs:
         dev = attrs.pop("device", None)
     cpu = dev is None or dev is _CPU
-    kernel = _reduced_kernel(op) if reduced and (cpu or dev.type == "cpu") else KERNELS[op]
+    kernel = _reduced_kernel(op) if reduced and (cpu or dev.type == "cpu") else _BASE[op]
     try:
         data = kernel(_np if cpu else dev.xp, *arrays, **attrs)
     except ShapeError:
