@@ -667,7 +667,7 @@ def probe_compile_time(kind: str) -> None:
     t0 = time.perf_counter()
     import importlib
     for mod in ("ember.passes", "ember.runtime.executor", "ember.runtime.cpu", "ember.codegen.llvm",
-                "ember.frontend.compiled_backend"):
+                "ember.compiler.backends"):
         try:
             importlib.import_module(mod)
         except Exception:  # noqa: BLE001 - a missing piece shows up in the compile itself
@@ -808,10 +808,10 @@ _CATEGORIES = (  # (prefix of the file group, category); first match wins
     ("ember/runtime", "compiled-kernel runtime (LLVM / ctypes / BLAS externs)"),
     ("ember/codegen", "codegen (should be 0 in steady state)"),
     ("ember/passes", "passes (should be 0 in steady state)"),
-    ("ember/frontend/interpreter.py", "graph interpreter (reference backend)"),
+    ("ember/compiler/interpreter.py", "graph interpreter (reference backend)"),
     ("<ember program", "generated executor code (Python per step)"),
     ("ember/runtime/executor.py", "generated executor code (Python per step)"),
-    ("ember/frontend/compile.py", "compiled-call glue (guards, bindings)"),
+    ("ember/compiler/", "compiled-call glue (guards, bindings)"),
     ("ember/frontend/autograd.py", "autograd engine"),
     ("ember/optim", "optimizer (eager)"),
     ("ember/", "other ember Python"),

@@ -59,7 +59,7 @@ from .frontend.autograd import (  # noqa: E402
 from .frontend.printing import set_printoptions  # noqa: E402
 from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
-from .runtime import blas_threads as _blas_threads  # noqa: E402
+from .kernels import blas_threads as _blas_threads  # noqa: E402
 
 
 def _bf16_matmul(a, b):
@@ -132,7 +132,7 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError("set_num_threads expects a positive integer")
     os.environ["EMBER_NUM_THREADS"] = str(n)
-    from .runtime import blas_threads
+    from .kernels import blas_threads
     blas_threads._default = n
     blas_threads.set_threads(n)
 
@@ -171,7 +171,8 @@ def _lazy(name):
 
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
-    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends", "cpu"):
+    if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
+                "serialization", "onnx", "cpu"):
         return _lazy(name)
     if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)
@@ -180,5 +181,5 @@ def __getattr__(name):
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain"):
-        return getattr(_lazy("frontend.compile"), name)
+        return getattr(_lazy("compiler"), name)
     raise AttributeError(f"module 'ember' has no attribute '{name}'")

@@ -188,6 +188,15 @@ class OptState(Enum):
     STEPPED = 2
 
 
+def _any_rank(found: bool) -> bool:
+    """With a process group, one rank's inf/nan skips the step on every rank (so replicas stay equal)."""
+    import sys
+    dist = sys.modules.get("ember.distributed")    # loaded by whoever initialised a process group
+    if dist is None or not dist.is_initialized():
+        return found
+    return dist.any_across_ranks(found)
+
+
 def _f32(v: float) -> float:
     """The scale lives in float32 (PyTorch keeps it in a float32 tensor): round like it."""
     return float(np.float32(v))
@@ -283,7 +292,11 @@ class GradScaler:
         if st["stage"] is OptState.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
         inv = _f32(1.0 / float(np.float64(self._scale)))    # the reciprocal in float64, stored as float32
-        st["found_inf_per_device"] = self._unscale_grads_(optimizer, inv, False)
+        found = self._unscale_grads_(optimizer, inv, False)
+        local = any(v.item() for v in found.values())
+        if _any_rank(local) and not local:      # another rank overflowed: this one skips the step too
+            found = {d: v + 1.0 for d, v in found.items()}
+        st["found_inf_per_device"] = found
         st["stage"] = OptState.UNSCALED
 
     def _found_inf(self, st) -> float:

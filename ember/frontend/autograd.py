@@ -157,9 +157,10 @@ class GradSlots:
 
 
 class AccumulateGrad:
-    """The sink of a leaf tensor: adds incoming gradients into `.grad`."""
+    """The sink of a leaf tensor: adds incoming gradients into `.grad`, then runs the tensor's
+    post-accumulate-grad hooks (DistributedDataParallel starts its all-reduce from them)."""
 
-    __slots__ = ("variable", "pre_hooks", "__weakref__")
+    __slots__ = ("variable", "pre_hooks", "post_hooks", "__weakref__")
     next_functions = ()
     freed = False
     retain = None
@@ -167,6 +168,7 @@ class AccumulateGrad:
     def __init__(self, variable):
         self.variable = variable
         self.pre_hooks = None
+        self.post_hooks = None
 
     def name(self):
         return "AccumulateGrad"
@@ -240,6 +242,9 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
                     else:
                         v.grad._data += g._data
                         v.grad._vc[0] += 1
+                    if node.post_hooks:
+                        for h in tuple(node.post_hooks):
+                            h(v)
                 continue
             if node.retain is not None and g is not None:
                 t = node.retain()

@@ -4,13 +4,14 @@
   - while a tracer is active, it records a graph node instead (the tracer sees every primitive);
   - otherwise it runs the primitive's eager kernel on the inputs' arrays (numpy or cupy) and, when
     grad mode is on and an input requires grad, attaches an autograd Node with the primitive's VJP.
-Kernels and VJPs are registered by op name (ember/frontend/prims.py); schemas live in ember/ir/ops.py.
+An op's eager kernel is its reference semantics (`ref` in ember/ir/ops.py) unless
+ember/frontend/prims.py registers one of its own; VJPs are registered there by op name.
 
 16-bit floats (float16, bfloat16) on the CPU: numpy has no fast arithmetic for them, and PyTorch's
 CPU kernels compute them in float32 and round each result once. So an op with a 16-bit float input
 runs its float32 kernel on upcast copies and rounds the result back (`_reduced_kernel`), unless it
-only moves data (NATIVE_16BIT) or registered a kernel of its own (`register_reduced`: matmul uses a
-bf16 GEMM with float32 accumulation).
+only moves data (NATIVE_16BIT) or registered a kernel of its own (`register_reduced`: matmul
+accumulates in float32 through a bf16 GEMM).
 """
 from __future__ import annotations
 
@@ -18,30 +19,46 @@ from ..ir import ops as irops
 from ..ir.ops import ShapeError
 from . import autograd as ag
 
-KERNELS: dict = {}     # op -> kernel(xp, *arrays_or_scalars, **attrs) -> array, for any dtype (the
-                       # interpreter and the executor's eager steps call these)
-VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves: str)
+# op -> kernel(xp, *arrays_or_scalars, **attrs) -> array: apply's fast path (it checks dtypes itself)
+_BASE: dict = {name: d.ref for name, d in irops.OPS.items() if d.ref is not None}
+# op -> the same kernel for any dtype (16-bit numpy inputs take the REDUCED form): what the interpreter
+# and the executor's eager steps call
+KERNELS: dict = {}
 REDUCED: dict = {}     # op -> numpy kernel for float16/bfloat16 inputs (built on first use)
-_BASE: dict = {}       # op -> the registered kernel: apply's fast path (it checks dtypes itself)
+VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves)
 
 # ops whose numpy kernels only move or select data: exact on 16-bit floats as they are
 NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "cat", "windows", "take", "gather",
                           "stop_gradient", "full", "arange"))
 
-tracer = None          # the active tracer (ember/frontend/tracer.py) or None
+# What a VJP reads, version-checked at backward time (PyTorch's "modified by an inplace operation").
+# The values are the spellings docs/ops.md shows.
+NOTHING = ""
+INPUTS = "x"            # every tensor input
+OUT = "o"               # the result
+INPUTS_AND_OUT = "xo"
+
+
+def input_at(i: int) -> str:
+    """One input only (the index of gather/scatter, the condition of where)."""
+    return str(i)
+
+
+tracer = None          # the active tracer (ember/compiler/capture.py) or None
 
 _mode = ag._mode
 
 
-def register(op, kernel, vjp=None, saves=""):
-    """Attach an eager kernel and a VJP to a schema. `saves` names what the VJP reads: 'x' the
-    inputs, a digit one input ('1': input 1), 'o' the output, or a function (inputs, out) -> tensors;
-    those are version-checked at backward time (PyTorch's "modified by an inplace operation")."""
+def register(op, kernel=None, vjp=None, saves=NOTHING):
+    """Attach an eager kernel (None: keep the op's reference semantics) and a VJP to a schema.
+    `saves` names what the VJP reads: one of the constants above, or a function
+    (inputs, out) -> tensors."""
     if op not in irops.OPS:
         raise KeyError(f"no schema for primitive {op!r} in ember/ir/ops.py")
-    _BASE[op] = kernel
-    KERNELS[op] = _any_dtype(op, kernel)
-    REDUCED.pop(op, None)
+    if kernel is not None:
+        _BASE[op] = kernel
+        KERNELS[op] = _any_dtype(op, kernel)
+        REDUCED.pop(op, None)
     if vjp is not None:
         VJPS[op] = (vjp, saves)
 
@@ -54,7 +71,7 @@ def register_reduced(op, kernel):
 
 
 def _any_dtype(op, base):
-    """KERNELS[op]: the registered kernel, or its 16-bit form when a numpy input is float16/bfloat16."""
+    """KERNELS[op]: the kernel, or its 16-bit form when a numpy input is float16/bfloat16."""
     def k(xp, *args, **attrs):
         if xp is _np:
             for a in args:
@@ -94,6 +111,11 @@ def _reduced_kernel(op):
         k.__name__ = f"{op}_in_float32"
     REDUCED[op] = k
     return k
+
+
+def defvjp(op, vjp, saves=NOTHING):
+    """Attach a VJP to a primitive whose eager kernel is its reference semantics."""
+    register(op, None, vjp, saves)
 
 
 def _fail(op, inputs, attrs, exc):
@@ -183,12 +205,12 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
         if callable(saves):   # the op decides from its inputs (mul needs x only for y's gradient ...)
             saved = tuple((t, t._vc[0]) for t in saves(inputs, out) if isinstance(t, Tensor))
         else:
-            if "x" in saves:
+            if INPUTS in saves:
                 saved = [(t, t._vc[0]) for t in inputs if isinstance(t, Tensor)]
-            else:   # digits name single inputs: "1" is the index of gather/scatter
+            else:   # digits name single inputs (input_at)
                 saved = [(inputs[int(c)], inputs[int(c)]._vc[0]) for c in saves
                          if c.isdigit() and isinstance(inputs[int(c)], Tensor)]
-            if "o" in saves:
+            if OUT in saves:
                 saved.append((out, out._vc[0]))
             saved = tuple(saved)
     out.grad_fn = _Node(op, vjp, attrs, inputs, out, tuple(nexts), saved)
@@ -198,8 +220,10 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
 
 import numpy as _np  # noqa: E402
 from ..ir import dtypes as _dt  # noqa: E402
-_NP16 = frozenset(d.np for d in _dt.ALL if d.is_reduced_float)
 from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
 from .device import CPU as _CPU  # noqa: E402
+
+_NP16 = frozenset(d.np for d in _dt.ALL if d.is_reduced_float)
+KERNELS.update({op: _any_dtype(op, k) for op, k in _BASE.items() if op not in KERNELS})
 
 _Node = ag.Node

@@ -1,5 +1,8 @@
-"""Eager kernels and VJPs of the primitives, one row each, kernel beside its VJP.
+"""VJPs of the primitives, and the eager kernels that differ from an op's reference semantics.
 
+An op's eager kernel is its `ref` (ember/ir/ops.py) unless a row here registers one of its own:
+an error PyTorch raises (integer division by zero, negative integer powers, bool negation), a
+faster path (bit-select where, small-window reductions, x**2 as x*x), or a library call (BLAS).
 A kernel takes the array module `xp` (numpy or cupy) and the inputs' arrays (or Python scalars for
 binary ops) and returns an array. A VJP takes (g, out, *inputs, **attrs) and returns one gradient
 per input (None where there is none), written with ember ops so backward can be traced and
@@ -12,11 +15,11 @@ import math
 
 import numpy as np
 
-from ..ir import dtypes as dt
-from ..ir.ops import window_out
+from ..ir.ops import OPS
 from . import rng
-from ..runtime import blas_threads
-from .dispatch import apply as P, register, register_reduced
+from ..ir import dtypes as dt
+from ..kernels import blas_threads
+from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register, register_reduced
 from .tensor import Tensor
 
 
@@ -46,66 +49,9 @@ def _grads(g, x, y, gx, gy):
 
 
 # -------------------------------------------------------------------------------- unary
-def _erf(xp, x):
-    if x.dtype == np.float64 and xp is np:
-        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
-    if xp is not np:   # CuPy: the CUDA math library's erf/erff (accurate in both precisions)
-        import cupyx.scipy.special
-        return cupyx.scipy.special.erf(x).astype(x.dtype, copy=False)
-    # float32/16: Taylor series near 0 (keeps relative accuracy), Numerical Recipes' erfc
-    # Chebyshev fit elsewhere (fractional error < 1.2e-7)
-    xd = x.astype(np.float64)
-    a = xp.abs(xd)
-    t = 1.0 / (1.0 + 0.5 * a)
-    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
-        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
-    erfc = t * xp.exp(-a * a + poly)
-    far = xp.sign(xd) * (1.0 - erfc)
-    x2 = xd * xd
-    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
-    return xp.where(a < 0.5, near, far).astype(x.dtype)
-
-
-def _sigmoid(xp, x):
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-
-
-def _ifloat(xp, f):
-    """Integer inputs to floor/ceil/round/trunc are returned unchanged (as PyTorch)."""
-    return lambda xp_, x: x.copy() if x.dtype.kind in "iub" else f(x)
-
-
-def _rsqrt(xp, x):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (1 / xp.sqrt(x)).astype(x.dtype, copy=False)
-
-
-def _quiet(fn):
-    """numpy warns on log(0), 0/0 ...; PyTorch returns inf/nan silently, so do we."""
-    def k(xp, *a, **kw):
-        with np.errstate(all="ignore"):
-            return fn(xp, *a, **kw)
-    return k
-
-
-register("neg", lambda xp, x: xp.negative(x) if x.dtype != np.bool_ else _bool_neg(),
-         lambda g, o, x: (P("neg", g),))
-register("exp", _quiet(lambda xp, x: xp.exp(x)), lambda g, o, x: (P("mul", g, o),), "o")
-register("log", _quiet(lambda xp, x: xp.log(x)), lambda g, o, x: (P("div", g, x),), "x")
-register("sqrt", _quiet(lambda xp, x: xp.sqrt(x)), lambda g, o, x: (P("div", g, P("mul", o, 2.0)),), "o")
-register("rsqrt", _quiet(_rsqrt), lambda g, o, x: (P("mul", g, P("mul", P("mul", o, P("mul", o, o)), -0.5)),), "o")
-register("sin", _quiet(lambda xp, x: xp.sin(x)), lambda g, o, x: (P("mul", g, P("cos", x)),), "x")
-register("cos", _quiet(lambda xp, x: xp.cos(x)), lambda g, o, x: (P("neg", P("mul", g, P("sin", x))),), "x")
-register("tanh", lambda xp, x: xp.tanh(x), lambda g, o, x: (P("mul", g, P("sub", 1.0, P("mul", o, o))),), "o")
-register("sigmoid", _quiet(_sigmoid), lambda g, o, x: (P("mul", g, P("mul", o, P("sub", 1.0, o))),), "o")
-register("erf", _quiet(_erf),
-         lambda g, o, x: (P("mul", g, P("mul", P("exp", P("neg", P("mul", x, x))), 2.0 / math.sqrt(math.pi))),), "x")
-register("log1p", _quiet(lambda xp, x: xp.log1p(x)), lambda g, o, x: (P("div", g, P("add", x, 1.0)),), "x")
-register("expm1", _quiet(lambda xp, x: xp.expm1(x)), lambda g, o, x: (P("mul", g, P("add", o, 1.0)),), "o")
-register("reciprocal", _quiet(lambda xp, x: xp.reciprocal(x)),
-         lambda g, o, x: (P("neg", P("mul", g, P("mul", o, o))),), "o")
-register("abs", lambda xp, x: xp.abs(x), lambda g, o, x: (P("mul", g, P("sign", x)),), "x")
+def _bool_neg():
+    raise TypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying to "
+                    "invert a mask, use the `~` or `logical_not()` operator instead.")
 
 
 def _zero_vjp(g, o, x):
@@ -113,27 +59,24 @@ def _zero_vjp(g, o, x):
     return (P("full", shape=tuple(x.shape), value=0, dtype=g.dtype, device=g.device),)
 
 
-def _sign(xp, x):
-    if x.dtype == np.bool_:
-        return x.copy()
-    if x.dtype.kind == "f":  # PyTorch: sign(nan) is 0
-        return ((x > 0).astype(x.dtype) - (x < 0).astype(x.dtype))
-    return xp.sign(x)
-
-
-register("sign", _sign, _zero_vjp)
-register("floor", _ifloat(np, np.floor), _zero_vjp)
-register("ceil", _ifloat(np, np.ceil), _zero_vjp)
-register("round", _ifloat(np, np.round), _zero_vjp)
-register("trunc", _ifloat(np, np.trunc), _zero_vjp)
-register("logical_not", lambda xp, x: xp.logical_not(x), None)
-register("isnan", lambda xp, x: xp.isnan(x), None)
-register("isinf", lambda xp, x: xp.isinf(x), None)
-
-
-def _bool_neg():
-    raise TypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying to "
-                    "invert a mask, use the `~` or `logical_not()` operator instead.")
+register("neg", lambda xp, x: xp.negative(x) if x.dtype != np.bool_ else _bool_neg(),
+         lambda g, o, x: (P("neg", g),))
+defvjp("exp", lambda g, o, x: (P("mul", g, o),), OUT)
+defvjp("log", lambda g, o, x: (P("div", g, x),), INPUTS)
+defvjp("sqrt", lambda g, o, x: (P("div", g, P("mul", o, 2.0)),), OUT)
+defvjp("rsqrt", lambda g, o, x: (P("mul", g, P("mul", P("mul", o, P("mul", o, o)), -0.5)),), OUT)
+defvjp("sin", lambda g, o, x: (P("mul", g, P("cos", x)),), INPUTS)
+defvjp("cos", lambda g, o, x: (P("neg", P("mul", g, P("sin", x))),), INPUTS)
+defvjp("tanh", lambda g, o, x: (P("mul", g, P("sub", 1.0, P("mul", o, o))),), OUT)
+defvjp("sigmoid", lambda g, o, x: (P("mul", g, P("mul", o, P("sub", 1.0, o))),), OUT)
+defvjp("erf", lambda g, o, x: (P("mul", g, P("mul", P("exp", P("neg", P("mul", x, x))), 2.0 / math.sqrt(math.pi))),),
+       INPUTS)
+defvjp("log1p", lambda g, o, x: (P("div", g, P("add", x, 1.0)),), INPUTS)
+defvjp("expm1", lambda g, o, x: (P("mul", g, P("add", o, 1.0)),), OUT)
+defvjp("reciprocal", lambda g, o, x: (P("neg", P("mul", g, P("mul", o, o))),), OUT)
+defvjp("abs", lambda g, o, x: (P("mul", g, P("sign", x)),), INPUTS)
+for _op in ("sign", "floor", "ceil", "round", "trunc"):
+    defvjp(_op, _zero_vjp)
 
 
 # ------------------------------------------------------------------------------- binary
@@ -193,16 +136,14 @@ def _div_saves(ins, out):
     return ((y,) if isinstance(y, Tensor) else ()) + ((out,) if isinstance(y, Tensor) and y.requires_grad else ())
 
 
-register("add", lambda xp, x, y: xp.add(x, y), lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: g))
-register("sub", lambda xp, x, y: xp.subtract(x, y), lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: P("neg", g)))
-register("mul", lambda xp, x, y: xp.multiply(x, y),
-         lambda g, o, x, y: _grads(g, x, y, lambda: P("mul", g, y), lambda: P("mul", g, x)), _mul_saves)
-register("div", _quiet(lambda xp, x, y: xp.true_divide(x, y)),
-         lambda g, o, x, y: _grads(g, x, y, lambda: P("div", g, y), lambda: P("neg", P("div", P("mul", g, o), y))),
-         _div_saves)
-register("pow", _pow_kernel, _pow_vjp, "xo")
-register("maximum", lambda xp, x, y: xp.maximum(x, y), _minmax_vjp("maximum"), "x")
-register("minimum", lambda xp, x, y: xp.minimum(x, y), _minmax_vjp("minimum"), "x")
+defvjp("add", lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: g))
+defvjp("sub", lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: P("neg", g)))
+defvjp("mul", lambda g, o, x, y: _grads(g, x, y, lambda: P("mul", g, y), lambda: P("mul", g, x)), _mul_saves)
+defvjp("div", lambda g, o, x, y: _grads(g, x, y, lambda: P("div", g, y), lambda: P("neg", P("div", P("mul", g, o), y))),
+       _div_saves)
+register("pow", _pow_kernel, _pow_vjp, INPUTS_AND_OUT)
+defvjp("maximum", _minmax_vjp("maximum"), INPUTS)
+defvjp("minimum", _minmax_vjp("minimum"), INPUTS)
 
 
 def _int_div_check(op, y):
@@ -212,27 +153,20 @@ def _int_div_check(op, y):
         raise RuntimeError(f"ZeroDivisionError: integer {op} by zero")
 
 
-def _remainder(xp, x, y):
-    if getattr(x, "dtype", np.dtype("f")).kind in "iu":
-        _int_div_check("remainder", y)
-    with np.errstate(all="ignore"):
-        return xp.remainder(x, y)
+def _int_div_checked(op):
+    """PyTorch raises on integer division by zero (the reference semantics give 0)."""
+    ref = OPS[op].ref
+
+    def kernel(xp, x, y):
+        if getattr(x, "dtype", np.dtype("f")).kind in "iu":
+            _int_div_check(op, y)
+        return ref(xp, x, y)
+    return kernel
 
 
-def _floor_divide(xp, x, y):
-    if getattr(x, "dtype", np.dtype("f")).kind in "iu":
-        _int_div_check("floor_divide", y)
-    with np.errstate(all="ignore"):
-        return xp.floor_divide(x, y)
-
-
-register("remainder", _remainder,
-         lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: P("mul", P("neg", g), P("floor_divide", x, y))), "x")
-register("floor_divide", _floor_divide, None)
-for _op, _np_name in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
-                      ("gt", "greater"), ("ge", "greater_equal"), ("logical_and", "logical_and"),
-                      ("logical_or", "logical_or")):
-    register(_op, (lambda name: lambda xp, x, y: getattr(xp, name)(x, y))(_np_name), None)
+register("remainder", _int_div_checked("remainder"),
+         lambda g, o, x, y: _grads(g, x, y, lambda: g, lambda: P("mul", P("neg", g), P("floor_divide", x, y))), INPUTS)
+register("floor_divide", _int_div_checked("floor_divide"))
 
 
 def _where_vjp(g, o, c, x, y):
@@ -261,8 +195,9 @@ def _where(xp, c, x, y):
     return ((x.view(it) & m) | (y.view(it) & ~m)).view(dt_)
 
 
-register("where", _where, _where_vjp, "0")
-register("stop_gradient", lambda xp, x: x, None)
+register("where", _where, _where_vjp, input_at(0))
+
+
 def _cast(xp, x, dtype):
     t = dtype.np
     if x.dtype == t:
@@ -281,10 +216,6 @@ register_reduced("cast", _cast)
 
 
 # ----------------------------------------------------------------------------- reductions
-def _axes(dims, ndim):
-    return None if dims is None else tuple(dims)
-
-
 def _trailing_reduce(xp, ufunc, x, dims, keepdim, acc=None):
     """Reduce the last few small axes (pooling windows, [N, C, oh, ow, kh, kw]) as an elementwise
     fold over their slices: numpy's reduce over tiny trailing axes of a strided view is ~40x slower.
@@ -310,19 +241,20 @@ def _trailing_reduce(xp, ufunc, x, dims, keepdim, acc=None):
 
 
 def _sum(xp, x, dims, keepdim):
-    acc = np.float32 if x.dtype == np.float16 else x.dtype
-    r = _trailing_reduce(xp, xp.add, x, dims, keepdim, acc) if x.dtype.kind == "f" else None
-    if r is None:
-        r = xp.sum(x, axis=_axes(dims, x.ndim), keepdims=keepdim, dtype=acc)
-    return xp.asarray(r).astype(x.dtype, copy=False)
+    if x.dtype.kind == "f":
+        acc = np.float32 if x.dtype == np.float16 else x.dtype
+        r = _trailing_reduce(xp, xp.add, x, dims, keepdim, acc)
+        if r is not None:
+            return xp.asarray(r).astype(x.dtype, copy=False)
+    return _SUM(xp, x, dims, keepdim)
 
 
 def _extreme(which):
+    ref = OPS[which].ref
+
     def k(xp, x, dims, keepdim):
         r = _trailing_reduce(xp, xp.maximum if which == "max" else xp.minimum, x, dims, keepdim)
-        if r is None:
-            r = (xp.max if which == "max" else xp.min)(x, axis=_axes(dims, x.ndim), keepdims=keepdim)
-        return xp.asarray(r)
+        return ref(xp, x, dims, keepdim) if r is None else xp.asarray(r)
     return k
 
 
@@ -357,22 +289,11 @@ def _prod_vjp(g, o, x, dims, keepdim):
     return (P("mul", gk, P("where", zero, at_zero, P("div", ok, safe_x))),)
 
 
-def _arg(fn):
-    def k(xp, x, dims, keepdim):
-        if dims is None:
-            r = fn(x.reshape(-1))
-            return xp.asarray(r).reshape((1,) * x.ndim if keepdim else ())
-        return xp.asarray(fn(x, axis=dims[0], keepdims=keepdim))
-    return k
-
-
+_SUM = OPS["sum"].ref
 register("sum", _sum, _sum_vjp)
-register("max", _extreme("max"), _extreme_vjp, "xo")
-register("min", _extreme("min"), _extreme_vjp, "xo")
-register("prod", lambda xp, x, dims, keepdim: xp.asarray(
-    xp.prod(x, axis=_axes(dims, x.ndim), keepdims=keepdim, dtype=x.dtype)), _prod_vjp, "xo")
-register("argmax", _arg(lambda x, **k: np.argmax(x, **k) if isinstance(x, np.ndarray) else x.argmax(**k)), None)
-register("argmin", _arg(lambda x, **k: np.argmin(x, **k) if isinstance(x, np.ndarray) else x.argmin(**k)), None)
+register("max", _extreme("max"), _extreme_vjp, INPUTS_AND_OUT)
+register("min", _extreme("min"), _extreme_vjp, INPUTS_AND_OUT)
+defvjp("prod", _prod_vjp, INPUTS_AND_OUT)
 register("cumsum", lambda xp, x, dim: xp.cumsum(x, axis=dim, dtype=x.dtype),
          lambda g, o, x, dim: (P("flip", P("cumsum", P("flip", g, dims=(dim,)), dim=dim), dims=(dim,)),))
 
@@ -552,12 +473,12 @@ def _zeros_like(x):
     return P("full", shape=tuple(x.shape), value=0, dtype=x.dtype, device=x.device)
 
 
-register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None), "1")
-register("index_add", _index_add, lambda g, o, x, idx, src, dim: (g, None, P("take", g, idx, dim=dim)), "1")
-register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None), "1")
-register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)), "1")
+register("take", _take, lambda g, o, x, idx, dim: (P("index_add", _zeros_like(x), idx, g, dim=dim), None), input_at(1))
+register("index_add", _index_add, lambda g, o, x, idx, src, dim: (g, None, P("take", g, idx, dim=dim)), input_at(1))
+register("gather", _gather, lambda g, o, x, idx, dim: (P("scatter_add", _zeros_like(x), idx, g, dim=dim), None), input_at(1))
+register("scatter_add", _scatter_add, lambda g, o, x, idx, src, dim: (g, None, _src_grad(g, idx, src, dim)), input_at(1))
 register("scatter", _scatter, lambda g, o, x, idx, src, dim: (
-    P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), "1")
+    P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), input_at(1))
 
 
 def _argsort(xp, x, dim, descending):
@@ -618,7 +539,7 @@ def _numel(shape):
 
 
 register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else xp.matmul(x, y),
-         lambda g, o, x, y: _grads(g, x, y, lambda: _matmul_grad_x(g, x, y), lambda: _matmul_grad_y(g, x, y)), "x")
+         lambda g, o, x, y: _grads(g, x, y, lambda: _matmul_grad_x(g, x, y), lambda: _matmul_grad_y(g, x, y)), INPUTS)
 # 16-bit inputs: blas_threads runs them with float32 accumulation itself (bf16: the generated GEMM)
 register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
@@ -637,4 +558,3 @@ register("arange", lambda xp, n, start, step, dtype: (
     not (float(start).is_integer() and float(step).is_integer())
     else xp.arange(int(start), int(start) + int(step) * n, int(step), dtype=dtype.np)[:n]), None)
 
-_ = dt

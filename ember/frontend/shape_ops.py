@@ -713,7 +713,7 @@ def getitem(x, key):
             continue
         if d >= n:
             raise IndexError(f"too many indices for tensor of dimension {n}")
-        if isinstance(k, Tensor) and k.ndim == 0 and k.dtype.category == 1 and dispatch.tracer is None:
+        if isinstance(k, Tensor) and k.ndim == 0 and k.dtype.is_integer and dispatch.tracer is None:
             k = int(k.item())
         if isinstance(k, (int, np.integer)):
             k = int(k)
@@ -743,7 +743,7 @@ def getitem(x, key):
                 new_shape.extend(shape[d:d + kt.ndim])
                 d += kt.ndim
                 continue
-            if kt.dtype.category != 1:
+            if not kt.dtype.is_integer:
                 raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
             adv.append((len(new_shape), (kt, shape[d])))
             new_shape.append(shape[d])

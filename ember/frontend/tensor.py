@@ -242,6 +242,24 @@ class Tensor:
                     hooks.remove(hook)
         return _Handle()
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """hook(tensor) runs after backward has accumulated into this leaf's .grad (PyTorch's API)."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        node = self._accumulator()
+        if node.post_hooks is None:
+            node.post_hooks = []
+        node.post_hooks.append(hook)
+        hooks = node.post_hooks
+
+        class _Handle:
+            def remove(self_):
+                if hook in hooks:
+                    hooks.remove(hook)
+        return _Handle()
+
     @property
     def data(self):
         return self.detach()
@@ -297,7 +315,7 @@ class Tensor:
         return float(self.item())
 
     def __index__(self):
-        if self.dtype.category != 1 and self.dtype is not dt.bool_ or self._data.size != 1:
+        if not (self.dtype.is_integer or self.dtype.is_bool) or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 

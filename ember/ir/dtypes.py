@@ -9,29 +9,40 @@ the same package). numpy sees that type as kind "V", so code asks `DType.is_floa
 """
 from __future__ import annotations
 
+from enum import IntEnum
+
 import ml_dtypes
 import numpy as np
 
-__all__ = ["DType", "bfloat16", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-           "bool_", "ALL", "by_name", "from_numpy", "promote_types", "result_type", "default_float"]
+__all__ = ["Category", "DType", "bfloat16", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+           "uint8", "bool_", "ALL", "by_name", "from_numpy", "promote_types", "result_type", "default_float"]
+
+
+class Category(IntEnum):
+    """PyTorch's promotion categories, ordered: a higher category wins (bool < integer < floating)."""
+    BOOL = 0
+    INTEGER = 1
+    FLOATING = 2
 
 
 class DType:
     """A scalar type. `short` is the IR text spelling (f32, i64, b8 ...)."""
 
-    __slots__ = ("name", "short", "np", "itemsize", "is_floating_point", "is_signed", "category",
-                 "is_reduced_float")
+    __slots__ = ("name", "short", "np", "itemsize", "is_floating_point", "is_integer", "is_bool", "is_signed",
+                 "category", "is_reduced_float")
 
-    def __init__(self, name: str, short: str, np_dtype, category: int):
+    def __init__(self, name: str, short: str, np_dtype, category: Category):
         self.name = name
         self.short = short
         self.np = np.dtype(np_dtype)
         self.itemsize = self.np.itemsize
-        self.is_floating_point = category == 2
-        self.is_signed = category == 2 or self.np.kind == "i"
-        self.category = category  # 0 bool, 1 integer, 2 floating: PyTorch's promotion categories
+        self.category = Category(category)
+        self.is_floating_point = self.category is Category.FLOATING
+        self.is_integer = self.category is Category.INTEGER      # bool is not an integer type here
+        self.is_bool = self.category is Category.BOOL
+        self.is_signed = self.is_floating_point or self.np.kind == "i"   # (numpy calls bfloat16 kind "V")
         # 16-bit floats: CPU kernels compute them in float32 and round the result (as PyTorch's do)
-        self.is_reduced_float = category == 2 and self.itemsize == 2
+        self.is_reduced_float = self.is_floating_point and self.itemsize == 2
 
     @property
     def is_complex(self) -> bool:
@@ -47,16 +58,16 @@ class DType:
         return self.np
 
 
-bool_ = DType("bool", "b8", np.bool_, 0)
-uint8 = DType("uint8", "u8", np.uint8, 1)
-int8 = DType("int8", "i8", np.int8, 1)
-int16 = DType("int16", "i16", np.int16, 1)
-int32 = DType("int32", "i32", np.int32, 1)
-int64 = DType("int64", "i64", np.int64, 1)
-float16 = DType("float16", "f16", np.float16, 2)
-bfloat16 = DType("bfloat16", "bf16", ml_dtypes.bfloat16, 2)
-float32 = DType("float32", "f32", np.float32, 2)
-float64 = DType("float64", "f64", np.float64, 2)
+bool_ = DType("bool", "b8", np.bool_, Category.BOOL)
+uint8 = DType("uint8", "u8", np.uint8, Category.INTEGER)
+int8 = DType("int8", "i8", np.int8, Category.INTEGER)
+int16 = DType("int16", "i16", np.int16, Category.INTEGER)
+int32 = DType("int32", "i32", np.int32, Category.INTEGER)
+int64 = DType("int64", "i64", np.int64, Category.INTEGER)
+float16 = DType("float16", "f16", np.float16, Category.FLOATING)
+bfloat16 = DType("bfloat16", "bf16", ml_dtypes.bfloat16, Category.FLOATING)
+float32 = DType("float32", "f32", np.float32, Category.FLOATING)
+float64 = DType("float64", "f64", np.float64, Category.FLOATING)
 
 ALL = (bool_, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64)
 _BY_NAME = {d.name: d for d in ALL}
@@ -102,7 +113,7 @@ def promote_types(a: DType, b: DType) -> DType:
             r = a
         elif a.category != b.category:   # int with float: the float type (numpy would widen it)
             r = a if a.category > b.category else b
-        elif a.category == 2:
+        elif a.is_floating_point:
             ra, rb = _FLOAT_RANK[a], _FLOAT_RANK[b]
             r = a if ra > rb else b if rb > ra else float32
         else:

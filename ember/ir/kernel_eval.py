@@ -1,8 +1,8 @@
 """Reference evaluator for kernel IR on numpy arrays: the oracle the code generators are tested against.
 
 In: a `Kernel` (ember/ir/kernel.py) and numpy arrays for its arguments.  Out: the outputs written,
-with numpy semantics for every op (float32 stays float32, NaN propagates, integer division by zero
-gives 0).  Evaluation is vectorised: every expression node becomes an array broadcastable to the
+with each op's reference semantics from ember/ir/ops.py (float32 stays float32, NaN propagates,
+integer division by zero gives 0).  Evaluation is vectorised: every expression node becomes an array broadcastable to the
 whole domain `outer + inner`, so memory use is O(domain size) per live node -- fine for tests, not a
 runtime.  Gather indices are bounds-checked and raise the same IndexError as the compiled kernels.
 
@@ -11,57 +11,21 @@ runtime.  Gather indices are bounds-checked and raise the same IndexError as the
 """
 from __future__ import annotations
 
-import math
+from functools import partial
 from typing import Sequence
 
 import numpy as np
 
-from ember.ir import dtypes as dt
-from ember.ir.kernel import (Binary, Cast, Const, IBin, IConst, IGather, IndexValue, Kernel, Load,
-                             Reduce, Unary, Var, Where, _index_postorder)
+from ember.ir.kernel import (BINARY_OPS, UNARY_OPS, Binary, Cast, Const, IBin, IConst, IGather, IndexValue,
+                             Kernel, Load, Reduce, Unary, Var, Where, _index_postorder)
+from ember.ir.ops import OPS
 
 __all__ = ["evaluate", "run_kernel", "UNARY_NP", "BINARY_NP"]
 
 
-def _erf(x):
-    try:
-        from scipy.special import erf  # optional: exact and fast
-        return erf(x).astype(x.dtype, copy=False)
-    except ImportError:  # pragma: no cover
-        return np.vectorize(math.erf, otypes=[x.dtype])(x)
-
-
-def _sign(x):
-    return np.sign(x)
-
-
-UNARY_NP = {
-    "neg": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
-    "rsqrt": lambda x: np.reciprocal(np.sqrt(x)), "sin": np.sin, "cos": np.cos, "tanh": np.tanh,
-    "sigmoid": lambda x: np.reciprocal(1 + np.exp(-x)), "erf": _erf, "abs": np.abs, "sign": _sign,
-    "floor": np.floor, "ceil": np.ceil, "round": np.round, "trunc": np.trunc,
-    "reciprocal": np.reciprocal, "log1p": np.log1p, "expm1": np.expm1,
-    "logical_not": np.logical_not, "isnan": np.isnan, "isinf": np.isinf,
-}
-
-BINARY_NP = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide, "pow": np.power,
-    "maximum": np.maximum, "minimum": np.minimum, "remainder": np.remainder,
-    "floor_divide": np.floor_divide, "eq": np.equal, "ne": np.not_equal, "lt": np.less,
-    "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
-    "logical_and": np.logical_and, "logical_or": np.logical_or,
-}
-
-
-def _int_pow(a, b):
-    # numpy raises for negative integer exponents; the compiled kernels give a**b for b >= 0 and
-    # 1 // a**|b| (0 unless |a| == 1) otherwise, like C integer arithmetic would.
-    neg = b < 0
-    res = np.power(a, np.where(neg, 0, b))
-    if np.any(neg):
-        inv = np.where(a == 1, 1, np.where(a == -1, np.where(np.abs(b) % 2 == 1, -1, 1), 0))
-        res = np.where(neg, inv.astype(res.dtype), res)
-    return res
+# the numpy spelling of every elementwise kernel op: its reference semantics from the op table
+UNARY_NP = {op: partial(OPS[op].ref, np) for op in UNARY_OPS}
+BINARY_NP = {op: partial(OPS[op].ref, np) for op in BINARY_OPS}
 
 
 class _Domain:
@@ -169,16 +133,9 @@ def _eval_node(node, vals, dom, arrays, inner_axes):
         return _eval_index(node.index, dom, arrays).astype(node.dtype.np)
     if isinstance(node, Unary):
         x = vals[id(node.x)]
-        res = UNARY_NP[node.op](x)
-        if node.op == "abs" and x.dtype == np.bool_:
-            res = x
-        return np.asarray(res).astype(node.dtype.np, copy=False)
+        return np.asarray(UNARY_NP[node.op](x)).astype(node.dtype.np, copy=False)
     if isinstance(node, Binary):
-        a, b = vals[id(node.a)], vals[id(node.b)]
-        if node.op == "pow" and not node.dtype.is_floating_point:
-            return _int_pow(a, b).astype(node.dtype.np, copy=False)
-        # integer x // 0 and x % 0 give 0 in numpy (errstate silences the warning); the kernels match
-        res = BINARY_NP[node.op](a, b)
+        res = BINARY_NP[node.op](vals[id(node.a)], vals[id(node.b)])
         return np.asarray(res).astype(node.dtype.np, copy=False)
     if isinstance(node, Where):
         return np.where(vals[id(node.cond)], vals[id(node.a)], vals[id(node.b)])

@@ -1,16 +1,29 @@
 """The op vocabulary: every primitive's schema (arity, attributes, shape rule, dtype rule).
 
-One table, three users: eager mode checks inputs with it, the tracer computes result types with it,
-and the IR verifier re-runs it on every node. Nothing here knows about Tensor: rules take and return
-`TType`s (shape tuple + DType). Kernels and VJPs are attached by name in ember/frontend/prims.py.
+One table that every layer derives its facts about an op from. Each `OpDef` row holds:
+  - the schema: kind, arity, attributes, shape/dtype rule (`infer`), differentiability. Eager mode
+    checks inputs with it, the tracer computes result types with it, the IR verifier re-runs it;
+  - `ref`: the reference semantics, written once against an array module (`ref(xp, *arrays, **attrs)`
+    with xp numpy or cupy). It is the eager kernel unless ember/frontend/prims.py registers one with
+    its own speed tricks, the numpy kernel-IR evaluator (ember/ir/kernel_eval.py) and constant
+    folding (ember/passes/constant_fold.py);
+  - `cost`: what recomputing the op inside another kernel costs fusion (ember/passes/fusion/decide.py);
+  - `kernel_op`: whether kernel IR (ember/ir/kernel.py) has the op. KERNEL_UNARY / KERNEL_BINARY /
+    KERNEL_REDUCE below are derived from it, and every code generator's op table must cover them
+    (tests/codegen/test_op_tables.py).
+Nothing here knows about Tensor: rules take and return `TType`s (shape tuple + DType). VJPs are
+attached by name in ember/frontend/prims.py.
 
 The primitive set is small in the spirit of JAX's lax: elementwise unary/binary/where, cast,
 reductions, movement, indexing, matmul, random, constants. Everything else is a composite.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
+
+import numpy as np
 
 from . import dtypes as dt
 from .dtypes import DType
@@ -39,13 +52,26 @@ class OpDef:
     differentiable: bool = True
     doc: str = ""
     flags: frozenset = field(default_factory=frozenset)   # e.g. {"random"}, {"eager_only"}
+    ref: Callable | None = None    # (xp, *arrays_or_scalars, **attrs) -> array: the op's semantics
+    cost: int = 1                  # recompute cost inside a fused kernel (FREE, CHEAP, EXPENSIVE)
+    kernel_op: bool = False        # kernel IR has the op
 
 
 OPS: dict[str, OpDef] = {}
 
+# recompute costs: a pointwise value needed by several kernels is recomputed in each while the cost of
+# its producer cone stays within fusion's budget
+FREE = 0          # movement: an index map, no arithmetic
+CHEAP = 1         # one instruction or a few
+EXPENSIVE = 4     # transcendentals, division: tens of instructions
 
-def _def(name, kind, infer, arity=1, attrs=(), differentiable=True, doc="", flags=()):
-    OPS[name] = OpDef(name, kind, arity, tuple(attrs), infer, differentiable, doc, frozenset(flags))
+
+def _def(name, kind, infer, arity=1, attrs=(), differentiable=True, doc="", flags=(), ref=None,
+         cost=None, kernel_op=False):
+    if cost is None:   # movement ops are index maps in a fused kernel: nothing to recompute
+        cost = FREE if kind == "movement" else CHEAP
+    OPS[name] = OpDef(name, kind, arity, tuple(attrs), infer, differentiable, doc, frozenset(flags),
+                      ref, cost, kernel_op)
 
 
 def fmt(t: TType) -> str:
@@ -100,12 +126,65 @@ def _float_required(op, t):
 
 
 # ------------------------------------------------------------------------------ elementwise
-FLOAT_UNARY = ("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "log1p",
-               "expm1", "reciprocal")
-SAME_UNARY = ("neg", "abs", "sign", "floor", "ceil", "round", "trunc")
-BOOL_UNARY = ("logical_not", "isnan", "isinf")
-ARITH_BINARY = ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "remainder", "floor_divide")
-CMP_BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or")
+def quiet(ref: Callable) -> Callable:
+    """numpy warns on log(0), 0/0 ...; PyTorch returns inf/nan silently, so do the references that
+    can meet such inputs. (Not applied to add/mul...: entering errstate costs ~1 us an eager call.)"""
+    def q(xp, *a, **kw):
+        with np.errstate(all="ignore"):
+            return ref(xp, *a, **kw)
+    return q
+
+
+def _erf(xp, x):
+    if xp is not np:   # CuPy: the CUDA math library's erf/erff (accurate in both precisions)
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(x).astype(x.dtype, copy=False)
+    if x.dtype == np.float64:
+        return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=np.float64)
+    # float32/16: Taylor series near 0 (keeps relative accuracy), Numerical Recipes' erfc
+    # Chebyshev fit elsewhere (fractional error < 1.2e-7)
+    xd = x.astype(np.float64)
+    a = np.abs(xd)
+    t = 1.0 / (1.0 + 0.5 * a)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    erfc = t * np.exp(-a * a + poly)
+    far = np.sign(xd) * (1.0 - erfc)
+    x2 = xd * xd
+    near = xd * (1.1283791670955126 * (1 - x2 / 3 * (1 - x2 * 3 / 10 * (1 - x2 * 5 / 21 * (1 - x2 * 7 / 36 * (1 - x2 * 9 / 55))))))
+    return np.where(a < 0.5, near, far).astype(x.dtype)
+
+
+def _sigmoid(xp, x):
+    """exp of a non-positive number only: no overflow for large |x|."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _sign(xp, x):
+    if x.dtype == np.bool_:
+        return x.copy()
+    if x.dtype.kind == "f":   # PyTorch: sign(nan) is 0, sign(-0.0) is +0.0
+        return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+    return xp.sign(x)
+
+
+def _float_only(fn):
+    """floor/ceil/round/trunc return integer inputs unchanged (as PyTorch)."""
+    return lambda xp, x: x.copy() if x.dtype.kind in "iub" else fn(xp, x)
+
+
+def _pow(xp, a, b):
+    """Float power; integer power with b < 0 gives 1 // a**|b| (0 unless |a| == 1), as the compiled
+    kernels' C-style integer arithmetic does (eager mode raises instead: ember/frontend/prims.py)."""
+    if getattr(a, "dtype", np.dtype("f")).kind not in "iu" or getattr(b, "dtype", np.dtype("f")).kind not in "iu":
+        return xp.power(a, b)
+    neg = b < 0
+    res = xp.power(a, xp.where(neg, 0, b))
+    if xp.any(neg):
+        inv = xp.where(a == 1, 1, xp.where(a == -1, xp.where(xp.abs(b) % 2 == 1, -1, 1), 0))
+        res = xp.where(neg, inv.astype(res.dtype), res)
+    return res
 
 
 def _unary_float(name):
@@ -135,17 +214,70 @@ def _binary(name, out_bool):
     return infer
 
 
-for _n in FLOAT_UNARY:
-    _def(_n, "unary", _unary_float(_n))
-for _n in SAME_UNARY:
-    _def(_n, "unary", _unary_same)   # sign/floor/ceil/round/trunc: gradient 0, as in PyTorch
-for _n in BOOL_UNARY:
-    _def(_n, "unary", _unary_bool, differentiable=False)
-for _n in ARITH_BINARY:
-    _def(_n, "binary", _binary(_n, False), arity=2,
-         differentiable=_n not in ("floor_divide",))
-for _n in CMP_BINARY:
-    _def(_n, "binary", _binary(_n, True), arity=2, differentiable=False)
+# dtype rules of the elementwise kernel ops: FLOAT needs a float input, SAME keeps the input's dtype,
+# BOOL returns bool; ARITH keeps the operands' dtype, CMP returns bool
+FLOAT, SAME, BOOL, ARITH, CMP = "float", "same", "bool", "arith", "cmp"
+_BY_RULE: dict[str, list[str]] = {FLOAT: [], SAME: [], BOOL: [], ARITH: [], CMP: []}
+
+
+def unary(name, dtypes, ref, cost=CHEAP, differentiable=True):
+    infer = {FLOAT: _unary_float(name), SAME: _unary_same, BOOL: _unary_bool}[dtypes]
+    _BY_RULE[dtypes].append(name)
+    _def(name, "unary", infer, ref=ref, cost=cost, kernel_op=True,
+         differentiable=differentiable and dtypes != BOOL)
+
+
+def binary(name, dtypes, ref, cost=CHEAP, differentiable=True):
+    _BY_RULE[dtypes].append(name)
+    _def(name, "binary", _binary(name, dtypes == CMP), arity=2, ref=ref, cost=cost, kernel_op=True,
+         differentiable=differentiable and dtypes != CMP)
+
+
+unary("exp", FLOAT, quiet(lambda xp, x: xp.exp(x)), EXPENSIVE)
+unary("log", FLOAT, quiet(lambda xp, x: xp.log(x)), EXPENSIVE)
+unary("sqrt", FLOAT, quiet(lambda xp, x: xp.sqrt(x)), EXPENSIVE)
+unary("rsqrt", FLOAT, quiet(lambda xp, x: (1 / xp.sqrt(x)).astype(x.dtype, copy=False)), EXPENSIVE)
+unary("sin", FLOAT, quiet(lambda xp, x: xp.sin(x)), EXPENSIVE)
+unary("cos", FLOAT, quiet(lambda xp, x: xp.cos(x)), EXPENSIVE)
+unary("tanh", FLOAT, lambda xp, x: xp.tanh(x), EXPENSIVE)
+unary("sigmoid", FLOAT, quiet(_sigmoid), EXPENSIVE)
+unary("erf", FLOAT, quiet(_erf), EXPENSIVE)
+unary("log1p", FLOAT, quiet(lambda xp, x: xp.log1p(x)), EXPENSIVE)
+unary("expm1", FLOAT, quiet(lambda xp, x: xp.expm1(x)), EXPENSIVE)
+unary("reciprocal", FLOAT, quiet(lambda xp, x: xp.reciprocal(x)))
+# sign/floor/ceil/round/trunc: gradient 0, as in PyTorch
+unary("neg", SAME, lambda xp, x: xp.negative(x))
+unary("abs", SAME, lambda xp, x: xp.abs(x))
+unary("sign", SAME, _sign)
+unary("floor", SAME, _float_only(lambda xp, x: xp.floor(x)))
+unary("ceil", SAME, _float_only(lambda xp, x: xp.ceil(x)))
+unary("round", SAME, _float_only(lambda xp, x: xp.round(x)))
+unary("trunc", SAME, _float_only(lambda xp, x: xp.trunc(x)))
+unary("logical_not", BOOL, lambda xp, x: xp.logical_not(x))
+unary("isnan", BOOL, lambda xp, x: xp.isnan(x))
+unary("isinf", BOOL, lambda xp, x: xp.isinf(x))
+
+binary("add", ARITH, lambda xp, a, b: xp.add(a, b))
+binary("sub", ARITH, lambda xp, a, b: xp.subtract(a, b))
+binary("mul", ARITH, lambda xp, a, b: xp.multiply(a, b))
+binary("div", ARITH, quiet(lambda xp, a, b: xp.true_divide(a, b)), EXPENSIVE)
+binary("pow", ARITH, quiet(_pow), EXPENSIVE)
+binary("maximum", ARITH, lambda xp, a, b: xp.maximum(a, b))
+binary("minimum", ARITH, lambda xp, a, b: xp.minimum(a, b))
+# integer x % 0 and x // 0 give 0 (eager mode raises instead, as PyTorch)
+binary("remainder", ARITH, quiet(lambda xp, a, b: xp.remainder(a, b)))
+binary("floor_divide", ARITH, quiet(lambda xp, a, b: xp.floor_divide(a, b)), differentiable=False)
+binary("eq", CMP, lambda xp, a, b: xp.equal(a, b))
+binary("ne", CMP, lambda xp, a, b: xp.not_equal(a, b))
+binary("lt", CMP, lambda xp, a, b: xp.less(a, b))
+binary("le", CMP, lambda xp, a, b: xp.less_equal(a, b))
+binary("gt", CMP, lambda xp, a, b: xp.greater(a, b))
+binary("ge", CMP, lambda xp, a, b: xp.greater_equal(a, b))
+binary("logical_and", CMP, lambda xp, a, b: xp.logical_and(a, b))
+binary("logical_or", CMP, lambda xp, a, b: xp.logical_or(a, b))
+
+FLOAT_UNARY, SAME_UNARY, BOOL_UNARY, ARITH_BINARY, CMP_BINARY = (
+    tuple(_BY_RULE[r]) for r in (FLOAT, SAME, BOOL, ARITH, CMP))
 
 
 def _where(ins, a):
@@ -157,14 +289,15 @@ def _where(ins, a):
     return TType(broadcast_shapes(c.shape, x.shape, y.shape, op="where"), x.dtype)
 
 
-_def("where", "ternary", _where, arity=3)
-_def("stop_gradient", "unary", lambda ins, a: ins[0], differentiable=False,
+_def("where", "ternary", _where, arity=3, ref=lambda xp, c, x, y: xp.where(c, x, y), kernel_op=True)
+_def("stop_gradient", "unary", lambda ins, a: ins[0], differentiable=False, ref=lambda xp, x: x,
      doc="identity whose gradient is zero: a traced detach() (JAX's stop_gradient)")
-_def("cast", "cast", lambda ins, a: TType(ins[0].shape, a["dtype"]), attrs=("dtype",))
+_def("cast", "cast", lambda ins, a: TType(ins[0].shape, a["dtype"]), attrs=("dtype",),
+     ref=lambda xp, x, dtype: x.astype(dtype.np), kernel_op=True)
 
 
 # ------------------------------------------------------------------------------- reductions
-def _reduce(name, out_dtype=None, int_ok=True):
+def _reduce(name, out_dtype=None):
     def infer(ins, a):
         x = ins[0]
         dims = norm_dims(a["dims"], len(x.shape), name)
@@ -178,12 +311,36 @@ def _reduce(name, out_dtype=None, int_ok=True):
     return infer
 
 
-_def("sum", "reduce", _reduce("sum"), attrs=("dims", "keepdim"))
-_def("max", "reduce", _reduce("max"), attrs=("dims", "keepdim"))
-_def("min", "reduce", _reduce("min"), attrs=("dims", "keepdim"))
-_def("prod", "reduce", _reduce("prod"), attrs=("dims", "keepdim"))
-_def("argmax", "reduce", _reduce("argmax", dt.int64), attrs=("dims", "keepdim"), differentiable=False)
-_def("argmin", "reduce", _reduce("argmin", dt.int64), attrs=("dims", "keepdim"), differentiable=False)
+def _axis(dims):
+    return None if dims is None else tuple(dims)
+
+
+def _sum(xp, x, dims, keepdim):
+    acc = np.float32 if x.dtype == np.float16 else x.dtype    # float16 sums accumulate in float32
+    return xp.asarray(xp.sum(x, axis=_axis(dims), keepdims=keepdim, dtype=acc)).astype(x.dtype, copy=False)
+
+
+def _arg(name):
+    def ref(xp, x, dims, keepdim):
+        if dims is None:   # over the flattened input
+            r = xp.asarray(getattr(x.reshape(-1), name)())
+            return r.reshape((1,) * x.ndim if keepdim else ())
+        return xp.asarray(getattr(x, name)(axis=dims[0], keepdims=keepdim))
+    return ref
+
+
+def _reduction(name, ref, out_dtype=None, differentiable=True):
+    _def(name, "reduce", _reduce(name, out_dtype), attrs=("dims", "keepdim"), ref=ref, kernel_op=True,
+         differentiable=differentiable)
+
+
+_reduction("sum", _sum)
+_reduction("max", lambda xp, x, dims, keepdim: xp.asarray(xp.max(x, axis=_axis(dims), keepdims=keepdim)))
+_reduction("min", lambda xp, x, dims, keepdim: xp.asarray(xp.min(x, axis=_axis(dims), keepdims=keepdim)))
+_reduction("prod", lambda xp, x, dims, keepdim: xp.asarray(
+    xp.prod(x, axis=_axis(dims), keepdims=keepdim, dtype=x.dtype)))
+_reduction("argmax", _arg("argmax"), dt.int64, differentiable=False)
+_reduction("argmin", _arg("argmin"), dt.int64, differentiable=False)
 
 
 def _cumsum(ins, a):
@@ -431,6 +588,16 @@ _def("full", "const", lambda ins, a: TType(tuple(a["shape"]), a["dtype"]), arity
      attrs=("shape", "value", "dtype"), differentiable=False)
 _def("arange", "const", lambda ins, a: TType((a["n"],), a["dtype"]), arity=0,
      attrs=("n", "start", "step", "dtype"), differentiable=False)
+
+
+def _kernel_ops(kind: str) -> tuple:
+    return tuple(n for n, d in OPS.items() if d.kind == kind and d.kernel_op)
+
+
+# the op sets of kernel IR (ember/ir/kernel.py Unary / Binary / Reduce nodes), in table order
+KERNEL_UNARY = _kernel_ops("unary")
+KERNEL_BINARY = _kernel_ops("binary")
+KERNEL_REDUCE = _kernel_ops("reduce")
 
 
 def infer(op: str, in_types, attrs) -> TType:

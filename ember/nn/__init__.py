@@ -8,6 +8,8 @@ from .modules import *  # noqa: F401,F403
 from .modules import module as _module_mod
 from . import functional, init, utils  # noqa: F401
 from . import modules  # noqa: F401
+from . import parallel  # noqa: F401
+from .parallel import DataParallel  # noqa: F401
 
 Module = _module_mod.Module
 

@@ -7,23 +7,24 @@
     from ember.runtime.executor import Executor
     outs = Executor(program, runner="numpy").run(arrays)   # or runner="llvm"
 
-Pieces (one module each): manager (Pass, Pipeline, PASSES registry), decompose, canonicalize,
-movement, constant_fold, cse, dce (graph passes, in place), fusion (Graph -> Program of kernel IR),
-fusion_index (movement ops as index maps), program (the Program data structure), memory
-(liveness-based buffer reuse).
+Pieces (one module each): registry (Pass, PASSES, register_pass), manager (Pipeline: run, verify,
+time, dump), rewrite (rule tables, the fixed-point driver, replace_node), decompose, canonicalize,
+movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
+kernel IR), memory (liveness-based buffer reuse).  Importing this package imports every pass
+module, which is what fills PASSES.  The Program data structure is ember.ir.program,
+the index algebra fusion uses ember.ir.index.
 """
 from __future__ import annotations
 
-import os
 import time
 
-from .manager import (DEFAULT_PASSES, PASSES, Pass, PassError, PassTiming, Pipeline, get_pass, register_pass,
-                      run_passes)
-from . import canonicalize as _canonicalize, constant_fold as _constant_fold, cse as _cse  # noqa: F401
-from . import dce as _dce, decompose as _decompose, movement as _movement  # noqa: F401
+from .registry import PASSES, Pass, get_pass, register_pass
+from .manager import DEFAULT_PASSES, PassError, PassTiming, Pipeline, dump_dir_from_env, run_passes
+# the built-in passes: importing a pass module registers its pass (the one place they are loaded)
+from . import canonicalize, constant_fold, cse, dce, decompose, movement  # noqa: F401
 from .fusion import FusionOptions, classify, fuse
 from .memory import MemoryPlan, plan_memory
-from .program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
+from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
 __all__ = ["compile_graph", "optimize", "Pipeline", "Pass", "PASSES", "DEFAULT_PASSES", "register_pass",
            "get_pass", "run_passes", "PassError", "PassTiming", "fuse", "classify", "FusionOptions",
@@ -49,7 +50,7 @@ def compile_graph(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=N
     those may be returned as views of input arrays.
     Timings per stage are in program.timings ({"passes": [PassTiming], "fusion_s", "memory_s"});
     with dump_dir (or EMBER_DUMP) the graph after each pass, the program and its plan are written."""
-    dump_dir = dump_dir if dump_dir is not None else (os.environ.get("EMBER_DUMP") or None)
+    dump_dir = dump_dir if dump_dir is not None else dump_dir_from_env()
     prefix = f"{graph.name}." if dump_dir else ""
     g = graph.copy()[0]
     pipe = Pipeline(passes)

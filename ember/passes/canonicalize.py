@@ -25,11 +25,12 @@ import math
 
 from ember.ir.graph import Graph, Node
 
-from .manager import register_pass, replace_node
+from .registry import register_pass
+from .rewrite import Rules, replace_node, rewrite_to_fixpoint
 
-__all__ = ["canonicalize", "const_value"]
+__all__ = ["canonicalize", "const_value", "RULES"]
 
-_MAX_ROUNDS = 20
+RULES = Rules()     # op -> rules, tried in registration order (ember/passes/rewrite.py)
 
 
 def const_value(n: Node):
@@ -49,109 +50,126 @@ def _is(n: Node, value) -> bool:
         return False
 
 
-def _rewrite(g: Graph, n: Node) -> bool:
-    op = n.op
-    ins = n.inputs
-    if op in ("add", "sub", "mul", "div", "pow"):
-        a, b = ins
-        if op == "add" and _is(b, 0):
-            return replace_node(g, n, a)
-        if op == "add" and _is(a, 0):
-            return replace_node(g, n, b)
-        if op == "sub" and _is(b, 0):
-            return replace_node(g, n, a)
-        if op in ("mul",) and _is(b, 1):
-            return replace_node(g, n, a)
-        if op in ("mul",) and _is(a, 1):
-            return replace_node(g, n, b)
-        if op in ("div", "pow") and _is(b, 1):
-            return replace_node(g, n, a)
-        if op == "sub" and a is b and not n.dtype.is_floating_point and n.dtype.category == 1:
-            z = g.add("full", [], {"shape": n.shape, "value": 0, "dtype": n.dtype}, device=n.device,
-                      meta=dict(n.meta))
-            return replace_node(g, n, z)
-        return False
-    if op in ("neg", "logical_not"):
-        x = ins[0]
-        if x.op == op:
-            return replace_node(g, n, x.inputs[0])
-        return False
-    if op == "where":
-        c, a, b = ins
-        if a is b:
-            return replace_node(g, n, a)
-        v = const_value(c)
-        if v is not None:
-            return replace_node(g, n, a if v else b)
-        return False
-    if op == "reshape":
-        x = ins[0]
-        if tuple(n.attrs["shape"]) == x.shape:
-            return replace_node(g, n, x)
-        if x.op == "reshape":
-            g.set_input(n, 0, x.inputs[0])
-            return True
-        return False
-    if op == "expand":
-        x = ins[0]
-        if tuple(n.attrs["shape"]) == x.shape:
-            return replace_node(g, n, x)
-        if x.op == "expand":
-            g.set_input(n, 0, x.inputs[0])
-            return True
-        return False
-    if op == "permute":
-        x = ins[0]
-        dims = tuple(n.attrs["dims"])
-        if dims == tuple(range(len(dims))):
-            return replace_node(g, n, x)
-        if x.op == "permute":
-            inner = tuple(x.attrs["dims"])
-            n.attrs["dims"] = tuple(inner[d] for d in dims)
-            g.set_input(n, 0, x.inputs[0])
-            return True
-        return False
-    if op == "slice":
-        x = ins[0]
-        a = n.attrs
-        if all(s0 == 0 and s1 == m and st == 1 for s0, s1, st, m in zip(a["starts"], a["stops"], a["steps"], x.shape)):
-            return replace_node(g, n, x)
-        return False
-    if op == "pad":
-        if all(lo == 0 and hi == 0 for lo, hi in n.attrs["pads"]):
-            return replace_node(g, n, ins[0])
-        return False
-    if op in ("sum", "max", "min", "prod"):
-        x = ins[0]
-        dims = n.attrs["dims"]
-        if dims is not None and len(tuple(dims)) == 0:
-            return replace_node(g, n, x)
-        nd = len(x.shape)
-        dl = range(nd) if dims is None else [d % max(nd, 1) for d in dims]
-        if nd and all(x.shape[d] == 1 for d in dl):
-            if x.shape == n.shape:
-                return replace_node(g, n, x)
-            r = g.add("reshape", [x], {"shape": n.shape}, device=n.device, meta=dict(n.meta))
-            return replace_node(g, n, r)
-        return False
-    return False
+# ------------------------------------------------------------------------- arithmetic
+_RIGHT_IDENTITY = {"add": 0, "sub": 0, "mul": 1, "div": 1, "pow": 1}
+_LEFT_IDENTITY = {"add": 0, "mul": 1}
+
+
+@RULES(*_RIGHT_IDENTITY)
+def _right_identity(g: Graph, n: Node):
+    """x + 0, x - 0, x * 1, x / 1, x ** 1 -> x"""
+    a, b = n.inputs
+    return replace_node(g, n, a) if _is(b, _RIGHT_IDENTITY[n.op]) else None
+
+
+@RULES(*_LEFT_IDENTITY)
+def _left_identity(g: Graph, n: Node):
+    """0 + x, 1 * x -> x"""
+    a, b = n.inputs
+    return replace_node(g, n, b) if _is(a, _LEFT_IDENTITY[n.op]) else None
+
+
+@RULES("sub")
+def _sub_self(g: Graph, n: Node):
+    """x - x -> 0 for integers (for floats inf - inf and nan - nan are nan)"""
+    a, b = n.inputs
+    if a is not b or not n.dtype.is_integer:
+        return None
+    z = g.add("full", [], {"shape": n.shape, "value": 0, "dtype": n.dtype}, device=n.device, meta=dict(n.meta))
+    return replace_node(g, n, z)
+
+
+@RULES("neg", "logical_not")
+def _double_negation(g: Graph, n: Node):
+    x = n.inputs[0]
+    return replace_node(g, n, x.inputs[0]) if x.op == n.op else None
+
+
+@RULES("where")
+def _where_same_branches(g: Graph, n: Node):
+    _, a, b = n.inputs
+    return replace_node(g, n, a) if a is b else None
+
+
+@RULES("where")
+def _where_constant_condition(g: Graph, n: Node):
+    c, a, b = n.inputs
+    v = const_value(c)
+    return replace_node(g, n, a if v else b) if v is not None else None
+
+
+# ---------------------------------------------------------------------- movement ops
+@RULES("reshape", "expand")
+def _to_same_shape(g: Graph, n: Node):
+    x = n.inputs[0]
+    return replace_node(g, n, x) if tuple(n.attrs["shape"]) == x.shape else None
+
+
+@RULES("reshape", "expand")
+def _chain(g: Graph, n: Node):
+    """reshape(reshape(x)) -> reshape(x), expand(expand(x)) -> expand(x)"""
+    x = n.inputs[0]
+    if x.op != n.op:
+        return None
+    g.set_input(n, 0, x.inputs[0])
+    return True
+
+
+@RULES("permute")
+def _identity_permute(g: Graph, n: Node):
+    dims = tuple(n.attrs["dims"])
+    return replace_node(g, n, n.inputs[0]) if dims == tuple(range(len(dims))) else None
+
+
+@RULES("permute")
+def _permute_of_permute(g: Graph, n: Node):
+    x = n.inputs[0]
+    if x.op != "permute":
+        return None
+    inner = tuple(x.attrs["dims"])
+    n.attrs["dims"] = tuple(inner[d] for d in n.attrs["dims"])
+    g.set_input(n, 0, x.inputs[0])
+    return True
+
+
+@RULES("slice")
+def _full_slice(g: Graph, n: Node):
+    x, a = n.inputs[0], n.attrs
+    full = all(s0 == 0 and s1 == m and st == 1 for s0, s1, st, m in zip(a["starts"], a["stops"], a["steps"], x.shape))
+    return replace_node(g, n, x) if full else None
+
+
+@RULES("pad")
+def _zero_pad(g: Graph, n: Node):
+    return replace_node(g, n, n.inputs[0]) if all(lo == 0 and hi == 0 for lo, hi in n.attrs["pads"]) else None
+
+
+# ------------------------------------------------------------------------ reductions
+_REDUCTIONS = ("sum", "max", "min", "prod")
+
+
+@RULES(*_REDUCTIONS)
+def _reduce_over_no_dims(g: Graph, n: Node):
+    dims = n.attrs["dims"]
+    return replace_node(g, n, n.inputs[0]) if dims is not None and len(tuple(dims)) == 0 else None
+
+
+@RULES(*_REDUCTIONS)
+def _reduce_over_unit_dims(g: Graph, n: Node):
+    """a reduction over size-1 dims only -> reshape(x) (or x itself)"""
+    x = n.inputs[0]
+    dims = n.attrs["dims"]
+    nd = len(x.shape)
+    dl = range(nd) if dims is None else [d % max(nd, 1) for d in dims]
+    if not (nd and all(x.shape[d] == 1 for d in dl)):
+        return None
+    if x.shape == n.shape:
+        return replace_node(g, n, x)
+    r = g.add("reshape", [x], {"shape": n.shape}, device=n.device, meta=dict(n.meta))
+    return replace_node(g, n, r)
 
 
 @register_pass("canonicalize")
 def canonicalize(g: Graph) -> bool:
     """Algebraic identities and identity / chained movement ops (see the module docstring)."""
-    changed_any = False
-    for _ in range(_MAX_ROUNDS):
-        changed = False
-        for n in g.nodes():
-            if n.is_placeholder or n not in g:
-                continue
-            if _rewrite(g, n):
-                changed = True
-        if changed:
-            from .dce import dce
-            dce(g)
-            changed_any = True
-        else:
-            break
-    return changed_any
+    return rewrite_to_fixpoint(g, RULES)

@@ -2,8 +2,8 @@
 
 In: a Graph.  Out: the same Graph (in place) where an elementwise op, cast or reduction whose
 inputs are all uniform `full` constants (or a 1-element `arange`) is replaced by a `full` holding
-the result, evaluated with numpy under the semantics of ember/ir/kernel_eval.py (the same numpy
-functions the eager kernels use).  A result that is not uniform (an op on an `arange` of several
+the result, evaluated with numpy by the op's reference semantics (`ref` in ember/ir/ops.py: the
+definition eager mode and the kernel-IR evaluator use too).  A result that is not uniform (an op on an `arange` of several
 elements) is left as it is: it costs nothing inside a fused kernel, where an arange is an index.
 Movement ops of constants are folded by the `movement` pass.
 """
@@ -15,10 +15,11 @@ import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.graph import Graph, Node
-from ember.ir.kernel_eval import BINARY_NP, UNARY_NP
 from ember.ir.ops import OPS
 
-from .manager import register_pass, replace_node
+from .dce import dce
+from .registry import register_pass
+from .rewrite import replace_node
 
 _MAX_REDUCE_NUMEL = 1 << 16
 
@@ -42,45 +43,33 @@ def _python(v: np.ndarray, dtype):
 
 
 def _evaluate(n: Node, vals):
-    kind = OPS[n.op].kind
+    d = OPS[n.op]
+    if not d.kernel_op:
+        return None
     with np.errstate(all="ignore"):
-        if kind == "unary" and n.op in UNARY_NP:
-            return np.asarray(UNARY_NP[n.op](vals[0]))
-        if kind == "binary" and n.op in BINARY_NP:
+        if d.kind == "binary":
             a, b = vals
-            if n.dtype.category == 1 and n.op in ("floor_divide", "remainder") and b == 0:
+            if n.dtype.is_integer and n.op in ("floor_divide", "remainder") and b == 0:
                 return None   # eager raises ZeroDivisionError: keep it for run time
-            if n.op == "pow" and n.dtype.category == 1 and b < 0:
+            if n.op == "pow" and n.dtype.is_integer and b < 0:
                 return None
-            return np.asarray(BINARY_NP[n.op](a, b))
-        if kind == "ternary":
-            return vals[1] if bool(vals[0]) else vals[2]
-        if kind == "cast":
-            return vals[0].astype(n.dtype.np)
-        if kind == "reduce" and n.op in ("sum", "max", "min", "prod"):
-            x = n.inputs[0]
-            if math.prod(x.shape) > _MAX_REDUCE_NUMEL or math.prod(x.shape) == 0:
-                return None
-            arr = np.full(x.shape, vals[0], dtype=x.dtype.np)
-            dims = n.attrs["dims"]
-            axis = None if dims is None else tuple(d % max(len(x.shape), 1) for d in dims)
-            if n.op == "sum":
-                acc = np.float32 if x.dtype is dt.float16 else x.dtype.np
-                if x.dtype is dt.bool_:
-                    return None
-                r = np.sum(arr, axis=axis, keepdims=n.attrs["keepdim"], dtype=acc)
-            elif n.op == "prod":
-                if x.dtype is dt.bool_:
-                    return None
-                r = np.prod(arr, axis=axis, keepdims=n.attrs["keepdim"], dtype=x.dtype.np)
-            else:
-                r = (np.max if n.op == "max" else np.min)(arr, axis=axis, keepdims=n.attrs["keepdim"])
-            r = np.asarray(r).astype(n.dtype.np)
-            flat = r.reshape(-1)
-            if flat.size and not np.all((flat == flat[0]) | (np.isnan(flat) & np.isnan(flat[0]))):
-                return None
-            return flat[0] if flat.size else None
-    return None
+        if d.kind == "reduce":
+            return _reduce(n, d, vals[0])
+        return d.ref(np, *vals, **n.attrs)
+
+
+def _reduce(n: Node, d, v):
+    x = n.inputs[0]
+    if n.op not in ("sum", "max", "min", "prod") or (n.op in ("sum", "prod") and x.dtype is dt.bool_):
+        return None
+    if math.prod(x.shape) > _MAX_REDUCE_NUMEL or math.prod(x.shape) == 0:
+        return None
+    arr = np.full(x.shape, v, dtype=x.dtype.np)
+    r = np.asarray(d.ref(np, arr, **n.attrs)).astype(n.dtype.np)
+    flat = r.reshape(-1)
+    if flat.size and not np.all((flat == flat[0]) | (np.isnan(flat) & np.isnan(flat[0]))):
+        return None
+    return flat[0] if flat.size else None
 
 
 @register_pass("constant_fold")
@@ -107,6 +96,5 @@ def constant_fold(g: Graph) -> bool:
         else:
             g.erase(f)
     if changed:
-        from .dce import dce
         dce(g)
     return changed

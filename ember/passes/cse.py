@@ -10,7 +10,9 @@ from __future__ import annotations
 from ember.ir.graph import Graph
 from ember.ir.text import format_attr
 
-from .manager import register_pass, replace_node
+from .dce import dce
+from .registry import register_pass
+from .rewrite import replace_node
 
 
 def node_key(n):
@@ -36,6 +38,5 @@ def cse(g: Graph) -> bool:
         elif replace_node(g, n, first):
             changed = True
     if changed:
-        from .dce import dce
         dce(g)
     return changed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ember.ir.graph import Graph
 
-from .manager import register_pass
+from .registry import register_pass
 
 
 @register_pass("dce")

@@ -24,7 +24,9 @@ import math
 from ember.ir import dtypes as dt
 from ember.ir.graph import Graph
 
-from .manager import register_pass, replace_node
+from .dce import dce
+from .registry import register_pass
+from .rewrite import replace_node
 
 
 @register_pass("decompose")
@@ -48,7 +50,6 @@ def decompose(g: Graph) -> bool:
         elif n.op == "sum" and _leading_sum_to_matmul(g, n):
             changed = True
     if changed:
-        from .dce import dce
         dce(g)
     return changed
 

@@ -1,6 +1,6 @@
 """Memory planning: which internal values share storage, and which kernels write in place.
 
-In: a Program (ember/passes/program.py).  Out: a `MemoryPlan` stored on `program.memory`:
+In: a Program (ember/ir/program.py).  Out: a `MemoryPlan` stored on `program.memory`:
 a fixed list of byte slots, allocated once by the executor and kept across calls, and the slot
 of every internal value.  Liveness is by step: a value is live from the step that writes it to
 the last step that reads it; after that its slot is free for a later value of a fitting size
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ember.ir.index import index_gathers, key_of
 from ember.ir.kernel import Load
-
-from .fusion_index import key_of
-from .program import KernelStep, Program
+from ember.ir.program import KernelStep, Program, ValueKind
 
 __all__ = ["MemoryPlan", "plan_memory"]
 
@@ -65,7 +64,6 @@ def _inplace_ok(step: KernelStep, out_name: str, in_name: str, program: Program)
     if not loads or any(ld.fill is not None or key_of(ld.index) != skey for ld in loads):
         return False
     # the input must not also be used as a gather index
-    from ember.ir.kernel import index_gathers
     for n in k.nodes:
         if isinstance(n, Load):
             for e in n.index:
@@ -77,7 +75,7 @@ def _inplace_ok(step: KernelStep, out_name: str, in_name: str, program: Program)
 def plan_memory(program: Program, inplace: bool = True) -> MemoryPlan:
     """Assign every internal value a reusable slot; sets and returns program.memory."""
     values = program.values
-    internal = {name for name, v in values.items() if v.kind == "internal"}
+    internal = {name for name, v in values.items() if v.kind is ValueKind.INTERNAL}
     first, last = {}, {}
     for i, s in enumerate(program.steps):
         for name in s.writes:

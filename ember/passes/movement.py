@@ -9,7 +9,7 @@ In: a Graph.  Out: the same Graph (in place) where
     transpose(a @ b) (its only use)            -> b^T @ a^T  (transposed operands are free for BLAS)
 
 Most movement folding happens inside fusion, not here: a fused kernel reads its inputs through the
-composed index map of the movement chain (ember/passes/fusion_index.py), so no movement op costs a
+composed index map of the movement chain (ember/ir/index.py), so no movement op costs a
 copy unless its result is materialised (a graph output, an extern operand that is not a free view).
 This pass only shortens chains so that the maps (and the printed graph) stay small.
 """
@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from ember.ir.graph import Graph, Node
 
-from .manager import register_pass, replace_node
+from .registry import register_pass
+from .rewrite import Rules, replace_node, rewrite_to_fixpoint
+
+__all__ = ["movement", "RULES"]
+
+RULES = Rules()     # op -> rules, tried in registration order (ember/passes/rewrite.py)
 
 _VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "windows")
 
@@ -26,77 +31,96 @@ def _is_result(g: Graph, n: Node) -> bool:
     return any(o is n for o in g.outputs) or any(v is n for _, v in g.mutations)
 
 
-def _rewrite(g: Graph, n: Node) -> bool:
-    op = n.op
-    if op not in _VIEW_OPS and op != "pad":
-        return False
+@RULES(*_VIEW_OPS)
+def _view_of_constant(g: Graph, n: Node):
+    """movement of a `full` -> a `full` of the new shape"""
     x = n.inputs[0]
-    if x.op == "full" and op in _VIEW_OPS:
-        f = g.add("full", [], {"shape": n.shape, "value": x.attrs["value"], "dtype": n.dtype},
-                  device=n.device, meta=dict(n.meta))
-        return replace_node(g, n, f)
-    if op == "slice" and x.op == "slice":
-        a, b = x.attrs, n.attrs   # n = slice_b(slice_a(y)): index i -> a0 + as*(b0 + bs*i)
-        starts = tuple(s0 + st * t0 for s0, st, t0 in zip(a["starts"], a["steps"], b["starts"]))
-        steps = tuple(st * t for st, t in zip(a["steps"], b["steps"]))
-        stops = []
-        y = x.inputs[0]
-        for d, (s0, stp, m) in enumerate(zip(starts, steps, n.shape)):
-            stops.append(min(y.shape[d], s0 + stp * (m - 1) + 1) if m > 0 else s0)
-        n.attrs["starts"], n.attrs["stops"], n.attrs["steps"] = starts, tuple(stops), steps
-        g.set_input(n, 0, y)
-        return True
-    if op == "flip" and x.op == "flip":
-        nd = len(n.shape)
-        d1 = {d % max(nd, 1) for d in x.attrs["dims"]}
-        d2 = {d % max(nd, 1) for d in n.attrs["dims"]}
-        dims = tuple(sorted(d1 ^ d2))
-        if not dims:
-            return replace_node(g, n, x.inputs[0])
-        n.attrs["dims"] = dims
+    if x.op != "full":
+        return None
+    f = g.add("full", [], {"shape": n.shape, "value": x.attrs["value"], "dtype": n.dtype},
+              device=n.device, meta=dict(n.meta))
+    return replace_node(g, n, f)
+
+
+@RULES("slice")
+def _slice_of_slice(g: Graph, n: Node):
+    x = n.inputs[0]
+    if x.op != "slice":
+        return None
+    a, b = x.attrs, n.attrs   # n = slice_b(slice_a(y)): index i -> a0 + as*(b0 + bs*i)
+    starts = tuple(s0 + st * t0 for s0, st, t0 in zip(a["starts"], a["steps"], b["starts"]))
+    steps = tuple(st * t for st, t in zip(a["steps"], b["steps"]))
+    stops = []
+    y = x.inputs[0]
+    for d, (s0, stp, m) in enumerate(zip(starts, steps, n.shape)):
+        stops.append(min(y.shape[d], s0 + stp * (m - 1) + 1) if m > 0 else s0)
+    n.attrs["starts"], n.attrs["stops"], n.attrs["steps"] = starts, tuple(stops), steps
+    g.set_input(n, 0, y)
+    return True
+
+
+@RULES("flip")
+def _flip_of_flip(g: Graph, n: Node):
+    x = n.inputs[0]
+    if x.op != "flip":
+        return None
+    nd = len(n.shape)
+    d1 = {d % max(nd, 1) for d in x.attrs["dims"]}
+    d2 = {d % max(nd, 1) for d in n.attrs["dims"]}
+    dims = tuple(sorted(d1 ^ d2))
+    if not dims:
+        return replace_node(g, n, x.inputs[0])
+    n.attrs["dims"] = dims
+    g.set_input(n, 0, x.inputs[0])
+    return True
+
+
+def _same_fill(a, b) -> bool:
+    return a == b or (a != a and b != b)     # nan == nan here
+
+
+@RULES("pad")
+def _pad_of_pad(g: Graph, n: Node):
+    x = n.inputs[0]
+    if x.op != "pad":
+        return None
+    p1, p2 = x.attrs["pads"], n.attrs["pads"]
+    if _same_fill(x.attrs["value"], n.attrs["value"]) and all(lo >= 0 and hi >= 0 for lo, hi in list(p1) + list(p2)):
+        n.attrs["pads"] = tuple((a0 + b0, a1 + b1) for (a0, a1), (b0, b1) in zip(p1, p2))
         g.set_input(n, 0, x.inputs[0])
         return True
-    if op == "pad" and x.op == "pad":
-        p1, p2 = x.attrs["pads"], n.attrs["pads"]
-        same = x.attrs["value"] == n.attrs["value"] or (x.attrs["value"] != x.attrs["value"] and n.attrs["value"] != n.attrs["value"])
-        if same and all(lo >= 0 and hi >= 0 for lo, hi in list(p1) + list(p2)):
-            n.attrs["pads"] = tuple((a0 + b0, a1 + b1) for (a0, a1), (b0, b1) in zip(p1, p2))
-            g.set_input(n, 0, x.inputs[0])
-            return True
-        return False
-    if op == "permute" and x.op == "matmul" and len(g.users(x)) == 1 and not _is_result(g, x):
-        nd = len(n.shape)
-        swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
-        a, b = x.inputs
-        if tuple(n.attrs["dims"]) == swap and len(a.shape) == nd and len(b.shape) == nd:
-            # (a @ b)^T == b^T @ a^T: the transposes become free operand flags of the extern
-            bt = g.add("permute", [b], {"dims": swap}, device=n.device, meta=dict(n.meta))
-            at = g.add("permute", [a], {"dims": swap}, device=n.device, meta=dict(n.meta))
-            m = g.add("matmul", [bt, at], {}, device=n.device, meta=dict(x.meta))
-            return replace_node(g, n, m)
-    if op == "permute":
-        dims = tuple(n.attrs["dims"])
-        big = [d for d in dims if x.shape[d] != 1]   # a permute that keeps the order of the
-        if big == sorted(big):                       # non-size-1 dims only inserts/drops 1s
-            r = g.add("reshape", [x], {"shape": n.shape}, device=n.device, meta=dict(n.meta))
-            return replace_node(g, n, r)
     return False
+
+
+@RULES("permute")
+def _transpose_of_matmul(g: Graph, n: Node):
+    """transpose(a @ b) (its only use) -> b^T @ a^T: the transposes become free operand flags"""
+    x = n.inputs[0]
+    if x.op != "matmul" or len(g.users(x)) != 1 or _is_result(g, x):
+        return None
+    nd = len(n.shape)
+    swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
+    a, b = x.inputs
+    if tuple(n.attrs["dims"]) != swap or len(a.shape) != nd or len(b.shape) != nd:
+        return None
+    bt = g.add("permute", [b], {"dims": swap}, device=n.device, meta=dict(n.meta))
+    at = g.add("permute", [a], {"dims": swap}, device=n.device, meta=dict(n.meta))
+    m = g.add("matmul", [bt, at], {}, device=n.device, meta=dict(x.meta))
+    return replace_node(g, n, m)
+
+
+@RULES("permute")
+def _permute_of_unit_dims(g: Graph, n: Node):
+    """a permute that keeps the order of the dims larger than 1 only inserts/drops 1s: a reshape"""
+    x = n.inputs[0]
+    big = [d for d in n.attrs["dims"] if x.shape[d] != 1]
+    if big != sorted(big):
+        return None
+    r = g.add("reshape", [x], {"shape": n.shape}, device=n.device, meta=dict(n.meta))
+    return replace_node(g, n, r)
 
 
 @register_pass("movement")
 def movement(g: Graph) -> bool:
     """Compose slice/flip/pad chains, permutes of size-1 dims, movement of constants."""
-    changed_any = False
-    for _ in range(20):
-        changed = False
-        for n in g.nodes():
-            if n.is_placeholder or n not in g:
-                continue
-            if _rewrite(g, n):
-                changed = True
-        if not changed:
-            break
-        from .dce import dce
-        dce(g)
-        changed_any = True
-    return changed_any
+    return rewrite_to_fixpoint(g, RULES)

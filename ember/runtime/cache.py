@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["enabled", "cache_dir", "cache_key", "load", "store", "stats", "reset_stats", "MAGIC",
-           "EMBER_VERSION", "versions"]
+           "EMBER_VERSION", "versions", "codegen_fingerprint"]
 
 MAGIC = b"EMBER-OBJ 1\n"
 
@@ -59,6 +59,24 @@ def versions() -> dict:
     import llvmlite.binding as llvm
     return {"ember": EMBER_VERSION, "llvmlite": llvmlite.__version__,
             "llvm": ".".join(map(str, llvm.llvm_version_info))}
+
+
+_FINGERPRINT = None
+
+
+def codegen_fingerprint() -> str:
+    """Hash of the sources that decide generated code (ember/ir and ember/codegen, every file): a
+    change there must not hit stale cache entries."""
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for path in sorted(p for d in ("ir", "codegen") for p in (root / d).rglob("*")
+                           if p.suffix in (".py", ".cuh")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+        _FINGERPRINT = h.hexdigest()
+    return _FINGERPRINT
 
 
 def enabled() -> bool:

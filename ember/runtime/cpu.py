@@ -8,7 +8,7 @@ run on contiguous numpy arrays in `kernel.args` order (inputs, then outputs, wri
     mod.run(x2.name, [a, b, bias, out])         # an ExternKernel: numpy GEMM + compiled epilogue
 
 Pipeline (compile_kernels):  kernel text -> cache key -> disk cache hit?  else codegen
-(ember/codegen/llvm.py) -> parse -> O3 new-PM pipeline with loop+SLP vectorisation for the host CPU
+(ember/codegen/llvm/) -> parse -> O3 new-PM pipeline with loop+SLP vectorisation for the host CPU
 -> object code -> cache.  The object is loaded into a fresh MCJIT engine owned by the
 CompiledModule: the engine (and so the machine code) lives exactly as long as that object, and
 every callable holds a reference to it.  There is no global engine.
@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ember.codegen import llvm as cg
 from ember.ir.kernel import ExternKernel, Kernel
-from ember.runtime import blas, cache
+from ember.kernels import blas
+from ember.runtime import cache
 
 llvm = cg.llvm
 
@@ -57,7 +56,6 @@ PARALLEL_MIN_FLOPS = 4 << 20
 _TARGET = None
 _SYMBOLS_READY = False
 _MEMORY_CACHE: dict[str, bytes] = {}   # key -> object bytes (bytes only: no engines live here)
-_CODEGEN_FINGERPRINT = None
 
 
 def host_target() -> cg.TargetInfo:
@@ -65,19 +63,6 @@ def host_target() -> cg.TargetInfo:
     if _TARGET is None:
         _TARGET = cg.host_target()
     return _TARGET
-
-
-def _codegen_fingerprint() -> str:
-    """Hash of the code generator's sources: a change in codegen must not hit stale cache entries."""
-    global _CODEGEN_FINGERPRINT
-    if _CODEGEN_FINGERPRINT is None:
-        h = hashlib.sha256()
-        import ember.codegen.llvm_math as lm
-        import ember.ir.kernel as kir
-        for mod in (cg, lm, kir):
-            h.update(Path(mod.__file__).read_bytes())
-        _CODEGEN_FINGERPRINT = h.hexdigest()
-    return _CODEGEN_FINGERPRINT
 
 
 def _register_symbols() -> None:
@@ -156,7 +141,7 @@ def compile_kernels(kernels: Sequence, use_cache: bool = True) -> "CompiledModul
     target = host_target()
     times = {}
     t0 = time.perf_counter()
-    key = cache.cache_key(_source_text(kernels), target, extra=_codegen_fingerprint())
+    key = cache.cache_key(_source_text(kernels), target, extra=cache.codegen_fingerprint())
     obj = _MEMORY_CACHE.get(key) if use_cache else None
     source = "memory" if obj is not None else None
     if obj is None and use_cache:
@@ -299,7 +284,7 @@ class KernelCallable:
 
 
 class ExternCallable:
-    """numpy library call (ember/runtime/blas.py) followed by the compiled epilogue, if any."""
+    """numpy library call (ember/kernels/blas.py) followed by the compiled epilogue, if any."""
 
     def __init__(self, module: CompiledModule, ext: ExternKernel, epilogue: KernelCallable | None):
         self.module, self.ext, self.epilogue = module, ext, epilogue

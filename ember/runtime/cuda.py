@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ember.codegen import cuda as cg
+from ember.runtime import cache
 from ember.ir.kernel import ExternKernel, Kernel
 
 __all__ = ["available", "compile_kernels", "CudaModule", "KernelCallable", "ExternCallable", "CudaRunner", "runner",
@@ -49,7 +49,6 @@ MAX_BLOCKS_PER_SM = 32
 _cp = None
 _cp_checked = False
 _MODULES: dict = {}            # (key, device id) -> (cupy.RawModule, CudaProgram)
-_CODEGEN_FINGERPRINT = None
 _SM_COUNT: dict = {}
 _stats = {"compiled": 0, "memory_hits": 0}
 
@@ -107,17 +106,6 @@ def _sm_count(device_id: int) -> int:
     return n
 
 
-def _codegen_fingerprint() -> str:
-    global _CODEGEN_FINGERPRINT
-    if _CODEGEN_FINGERPRINT is None:
-        import ember.ir.kernel as kir
-        h = hashlib.sha256()
-        for mod in (cg, kir):
-            h.update(Path(mod.__file__).read_bytes())
-        _CODEGEN_FINGERPRINT = h.hexdigest()
-    return _CODEGEN_FINGERPRINT
-
-
 def _versions(cp) -> str:
     try:
         nvrtc = ".".join(map(str, cp.cuda.nvrtc.getVersion()))
@@ -133,7 +121,7 @@ def cuda_source(kernels: Sequence) -> str:
 
 def _cache_key(kernels, cc: str, versions: str) -> str:
     h = hashlib.sha256()
-    for part in ("\n\n".join(str(k) for k in kernels), _codegen_fingerprint(), cc, versions, " ".join(OPTIONS)):
+    for part in ("\n\n".join(str(k) for k in kernels), cache.codegen_fingerprint(), cc, versions, " ".join(OPTIONS)):
         data = part.encode()
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)

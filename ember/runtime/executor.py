@@ -1,9 +1,9 @@
 """The compiled-graph executor: a Program becomes generated Python source that calls kernels in order.
 
-In: a `Program` (ember/passes/program.py) with its memory plan (planned here if missing), and a
+In: a `Program` (ember/ir/program.py) with its memory plan (planned here if missing), and a
 kernel runner.  Out: an `Executor` whose `run(arrays)` takes one array per graph input and returns
 the graph outputs followed by the mutation values (the convention of
-ember.frontend.interpreter.Interpreter.run), and whose `.source` is the readable function it runs:
+ember.compiler.interpreter.Interpreter.run), and whose `.source` is the readable function it runs:
 
     def run_forward(x, w):
         x = _c(x, _t0)                                  # contiguous, right dtype
@@ -18,7 +18,7 @@ are allocated on every call and never written again by a later call.
 
 Runners (`runner=`):
   "numpy"  kernels through the kernel-IR reference evaluator (ember/ir/kernel_eval.py), externs
-           through ember/runtime/blas.py; always available, slow, the oracle in tests
+           through ember/kernels/blas.py; always available, slow, the oracle in tests
   "llvm"   ember/runtime/cpu.py's compile_kernels(): one LLVM module for the program's kernels
   any object with `callables(program) -> {step name: fn(*arrays)}`
 Eager fallback steps call `eager_kernels[op](np, *arrays, **attrs)`; the frontend passes its
@@ -36,9 +36,9 @@ import numpy as np
 from ember.ir import dtypes as dt
 from ember.ir.kernel_eval import evaluate
 from ember.passes.memory import plan_memory
-from ember.passes.program import EagerStep, ExternStep, KernelStep, Program
+from ember.ir.program import EagerStep, ExternStep, KernelStep, Program
 
-from . import blas
+from ..kernels import blas
 
 __all__ = ["Executor", "NumpyRunner", "LLVMRunner", "generate_source", "get_runner", "identifiers"]
 

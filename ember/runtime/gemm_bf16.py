@@ -31,7 +31,8 @@ import numpy as np
 
 from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
-from ember.runtime import blas_threads, cache, cpu
+from ember.kernels import blas_threads
+from ember.runtime import cache, cpu
 
 __all__ = ["Bf16Gemm", "instance", "matmul", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
 

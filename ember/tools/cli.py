@@ -68,34 +68,17 @@ def _parse_graphs(path: str, check: bool = True):
 
 
 # ======================================================================================== passes
-def _builtin_passes() -> dict:
+def pass_registry() -> dict:
+    """name -> fn(graph) -> changed: ember.passes' registry plus 'verify'."""
     from ..ir.verify import verify
+    from ..passes import PASSES       # importing ember.passes registers every built-in pass
 
     def verify_pass(g):
         """Check the graph's invariants (ember.ir.verify); changes nothing."""
         verify(g)
         return False
 
-    def dce_pass(g):
-        """Erase nodes no output or mutation needs (inputs stay)."""
-        from ..frontend.joint import dce
-        before = len(g)
-        dce(g, keep_inputs=True)
-        return len(g) != before
-
-    return {"verify": verify_pass, "dce": dce_pass}
-
-
-def pass_registry() -> dict:
-    """name -> fn(graph) -> changed: ember.passes' registry (when present) plus 'verify' and 'dce'."""
-    reg = _builtin_passes()
-    try:
-        from ..passes import manager
-        manager._load_builtin_passes()
-        reg.update({k: v for k, v in manager.PASSES.items()})
-    except ImportError:
-        pass
-    return reg
+    return {"verify": verify_pass, **PASSES}
 
 
 def _run_passes(graph, names, verify_each: bool, path: str, print_after: bool = False):
@@ -149,7 +132,7 @@ def cmd_opt(a) -> int:
 
 
 def _kernels_from_kir(path: str):
-    from ..ir.kernel import parse_kernel
+    from ..ir.kernel_text import parse_kernel
     text = _read(path)
     blocks, cur, start = [], [], 1
     for i, line in enumerate(text.splitlines(), 1):
@@ -179,35 +162,18 @@ def _kernels_from_kir(path: str):
     return kernels, notes
 
 
-def fuse(graph):
-    """graph (after passes) -> the fused Program, through ember.passes' fusion entry point."""
-    try:
-        from ..passes import fusion
-    except ImportError:
-        raise ToolError("codegen of .ir files needs the fusion pass (ember.passes.fusion), which is not in "
-                        "this build; `ember-ir codegen FILE.kir` works") from None
-    for name in ("fuse", "build_program", "schedule", "lower"):
-        fn = getattr(fusion, name, None)
-        if callable(fn):
-            return fn(graph)
-    raise ToolError("ember.passes.fusion has no fuse(graph) entry point")
-
-
 def _kernels_from_ir(path: str, passes: list[str]):
     graphs = _parse_graphs(path)
     if len(graphs) != 1:
         raise ToolError(f"{path}: codegen takes one graph, the file has {len(graphs)}")
     g = graphs[0]
     _run_passes(g, passes, True, path)
+    from ..passes.fusion import fuse
     try:
         program = fuse(g)
-    except ToolError:
-        raise
     except Exception as e:
         raise ToolError(f"{path}: fusion failed: {type(e).__name__}: {_one_line(e)}") from None
-    objs = program.compiled_objects() if hasattr(program, "compiled_objects") else list(program)
-    eager = [s for s in getattr(program, "eager_steps", [])]
-    return objs, eager
+    return program.compiled_objects(), list(program.eager_steps)
 
 
 def cmd_codegen(a) -> int:
@@ -221,10 +187,7 @@ def cmd_codegen(a) -> int:
     for line in notes:
         print(comment + line[2:])
     if a.target == "cuda":
-        try:
-            from ..codegen import cuda
-        except ImportError:
-            raise ToolError("the CUDA code generator (ember.codegen.cuda) is not in this build") from None
+        from ..codegen import cuda
         print(cuda.emit_program(kernels).source, end="")
         return 0
     from ..codegen import llvm
@@ -242,11 +205,8 @@ def cmd_codegen(a) -> int:
 
 
 def _default_passes() -> list[str]:
-    try:
-        from ..passes.manager import DEFAULT_PASSES
-        return list(DEFAULT_PASSES)
-    except ImportError:
-        return ["dce"]
+    from ..passes.manager import DEFAULT_PASSES
+    return list(DEFAULT_PASSES)
 
 
 def _graph_keys(g):
@@ -331,7 +291,7 @@ def cmd_diff(a) -> int:
 
 
 def cmd_show(a) -> int:
-    from . import report as rp
+    from ..compiler.dump import report as rp
     try:
         data = rp.load(a.dir)
     except rp.ReportError as e:
@@ -432,8 +392,8 @@ may appear anywhere before `--`; arguments after `--` all go to the script."""
 
 
 def cmd_run(argv: list[str]) -> int:
-    from . import dump as dump_mod
-    from . import report as rp
+    from ..compiler.dump import writer as dump_mod
+    from ..compiler.dump import report as rp
     try:
         out, layout, script, args = _split_run_argv(argv)
     except _Help:

@@ -4,7 +4,8 @@ import pytest
 
 from ember.ir import dtypes as dt
 from ember.ir.kernel import (Binary, Buf, Const, ExternKernel, IGather, Kernel, Load, Reduce, Store, Unary,
-                             Where, IndexValue, o, parse_kernel, r)
+                             Where, IndexValue, o, r)
+from ember.ir.kernel_text import parse_kernel
 
 F32 = dt.float32
 

@@ -160,7 +160,7 @@ def test_bmm_without_epilogue(rng):
 def test_conv2d_im2col_matches_direct_reduction_kernel(rng, stride, padding, dilation, groups):
     """conv2d extern == the same conv written as a kernel-IR window reduction (kernel_eval)."""
     from ember.ir.kernel_eval import run_kernel
-    from ember.runtime.blas import conv2d_output_shape
+    from ember.kernels.blas import conv2d_output_shape
     N, C, H, W, O, K = 2, 4, 9, 9, 6, 3
     cg = C // groups
     og = O // groups

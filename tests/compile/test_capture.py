@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import ember
-from ember.frontend import records
-from ember.frontend.compile import GraphBreakError
+from ember import diagnostics as records
+from ember.compiler import GraphBreakError
 
 
 def _close(a, b, tol=1e-5):

@@ -8,7 +8,7 @@ import pytest
 import ember
 import ember.nn as nn
 import ember.nn.functional as F
-from ember.frontend import records
+from ember import diagnostics as records
 
 
 class MnistNet(nn.Module):

@@ -141,7 +141,7 @@ def fusion_cases() -> list[Case]:
             cf = E.compile(fn, backend="eager")
             cf(*args)
             v = cf.variants[-1]
-            graphs = [("fw", v.graph)] + ([("bw", v.backward["graph"])] if v.backward else [])
+            graphs = [("fw", v.graph)] + ([("bw", v.backward.graph)] if v.backward else [])
             for tag, g in graphs:
                 for obj in compile_graph(g).compiled_objects():
                     k = obj.epilogue if isinstance(obj, ExternKernel) else obj

@@ -80,7 +80,8 @@ def test_argument_checks(cp):
 
 
 def test_extern_matmul_epilogue_and_conv(cp):
-    from ember.runtime import blas, cuda as rt
+    from ember.kernels import blas
+    from ember.runtime import cuda as rt
     F32 = dt.float32
     a, b, t = Buf("a", (6, 9), F32), Buf("b", (5, 9), F32), Buf("t", (6, 5), F32)
     y = Buf("y", (6, 5), F32)
@@ -120,7 +121,7 @@ def test_cuda_runner_callables(cp):
 
 
 def test_runner_entry_point(cp):
-    """ember/frontend/compiled_backend.py asks ember.runtime.cuda.runner() for the executor runner."""
+    """ember/compiler/backends.py asks ember.runtime.cuda.runner() for the executor runner."""
     from ember.runtime import cuda as rt
     r = rt.runner()
     assert isinstance(r, rt.CudaRunner) and r.name == "cuda" and r.cuda_source is None

@@ -6,7 +6,8 @@ import numpy as np
 
 import ember
 from ember.frontend import dispatch
-from ember.frontend.interpreter import Interpreter
+from ember.compiler.compiled import FromArg, FromConst
+from ember.compiler.interpreter import Interpreter
 from ember.ir import verify
 from ember.passes import compile_graph
 from ember.runtime.executor import Executor
@@ -17,7 +18,7 @@ def trace(fn, *args, **kw):
     cf = ember.compile(fn, backend="eager", **kw)
     cf(*args)
     v = cf.variants[-1]
-    return v.graph, (v.backward["graph"] if v.backward else None), cf
+    return v.graph, (v.backward.graph if v.backward else None), cf
 
 
 def random_inputs(graph, seed=0):
@@ -77,9 +78,9 @@ def check_train_step(fn, args, rtol=2e-4, atol=2e-5, runner="numpy"):
     leaves = list(args)
     arrays = []
     for b in v.bindings:
-        assert b[0] in ("arg", "const"), b
-        arrays.append((leaves[b[1]] if b[0] == "arg" else b[1])._data.copy())
-    nu = v.backward["n_user"]
+        assert isinstance(b, (FromArg, FromConst)), b
+        arrays.append((leaves[b.index] if isinstance(b, FromArg) else b.tensor)._data.copy())
+    nu = v.backward.n_user
     pf = compile_graph(fw, verify=True, alias_outputs=range(nu, len(fw.outputs)))
     pb = compile_graph(bw, verify=True)
     exf = Executor(pf, runner=runner, eager_kernels=dispatch.KERNELS)
@@ -89,8 +90,8 @@ def check_train_step(fn, args, rtol=2e-4, atol=2e-5, runner="numpy"):
                                   ("interpreter", Interpreter(fw, np).run, Interpreter(bw, np).run)):
         outs = fwd_run([a.copy() for a in arrays])
         saved = outs[nu:len(fw.outputs)]
-        grads = [np.ones_like(outs[i]) for i in v.backward["grad_out_index"]]
-        feed = [saved[i] if kind == "saved" else grads[i] for kind, i in v.backward["plan"]]
+        grads = [np.ones_like(outs[i]) for i in v.backward.grad_out_index]
+        feed = [saved[i] if kind == "saved" else grads[i] for kind, i in v.backward.plan]
         results[tag] = (outs[:nu], bwd_run(feed))
     assert_same(results["compiled"][0], results["interpreter"][0], rtol, atol)
     assert_same(results["compiled"][1], results["interpreter"][1], rtol, atol)

@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ember.frontend import dispatch
-from ember.frontend.interpreter import Interpreter
+from ember.compiler.interpreter import Interpreter
 from ember.ir import Graph, TType, dtypes as dt, verify
 from ember.passes import compile_graph
 from ember.runtime.executor import Executor

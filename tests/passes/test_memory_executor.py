@@ -7,12 +7,12 @@ import pytest
 
 import ember as torch
 from ember.frontend import dispatch
-from ember.frontend.interpreter import Interpreter
+from ember.compiler.interpreter import Interpreter
 from ember.ir import Graph, TType, dtypes as dt, parse
 from ember.ir.kernel import o, r
 from ember.passes import PASSES, Pipeline, compile_graph, fuse, plan_memory
-from ember.passes import fusion_index as fi
-from ember.passes.manager import PassError, register_pass
+from ember.ir import index as fi
+from ember.passes import PassError, register_pass
 from ember.runtime.executor import Executor
 
 from helpers import assert_same, check_program, trace

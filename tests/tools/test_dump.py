@@ -5,9 +5,9 @@ import warnings
 import pytest
 
 import ember
-from ember.frontend import records
+from ember import diagnostics as records
 from ember.ir import parse
-from ember.tools.dump import open_session
+from ember.compiler.dump import open_session
 
 
 def _report(folder):

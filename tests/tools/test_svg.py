@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ember.ir import parse
-from ember.tools import svg
+from ember.compiler.dump import svg
 
 TEXT = """graph forward(%x: f32[8,4], %w: f32[4,4], %b: f32[4]) {
   %0 = matmul(%x, %w) : f32[8,4]        # m.py:1

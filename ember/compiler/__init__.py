@@ -1,0 +1,42 @@
+"""ember.compiler: the compile driver. It sits on top of the stack and may import every layer below.
+
+    capture.py      Tracer: records the primitives a function runs into an ir.Graph; graph breaks
+    joint.py        backward graphs traced from the same VJPs eager autograd uses
+    compiled.py     ember.compile: CompiledFunction (guards, variant cache, recompiles),
+                    CompiledGraph (one traced variant), OptimizedModule
+    interpreter.py  the reference backend: runs a graph node by node with the eager kernels
+    backends.py     "eager" | "llvm" | "cuda" -> executors (passes, codegen, runtime)
+    dump/           dump folders: writer (the hook object), report.json, index.html pictures
+    explain.py      ember.explain: ExplainReport
+
+torch.compiler's helpers live here too: is_compiling(), disable(fn).
+"""
+from __future__ import annotations
+
+from ..frontend import dispatch as _dispatch
+from .compiled import CompileError, CompiledFunction, GraphBreakError, compile  # noqa: F401
+from .explain import ExplainReport, explain  # noqa: F401
+
+__all__ = ["compile", "explain", "CompileError", "GraphBreakError", "CompiledFunction", "ExplainReport",
+           "is_compiling", "disable", "reset"]
+
+
+def is_compiling() -> bool:
+    """True while ember.compile is tracing (torch.compiler.is_compiling)."""
+    return _dispatch.tracer is not None
+
+
+def disable(fn=None, recursive: bool = True):
+    """Run `fn` eagerly even when called from compiled code (torch.compiler.disable): its tensor
+    values are needed, so calling it while tracing is a graph break."""
+    if fn is None:
+        return lambda f: disable(f, recursive)
+    import functools
+
+    @functools.wraps(fn)
+    def eager(*args, **kwargs):
+        tracer = _dispatch.tracer
+        if tracer is not None:
+            tracer.graph_break(f"call to ember.compiler.disable'd {getattr(fn, '__qualname__', fn)!r}", None)
+        return fn(*args, **kwargs)
+    return eager

@@ -1,0 +1,101 @@
+"""Backward graphs: differentiate a captured forward graph by tracing the primitives' VJPs.
+
+Given the forward graph and which inputs need gradients, `build_backward` replays each node's VJP
+(the same functions eager autograd uses, from dispatch.VJPS) on symbolic tensors, in reverse
+topological order, recording into a new graph. Forward values a VJP reads become backward inputs
+("saved values"); the forward graph gains them as extra outputs. Both graphs are then compiled
+and run as one autograd node.
+"""
+from __future__ import annotations
+
+from ..ir.graph import Graph
+from ..passes.dce import dce
+from ..ir.ops import OPS, TType
+from ..frontend import dispatch
+from .capture import Tracer, tracing
+
+
+def requires_grad_nodes(fwd: Graph, input_flags: dict) -> set:
+    """Forward nodes whose value depends differentiably on an input that requires grad."""
+    req = {n for n, f in input_flags.items() if f}
+    for n in fwd.nodes():
+        if n.is_placeholder:
+            continue
+        if OPS[n.op].differentiable and n.op in dispatch.VJPS and any(i in req for i in n._inputs):
+            req.add(n)
+    return req
+
+
+def build_backward(fwd: Graph, input_flags: dict, devices: dict):
+    """Returns (bwd graph, saved forward nodes in bwd-input order, grad output flags, grad inputs).
+
+    bwd inputs: saved values (one placeholder per forward node read), then one gradient per
+    differentiable forward output. bwd outputs: one gradient per forward input that requires grad.
+    """
+    req = requires_grad_nodes(fwd, input_flags)
+    bwd = Graph("backward")
+    tr = Tracer(bwd)
+    saved: dict = {}            # forward node -> symbolic tensor in bwd
+
+    def val(n):
+        t = saved.get(n)
+        if t is None and n.op in ("full", "arange"):
+            # constants are rebuilt in the backward graph, never saved
+            c = bwd.add(n.op, [], dict(n.attrs), type=n.type, device=n.device, meta=dict(n.meta))
+            return tr.symbolic(c, devices[n.device])
+        if t is None:
+            ph = bwd.placeholder(f"saved_{n.name.lstrip('%')}", n.type, n.device, meta={"kind": "saved"})
+            t = tr.symbolic(ph, devices[n.device], requires_grad=n in req)
+            saved[n] = t
+        return t
+
+    outs = fwd.outputs
+    grad_out_nodes = []
+    grads: dict = {}
+    with tracing(tr):
+        for i, o in enumerate(outs):
+            if o in req and o.dtype.is_floating_point:
+                ph = bwd.placeholder(f"grad_out{i}", o.type, o.device, meta={"kind": "grad"})
+                g = tr.symbolic(ph, devices[o.device])
+                grads[o] = grads[o] + g if o in grads else g
+                grad_out_nodes.append(i)
+        for n in reversed(fwd.nodes()):
+            if n.is_placeholder or n not in req or n not in grads:
+                continue
+            g = grads.pop(n)
+            vjp, _ = dispatch.VJPS[n.op]
+            tr.source = n.meta.get("source")   # backward nodes carry their forward node's line
+            ins = [val(i) for i in n._inputs]
+            in_grads = vjp(g, val(n), *ins, **n.attrs)
+            for i, ig in zip(n._inputs, in_grads):
+                if ig is None or i not in req:
+                    continue
+                grads[i] = grads[i] + ig if i in grads else ig
+        grad_inputs = [ph for ph in fwd.inputs if input_flags.get(ph)]
+        result = []
+        for ph in grad_inputs:
+            g = grads.get(ph)
+            if g is None:
+                result.append(bwd.add("full", [], {"shape": tuple(ph.shape), "value": 0.0, "dtype": ph.dtype},
+                                      device=ph.device))
+            else:
+                if tuple(g.shape) != tuple(ph.shape):
+                    raise RuntimeError(f"internal: gradient shape {tuple(g.shape)} != input shape {tuple(ph.shape)}")
+                result.append(tr.node_of(g))
+    if tr.consts:
+        raise RuntimeError("internal: a VJP captured a concrete tensor while building the backward graph")
+    bwd.set_outputs(result)
+    dce(bwd, drop_input=lambda ph: ph.meta.get("kind") == "saved")
+    # saved values in bwd-input order (placeholders that survived DCE)
+    order = {t._data.node: n for n, t in saved.items()}
+    saved_fwd = [order[ph] for ph in bwd.inputs if ph in order]
+    # how to feed each backward input: ("saved", j) or ("grad", k) (k indexes grad_out_nodes)
+    plan, j, k = [], 0, 0
+    for ph in bwd.inputs:
+        if ph in order:
+            plan.append(("saved", j))
+            j += 1
+        else:
+            plan.append(("grad", k))
+            k += 1
+    return bwd, saved_fwd, grad_out_nodes, grad_inputs, plan

@@ -1,0 +1,548 @@
+"""Fusion decisions: which nodes each kernel computes, which become buffers, which kernels merge.
+
+In: an optimised Graph and FusionOptions.  Out: a `Fuser` whose `groups` (kernels, externs, eager
+steps), `dag` (group dependencies), `home` (realized node -> producing group), `views` (outputs
+returned as views of another buffer) and `records` (FusionRecords) ember/passes/fusion/schedule.py
+turns into a Program.  The rules are in the package docstring (ember/passes/fusion/__init__.py).
+
+Stages: `decide()` walks the nodes in reverse topological order, propagating the index every
+consumer group requests each node at; `merge_horizontal()` and `fuse_epilogues()` then merge groups.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from enum import Enum
+
+import networkx as nx
+
+from ember.ir import index as ix
+from ember.ir.graph import Graph, Node
+from ember.ir.kernel import IConst, Var
+from ember.ir.ops import OPS
+from ember.ir.program import FusionKind, FusionRecord
+
+from .classify import NodeClass, classify, reduce_dims
+from .lower import IndexMaps, group_requests
+
+__all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
+
+# A pointwise value needed by k kernels is recomputed in each when (k - 1) * cost <= this, where
+# cost is the weighted size of its inlinable producer cone (OPS[op].cost: transcendentals weigh 4,
+# movement ops nothing).
+RECOMPUTE_BUDGET = 24
+MAX_FANOUT = 4            # ... and never in more than this many kernels
+MAX_HORIZONTAL_STORES = 8  # horizontal fusion stops growing a kernel past this many outputs
+
+
+class FusionOptions:
+    """horizontal / epilogues: enable those merges.  alias_outputs: positions of graph outputs the
+    caller does not hand to the user (values saved for backward): such an output that is a reshape
+    of a graph input is returned as a view of the input array instead of a fresh copy."""
+
+    def __init__(self, horizontal: bool = True, epilogues: bool = True,
+                 recompute_budget: int = RECOMPUTE_BUDGET, alias_outputs=()):
+        self.horizontal = horizontal
+        self.epilogues = epilogues
+        self.recompute_budget = recompute_budget
+        self.alias_outputs = set(alias_outputs)
+
+
+# ============================================================================== groups
+class GroupKind(str, Enum):
+    KERNEL = "kernel"     # a fused loop nest
+    EXTERN = "extern"     # a library call (matmul), maybe with a kernel as epilogue
+    EAGER = "eager"       # one op run by its eager kernel (or a constant filled by numpy)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Group:
+    """A future step.  A kernel group has a domain outer + inner and stores realized nodes."""
+
+    def __init__(self, gid: int, kind: GroupKind, outer=(1,), inner=(), node=None):
+        self.id = gid
+        self.kind = kind
+        self.outer = tuple(outer)
+        self.inner = tuple(inner)
+        self.node = node              # extern / eager node
+        self.stores: dict = {}        # Node -> index tuple (realized nodes this kernel writes)
+        self.requested: set = set()   # nodes with requests in this group (decision phase)
+        self.operands = []            # extern: [(base node, view shape, transpose)]
+        self.epilogue = None          # extern: the kernel group fused as epilogue
+        self.epilogue_of = None       # kernel: the extern group it is the epilogue of
+        self.merged_from = []
+
+    @property
+    def ranges(self) -> dict:
+        return ix.domain_ranges(self.outer, self.inner)
+
+    def __repr__(self) -> str:
+        return f"<group {self.id} {self.kind} outer={list(self.outer)} inner={list(self.inner)}>"
+
+
+def _outer_vars(g: Group) -> dict:
+    return {f"o{k}": n for k, n in enumerate(g.outer) if n != 1}
+
+
+def _inner_vars(g: Group) -> dict:
+    return {f"r{k}": n for k, n in enumerate(g.inner) if n != 1}
+
+
+def _one_to_one(shape, idx, g: Group, allow_inner: bool) -> bool:
+    """idx writes each element of `shape` exactly once as the kernel's loop variables run:
+    every element is a bare variable with the dim's extent or 0 on a size-1 dim, and the
+    variables used are all outer ones (and, when allowed, all inner ones)."""
+    if len(idx) != len(shape):
+        return False
+    used = {}
+    for e, n in zip(idx, shape):
+        if isinstance(e, IConst):
+            if e.value != 0 or n != 1:
+                return False
+        elif isinstance(e, Var):
+            if e.name in used:
+                return False
+            used[e.name] = n
+        else:
+            return False
+    ranges = g.ranges
+    for name, n in used.items():
+        lo, hi = ranges.get(name, (0, -1))
+        if hi - lo + 1 != n:
+            return False
+    outer, inner = _outer_vars(g), _inner_vars(g)
+    names = set(used)
+    if names == set(outer):
+        return True
+    return allow_inner and names == set(outer) | set(inner)
+
+
+# ============================================================================== fuser
+class Fuser:
+    def __init__(self, graph: Graph, options: FusionOptions):
+        self.g = graph
+        self.opt = options
+        self.order = graph.nodes()
+        self.pos = {n: i for i, n in enumerate(self.order)}
+        self.cls: dict = {}
+        self.reason: dict = {}
+        for n in self.order:
+            self.cls[n], self.reason[n] = classify(n)
+        self.outputs = list(graph.outputs) + [v for _, v in graph.mutations]
+        self.is_output = set(self.outputs)
+        self.maps = IndexMaps(self.cls, self.is_output)
+        self.groups: list[Group] = []
+        self.dag = nx.DiGraph()
+        self.home: dict = {}                        # realized node -> producing group (None: input)
+        self.req: dict = defaultdict(dict)          # node -> {group: {key: idx}}
+        self.buf_need: dict = defaultdict(dict)     # node -> {group: True}: groups loading it as a buffer
+        self.inlined: dict = defaultdict(list)      # node -> groups computing it inline
+        self.records: list[FusionRecord] = []
+        self.cost = self._cone_costs()
+        self.views: dict = {}                       # output node -> graph input it is a reshape of
+        self.must: set = set()                      # realized because a view output needs them
+        self._find_views()
+
+    def _find_views(self) -> None:
+        """Outputs the caller lets alias (saved for backward) that are reshapes of a buffer."""
+        aliasable = {o for i, o in enumerate(self.g.outputs) if i in self.opt.alias_outputs}
+        aliasable -= {o for i, o in enumerate(self.g.outputs) if i not in self.opt.alias_outputs}
+        aliasable -= {v for _, v in self.g.mutations}
+        for o in sorted(aliasable, key=lambda n: n.id):
+            b = o
+            while b.op == "reshape":
+                b = b.inputs[0]
+            if b is not o and self.cls[b] is not NodeClass.CONST:
+                self.views[o] = b
+                if not b.is_placeholder:
+                    self.must.add(b)
+
+    # ------------------------------------------------------------------------ bookkeeping
+    def _new_group(self, kind: GroupKind, outer=(1,), inner=(), node=None) -> Group:
+        grp = Group(len(self.groups), kind, outer, inner, node)
+        self.groups.append(grp)
+        self.dag.add_node(grp)
+        return grp
+
+    def _record(self, kind: FusionKind, message: str, nodes=()) -> None:
+        nodes = list(nodes)
+        src = next((n.meta.get("source", "") for n in nodes if n.meta.get("source")), "")
+        self.records.append(FusionRecord(kind, message, [n.name for n in nodes], src))
+
+    def _cone_costs(self) -> dict:
+        cost = {}
+        for n in self.order:
+            k = self.cls[n]
+            if k in (NodeClass.POINTWISE, NodeClass.MOVEMENT, NodeClass.GATHER):
+                cost[n] = min(100, OPS[n.op].cost + sum(cost.get(i, 0) for i in n.inputs))
+            else:
+                cost[n] = 0
+        return cost
+
+    def _add_request(self, n: Node, grp: Group, idx) -> None:
+        idx = tuple(idx)
+        self.req[n].setdefault(grp, {})[ix.key_of(idx)] = idx
+        grp.requested.add(n)
+
+    def _consumers(self, n: Node) -> list:
+        cons = list(self.req.get(n, {}).keys())
+        for grp in self.buf_need.get(n, {}):
+            if grp not in cons:
+                cons.append(grp)
+        return cons
+
+    # -------------------------------------------------------------------- decision phase
+    def decide(self) -> None:
+        for n in reversed(self.order):
+            k = self.cls[n]
+            if k is NodeClass.PLACEHOLDER or n in self.views:
+                self.home[n] = None
+                if n in self.views:
+                    self._record(FusionKind.FUSED, f"saved value {n.name} is a view of {self.views[n].name}", [n])
+                continue
+            if k is NodeClass.EXTERN:
+                self._decide_extern(n)
+            elif k is NodeClass.EAGER:
+                self._decide_eager(n)
+            else:
+                self._decide_kernelable(n)
+
+    def _link(self, n: Node, producer: Group) -> None:
+        for c in self._consumers(n):
+            if c is not producer:
+                self.dag.add_edge(producer, c)
+        # groups that read a saved view of n read n's buffer: they depend on n's producer too
+        for v, base in self.views.items():
+            if base is n:
+                for c in self._consumers(v):
+                    if c is not producer:
+                        self.dag.add_edge(producer, c)
+
+    def _decide_extern(self, n: Node) -> None:
+        grp = self._new_group(GroupKind.EXTERN, node=n)
+        self.home[n] = grp
+        self._link(n, grp)
+        for i, x in enumerate(n.inputs):
+            base, view_shape, transpose = self._extern_operand(x)
+            grp.operands.append((base, view_shape, transpose))
+            self.buf_need[base][grp] = True
+            if base is not x:
+                self._record(FusionKind.FUSED, f"matmul operand {i} read as a free view of {base.name}"
+                             + (" (transposed)" if transpose else ""), [x, n])
+
+    def _extern_operand(self, x: Node):
+        """(base node, shape the extern sees it as, transpose flag): the movement ops between x and
+        a buffer that cost nothing for numpy/BLAS matmul."""
+        n = x
+        if (n.op == "expand" and len(n.shape) >= 2 and len(n.inputs[0].shape) >= 2
+                and n.inputs[0].shape[-2:] == n.shape[-2:]):
+            n = n.inputs[0]                  # broadcast batch dims: matmul broadcasts them itself
+        transpose = False
+        nd = len(n.shape)
+        if n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(nd - 2)) + (nd - 1, nd - 2):
+            transpose = True
+            n = n.inputs[0]
+        view = n
+        while n.op == "reshape":
+            n = n.inputs[0]                  # a reshape of a contiguous buffer is free
+        if n is not view and self.cls[n] is NodeClass.CONST:
+            n = view
+        return n, tuple(view.shape), transpose
+
+    def _decide_eager(self, n: Node) -> None:
+        grp = self._new_group(GroupKind.EAGER, node=n)
+        self.home[n] = grp
+        self._link(n, grp)
+        for x in n.inputs:
+            self.buf_need[x][grp] = True
+        self._record(FusionKind.FALLBACK, f"{n.op} runs eagerly: {self.reason[n]}", [n])
+
+    def _decide_kernelable(self, n: Node) -> None:
+        k = self.cls[n]
+        reqs = self.req.get(n, {})
+        must = n in self.is_output or n in self.must or bool(self.buf_need.get(n))
+        if not must:
+            if k in (NodeClass.CONST, NodeClass.MOVEMENT, NodeClass.GATHER):
+                return self._inline(n, list(reqs))
+            if k is NodeClass.POINTWISE:
+                fan = len(reqs)
+                if fan <= 1 or (fan <= MAX_FANOUT and (fan - 1) * self.cost[n] <= self.opt.recompute_budget):
+                    if fan > 1:
+                        self._record(FusionKind.FUSED, f"recomputed in {fan} kernels (cost {self.cost[n]})", [n])
+                    return self._inline(n, list(reqs))
+                self._record(FusionKind.NOT_FUSED, f"realized: needed by {fan} kernels, recomputing costs "
+                             f"{self.cost[n]} ops each", [n])
+            elif k is NodeClass.REDUCE:
+                if len(reqs) == 1:
+                    grp = next(iter(reqs))
+                    why = self._reduce_fit_reason(n, grp)
+                    if why is None:
+                        self._apply_fit(n, grp)
+                        return self._inline(n, [grp])
+                    self._record(FusionKind.NOT_FUSED, f"not fused: {why}", [n])
+                else:
+                    self._record(FusionKind.NOT_FUSED,
+                                 f"not fused: would recompute a reduction in {len(reqs)} kernels", [n])
+        self._realize(n)
+
+    def _inline(self, n: Node, groups: list) -> None:
+        for grp in groups:
+            self.inlined[n].append(grp)
+            self._compute_in(n, grp)
+
+    def _compute_in(self, n: Node, grp: Group) -> None:
+        """Propagate n's requests in grp to its inputs."""
+        ranges = grp.ranges
+        idxs = list(self.req.get(n, {}).get(grp, {}).values())
+        if n in grp.stores:
+            idxs.append(grp.stores[n])
+        seen = set()
+        for idx in idxs:
+            key = ix.key_of(idx)
+            if key in seen:
+                continue
+            seen.add(key)
+            if self.cls[n] is NodeClass.GATHER:
+                for x in self.maps.gather_bases(n):
+                    self.buf_need[x][grp] = True
+                continue
+            for x, xi in self.maps.input_requests(n, idx, ranges):
+                self._add_request(x, grp, xi)
+
+    def _realize(self, n: Node) -> None:
+        reqs = self.req.get(n, {})
+        needs_buf = self.buf_need.get(n, {})
+        placed = None
+        is_const = self.cls[n] is NodeClass.CONST
+        cands = [] if is_const else sorted(
+            (grp for grp in reqs if grp.kind is GroupKind.KERNEL and grp not in needs_buf),
+            key=lambda grp: (-len(reqs[grp]), grp.id))
+        for grp in cands:
+            if self._try_store(n, grp):
+                placed = grp
+                break
+        if placed is None and is_const:
+            # a constant handed out as a buffer: np.full / np.arange, no kernel needed
+            grp = self._new_group(GroupKind.EAGER, node=n)
+            self.reason[n] = "constant output (filled by numpy)"
+            self.home[n] = grp
+            self._link(n, grp)
+            return
+        if placed is None:
+            placed = self._group_for(n)
+            if cands:
+                self._record(FusionKind.NOT_FUSED, f"{n.op} gets its own kernel: no consumer kernel can store it "
+                             "(index is not one-to-one, domain differs, or a cycle)", [n])
+        self.home[n] = placed
+        self._link(n, placed)
+        self._compute_in(n, placed)
+
+    def _group_for(self, n: Node) -> Group:
+        """A kernel of n's own: over its non-unit dims (a reduction: kept dims outer, reduced inner)."""
+        if self.cls[n] is NodeClass.REDUCE:
+            x = n.inputs[0]
+            dims = reduce_dims(n)
+            outer = tuple(x.shape[d] for d in range(len(x.shape)) if d not in dims and x.shape[d] != 1)
+            inner = tuple(x.shape[d] for d in dims)
+            grp = self._new_group(GroupKind.KERNEL, outer or (1,), inner)
+            idx, k = [], 0
+            for d in range(len(x.shape)):
+                if d in dims:
+                    if n.attrs["keepdim"]:
+                        idx.append(IConst(0))
+                elif x.shape[d] != 1:
+                    idx.append(Var("o", k))
+                    k += 1
+                else:
+                    idx.append(IConst(0))
+        else:
+            outer = tuple(s for s in n.shape if s != 1)
+            grp = self._new_group(GroupKind.KERNEL, outer or (1,))
+            idx, k = [], 0
+            for s in n.shape:
+                if s != 1:
+                    idx.append(Var("o", k))
+                    k += 1
+                else:
+                    idx.append(IConst(0))
+        grp.stores[n] = tuple(idx)
+        return grp
+
+    def _acyclic(self, n: Node, grp: Group) -> bool:
+        for c in self._consumers(n):
+            if c is not grp and nx.has_path(self.dag, c, grp):
+                return False
+        return True
+
+    def _try_store(self, n: Node, grp: Group) -> bool:
+        reqs = self.req[n].get(grp, {})
+        if self.cls[n] is NodeClass.REDUCE:
+            if self._reduce_fit_reason(n, grp) is not None or not self._acyclic(n, grp):
+                return False
+            self._apply_fit(n, grp)
+            grp.stores[n] = next(iter(self.req[n][grp].values()))
+            return True
+        for idx in reqs.values():
+            if _one_to_one(n.shape, idx, grp, allow_inner=True):
+                if not self._acyclic(n, grp):
+                    return False
+                grp.stores[n] = idx
+                return True
+        # read broadcast over some axes of grp: those axes become inner ones, n an outer store
+        if len(reqs) == 1 and self._plan_fit(n, grp, broadcast=True) is not None and self._acyclic(n, grp):
+            self._apply_fit(n, grp, broadcast=True)
+            grp.stores[n] = next(iter(self.req[n][grp].values()))
+            return True
+        return False
+
+    # ------------------------------------------------------------- reductions in a group
+    def _reduce_fit_reason(self, n: Node, grp: Group):
+        """None when n can be computed in grp once per outer point (grp may need new inner axes:
+        see _plan_fit); else the reason it cannot."""
+        if grp.kind is not GroupKind.KERNEL:
+            return "consumer is not a kernel"
+        reqs = self.req[n].get(grp, {})
+        if len(reqs) != 1:
+            return f"needed at {len(reqs)} different indices in one kernel"
+        if self._plan_fit(n, grp) is None:
+            return "different reduction domain"
+        return None
+
+    def _plan_fit(self, n: Node, grp: Group, broadcast: bool = False):
+        """How grp's domain must change so that n is computed once per outer point:
+        (outer, inner, var substitution) or None.  For a reduction the inner axes must be its
+        reduced axes; with broadcast=True (a realized elementwise value that grp reads broadcast)
+        they are whatever outer axes n's index does not use."""
+        idx = next(iter(self.req[n][grp].values()))
+        if any(v.kind == "r" for e in idx for v in ix.index_vars(e)):
+            return None
+        used = {v.name for e in idx for v in ix.index_vars(e)}
+        ovars = [(f"o{k}", s) for k, s in enumerate(grp.outer) if s != 1]
+        unused = [(name, s) for name, s in ovars if name not in used]
+        if broadcast:
+            # keep at least one outer axis: a kernel whose outer domain is [1] runs on one thread
+            if grp.inner or not unused or len(unused) == len(ovars):
+                return None
+            red = tuple(s for _, s in unused)
+        else:
+            red = tuple(n.inputs[0].shape[d] for d in reduce_dims(n))
+        if grp.inner:
+            if grp.inner == red and _one_to_one(n.shape, idx, grp, allow_inner=False):
+                return (grp.outer, grp.inner, {})
+            return None
+        red_big = [s for s in red if s != 1]
+        # (a) the reduced axes are axes of the elementwise domain the result is broadcast over
+        if unused and [s for _, s in unused] == red_big:
+            mapping = {}
+            r_of_big = [j for j, s in enumerate(red) if s != 1]
+            for (name, _), j in zip(unused, r_of_big):
+                mapping[name] = Var("r", j)
+            new_outer = []
+            for name, s in ovars:
+                if name not in mapping:
+                    mapping[name] = Var("o", len(new_outer))
+                    new_outer.append(s)
+            plan = (tuple(new_outer) or (1,), red, mapping)
+            probe = Group(-1, GroupKind.KERNEL, plan[0], plan[1])
+            new_idx = ix.simplify_all([ix.subst(e, mapping) for e in idx], probe.ranges)
+            if _one_to_one(n.shape, new_idx, probe, allow_inner=False):
+                return plan
+        # (b) new inner axes for the reduction; the elementwise stores stay outer stores
+        if not broadcast and _one_to_one(n.shape, idx, grp, allow_inner=False):
+            return (grp.outer, red, {})
+        return None
+
+    def _apply_fit(self, n: Node, grp: Group, broadcast: bool = False) -> None:
+        outer, inner, mapping = self._plan_fit(n, grp, broadcast)
+        if (outer, inner) == (grp.outer, grp.inner) and not mapping:
+            return
+        grp.outer, grp.inner = outer, inner
+        if not mapping:
+            return
+        ranges = grp.ranges
+        sub = lambda idx: ix.simplify_all([ix.subst(e, mapping) for e in idx], ranges)  # noqa: E731
+        for m in list(grp.stores):
+            grp.stores[m] = sub(grp.stores[m])
+        for m in grp.requested:
+            old = self.req[m].get(grp)
+            if old:
+                new = {}
+                for idx in old.values():
+                    s = sub(idx)
+                    new[ix.key_of(s)] = s
+                self.req[m][grp] = new
+        self._record(FusionKind.FUSED, f"a kernel takes the axes {list(inner)} of {n.op} as its inner "
+                     "(reduction) axes", [n])
+
+    # ---------------------------------------------------------------- group merges
+    def merge_horizontal(self) -> None:
+        """Kernels over the same domain that load a common buffer and do not depend on each other
+        become one kernel (up to MAX_HORIZONTAL_STORES stores)."""
+        buckets = defaultdict(list)
+        for grp in self.groups:
+            if grp.kind is GroupKind.KERNEL:
+                buckets[(grp.outer, grp.inner)].append(grp)
+        for members in buckets.values():
+            if len(members) < 2:
+                continue
+            loads = {grp: set(group_requests(self, grp)[1]) for grp in members}
+            alive = list(members)
+            while (pair := self._mergeable_pair(alive, loads)) is not None:
+                a, b = pair
+                self._merge(a, b)
+                loads[a] |= loads[b]
+                alive.remove(b)
+                self._record(FusionKind.FUSED, f"horizontal: kernels over [{','.join(map(str, a.outer))}]"
+                             f"{'x' + str(list(a.inner)) if a.inner else ''} reading the same inputs merged",
+                             list(a.stores)[:4])
+
+    def _mergeable_pair(self, alive: list, loads: dict):
+        for i, a in enumerate(alive):
+            for b in alive[i + 1:]:
+                if len(a.stores) + len(b.stores) > MAX_HORIZONTAL_STORES:
+                    continue
+                if not (loads[a] & loads[b]):
+                    continue
+                if nx.has_path(self.dag, a, b) or nx.has_path(self.dag, b, a):
+                    continue
+                return a, b
+        return None
+
+    def _merge(self, a: Group, b: Group) -> None:
+        """Fold group b into a (same domain)."""
+        for n, idx in b.stores.items():
+            a.stores[n] = idx
+            self.home[n] = a
+        a.merged_from.append(b.id)
+        for p in list(self.dag.predecessors(b)):
+            if p is not a:
+                self.dag.add_edge(p, a)
+        for s in list(self.dag.successors(b)):
+            if s is not a:
+                self.dag.add_edge(a, s)
+        self.dag.remove_node(b)
+        self.groups.remove(b)
+
+    def fuse_epilogues(self) -> None:
+        """A kernel that is the only consumer of a matmul result runs as that extern's epilogue."""
+        for x in list(self.groups):
+            if x.kind is not GroupKind.EXTERN or x.node in self.is_output:
+                continue
+            succ = list(self.dag.successors(x))
+            if len(succ) != 1 or succ[0].kind is not GroupKind.KERNEL or succ[0].epilogue_of is not None:
+                if len(succ) > 1:
+                    self._record(FusionKind.NOT_FUSED,
+                                 f"matmul result {x.node.name} feeds {len(succ)} steps: no epilogue", [x.node])
+                continue
+            grp = succ[0]
+            x.epilogue = grp
+            grp.epilogue_of = x
+            for p in list(self.dag.predecessors(grp)):
+                if p is not x:
+                    self.dag.add_edge(p, x)
+            for s in list(self.dag.successors(grp)):
+                self.dag.add_edge(x, s)
+            self.dag.remove_node(grp)
+            self._record(FusionKind.FUSED, f"epilogue: kernel over [{','.join(map(str, grp.outer))}] fused into "
+                         f"matmul {x.node.name}", [x.node] + list(grp.stores)[:3])
