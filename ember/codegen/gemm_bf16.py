@@ -534,7 +534,8 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
 
 def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     """Products [b0, b1) of a batch, each packing its own B into bp (one call for a whole batch of
-    small products: a convolution's per-image GEMMs, attention's per-head ones)."""
+    small products: a convolution's per-image GEMMs, attention's per-head ones).  A broadcast A that
+    fits one block (a convolution's weight) is packed once for the whole batch."""
     f = _Fn(f"define void @gemm_batch_{tile.tag}(ptr %a, i64 %abs, i64 %als, i64 %aks, i32 %aw, ptr %b, "
             "i64 %bbs, i64 %bls, i64 %bks, i32 %bw, i64 %b0, i64 %b1, i64 %M, i64 %N, i64 %K, ptr %c, "
             "i64 %cbs, i64 %ldc, ptr %o, i64 %obs, i64 %ldo, ptr %bias, ptr noalias %ap, ptr noalias %bp) "
@@ -543,6 +544,21 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     npb = f.tmp(f"udiv i64 {n1}, {tile.nr}")
     hasc = f.tmp("icmp ne ptr %c, null")
     haso = f.tmp("icmp ne ptr %o, null")
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    fb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
+    fo = f.tmp(f"select i1 {haso}, i32 4, i32 0")
+    flags = f.tmp(f"or i32 {fb}, {fo}")       # one K block: no partial sums to add
+    a0 = f.tmp("icmp eq i64 %abs, 0")
+    a1 = f.tmp(f"icmp sle i64 %M, {cfg.mc}")
+    a2 = f.tmp(f"icmp sle i64 %K, {cfg.kc}")
+    once = f.tmp(f"and i1 {a0}, {a1}")
+    once = f.tmp(f"and i1 {once}, {a2}", "aonce")
+    k1 = f.tmp("add i64 %K, 1")
+    kpc = f.tmp(f"lshr i64 {k1}, 1")
+    close_once = f.if_(once, "packa")
+    f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
+           f"ptr %ap, i64 {tile.mr})")
+    close_once()
     bi, close = f.loop("%b0", "%b1", "1", "bt")
     ao = f.tmp(f"mul i64 {bi}, %abs")
     ap_ = f.tmp(f"getelementptr i16, ptr %a, i64 {ao}")
@@ -556,8 +572,17 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     op = f.tmp(f"select i1 {haso}, ptr {op}, ptr null")
     f.emit(f"call void @pack_b_{tile.tag}(ptr {bp_}, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 0, "
            f"i64 {npb}, ptr %bp)")
+    blk, rows, nxt = f.fresh("blk"), f.fresh("rows"), f.fresh("next")
+    f.emit(f"br i1 {once}, label %{blk}, label %{rows}")
+    f.label(blk)
+    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr %bp, i64 %M, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
+           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"br label %{nxt}")
+    f.label(rows)
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr {ap_}, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 %N, "
            f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, ptr %ap)")
+    f.emit(f"br label %{nxt}")
+    f.label(nxt)
     close()
     return f.text()
 
