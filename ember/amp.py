@@ -76,18 +76,6 @@ def clear_autocast_cache() -> None:
     _ac.clear_cache()
 
 
-def _cuda_bf16_ok() -> bool:
-    from .frontend.device import cupy_or_none
-    cp = cupy_or_none()
-    if cp is None:
-        return False
-    try:
-        cp.zeros(1, dtype=dt.bfloat16.np)
-        return True
-    except Exception:   # CuPy builds before ml_dtypes support have no bfloat16 arrays
-        return False
-
-
 class autocast:
     """torch.autocast: a region (context manager or decorator) in which ops run in mixed precision."""
 
@@ -114,7 +102,7 @@ class autocast:
                           UserWarning, stacklevel=2)
             self._enabled = False
             return
-        if device_type == "cuda" and self.fast_dtype is dt.bfloat16 and not _cuda_bf16_ok():
+        if device_type == "cuda" and self.fast_dtype is dt.bfloat16 and not _cuda_is_bf16_supported():
             raise RuntimeError("Current CUDA Device does not support bfloat16 (this CuPy has no bfloat16 "
                                "arrays). Please switch dtype to float16.")
 
@@ -132,6 +120,11 @@ class autocast:
             with self:
                 return fn(*args, **kwargs)
         return wrapper
+
+
+def _cuda_is_bf16_supported() -> bool:
+    from .cuda import is_bf16_supported
+    return is_bf16_supported()
 
 
 def _cpu_autocast(enabled: bool = True, dtype=dt.bfloat16, cache_enabled: bool = True) -> autocast:

@@ -376,3 +376,29 @@ def test_cuda_list_rules(cuda_lists_on_cpu):
         assert ember.dot(h[0], f[0]).dtype is ember.float32 and ember.addcmul(h, h, h).dtype is ember.float16
         assert F.mse_loss(h, h).dtype is ember.float32
         assert (f.double() @ f.double().T).dtype is ember.float64
+
+
+# ------------------------------------------------------------------------------------- on a GPU
+@pytest.mark.gpu
+def test_cuda_autocast_and_grad_scaler_on_a_gpu():
+    if not ember.cuda.is_available():
+        pytest.skip("needs CuPy and an NVIDIA GPU")
+    ember.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).cuda()
+    x, y = ember.randn(8, 16, device="cuda"), ember.tensor([0, 1, 2, 3] * 2, device="cuda")
+    opt = ember.optim.SGD(m.parameters(), lr=0.1)
+    scaler = ember.amp.GradScaler("cuda", init_scale=2.0 ** 10)
+    with ember.autocast("cuda"):
+        out = m(x)
+        loss = F.cross_entropy(out, y)
+        assert out.dtype is ember.float16 and loss.dtype is ember.float32
+        assert ember.exp(out).dtype is ember.float32 and F.softmax(out, -1).dtype is ember.float32
+        assert (x @ x.T).dtype is ember.float16 and x.sum().dtype is ember.float32
+    scaler.scale(loss).backward()
+    assert all(p.grad.dtype is ember.float32 for p in m.parameters())
+    before = [p.detach().cpu().numpy().copy() for p in m.parameters()]
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == 2.0 ** 10                    # a clean step: no backoff
+    after = [p.detach().cpu().numpy() for p in m.parameters()]
+    assert all(np.isfinite(a).all() and not np.array_equal(a, b) for a, b in zip(after, before))
