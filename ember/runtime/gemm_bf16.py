@@ -111,14 +111,16 @@ class Bf16Gemm:
         self._ws = _Workspace()
         self._tile_of: dict = {}
 
-    def tile_for(self, n: int) -> gen.Tile:
-        """The tile that wastes the least work on N columns: padded columns times the tile's relative
-        cost per column (narrow tiles load more per FMA: measured 5-25% slower per lane than 8x48)."""
-        t = self._tile_of.get(n)
+    def tile_for(self, n: int, m: int = 1 << 20) -> gen.Tile:
+        """The tile that wastes the least work on an M x N product: padded rows times padded columns
+        times the tile's relative cost (narrow tiles load more per FMA: measured 5-25% slower per lane
+        than 8x48).  Matters for few rows too: a 10-row product wastes 6 of 16 rows on 8-row tiles."""
+        t = self._tile_of.get((n, m)) or self._tile_of.get(n)
         if t is None:
             weight = {1: 1.25, 2: 1.05}
-            t = min(self.cfg.tiles, key=lambda t: (-(-n // t.nr) * t.nr * weight.get(t.nv, 1.0), -t.nv))
-            self._tile_of[n] = t
+            t = min(self.cfg.tiles, key=lambda t: (-(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr *
+                                                   weight.get(t.nv, 1.0), -t.nv))
+            self._tile_of[(n, m)] = t
         return t
 
     # ------------------------------------------------------------------------------ one product
@@ -154,7 +156,7 @@ class Bf16Gemm:
         if o is not None and K > cfg.kc:
             c_ptr, ldc = self._ws.get("c", M * N * 4)[1], N
         o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
-        tile = self.tile_for(N)
+        tile = self.tile_for(N, M)
         pack_b, gemm_rows = self.fns[tile][:2]
         bp = self._ws.get("bp", gen.packed_b_words(cfg, tile, N, K) * 4)[1]
         npanels = -(-N // tile.nr)
@@ -223,7 +225,7 @@ class Bf16Gemm:
         (M, K), N = a0.shape, b0.shape[1]
         a_ptr, a_ls, a_ks, a_w, _ = _operand(a0, 1)
         b_ptr, b_ls, b_ks, b_w, _ = _operand(b0, 0)
-        tile = self.tile_for(N)
+        tile = self.tile_for(N, M)
         batch_fn = self.fns[tile][3]
         bias_ptr = None
         if bias is not None:
