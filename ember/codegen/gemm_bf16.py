@@ -1,8 +1,9 @@
 """LLVM IR for a bfloat16 matrix product with float32 accumulation (BLIS-style blocking).  Pure text.
 
-In: `GemmConfig` (register tile MR x NR, cache blocks MC x KC, and whether the target has AVX512-BF16).
-Out: `emit_module(cfg, target)` -> the text of one LLVM module with three C-callable functions; the
-runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls them on numpy buffers.
+In: `GemmConfig` (register tiles MR x NR, cache blocks MC x KC, and whether the target has AVX512-BF16).
+Out: `emit_module(cfg, triple, data_layout)` -> the text of one LLVM module with four C-callable functions
+per register tile; the runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls
+them on numpy buffers.
 
 The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any strides):
 
@@ -11,8 +12,9 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     (x[lane, 2p], x[lane, 2p+1]) -- exactly the operand layout of the bf16 dot-product instruction.
     Lanes past the matrix edge and the K index past an odd K are zero, so edge tiles compute garbage-free
     zeros.  `pack_b` packs all of B once (threads split its panels); A is packed per MC x KC block by
-    each thread inside `gemm_rows`.  Two copy loops per pack: lanes-contiguous ("interleave" two K rows)
-    or K-contiguous (whole 32-bit words), chosen by the caller from the strides.
+    each thread inside `gemm_rows`.  Two copy loops in the one `pack` function (its lane count is an
+    argument): lanes-contiguous ("interleave" two K rows) or K-contiguous (whole 32-bit words), chosen
+    by the caller from the strides.
   * Micro-kernel.  MR x NR accumulators (NR/16 zmm vectors per row) live in registers for the whole
     KC block; per K pair it loads NR/16 vectors of B, broadcasts one 32-bit A word per row and issues
     MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
@@ -21,8 +23,8 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     denormal inputs and results to zero).
   * Stores (per tile, from flags): add the partial sums already in the float32 C (K blocks after the
     first), add a bf16 bias per column (the last K block), and write float32 C or round to bf16
-    (nearest-even, NaN -> quiet NaN) into the output O.  Full tiles store vectors; edge tiles go through
-    a stack buffer and scalar stores, so nothing outside [M, N] is ever written.
+    (nearest-even, NaN -> quiet NaN) into the output O.  Rows past the edge are skipped and columns
+    past it masked off (AVX-512 masked loads/stores), so nothing outside [M, N] is read or written.
 
 Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
 
@@ -39,7 +41,8 @@ Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
     void gemm_batch(ptr a, i64 a_batch_stride, <A's strides>, ptr b, i64 b_batch_stride, <B's strides>,
                     i64 b0, i64 b1, i64 M, i64 N, i64 K, ptr c, i64 c_batch_stride, i64 ldc, ptr o,
                     i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp)
-        products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp.
+        products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
+        broadcast A that fits one MC x KC block is packed once.
 
 Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).
 

@@ -69,11 +69,13 @@ def in_float32(fn=None, *, out_like: int | None = None):
         kw = {k: cast(v, dt.float32) if isinstance(v, Tensor) and v.dtype.is_reduced_float else v
               for k, v in kwargs.items()}
         out = fn(*up, **kw)
-        if isinstance(out, tuple):
-            return type(out)(*(cast(o, low) if isinstance(o, Tensor) and o.dtype is dt.float32 else o for o in out)) \
-                if hasattr(out, "_fields") else tuple(cast(o, low) if isinstance(o, Tensor) and o.dtype is dt.float32
-                                                      else o for o in out)
-        return cast(out, low) if isinstance(out, Tensor) and out.dtype is dt.float32 else out
+
+        def down(o):
+            return cast(o, low) if isinstance(o, Tensor) and o.dtype is dt.float32 else o
+        if isinstance(out, tuple):   # var_mean, std_mean (plain tuples) and named tuples
+            vals = [down(o) for o in out]
+            return type(out)(*vals) if hasattr(out, "_fields") else tuple(vals)
+        return down(out)
     return f
 
 

@@ -182,7 +182,6 @@ class Bf16Gemm:
             pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
             ap = self._ws.get("ap0", gen.packed_a_words(cfg) * 4)[1]
             gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr, ap)
-        del a, b   # (the operand copies, if any, lived until here)
         return out
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
