@@ -28,7 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from harness import NA, Stats, interleave, loadavg, machine_info, markdown_table  # noqa: E402
+from harness import NA, Stats, interleave, loadavg, machine_info, markdown_table, wait_quiet  # noqa: E402
 
 # (name, A shape, B shape, B stored transposed): the products ember's eager ops issue for these models
 GEMMS = [
@@ -59,14 +59,15 @@ def gemm_cases():
 
 
 # ------------------------------------------------------------------------------------ torch side
-def _torch_main(what: str, rounds: int, batch: int, steps_only: bool):
+def _torch_main(what: str, rounds: int, batch: int):
     """Runs in its own process: prints one JSON line {row: median seconds}."""
     import torch
     out = {}
     if what == "gemm":
         for name, a, b, _ in gemm_cases():
-            ta, tb = torch.from_numpy(a), torch.from_numpy(np.ascontiguousarray(np.swapaxes(b, -1, -2))).transpose(-1, -2) \
-                if not b.flags.c_contiguous else torch.from_numpy(b)
+            ta = torch.from_numpy(a)
+            tb = torch.from_numpy(b) if b.flags.c_contiguous else \
+                torch.from_numpy(np.ascontiguousarray(np.swapaxes(b, -1, -2))).transpose(-1, -2)   # W.t()
             fns = {f"{name}|torch fp32": lambda ta=ta, tb=tb: torch.matmul(ta, tb),
                    f"{name}|torch bf16": (lambda ta=ta.bfloat16(), tb=tb.bfloat16(): torch.matmul(ta, tb))}
             for k, v in interleave(fns, rounds=rounds).items():
@@ -81,7 +82,8 @@ def _torch_main(what: str, rounds: int, batch: int, steps_only: bool):
 
 
 def _torch(what: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--_torch", what, "--rounds", str(args.rounds), "--batch", str(args.batch)]
+    cmd = [sys.executable, __file__, "--_torch", what, "--rounds", str(args.rounds), "--batch", str(args.batch),
+           "--threads", str(args.threads)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
@@ -224,19 +226,32 @@ def main():
     ap.add_argument("--only", default="gemm,mnist,gpt", help="comma list of gemm, mnist, gpt")
     ap.add_argument("--curve", type=int, default=0, help="also train n steps fp32 vs bf16 and compare losses")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="ember.set_num_threads (and torch's) for every row")
+    ap.add_argument("--wait-quiet", type=float, default=0, help="wait up to this many seconds for a quiet machine "
+                    "before each part (shared machines)")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--_torch", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        import ember
+        ember.set_num_threads(args.threads)
     if args._torch:
-        return _torch_main(args._torch, args.rounds, args.batch, True)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        return _torch_main(args._torch, args.rounds, args.batch)
     info = machine_info()
     print(f"bf16 benchmarks; {info.get('cpu', '?')}; load {loadavg()}")
     rows = []
     only = args.only.split(",")
     if "gemm" in only:
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet)
         run_gemm(args, rows)
     for what in ("mnist", "gpt"):
         if what in only:
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
             run_steps(what, args, rows)
     if args.curve:
         run_curve(args.curve, rows)

@@ -10,7 +10,8 @@ not, so ember_fmax checks first), remainder/floor_divide use the floor rule, int
 gives 0, integer overflow wraps (arithmetic through the unsigned type: no C++ UB), float->int casts
 truncate and saturate (PTX cvt.rzi), transcendentals are CUDA's precise math library (expf, tanhf,
 erff; never --use_fast_math).  float16 is computed in float and rounded back to half after every
-operation (numpy's float16 semantics); bfloat16 too (stored as 16-bit patterns like float16).  The ember_* helpers live in prelude.cuh.
+operation (numpy's float16 semantics); bfloat16 too (stored as 16-bit patterns like float16).  The
+ember_* helpers live in prelude.cuh.
 tests/codegen/test_op_tables.py checks that the tables cover exactly the kernel-IR ops.
 """
 from __future__ import annotations
