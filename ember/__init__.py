@@ -51,6 +51,7 @@ from .frontend.shape_ops import (  # noqa: E402
     flipud, roll, tril, triu, diagonal, diag, diag_embed, index_select, take, take_along_dim, gather,
     scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
+from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402
     matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, einsum, sort, argsort, topk, kthvalue,
     median)
@@ -59,7 +60,13 @@ from .frontend.autograd import (  # noqa: E402
 from .frontend.printing import set_printoptions  # noqa: E402
 from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
+from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
 from .kernels import blas_threads as _blas_threads  # noqa: E402
+
+# the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
+(FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
+ BoolTensor) = (_legacy[n] for n in ("FloatTensor", "DoubleTensor", "HalfTensor", "BFloat16Tensor", "LongTensor",
+                                     "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 
 def _bf16_matmul(a, b):
@@ -120,7 +127,8 @@ def is_grad_enabled_():
     return is_grad_enabled()
 
 
-from .frontend.typeinfo import finfo, iinfo  # noqa: E402
+from .frontend.typeinfo import (  # noqa: E402,F401
+    finfo, iinfo, memory_format, contiguous_format, channels_last, channels_last_3d, preserve_format)
 
 _matmul_precision = "highest"
 _deterministic = False
@@ -172,7 +180,7 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "serialization", "onnx", "cpu"):
+                "serialization", "onnx", "accelerator", "cpu"):
         return _lazy(name)
     if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)

@@ -3,6 +3,12 @@ is_available() is False and using device "cuda" raises a clear error."""
 from __future__ import annotations
 
 from .frontend.device import cupy_or_none
+from .frontend.legacy import CUDA_TYPES as _legacy
+
+# ember.cuda.FloatTensor(...) & co (legacy constructors; they need a GPU, as PyTorch's need a CUDA build)
+(FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
+ BoolTensor) = (_legacy[n] for n in ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor",
+                                     "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 
 def is_available() -> bool:

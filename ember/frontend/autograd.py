@@ -321,9 +321,14 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     run_backward(roots, grads, retain_graph, create_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=None,
-         is_grads_batched=False, materialize_grads=False):
-    """ember.autograd.grad: gradients of outputs w.r.t. inputs, returned (not accumulated)."""
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """ember.autograd.grad: gradients of outputs w.r.t. inputs, returned (not accumulated).
+    only_inputs is accepted and ignored, as in PyTorch (WGAN-GP scripts still pass it)."""
+    if not only_inputs:
+        import warnings
+        warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). To accumulate "
+                      "gradient for other parts of the graph, please use torch.autograd.backward.", stacklevel=2)
     from .tensor import Tensor
     from . import creation
     single_out = isinstance(outputs, Tensor)

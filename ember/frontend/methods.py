@@ -126,6 +126,7 @@ def bind():
     Tensor.__ne__ = _cmp(M.ne)
     Tensor.masked_fill_ = _inplace(S.masked_fill)
     Tensor.clamp_ = _inplace(M.clamp)
+    _bind_legacy()
 
 
 def _shape_inplace(fn):
@@ -163,4 +164,42 @@ def _multinomial(self, num_samples, replacement=False, *, generator=None):
 
 
 _METHODS["multinomial"] = _multinomial
+
+
+# ------------------------------------------------------------------- legacy and device queries
+def _new(self, *args, **kwargs):
+    """x.new(*sizes) / x.new(data): a tensor with x's dtype and device (the pre-1.0 spelling of new_empty /
+    new_tensor, still common in older code)."""
+    from .legacy import legacy_new
+    if kwargs:
+        raise TypeError(f"new() got unexpected keyword arguments {list(kwargs)}")
+    return legacy_new(self.dtype, self.device, args)
+
+
+def _get_device(self) -> int:
+    """The CUDA device index, or -1 on the CPU (torch.Tensor.get_device)."""
+    return -1 if self.device.type == "cpu" else (self.device.index or 0)
+
+
+def _bind_legacy():
+    # devices and layouts ember does not have: the queries answer False, as on a CPU/CUDA PyTorch build
+    for name in ("is_xpu", "is_mps", "is_meta", "is_quantized", "is_sparse", "is_mkldnn", "is_nested"):
+        setattr(Tensor, name, property(lambda self: False))
+    Tensor.new = _new
+    Tensor.get_device = _get_device
+    # x.type(ember.FloatTensor) / x.type(ember.cuda.LongTensor): the legacy classes name a dtype and a
+    # device; every other argument goes to Tensor.type as before
+    plain_type = Tensor.type
+    if getattr(plain_type, "_accepts_legacy", False):
+        return
+
+    def type(self, dtype=None, non_blocking=False, **kwargs):
+        from .legacy import legacy_type_target
+        target = legacy_type_target(dtype)
+        if target is not None:
+            return self.to(device=target[0], dtype=target[1])
+        return plain_type(self, dtype)
+    type.__doc__ = plain_type.__doc__
+    type._accepts_legacy = True
+    Tensor.type = type
 _ = dt

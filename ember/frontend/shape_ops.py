@@ -247,6 +247,38 @@ def broadcast_tensors(*ts):
     return tuple(expand(t, shape) for t in ts)
 
 
+def meshgrid(*tensors, indexing: str | None = None):
+    """Coordinate grids from 1-D tensors (or 0-d): 'ij' (matrix, the default) or 'xy' (Cartesian: the
+    grid of the first two inputs swapped). Each output is an expanded view of its input."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if not tensors:
+        raise RuntimeError("meshgrid expects a non-empty TensorList")
+    if indexing is None:
+        import warnings
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
+                      UserWarning, stacklevel=2)
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: {indexing}")
+    for t_ in tensors:
+        if t_.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t_.ndim}D")
+    ts = [reshape(t_, (-1,)) for t_ in tensors]
+    swap = indexing == "xy" and len(ts) >= 2
+    if swap:
+        ts[0], ts[1] = ts[1], ts[0]
+    shape = tuple(t_.shape[0] for t_ in ts)
+    outs = []
+    for i, t_ in enumerate(ts):
+        view = [1] * len(ts)
+        view[i] = -1
+        outs.append(expand(reshape(t_, tuple(view)), shape))
+    if swap:
+        outs[0], outs[1] = outs[1], outs[0]
+    return tuple(outs)
+
+
 def broadcast_shapes_(*shapes):
     from .tensor import Size
     return Size(broadcast_shapes(*(tuple(s) if not isinstance(s, int) else (s,) for s in shapes)))

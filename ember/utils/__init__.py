@@ -1,2 +1,3 @@
-"""ember.utils: helpers outside the tensor core (ember.utils.data: datasets, samplers, DataLoader)."""
-from . import data  # noqa: F401
+"""ember.utils: helpers outside the tensor core (ember.utils.data: datasets, samplers, DataLoader;
+ember.utils.checkpoint: activation checkpointing)."""
+from . import checkpoint, data  # noqa: F401

@@ -28,3 +28,12 @@ from .flatten import (  # noqa: F401
 from .attention import MultiheadAttention  # noqa: F401
 from .transformer import (  # noqa: F401
     TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer, TransformerDecoder, Transformer)
+from .rnn import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell  # noqa: F401
+# the module paths PyTorch has (torch.nn.modules.batchnorm._BatchNorm ...) that re-export classes above
+from . import batchnorm, distance, fold, instancenorm, padding, pixelshuffle, upsampling, utils  # noqa: F401,E402
+
+# `from .modules import *` (in ember.nn) exports the classes and functions, not the submodules: a
+# submodule named like an ember.nn one (utils) must not replace it
+import types as _types  # noqa: E402
+
+__all__ = [_n for _n, _v in globals().items() if not _n.startswith("_") and not isinstance(_v, _types.ModuleType)]

@@ -256,3 +256,7 @@ class RReLU(Module):
     def extra_repr(self):
         inplace_str = ", inplace=True" if self.inplace else ""
         return f"lower={self.lower}, upper={self.upper}{inplace_str}"
+
+
+# torch.nn.modules.activation.MultiheadAttention is the path PyTorch gives it; the class lives in attention.py
+from .attention import MultiheadAttention  # noqa: E402,F401
