@@ -10,6 +10,7 @@ import math
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
@@ -73,6 +74,7 @@ def threshold(input: Tensor, threshold: float, value: float, inplace: bool = Fal
     return _maybe_inplace(input, M.where(M.le(input, threshold), value, input), inplace)   # NaN stays NaN
 
 
+@M.in_float32
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     _f(input, "GeluKernelImpl")
     if approximate == "none":
@@ -85,6 +87,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     raise RuntimeError(f"approximate argument must be either none or tanh.")
 
 
+@M.in_float32
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("sigmoid", _f(input, "silu"))), inplace)
 
@@ -97,6 +100,7 @@ def tanh(input: Tensor) -> Tensor:
     return M.tanh(input)
 
 
+@M.in_float32
 def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
     # PyTorch: gradient 1/6 on the open interval (-3, 3) only, zero at NaN
     value = P("mul", M.clamp(P("add", input, 3.0), 0.0, 6.0), 1.0 / 6.0)
@@ -104,6 +108,7 @@ def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, _flat_outside(P("add", P("mul", input, 1.0 / 6.0), 0.5), inside, value), inplace)
 
 
+@M.in_float32
 def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     # PyTorch: 0 below -3, x (x + 3) / 6 below 3, x from 3 on and at NaN (with its gradient)
     below = P("lt", input, -3.0)
@@ -114,6 +119,8 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, r, inplace)
 
 
+@autocast_op("softplus")
+@M.in_float32
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     _f(input, "softplus")
     bx = P("mul", input, float(beta)) if beta != 1 else input
@@ -125,10 +132,12 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     return P("where", P("gt", bx, float(threshold)), input, soft)
 
 
+@M.in_float32
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("tanh", softplus(input))), inplace)
 
 
+@M.in_float32
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     _f(input, "elu")
     # exp sees x only where x <= 0 (a large unselected x would give inf * 0 = NaN gradients);
@@ -139,6 +148,7 @@ def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("where", neg_side, neg, input), inplace)
 
 
+@M.in_float32
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError")
@@ -152,10 +162,12 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
+@M.in_float32
 def selu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", elu(input, _SELU_ALPHA), _SELU_SCALE), inplace)
 
 
+@M.in_float32
 def logsigmoid(input: Tensor) -> Tensor:
     # PyTorch's stable form: min(x, 0) - log1p(exp(-|x|))
     _f(input, "log_sigmoid")
@@ -182,6 +194,7 @@ def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
     return M.where(M.logical_and(M.ge(input, -lambd), M.le(input, lambd)), 0.0, input)   # NaN stays NaN
 
 
+@autocast_op("prelu")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     w = weight
     if weight.numel() != 1 and input.ndim >= 2:

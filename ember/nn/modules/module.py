@@ -96,6 +96,11 @@ class _Registry(OrderedDict):
         method.__name__ = name
         return method
 
+    def __reduce__(self):
+        # pickled as a plain OrderedDict: a checkpoint names no ember-internal class (weights-only
+        # loads allow-list classes); Module.__setstate__ makes it a _Registry again
+        return OrderedDict, (list(self.items()),)
+
     pop = _bumped("pop")
     popitem = _bumped("popitem")
     clear = _bumped("clear")
@@ -500,7 +505,7 @@ class Module:
         return self._cast_float(dt.float16)
 
     def bfloat16(self) -> "Module":
-        return self._cast_float(dt.by_name("bfloat16"))
+        return self._cast_float(dt.bfloat16)
 
     def type(self, dst_type) -> "Module":
         return self._apply(lambda t: t.to(dst_type))
