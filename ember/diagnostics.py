@@ -37,6 +37,11 @@ CODES = {
     "B009": ("breaks", ".backward() / autograd.grad inside the compiled function (whole training-step "
                        "capture is not supported yet)",
              "compile the model or the loss function and call .backward() and optimizer.step() outside it"),
+    "B010": ("breaks", "a call to Python-level randomness or a clock (random, numpy.random, time, os.urandom) "
+                       "while tracing: the graph would replay its first value forever",
+             "draw random numbers with ember ops (ember.rand, dropout) or outside the compiled function"),
+    "B011": ("breaks", "a traced tensor escapes the function other than through its result or a module attribute",
+             "return the tensor, or assign it to a module attribute (self.x = t), which compiled code replays"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
              "keep shapes, dtypes and Python scalars fixed between calls"),
@@ -46,6 +51,8 @@ CODES = {
              "the rest of the graph is still compiled; see the reason for what is missing"),
     "F002": ("fallbacks", "the whole graph runs on the reference interpreter",
              "pass backend='llvm' (CPU) or 'cuda' to require generated code"),
+    "F003": ("fallbacks", "inputs overlap in memory and the graph writes one of them in place: the call runs eagerly",
+             "pass tensors that do not overlap (clone one of them) to run the compiled code"),
     "S001": ("specializations", "specialised on the value of a Python scalar argument",
              "pass a 0-d tensor instead if the value changes between calls"),
     "U001": ("fusions", "fusion not taken", ""),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 
 import numpy as np
 
@@ -115,6 +116,8 @@ class Tracer:
         self.rng_key = None               # placeholder for the generator state (seed, offset)
         self.rng_count = 0                # random numbers drawn in this trace
         self.source = None                # when set, the file:line given to every new node
+        self.made: dict = {}              # id -> weakref of every symbolic tensor (escape check)
+        self.stores: dict = {}            # (id(module), name) -> (module, name, where, old value)
 
     # ------------------------------------------------------------------ tensors and nodes
     def is_symbolic(self, t) -> bool:
@@ -123,6 +126,7 @@ class Tracer:
     def symbolic(self, node, device, requires_grad=False) -> Tensor:
         t = _wrap(SymArray(node.shape, node.dtype.np, node), device)
         t.requires_grad = requires_grad
+        self.made[id(t)] = weakref.ref(t)
         return t
 
     def add_input(self, t: Tensor, name: str, kind: str = "input") -> Tensor:
@@ -227,9 +231,61 @@ class Tracer:
         code = code or "B099"
         raise GraphBreak(BreakRecord(code, reason, _user_frame_info(), what))
 
+    # ------------------------------------------------------------ stores on module attributes
+    def module_store(self, module, name: str) -> None:
+        """`module.name = ...` is about to run while tracing: remember what was there (first store)."""
+        key = (id(module), name)
+        if key not in self.stores:
+            where, old = _module_slot(module, name)
+            self.stores[key] = (module, name, where, old)
+
+    def symbolic_stores(self) -> list:
+        """[(module, name, symbolic tensor)]: attributes the trace left holding a traced tensor."""
+        out = []
+        for module, name, _, _ in self.stores.values():
+            _, v = _module_slot(module, name)
+            if self.is_symbolic(v):
+                out.append((module, name, v))
+        return out
+
+    def undo_stores(self, only_symbolic: bool = False) -> None:
+        """Put back what module attributes held before the trace (all of them after a graph break:
+        the eager run redoes them; the traced-tensor ones after a capture: the compiled call replays
+        them with real tensors)."""
+        for module, name, where, old in self.stores.values():
+            if only_symbolic and not self.is_symbolic(_module_slot(module, name)[1]):
+                continue
+            d = module.__dict__
+            for reg in ("_parameters", "_buffers", "_modules"):
+                if name in d.get(reg, ()):
+                    del d[reg][name]
+            d.pop(name, None)
+            if where == "__dict__":
+                d[name] = old
+            elif where is not None:
+                d[where][name] = old
+
+    def escaped(self, keep) -> list:
+        """Symbolic tensors still alive after the trace that are not in `keep` (ids): stored in a
+        global, a list or some other object the compiled graph cannot write."""
+        alive = [r() for r in self.made.values()]
+        return [t for t in alive if t is not None and id(t) not in keep and type(t._data) is SymArray]
+
     def finish_mutations(self):
         for ph, v in self.mutated.items():
             self.graph.add_mutation(ph, v)
+
+
+def _module_slot(module, name) -> tuple:
+    """(where, value) of attribute `name` of a Module: its registry name or "__dict__"; (None, None)."""
+    d = module.__dict__
+    for reg in ("_parameters", "_buffers", "_modules"):
+        r = d.get(reg)
+        if r is not None and name in r:
+            return reg, r[name]
+    if name in d:
+        return "__dict__", d[name]
+    return None, None
 
 
 class tracing:

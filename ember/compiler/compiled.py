@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,12 +34,15 @@ from ..frontend.tensor import Tensor, _wrap
 from ..ir.graph import Graph
 from ..ir.text import format_node
 from ..nn import Module
+from ..nn.modules.module import state_version
 from ..passes.dce import dce
 from . import backends
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
-from .guards import changed_guard, describe_guards, guard_key
+from .check import CheckedExecutor, check_mode
+from .guards import changed_guard, describe_guards, guard_key, state_guard
 from .joint import build_backward
 from .pytree import flat_spec, flatten, unflatten
+from .watch import TraceWatch
 
 __all__ = ["compile", "CompileError", "GraphBreakError", "CompiledFunction", "CompiledGraph"]
 
@@ -95,6 +99,8 @@ class Backward:
     grad_inputs: tuple           # forward placeholders that get a gradient, in backward output order
     n_user: int                  # user outputs (the forward returns n_user + len(saved) values)
     plan: tuple                  # backward inputs: ("saved", i) | ("grad", i)
+    watch: tuple = ()            # ("input", k) | ("output", i): tensors whose memory holds a saved
+                                 # value (or a view of it); their versions are checked at backward
 
 
 @dataclass
@@ -113,16 +119,40 @@ class CompiledGraph:
     backward_exec: object = None
     backend: str = ""
     stats: dict = field(default_factory=dict)
+    state: object = None         # guards.StateGuard: identity of the objects the trace read
+    stores: tuple = ()           # (module, attribute) the function assigns a traced tensor to, in
+                                 # output order: the forward returns them after the user outputs
 
     def __post_init__(self):
-        self.const_guards = [(b.tensor, b.tensor._data.shape, b.tensor.dtype, b.tensor.requires_grad)
-                             for b in self.bindings if isinstance(b, FromConst)]
+        self.const_guards = [(b.tensor, (b.tensor._data.shape, b.tensor.dtype, b.tensor.device, b.tensor.requires_grad),
+                              ph.name.lstrip("%")) for ph, b in zip(self.graph.inputs, self.bindings)
+                             if isinstance(b, FromConst)]
 
-    def consts_ok(self) -> bool:
-        for t, shape, dtype, rg in self.const_guards:
-            if t._data.shape != shape or t.dtype is not dtype or t.requires_grad != rg:
-                return False
-        return True
+    def overlapping_inputs(self, leaves):
+        """(written input name, other input name) when an input the graph writes in place shares
+        memory with another input (x and y both views of one tensor): the graph treats them as
+        independent, so the call must run eagerly. None otherwise (and always without mutations)."""
+        if not self.graph.mutations:
+            return None
+        tensors = [_bound_tensor(b, leaves) for b in self.bindings]
+        for ph, _ in self.graph.mutations:
+            k = self.graph.inputs.index(ph)
+            a = tensors[k]._data
+            share = getattr(self.device.xp, "may_share_memory", None)
+            for j, t in enumerate(tensors):
+                if j != k and t is not None and share is not None and share(a, t._data):
+                    return ph.name.lstrip("%"), self.graph.inputs[j].name.lstrip("%")
+        return None
+
+    def guard_failure(self):
+        """None when this variant may run now, else (guard name, old, new) of the first failing
+        guard on what the trace read besides the arguments (constants' metadata, object identity)."""
+        for t, meta, name in self.const_guards:
+            now = (t._data.shape, t.dtype, t.device, t.requires_grad)
+            if now != meta:
+                i = next(i for i, (a, b) in enumerate(zip(now, meta)) if a != b)
+                return f"{name} {('shape', 'dtype', 'device', 'requires_grad')[i]}", meta[i], now[i]
+        return self.state.check() if self.state is not None else None
 
     def input_arrays(self, leaves) -> list:
         arrays = []
@@ -153,9 +183,19 @@ class CompiledGraph:
         if self.backward is not None and ag.is_grad_enabled():
             saved = results[n_out:len(g.outputs)]
             self._attach_backward(out_tensors, saved, leaves)
+        if self.stores:
+            self._replay_stores(out_tensors[n_out - len(self.stores):])
         it = iter(out_tensors)
         final = [c if c is not _GRAPH_OUT else next(it) for c in self.out_consts]
         return unflatten(self.out_spec, iter(final))
+
+    def _replay_stores(self, tensors) -> None:
+        """`self.mask = mask` in the traced function: assign this call's value, as eager would."""
+        before = state_version()
+        for (module, name), t in zip(self.stores, tensors):
+            setattr(module, name, t)
+        if self.state is not None:
+            self.state.resync(before)
 
     def _tensor_of(self, ph, leaves):
         b = self.bindings[self.graph.inputs.index(ph)]
@@ -166,7 +206,11 @@ class CompiledGraph:
         sources = [self._tensor_of(ph, leaves) for ph in bw.grad_inputs]
         nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator()) if t.requires_grad else None
                       for t in sources)
-        node = CompiledBackwardNode(self, saved, nexts, out_tensors, [(t, t._vc[0]) for t in sources])
+        versions = []       # PyTorch's check: a saved value modified in place fails backward
+        for kind, i in bw.watch:
+            t = out_tensors[i] if kind == "output" else self._tensor_of(self.graph.inputs[i], leaves)
+            versions.append((t, t._vc[0], kind, i))
+        node = CompiledBackwardNode(self, saved, nexts, out_tensors, versions)
         for i in bw.grad_out_index:
             o = out_tensors[i]
             o.grad_fn = _OutputSelect(node, i)
@@ -224,6 +268,14 @@ class CompiledBackwardNode:
             raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
                                "tensors after they have already been freed). Specify retain_graph=True if you "
                                "need to backward through the graph a second time.")
+        for t, v, kind, i in self.versions:
+            if t._vc[0] != v:
+                which = f", which is output {i} of CompiledFunctionBackward," if kind == "output" else ""
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{t.dtype.name} {list(t.shape)}]{which} is at version {t._vc[0]}; expected "
+                    f"version {v} instead. Hint: the compiled function saved it for backward; modify a clone, "
+                    "or call backward() before the in-place change.")
         xp = self.cg.device.xp
         grads = []
         for i in self.bw.grad_out_index:
@@ -257,11 +309,14 @@ class CompiledFunction:
         self.backend = backend
         self.mode = mode
         self.options = dict(options or {})
+        self.check = check_mode(self.options)      # "fp64": every graph also runs in float64 (check.py)
         self.recompile_limit = recompile_limit
         self.dump = dump or os.environ.get("EMBER_DUMP") or None
         self.module = module
         self.name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", type(fn).__name__)
         self.cache: dict = {}
+        self.state_recompiles = 0   # variants replaced because an object they read changed
+        self._lock = threading.RLock()
         self.last_key = None
         self.limit_warned = False
         self.stats = {"calls": 0, "compiles": 0, "eager_calls": 0, "breaks": 0, "compile_time_s": 0.0}
@@ -311,30 +366,69 @@ class CompiledFunction:
             spec = flatten((args, kwargs), leaves)
         key = self.guard_key(leaves, spec)
         entry = self.cache.get(key)
-        if entry is not None and not isinstance(entry, _Eager) and not entry.consts_ok():
-            entry = None
-        if entry is None:
-            if len(self.cache) >= self.recompile_limit:
-                self._warn_limit(key)
+        if entry is None or (not isinstance(entry, _Eager) and entry.guard_failure() is not None):
+            with self._lock:        # one thread compiles; the others wait for its variant
+                entry, key = self._lookup_or_compile(leaves, spec, args, kwargs)
+            if entry is None:
                 self.stats["eager_calls"] += 1
                 return self.fn(*args, **kwargs)
-            if self.last_key is not None and self.cache:
-                guard, old, new = changed_guard(self.last_key, key)
-                records.emit(Record("recompiles", "R001", f"guard changed: {guard}: {old!r} -> {new!r}",
-                                    user_source(), fn=self.name, extra={"guard": guard, "old": repr(old), "new": repr(new)}))
-            entry = self._compile(leaves, spec, args, kwargs)
-            self.cache[key] = entry
         self.last_key = key
         if isinstance(entry, _Eager):
             self.stats["eager_calls"] += 1
             return self.fn(*args, **kwargs)
+        if entry.graph.mutations:
+            overlap = entry.overlapping_inputs(leaves)
+            if overlap is not None:
+                self._aliased_call(overlap)
+                return self.fn(*args, **kwargs)
         return entry.run(leaves)
 
-    def _warn_limit(self, key):
+    def _aliased_call(self, overlap):
+        self.stats["eager_calls"] += 1
+        written, other = overlap
+        records.emit(Record("fallbacks", "F003", f"inputs {written} and {other} share memory and the graph "
+                            f"writes {written} in place: this call runs eagerly", user_source(), fn=self.name,
+                            extra={"written": written, "other": other}))
+
+    def _lookup_or_compile(self, leaves, spec, args, kwargs):
+        """(variant, key) for a call whose cached variant is missing or stale; (None, key) past the
+        recompile limit (the call then runs eagerly). Called under self._lock."""
+        key = self.guard_key(leaves, spec)
+        entry = self.cache.get(key)
+        failed = None
+        if entry is not None and not isinstance(entry, _Eager):
+            failed = entry.guard_failure()
+            if failed is None:
+                return entry, key                 # another thread compiled it meanwhile
+            # what the trace read changed (a module swapped, a global rebound): modules whose
+            # training flags are guards may have changed too
+            self.__dict__.pop("_guard_mods", None)
+            key = self.guard_key(leaves, spec)
+            self.cache.pop(key, None)
+            entry = None
+            self.state_recompiles += 1
+        elif entry is not None:
+            return entry, key
+        if len(self.cache) + self.state_recompiles >= self.recompile_limit:   # variants built so far
+            self._warn_limit(key, failed)
+            return None, key
+        if failed is not None or (self.last_key is not None and self.cache):
+            guard, old, new = failed or changed_guard(self.last_key, key)
+            hint = ("the compiled code read an object that was replaced since (a module, parameter, buffer or "
+                    "global); to keep the compiled code, update values in place (p.data.copy_(...))"
+                    if failed is not None else "")
+            records.emit(Record("recompiles", "R001", f"guard changed: {guard}: {old!r} -> {new!r}",
+                                user_source(), fn=self.name, hint=hint,
+                                extra={"guard": guard, "old": repr(old), "new": repr(new)}))
+        entry = self._compile(leaves, spec, args, kwargs)
+        self.cache[key] = entry
+        return entry, key
+
+    def _warn_limit(self, key, failed=None):
         if self.limit_warned:
             return
         self.limit_warned = True
-        guard, old, new = changed_guard(self.last_key, key) if self.last_key else ("?", None, None)
+        guard, old, new = failed or (changed_guard(self.last_key, key) if self.last_key else ("?", None, None))
         msg = (f"ember.compile: {self.name} reached the recompile limit ({self.recompile_limit}); "
                f"running eagerly from now on. The guard that kept changing: {guard} "
                f"(last {old!r} -> {new!r}). Hint: mark varying sizes dynamic or keep them fixed.")
@@ -365,24 +459,33 @@ class CompiledFunction:
         dump = self._open_dump()
         graph = Graph("forward")
         tr = Tracer(graph, self._names())
+        watch = TraceWatch()
         try:
-            out, tensor_index = self._trace(tr, leaves, spec, len(args))
+            out, tensor_index, sym_leaves = self._trace(tr, watch, leaves, spec, len(args))
+            out_spec, outputs, out_consts = _collect_outputs(out, tr)
+            stores = _check_trace(tr, watch, out, sym_leaves)
         except GraphBreak as gb:
+            tr.undo_stores()        # the eager run that follows redoes the function's stores
             return self._break(gb.record, graph, dump, leaves, spec)
         except Exception as e:  # code that escaped the dispatch (raw array access, ...)
+            tr.undo_stores()
             rec = BreakRecord("B008", f"tracing failed: {type(e).__name__}: {e}", _tb_source(e), "escape")
             return self._break(rec, graph, dump, leaves, spec)
+        tr.undo_stores(only_symbolic=True)    # no traced tensor stays on a module: run() assigns real ones
+        del out, sym_leaves
         if dump is not None:
             dump.time("trace", time.perf_counter() - t0)
         self._specialisations(leaves)
-        out_spec, outputs, out_consts = _collect_outputs(out, tr)
+        outputs += [t._data.node for _, _, t in stores]
         graph.set_outputs(outputs)
         tr.finish_mutations()
         bindings = _bindings(graph, tr, tensor_index)
         dce(graph)
         backward = self._backward(graph, bindings, leaves, outputs)
+        state = state_guard(self.fn, watch.frames if watch.active else None, self.module,
+                            skip={(id(m), name) for m, name, _ in stores})
         cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward,
-                           _graph_device(leaves, tr))
+                           _graph_device(leaves, tr), state=state, stores=tuple((m, n) for m, n, _ in stores))
         if dump is not None:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
             t_build = time.perf_counter()
@@ -394,6 +497,11 @@ class CompiledFunction:
                 dump.finish(cg, self, status="failed")
             raise
         _program_records(cg, self.name)
+        if self.check == "fp64":
+            repro = getattr(dump, "path", None) if dump is not None else None
+            cg.forward_exec = CheckedExecutor(cg.graph, cg.forward_exec, "forward", self.name, repro)
+            if cg.backward_exec is not None:
+                cg.backward_exec = CheckedExecutor(cg.backward.graph, cg.backward_exec, "backward", self.name, repro)
         dt_s = time.perf_counter() - t0
         if dump is not None:
             dump.time("build", time.perf_counter() - t_build)
@@ -405,11 +513,12 @@ class CompiledFunction:
                             f"ops ({'with' if backward else 'no'} backward) in {dt_s * 1000:.1f} ms",
                             user_source(), fn=self.name))
         if dump is not None:
-            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)))
+            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)) + state.describe())
         return cg
 
-    def _trace(self, tr, leaves, spec, n_args):
-        """Run the function on symbolic inputs; returns its result and {placeholder: leaf index}."""
+    def _trace(self, tr, watch, leaves, spec, n_args):
+        """Run the function on symbolic inputs (under `watch`); returns its result, {placeholder:
+        leaf index} and the symbolic leaves."""
         sym_leaves = []
         arg_names = _arg_names(self.fn, n_args)
         tensor_index = {}
@@ -423,8 +532,8 @@ class CompiledFunction:
         sargs, skw = unflatten(spec, iter(sym_leaves))
         state = (rng.default_generator._seed, rng.default_generator._offset)
         try:
-            with tracing(tr):
-                return self.fn(*sargs, **skw), tensor_index
+            with tracing(tr), watch:
+                return self.fn(*sargs, **skw), tensor_index, sym_leaves
         finally:    # tracing draws no random numbers: the generator is advanced by each compiled call
             rng.default_generator._seed, rng.default_generator._offset = state
 
@@ -441,7 +550,8 @@ class CompiledFunction:
         devices.setdefault("cpu", CPU)
         bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices)
         graph.set_outputs(outputs + saved)
-        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan))
+        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan),
+                        _saved_aliases(graph, saved, outputs))
 
     def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1
@@ -492,6 +602,54 @@ def _collect_outputs(out, tr):
         else:
             out_consts.append(o)   # a constant (or a concrete tensor returned as is)
     return out_spec, outputs, out_consts
+
+
+# Ops whose eager result is a view of their input (PyTorch views share the version counter).
+_VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "windows")
+
+
+def _saved_aliases(graph, saved, outputs) -> tuple:
+    """The tensors whose in-place modification eager autograd would catch for these saved values:
+    ("input", k) for graph input k and ("output", i) for output i that is (a view of) the value a
+    saved node views. An input written in place inside the graph counts as its mutation value."""
+    def base(n):
+        while n.op in _VIEW_OPS and n._inputs:
+            n = n._inputs[0]
+        return n
+
+    written = {v: ph for ph, v in graph.mutations}
+    bases = set()
+    for s in saved:
+        b = base(s)
+        bases.add(written.get(b, b))
+    watch = [("input", k) for k, ph in enumerate(graph.inputs) if ph in bases]
+    watch += [("output", i) for i, o in enumerate(outputs) if base(o) in bases or written.get(base(o)) in bases]
+    return tuple(watch)
+
+
+def _check_trace(tr, watch, out, sym_leaves) -> list:
+    """After a trace: break on what a graph cannot replay; returns [(module, name, traced tensor)],
+    the module attributes the function assigned a traced tensor to (replayed after each call)."""
+    if watch.unreplayable is not None:
+        what, src = watch.unreplayable
+        raise GraphBreak(BreakRecord("B010", f"{what} while tracing: its value would be frozen into the graph", src, "unreplayable"))
+    stores = tr.symbolic_stores()
+    keep = {id(t) for t in sym_leaves} | {id(t) for t in tr.overrides.values()} | {id(t) for _, _, t in stores}
+    leaves: list = []
+    flatten(out, leaves)
+    keep |= {id(t) for t in leaves}
+    escaped = tr.escaped(keep)
+    if escaped:
+        import gc
+        gc.collect()        # a reference cycle may hold a dead one
+        escaped = tr.escaped(keep)
+    if escaped:
+        t = escaped[0]
+        raise GraphBreak(BreakRecord("B011", f"a traced tensor {t.dtype.name}{list(t.shape)} (computed at "
+                                     f"{t._data.node.meta.get('source', '?')}) escapes the function: it is kept "
+                                     "somewhere other than its result or a module attribute", 
+                                     t._data.node.meta.get("source", "?"), "escape"))
+    return stores
 
 
 def _bindings(graph, tr, tensor_index) -> list:
