@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 from ...frontend import autograd as ag
 from ...frontend import dispatch as _dispatch
+from ...frontend import tracing_hooks
 from ...frontend.tensor import Tensor
 from ...ir import dtypes as dt
 from ..parameter import Buffer, Parameter
@@ -428,11 +429,10 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            if p.grad is None:
-                continue
             if set_to_none:
-                p.grad = None
-            else:
+                if p.grad is not None or tracing_hooks.active():   # traced: .grad is None after, whatever before
+                    tracing_hooks.set_grad(p, None)
+            elif p.grad is not None:
                 if p.grad.grad_fn is not None:
                     p.grad.detach_()
                 p.grad.zero_()

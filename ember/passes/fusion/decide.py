@@ -10,6 +10,8 @@ consumer group requests each node at; `merge_horizontal()` and `fuse_epilogues()
 """
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from enum import Enum
 
@@ -32,6 +34,11 @@ __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
 RECOMPUTE_BUDGET = 24
 MAX_FANOUT = 4            # ... and never in more than this many kernels
 MAX_HORIZONTAL_STORES = 8  # horizontal fusion stops growing a kernel past this many outputs
+# Kernels whose whole domain is at most this many points merge even without a common input, up to
+# MAX_TINY_STORES outputs: launching one costs more than its work (an optimizer's `step += 1` per
+# parameter, the bias corrections of a captured training step).
+TINY_DOMAIN = 4096
+MAX_TINY_STORES = 64
 # A kernel stops growing at this code size (classify.code_size: an op 1, a math function 16): LLVM's
 # O3 time grows quadratically with one loop body's length (2000 adds in one kernel: ~3 s of O3; 1000
 # exps: ~25 s), so a longer chain is split into kernels of bounded size -- compile time linear in
@@ -502,21 +509,23 @@ class Fuser:
                 continue
             loads = {grp: set(group_requests(self, grp)[1]) for grp in members}
             alive = list(members)
-            while (pair := self._mergeable_pair(alive, loads)) is not None:
+            tiny = math.prod(members[0].outer) * math.prod(members[0].inner) <= TINY_DOMAIN
+            while (pair := self._mergeable_pair(alive, loads, tiny)) is not None:
                 a, b = pair
                 self._merge(a, b)
                 loads[a] |= loads[b]
                 alive.remove(b)
                 self._record(FusionKind.FUSED, f"horizontal: kernels over [{','.join(map(str, a.outer))}]"
-                             f"{'x' + str(list(a.inner)) if a.inner else ''} reading the same inputs merged",
-                             list(a.stores)[:4])
+                             f"{'x' + str(list(a.inner)) if a.inner else ''} "
+                             f"{'(small)' if tiny else 'reading the same inputs'} merged", list(a.stores)[:4])
 
-    def _mergeable_pair(self, alive: list, loads: dict):
+    def _mergeable_pair(self, alive: list, loads: dict, tiny: bool = False):
+        limit = MAX_TINY_STORES if tiny else MAX_HORIZONTAL_STORES
         for i, a in enumerate(alive):
             for b in alive[i + 1:]:
-                if len(a.stores) + len(b.stores) > MAX_HORIZONTAL_STORES:
+                if len(a.stores) + len(b.stores) > limit or a.size + b.size > MAX_KERNEL_SIZE:
                     continue
-                if not (loads[a] & loads[b]):
+                if not tiny and not (loads[a] & loads[b]):
                     continue
                 if nx.has_path(self.dag, a, b) or nx.has_path(self.dag, b, a):
                     continue
@@ -525,6 +534,7 @@ class Fuser:
 
     def _merge(self, a: Group, b: Group) -> None:
         """Fold group b into a (same domain)."""
+        a.size += b.size
         for n, idx in b.stores.items():
             a.stores[n] = idx
             self.home[n] = a
