@@ -201,7 +201,8 @@ class Tracer:
                 self.const_nodes[id(t)] = n
                 self.consts.append(t)
             return n
-        dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int) else dt.default_float)
+        dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int)
+                               else dt.default_float)
         v = bool(t) if dtype is dt.bool_ else int(t) if dtype.is_integer else float(t)
         return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype}, meta=self._meta())
 

@@ -766,7 +766,8 @@ def _check_trace(tr, watch, out, sym_leaves) -> list:
     the module attributes the function assigned a traced tensor to (replayed after each call)."""
     if watch.unreplayable is not None:
         what, src = watch.unreplayable
-        raise GraphBreak(BreakRecord("B010", f"{what} while tracing: its value would be frozen into the graph", src, "unreplayable"))
+        raise GraphBreak(BreakRecord("B010", f"{what} while tracing: its value would be frozen into the graph",
+                                     src, "unreplayable"))
     stores = tr.symbolic_stores()
     keep = {id(t) for t in sym_leaves} | {id(t) for t in tr.overrides.values()} | {id(t) for _, _, t in stores}
     leaves: list = []
@@ -781,7 +782,7 @@ def _check_trace(tr, watch, out, sym_leaves) -> list:
         t = escaped[0]
         raise GraphBreak(BreakRecord("B011", f"a traced tensor {t.dtype.name}{list(t.shape)} (computed at "
                                      f"{t._data.node.meta.get('source', '?')}) escapes the function: it is kept "
-                                     "somewhere other than its result or a module attribute", 
+                                     "somewhere other than its result or a module attribute",
                                      t._data.node.meta.get("source", "?"), "escape"))
     return stores
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..passes.dce import dce
-from ..ir.ops import OPS, TType
+from ..ir.ops import OPS
 from ..frontend import dispatch
 from .capture import Tracer, tracing
 

@@ -282,7 +282,8 @@ class Executor:
             step = self._failing_step(e)
             if step is None:
                 raise
-            nodes = ", ".join(n.name for n in getattr(step, "nodes", [])[:6]) or getattr(getattr(step, "node", None), "name", "")
+            nodes = (", ".join(n.name for n in getattr(step, "nodes", [])[:6])
+                     or getattr(getattr(step, "node", None), "name", ""))
             src = next((n.meta.get("source") for n in getattr(step, "nodes", []) if n.meta.get("source")), None)
             msg = f"{e}\n  while executing step {step.name} (graph nodes {nodes})" + (f" at {src}" if src else "")
             try:
