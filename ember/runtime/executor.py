@@ -33,6 +33,7 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +44,12 @@ from ember.ir.program import EagerStep, ExternStep, KernelStep, Program
 from .device import Device, get_device
 
 __all__ = ["Executor", "generate_source", "identifiers"]
+
+# For ember.profiler: every live Executor, and callbacks run on each new one.  The profiler swaps the
+# step functions in an executor's `env` (its generated code's globals) while it records, so the
+# hot path never checks for it.
+LIVE: "weakref.WeakSet[Executor]" = weakref.WeakSet()
+ON_CREATE: list = []
 
 
 # ============================================================================ source generation
@@ -221,12 +228,15 @@ class Executor:
         # Scratch slots and the output pool are per thread: two threads running one compiled
         # function at once must not share buffers. The building thread's state is made now.
         self._owner = threading.get_ident()
-        self._fn, self.slots, self.pool = self._thread_state()
+        self._fn, self.slots, self.pool, self.env = self._thread_state()
         self._local = threading.local()
+        LIVE.add(self)              # the profiler swaps the steps of `env` (the building thread's globals)
+        for hook in ON_CREATE:
+            hook(self)
 
     def _thread_state(self) -> tuple:
-        """(function, slots, output pool) for the calling thread: the generated code bound to its
-        own scratch slots and output pool."""
+        """(function, slots, output pool, globals) for the calling thread: the generated code bound
+        to its own scratch slots and output pool."""
         program, xp = self.program, self.device.xp
         slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
         pool = OutputPool(xp)
@@ -237,7 +247,7 @@ class Executor:
             v = program.values[name]
             env[ids[name]] = slots[slot][:v.nbytes].view(v.dtype.np).reshape(v.shape)
         exec(self._code, env)
-        return env[f"run_{program.graph.name}"], slots, pool
+        return env[f"run_{program.graph.name}"], slots, pool, env
 
     def _function(self):
         if threading.get_ident() == self._owner:

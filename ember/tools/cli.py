@@ -1,6 +1,7 @@
 """`ember-ir`: look at what the compiler did, and run its stages on IR files (like mlir-opt).
 
     ember-ir run SCRIPT [ARGS...] --out DIR     run a script with dumping on, print a summary
+    ember-ir profile SCRIPT [ARGS...]           run a script under ember.profiler, print the kernel table
     ember-ir show DIR                           summary of a dump (DIR or DIR/<graph>)
     ember-ir show DIR --graph N [--stage S]     the text of graph N (or of one of its stages)
     ember-ir opt FILE.ir --passes a,b,c         run passes on an IR file, print the result
@@ -445,6 +446,18 @@ def cmd_run(argv: list[str]) -> int:
     except OSError as e:
         raise ToolError(f"{out}: cannot create the dump directory: {e.strerror or e}") from None
     os.environ["EMBER_DUMP"] = str(out_dir)
+    status = _run_script(sp, args, "the dump holds what was compiled before")
+    run.flush()
+    data = rp.load(out_dir)
+    print(rp.summary_table(data))
+    if not data.get("graphs"):
+        print("(no graph was compiled: does the script call ember.compile?)")
+    print(f"report: {out_dir / 'index.html'}")
+    return status
+
+
+def _run_script(sp: Path, args: list[str], after_error: str) -> int:
+    """Run a Python script as __main__ with its own argv; returns its exit status."""
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(sp)] + list(args)
     sys.path.insert(0, str(sp.resolve().parent))
@@ -460,17 +473,53 @@ def cmd_run(argv: list[str]) -> int:
             tb = tb.tb_next
         sys.stdout.flush()
         traceback.print_exception(type(e), e, tb or e.__traceback__)
-        print(f"{PROG}: {script} raised; the dump holds what was compiled before", file=sys.stderr)
+        print(f"{PROG}: {sp} raised; {after_error}", file=sys.stderr)
         status = 1
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
-    run.flush()
-    data = rp.load(out_dir)
-    print(rp.summary_table(data))
-    if not data.get("graphs"):
-        print("(no graph was compiled: does the script call ember.compile?)")
-    print(f"report: {out_dir / 'index.html'}")
+    return status
+
+
+PROFILE_HELP = """usage: ember-ir profile [--sort KEY] [--row-limit N] [--trace FILE] SCRIPT [ARGS...]
+
+Run a Python script under ember.profiler and print the table of its compiled kernels, library calls
+(GEMMs) and eager ops: calls, self / total / mean time, bytes moved, GB/s and % of the measured copy
+bandwidth (GFLOP/s for GEMMs).  KEY: self_cpu_time_total (default), cpu_time_total, cpu_time, count.
+--trace FILE also writes a Chrome trace.  Options come before SCRIPT; what follows it goes to the script."""
+
+
+def cmd_profile(argv: list[str]) -> int:
+    from .. import profiler
+    opts = {"--sort": "self_cpu_time_total", "--row-limit": "30", "--trace": None}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        if argv[i] in ("-h", "--help"):
+            print(PROFILE_HELP)
+            return 0
+        if argv[i] not in opts or i + 1 >= len(argv):
+            raise ToolError(f"profile: unknown option or missing value: {argv[i]}")
+        opts[argv[i]] = argv[i + 1]
+        i += 2
+    if i >= len(argv):
+        raise ToolError("profile: missing SCRIPT")
+    sort = opts["--sort"]
+    if sort not in profiler.SORT_KEYS:
+        raise ToolError(f"profile: --sort must be one of {', '.join(profiler.SORT_KEYS)}, not {sort!r}")
+    try:
+        limit = int(opts["--row-limit"])
+    except ValueError:
+        raise ToolError(f"profile: --row-limit expects an integer, not {opts['--row-limit']!r}") from None
+    sp = Path(argv[i])
+    if not sp.is_file():
+        raise ToolError(f"{sp}: no such file" if not sp.exists() else f"{sp}: not a file")
+    with profiler.profile() as prof:
+        status = _run_script(sp, argv[i + 1:], "the table shows what ran before")
+    sys.stdout.flush()
+    print(prof.key_averages().table(sort_by=sort, row_limit=limit))
+    if opts["--trace"]:
+        prof.export_chrome_trace(opts["--trace"])
+        print(f"trace: {opts['--trace']}")
     return status
 
 
@@ -557,17 +606,21 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("args", nargs="*", help="the script's arguments")
     b.add_argument("--runner", choices=("llvm", "numpy"), default="llvm", help="kernel runner (default llvm)")
     b.add_argument("--out", help="with a script: where to dump (default: a new temporary folder)")
+    sub.add_parser("profile", help="run a script under ember.profiler and print the kernel table "
+                                   "(ember-ir profile [--sort KEY] [--row-limit N] SCRIPT [ARGS...])", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if argv[:1] != ["run"]:
+    if argv[:1] not in (["run"], ["profile"]):
         argv = [x for x in argv if x != "--debug"]
     try:
         if argv and argv[0] == "run":
             return cmd_run(argv[1:])
+        if argv and argv[0] == "profile":
+            return cmd_profile(argv[1:])
         a = _build_parser().parse_args([x for x in argv])
         if a.cmd is None:
             _build_parser().print_help()
