@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from harness import NA, interleave, loadavg, machine_info  # noqa: E402
-from bench_compile import make_gpt, make_mnist_net  # noqa: E402  (the one definition of each model)
+from bench_models import make_gpt, make_mnist_net  # noqa: E402  (the one definition of each model)
 
 
 def build(T, kind: str, mode: str, seed: int = 0):

@@ -15,7 +15,7 @@ CuPy device-to-device copy of the same size ("% copy" = the bandwidth ceiling). 
 checked against CuPy eager in the same run.
 
 Training steps (when ember and torch run on the GPU): the MNIST CNN at batch 256 and the 2-layer GPT
-of benchmarks/models.py at batch 64x64, ember eager on cuda (and ember.compile with
+of benchmarks/bench_models.py at batch 64x64, ember eager on cuda (and ember.compile with
 backend='cuda' once wired) vs torch eager on cuda.
 
 Writes a markdown table to stdout and to $OUT/gpu_results.md when OUT is set.  A variant that cannot
@@ -190,7 +190,7 @@ def _quick(name, build):
 
 # ----------------------------------------------------------------------------- training
 class OnDevice:
-    """`T` (ember or torch) whose factories default to device `dev` (models.py's models call
+    """`T` (ember or torch) whose factories default to device `dev` (bench_models.py's models call
     T.arange / T.ones without a device)."""
 
     FACTORIES = ("arange", "ones", "zeros", "tensor", "full", "empty", "randn", "rand")
@@ -210,7 +210,7 @@ class OnDevice:
 
 def bench_training(args, cp):
     import ember as E
-    from models import make_gpt, make_mnist_net
+    from bench_models import make_gpt, make_mnist_net
     torch, why = get_torch_cuda()
     sync = cp.cuda.Device().synchronize
     rng = np.random.default_rng(0)
