@@ -305,7 +305,7 @@ class profile:
         ex.ON_CREATE.append(self._hook_executor)
         self._restore.append(lambda: ex.ON_CREATE.remove(self._hook_executor))
         from .frontend import dispatch
-        table = dispatch.KERNELS
+        table = dispatch._BASE          # what dispatch.apply calls (KERNELS wraps it for 16-bit inputs)
         originals = dict(table)
         for op, fn in originals.items():
             table[op] = _timed(rec, op, "eager", fn, measure_bytes=True)
