@@ -40,7 +40,7 @@ from .frontend.math_ops import (  # noqa: E402
     bitwise_not, bitwise_and, bitwise_or, bitwise_xor, where, exp, exp2, log, log2, log10, log1p, expm1,
     sqrt, rsqrt, sin, cos, tan, tanh, sigmoid, erf, abs, absolute, neg, negative, sign, reciprocal, floor,
     ceil, round, trunc, fix, frac, clamp, clip, clamp_min, clamp_max, isnan, isinf, isfinite, isposinf,
-    isneginf, nan_to_num, lerp, addcmul, addcdiv, square, relu, atan, sum, mean, var, std, var_mean,
+    isneginf, nan_to_num, lerp, addcmul, addcdiv, square, relu, sum, mean, var, std, var_mean,
     std_mean, prod, amax, amin, argmax, argmin, max, min, logsumexp, cumsum, cumprod, all, any,
     count_nonzero, norm, dist, softmax, log_softmax, equal, allclose, isclose, return_types)
 from .frontend.shape_ops import (  # noqa: E402
@@ -49,6 +49,11 @@ from .frontend.shape_ops import (  # noqa: E402
     concatenate, stack, hstack, vstack, split, tensor_split, chunk, narrow, select, unbind, flip, fliplr,
     flipud, roll, tril, triu, diagonal, diag, diag_embed, index_select, take, take_along_dim, gather,
     scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
+from .frontend.math_special import (  # noqa: E402
+    atan, arctan, atan2, arctan2, asin, arcsin, acos, arccos, sinh, cosh, asinh, arcsinh, acosh, arccosh, atanh,
+    arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit)
+from .frontend.indexing_ops import (  # noqa: E402
+    index_put, index_copy, scatter_reduce, searchsorted, bucketize, histc, bincount, unique, unique_consecutive)
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
 from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402

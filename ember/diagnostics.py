@@ -29,7 +29,8 @@ CODES = {
     "B003": ("breaks", ".tolist() reads tensor values", "keep values as tensors inside the compiled function"),
     "B004": ("breaks", ".numpy() reads tensor values", "keep values as tensors inside the compiled function"),
     "B005": ("breaks", "printing a tensor's values", "print outside the compiled function"),
-    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing)",
+    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing, unique, "
+                       "bincount)",
              "use masked_fill/where with a fixed shape instead of boolean-mask indexing"),
     "B007": ("breaks", "sampling (multinomial) reads probability values", "sample outside the compiled function"),
     "B008": ("breaks", "code that leaves the dispatch (raw array access)",
@@ -55,7 +56,7 @@ CODES = {
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).
 BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
-          "nonzero": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009"}
+          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009"}
 
 
 @dataclass

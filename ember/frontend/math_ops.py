@@ -354,12 +354,6 @@ def relu(x):
     return where(gt(x, 0), x, _full_as(x, 0))
 
 
-def atan(x):
-    # no primitive: series-free identity via atan2-free formula is not available; use numpy eagerly
-    from .tensor import _wrap
-    return _wrap(x._xp.arctan(cast(x, dt.default_float)._data if not x.dtype.is_floating_point else x._data), x.device)
-
-
 # --------------------------------------------------------------------------------- reductions
 _MinMax = namedtuple("minmax", ["values", "indices"])
 

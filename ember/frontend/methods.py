@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from ..ir import dtypes as dt
+from . import indexing_ops as I
 from . import linalg as L
 from . import math_ops as M
+from . import math_special as MS
 from . import shape_ops as S
 from .tensor import Tensor, _wrap
 
@@ -56,9 +58,16 @@ _METHODS = {
     "clamp_min": M.clamp_min, "clamp_max": M.clamp_max, "where": lambda self, c, y: M.where(c, self, y),
     "isnan": M.isnan, "isinf": M.isinf, "isfinite": M.isfinite, "isposinf": M.isposinf,
     "isneginf": M.isneginf, "nan_to_num": M.nan_to_num, "lerp": M.lerp, "addcmul": M.addcmul,
-    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu, "atan": M.atan,
+    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu,
     "isclose": M.isclose, "allclose": M.allclose, "equal": M.equal,
     "softmax": M.softmax, "log_softmax": M.log_softmax,
+    # elementwise composites (math_special.py)
+    "atan": MS.atan, "arctan": MS.atan, "atan2": MS.atan2, "arctan2": MS.atan2, "asin": MS.asin,
+    "arcsin": MS.asin, "acos": MS.acos, "arccos": MS.acos, "sinh": MS.sinh, "cosh": MS.cosh, "asinh": MS.asinh,
+    "arcsinh": MS.asinh, "acosh": MS.acosh, "arccosh": MS.acosh, "atanh": MS.atanh, "arctanh": MS.atanh,
+    "erfinv": MS.erfinv, "hypot": MS.hypot, "logaddexp": MS.logaddexp, "logaddexp2": MS.logaddexp2,
+    "xlogy": MS.xlogy, "copysign": MS.copysign, "deg2rad": MS.deg2rad, "rad2deg": MS.rad2deg, "sinc": MS.sinc,
+    "logit": MS.logit, "signbit": MS.signbit,
     # reductions
     "sum": M.sum, "mean": M.mean, "var": M.var, "std": M.std, "prod": M.prod, "max": M.max, "min": M.min,
     "amax": M.amax, "amin": M.amin, "argmax": M.argmax, "argmin": M.argmin, "logsumexp": M.logsumexp,
@@ -77,6 +86,9 @@ _METHODS = {
     "scatter": S.scatter, "scatter_add": S.scatter_add, "index_select": S.index_select,
     "index_add": S.index_add, "index_fill": S.index_fill, "take": S.take, "take_along_dim": S.take_along_dim,
     "nonzero": S.nonzero, "argwhere": S.argwhere, "masked_select": S.masked_select,
+    # indexing_ops.py
+    "index_put": I.index_put, "index_copy": I.index_copy, "scatter_reduce": I.scatter_reduce, "unfold": I.unfold,
+    "unique": I.unique, "unique_consecutive": I.unique_consecutive, "bincount": I.bincount, "histc": I.histc,
     # linear algebra
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "inner": L.inner,
     "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "sort": L.sort, "argsort": L.argsort,
@@ -89,7 +101,10 @@ _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_m
                     "index_fill", "lerp", "addcmul", "addcdiv", "remainder", "floor_divide", "sign", "erf",
                     "log1p", "expm1", "square", "relu", "fmod", "maximum", "minimum", "logical_not",
                     "log2", "nan_to_num", "true_divide", "subtract", "multiply", "divide", "frac",
-                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10")
+                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10",
+                    "atan", "arctan", "atan2", "arctan2", "asin", "arcsin", "acos", "arccos", "sinh", "cosh",
+                    "asinh", "arcsinh", "acosh", "arccosh", "atanh", "arctanh", "erfinv", "hypot", "xlogy",
+                    "copysign", "deg2rad", "rad2deg", "sinc", "logit", "index_put", "index_copy", "scatter_reduce")
 
 
 def _cmp(fn):
@@ -119,8 +134,17 @@ def bind():
     Tensor.__eq__ = _cmp(M.eq)
     Tensor.__ne__ = _cmp(M.ne)
     Tensor.masked_fill_ = _inplace(S.masked_fill)
+    Tensor.H = property(_conj_transpose)
+    Tensor.mH = property(lambda self: S.transpose(self, -2, -1))   # real tensors: mT
     Tensor.clamp_ = _inplace(M.clamp)
     _bind_legacy()
+
+
+def _conj_transpose(self):
+    """Tensor.H: the (conjugate) transpose of a matrix; real tensors only here, so a transpose."""
+    if self.ndim > 2:
+        raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {self.ndim}-D tensor.")
+    return S.t(self) if self.ndim == 2 else self
 
 
 def _shape_inplace(fn):
