@@ -38,6 +38,8 @@ CODES = {
     "B009": ("breaks", ".backward() / autograd.grad inside the compiled function (whole training-step "
                        "capture is not supported yet)",
              "compile the model or the loss function and call .backward() and optimizer.step() outside it"),
+    "B010": ("breaks", "linear algebra on LAPACK (linalg.inv, solve, det, svd, qr, cholesky, eigh ...) runs eagerly",
+             "call it outside the compiled function, or compile the code before and after it separately"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
              "keep shapes, dtypes and Python scalars fixed between calls"),
@@ -56,7 +58,8 @@ CODES = {
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).
 BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
-          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009"}
+          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009",
+          "linalg": "B010"}
 
 
 @dataclass
