@@ -177,7 +177,7 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "serialization", "onnx", "accelerator"):
+                "serialization", "onnx", "accelerator", "distributions", "special"):
         return _lazy(name)
     if name in ("autocast", "GradScaler"):
         return getattr(_lazy("amp"), name)
