@@ -54,9 +54,9 @@ from .frontend.math_special import (  # noqa: E402
     arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit)
 from .frontend.indexing_ops import (  # noqa: E402
     index_put, index_copy, scatter_reduce, searchsorted, bucketize, histc, bincount, unique, unique_consecutive)
-from .frontend.lapack import (  # noqa: E402
-    det, slogdet, logdet, pinverse, matrix_power, cross_old as cross, inv as inverse, svd_old as svd, qr_old as qr,
-    cholesky_old as cholesky)
+from .frontend.lapack import det, slogdet, logdet, inv as inverse  # noqa: E402
+from .frontend.linalg_composites import (  # noqa: E402
+    pinverse, matrix_power, cross_old as cross, svd_old as svd, qr_old as qr, cholesky_old as cholesky)
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
 from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402

@@ -58,8 +58,8 @@ CODES = {
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).
 BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
-          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009",
-          "linalg": "B010"}
+          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008",
+          "backward": "B009", "linalg": "B010"}
 
 
 @dataclass

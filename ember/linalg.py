@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .frontend import math_ops as M
 from .frontend.lapack import (  # noqa: F401
-    inv, inv_ex, solve, solve_triangular, det, slogdet, svd, svdvals, qr, cholesky, cholesky_ex, eigh, eigvalsh,
-    pinv, matrix_rank, matrix_power, multi_dot, vecdot, cross)
+    inv, inv_ex, solve, solve_triangular, det, slogdet, svd, svdvals, qr, cholesky, cholesky_ex, eigh, eigvalsh)
+from .frontend.linalg_composites import pinv, matrix_rank, matrix_power, multi_dot, vecdot, cross  # noqa: F401
 from .frontend.linalg import matmul  # noqa: F401
 from .frontend.shape_ops import diagonal as _diagonal
 

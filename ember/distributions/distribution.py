@@ -45,9 +45,9 @@ class Distribution:
                     continue
                 ok = constraint.check(value)
                 if not bool(ok.all()):
-                    raise ValueError(f"Expected parameter {name} ({type(value).__name__} of shape {tuple(value.shape)}) "
-                                     f"of distribution {self!r} to satisfy the constraint {constraint!r}, but found "
-                                     f"invalid values:\n{value}")
+                    raise ValueError(f"Expected parameter {name} ({type(value).__name__} of shape "
+                                     f"{tuple(value.shape)}) of distribution {self!r} to satisfy the constraint "
+                                     f"{constraint!r}, but found invalid values:\n{value}")
 
     @property
     def batch_shape(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..ir import dtypes as dt
 from . import indexing_ops as I
 from . import lapack as LA
+from . import linalg_composites as LC
 from . import linalg as L
 from . import math_ops as M
 from . import math_special as MS
@@ -94,9 +95,9 @@ _METHODS = {
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "inner": L.inner,
     "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "sort": L.sort, "argsort": L.argsort,
     "topk": L.topk, "kthvalue": L.kthvalue, "median": L.median,
-    "inverse": LA.inv, "det": LA.det, "logdet": LA.logdet, "slogdet": LA.slogdet, "pinverse": LA.pinverse,
-    "svd": LA.svd_old, "qr": LA.qr_old, "cholesky": LA.cholesky_old, "matrix_power": LA.matrix_power,
-    "cross": LA.cross_old,
+    "inverse": LA.inv, "det": LA.det, "logdet": LA.logdet, "slogdet": LA.slogdet, "pinverse": LC.pinverse,
+    "svd": LC.svd_old, "qr": LC.qr_old, "cholesky": LC.cholesky_old, "matrix_power": LC.matrix_power,
+    "cross": LC.cross_old,
 }
 
 _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_min", "clamp_max", "exp",

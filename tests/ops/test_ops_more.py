@@ -398,3 +398,31 @@ def test_tensor_h_mh():
     assert ember.randn(4, 2, 3).mH.shape == (4, 3, 2)
     with pytest.raises(RuntimeError, match="only supported on matrices"):
         ember.randn(4, 2, 3).H
+
+
+# ---------------------------------------------------------------------------------- special
+@needs_torch
+@pytest.mark.parametrize("name,arrays", [
+    ("entr", [np.array([0.0, 0.5, 2.0, -1.0, math.nan])]),
+    ("ndtri", [np.array([0.01, 0.3, 0.5, 0.97])]),
+    ("expit", [np.array([-30.0, 0.2, 5.0])]),
+    ("logit", [np.array([0.1, 0.5, 0.9])]),
+    ("xlog1py", [np.array([0.0, 0.0, 2.0, 1.5]), np.array([-1.0, math.nan, 0.5, 3.0])]),
+    ("xlogy", [np.array([0.0, 2.0]), np.array([0.0, 3.0])]),
+    ("erfinv", [np.array([-0.5, 0.25])]),
+    ("sinc", [np.array([0.0, 0.5, -1.5])]),
+])
+def test_special_namespace(name, arrays):
+    e = getattr(ember.special, name)(*[ember.tensor(a) for a in arrays])
+    t = getattr(torch.special, name)(*[torch.tensor(a) for a in arrays])
+    np.testing.assert_allclose(e.numpy(), t.numpy(), rtol=1e-12, atol=1e-14, equal_nan=True)
+
+
+@needs_torch
+def test_special_gradients():
+    check("entr", lambda x: ember.special.entr(x) if isinstance(x, E.Tensor) else torch.special.entr(x), None, S,
+          dtype="float64", low=0.1, high=2)
+    check("xlog1py", lambda x, y: ember.special.xlog1py(x, y) if isinstance(x, E.Tensor) else
+          torch.special.xlog1py(x, y), None, S, S, dtype="float64", low=0.1, high=2)
+    check("ndtri", lambda x: ember.special.ndtri(x) if isinstance(x, E.Tensor) else torch.special.ndtri(x), None, S,
+          dtype="float64", low=0.05, high=0.95)
