@@ -435,6 +435,9 @@ class _FunctionBackward:
         self.cls, self.ctx = cls, ctx
         self.op = cls.__name__.lower()
         self.arg_is_tensor = [isinstance(a, Tensor) for a in args]
+        # per argument: False (not a tensor), its float dtype, or None (no dtype to restore)
+        self.arg_dtypes = [(a.dtype if a.dtype.is_floating_point else None) if isinstance(a, Tensor) else False
+                           for a in args]
         self.next_functions = tuple((a.grad_fn if a.grad_fn is not None else a._accumulator()) if
                                     isinstance(a, Tensor) and a.requires_grad else None
                                     for a in args if isinstance(a, Tensor))
@@ -451,6 +454,7 @@ class _FunctionBackward:
 
     def apply(self, slots):
         from . import creation
+        from .tensor import Tensor
         if self.freed:
             raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
                                "tensors after they have already been freed). Specify retain_graph=True if you "
@@ -467,7 +471,10 @@ class _FunctionBackward:
         if len(res) < len(self.arg_is_tensor):
             raise RuntimeError(f"function {self.name()} returned an incorrect number of gradients (expected "
                                f"{len(self.arg_is_tensor)}, got {len(res)})")
-        return tuple(g for g, is_t in zip(res, self.arg_is_tensor) if is_t)
+        # PyTorch's validate_outputs: a gradient takes its input's dtype (custom_fwd's cast_inputs runs
+        # forward in float32 for a bfloat16 input, say)
+        return tuple(g.to(d) if isinstance(g, Tensor) and d is not None and g.dtype is not d else g
+                     for g, d in zip(res, self.arg_dtypes) if d is not False)
 
     def release(self):
         self.ctx = None

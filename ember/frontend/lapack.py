@@ -47,8 +47,8 @@ def _check_float(op: str, *ts: Tensor):
     for t in ts:
         if not t.dtype.is_floating_point:
             raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {M._tname(t.dtype)}")
-        if t.dtype is dt.float16:
-            raise RuntimeError(f"{op}: Low precision dtypes not supported. Got Half")
+        if t.dtype.is_reduced_float:
+            raise RuntimeError(f"{op}: Low precision dtypes not supported. Got {M._tname(t.dtype)}")
 
 
 def _check_matrix(op: str, A: Tensor, square: bool = True):

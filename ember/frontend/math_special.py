@@ -1,7 +1,7 @@
 """Elementwise functions built from the primitives: inverse trigonometric and hyperbolic functions,
 erfinv, hypot, logaddexp, xlogy, copysign, angle conversions.
 
-In: tensors (integer inputs are computed in the default float dtype, float16 in float32 and rounded
+In: tensors (integer inputs are computed in the default float dtype, float16/bfloat16 in float32 and rounded
 back, as PyTorch does). Out: tensors with PyTorch's values, NaN/inf behaviour and gradients.
 
 Each function is a composite of ember ops (exp, log1p, sqrt, where ...), so autograd differentiates
@@ -35,13 +35,13 @@ def _as_float(x):
         x = tensor(x)
     if not x.dtype.is_floating_point:
         return M.cast(x, dt.default_float), dt.default_float
-    if x.dtype is dt.float16:
-        return M.cast(x, dt.float32), dt.float16
+    if x.dtype.is_reduced_float:     # float16 / bfloat16
+        return M.cast(x, dt.float32), x.dtype
     return x, x.dtype
 
 
 def _float_fn(fn):
-    """Run fn in a float dtype and cast the result back (float16 computes in float32)."""
+    """Run fn in a float dtype and cast the result back (float16 / bfloat16 compute in float32)."""
     def f(x):
         y, out = _as_float(x)
         return M.cast(fn(y), out)
@@ -53,12 +53,12 @@ def _float_fn(fn):
 def _float_pair(a, b):
     """Two operands promoted like PyTorch's float binary ops (ints -> default float)."""
     a, b, d = M.promote(a, b)
-    if d.is_floating_point and d is not dt.float16:
+    if d.is_floating_point and not d.is_reduced_float:
         return a, b, d
-    work = dt.float32 if d is dt.float16 else dt.default_float
+    work = dt.float32 if d.is_reduced_float else dt.default_float
     a = M.cast(a, work) if isinstance(a, Tensor) else float(a)
     b = M.cast(b, work) if isinstance(b, Tensor) else float(b)
-    return a, b, (d if d is dt.float16 else work)
+    return a, b, (d if d.is_reduced_float else work)
 
 
 def _safe(cond, x, fill):
