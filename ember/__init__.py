@@ -52,7 +52,11 @@ from .frontend.shape_ops import (  # noqa: E402
     scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
 from .frontend.math_special import (  # noqa: E402
     atan, arctan, atan2, arctan2, asin, arcsin, acos, arccos, sinh, cosh, asinh, arcsinh, acosh, arccosh, atanh,
-    arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit)
+    arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit, fmax, fmin)
+from .frontend.composites import (  # noqa: E402
+    trace, diff, kron, tensordot, cdist, triu_indices, tril_indices, nansum, nanmean, isin, rot90, cov, corrcoef,
+    aminmax, cummax, cummin, logcumsumexp, quantile, nanquantile, atleast_1d, atleast_2d, atleast_3d, block_diag,
+    cartesian_prod, diagflat)
 from .frontend.indexing_ops import (  # noqa: E402
     index_put, index_copy, scatter_reduce, searchsorted, bucketize, histc, bincount, unique, unique_consecutive)
 from .frontend.lapack import det, slogdet, logdet, inv as inverse  # noqa: E402

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ir import dtypes as dt
+from . import composites as C
 from . import indexing_ops as I
 from . import lapack as LA
 from . import linalg_composites as LC
@@ -52,8 +53,8 @@ _METHODS = {
     # elementwise
     "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
     "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
-    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum, "fmax": M.maximum,
-    "fmin": M.minimum, "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
+    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum,
+    "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
     "greater": M.gt, "less": M.lt, "greater_equal": M.ge, "less_equal": M.le, "not_equal": M.ne,
     "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_not": M.logical_not,
     "logical_xor": M.logical_xor, "bitwise_not": M.bitwise_not, "bitwise_and": M.bitwise_and,
@@ -75,7 +76,12 @@ _METHODS = {
     "arcsinh": MS.asinh, "acosh": MS.acosh, "arccosh": MS.acosh, "atanh": MS.atanh, "arctanh": MS.atanh,
     "erfinv": MS.erfinv, "hypot": MS.hypot, "logaddexp": MS.logaddexp, "logaddexp2": MS.logaddexp2,
     "xlogy": MS.xlogy, "copysign": MS.copysign, "deg2rad": MS.deg2rad, "rad2deg": MS.rad2deg, "sinc": MS.sinc,
-    "logit": MS.logit, "signbit": MS.signbit,
+    "logit": MS.logit, "signbit": MS.signbit, "fmax": MS.fmax, "fmin": MS.fmin,
+    # composites.py
+    "trace": C.trace, "diff": C.diff, "kron": C.kron, "nansum": C.nansum, "nanmean": C.nanmean, "rot90": C.rot90,
+    "cov": C.cov, "corrcoef": C.corrcoef, "aminmax": C.aminmax, "cummax": C.cummax, "cummin": C.cummin,
+    "logcumsumexp": C.logcumsumexp, "quantile": C.quantile, "nanquantile": C.nanquantile, "diagflat": C.diagflat,
+    "fill_diagonal_": C.fill_diagonal_, "diag_embed": S.diag_embed,
     # reductions
     "sum": M.sum, "mean": M.mean, "var": M.var, "std": M.std, "prod": M.prod, "max": M.max, "min": M.min,
     "amax": M.amax, "amin": M.amin, "argmax": M.argmax, "argmin": M.argmin, "logsumexp": M.logsumexp,
