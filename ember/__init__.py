@@ -52,7 +52,7 @@ from .frontend.shape_ops import (  # noqa: E402
     scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
 from .frontend.math_special import (  # noqa: E402
     atan, arctan, atan2, arctan2, asin, arcsin, acos, arccos, sinh, cosh, asinh, arcsinh, acosh, arccosh, atanh,
-    arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit, fmax, fmin)
+    arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit)
 from .frontend.composites import (  # noqa: E402
     trace, diff, kron, tensordot, cdist, triu_indices, tril_indices, nansum, nanmean, isin, rot90, cov, corrcoef,
     aminmax, cummax, cummin, logcumsumexp, quantile, nanquantile, atleast_1d, atleast_2d, atleast_3d, block_diag,
@@ -90,6 +90,7 @@ def _bf16_matmul(a, b):
 _blas_threads.BF16_MATMUL = _bf16_matmul
 
 fmod = _methods._fmod
+fmax, fmin = _methods._fmax, _methods._fmin
 
 
 def is_tensor(obj):

@@ -6,7 +6,7 @@ named tuples, with PyTorch's shapes, conventions (Vh not V, the sign of slogdet 
 
 Each decomposition is an ember.autograd.Function: the forward calls LAPACK, the backward is PyTorch's
 formula (FunctionsManual.cpp) written with ember ops, so gradients of gradients work too. They run
-eagerly; inside ember.compile they are a graph break (B010) and the code around them is compiled.
+eagerly; inside ember.compile they are a graph break (B015) and the code around them is compiled.
 Composites of these (solve_triangular, logdet here; pinv, matrix_rank, matrix_power ... in
 linalg_composites.py) need no backward of their own.
 """

@@ -1,5 +1,5 @@
 """Elementwise functions built from the primitives: inverse trigonometric and hyperbolic functions,
-erfinv, hypot, logaddexp, xlogy, copysign, fmax/fmin, angle conversions.
+erfinv, hypot, logaddexp, xlogy, copysign, angle conversions.
 
 In: tensors (integer inputs are computed in the default float dtype, float16/bfloat16 in float32 and rounded
 back, as PyTorch does). Out: tensors with PyTorch's values, NaN/inf behaviour and gradients.
@@ -25,7 +25,7 @@ _PI = math.pi
 
 __all__ = ["atan", "atan2", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "erfinv", "hypot",
            "logaddexp", "logaddexp2", "xlogy", "copysign", "deg2rad", "rad2deg", "sinc", "logit", "signbit",
-           "arctan", "arctan2", "arcsin", "arccos", "arcsinh", "arccosh", "arctanh", "fmax", "fmin"]
+           "arctan", "arctan2", "arcsin", "arccos", "arcsinh", "arccosh", "arctanh"]
 
 
 def _as_float(x):
@@ -362,21 +362,3 @@ def logit(input, eps=None):
 arctan, arctan2, arcsin, arccos = atan, atan2, asin, acos
 arcsinh, arccosh, arctanh = asinh, acosh, atanh
 
-
-def fmax(input, other):
-    """torch.fmax: the larger value, ignoring a NaN on one side (NaN only when both are); ties send the
-    gradient to input, as PyTorch."""
-    a, b, _ = M.promote(input, other)
-    take_a = M.ge(a, b)
-    if isinstance(b, Tensor) and b.dtype.is_floating_point:
-        take_a = M.logical_or(take_a, M.isnan(b))
-    return M.where(take_a, a, b)
-
-
-def fmin(input, other):
-    """torch.fmin: the smaller value, ignoring a NaN on one side (NaN only when both are)."""
-    a, b, _ = M.promote(input, other)
-    take_a = M.le(a, b)
-    if isinstance(b, Tensor) and b.dtype.is_floating_point:
-        take_a = M.logical_or(take_a, M.isnan(b))
-    return M.where(take_a, a, b)

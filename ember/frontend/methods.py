@@ -1,6 +1,8 @@
 """Tensor methods and Python operators, bound to the op functions (one place for the mapping)."""
 from __future__ import annotations
 
+import math
+
 from ..ir import dtypes as dt
 from . import composites as C
 from . import indexing_ops as I
@@ -76,7 +78,7 @@ _METHODS = {
     "arcsinh": MS.asinh, "acosh": MS.acosh, "arccosh": MS.acosh, "atanh": MS.atanh, "arctanh": MS.atanh,
     "erfinv": MS.erfinv, "hypot": MS.hypot, "logaddexp": MS.logaddexp, "logaddexp2": MS.logaddexp2,
     "xlogy": MS.xlogy, "copysign": MS.copysign, "deg2rad": MS.deg2rad, "rad2deg": MS.rad2deg, "sinc": MS.sinc,
-    "logit": MS.logit, "signbit": MS.signbit, "fmax": MS.fmax, "fmin": MS.fmin,
+    "logit": MS.logit, "signbit": MS.signbit,
     # composites.py
     "trace": C.trace, "diff": C.diff, "kron": C.kron, "nansum": C.nansum, "nanmean": C.nanmean, "rot90": C.rot90,
     "cov": C.cov, "corrcoef": C.corrcoef, "aminmax": C.aminmax, "cummax": C.cummax, "cummin": C.cummin,
@@ -187,10 +189,35 @@ def _fmod(a, b):
     r = M.remainder(a, b)
     # C fmod keeps the dividend's sign
     fix = M.logical_and(M.ne(r, 0), M.ne(M.lt(r, 0), M.lt(a, 0) if isinstance(a, Tensor) else a < 0))
-    return M.where(fix, M.sub(r, b), r)
+    r = M.where(fix, M.sub(r, b), r)
+    if d.is_floating_point and isinstance(b, Tensor):    # C fmod(x, +-inf) = x for finite x
+        r = M.where(M.logical_and(M.isinf(b), M.isfinite(a) if isinstance(a, Tensor) else math.isfinite(a)), a, r)
+    return r
+
+
+def _fmax(a, b):
+    """PyTorch's fmax/fmin: like maximum/minimum, but a NaN loses to a number."""
+    return _nan_loses(a, b, M.maximum)
+
+
+def _fmin(a, b):
+    return _nan_loses(a, b, M.minimum)
+
+
+def _nan_loses(a, b, op):
+    a, b, d = M.promote(a, b)
+    if not d.is_floating_point:
+        return op(a, b)
+    # a where a wins, ties and b is NaN (its gradient too, as PyTorch), else b
+    wins = M.ge(a, b) if op is M.maximum else M.le(a, b)
+    if isinstance(b, Tensor):
+        wins = M.logical_or(wins, M.isnan(b))
+    return M.where(wins, a, b)
 
 
 _METHODS["fmod"] = _fmod
+_METHODS["fmax"] = _fmax
+_METHODS["fmin"] = _fmin
 
 
 def _multinomial(self, num_samples, replacement=False, *, generator=None):
