@@ -410,6 +410,7 @@ class Function:
     @classmethod
     def apply(cls, *args, **kwargs):
         from .tensor import Tensor
+        from . import dispatch
         ctx = FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         if dispatch.tracer is not None and is_grad_enabled() and any(ctx.needs_input_grad):

@@ -45,6 +45,7 @@ def _arrays(op: str, *ts: Tensor):
 
 def _check_float(op: str, *ts: Tensor):
     for t in ts:
+        tracing_hooks.value_needed(t, "linalg")     # B015 before any Function sees a traced tensor
         if not t.dtype.is_floating_point:
             raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {M._tname(t.dtype)}")
         if t.dtype.is_reduced_float:
