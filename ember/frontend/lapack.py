@@ -16,7 +16,6 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..ir import dtypes as dt
 from . import math_ops as M
 from . import shape_ops as S
 from . import tracing_hooks
