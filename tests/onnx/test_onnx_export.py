@@ -167,7 +167,8 @@ def test_mnist_cnn_with_dynamic_batch():
         _check(sess, model, {"x": ember.randn(n, 1, 28, 28)})
     names = {i.name for i in proto.graph.initializer}
     assert {"fc1.bias", "fc2.bias"} <= names          # parameters under their state_dict names
-    assert any(n.startswith("conv1.weight.") for n in names)     # folded: the weight as the GEMM reads it
+    # folded: the weight as the GEMM reads it (the traced conv joins weight and bias into one matrix)
+    assert any(n.startswith(("conv1.weight.", "folded_")) for n in names)
     dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "batch"
     assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
