@@ -34,7 +34,7 @@ from ..ir.graph import Graph
 from ..ir.text import format_node
 from ..nn import Module
 from ..passes.dce import dce
-from . import backends
+from . import backends, modes
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
 from .guards import changed_guard, describe_guards, guard_key
 from .joint import build_backward
@@ -117,6 +117,11 @@ class CompiledGraph:
     def __post_init__(self):
         self.const_guards = [(b.tensor, b.tensor._data.shape, b.tensor.dtype, b.tensor.requires_grad)
                              for b in self.bindings if isinstance(b, FromConst)]
+
+    def static_inputs(self) -> tuple:
+        """Positions of graph inputs bound to tensors the trace met (parameters, buffers): their
+        storage stays put between calls, so a CUDA graph reads them in place."""
+        return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromConst))
 
     def consts_ok(self) -> bool:
         for t, shape, dtype, rg in self.const_guards:
@@ -257,6 +262,7 @@ class CompiledFunction:
         self.backend = backend
         self.mode = mode
         self.options = dict(options or {})
+        self.cuda_graphs = modes.cuda_graphs(mode, options)   # validates mode as torch.compile does
         self.recompile_limit = recompile_limit
         self.dump = dump or os.environ.get("EMBER_DUMP") or None
         self.module = module
@@ -387,7 +393,8 @@ class CompiledFunction:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
             t_build = time.perf_counter()
         try:
-            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(cg, self.backend, self.name, dump)
+            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(
+                cg, self.backend, self.name, dump, cuda_graphs=self.cuda_graphs, stats=self.stats)
         except Exception as e:
             if dump is not None:     # the dump keeps what was written before the failure, and why
                 dump.missing("build", f"{type(e).__name__}: {e}")

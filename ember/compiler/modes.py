@@ -1,0 +1,32 @@
+"""torch.compile's `mode=` and `options=` names, and what they turn on in ember.
+
+    cuda_graphs(mode, options) -> bool    whether compiled programs on CUDA replay as CUDA graphs
+
+    mode                          CUDA graphs   (as in torch.compile)
+    None / "default"              no
+    "reduce-overhead"             yes           one graph launch per call instead of one per kernel
+    "max-autotune"                yes           (ember has no autotuning: graphs are what it adds)
+    "max-autotune-no-cudagraphs"  no
+    options={"triton.cudagraphs": True} turns graphs on without a mode, as in torch.
+
+An unknown mode, or a mode together with options, raises the RuntimeError torch.compile raises.
+On the CPU the graphs have nothing to do (torch logs "skipping cudagraphs due to cpu device"; ember
+emits a C004 record).  How the graphs work: ember/runtime/cuda_graph.py.
+"""
+from __future__ import annotations
+
+__all__ = ["MODES", "cuda_graphs"]
+
+MODES = {"default": False, "reduce-overhead": True, "max-autotune": True, "max-autotune-no-cudagraphs": False}
+CUDAGRAPHS_OPTION = "triton.cudagraphs"   # torch's inductor option with the same meaning
+
+
+def cuda_graphs(mode: str | None, options: dict | None) -> bool:
+    """Whether `mode` / `options` ask for CUDA graphs; raises for an unknown mode, or both given."""
+    if mode is not None and options:
+        raise RuntimeError("Either mode or options can be specified, but both can't be specified at the same time.")
+    if mode is None:
+        return bool((options or {}).get(CUDAGRAPHS_OPTION, False))
+    if not isinstance(mode, str) or mode not in MODES:
+        raise RuntimeError(f"Unrecognized mode={mode}, should be one of: {', '.join(MODES)}")
+    return MODES[mode]
