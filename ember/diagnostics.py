@@ -61,6 +61,8 @@ CODES = {
              "drop references to outputs of earlier calls (or .clone() what you keep)"),
     "C006": ("cudagraphs", "CUDA refused the capture: the program runs kernel by kernel from now on",
              "report it with the reason: something in the program is not capturable"),
+    "C007": ("cudagraphs", "captured too many times (static inputs keep moving): runs kernel by kernel from now on",
+             "keep parameters and buffers in place between calls"),
 }
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).

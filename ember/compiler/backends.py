@@ -24,6 +24,7 @@ from ..diagnostics import Record
 from ..frontend import dispatch
 from ..passes import compile_graph
 from ..runtime.executor import Executor
+from .capture import user_source
 from .interpreter import Interpreter
 
 
@@ -73,7 +74,10 @@ def build(cg, backend: str, fn_name: str, dump=None, *, cuda_graphs: bool = Fals
         sinks = (cg.stats,) + ((stats,) if stats is not None else ())
         fwd = _on_cuda(fwd, cg.static_inputs(), cuda_graphs, fn_name, "forward", sinks)
         if bwd is not None:
-            saved = tuple(i for i, (kind, _) in enumerate(bw.plan) if kind == "saved")
+            # saved values the forward's graphs own (or parameters) keep their addresses: read in
+            # place; saved inputs of the call and gradients are copied
+            stable = fwd.plan.stable_results() if getattr(fwd, "graphs", False) else set()
+            saved = tuple(i for i, (kind, k) in enumerate(bw.plan) if kind == "saved" and bw.n_user + k in stable)
             bwd = _on_cuda(bwd, saved, cuda_graphs, fn_name, "backward", sinks, persistent=())
     elif cuda_graphs:
         _note(fn_name, "forward")("C004", "skipping cudagraphs due to cpu device: the compiled graph runs on the CPU")
@@ -83,7 +87,7 @@ def build(cg, backend: str, fn_name: str, dump=None, *, cuda_graphs: bool = Fals
 def _note(fn_name: str, which: str):
     """How a CUDA runner reports (code, reason): as a diagnostics record of this function."""
     def note(code: str, reason: str) -> None:
-        records.emit(Record("cudagraphs", code, reason, "?", fn=fn_name, extra={"graph": which}))
+        records.emit(Record("cudagraphs", code, reason, user_source(), fn=fn_name, extra={"graph": which}))
     return note
 
 

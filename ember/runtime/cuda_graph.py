@@ -77,6 +77,7 @@ CAPTURABLE_EAGER = {
 }
 
 DEFAULT_MAX_GRAPHS = 4
+RECAPTURE_LIMIT = 4     # captures per graph slot before a runner stops capturing (inputs that never settle)
 
 # the keys a runner adds into the compile driver's stats dicts
 STAT_KEYS = ("cuda_calls", "cuda_launches", "cuda_host_s", "cuda_graph_replays", "cuda_graph_captures",
@@ -108,6 +109,13 @@ class CapturePlan:
     slots: dict = field(default_factory=dict)
     deferred_checks: list = field(default_factory=list)
     allocating: list = field(default_factory=list)
+
+    def stable_results(self) -> set:
+        """Positions of results whose arrays a replay does not move: graph-owned outputs, and static
+        inputs (or views of them) handed back.  A program fed by these (backward, by the values
+        forward saved) may read them in place."""
+        return {j for j, (kind, *where) in enumerate(self.results)
+                if kind == "output" or (kind in ("input", "view") and self.inputs[where[0]] == "static")}
 
     def __str__(self) -> str:
         head = "capturable" if self.capturable else "not capturable: " + "; ".join(self.reasons)
@@ -250,6 +258,7 @@ class CudaProgramRunner:
         self.max_graphs = max_graphs
         self._sinks = list(stats)
         self._notify = notify
+        self._told: set = set()           # record codes said once per runner
         self.stats = {"calls": 0, "launches": 0, "host_s": 0.0, "replays": 0, "captures": 0, "syncs": 0,
                       "last_launches": 0, "last_host_us": 0.0, "graph_launches": [], "gc": 0}
         if graphs and not self.plan.capturable:
@@ -264,7 +273,6 @@ class CudaProgramRunner:
         self._instances: dict = {}        # static addresses -> [_Instance]
         self._warm = False
         self._stream = None
-        self._told: set = set()           # record codes said once per runner
         self._n_mut = len(self.program.results) - self.program.n_outputs
         self._static_pos = [i for i, k in enumerate(self.plan.inputs) if k == "static"]
         self._copied_pos = [i for i, k in enumerate(self.plan.inputs) if k == "copied"]
@@ -277,9 +285,9 @@ class CudaProgramRunner:
 
     # ---------------------------------------------------------------------- the executor's face
     def __getattr__(self, name):
-        # anything else a tool reads off an executor (memory_bytes, slots, pool ...)
-        if name == "executor":
-            raise AttributeError(name)
+        # anything public a tool reads off an executor (memory_bytes, slots, pool ...)
+        if name.startswith("_") or name == "executor":
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
         return getattr(self.executor, name)
 
     @property
@@ -389,11 +397,16 @@ class CudaProgramRunner:
             for inst in mine:
                 if not inst.busy():
                     return inst
+        if self.stats["captures"] >= RECAPTURE_LIMIT * self.max_graphs:
+            self.graphs = False
+            self._record("C007", f"{self.which} program captured {self.stats['captures']} times (its static inputs "
+                         "keep moving): it runs kernel by kernel from now on")
+            return None
+        moved = self._moved_input(key) if self._instances and key not in self._instances else None
         if self.graph_count >= self.max_graphs and not self._evict(key):
             self._record("C005", f"{self.which}: the outputs of all {self.graph_count} captured graphs are still "
                          "in use; such calls run kernel by kernel")
             return None
-        moved = self._moved_input(key) if self._instances and key not in self._instances else None
         inst = self._capture(arrays)
         if inst is not None:
             self._instances.setdefault(key, []).append(inst)
