@@ -91,7 +91,8 @@ class CapturePlan:
 
     inputs:   per program input, "static" (read in place; its address keys the graph) or "copied"
               (copied into a static buffer before each replay)
-    results:  per program result, ("output", k): the instance's k-th output buffer;
+    results:  per program result, ("output", k): the instance's k-th output buffer (an array the
+              program allocates, or a view of one);
               ("view", i, shape): a reshape of input i, made from the caller's array;
               ("input", i): input i itself, the caller's array
     outputs:  value names of the buffers each graph instance owns (in `results` order, no repeats)
@@ -175,7 +176,9 @@ def plan_capture(program: Program, static: Sequence[int] = ()) -> CapturePlan:
             results.append(("input", index[name]))
         elif v.kind is ValueKind.VIEW and v.base in index:
             results.append(("view", index[v.base], tuple(v.shape)))
-        elif v.kind is ValueKind.OUTPUT:
+        elif v.kind in (ValueKind.OUTPUT, ValueKind.EAGER) or v.kind is ValueKind.VIEW:
+            # a fresh array per call, or a view of one (a saved reshape): the instance keeps the
+            # array the capture returned and hands the same one out on every replay
             if name not in outputs:
                 outputs.append(name)
             results.append(("output", outputs.index(name)))

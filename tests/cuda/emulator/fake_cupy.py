@@ -280,9 +280,15 @@ def matmul(a, b, out=None):
 
 
 class _StrideTricks:
+    """Views (no device work): numpy's, as device arrays."""
+
     @staticmethod
     def as_strided(a, shape, strides):
         return np.lib.stride_tricks.as_strided(a, shape=shape, strides=strides).view(ndarray)
+
+    def __getattr__(self, name):
+        f = getattr(np.lib.stride_tricks, name)
+        return lambda *a, **k: _as_device(f(*a, **k))
 
 
 lib = types.SimpleNamespace(stride_tricks=_StrideTricks())
@@ -517,10 +523,24 @@ def _scatter_add(a, indices, values):
     COUNTS["ops"] += 1
 
 
+def _erf(x):
+    import math
+    x = _plain(x)
+    _no_sync("cupyx.scipy.special.erf (not recorded)")
+    COUNTS["ops"] += 1
+    return _as_device(np.vectorize(math.erf, otypes=[x.dtype])(x))
+
+
 def make_cupyx():
+    """cupyx (and cupyx.scipy.special) with what ember's eager kernels take from them."""
     m = types.ModuleType("cupyx")
+    m.__path__ = []
     m.scatter_add = _scatter_add
     m.empty_pinned = lambda shape, dtype=float: np.empty(shape, dtype)
+    m.scipy = types.ModuleType("cupyx.scipy")
+    m.scipy.__path__ = []
+    m.scipy.special = types.ModuleType("cupyx.scipy.special")
+    m.scipy.special.erf = _erf
     return m
 
 
@@ -555,7 +575,8 @@ def installed(workdir: Path):
              dict(rt._SM_COUNT), sys.modules.get("cupyx"))
     fake = make_module(workdir)
     sys.modules["cupy"] = fake
-    sys.modules["cupyx"] = make_cupyx()
+    cupyx = make_cupyx()
+    sys.modules.update({"cupyx": cupyx, "cupyx.scipy": cupyx.scipy, "cupyx.scipy.special": cupyx.scipy.special})
     gpu._cupy, gpu._checked = fake, True
     for table in (cache._MEMORY, rt._DEVICES, rt._SM_COUNT):
         table.clear()
@@ -565,6 +586,8 @@ def installed(workdir: Path):
         yield fake
     finally:
         STATE.__init__()
+        for name in ("cupyx.scipy", "cupyx.scipy.special"):
+            sys.modules.pop(name, None)
         for name, old in (("cupy", saved[0]), ("cupyx", saved[6])):
             if old is None:
                 sys.modules.pop(name, None)
