@@ -15,6 +15,7 @@ from .ir.dtypes import DType as dtype  # noqa: F401  (ember.dtype, like torch.dt
 float32 = float = _dt.float32
 float64 = double = _dt.float64
 float16 = half = _dt.float16
+bfloat16 = _dt.bfloat16
 int64 = long = _dt.int64
 int32 = int = _dt.int32
 int16 = short = _dt.int16
@@ -60,11 +61,21 @@ from .frontend.printing import set_printoptions  # noqa: E402
 from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
 from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
+from .kernels import blas_threads as _blas_threads  # noqa: E402
 
 # the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
-(FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
- BoolTensor) = (_legacy[n] for n in ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor",
-                                     "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
+(FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
+ BoolTensor) = (_legacy[n] for n in ("FloatTensor", "DoubleTensor", "HalfTensor", "BFloat16Tensor", "LongTensor",
+                                     "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
+
+
+def _bf16_matmul(a, b):
+    """The generated bfloat16 GEMM, compiled on first use (importing the compiler stays lazy)."""
+    from .runtime import gemm_bf16
+    return gemm_bf16.matmul(a, b)
+
+
+_blas_threads.BF16_MATMUL = _bf16_matmul
 
 fmod = _methods._fmod
 
@@ -169,10 +180,12 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "serialization", "onnx", "accelerator"):
+                "serialization", "onnx", "accelerator", "cpu"):
         return _lazy(name)
-    if name in ("autocast", "GradScaler"):
+    if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)
+    if name in ("is_autocast_enabled", "is_autocast_cpu_enabled", "get_autocast_cpu_dtype", "get_autocast_gpu_dtype"):
+        return getattr(_lazy("amp"), "_" + name if name != "is_autocast_enabled" else name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain"):

@@ -30,6 +30,19 @@ def set_device(d):
     _need().cuda.runtime.setDevice(idx)
 
 
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    """Can tensors on cuda be bfloat16 here? (CuPy 14+ with ml_dtypes has bfloat16 arrays.)"""
+    cp = cupy_or_none()
+    if cp is None:
+        return False
+    try:
+        from .ir import dtypes as dt
+        cp.zeros(1, dtype=dt.bfloat16.np)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not supported by this CuPy
+        return False
+
+
 def synchronize(device=None):
     cp = cupy_or_none()
     if cp is not None:
@@ -108,7 +121,7 @@ class _AmpNamespace:
     def __getattr__(self, name):
         from . import amp
         if name == "autocast":
-            return lambda dtype=None, enabled=True, cache_enabled=None: amp.autocast("cuda", dtype, enabled)
+            return amp._cuda_autocast
         return getattr(amp, name)
 
 

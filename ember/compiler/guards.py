@@ -1,16 +1,18 @@
 """Guards: the key a compiled variant is cached under, how to describe it, and which part changed.
 
-A key is (grad mode, training flags, argument structure, per-leaf keys). A tensor leaf's key is its
-shape, dtype, device and requires_grad; a Python scalar's is its value (the trace specialised on it).
+A key is (grad mode, training flags, argument structure, per-leaf keys, autocast regions). A tensor
+leaf's key is its shape, dtype, device and requires_grad; a Python scalar's is its value (the trace
+specialised on it). The autocast regions matter because a trace under autocast records casts.
 """
 from __future__ import annotations
 
+from ..frontend import autocast
 from ..frontend import autograd as ag
 from ..frontend.tensor import Tensor
 from ..ir import dtypes as dt
 from .pytree import spec_key
 
-GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments")
+GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments", "autocast")
 _TENSOR_FIELDS = {1: "shape", 2: "dtype", 3: "device", 4: "requires_grad"}
 
 
@@ -26,7 +28,8 @@ def leaf_key(x):
 
 def guard_key(leaves, spec, modules) -> tuple:
     training = tuple(m.training for m in modules)
-    return (ag._mode.enabled, training, spec_key(spec, len(leaves)), tuple(leaf_key(x) for x in leaves))
+    return (ag._mode.enabled, training, spec_key(spec, len(leaves)), tuple(leaf_key(x) for x in leaves),
+            autocast.state_key())
 
 
 def changed_guard(old, new) -> tuple:
@@ -47,8 +50,10 @@ def changed_guard(old, new) -> tuple:
 
 
 def describe_guards(key) -> list[str]:
-    grad, training, structure, args = key
+    grad, training, structure, args, amp = key
     out = [f"grad mode == {grad}"]
+    if amp:
+        out.append(f"autocast == {amp}")
     if training:
         out.append(f"training flags == {training}")
     for i, a in enumerate(args):

@@ -392,7 +392,11 @@ class Function:
                 if not isinstance(gs, tuple):
                     gs = (gs,)
                 it = iter(gs)
-                return tuple(gi for a, gi in zip(args, it) if isinstance(a, Tensor))
+                # PyTorch's validate_outputs: a gradient takes its input's dtype (custom_fwd's
+                # cast_inputs runs forward in float32 for a bfloat16 input, say)
+                return tuple(gi.to(a.dtype) if isinstance(gi, Tensor) and gi.dtype is not a.dtype and
+                             a.dtype.is_floating_point else gi
+                             for a, gi in zip(args, it) if isinstance(a, Tensor))
             out = out.detach()
             dispatch.attach_node(out, cls.__name__.lower(), vjp, {}, tensor_args, saves=())
         return out

@@ -134,7 +134,14 @@ def to_device(t, dev):
         data = t._data.get()
     else:
         with dev.xp.cuda.Device(dev.index or 0):
-            data = dev.xp.asarray(t._data)
+            try:
+                data = dev.xp.asarray(t._data)
+            except (TypeError, ValueError, NotImplementedError) as e:
+                if t.dtype is dt.bfloat16:   # CuPy before 14 has no bfloat16 arrays
+                    raise RuntimeError("bfloat16 tensors on cuda need a CuPy with bfloat16 arrays (CuPy 14+ with "
+                                       "ml_dtypes; ember.cuda.is_bf16_supported() is False here): use "
+                                       "float16 on the GPU") from e
+                raise
     out = _wrap(data, dev)
     if ag.is_grad_enabled() and t.requires_grad:
         src_dev = t.device

@@ -5,6 +5,7 @@ import string
 
 from ..ir import dtypes as dt
 from ..ir.ops import norm_dim
+from .autocast import autocast_op
 from .dispatch import apply as P
 from .math_ops import promote, _MinMax
 from . import shape_ops as S
@@ -18,6 +19,7 @@ def _mm_dtype(a, b, op):
                            f"expected both inputs of {op} to have the same dtype, but got {a.dtype.name} != {b.dtype.name}")
 
 
+@autocast_op("matmul")
 def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {a.ndim}D and {b.ndim}D")
@@ -37,6 +39,7 @@ def matmul(a, b):
     return P("matmul", a, b)
 
 
+@autocast_op("mm")
 def mm(a, b):
     if a.ndim != 2 or b.ndim != 2:
         raise RuntimeError(f"{'self' if a.ndim != 2 else 'mat2'} must be a matrix")
@@ -44,6 +47,7 @@ def mm(a, b):
     return P("matmul", a, b)
 
 
+@autocast_op("bmm")
 def bmm(a, b):
     if a.ndim != 3 or b.ndim != 3:
         raise RuntimeError(f"batch1 must be a 3D tensor" if a.ndim != 3 else "batch2 must be a 3D tensor")
@@ -53,10 +57,12 @@ def bmm(a, b):
     return P("matmul", a, b)
 
 
+@autocast_op("mv")
 def mv(a, v):
     return matmul(a, v)
 
 
+@autocast_op("dot")
 def dot(a, b):
     if a.ndim != 1 or b.ndim != 1:
         raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
@@ -73,6 +79,7 @@ def outer(a, b):
 ger = outer
 
 
+@autocast_op("addmm")
 def addmm(bias, a, b, beta=1, alpha=1):
     r = mm(a, b)
     if alpha != 1:
@@ -80,6 +87,7 @@ def addmm(bias, a, b, beta=1, alpha=1):
     return r + (bias if beta == 1 else bias * beta)
 
 
+@autocast_op("baddbmm")
 def baddbmm(x, a, b, beta=1, alpha=1):
     r = bmm(a, b)
     if alpha != 1:
@@ -87,6 +95,7 @@ def baddbmm(x, a, b, beta=1, alpha=1):
     return r + (x if beta == 1 else x * beta)
 
 
+@autocast_op("einsum")
 def einsum(equation, *operands):
     """einsum by pairwise contraction: each pair becomes permute + reshape + batched matmul."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):

@@ -7,6 +7,7 @@ out of primitives so the compiler sees and fuses them.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 from collections import namedtuple
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.ops import FLOAT_UNARY, norm_dim, norm_dims
+from .autocast import autocast_op
 from .dispatch import apply as P
 from .tensor import Tensor
 
@@ -36,6 +38,56 @@ def _kind(v):
 
 def cast(x: Tensor, dtype) -> Tensor:
     return x if x.dtype is dtype else P("cast", x, dtype=dtype)
+
+
+def in_float32(fn=None, *, out_like: int | None = None):
+    """Composites on 16-bit floats compute in float32 and round once at the end, as PyTorch's fused
+    CPU kernels do (rounding after every primitive would differ from PyTorch in the last bits).
+
+    The wrapped op sees float32 copies of its float16/bfloat16 tensor arguments when they all share
+    one 16-bit dtype, and its tensor results are rounded back to it. `out_like=i`: the result takes
+    argument i's dtype and the other arguments may be of any float type (layer_norm's bfloat16 input
+    with float32 weights). An explicit `dtype=` keyword turns the rounding off (softmax(x, dtype=...))."""
+    if fn is None:
+        return lambda f: in_float32(f, out_like=out_like)
+
+    @functools.wraps(fn)
+    def f(*args, **kwargs):
+        low = None
+        if out_like is not None:
+            a = args[out_like] if len(args) > out_like else None
+            low = a.dtype if isinstance(a, Tensor) and a.dtype.is_reduced_float else None
+        else:
+            for a in args:
+                if isinstance(a, Tensor) and a.dtype.is_floating_point:
+                    if not a.dtype.is_reduced_float or (low is not None and a.dtype is not low):
+                        return fn(*args, **kwargs)
+                    low = a.dtype
+        if low is None or kwargs.get("dtype") is not None:
+            return fn(*args, **kwargs)
+        up = [cast(a, dt.float32) if isinstance(a, Tensor) and a.dtype.is_reduced_float else a for a in args]
+        kw = {k: cast(v, dt.float32) if isinstance(v, Tensor) and v.dtype.is_reduced_float else v
+              for k, v in kwargs.items()}
+        out = fn(*up, **kw)
+
+        def down(o):
+            return cast(o, low) if isinstance(o, Tensor) and o.dtype is dt.float32 else o
+        if isinstance(out, tuple):   # var_mean, std_mean (plain tuples) and named tuples
+            vals = [down(o) for o in out]
+            return type(out)(*vals) if hasattr(out, "_fields") else tuple(vals)
+        return down(out)
+    return f
+
+
+def _round_scalar(a, b, d):
+    """PyTorch's add/sub/pow round a Python float operand to a 16-bit tensor's dtype before computing
+    (its mul and div do not): x + 0.1 on bfloat16 adds 0.10009765625."""
+    if d.is_reduced_float:
+        if b.__class__ is float:
+            b = float(np.float32(b).astype(d.np))
+        elif a.__class__ is float:
+            a = float(np.float32(a).astype(d.np))
+    return a, b
 
 
 def promote(a, b):
@@ -97,7 +149,9 @@ fmod = None
 def add(a, b, alpha=1):
     if alpha != 1:
         b = mul(b, alpha)
-    a, b, _ = promote(a, b)
+    a, b, d = promote(a, b)
+    if d.is_reduced_float:
+        a, b = _round_scalar(a, b, d)
     return P("add", a, b)
 
 
@@ -111,7 +165,9 @@ def sub(a, b, alpha=1):
                            "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     if alpha != 1:
         b = mul(b, alpha)
-    a, b, _ = promote(a, b)
+    a, b, d = promote(a, b)
+    if d.is_reduced_float:
+        a, b = _round_scalar(a, b, d)
     return P("sub", a, b)
 
 
@@ -137,6 +193,7 @@ true_divide = divide = div
 multiply, subtract = mul, sub
 
 
+@autocast_op("pow")
 def pow(a, b):
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
         b = _scalar(b)
@@ -146,7 +203,9 @@ def pow(a, b):
             return a * 1
         if b == 0.5 and a.dtype.is_floating_point:
             return P("sqrt", a)
-    a, b, _ = promote(a, b)
+    a, b, d = promote(a, b)
+    if d.is_reduced_float:
+        a, b = _round_scalar(a, b, d)
     return P("pow", a, b)
 
 
@@ -227,12 +286,17 @@ def _float_unary(op):
 # one public function per float primitive of ember/ir/ops.py: a new one fails this unpacking until it
 # is spelled here
 exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, erf, log1p, expm1, reciprocal = map(_float_unary, FLOAT_UNARY)
+# the ones on an autocast list (cuda: float32)
+exp, log, rsqrt, log1p, expm1, reciprocal = (autocast_op(f.__name__)(f)
+                                             for f in (exp, log, rsqrt, log1p, expm1, reciprocal))
 
 
+@autocast_op("log2")
 def log2(x):
     return mul(log(x), 1.0 / math.log(2.0))
 
 
+@autocast_op("log10")
 def log10(x):
     return mul(log(x), 1.0 / math.log(10.0))
 
@@ -241,6 +305,7 @@ def exp2(x):
     return exp(mul(x, math.log(2.0)))
 
 
+@autocast_op("tan")
 def tan(x):
     return div(sin(x), cos(x))
 
@@ -334,14 +399,19 @@ def clamp_max(x, v):
     return clamp(x, max=v)
 
 
+@in_float32
 def lerp(a, b, w):
     return add(a, mul(sub(b, a), w))
 
 
+@autocast_op("addcmul")
+@in_float32
 def addcmul(x, t1, t2, value=1):
     return add(x, mul(mul(t1, t2), value))
 
 
+@autocast_op("addcdiv")
+@in_float32
 def addcdiv(x, t1, t2, value=1):
     return add(x, mul(div(t1, t2), value))
 
@@ -383,6 +453,7 @@ def _one_dim(x, dim, op):
     return (d,) if x._data.ndim else None
 
 
+@autocast_op("sum")
 def sum(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -398,6 +469,7 @@ def _numel(x, dims):
     return n
 
 
+@in_float32
 def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -412,7 +484,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
 
 def _tname(d):
     return {"int64": "Long", "int32": "Int", "bool": "Bool", "float32": "Float", "float64": "Double",
-            "float16": "Half", "int16": "Short", "int8": "Char", "uint8": "Byte"}[d.name]
+            "float16": "Half", "bfloat16": "BFloat16", "int16": "Short", "int8": "Char", "uint8": "Byte"}[d.name]
 
 
 def _correction(unbiased, correction):
@@ -423,6 +495,7 @@ def _correction(unbiased, correction):
     return 1 if unbiased else 0
 
 
+@in_float32
 def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     if isinstance(dim, bool):  # var(x, False): the old positional unbiased
         unbiased, dim = dim, None
@@ -439,18 +512,22 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return P("div", s, 0.0)   # n <= correction: inf, or nan where the sum is 0 (PyTorch's s / max(0, n - c))
 
 
+@in_float32
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return P("sqrt", var(x, dim, unbiased, keepdim, correction=correction))
 
 
+@in_float32
 def var_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return var(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
 
 
+@in_float32
 def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return std(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
 
 
+@autocast_op("prod")
 def prod(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -517,6 +594,8 @@ def _extreme_dim(op, x, dim, keepdim):
     return _MinMax(vals, idx)
 
 
+@autocast_op("logsumexp")
+@in_float32
 def logsumexp(x, dim=None, keepdim=False):
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
@@ -532,6 +611,7 @@ def logsumexp(x, dim=None, keepdim=False):
     return r
 
 
+@autocast_op("cumsum")
 def cumsum(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -542,6 +622,7 @@ def cumsum(x, dim, dtype=None):
     return P("cumsum", x, dim=norm_dim(dim, x._data.ndim, "cumsum"))
 
 
+@autocast_op("cumprod")
 def cumprod(x, dim, dtype=None):
     from .tensor import _wrap
     d = norm_dim(dim, x._data.ndim, "cumprod")
@@ -568,6 +649,8 @@ def count_nonzero(x, dim=None):
     return sum(ne(x, 0), dim)
 
 
+@autocast_op("norm")
+@in_float32
 def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -584,10 +667,14 @@ def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     return pow(sum(pow(abs(x), p), dim, keepdim), 1.0 / p)
 
 
+@autocast_op("dist")
+@in_float32
 def dist(a, b, p=2):
     return norm(sub(a, b), p)
 
 
+@autocast_op("softmax")
+@in_float32
 def softmax(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -599,6 +686,8 @@ def softmax(x, dim, dtype=None):
     return P("div", e, P("sum", e, dims=(d,), keepdim=True))
 
 
+@autocast_op("log_softmax")
+@in_float32
 def log_softmax(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)

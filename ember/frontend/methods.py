@@ -20,9 +20,15 @@ def _inplace(fn):
     return method
 
 
+def _rdiv(self, other):
+    """other / self as PyTorch's Tensor.__rdiv__ computes it: self.reciprocal() * other (the rounding
+    differs from a division in the last bit)."""
+    return M.mul(M.reciprocal(self), other)
+
+
 _OPERATORS = {
     "__add__": M.add, "__radd__": _r(M.add), "__sub__": M.sub, "__rsub__": _r(M.sub),
-    "__mul__": M.mul, "__rmul__": _r(M.mul), "__truediv__": M.div, "__rtruediv__": _r(M.div),
+    "__mul__": M.mul, "__rmul__": _r(M.mul), "__truediv__": M.div, "__rtruediv__": _rdiv,
     "__floordiv__": M.floor_divide, "__rfloordiv__": _r(M.floor_divide),
     "__mod__": M.remainder, "__rmod__": _r(M.remainder), "__pow__": M.pow, "__rpow__": _r(M.pow),
     "__matmul__": L.matmul, "__rmatmul__": _r(L.matmul),
@@ -140,6 +146,7 @@ def _shape_inplace(fn):
     return method
 
 
+@M.in_float32
 def _fmod(a, b):
     a, b, d = M.promote(a, b)
     r = M.remainder(a, b)

@@ -16,8 +16,9 @@ import math
 import numpy as np
 
 from ..ir.ops import OPS
+from ..ir import dtypes as dt
 from ..kernels import blas_threads
-from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register
+from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register, register_reduced
 from .tensor import Tensor
 
 
@@ -194,7 +195,23 @@ def _where(xp, c, x, y):
 
 
 register("where", _where, _where_vjp, input_at(0))
-defvjp("cast", lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+
+
+def _cast(xp, x, dtype):
+    t = dtype.np
+    if x.dtype == t:
+        return x.copy()
+    with np.errstate(over="ignore", invalid="ignore"):   # 1e10 -> float16 is inf, silently (as PyTorch)
+        if dtype.is_reduced_float and x.dtype == np.float64:
+            x = x.astype(np.float32)    # PyTorch rounds double -> 16-bit through float (c10::Half(float))
+        elif x.dtype in _NP16 and t != np.float32:
+            x = x.astype(np.float32)    # bfloat16 -> int/bool/half through float, as PyTorch's casts
+        return x.astype(t)
+
+
+_NP16 = frozenset(d.np for d in dt.ALL if d.is_reduced_float)
+register("cast", _cast, lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+register_reduced("cast", _cast)
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -525,6 +542,8 @@ def _numel(shape):
 
 register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else xp.matmul(x, y),
          lambda g, o, x, y: _grads(g, x, y, lambda: _matmul_grad_x(g, x, y), lambda: _matmul_grad_y(g, x, y)), INPUTS)
+# 16-bit inputs: blas_threads runs them with float32 accumulation itself (bf16: the generated GEMM)
+register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
 # ---------------------------------------------------------------------------- random, consts

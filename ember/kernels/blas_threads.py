@@ -59,11 +59,34 @@ def gemm_threads(m: int, n: int, k: int, batch: int = 1) -> None:
     set_threads(1 if 2.0 * m * n * k * batch < SMALL_GEMM_FLOPS else _default)
 
 
+# The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
+# that this module needs no import of the compiler: fn(a, b) -> bf16 array, a and b bfloat16.
+BF16_MATMUL = None
+
+
+def _matmul_16bit(a, b, out):
+    """16-bit float products accumulate in float32 and round once, as PyTorch's CPU kernels: bfloat16
+    through the generated GEMM, float16 (and bf16 without it) through float32 BLAS on upcast copies --
+    16-bit values multiply exactly in float32, so only the order of the sums differs."""
+    if a.dtype == b.dtype and a.dtype.kind == "V" and BF16_MATMUL is not None:
+        r = BF16_MATMUL(a, b)
+    else:
+        r = matmul(a.astype(np.float32), b.astype(np.float32))
+        with np.errstate(over="ignore"):
+            r = r.astype(a.dtype if a.dtype == b.dtype else np.float32)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
 def matmul(a, b, out=None):
     """np.matmul with the thread rule above (numpy arrays; other array types pass straight through).
     (Folding a 2-D @ batched product into one GEMM was measured slower here: the copies cost more.)"""
     if a.__class__ is not np.ndarray:
         return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+    if a.dtype.itemsize == 2 and a.dtype.kind in "fV":
+        return _matmul_16bit(a, b, out)
     if _set and a.ndim >= 2 and b.ndim >= 2:
         batch = 1
         for s in (a.shape[:-2] if a.ndim >= b.ndim else b.shape[:-2]):

@@ -3,6 +3,7 @@
     LLVM_UNARY[op](e, x, d)       -> value      e: the kernel emitter (e.b builder, e.m module, e.math)
     LLVM_BINARY[op](e, x, y, d)   -> value      d: the operands' dtype; x, y register values
     convert(b, x, src, dst, m)    numpy astype (ember/codegen/loops.py cast_rule)
+    bf16_round(b, v, d)           a bfloat16 result rounded in its float32 register
     combine / arg_better          reduction updates
 
 Numerics follow numpy/PyTorch: maximum/minimum propagate NaN (llvm.maximum), remainder and
@@ -14,21 +15,38 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember.codegen.llvm.math import MATH_OPS, intrinsic
-from ember.codegen.llvm.target import I1, I64, ir, llvm_type
+from ember.codegen.llvm.target import I1, I32, I64, ir, llvm_type
 from ember.codegen.loops import cast_rule, is_unsigned
 from ember.ir import dtypes as dt
 
-__all__ = ["LLVM_UNARY", "LLVM_BINARY", "REDUCE_FLAGS", "const", "truth", "convert", "combine", "arg_better"]
+__all__ = ["LLVM_UNARY", "LLVM_BINARY", "REDUCE_FLAGS", "const", "truth", "convert", "combine", "arg_better",
+           "bf16_round"]
 
 REDUCE_FLAGS = ("reassoc", "nsz", "contract")   # never nnan/ninf: NaN/inf must propagate
 
 
 # ================================================================================== scalars
+def bf16_round(b, v, d: dt.DType):
+    """A float32 register value rounded to the nearest bfloat16 (ties to even; NaN -> quiet NaN), kept
+    in float32: eager computes each bfloat16 op in float32 and rounds its result, so do kernels."""
+    if d is not dt.bfloat16:
+        return v
+    bits = b.bitcast(v, I32)
+    lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    r = b.and_(b.add(bits, b.add(lsb, ir.Constant(I32, 0x7FFF))), ir.Constant(I32, -65536))
+    r = b.select(b.fcmp_unordered("uno", v, v), ir.Constant(I32, 0x7FC00000), r)
+    return b.bitcast(r, ir.FloatType())
+
+
 def const(value, d: dt.DType):
     ty = llvm_type(d)
     if d is dt.bool_:
         return ir.Constant(I1, int(bool(value)))
+    if d is dt.bfloat16:   # the bfloat16 value, as eager's `full` makes it
+        return ir.Constant(ty, float(np.array(float(value), np.float32).astype(d.np).astype(np.float32)))
     if d.is_floating_point:
         return ir.Constant(ty, float(value))
     return ir.Constant(ty, int(value))
@@ -100,8 +118,10 @@ _CASTS = {   # (builder, x, src dtype, dst dtype, module) -> value, per ember/co
 
 def convert(b, x, src: dt.DType, dst: dt.DType, m):
     """numpy astype semantics (float -> int truncates toward zero; out-of-range/NaN saturate
-    instead of being undefined)."""
-    return _CASTS[cast_rule(src, dst)](b, x, src, dst, m)
+    instead of being undefined).  bfloat16 lives in float32 registers: convert as float32, then round."""
+    s = dt.float32 if src is dt.bfloat16 else src
+    t = dt.float32 if dst is dt.bfloat16 else dst
+    return bf16_round(b, _CASTS[cast_rule(s, t)](b, x, s, t, m), dst)
 
 
 # ==================================================================================== unary

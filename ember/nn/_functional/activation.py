@@ -10,6 +10,7 @@ import math
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
@@ -58,6 +59,7 @@ def threshold(input: Tensor, threshold: float, value: float, inplace: bool = Fal
     return _maybe_inplace(input, M.where(M.gt(input, threshold), input, value), inplace)
 
 
+@M.in_float32
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     _f(input, "GeluKernelImpl")
     if approximate == "none":
@@ -70,6 +72,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     raise RuntimeError(f"approximate argument must be either none or tanh.")
 
 
+@M.in_float32
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("sigmoid", _f(input, "silu"))), inplace)
 
@@ -82,15 +85,19 @@ def tanh(input: Tensor) -> Tensor:
     return M.tanh(input)
 
 
+@M.in_float32
 def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", M.clamp(P("add", input, 3.0), 0.0, 6.0), 1.0 / 6.0), inplace)
 
 
+@M.in_float32
 def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("mul", M.clamp(P("add", input, 3.0), 0.0, 6.0), 1.0 / 6.0)),
                           inplace)
 
 
+@autocast_op("softplus")
+@M.in_float32
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     _f(input, "softplus")
     bx = P("mul", input, float(beta)) if beta != 1 else input
@@ -102,10 +109,12 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     return P("where", P("gt", bx, float(threshold)), input, soft)
 
 
+@M.in_float32
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("tanh", softplus(input))), inplace)
 
 
+@M.in_float32
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     _f(input, "elu")
     neg = P("mul", P("expm1", P("minimum", input, P("full", shape=(), value=0.0, dtype=input.dtype,
@@ -113,6 +122,7 @@ def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("where", P("gt", input, 0.0), input, neg), inplace)
 
 
+@M.in_float32
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError")
@@ -126,10 +136,12 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
+@M.in_float32
 def selu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", elu(input, _SELU_ALPHA), _SELU_SCALE), inplace)
 
 
+@M.in_float32
 def logsigmoid(input: Tensor) -> Tensor:
     # log(sigmoid(x)) = -softplus(-x), written stably
     return P("neg", softplus(P("neg", _f(input, "log_sigmoid"))))
@@ -151,6 +163,7 @@ def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
     return M.where(M.gt(M.abs(input), lambd), input, 0.0)
 
 
+@autocast_op("prelu")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     w = weight
     if weight.numel() != 1 and input.ndim >= 2:

@@ -439,7 +439,7 @@ class Module:
         return self._cast_float(dt.float16)
 
     def bfloat16(self) -> "Module":
-        return self._cast_float(dt.by_name("bfloat16"))
+        return self._cast_float(dt.bfloat16)
 
     def type(self, dst_type) -> "Module":
         return self._apply(lambda t: t.to(dst_type))
