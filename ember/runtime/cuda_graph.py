@@ -44,6 +44,7 @@ cuda_syncs).  The caller's write-back of mutated inputs (one copy each) is count
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import sys
 import time
@@ -78,6 +79,7 @@ CAPTURABLE_EAGER = {
 
 DEFAULT_MAX_GRAPHS = 4
 RECAPTURE_LIMIT = 4     # captures per graph slot before a runner stops capturing (inputs that never settle)
+STAGING_DEPTH = 4       # pinned buffers per host input: how many calls the host may run ahead
 
 # the keys a runner adds into the compile driver's stats dicts
 STAT_KEYS = ("cuda_calls", "cuda_launches", "cuda_host_s", "cuda_graph_replays", "cuda_graph_captures",
@@ -191,16 +193,6 @@ def plan_capture(program: Program, static: Sequence[int] = ()) -> CapturePlan:
 
 
 # ============================================================================= the runner
-def _holders(a) -> int:
-    """References to a device array and to the memory under it (a CuPy view may hold the memory
-    without holding the array); compared against the count taken when only its owner held it."""
-    n = sys.getrefcount(a)
-    mem = getattr(getattr(a, "data", None), "mem", None)
-    if mem is not None:
-        n += sys.getrefcount(mem)
-    return n
-
-
 class _Instance:
     """One captured graph: its output buffers, private pool, and the addresses it was keyed on."""
 
@@ -211,7 +203,9 @@ class _Instance:
         self.base = self._counts()
 
     def _counts(self) -> list:
-        return [_holders(a) for a in self.outputs]
+        # references to each output, compared with the count when only this instance held it; a
+        # view holds its base (numpy and CuPy set .base), so a live view counts too
+        return [sys.getrefcount(a) for a in self.outputs]
 
     def busy(self) -> bool:
         """Does anyone but this instance (and the output pool's free list) hold an output?"""
@@ -219,7 +213,7 @@ class _Instance:
 
 
 class _PinnedSlot:
-    """A pinned host buffer for one asynchronous transfer, reused once its last copy has landed."""
+    """A pinned host buffer for asynchronous transfers, and the event of its last copy."""
 
     def __init__(self, cp, shape, dtype):
         self.cp = cp
@@ -228,11 +222,16 @@ class _PinnedSlot:
             self.host = cupyx.empty_pinned(shape, dtype)
         except Exception:   # noqa: BLE001 - no cupyx: pageable memory (the copy then waits for the host)
             self.host = np.empty(shape, dtype)
+        self.ptr = ctypes.c_void_p(self.host.ctypes.data)   # what every CuPy version's copy_*_async takes
         self.event = None
 
+    @property
+    def in_flight(self) -> bool:
+        return self.event is not None and not self.event.done
+
     def wait(self) -> None:
-        """Block only if the previous copy through this buffer is still in flight (backpressure)."""
-        if self.event is not None and not self.event.done:
+        """Block until the last copy through this buffer has landed (counted as a host wait)."""
+        if self.in_flight:
             rt.COUNTER.syncs += 1
             self.event.synchronize()
         self.event = None
@@ -240,6 +239,22 @@ class _PinnedSlot:
     def mark(self) -> None:
         self.event = self.cp.cuda.Event(block=False, disable_timing=True)
         self.event.record()
+
+
+class _PinnedRing:
+    """Pinned buffers used in turn for one input's uploads: the host may run STAGING_DEPTH calls
+    ahead of the device before a buffer it wants is still being copied (then it waits)."""
+
+    def __init__(self, cp, shape, dtype, depth: int):
+        self.slots = [_PinnedSlot(cp, shape, dtype) for _ in range(depth)]
+        self.turn = 0
+        self.shape = tuple(shape)
+
+    def next(self) -> _PinnedSlot:
+        slot = self.slots[self.turn]
+        self.turn = (self.turn + 1) % len(self.slots)
+        slot.wait()
+        return slot
 
 
 class CudaProgramRunner:
@@ -273,6 +288,7 @@ class CudaProgramRunner:
         self._errors_pending = False
         self._staging: dict = {}          # input position -> _PinnedSlot
         self._static_in: dict = {}        # input position -> the static buffer it is copied into
+        self._static_mem: dict = {}       # input position -> that buffer's MemoryPointer
         self._instances: dict = {}        # static addresses -> [_Instance]
         self._warm = False
         self._stream = None
@@ -282,6 +298,8 @@ class CudaProgramRunner:
         # inputs that live as long as the program (parameters, buffers; all static ones unless told):
         # the same array object as last call is taken without checks
         self._persistent = set(self._static_pos if persistent is None else persistent)
+        self._static_set = set(self._static_pos)
+        self._same_key, self._key = False, None
         self._seen: dict = {}             # persistent input position -> (the caller's array, its device array)
         handed_back = {r[1] for r in self.plan.results if r[0] in ("view", "input")}
         self._stage_direct = {i for i in self._copied_pos if i not in handed_back} if self.graphs else set()
@@ -332,6 +350,7 @@ class CudaProgramRunner:
         object as last call (a parameter updated in place) is taken as is: no checks to pay."""
         seen = self._seen
         out = list(arrays)
+        misses = 0
         for i, a in enumerate(arrays):
             hit = seen.get(i)
             if hit is not None and hit[0] is a:
@@ -341,6 +360,9 @@ class CudaProgramRunner:
             out[i] = d
             if i in self._persistent:
                 seen[i] = (a, d)     # holds a parameter's array, which lives on anyway
+                misses += 1
+        # the graph key (static addresses) is unchanged when every static input was such a hit
+        self._same_key = not misses and self._persistent >= self._static_set
         return out
 
     def _device_array(self, a, i: int):
@@ -364,29 +386,32 @@ class CudaProgramRunner:
         return a
 
     def _stage(self, i: int, host: np.ndarray, dst) -> None:
-        slot = self._staging.get(i)
-        if slot is None or slot.host.shape != host.shape:
-            slot = self._staging[i] = _PinnedSlot(self.cp, host.shape, host.dtype)
-        slot.wait()
+        ring = self._staging.get(i)
+        if ring is None or ring.shape != host.shape:
+            ring = self._staging[i] = _PinnedRing(self.cp, host.shape, host.dtype, STAGING_DEPTH)
+        slot = ring.next()
         slot.host[...] = host
         if host.nbytes:
-            dst.data.copy_from_host_async(slot.host.ctypes.data, host.nbytes)
+            dst.data.copy_from_host_async(slot.ptr, host.nbytes)
         rt.COUNTER.copies += 1
         slot.mark()
 
     def _copy_in(self, i: int, a) -> None:
-        dst = self._static_in[i]
-        if a is dst or a.data.ptr == dst.data.ptr:     # staged straight into it
+        dst = self._static_mem[i]              # the static buffer's MemoryPointer
+        src = a.data
+        if src.ptr == dst.ptr:                 # staged straight into it
             return
         if a.nbytes:
-            dst.data.copy_from_device_async(a.data, a.nbytes)
+            dst.copy_from_device_async(src, a.nbytes)
         rt.COUNTER.copies += 1
 
     # ------------------------------------------------------------------------------ graphs
     def _instance(self, arrays):
         """A graph to replay for these static addresses: a free one, a new capture, or None (run
         kernel by kernel)."""
-        key = tuple(arrays[i].data.ptr for i in self._static_pos)
+        key = self._key if self._same_key and self._key is not None else \
+            tuple(arrays[i].data.ptr for i in self._static_pos)
+        self._key = key
         mine = self._instances.get(key, ())
         for inst in mine:
             if not inst.busy():
@@ -445,7 +470,8 @@ class CudaProgramRunner:
             buf = self._static_in.get(i)
             if buf is None:
                 a = arrays[i]
-                self._static_in[i] = cp.empty(a.shape, dtype=a.dtype)
+                buf = self._static_in[i] = cp.empty(a.shape, dtype=a.dtype)
+                self._static_mem[i] = buf.data
         feed = [arrays[i] if k == "static" else self._static_in[i] for i, k in enumerate(self.plan.inputs)]
         if self._stream is None:
             self._stream = cp.cuda.Stream(non_blocking=True)
@@ -496,10 +522,12 @@ class CudaProgramRunner:
 
     # ------------------------------------------------------------------------------ errors
     def _queue_error_read(self) -> None:
-        """Copy the error slots to pinned host memory behind this call's work (no wait)."""
+        """Copy the error slots to pinned host memory behind this call's work, unless a read is
+        still in flight (the slots are sticky: a later read still sees what this call recorded)."""
         slot = self._errors
-        slot.wait()
-        self.module.err.data.copy_to_host_async(slot.host.ctypes.data, slot.host.nbytes)
+        if slot.in_flight:
+            return
+        self.module.err.data.copy_to_host_async(slot.ptr, slot.host.nbytes)
         rt.COUNTER.copies += 1
         slot.mark()
         self._errors_pending = True
@@ -509,18 +537,21 @@ class CudaProgramRunner:
         slot = self._errors
         if slot is None or not self._errors_pending:
             return
-        if slot.event is not None and not slot.event.done:
+        if slot.in_flight:
             if not wait:
                 return
-            rt.COUNTER.syncs += 1
-            slot.event.synchronize()
+            slot.wait()
         self._errors_pending = False
         self.module.raise_recorded(slot.host.copy(), f" (recorded on the GPU by an earlier call of the compiled "
                                                       f"{self.which} program {self.name}; CUDA reports such "
                                                       "errors asynchronously)")
 
     def synchronize(self) -> None:
-        """Wait for this runner's work and raise any error it recorded."""
+        """Wait for this runner's work and raise any index error its calls recorded."""
+        if self._errors is None:
+            return
+        self._poll_errors(wait=True)       # the read in flight (queued before later calls) ...
+        self._queue_error_read()           # ... and one behind the last call
         self._poll_errors(wait=True)
 
     # ----------------------------------------------------------------------------- records

@@ -221,6 +221,25 @@ def test_host_inputs_are_staged_without_a_sync(cp):
     assert run.stats["replays"] == 2 and run.stats["syncs"] == 0
 
 
+def test_the_host_runs_ahead_of_a_slow_device(cp, monkeypatch):
+    """Host inputs go through a ring of pinned buffers: the host waits only when it is a whole ring
+    ahead of the device; the error-slot read never waits (the slots are sticky)."""
+    fwd, _, _ = _embedding_programs()
+    run, _ = _runner(cp, fwd, (1,))
+    w = cp.asarray(np.ones((10, 4), np.float32))
+    monkeypatch.setattr(fake_cupy.STATE, "slow_device", True)
+    waits = fake_cupy.Event.syncs
+    for _ in range(cgr.STAGING_DEPTH):
+        run.run([np.array([1, 2, 3]), w])            # ids from the host
+    assert run.stats["syncs"] == 0 and fake_cupy.Event.syncs == waits
+    run.run([np.array([1, 2, 3]), w])
+    assert run.stats["syncs"] == 1 and fake_cupy.Event.syncs == waits + 1   # the ring came round
+    run.run([np.array([1, 11, 3]), w])                                      # recorded, not seen yet
+    run.run([np.array([1, 2, 3]), w])
+    with pytest.raises(IndexError, match="index 11 is out of bounds"):
+        run.synchronize()
+
+
 @pytest.mark.parametrize("graphs", [True, False])
 def test_gather_errors_are_read_after_the_call(cp, graphs):
     fwd, _, v = _embedding_programs()

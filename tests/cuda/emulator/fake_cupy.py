@@ -44,6 +44,7 @@ class _State:
         self.capturing = None        # the Stream that captures
         self.streams = []            # the `with stream:` stack (current stream on top)
         self.allocator = None        # the pool whose malloc `using_allocator` installed
+        self.slow_device = False     # events stay "not done" until synchronized: a device behind the host
 
 
 STATE = _State()
@@ -110,13 +111,13 @@ class _MemoryPointer:
         if STATE.capture is not None:
             raise CaptureError("the current stream is capturing, so H2D transfers are disallowed")
         COUNTS["copies"] += 1
-        ctypes.memmove(self.ptr, mem if isinstance(mem, int) else mem.value, size)
+        ctypes.memmove(self.ptr, mem.value, size)    # mem: a ctypes.c_void_p (older CuPy takes only that)
 
     def copy_to_host_async(self, mem, size, stream=None):
         if STATE.capture is not None:
             raise CaptureError("the current stream is capturing, so D2H transfers are disallowed")
         COUNTS["copies"] += 1
-        ctypes.memmove(mem if isinstance(mem, int) else mem.value, self.ptr, size)
+        ctypes.memmove(mem.value, self.ptr, size)
 
 
 def _plain(x):
@@ -373,8 +374,11 @@ class Graph:
 
 
 class Event:
+    syncs = 0     # Event.synchronize calls (host waits), for tests
+
     def __init__(self, block=False, disable_timing=False, interprocess=False):
         self.recorded = False
+        self.waited = False
 
     def record(self, stream=None):
         if STATE.capture is not None:
@@ -383,10 +387,13 @@ class Event:
 
     @property
     def done(self):
-        return True   # the fake runs work when it is issued
+        # the fake runs work when it is issued; with STATE.slow_device it pretends the device lags
+        return not STATE.slow_device or self.waited
 
     def synchronize(self):
         _no_sync("Event.synchronize")
+        Event.syncs += 1
+        self.waited = True
 
 
 class MemoryPool:
