@@ -19,18 +19,22 @@ How a replay works (what PyTorch's cudagraph trees do, in the small):
     buffers the capture allocated (the instance owns them), temporaries of library calls in the
     instance's private pool (kept alive with the graph, so nothing else is ever placed there).
   * Inputs.  Static inputs are read in place: the graph is keyed by their addresses, and a new
-    address captures a new graph (a C003 record says which input moved).  Other inputs are copied
-    into static buffers before the launch (one device copy each; numpy inputs such as the random
-    generator's key go through pinned host memory, so the copy is asynchronous too).
-  * Outputs are handed to the caller as they are: no copy.  A graph whose outputs the caller still
+    address captures a new graph (a C003 record says which input moved; past RECAPTURE_LIMIT
+    captures per graph slot the runner stops capturing, C007).  Other inputs are copied into static
+    buffers before the launch (one device copy each); numpy inputs such as the random generator's
+    key go through a ring of STAGING_DEPTH pinned host buffers, so the upload is asynchronous and
+    the host may run that many calls ahead of the device.
+  * Outputs are handed to the caller as they are: no copy.  A graph whose outputs someone still
     holds (a tensor of the previous step, saved activations not yet used by backward) is not
-    replayed: another instance is captured with its own outputs (at most `max_graphs` per runner,
-    then calls run kernel by kernel, with a C005 record).  Outputs that are views of inputs
-    (reshapes) are made from the caller's arrays, never from the static copies.
+    replayed: first a young garbage collection runs (eager autograd nodes keep the last step's
+    outputs in reference cycles), then another instance is captured with its own outputs (at most
+    `max_graphs` per runner, evicting graphs keyed on addresses no longer used; else the call runs
+    kernel by kernel, C005).  Outputs that are reshapes of inputs are made from the caller's arrays,
+    never from the static copies.
   * No host synchronisation inside a step: gathers record an out-of-range index in the module's
-    error slots, which are copied to pinned host memory after the call and read when that copy has
-    landed (at a later call, without waiting), like CUDA's asynchronous device errors.  The
-    IndexError names the program and says that an earlier call recorded it.
+    error slots (sticky), which are copied to pinned host memory after the call and read once that
+    copy has landed (at a later call, without waiting; `synchronize()` waits), like CUDA's
+    asynchronous device errors.  The IndexError says that an earlier call recorded it.
   * A program with an eager step other than a constant fill (CAPTURABLE_EAGER; the others may read
     device values on the host: index checks, sorting), or a library call not known to be capturable,
     runs kernel by kernel; a C001 record says why.  So does a capture that CUDA refuses (C006).
@@ -41,6 +45,8 @@ and its host time; `runner.stats` holds the totals and the last call's figures, 
 totals are added into the `stats` dicts the compile driver passes (the compiled function's
 `stats`: cuda_calls, cuda_launches, cuda_host_s, cuda_graph_replays, cuda_graph_captures,
 cuda_syncs).  The caller's write-back of mutated inputs (one copy each) is counted here too.
+cuda_syncs counts the host waits ember itself makes (a full staging ring); an eager fallback kernel
+may read device values too (C001 names such steps).
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ import ctypes
 import gc
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -59,7 +66,7 @@ from ember.ir.program import EagerStep, ExternStep, KernelStep, Program, ValueKi
 from ember.runtime import cuda as rt
 
 __all__ = ["CapturePlan", "plan_capture", "CudaProgramRunner", "CAPTURABLE_EXTERNS", "CAPTURABLE_EAGER",
-           "DEFAULT_MAX_GRAPHS", "STAT_KEYS"]
+           "DEFAULT_MAX_GRAPHS", "STAT_KEYS", "synchronize_all"]
 
 # Library calls of externs that stream capture accepts (ember/kernels/gpu.py): only device work on
 # the current stream, temporaries from the current allocator, no host reads of device values.
@@ -193,6 +200,16 @@ def plan_capture(program: Program, static: Sequence[int] = ()) -> CapturePlan:
 
 
 # ============================================================================= the runner
+_CHECKED: "weakref.WeakSet[CudaProgramRunner]" = weakref.WeakSet()   # runners with deferred index checks
+
+
+def synchronize_all() -> None:
+    """Raise the first index error any live runner's calls recorded (ember.cuda.synchronize)."""
+    for run in list(_CHECKED):
+        run.synchronize()
+
+
+
 class _Instance:
     """One captured graph: its output buffers, private pool, and the addresses it was keyed on."""
 
@@ -285,6 +302,8 @@ class CudaProgramRunner:
             # nothing in a compiled call waits for the device: gather errors are read asynchronously
             self.module.defer_checks = True
         self._errors = _PinnedSlot(self.cp, (4,), np.int64) if self.plan.deferred_checks else None
+        if self._errors is not None:
+            _CHECKED.add(self)
         self._errors_pending = False
         self._staging: dict = {}          # input position -> _PinnedSlot
         self._static_in: dict = {}        # input position -> the static buffer it is copied into

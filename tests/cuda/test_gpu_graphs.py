@@ -102,15 +102,18 @@ def test_inference_is_one_graph_launch_per_call(gpu):
     assert cm._compiled.stats["cuda_syncs"] == 0
 
 
-def test_out_of_range_index_raises_at_a_later_call(gpu):
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_out_of_range_index_raises_at_synchronize(gpu, mode):
+    """No host sync inside a compiled call: the index error surfaces at ember.cuda.synchronize (as a
+    device-side assert does in PyTorch), and the program keeps working afterwards."""
     emb = nn.Embedding(10, 4).to("cuda")
-    cm = E.compile(emb, mode="reduce-overhead")
+    cm = E.compile(emb, mode=mode)
     ok = E.tensor(np.array([1, 2, 3]), device="cuda")
     with E.no_grad():
         for _ in range(3):
             cm(ok)
         cm(E.tensor(np.array([1, 12, 3]), device="cuda"))
-        E.cuda.synchronize()
         with pytest.raises(IndexError, match="index 12 is out of bounds for dimension 0 with size 10"):
-            cm(ok)
+            E.cuda.synchronize()
         assert_close(cm(ok), emb(ok), 0, 0)
+        E.cuda.synchronize()
