@@ -108,7 +108,7 @@ if [ "$MODE" = quick ]; then
 else
   # the training section stops starting variants after --budget s; one variant (torch.compile
   # included) gets --variant-timeout s to build and warm up, else it is an n/a row
-  step "gpu benchmark" 320 gpu_bench.log $PY benchmarks/gpu_bench.py --rounds 8 --budget 250 --variant-timeout 75
+  step "gpu benchmark" 320 gpu_bench.log $PY benchmarks/gpu_bench.py --rounds 8 --no-kernel-torch-compile --budget 170 --variant-timeout 75
 fi
 if [ "$MODE" = ops ]; then
   step "op tests on cuda" 100 ops_on_cuda.log "${PYTEST[@]}" -p tests.cuda.ops_on_cuda --maxfail=200 tests/ops

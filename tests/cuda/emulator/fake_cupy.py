@@ -253,9 +253,12 @@ def ascontiguousarray(a):
     return r
 
 
-def pad(a, width):
+def pad(a, width, mode="constant", constant_values=0):
     if STATE.capture is None:
-        return _wrap(np.pad(np.asarray(a), width))
+        COUNTS["ops"] += 1
+        return _wrap(np.pad(np.asarray(a), width, mode=mode, constant_values=constant_values))
+    if mode != "constant" or constant_values != 0:
+        raise CaptureError("fake cupy: only zero padding is recorded while capturing")
     width = [tuple(w) for w in width]
     shape = tuple(n + lo + hi for n, (lo, hi) in zip(a.shape, width))
     r = _alloc(shape, a.dtype)
