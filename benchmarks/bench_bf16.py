@@ -97,7 +97,7 @@ def _torch(what: str, args) -> dict:
 
 # ---------------------------------------------------------------------------------- training steps
 def _build_step(T, what: str, batch: int, bf16: bool, compiled: bool):
-    from bench_compile import make_gpt, make_mnist_net
+    from bench_models import make_gpt, make_mnist_net
     F = T.nn.functional
     rng = np.random.default_rng(0)
     T.manual_seed(0)
@@ -188,7 +188,7 @@ def run_steps(what, args, rows):
 def run_curve(n, rows):
     """Loss of the MNIST CNN over n SGD steps on fixed random batches: fp32 vs autocast(bf16) eager."""
     import ember
-    from bench_compile import make_mnist_net
+    from bench_models import make_mnist_net
     F = ember.nn.functional
     curves = {}
     for bf16 in (False, True):

@@ -1,19 +1,23 @@
-"""ember.compile benchmark: the main table of the LLVM backend work (ember eager / ember compiled /
-numpy / PyTorch eager / torch.compile, side by side in one process).
+"""ember.compile benchmark: single large fused kernels (ember eager / ember compiled / numpy /
+PyTorch eager / torch.compile, side by side in ONE process), and the compile time of the MNIST step.
+
+This in-process table is only fair for single large kernels (tens of MB per call): PyTorch runs here
+with OMP_WAIT_POLICY=PASSIVE so that its OpenMP workers do not spin on the cores the other variants
+need, and a passive worker's slow wake-up costs little next to a 10 ms kernel.  For anything made of
+many small ops -- training steps -- it measured PyTorch 3-4x too slow (MNIST step 15.6 ms instead of
+3.6-5.5 ms).  Training steps are measured by benchmarks/bench_steps.py, each variant in its own
+process with PyTorch at its default settings.
 
 Run:
     python benchmarks/bench_compile.py                    # full run, writes benchmarks/RESULTS.md
     python benchmarks/bench_compile.py --quick            # smoke test: small sizes, few rounds, no file
-    python benchmarks/bench_compile.py --only softmax,mnist --rounds 25
-    python benchmarks/bench_compile.py --profile          # + cProfile of the compiled MNIST step
+    python benchmarks/bench_compile.py --only softmax,chain10 --rounds 25
 
 Workloads (float32; "bytes" = what the ideal fused kernel reads + writes, each buffer once):
     gelu_tanh     gelu_tanh(x) * w + b, x 4096x4096, w/b rows of 4096
     layer_norm    F.layer_norm over the last axis of 8192x1024, with weight and bias
     softmax       softmax over the last axis of 8192x1024
     chain10       a 10-op pointwise chain of x, z over 4M elements
-    mnist         the seed MNIST CNN training step, batch 64, SGD(lr 0.01, momentum 0.5)
-    gpt           a 2-layer GPT (d 128, 4 heads, seq 64, batch 16, vocab 65) training step, AdamW
     compile_time  cold / warm compile time of the MNIST step, each in a fresh process
 Each workload checks ember compiled against ember eager (allclose) before any timing: a wrong
 result turns the compiled cell into "n/a: WRONG RESULT ...".  Every missing piece (ember.nn not
@@ -23,14 +27,8 @@ Method: benchmarks/harness.py (interleaved rounds, warm-up, medians, IQR); READM
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import json
-import linecache
-import math
 import os
-import pstats
-import re
 import shutil
 import statistics
 import subprocess
@@ -39,10 +37,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 # torch's OpenMP workers spin after each op and would steal both cores from the next variant in the
-# interleaved loop: make them sleep.  Must be set before torch is imported.
+# interleaved loop: make them sleep.  Must be set before torch is imported.  Fair for the large
+# single kernels of this file only (see the docstring); bench_steps.py runs PyTorch at its defaults.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +50,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
+from bench_models import Workload, make_step  # noqa: E402
 from harness import (NA, Stats, compare, copy_bandwidth, copy_fn, fmt_ms, fmt_ratio, geomean,  # noqa: E402
                      interleave, loadavg, machine_info, markdown_table, short_reason, wait_quiet)
 
@@ -59,11 +58,11 @@ EAGER, COMPILED, NUMPY, TORCH, TCOMPILE = "ember eager", "ember compiled", "nump
 VARIANTS = (EAGER, COMPILED, NUMPY, TORCH, TCOMPILE)
 COPY = "numpy copy, 2 threads"      # interleaved with each kernel: the bandwidth ceiling under the same load
 KERNELS = ("gelu_tanh", "layer_norm", "softmax", "chain10")
-ALL = KERNELS + ("mnist", "gpt", "compile_time")
+ALL = KERNELS + ("compile_time",)
 
 # reference figures from /work/shared/NOTES.md and the issue (this 2-core machine)
 REFS = {"gelu_tanh": "torch.compile 51 ms", "layer_norm": "torch eager 11.5 ms", "softmax": "torch eager 12.8 ms",
-        "chain10": "torch.compile 1.3 ms", "mnist": "torch eager 5.9 ms", "gpt": "torch eager 21.6 ms"}
+        "chain10": "torch.compile 1.3 ms"}
 BW_TARGET = 0.60               # each fused kernel >= 60% of the measured copy bandwidth
 GEO_VS_TCOMPILE, GEO_VS_TORCH = 2.0, 3.0
 COLD_S, WARM_S = 2.0, 0.3
@@ -109,10 +108,8 @@ class Ctx:
     rounds: int
     warmup: int
     torch_compile: bool
-    profile: bool
     bw_gbs: float | None = None          # best measured copy bandwidth (GB/s) for the "% copy" column
     copy_bytes: int = 64 << 20
-    profile_text: str = ""
 
 
 # ------------------------------------------------------------------------------ lazy imports
@@ -423,236 +420,6 @@ def make_torch_compile(torch, fn, args, ctx: Ctx, ref=None, row: Row | None = No
         return NA.from_exc("torch.compile failed", e)
 
 
-# ------------------------------------------------------------------------------ models (torch-style)
-def make_mnist_net(T):
-    """The seed MNIST CNN, written once for `import torch` and `import ember as torch`."""
-    nn, F = T.nn, T.nn.functional
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-            self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-            self.conv2_drop = nn.Dropout2d()
-            self.fc1 = nn.Linear(320, 50)
-            self.fc2 = nn.Linear(50, 10)
-
-        def forward(self, x):
-            x = F.relu(F.max_pool2d(self.conv1(x), 2))
-            x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-            x = x.view(-1, 320)
-            x = F.relu(self.fc1(x))
-            x = F.dropout(x, training=self.training)
-            x = self.fc2(x)
-            return F.log_softmax(x, dim=1)
-
-    return Net()
-
-
-def make_gpt(T, vocab=65, d=128, n_head=4, n_layer=2, block=64):
-    """A 2-layer GPT (pre-LN, GELU MLP 4x, causal attention by masked_fill, tied embeddings); forward returns the loss."""
-    nn, F = T.nn, T.nn.functional
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1 = nn.LayerNorm(d)
-            self.qkv = nn.Linear(d, 3 * d)
-            self.proj = nn.Linear(d, d)
-            self.ln2 = nn.LayerNorm(d)
-            self.fc = nn.Linear(d, 4 * d)
-            self.act = nn.GELU()
-            self.fc2 = nn.Linear(4 * d, d)
-            self.register_buffer("mask", T.tril(T.ones(block, block)).view(1, 1, block, block))
-
-        def forward(self, x):
-            B, L, C = x.shape
-            hs = C // n_head
-            q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
-            q = q.view(B, L, n_head, hs).transpose(1, 2)
-            k = k.view(B, L, n_head, hs).transpose(1, 2)
-            v = v.view(B, L, n_head, hs).transpose(1, 2)
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
-            att = att.masked_fill(self.mask[:, :, :L, :L] == 0, float("-inf"))
-            att = F.softmax(att, dim=-1)
-            y = (att @ v).transpose(1, 2).contiguous().view(B, L, C)
-            x = x + self.proj(y)
-            return x + self.fc2(self.act(self.fc(self.ln2(x))))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding(vocab, d)
-            self.wpe = nn.Embedding(block, d)
-            self.blocks = nn.ModuleList([Block() for _ in range(n_layer)])
-            self.ln_f = nn.LayerNorm(d)
-            self.lm_head = nn.Linear(d, vocab, bias=False)
-            self.lm_head.weight = self.wte.weight          # weight tying
-
-        def forward(self, idx, targets):
-            B, L = idx.shape
-            pos = T.arange(L)
-            x = self.wte(idx) + self.wpe(pos)
-            for blk in self.blocks:
-                x = blk(x)
-            logits = self.lm_head(self.ln_f(x))
-            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-
-    return GPT()
-
-
-def copy_params(dst, src, to_array: Callable, T) -> None:
-    """Copy src's parameters into dst by name (works ember->ember and ember->torch)."""
-    sp = dict(src.named_parameters())
-    with T.no_grad():
-        for n, p in dst.named_parameters():
-            p.copy_(to_array(sp[n]))
-
-
-def grads_of(model) -> list:
-    return [(np.zeros(tuple(p.shape), F32) if p.grad is None else np.array(p.grad.detach().numpy()))
-            for _, p in model.named_parameters()]
-
-
-class Training:
-    """One training-step workload: builds the ember eager / compiled and torch models on the same weights."""
-
-    def __init__(self, kind: str, ctx: Ctx):
-        self.kind = kind
-        self.ctx = ctx
-        rng = np.random.default_rng(0)
-        if kind == "mnist":
-            self.inputs = [(rng.standard_normal((64, 1, 28, 28), F32) - F32(0.1307)) / F32(0.3081),
-                           rng.integers(0, 10, 64).astype(np.int64)]
-            self.size = "batch 64"
-        else:
-            self.inputs = [rng.integers(0, 65, (16, 64)).astype(np.int64), rng.integers(0, 65, (16, 64)).astype(np.int64)]
-            self.size = "batch 16×64, d128"
-
-    def make(self, T):
-        return make_mnist_net(T) if self.kind == "mnist" else make_gpt(T)
-
-    def optimizer(self, T, model):
-        if self.kind == "mnist":
-            return T.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
-        return T.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def loss_fn(self, T, model):
-        if self.kind == "mnist":
-            F = T.nn.functional
-            return lambda x, y: F.nll_loss(model(x), y)
-        return lambda x, y: model(x, y)
-
-    def compiled_loss_fn(self, E, model):
-        """Compile the model; for MNIST the loss joins the same graph (nested compile is inlined)."""
-        cm = E.compile(model)
-        if self.kind == "mnist":
-            F = E.nn.functional
-            cf = E.compile(lambda x, y: F.nll_loss(cm(x), y))
-            return cf, cf
-        return (lambda x, y: cm(x, y)), cm._compiled
-
-
-def make_step(model, opt, loss_fn, args):
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(*args)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
-
-def loss_and_grads(model, loss_fn, args):
-    for p in model.parameters():
-        p.grad = None
-    loss = loss_fn(*args)
-    loss.backward()
-    out = [np.array(float(loss.item()))] + grads_of(model)
-    for p in model.parameters():
-        p.grad = None
-    return out
-
-
-def run_training(kind: str, ctx: Ctx) -> Row:
-    tr = Training(kind, ctx)
-    row = Row(kind, tr.size)
-    fns: dict = {NUMPY: NA("no hand-written numpy training step")}
-    nnf = get_nn()
-    E = get_ember()
-    e_model = cf = None
-    if isinstance(nnf, NA):
-        fns[EAGER] = fns[COMPILED] = nnf
-    else:
-        try:
-            E.manual_seed(0)
-            e_model = tr.make(E)
-            eargs = [E.from_numpy(a) for a in tr.inputs]
-            e_loss = tr.loss_fn(E, e_model)
-            fns[EAGER] = make_step(e_model, tr.optimizer(E, e_model), e_loss, eargs)
-        except Exception as e:  # noqa: BLE001
-            fns[EAGER] = fns[COMPILED] = NA.from_exc("ember model/optimizer failed", e)
-            e_model = None
-    if e_model is not None:
-        try:
-            c_model = tr.make(E)
-            copy_params(c_model, e_model, lambda p: p.detach(), E)
-            # check in eval mode (dropout off): loss and every gradient, compiled vs eager.  The timed
-            # step gets its own compile, traced in train mode: a compiled function that reaches a
-            # module through a closure does not guard on module.training (an ember bug when this was
-            # written), so reusing the checked one would time the eval graph (no dropout).
-            check_loss, check_cf = tr.compiled_loss_fn(E, c_model)
-            e_model.eval()
-            c_model.eval()
-            ref = loss_and_grads(e_model, e_loss, eargs)
-            got = loss_and_grads(c_model, check_loss, eargs)
-            e_model.train()
-            c_model.train()
-            chk = check_compiled(ref, got, rtol=1e-3, atol=1e-5)
-            row.backend = backend_of(check_cf)
-            c_loss, cf = tr.compiled_loss_fn(E, c_model)
-            if isinstance(chk, NA):
-                fns[COMPILED] = chk
-            else:
-                row.notes.append(f"compiled vs eager (loss + {len(got) - 1} grads, eval mode): {chk}")
-                fns[COMPILED] = make_step(c_model, tr.optimizer(E, c_model), c_loss, eargs)
-        except Exception as e:  # noqa: BLE001
-            fns[COMPILED] = NA.from_exc("ember compiled step failed", e)
-    torch = get_torch()
-    if isinstance(torch, NA):
-        fns[TORCH] = torch
-    else:
-        try:
-            torch.manual_seed(0)
-            t_model = tr.make(torch)
-            if e_model is not None:
-                copy_params(t_model, e_model, lambda p: torch.from_numpy(np.array(p.detach().numpy())), torch)
-            targs = [torch.from_numpy(a) for a in tr.inputs]
-            t_loss = tr.loss_fn(torch, t_model)
-            if e_model is not None:
-                e_model.eval()
-                t_model.eval()
-                ok, msg = compare(loss_and_grads(t_model, t_loss, targs), loss_and_grads(e_model, e_loss, eargs),
-                                  1e-3, 1e-4)
-                row.notes.append(f"torch eager vs ember eager (eval mode): {msg}{'' if ok else ' MISMATCH'}")
-                e_model.train()
-                t_model.train()
-            fns[TORCH] = make_step(t_model, tr.optimizer(torch, t_model), t_loss, targs)
-        except Exception as e:  # noqa: BLE001
-            fns[TORCH] = NA.from_exc("torch eager failed", e)
-    fns[TCOMPILE] = NA("not part of this workload")
-    row.notes.append(f"load average before: {loadavg()}")
-    row.results = interleave(fns, rounds=ctx.rounds, warmup=max(ctx.warmup, 3), log=log)
-    if cf is not None and isinstance(row.results.get(COMPILED), Stats):
-        row.backend = backend_of(cf)          # the train-mode variant
-    r = row.speedup(TORCH)
-    row.targets.append(Target("≤ torch eager (assumed)", None if r is None else r >= 1.0,
-                              "no number" if r is None else f"{r:.2f}× torch eager"))
-    if ctx.profile and kind == "mnist" and isinstance(row.results.get(COMPILED), Stats):
-        ctx.profile_text = profile_step(fns[COMPILED], row.results[COMPILED].median, 10 if ctx.quick else 50)
-    return row
-
-
 # ------------------------------------------------------------------------------ compile time
 def probe_compile_time(kind: str) -> None:
     """(child process) time the first compiled MNIST training step against a steady-state one; print JSON."""
@@ -673,13 +440,12 @@ def probe_compile_time(kind: str) -> None:
         except Exception:  # noqa: BLE001 - a missing piece shows up in the compile itself
             pass
     import_s = time.perf_counter() - t0
-    ctx = Ctx(quick=True, rounds=1, warmup=1, torch_compile=False, profile=False)
-    tr = Training(kind, ctx)
+    tr = Workload(kind)
     E.manual_seed(0)
     model = tr.make(E)
     args = [E.from_numpy(a) for a in tr.inputs]
     loss_fn, cf = tr.compiled_loss_fn(E, model)
-    step = make_step(model, tr.optimizer(E, model), loss_fn, args)
+    step = make_step(tr.optimizer(E, model), loss_fn, args)
     t0 = time.perf_counter()
     step()
     first = time.perf_counter() - t0
@@ -755,110 +521,6 @@ def run_compile_time(ctx: Ctx) -> list[Row]:
             row.targets.append(Target(f"≤ {limit} s", None, short_reason(reason, 60)))
         rows.append(row)
     return rows
-
-
-# ------------------------------------------------------------------------------ profile
-def profile_step(step: Callable, median_s: float, n: int) -> str:
-    """cProfile n compiled steps; where the time goes: by category, by file, by function."""
-    pr = cProfile.Profile()
-    pr.enable()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        step()
-    wall = (time.perf_counter() - t0) / n
-    pr.disable()
-    st = pstats.Stats(pr)
-    by_cat: dict[str, float] = {}
-    by_file: dict[str, float] = {}
-    funcs = []
-    for (fname, line, func), (cc, nc, tt, ct, callers) in st.stats.items():
-        group = _file_group(fname, func)
-        by_file[group] = by_file.get(group, 0.0) + tt
-        cat = _category(group)
-        by_cat[cat] = by_cat.get(cat, 0.0) + tt
-        funcs.append((tt, ct, nc, _func_label(fname, line, func)))
-    total = sum(by_file.values())
-
-    def table(d, head):
-        rows = sorted(d.items(), key=lambda kv: -kv[1])[:15]
-        return markdown_table([head, "ms/step", "share"],
-                              [(k, f"{v / n * 1e3:.3f}", f"{v / total:.0%}") for k, v in rows])
-
-    funcs.sort(key=lambda f: -f[0])
-    return "\n".join([
-        f"cProfile of {n} compiled MNIST training steps: {wall * 1e3:.2f} ms/step under the profiler "
-        f"({median_s * 1e3:.2f} ms median without it).", "",
-        "Calls into compiled kernels go through ctypes, which cProfile does not see as calls: a kernel's "
-        "run time is the self time of the Python function that calls it (ember/runtime/cpu.py), and the "
-        "main thread's wait for the other chunk is lock `acquire`.", "",
-        "Self time by category (per step):", "", table(by_cat, "category"), "",
-        "Self time by file (per step):", "", table(by_file, "file / builtin"), "",
-        "Top functions by self time (per step; `prim NAME` = the eager numpy kernel of op NAME):", "",
-        markdown_table(["function", "self ms", "cum ms", "calls/step"],
-                       [(f[3], f"{f[0] / n * 1e3:.3f}", f"{f[1] / n * 1e3:.3f}", f"{f[2] / n:.0f}")
-                        for f in funcs[:20]])])
-
-
-_CATEGORIES = (  # (prefix of the file group, category); first match wins
-    ("ember/frontend/prims.py", "eager numpy kernels (prims; in compiled code: eager fallbacks)"),
-    ("ember/nn/_functional", "eager numpy kernels (nn prims)"),
-    ("numpy", "numpy internals"),
-    ("<method", "numpy internals"),
-    ("<built-in method numpy", "numpy internals"),
-    ("ember/runtime", "compiled-kernel runtime (LLVM / ctypes / BLAS externs)"),
-    ("ember/codegen", "codegen (should be 0 in steady state)"),
-    ("ember/passes", "passes (should be 0 in steady state)"),
-    ("ember/compiler/interpreter.py", "graph interpreter (reference backend)"),
-    ("<ember program", "generated executor code (Python per step)"),
-    ("ember/runtime/executor.py", "generated executor code (Python per step)"),
-    ("ember/compiler/", "compiled-call glue (guards, bindings)"),
-    ("ember/frontend/autograd.py", "autograd engine"),
-    ("ember/optim", "optimizer (eager)"),
-    ("ember/", "other ember Python"),
-)
-
-
-def _category(group: str) -> str:
-    if "ctypes" in group or "CFuncPtr" in group:
-        return "compiled-kernel runtime (LLVM / ctypes / BLAS externs)"
-    if "acquire' of '_thread" in group:
-        return "waiting on threads (kernel chunks on the pool, BLAS)"
-    for prefix, cat in _CATEGORIES:
-        if group.startswith(prefix):
-            return cat
-    return "other (builtins, stdlib)"
-
-
-def _func_label(fname: str, line: int, func: str) -> str:
-    if fname == "~":
-        return func
-    src = linecache.getline(fname, line)
-    m = re.search(r'register\(\s*"(\w+)"', src)
-    where = f"{_short_path(fname)}:{line}"
-    return f"prim {m.group(1)} ({where})" if m and func == "<lambda>" else f"{where}({func})"
-
-
-def _short_path(fname: str) -> str:
-    p = Path(fname)
-    try:
-        return str(p.resolve().relative_to(ROOT))
-    except (ValueError, OSError):
-        parts = p.parts
-        for anchor in ("site-packages", "lib"):
-            if anchor in parts:
-                return "/".join(parts[parts.index(anchor) + 1:])
-        return fname
-
-
-def _file_group(fname: str, func: str) -> str:
-    if fname.startswith("<ember program"):
-        return "<ember program> (generated executor)"
-    if fname == "~":
-        return func if len(func) < 60 else func[:59] + "…"
-    s = _short_path(fname)
-    if s.startswith("numpy/"):
-        return "numpy (python code)"
-    return s
 
 
 # ------------------------------------------------------------------------------ report
@@ -953,8 +615,6 @@ def render(rows, geo, bw_stats, info, ctx, argv, t_start, t_end) -> str:
                 notes.append(f"- **{r.name} / {v}**: {s}")
         notes += [f"- {r.name}: {n}" for n in r.notes]
     parts += ["## Checks and notes", ""] + (notes or ["- none"]) + [""]
-    if ctx.profile_text:
-        parts += ["## Profile: compiled MNIST training step", "", ctx.profile_text, ""]
     return "\n".join(parts)
 
 
@@ -968,7 +628,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="markdown file to write (default: benchmarks/RESULTS.md for a full, "
                                                 "unfiltered run; nothing otherwise)")
     ap.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (saves ~15 s per kernel)")
-    ap.add_argument("--profile", action="store_true", help="cProfile the compiled MNIST step into the report")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each workload, wait up to S seconds for the 1-min load average to drop "
                          "below 0.75 x cores (shared machines)")
@@ -983,7 +642,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown workload(s) {bad}; choose from {ALL}")
     rounds = args.rounds or (5 if args.quick else 15)
     ctx = Ctx(quick=args.quick, rounds=rounds, warmup=1 if args.quick else 2,
-              torch_compile=not (args.quick or args.no_torch_compile), profile=args.profile)
+              torch_compile=not (args.quick or args.no_torch_compile))
     out_path = args.out or (None if (args.quick or args.only) else str(HERE / "RESULTS.md"))
     t_start = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     info = machine_info()
@@ -1008,8 +667,6 @@ def main(argv=None) -> int:
         try:
             if name in KERNELS:
                 rows.append(run_kernel(name, ctx))
-            elif name in ("mnist", "gpt"):
-                rows.append(run_training(name, ctx))
             else:
                 rows.extend(run_compile_time(ctx))
         except Exception as e:  # noqa: BLE001 - the harness itself must not lose the other rows

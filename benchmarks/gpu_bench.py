@@ -16,7 +16,7 @@ CuPy device-to-device copy of the same size ("% copy" = the bandwidth ceiling). 
 checked against CuPy eager in the same run.
 
 Training steps (zero_grad, forward + backward, optimizer step): the MNIST CNN at batch 64 and 256 and
-the 2-layer GPT of benchmarks/bench_compile.py at 16x64 and 64x64, each as ember eager, ember.compile
+the 2-layer GPT of benchmarks/bench_models.py at 16x64 and 64x64, each as ember eager, ember.compile
 (default and mode="reduce-overhead": CUDA graphs), torch eager, torch.compile (default and
 "reduce-overhead").  Per variant: ms/step (synchronised, interleaved medians), host us/step (the
 step's Python time without the final synchronize), launches/step (CUDA API calls that queue work,
@@ -197,7 +197,7 @@ def _quick(name, build):
 
 # ----------------------------------------------------------------------------- training
 class OnDevice:
-    """`T` (ember or torch) whose factories default to device `dev` (bench_compile's models call
+    """`T` (ember or torch) whose factories default to device `dev` (bench_models.py's models call
     T.arange / T.ones without a device)."""
 
     FACTORIES = ("arange", "ones", "zeros", "tensor", "full", "empty", "randn", "rand")
@@ -256,7 +256,7 @@ def _workloads(args):
 def _make_step(T, kind, batch, variant):
     """A training step (zero_grad, forward, backward, optimizer step) for one variant, without the
     final synchronize; and the compiled function (ember) or None."""
-    from bench_compile import make_gpt, make_mnist_net
+    from bench_models import make_gpt, make_mnist_net
     rng = np.random.default_rng(0)
     if kind == "mnist":
         inputs = [rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)]

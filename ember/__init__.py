@@ -135,14 +135,12 @@ _deterministic = False
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for ember's compiled kernels and numpy's BLAS (torch.set_num_threads)."""
+    """Threads for ember's compiled kernels and matrix products (torch.set_num_threads); numpy's
+    BLAS itself stays on one thread, ember splits large products (ember/kernels/blas_threads.py)."""
     import os
     if n < 1:
         raise ValueError("set_num_threads expects a positive integer")
     os.environ["EMBER_NUM_THREADS"] = str(n)
-    from .kernels import blas_threads
-    blas_threads._default = n
-    blas_threads.set_threads(n)
 
 
 def get_num_threads() -> int:
@@ -180,7 +178,7 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "serialization", "onnx", "accelerator", "cpu"):
+                "serialization", "onnx", "accelerator", "cpu", "profiler"):
         return _lazy(name)
     if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)

@@ -34,9 +34,27 @@ CODES = {
     "B007": ("breaks", "sampling (multinomial) reads probability values", "sample outside the compiled function"),
     "B008": ("breaks", "code that leaves the dispatch (raw array access)",
              "the traced code used an array directly or hit an unsupported path; see the reason"),
-    "B009": ("breaks", ".backward() / autograd.grad inside the compiled function (whole training-step "
-                       "capture is not supported yet)",
-             "compile the model or the loss function and call .backward() and optimizer.step() outside it"),
+    "B009": ("breaks", "a backward() / autograd.grad the graph cannot capture: create_graph=True (higher-order "
+                       "gradients), or gradients that must flow into a tensor computed with grad outside the "
+                       "compiled function",
+             "compute higher-order gradients uncompiled; pass leaf tensors (x.detach().requires_grad_()) "
+             "into the compiled function, or compile the code that builds them too"),
+    "B010": ("breaks", "a call to Python-level randomness or a clock (random, numpy.random, time, os.urandom) "
+                       "while tracing: the graph would replay its first value forever",
+             "draw random numbers with ember ops (ember.rand, dropout) or outside the compiled function"),
+    "B011": ("breaks", "a traced tensor escapes the function other than through its result or a module attribute",
+             "return the tensor, or assign it to a module attribute (self.x = t), which compiled code replays"),
+    "B012": ("breaks", "optimizer.step(closure) inside a compiled function: the closure re-runs the model "
+                       "and its loss value steers the optimizer",
+             "inside the compiled step: compute the loss, call loss.backward(), then optimizer.step() without "
+             "a closure"),
+    "B013": ("breaks", "lr_scheduler.step() inside a compiled function: its Python counters would advance "
+                       "only while tracing",
+             "call scheduler.step() outside the compiled function: the learning rate is a graph input, so "
+             "scheduler steps never recompile"),
+    "B014": ("breaks", "a custom autograd.Function that needs gradients inside a compiled function: its "
+                       "Python backward() cannot run inside the graph",
+             "compute the custom gradient with ember ops (detach tricks), or call the Function outside"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
              "keep shapes, dtypes and Python scalars fixed between calls"),
@@ -46,6 +64,8 @@ CODES = {
              "the rest of the graph is still compiled; see the reason for what is missing"),
     "F002": ("fallbacks", "the whole graph runs on the reference interpreter",
              "pass backend='llvm' (CPU) or 'cuda' to require generated code"),
+    "F003": ("fallbacks", "inputs overlap in memory and the graph writes one of them in place: the call runs eagerly",
+             "pass tensors that do not overlap (clone one of them) to run the compiled code"),
     "S001": ("specializations", "specialised on the value of a Python scalar argument",
              "pass a 0-d tensor instead if the value changes between calls"),
     "U001": ("fusions", "fusion not taken", ""),
@@ -67,7 +87,9 @@ CODES = {
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).
 BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
-          "nonzero": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009"}
+          "nonzero": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009",
+          "backward_outside": "B009", "backward_create_graph": "B009", "step_closure": "B012",
+          "lr_scheduler": "B013", "custom_function": "B014"}
 
 
 @dataclass

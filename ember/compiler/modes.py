@@ -9,7 +9,9 @@
     "max-autotune-no-cudagraphs"  no
     options={"triton.cudagraphs": True} turns graphs on without a mode, as in torch.
 
-An unknown mode, or a mode together with options, raises the RuntimeError torch.compile raises.
+An unknown mode raises the RuntimeError torch.compile raises; so does a mode together with the
+"triton.cudagraphs" option (torch refuses any options with a mode; ember's own options, such as
+check="fp64", go with any mode).
 On the CPU the graphs have nothing to do (torch logs "skipping cudagraphs due to cpu device"; ember
 emits a C004 record).  How the graphs work: ember/runtime/cuda_graph.py.
 """
@@ -22,8 +24,9 @@ CUDAGRAPHS_OPTION = "triton.cudagraphs"   # torch's inductor option with the sam
 
 
 def cuda_graphs(mode: str | None, options: dict | None) -> bool:
-    """Whether `mode` / `options` ask for CUDA graphs; raises for an unknown mode, or both given."""
-    if mode is not None and options:
+    """Whether `mode` / `options` ask for CUDA graphs; raises for an unknown mode, or for a mode and
+    the cudagraphs option both given."""
+    if mode is not None and options and CUDAGRAPHS_OPTION in options:
         raise RuntimeError("Either mode or options can be specified, but both can't be specified at the same time.")
     if mode is None:
         return bool((options or {}).get(CUDAGRAPHS_OPTION, False))

@@ -302,6 +302,9 @@ def _root(t, api):
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """ember.autograd.backward / Tensor.backward."""
     from .tensor import Tensor
+    from . import dispatch
+    if dispatch.tracer is not None:      # inside ember.compile: the tracer differentiates its graph
+        return dispatch.tracer.backward(tensors, grad_tensors, retain_graph, create_graph, inputs)
     if isinstance(tensors, Tensor):
         tensors = [tensors]
     tensors = list(tensors)
@@ -331,6 +334,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                       "gradient for other parts of the graph, please use torch.autograd.backward.", stacklevel=2)
     from .tensor import Tensor
     from . import creation
+    from . import dispatch
+    if dispatch.tracer is not None:      # inside ember.compile: the tracer differentiates its graph
+        return dispatch.tracer.grad(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                                    materialize_grads)
     single_out = isinstance(outputs, Tensor)
     outputs = [outputs] if single_out else list(outputs)
     inputs_t = [inputs] if isinstance(inputs, Tensor) else list(inputs)
@@ -382,6 +389,11 @@ class Function:
         from . import dispatch
         ctx = _FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        if dispatch.tracer is not None and is_grad_enabled() and any(ctx.needs_input_grad):
+            dispatch.tracer.graph_break("custom_function")      # its Python backward() cannot be traced
+            from .tracing_hooks import eager_now                # (a call in pieces goes on eagerly)
+            with eager_now():
+                return cls.apply(*args)
         with no_grad():
             out = cls.forward(ctx, *args)
         if is_grad_enabled() and any(ctx.needs_input_grad):

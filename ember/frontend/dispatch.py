@@ -15,6 +15,10 @@ accumulates in float32 through a bf16 GEMM).
 """
 from __future__ import annotations
 
+import sys
+import threading
+import types
+
 from ..ir import ops as irops
 from ..ir.ops import ShapeError
 from . import autograd as ag
@@ -44,7 +48,30 @@ def input_at(i: int) -> str:
     return str(i)
 
 
-tracer = None          # the active tracer (ember/compiler/capture.py) or None
+# `dispatch.tracer` is the tracer (ember/compiler/capture.py) active on the calling thread, or None:
+# one thread tracing must not capture another thread's eager ops. Reading it goes through a module
+# property (below); apply's hot path first reads the plain counter `_tracing` (threads tracing now).
+_tls = threading.local()
+_tracing = 0
+_tracing_lock = threading.Lock()
+
+
+def current_tracer():
+    """The tracer active on this thread, or None."""
+    return getattr(_tls, "tracer", None) if _tracing else None
+
+
+def set_tracer(tr) -> None:
+    """Install `tr` (or None) as this thread's tracer."""
+    global _tracing
+    with _tracing_lock:
+        prev = getattr(_tls, "tracer", None)
+        _tracing += (tr is not None) - (prev is not None)
+        _tls.tracer = tr
+
+
+class _DispatchModule(types.ModuleType):
+    tracer = property(lambda self: current_tracer(), lambda self, tr: set_tracer(tr))
 
 _mode = ag._mode
 
@@ -150,8 +177,10 @@ def _to(x, dev):
 def apply(op: str, *inputs, **attrs):
     """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars.
     This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
-    if tracer is not None:
-        return tracer.record(op, inputs, attrs)
+    if _tracing:
+        tr = getattr(_tls, "tracer", None)
+        if tr is not None:
+            return tr.record(op, inputs, attrs)
     dev = None
     arrays = []
     reduced = False
@@ -227,3 +256,4 @@ _NP16 = frozenset(d.np for d in _dt.ALL if d.is_reduced_float)
 KERNELS.update({op: _any_dtype(op, k) for op, k in _BASE.items() if op not in KERNELS})
 
 _Node = ag.Node
+sys.modules[__name__].__class__ = _DispatchModule

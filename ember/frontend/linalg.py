@@ -7,6 +7,7 @@ from ..ir import dtypes as dt
 from ..ir.ops import norm_dim
 from .autocast import autocast_op
 from .dispatch import apply as P
+from . import math_ops as M
 from .math_ops import promote, _MinMax
 from . import shape_ops as S
 from .tensor import Tensor
@@ -226,11 +227,22 @@ def kthvalue(x, k, dim=-1, keepdim=False):
 
 
 def median(x, dim=None, keepdim=False):
+    """The lower median; a NaN among the reduced values makes it NaN, at the first NaN's index
+    (PyTorch: median propagates NaN, nanmedian ignores it)."""
     if dim is None:
-        flat = S.reshape(x, (-1,))
-        return S.select(sort(flat)[0], 0, (flat.shape[0] - 1) // 2)
-    d = norm_dim(dim, x.ndim, "median")
-    return kthvalue(x, (x.shape[d] - 1) // 2 + 1, d, keepdim)
+        return _median_dim(S.reshape(x, (-1,)), 0, False)[0]
+    return _median_dim(x, norm_dim(dim, x.ndim, "median"), keepdim)
+
+
+def _median_dim(x, d, keepdim):
+    i = kthvalue(x, (x.shape[d] - 1) // 2 + 1, d, True)[1]
+    if x.dtype.is_floating_point:
+        nan = M.isnan(x)
+        i = M.where(M.amax(nan, d, keepdim=True), M.argmax(M.cast(nan, dt.int64), d, keepdim=True), i)
+    v = P("gather", x, i, dim=d)          # gathered: the gradient goes to the chosen element
+    if not keepdim:
+        v, i = S.squeeze(v, d), S.squeeze(i, d)
+    return _MinMax(v, i)
 
 
 def cross_entropy_placeholder():

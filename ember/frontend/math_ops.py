@@ -179,9 +179,14 @@ def div(a, b, rounding_mode=None):
     if rounding_mode == "trunc":
         if d.is_floating_point:
             return P("trunc", P("div", a, b))
-        q = P("div", cast(a, dt.float64) if isinstance(a, Tensor) else a,
-              cast(b, dt.float64) if isinstance(b, Tensor) else b)
-        return cast(P("trunc", q), d)
+        # exact in integers (a float64 quotient loses int64 digits) and, through floor_divide,
+        # raises ZeroDivisionError on a zero divisor as PyTorch does: floor, plus one where the
+        # quotient is negative and not exact
+        q = P("floor_divide", a, b)
+        r = P("remainder", a, b)
+        inexact_negative = P("logical_and", P("ne", r, 0), P("ne", P("lt", a, 0) if isinstance(a, Tensor) else a < 0,
+                                                              P("lt", b, 0) if isinstance(b, Tensor) else b < 0))
+        return P("add", q, cast(inexact_negative, d))
     if not d.is_floating_point:
         f = dt.default_float   # the unwrapped scalar: uint8 tensor / -1 is negative, as in PyTorch
         a = cast(a, f) if isinstance(a, Tensor) else float(_scalar(a0))
@@ -197,6 +202,8 @@ multiply, subtract = mul, sub
 def pow(a, b):
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
         b = _scalar(b)
+        if a.dtype.is_integer and isinstance(b, int) and b < 0:   # also while tracing: compiled code agrees
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
         if b == 2 and a.dtype.is_floating_point:
             return P("mul", a, a)
         if b == 1:
@@ -378,9 +385,14 @@ def clamp(x, min=None, max=None):
 
 
 def _clamp_scalar(x, v, which):
-    # NaN stays NaN (the comparison is False), and the gradient flows where x is inside the bound
+    # PyTorch: NaN stays NaN with a zero gradient; the gradient flows where x is inside the bound,
+    # bound included (x >= min / x <= max)
     x, v, _ = promote(x, v)
-    return P("where", P("lt" if which == "max" else "gt", x, v), v, x)
+    inside = P("ge" if which == "max" else "le", x, v)
+    if not x.dtype.is_floating_point:
+        return P("where", inside, x, v)
+    outside = P("where", P("lt" if which == "max" else "gt", x, v), v, x)   # the bound, or NaN
+    return P("where", inside, x, P("stop_gradient", outside))
 
 
 def _full_as(x, v):
@@ -421,13 +433,33 @@ def square(x):
 
 
 def relu(x):
-    return where(gt(x, 0), x, _full_as(x, 0))
+    # PyTorch: relu(NaN) = NaN with gradient 1 (the gradient is masked where the result is <= 0)
+    return where(le(x, 0), _full_as(x, 0), x)
 
 
 def atan(x):
-    # no primitive: series-free identity via atan2-free formula is not available; use numpy eagerly
-    from .tensor import _wrap
-    return _wrap(x._xp.arctan(cast(x, dt.default_float)._data if not x.dtype.is_floating_point else x._data), x.device)
+    """arctan from primitives (traced and differentiable): |x| > 1 maps to 1/|x|, two argument
+    halvings u = t / (1 + sqrt(1 + t^2)) bring it below tan(pi/8), then the odd Taylor series
+    (atan(t) = 4 atan(u)); each branch's input is made safe so an unselected one never feeds
+    inf or NaN into the gradient."""
+    if not x.dtype.is_floating_point:
+        x = cast(x, dt.default_float)
+    a = P("abs", x)
+    big = P("gt", a, 1.0)
+    t = P("where", big, P("reciprocal", P("where", big, a, 1.0)), a)      # in [0, 1] (NaN stays)
+    u = t
+    for _ in range(2):
+        u = P("div", u, P("add", P("sqrt", P("add", P("mul", u, u), 1.0)), 1.0))
+    terms = 22 if x.dtype is dt.float64 else 9      # |u| <= 0.4142: u^(2k+1)/(2k+1) below the dtype's eps
+    u2 = P("mul", u, u)
+    acc = 0.0
+    for k in reversed(range(terms)):                 # Horner in u^2: sum (-1)^k u^(2k) / (2k+1)
+        c = (-1.0) ** k / (2 * k + 1)
+        acc = P("add", P("mul", u2, acc), c) if not isinstance(acc, float) else P("add", P("mul", u2, 0.0), c)
+    r = P("mul", P("mul", u, acc), 4.0)
+    r = P("where", big, P("sub", math.pi / 2, r), r)
+    r = P("where", P("lt", x, 0.0), P("neg", r), r)
+    return P("where", P("eq", x, 0.0), x, r)          # atan(-0.0) = -0.0
 
 
 # --------------------------------------------------------------------------------- reductions
@@ -504,7 +536,9 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
         raise RuntimeError(f"std and var only support floating point and complex dtypes")
     dims = _dims(x, dim)
     n = _numel(x, dims)
-    m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan"))
+    # the mean's own gradient term is sum(x - mean) = 0: detached, the gradient is PyTorch's
+    # 2 (x - mean) / (n - c) exactly (also where an infinite input makes the sum NaN)
+    m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan")).detach()
     d = P("sub", x, m)
     s = P("sum", P("mul", d, d), dims=dims, keepdim=keepdim)
     if n - c > 0:
@@ -514,7 +548,13 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 @in_float32
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return P("sqrt", var(x, dim, unbiased, keepdim, correction=correction))
+    return _sqrt0(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def _sqrt0(s):
+    """sqrt whose gradient at 0 is 0 (PyTorch's norm and std at zero) instead of inf * 0 = NaN."""
+    zero = P("eq", s, 0.0)
+    return P("where", zero, P("mul", s, 0.0), P("sqrt", P("where", zero, 1.0, s)))
 
 
 @in_float32
@@ -536,12 +576,19 @@ def prod(x, dim=None, keepdim=False, dtype=None):
     return P("prod", x, dims=None if dim is None else _one_dim(x, dim, "prod"), keepdim=keepdim)
 
 
+def _all_dims(x, dim):
+    """amax/amin reduce all dims as an explicit tuple: dims=None is max()/min(), whose gradient
+    also goes to NaN elements (PyTorch's max() and amax() differ there)."""
+    dims = _dims(x, dim)
+    return tuple(range(x._data.ndim)) if dims is None and x._data.ndim else dims
+
+
 def amax(x, dim=(), keepdim=False):
-    return P("max", x, dims=_dims(x, dim), keepdim=keepdim)
+    return P("max", x, dims=_all_dims(x, dim), keepdim=keepdim)
 
 
 def amin(x, dim=(), keepdim=False):
-    return P("min", x, dims=_dims(x, dim), keepdim=keepdim)
+    return P("min", x, dims=_all_dims(x, dim), keepdim=keepdim)
 
 
 def _argext(op, x, dim, keepdim):
@@ -600,6 +647,8 @@ def logsumexp(x, dim=None, keepdim=False):
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
     dims = _dims(x, dim) if dim is not None else None
+    if x.numel() == 0:          # an empty sum: log(0) = -inf (no max to subtract)
+        return P("log", sum(P("exp", x), dim, keepdim))
     m = P("max", x, dims=dims, keepdim=True).detach()
     m = where(isinf(m), _full_as(m, 0.0), m)
     s = P("sum", P("exp", P("sub", x, m)), dims=dims, keepdim=True)
@@ -624,11 +673,28 @@ def cumsum(x, dim, dtype=None):
 
 @autocast_op("cumprod")
 def cumprod(x, dim, dtype=None):
-    from .tensor import _wrap
+    """Running products as a product over a (n, n) lower-triangular window of the input (ones above
+    the diagonal): exact for zeros, negatives, infinities and NaN, differentiable and traceable, as
+    PyTorch's cumprod. O(n^2) along `dim`, fine for the short dims cumprod is used on."""
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif not x.dtype.is_floating_point:
+        x = cast(x, dt.int64)
+    if x._data.ndim == 0:
+        return x * 1
+    from .shape_ops import movedim, unsqueeze
+    from . import dispatch
     d = norm_dim(dim, x._data.ndim, "cumprod")
-    if x.requires_grad:  # exp(cumsum(log)) keeps it differentiable for positive inputs
-        return exp(cumsum(log(x), d))
-    return _wrap(x._xp.cumprod(x._data, axis=d), x.device)
+    n = x.shape[d]
+    if n > 2048 and not x.requires_grad and dispatch.tracer is None:
+        from .tensor import _wrap
+        return _wrap(x._xp.cumprod(x._data, axis=d), x.device)
+    xm = unsqueeze(movedim(x, d, -1), -2)                         # [..., 1, n]
+    keep = P("le", P("arange", n=n, start=0, step=1, dtype=dt.int64, device=x.device),
+             P("reshape", P("arange", n=n, start=0, step=1, dtype=dt.int64, device=x.device), shape=(n, 1)))
+    one = 1.0 if x.dtype.is_floating_point else 1
+    rows = P("where", keep, xm, one)                              # [..., n, n]: row i holds x[:i+1]
+    return movedim(P("prod", rows, dims=(rows._data.ndim - 1,), keepdim=False), -1, d)
 
 
 def all(x, dim=None, keepdim=False):
@@ -655,7 +721,9 @@ def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
     if p == "fro" or p == 2 or p is None:
-        return sqrt(sum(mul(x, x), dim, keepdim))
+        if not x.dtype.is_floating_point:
+            x = cast(x, dt.default_float)
+        return _sqrt0(sum(mul(x, x), dim, keepdim))
     if p == 1:
         return sum(abs(x), dim, keepdim)
     if p == float("inf"):
@@ -681,6 +749,8 @@ def softmax(x, dim, dtype=None):
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
     d = norm_dim(dim, x._data.ndim, "softmax")
+    if x.numel() == 0:
+        return x * 1
     m = P("max", x, dims=(d,), keepdim=True).detach()
     e = P("exp", P("sub", x, m))
     return P("div", e, P("sum", e, dims=(d,), keepdim=True))
@@ -694,6 +764,8 @@ def log_softmax(x, dim, dtype=None):
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
     d = norm_dim(dim, x._data.ndim, "log_softmax")
+    if x.numel() == 0:
+        return x * 1
     m = P("max", x, dims=(d,), keepdim=True).detach()
     s = P("sub", x, m)
     return P("sub", s, P("log", P("sum", P("exp", s), dims=(d,), keepdim=True)))

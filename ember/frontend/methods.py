@@ -1,6 +1,8 @@
 """Tensor methods and Python operators, bound to the op functions (one place for the mapping)."""
 from __future__ import annotations
 
+import math
+
 from ..ir import dtypes as dt
 from . import linalg as L
 from . import math_ops as M
@@ -49,7 +51,7 @@ _METHODS = {
     "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
     "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
     "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum, "fmax": M.maximum,
-    "fmin": M.minimum, "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
+    "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
     "greater": M.gt, "less": M.lt, "greater_equal": M.ge, "less_equal": M.le, "not_equal": M.ne,
     "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_not": M.logical_not,
     "logical_xor": M.logical_xor, "bitwise_not": M.bitwise_not, "bitwise_and": M.bitwise_and,
@@ -152,10 +154,35 @@ def _fmod(a, b):
     r = M.remainder(a, b)
     # C fmod keeps the dividend's sign
     fix = M.logical_and(M.ne(r, 0), M.ne(M.lt(r, 0), M.lt(a, 0) if isinstance(a, Tensor) else a < 0))
-    return M.where(fix, M.sub(r, b), r)
+    r = M.where(fix, M.sub(r, b), r)
+    if d.is_floating_point and isinstance(b, Tensor):    # C fmod(x, +-inf) = x for finite x
+        r = M.where(M.logical_and(M.isinf(b), M.isfinite(a) if isinstance(a, Tensor) else math.isfinite(a)), a, r)
+    return r
+
+
+def _fmax(a, b):
+    """PyTorch's fmax/fmin: like maximum/minimum, but a NaN loses to a number."""
+    return _nan_loses(a, b, M.maximum)
+
+
+def _fmin(a, b):
+    return _nan_loses(a, b, M.minimum)
+
+
+def _nan_loses(a, b, op):
+    a, b, d = M.promote(a, b)
+    if not d.is_floating_point:
+        return op(a, b)
+    # a where a wins, ties and b is NaN (its gradient too, as PyTorch), else b
+    wins = M.ge(a, b) if op is M.maximum else M.le(a, b)
+    if isinstance(b, Tensor):
+        wins = M.logical_or(wins, M.isnan(b))
+    return M.where(wins, a, b)
 
 
 _METHODS["fmod"] = _fmod
+_METHODS["fmax"] = _fmax
+_METHODS["fmin"] = _fmin
 
 
 def _multinomial(self, num_samples, replacement=False, *, generator=None):

@@ -144,7 +144,7 @@ def _add_suffixes(s, suffixes, indent):
 def tensor_repr(t) -> str:
     from . import dispatch
     from ..ir import dtypes as dt
-    if dispatch.tracer is not None and dispatch.tracer.is_symbolic(t):
+    if dispatch.tracer is not None and dispatch.tracer.pending(t):
         dispatch.tracer.graph_break("print", t)
     a = t._data if t.device.type == "cpu" else t._data.get()
     prefix = "tensor("

@@ -848,8 +848,8 @@ def _np_key(key, device, host=False):
 
 
 def setitem(x, key, value):
-    from .tracing_hooks import tracing
-    tracing_now = tracing(x) or (isinstance(value, Tensor) and tracing(value))
+    from .tracing_hooks import active, tracing
+    tracing_now = active()
     grad = ag._mode.enabled and (x.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
     if isinstance(value, Tensor) and value.device != x.device:
         if value.ndim == 0 and value.device.type == "cpu":

@@ -472,7 +472,23 @@ class _Simplifier:
             (atom, co), = r.terms.values()
             if co == 1 and isinstance(atom, IBin) and atom.op == "//":   # (x // a) // c == x // (a*c)
                 return q.add(self.floordiv(self.lin(atom.a), atom.b.value * c))
+        d = self._step_divisor(r, c)
+        if d:                              # r = d*q2 + r2, 0 <= r2 < d, d | c: r // c == q2 // (c/d)
+            q2, _ = self._split(r, d)
+            return q.add(self.floordiv(q2, c // d))
         return q.add(_atom(IBin("//", _to_expr(r), IConst(c))))
+
+    def _step_divisor(self, r: _Lin, c: int) -> int:
+        """The largest proper divisor d of c such that r = d*q2 + r2 with r2 in [0, d): a reshape
+        that splits a merged dim reads (j*R + n) // (s*R) with n < R, which is j // s."""
+        for d in sorted((d for d in range(2, c) if c % d == 0), reverse=True)[:32]:
+            _, r2 = self._split(r, d)
+            if len(r2.terms) == len(r.terms) and r2.const == r.const:
+                continue                   # nothing divisible by d: no progress
+            lo, hi = self.lin_range(r2)
+            if lo >= 0 and hi < d:
+                return d
+        return 0
 
     def mod(self, lin: _Lin, c: int) -> _Lin:
         if c == 1:
@@ -485,6 +501,10 @@ class _Simplifier:
             (atom, co), = r.terms.values()
             if co == 1 and isinstance(atom, IBin) and atom.op == "%" and atom.b.value % c == 0:
                 return self.mod(self.lin(atom.a), c)     # (x % (k*c)) % c == x % c
+        d = self._step_divisor(r, c)
+        if d:                              # r = d*q2 + r2, 0 <= r2 < d, d | c: r % c == d*(q2 % (c/d)) + r2
+            q2, r2 = self._split(r, d)
+            return self.mod(q2, c // d).scale(d).add(r2)
         return _atom(IBin("%", _to_expr(r), IConst(c)))
 
 
@@ -513,6 +533,8 @@ def flat_index(shape, idx) -> IndexExpr:
 
 
 def map_reshape(in_shape, out_shape, idx) -> list:
+    if 0 in tuple(in_shape):        # an empty tensor: no index is ever read (and none divides by 0)
+        return [IConst(0)] * len(in_shape)
     flat = flat_index(out_shape, idx)
     res, stride = [], 1
     strides = []

@@ -1,10 +1,14 @@
-"""numpy's BLAS thread count, per call: small GEMMs run on one thread.
+"""numpy's BLAS on one thread; large products split across ember's worker threads instead.
 
-OpenBLAS splits even tiny products across its threads; when the cores are busy (another process, our
-own kernel thread pool) that costs far more than the product itself — measured here: a
-(64,50)@(50,320) product took 28 ms with threads contending vs 0.02 ms on one thread. `gemm_threads`
-picks 1 thread below a work threshold and the default above it. It talks to the OpenBLAS that numpy
-bundles (scipy_openblas) through ctypes; with any other BLAS it does nothing.
+OpenBLAS splits even tiny products across its threads, and its threads spin after each call: when
+the cores are busy (another process, our own kernel threads) that costs far more than the product
+itself -- measured here: a (64,50)@(50,320) product took 28 ms with threads contending vs 0.02 ms
+on one thread.  So numpy's OpenBLAS (scipy_openblas, reached through ctypes; with any other BLAS
+this does nothing) is set to one thread, and `matmul` cuts a product of at least
+PARALLEL_GEMM_FLOPS into row, column or batch blocks run by ember/kernels/workers.py: the same
+sleeping workers and dynamic chunk claiming as the compiled kernels, so one descheduled thread
+cannot stall the product and no BLAS thread spins while the next kernel runs.  numpy's matmul
+releases the GIL inside BLAS, so the blocks run in parallel.
 """
 from __future__ import annotations
 
@@ -14,7 +18,11 @@ import os
 
 import numpy as np
 
-SMALL_GEMM_FLOPS = 8e6   # below this a product runs on one BLAS thread
+from . import workers
+
+SMALL_GEMM_FLOPS = 8e6        # kept for compatibility: products below this never split
+PARALLEL_GEMM_FLOPS = 4e6     # products of at least this many flops are split across ember's workers
+MIN_BLOCK = 32                # rows / columns per block (BLAS kernels want whole register tiles)
 
 _set = None
 _default = None
@@ -53,10 +61,68 @@ def set_threads(n: int) -> None:
 
 
 def gemm_threads(m: int, n: int, k: int, batch: int = 1) -> None:
-    """Choose the thread count for an (m x k) @ (k x n) product, `batch` times."""
-    if not _set:
-        return
-    set_threads(1 if 2.0 * m * n * k * batch < SMALL_GEMM_FLOPS else _default)
+    """numpy's BLAS runs on one thread inside ember (see the module docstring)."""
+    if _set:
+        set_threads(1)
+
+
+def _blocks(size: int, threads: int) -> int:
+    return max(1, min(workers.CHUNKS_PER_THREAD * threads, size // MIN_BLOCK))
+
+
+# Shapes where one numpy/OpenBLAS call is slow, and what is faster (measured on this machine, one
+# thread, the convolution products of the MNIST CNN):
+#   a long contraction into a small result, [10,36864] @ [36864,25] (a weight gradient):
+#       0.88 ms; cut k into blocks of K_BLOCK and sum the partial products: 0.27 ms
+#   a small result with few rows, [20,4096] @ [4096,250]: 1.0 ms; computed transposed,
+#       [250,4096] @ [4096,20], then copied back: 0.59 ms
+#   a short contraction, [10,25] @ [25,36864]: 0.51 ms; in column blocks whose [k, cols] panel
+#       stays in the L2 cache (PANEL_BYTES): 0.26 ms
+# The blocks depend on the shape only, never on the thread count, so results do not either; the
+# blocks are also what the worker threads share out.
+SMALL_RESULT = 1 << 16        # elements of m x n below which the two first rules apply
+K_BLOCK = 2048
+K_SPLIT_MIN = 4 * K_BLOCK
+FEW_ROWS = 32
+PANEL_BYTES = 256 << 10
+
+
+def _gemm2d(a, b, out, threads: int):
+    """out = a @ b for 2-D operands (the rules above)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if out is None:
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+    parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_GEMM_FLOPS and not workers.backing_off()
+    nt = threads if parallel else 1
+    if m * n <= SMALL_RESULT and k >= K_SPLIT_MIN:
+        nb = -(-k // K_BLOCK)
+        cut = [k * i // nb for i in range(nb + 1)]
+        parts = np.empty((nb, m, n), dtype=out.dtype)
+        workers.parallel_for(lambda i: np.matmul(a[:, cut[i]:cut[i + 1]], b[cut[i]:cut[i + 1]], out=parts[i]),
+                             nb, nt)
+        np.sum(parts, axis=0, out=out)
+        return out
+    if m < FEW_ROWS and m * n <= SMALL_RESULT and n >= 4 * m:
+        out[...] = _gemm2d(b.T, a.T, None, threads).T
+        return out
+    blk = n
+    if k * n * a.itemsize > 2 * PANEL_BYTES:
+        blk = max(256, PANEL_BYTES // (k * a.itemsize) // 64 * 64)
+    nb = -(-n // blk)
+    if parallel and n >= m:
+        nb = max(nb, _blocks(n, nt))
+    elif parallel:
+        rb = _blocks(m, nt)
+        if rb > 1:
+            cut = [m * i // rb for i in range(rb + 1)]
+            workers.parallel_for(lambda i: np.matmul(a[cut[i]:cut[i + 1]], b, out=out[cut[i]:cut[i + 1]]), rb, nt)
+            return out
+    if nb < 2:
+        return np.matmul(a, b, out=out)
+    cut = [n * i // nb for i in range(nb + 1)]
+    workers.parallel_for(lambda i: np.matmul(a, b[:, cut[i]:cut[i + 1]], out=out[:, cut[i]:cut[i + 1]]), nb, nt)
+    return out
 
 
 # The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
@@ -81,16 +147,46 @@ def _matmul_16bit(a, b, out):
 
 
 def matmul(a, b, out=None):
-    """np.matmul with the thread rule above (numpy arrays; other array types pass straight through).
-    (Folding a 2-D @ batched product into one GEMM was measured slower here: the copies cost more.)"""
+    """np.matmul with the block rules above, split across ember's worker threads when large
+    (numpy arrays; other array types pass straight through).  (Folding a 2-D @ batched product
+    into one GEMM was measured slower here: the copies cost more.)"""
     if a.__class__ is not np.ndarray:
         return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
     if a.dtype.itemsize == 2 and a.dtype.kind in "fV":
         return _matmul_16bit(a, b, out)
-    if _set and a.ndim >= 2 and b.ndim >= 2:
-        batch = 1
-        for s in (a.shape[:-2] if a.ndim >= b.ndim else b.shape[:-2]):
-            batch *= s
-        gemm_threads(a.shape[-2], b.shape[-1], a.shape[-1], batch)
+    if _set and _current != 1:
+        set_threads(1)
     with np.errstate(invalid="ignore", over="ignore"):   # inf/nan propagate silently, as in PyTorch
-        return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+        if a.ndim < 2 or b.ndim < 2 or b.__class__ is not np.ndarray or a.dtype.kind not in "fc" \
+                or b.dtype.kind not in "fc":
+            return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+        threads = workers.num_threads()
+        if a.ndim == 2 and b.ndim == 2:
+            return _gemm2d(a, b, out, threads)
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = 1
+        for d in lead:
+            batch *= d
+        if threads < 2 or 2.0 * m * n * k * batch < PARALLEL_GEMM_FLOPS or workers.backing_off():
+            return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+        if out is None:
+            out = np.empty(lead + (m, n), dtype=np.result_type(a, b))
+        if lead and lead[0] >= 2 * threads and a.ndim == b.ndim:
+            nb = min(lead[0], workers.CHUNKS_PER_THREAD * threads)
+            cut = [lead[0] * i // nb for i in range(nb + 1)]
+            pa = (lambda i: a[cut[i]:cut[i + 1]]) if a.shape[0] > 1 else (lambda i: a)
+            pb = (lambda i: b[cut[i]:cut[i + 1]]) if b.shape[0] > 1 else (lambda i: b)
+            blocks = lambda i: np.matmul(pa(i), pb(i), out=out[cut[i]:cut[i + 1]])  # noqa: E731
+        elif n >= m:
+            nb = _blocks(n, threads)
+            cut = [n * i // nb for i in range(nb + 1)]
+            blocks = lambda i: np.matmul(a, b[..., cut[i]:cut[i + 1]], out=out[..., cut[i]:cut[i + 1]])  # noqa: E731
+        else:
+            nb = _blocks(m, threads)
+            cut = [m * i // nb for i in range(nb + 1)]
+            blocks = lambda i: np.matmul(a[..., cut[i]:cut[i + 1], :], b, out=out[..., cut[i]:cut[i + 1], :])  # noqa: E731
+        if nb < 2:
+            return np.matmul(a, b, out=out)
+        workers.parallel_for(blocks, nb, threads)
+        return out

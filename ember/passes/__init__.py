@@ -23,6 +23,7 @@ from .manager import DEFAULT_PASSES, PassError, PassTiming, Pipeline, dump_dir_f
 # the built-in passes: importing a pass module registers its pass (the one place they are loaded)
 from . import canonicalize, constant_fold, cse, dce, decompose, movement  # noqa: F401
 from .fusion import FusionOptions, classify, fuse
+from .loop_order import reorder_program
 from .memory import MemoryPlan, plan_memory
 from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
@@ -59,6 +60,7 @@ def compile_graph(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=N
     if fusion is None:
         fusion = FusionOptions(alias_outputs=alias_outputs)
     program = fuse(g, fusion)
+    reorder_program(program)     # contiguous innermost loops (ember/passes/loop_order.py)
     t1 = time.perf_counter()
     plan_memory(program, inplace=inplace)
     t2 = time.perf_counter()

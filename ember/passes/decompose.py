@@ -9,16 +9,28 @@ In: a captured Graph.  Out: the same Graph (in place) without
     (scatter_add itself needs an eager fallback: kernel IR has no atomic stores)
   - fold with non-overlapping windows (stride == kernel, dilation 1: the VJP of a 2x2/2 max-pool):
     a permute + reshape (+ pad for leftover rows), i.e. pure index maps that fuse
-  - any other fold (the conv input gradient): a sum over the kernel taps of a padded, flipped and
-    windowed view -- movement ops + one reduction, so it becomes one gather-free kernel
+  - any other fold with at most FOLD_TAPS_MAX window offsets (the conv input gradient, an
+    overlapping pool's gradient): the adjoint written as a gather, one term per offset a,
+      out[.., h, ..] = sum_a where(valid_a(h), x[.., ((h - a*d) // s) % o, .., a, ..], 0),
+    with valid_a(h) = (h - a*d is a multiple of s in [0, s*(o-1)]).  The wrapped index is
+    always in bounds, so the load needs no per-element bounds check, and the masks depend only
+    on the position: in a kernel whose innermost loop is a batch dimension (convolutions lay
+    their columns out batch-last when traced) every term is a contiguous, vectorised run, and
+    the whole fold reads its input once.  Larger windows: a sum over the taps of a padded,
+    flipped and windowed view (movement ops + one reduction)
   - a sum over the leading dims of a value that is materialised anyway (a bias gradient): a
     product with a row of ones, so BLAS reads it once, contiguously (a kernel would reduce over its
     strided leading axis)
+  - any other sum over leading dims of at most LEADING_ADDS_MAX rows (a positional embedding's
+    gradient, summed over a batch of 16): the rows added one by one (a balanced tree), so the
+    kernel loops over the contiguous trailing axis innermost, vectorised, instead of reducing with
+    a stride of a whole row
 Scan ops (cumsum) and the other primitives are left as they are: the graph vocabulary is the
 primitive set of ember/ir/ops.py, so most composites (softmax, layer_norm, ...) arrive decomposed.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from ember.ir import dtypes as dt
@@ -45,9 +57,9 @@ def decompose(g: Graph) -> bool:
             changed = True
         elif n.op == "scatter_add" and _scatter_to_onehot(g, n):
             changed = True
-        elif n.op == "fold" and (_fold_to_movement(g, n) or _fold_to_window_sum(g, n)):
+        elif n.op == "fold" and (_fold_to_movement(g, n) or _fold_to_taps(g, n) or _fold_to_window_sum(g, n)):
             changed = True
-        elif n.op == "sum" and _leading_sum_to_matmul(g, n):
+        elif n.op == "sum" and (_leading_sum_to_matmul(g, n) or _leading_sum_to_adds(g, n)):
             changed = True
     if changed:
         dce(g)
@@ -101,6 +113,64 @@ def _fold_to_movement(g: Graph, n) -> bool:
     if any(hi for _, hi in pads):
         y = add("pad", [y], pads=pads, value=0.0)
     return replace_node(g, n, y)
+
+
+FOLD_TAPS_MAX = 64   # window offsets up to which a fold becomes one term per offset
+
+
+def _fold_to_taps(g: Graph, n) -> bool:
+    """fold x [..., o..., k...] -> [..., size...] as a sum of one gather term per window offset (see
+    the module docstring).  The wrapped index comes from movement ops alone: y = x repeated R times
+    and each position held s times along every position dim (a reshape of an expand: y[j] =
+    x[(j // s) % o]), and the term for offset a is y sliced from S0 - a*d (S0 a multiple of s*o,
+    so the floor division and the modulo see h - a*d)."""
+    a = n.attrs
+    kernel, stride, dil, size = tuple(a["kernel"]), tuple(a["stride"]), tuple(a["dilation"]), tuple(a["size"])
+    if math.prod(kernel) > FOLD_TAPS_MAX:
+        return False
+    x = n.inputs[0]
+    nk = len(kernel)
+    shape = tuple(x.shape)
+    nb = len(shape) - 2 * nk
+    batch, outs = shape[:nb], shape[nb:nb + nk]
+    meta = dict(n.meta)
+    add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    starts0, reps = [], []
+    for o, k, s_, d_, H in zip(outs, kernel, stride, dil, size):
+        period = o * s_
+        s0 = -(-(k - 1) * d_ // period) * period        # >= the largest offset, a multiple of s*o
+        starts0.append(s0)
+        reps.append(-(-(s0 + H) // period))
+    y = add("reshape", [x], shape=batch + sum(((1, o, 1) for o in outs), ()) + kernel)
+    y = add("expand", [y], shape=batch + sum(((r, o, s_) for r, o, s_ in zip(reps, outs, stride)), ()) + kernel)
+    y = add("reshape", [y], shape=batch + tuple(r * o * s_ for r, o, s_ in zip(reps, outs, stride)) + kernel)
+    zero_i = add("full", [], shape=(), value=0, dtype=dt.int64)
+    zero = add("full", [], shape=(), value=0.0, dtype=n.dtype)
+    # masks[i][a]: along position dim i, where offset a contributes (broadcast over the other dims)
+    masks = []
+    for i, (k, d_, s_, o, H) in enumerate(zip(kernel, dil, stride, outs, size)):
+        last = add("full", [], shape=(), value=s_ * (o - 1), dtype=dt.int64)
+        step = add("full", [], shape=(), value=s_, dtype=dt.int64) if s_ > 1 else None
+        row = []
+        for off in range(k):
+            pos = add("arange", [], n=H, start=-off * d_, step=1, dtype=dt.int64)          # h - a*d
+            m = add("logical_and", [add("ge", [pos, zero_i]), add("le", [pos, last])])
+            if step is not None:
+                m = add("logical_and", [m, add("eq", [add("remainder", [pos, step]), zero_i])])
+            row.append(add("reshape", [m], shape=(1,) * (nb + i) + (H,) + (1,) * (nk - 1 - i)))
+        masks.append(row)
+    total = None
+    for off in itertools.product(*(range(k) for k in kernel)):
+        starts = (0,) * nb + tuple(s0 - o_ * d_ for s0, o_, d_ in zip(starts0, off, dil)) + off
+        stops = batch + tuple(st + H for st, H in zip(starts[nb:nb + nk], size)) + tuple(o_ + 1 for o_ in off)
+        t = add("slice", [y], starts=starts, stops=stops, steps=(1,) * len(stops))
+        t = add("reshape", [t], shape=batch + size)
+        mask = masks[0][off[0]]
+        for i in range(1, nk):
+            mask = add("logical_and", [mask, masks[i][off[i]]])
+        t = add("where", [mask, t, zero])
+        total = t if total is None else add("add", [total, t])
+    return replace_node(g, n, total)
 
 
 def _fold_to_window_sum(g: Graph, n) -> bool:
@@ -193,3 +263,35 @@ def _leading_sum_to_matmul(g: Graph, n) -> bool:
     ones = add("full", [], shape=(1, rows), value=1.0, dtype=x.dtype)
     prod = add("matmul", [ones, add("reshape", [x], shape=(rows, cols))])
     return replace_node(g, n, add("reshape", [prod], shape=tuple(n.shape)))
+
+
+LEADING_ADDS_MAX = 16     # leading rows up to which a sum becomes explicit adds
+LEADING_ADDS_MIN_ELEMENTS = 1 << 12
+
+
+def _leading_sum_to_adds(g: Graph, n) -> bool:
+    """sum(x, dims=(0..k-1)) over x[R..., C...] with R <= LEADING_ADDS_MAX -> x[0] + ... + x[R-1]."""
+    x = n.inputs[0]
+    nd = len(x.shape)
+    dims = n.attrs["dims"]
+    if dims is None or not x.dtype.is_floating_point:
+        return False
+    dims = tuple(sorted(d % nd for d in dims))
+    k = len(dims)
+    if k == 0 or k >= nd or dims != tuple(range(k)):
+        return False
+    rows = math.prod(x.shape[:k])
+    cols = tuple(x.shape[k:])
+    if not 2 <= rows <= LEADING_ADDS_MAX or math.prod(cols) * rows < LEADING_ADDS_MIN_ELEMENTS:
+        return False
+    meta = dict(n.meta)
+    add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    flat = x if k == 1 else add("reshape", [x], shape=(rows,) + cols)
+    terms = [add("reshape", [add("slice", [flat], starts=(r,) + (0,) * len(cols), stops=(r + 1,) + cols,
+                                  steps=(1,) * (len(cols) + 1))], shape=cols) for r in range(rows)]
+    while len(terms) > 1:             # a balanced tree: independent adds, no long dependency chain
+        terms = [add("add", terms[i:i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    out = terms[0]
+    if tuple(n.shape) != cols:        # keepdim
+        out = add("reshape", [out], shape=tuple(n.shape))
+    return replace_node(g, n, out)

@@ -16,9 +16,12 @@ reference to it.  There is no global engine.
 Calls go through ctypes (which releases the GIL).  Buffer pointers are read with
 `__array_interface__['data'][0]` (reading `arr.ctypes.data` costs ~5 us).  When a kernel moves at
 least `PARALLEL_MIN_BYTES` (or runs `PARALLEL_MIN_FLOPS` scalar ops) and the first outer axis has
-more than one iteration, the outer range is split into equal chunks over a thread pool of
-EMBER_NUM_THREADS threads (default os.cpu_count()); the calling thread runs the first chunk.  Handing a chunk to the pool costs ~55 us here, which is
-why small kernels stay on one thread (threshold measured in benchmarks/fusion_kernels.py).
+more than one iteration, the outer range is cut into more chunks than threads (about
+CHUNK_BYTES each, at most CHUNKS_PER_THREAD per thread) and run by ember/kernels/workers.py on
+EMBER_NUM_THREADS threads (default os.cpu_count()): the calling thread starts on the chunks at
+once and the workers, woken from their sleep, claim the rest one at a time -- so a worker that
+wakes late or is descheduled on a busy machine costs at most its current chunk, and nothing spins.
+Smaller kernels stay on the calling thread: waking a worker costs more than they take.
 
 A kernel that hits an out-of-range gather index returns status 1 with (value, dim, size) in its
 error slot; the call raises IndexError("index 7 is out of bounds for dimension 0 with size 5").
@@ -28,8 +31,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ import numpy as np
 from ember.codegen import llvm as cg
 from ember.codegen.llvm.math import LIBM_F64
 from ember.ir.kernel import Kernel
-from ember.kernels import blas
+from ember.kernels import blas, workers
 from ember.runtime import cache
 from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 
@@ -53,6 +54,8 @@ __all__ = ["CPU", "compile_kernels", "CpuModule", "KernelCallable", "LLVMCompile
 # flop criterion.
 PARALLEL_MIN_BYTES = 4 << 20
 PARALLEL_MIN_FLOPS = 4 << 20
+CHUNK_BYTES = 512 << 10    # about this much data per chunk of a parallel kernel ...
+CHUNKS_PER_THREAD = workers.CHUNKS_PER_THREAD   # ... and at most this many chunks per thread
 
 _TARGET = None
 _SYMBOLS_READY = False
@@ -81,29 +84,7 @@ def _register_symbols() -> None:
     _SYMBOLS_READY = True
 
 
-_CPU_COUNT = os.cpu_count() or 1   # os.cpu_count() costs ~0.1 ms on some kernels: read it once
-
-
-def num_threads() -> int:
-    env = os.environ.get("EMBER_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    return _CPU_COUNT
-
-
-_POOL = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(n: int) -> ThreadPoolExecutor:
-    """Shared worker threads (a pool of threads, not of engines: safe to keep globally)."""
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < n:
-            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ember-cpu")
-            _POOL_SIZE = n
-        return _POOL
+num_threads = workers.num_threads
 
 
 # ================================================================================ compilation
@@ -207,6 +188,7 @@ class KernelCallable(BoundKernel):
         self.n0 = kernel.outer[0]
         big = kernel.bytes_moved >= PARALLEL_MIN_BYTES or kernel.flops >= PARALLEL_MIN_FLOPS
         self.parallel_ok = big and self.n0 > 1
+        self.max_chunks = max(1, min(self.n0, kernel.bytes_moved // CHUNK_BYTES))
 
     def launch(self, arrays: Sequence[np.ndarray], threads: int | None = None) -> None:
         """Run without argument checks: the executor's path (it passes contiguous arrays of the planned
@@ -217,15 +199,18 @@ class KernelCallable(BoundKernel):
         """Run on raw buffer addresses (caller guarantees shapes/dtypes): the executor's fast path."""
         n = self.n0
         nt = num_threads() if threads is None else max(1, threads)
-        if nt > 1 and self.parallel_ok:
-            nt = min(nt, n)
-            bounds = [n * i // nt for i in range(nt + 1)]
-            errs = [np.zeros(3, dtype=np.int64) for _ in range(nt)]
-            pool = _pool(nt - 1)
-            futs = [pool.submit(self._fn, *ptrs, errs[i].ctypes.data, bounds[i], bounds[i + 1])
-                    for i in range(1, nt)]
-            statuses = [self._fn(*ptrs, errs[0].ctypes.data, bounds[0], bounds[1])]
-            statuses += [f.result() for f in futs]
+        if nt > 1 and self.parallel_ok and not workers.backing_off():
+            nch = max(min(nt, n), min(self.max_chunks, CHUNKS_PER_THREAD * nt))
+            bounds = [n * i // nch for i in range(nch + 1)]
+            errs = np.zeros((nch, 3), dtype=np.int64)
+            base = errs.__array_interface__["data"][0]
+            statuses = [0] * nch
+            fn = self._fn
+
+            def chunk(i):
+                statuses[i] = fn(*ptrs, base + 24 * i, bounds[i], bounds[i + 1])
+
+            workers.parallel_for(chunk, nch, nt)
             for st, err in zip(statuses, errs):
                 if st:
                     self._raise(st, err)

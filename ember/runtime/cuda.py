@@ -38,6 +38,7 @@ RuntimeError saying so.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -229,7 +230,7 @@ class KernelCallable(BoundKernel):
         self.fn = module.raw.get_function(kernel.name)
         self.partial_fn = module.raw.get_function(self.spec.partial) if self.spec.partial else None
         self._n = np.int64(self.spec.points)
-        self._scratch = None
+        self._local = threading.local()     # split-reduction partials, per thread
         sm = _sm_count(module.device_id)
         s = self.spec
         cap = sm * MAX_BLOCKS_PER_SM
@@ -266,11 +267,13 @@ class KernelCallable(BoundKernel):
             self.module.check_errors()
 
     def _scratch_buffers(self) -> tuple:
-        if self._scratch is None:
+        # per thread: two threads' launches interleave on the stream, so shared partials would mix
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
             cp = self.module.device.xp
-            self._scratch = tuple(cp.empty(self.spec.parts, dtype=np.dtype(dt_name))
-                                  for _, dt_name in self.spec.scratch)
-        return self._scratch
+            scratch = self._local.scratch = tuple(cp.empty(self.spec.parts, dtype=np.dtype(dt_name))
+                                                  for _, dt_name in self.spec.scratch)
+        return scratch
 
 
 # ==================================================================================== devices

@@ -1,11 +1,15 @@
 """`ember-ir`: look at what the compiler did, and run its stages on IR files (like mlir-opt).
 
     ember-ir run SCRIPT [ARGS...] --out DIR     run a script with dumping on, print a summary
+    ember-ir profile SCRIPT [ARGS...]           run a script under ember.profiler, print the kernel table
     ember-ir show DIR                           summary of a dump (DIR or DIR/<graph>)
     ember-ir show DIR --graph N [--stage S]     the text of graph N (or of one of its stages)
     ember-ir opt FILE.ir --passes a,b,c         run passes on an IR file, print the result
     ember-ir codegen FILE --target llvm|cuda    generated code for an .ir (passes + fusion) or .kir file
     ember-ir diff A.ir B.ir                     what changed, node by node (structural, renaming-blind)
+    ember-ir bisect DIR | SCRIPT [ARGS...]      the first pass / fusion decision / kernel that changes a
+                                                graph's answer (check repros in DIR, or run SCRIPT with
+                                                EMBER_CHECK=fp64 to make them)
 
 In: argv. Out: text on stdout; exit status 0 (ok), 1 (diff found differences / the script failed),
 2 (bad input: unknown file, malformed IR with line:col, unknown pass, ...). Bad input is always ONE
@@ -16,8 +20,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main", "ToolError"]
@@ -35,7 +41,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(msg) -> str:
-    return " | ".join(x.strip() for x in str(msg).strip().splitlines() if x.strip())
+    return _safe(" | ".join(x.strip() for x in str(msg).strip().splitlines() if x.strip()))
+
+
+# C0/C1 controls but newline and tab, and the invisible format characters that reorder or hide text
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                     "\u2066-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def _safe(text: str) -> str:
+    """Text from files (a dump is data, maybe hostile) as it may reach a terminal: control and
+    format characters (escape sequences, carriage returns, bidi overrides) are shown escaped."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                       str(text))
+
+
+def _confined(root: Path, rel: str) -> Path:
+    """root/rel for a name read from a dump's report.json, refusing anything that leaves the dump:
+    an absolute path, a `..` part, or a symbolic link on the way."""
+    rel_path = Path(str(rel))
+    if rel_path.is_absolute() or ".." in rel_path.parts or not rel_path.parts:
+        raise ToolError(f"{root}: the report names {str(rel)!r}, outside the dump: refused")
+    p = root
+    for part in rel_path.parts:
+        p = p / part
+        if p.is_symlink():
+            raise ToolError(f"{root}: {str(rel)!r} is a symbolic link: refused")
+    if not p.resolve().is_relative_to(root.resolve()):
+        raise ToolError(f"{root}: {str(rel)!r} leads outside the dump: refused")
+    return p
 
 
 # ========================================================================================= input
@@ -304,7 +338,7 @@ def cmd_show(a) -> int:
                 import json
                 print(json.dumps(data, indent=1))
             else:
-                print(rp.summary_table(data))
+                print(_safe(rp.summary_table(data)))
             return 0
         sel = None
         if a.graph.isdigit() and int(a.graph) < len(graphs):
@@ -314,7 +348,7 @@ def cmd_show(a) -> int:
         if sel is None:
             raise ToolError(f"{a.dir}: no graph {a.graph!r} (there are {len(graphs)}: "
                             f"{', '.join(g['folder'] for g in graphs) or 'none'})")
-        root = root / sel["folder"]
+        root = _confined(root, sel["folder"])
         try:
             data = rp.load(root)
         except rp.ReportError as e:
@@ -324,7 +358,7 @@ def cmd_show(a) -> int:
             import json
             print(json.dumps(data, indent=1))
         else:
-            print(rp.graph_text(data))
+            print(_safe(rp.graph_text(data)))
         return 0
     # one graph folder: print a stage's text (default: the captured forward graph)
     stages = data.get("stages", [])
@@ -340,7 +374,7 @@ def cmd_show(a) -> int:
             names = ", ".join(s["file"] for s in stages)
             raise ToolError(f"{root}: no stage {a.stage!r} for the {which} graph (stages: {names})")
         file = cand[-1]["file"]
-    print(_read(str(root / file)), end="")
+    print(_safe(_read(str(_confined(root, file)))), end="")
     return 0
 
 
@@ -412,6 +446,18 @@ def cmd_run(argv: list[str]) -> int:
     except OSError as e:
         raise ToolError(f"{out}: cannot create the dump directory: {e.strerror or e}") from None
     os.environ["EMBER_DUMP"] = str(out_dir)
+    status = _run_script(sp, args, "the dump holds what was compiled before")
+    run.flush()
+    data = rp.load(out_dir)
+    print(rp.summary_table(data))
+    if not data.get("graphs"):
+        print("(no graph was compiled: does the script call ember.compile?)")
+    print(f"report: {out_dir / 'index.html'}")
+    return status
+
+
+def _run_script(sp: Path, args: list[str], after_error: str) -> int:
+    """Run a Python script as __main__ with its own argv; returns its exit status."""
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [str(sp)] + list(args)
     sys.path.insert(0, str(sp.resolve().parent))
@@ -427,18 +473,104 @@ def cmd_run(argv: list[str]) -> int:
             tb = tb.tb_next
         sys.stdout.flush()
         traceback.print_exception(type(e), e, tb or e.__traceback__)
-        print(f"{PROG}: {script} raised; the dump holds what was compiled before", file=sys.stderr)
+        print(f"{PROG}: {sp} raised; {after_error}", file=sys.stderr)
         status = 1
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
-    run.flush()
-    data = rp.load(out_dir)
-    print(rp.summary_table(data))
-    if not data.get("graphs"):
-        print("(no graph was compiled: does the script call ember.compile?)")
-    print(f"report: {out_dir / 'index.html'}")
     return status
+
+
+PROFILE_HELP = """usage: ember-ir profile [--sort KEY] [--row-limit N] [--trace FILE] SCRIPT [ARGS...]
+
+Run a Python script under ember.profiler and print the table of its compiled kernels, library calls
+(GEMMs) and eager ops: calls, self / total / mean time, bytes moved, GB/s and % of the measured copy
+bandwidth (GFLOP/s for GEMMs).  KEY: self_cpu_time_total (default), cpu_time_total, cpu_time, count.
+--trace FILE also writes a Chrome trace.  Options come before SCRIPT; what follows it goes to the script."""
+
+
+def cmd_profile(argv: list[str]) -> int:
+    from .. import profiler
+    opts = {"--sort": "self_cpu_time_total", "--row-limit": "30", "--trace": None}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        if argv[i] in ("-h", "--help"):
+            print(PROFILE_HELP)
+            return 0
+        if argv[i] not in opts or i + 1 >= len(argv):
+            raise ToolError(f"profile: unknown option or missing value: {argv[i]}")
+        opts[argv[i]] = argv[i + 1]
+        i += 2
+    if i >= len(argv):
+        raise ToolError("profile: missing SCRIPT")
+    sort = opts["--sort"]
+    if sort not in profiler.SORT_KEYS:
+        raise ToolError(f"profile: --sort must be one of {', '.join(profiler.SORT_KEYS)}, not {sort!r}")
+    try:
+        limit = int(opts["--row-limit"])
+    except ValueError:
+        raise ToolError(f"profile: --row-limit expects an integer, not {opts['--row-limit']!r}") from None
+    sp = Path(argv[i])
+    if not sp.is_file():
+        raise ToolError(f"{sp}: no such file" if not sp.exists() else f"{sp}: not a file")
+    with profiler.profile() as prof:
+        status = _run_script(sp, argv[i + 1:], "the table shows what ran before")
+    sys.stdout.flush()
+    print(prof.key_averages().table(sort_by=sort, row_limit=limit))
+    if opts["--trace"]:
+        prof.export_chrome_trace(opts["--trace"])
+        print(f"trace: {opts['--trace']}")
+    return status
+
+
+def cmd_bisect(a) -> int:
+    """Bisect the check repros in a dump (or made by running a script with EMBER_CHECK=fp64)."""
+    from ..compiler.check import bisect, load_repros
+    target = Path(a.target)
+    if target.is_file() and target.suffix == ".py":
+        out = Path(a.out or tempfile.mkdtemp(prefix="ember_bisect_")).resolve()
+        status = _run_checked(target, a.args, out)
+        target = out
+        print(f"{a.target}: {'ran without a check mismatch' if status == 0 else 'stopped'}; repros under {out}")
+    elif not target.is_dir():
+        raise ToolError(f"{a.target}: not a dump directory or a .py script")
+    try:
+        repros = load_repros(target)
+    except (ValueError, OSError) as e:
+        raise ToolError(f"{a.target}: damaged check repro: {_one_line(e)}") from None
+    if not repros:
+        raise ToolError(f"{a.target}: no check repro (a check_repro folder appears when a graph compiled with "
+                        "EMBER_CHECK=fp64 disagrees with its float64 reference)")
+    for name, graph, arrays in repros:
+        print(f"== {name}")
+        for line in bisect(graph, arrays, runner=a.runner):
+            print(line)
+    return 1
+
+
+def _run_checked(script: Path, args, out: Path) -> int:
+    """Run a script with check mode on and dumping into `out`; its CheckError ends it (status 1)."""
+    from ..compiler.check import CheckError
+    env = {"EMBER_CHECK": "fp64", "EMBER_DUMP": str(out)}
+    old_env = {k: os.environ.get(k) for k in env}
+    old_argv, old_path = sys.argv, list(sys.path)
+    os.environ.update(env)
+    sys.argv = [str(script)] + list(args)
+    sys.path.insert(0, str(script.resolve().parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+    except CheckError:
+        return 1
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -469,17 +601,26 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("a")
     d.add_argument("b")
     sub.add_parser("passes", help="list the known passes")
+    b = sub.add_parser("bisect", help="name the first pass / fusion decision / kernel that changes an answer")
+    b.add_argument("target", help="a dump (or check_repro) folder, or a .py script to run with EMBER_CHECK=fp64")
+    b.add_argument("args", nargs="*", help="the script's arguments")
+    b.add_argument("--runner", choices=("llvm", "numpy"), default="llvm", help="kernel runner (default llvm)")
+    b.add_argument("--out", help="with a script: where to dump (default: a new temporary folder)")
+    sub.add_parser("profile", help="run a script under ember.profiler and print the kernel table "
+                                   "(ember-ir profile [--sort KEY] [--row-limit N] SCRIPT [ARGS...])", add_help=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if argv[:1] != ["run"]:
+    if argv[:1] not in (["run"], ["profile"]):
         argv = [x for x in argv if x != "--debug"]
     try:
         if argv and argv[0] == "run":
             return cmd_run(argv[1:])
+        if argv and argv[0] == "profile":
+            return cmd_profile(argv[1:])
         a = _build_parser().parse_args([x for x in argv])
         if a.cmd is None:
             _build_parser().print_help()
@@ -489,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                 doc = getattr(fn, "doc", "") or (fn.__doc__ or "").strip().split("\n")[0]
                 print(f"{name:<16} {doc}")
             return 0
-        return {"show": cmd_show, "opt": cmd_opt, "codegen": cmd_codegen, "diff": cmd_diff}[a.cmd](a)
+        return {"show": cmd_show, "opt": cmd_opt, "codegen": cmd_codegen, "diff": cmd_diff,
+                "bisect": cmd_bisect}[a.cmd](a)
     except ToolError as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2

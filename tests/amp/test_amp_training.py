@@ -10,7 +10,7 @@ import pytest
 import ember
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
-from bench_compile import make_mnist_net  # noqa: E402  (the one definition of the seed CNN)
+from bench_models import make_mnist_net  # noqa: E402  (the one definition of the seed CNN)
 
 F = ember.nn.functional
 

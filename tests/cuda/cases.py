@@ -124,6 +124,12 @@ def _fusion_programs():
     progs.append(("mnist_dropout", M.mnist_dropout_loss,
                   [E.randn(4, 1, 28, 28), E.randint(0, 10, (4,))] + list(mp.values())))
     progs.append(("gpt_dropout", M.gpt_dropout_loss, [E.randn(2, 8, 32)] + list(gp.values())))
+    # window lowerings (batch-last convolution, per-offset pooling, fold as wrapped-index terms) with
+    # strides, dilations, padding and overlapping windows
+    F = E.nn.functional
+    progs.append(("windows", lambda x, w: F.avg_pool2d(F.max_pool2d(F.conv2d(x, w, stride=2, padding=1, dilation=2),
+                                                                    3, 2, 1), 2, 1, 1, count_include_pad=False),
+                  [E.randn(2, 3, 11, 11, requires_grad=True), E.randn(4, 3, 3, 3, requires_grad=True)]))
     return progs
 
 

@@ -288,6 +288,7 @@ def test_modes_are_validated_like_torch_compile():
     with pytest.raises(RuntimeError, match="Either mode or options can be specified"):
         E.compile(lambda x: x + 1, mode="reduce-overhead", options={"triton.cudagraphs": True})
     assert E.compile(lambda x: x, options={"triton.cudagraphs": True}).cuda_graphs
+    assert E.compile(lambda x: x, mode="reduce-overhead", options={"check": "fp64"}).cuda_graphs   # ember's own
     assert E.compile(lambda x: x, mode="max-autotune-no-cudagraphs").cuda_graphs is False
 
 

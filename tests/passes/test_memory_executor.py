@@ -229,10 +229,18 @@ def test_reshape_maps_simplify(in_shape, out_shape, want):
     assert fi.key_of(fi.simplify_all(fi.map_reshape(in_shape, out_shape, idx), rng)) == want
 
 
+def test_simplifier_splits_merged_dims():
+    rng = {"o0": (0, 23), "r0": (0, 63)}
+    assert fi.key_of([fi.simplify((r(0) + o(0) * 64) // 128, rng)]) == "o0 // 2"
+    assert fi.key_of([fi.simplify((r(0) + o(0) * 64) % 128, rng)]) == "r0 + o0 % 2*64"
+
+
 def test_simplifier_is_exact():
     rng = {"o0": (0, 5), "o1": (0, 6), "r0": (0, 3)}
     exprs = [(o(0) * 7 + o(1)) // 7, (o(0) * 7 + o(1)) % 7, ((o(0) * 4 + r(0)) // 2) % 3,
-             (o(1) - 3) % 7, (o(0) * 3 + 5) // 3, ((o(1) // 2) // 3)]
+             (o(1) - 3) % 7, (o(0) * 3 + 5) // 3, ((o(1) // 2) // 3),
+             # a merged dim split again: (j*R + n) // (s*R) with n < R is j // s (and the % twin)
+             (r(0) + o(0) * 4) // 8, (r(0) + o(0) * 4) % 8, (o(1) * 6 + 3) // 4, (o(1) * 6 + 5) % 12]
     for e in exprs:
         s = fi.simplify(e, rng)
         for a in range(6):

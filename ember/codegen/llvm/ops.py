@@ -61,15 +61,18 @@ def truth(b, x, d: dt.DType):
     return b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
 
 
-def _fptosi_sat(b, x, m, dty):
-    # saturating convert to i64 (plain fptosi is poison out of range), then wrap to the target width
-    # like numpy does on x86
+def _fptosi_x86(b, x, dty):
+    """float -> integer as numpy and PyTorch do on x86 (cvttss2si): truncate toward zero; NaN and
+    values outside int32 (int64 for an int64 target) give INT_MIN; narrower targets convert through
+    int32 and wrap (plain fptosi would be poison out of range)."""
     if x.type == ir.HalfType():
         x = b.fpext(x, ir.FloatType())
-    name = f"llvm.fptosi.sat.i64.{'f32' if x.type == ir.FloatType() else 'f64'}"
-    sat = m.globals.get(name) or ir.Function(m, ir.FunctionType(I64, [x.type]), name)
-    v = b.call(sat, [x])
-    return v if dty == I64 else b.trunc(v, dty)
+    w = 64 if dty.width == 64 else 32
+    lo, hi = ir.Constant(x.type, -float(2 ** (w - 1))), ir.Constant(x.type, float(2 ** (w - 1)))
+    ok = b.and_(b.fcmp_ordered(">=", x, lo), b.fcmp_ordered("<", x, hi))
+    v = b.fptosi(b.select(ok, x, ir.Constant(x.type, 0.0)), ir.IntType(w))
+    v = b.select(ok, v, ir.Constant(ir.IntType(w), -(2 ** (w - 1))))
+    return v if dty.width == w else b.trunc(v, dty)
 
 
 def _int_resize(b, x, dty, unsigned: bool):
@@ -110,15 +113,16 @@ _CASTS = {   # (builder, x, src dtype, dst dtype, module) -> value, per ember/co
     "same": lambda b, x, src, dst, m: x,
     "truth": lambda b, x, src, dst, m: truth(b, x, src),
     "float": lambda b, x, src, dst, m: _float_resize(b, x, src, dst),
-    "float_int": lambda b, x, src, dst, m: _fptosi_sat(b, x, m, llvm_type(dst)),
+    "float_int": lambda b, x, src, dst, m: _fptosi_x86(b, x, llvm_type(dst)),
     "int_float": lambda b, x, src, dst, m: (b.uitofp if is_unsigned(src) else b.sitofp)(x, llvm_type(dst)),
     "int": lambda b, x, src, dst, m: _int_resize(b, x, llvm_type(dst), is_unsigned(src)),
 }
 
 
 def convert(b, x, src: dt.DType, dst: dt.DType, m):
-    """numpy astype semantics (float -> int truncates toward zero; out-of-range/NaN saturate
-    instead of being undefined).  bfloat16 lives in float32 registers: convert as float32, then round."""
+    """numpy astype semantics on x86 (float -> int truncates toward zero; NaN and out-of-range
+    values give INT_MIN, as numpy and PyTorch do, instead of being undefined). bfloat16 lives in
+    float32 registers: convert as float32, then round."""
     s = dt.float32 if src is dt.bfloat16 else src
     t = dt.float32 if dst is dt.bfloat16 else dst
     return bf16_round(b, _CASTS[cast_rule(s, t)](b, x, s, t, m), dst)
@@ -218,7 +222,7 @@ def _pow(e, x, y, d):
 
 def _remainder(e, x, y, d):
     if d.is_floating_point:
-        return _float_remainder(e.b, x, y)
+        return _float_remainder(e.b, e.m, x, y)
     return _int_floor_divmod(e.b, x, y, is_unsigned(d), "remainder")
 
 
@@ -277,13 +281,17 @@ def arg_better(b, op: str, d: dt.DType, v, best):
 
 
 # ===================================================================== numpy integer/float rules
-def _float_remainder(b, x, y):
-    """Python/numpy x % y: fmod, then move into the divisor's sign."""
+def _float_remainder(b, m, x, y):
+    """Python/numpy x % y (npy_remainder): fmod, then move into the divisor's sign; an exact zero
+    takes the divisor's sign; NaN stays NaN."""
     zero = ir.Constant(x.type, 0.0)
     r = b.frem(x, y)
-    fix = b.and_(b.fcmp_ordered("!=", r, zero),
+    fix = b.and_(b.fcmp_unordered("!=", r, zero),
                  b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
-    return b.select(fix, b.fadd(r, y), r)
+    r = b.select(fix, b.fadd(r, y), r)
+    signed_zero = b.call(intrinsic(m, "copysign", x.type, 2), [zero, y])
+    exact = b.and_(b.fcmp_ordered("==", r, zero), b.fcmp_ordered("!=", y, zero))
+    return b.select(exact, signed_zero, r)
 
 
 def _float_floor_divide(b, m, x, y):
@@ -292,13 +300,14 @@ def _float_floor_divide(b, m, x, y):
     zero, one, half = ir.Constant(ty, 0.0), ir.Constant(ty, 1.0), ir.Constant(ty, 0.5)
     mod = b.frem(x, y)
     div = b.fdiv(b.fsub(x, mod), y)
-    adj = b.and_(b.fcmp_ordered("!=", mod, zero),
+    # C's `if (mod)` and `if (div)`: NaN is true (unordered !=), so NaN stays NaN
+    adj = b.and_(b.fcmp_unordered("!=", mod, zero),
                  b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
     div = b.select(adj, b.fsub(div, one), div)
     fl = b.call(intrinsic(m, "floor", ty, 1), [div])
     fl = b.select(b.fcmp_ordered(">", b.fsub(div, fl), half), b.fadd(fl, one), fl)
     q0 = b.fdiv(x, y)
-    res = b.select(b.fcmp_ordered("!=", div, zero), fl,
+    res = b.select(b.fcmp_unordered("!=", div, zero), fl,
                    b.call(intrinsic(m, "copysign", ty, 2), [zero, q0]))
     return b.select(b.fcmp_ordered("==", y, zero), q0, res)
 

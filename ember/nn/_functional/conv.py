@@ -1,8 +1,13 @@
 """Convolutions, im2col (unfold/fold) and padding, built on the `pad`, `windows` and `fold` primitives.
 
-conv: pad -> windows (a strided view [N, C, *out, *kernel]) -> a batched GEMM against the weight
-([O, C*K] @ [N, C*K, L] -> [N, O, L], already in contiguous NCHW order) -> bias. Groups add a group
-dimension to the same GEMM.
+conv: the input moved batch-last, [C, *sp, N] (pad), windows (a strided view [N, C, *out, *kernel]),
+columns laid out with the batch innermost, [C*K, *out, N] (im2col), one GEMM per group giving
+[O, *out, N], bias, returned as an [N, O, *out] permuted view.  Why batch-last: every kernel that
+touches a window -- im2col, the pooling that follows, the fold of the input gradient -- then loops
+over the batch innermost, so each window offset is a contiguous run of N values: vectorised in
+compiled code (where a permute is only an index map, and no window needs a bounds mask per
+element: ember/passes/decompose.py, pooling.py), long numpy inner loops in eager mode.
+Groups add a group dimension to the same GEMM.
 conv_transpose is the adjoint: one GEMM to [N, O, *in, *kernel] patches, then `fold` sums them.
 """
 from __future__ import annotations
@@ -13,7 +18,7 @@ import numpy as np
 
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
-from ._util import Tensor, const, ntuple
+from ._util import Tensor, const, is_tracing, ntuple
 
 
 def _check_conv_input(input, weight, groups, nd, op, transposed=False):
@@ -73,34 +78,56 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
             raise RuntimeError(f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
                                f"Kernel size: ({' x '.join(map(str, kernel))}). Kernel size can't be greater "
                                "than actual input size")
+    # batch-last input [C, *sp, N]: a free permute when traced; in eager one copy (none when the
+    # input already is laid out so, e.g. the output of a convolution + pooling), after which every
+    # window offset below reads runs of N contiguous values
+    xt = P("permute", x, dims=tuple(range(1, nd + 2)) + (0,))
+    if not is_tracing():
+        xt = P("reshape", P("reshape", xt, shape=(C, math.prod(xt.shape[1:]))), shape=tuple(xt.shape))
     if any(lo or hi for lo, hi in pads):
-        x = P("pad", x, pads=((0, 0), (0, 0)) + tuple(pads), value=0.0)
+        xt = P("pad", xt, pads=((0, 0),) + tuple(pads) + ((0, 0),), value=0.0)
+    x = P("permute", xt, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))
     w = P("windows", x, kernel=kernel, stride=stride, dilation=dilation)      # [N, C, *out, *k]
-    out_sp = tuple(w.shape[2:2 + nd])
-    L = math.prod(out_sp)
-    K = math.prod(kernel)
-    O = weight.shape[0]
-    G = groups
+    y = _conv_batch_last(w, weight, bias, groups, nd)
+    return P("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
+
+
+def _conv_batch_last(w: Tensor, weight: Tensor, bias, groups: int, nd: int) -> Tensor:
+    """Convolution from its windows w [N, C, *out, *k]: columns [G, Cg*K, L*N] (batch innermost),
+    one GEMM with the weight [G, O/G, Cg*K], bias, and the [O, *out, N] result handed back as an
+    [N, O, *out] permuted view (see the module docstring)."""
+    N, C = w.shape[0], w.shape[1]
+    out_sp, kernel = tuple(w.shape[2:2 + nd]), tuple(w.shape[2 + nd:])
+    L, K = math.prod(out_sp), math.prod(kernel)
+    O, G = weight.shape[0], groups
     Cg = C // G
-    # [N, C, *out, *k] -> [N, G, Cg*K, L]; weight [G, O/G, Cg*K]; the GEMM gives [N, G, O/G, L],
-    # which is already the contiguous NC(spatial) layout PyTorch code expects (x.view works)
-    k_dims = tuple(range(3 + nd, 3 + 2 * nd))
-    o_dims = tuple(range(3, 3 + nd))
-    cols = P("reshape", w, shape=(N, G, Cg) + tuple(w.shape[2:]))
-    cols = P("permute", cols, dims=(0, 1, 2) + k_dims + o_dims)
+    k_dims = tuple(range(2 + nd, 2 + 2 * nd))
+    o_dims = tuple(range(2, 2 + nd))
+    cols = P("permute", w, dims=(1,) + k_dims + o_dims + (0,))                  # [C, *k, *out, N]
+    if G == 1 and bias is not None and is_tracing():
+        # the bias as one more column of the weight against a row of ones under the columns: the
+        # GEMM adds it, and its gradient comes out of the weight-gradient GEMM as that column
+        # (no reduction over the batch and positions, which a kernel would do with only O-way
+        # parallelism); the im2col kernel writes the extra row for free
+        # (the ones are joined before the positions and the batch are merged: the kernel that
+        # writes the columns keeps its [rows, *out, N] loops, the batch innermost)
+        cols = P("reshape", cols, shape=(C * K,) + out_sp + (N,))
+        ones = P("full", shape=(1,) + out_sp + (N,), value=1.0, dtype=cols.dtype, device=cols.device)
+        cols = P("reshape", P("cat", cols, ones, dim=0), shape=(C * K + 1, L * N))
+        wb = P("cat", P("reshape", weight, shape=(O, C * K)), P("reshape", bias, shape=(O, 1)), dim=1)
+        y = P("matmul", wb, cols)                                                 # [O, L*N]
+        y = P("reshape", y, shape=(O,) + out_sp + (N,))
+        return P("permute", y, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))
     if G == 1:
-        cols = P("reshape", cols, shape=(N, Cg * K, L))
-        y = P("matmul", P("reshape", weight, shape=(O, Cg * K)), cols)                  # [N, O, L]
+        cols = P("reshape", cols, shape=(C * K, L * N))
+        y = P("matmul", P("reshape", weight, shape=(O, C * K)), cols)            # [O, L*N]
     else:
-        cols = P("reshape", cols, shape=(N, G, Cg * K, L))
-        y = P("matmul", P("reshape", weight, shape=(G, O // G, Cg * K)), cols)         # [N, G, O/G, L]
-        y = P("reshape", y, shape=(N, O, L))
+        cols = P("reshape", cols, shape=(G, Cg * K, L * N))
+        y = P("matmul", P("reshape", weight, shape=(G, O // G, Cg * K)), cols)   # [G, O/G, L*N]
+    y = P("reshape", y, shape=(O,) + out_sp + (N,))
     if bias is not None:
-        y = P("add", y, P("reshape", bias, shape=(O, 1)))
-    y = P("reshape", y, shape=(N, O) + out_sp)
-    if unbatched:
-        y = P("reshape", y, shape=tuple(y.shape[1:]))
-    return y
+        y = P("add", y, P("reshape", bias, shape=(O,) + (1,) * (nd + 1)))
+    return P("permute", y, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))       # [N, O, *out]
 
 
 @autocast_op("conv1d")

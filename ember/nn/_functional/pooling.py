@@ -1,6 +1,14 @@
 """Pooling on the `windows` primitive: max = pad(-inf) + windows + amax, avg = pad(0) + windows + sum /
 divisor (a constant map that encodes count_include_pad and ceil_mode), adaptive avg = a reshape-mean
-when sizes divide and two small averaging matmuls otherwise."""
+when sizes divide and two small averaging matmuls otherwise.
+
+Eager max pooling runs a running maximum over the window offsets' strided slices (_max_pool_eager).
+Traced (ember.compile) pooling with up to TAPS_MAX window offsets is written the same way, on the
+input moved batch-last ([C, *spatial, N], a free permute in compiled code; a convolution hands its
+result over in that layout): one strided slice per offset, combined by where(gt) (max: the first
+maximum wins and gets the gradient, as in PyTorch) or add (avg).  The fused kernel then loops over
+the batch innermost -- contiguous, vectorised -- and the backward is a sum of per-offset terms
+instead of a fold with a bounds mask per element."""
 from __future__ import annotations
 
 import itertools
@@ -58,6 +66,8 @@ def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return
     lead = ((0, 0),) * (input.ndim - nd)
     if not is_tracing() and not return_indices:
         return _max_pool_eager(input, k, s, d, outs, lead + pads)
+    if not return_indices and math.prod(k) <= TAPS_MAX:
+        return _pool_taps(input, "max", k, s, d, outs, pads, nd)
     x = input
     if any(lo or hi for lo, hi in pads):
         x = P("pad", x, pads=lead + pads, value=float("-inf"))
@@ -87,6 +97,50 @@ def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return
     return vals, idx
 
 
+TAPS_MAX = 64    # traced pools with more window offsets than this reduce over windows instead
+
+
+def _pool_taps(input, how, k, s, d, outs, pads, nd):
+    """Traced pooling as one slice per window offset (see the module docstring): max keeps the
+    first maximum (NaN wins, as in PyTorch), avg returns the sum (the caller divides).
+    Non-overlapping windows (stride == kernel, dilation 1) are cut by a reshape, [.., o*k, ..] ->
+    [.., o, k, ..], and an offset is a plain index into the k dim: in the backward every offset's
+    term then reads the incoming gradient at the same index (a strided slice's adjoint would read
+    it at a different index per offset, and a fused kernel would recompute its producer each time)."""
+    moved = input.ndim == nd + 2
+    x = P("permute", input, dims=tuple(range(1, nd + 2)) + (0,)) if moved else input   # [C, *sp, (N)]
+    if any(lo or hi for lo, hi in pads):
+        full = ((0, 0),) + tuple(pads) + (((0, 0),) if moved else ())
+        x = P("pad", x, pads=full, value=float("-inf") if how == "max" else 0.0)
+    tail = (x.shape[-1],) if moved else ()
+    blocks = s == k and all(di == 1 for di in d)
+    if blocks:
+        span = tuple(o * ki for o, ki in zip(outs, k))
+        if tuple(x.shape[1:1 + nd]) != span:        # rows past the last window take no part
+            x = P("slice", x, starts=(0,) * x.ndim, stops=(x.shape[0],) + span + tail, steps=(1,) * x.ndim)
+        x = P("reshape", x, shape=(x.shape[0],) + sum(((o, ki) for o, ki in zip(outs, k)), ()) + tail)
+    acc = None
+    for off in itertools.product(*(range(ki) for ki in k)):
+        starts, stops, steps = [0] * x.ndim, list(x.shape), [1] * x.ndim
+        for i, (o, ki, si, di, oi) in enumerate(zip(off, k, s, d, outs)):
+            if blocks:                                 # [C, o1, k1, o2, k2, (N)]: index o into k_i
+                starts[2 + 2 * i], stops[2 + 2 * i] = o, o + 1
+            else:
+                starts[1 + i], stops[1 + i], steps[1 + i] = o * di, o * di + si * (oi - 1) + 1, si
+        t = P("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+        if blocks:
+            t = P("reshape", t, shape=(x.shape[0],) + tuple(outs) + tail)
+        if acc is None:
+            acc = t
+        elif how == "max":
+            better = P("logical_or", P("gt", t, acc),
+                       P("logical_and", P("isnan", t), P("logical_not", P("isnan", acc))))
+            acc = P("where", better, t, acc)
+        else:
+            acc = P("add", acc, t)
+    return P("permute", acc, dims=(nd + 1,) + tuple(range(nd + 1))) if moved else acc
+
+
 def _select(xp, c, x, y):
     from ...frontend.prims import _where
     return _where(xp, c, x, y)
@@ -109,8 +163,8 @@ def _max_pool_eager(input, k, s, d, outs, pads):
                                  for o, di, si, oi in zip(off, d, s, outs))
         v = a[sl]
         if out is None:
-            out = v.copy()
-            arg = xp.zeros(out.shape, dtype=np.int16 if len(offsets) > 127 else np.int8)
+            out = v.copy(order="K")     # keep the input's memory order (batch-last after a conv)
+            arg = xp.zeros_like(out, dtype=np.int16 if len(offsets) > 127 else np.int8)
             continue
         win = v > out
         if input.dtype.is_floating_point:
@@ -128,6 +182,8 @@ def _max_pool_eager(input, k, s, d, outs, pads):
         lead = pads[:-nd]
 
         def vjp(g, o, x):
+            if xp is np and not ag.is_grad_enabled():
+                return (_max_pool_grad_numpy(g, a, arg, k, s, d, outs, pads, input.device),)
             shape = tuple(g.shape)
             one = (1,) + shape
             gk = P("where", P("eq", P("reshape", argt, shape=one), kids), P("reshape", g, shape=one), 0.0)
@@ -153,6 +209,26 @@ def _max_pool_eager(input, k, s, d, outs, pads):
             return (gx,)
         attach_node(y, "max_pool", vjp, {}, (input,), "")
     return y
+
+
+def _max_pool_grad_numpy(g, a, arg, k, s, d, outs, pads, device):
+    """Plain backward (no create_graph) of _max_pool_eager in numpy: g goes to the offset that won
+    each window, one strided write per offset, in the memory order of the (padded) input `a`."""
+    ga = g._data
+    dx = np.zeros_like(a, dtype=ga.dtype)
+    disjoint = all(si >= di * (ki - 1) + 1 for si, di, ki in zip(s, d, k))   # windows do not overlap
+    zero = np.zeros((), ga.dtype)
+    for kid, off in enumerate(itertools.product(*(range(ki) for ki in k))):
+        sl = (Ellipsis,) + tuple(slice(o * di, o * di + si * (oi - 1) + 1, si)
+                                 for o, di, si, oi in zip(off, d, s, outs))
+        part = _select(np, arg == kid, ga, zero)
+        if disjoint:
+            dx[sl] = part
+        else:
+            dx[sl] += part
+    if any(lo or hi for lo, hi in pads):
+        dx = dx[tuple(slice(lo, n - hi) for (lo, hi), n in zip(pads, dx.shape))]
+    return _wrap(dx, device)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -193,13 +269,17 @@ def _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pa
         raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
     k, s, p, d, outs, pads = _prep(input, kernel_size, stride, padding, 1, ceil_mode, nd, op)
     lead = ((0, 0),) * (input.ndim - nd)
-    x = input
-    if any(lo or hi for lo, hi in pads):
-        x = P("pad", x, pads=lead + pads, value=0.0)
-    w = P("windows", x, kernel=k, stride=s, dilation=d)
-    if tuple(w.shape[-2 * nd:-nd]) != outs:
-        w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k, steps=(1,) * w.ndim)
-    total = P("sum", w, dims=tuple(range(w.ndim - nd, w.ndim)), keepdim=False)
+    if is_tracing() and math.prod(k) <= TAPS_MAX:
+        total = _pool_taps(input, "sum", k, s, d, outs, pads, nd)
+    else:
+        x = input
+        if any(lo or hi for lo, hi in pads):
+            x = P("pad", x, pads=lead + pads, value=0.0)
+        w = P("windows", x, kernel=k, stride=s, dilation=d)
+        if tuple(w.shape[-2 * nd:-nd]) != outs:
+            w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k,
+                  steps=(1,) * w.ndim)
+        total = P("sum", w, dims=tuple(range(w.ndim - nd, w.ndim)), keepdim=False)
     if divisor_override:
         return P("mul", total, 1.0 / divisor_override)
     div = _avg_divisor(tuple(input.shape[-nd:]), outs, k, s, p, count_include_pad)

@@ -1,0 +1,182 @@
+"""ember.profiler: compiled kernels, externs and eager ops timed per call; nothing left behind when off."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+import ember
+from ember import profiler
+from ember.frontend import dispatch
+from ember.tools import cli
+
+
+def _mlp_step():
+    """A compiled two-layer MLP loss, its backward, and the compiled function (LLVM backend)."""
+    ember.manual_seed(0)
+    lin1, lin2 = ember.nn.Linear(64, 32), ember.nn.Linear(32, 10)
+    F = ember.nn.functional
+
+    def loss_fn(x, y):
+        return F.cross_entropy(lin2(F.relu(lin1(x))), y)
+
+    cf = ember.compile(loss_fn)
+    rng = np.random.default_rng(0)
+    x = ember.from_numpy(rng.standard_normal((128, 64)).astype(np.float32))
+    y = ember.from_numpy(rng.integers(0, 10, 128).astype(np.int64))
+
+    def step():
+        loss = cf(x, y)
+        loss.backward()
+        return loss
+    step()                 # compile outside the profile
+    return step, cf, (lin1, lin2)
+
+
+def _programs(cf):
+    v = cf.variants[-1]
+    return [ex.program for ex in (v.forward_exec, v.backward_exec) if hasattr(ex, "program")]
+
+
+def _steps(cf, kind):
+    return [s for p in _programs(cf) for s in p.steps if type(s).__name__ == kind]
+
+
+def test_kernel_rows_match_the_program_and_times_add_up():
+    step, cf, _ = _mlp_step()
+    assert _programs(cf) and all(p is not None for p in _programs(cf))
+    calls = 3
+    t0 = time.perf_counter()
+    with profiler.profile() as prof:
+        for _ in range(calls):
+            step()
+    wall_us = (time.perf_counter() - t0) * 1e6
+    rows = prof.key_averages()
+    kernels = [r for r in rows if r.kind == "kernel"]
+    externs = [r for r in rows if r.kind == "extern"]
+    # generated kernels: the kernel steps and the fused epilogues of the library calls
+    epilogues = [s for s in _steps(cf, "ExternStep") if s.kernel.epilogue is not None]
+    assert epilogues
+    assert len(kernels) == len(_steps(cf, "KernelStep")) + len(epilogues)
+    assert len(externs) == len(_steps(cf, "ExternStep")) > 0
+    assert sum(r.key.endswith(".epilogue") for r in kernels) == len(epilogues)
+    for r in kernels + externs:
+        assert r.count == calls, r
+        assert r.self_cpu_time_total > 0 and r.cpu_time > 0
+        assert r.nbytes > 0
+    assert all(r.flops > 0 for r in externs)
+    total = sum(r.self_cpu_time_total for r in rows)
+    assert 0 < total <= wall_us
+    assert all(e.self_cpu_time_total >= 0 and e.end_us >= e.start_us for e in prof.events())
+    table = rows.table(sort_by="self_cpu_time_total", row_limit=-1)
+    for r in kernels + externs:
+        assert r.key in table
+    assert "GB/s" in table and "Self CPU time total" in table
+    # the row names say which graph a kernel belongs to
+    assert any(r.key.startswith("backward.") for r in kernels)
+
+
+def test_eager_ops_are_recorded_with_bytes():
+    a = ember.randn(256, 256)
+    b = ember.randn(256, 256)
+    with profiler.profile() as prof:
+        for _ in range(4):
+            (a + b).relu()
+    rows = {r.key: r for r in prof.key_averages()}
+    assert rows["add"].kind == "eager" and rows["add"].count == 4
+    assert rows["add"].nbytes == 4 * 3 * 256 * 256 * 4          # two inputs and the output, per call
+    assert rows["add"].self_cpu_time_total > 0
+
+
+def test_nothing_is_left_behind_when_off():
+    step, cf, _ = _mlp_step()
+    v = cf.variants[-1]
+    envs = [dict(ex.env) for ex in (v.forward_exec, v.backward_exec)]
+    kernels = dict(dispatch.KERNELS)
+    with profiler.profile():
+        step()
+        assert any(fn is not envs[0][k] for k, fn in v.forward_exec.env.items() if k.startswith("_"))
+    for ex, before in zip((v.forward_exec, v.backward_exec), envs):
+        assert all(ex.env[k] is fn for k, fn in before.items())
+    assert all(dispatch.KERNELS[k] is fn for k, fn in kernels.items())
+
+
+def test_results_unchanged_under_the_profiler():
+    step, cf, (lin1, _) = _mlp_step()
+    lin1.weight.grad = None
+    ref = step().item(), lin1.weight.grad.numpy().copy()
+    lin1.weight.grad = None
+    with profiler.profile():
+        got = step().item(), lin1.weight.grad.numpy().copy()
+    assert ref[0] == got[0]
+    np.testing.assert_array_equal(ref[1], got[1])
+
+
+def test_executor_built_while_profiling_is_timed():
+    x = ember.randn(64, 64)
+    cf = ember.compile(lambda t: (t * 2 + 1).exp().sum(1))
+    with profiler.profile() as prof:
+        cf(x)            # compiled inside the profile
+        cf(x)
+    kernels = [r for r in prof.key_averages() if r.kind == "kernel"]
+    assert kernels and all(r.count == 2 for r in kernels)
+
+
+def test_record_function_nests_and_self_time_excludes_children():
+    a = ember.randn(128, 128)
+    with profiler.profile() as prof:
+        with profiler.record_function("my_block"):
+            for _ in range(3):
+                a * a
+    rows = {r.key: r for r in prof.key_averages()}
+    blk = rows["my_block"]
+    assert blk.kind == "user" and blk.count == 1
+    assert blk.self_cpu_time_total < blk.cpu_time_total
+    assert abs(blk.cpu_time_total - blk.self_cpu_time_total - rows["mul"].cpu_time_total) < 1.0
+
+
+def test_bad_use_is_a_clear_error(tmp_path):
+    with profiler.profile():
+        with pytest.raises(RuntimeError, match="already recording"):
+            profiler.profile().__enter__()
+    with profiler.profile() as prof:
+        ember.randn(4) + 1
+    with pytest.raises(ValueError, match="sort_by must be one of"):
+        prof.key_averages().table(sort_by="speed")
+    with pytest.raises(TypeError, match="ProfilerActivity"):
+        profiler.profile(activities=["cpu"])
+    path = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(path))
+    assert json.loads(path.read_text())["traceEvents"]
+
+
+def test_disabled_profile_records_nothing():
+    with profiler.profile(enabled=False) as prof:
+        ember.randn(4) + 1
+    assert prof.key_averages() == []
+
+
+SCRIPT = """
+import sys
+import ember
+cf = ember.compile(lambda a: (a * 3).sum())
+x = ember.randn(32, 32)
+for _ in range(int(sys.argv[1])):
+    cf(x)
+print("script done")
+"""
+
+
+def test_cli_profile_prints_the_table(tmp_path, capsys):
+    script = tmp_path / "s.py"
+    script.write_text(SCRIPT)
+    rc = cli.main(["profile", "--row-limit", "5", str(script), "4"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "script done" in out
+    assert "Self CPU time total" in out and "# of Calls" in out
+    row = next(line for line in out.splitlines() if line.startswith("forward.k"))
+    assert " kernel " in row and " 4 " in row
+    rc = cli.main(["profile", "--sort", "speed", str(script)])
+    _, err = capsys.readouterr()
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--sort must be one of" in err
