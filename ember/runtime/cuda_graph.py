@@ -53,6 +53,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -101,7 +102,9 @@ class CapturePlan:
     inputs:   per program input, "static" (read in place; its address keys the graph) or "copied"
               (copied into a static buffer before each replay)
     results:  per program result, ("output", k): the instance's k-th output buffer (an array the
-              program allocates, or a view of one);
+              program allocates, or a view of one); ("static_in", i): the static buffer of copied
+              input i, which the program wrote in place (a mutation: the caller writes it back into
+              its tensor); ("static_in_copy", i): the same handed to the user, as a copy;
               ("view", i, shape): a reshape of input i, made from the caller's array;
               ("input", i): input i itself, the caller's array
     outputs:  value names of the buffers each graph instance owns (in `results` order, no repeats)
@@ -178,12 +181,22 @@ def plan_capture(program: Program, static: Sequence[int] = ()) -> CapturePlan:
     if not program.steps:
         reasons.append("the program launches nothing")
     index = {name: i for i, name in enumerate(program.inputs)}
+    # inputs the program writes in place: a copied one is written in its static buffer
+    written = {index[w] for st in program.steps for w in st.writes if w in index and index[w] not in static}
     results, outputs = [], []
-    for name in program.results:
+    for j, name in enumerate(program.results):
         v = program.values[name]
         if name in index:
-            results.append(("input", index[name]))
+            i = index[name]
+            if i not in written:
+                results.append(("input", i))
+            elif j >= program.n_outputs:        # a mutation: the caller writes it back at once
+                results.append(("static_in", i))
+            else:                               # handed to the user: a copy of the static buffer
+                results.append(("static_in_copy", i))
         elif v.kind is ValueKind.VIEW and v.base in index:
+            if index[v.base] in written:
+                reasons.append(f"result {name} is a view of input {v.base}, which the program writes in place")
             results.append(("view", index[v.base], tuple(v.shape)))
         elif v.kind in (ValueKind.OUTPUT, ValueKind.EAGER) or v.kind is ValueKind.VIEW:
             # a fresh array per call, or a view of one (a saved reshape): the instance keeps the
@@ -291,6 +304,7 @@ class CudaProgramRunner:
         self.plan = plan_capture(self.program, static)
         self.graphs = bool(graphs) and self.plan.capturable
         self.max_graphs = max_graphs
+        self._owner = threading.get_ident()
         self._sinks = list(stats)
         self._notify = notify
         self._told: set = set()           # record codes said once per runner
@@ -338,6 +352,10 @@ class CudaProgramRunner:
         if len(arrays) != len(self.program.inputs):
             raise TypeError(f"program {self.program.graph.name} takes {len(self.program.inputs)} inputs, "
                             f"got {len(arrays)}")
+        if threading.get_ident() != self._owner:
+            # the graphs, static buffers and staging belong to the thread that built the runner;
+            # another thread runs the executor (its own scratch per thread) kernel by kernel
+            return self.executor.run(arrays)
         t0 = time.perf_counter()
         before = rt.COUNTER.snapshot()
         self._poll_errors()
@@ -535,6 +553,11 @@ class CudaProgramRunner:
                 out.append(inst.outputs[where[0]])
             elif kind == "view":
                 out.append(arrays[where[0]].reshape(where[1]))
+            elif kind == "static_in":
+                out.append(self._static_in[where[0]])
+            elif kind == "static_in_copy":
+                out.append(self._static_in[where[0]].copy())
+                rt.COUNTER.copies += 1
             else:
                 out.append(arrays[where[0]])
         return out

@@ -78,6 +78,21 @@ def test_plan_hands_views_and_inputs_back_from_the_callers_arrays():
     assert plan.outputs == prog.results[:2]
 
 
+def _mutating_program():
+    def f(x, y):
+        x.add_(1)
+        return (x * y).sum()
+    with E.no_grad():
+        v, _ = _traced(f, E.randn(4), E.randn(4))
+    return compile_graph(v.graph), f
+
+
+def test_plan_writes_back_inputs_written_in_place():
+    prog, _ = _mutating_program()
+    assert cgr.plan_capture(prog).results == [("output", 0), ("static_in", 0)]      # copied: from its buffer
+    assert cgr.plan_capture(prog, (0,)).results == [("output", 0), ("input", 0)]    # static: written in place
+
+
 def test_plan_says_why_an_eager_step_is_not_capturable():
     fwd, bwd, _ = _embedding_programs()
     plan = cgr.plan_capture(fwd, (1,))
@@ -210,6 +225,34 @@ def test_views_and_inputs_come_from_the_callers_arrays(cp):
     for res, want in outs:                  # nothing a later call did changed an earlier result
         for got, w in zip(res, want):
             np.testing.assert_allclose(got.get(), w, rtol=1e-5, atol=1e-6)
+
+
+def test_an_argument_written_in_place_is_written_back(cp):
+    """x.add_(1) inside a compiled function on a replayed graph: the graph writes the static copy,
+    the compiled call writes it back into x (the plain path writes x itself)."""
+    _, f = _mutating_program()
+    cf = E.compile(f, mode="reduce-overhead")
+    x0, y0 = _x(1, (4,)), _x(2, (4,))
+    x, y = E.tensor(x0, device="cuda"), E.tensor(y0, device="cuda")
+    with E.no_grad():
+        for k in range(1, 5):
+            s = cf(x, y)
+            np.testing.assert_allclose(x.cpu().numpy(), x0 + k, rtol=1e-6)
+            np.testing.assert_allclose(float(s.item()), float(((x0 + k) * y0).sum()), rtol=1e-5)
+    assert cf.stats["cuda_graph_replays"] == 3 and x._vc[0] == 4
+
+
+def test_another_thread_runs_kernel_by_kernel(cp):
+    import threading
+    run, _, params, expect = _mlp_runner(cp)
+    for seed in (1, 2):
+        run.run([cp.asarray(_x(seed))] + params)
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("y", run.run([cp.asarray(_x(3))] + params)[0]))
+    t.start()
+    t.join()
+    np.testing.assert_allclose(got["y"].get(), expect(_x(3)), rtol=1e-5, atol=1e-6)
+    assert run.stats["replays"] == 1 and run.stats["calls"] == 2       # the thread's call is not the runner's
 
 
 def test_host_inputs_are_staged_without_a_sync(cp):
