@@ -55,10 +55,15 @@ def _build_one(cg, which, graph, choice, fn_name, dump, alias_outputs=()):
     return ex
 
 
-def build(cg, backend: str, fn_name: str, dump=None, *, cuda_graphs: bool = False, stats: dict | None = None) -> tuple:
+def build(cg, backend: str, fn_name: str, dump=None, *, cuda_graphs: bool | None = False,
+          stats: dict | None = None) -> tuple:
     """Executors for cg's forward and backward graphs, and the name of the backend that built them.
-    cuda_graphs: replay CUDA programs as CUDA graphs; stats: the compiled function's stats dict,
-    where CUDA runners add their launch counts (cg.stats gets them too)."""
+    cuda_graphs: replay CUDA programs as CUDA graphs (None: for whole training steps only, see
+    ember/compiler/modes.py); stats: the compiled function's stats dict, where CUDA runners add
+    their launch counts (cg.stats gets them too)."""
+    if cuda_graphs is None:
+        cuda_graphs = bool(getattr(cg, "opt_guards", ()) or getattr(cg, "grads", None) is not None) \
+            and cg.device.type == "cuda"
     choice = backend
     if backend in ("auto", "inductor"):
         choice = "cuda" if cg.device.type == "cuda" else "llvm"
@@ -72,7 +77,8 @@ def build(cg, backend: str, fn_name: str, dump=None, *, cuda_graphs: bool = Fals
     bwd = _build_one(cg, "backward", bw.graph, choice, fn_name, dump) if bw else None
     if choice == "cuda" or cg.device.type == "cuda":
         sinks = (cg.stats,) + ((stats,) if stats is not None else ())
-        fwd = _on_cuda(fwd, cg.static_inputs(), cuda_graphs, fn_name, "forward", sinks)
+        fwd = _on_cuda(fwd, cg.static_inputs(), cuda_graphs, fn_name, "forward", sinks,
+                       immutable=cg.immutable_inputs())
         if bwd is not None:
             # saved values the forward's graphs own (or parameters) keep their addresses: read in
             # place; saved inputs of the call and gradients are copied
@@ -91,7 +97,7 @@ def _note(fn_name: str, which: str):
     return note
 
 
-def _on_cuda(ex, static, cuda_graphs: bool, fn_name: str, which: str, sinks, persistent=None):
+def _on_cuda(ex, static, cuda_graphs: bool, fn_name: str, which: str, sinks, persistent=None, immutable=()):
     """ex as a CudaProgramRunner (an executor the compiler built; the interpreter fallback stays)."""
     if not isinstance(ex, Executor):
         if cuda_graphs:
@@ -99,4 +105,4 @@ def _on_cuda(ex, static, cuda_graphs: bool, fn_name: str, which: str, sinks, per
         return ex
     from ..runtime.cuda_graph import CudaProgramRunner
     return CudaProgramRunner(ex, static, cuda_graphs, name=fn_name, which=which, stats=sinks,
-                             notify=_note(fn_name, which), persistent=persistent)
+                             notify=_note(fn_name, which), persistent=persistent, immutable=immutable)

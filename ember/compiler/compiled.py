@@ -152,6 +152,11 @@ class CompiledGraph:
         storage stays put between calls, so a CUDA graph reads them in place."""
         return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromConst))
 
+    def immutable_inputs(self) -> tuple:
+        """Positions of optimizer hyper-parameter inputs: a new value comes as a new array, an
+        array is never written (so the same array as last call holds the same value)."""
+        return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromHyper))
+
     def overlapping_inputs(self, leaves):
         """(written input name, other input name) when an input the graph writes in place shares
         memory with another input (x and y both views of one tensor): the graph treats them as

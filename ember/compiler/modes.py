@@ -1,9 +1,12 @@
 """torch.compile's `mode=` and `options=` names, and what they turn on in ember.
 
-    cuda_graphs(mode, options) -> bool    whether compiled programs on CUDA replay as CUDA graphs
+    cuda_graphs(mode, options) -> bool | None   whether compiled programs on CUDA replay as CUDA
+                                                graphs (None: only whole training steps)
 
     mode                          CUDA graphs   (as in torch.compile)
-    None / "default"              no
+    None                          for whole training steps (zero_grad .. optimizer.step captured
+                                  in one function): their per-call host work is what graphs remove
+    "default"                     no
     "reduce-overhead"             yes           one graph launch per call instead of one per kernel
     "max-autotune"                yes           (ember has no autotuning: graphs are what it adds)
     "max-autotune-no-cudagraphs"  no
@@ -23,13 +26,14 @@ MODES = {"default": False, "reduce-overhead": True, "max-autotune": True, "max-a
 CUDAGRAPHS_OPTION = "triton.cudagraphs"   # torch's inductor option with the same meaning
 
 
-def cuda_graphs(mode: str | None, options: dict | None) -> bool:
-    """Whether `mode` / `options` ask for CUDA graphs; raises for an unknown mode, or for a mode and
-    the cudagraphs option both given."""
+def cuda_graphs(mode: str | None, options: dict | None) -> bool | None:
+    """Whether `mode` / `options` ask for CUDA graphs (None: the default, graphs for whole training
+    steps only); raises for an unknown mode, or for a mode and the cudagraphs option both given."""
     if mode is not None and options and CUDAGRAPHS_OPTION in options:
         raise RuntimeError("Either mode or options can be specified, but both can't be specified at the same time.")
     if mode is None:
-        return bool((options or {}).get(CUDAGRAPHS_OPTION, False))
+        opt = (options or {}).get(CUDAGRAPHS_OPTION)
+        return None if opt is None else bool(opt)
     if not isinstance(mode, str) or mode not in MODES:
         raise RuntimeError(f"Unrecognized mode={mode}, should be one of: {', '.join(MODES)}")
     return MODES[mode]

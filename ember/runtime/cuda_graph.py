@@ -110,6 +110,7 @@ class CapturePlan:
     outputs:  value names of the buffers each graph instance owns (in `results` order, no repeats)
     slots:    internal value -> memory-plan slot (shared by every instance and the warm-up)
     deferred_checks: steps whose gather errors are read after the call, not by a sync
+    written:  copied inputs the program writes in place (in their static buffers)
     allocating: steps that allocate while they run (library temporaries, capturable eager steps'
               results): in a graph that memory comes from the instance's private pool
     reasons:  why the program cannot be captured (empty when capturable)
@@ -122,6 +123,7 @@ class CapturePlan:
     slots: dict = field(default_factory=dict)
     deferred_checks: list = field(default_factory=list)
     allocating: list = field(default_factory=list)
+    written: set = field(default_factory=set)
 
     def stable_results(self) -> set:
         """Positions of results whose arrays a replay does not move: graph-owned outputs, and static
@@ -209,7 +211,7 @@ def plan_capture(program: Program, static: Sequence[int] = ()) -> CapturePlan:
             reasons.append(f"result {name} is a {v.kind} value, not a buffer a graph can own")
     inputs = ["static" if i in static else "copied" for i in range(n_in)]
     slots = dict(program.memory.assign) if program.memory is not None else {}
-    return CapturePlan(not reasons, reasons, inputs, results, outputs, slots, deferred, allocating)
+    return CapturePlan(not reasons, reasons, inputs, results, outputs, slots, deferred, allocating, written)
 
 
 # ============================================================================= the runner
@@ -293,7 +295,8 @@ class CudaProgramRunner:
 
     def __init__(self, executor, static: Sequence[int] = (), graphs: bool = False, *, name: str = "",
                  which: str = "forward", stats: Sequence[dict] = (), max_graphs: int = DEFAULT_MAX_GRAPHS,
-                 notify: Callable[[str, str], None] | None = None, persistent: Sequence[int] | None = None):
+                 notify: Callable[[str, str], None] | None = None, persistent: Sequence[int] | None = None,
+                 immutable: Sequence[int] = ()):
         self.executor = executor
         self.program: Program = executor.program
         self.module = executor.module
@@ -325,9 +328,18 @@ class CudaProgramRunner:
         self._instances: dict = {}        # static addresses -> [_Instance]
         self._warm = False
         self._stream = None
-        self._n_mut = len(self.program.results) - self.program.n_outputs
+        # the caller's write-back of mutated inputs: one copy each, unless the result is the input
+        # itself (the program wrote it in place; a replay writes a static input in place too)
+        n_out, prog = self.program.n_outputs, self.program
+        self._n_mut = sum(1 for name in prog.results[n_out:] if name not in prog.inputs)
+        self._n_mut_replay = sum(1 for r in self.plan.results[n_out:] if r[0] != "input")
+        self._uploaded: dict = {}         # input position -> the host value its static buffer holds
+        self._copied_from: dict = {}      # immutable input position -> the array last copied in
         self._static_pos = [i for i, k in enumerate(self.plan.inputs) if k == "static"]
         self._copied_pos = [i for i, k in enumerate(self.plan.inputs) if k == "copied"]
+        # copied inputs whose arrays are replaced, never written, when their value changes (an
+        # optimizer's hyper-parameters): the same array as last call needs no copy
+        self._immutable = set(immutable) & set(self._copied_pos)
         # inputs that live as long as the program (parameters, buffers; all static ones unless told):
         # the same array object as last call is taken without checks
         self._persistent = set(self._static_pos if persistent is None else persistent)
@@ -335,7 +347,8 @@ class CudaProgramRunner:
         self._same_key, self._key = False, None
         self._seen: dict = {}             # persistent input position -> (the caller's array, its device array)
         handed_back = {r[1] for r in self.plan.results if r[0] in ("view", "input")}
-        self._stage_direct = {i for i in self._copied_pos if i not in handed_back} if self.graphs else set()
+        self._stage_direct = {i for i in self._copied_pos if i not in handed_back and i not in self.plan.written} \
+            if self.graphs else set()
 
     # ---------------------------------------------------------------------- the executor's face
     def __getattr__(self, name):
@@ -375,7 +388,7 @@ class CudaProgramRunner:
         if self._errors is not None:
             self._queue_error_read()
         after = rt.COUNTER.snapshot()
-        launches = rt.COUNTER.launches(before, after) + self._n_mut
+        launches = rt.COUNTER.launches(before, after) + (self._n_mut if inst is None else self._n_mut_replay)
         self._account(launches, after[4] - before[4], time.perf_counter() - t0, inst is not None)
         return results
 
@@ -414,7 +427,14 @@ class CudaProgramRunner:
             dst = self._static_in.get(i) if i in self._stage_direct else None
             if dst is None or dst.shape != host.shape:
                 dst = cp.empty(host.shape, dtype=want)
-            self._stage(i, host, dst)
+                self._stage(i, host, dst)
+                return dst
+            # the static buffer keeps what was uploaded (the program does not write it): an
+            # unchanged host value (a learning rate, betas) needs no new upload
+            last = self._uploaded.get(i)
+            if last is None or not np.array_equal(last, host):
+                self._stage(i, host, dst)
+                self._uploaded[i] = host.copy()
             return dst
         if a.dtype != want:
             a = a.astype(want)
@@ -435,6 +455,10 @@ class CudaProgramRunner:
 
     def _copy_in(self, i: int, a) -> None:
         dst = self._static_mem[i]              # the static buffer's MemoryPointer
+        if i in self._immutable:
+            if self._copied_from.get(i) is a:
+                return
+            self._copied_from[i] = a
         src = a.data
         if src.ptr == dst.ptr:                 # staged straight into it
             return

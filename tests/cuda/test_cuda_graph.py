@@ -405,3 +405,41 @@ def test_inputs_that_never_settle_stop_the_captures(cp):
         del y
     assert "C007" in notes.codes() and not run.graphs
     assert run.stats["captures"] == cgr.RECAPTURE_LIMIT
+
+
+def test_whole_training_steps_replay_as_graphs_by_default(cp):
+    """zero_grad .. optimizer.step in one compiled function on CUDA: CUDA graphs without asking
+    (mode=None); the optimizer updates parameters and state in place inside the graph, the
+    scheduler's new lr is uploaded only when it changes; 8 steps equal eager's."""
+    E.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    runs = {}
+    for compiled in (False, True):
+        model = copy.deepcopy(base).to("cuda")
+        opt = E.optim.Adam(model.parameters(), lr=1e-2)
+        sched = E.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.7)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        fn = E.compile(step) if compiled else step
+        rng = np.random.default_rng(0)
+        losses = []
+        for _ in range(8):
+            x = E.tensor(rng.standard_normal((5, 6)).astype(np.float32), device="cuda")
+            y = E.tensor(rng.integers(0, 3, 5), device="cuda")
+            losses.append(float(fn(x, y).item()))
+            sched.step()
+        runs[compiled] = losses, [p.detach().cpu().numpy() for p in model.parameters()], fn
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-6)
+    for a, b in zip(runs[True][1], runs[False][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    fn = runs[True][2]
+    run = fn.variants[-1].forward_exec
+    # .grads hold the last step's outputs until zero_grad: two graphs take turns
+    assert fn.stats["cuda_graph_captures"] == 2 and fn.stats["cuda_graph_replays"] == 7
+    # x and y copied in, one graph, the read of cross_entropy's index-check slots (lr unchanged)
+    assert run.stats["last_launches"] == 4 and run.stats["syncs"] == 0
