@@ -117,3 +117,33 @@ def test_out_of_range_index_raises_at_synchronize(gpu, mode):
             E.cuda.synchronize()
         assert_close(cm(ok), emb(ok), 0, 0)
         E.cuda.synchronize()
+
+
+@pytest.mark.parametrize("opt_cls, kw", [(E.optim.SGD, {"lr": 0.05, "momentum": 0.9}),
+                                         (E.optim.AdamW, {"lr": 1e-3})])
+def test_whole_training_step_replays_by_default(gpu, opt_cls, kw):
+    """zero_grad .. optimizer.step compiled as one function: CUDA graphs without asking, == eager."""
+    E.manual_seed(0)
+    base = CNN()
+    runs = {}
+    for compiled in (False, True):
+        model = copy.deepcopy(base).to("cuda")
+        opt = opt_cls(model.parameters(), **kw)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.nll_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        fn = E.compile(step) if compiled else step
+        losses = []
+        for xs in _batches("cnn"):
+            losses.append(fn(*[E.tensor(a, device="cuda") for a in xs]).item())
+        runs[compiled] = losses, [to_numpy(p) for p in model.parameters()], fn
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(runs[True][1], runs[False][1]):
+        assert_close(a, b, 1e-3, 1e-5, "parameter after training")
+    st = runs[True][2].stats
+    assert st.get("cuda_graph_captures", 0) >= 1 and st.get("cuda_graph_replays", 0) >= 3, st
+    assert st["cuda_syncs"] == 0
