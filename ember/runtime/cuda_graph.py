@@ -67,7 +67,7 @@ from ember.ir.program import EagerStep, ExternStep, KernelStep, Program, ValueKi
 from ember.runtime import cuda as rt
 
 __all__ = ["CapturePlan", "plan_capture", "CudaProgramRunner", "CAPTURABLE_EXTERNS", "CAPTURABLE_EAGER",
-           "DEFAULT_MAX_GRAPHS", "STAT_KEYS", "synchronize_all"]
+           "DEFAULT_MAX_GRAPHS", "STAT_KEYS", "synchronize_all", "LIVE", "ON_CREATE"]
 
 # Library calls of externs that stream capture accepts (ember/kernels/gpu.py): only device work on
 # the current stream, temporaries from the current allocator, no host reads of device values.
@@ -216,6 +216,9 @@ def plan_capture(program: Program, static: Sequence[int] = ()) -> CapturePlan:
 
 # ============================================================================= the runner
 _CHECKED: "weakref.WeakSet[CudaProgramRunner]" = weakref.WeakSet()   # runners with deferred index checks
+# For ember.profiler: every live runner, and callbacks run on each new one (it times `replay`)
+LIVE: "weakref.WeakSet[CudaProgramRunner]" = weakref.WeakSet()
+ON_CREATE: list = []
 
 
 def synchronize_all() -> None:
@@ -321,6 +324,9 @@ class CudaProgramRunner:
         self._errors = _PinnedSlot(self.cp, (4,), np.int64) if self.plan.deferred_checks else None
         if self._errors is not None:
             _CHECKED.add(self)
+        LIVE.add(self)
+        for hook in ON_CREATE:
+            hook(self)
         self._errors_pending = False
         self._staging: dict = {}          # input position -> _PinnedSlot
         self._static_in: dict = {}        # input position -> the static buffer it is copied into
@@ -378,12 +384,7 @@ class CudaProgramRunner:
             results = self.executor.run(arrays)
             self._warm = True
         else:
-            for i in self._copied_pos:
-                self._copy_in(i, arrays[i])
-            inst.graph.launch()
-            rt.COUNTER.graphs += 1
-            inst.replays += 1
-            self.stats["replays"] += 1
+            self.replay(inst, arrays)
             results = self._results(inst, arrays)
         if self._errors is not None:
             self._queue_error_read()
@@ -393,6 +394,15 @@ class CudaProgramRunner:
         return results
 
     __call__ = run
+
+    def replay(self, inst: "_Instance", arrays) -> None:
+        """Copy the inputs in and launch the graph (one name for ember.profiler to time)."""
+        for i in self._copied_pos:
+            self._copy_in(i, arrays[i])
+        inst.graph.launch()
+        rt.COUNTER.graphs += 1
+        inst.replays += 1
+        self.stats["replays"] += 1
 
     # ------------------------------------------------------------------------------ inputs
     def _prepare(self, arrays) -> list:

@@ -443,3 +443,17 @@ def test_whole_training_steps_replay_as_graphs_by_default(cp):
     assert fn.stats["cuda_graph_captures"] == 2 and fn.stats["cuda_graph_replays"] == 7
     # x and y copied in, one graph, the read of cross_entropy's index-check slots (lr unchanged)
     assert run.stats["last_launches"] == 4 and run.stats["syncs"] == 0
+
+
+def test_the_profiler_sees_graph_replays_and_launches(cp):
+    run, _, params, _ = _mlp_runner(cp)
+    x = cp.asarray(_x(1))
+    with E.profiler.profile() as prof:
+        for _ in range(4):
+            run.run([x] + params)
+    rows = {r.key: r for r in prof.key_averages()}
+    graph = [r for r in rows.values() if r.kind == "graph"]
+    assert len(graph) == 1 and graph[0].count == 3 and graph[0].key.endswith(".cuda_graph")
+    assert prof.launch_counts["graphs"] == 3 and prof.launch_counts["syncs"] == 0
+    assert "3 graph replays" in prof.key_averages().table()
+    assert "replay" not in run.__dict__                 # put back when the profile stopped
