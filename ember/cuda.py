@@ -44,9 +44,13 @@ def is_bf16_supported(including_emulation: bool = True) -> bool:
 
 
 def synchronize(device=None):
+    """Wait for the GPU; like torch.cuda.synchronize it then raises what the device recorded (an
+    out-of-range index in a compiled program's gather, read asynchronously until now)."""
     cp = cupy_or_none()
     if cp is not None:
         cp.cuda.Device().synchronize()
+        from .runtime.cuda_graph import synchronize_all
+        synchronize_all()
 
 
 def get_device_name(device=None) -> str:

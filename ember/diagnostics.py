@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, asdict
 
 from .ir.text import format_node
 
-KINDS = ("breaks", "recompiles", "fallbacks", "specializations", "fusions", "graphs", "guards")
+KINDS = ("breaks", "recompiles", "fallbacks", "specializations", "fusions", "graphs", "guards", "cudagraphs")
 
 # The stable codes, in one table: code -> (kind, what it means, the default hint). emit() fills a
 # record's empty hint from here; docs/inspect.md lists them. Add a code here before emitting it.
@@ -75,6 +75,18 @@ CODES = {
     "U001": ("fusions", "fusion not taken", ""),
     "U002": ("fusions", "a value is realised in memory between kernels", ""),
     "G001": ("graphs", "graph captured", ""),
+    "C001": ("cudagraphs", "a compiled program on CUDA is not captured into a CUDA graph: it runs kernel by kernel",
+             "eager fallback steps and library calls not known to be capturable keep a program out of a graph"),
+    "C002": ("cudagraphs", "a compiled program was captured into a CUDA graph", ""),
+    "C003": ("cudagraphs", "captured again: a parameter or buffer the graph reads in place has a new address",
+             "update parameters in place (optimizers do) rather than assigning new tensors to them"),
+    "C004": ("cudagraphs", "skipping cudagraphs due to cpu device", "CUDA graphs apply to tensors on 'cuda'"),
+    "C005": ("cudagraphs", "the outputs of every captured graph are still in use: the call runs kernel by kernel",
+             "drop references to outputs of earlier calls (or .clone() what you keep)"),
+    "C006": ("cudagraphs", "CUDA refused the capture: the program runs kernel by kernel from now on",
+             "report it with the reason: something in the program is not capturable"),
+    "C007": ("cudagraphs", "captured too many times (static inputs keep moving): runs kernel by kernel from now on",
+             "keep parameters and buffers in place between calls"),
 }
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).

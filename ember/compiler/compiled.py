@@ -36,7 +36,7 @@ from ..ir.text import format_node
 from ..nn import Module
 from ..nn.modules.module import state_version
 from ..passes.dce import dce
-from . import backends
+from . import backends, modes
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
 from .check import CheckedExecutor, check_mode
 from .guards import changed_guard, describe_guards, guard_key, state_guard
@@ -146,6 +146,16 @@ class CompiledGraph:
         self._write_back = [(b.tensor, 0) if isinstance(b, FromConst) else (None, getattr(b, "index", 0))
                             for _, b in self._mutated]
         self._roots = None           # (state version, {id(memory root): input position}) of constants
+
+    def static_inputs(self) -> tuple:
+        """Positions of graph inputs bound to tensors the trace met (parameters, buffers): their
+        storage stays put between calls, so a CUDA graph reads them in place."""
+        return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromConst))
+
+    def immutable_inputs(self) -> tuple:
+        """Positions of optimizer hyper-parameter inputs: a new value comes as a new array, an
+        array is never written (so the same array as last call holds the same value)."""
+        return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromHyper))
 
     def overlapping_inputs(self, leaves):
         """(written input name, other input name) when an input the graph writes in place shares
@@ -428,6 +438,7 @@ class CompiledFunction:
         self.backend = backend
         self.mode = mode
         self.options = dict(options or {})
+        self.cuda_graphs = modes.cuda_graphs(mode, options)   # validates mode as torch.compile does
         self.check = check_mode(self.options)      # "fp64": every graph also runs in float64 (check.py)
         self.recompile_limit = recompile_limit
         self.dump = dump or os.environ.get("EMBER_DUMP") or None
@@ -620,7 +631,8 @@ class CompiledFunction:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
             t_build = time.perf_counter()
         try:
-            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(cg, self.backend, self.name, dump)
+            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(
+                cg, self.backend, self.name, dump, cuda_graphs=self.cuda_graphs, stats=self.stats)
         except Exception as e:
             if dump is not None:     # the dump keeps what was written before the failure, and why
                 dump.missing("build", f"{type(e).__name__}: {e}")
