@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
-from models import Workload, make_step  # noqa: E402
+from bench_models import Workload, make_step  # noqa: E402
 from harness import (NA, Stats, compare, copy_bandwidth, copy_fn, fmt_ms, fmt_ratio, geomean,  # noqa: E402
                      interleave, loadavg, machine_info, markdown_table, short_reason, wait_quiet)
 

@@ -83,7 +83,7 @@ def worker_allreduce(args) -> None:
 def _model(kind: str, ember):
     nn = ember.nn
     if kind == "mnist":
-        from bench_compile import make_mnist_net
+        from bench_models import make_mnist_net
         return make_mnist_net(ember), (64, 1, 28, 28), 10
     ember.manual_seed(0)
     return nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),

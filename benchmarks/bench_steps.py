@@ -72,7 +72,7 @@ def _reply(obj) -> None:
 
 def _build(kind: str, variant: str):
     """(step callable, notes) for one variant, in this (worker) process."""
-    from models import Workload, copy_params, loss_and_grads, make_step
+    from bench_models import Workload, copy_params, loss_and_grads, make_step
     w = Workload(kind)
     notes = []
     if variant in (TORCH, TCOMPILE):

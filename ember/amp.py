@@ -1,79 +1,184 @@
-"""ember.amp: autocast and GradScaler, PyTorch's mixed-precision API.
+"""ember.amp: mixed precision as PyTorch spells it: autocast regions and GradScaler.
 
-autocast(device_type, dtype=None, enabled=True): on "cuda", matrix products (matmul, linear, conv)
-run in float16 inside the context (cuBLAS through CuPy). On "cpu", numpy has no fast float16 or
-bfloat16 product, so products stay float32 (results are the more accurate ones) and one warning
-says so. GradScaler implements dynamic loss scaling: scale the loss, unscale the gradients, skip
-the step when any gradient is inf/nan, and adjust the scale.
+    with ember.autocast("cpu"):                     # bfloat16 matrix products on the CPU
+        loss = loss_fn(model(x), y)                 # losses and other fp32-list ops in float32
+    with ember.autocast("cuda"):                    # float16 on the GPU, with loss scaling:
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+
+autocast(device_type, dtype=None, enabled=True, cache_enabled=None) enters a region in which the ops on
+PyTorch's lists cast their inputs (the lists, the casting rules and the cast cache are in
+ember/frontend/autocast.py). Default dtypes: bfloat16 on "cpu", float16 on "cuda". It works as a
+context manager and as a decorator, nests, and `enabled=False` inside a region turns it off there.
+
+GradScaler(device="cuda", init_scale=2.**16, growth_factor=2., backoff_factor=.5, growth_interval=2000,
+enabled=True) is dynamic loss scaling with PyTorch's update rule: the scale is a float32 value; a step
+whose gradients hold inf/nan is skipped and the scale backs off; after growth_interval clean steps in a
+row it grows (unless the grown value would overflow float32).
 """
 from __future__ import annotations
 
 import functools
-import threading
 import warnings
+from enum import Enum
 
-from .frontend import dispatch
+import numpy as np
+
+from .frontend import autocast as _ac
+from .frontend.tensor import Tensor
 from .ir import dtypes as dt
 
-__all__ = ["autocast", "GradScaler", "is_autocast_enabled"]
+__all__ = ["autocast", "GradScaler", "is_autocast_available", "is_autocast_enabled", "get_autocast_dtype",
+           "clear_autocast_cache", "custom_fwd", "custom_bwd"]
+
+_DEVICE_TYPES = ("cpu", "cuda")
+_SUPPORTED = {"cpu": (dt.bfloat16, dt.float16), "cuda": (dt.float16, dt.bfloat16)}
+_DEFAULT = {"cpu": dt.bfloat16, "cuda": dt.float16}
 
 
-class _State(threading.local):
-    dtype = None          # the dtype matrix products run in, or None (autocast off)
+def is_autocast_available(device_type: str) -> bool:
+    _check_device_type(device_type)
+    return True
 
 
-_state = _State()
-_warned_cpu = False
+def _check_device_type(device_type):
+    if not isinstance(device_type, str):
+        raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+    if device_type not in _DEVICE_TYPES:
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}' "
+                           f"(ember supports {', '.join(_DEVICE_TYPES)})")
 
 
 def is_autocast_enabled(device_type: str = "cuda") -> bool:
-    return _state.dtype is not None
+    """torch.is_autocast_enabled: is a region active for this device type (default "cuda")?"""
+    return _ac.is_enabled(device_type)
 
 
-def autocast_dtype():
-    """The dtype for matrix products under autocast, or None (read by dispatch for matmul)."""
-    return _state.dtype
+def _is_autocast_cpu_enabled() -> bool:
+    return _ac.is_enabled("cpu")
+
+
+def _get_autocast_cpu_dtype():
+    return get_autocast_dtype("cpu")
+
+
+def _get_autocast_gpu_dtype():
+    return get_autocast_dtype("cuda")
+
+
+def get_autocast_dtype(device_type: str):
+    """The low dtype of the active region for this device type, else its default."""
+    _check_device_type(device_type)
+    return _ac.get_dtype(device_type) or _DEFAULT[device_type]
+
+
+def clear_autocast_cache() -> None:
+    _ac.clear_cache()
 
 
 class autocast:
-    def __init__(self, device_type: str = "cuda", dtype=None, enabled: bool = True, cache_enabled=None):
-        if device_type not in ("cuda", "cpu"):
-            raise RuntimeError(f"autocast: unsupported device_type {device_type!r} (expected 'cuda' or 'cpu')")
-        self.device_type = device_type
-        self.enabled = enabled
-        self.dtype = dtype if dtype is not None else (dt.float16 if device_type == "cuda" else None)
+    """torch.autocast: a region (context manager or decorator) in which ops run in mixed precision."""
 
-    def _target(self):
-        global _warned_cpu
-        if not self.enabled:
-            return None
-        if self.device_type == "cpu":
-            if not _warned_cpu:
-                _warned_cpu = True
-                warnings.warn("ember.autocast on the CPU keeps matrix products in float32 (numpy has no fast "
-                              "float16/bfloat16 product)", RuntimeWarning, stacklevel=3)
-            return None
-        if self.dtype is not dt.float16:
-            raise RuntimeError(f"autocast: ember supports dtype=ember.float16 on cuda, got {self.dtype!r}")
-        return self.dtype
+    def __init__(self, device_type: str, dtype=None, enabled: bool = True, cache_enabled: bool | None = None):
+        _check_device_type(device_type)
+        self.device = device_type
+        self.fast_dtype = _DEFAULT[device_type] if dtype is None else dtype
+        self._cache_enabled = True if cache_enabled is None else bool(cache_enabled)
+        self._enabled = bool(enabled)
+        self._tokens = []
+        if not self._enabled:
+            return
+        if device_type == "cuda":
+            from .frontend.device import cuda_available
+            if not cuda_available():
+                warnings.warn("User provided device_type of 'cuda', but CUDA is not available. Disabling",
+                              UserWarning, stacklevel=2)
+                self._enabled = False
+                return
+        if self.fast_dtype not in _SUPPORTED[device_type]:
+            names = ", ".join(f"ember.{d.name}" for d in _SUPPORTED[device_type])
+            warnings.warn(f"In {device_type.upper()} autocast, but the target dtype is not supported. Disabling "
+                          f"autocast.\n{device_type.upper()} Autocast only supports dtypes of {names} currently.",
+                          UserWarning, stacklevel=2)
+            self._enabled = False
+            return
+        if device_type == "cuda" and self.fast_dtype is dt.bfloat16 and not _cuda_is_bf16_supported():
+            raise RuntimeError("Current CUDA Device does not support bfloat16 (this CuPy has no bfloat16 "
+                               "arrays). Please switch dtype to float16.")
 
     def __enter__(self):
-        self._prev = _state.dtype
-        _state.dtype = self._target()
-        dispatch.set_autocast(_state.dtype)
+        self._tokens.append(_ac.push(self.device, self.fast_dtype, self._enabled, self._cache_enabled))
         return self
 
     def __exit__(self, *exc):
-        _state.dtype = self._prev
-        dispatch.set_autocast(self._prev)
+        _ac.pop(self._tokens.pop())
         return False
 
     def __call__(self, fn):
         @functools.wraps(fn)
-        def wrapper(*a, **k):
-            with autocast(self.device_type, self.dtype, self.enabled):
-                return fn(*a, **k)
+        def wrapper(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
         return wrapper
+
+
+def _cuda_is_bf16_supported() -> bool:
+    from .cuda import is_bf16_supported
+    return is_bf16_supported()
+
+
+def _cpu_autocast(enabled: bool = True, dtype=dt.bfloat16, cache_enabled: bool = True) -> autocast:
+    """ember.cpu.amp.autocast (PyTorch's older spelling of autocast("cpu", ...))."""
+    return autocast("cpu", dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+
+def _cuda_autocast(enabled: bool = True, dtype=dt.float16, cache_enabled: bool = True) -> autocast:
+    """ember.cuda.amp.autocast (PyTorch's older spelling of autocast("cuda", ...))."""
+    return autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+
+
+def custom_fwd(fwd=None, *, device_type: str, cast_inputs=None):
+    """Decorator for an autograd.Function's forward: inside an enabled autocast region, cast_inputs
+    casts its floating tensor arguments and runs forward with autocast off; the autocast state is
+    remembered for custom_bwd."""
+    if fwd is None:
+        return functools.partial(custom_fwd, device_type=device_type, cast_inputs=cast_inputs)
+    _check_device_type(device_type)
+
+    @functools.wraps(fwd)
+    def forward(ctx, *args, **kwargs):
+        ctx._fwd_autocast = (_ac.get_dtype(device_type), device_type)
+        if cast_inputs is None or not _ac.is_enabled(device_type):
+            return fwd(ctx, *args, **kwargs)
+
+        def cast(t):
+            ok = isinstance(t, Tensor) and t.dtype.is_floating_point and t.device.type == device_type
+            return t.to(cast_inputs) if ok and t.dtype is not dt.float64 else t
+        args = tuple(_ac._map(a, cast) for a in args)
+        kwargs = {k: _ac._map(v, cast) for k, v in kwargs.items()}
+        with autocast(device_type, enabled=False):
+            return fwd(ctx, *args, **kwargs)
+    return forward
+
+
+def custom_bwd(bwd=None, *, device_type: str):
+    """Decorator for an autograd.Function's backward: runs with the autocast state of its forward."""
+    if bwd is None:
+        return functools.partial(custom_bwd, device_type=device_type)
+
+    @functools.wraps(bwd)
+    def backward(ctx, *args, **kwargs):
+        dtype, dev = getattr(ctx, "_fwd_autocast", (None, device_type))
+        with autocast(dev, dtype=dtype, enabled=dtype is not None):
+            return bwd(ctx, *args, **kwargs)
+    return backward
+
+
+# ------------------------------------------------------------------------------------- GradScaler
+class OptState(Enum):
+    READY = 0
+    UNSCALED = 1
+    STEPPED = 2
 
 
 def _any_rank(found: bool) -> bool:
@@ -85,80 +190,212 @@ def _any_rank(found: bool) -> bool:
     return dist.any_across_ranks(found)
 
 
-class GradScaler:
-    """Dynamic loss scaling (torch.amp.GradScaler): scale(loss), step(optimizer), update()."""
+def _f32(v: float) -> float:
+    """The scale lives in float32 (PyTorch keeps it in a float32 tensor): round like it."""
+    return float(np.float32(v))
 
-    def __init__(self, device="cuda", init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
-                 growth_interval=2000, enabled=True):
+
+class GradScaler:
+    """Dynamic loss scaling (torch.amp.GradScaler): scale(loss).backward(), step(optimizer), update()."""
+
+    def __init__(self, device: str = "cuda", init_scale: float = 2.0 ** 16, growth_factor: float = 2.0,
+                 backoff_factor: float = 0.5, growth_interval: int = 2000, enabled: bool = True):
+        _check_device_type(device)
+        self._device = device
         self._enabled = enabled
-        self._scale = float(init_scale)
+        if enabled and device == "cuda":
+            from .frontend.device import cuda_available
+            if not cuda_available():
+                warnings.warn("ember.cuda.amp.GradScaler is enabled, but CUDA is not available.  Disabling.",
+                              UserWarning, stacklevel=2)
+                self._enabled = False
+        if not self._enabled:
+            return
+        if not growth_factor > 1.0:
+            raise ValueError("The growth factor must be > 1.0.")
+        if not backoff_factor < 1.0:
+            raise ValueError("The backoff factor must be < 1.0.")
+        self._init_scale = init_scale
+        self._scale = None                 # set by the first scale(): PyTorch's lazy init
         self._growth_factor = growth_factor
         self._backoff_factor = backoff_factor
         self._growth_interval = growth_interval
-        self._growth_tracker = 0
-        self._found_inf = {}            # id(optimizer) -> bool, for the current iteration
-        self._unscaled = set()
+        self._init_growth_tracker = 0
+        self._growth_tracker = None
+        self._per_optimizer_states: dict = {}
+
+    # ------------------------------------------------------------------------ the iteration
+    def _state_of(self, optimizer) -> dict:
+        st = self._per_optimizer_states.get(id(optimizer))
+        if st is None:
+            st = self._per_optimizer_states[id(optimizer)] = {"stage": OptState.READY, "found_inf_per_device": {}}
+        return st
+
+    def _lazy_init(self):
+        if self._scale is None:
+            self._scale = _f32(self._init_scale)
+            self._growth_tracker = self._init_growth_tracker
+
+    def _check_scale(self, funcname: str):
+        if self._scale is None:
+            raise AssertionError(f"Attempted {funcname} but _scale is None.  This may indicate your script did not "
+                                 "use scaler.scale(loss or outputs) earlier in the iteration.")
+
+    def scale(self, outputs):
+        """outputs * scale (a tensor, or tensors in nested lists/tuples)."""
+        if not self._enabled:
+            return outputs
+        self._lazy_init()
+        if isinstance(outputs, Tensor):
+            return outputs * self._scale
+        if isinstance(outputs, (list, tuple)):
+            return type(outputs)(self.scale(o) for o in outputs)
+        if hasattr(outputs, "__iter__"):
+            return map(self.scale, outputs)
+        raise ValueError("outputs must be a Tensor or an iterable of Tensors")
+
+    def _unscale_grads_(self, optimizer, inv_scale: float, allow_fp16: bool) -> dict:
+        """Multiply every gradient by inv_scale in place; returns {device: found_inf (float32 0-d tensor)}
+        with 1.0 where a gradient held inf/nan (checked before unscaling, as PyTorch's kernel)."""
+        from .frontend import math_ops as M
+        from .frontend.autograd import no_grad
+        from .frontend.creation import full
+        bad: dict = {}
+        with no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    g = p.grad
+                    if g is None:
+                        continue
+                    if not allow_fp16 and g.dtype is dt.float16:
+                        raise ValueError("Attempting to unscale FP16 gradients.")
+                    bad[g.device] = bad.get(g.device, False) or not bool(M.all(M.isfinite(g)))
+                    g.mul_(inv_scale)
+        found = {d: full((), float(b), dtype=dt.float32, device=d) for d, b in bad.items()}
+        return found
+
+    def unscale_(self, optimizer) -> None:
+        """Divide the optimizer's gradients by the scale (before clip_grad_norm_, say); once per step."""
+        if not self._enabled:
+            return
+        self._check_scale("unscale_")
+        st = self._state_of(optimizer)
+        if st["stage"] is OptState.UNSCALED:
+            raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
+        if st["stage"] is OptState.STEPPED:
+            raise RuntimeError("unscale_() is being called after step().")
+        inv = _f32(1.0 / float(np.float64(self._scale)))    # the reciprocal in float64, stored as float32
+        found = self._unscale_grads_(optimizer, inv, False)
+        local = any(v.item() for v in found.values())
+        if _any_rank(local) and not local:      # another rank overflowed: this one skips the step too
+            found = {d: v + 1.0 for d, v in found.items()}
+        st["found_inf_per_device"] = found
+        st["stage"] = OptState.UNSCALED
+
+    def _found_inf(self, st) -> float:
+        return sum(v.item() for v in st["found_inf_per_device"].values())
+
+    def step(self, optimizer, *args, **kwargs):
+        """unscale_ (unless done) then optimizer.step() -- skipped when a gradient holds inf/nan."""
+        if not self._enabled:
+            return optimizer.step(*args, **kwargs)
+        if "closure" in kwargs:
+            raise RuntimeError("Closure use is not currently supported if GradScaler is enabled.")
+        self._check_scale("step")
+        st = self._state_of(optimizer)
+        if st["stage"] is OptState.STEPPED:
+            raise RuntimeError("step() has already been called since the last update().")
+        if st["stage"] is OptState.READY:
+            self.unscale_(optimizer)
+        if len(st["found_inf_per_device"]) == 0:
+            raise AssertionError("No inf checks were recorded for this optimizer.")
+        retval = None
+        if not self._found_inf(st):
+            retval = optimizer.step(*args, **kwargs)
+        st["stage"] = OptState.STEPPED
+        return retval
+
+    def update(self, new_scale=None) -> None:
+        """Back off after a skipped step, grow after growth_interval clean ones; or set new_scale."""
+        if not self._enabled:
+            return
+        self._check_scale("update")
+        if new_scale is not None:
+            if isinstance(new_scale, Tensor):
+                if new_scale.numel() != 1 or new_scale.requires_grad:
+                    raise AssertionError("new_scale should be a float or a 1-element ember.FloatTensor with "
+                                         "requires_grad=False.")
+                new_scale = new_scale.item()
+            self._scale = _f32(new_scale)
+        else:
+            found = [v for st in self._per_optimizer_states.values() for v in st["found_inf_per_device"].values()]
+            if not found:
+                raise AssertionError("No inf checks were recorded prior to update.")
+            if sum(v.item() for v in found):
+                self._scale = _f32(self._scale * self._backoff_factor)
+                self._growth_tracker = 0
+            else:
+                successful = self._growth_tracker + 1
+                if successful == self._growth_interval:
+                    grown = _f32(self._scale * self._growth_factor)
+                    if np.isfinite(grown):
+                        self._scale = grown
+                    self._growth_tracker = 0
+                else:
+                    self._growth_tracker = successful
+        self._per_optimizer_states.clear()
+
+    # -------------------------------------------------------------------------- accessors
+    def get_scale(self) -> float:
+        if not self._enabled:
+            return 1.0
+        return _f32(self._init_scale) if self._scale is None else self._scale
+
+    def get_growth_factor(self) -> float:
+        return self._growth_factor
+
+    def set_growth_factor(self, new_factor: float) -> None:
+        self._growth_factor = new_factor
+
+    def get_backoff_factor(self) -> float:
+        return self._backoff_factor
+
+    def set_backoff_factor(self, new_factor: float) -> None:
+        self._backoff_factor = new_factor
+
+    def get_growth_interval(self) -> int:
+        return self._growth_interval
+
+    def set_growth_interval(self, new_interval: int) -> None:
+        self._growth_interval = new_interval
+
+    def _get_growth_tracker(self) -> int:
+        if not self._enabled:
+            return 0
+        return self._init_growth_tracker if self._growth_tracker is None else self._growth_tracker
 
     def is_enabled(self) -> bool:
         return self._enabled
 
-    def get_scale(self) -> float:
-        return self._scale if self._enabled else 1.0
-
-    def scale(self, outputs):
+    def state_dict(self) -> dict:
         if not self._enabled:
-            return outputs
-        if isinstance(outputs, (list, tuple)):
-            return type(outputs)(self.scale(o) for o in outputs)
-        return outputs * self._scale
+            return {}
+        return {"scale": self.get_scale(), "growth_factor": self._growth_factor,
+                "backoff_factor": self._backoff_factor, "growth_interval": self._growth_interval,
+                "_growth_tracker": self._get_growth_tracker()}
 
-    def unscale_(self, optimizer):
-        if not self._enabled or id(optimizer) in self._unscaled:
-            return
-        from . import no_grad
-        from .frontend import math_ops as M
-        inv = 1.0 / self._scale
-        found = False
-        with no_grad():
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is None:
-                        continue
-                    p.grad.mul_(inv)
-                    if not found and not bool(M.all(M.isfinite(p.grad))):
-                        found = True
-        self._found_inf[id(optimizer)] = _any_rank(found)
-        self._unscaled.add(id(optimizer))
-
-    def step(self, optimizer, *args, **kwargs):
-        if not self._enabled:
-            return optimizer.step(*args, **kwargs)
-        self.unscale_(optimizer)
-        if self._found_inf.get(id(optimizer)):
-            return None                       # inf/nan gradients: skip this step
-        return optimizer.step(*args, **kwargs)
-
-    def update(self, new_scale=None):
+    def load_state_dict(self, state_dict: dict) -> None:
         if not self._enabled:
             return
-        if new_scale is not None:
-            self._scale = float(new_scale)
-        elif any(self._found_inf.values()):
-            self._scale *= self._backoff_factor
-            self._growth_tracker = 0
-        else:
-            self._growth_tracker += 1
-            if self._growth_tracker == self._growth_interval:
-                self._scale *= self._growth_factor
-                self._growth_tracker = 0
-        self._found_inf.clear()
-        self._unscaled.clear()
-
-    def state_dict(self):
-        return {"scale": self._scale, "growth_factor": self._growth_factor, "backoff_factor": self._backoff_factor,
-                "growth_interval": self._growth_interval, "_growth_tracker": self._growth_tracker} if self._enabled else {}
-
-    def load_state_dict(self, state):
-        if state:
-            self._scale = float(state["scale"])
-            self._growth_tracker = int(state.get("_growth_tracker", 0))
+        if len(state_dict) == 0:
+            raise RuntimeError("The source state dict is empty, possibly because it was saved from a disabled "
+                               "instance of GradScaler.")
+        self._init_scale = state_dict["scale"]
+        if self._scale is not None:
+            self._scale = _f32(state_dict["scale"])
+        self._growth_factor = state_dict["growth_factor"]
+        self._backoff_factor = state_dict["backoff_factor"]
+        self._growth_interval = state_dict["growth_interval"]
+        self._init_growth_tracker = state_dict["_growth_tracker"]
+        if self._growth_tracker is not None:
+            self._growth_tracker = state_dict["_growth_tracker"]

@@ -30,10 +30,27 @@ def set_device(d):
     _need().cuda.runtime.setDevice(idx)
 
 
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    """Can tensors on cuda be bfloat16 here? (CuPy 14+ with ml_dtypes has bfloat16 arrays.)"""
+    cp = cupy_or_none()
+    if cp is None:
+        return False
+    try:
+        from .ir import dtypes as dt
+        cp.zeros(1, dtype=dt.bfloat16.np)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not supported by this CuPy
+        return False
+
+
 def synchronize(device=None):
+    """Wait for the GPU; like torch.cuda.synchronize it then raises what the device recorded (an
+    out-of-range index in a compiled program's gather, read asynchronously until now)."""
     cp = cupy_or_none()
     if cp is not None:
         cp.cuda.Device().synchronize()
+        from .runtime.cuda_graph import synchronize_all
+        synchronize_all()
 
 
 def get_device_name(device=None) -> str:
@@ -108,7 +125,7 @@ class _AmpNamespace:
     def __getattr__(self, name):
         from . import amp
         if name == "autocast":
-            return lambda dtype=None, enabled=True, cache_enabled=None: amp.autocast("cuda", dtype, enabled)
+            return amp._cuda_autocast
         return getattr(amp, name)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, asdict
 
 from .ir.text import format_node
 
-KINDS = ("breaks", "recompiles", "fallbacks", "specializations", "fusions", "graphs", "guards")
+KINDS = ("breaks", "recompiles", "fallbacks", "specializations", "fusions", "graphs", "guards", "cudagraphs")
 
 # The stable codes, in one table: code -> (kind, what it means, the default hint). emit() fills a
 # record's empty hint from here; docs/inspect.md lists them. Add a code here before emitting it.
@@ -29,14 +29,36 @@ CODES = {
     "B003": ("breaks", ".tolist() reads tensor values", "keep values as tensors inside the compiled function"),
     "B004": ("breaks", ".numpy() reads tensor values", "keep values as tensors inside the compiled function"),
     "B005": ("breaks", "printing a tensor's values", "print outside the compiled function"),
-    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing)",
+    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing, unique, "
+                       "bincount)",
              "use masked_fill/where with a fixed shape instead of boolean-mask indexing"),
     "B007": ("breaks", "sampling (multinomial) reads probability values", "sample outside the compiled function"),
     "B008": ("breaks", "code that leaves the dispatch (raw array access)",
              "the traced code used an array directly or hit an unsupported path; see the reason"),
-    "B009": ("breaks", ".backward() / autograd.grad inside the compiled function (whole training-step "
-                       "capture is not supported yet)",
-             "compile the model or the loss function and call .backward() and optimizer.step() outside it"),
+    "B009": ("breaks", "a backward() / autograd.grad the graph cannot capture: create_graph=True (higher-order "
+                       "gradients), or gradients that must flow into a tensor computed with grad outside the "
+                       "compiled function",
+             "compute higher-order gradients uncompiled; pass leaf tensors (x.detach().requires_grad_()) "
+             "into the compiled function, or compile the code that builds them too"),
+    "B010": ("breaks", "a call to Python-level randomness or a clock (random, numpy.random, time, os.urandom) "
+                       "while tracing: the graph would replay its first value forever",
+             "draw random numbers with ember ops (ember.rand, dropout) or outside the compiled function"),
+    "B011": ("breaks", "a traced tensor escapes the function other than through its result or a module attribute",
+             "return the tensor, or assign it to a module attribute (self.x = t), which compiled code replays"),
+    "B012": ("breaks", "optimizer.step(closure) inside a compiled function: the closure re-runs the model "
+                       "and its loss value steers the optimizer",
+             "inside the compiled step: compute the loss, call loss.backward(), then optimizer.step() without "
+             "a closure"),
+    "B013": ("breaks", "lr_scheduler.step() inside a compiled function: its Python counters would advance "
+                       "only while tracing",
+             "call scheduler.step() outside the compiled function: the learning rate is a graph input, so "
+             "scheduler steps never recompile"),
+    "B014": ("breaks", "a custom autograd.Function that needs gradients inside a compiled function: its "
+                       "Python backward() cannot run inside the graph",
+             "compute the custom gradient with ember ops (detach tricks), or call the Function outside"),
+    "B015": ("breaks", "linear algebra on LAPACK (linalg.inv, solve, det, svd, qr, cholesky, eigh ...) runs "
+                       "eagerly",
+             "call it outside the compiled function, or compile the code before and after it separately"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
              "keep shapes, dtypes and Python scalars fixed between calls"),
@@ -46,16 +68,32 @@ CODES = {
              "the rest of the graph is still compiled; see the reason for what is missing"),
     "F002": ("fallbacks", "the whole graph runs on the reference interpreter",
              "pass backend='llvm' (CPU) or 'cuda' to require generated code"),
+    "F003": ("fallbacks", "inputs overlap in memory and the graph writes one of them in place: the call runs eagerly",
+             "pass tensors that do not overlap (clone one of them) to run the compiled code"),
     "S001": ("specializations", "specialised on the value of a Python scalar argument",
              "pass a 0-d tensor instead if the value changes between calls"),
     "U001": ("fusions", "fusion not taken", ""),
     "U002": ("fusions", "a value is realised in memory between kernels", ""),
     "G001": ("graphs", "graph captured", ""),
+    "C001": ("cudagraphs", "a compiled program on CUDA is not captured into a CUDA graph: it runs kernel by kernel",
+             "eager fallback steps and library calls not known to be capturable keep a program out of a graph"),
+    "C002": ("cudagraphs", "a compiled program was captured into a CUDA graph", ""),
+    "C003": ("cudagraphs", "captured again: a parameter or buffer the graph reads in place has a new address",
+             "update parameters in place (optimizers do) rather than assigning new tensors to them"),
+    "C004": ("cudagraphs", "skipping cudagraphs due to cpu device", "CUDA graphs apply to tensors on 'cuda'"),
+    "C005": ("cudagraphs", "the outputs of every captured graph are still in use: the call runs kernel by kernel",
+             "drop references to outputs of earlier calls (or .clone() what you keep)"),
+    "C006": ("cudagraphs", "CUDA refused the capture: the program runs kernel by kernel from now on",
+             "report it with the reason: something in the program is not capturable"),
+    "C007": ("cudagraphs", "captured too many times (static inputs keep moving): runs kernel by kernel from now on",
+             "keep parameters and buffers in place between calls"),
 }
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).
 BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
-          "nonzero": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009"}
+          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008",
+          "backward": "B009", "backward_outside": "B009", "backward_create_graph": "B009", "step_closure": "B012",
+          "lr_scheduler": "B013", "custom_function": "B014", "linalg": "B015"}
 
 
 @dataclass

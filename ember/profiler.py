@@ -16,6 +16,10 @@ their per-name averages as a table.  Kinds:
   eager    a compiled program's eager fallback step, or an eager op (ember.frontend.dispatch);
            bytes are its input and output arrays
   user     a range marked with `record_function(name)`
+  graph    a CUDA graph replay of a compiled program (mode="reduce-overhead", whole steps on CUDA):
+           `<graph>.cuda_graph`, the copies of its inputs and the one launch
+On CUDA, `prof.launch_counts` says what the host issued while recording (ember.runtime.cuda.COUNTER:
+kernels, library launches, graph replays, copies, host waits) and the table's footer sums it up.
 GB/s is compared with the copy bandwidth of this machine (a numpy copy measured once per process,
 on one and on all threads, the larger figure), GFLOP/s with a numpy float32 GEMM measured the same way.
 
@@ -110,9 +114,10 @@ SORT_KEYS = ("self_cpu_time_total", "cpu_time_total", "cpu_time", "count", "nbyt
 class EventList(list):
     """FunctionEventAvg rows; `table()` renders them as torch.profiler does (plus bytes and bandwidth)."""
 
-    def __init__(self, rows: Iterable = (), wall_us: float = 0.0):
+    def __init__(self, rows: Iterable = (), wall_us: float = 0.0, launches: dict | None = None):
         super().__init__(rows)
         self.wall_us = wall_us
+        self.launches = launches or {}
 
     @property
     def self_cpu_time_total(self) -> float:
@@ -158,6 +163,11 @@ class EventList(list):
             out.append(f"Wall time inside the profiler: {_fmt_us(self.wall_us)} "
                        f"({100 * self.self_cpu_time_total / self.wall_us:.0f}% of it in the events above; the rest "
                        "is Python around them: guards, autograd, the executor's own code)")
+        n = self.launches
+        if any(n.values()):
+            out.append(f"CUDA work issued: {n['kernels'] + n['library'] + n['graphs'] + n['copies']} launches "
+                       f"({n['kernels']} kernels, {n['library']} in library calls, {n['graphs']} graph replays, "
+                       f"{n['copies']} copies); {n['syncs']} host waits")
         if bw:
             out.append(f"Copy bandwidth (numpy copy, best of 1 and all threads): {bw:.1f} GB/s" +
                        (f"; numpy float32 GEMM peak: {peak:.0f} GFLOP/s" if peak else ""))
@@ -250,6 +260,13 @@ def _executor_module():
     return executor
 
 
+def _cuda_modules():
+    """(ember.runtime.cuda_graph, the CUDA launch counter): the CUDA runners register in the first;
+    importing them needs no GPU."""
+    from .runtime import cuda, cuda_graph
+    return cuda_graph, cuda.COUNTER
+
+
 def _step_costs(step) -> tuple[str, int, int, bool]:
     """(kind, bytes, flops, measure bytes at run time?) of a program step."""
     k = getattr(step, "kernel", None)
@@ -279,6 +296,7 @@ class profile:
         self._restore: list = []
         self._wall_ns = 0
         self._names: dict = {}
+        self.launch_counts: dict = {}    # CUDA work the host issued while recording (see the module doc)
 
     # -------------------------------------------------------------------------- start / stop
     def __enter__(self):
@@ -304,8 +322,14 @@ class profile:
             self._hook_executor(e)
         ex.ON_CREATE.append(self._hook_executor)
         self._restore.append(lambda: ex.ON_CREATE.remove(self._hook_executor))
+        graphs, counter = _cuda_modules()
+        for r in list(graphs.LIVE):
+            self._hook_runner(r)
+        graphs.ON_CREATE.append(self._hook_runner)
+        self._restore.append(lambda: graphs.ON_CREATE.remove(self._hook_runner))
+        self._launch0 = counter.snapshot()
         from .frontend import dispatch
-        table = dispatch.KERNELS
+        table = dispatch._BASE          # what dispatch.apply calls (KERNELS wraps it for 16-bit inputs)
         originals = dict(table)
         for op, fn in originals.items():
             table[op] = _timed(rec, op, "eager", fn, measure_bytes=True)
@@ -319,6 +343,9 @@ class profile:
     def stop(self) -> None:
         global _active
         self._wall_ns = time.perf_counter_ns() - self._t_start
+        counter = _cuda_modules()[1]
+        now = counter.snapshot()
+        self.launch_counts = {k: b - a for k, a, b in zip(counter.__slots__, self._launch0, now)}
         while self._restore:
             self._restore.pop()()
         with _lock:
@@ -357,6 +384,20 @@ class profile:
                     e.env[k] = fn
         self._restore.append(put_back)
 
+    def _hook_runner(self, run) -> None:
+        """Time a CUDA program runner's graph replays (its `replay` method, swapped on the object)."""
+        fn = run.replay
+        if getattr(fn, "__wrapped__", None) is not None:
+            return
+        run.replay = _timed(self._rec, self._unique(f"{run.program.graph.name}.cuda_graph", run), "graph", fn)
+        ref = weakref.ref(run)
+
+        def put_back():
+            r = ref()
+            if r is not None and getattr(r.__dict__.get("replay"), "__wrapped__", None) is fn:
+                del r.replay
+        self._restore.append(put_back)
+
     def _unique(self, name: str, ex) -> str:
         """Two executors with the same graph and kernel names (two compiled functions) keep two rows."""
         owner = self._names.setdefault(name, id(ex))
@@ -378,7 +419,7 @@ class profile:
             if r is None:
                 r = rows[e.name] = FunctionEventAvg(e.name, e.kind)
             r.add(e)
-        return EventList(rows.values(), wall_us=self._wall_ns / 1e3)
+        return EventList(rows.values(), wall_us=self._wall_ns / 1e3, launches=self.launch_counts)
 
     def export_chrome_trace(self, path: str) -> None:
         """The events as a Chrome trace (chrome://tracing, Perfetto)."""

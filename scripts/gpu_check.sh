@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The ONE prepared script for a lent GPU machine (offline; its python has cupy-cuda13x and torch with
-# CUDA).  Run from the repository root:
+# CUDA).  From this checkout, once, on a machine that reaches PyPI: `bash scripts/fetch_gpu_wheels.sh`
+# (fills .whl/); then on the GPU, from the repository root (the device tool: carry [".whl"],
+# timeout_s 570):
 #
-#     bash scripts/gpu_check.sh          # full: gpu tests, benchmark, op tests on cuda   (<= 9 min)
-#     bash scripts/gpu_check.sh quick    # gpu tests + benchmark without torch.compile    (<= 7 min)
+#     bash scripts/gpu_check.sh          # gpu tests, then the benchmark with torch.compile   (<= 9 min)
+#     bash scripts/gpu_check.sh quick    # gpu tests + benchmark without torch.compile       (<= 6 min)
+#     bash scripts/gpu_check.sh ops      # full, then tests/ops with every tensor on cuda    (<= 9.5 min)
 #
 # Nothing is downloaded.  Python packages the machine lacks (llvmlite, networkx, hypothesis, pytest
-# and their deps) are installed from .whl/ when it was carried along (scripts/fetch_gpu_wheels.sh
-# fills it) into /tmp/ember-site, appended to PYTHONPATH (never shadowing the machine's own).
+# and their deps) are installed from .whl/ when it was carried along into /tmp/ember-site, appended
+# to PYTHONPATH (never shadowing the machine's own).  Every step runs under `timeout` (a hung step
+# is killed and the next one runs); what is missing is skipped and said so.
 # Logs and results go to $OUT (default /tmp/ember-gpu-out):
 #   env.txt          GPU, driver, python, package versions, what was installed
-#   gpu_tests.log    python -m pytest -m gpu tests/cuda        (generated kernels, eager ops, models)
-#   gpu_bench.log    python benchmarks/gpu_bench.py            (+ gpu_results.md, the markdown table)
-#   ops_on_cuda.log  tests/ops with every tensor on cuda       (full mode only)
+#   gpu_tests.log    python -m pytest -m gpu tests/cuda   (kernels, eager ops, models, CUDA graphs)
+#   gpu_bench.log    python benchmarks/gpu_bench.py       (+ gpu_results.md: the tables; the training
+#                    table has ms/step, host us/step, launches/step and GPU busy per variant)
+#   ops_on_cuda.log  tests/ops with every tensor on cuda  (ops mode only)
 #   summary.txt      one line per step with its exit status and duration
 set -u
 cd "$(dirname "$0")/.."
@@ -96,14 +101,17 @@ EOF
 
 # ---------------------------------------------------------------- the checks
 PYTEST=($PY -m pytest -p no:cacheprovider -q -rfE --tb=short)
-# step limits add up to < 9 minutes (full) / < 7 (quick): run with the device tool's timeout_s=560
+# step limits add up to < 9 minutes (full) / < 6 (quick): run with the device tool's timeout_s=570
+step "gpu tests" 200 gpu_tests.log "${PYTEST[@]}" -m gpu tests/cuda
 if [ "$MODE" = quick ]; then
-  step "gpu tests" 240 gpu_tests.log "${PYTEST[@]}" -m gpu tests/cuda
-  step "gpu benchmark" 150 gpu_bench.log $PY benchmarks/gpu_bench.py --rounds 10 --no-torch-compile
+  step "gpu benchmark" 140 gpu_bench.log $PY benchmarks/gpu_bench.py --rounds 8 --no-torch-compile --budget 100
 else
-  step "gpu tests" 240 gpu_tests.log "${PYTEST[@]}" -m gpu tests/cuda
-  step "gpu benchmark" 150 gpu_bench.log $PY benchmarks/gpu_bench.py --rounds 10
-  step "op tests on cuda" 120 ops_on_cuda.log "${PYTEST[@]}" -p tests.cuda.ops_on_cuda --maxfail=200 tests/ops
+  # the training section stops starting variants after --budget s; one variant (torch.compile
+  # included) gets --variant-timeout s to build and warm up, else it is an n/a row
+  step "gpu benchmark" 320 gpu_bench.log $PY benchmarks/gpu_bench.py --rounds 8 --no-kernel-torch-compile --budget 170 --variant-timeout 75
+fi
+if [ "$MODE" = ops ]; then
+  step "op tests on cuda" 100 ops_on_cuda.log "${PYTEST[@]}" -p tests.cuda.ops_on_cuda --maxfail=200 tests/ops
 fi
 [ -f "$OUT/gpu_results.md" ] && cp "$OUT/gpu_results.md" "$OUT/gpu_results.txt"
 echo "== done; results in $OUT" | tee -a "$SUMMARY"

@@ -251,8 +251,9 @@ def cast_rule(src: DType, dst: DType) -> str:
     same        no-op
     truth       to bool: x != 0 (NaN is true)
     float       float -> float, widening or rounding
-    float_int   float -> integer: truncate toward zero, saturating (NaN -> 0), through int64,
-                then wrapped to the target width like numpy on x86
+    float_int   float -> integer: truncate toward zero; NaN and out-of-range values are each
+                target's rule (CPU: INT_MIN through int32, or int64 for int64, then wrapped, as
+                numpy and PyTorch on x86; CUDA: the device's saturating conversion)
     int_float   integer or bool -> float (unsigned for uint8/bool)
     int         integer or bool -> integer: truncate, or extend (zero-extend unsigned sources)"""
     if src is dst:

@@ -2,8 +2,12 @@
 
     capture.py      Tracer: records the primitives a function runs into an ir.Graph; graph breaks
     joint.py        backward graphs traced from the same VJPs eager autograd uses
+    grads.py        loss.backward() / autograd.grad inside a trace: gradients in the same graph
+    training.py     what a captured training step adds: .grad replay, optimizer hyper-parameter
+                    inputs, optimizer and .grad guards
     compiled.py     ember.compile: CompiledFunction (guards, variant cache, recompiles),
                     CompiledGraph (one traced variant), OptimizedModule
+    split.py        functions that break run in pieces: record once, replay against the pieces
     interpreter.py  the reference backend: runs a graph node by node with the eager kernels
     backends.py     "eager" | "llvm" | "cuda" -> executors (passes, codegen, runtime)
     dump/           dump folders: writer (the hook object), report.json, index.html pictures
@@ -36,7 +40,10 @@ def disable(fn=None, recursive: bool = True):
     @functools.wraps(fn)
     def eager(*args, **kwargs):
         tracer = _dispatch.tracer
-        if tracer is not None:
+        if tracer is not None:     # raises, or (a call running in pieces) runs the graph so far
             tracer.graph_break(f"call to ember.compiler.disable'd {getattr(fn, '__qualname__', fn)!r}", None)
+            from ..frontend.tracing_hooks import eager_now
+            with eager_now():
+                return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     return eager

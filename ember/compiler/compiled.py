@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,12 +34,16 @@ from ..frontend.tensor import Tensor, _wrap
 from ..ir.graph import Graph
 from ..ir.text import format_node
 from ..nn import Module
+from ..nn.modules.module import state_version
 from ..passes.dce import dce
-from . import backends
+from . import backends, modes
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
-from .guards import changed_guard, describe_guards, guard_key
+from .check import CheckedExecutor, check_mode
+from .guards import changed_guard, describe_guards, guard_key, state_guard
 from .joint import build_backward
 from .pytree import flat_spec, flatten, unflatten
+from .training import FromHyper, GradGuard, GradReplay, OptimizerGuard, collect_grads, grad_snapshot
+from .watch import TraceWatch
 
 __all__ = ["compile", "CompileError", "GraphBreakError", "CompiledFunction", "CompiledGraph"]
 
@@ -83,7 +88,7 @@ class FromRng:
     """The generator key (seed, offset) of the call's random numbers."""
 
 
-Binding = Union[FromArg, FromConst, FromRng]
+Binding = Union[FromArg, FromConst, FromRng, FromHyper]
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class Backward:
     grad_inputs: tuple           # forward placeholders that get a gradient, in backward output order
     n_user: int                  # user outputs (the forward returns n_user + len(saved) values)
     plan: tuple                  # backward inputs: ("saved", i) | ("grad", i)
+    watch: tuple = ()            # ("input", k) | ("output", i): tensors whose memory holds a saved
+                                 # value (or a view of it); their versions are checked at backward
 
 
 @dataclass
@@ -113,24 +120,132 @@ class CompiledGraph:
     backward_exec: object = None
     backend: str = ""
     stats: dict = field(default_factory=dict)
+    state: object = None         # guards.StateGuard: identity of the objects the trace read
+    stores: tuple = ()           # (module, attribute) the function assigns a traced tensor to, in
+                                 # output order: the forward returns them after the user outputs
+    grads: GradReplay | None = None     # .grads the function assigned (a training step): replayed
+                                        # after each call; their values are the last outputs
+    grad_guard: GradGuard | None = None
+    opt_guards: tuple = ()       # OptimizerGuard per optimizer stepped in the trace
+    spent: tuple = ()            # user outputs a backward inside the function went through
 
     def __post_init__(self):
-        self.const_guards = [(b.tensor, b.tensor._data.shape, b.tensor.dtype, b.tensor.requires_grad)
-                             for b in self.bindings if isinstance(b, FromConst)]
+        # optimizer state is guarded by its optimizer's state epoch (training.py): its tensors change
+        # only by replacement (load_state_dict), never in shape or dtype, so they need no guard of their own
+        owned = {id(v) for g in self.opt_guards for st in g.state.values() for v in st.values()}
+        self.const_guards = [(b.tensor, (b.tensor._data.shape, b.tensor.dtype, b.tensor.device, b.tensor.requires_grad),
+                              ph.name.lstrip("%")) for ph, b in zip(self.graph.inputs, self.bindings)
+                             if isinstance(b, FromConst) and id(b.tensor) not in owned]
+        # the per-call plan, computed once: how to fetch each input, where each mutation goes
+        pos = {ph: k for k, ph in enumerate(self.graph.inputs)}
+        self._fetch = [(_ARG, b.index) if isinstance(b, FromArg) else (_CONST, b.tensor) if isinstance(b, FromConst)
+                       else (_HYPER, b) if isinstance(b, FromHyper) else (_RNG, None) for b in self.bindings]
+        self._mutated = [(pos[ph], self.bindings[pos[ph]]) for ph, _ in self.graph.mutations]
+        self._mutated_set = {k for k, _ in self._mutated}
+        # written-back tensors: the constant itself, or None and the argument's leaf index
+        self._write_back = [(b.tensor, 0) if isinstance(b, FromConst) else (None, getattr(b, "index", 0))
+                            for _, b in self._mutated]
+        self._roots = None           # (state version, {id(memory root): input position}) of constants
 
-    def consts_ok(self) -> bool:
-        for t, shape, dtype, rg in self.const_guards:
-            if t._data.shape != shape or t.dtype is not dtype or t.requires_grad != rg:
-                return False
-        return True
+    def static_inputs(self) -> tuple:
+        """Positions of graph inputs bound to tensors the trace met (parameters, buffers): their
+        storage stays put between calls, so a CUDA graph reads them in place."""
+        return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromConst))
+
+    def immutable_inputs(self) -> tuple:
+        """Positions of optimizer hyper-parameter inputs: a new value comes as a new array, an
+        array is never written (so the same array as last call holds the same value)."""
+        return tuple(i for i, b in enumerate(self.bindings) if isinstance(b, FromHyper))
+
+    def overlapping_inputs(self, leaves):
+        """(written input name, other input name) when an input the graph writes in place shares
+        memory with another input (x and y both views of one tensor): the graph treats them as
+        independent, so the call must run eagerly. None otherwise (and always without mutations).
+
+        Two numpy arrays can overlap only if they view one owner (`.base`): the owners of the
+        constants are indexed once (again when module state changes), so a call compares the few
+        arguments' owners against them instead of every pair of inputs."""
+        if not self._mutated:
+            return None
+        if self.device.xp is not np:
+            return self._overlap_pairs(leaves, range(len(self.bindings)))
+        roots = self._roots
+        if roots is None or roots[0] != state_version():
+            owners, clash = {}, None
+            for k, (kind, x) in enumerate(self._fetch):
+                if kind is _CONST:
+                    r = _owner(x._data)
+                    if id(r) in owners and clash is None:
+                        clash = (owners[id(r)], k)
+                    owners.setdefault(id(r), k)
+            roots = self._roots = (state_version(), owners, clash)
+        _, owners, clash = roots
+        mutated = self._mutated_set
+        if clash is not None:
+            hit = self._overlap_pairs(leaves, clash)
+            if hit is not None:
+                return hit
+        seen = {}
+        for k, (kind, x) in enumerate(self._fetch):
+            if kind is not _ARG:
+                continue
+            rid = id(_owner(leaves[x]._data))
+            other = owners.get(rid, seen.get(rid))
+            seen.setdefault(rid, k)
+            if other is not None and (k in mutated or other in mutated):
+                hit = self._overlap_pairs(leaves, (k, other))
+                if hit is not None:
+                    return hit
+        return None
+
+    def _overlap_pairs(self, leaves, candidates):
+        """The first (written, other) pair among input positions `candidates` whose memory overlaps."""
+        tensors = [_bound_tensor(b, leaves) for b in self.bindings]
+        share = getattr(self.device.xp, "may_share_memory", None)
+        if share is None:
+            return None
+        cand = set(candidates)
+        names = [ph.name.lstrip("%") for ph in self.graph.inputs]
+        for k, _ in self._mutated:
+            if k not in cand:
+                continue
+            a = tensors[k]._data
+            for j in cand:
+                t = tensors[j]
+                if j != k and t is not None and share(a, t._data):
+                    return names[k], names[j]
+        return None
+
+    def guard_failure(self, leaves=()):
+        """None when this variant may run now, else (guard name, old, new) of the first failing
+        guard on what the trace read besides the arguments (constants' metadata, object identity,
+        the .grads and optimizers of a training step)."""
+        for t, meta, name in self.const_guards:
+            shape, dtype, device, rg = meta
+            if t._data.shape != shape or t.dtype is not dtype or t.requires_grad is not rg or \
+                    (t.device is not device and t.device != device):
+                now = (t._data.shape, t.dtype, t.device, t.requires_grad)
+                i = next(i for i, (a, b) in enumerate(zip(now, meta)) if a != b)
+                return f"{name} {('shape', 'dtype', 'device', 'requires_grad')[i]}", meta[i], now[i]
+        for g in self.opt_guards:
+            failed = g.check()
+            if failed is not None:
+                return failed
+        if self.grad_guard is not None:
+            failed = self.grad_guard.check(leaves)
+            if failed is not None:
+                return failed
+        return self.state.check() if self.state is not None else None
 
     def input_arrays(self, leaves) -> list:
         arrays = []
-        for b in self.bindings:
-            if isinstance(b, FromArg):
-                arrays.append(leaves[b.index]._data)
-            elif isinstance(b, FromConst):
-                arrays.append(b.tensor._data)
+        for kind, x in self._fetch:
+            if kind is _CONST:
+                arrays.append(x._data)
+            elif kind is _ARG:
+                arrays.append(leaves[x]._data)
+            elif kind is _HYPER:
+                arrays.append(x.array())
             else:
                 seed, off = rng.default_generator.take(self.rng_count)
                 arrays.append(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64))
@@ -140,22 +255,41 @@ class CompiledGraph:
         arrays = self.input_arrays(leaves)
         results = self.forward_exec.run(arrays)
         g = self.graph
-        n_out = len(g.outputs) - (len(self.backward.saved) if self.backward else 0)
-        n_mut = len(g.mutations)
+        n_all = len(g.outputs)
+        n_out = n_all - (len(self.backward.saved) if self.backward else 0)
         outs = results[:n_out]
-        # mutation values are written back into the inputs' storage
-        for (ph, _), val in zip(g.mutations, results[len(g.outputs):len(g.outputs) + n_mut]):
-            t = self._tensor_of(ph, leaves)
-            t._data[...] = val
+        # mutation values are written back into the inputs' storage (compiled programs store most
+        # of them there already, and return the input itself)
+        for (t, i), val in zip(self._write_back, results[n_all:]):
+            if t is None:
+                t = leaves[i]
+            if val is not t._data:
+                t._data[...] = val
             t._vc[0] += 1
         dev = self.device
         out_tensors = [_wrap(a, dev) for a in outs]
         if self.backward is not None and ag.is_grad_enabled():
-            saved = results[n_out:len(g.outputs)]
+            saved = results[n_out:n_all]
             self._attach_backward(out_tensors, saved, leaves)
+        n_grad = self.grads.n_outputs if self.grads is not None else 0
+        if self.stores:
+            self._replay_stores(out_tensors[n_out - n_grad - len(self.stores):n_out - n_grad])
+        if self.grads is not None:
+            self.grads.apply(leaves, out_tensors[n_out - n_grad:])
+        for i in self.spent:         # eager: the loss a backward went through keeps a freed grad_fn
+            out_tensors[i].requires_grad = True
+            out_tensors[i].grad_fn = _SPENT
         it = iter(out_tensors)
         final = [c if c is not _GRAPH_OUT else next(it) for c in self.out_consts]
         return unflatten(self.out_spec, iter(final))
+
+    def _replay_stores(self, tensors) -> None:
+        """`self.mask = mask` in the traced function: assign this call's value, as eager would."""
+        before = state_version()
+        for (module, name), t in zip(self.stores, tensors):
+            setattr(module, name, t)
+        if self.state is not None:
+            self.state.resync(before)
 
     def _tensor_of(self, ph, leaves):
         b = self.bindings[self.graph.inputs.index(ph)]
@@ -166,7 +300,11 @@ class CompiledGraph:
         sources = [self._tensor_of(ph, leaves) for ph in bw.grad_inputs]
         nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator()) if t.requires_grad else None
                       for t in sources)
-        node = CompiledBackwardNode(self, saved, nexts, out_tensors, [(t, t._vc[0]) for t in sources])
+        versions = []       # PyTorch's check: a saved value modified in place fails backward
+        for kind, i in bw.watch:
+            t = out_tensors[i] if kind == "output" else self._tensor_of(self.graph.inputs[i], leaves)
+            versions.append((t, t._vc[0], kind, i))
+        node = CompiledBackwardNode(self, saved, nexts, out_tensors, versions)
         for i in bw.grad_out_index:
             o = out_tensors[i]
             o.grad_fn = _OutputSelect(node, i)
@@ -174,6 +312,41 @@ class CompiledGraph:
 
 
 _GRAPH_OUT = object()
+# Breaks after which the call runs eagerly rather than in pieces: code that left the dispatch (B008)
+# would fail again while recording the pieces; higher-order gradients cannot go through compiled
+# pieces' backward.
+_NO_SPLIT = ("B008", "backward_create_graph")
+_ARG, _CONST, _HYPER, _RNG = "arg", "const", "hyper", "rng"     # how CompiledGraph fetches an input
+
+
+def _owner(a):
+    """The object owning an array's memory (numpy keeps views' .base pointing at it)."""
+    b = a.base
+    return a if b is None else b
+
+
+class _SpentNode:
+    """grad_fn of an output that a backward inside the compiled function already went through."""
+
+    next_functions = ()
+    pre_hooks = None
+    retain = None
+    freed = True
+    op = "compiled_function"
+
+    def name(self):
+        return "CompiledFunctionBackward"
+
+    def apply(self, g):
+        raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
+                           "tensors after they have already been freed): the compiled function already ran "
+                           "backward through this output.")
+
+    def release(self):
+        pass
+
+
+_SPENT = _SpentNode()
 
 
 class _OutputSelect:
@@ -224,6 +397,14 @@ class CompiledBackwardNode:
             raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
                                "tensors after they have already been freed). Specify retain_graph=True if you "
                                "need to backward through the graph a second time.")
+        for t, v, kind, i in self.versions:
+            if t._vc[0] != v:
+                which = f", which is output {i} of CompiledFunctionBackward," if kind == "output" else ""
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{t.dtype.name} {list(t.shape)}]{which} is at version {t._vc[0]}; expected "
+                    f"version {v} instead. Hint: the compiled function saved it for backward; modify a clone, "
+                    "or call backward() before the in-place change.")
         xp = self.cg.device.xp
         grads = []
         for i in self.bw.grad_out_index:
@@ -257,11 +438,15 @@ class CompiledFunction:
         self.backend = backend
         self.mode = mode
         self.options = dict(options or {})
+        self.cuda_graphs = modes.cuda_graphs(mode, options)   # validates mode as torch.compile does
+        self.check = check_mode(self.options)      # "fp64": every graph also runs in float64 (check.py)
         self.recompile_limit = recompile_limit
         self.dump = dump or os.environ.get("EMBER_DUMP") or None
         self.module = module
         self.name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", type(fn).__name__)
         self.cache: dict = {}
+        self.state_recompiles = 0   # variants replaced because an object they read changed
+        self._lock = threading.RLock()
         self.last_key = None
         self.limit_warned = False
         self.stats = {"calls": 0, "compiles": 0, "eager_calls": 0, "breaks": 0, "compile_time_s": 0.0}
@@ -311,30 +496,71 @@ class CompiledFunction:
             spec = flatten((args, kwargs), leaves)
         key = self.guard_key(leaves, spec)
         entry = self.cache.get(key)
-        if entry is not None and not isinstance(entry, _Eager) and not entry.consts_ok():
-            entry = None
-        if entry is None:
-            if len(self.cache) >= self.recompile_limit:
-                self._warn_limit(key)
+        if entry is None or (not isinstance(entry, _Eager) and entry.guard_failure(leaves) is not None):
+            with self._lock:        # one thread compiles; the others wait for its variant
+                entry, key = self._lookup_or_compile(leaves, spec, args, kwargs)
+            if entry is None:
                 self.stats["eager_calls"] += 1
                 return self.fn(*args, **kwargs)
-            if self.last_key is not None and self.cache:
-                guard, old, new = changed_guard(self.last_key, key)
-                records.emit(Record("recompiles", "R001", f"guard changed: {guard}: {old!r} -> {new!r}",
-                                    user_source(), fn=self.name, extra={"guard": guard, "old": repr(old), "new": repr(new)}))
-            entry = self._compile(leaves, spec, args, kwargs)
-            self.cache[key] = entry
         self.last_key = key
         if isinstance(entry, _Eager):
             self.stats["eager_calls"] += 1
             return self.fn(*args, **kwargs)
+        if not isinstance(entry, CompiledGraph):      # a function that breaks: it runs in pieces
+            return entry(args, kwargs)
+        if entry.graph.mutations:
+            overlap = entry.overlapping_inputs(leaves)
+            if overlap is not None:
+                self._aliased_call(overlap)
+                return self.fn(*args, **kwargs)
         return entry.run(leaves)
 
-    def _warn_limit(self, key):
+    def _aliased_call(self, overlap):
+        self.stats["eager_calls"] += 1
+        written, other = overlap
+        records.emit(Record("fallbacks", "F003", f"inputs {written} and {other} share memory and the graph "
+                            f"writes {written} in place: this call runs eagerly", user_source(), fn=self.name,
+                            extra={"written": written, "other": other}))
+
+    def _lookup_or_compile(self, leaves, spec, args, kwargs):
+        """(variant, key) for a call whose cached variant is missing or stale; (None, key) past the
+        recompile limit (the call then runs eagerly). Called under self._lock."""
+        key = self.guard_key(leaves, spec)
+        entry = self.cache.get(key)
+        failed = None
+        if entry is not None and not isinstance(entry, _Eager):
+            failed = entry.guard_failure(leaves)
+            if failed is None:
+                return entry, key                 # another thread compiled it meanwhile
+            # what the trace read changed (a module swapped, a global rebound): modules whose
+            # training flags are guards may have changed too
+            self.__dict__.pop("_guard_mods", None)
+            key = self.guard_key(leaves, spec)
+            self.cache.pop(key, None)
+            entry = None
+            self.state_recompiles += 1
+        elif entry is not None:
+            return entry, key
+        if len(self.cache) + self.state_recompiles >= self.recompile_limit:   # variants built so far
+            self._warn_limit(key, failed)
+            return None, key
+        if failed is not None or (self.last_key is not None and self.cache):
+            guard, old, new = failed or changed_guard(self.last_key, key)
+            hint = ("the compiled code read an object that was replaced since (a module, parameter, buffer or "
+                    "global); to keep the compiled code, update values in place (p.data.copy_(...))"
+                    if failed is not None else "")
+            records.emit(Record("recompiles", "R001", f"guard changed: {guard}: {old!r} -> {new!r}",
+                                user_source(), fn=self.name, hint=hint,
+                                extra={"guard": guard, "old": repr(old), "new": repr(new)}))
+        entry = self._compile(leaves, spec, args, kwargs)
+        self.cache[key] = entry
+        return entry, key
+
+    def _warn_limit(self, key, failed=None):
         if self.limit_warned:
             return
         self.limit_warned = True
-        guard, old, new = changed_guard(self.last_key, key) if self.last_key else ("?", None, None)
+        guard, old, new = failed or (changed_guard(self.last_key, key) if self.last_key else ("?", None, None))
         msg = (f"ember.compile: {self.name} reached the recompile limit ({self.recompile_limit}); "
                f"running eagerly from now on. The guard that kept changing: {guard} "
                f"(last {old!r} -> {new!r}). Hint: mark varying sizes dynamic or keep them fixed.")
@@ -365,35 +591,59 @@ class CompiledFunction:
         dump = self._open_dump()
         graph = Graph("forward")
         tr = Tracer(graph, self._names())
+        watch = TraceWatch()
+        snapshot = grad_snapshot(self._guard_modules(), [o for _, o in self._roots()])
         try:
-            out, tensor_index = self._trace(tr, leaves, spec, len(args))
+            out, tensor_index, sym_leaves = self._trace(tr, watch, leaves, spec, len(args))
+            out_spec, outputs, out_consts = _collect_outputs(out, tr)
+            grad_replay, grad_guard, grad_tensors = collect_grads(tr, snapshot, tensor_index)
+            stores = _check_trace(tr, watch, out, sym_leaves + grad_tensors)
         except GraphBreak as gb:
+            tr.undo_effects()       # the eager run that follows redoes the function's stores and .grads
             return self._break(gb.record, graph, dump, leaves, spec)
         except Exception as e:  # code that escaped the dispatch (raw array access, ...)
+            tr.undo_effects()
             rec = BreakRecord("B008", f"tracing failed: {type(e).__name__}: {e}", _tb_source(e), "escape")
             return self._break(rec, graph, dump, leaves, spec)
+        tr.undo_stores(only_symbolic=True)    # no traced tensor stays on a module: run() assigns real ones
+        spent = tuple(i for i, o in enumerate(outputs) if tr.backward_ran and o in tr.grad_nodes)
+        del out, sym_leaves
         if dump is not None:
             dump.time("trace", time.perf_counter() - t0)
         self._specialisations(leaves)
-        out_spec, outputs, out_consts = _collect_outputs(out, tr)
+        outputs += [t._data.node for _, _, t in stores]
+        outputs += [t._data.node for t in grad_tensors]
+        del grad_tensors
         graph.set_outputs(outputs)
         tr.finish_mutations()
         bindings = _bindings(graph, tr, tensor_index)
         dce(graph)
-        backward = self._backward(graph, bindings, leaves, outputs)
+        backward = None if tr.backward_ran else self._backward(graph, bindings, leaves, outputs, tr.grad_nodes)
+        state = state_guard(self.fn, watch.frames if watch.active else None, self.module,
+                            skip={(id(m), name) for m, name, _ in stores})
+        if grad_guard is not None:
+            grad_guard.names = tr.names
         cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward,
-                           _graph_device(leaves, tr))
+                           _graph_device(leaves, tr), state=state, stores=tuple((m, n) for m, n, _ in stores),
+                           grads=grad_replay, grad_guard=grad_guard, spent=spent,
+                           opt_guards=tuple(OptimizerGuard(o, e) for o, e in tr.optimizers.values()))
         if dump is not None:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
             t_build = time.perf_counter()
         try:
-            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(cg, self.backend, self.name, dump)
+            cg.forward_exec, cg.backward_exec, cg.backend = backends.build(
+                cg, self.backend, self.name, dump, cuda_graphs=self.cuda_graphs, stats=self.stats)
         except Exception as e:
             if dump is not None:     # the dump keeps what was written before the failure, and why
                 dump.missing("build", f"{type(e).__name__}: {e}")
                 dump.finish(cg, self, status="failed")
             raise
         _program_records(cg, self.name)
+        if self.check == "fp64":
+            repro = getattr(dump, "path", None) if dump is not None else None
+            cg.forward_exec = CheckedExecutor(cg.graph, cg.forward_exec, "forward", self.name, repro)
+            if cg.backward_exec is not None:
+                cg.backward_exec = CheckedExecutor(cg.backward.graph, cg.backward_exec, "backward", self.name, repro)
         dt_s = time.perf_counter() - t0
         if dump is not None:
             dump.time("build", time.perf_counter() - t_build)
@@ -405,11 +655,12 @@ class CompiledFunction:
                             f"ops ({'with' if backward else 'no'} backward) in {dt_s * 1000:.1f} ms",
                             user_source(), fn=self.name))
         if dump is not None:
-            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)))
+            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)) + state.describe())
         return cg
 
-    def _trace(self, tr, leaves, spec, n_args):
-        """Run the function on symbolic inputs; returns its result and {placeholder: leaf index}."""
+    def _trace(self, tr, watch, leaves, spec, n_args):
+        """Run the function on symbolic inputs (under `watch`); returns its result, {placeholder:
+        leaf index} and the symbolic leaves."""
         sym_leaves = []
         arg_names = _arg_names(self.fn, n_args)
         tensor_index = {}
@@ -423,14 +674,15 @@ class CompiledFunction:
         sargs, skw = unflatten(spec, iter(sym_leaves))
         state = (rng.default_generator._seed, rng.default_generator._offset)
         try:
-            with tracing(tr):
-                return self.fn(*sargs, **skw), tensor_index
+            with tracing(tr), watch:
+                return self.fn(*sargs, **skw), tensor_index, sym_leaves
         finally:    # tracing draws no random numbers: the generator is advanced by each compiled call
             rng.default_generator._seed, rng.default_generator._offset = state
 
-    def _backward(self, graph, bindings, leaves, outputs) -> Backward | None:
+    def _backward(self, graph, bindings, leaves, outputs, grad_nodes=None) -> Backward | None:
         """The backward graph when grad mode is on and an input requires grad; the forward graph
-        then also returns the values backward saves."""
+        then also returns the values backward saves. `grad_nodes`: the nodes the trace recorded as
+        requiring grad (no_grad blocks and detach() cut them)."""
         if not ag._mode.enabled or not outputs:
             return None
         sources = {ph: _bound_tensor(b, leaves) for ph, b in zip(graph.inputs, bindings)}
@@ -439,9 +691,10 @@ class CompiledFunction:
             return None
         devices = {ph.device: t.device for ph, t in sources.items() if t is not None}
         devices.setdefault("cpu", CPU)
-        bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices)
+        bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices, grad_nodes)
         graph.set_outputs(outputs + saved)
-        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan))
+        return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan),
+                        _saved_aliases(graph, saved, outputs))
 
     def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1
@@ -452,7 +705,10 @@ class CompiledFunction:
             dump.finish(None, self, guards=guards, status="break", record=r, partial=graph)
         if self.fullgraph:
             raise GraphBreakError(rec)
-        return _Eager(rec)
+        if rec.code in _NO_SPLIT or rec.what in _NO_SPLIT:
+            return _Eager(rec)
+        from .split import SplitFunction      # (split.py builds on this module)
+        return SplitFunction(self, rec)
 
     def _open_dump(self):
         """The DumpSession for this trace (ember/compiler/dump) when dumping is on, else None."""
@@ -494,8 +750,58 @@ def _collect_outputs(out, tr):
     return out_spec, outputs, out_consts
 
 
+# Ops whose eager result is a view of their input (PyTorch views share the version counter).
+_VIEW_OPS = ("reshape", "permute", "expand", "slice", "flip", "windows")
+
+
+def _saved_aliases(graph, saved, outputs) -> tuple:
+    """The tensors whose in-place modification eager autograd would catch for these saved values:
+    ("input", k) for graph input k and ("output", i) for output i that is (a view of) the value a
+    saved node views. An input written in place inside the graph counts as its mutation value."""
+    def base(n):
+        while n.op in _VIEW_OPS and n._inputs:
+            n = n._inputs[0]
+        return n
+
+    written = {v: ph for ph, v in graph.mutations}
+    bases = set()
+    for s in saved:
+        b = base(s)
+        bases.add(written.get(b, b))
+    watch = [("input", k) for k, ph in enumerate(graph.inputs) if ph in bases]
+    watch += [("output", i) for i, o in enumerate(outputs) if base(o) in bases or written.get(base(o)) in bases]
+    return tuple(watch)
+
+
+def _check_trace(tr, watch, out, sym_leaves) -> list:
+    """After a trace: break on what a graph cannot replay; returns [(module, name, traced tensor)],
+    the module attributes the function assigned a traced tensor to (replayed after each call)."""
+    if watch.unreplayable is not None:
+        what, src = watch.unreplayable
+        raise GraphBreak(BreakRecord("B010", f"{what} while tracing: its value would be frozen into the graph",
+                                     src, "unreplayable"))
+    stores = tr.symbolic_stores()
+    keep = {id(t) for t in sym_leaves} | {id(t) for t in tr.overrides.values()} | {id(t) for _, _, t in stores}
+    leaves: list = []
+    flatten(out, leaves)
+    keep |= {id(t) for t in leaves}
+    escaped = tr.escaped(keep)
+    if escaped:
+        import gc
+        gc.collect()        # a reference cycle may hold a dead one
+        escaped = tr.escaped(keep)
+    if escaped:
+        t = escaped[0]
+        raise GraphBreak(BreakRecord("B011", f"a traced tensor {t.dtype.name}{list(t.shape)} (computed at "
+                                     f"{t._data.node.meta.get('source', '?')}) escapes the function: it is kept "
+                                     "somewhere other than its result or a module attribute",
+                                     t._data.node.meta.get("source", "?"), "escape"))
+    return stores
+
+
 def _bindings(graph, tr, tensor_index) -> list:
     consts = iter(tr.consts)
+    hypers = iter(tr.hypers)
     out = []
     for ph in graph.inputs:
         kind = ph.meta.get("kind")
@@ -503,9 +809,21 @@ def _bindings(graph, tr, tensor_index) -> list:
             out.append(FromArg(tensor_index[ph]))
         elif kind == "const":
             out.append(FromConst(next(consts)))
+        elif kind == "hyper":
+            group, key, index = next(hypers)
+            xp = tr_device_xp(ph, tr)
+            out.append(FromHyper(group, key, index, ph.dtype, xp))
         else:
             out.append(FromRng())
     return out
+
+
+def tr_device_xp(ph, tr):
+    """The array module of a placeholder's device (numpy for "cpu")."""
+    if ph.device == "cpu":
+        return np
+    from ..frontend.device import canonical
+    return canonical(ph.device).xp
 
 
 def _bound_tensor(b, leaves):

@@ -14,6 +14,8 @@ class ExplainReport:
         self.name = name
         self.records = records
         self.graphs = [v.graph for v in variants]
+        # a function that breaks runs in pieces (ember/compiler/split.py): (piece number, where it ends)
+        self.pieces = [getattr(v, "piece", None) for v in variants]
         self.backward_graphs = [v.backward.graph for v in variants if v.backward]
         by_kind = {k: [r for r in records if r.kind == k] for k in diagnostics.KINDS}
         self.breaks = by_kind["breaks"]
@@ -41,8 +43,10 @@ class ExplainReport:
     def __str__(self):
         lines = [f"ember.explain({self.name}): {len(self.graphs)} graph(s), {len(self.breaks)} graph break(s), "
                  f"{len(self.fallbacks)} fallback(s), {len(self.recompiles)} recompile(s)"]
-        for i, c in enumerate(self.op_counts):
-            lines.append(f"  graph {i}: {sum(c.values())} ops: " + ", ".join(f"{k}×{v}" for k, v in c.items()))
+        for i, (c, piece) in enumerate(zip(self.op_counts, self.pieces)):
+            what = f" (piece {piece[0]}, up to {'the break at ' + piece[1] if piece[1] else 'the return'})" \
+                if piece else ""
+            lines.append(f"  graph {i}{what}: {sum(c.values())} ops: " + ", ".join(f"{k}×{v}" for k, v in c.items()))
         for r in self.breaks + self.fallbacks + self.recompiles + self.specializations + self.fusions:
             lines.append("  " + str(r).replace("\n", "\n  "))
         if self.guards:

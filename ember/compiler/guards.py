@@ -1,16 +1,26 @@
 """Guards: the key a compiled variant is cached under, how to describe it, and which part changed.
 
-A key is (grad mode, training flags, argument structure, per-leaf keys). A tensor leaf's key is its
-shape, dtype, device and requires_grad; a Python scalar's is its value (the trace specialised on it).
+A key is (grad mode, training flags, argument structure, per-leaf keys, autocast regions). A tensor
+leaf's key is its shape, dtype, device and requires_grad; a Python scalar's is its value (the trace
+specialised on it). The autocast regions matter because a trace under autocast records casts.
+
+A variant found under its key also checks its StateGuard: the identity of the modules, parameters,
+buffers and global tensors the trace read, and the values of the global flags it read (a stale
+object would silently give old answers). A failed state guard compiles the variant again.
 """
 from __future__ import annotations
 
+from types import FunctionType
+
+from ..frontend import autocast
 from ..frontend import autograd as ag
 from ..frontend.tensor import Tensor
 from ..ir import dtypes as dt
+from ..nn import Module, Parameter
+from ..nn.modules.module import state_version
 from .pytree import spec_key
 
-GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments")
+GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments", "autocast")
 _TENSOR_FIELDS = {1: "shape", 2: "dtype", 3: "device", 4: "requires_grad"}
 
 
@@ -26,7 +36,8 @@ def leaf_key(x):
 
 def guard_key(leaves, spec, modules) -> tuple:
     training = tuple(m.training for m in modules)
-    return (ag._mode.enabled, training, spec_key(spec, len(leaves)), tuple(leaf_key(x) for x in leaves))
+    return (ag._mode.enabled, training, spec_key(spec, len(leaves)), tuple(leaf_key(x) for x in leaves),
+            autocast.state_key())
 
 
 def changed_guard(old, new) -> tuple:
@@ -47,8 +58,10 @@ def changed_guard(old, new) -> tuple:
 
 
 def describe_guards(key) -> list[str]:
-    grad, training, structure, args = key
+    grad, training, structure, args, amp = key
     out = [f"grad mode == {grad}"]
+    if amp:
+        out.append(f"autocast == {amp}")
     if training:
         out.append(f"training flags == {training}")
     for i, a in enumerate(args):
@@ -57,3 +70,167 @@ def describe_guards(key) -> list[str]:
         else:
             out.append(f"arg{i}: {a[0]} == {a[-1]!r}")
     return out
+
+
+# =============================================================================== state guards
+_MISSING = object()
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _describe(obj) -> str:
+    if obj is _MISSING:
+        return "<unbound>"
+    if isinstance(obj, Tensor):
+        kind = "Parameter" if isinstance(obj, Parameter) else "Tensor"
+        return f"{kind}{list(obj._data.shape)} at {id(obj):#x}"
+    if isinstance(obj, Module):
+        return f"{type(obj).__name__} at {id(obj):#x}"
+    return repr(obj)
+
+
+def _walk_module(label: str, root, skip: set, out: list, seen: set) -> None:
+    """Append (path, object) for `root`, its submodules, parameters, buffers and tensor attributes,
+    in a fixed pre-order (iterative: deep models must not hit the recursion limit)."""
+    stack = [(label, root)]
+    while stack:
+        path, m = stack.pop()
+        out.append((path, m))
+        if id(m) in seen:           # a shared submodule: its contents are listed once
+            continue
+        seen.add(id(m))
+        d = m.__dict__
+        for reg in ("_parameters", "_buffers"):
+            for k, v in d.get(reg, {}).items():
+                if (id(m), k) not in skip:
+                    out.append((f"{path}.{k}", v))
+        for k, v in d.items():
+            if isinstance(v, Tensor) and (id(m), k) not in skip:
+                out.append((f"{path}.{k}", v))
+        kids = []
+        for k, c in d.get("_modules", {}).items():
+            if c is None:
+                out.append((f"{path}.{k}", None))
+            else:
+                kids.append((f"{path}.{k}", c))
+        stack.extend(reversed(kids))
+
+
+class StateGuard:
+    """Guards on what a trace read besides its arguments, as torch.compile guards on object ids:
+
+      - every module reached (the compiled Module, modules in globals and closures): the identity
+        of each submodule, parameter, buffer and tensor attribute under it. Checked only when
+        ember.nn's module state version moved (assignment, `model[2] = ...`, weight tying,
+        load_state_dict), so a call costs one integer compare;
+      - every global (and closure variable of the compiled function) the traced Python code named:
+        tensors and modules by identity, bool/int/float/str/None by value (a rebound global tensor
+        or a flipped `DEBUG` flag recompiles).
+    `skip` holds (id(module), attribute) pairs the compiled graph itself writes (self.mask = ...).
+    `check()` returns None, or (guard name, old, new) of the first guard that fails."""
+
+    def __init__(self, modules: list, values: list, skip: set = frozenset()):
+        self.modules = modules          # [(label, Module)]
+        self.values = values            # [(label, dict or cell, key or None, expected object)]
+        self.skip = set(skip)
+        self.version = state_version()
+        self.snapshot = self._walk()
+
+    def _walk(self) -> list:
+        out, seen = [], set()
+        for label, m in self.modules:
+            _walk_module(label, m, self.skip, out, seen)
+        return out
+
+    def check(self):
+        for label, box, key, want in self.values:
+            if key is None:
+                try:
+                    got = box.cell_contents
+                except ValueError:
+                    got = _MISSING
+            else:
+                got = box.get(key, _MISSING)
+            if got is not want and (isinstance(want, (Tensor, Module)) or not _same_value(got, want)):
+                return f"{label}", _describe(want), _describe(got)
+        v = state_version()
+        if v != self.version:
+            fresh = self._walk()
+            for (p0, o0), (p1, o1) in zip(self.snapshot, fresh):
+                if p0 != p1 or o0 is not o1:
+                    path = p0 if p0 == p1 else f"{p0} / {p1}"
+                    return f"identity of {path}", _describe(o0), _describe(o1)
+            if len(fresh) != len(self.snapshot):
+                longer = fresh if len(fresh) > len(self.snapshot) else self.snapshot
+                path, _ = longer[min(len(fresh), len(self.snapshot))]
+                old = "present" if longer is self.snapshot else "absent"
+                return f"identity of {path}", old, "absent" if old == "present" else "present"
+            self.version = v
+        return None
+
+    def resync(self, before: int) -> None:
+        """The compiled call itself moved the state version (replaying `self.mask = ...`): when
+        nothing else had, keep the fast path."""
+        if self.version == before:
+            self.version = state_version()
+
+    def describe(self) -> list[str]:
+        """One line per guard (no addresses: dumps of two runs must be identical)."""
+        out = [f"{label} is {_describe(want).split(' at 0x')[0]} (identity)" if isinstance(want, (Tensor, Module))
+               else f"{label} == {want!r}" for label, _, _, want in self.values]
+        out += [f"identity of {label} (and {sum(1 for p, _ in self.snapshot if p.startswith(label))} objects under it)"
+                for label, _ in self.modules]
+        return out
+
+
+def _same_value(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def state_guard(fn, frames: dict | None, module=None, skip=()) -> StateGuard:
+    """The StateGuard of one trace: `frames` ({code: globals}) from the TraceWatch, or None when the
+    watch was off (then fn's own globals and closure); `module` the compiled Module ("self")."""
+    modules, values, seen = [], [], set()
+
+    def add_module(label, m):
+        if all(m is not x for _, x in modules):
+            modules.append((label, m))
+
+    if module is not None:
+        add_module("self", module)
+
+    functions = [fn]       # functions whose closure cells are guards: fn, and those it reaches that ran
+
+    def consider(label, box, key, v):
+        if isinstance(v, Module):
+            add_module(label, v)
+        if isinstance(v, (Tensor, Module)) or type(v) in _SCALARS:
+            values.append((label, box, key, v))
+        elif isinstance(v, FunctionType) and v.__code__ in frames and all(v is not f for f in functions):
+            functions.append(v)
+
+    if frames is None:
+        code = getattr(fn, "__code__", None)
+        frames = {code: getattr(fn, "__globals__", {})} if code is not None else {}
+    for code, g in frames.items():
+        for name in code.co_names:
+            if (id(g), name) in seen or name not in g:
+                continue
+            seen.add((id(g), name))
+            consider(f"global {name!r}", g, name, g[name])
+    for f in functions:      # grows while it is walked (a helper's closure may hold another helper)
+        code = getattr(f, "__code__", None)
+        for name, cell in zip(code.co_freevars if code else (), getattr(f, "__closure__", None) or ()):
+            if id(cell) in seen:
+                continue
+            seen.add(id(cell))
+            try:
+                v = cell.cell_contents
+            except ValueError:
+                continue
+            consider(f"closure variable {name!r}", cell, None, v)
+    return StateGuard(modules, values, skip)

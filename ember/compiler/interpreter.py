@@ -40,6 +40,19 @@ class Interpreter:
             frees = tuple(slot[i] for i in dict.fromkeys(n._inputs) if last.get(slot[i]) == s and slot[i] not in keep)
             self.steps.append((s, dispatch.KERNELS[n.op], tuple(slot[i] for i in n._inputs), n.attrs, frees, n))
 
+    def run_all(self, arrays) -> dict:
+        """{node: value} of every node (nothing freed): for checking a graph value by value."""
+        env = [None] * self.n_slots
+        for s, a in zip(self.input_slots, arrays):
+            env[s] = a
+        for s, kernel, args, attrs, frees, node in self.steps:
+            try:
+                env[s] = kernel(self.xp, *[env[a] for a in args], **attrs)
+            except Exception as e:
+                raise type(e)(f"{e}\n  while executing {node_text(node)}") from e
+        order = self.graph.nodes()
+        return {n: env[i] for i, n in enumerate(order)}
+
     def run(self, arrays):
         env = [None] * self.n_slots
         for s, a in zip(self.input_slots, arrays):

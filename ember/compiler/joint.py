@@ -10,29 +10,32 @@ from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..passes.dce import dce
-from ..ir.ops import OPS, TType
+from ..ir.ops import OPS
 from ..frontend import dispatch
 from .capture import Tracer, tracing
 
 
-def requires_grad_nodes(fwd: Graph, input_flags: dict) -> set:
-    """Forward nodes whose value depends differentiably on an input that requires grad."""
+def requires_grad_nodes(fwd: Graph, input_flags: dict, traced: set | None = None) -> set:
+    """Forward nodes whose value depends differentiably on an input that requires grad; with
+    `traced` (the nodes the tracer saw requiring grad) only those: no_grad blocks cut the graph."""
     req = {n for n, f in input_flags.items() if f}
     for n in fwd.nodes():
         if n.is_placeholder:
+            continue
+        if traced is not None and n not in traced:
             continue
         if OPS[n.op].differentiable and n.op in dispatch.VJPS and any(i in req for i in n._inputs):
             req.add(n)
     return req
 
 
-def build_backward(fwd: Graph, input_flags: dict, devices: dict):
+def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | None = None):
     """Returns (bwd graph, saved forward nodes in bwd-input order, grad output flags, grad inputs).
 
     bwd inputs: saved values (one placeholder per forward node read), then one gradient per
     differentiable forward output. bwd outputs: one gradient per forward input that requires grad.
     """
-    req = requires_grad_nodes(fwd, input_flags)
+    req = requires_grad_nodes(fwd, input_flags, traced)
     bwd = Graph("backward")
     tr = Tracer(bwd)
     saved: dict = {}            # forward node -> symbolic tensor in bwd
@@ -52,7 +55,7 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict):
     outs = fwd.outputs
     grad_out_nodes = []
     grads: dict = {}
-    with tracing(tr):
+    with tracing(tr, grad=False):
         for i, o in enumerate(outs):
             if o in req and o.dtype.is_floating_point:
                 ph = bwd.placeholder(f"grad_out{i}", o.type, o.device, meta={"kind": "grad"})

@@ -6,16 +6,34 @@
     grad mode is on and an input requires grad, attaches an autograd Node with the primitive's VJP.
 An op's eager kernel is its reference semantics (`ref` in ember/ir/ops.py) unless
 ember/frontend/prims.py registers one of its own; VJPs are registered there by op name.
+
+16-bit floats (float16, bfloat16) on the CPU: numpy has no fast arithmetic for them, and PyTorch's
+CPU kernels compute them in float32 and round each result once. So an op with a 16-bit float input
+runs its float32 kernel on upcast copies and rounds the result back (`_reduced_kernel`), unless it
+only moves data (NATIVE_16BIT) or registered a kernel of its own (`register_reduced`: matmul
+accumulates in float32 through a bf16 GEMM).
 """
 from __future__ import annotations
+
+import sys
+import threading
+import types
 
 from ..ir import ops as irops
 from ..ir.ops import ShapeError
 from . import autograd as ag
 
-# op -> kernel(xp, *arrays_or_scalars, **attrs) -> array
-KERNELS: dict = {name: d.ref for name, d in irops.OPS.items() if d.ref is not None}
+# op -> kernel(xp, *arrays_or_scalars, **attrs) -> array: apply's fast path (it checks dtypes itself)
+_BASE: dict = {name: d.ref for name, d in irops.OPS.items() if d.ref is not None}
+# op -> the same kernel for any dtype (16-bit numpy inputs take the REDUCED form): what the interpreter
+# and the executor's eager steps call
+KERNELS: dict = {}
+REDUCED: dict = {}     # op -> numpy kernel for float16/bfloat16 inputs (built on first use)
 VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves)
+
+# ops whose numpy kernels only move or select data: exact on 16-bit floats as they are
+NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "cat", "windows", "take", "gather",
+                          "stop_gradient", "full", "arange"))
 
 # What a VJP reads, version-checked at backward time (PyTorch's "modified by an inplace operation").
 # The values are the spellings docs/ops.md shows.
@@ -30,7 +48,30 @@ def input_at(i: int) -> str:
     return str(i)
 
 
-tracer = None          # the active tracer (ember/compiler/capture.py) or None
+# `dispatch.tracer` is the tracer (ember/compiler/capture.py) active on the calling thread, or None:
+# one thread tracing must not capture another thread's eager ops. Reading it goes through a module
+# property (below); apply's hot path first reads the plain counter `_tracing` (threads tracing now).
+_tls = threading.local()
+_tracing = 0
+_tracing_lock = threading.Lock()
+
+
+def current_tracer():
+    """The tracer active on this thread, or None."""
+    return getattr(_tls, "tracer", None) if _tracing else None
+
+
+def set_tracer(tr) -> None:
+    """Install `tr` (or None) as this thread's tracer."""
+    global _tracing
+    with _tracing_lock:
+        prev = getattr(_tls, "tracer", None)
+        _tracing += (tr is not None) - (prev is not None)
+        _tls.tracer = tr
+
+
+class _DispatchModule(types.ModuleType):
+    tracer = property(lambda self: current_tracer(), lambda self, tr: set_tracer(tr))
 
 _mode = ag._mode
 
@@ -42,9 +83,61 @@ def register(op, kernel=None, vjp=None, saves=NOTHING):
     if op not in irops.OPS:
         raise KeyError(f"no schema for primitive {op!r} in ember/ir/ops.py")
     if kernel is not None:
-        KERNELS[op] = kernel
+        _BASE[op] = kernel
+        KERNELS[op] = _any_dtype(op, kernel)
+        REDUCED.pop(op, None)
     if vjp is not None:
         VJPS[op] = (vjp, saves)
+
+
+def register_reduced(op, kernel):
+    """A numpy kernel of its own for float16/bfloat16 inputs (instead of float32 compute + rounding)."""
+    if op not in _BASE:
+        raise KeyError(f"register {op!r} before its 16-bit kernel")
+    REDUCED[op] = kernel
+
+
+def _any_dtype(op, base):
+    """KERNELS[op]: the kernel, or its 16-bit form when a numpy input is float16/bfloat16."""
+    def k(xp, *args, **attrs):
+        if xp is _np:
+            for a in args:
+                d = getattr(a, "dtype", None)
+                if d is not None and d in _NP16:
+                    return _reduced_kernel(op)(xp, *args, **attrs)
+        return base(xp, *args, **attrs)
+    k.__name__ = getattr(base, "__name__", op)
+    k.__wrapped__ = base
+    return k
+
+
+def _reduced_kernel(op):
+    """op's kernel for inputs with 16-bit floats: computes on float32 copies, rounds float32 results
+    back to the inputs' 16-bit type (the schemas give every float result its inputs' dtype)."""
+    k = REDUCED.get(op)
+    if k is not None:
+        return k
+    base = _BASE[op]
+    if op in NATIVE_16BIT:
+        k = base
+    else:
+        def k(xp, *args, **attrs):
+            low = None
+            up = []
+            for a in args:
+                d = getattr(a, "dtype", None)
+                if d is not None and d.itemsize == 2 and d in _NP16:
+                    low = d
+                    a = a.astype(_np.float32)
+                up.append(a)
+            r = base(xp, *up, **attrs)
+            if low is not None and r.dtype == _np.float32:
+                with _np.errstate(over="ignore"):     # overflow rounds to inf silently, as in PyTorch
+                    r = r.astype(low)
+            return r
+        k.__name__ = f"{op}_in_float32"
+    REDUCED[op] = k
+    return k
 
 
 def defvjp(op, vjp, saves=NOTHING):
@@ -81,31 +174,16 @@ def _to(x, dev):
     return x
 
 
-_autocast = None      # float16 while an ember.autocast("cuda") context is active, else None
-
-
-def set_autocast(dtype):
-    global _autocast
-    _autocast = dtype
-
-
-def _autocast_inputs(inputs):
-    """Matrix products under autocast: floating inputs on a GPU are cast to the autocast dtype."""
-    from .tensor import Tensor
-    if not all(isinstance(t, Tensor) and t.device.type == "cuda" and t.dtype.is_floating_point for t in inputs):
-        return inputs
-    return tuple(t if t.dtype is _autocast else apply("cast", t, dtype=_autocast) for t in inputs)
-
-
 def apply(op: str, *inputs, **attrs):
     """Run primitive `op`. Inputs are Tensors; binary ops also take Python scalars.
     This is the eager hot path (a 1-element add spends most of its time here): keep it lean."""
-    if _autocast is not None and op == "matmul":
-        inputs = _autocast_inputs(inputs)
-    if tracer is not None:
-        return tracer.record(op, inputs, attrs)
+    if _tracing:
+        tr = getattr(_tls, "tracer", None)
+        if tr is not None:
+            return tr.record(op, inputs, attrs)
     dev = None
     arrays = []
+    reduced = False
     for t in inputs:
         if isinstance(t, Tensor):
             d = t.device
@@ -115,12 +193,16 @@ def apply(op: str, *inputs, **attrs):
                 dev = _mixed_devices(op, inputs, dev, d)
                 return apply(op, *[_to(x, dev) for x in inputs], **attrs)
             arrays.append(t._data)
+            if t.dtype.is_reduced_float:
+                reduced = True
         else:
             arrays.append(t)
     if not inputs:
         dev = attrs.pop("device", None)
+    cpu = dev is None or dev is _CPU
+    kernel = _reduced_kernel(op) if reduced and (cpu or dev.type == "cpu") else _BASE[op]
     try:
-        data = KERNELS[op](_np if dev is None or dev is _CPU else dev.xp, *arrays, **attrs)
+        data = kernel(_np if cpu else dev.xp, *arrays, **attrs)
     except ShapeError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError) as e:
@@ -166,7 +248,12 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
 
 
 import numpy as _np  # noqa: E402
+from ..ir import dtypes as _dt  # noqa: E402
 from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
 from .device import CPU as _CPU  # noqa: E402
 
+_NP16 = frozenset(d.np for d in _dt.ALL if d.is_reduced_float)
+KERNELS.update({op: _any_dtype(op, k) for op, k in _BASE.items() if op not in KERNELS})
+
 _Node = ag.Node
+sys.modules[__name__].__class__ = _DispatchModule

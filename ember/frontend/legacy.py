@@ -81,7 +81,8 @@ def _make(dtype: dt.DType, device_type: str) -> type:
     return cls
 
 
-_DTYPES = [dt.float32, dt.float64, dt.float16, dt.int64, dt.int32, dt.int16, dt.int8, dt.uint8, dt.bool_]
+_DTYPES = [dt.float32, dt.float64, dt.float16, dt.bfloat16, dt.int64, dt.int32, dt.int16, dt.int8, dt.uint8,
+           dt.bool_]
 CPU_TYPES = {_TYPE_NAMES[d.name]: _make(d, "cpu") for d in _DTYPES}
 CUDA_TYPES = {_TYPE_NAMES[d.name]: _make(d, "cuda") for d in _DTYPES}
 

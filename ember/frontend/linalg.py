@@ -5,7 +5,9 @@ import string
 
 from ..ir import dtypes as dt
 from ..ir.ops import norm_dim
+from .autocast import autocast_op
 from .dispatch import apply as P
+from . import math_ops as M
 from .math_ops import promote, _MinMax
 from . import shape_ops as S
 from .tensor import Tensor
@@ -18,6 +20,7 @@ def _mm_dtype(a, b, op):
                            f"expected both inputs of {op} to have the same dtype, but got {a.dtype.name} != {b.dtype.name}")
 
 
+@autocast_op("matmul")
 def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(f"both arguments to matmul need to be at least 1D, but they are {a.ndim}D and {b.ndim}D")
@@ -37,6 +40,7 @@ def matmul(a, b):
     return P("matmul", a, b)
 
 
+@autocast_op("mm")
 def mm(a, b):
     if a.ndim != 2 or b.ndim != 2:
         raise RuntimeError(f"{'self' if a.ndim != 2 else 'mat2'} must be a matrix")
@@ -44,6 +48,7 @@ def mm(a, b):
     return P("matmul", a, b)
 
 
+@autocast_op("bmm")
 def bmm(a, b):
     if a.ndim != 3 or b.ndim != 3:
         raise RuntimeError(f"batch1 must be a 3D tensor" if a.ndim != 3 else "batch2 must be a 3D tensor")
@@ -53,10 +58,12 @@ def bmm(a, b):
     return P("matmul", a, b)
 
 
+@autocast_op("mv")
 def mv(a, v):
     return matmul(a, v)
 
 
+@autocast_op("dot")
 def dot(a, b):
     if a.ndim != 1 or b.ndim != 1:
         raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
@@ -73,6 +80,7 @@ def outer(a, b):
 ger = outer
 
 
+@autocast_op("addmm")
 def addmm(bias, a, b, beta=1, alpha=1):
     r = mm(a, b)
     if alpha != 1:
@@ -80,6 +88,7 @@ def addmm(bias, a, b, beta=1, alpha=1):
     return r + (bias if beta == 1 else bias * beta)
 
 
+@autocast_op("baddbmm")
 def baddbmm(x, a, b, beta=1, alpha=1):
     r = bmm(a, b)
     if alpha != 1:
@@ -87,6 +96,7 @@ def baddbmm(x, a, b, beta=1, alpha=1):
     return r + (x if beta == 1 else x * beta)
 
 
+@autocast_op("einsum")
 def einsum(equation, *operands):
     """einsum by pairwise contraction: each pair becomes permute + reshape + batched matmul."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
@@ -217,11 +227,22 @@ def kthvalue(x, k, dim=-1, keepdim=False):
 
 
 def median(x, dim=None, keepdim=False):
+    """The lower median; a NaN among the reduced values makes it NaN, at the first NaN's index
+    (PyTorch: median propagates NaN, nanmedian ignores it)."""
     if dim is None:
-        flat = S.reshape(x, (-1,))
-        return S.select(sort(flat)[0], 0, (flat.shape[0] - 1) // 2)
-    d = norm_dim(dim, x.ndim, "median")
-    return kthvalue(x, (x.shape[d] - 1) // 2 + 1, d, keepdim)
+        return _median_dim(S.reshape(x, (-1,)), 0, False)[0]
+    return _median_dim(x, norm_dim(dim, x.ndim, "median"), keepdim)
+
+
+def _median_dim(x, d, keepdim):
+    i = kthvalue(x, (x.shape[d] - 1) // 2 + 1, d, True)[1]
+    if x.dtype.is_floating_point:
+        nan = M.isnan(x)
+        i = M.where(M.amax(nan, d, keepdim=True), M.argmax(M.cast(nan, dt.int64), d, keepdim=True), i)
+    v = P("gather", x, i, dim=d)          # gathered: the gradient goes to the chosen element
+    if not keepdim:
+        v, i = S.squeeze(v, d), S.squeeze(i, d)
+    return _MinMax(v, i)
 
 
 def cross_entropy_placeholder():

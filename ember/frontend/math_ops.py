@@ -7,6 +7,7 @@ out of primitives so the compiler sees and fuses them.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 from collections import namedtuple
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.ops import FLOAT_UNARY, norm_dim, norm_dims
+from .autocast import autocast_op
 from .dispatch import apply as P
 from .tensor import Tensor
 
@@ -36,6 +38,56 @@ def _kind(v):
 
 def cast(x: Tensor, dtype) -> Tensor:
     return x if x.dtype is dtype else P("cast", x, dtype=dtype)
+
+
+def in_float32(fn=None, *, out_like: int | None = None):
+    """Composites on 16-bit floats compute in float32 and round once at the end, as PyTorch's fused
+    CPU kernels do (rounding after every primitive would differ from PyTorch in the last bits).
+
+    The wrapped op sees float32 copies of its float16/bfloat16 tensor arguments when they all share
+    one 16-bit dtype, and its tensor results are rounded back to it. `out_like=i`: the result takes
+    argument i's dtype and the other arguments may be of any float type (layer_norm's bfloat16 input
+    with float32 weights). An explicit `dtype=` keyword turns the rounding off (softmax(x, dtype=...))."""
+    if fn is None:
+        return lambda f: in_float32(f, out_like=out_like)
+
+    @functools.wraps(fn)
+    def f(*args, **kwargs):
+        low = None
+        if out_like is not None:
+            a = args[out_like] if len(args) > out_like else None
+            low = a.dtype if isinstance(a, Tensor) and a.dtype.is_reduced_float else None
+        else:
+            for a in args:
+                if isinstance(a, Tensor) and a.dtype.is_floating_point:
+                    if not a.dtype.is_reduced_float or (low is not None and a.dtype is not low):
+                        return fn(*args, **kwargs)
+                    low = a.dtype
+        if low is None or kwargs.get("dtype") is not None:
+            return fn(*args, **kwargs)
+        up = [cast(a, dt.float32) if isinstance(a, Tensor) and a.dtype.is_reduced_float else a for a in args]
+        kw = {k: cast(v, dt.float32) if isinstance(v, Tensor) and v.dtype.is_reduced_float else v
+              for k, v in kwargs.items()}
+        out = fn(*up, **kw)
+
+        def down(o):
+            return cast(o, low) if isinstance(o, Tensor) and o.dtype is dt.float32 else o
+        if isinstance(out, tuple):   # var_mean, std_mean (plain tuples) and named tuples
+            vals = [down(o) for o in out]
+            return type(out)(*vals) if hasattr(out, "_fields") else tuple(vals)
+        return down(out)
+    return f
+
+
+def _round_scalar(a, b, d):
+    """PyTorch's add/sub/pow round a Python float operand to a 16-bit tensor's dtype before computing
+    (its mul and div do not): x + 0.1 on bfloat16 adds 0.10009765625."""
+    if d.is_reduced_float:
+        if b.__class__ is float:
+            b = float(np.float32(b).astype(d.np))
+        elif a.__class__ is float:
+            a = float(np.float32(a).astype(d.np))
+    return a, b
 
 
 def promote(a, b):
@@ -97,7 +149,9 @@ fmod = None
 def add(a, b, alpha=1):
     if alpha != 1:
         b = mul(b, alpha)
-    a, b, _ = promote(a, b)
+    a, b, d = promote(a, b)
+    if d.is_reduced_float:
+        a, b = _round_scalar(a, b, d)
     return P("add", a, b)
 
 
@@ -111,7 +165,9 @@ def sub(a, b, alpha=1):
                            "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     if alpha != 1:
         b = mul(b, alpha)
-    a, b, _ = promote(a, b)
+    a, b, d = promote(a, b)
+    if d.is_reduced_float:
+        a, b = _round_scalar(a, b, d)
     return P("sub", a, b)
 
 
@@ -123,9 +179,14 @@ def div(a, b, rounding_mode=None):
     if rounding_mode == "trunc":
         if d.is_floating_point:
             return P("trunc", P("div", a, b))
-        q = P("div", cast(a, dt.float64) if isinstance(a, Tensor) else a,
-              cast(b, dt.float64) if isinstance(b, Tensor) else b)
-        return cast(P("trunc", q), d)
+        # exact in integers (a float64 quotient loses int64 digits) and, through floor_divide,
+        # raises ZeroDivisionError on a zero divisor as PyTorch does: floor, plus one where the
+        # quotient is negative and not exact
+        q = P("floor_divide", a, b)
+        r = P("remainder", a, b)
+        inexact_negative = P("logical_and", P("ne", r, 0), P("ne", P("lt", a, 0) if isinstance(a, Tensor) else a < 0,
+                                                              P("lt", b, 0) if isinstance(b, Tensor) else b < 0))
+        return P("add", q, cast(inexact_negative, d))
     if not d.is_floating_point:
         f = dt.default_float   # the unwrapped scalar: uint8 tensor / -1 is negative, as in PyTorch
         a = cast(a, f) if isinstance(a, Tensor) else float(_scalar(a0))
@@ -137,16 +198,21 @@ true_divide = divide = div
 multiply, subtract = mul, sub
 
 
+@autocast_op("pow")
 def pow(a, b):
     if isinstance(a, Tensor) and not isinstance(b, Tensor):
         b = _scalar(b)
+        if a.dtype.is_integer and isinstance(b, int) and b < 0:   # also while tracing: compiled code agrees
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
         if b == 2 and a.dtype.is_floating_point:
             return P("mul", a, a)
         if b == 1:
             return a * 1
         if b == 0.5 and a.dtype.is_floating_point:
             return P("sqrt", a)
-    a, b, _ = promote(a, b)
+    a, b, d = promote(a, b)
+    if d.is_reduced_float:
+        a, b = _round_scalar(a, b, d)
     return P("pow", a, b)
 
 
@@ -227,12 +293,17 @@ def _float_unary(op):
 # one public function per float primitive of ember/ir/ops.py: a new one fails this unpacking until it
 # is spelled here
 exp, log, sqrt, rsqrt, sin, cos, tanh, sigmoid, erf, log1p, expm1, reciprocal = map(_float_unary, FLOAT_UNARY)
+# the ones on an autocast list (cuda: float32)
+exp, log, rsqrt, log1p, expm1, reciprocal = (autocast_op(f.__name__)(f)
+                                             for f in (exp, log, rsqrt, log1p, expm1, reciprocal))
 
 
+@autocast_op("log2")
 def log2(x):
     return mul(log(x), 1.0 / math.log(2.0))
 
 
+@autocast_op("log10")
 def log10(x):
     return mul(log(x), 1.0 / math.log(10.0))
 
@@ -241,6 +312,7 @@ def exp2(x):
     return exp(mul(x, math.log(2.0)))
 
 
+@autocast_op("tan")
 def tan(x):
     return div(sin(x), cos(x))
 
@@ -313,9 +385,14 @@ def clamp(x, min=None, max=None):
 
 
 def _clamp_scalar(x, v, which):
-    # NaN stays NaN (the comparison is False), and the gradient flows where x is inside the bound
+    # PyTorch: NaN stays NaN with a zero gradient; the gradient flows where x is inside the bound,
+    # bound included (x >= min / x <= max)
     x, v, _ = promote(x, v)
-    return P("where", P("lt" if which == "max" else "gt", x, v), v, x)
+    inside = P("ge" if which == "max" else "le", x, v)
+    if not x.dtype.is_floating_point:
+        return P("where", inside, x, v)
+    outside = P("where", P("lt" if which == "max" else "gt", x, v), v, x)   # the bound, or NaN
+    return P("where", inside, x, P("stop_gradient", outside))
 
 
 def _full_as(x, v):
@@ -334,14 +411,19 @@ def clamp_max(x, v):
     return clamp(x, max=v)
 
 
+@in_float32
 def lerp(a, b, w):
     return add(a, mul(sub(b, a), w))
 
 
+@autocast_op("addcmul")
+@in_float32
 def addcmul(x, t1, t2, value=1):
     return add(x, mul(mul(t1, t2), value))
 
 
+@autocast_op("addcdiv")
+@in_float32
 def addcdiv(x, t1, t2, value=1):
     return add(x, mul(div(t1, t2), value))
 
@@ -351,13 +433,8 @@ def square(x):
 
 
 def relu(x):
-    return where(gt(x, 0), x, _full_as(x, 0))
-
-
-def atan(x):
-    # no primitive: series-free identity via atan2-free formula is not available; use numpy eagerly
-    from .tensor import _wrap
-    return _wrap(x._xp.arctan(cast(x, dt.default_float)._data if not x.dtype.is_floating_point else x._data), x.device)
+    # PyTorch: relu(NaN) = NaN with gradient 1 (the gradient is masked where the result is <= 0)
+    return where(le(x, 0), _full_as(x, 0), x)
 
 
 # --------------------------------------------------------------------------------- reductions
@@ -383,6 +460,7 @@ def _one_dim(x, dim, op):
     return (d,) if x._data.ndim else None
 
 
+@autocast_op("sum")
 def sum(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -398,6 +476,7 @@ def _numel(x, dims):
     return n
 
 
+@in_float32
 def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -412,7 +491,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
 
 def _tname(d):
     return {"int64": "Long", "int32": "Int", "bool": "Bool", "float32": "Float", "float64": "Double",
-            "float16": "Half", "int16": "Short", "int8": "Char", "uint8": "Byte"}[d.name]
+            "float16": "Half", "bfloat16": "BFloat16", "int16": "Short", "int8": "Char", "uint8": "Byte"}[d.name]
 
 
 def _correction(unbiased, correction):
@@ -423,6 +502,7 @@ def _correction(unbiased, correction):
     return 1 if unbiased else 0
 
 
+@in_float32
 def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     if isinstance(dim, bool):  # var(x, False): the old positional unbiased
         unbiased, dim = dim, None
@@ -431,7 +511,9 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
         raise RuntimeError(f"std and var only support floating point and complex dtypes")
     dims = _dims(x, dim)
     n = _numel(x, dims)
-    m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan"))
+    # the mean's own gradient term is sum(x - mean) = 0: detached, the gradient is PyTorch's
+    # 2 (x - mean) / (n - c) exactly (also where an infinite input makes the sum NaN)
+    m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan")).detach()
     d = P("sub", x, m)
     s = P("sum", P("mul", d, d), dims=dims, keepdim=keepdim)
     if n - c > 0:
@@ -439,18 +521,28 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return P("div", s, 0.0)   # n <= correction: inf, or nan where the sum is 0 (PyTorch's s / max(0, n - c))
 
 
+@in_float32
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return P("sqrt", var(x, dim, unbiased, keepdim, correction=correction))
+    return _sqrt0(var(x, dim, unbiased, keepdim, correction=correction))
 
 
+def _sqrt0(s):
+    """sqrt whose gradient at 0 is 0 (PyTorch's norm and std at zero) instead of inf * 0 = NaN."""
+    zero = P("eq", s, 0.0)
+    return P("where", zero, P("mul", s, 0.0), P("sqrt", P("where", zero, 1.0, s)))
+
+
+@in_float32
 def var_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return var(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
 
 
+@in_float32
 def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return std(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
 
 
+@autocast_op("prod")
 def prod(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -459,12 +551,19 @@ def prod(x, dim=None, keepdim=False, dtype=None):
     return P("prod", x, dims=None if dim is None else _one_dim(x, dim, "prod"), keepdim=keepdim)
 
 
+def _all_dims(x, dim):
+    """amax/amin reduce all dims as an explicit tuple: dims=None is max()/min(), whose gradient
+    also goes to NaN elements (PyTorch's max() and amax() differ there)."""
+    dims = _dims(x, dim)
+    return tuple(range(x._data.ndim)) if dims is None and x._data.ndim else dims
+
+
 def amax(x, dim=(), keepdim=False):
-    return P("max", x, dims=_dims(x, dim), keepdim=keepdim)
+    return P("max", x, dims=_all_dims(x, dim), keepdim=keepdim)
 
 
 def amin(x, dim=(), keepdim=False):
-    return P("min", x, dims=_dims(x, dim), keepdim=keepdim)
+    return P("min", x, dims=_all_dims(x, dim), keepdim=keepdim)
 
 
 def _argext(op, x, dim, keepdim):
@@ -517,10 +616,14 @@ def _extreme_dim(op, x, dim, keepdim):
     return _MinMax(vals, idx)
 
 
+@autocast_op("logsumexp")
+@in_float32
 def logsumexp(x, dim=None, keepdim=False):
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
     dims = _dims(x, dim) if dim is not None else None
+    if x.numel() == 0:          # an empty sum: log(0) = -inf (no max to subtract)
+        return P("log", sum(P("exp", x), dim, keepdim))
     m = P("max", x, dims=dims, keepdim=True).detach()
     m = where(isinf(m), _full_as(m, 0.0), m)
     s = P("sum", P("exp", P("sub", x, m)), dims=dims, keepdim=True)
@@ -532,6 +635,7 @@ def logsumexp(x, dim=None, keepdim=False):
     return r
 
 
+@autocast_op("cumsum")
 def cumsum(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
@@ -542,12 +646,30 @@ def cumsum(x, dim, dtype=None):
     return P("cumsum", x, dim=norm_dim(dim, x._data.ndim, "cumsum"))
 
 
+@autocast_op("cumprod")
 def cumprod(x, dim, dtype=None):
-    from .tensor import _wrap
+    """Running products as a product over a (n, n) lower-triangular window of the input (ones above
+    the diagonal): exact for zeros, negatives, infinities and NaN, differentiable and traceable, as
+    PyTorch's cumprod. O(n^2) along `dim`, fine for the short dims cumprod is used on."""
+    if dtype is not None:
+        x = cast(x, dtype)
+    elif not x.dtype.is_floating_point:
+        x = cast(x, dt.int64)
+    if x._data.ndim == 0:
+        return x * 1
+    from .shape_ops import movedim, unsqueeze
+    from . import dispatch
     d = norm_dim(dim, x._data.ndim, "cumprod")
-    if x.requires_grad:  # exp(cumsum(log)) keeps it differentiable for positive inputs
-        return exp(cumsum(log(x), d))
-    return _wrap(x._xp.cumprod(x._data, axis=d), x.device)
+    n = x.shape[d]
+    if n > 2048 and not x.requires_grad and dispatch.tracer is None:
+        from .tensor import _wrap
+        return _wrap(x._xp.cumprod(x._data, axis=d), x.device)
+    xm = unsqueeze(movedim(x, d, -1), -2)                         # [..., 1, n]
+    keep = P("le", P("arange", n=n, start=0, step=1, dtype=dt.int64, device=x.device),
+             P("reshape", P("arange", n=n, start=0, step=1, dtype=dt.int64, device=x.device), shape=(n, 1)))
+    one = 1.0 if x.dtype.is_floating_point else 1
+    rows = P("where", keep, xm, one)                              # [..., n, n]: row i holds x[:i+1]
+    return movedim(P("prod", rows, dims=(rows._data.ndim - 1,), keepdim=False), -1, d)
 
 
 def all(x, dim=None, keepdim=False):
@@ -568,11 +690,15 @@ def count_nonzero(x, dim=None):
     return sum(ne(x, 0), dim)
 
 
+@autocast_op("norm")
+@in_float32
 def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
     if p == "fro" or p == 2 or p is None:
-        return sqrt(sum(mul(x, x), dim, keepdim))
+        if not x.dtype.is_floating_point:
+            x = cast(x, dt.default_float)
+        return _sqrt0(sum(mul(x, x), dim, keepdim))
     if p == 1:
         return sum(abs(x), dim, keepdim)
     if p == float("inf"):
@@ -584,27 +710,37 @@ def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     return pow(sum(pow(abs(x), p), dim, keepdim), 1.0 / p)
 
 
+@autocast_op("dist")
+@in_float32
 def dist(a, b, p=2):
     return norm(sub(a, b), p)
 
 
+@autocast_op("softmax")
+@in_float32
 def softmax(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
     d = norm_dim(dim, x._data.ndim, "softmax")
+    if x.numel() == 0:
+        return x * 1
     m = P("max", x, dims=(d,), keepdim=True).detach()
     e = P("exp", P("sub", x, m))
     return P("div", e, P("sum", e, dims=(d,), keepdim=True))
 
 
+@autocast_op("log_softmax")
+@in_float32
 def log_softmax(x, dim, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
     if not x.dtype.is_floating_point:
         x = cast(x, dt.default_float)
     d = norm_dim(dim, x._data.ndim, "log_softmax")
+    if x.numel() == 0:
+        return x * 1
     m = P("max", x, dims=(d,), keepdim=True).detach()
     s = P("sub", x, m)
     return P("sub", s, P("log", P("sum", P("exp", s), dims=(d,), keepdim=True)))

@@ -1,9 +1,16 @@
 """Tensor methods and Python operators, bound to the op functions (one place for the mapping)."""
 from __future__ import annotations
 
+import math
+
 from ..ir import dtypes as dt
+from . import composites as C
+from . import indexing_ops as I
+from . import lapack as LA
+from . import linalg_composites as LC
 from . import linalg as L
 from . import math_ops as M
+from . import math_special as MS
 from . import shape_ops as S
 from .tensor import Tensor, _wrap
 
@@ -20,9 +27,15 @@ def _inplace(fn):
     return method
 
 
+def _rdiv(self, other):
+    """other / self as PyTorch's Tensor.__rdiv__ computes it: self.reciprocal() * other (the rounding
+    differs from a division in the last bit)."""
+    return M.mul(M.reciprocal(self), other)
+
+
 _OPERATORS = {
     "__add__": M.add, "__radd__": _r(M.add), "__sub__": M.sub, "__rsub__": _r(M.sub),
-    "__mul__": M.mul, "__rmul__": _r(M.mul), "__truediv__": M.div, "__rtruediv__": _r(M.div),
+    "__mul__": M.mul, "__rmul__": _r(M.mul), "__truediv__": M.div, "__rtruediv__": _rdiv,
     "__floordiv__": M.floor_divide, "__rfloordiv__": _r(M.floor_divide),
     "__mod__": M.remainder, "__rmod__": _r(M.remainder), "__pow__": M.pow, "__rpow__": _r(M.pow),
     "__matmul__": L.matmul, "__rmatmul__": _r(L.matmul),
@@ -42,8 +55,8 @@ _METHODS = {
     # elementwise
     "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
     "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
-    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum, "fmax": M.maximum,
-    "fmin": M.minimum, "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
+    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum,
+    "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
     "greater": M.gt, "less": M.lt, "greater_equal": M.ge, "less_equal": M.le, "not_equal": M.ne,
     "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_not": M.logical_not,
     "logical_xor": M.logical_xor, "bitwise_not": M.bitwise_not, "bitwise_and": M.bitwise_and,
@@ -56,9 +69,21 @@ _METHODS = {
     "clamp_min": M.clamp_min, "clamp_max": M.clamp_max, "where": lambda self, c, y: M.where(c, self, y),
     "isnan": M.isnan, "isinf": M.isinf, "isfinite": M.isfinite, "isposinf": M.isposinf,
     "isneginf": M.isneginf, "nan_to_num": M.nan_to_num, "lerp": M.lerp, "addcmul": M.addcmul,
-    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu, "atan": M.atan,
+    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu,
     "isclose": M.isclose, "allclose": M.allclose, "equal": M.equal,
     "softmax": M.softmax, "log_softmax": M.log_softmax,
+    # elementwise composites (math_special.py)
+    "atan": MS.atan, "arctan": MS.atan, "atan2": MS.atan2, "arctan2": MS.atan2, "asin": MS.asin,
+    "arcsin": MS.asin, "acos": MS.acos, "arccos": MS.acos, "sinh": MS.sinh, "cosh": MS.cosh, "asinh": MS.asinh,
+    "arcsinh": MS.asinh, "acosh": MS.acosh, "arccosh": MS.acosh, "atanh": MS.atanh, "arctanh": MS.atanh,
+    "erfinv": MS.erfinv, "hypot": MS.hypot, "logaddexp": MS.logaddexp, "logaddexp2": MS.logaddexp2,
+    "xlogy": MS.xlogy, "copysign": MS.copysign, "deg2rad": MS.deg2rad, "rad2deg": MS.rad2deg, "sinc": MS.sinc,
+    "logit": MS.logit, "signbit": MS.signbit,
+    # composites.py
+    "trace": C.trace, "diff": C.diff, "kron": C.kron, "nansum": C.nansum, "nanmean": C.nanmean, "rot90": C.rot90,
+    "cov": C.cov, "corrcoef": C.corrcoef, "aminmax": C.aminmax, "cummax": C.cummax, "cummin": C.cummin,
+    "logcumsumexp": C.logcumsumexp, "quantile": C.quantile, "nanquantile": C.nanquantile, "diagflat": C.diagflat,
+    "fill_diagonal_": C.fill_diagonal_, "diag_embed": S.diag_embed,
     # reductions
     "sum": M.sum, "mean": M.mean, "var": M.var, "std": M.std, "prod": M.prod, "max": M.max, "min": M.min,
     "amax": M.amax, "amin": M.amin, "argmax": M.argmax, "argmin": M.argmin, "logsumexp": M.logsumexp,
@@ -77,10 +102,16 @@ _METHODS = {
     "scatter": S.scatter, "scatter_add": S.scatter_add, "index_select": S.index_select,
     "index_add": S.index_add, "index_fill": S.index_fill, "take": S.take, "take_along_dim": S.take_along_dim,
     "nonzero": S.nonzero, "argwhere": S.argwhere, "masked_select": S.masked_select,
+    # indexing_ops.py
+    "index_put": I.index_put, "index_copy": I.index_copy, "scatter_reduce": I.scatter_reduce, "unfold": I.unfold,
+    "unique": I.unique, "unique_consecutive": I.unique_consecutive, "bincount": I.bincount, "histc": I.histc,
     # linear algebra
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "inner": L.inner,
     "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "sort": L.sort, "argsort": L.argsort,
     "topk": L.topk, "kthvalue": L.kthvalue, "median": L.median,
+    "inverse": LA.inv, "det": LA.det, "logdet": LA.logdet, "slogdet": LA.slogdet, "pinverse": LC.pinverse,
+    "svd": LC.svd_old, "qr": LC.qr_old, "cholesky": LC.cholesky_old, "matrix_power": LC.matrix_power,
+    "cross": LC.cross_old,
 }
 
 _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_min", "clamp_max", "exp",
@@ -89,7 +120,10 @@ _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_m
                     "index_fill", "lerp", "addcmul", "addcdiv", "remainder", "floor_divide", "sign", "erf",
                     "log1p", "expm1", "square", "relu", "fmod", "maximum", "minimum", "logical_not",
                     "log2", "nan_to_num", "true_divide", "subtract", "multiply", "divide", "frac",
-                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10")
+                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10",
+                    "atan", "arctan", "atan2", "arctan2", "asin", "arcsin", "acos", "arccos", "sinh", "cosh",
+                    "asinh", "arcsinh", "acosh", "arccosh", "atanh", "arctanh", "erfinv", "hypot", "xlogy",
+                    "copysign", "deg2rad", "rad2deg", "sinc", "logit", "index_put", "index_copy", "scatter_reduce")
 
 
 def _cmp(fn):
@@ -119,8 +153,17 @@ def bind():
     Tensor.__eq__ = _cmp(M.eq)
     Tensor.__ne__ = _cmp(M.ne)
     Tensor.masked_fill_ = _inplace(S.masked_fill)
+    Tensor.H = property(_conj_transpose)
+    Tensor.mH = property(lambda self: S.transpose(self, -2, -1))   # real tensors: mT
     Tensor.clamp_ = _inplace(M.clamp)
     _bind_legacy()
+
+
+def _conj_transpose(self):
+    """Tensor.H: the (conjugate) transpose of a matrix; real tensors only here, so a transpose."""
+    if self.ndim > 2:
+        raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {self.ndim}-D tensor.")
+    return S.t(self) if self.ndim == 2 else self
 
 
 def _shape_inplace(fn):
@@ -140,15 +183,41 @@ def _shape_inplace(fn):
     return method
 
 
+@M.in_float32
 def _fmod(a, b):
     a, b, d = M.promote(a, b)
     r = M.remainder(a, b)
     # C fmod keeps the dividend's sign
     fix = M.logical_and(M.ne(r, 0), M.ne(M.lt(r, 0), M.lt(a, 0) if isinstance(a, Tensor) else a < 0))
-    return M.where(fix, M.sub(r, b), r)
+    r = M.where(fix, M.sub(r, b), r)
+    if d.is_floating_point and isinstance(b, Tensor):    # C fmod(x, +-inf) = x for finite x
+        r = M.where(M.logical_and(M.isinf(b), M.isfinite(a) if isinstance(a, Tensor) else math.isfinite(a)), a, r)
+    return r
+
+
+def _fmax(a, b):
+    """PyTorch's fmax/fmin: like maximum/minimum, but a NaN loses to a number."""
+    return _nan_loses(a, b, M.maximum)
+
+
+def _fmin(a, b):
+    return _nan_loses(a, b, M.minimum)
+
+
+def _nan_loses(a, b, op):
+    a, b, d = M.promote(a, b)
+    if not d.is_floating_point:
+        return op(a, b)
+    # a where a wins, ties and b is NaN (its gradient too, as PyTorch), else b
+    wins = M.ge(a, b) if op is M.maximum else M.le(a, b)
+    if isinstance(b, Tensor):
+        wins = M.logical_or(wins, M.isnan(b))
+    return M.where(wins, a, b)
 
 
 _METHODS["fmod"] = _fmod
+_METHODS["fmax"] = _fmax
+_METHODS["fmin"] = _fmin
 
 
 def _multinomial(self, num_samples, replacement=False, *, generator=None):

@@ -16,8 +16,9 @@ import math
 import numpy as np
 
 from ..ir.ops import OPS
+from ..ir import dtypes as dt
 from ..kernels import blas_threads
-from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register
+from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register, register_reduced
 from .tensor import Tensor
 
 
@@ -79,10 +80,10 @@ for _op in ("sign", "floor", "ceil", "round", "trunc"):
 
 # ------------------------------------------------------------------------------- binary
 def _pow_kernel(xp, x, y):
-    if getattr(y, "dtype", None) is not None and y.dtype.kind in "iu" and (y < 0).any() and x.dtype.kind in "iu":
-        raise RuntimeError("Integers to negative integer powers are not allowed.")
-    if isinstance(y, int) and y < 0 and getattr(x, "dtype", np.dtype("f")).kind in "iu":
-        raise RuntimeError("Integers to negative integer powers are not allowed.")
+    # a negative Python int exponent of an integer tensor is refused by math_ops.pow (PyTorch's
+    # error); a negative exponent *tensor* gives 1 // x**|y| (0 unless |x| == 1), as PyTorch does
+    if getattr(x, "dtype", np.dtype("f")).kind in "iu" and getattr(y, "dtype", np.dtype("f")).kind in "iu":
+        return OPS["pow"].ref(xp, x, y)
     if isinstance(y, (int, float)) and getattr(x, "dtype", np.dtype("i")).kind == "f":
         # small integer exponents as products: np.power(x, 3.0) is ~200x slower than x*x*x
         if y == 2:
@@ -102,23 +103,27 @@ def _pow_vjp(g, o, x, y):
     def gx():
         if not _is_t(y):
             return P("mul", g, P("mul", P("pow", x, y - 1), y)) if y != 0 else P("mul", g, 0.0)
-        return P("mul", g, P("mul", y, P("pow", x, P("sub", y, 1.0))))
+        d = P("mul", g, P("mul", y, P("pow", x, P("sub", y, 1.0))))
+        return P("where", P("eq", y, 0.0), P("mul", g, 0.0), d)      # x**0 has gradient 0 (also at x = 0)
 
     def gy():
         logx = P("log", x) if _is_t(x) else math.log(x) if x > 0 else float("nan")
         r = P("mul", g, P("mul", o, logx))
-        if _is_t(x):  # d/dy 0**y is 0 where y >= 0 (PyTorch's convention)
-            r = P("where", P("eq", x, 0.0), P("mul", r, 0.0), r)
+        if _is_t(x):  # d/dy 0**y is 0 where y >= 0 (PyTorch's convention; log(0) * 0 would be NaN)
+            r = P("where", P("logical_and", P("eq", x, 0.0), P("ge", y, 0.0) if _is_t(y) else y >= 0),
+                  P("mul", g, 0.0), r)
         return r
     return _grads(g, x, y, gx, gy)
 
 
 def _minmax_vjp(op):
+    # PyTorch: a tie splits the gradient in half; the loser gets none; with a NaN operand (no
+    # winner, no tie) both get the full gradient
     def vjp(g, o, x, y):
-        win = P("gt" if op == "maximum" else "lt", x, y)
-        tie = P("eq", x, y)
-        wx = P("add", P("cast", win, dtype=g.dtype), P("mul", P("cast", tie, dtype=g.dtype), 0.5))
-        return _grads(g, x, y, lambda: P("mul", g, wx), lambda: P("mul", g, P("sub", 1.0, wx)))
+        half = P("where", P("eq", x, y), P("mul", g, 0.5), g)
+        x_loses, y_loses = (P("lt", x, y), P("gt", x, y)) if op == "maximum" else (P("gt", x, y), P("lt", x, y))
+        zero = P("mul", g, 0.0)
+        return _grads(g, x, y, lambda: P("where", x_loses, zero, half), lambda: P("where", y_loses, zero, half))
     return vjp
 
 
@@ -194,7 +199,23 @@ def _where(xp, c, x, y):
 
 
 register("where", _where, _where_vjp, input_at(0))
-defvjp("cast", lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+
+
+def _cast(xp, x, dtype):
+    t = dtype.np
+    if x.dtype == t:
+        return x.copy()
+    with np.errstate(over="ignore", invalid="ignore"):   # 1e10 -> float16 is inf, silently (as PyTorch)
+        if dtype.is_reduced_float and x.dtype == np.float64:
+            x = x.astype(np.float32)    # PyTorch rounds double -> 16-bit through float (c10::Half(float))
+        elif x.dtype in _NP16 and t != np.float32:
+            x = x.astype(np.float32)    # bfloat16 -> int/bool/half through float, as PyTorch's casts
+        return x.astype(t)
+
+
+_NP16 = frozenset(d.np for d in dt.ALL if d.is_reduced_float)
+register("cast", _cast, lambda g, o, x, dtype: (P("cast", g, dtype=x.dtype),))
+register_reduced("cast", _cast)
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -255,7 +276,10 @@ def _sum_vjp(g, o, x, dims, keepdim):
 
 def _extreme_vjp(g, o, x, dims, keepdim):
     ok = _keep(o, x, dims, keepdim)
-    mask = P("cast", P("eq", x, ok), dtype=g.dtype)
+    hit = P("eq", x, ok)
+    if dims is None:     # max()/min() of everything: a NaN result came from the NaN elements
+        hit = P("logical_or", hit, P("logical_and", P("isnan", x), P("isnan", ok)))
+    mask = P("cast", hit, dtype=g.dtype)
     count = P("sum", mask, dims=dims, keepdim=True)
     return (P("div", P("mul", mask, _keep(g, x, dims, keepdim)), count),)
 
@@ -484,13 +508,84 @@ register("scatter", _scatter, lambda g, o, x, idx, src, dim: (
     P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), input_at(1))
 
 
+_SCATTER_UFUNC = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}
+
+
+def _scatter_reduce(xp, x, idx, src, dim, reduce, include_self):
+    """PyTorch's scatter_reduce (ufunc.at on the host; CuPy has no multiply/maximum .at for every dtype)."""
+    _check_index("scatter_reduce", xp, idx, x.shape[dim])
+    host = (lambda a: a) if xp is np else (lambda a: a.get())
+    out, idx_h = host(x).copy(), host(idx)
+    src = host(src)[tuple(slice(0, n) for n in idx.shape)]
+    grid = _grid(np, idx_h, dim)
+    if not include_self:   # positions that receive values start from the reduction's identity
+        f = x.dtype.kind == "f"
+        out[grid] = {"sum": 0, "mean": 0, "prod": 1,
+                     "amax": -np.inf if f else np.iinfo(x.dtype).min,
+                     "amin": np.inf if f else np.iinfo(x.dtype).max}[reduce]
+    _SCATTER_UFUNC[reduce].at(out, grid, src)
+    if reduce == "mean":
+        n = np.full(x.shape, 1 if include_self else 0, dtype=np.int64)
+        np.add.at(n, grid, 1)
+        n = np.maximum(n, 1)   # positions that receive nothing keep x (n is 1 there, or 0 without self)
+        out = (out / n).astype(x.dtype) if x.dtype.kind == "f" else out // n
+    return xp.asarray(out)
+
+
+def _scatter_reduce_vjp(g, o, x, idx, src, dim, reduce, include_self):
+    """PyTorch's scatter_reduce_backward, written with primitives (so it traces and double-differentiates)."""
+    ones = P("full", shape=tuple(src.shape), value=1.0, dtype=g.dtype, device=g.device)
+    hit = P("gt", P("scatter_add", _zeros_like(g), idx, ones, dim=dim), 0.0)   # positions receiving src
+
+    def gathered(v):
+        return _src_grad(v, idx, src, dim)
+    if reduce == "sum":
+        gx, gs = g, gathered(g)
+    elif reduce == "mean":
+        n = P("scatter_add", P("full", shape=tuple(g.shape), value=1.0 if include_self else 0.0, dtype=g.dtype,
+                               device=g.device), idx, ones, dim=dim)
+        n = P("maximum", n, 1.0)
+        gx = P("div", g, n)
+        gs = gathered(gx)
+    elif reduce in ("amax", "amin"):
+        x_is = P("cast", P("eq", x, o), dtype=g.dtype)
+        src_is = P("cast", P("eq", src, _src_grad(o, idx, src, dim)), dtype=g.dtype)
+        share = P("div", g, P("scatter_add", x_is, idx, src_is, dim=dim))
+        gx = P("mul", x_is, share)
+        gs = P("mul", src_is, gathered(share))
+    else:   # prod: the product of the others, exact where the input holds zeros
+        x_zero = P("eq", x, 0.0)
+        x_safe = P("where", x_zero, 1.0, x)
+        others_x = P("scatter_reduce", x_safe, idx, src, dim=dim, reduce="prod", include_self=include_self)
+        gx = P("div", P("mul", g, others_x), x_safe)
+        src_zero = P("eq", src, 0.0)
+        zeros_per = _src_grad(P("scatter_add", _zeros_like(g), idx, P("cast", src_zero, dtype=g.dtype), dim=dim),
+                              idx, src, dim)
+        single = P("logical_and", src_zero, P("eq", zeros_per, 1.0))
+        others_src = P("scatter_reduce", x, idx, P("where", single, 1.0, src), dim=dim, reduce="prod",
+                       include_self=include_self)
+        gs = P("where", single, gathered(P("mul", g, others_src)),
+               P("div", gathered(P("mul", g, o)), P("where", src_zero, 1.0, src)))
+    if not include_self:
+        gx = P("where", hit, 0.0, gx)
+    return gx, None, gs
+
+
+register("scatter_reduce", _scatter_reduce, _scatter_reduce_vjp, INPUTS_AND_OUT)
+
 def _argsort(xp, x, dim, descending):
     if x.ndim == 0:
         return xp.zeros((), dtype=np.int64)
     if descending:
         key = -x.astype(np.float64) if x.dtype.kind in "biu" else -x
+        if x.dtype.kind == "f":       # NaN is the largest value (PyTorch): first when descending
+            key = xp.where(xp.isnan(x), -xp.inf, key)
+            # NaN before -inf: sort NaN rows' keys below everything by a second pass
+            order = xp.argsort(key, axis=dim, kind="stable")
+            nan_first = xp.argsort(~xp.isnan(xp.take_along_axis(x, order, axis=dim)), axis=dim, kind="stable")
+            return xp.take_along_axis(order, nan_first, axis=dim)
         return xp.argsort(key, axis=dim, kind="stable")
-    return xp.argsort(x, axis=dim, kind="stable")
+    return xp.argsort(x, axis=dim, kind="stable")      # numpy already puts NaN last
 
 
 def _topk(xp, x, k, dim, largest):
@@ -543,6 +638,8 @@ def _numel(shape):
 
 register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else xp.matmul(x, y),
          lambda g, o, x, y: _grads(g, x, y, lambda: _matmul_grad_x(g, x, y), lambda: _matmul_grad_y(g, x, y)), INPUTS)
+# 16-bit inputs: blas_threads runs them with float32 accumulation itself (bf16: the generated GEMM)
+register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
 # ---------------------------------------------------------------------------- random, consts

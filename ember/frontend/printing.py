@@ -120,7 +120,7 @@ def format_values(a, indent=len("tensor(")):
     """The bracketed body of a tensor's repr, from its numpy array."""
     if a.size == 0:
         return "[]"
-    if a.dtype == np.float16:
+    if a.dtype.itemsize == 2 and a.dtype.kind in "fV":   # float16, bfloat16: print their float32 values
         a = a.astype(np.float32)
     summarize = a.size > _opts["threshold"]
     fmt = _Formatter(_summarized(a) if summarize else a)
@@ -144,7 +144,7 @@ def _add_suffixes(s, suffixes, indent):
 def tensor_repr(t) -> str:
     from . import dispatch
     from ..ir import dtypes as dt
-    if dispatch.tracer is not None and dispatch.tracer.is_symbolic(t):
+    if dispatch.tracer is not None and dispatch.tracer.pending(t):
         dispatch.tracer.graph_break("print", t)
     a = t._data if t.device.type == "cpu" else t._data.get()
     prefix = "tensor("

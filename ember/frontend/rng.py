@@ -7,6 +7,8 @@ key (seed, offset) uses the counters offset .. offset+n-1; the Generator advance
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..ir.rng import mix_seed, normal, splitmix64, uniform, words
@@ -26,6 +28,14 @@ class Generator:
         self.device = device
         self._seed = 67280421310721
         self._offset = 0
+        self._lock = threading.Lock()   # threads drawing at once must get disjoint counters
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def manual_seed(self, seed: int):
         self._seed = int(seed)
@@ -52,8 +62,9 @@ class Generator:
 
     def take(self, n: int):
         """Reserve n counters: returns the key (seed, offset) for them."""
-        key = (self._seed, self._offset)
-        self._offset += int(n)
+        with self._lock:
+            key = (self._seed, self._offset)
+            self._offset += int(n)
         return key
 
     def numpy_rng(self, n_hint: int = 1):

@@ -14,6 +14,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.ops import norm_dim, broadcast_shapes, ShapeError
 from . import autograd as ag
+from .autocast import autocast_op
 from .dispatch import apply as P
 from . import dispatch
 from .tensor import Tensor, _wrap
@@ -326,6 +327,7 @@ def repeat_interleave(x, repeats, dim=None):
     return reshape(y, shape[:d] + (shape[d] * repeats,) + shape[d + 1:])
 
 
+@autocast_op("cat")
 def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -349,6 +351,7 @@ def cat(tensors, dim=0):
 concat = concatenate = cat
 
 
+@autocast_op("stack")
 def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -614,10 +617,13 @@ def scatter(x, dim, index, src=None, value=None, reduce=None):
     if reduce in ("add", "sum"):
         return P("scatter_add", x, index, src, dim=d)
     if reduce == "multiply":
-        raise NotImplementedError("scatter(reduce='multiply') is not supported")
+        return P("scatter_reduce", x, index, src, dim=d, reduce="prod", include_self=True)
+    if reduce is not None:
+        raise RuntimeError(f"reduce argument must be either add or multiply, got {reduce}")
     return P("scatter", x, index, src, dim=d)
 
 
+@autocast_op("scatter_add")
 def scatter_add(x, dim, index, src):
     from .math_ops import cast
     return P("scatter_add", x, index, cast(src, x.dtype), dim=norm_dim(dim, x.ndim, "scatter_add"))
@@ -844,8 +850,8 @@ def _np_key(key, device, host=False):
 
 
 def setitem(x, key, value):
-    from .tracing_hooks import tracing
-    tracing_now = tracing(x) or (isinstance(value, Tensor) and tracing(value))
+    from .tracing_hooks import active, tracing
+    tracing_now = active()
     grad = ag._mode.enabled and (x.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
     if isinstance(value, Tensor) and value.device != x.device:
         if value.ndim == 0 and value.device.type == "cpu":

@@ -195,10 +195,6 @@ class Tensor:
         return self._accum
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        from . import tracing_hooks
-        if tracing_hooks.tracing(self):
-            from . import dispatch
-            dispatch.tracer.graph_break("backward", self)
         ag.backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self):
@@ -442,6 +438,9 @@ class Tensor:
     def half(self):
         return self.to(dt.float16)
 
+    def bfloat16(self):
+        return self.to(dt.bfloat16)
+
     def long(self):
         return self.to(dt.int64)
 
@@ -496,7 +495,7 @@ class Tensor:
                 raise RuntimeError(f"output with shape {list(self._data.shape)} doesn't match the broadcast "
                                    f"shape {list(result.shape)}") from None
         from . import tracing_hooks
-        if tracing_hooks.tracing(self, result):
+        if tracing_hooks.active():         # also concrete tensors: the write is part of the graph
             return tracing_hooks.inplace(self, result)
         if not getattr(self._data.flags, "writeable", True):   # cupy arrays have no such flag
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers "
@@ -542,7 +541,7 @@ class Tensor:
                                    f"{value.dim()} dimensions.")
             value = value.item()
         from . import tracing_hooks
-        if tracing_hooks.tracing(self):
+        if tracing_hooks.active():
             from .creation import full_like
             return self._set_(full_like(self, value))
         if ag._mode.enabled and (self.requires_grad or self._base is not None and self._base.requires_grad):
@@ -632,6 +631,7 @@ class Tensor:
 
 
 _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "bfloat16": "BFloat16Tensor",
                "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor",
                "uint8": "ByteTensor", "bool": "BoolTensor"}
 

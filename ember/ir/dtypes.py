@@ -2,15 +2,20 @@
 
 Dtypes live in the IR layer because shape/dtype rules need them and the IR knows nothing of
 Tensor. The frontend re-exports them as ember.float32, ember.long, ...
+
+bfloat16 arrays are numpy arrays of the `ml_dtypes` extension type (numpy has no bfloat16; JAX uses
+the same package). numpy sees that type as kind "V", so code asks `DType.is_floating_point` or
+`DType.is_reduced_float`, never `array.dtype.kind`, to tell a float.
 """
 from __future__ import annotations
 
 from enum import IntEnum
 
+import ml_dtypes
 import numpy as np
 
-__all__ = ["Category", "DType", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-           "bool_", "ALL", "by_name", "from_numpy", "promote_types", "result_type", "default_float"]
+__all__ = ["Category", "DType", "bfloat16", "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+           "uint8", "bool_", "ALL", "by_name", "from_numpy", "promote_types", "result_type", "default_float"]
 
 
 class Category(IntEnum):
@@ -24,7 +29,7 @@ class DType:
     """A scalar type. `short` is the IR text spelling (f32, i64, b8 ...)."""
 
     __slots__ = ("name", "short", "np", "itemsize", "is_floating_point", "is_integer", "is_bool", "is_signed",
-                 "category")
+                 "category", "is_reduced_float")
 
     def __init__(self, name: str, short: str, np_dtype, category: Category):
         self.name = name
@@ -35,7 +40,9 @@ class DType:
         self.is_floating_point = self.category is Category.FLOATING
         self.is_integer = self.category is Category.INTEGER      # bool is not an integer type here
         self.is_bool = self.category is Category.BOOL
-        self.is_signed = self.np.kind in "if"
+        self.is_signed = self.is_floating_point or self.np.kind == "i"   # (numpy calls bfloat16 kind "V")
+        # 16-bit floats: CPU kernels compute them in float32 and round the result (as PyTorch's do)
+        self.is_reduced_float = self.is_floating_point and self.itemsize == 2
 
     @property
     def is_complex(self) -> bool:
@@ -58,10 +65,11 @@ int16 = DType("int16", "i16", np.int16, Category.INTEGER)
 int32 = DType("int32", "i32", np.int32, Category.INTEGER)
 int64 = DType("int64", "i64", np.int64, Category.INTEGER)
 float16 = DType("float16", "f16", np.float16, Category.FLOATING)
+bfloat16 = DType("bfloat16", "bf16", ml_dtypes.bfloat16, Category.FLOATING)
 float32 = DType("float32", "f32", np.float32, Category.FLOATING)
 float64 = DType("float64", "f64", np.float64, Category.FLOATING)
 
-ALL = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
+ALL = (bool_, uint8, int8, int16, int32, int64, float16, bfloat16, float32, float64)
 _BY_NAME = {d.name: d for d in ALL}
 _BY_NAME.update({d.short: d for d in ALL})
 _BY_NP = {d.np: d for d in ALL}
@@ -82,11 +90,13 @@ def from_numpy(np_dtype) -> DType:
         return _BY_NP[np.dtype(np_dtype)]
     except KeyError:
         raise TypeError(f"can't convert np.ndarray of type {np.dtype(np_dtype)}. The only supported types are: "
-                        "float64, float32, float16, int64, int32, int16, int8, uint8, and bool.") from None
+                        "float64, float32, float16, bfloat16, int64, int32, int16, int8, uint8, and bool.") from None
 
 
 # Promotion within a category follows numpy except where PyTorch differs (uint8 with int8 -> int16 in
-# both, so numpy's table is right for our set).
+# both, so numpy's table is right for the integers). Floats by PyTorch's lattice: neither 16-bit type
+# holds the other, so float16 with bfloat16 is float32; otherwise the wider one.
+_FLOAT_RANK = {float16: 1, bfloat16: 1, float32: 2, float64: 3}
 _promo_cache: dict = {}
 
 
@@ -103,6 +113,9 @@ def promote_types(a: DType, b: DType) -> DType:
             r = a
         elif a.category != b.category:   # int with float: the float type (numpy would widen it)
             r = a if a.category > b.category else b
+        elif a.is_floating_point:
+            ra, rb = _FLOAT_RANK[a], _FLOAT_RANK[b]
+            r = a if ra > rb else b if rb > ra else float32
         else:
             r = _BY_NP[np.promote_types(a.np, b.np)]
         _promo_cache[key] = r

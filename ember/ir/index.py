@@ -533,6 +533,8 @@ def flat_index(shape, idx) -> IndexExpr:
 
 
 def map_reshape(in_shape, out_shape, idx) -> list:
+    if 0 in tuple(in_shape):        # an empty tensor: no index is ever read (and none divides by 0)
+        return [IConst(0)] * len(in_shape)
     flat = flat_index(out_shape, idx)
     res, stride = [], 1
     strides = []

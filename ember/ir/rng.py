@@ -107,8 +107,9 @@ def words(xp, seed, counters):
 def uniform_from_words(xp, w, dtype):
     """[0, 1) values of a float dtype from the high UNIFORM_BITS[dtype] bits of each word (exact)."""
     dtype = np.dtype(dtype)
-    b = UNIFORM_BITS[dtype]
-    return (w >> np.uint64(64 - b)).astype(dtype) * dtype.type(2.0 ** -b)
+    b = UNIFORM_BITS.get(dtype, 8)      # bfloat16 (ml_dtypes) keeps 8 significand bits
+    wide = dtype if dtype in UNIFORM_BITS else np.dtype(np.float32)     # exact in float32, then cast
+    return ((w >> np.uint64(64 - b)).astype(wide) * wide.type(2.0 ** -b)).astype(dtype, copy=False)
 
 
 def log_unit(xp, x):

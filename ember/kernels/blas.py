@@ -65,7 +65,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarra
         cols = win[:, g * cg:(g + 1) * cg]                                # [N, cg, OH, OW, kh, kw]
         cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, cg * kh * kw)
         wg = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw)
-        res = cols @ wg.T                                                 # [N*OH*OW, og]
+        res = blas_threads.matmul(cols, wg.T)                             # [N*OH*OW, og] (bf16: the bf16 GEMM)
         out[:, g * og:(g + 1) * og] = res.reshape(n, oh, ow, og).transpose(0, 3, 1, 2)
     if bias is not None:
         out += bias.reshape(1, o, 1, 1)

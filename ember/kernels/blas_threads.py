@@ -125,12 +125,35 @@ def _gemm2d(a, b, out, threads: int):
     return out
 
 
+# The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
+# that this module needs no import of the compiler: fn(a, b) -> bf16 array, a and b bfloat16.
+BF16_MATMUL = None
+
+
+def _matmul_16bit(a, b, out):
+    """16-bit float products accumulate in float32 and round once, as PyTorch's CPU kernels: bfloat16
+    through the generated GEMM, float16 (and bf16 without it) through float32 BLAS on upcast copies --
+    16-bit values multiply exactly in float32, so only the order of the sums differs."""
+    if a.dtype == b.dtype and a.dtype.kind == "V" and BF16_MATMUL is not None:
+        r = BF16_MATMUL(a, b)
+    else:
+        r = matmul(a.astype(np.float32), b.astype(np.float32))
+        with np.errstate(over="ignore"):
+            r = r.astype(a.dtype if a.dtype == b.dtype else np.float32)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
 def matmul(a, b, out=None):
     """np.matmul with the block rules above, split across ember's worker threads when large
     (numpy arrays; other array types pass straight through).  (Folding a 2-D @ batched product
     into one GEMM was measured slower here: the copies cost more.)"""
     if a.__class__ is not np.ndarray:
         return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+    if a.dtype.itemsize == 2 and a.dtype.kind in "fV":
+        return _matmul_16bit(a, b, out)
     if _set and _current != 1:
         set_threads(1)
     with np.errstate(invalid="ignore", over="ignore"):   # inf/nan propagate silently, as in PyTorch

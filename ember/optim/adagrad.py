@@ -3,13 +3,15 @@
     g = -grad if maximize else grad;  g += weight_decay * p
     clr = lr / (1 + (t - 1) * lr_decay);  sum += g * g;  p -= clr * g / (sqrt(sum) + eps)
 State per parameter (created at construction, as PyTorch does): 'step', 'sum'.
+Inside a compiled training step lr and weight_decay are graph inputs and the decayed rate is a
+tensor expression of 'step' (nothing is read back to Python).
 """
 from __future__ import annotations
 
 from ..frontend import autograd as ag
 from ..frontend.creation import full_like, tensor
 from ..ir import dtypes as dt
-from .optimizer import Optimizer, _scalar
+from .optimizer import Optimizer, _add, _hyper, _scalar, _tracing
 
 __all__ = ["Adagrad"]
 
@@ -36,10 +38,10 @@ class Adagrad(Optimizer):
                 self._init_state(p, group)
 
     def _init_state(self, p, group):
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = tensor(0.0, dtype=dt.float32, device=p.device)
-            state["sum"] = full_like(p, group["initial_accumulator_value"])
+        state = self.state.get(p)
+        if not state:
+            state = self._new_state(p, lambda: {"step": tensor(0.0, dtype=dt.float32, device=p.device),
+                                                "sum": full_like(p, group["initial_accumulator_value"])})
         return state
 
     def add_param_group(self, param_group):
@@ -52,21 +54,26 @@ class Adagrad(Optimizer):
     def step(self, closure=None):
         """One Adagrad update of every parameter that has a gradient; returns closure() when given."""
         loss = self._closure_loss(closure)
+        tracing = _tracing()
         for group in self.param_groups:
-            lr = _scalar(group["lr"])
-            lr_decay, eps, wd, maximize = group["lr_decay"], group["eps"], group["weight_decay"], group["maximize"]
+            lr_decay, eps, maximize = group["lr_decay"], group["eps"], group["maximize"]
+            wd = _scalar(group["weight_decay"])
             for p in group["params"]:
                 g = p.grad
                 if g is None:
                     continue
+                if tracing:      # options as graph inputs: a scheduler changing them never recompiles
+                    lr, wd_t = _hyper(group, "lr", p), _hyper(group, "weight_decay", p)
+                else:
+                    lr, wd_t = _scalar(group["lr"]), wd
                 state = self._init_state(p, group)
                 step_t = state["step"]
                 step_t.add_(1)
-                step = step_t.item()
+                step = step_t if tracing else step_t.item()
                 if maximize:
                     g = -g
                 if wd != 0:
-                    g = g.add(p, alpha=wd)
+                    g = _add(g, p, wd_t)
                 clr = lr / (1 + (step - 1) * lr_decay)
                 s = state["sum"]
                 s.addcmul_(g, g, value=1)

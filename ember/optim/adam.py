@@ -6,7 +6,8 @@
     p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 State per parameter: 'step' (a float32 0-d tensor, as PyTorch keeps it), 'exp_avg', 'exp_avg_sq',
 'max_exp_avg_sq' (amsgrad). Eagerly the bias corrections are Python numbers; while a step is being
-traced (or with capturable=True) they are tensor ops on 'step', so no value is read back.
+traced (or with capturable=True) they are tensor ops on 'step', so no value is read back; while
+traced, lr, betas and weight_decay are graph inputs read from the group at every call (optimizer.py).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..frontend import autograd as ag
 from ..frontend.creation import tensor, zeros_like
 from ..frontend.math_ops import maximum
 from ..ir import dtypes as dt
-from .optimizer import Optimizer, _scalar, _tracing
+from .optimizer import Optimizer, _add, _hyper, _scalar, _tracing
 
 __all__ = ["Adam"]
 
@@ -43,13 +44,15 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _init_state(self, p, amsgrad):
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = tensor(0.0, dtype=dt.float32, device=p.device)
-            state["exp_avg"] = zeros_like(p)
-            state["exp_avg_sq"] = zeros_like(p)
-            if amsgrad:
-                state["max_exp_avg_sq"] = zeros_like(p)
+        state = self.state.get(p)
+        if not state:
+            def make():
+                s = {"step": tensor(0.0, dtype=dt.float32, device=p.device), "exp_avg": zeros_like(p),
+                     "exp_avg_sq": zeros_like(p)}
+                if amsgrad:
+                    s["max_exp_avg_sq"] = zeros_like(p)
+                return s
+            state = self._new_state(p, make)
         return state
 
     @ag.no_grad()
@@ -61,7 +64,7 @@ class Adam(Optimizer):
             lr = _scalar(group["lr"])
             beta1, beta2 = (_scalar(b) for b in group["betas"])
             eps = group["eps"]
-            wd = group["weight_decay"]
+            wd = _scalar(group["weight_decay"])
             amsgrad = group["amsgrad"]
             maximize = group["maximize"]
             decoupled = group.get("decoupled_weight_decay", False)
@@ -74,15 +77,21 @@ class Adam(Optimizer):
                 if not capturable and not amsgrad and not maximize and p.dtype is g.dtype:
                     self._eager_update(p, g, state, lr, beta1, beta2, eps, wd, decoupled)
                     continue
+                if tracing:      # options as graph inputs: a scheduler changing them never recompiles
+                    lr, beta1, beta2 = (_hyper(group, "lr", p), _hyper(group, "betas", p, 0),
+                                        _hyper(group, "betas", p, 1))
+                    wd_t = _hyper(group, "weight_decay", p)
+                else:
+                    wd_t = wd
                 if maximize:
                     g = -g
                 step_t = state["step"]
                 step_t.add_(1)
                 if wd != 0:
                     if decoupled:
-                        p.mul_(1 - lr * wd)
+                        p.mul_(1 - lr * wd_t)
                     else:
-                        g = g.add(p, alpha=wd)
+                        g = _add(g, p, wd_t)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.lerp_(g, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)

@@ -16,8 +16,16 @@ from bisect import bisect_right
 from collections import Counter
 from functools import wraps
 
+from ..frontend import dispatch
 from ..frontend.tensor import Tensor
 from .optimizer import Optimizer
+
+
+def _not_traced():
+    """A scheduler's counters are Python state: stepping it inside a compiled function would advance
+    them only while tracing, so it is a graph break (outside, lr is a graph input: no recompile)."""
+    if dispatch.tracer is not None:
+        dispatch.tracer.graph_break("lr_scheduler")
 
 __all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
            "ExponentialLR", "SequentialLR", "PolynomialLR", "CosineAnnealingLR", "ChainedScheduler",
@@ -112,6 +120,7 @@ class LRScheduler:
         raise NotImplementedError
 
     def step(self, epoch=None):
+        _not_traced()
         if self._step_count == 1:
             if not hasattr(self.optimizer.step, "_wrapped_by_lr_sched"):
                 warnings.warn("Seems like `optimizer.step()` has been overridden after learning rate scheduler "
@@ -422,6 +431,7 @@ class SequentialLR(_Composite, LRScheduler):
     recursive_undo = _recursive_undo
 
     def step(self):
+        _not_traced()
         self.last_epoch += 1
         idx = bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[idx]
@@ -445,6 +455,7 @@ class ChainedScheduler(_Composite, LRScheduler):
         self._last_lr = _group_values(schedulers[-1].optimizer, "lr")
 
     def step(self):
+        _not_traced()
         for s in self._schedulers:
             s.step()
         self._last_lr = _group_values(self._schedulers[-1].optimizer, "lr")
@@ -483,6 +494,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.num_bad_epochs = 0
 
     def step(self, metrics, epoch=None):
+        _not_traced()
         current = float(metrics)
         if epoch is None:
             epoch = self.last_epoch + 1
@@ -566,6 +578,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 for b in self.base_lrs]
 
     def step(self, epoch=None):
+        _not_traced()
         if epoch is None and self.last_epoch < 0:
             epoch = 0
         if epoch is None:

@@ -7,7 +7,12 @@ Out: `param_groups` (a list of dicts, each with its own options, editable betwee
      parameter's integer index (counted across groups in order), groups holding index lists.
 
 Updates are written with ember tensor ops run in place under no_grad (param.add_, mul_, addcdiv_ ...),
-so a tracer that captures a whole training step sees them as ops writing to parameters and state.
+so a tracer that captures a whole training step (ember.compile around zero_grad/backward/step) sees
+them as ops writing to parameters and state. While tracing, the options schedulers change (lr,
+momentum, betas, weight_decay) are read through `_hyper` as 0-d graph inputs bound to the group, so a
+scheduler step never recompiles; state a first step creates is made for real (`_new_state`) so the
+graph writes it in place; `_state_epoch` counts the changes a compiled step must notice
+(load_state_dict, add_param_group).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any, Callable, Iterable
 
 from ..frontend import autograd as ag
 from ..frontend import dispatch
+from ..frontend import tracing_hooks
 from ..frontend.tensor import Tensor
 
 __all__ = ["Optimizer", "required"]
@@ -42,11 +48,30 @@ def _scalar(v):
     return v.item() if isinstance(v, Tensor) else v
 
 
+def _hyper(group: dict, key: str, like: Tensor, index: int | None = None):
+    """The option group[key] (group[key][index]) for a traced update: a 0-d graph input that the
+    compiled step reads from the group at every call (a tensor option is used as it is)."""
+    v = group[key] if index is None else group[key][index]
+    if isinstance(v, Tensor) or dispatch.tracer is None:
+        return v
+    return dispatch.tracer.group_scalar(group, key, index, like)
+
+
+def _add(a: Tensor, b: Tensor, alpha) -> Tensor:
+    """a + alpha * b with alpha a number or a 0-d tensor (the same ops as a.add(b, alpha=alpha))."""
+    return a.add(b * alpha) if isinstance(alpha, Tensor) else a.add(b, alpha=alpha)
+
+
+def _add_(a: Tensor, b: Tensor, alpha) -> Tensor:
+    return a.add_(b * alpha) if isinstance(alpha, Tensor) else a.add_(b, alpha=alpha)
+
+
 class Optimizer:
     """Base class: holds param_groups and state; subclasses implement step()."""
 
     def __init__(self, params: Iterable, defaults: dict[str, Any]):
         self.defaults = defaults
+        self._state_epoch = 0       # bumped when state or groups change under a compiled step
         self.state: defaultdict = defaultdict(dict)
         self.param_groups: list[dict[str, Any]] = []
         self._step_pre_hooks: dict = {}
@@ -96,17 +121,17 @@ class Optimizer:
         if seen.intersection(ids):
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
+        self._state_epoch = getattr(self, "_state_epoch", 0) + 1
 
     # ------------------------------------------------------------------------ stepping
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's .grad: to None (the default, as in PyTorch) or to zeros."""
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
                 if set_to_none:
-                    p.grad = None
-                else:
+                    if p.grad is not None or tracing_hooks.active():   # traced: .grad is None after, whatever before
+                        tracing_hooks.set_grad(p, None)
+                elif p.grad is not None:
                     g = p.grad
                     if g.grad_fn is not None:
                         g.detach_()
@@ -122,6 +147,26 @@ class Optimizer:
             return None
         with ag.enable_grad():
             return closure()
+
+    def _new_state(self, p: Tensor, make: Callable[[], dict]) -> dict:
+        """state[p] filled with make()'s tensors, created for real even while a step is traced (the
+        graph then reads and writes them in place: zeros and step 0 are what the first eager step
+        starts from). An abandoned trace takes them out again."""
+        had = p in self.state
+        with tracing_hooks.eager_now():
+            values = make()
+        state = self.state[p]
+        state.update(values)
+        tr = dispatch.tracer
+        if tr is not None:
+            def undo():
+                if not had:
+                    self.state.pop(p, None)
+                else:
+                    for k in values:
+                        state.pop(k, None)
+            tr.on_undo(undo)
+        return state
 
     def _run_pre_hooks(self, args, kwargs):
         for hook in list(self._step_pre_hooks.values()):
@@ -147,6 +192,11 @@ class Optimizer:
             raw = cls.__dict__["step"]
 
             def step(self, *args, **kwargs):
+                tr = dispatch.tracer
+                if tr is not None:      # a training step being captured by ember.compile
+                    if args and args[0] is not None or kwargs.get("closure") is not None:
+                        tr.graph_break("step_closure")
+                    tr.note_optimizer(self)
                 if self._step_pre_hooks or self._step_post_hooks:
                     args, kwargs = self._run_pre_hooks(args, kwargs)
                     out = raw(self, *args, **kwargs)
@@ -209,6 +259,7 @@ class Optimizer:
             new_groups.append(ng)
         self.state = state
         self.param_groups = new_groups
+        self._state_epoch += 1
 
     def __getstate__(self):
         return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
@@ -217,6 +268,7 @@ class Optimizer:
         self.__dict__.update(state)
         self.__dict__.setdefault("_step_pre_hooks", {})
         self.__dict__.setdefault("_step_post_hooks", {})
+        self.__dict__["_state_epoch"] = self.__dict__.get("_state_epoch", 0) + 1
 
     def __repr__(self):
         lines = [type(self).__name__ + " ("]

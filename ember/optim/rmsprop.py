@@ -6,13 +6,14 @@
     buf = momentum * buf + g / avg;  p -= lr * buf   (momentum > 0)
     p -= lr * g / avg                                 (otherwise)
 State per parameter: 'step', 'square_avg', 'momentum_buffer' (momentum > 0), 'grad_avg' (centered).
+Inside a compiled training step lr, momentum and weight_decay are graph inputs (optimizer.py).
 """
 from __future__ import annotations
 
 from ..frontend import autograd as ag
 from ..frontend.creation import tensor, zeros_like
 from ..ir import dtypes as dt
-from .optimizer import Optimizer, _scalar
+from .optimizer import Optimizer, _add, _add_, _hyper, _scalar, _tracing
 
 __all__ = ["RMSprop"]
 
@@ -39,27 +40,33 @@ class RMSprop(Optimizer):
     def step(self, closure=None):
         """One RMSprop update of every parameter that has a gradient; returns closure() when given."""
         loss = self._closure_loss(closure)
+        tracing = _tracing()
         for group in self.param_groups:
-            lr = _scalar(group["lr"])
-            alpha, eps, wd = group["alpha"], group["eps"], group["weight_decay"]
-            momentum, centered, maximize = group["momentum"], group["centered"], group["maximize"]
+            alpha, eps, wd = group["alpha"], group["eps"], _scalar(group["weight_decay"])
+            momentum, centered, maximize = _scalar(group["momentum"]), group["centered"], group["maximize"]
             for p in group["params"]:
                 g = p.grad
                 if g is None:
                     continue
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = tensor(0.0, dtype=dt.float32, device=p.device)
-                    state["square_avg"] = zeros_like(p)
-                    if momentum > 0:
-                        state["momentum_buffer"] = zeros_like(p)
-                    if centered:
-                        state["grad_avg"] = zeros_like(p)
+                if tracing:      # options as graph inputs: a scheduler changing them never recompiles
+                    lr, m, wd_t = (_hyper(group, k, p) for k in ("lr", "momentum", "weight_decay"))
+                else:
+                    lr, m, wd_t = _scalar(group["lr"]), momentum, wd
+                state = self.state.get(p)
+                if not state:
+                    def make(p=p):
+                        s = {"step": tensor(0.0, dtype=dt.float32, device=p.device), "square_avg": zeros_like(p)}
+                        if momentum > 0:
+                            s["momentum_buffer"] = zeros_like(p)
+                        if centered:
+                            s["grad_avg"] = zeros_like(p)
+                        return s
+                    state = self._new_state(p, make)
                 if maximize:
                     g = -g
                 state["step"].add_(1)
                 if wd != 0:
-                    g = g.add(p, alpha=wd)
+                    g = _add(g, p, wd_t)
                 sq = state["square_avg"]
                 sq.mul_(alpha).addcmul_(g, g, value=1 - alpha)
                 if centered:
@@ -71,8 +78,8 @@ class RMSprop(Optimizer):
                 avg = avg.add_(eps)
                 if momentum > 0:
                     buf = state["momentum_buffer"]
-                    buf.mul_(momentum).addcdiv_(g, avg)
-                    p.add_(buf, alpha=-lr)
+                    buf.mul_(m).addcdiv_(g, avg)
+                    _add_(p, buf, -lr)
                 else:
                     p.addcdiv_(g, avg, value=-lr)
         return loss

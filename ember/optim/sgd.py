@@ -6,11 +6,17 @@ Same update as torch.optim.SGD (single-tensor path), step for step:
     g = g + momentum * buf (nesterov) | buf
     p -= lr * g
 State per parameter: 'momentum_buffer' (when momentum != 0).
+
+Inside a compiled training step lr, momentum and weight_decay are graph inputs (optimizer.py's
+_hyper). The first traced step creates the buffer as real zeros: with dampening 0 (the default),
+momentum * 0 + g is g exactly, so one graph serves the first step and all later ones; with dampening
+the first step copies g and the next call compiles the steady-state step.
 """
 from __future__ import annotations
 
 from ..frontend import autograd as ag
-from .optimizer import Optimizer, _scalar, required
+from ..frontend.creation import zeros_like
+from .optimizer import Optimizer, _add, _add_, _hyper, _scalar, _tracing, required
 
 __all__ = ["SGD"]
 
@@ -35,29 +41,42 @@ class SGD(Optimizer):
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure() when given."""
         loss = self._closure_loss(closure)
+        tracing = _tracing()
         for group in self.param_groups:
-            lr = _scalar(group["lr"])
-            momentum = group["momentum"]
+            momentum = _scalar(group["momentum"])       # Python values decide the branches
             dampening = group["dampening"]
-            weight_decay = group["weight_decay"]
+            weight_decay = _scalar(group["weight_decay"])
             nesterov = group["nesterov"]
             maximize = group["maximize"]
             for p in group["params"]:
                 g = p.grad
                 if g is None:
                     continue
+                if tracing:      # options as graph inputs: a scheduler changing them never recompiles
+                    lr, m, wd = (_hyper(group, k, p) for k in ("lr", "momentum", "weight_decay"))
+                else:
+                    lr, m, wd = _scalar(group["lr"]), momentum, weight_decay
                 if maximize:
                     g = -g
                 if weight_decay != 0:
-                    g = g.add(p, alpha=weight_decay)
+                    g = _add(g, p, wd)
                 if momentum != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
+                    buf = self.state[p].get("momentum_buffer")
+                    if buf is None and tracing:
+                        buf = self._new_state(p, lambda: {"momentum_buffer": zeros_like(p)})["momentum_buffer"]
+                        if dampening == 0:
+                            _add_(buf.mul_(m), g, 1)        # = g exactly: the steady-state graph
+                        else:
+                            buf.copy_(g)
+                            self._state_epoch += 1          # the next call compiles the later steps
+                    elif buf is None:
                         buf = g.detach().clone()
-                        state["momentum_buffer"] = buf
+                        self.state[p]["momentum_buffer"] = buf
                     else:
-                        buf.mul_(momentum).add_(g, alpha=1 - dampening)
-                    g = g.add(buf, alpha=momentum) if nesterov else buf
-                p.add_(g, alpha=-lr)
+                        _add_(buf.mul_(m), g, 1 - dampening)
+                    g = _add(g, buf, m) if nesterov else buf
+                if isinstance(lr, float) or isinstance(lr, int):
+                    p.add_(g, alpha=-lr)
+                else:
+                    p.sub_(g * lr)
         return loss

@@ -14,14 +14,21 @@ the output has the input's shape and dtype and element i of the input is read on
 i of the output -- the kernel has no inner (reduction) axes, one store, and every load of that
 input uses the store's index (so no element is overwritten before it is read, in any loop order
 or vector width).
+
+Mutations in place: a mutation value (a parameter an optimizer step updates, a running statistic)
+that a kernel stores is written straight into the input's own storage -- no fresh output, no copy
+back after the call -- when nothing after that step reads the input's old value, no saved view
+points into it, and inside the kernel every load of the input uses the store's index and feeds the
+stored value (so it is read before it is overwritten). The program then returns the input itself
+as the mutation's result.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ember.ir.index import index_gathers, key_of
-from ember.ir.kernel import Load
-from ember.ir.program import KernelStep, Program, ValueKind
+from ember.ir.kernel import Load, topo_order
+from ember.ir.program import ExternStep, KernelStep, Program, ValueKind
 
 __all__ = ["MemoryPlan", "plan_memory"]
 
@@ -72,8 +79,85 @@ def _inplace_ok(step: KernelStep, out_name: str, in_name: str, program: Program)
     return True
 
 
+def _kernel_writing(step, name):
+    """The kernel IR that stores value `name` in this step (a kernel, or an extern's epilogue)."""
+    if isinstance(step, KernelStep):
+        return step.kernel
+    if isinstance(step, ExternStep) and step.kernel.epilogue is not None and name != step.scratch:
+        return step.kernel.epilogue
+    return None
+
+
+def _overwrite_ok(kernel, out_name: str, in_name: str) -> bool:
+    """Inside `kernel`, may the store to out_name go to in_name's storage? One store to it, and every
+    load of in_name at the store's index, unmasked, not a gather index, and an operand of the stored
+    value (so it happens before the store in the same iteration, in any loop order or vector width)."""
+    stores = [st for st in kernel.stores if st.buf.name == out_name]
+    in_buf = next((b for b in kernel.inputs if b.name == in_name), None)
+    if len(stores) != 1:
+        return False
+    if in_buf is None:
+        return True
+    store = stores[0]
+    skey = key_of(store.index)
+    feeding = {id(n) for n in topo_order([store.value])}
+    for n in kernel.nodes:
+        if not isinstance(n, Load):
+            continue
+        if n.buf is in_buf and (n.fill is not None or key_of(n.index) != skey or id(n) not in feeding):
+            return False
+        if any(g.buf is in_buf for e in n.index for g in index_gathers(e)):
+            return False
+    return True
+
+
+def write_mutations_in_place(program: Program) -> list:
+    """Let kernels store mutation values into their inputs' storage (see the module docstring).
+    Returns [(step name, value, input)] for the mutations it rewrote."""
+    g = program.graph
+    muts = g.mutations
+    if not muts:
+        return []
+    values, steps = program.values, program.steps
+    n_out = program.n_outputs
+    results = program.results
+    writer = {}
+    for i, st in enumerate(steps):
+        for w in st.writes:
+            writer[w] = i
+    viewed = {v.base for v in values.values() if v.kind is ValueKind.VIEW}
+    done = []
+    for j, (ph, _) in enumerate(muts):
+        vname, iname = results[n_out + j], program.inputs[g.inputs.index(ph)]
+        v = values.get(vname)
+        if v is None or v.kind is not ValueKind.OUTPUT or results.count(vname) != 1 or iname in viewed \
+                or iname in results[:n_out] or vname not in writer:
+            continue
+        i = writer[vname]
+        step = steps[i]
+        kernel = _kernel_writing(step, vname)
+        if kernel is None or (isinstance(step, ExternStep) and iname in step.args[:len(step.kernel.inputs)]):
+            continue
+        if any(iname in later.reads or iname in later.writes for later in steps[i + 1:]):
+            continue
+        if not _overwrite_ok(kernel, vname, iname):
+            continue
+        step.args[step.args.index(vname)] = iname
+        for later in steps[i + 1:]:
+            if vname in later.reads:
+                later_args = later.args
+                for k, a in enumerate(later_args):
+                    if a == vname:
+                        later_args[k] = iname
+        results[n_out + j] = iname
+        del values[vname]
+        done.append((step.name, vname, iname))
+    return done
+
+
 def plan_memory(program: Program, inplace: bool = True) -> MemoryPlan:
     """Assign every internal value a reusable slot; sets and returns program.memory."""
+    mutations = write_mutations_in_place(program) if inplace else []
     values = program.values
     internal = {name for name, v in values.items() if v.kind is ValueKind.INTERNAL}
     first, last = {}, {}
@@ -119,5 +203,6 @@ def plan_memory(program: Program, inplace: bool = True) -> MemoryPlan:
                 if not any(plan.assign.get(o) == plan.assign[name] and last.get(o, -1) > i
                            for o in plan.assign if o != name):
                     free.append(plan.assign[name])
+    plan.inplace.extend(mutations)
     program.memory = plan
     return plan

@@ -23,6 +23,14 @@ as int32 (CuPy would pass Python ints as int64).  A kernel with gathers is follo
 4-slot error buffer (a device sync); an out-of-range index raises
 `IndexError("index 7 is out of bounds for dimension 0 with size 5")` like the CPU backend.
 Externs (matmul through cuBLAS, conv2d as im2col + one batched GEMM) are ember/kernels/gpu.py.
+A module whose owner checks the error slots itself (`defer_checks = True`: the compiled-program
+runner of ember/runtime/cuda_graph.py, which reads them asynchronously) launches gathers without
+that sync: a compiled step never waits for the device.
+
+Launch accounting: `COUNTER` (a LaunchCounter) counts what the host issues on this device: ember's
+kernels exactly (a split reduction is two launches), library calls by the launches they issue
+(`library_launches`: matmul 1 GEMM; conv2d pad + im2col copy + GEMM + bias), graph replays,
+copies and host synchronisations.  The runner turns its deltas into launches per compiled call.
 
 Without CuPy or a GPU, importing this module works; `device()` and `compile_kernels` raise a
 RuntimeError saying so.
@@ -30,6 +38,7 @@ RuntimeError saying so.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -42,13 +51,59 @@ from ember.runtime import cache
 from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 
 __all__ = ["available", "device", "compile_kernels", "CudaModule", "KernelCallable", "NvrtcCompiler",
-           "cuda_source", "device_info", "OPTIONS", "matmul", "conv2d"]
+           "cuda_source", "device_info", "OPTIONS", "matmul", "conv2d", "LaunchCounter", "COUNTER",
+           "library_launches"]
 
 OPTIONS = ("-std=c++17",)
 MAX_BLOCKS_PER_SM = 32
 
 _DEVICES: dict[int, Device] = {}   # device id -> Device
 _SM_COUNT: dict = {}
+
+
+class LaunchCounter:
+    """What the host has issued on the CUDA device so far: kernels (ember's generated kernels),
+    library (launches inside cuBLAS / CuPy calls of externs), graphs (CUDA graph replays), copies
+    (device copies and host<->device transfers), syncs (host waits for the device)."""
+
+    __slots__ = ("kernels", "library", "graphs", "copies", "syncs")
+
+    def __init__(self):
+        self.kernels = self.library = self.graphs = self.copies = self.syncs = 0
+
+    def snapshot(self) -> tuple:
+        return (self.kernels, self.library, self.graphs, self.copies, self.syncs)
+
+    def restore(self, snap: tuple) -> None:
+        """Set the counts back (a capture records launches, it does not issue them)."""
+        self.kernels, self.library, self.graphs, self.copies, self.syncs = snap
+
+    @staticmethod
+    def launches(before: tuple, after: tuple) -> int:
+        """Launches issued between two snapshots (kernels, library calls, graphs, copies)."""
+        return sum(after[i] - before[i] for i in range(4))
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+COUNTER = LaunchCounter()
+
+
+def library_launches(op: str, attrs: dict, n_inputs: int) -> int:
+    """Launches one extern call issues on CuPy (ember/kernels/gpu.py): matmul one GEMM; conv2d the
+    padding copy (when padded), the im2col copy, one batched GEMM and the bias add (when biased)."""
+    if op == "conv2d":
+        pad = attrs.get("padding", 0)
+        padded = any(pad) if isinstance(pad, (tuple, list)) else bool(pad)
+        return int(padded) + 2 + int(n_inputs > 2)
+    return 1
+
+
+def _run_extern(cp, op: str, inputs, out, attrs: dict) -> None:
+    """The CUDA device's extern entry: ember/kernels/blas.run_extern on CuPy arrays, counted."""
+    COUNTER.library += library_launches(op, attrs, len(inputs))
+    blas.run_extern(op, inputs, out, attrs, xp=cp)
 
 
 def available() -> bool:
@@ -139,6 +194,9 @@ class CudaModule(Module):
         self.device_id = device.compiler.device_id
         with cp.cuda.Device(self.device_id):
             self.err = cp.zeros(4, dtype=np.int64)   # flag, value, dim, size (see codegen)
+        # True when the module's owner reads the error slots itself (asynchronously, see
+        # ember/runtime/cuda_graph.py): gathers then launch without a host sync
+        self.defer_checks = False
         self._bind()
 
     def kernel_callable(self, kernel: Kernel) -> "KernelCallable":
@@ -152,10 +210,15 @@ class CudaModule(Module):
 
     def check_errors(self) -> None:
         """Raise the IndexError a gather recorded (reads the error slots: a device sync)."""
-        e = self.err.get()
+        COUNTER.syncs += 1
+        self.raise_recorded(self.err.get())
+
+    def raise_recorded(self, e, note: str = "") -> None:
+        """Raise the IndexError the error slots `e` (a host copy) hold, if any, and clear them."""
         if e[0]:
             self.err.fill(0)
-            raise IndexError(f"index {int(e[1])} is out of bounds for dimension {int(e[2])} with size {int(e[3])}")
+            raise IndexError(f"index {int(e[1])} is out of bounds for dimension {int(e[2])} with size "
+                             f"{int(e[3])}{note}")
 
 
 class KernelCallable(BoundKernel):
@@ -167,7 +230,7 @@ class KernelCallable(BoundKernel):
         self.fn = module.raw.get_function(kernel.name)
         self.partial_fn = module.raw.get_function(self.spec.partial) if self.spec.partial else None
         self._n = np.int64(self.spec.points)
-        self._scratch = None
+        self._local = threading.local()     # split-reduction partials, per thread
         sm = _sm_count(module.device_id)
         s = self.spec
         cap = sm * MAX_BLOCKS_PER_SM
@@ -191,21 +254,26 @@ class KernelCallable(BoundKernel):
                 ok = all(arrays[i].data.ptr % nb == 0 for i, nb in zip(s.vec_args, s.vec_bytes))
                 args += (np.int32(1 if ok else 0),)
             self.fn((self.grid,), (s.block,), args)
+            COUNTER.kernels += 1
         elif s.strategy == "split":
             scratch = self._scratch_buffers()
             self.partial_fn((s.parts,), (s.block,), args + scratch)
             self.fn((1,), (s.block,), args + scratch)
+            COUNTER.kernels += 2
         else:
             self.fn((self.grid,), (s.block,), args)
-        if s.gathers:
+            COUNTER.kernels += 1
+        if s.gathers and not self.module.defer_checks:
             self.module.check_errors()
 
     def _scratch_buffers(self) -> tuple:
-        if self._scratch is None:
+        # per thread: two threads' launches interleave on the stream, so shared partials would mix
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
             cp = self.module.device.xp
-            self._scratch = tuple(cp.empty(self.spec.parts, dtype=np.dtype(dt_name))
-                                  for _, dt_name in self.spec.scratch)
-        return self._scratch
+            scratch = self._local.scratch = tuple(cp.empty(self.spec.parts, dtype=np.dtype(dt_name))
+                                                  for _, dt_name in self.spec.scratch)
+        return scratch
 
 
 # ==================================================================================== devices
@@ -218,7 +286,7 @@ def device(device_id: int | None = None) -> Device:
     d = _DEVICES.get(device_id)
     if d is None:
         d = _DEVICES[device_id] = Device("cuda", cp, cg.emit_program, NvrtcCompiler(cp, device_id), CudaModule,
-                                         functools.partial(blas.run_extern, xp=cp), "a cupy array on the GPU")
+                                         functools.partial(_run_extern, cp), "a cupy array on the GPU")
     return d
 
 

@@ -17,6 +17,7 @@ through CuPy); each is a Compiler, a Module subclass (the loader) and a kernel c
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -192,7 +193,9 @@ class ExternCallable(BoundKernel):
     def __init__(self, module: Module, ext: ExternKernel, epilogue):
         super().__init__(module, ext)
         self.ext, self.epilogue = ext, epilogue
-        self._scratch = None   # the extern's result buffer, reused across calls (page faults cost)
+        # the extern's result buffer, reused across calls (page faults cost); one per thread:
+        # threads may run one compiled function at once
+        self._local = threading.local()
 
     def launch(self, arrays: Sequence, threads: int | None = None) -> None:
         ext, dev = self.ext, self.module.device
@@ -200,10 +203,11 @@ class ExternCallable(BoundKernel):
         if self.epilogue is None:
             dev.run_extern(ext.op, ins, arrays[-1], ext.attrs)
             return
-        if self._scratch is None:
-            self._scratch = dev.xp.empty(ext.output.shape, dtype=ext.output.dtype.np)
-        dev.run_extern(ext.op, ins, self._scratch, ext.attrs)
-        self.epilogue.launch((self._scratch,) + tuple(arrays[len(ext.inputs):]), threads)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = dev.xp.empty(ext.output.shape, dtype=ext.output.dtype.np)
+        dev.run_extern(ext.op, ins, scratch, ext.attrs)
+        self.epilogue.launch((scratch,) + tuple(arrays[len(ext.inputs):]), threads)
 
 
 # ============================================================================ the numpy oracle

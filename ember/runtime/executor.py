@@ -13,9 +13,10 @@ ember.compiler.interpreter.Interpreter.run), and whose `.source` is the readable
         _s1(buf1, w.reshape((10, 50)), buf2, buf3)      # x1_matmul_add_maximum: matmul + epilogue
         return [buf3]
 
-Internal values are views of the slots of the memory plan, allocated once when the executor is
-built and reused by every call (so an executor is not re-entrant: one call at a time).  Outputs
-are allocated on every call and never written again by a later call.
+Internal values are views of the slots of the memory plan, allocated once per thread that runs
+the executor and reused by that thread's calls (threads never share them; a call is not
+re-entrant within one thread).  Outputs are fresh for every call and never written again by a
+later call.
 
 Devices (`device=`, also accepted as `runner=`), see ember/runtime/device.py get_device:
   "numpy"  kernels through the kernel-IR reference evaluator (ember/ir/kernel_eval.py), externs
@@ -30,6 +31,7 @@ kernel's unchecked `launch` (it allocates every array itself).  Eager fallback s
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
 import weakref
 from typing import Sequence
@@ -127,7 +129,11 @@ def generate_source(program: Program, fn_name: str | None = None) -> tuple[str, 
 # ==================================================================================== executor
 def _contiguous_for(xp):
     """Inputs as contiguous arrays of the device's array module (numpy, or cupy for CUDA)."""
+    ndarray = xp.ndarray
+
     def contiguous(a, dtype):
+        if a.__class__ is ndarray and a.dtype is dtype and a.flags.c_contiguous:
+            return a                  # the common case, without asarray (a training step has ~100 inputs)
         a = xp.asarray(a)
         if a.dtype != dtype:
             a = a.astype(dtype)
@@ -203,16 +209,10 @@ class Executor:
                             "pass their kernels as eager_kernels= (ember.frontend.dispatch.KERNELS)")
         self.device = get_device(device if device is not None else runner)
         xp = self.device.xp
-        self.slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
         self.source, self._line_step = generate_source(program)
-        self.pool = OutputPool(xp)
-        env = {"_c": _contiguous if xp is np else _contiguous_for(xp), "_empty": self.pool.empty}
+        env = {"_c": _contiguous if xp is np else _contiguous_for(xp)}
         for d in dt.ALL:
             env[f"_dt_{d.short}"] = d.np
-        ids = identifiers(program)
-        for name, slot in program.memory.assign.items():
-            v = program.values[name]
-            env[ids[name]] = self.slots[slot][:v.nbytes].view(v.dtype.np).reshape(v.shape)
         objs = program.compiled_objects()
         self.module = self.device.compile(objs) if objs else None
         for s in program.steps:
@@ -221,15 +221,66 @@ class Executor:
                 env["_" + s.name] = _eager_call(eager_kernels[s.op], s.attrs, v.dtype.np, v.shape, xp)
             else:
                 env["_" + s.name] = _launcher(self.module[s.name])
+        self._env = env
         self._filename = f"<ember program {program.graph.name} {id(self):x}>"
-        code = compile(self.source, self._filename, "exec")
-        exec(code, env)
-        self._fn = env[f"run_{program.graph.name}"]
+        self._code = compile(self.source, self._filename, "exec")
         self._steps = {s.name: s for s in program.steps}
-        self.env = env
-        LIVE.add(self)
+        # Scratch slots and the output pool are per thread: two threads running one compiled
+        # function at once must not share buffers. The building thread's state is made now.
+        self._owner = threading.get_ident()
+        self._fn, self.slots, self.pool, self.env = self._thread_state()
+        self._local = threading.local()
+        LIVE.add(self)              # the profiler swaps the steps of `env` (the building thread's globals)
         for hook in ON_CREATE:
             hook(self)
+
+    def _thread_state(self) -> tuple:
+        """(function, slots, output pool, globals) for the calling thread: the generated code bound
+        to its own scratch slots and output pool."""
+        program, xp = self.program, self.device.xp
+        slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
+        pool = OutputPool(xp)
+        env = dict(self._env)
+        env["_empty"] = pool.empty
+        ids = identifiers(program)
+        for name, slot in program.memory.assign.items():
+            v = program.values[name]
+            env[ids[name]] = slots[slot][:v.nbytes].view(v.dtype.np).reshape(v.shape)
+        exec(self._code, env)
+        return env[f"run_{program.graph.name}"], slots, pool, env
+
+    def _function(self):
+        if threading.get_ident() == self._owner:
+            return self._fn
+        fn = getattr(self._local, "fn", None)
+        if fn is None:
+            fn = self._local.fn = self._thread_state()[0]
+        return fn
+
+    def run_values(self, arrays: Sequence) -> dict:
+        """Run the program step by step keeping every value ({value name: array}, nothing reused):
+        how a checker compares a compiled program value by value (ember/compiler/check.py)."""
+        prog, env, xp = self.program, self._env, self.device.xp
+        vals = {name: env["_c"](a, prog.values[name].dtype.np) for name, a in zip(prog.inputs, arrays)}
+
+        def define_views():
+            for name, v in prog.values.items():
+                if v.kind == "view" and name not in vals and v.base in vals:
+                    vals[name] = vals[v.base].reshape(v.shape)
+
+        define_views()
+        for s in prog.steps:
+            if isinstance(s, EagerStep):
+                vals[s.output] = env["_" + s.name](*[vals[a] for a in s.args])
+            else:
+                for w in s.writes:
+                    v = prog.values[w]
+                    vals[w] = xp.empty(v.shape, v.dtype.np)
+                views = getattr(s, "views", {})
+                args = [vals[a].reshape(views[j]) if j in views else vals[a] for j, a in enumerate(s.args)]
+                env["_" + s.name](*args)
+            define_views()
+        return vals
 
     @property
     def memory_bytes(self) -> int:
@@ -240,12 +291,13 @@ class Executor:
             raise TypeError(f"program {self.program.graph.name} takes {len(self.program.inputs)} inputs, "
                             f"got {len(arrays)}")
         try:
-            return self._fn(*arrays)
+            return self._function()(*arrays)
         except Exception as e:
             step = self._failing_step(e)
             if step is None:
                 raise
-            nodes = ", ".join(n.name for n in getattr(step, "nodes", [])[:6]) or getattr(step, "node", "")
+            nodes = (", ".join(n.name for n in getattr(step, "nodes", [])[:6])
+                     or getattr(getattr(step, "node", None), "name", ""))
             src = next((n.meta.get("source") for n in getattr(step, "nodes", []) if n.meta.get("source")), None)
             msg = f"{e}\n  while executing step {step.name} (graph nodes {nodes})" + (f" at {src}" if src else "")
             try:

@@ -7,6 +7,9 @@
     ember-ir opt FILE.ir --passes a,b,c         run passes on an IR file, print the result
     ember-ir codegen FILE --target llvm|cuda    generated code for an .ir (passes + fusion) or .kir file
     ember-ir diff A.ir B.ir                     what changed, node by node (structural, renaming-blind)
+    ember-ir bisect DIR | SCRIPT [ARGS...]      the first pass / fusion decision / kernel that changes a
+                                                graph's answer (check repros in DIR, or run SCRIPT with
+                                                EMBER_CHECK=fp64 to make them)
 
 In: argv. Out: text on stdout; exit status 0 (ok), 1 (diff found differences / the script failed),
 2 (bad input: unknown file, malformed IR with line:col, unknown pass, ...). Bad input is always ONE
@@ -17,8 +20,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main", "ToolError"]
@@ -36,7 +41,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _one_line(msg) -> str:
-    return " | ".join(x.strip() for x in str(msg).strip().splitlines() if x.strip())
+    return _safe(" | ".join(x.strip() for x in str(msg).strip().splitlines() if x.strip()))
+
+
+# C0/C1 controls but newline and tab, and the invisible format characters that reorder or hide text
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                     "\u2066-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def _safe(text: str) -> str:
+    """Text from files (a dump is data, maybe hostile) as it may reach a terminal: control and
+    format characters (escape sequences, carriage returns, bidi overrides) are shown escaped."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                       str(text))
+
+
+def _confined(root: Path, rel: str) -> Path:
+    """root/rel for a name read from a dump's report.json, refusing anything that leaves the dump:
+    an absolute path, a `..` part, or a symbolic link on the way."""
+    rel_path = Path(str(rel))
+    if rel_path.is_absolute() or ".." in rel_path.parts or not rel_path.parts:
+        raise ToolError(f"{root}: the report names {str(rel)!r}, outside the dump: refused")
+    p = root
+    for part in rel_path.parts:
+        p = p / part
+        if p.is_symlink():
+            raise ToolError(f"{root}: {str(rel)!r} is a symbolic link: refused")
+    if not p.resolve().is_relative_to(root.resolve()):
+        raise ToolError(f"{root}: {str(rel)!r} leads outside the dump: refused")
+    return p
 
 
 # ========================================================================================= input
@@ -305,7 +338,7 @@ def cmd_show(a) -> int:
                 import json
                 print(json.dumps(data, indent=1))
             else:
-                print(rp.summary_table(data))
+                print(_safe(rp.summary_table(data)))
             return 0
         sel = None
         if a.graph.isdigit() and int(a.graph) < len(graphs):
@@ -315,7 +348,7 @@ def cmd_show(a) -> int:
         if sel is None:
             raise ToolError(f"{a.dir}: no graph {a.graph!r} (there are {len(graphs)}: "
                             f"{', '.join(g['folder'] for g in graphs) or 'none'})")
-        root = root / sel["folder"]
+        root = _confined(root, sel["folder"])
         try:
             data = rp.load(root)
         except rp.ReportError as e:
@@ -325,7 +358,7 @@ def cmd_show(a) -> int:
             import json
             print(json.dumps(data, indent=1))
         else:
-            print(rp.graph_text(data))
+            print(_safe(rp.graph_text(data)))
         return 0
     # one graph folder: print a stage's text (default: the captured forward graph)
     stages = data.get("stages", [])
@@ -341,7 +374,7 @@ def cmd_show(a) -> int:
             names = ", ".join(s["file"] for s in stages)
             raise ToolError(f"{root}: no stage {a.stage!r} for the {which} graph (stages: {names})")
         file = cand[-1]["file"]
-    print(_read(str(root / file)), end="")
+    print(_safe(_read(str(_confined(root, file)))), end="")
     return 0
 
 
@@ -490,6 +523,56 @@ def cmd_profile(argv: list[str]) -> int:
     return status
 
 
+def cmd_bisect(a) -> int:
+    """Bisect the check repros in a dump (or made by running a script with EMBER_CHECK=fp64)."""
+    from ..compiler.check import bisect, load_repros
+    target = Path(a.target)
+    if target.is_file() and target.suffix == ".py":
+        out = Path(a.out or tempfile.mkdtemp(prefix="ember_bisect_")).resolve()
+        status = _run_checked(target, a.args, out)
+        target = out
+        print(f"{a.target}: {'ran without a check mismatch' if status == 0 else 'stopped'}; repros under {out}")
+    elif not target.is_dir():
+        raise ToolError(f"{a.target}: not a dump directory or a .py script")
+    try:
+        repros = load_repros(target)
+    except (ValueError, OSError) as e:
+        raise ToolError(f"{a.target}: damaged check repro: {_one_line(e)}") from None
+    if not repros:
+        raise ToolError(f"{a.target}: no check repro (a check_repro folder appears when a graph compiled with "
+                        "EMBER_CHECK=fp64 disagrees with its float64 reference)")
+    for name, graph, arrays in repros:
+        print(f"== {name}")
+        for line in bisect(graph, arrays, runner=a.runner):
+            print(line)
+    return 1
+
+
+def _run_checked(script: Path, args, out: Path) -> int:
+    """Run a script with check mode on and dumping into `out`; its CheckError ends it (status 1)."""
+    from ..compiler.check import CheckError
+    env = {"EMBER_CHECK": "fp64", "EMBER_DUMP": str(out)}
+    old_env = {k: os.environ.get(k) for k in env}
+    old_argv, old_path = sys.argv, list(sys.path)
+    os.environ.update(env)
+    sys.argv = [str(script)] + list(args)
+    sys.path.insert(0, str(script.resolve().parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+    except CheckError:
+        return 1
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Inspect what ember.compile did; run passes and codegen on IR files.")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors (any position)")
@@ -518,6 +601,11 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("a")
     d.add_argument("b")
     sub.add_parser("passes", help="list the known passes")
+    b = sub.add_parser("bisect", help="name the first pass / fusion decision / kernel that changes an answer")
+    b.add_argument("target", help="a dump (or check_repro) folder, or a .py script to run with EMBER_CHECK=fp64")
+    b.add_argument("args", nargs="*", help="the script's arguments")
+    b.add_argument("--runner", choices=("llvm", "numpy"), default="llvm", help="kernel runner (default llvm)")
+    b.add_argument("--out", help="with a script: where to dump (default: a new temporary folder)")
     sub.add_parser("profile", help="run a script under ember.profiler and print the kernel table "
                                    "(ember-ir profile [--sort KEY] [--row-limit N] SCRIPT [ARGS...])", add_help=False)
     return p
@@ -542,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                 doc = getattr(fn, "doc", "") or (fn.__doc__ or "").strip().split("\n")[0]
                 print(f"{name:<16} {doc}")
             return 0
-        return {"show": cmd_show, "opt": cmd_opt, "codegen": cmd_codegen, "diff": cmd_diff}[a.cmd](a)
+        return {"show": cmd_show, "opt": cmd_opt, "codegen": cmd_codegen, "diff": cmd_diff,
+                "bisect": cmd_bisect}[a.cmd](a)
     except ToolError as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -241,7 +241,7 @@ def test_compiled_op_matches_eager_values_and_grads(name, fn, backend):
     assert not [r for r in recs if r.code == "F002"], [str(r) for r in recs if r.code == "F002"]
 
 
-def test_backward_inside_compiled_function_breaks_with_its_own_code():
+def test_backward_inside_compiled_function_is_captured_and_create_graph_breaks():
     w = ember.randn(3, requires_grad=True)
 
     def step(x):
@@ -250,8 +250,17 @@ def test_backward_inside_compiled_function_breaks_with_its_own_code():
         return loss
     x = ember.randn(3)
     with records.collect() as recs:
-        loss = ember.compile(step, backend="eager")(x)
+        cf = ember.compile(step, backend="eager")
+        loss = cf(x)
     _close(w.grad, x)
+    assert not [r for r in recs if r.kind == "breaks"] and cf.stats["compiles"] == 1
+
+    def higher(x):
+        (g,) = ember.autograd.grad((x * w).pow(2).sum(), w, create_graph=True)
+        return g.sum()
+    with records.collect() as recs:
+        out = ember.compile(higher, backend="eager")(x)
     br = [r for r in recs if r.kind == "breaks"]
-    assert br and br[0].code == "B009" and br[0].hint
+    assert br and br[0].code == "B009" and br[0].hint and "create_graph" in br[0].reason
+    _close(out, (2 * x * x * w).sum())
     assert float(loss) == pytest.approx(float((x * w).sum()))

@@ -10,12 +10,15 @@ not, so ember_fmax checks first), remainder/floor_divide use the floor rule, int
 gives 0, integer overflow wraps (arithmetic through the unsigned type: no C++ UB), float->int casts
 truncate and saturate (PTX cvt.rzi), transcendentals are CUDA's precise math library (expf, tanhf,
 erff; never --use_fast_math).  float16 is computed in float and rounded back to half after every
-operation (numpy's float16 semantics).  The ember_* helpers live in prelude.cuh.
+operation (numpy's float16 semantics); bfloat16 too (stored as 16-bit patterns like float16).  The
+ember_* helpers live in prelude.cuh.
 tests/codegen/test_op_tables.py checks that the tables cover exactly the kernel-IR ops.
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from ember.codegen.loops import cast_rule, reduce_identity
 from ember.ir import dtypes as dt
@@ -28,9 +31,9 @@ _I64_MIN = -(1 << 63)
 # ===================================================================================== types
 _MEM = {dt.bool_: "unsigned char", dt.uint8: "unsigned char", dt.int8: "signed char",
         dt.int16: "short", dt.int32: "int", dt.int64: "long long", dt.float16: "unsigned short",
-        dt.float32: "float", dt.float64: "double"}
+        dt.bfloat16: "unsigned short", dt.float32: "float", dt.float64: "double"}
 _REG = dict(_MEM)
-_REG.update({dt.bool_: "bool", dt.float16: "float"})
+_REG.update({dt.bool_: "bool", dt.float16: "float", dt.bfloat16: "float"})
 
 
 def c_type(d: dt.DType, memory: bool = False) -> str:
@@ -72,13 +75,15 @@ def _int_lit(v: int, d: dt.DType) -> str:
 def const_c(value, d: dt.DType) -> str:
     if d is dt.bool_:
         return "true" if value else "false"
+    if d is dt.bfloat16:   # the bfloat16 value, as eager's `full` makes it
+        value = float(np.array(float(value), np.float32).astype(d.np).astype(np.float32))
     if d.is_floating_point:
         return _float_lit(float(value), d)
     return _int_lit(value, d)
 
 
 def _round(expr: str, d: dt.DType) -> str:
-    return f"ember_rh({expr})" if d is dt.float16 else expr
+    return f"ember_rh({expr})" if d is dt.float16 else f"ember_rbf({expr})" if d is dt.bfloat16 else expr
 
 
 def _truth(x: str, d: dt.DType) -> str:
@@ -175,6 +180,8 @@ CUDA_BINARY = {
 def _float_resize(x, src, dst):
     if dst is dt.float16:
         return f"ember_h2f(ember_d2h({x}))" if src is dt.float64 else f"ember_rh({x})"
+    if dst is dt.bfloat16:   # (from double through float, as PyTorch)
+        return f"ember_rbf((float)({x}))"
     return f"({c_type(dst)})({x})"
 
 
@@ -183,6 +190,8 @@ def _int_to_float(x, src, dst):
         return f"({x} ? {'1.0' if dst is dt.float64 else '1.0f'} : {'0.0' if dst is dt.float64 else '0.0f'})"
     if dst is dt.float16:
         return f"ember_rh((float)({x}))"
+    if dst is dt.bfloat16:
+        return f"ember_rbf((float)({x}))"
     return f"({c_type(dst)})({x})"
 
 
@@ -234,6 +243,8 @@ def to_acc(v: str, d: dt.DType) -> str:
 def from_acc(a: str, d: dt.DType) -> str:
     if d is dt.float16:
         return f"ember_rh({a})"
+    if d is dt.bfloat16:
+        return f"ember_rbf({a})"
     if d is dt.bool_:
         return f"({a} != 0)"
     if not d.is_floating_point and d.itemsize < 4:

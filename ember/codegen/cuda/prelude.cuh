@@ -19,6 +19,17 @@ __device__ __forceinline__ unsigned short ember_d2h(double d) {
 // [end f16 conversions]
 // round a float to the nearest float16 value (numpy computes float16 ops in float, rounds each result)
 __device__ __forceinline__ float ember_rh(float f) { return ember_h2f(ember_f2h(f)); }
+// bfloat16 as 16-bit patterns (the high half of a float32): round to nearest even, NaN -> 0x7fc0,
+// computed in float and rounded after every operation like float16 (bit operations: no cuda_bf16.h)
+__device__ __forceinline__ float ember_bf2f(unsigned short h) {
+  union { unsigned int u; float f; } v; v.u = ((unsigned int)h) << 16; return v.f;
+}
+__device__ __forceinline__ unsigned short ember_f2bf(float f) {
+  union { float f; unsigned int u; } v; v.f = f;
+  if (f != f) return (unsigned short)0x7fc0;
+  return (unsigned short)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float ember_rbf(float f) { return ember_bf2f(ember_f2bf(f)); }
 
 // NaN-propagating maximum/minimum (fmaxf/fminf return the other operand for NaN)
 __device__ __forceinline__ float ember_fmax(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }

@@ -327,7 +327,8 @@ class _KernelEmitter:
     def load_c(self, node: Load, scope: _Scope, var: str) -> str:
         buf = node.buf
         mem = lambda t: (f"({t} != 0)" if buf.dtype is dt.bool_ else
-                         f"ember_h2f({t})" if buf.dtype is dt.float16 else t)
+                         f"ember_h2f({t})" if buf.dtype is dt.float16 else
+                         f"ember_bf2f({t})" if buf.dtype is dt.bfloat16 else t)
         if id(node) in self.identity:
             if self.vec_mode:
                 return mem(f"{self.cname[buf.name]}_v[e]")
@@ -380,6 +381,8 @@ class _KernelEmitter:
             v = f"(unsigned char)({v})"
         elif buf.dtype is dt.float16:
             v = f"ember_f2h({v})"
+        elif buf.dtype is dt.bfloat16:
+            v = f"ember_f2bf({v})"
         if id(s) in self.identity:
             if self.vec_mode:
                 scope.add(f"{self.cname[buf.name]}_v[e] = {v};")

@@ -218,6 +218,7 @@ def _expm1(f: _FB, lib, x):
     # x + x^2 * (1/2! + x/3! + ... + x^(n-2)/n!)
     q = f.horner(x, [1.0 / math.factorial(k) for k in range(n, 1, -1)])
     small = f.fma(b.fmul(x, x), q, x)
+    small = f.select(f.cmp("==", x, f.c(0.0)), x, small)     # expm1(-0.0) = -0.0 (+0 + -0 would be +0)
     big = b.fsub(lib.call(b, "exp", x), f.c(1.0))
     return f.select(f.cmp("<", f.fabs(x), f.c(0.5)), small, big)
 
@@ -278,6 +279,8 @@ def _sincos_f32(f: _FB, lib, x, want_cos):
     # such inputs are outside the accuracy promise, but the result stays within [-1, 1]
     v = d.select(d.cmp(">", d.fabs(v), d.c(1.0)), d.copysign(d.c(1.0), v), v)
     v = d.select(finite, v, d.c(math.nan))
+    if not want_cos:        # sin(-0.0) = -0.0 (the reduction's fma turns it into +0)
+        v = d.select(d.cmp("==", xd, d.c(0.0)), xd, v)
     return b.fptrunc(v, F32)
 
 

@@ -3,6 +3,7 @@
     LLVM_UNARY[op](e, x, d)       -> value      e: the kernel emitter (e.b builder, e.m module, e.math)
     LLVM_BINARY[op](e, x, y, d)   -> value      d: the operands' dtype; x, y register values
     convert(b, x, src, dst, m)    numpy astype (ember/codegen/loops.py cast_rule)
+    bf16_round(b, v, d)           a bfloat16 result rounded in its float32 register
     combine / arg_better          reduction updates
 
 Numerics follow numpy/PyTorch: maximum/minimum propagate NaN (llvm.maximum), remainder and
@@ -14,21 +15,38 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember.codegen.llvm.math import MATH_OPS, intrinsic
-from ember.codegen.llvm.target import I1, I64, ir, llvm_type
+from ember.codegen.llvm.target import I1, I32, I64, ir, llvm_type
 from ember.codegen.loops import cast_rule, is_unsigned
 from ember.ir import dtypes as dt
 
-__all__ = ["LLVM_UNARY", "LLVM_BINARY", "REDUCE_FLAGS", "const", "truth", "convert", "combine", "arg_better"]
+__all__ = ["LLVM_UNARY", "LLVM_BINARY", "REDUCE_FLAGS", "const", "truth", "convert", "combine", "arg_better",
+           "bf16_round"]
 
 REDUCE_FLAGS = ("reassoc", "nsz", "contract")   # never nnan/ninf: NaN/inf must propagate
 
 
 # ================================================================================== scalars
+def bf16_round(b, v, d: dt.DType):
+    """A float32 register value rounded to the nearest bfloat16 (ties to even; NaN -> quiet NaN), kept
+    in float32: eager computes each bfloat16 op in float32 and rounds its result, so do kernels."""
+    if d is not dt.bfloat16:
+        return v
+    bits = b.bitcast(v, I32)
+    lsb = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+    r = b.and_(b.add(bits, b.add(lsb, ir.Constant(I32, 0x7FFF))), ir.Constant(I32, -65536))
+    r = b.select(b.fcmp_unordered("uno", v, v), ir.Constant(I32, 0x7FC00000), r)
+    return b.bitcast(r, ir.FloatType())
+
+
 def const(value, d: dt.DType):
     ty = llvm_type(d)
     if d is dt.bool_:
         return ir.Constant(I1, int(bool(value)))
+    if d is dt.bfloat16:   # the bfloat16 value, as eager's `full` makes it
+        return ir.Constant(ty, float(np.array(float(value), np.float32).astype(d.np).astype(np.float32)))
     if d.is_floating_point:
         return ir.Constant(ty, float(value))
     return ir.Constant(ty, int(value))
@@ -43,15 +61,18 @@ def truth(b, x, d: dt.DType):
     return b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
 
 
-def _fptosi_sat(b, x, m, dty):
-    # saturating convert to i64 (plain fptosi is poison out of range), then wrap to the target width
-    # like numpy does on x86
+def _fptosi_x86(b, x, dty):
+    """float -> integer as numpy and PyTorch do on x86 (cvttss2si): truncate toward zero; NaN and
+    values outside int32 (int64 for an int64 target) give INT_MIN; narrower targets convert through
+    int32 and wrap (plain fptosi would be poison out of range)."""
     if x.type == ir.HalfType():
         x = b.fpext(x, ir.FloatType())
-    name = f"llvm.fptosi.sat.i64.{'f32' if x.type == ir.FloatType() else 'f64'}"
-    sat = m.globals.get(name) or ir.Function(m, ir.FunctionType(I64, [x.type]), name)
-    v = b.call(sat, [x])
-    return v if dty == I64 else b.trunc(v, dty)
+    w = 64 if dty.width == 64 else 32
+    lo, hi = ir.Constant(x.type, -float(2 ** (w - 1))), ir.Constant(x.type, float(2 ** (w - 1)))
+    ok = b.and_(b.fcmp_ordered(">=", x, lo), b.fcmp_ordered("<", x, hi))
+    v = b.fptosi(b.select(ok, x, ir.Constant(x.type, 0.0)), ir.IntType(w))
+    v = b.select(ok, v, ir.Constant(ir.IntType(w), -(2 ** (w - 1))))
+    return v if dty.width == w else b.trunc(v, dty)
 
 
 def _int_resize(b, x, dty, unsigned: bool):
@@ -92,16 +113,19 @@ _CASTS = {   # (builder, x, src dtype, dst dtype, module) -> value, per ember/co
     "same": lambda b, x, src, dst, m: x,
     "truth": lambda b, x, src, dst, m: truth(b, x, src),
     "float": lambda b, x, src, dst, m: _float_resize(b, x, src, dst),
-    "float_int": lambda b, x, src, dst, m: _fptosi_sat(b, x, m, llvm_type(dst)),
+    "float_int": lambda b, x, src, dst, m: _fptosi_x86(b, x, llvm_type(dst)),
     "int_float": lambda b, x, src, dst, m: (b.uitofp if is_unsigned(src) else b.sitofp)(x, llvm_type(dst)),
     "int": lambda b, x, src, dst, m: _int_resize(b, x, llvm_type(dst), is_unsigned(src)),
 }
 
 
 def convert(b, x, src: dt.DType, dst: dt.DType, m):
-    """numpy astype semantics (float -> int truncates toward zero; out-of-range/NaN saturate
-    instead of being undefined)."""
-    return _CASTS[cast_rule(src, dst)](b, x, src, dst, m)
+    """numpy astype semantics on x86 (float -> int truncates toward zero; NaN and out-of-range
+    values give INT_MIN, as numpy and PyTorch do, instead of being undefined). bfloat16 lives in
+    float32 registers: convert as float32, then round."""
+    s = dt.float32 if src is dt.bfloat16 else src
+    t = dt.float32 if dst is dt.bfloat16 else dst
+    return bf16_round(b, _CASTS[cast_rule(s, t)](b, x, s, t, m), dst)
 
 
 # ==================================================================================== unary
@@ -198,7 +222,7 @@ def _pow(e, x, y, d):
 
 def _remainder(e, x, y, d):
     if d.is_floating_point:
-        return _float_remainder(e.b, x, y)
+        return _float_remainder(e.b, e.m, x, y)
     return _int_floor_divmod(e.b, x, y, is_unsigned(d), "remainder")
 
 
@@ -257,13 +281,17 @@ def arg_better(b, op: str, d: dt.DType, v, best):
 
 
 # ===================================================================== numpy integer/float rules
-def _float_remainder(b, x, y):
-    """Python/numpy x % y: fmod, then move into the divisor's sign."""
+def _float_remainder(b, m, x, y):
+    """Python/numpy x % y (npy_remainder): fmod, then move into the divisor's sign; an exact zero
+    takes the divisor's sign; NaN stays NaN."""
     zero = ir.Constant(x.type, 0.0)
     r = b.frem(x, y)
-    fix = b.and_(b.fcmp_ordered("!=", r, zero),
+    fix = b.and_(b.fcmp_unordered("!=", r, zero),
                  b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", y, zero)))
-    return b.select(fix, b.fadd(r, y), r)
+    r = b.select(fix, b.fadd(r, y), r)
+    signed_zero = b.call(intrinsic(m, "copysign", x.type, 2), [zero, y])
+    exact = b.and_(b.fcmp_ordered("==", r, zero), b.fcmp_ordered("!=", y, zero))
+    return b.select(exact, signed_zero, r)
 
 
 def _float_floor_divide(b, m, x, y):
@@ -272,13 +300,14 @@ def _float_floor_divide(b, m, x, y):
     zero, one, half = ir.Constant(ty, 0.0), ir.Constant(ty, 1.0), ir.Constant(ty, 0.5)
     mod = b.frem(x, y)
     div = b.fdiv(b.fsub(x, mod), y)
-    adj = b.and_(b.fcmp_ordered("!=", mod, zero),
+    # C's `if (mod)` and `if (div)`: NaN is true (unordered !=), so NaN stays NaN
+    adj = b.and_(b.fcmp_unordered("!=", mod, zero),
                  b.xor(b.fcmp_ordered("<", y, zero), b.fcmp_ordered("<", mod, zero)))
     div = b.select(adj, b.fsub(div, one), div)
     fl = b.call(intrinsic(m, "floor", ty, 1), [div])
     fl = b.select(b.fcmp_ordered(">", b.fsub(div, fl), half), b.fadd(fl, one), fl)
     q0 = b.fdiv(x, y)
-    res = b.select(b.fcmp_ordered("!=", div, zero), fl,
+    res = b.select(b.fcmp_unordered("!=", div, zero), fl,
                    b.call(intrinsic(m, "copysign", ty, 2), [zero, q0]))
     return b.select(b.fcmp_ordered("==", y, zero), q0, res)
 

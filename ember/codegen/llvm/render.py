@@ -35,9 +35,10 @@ from typing import Sequence
 
 from ember.codegen import loops as L
 from ember.codegen.llvm.math import MathLib
-from ember.codegen.llvm.ops import LLVM_BINARY, LLVM_UNARY, arg_better, combine, const, convert
+from ember.codegen.llvm.ops import LLVM_BINARY, LLVM_UNARY, arg_better, bf16_round, combine, const, convert
 from ember.codegen.llvm.random import emit_random
-from ember.codegen.llvm.target import I1, I8, I32, I64, PTR, TargetInfo, host_target, i64, ir, llvm_type, mem_type
+from ember.codegen.llvm.target import (I1, I8, I16, I32, I64, PTR, TargetInfo, host_target, i64, ir, llvm_type,
+                                       mem_type)
 from ember.ir import dtypes as dt
 from ember.ir.kernel import (Binary, Buf, Cast, Const, IBin, IConst, IGather, IndexValue, Kernel, Load, Random,
                              Unary, Var, Where, _index_postorder)
@@ -186,7 +187,9 @@ class _KernelEmitter:
             # the reduction's value is available from this level on, for the rest of the point
             acc, idx, ty = self.accs.pop(id(red))
             b.position_before(self.levels[level].terminator)
-            self.values[id(red)] = b.load(idx if idx is not None else acc, typ=I64 if idx is not None else ty)
+            res = b.load(idx if idx is not None else acc, typ=I64 if idx is not None else ty)
+            # bfloat16 sums accumulate in float32 and round once, as eager
+            self.values[id(red)] = res if idx is not None else bf16_round(b, res, red.x.dtype)
         b.position_at_end(cont)
 
     def _StoreStep(self, s: L.StoreStep) -> None:
@@ -197,6 +200,8 @@ class _KernelEmitter:
         mty = mem_type(st.buf.dtype)
         if st.buf.dtype is dt.bool_:
             v = b.zext(v, I8)
+        elif st.buf.dtype is dt.bfloat16:   # (already rounded: the high half is the value)
+            v = b.trunc(b.lshr(b.bitcast(bf16_round(b, v, dt.bfloat16), I32), ir.Constant(I32, 16)), I16)
         addr = b.gep(self.ptr[st.buf.name], [off], source_etype=mty, inbounds=True)
         b.store(v, addr)
 
@@ -264,6 +269,8 @@ class _KernelEmitter:
         v = b.load(addr, typ=mty)
         if buf.dtype is dt.bool_:
             v = b.icmp_unsigned("!=", v, ir.Constant(I8, 0))
+        elif buf.dtype is dt.bfloat16:   # the high half of a float32: exact
+            v = b.bitcast(b.shl(b.zext(v, I32), ir.Constant(I32, 16)), ir.FloatType())
         return v
 
     # ------------------------------------------------------------------------- nodes
@@ -304,9 +311,9 @@ class _KernelEmitter:
             a, c = (self._opaque_inf(v) if _is_inf_const(v) else val[id(v)] for v in (n.a, n.b))
             return b.select(val[id(n.cond)], a, c)
         if isinstance(n, Unary):
-            return LLVM_UNARY[n.op](self, val[id(n.x)], n.x.dtype)
+            return bf16_round(b, LLVM_UNARY[n.op](self, val[id(n.x)], n.x.dtype), n.dtype)
         if isinstance(n, Binary):
-            return LLVM_BINARY[n.op](self, val[id(n.a)], val[id(n.b)], n.a.dtype)
+            return bf16_round(b, LLVM_BINARY[n.op](self, val[id(n.a)], val[id(n.b)], n.a.dtype), n.dtype)
         if isinstance(n, Random):
             return emit_random(b, self.m, n.dist, n.dtype, val[id(n.seed)], val[id(n.counter)])
         raise TypeError(n)  # pragma: no cover (Reduce results come from EndPass)

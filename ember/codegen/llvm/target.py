@@ -3,7 +3,8 @@
     init_native()             initialise LLVM's native target (llvm.initialize() raises since 0.45)
     host_target_machine()     a fresh TargetMachine for this CPU (MCJIT owns one: never share it)
     host_target()             TargetInfo(triple, data_layout, cpu, features) of this CPU
-    llvm_type(dtype)          register type (bool is i1); mem_type(dtype): bool is i8 in memory
+    llvm_type(dtype)          register type (bool is i1; bfloat16 is float, rounded after every op by
+                              ops.bf16_round); mem_type(dtype): bool is i8, bfloat16 i16 in memory
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import llvmlite.ir as ir   # opaque pointers: ember/codegen/llvm/__init__.py set
 from ember.ir import dtypes as dt
 
 __all__ = ["TargetInfo", "init_native", "host_target_machine", "host_target", "llvm_type", "mem_type",
-           "I1", "I8", "I32", "I64", "PTR", "i64", "llvm", "ir"]
+           "I1", "I8", "I16", "I32", "I64", "PTR", "i64", "llvm", "ir"]
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+I1, I8, I16, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 PTR = ir.PointerType()
 
 
@@ -61,13 +62,15 @@ def llvm_type(d: dt.DType):
     """Register type of a dtype (bool is i1 in registers, i8 in memory)."""
     if d is dt.bool_:
         return I1
+    if d is dt.bfloat16:
+        return ir.FloatType()
     if d.is_floating_point:
         return {2: ir.HalfType(), 4: ir.FloatType(), 8: ir.DoubleType()}[d.itemsize]
     return ir.IntType(8 * d.itemsize)
 
 
 def mem_type(d: dt.DType):
-    return I8 if d is dt.bool_ else llvm_type(d)
+    return I8 if d is dt.bool_ else I16 if d is dt.bfloat16 else llvm_type(d)
 
 
 def i64(v: int):

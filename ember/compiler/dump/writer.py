@@ -473,8 +473,9 @@ class DumpSession:
         if record is not None and record not in self.records:
             self.records.append(record)
         self.guards = list(guards or [])
-        for t, shape, dtype, rg in getattr(cg, "const_guards", None) or []:
-            self.guards.append(f"captured tensor: shape {tuple(shape)}, dtype {dtype.name}, requires_grad {rg}")
+        for t, (shape, dtype, device, rg), name in getattr(cg, "const_guards", None) or []:
+            self.guards.append(f"captured tensor {name}: shape {tuple(shape)}, dtype {dtype.name}, device {device}, "
+                               f"requires_grad {rg}")
         self.cache_delta = _cache_delta(self._cache0, _cache_stats())
         self.backend = getattr(cg, "backend", None) if cg is not None else None
         self._explain_missing(cg, status, self.backend)

@@ -10,6 +10,7 @@ import math
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
@@ -27,7 +28,15 @@ def _f(x: Tensor, op: str) -> Tensor:
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
-    return _maybe_inplace(input, P("where", P("gt", input, _zero(input)), input, _zero(input)), inplace)
+    # PyTorch: relu(NaN) = NaN, with gradient 1 (masked only where the result is <= 0)
+    return _maybe_inplace(input, P("where", P("le", input, _zero(input)), _zero(input), input), inplace)
+
+
+def _flat_outside(x: Tensor, inside: Tensor, outside: Tensor) -> Tensor:
+    """`inside` where the condition holds, else the value `outside` carries no gradient (PyTorch's
+    piecewise activations: the gradient is masked to the open interval, and NaN takes whichever
+    branch PyTorch's comparison sends it to)."""
+    return P("where", inside, x, P("stop_gradient", outside))
 
 
 def _zero(x):
@@ -51,13 +60,21 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
 def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
-    return _maybe_inplace(input, M.clamp(input, min_val, max_val), inplace)
+    if not input.dtype.is_floating_point:
+        return _maybe_inplace(input, M.clamp(input, min_val, max_val), inplace)
+    # PyTorch: the gradient is zero where x <= min or x >= max (the bounds included), and NaN
+    # passes through with its gradient
+    lo, hi = float(min_val), float(max_val)
+    value = P("where", P("lt", input, lo), lo, P("where", P("gt", input, hi), hi, input))   # clamp(-0.0, 0) = -0.0
+    inside = P("logical_not", P("logical_or", P("le", input, lo), P("ge", input, hi)))
+    return _maybe_inplace(input, _flat_outside(input, inside, value), inplace)
 
 
 def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
-    return _maybe_inplace(input, M.where(M.gt(input, threshold), input, value), inplace)
+    return _maybe_inplace(input, M.where(M.le(input, threshold), value, input), inplace)   # NaN stays NaN
 
 
+@M.in_float32
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     _f(input, "GeluKernelImpl")
     if approximate == "none":
@@ -70,6 +87,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     raise RuntimeError(f"approximate argument must be either none or tanh.")
 
 
+@M.in_float32
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("sigmoid", _f(input, "silu"))), inplace)
 
@@ -82,15 +100,27 @@ def tanh(input: Tensor) -> Tensor:
     return M.tanh(input)
 
 
+@M.in_float32
 def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
-    return _maybe_inplace(input, P("mul", M.clamp(P("add", input, 3.0), 0.0, 6.0), 1.0 / 6.0), inplace)
+    # PyTorch: gradient 1/6 on the open interval (-3, 3) only, zero at NaN
+    value = P("mul", M.clamp(P("add", input, 3.0), 0.0, 6.0), 1.0 / 6.0)
+    inside = P("logical_and", P("gt", input, -3.0), P("lt", input, 3.0))
+    return _maybe_inplace(input, _flat_outside(P("add", P("mul", input, 1.0 / 6.0), 0.5), inside, value), inplace)
 
 
+@M.in_float32
 def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
-    return _maybe_inplace(input, P("mul", input, P("mul", M.clamp(P("add", input, 3.0), 0.0, 6.0), 1.0 / 6.0)),
-                          inplace)
+    # PyTorch: 0 below -3, x (x + 3) / 6 below 3, x from 3 on and at NaN (with its gradient)
+    below = P("lt", input, -3.0)
+    mid_sel = P("logical_and", P("ge", input, -3.0), P("lt", input, 3.0))
+    xs = P("where", mid_sel, input, 0.0)        # the middle branch never sees +-inf (its gradient would be NaN)
+    mid = P("mul", xs, P("mul", P("add", xs, 3.0), 1.0 / 6.0))
+    r = P("where", below, P("stop_gradient", P("mul", input, 0.0)), P("where", mid_sel, mid, input))
+    return _maybe_inplace(input, r, inplace)
 
 
+@autocast_op("softplus")
+@M.in_float32
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     _f(input, "softplus")
     bx = P("mul", input, float(beta)) if beta != 1 else input
@@ -102,37 +132,46 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     return P("where", P("gt", bx, float(threshold)), input, soft)
 
 
+@M.in_float32
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", input, P("tanh", softplus(input))), inplace)
 
 
+@M.in_float32
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     _f(input, "elu")
-    neg = P("mul", P("expm1", P("minimum", input, P("full", shape=(), value=0.0, dtype=input.dtype,
-                                                     device=input.device))), float(alpha))
-    return _maybe_inplace(input, P("where", P("gt", input, 0.0), input, neg), inplace)
+    # exp sees x only where x <= 0 (a large unselected x would give inf * 0 = NaN gradients);
+    # expm1(-0.0) = -0.0 keeps the sign of zero, as PyTorch
+    # (NaN takes the identity branch, with its gradient, as in PyTorch's x <= 0 test)
+    neg_side = P("le", input, 0.0)
+    neg = P("mul", P("expm1", P("where", neg_side, input, 0.0)), float(alpha))
+    return _maybe_inplace(input, P("where", neg_side, neg, input), inplace)
 
 
+@M.in_float32
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError")
     _f(input, "celu")
-    neg = P("mul", P("expm1", P("div", P("minimum", input, P("full", shape=(), value=0.0, dtype=input.dtype,
-                                                              device=input.device)), float(alpha))), float(alpha))
-    return _maybe_inplace(input, P("where", P("gt", input, 0.0), input, neg), inplace)
+    neg_side = P("le", input, 0.0)
+    neg = P("mul", P("expm1", P("div", P("where", neg_side, input, 0.0), float(alpha))), float(alpha))
+    return _maybe_inplace(input, P("where", neg_side, neg, input), inplace)
 
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
+@M.in_float32
 def selu(input: Tensor, inplace: bool = False) -> Tensor:
     return _maybe_inplace(input, P("mul", elu(input, _SELU_ALPHA), _SELU_SCALE), inplace)
 
 
+@M.in_float32
 def logsigmoid(input: Tensor) -> Tensor:
-    # log(sigmoid(x)) = -softplus(-x), written stably
-    return P("neg", softplus(P("neg", _f(input, "log_sigmoid"))))
+    # PyTorch's stable form: min(x, 0) - log1p(exp(-|x|))
+    _f(input, "log_sigmoid")
+    return P("sub", P("minimum", input, 0.0), P("log1p", P("exp", P("neg", P("abs", input)))))
 
 
 def softsign(input: Tensor) -> Tensor:
@@ -144,13 +183,18 @@ def tanhshrink(input: Tensor) -> Tensor:
 
 
 def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
-    return M.where(M.gt(input, lambd), M.sub(input, lambd), M.where(M.lt(input, -lambd), M.add(input, lambd), 0.0))
+    # PyTorch: x -+ lambda outside [-lambda, lambda], x * 0 inside (keeps -0.0) with zero gradient;
+    # NaN stays NaN with its gradient
+    inside = M.logical_and(M.ge(input, -lambd), M.le(input, lambd))
+    out = M.where(M.gt(input, lambd), M.sub(input, lambd), M.add(input, lambd))
+    return M.where(inside, P("stop_gradient", M.mul(input, 0.0)), out)
 
 
 def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
-    return M.where(M.gt(M.abs(input), lambd), input, 0.0)
+    return M.where(M.logical_and(M.ge(input, -lambd), M.le(input, lambd)), 0.0, input)   # NaN stays NaN
 
 
+@autocast_op("prelu")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     w = weight
     if weight.numel() != 1 and input.ndim >= 2:

@@ -9,6 +9,7 @@ import numpy as np
 from ...frontend import linalg as LA
 from ...frontend import math_ops as M
 from ...frontend import shape_ops as S
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ...ir import dtypes as dt
 from ._util import Tensor, const
@@ -20,6 +21,7 @@ def _causal_mask(L, S_, like):
     return const(np.tril(np.ones((L, S_), dtype=bool)), like)
 
 
+@autocast_op("scaled_dot_product_attention")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
                                  dropout_p: float = 0.0, is_causal: bool = False, scale=None,
                                  enable_gqa: bool = False) -> Tensor:

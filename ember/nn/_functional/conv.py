@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor, const, is_tracing, ntuple
 
@@ -129,14 +130,17 @@ def _conv_batch_last(w: Tensor, weight: Tensor, bias, groups: int, nd: int) -> T
     return P("permute", y, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))       # [N, O, *out]
 
 
+@autocast_op("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return convnd(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
 
 
+@autocast_op("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return convnd(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
 
 
+@autocast_op("conv3d")
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return convnd(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
 
@@ -182,16 +186,19 @@ def conv_transposend(input, weight, bias, stride, padding, output_padding, group
     return y
 
 
+@autocast_op("conv_transpose1d")
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
                             "conv_transpose1d")
 
 
+@autocast_op("conv_transpose2d")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, 2,
                             "conv_transpose2d")
 
 
+@autocast_op("conv_transpose3d")
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return conv_transposend(input, weight, bias, stride, padding, output_padding, groups, dilation, 3,
                             "conv_transpose3d")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ...frontend import math_ops as M
 from ...frontend import shape_ops as S
+from ...frontend.autocast import autocast_op
 from ._util import Tensor
 
 
@@ -11,6 +12,7 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, o
     return M.div(input, denom)
 
 
+@autocast_op("cosine_similarity")
 def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     x1, x2 = S.broadcast_tensors(x1, x2)
     n1 = M.clamp_min(M.sqrt(M.sum(M.mul(x1, x1), dim, keepdim=True)), eps)
@@ -24,6 +26,7 @@ def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6,
     return M.norm(d, p, dim=nd - 1 if nd else None, keepdim=keepdim)
 
 
+@autocast_op("cdist")
 def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode=None) -> Tensor:
     d = M.sub(S.unsqueeze(x1, -2), S.unsqueeze(x2, -3))
     if p == 2:
@@ -31,6 +34,7 @@ def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode=None) -> Tensor:
     return M.norm(d, p, dim=-1)
 
 
+@autocast_op("pdist")
 def pdist(input: Tensor, p: float = 2.0) -> Tensor:
     import numpy as np
     n = input.shape[0]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
 
+@autocast_op("linear")
 def linear(input: Tensor, weight: Tensor, bias=None) -> Tensor:
     if weight.ndim == 1:
         y = M.sum(M.mul(input, weight), -1)
@@ -34,6 +36,7 @@ def linear(input: Tensor, weight: Tensor, bias=None) -> Tensor:
     return y
 
 
+@autocast_op("bilinear")
 def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias=None) -> Tensor:
     # y_k = x1^T W_k x2 + b_k
     O, I1, I2 = weight.shape

@@ -11,6 +11,7 @@ import warnings
 
 from ...frontend import math_ops as M
 from ...frontend import shape_ops as S
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ...ir import dtypes as dt
 from ._util import Tensor, check_reduction, eager_values, legacy_reduction, reduce_loss
@@ -48,6 +49,7 @@ def _class_target(input, target, op):
     return target
 
 
+@autocast_op("nll_loss")
 def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, ignore_index: int = -100,
              reduce=None, reduction: str = "mean") -> Tensor:
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -78,6 +80,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, igno
     return P("div", total, P("sum", w, dims=None, keepdim=False))
 
 
+@autocast_op("cross_entropy")
 def cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None, ignore_index: int = -100,
                   reduce=None, reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -133,6 +136,7 @@ def _same_shape(input, target, op):
                       "the same size.", stacklevel=3)
 
 
+@autocast_op("mse_loss")
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     reduction = legacy_reduction(size_average, reduce, reduction)
     _same_shape(input, target, "mse_loss")
@@ -143,6 +147,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("l1_loss")
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     reduction = legacy_reduction(size_average, reduce, reduction)
     _same_shape(input, target, "l1_loss")
@@ -152,6 +157,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("smooth_l1_loss")
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta: float = 1.0):
     reduction = legacy_reduction(size_average, reduce, reduction)
     if beta < 0:
@@ -165,6 +171,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("huber_loss")
 def huber_loss(input, target, reduction="mean", delta: float = 1.0, weight=None):
     _same_shape(input, target, "huber_loss")
     d = M.sub(input, target)
@@ -175,6 +182,7 @@ def huber_loss(input, target, reduction="mean", delta: float = 1.0, weight=None)
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
     if tuple(target.shape) != tuple(input.shape):
@@ -192,6 +200,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -209,6 +218,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("kl_div")
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target: bool = False):
     reduction = legacy_reduction(size_average, reduce, reduction)
     if log_target:
@@ -230,6 +240,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("poisson_nll_loss")
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
                      reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -259,16 +270,19 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("soft_margin_loss")
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
     return reduce_loss(M.log1p(M.exp(M.neg(M.mul(target, input)))), reduction)
 
 
+@autocast_op("margin_ranking_loss")
 def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
     return reduce_loss(M.relu(M.add(M.mul(M.neg(target), M.sub(input1, input2)), margin)), reduction)
 
 
+@autocast_op("hinge_embedding_loss")
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
     pos = M.where(M.eq(target, 1), input, 0.0)
@@ -286,6 +300,7 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("cosine_embedding_loss")
 def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
     from .distance import cosine_similarity
@@ -294,6 +309,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
     return reduce_loss(loss, reduction)
 
 
+@autocast_op("triplet_margin_loss")
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None,
                         reduce=None, reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)
@@ -305,6 +321,7 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6,
     return reduce_loss(M.relu(M.add(M.sub(dp, dn), margin)), reduction)
 
 
+@autocast_op("multi_margin_loss")
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
                       reduction="mean"):
     reduction = legacy_reduction(size_average, reduce, reduction)

@@ -10,6 +10,7 @@ import math
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor
 
@@ -26,6 +27,7 @@ def _moments(x, dims):
     return mean, var, n
 
 
+@M.in_float32(out_like=0)
 def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     if input.ndim < 2:
@@ -74,6 +76,8 @@ def _norm_dims(input, normalized_shape, op):
     return ns, tuple(range(input.ndim - len(ns), input.ndim))
 
 
+@autocast_op("layer_norm")
+@M.in_float32(out_like=0)
 def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     ns, dims = _norm_dims(input, normalized_shape, "layer_norm")
     mean, var, _ = _moments(input, dims)
@@ -85,9 +89,10 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: flo
     return y
 
 
+@M.in_float32(out_like=0)
 def rms_norm(input: Tensor, normalized_shape, weight=None, eps: float | None = None) -> Tensor:
     ns, dims = _norm_dims(input, normalized_shape, "rms_norm")
-    if eps is None:
+    if eps is None:   # of the computing type: float32's for 16-bit inputs, as PyTorch
         import numpy as np
         eps = float(np.finfo(input.dtype.np).eps)
     n = math.prod(ns)
@@ -96,6 +101,8 @@ def rms_norm(input: Tensor, normalized_shape, weight=None, eps: float | None = N
     return P("mul", y, weight) if weight is not None else y
 
 
+@autocast_op("group_norm")
+@M.in_float32(out_like=0)
 def group_norm(input: Tensor, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     if input.ndim < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
@@ -115,6 +122,7 @@ def group_norm(input: Tensor, num_groups: int, weight=None, bias=None, eps: floa
     return y
 
 
+@M.in_float32(out_like=0)
 def instance_norm(input: Tensor, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     dims = tuple(range(2, input.ndim))

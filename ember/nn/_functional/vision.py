@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ...frontend import shape_ops as S
+from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ._util import Tensor, const
 
@@ -35,6 +36,7 @@ def _src_linear(o, n, scale, align_corners):
     return i0, i1, lam
 
 
+@autocast_op("interpolate")
 def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,
                 recompute_scale_factor=None, antialias: bool = False) -> Tensor:
     nd = input.ndim - 2

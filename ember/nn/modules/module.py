@@ -14,6 +14,8 @@ from collections import OrderedDict, namedtuple
 from typing import Any, Callable, Iterator
 
 from ...frontend import autograd as ag
+from ...frontend import dispatch as _dispatch
+from ...frontend import tracing_hooks
 from ...frontend.tensor import Tensor
 from ...ir import dtypes as dt
 from ..parameter import Buffer, Parameter
@@ -63,6 +65,51 @@ def _addindent(s, n):
     return first + "\n" + "\n".join(" " * n + line for line in lines)
 
 
+# Compiled code reads parameters, buffers and submodules by identity (ember/compiler/guards.py):
+# every change to what a module holds bumps this counter, so a compiled call re-validates what it
+# read only when something may have changed (one integer compare per call otherwise).
+_state_version = [0]
+
+
+def state_version() -> int:
+    """A number that changes whenever any module's parameters, buffers, submodules or tensor
+    attributes are added, replaced or removed."""
+    return _state_version[0]
+
+
+class _Registry(OrderedDict):
+    """The _parameters / _buffers / _modules dict of a Module: an OrderedDict whose every change
+    bumps the module state version (containers and load_state_dict write into it directly)."""
+
+    def __setitem__(self, key, value):
+        _state_version[0] += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        _state_version[0] += 1
+        super().__delitem__(key)
+
+    def _bumped(name):
+        def method(self, *args, **kwargs):
+            _state_version[0] += 1
+            return getattr(OrderedDict, name)(self, *args, **kwargs)
+        method.__name__ = name
+        return method
+
+    def __reduce__(self):
+        # pickled as a plain OrderedDict: a checkpoint names no ember-internal class (weights-only
+        # loads allow-list classes); Module.__setstate__ makes it a _Registry again
+        return OrderedDict, (list(self.items()),)
+
+    pop = _bumped("pop")
+    popitem = _bumped("popitem")
+    clear = _bumped("clear")
+    update = _bumped("update")
+    setdefault = _bumped("setdefault")
+    move_to_end = _bumped("move_to_end")
+    del _bumped
+
+
 _global_forward_pre_hooks = _HookDict()
 _global_forward_hooks = _HookDict()
 
@@ -79,6 +126,14 @@ def register_module_forward_hook(hook):
     return h
 
 
+def _note_store(module, name) -> None:
+    """While ember.compile traces, tell the tracer about an attribute store on a module: it replays
+    stores of traced tensors after every compiled call and undoes the trace's stores on a graph break."""
+    tr = _dispatch.current_tracer()
+    if tr is not None:
+        tr.module_store(module, name)
+
+
 class Module:
     """Base class for all neural network modules (PyTorch's nn.Module)."""
 
@@ -91,10 +146,10 @@ class Module:
             raise TypeError(f"{type(self).__name__}.__init__() got unexpected arguments {args} {kwargs}")
         d = self.__dict__
         d["training"] = True
-        d["_parameters"] = OrderedDict()
-        d["_buffers"] = OrderedDict()
+        d["_parameters"] = _Registry()
+        d["_buffers"] = _Registry()
         d["_non_persistent_buffers_set"] = set()
-        d["_modules"] = OrderedDict()
+        d["_modules"] = _Registry()
         d["_forward_hooks"] = _HookDict()
         d["_forward_hooks_with_kwargs"] = {}
         d["_forward_hooks_always_called"] = {}
@@ -117,6 +172,8 @@ class Module:
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         self._check_init()
+        if _dispatch._tracing:
+            _note_store(self, name)
         if not isinstance(name, str):
             raise TypeError(f"buffer name should be a string. Got {type(name).__name__}")
         if "." in name:
@@ -218,6 +275,8 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __setattr__(self, name: str, value) -> None:
+        if _dispatch._tracing:
+            _note_store(self, name)
         def remove_from(*dicts_or_sets):
             for d in dicts_or_sets:
                 if name in d:
@@ -264,6 +323,8 @@ class Module:
             remove_from(self.__dict__)
             self.register_buffer(name, value, persistent)
             return
+        if isinstance(value, Tensor) or isinstance(self.__dict__.get(name), Tensor):
+            _state_version[0] += 1      # a tensor attribute compiled code may read (self.mask = ...)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
@@ -275,6 +336,8 @@ class Module:
         elif name in self._modules:
             del self._modules[name]
         else:
+            if isinstance(self.__dict__.get(name), Tensor):
+                _state_version[0] += 1
             object.__delattr__(self, name)
 
     def __dir__(self):
@@ -285,6 +348,10 @@ class Module:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        for reg in ("_parameters", "_buffers", "_modules"):    # pickles from before _Registry
+            r = self.__dict__.get(reg)
+            if r is not None and not isinstance(r, _Registry):
+                self.__dict__[reg] = _Registry(r)
 
     # ------------------------------------------------------------------------------- iteration
     def _named_members(self, get_members, prefix="", recurse=True, remove_duplicate=True):
@@ -362,11 +429,10 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.parameters():
-            if p.grad is None:
-                continue
             if set_to_none:
-                p.grad = None
-            else:
+                if p.grad is not None or tracing_hooks.active():   # traced: .grad is None after, whatever before
+                    tracing_hooks.set_grad(p, None)
+            elif p.grad is not None:
                 if p.grad.grad_fn is not None:
                     p.grad.detach_()
                 p.grad.zero_()
@@ -439,7 +505,7 @@ class Module:
         return self._cast_float(dt.float16)
 
     def bfloat16(self) -> "Module":
-        return self._cast_float(dt.by_name("bfloat16"))
+        return self._cast_float(dt.bfloat16)
 
     def type(self, dst_type) -> "Module":
         return self._apply(lambda t: t.to(dst_type))

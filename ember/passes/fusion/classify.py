@@ -13,9 +13,9 @@ from enum import Enum
 from ember.ir import dtypes as dt
 from ember.ir.graph import Node
 from ember.ir.kernel import BINARY_OPS, UNARY_OPS
-from ember.ir.ops import OPS
+from ember.ir.ops import EXPENSIVE, OPS
 
-__all__ = ["NodeClass", "classify", "reduce_dims", "VIEW_OPS"]
+__all__ = ["NodeClass", "classify", "reduce_dims", "code_size", "VIEW_OPS"]
 
 
 class NodeClass(str, Enum):
@@ -93,7 +93,19 @@ def _pointwise_unsupported(n: Node) -> str:
         return f"{op} has no kernel IR op"
     if x.dtype is dt.bool_ and op in ("sub", "div", "pow", "remainder", "floor_divide"):
         return f"{op} of bool values"
+    if op in ("remainder", "floor_divide") and x.dtype.is_integer and not _nonzero_constant(n.inputs[1]):
+        # eager raises ZeroDivisionError (PyTorch's error); a kernel cannot raise per element
+        return f"integer {op} by a divisor that may be zero (the eager kernel raises ZeroDivisionError)"
     return ""
+
+
+def _nonzero_constant(n: Node) -> bool:
+    """n is a constant (through broadcasts and reshapes) whose value is not zero."""
+    while n.op in ("expand", "reshape", "cast") and n.inputs:
+        if n.op == "cast" and not n.inputs[0].dtype.is_integer:
+            return False        # a float constant cast to an integer may truncate to zero
+        n = n.inputs[0]
+    return n.op == "full" and n.attrs.get("value") not in (0, None)
 
 
 def _reduce_unsupported(n: Node) -> str:
@@ -114,3 +126,14 @@ def reduce_dims(n: Node) -> tuple:
     if dims is None:
         return tuple(range(nd))
     return tuple(sorted({d % max(nd, 1) for d in dims}))
+
+
+def code_size(n: Node, cls: NodeClass) -> int:
+    """Roughly how much loop-body code computing n adds to a kernel (the fuser caps a kernel's total:
+    LLVM's optimiser is superlinear in one loop body's length): an op 1, an op the op table marks
+    EXPENSIVE (a math function the code generators expand into tens of instructions) 16, index
+    maps and constants 0."""
+    if cls is NodeClass.MOVEMENT or cls is NodeClass.CONST or n.is_placeholder:
+        return 0
+    d = OPS.get(n.op)
+    return 16 if d is not None and d.cost >= EXPENSIVE else 1

@@ -10,6 +10,8 @@ consumer group requests each node at; `merge_horizontal()` and `fuse_epilogues()
 """
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from enum import Enum
 
@@ -21,7 +23,7 @@ from ember.ir.kernel import IConst, Var
 from ember.ir.ops import OPS
 from ember.ir.program import FusionKind, FusionRecord
 
-from .classify import NodeClass, classify, reduce_dims
+from .classify import NodeClass, classify, code_size, reduce_dims
 from .lower import IndexMaps, group_requests
 
 __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
@@ -32,6 +34,16 @@ __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
 RECOMPUTE_BUDGET = 24
 MAX_FANOUT = 4            # ... and never in more than this many kernels
 MAX_HORIZONTAL_STORES = 8  # horizontal fusion stops growing a kernel past this many outputs
+# Kernels whose whole domain is at most this many points merge even without a common input, up to
+# MAX_TINY_STORES outputs: launching one costs more than its work (an optimizer's `step += 1` per
+# parameter, the bias corrections of a captured training step).
+TINY_DOMAIN = 4096
+MAX_TINY_STORES = 64
+# A kernel stops growing at this code size (classify.code_size: an op 1, a math function 16): LLVM's
+# O3 time grows quadratically with one loop body's length (2000 adds in one kernel: ~3 s of O3; 1000
+# exps: ~25 s), so a longer chain is split into kernels of bounded size -- compile time linear in
+# the ops -- at the price of one buffer written and read per split.
+MAX_KERNEL_SIZE = 512
 
 
 class FusionOptions:
@@ -72,6 +84,7 @@ class Group:
         self.epilogue = None          # extern: the kernel group fused as epilogue
         self.epilogue_of = None       # kernel: the extern group it is the epilogue of
         self.merged_from = []
+        self.size = 0                 # code size of what is computed here (stored or inlined): MAX_KERNEL_SIZE
 
     @property
     def ranges(self) -> dict:
@@ -267,6 +280,10 @@ class Fuser:
                 return self._inline(n, list(reqs))
             if k in (NodeClass.POINTWISE, NodeClass.RANDOM):
                 fan = len(reqs)
+                if any(grp.size + code_size(n, k) > MAX_KERNEL_SIZE for grp in reqs):
+                    self._record(FusionKind.NOT_FUSED, f"realized: its consumer kernel reached the size limit "
+                                 f"(code size {MAX_KERNEL_SIZE}: compile time grows faster than the kernel)", [n])
+                    return self._realize(n, fresh=True)
                 if fan <= 1 or (fan <= MAX_FANOUT and (fan - 1) * self.cost[n] <= self.opt.recompute_budget):
                     if fan > 1:
                         self._record(FusionKind.FUSED, f"recomputed in {fan} kernels (cost {self.cost[n]})", [n])
@@ -289,6 +306,7 @@ class Fuser:
     def _inline(self, n: Node, groups: list) -> None:
         for grp in groups:
             self.inlined[n].append(grp)
+            grp.size += code_size(n, self.cls[n])
             self._compute_in(n, grp)
 
     def _compute_in(self, n: Node, grp: Group) -> None:
@@ -310,12 +328,14 @@ class Fuser:
             for x, xi in self.maps.input_requests(n, idx, ranges):
                 self._add_request(x, grp, xi)
 
-    def _realize(self, n: Node) -> None:
+    def _realize(self, n: Node, fresh: bool = False) -> None:
+        """Give n a buffer: stored by a kernel that reads it when possible (never with `fresh`:
+        the readers are full), else by a kernel of its own."""
         reqs = self.req.get(n, {})
         needs_buf = self.buf_need.get(n, {})
         placed = None
         is_const = self.cls[n] is NodeClass.CONST
-        cands = [] if is_const else sorted(
+        cands = [] if is_const or fresh else sorted(
             (grp for grp in reqs if grp.kind is GroupKind.KERNEL and grp not in needs_buf),
             key=lambda grp: (-len(reqs[grp]), grp.id))
         for grp in cands:
@@ -335,6 +355,7 @@ class Fuser:
                 self._record(FusionKind.NOT_FUSED, f"{n.op} gets its own kernel: no consumer kernel can store it "
                              "(index is not one-to-one, domain differs, or a cycle)", [n])
         self.home[n] = placed
+        placed.size += code_size(n, self.cls[n])
         self._link(n, placed)
         self._compute_in(n, placed)
 
@@ -488,21 +509,23 @@ class Fuser:
                 continue
             loads = {grp: set(group_requests(self, grp)[1]) for grp in members}
             alive = list(members)
-            while (pair := self._mergeable_pair(alive, loads)) is not None:
+            tiny = math.prod(members[0].outer) * math.prod(members[0].inner) <= TINY_DOMAIN
+            while (pair := self._mergeable_pair(alive, loads, tiny)) is not None:
                 a, b = pair
                 self._merge(a, b)
                 loads[a] |= loads[b]
                 alive.remove(b)
                 self._record(FusionKind.FUSED, f"horizontal: kernels over [{','.join(map(str, a.outer))}]"
-                             f"{'x' + str(list(a.inner)) if a.inner else ''} reading the same inputs merged",
-                             list(a.stores)[:4])
+                             f"{'x' + str(list(a.inner)) if a.inner else ''} "
+                             f"{'(small)' if tiny else 'reading the same inputs'} merged", list(a.stores)[:4])
 
-    def _mergeable_pair(self, alive: list, loads: dict):
+    def _mergeable_pair(self, alive: list, loads: dict, tiny: bool = False):
+        limit = MAX_TINY_STORES if tiny else MAX_HORIZONTAL_STORES
         for i, a in enumerate(alive):
             for b in alive[i + 1:]:
-                if len(a.stores) + len(b.stores) > MAX_HORIZONTAL_STORES:
+                if len(a.stores) + len(b.stores) > limit or a.size + b.size > MAX_KERNEL_SIZE:
                     continue
-                if not (loads[a] & loads[b]):
+                if not tiny and not (loads[a] & loads[b]):
                     continue
                 if nx.has_path(self.dag, a, b) or nx.has_path(self.dag, b, a):
                     continue
@@ -511,6 +534,7 @@ class Fuser:
 
     def _merge(self, a: Group, b: Group) -> None:
         """Fold group b into a (same domain)."""
+        a.size += b.size
         for n, idx in b.stores.items():
             a.stores[n] = idx
             self.home[n] = a
@@ -527,7 +551,9 @@ class Fuser:
     def fuse_epilogues(self) -> None:
         """A kernel that is the only consumer of a matmul result runs as that extern's epilogue."""
         for x in list(self.groups):
-            if x.kind is not GroupKind.EXTERN or x.node in self.is_output:
+            # an epilogue makes the matmul result the extern's private scratch: a result the caller
+            # reads (an output, or the base of a saved view output) must stay a real buffer
+            if x.kind is not GroupKind.EXTERN or x.node in self.is_output or x.node in self.must:
                 continue
             succ = list(self.dag.successors(x))
             if len(succ) != 1 or succ[0].kind is not GroupKind.KERNEL or succ[0].epilogue_of is not None:

@@ -275,7 +275,8 @@ import ember.optim as optim  # noqa: E402
 
 lin = nn.Linear(2, 2)
 opt = optim.SGD(lin.parameters(), lr=0.1)
-scaler = ember.amp.GradScaler("cuda", init_scale=8.0)
+scaler = ember.amp.GradScaler("cpu", init_scale=8.0)   # ("cuda" disables itself without a GPU, as PyTorch's)
+scaler.scale(ember.ones(()))                            # the first scale() sets the scale up, as in PyTorch
 before = [p.detach().clone() for p in lin.parameters()]
 for p in lin.parameters():
     p.grad = ember.ones_like(p)

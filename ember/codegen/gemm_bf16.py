@@ -1,0 +1,612 @@
+"""LLVM IR for a bfloat16 matrix product with float32 accumulation (BLIS-style blocking).  Pure text.
+
+In: `GemmConfig` (register tiles MR x NR, cache blocks MC x KC, and whether the target has AVX512-BF16).
+Out: `emit_module(cfg, triple, data_layout)` -> the text of one LLVM module with four C-callable functions
+per register tile; the runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls
+them on numpy buffers.
+
+The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any strides):
+
+  * Packing.  Both operands are copied into "pair panels": a panel holds R lanes (R = MR rows of A, or
+    NR columns of B) and, for each pair of K indices (2p, 2p+1), one 32-bit word per lane holding
+    (x[lane, 2p], x[lane, 2p+1]) -- exactly the operand layout of the bf16 dot-product instruction.
+    Lanes past the matrix edge and the K index past an odd K are zero, so edge tiles compute garbage-free
+    zeros.  `pack_b` packs all of B once (threads split its panels); A is packed per MC x KC block by
+    each thread inside `gemm_rows`.  Two copy loops in the one `pack` function (its lane count is an
+    argument): lanes-contiguous ("interleave" two K rows) or K-contiguous (whole 32-bit words), chosen
+    by the caller from the strides.
+  * Micro-kernel.  MR x NR accumulators (NR/16 zmm vectors per row) live in registers for the whole
+    KC block; per K pair it loads NR/16 vectors of B, broadcasts one 32-bit A word per row and issues
+    MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
+    Without AVX512-BF16 the same loop widens each half-word to float32 (shift / mask) and uses two
+    FMAs in the instruction's order: same layout, same results up to denormals (vdpbf16ps flushes
+    denormal inputs and results to zero).
+  * Stores (per tile, from flags): add the partial sums already in the float32 C (K blocks after the
+    first), add a bf16 bias per column (the last K block), and write float32 C or round to bf16
+    (nearest-even, NaN -> quiet NaN) into the output O.  Rows past the edge are skipped and columns
+    past it masked off (AVX-512 masked loads/stores), so nothing outside [M, N] is read or written.
+
+Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
+
+    void pack_b(ptr b, i64 lane_stride, i64 k_stride, i32 words, i64 N, i64 K, i64 p0, i64 p1, ptr bp)
+        panels [p0, p1) of B (lanes = columns) for every KC block, into bp (whole packed B).
+    void gemm_rows(ptr a, i64 lane_stride, i64 k_stride, i32 words, ptr bp, i64 M, i64 N, i64 K,
+                   i64 m0, i64 m1, ptr c, i64 ldc, ptr o, i64 ldo, ptr bias, ptr ap)
+        rows [m0, m1) of the product.  c: float32 [M, ldc] (needed when o is null or K > KC);
+        o: bf16 output [M, ldo] or null; bias: bf16 [N] or null; ap: scratch for one packed A block.
+    void gemm_block(ptr ap, ptr bp, i64 mc, i64 nc, i64 kp, ptr c, i64 ldc, ptr o, i64 ldo,
+                    ptr bias, i32 flags)
+        the macro-kernel over one packed A block and one packed B block (flags: 1 accumulate into c,
+        2 add bias, 4 write o).  Exposed for tests.
+    void gemm_batch(ptr a, i64 a_batch_stride, <A's strides>, ptr b, i64 b_batch_stride, <B's strides>,
+                    i64 b0, i64 b1, i64 M, i64 N, i64 K, ptr c, i64 c_batch_stride, i64 ldc, ptr o,
+                    i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp)
+        products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
+        broadcast A that fits one MC x KC block is packed once.
+
+Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).
+
+Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
+    q * ceil(N/NR) * (KC/2) * NR + p * ceil(kc/2) * NR.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A register tile: MR rows x NR = 16 * nv columns of float32 accumulators (mr * nv zmm registers)."""
+    mr: int
+    nv: int
+
+    @property
+    def nr(self) -> int:
+        return 16 * self.nv
+
+    @property
+    def tag(self) -> str:
+        return f"{self.mr}x{self.nr}"
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    # One tile per width class: narrow products (N <= 16: conv layers with few channels) waste no
+    # lanes on a 16-wide tile with many rows; wide ones use 3 vectors x 8 rows (fewest loads per FMA).
+    tiles: tuple = (Tile(24, 1), Tile(12, 2), Tile(8, 3))
+    mc: int = 96           # rows of an A block (L2): a multiple of every tile's mr
+    kc: int = 384          # K depth of a block (even): B micro-panel KC x NR stays in L1/L2
+    dpbf16: bool = True    # emit vdpbf16ps (the target has avx512bf16); else float32 FMAs
+
+    def check(self) -> None:
+        if self.kc % 2 or any(self.mc % t.mr or t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.tiles):
+            raise ValueError(f"bad GEMM blocking {self}: kc must be even, mc a multiple of every tile's mr, "
+                             "and a tile at most 28 registers")
+
+
+def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
+    """32-bit words of the packed B (every K block sized as a full one)."""
+    nblocks = -(-k // cfg.kc)
+    return nblocks * -(-n // tile.nr) * (cfg.kc // 2) * tile.nr
+
+
+def packed_a_words(cfg: GemmConfig) -> int:
+    return cfg.mc * (cfg.kc // 2)
+
+
+class _Fn:
+    """Textual LLVM IR for one function: SSA temporaries, labels, counted loops (counters live in
+    allocas; SROA turns them and the accumulator arrays into registers)."""
+
+    def __init__(self, header: str):
+        self.lines = [header + " {", "entry:"]
+        self.allocas: list[str] = []
+        self.n = 0
+        self.cur = "entry"
+
+    def tmp(self, expr: str, hint: str = "t") -> str:
+        self.n += 1
+        name = f"%{hint}{self.n}"
+        self.lines.append(f"  {name} = {expr}")
+        return name
+
+    def emit(self, line: str) -> None:
+        self.lines.append("  " + line)
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+        self.cur = name
+
+    def fresh(self, hint: str) -> str:
+        self.n += 1
+        return f"{hint}{self.n}"
+
+    def alloca(self, ty: str, hint: str, align: int = 8) -> str:
+        self.n += 1
+        name = f"%{hint}{self.n}"
+        self.allocas.append(f"  {name} = alloca {ty}, align {align}")
+        return name
+
+    def loop(self, lo: str, hi: str, step: str, hint: str):
+        """for (v = lo; v < hi; v += step): returns (v, close) -- call close() after the body."""
+        ctr = self.alloca("i64", hint + ".ctr")
+        self.emit(f"store i64 {lo}, ptr {ctr}")
+        head, body, done = self.fresh(hint + ".head"), self.fresh(hint + ".body"), self.fresh(hint + ".done")
+        self.emit(f"br label %{head}")
+        self.label(head)
+        v = self.tmp(f"load i64, ptr {ctr}", hint)
+        c = self.tmp(f"icmp slt i64 {v}, {hi}")
+        self.emit(f"br i1 {c}, label %{body}, label %{done}")
+        self.label(body)
+
+        def close():
+            nxt = self.tmp(f"add nsw i64 {v}, {step}")
+            self.emit(f"store i64 {nxt}, ptr {ctr}")
+            self.emit(f"br label %{head}")
+            self.label(done)
+        return v, close
+
+    def if_(self, cond: str, hint: str):
+        """if (cond) { ... }: returns close() to call after the body."""
+        then, done = self.fresh(hint + ".then"), self.fresh(hint + ".end")
+        self.emit(f"br i1 {cond}, label %{then}, label %{done}")
+        self.label(then)
+
+        def close():
+            self.emit(f"br label %{done}")
+            self.label(done)
+        return close
+
+    def text(self) -> str:
+        body = self.lines[:2] + self.allocas + self.lines[2:]
+        return "\n".join(body + ["  ret void", "}"])
+
+
+_V16F, _V16I = "<16 x float>", "<16 x i32>"
+_ATTRS = '#0'
+# called once per block: as calls, each body is compiled once (inlined copies tripled the build time)
+_NOINLINE = '#1'
+
+
+def _splat_i32(f: _Fn, scalar: str) -> str:
+    v = f.tmp(f"insertelement {_V16I} poison, i32 {scalar}, i64 0")
+    return f.tmp(f"shufflevector {_V16I} {v}, {_V16I} poison, {_V16I} zeroinitializer")
+
+
+def _splat_f32(f: _Fn, scalar: str) -> str:
+    v = f.tmp(f"insertelement {_V16F} poison, float {scalar}, i64 0")
+    return f.tmp(f"shufflevector {_V16F} {v}, {_V16F} poison, {_V16I} zeroinitializer")
+
+
+def _bf16_to_f32_vec(f: _Fn, v16i16: str) -> str:
+    w = f.tmp(f"zext <16 x i16> {v16i16} to {_V16I}")
+    s = f.tmp(f"shl {_V16I} {w}, splat (i32 16)")
+    return f.tmp(f"bitcast {_V16I} {s} to {_V16F}")
+
+
+def _f32_to_bf16_vec(f: _Fn, v: str) -> str:
+    """Round to nearest even; NaN -> 0x7FC0 (PyTorch's c10::BFloat16 rounding)."""
+    bits = f.tmp(f"bitcast {_V16F} {v} to {_V16I}")
+    lsb = f.tmp(f"lshr {_V16I} {bits}, splat (i32 16)")
+    lsb = f.tmp(f"and {_V16I} {lsb}, splat (i32 1)")
+    bias = f.tmp(f"add {_V16I} {lsb}, splat (i32 32767)")
+    r = f.tmp(f"add {_V16I} {bits}, {bias}")
+    r = f.tmp(f"lshr {_V16I} {r}, splat (i32 16)")
+    nan = f.tmp(f"fcmp uno {_V16F} {v}, zeroinitializer")
+    r = f.tmp(f"select <16 x i1> {nan}, {_V16I} splat (i32 32704), {_V16I} {r}")
+    return f.tmp(f"trunc {_V16I} {r} to <16 x i16>")
+
+
+def _bf16_to_f32(f: _Fn, h: str) -> str:
+    w = f.tmp(f"zext i16 {h} to i32")
+    s = f.tmp(f"shl i32 {w}, 16")
+    return f.tmp(f"bitcast i32 {s} to float")
+
+
+def _f32_to_bf16(f: _Fn, v: str) -> str:
+    bits = f.tmp(f"bitcast float {v} to i32")
+    lsb = f.tmp(f"lshr i32 {bits}, 16")
+    lsb = f.tmp(f"and i32 {lsb}, 1")
+    bias = f.tmp(f"add i32 {lsb}, 32767")
+    r = f.tmp(f"add i32 {bits}, {bias}")
+    r = f.tmp(f"lshr i32 {r}, 16")
+    nan = f.tmp(f"fcmp uno float {v}, 0.0")
+    r = f.tmp(f"select i1 {nan}, i32 32704, i32 {r}")
+    return f.tmp(f"trunc i32 {r} to i16")
+
+
+# ------------------------------------------------------------------------------------- packing
+def _emit_pack(cfg: GemmConfig) -> str:
+    """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of %r lanes at dst (one function
+    for every panel width: a compile-time width per tile multiplied the build time)."""
+    f = _Fn("define internal void @pack(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, "
+            f"i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
+    r = "%r"
+    kc1 = f.tmp("add i64 %kc, 1")
+    kpc = f.tmp(f"lshr i64 {kc1}, 1", "kpc")
+    nl1 = f.tmp("add i64 %nl, %r")
+    nl1 = f.tmp(f"sub i64 {nl1}, 1")
+    npan = f.tmp(f"udiv i64 {nl1}, {r}", "npan")
+    kfp = f.tmp("lshr i64 %kc, 1", "kfp")    # pairs with both halves inside (blocks end inside the matrix)
+    isw = f.tmp("icmp ne i32 %words, 0")
+    p, close_p = f.loop("0", npan, "1", "p")
+    lbase = f.tmp(f"mul i64 {p}, {r}")
+    lbase = f.tmp(f"add i64 %lane0, {lbase}", "lb")
+    lend = f.tmp(f"add i64 {lbase}, {r}")
+    lfull = f.tmp(f"icmp sle i64 {lend}, %lanes")
+    kslow = f.tmp(f"select i1 {lfull}, i64 {kfp}, i64 0", "kslow")   # the checked loop starts here
+    poff = f.tmp(f"mul i64 {p}, {kpc}")
+    poff = f.tmp(f"mul i64 {poff}, {r}")
+    dpan = f.tmp(f"getelementptr i32, ptr %dst, i64 {poff}", "dp")
+    fast, slow, done = f.fresh("fast"), f.fresh("slow"), f.fresh("pdone")
+    f.emit(f"br i1 {lfull}, label %{fast}, label %{slow}")
+    # -- fast: every lane inside the matrix, the pairs [0, kfp) whole
+    f.label(fast)
+    wl, il = f.fresh("wfast"), f.fresh("ifast")
+    f.emit(f"br i1 {isw}, label %{wl}, label %{il}")
+    f.label(wl)     # K contiguous: each pair is one 32-bit word of the lane's row
+    rr, close_r = f.loop("0", r, "1", "wr")
+    lane = f.tmp(f"add i64 {lbase}, {rr}")
+    rowoff = f.tmp(f"mul i64 {lane}, %ls")
+    rowoff = f.tmp(f"add i64 {rowoff}, %k0")
+    rowp = f.tmp(f"getelementptr i16, ptr %src, i64 {rowoff}")
+    kp, close_k = f.loop("0", kfp, "1", "wk")
+    k2 = f.tmp(f"shl i64 {kp}, 1")
+    sp = f.tmp(f"getelementptr i16, ptr {rowp}, i64 {k2}")
+    word = f.tmp(f"load i32, ptr {sp}, align 2")
+    di = f.tmp(f"mul i64 {kp}, {r}")
+    di = f.tmp(f"add i64 {di}, {rr}")
+    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
+    f.emit(f"store i32 {word}, ptr {dp}, align 4")
+    close_k()
+    close_r()
+    f.emit(f"br label %{slow}")
+    f.label(il)     # lanes contiguous (any stride): interleave the rows 2p and 2p+1
+    kp, close_k = f.loop("0", kfp, "1", "ik")
+    k2 = f.tmp(f"shl i64 {kp}, 1")
+    k2 = f.tmp(f"add i64 %k0, {k2}")
+    lo_off = f.tmp(f"mul i64 {k2}, %ks")
+    hi_off = f.tmp(f"add i64 {lo_off}, %ks")
+    rr, close_r = f.loop("0", r, "1", "ir")
+    lane = f.tmp(f"add i64 {lbase}, {rr}")
+    loff = f.tmp(f"mul i64 {lane}, %ls")
+    a = f.tmp(f"add i64 {loff}, {lo_off}")
+    b = f.tmp(f"add i64 {loff}, {hi_off}")
+    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {a}")
+    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {b}")
+    lo = f.tmp(f"load i16, ptr {pa}, align 2")
+    hi = f.tmp(f"load i16, ptr {pb}, align 2")
+    lo = f.tmp(f"zext i16 {lo} to i32")
+    hi = f.tmp(f"zext i16 {hi} to i32")
+    hi = f.tmp(f"shl i32 {hi}, 16")
+    word = f.tmp(f"or i32 {lo}, {hi}")
+    di = f.tmp(f"mul i64 {kp}, {r}")
+    di = f.tmp(f"add i64 {di}, {rr}")
+    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
+    f.emit(f"store i32 {word}, ptr {dp}, align 4")
+    close_r()
+    close_k()
+    f.emit(f"br label %{slow}")
+    # -- slow: an edge panel, or the last pair of an odd K; zeros outside the matrix
+    f.label(slow)
+    kp, close_k = f.loop(kslow, kpc, "1", "sk")
+    k2 = f.tmp(f"shl i64 {kp}, 1")
+    klo = f.tmp(f"add i64 %k0, {k2}")
+    khi = f.tmp(f"add i64 {klo}, 1")
+    klo_ok = f.tmp(f"icmp slt i64 {klo}, %K")
+    khi_ok = f.tmp(f"icmp slt i64 {khi}, %K")
+    kcl = f.tmp(f"sub i64 %kc, {k2}")      # inside this block too (only the last block can be odd)
+    khi_in = f.tmp(f"icmp sgt i64 {kcl}, 1")
+    khi_ok = f.tmp(f"and i1 {khi_ok}, {khi_in}")
+    rr, close_r = f.loop("0", r, "1", "sr")
+    lane = f.tmp(f"add i64 {lbase}, {rr}")
+    lane_ok = f.tmp(f"icmp slt i64 {lane}, %lanes")
+    di = f.tmp(f"mul i64 {kp}, {r}")
+    di = f.tmp(f"add i64 {di}, {rr}")
+    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
+    f.emit(f"store i32 0, ptr {dp}, align 4")
+    c_lo = f.tmp(f"and i1 {lane_ok}, {klo_ok}")
+    close_lo = f.if_(c_lo, "lo")
+    loff = f.tmp(f"mul i64 {lane}, %ls")
+    ko = f.tmp(f"mul i64 {klo}, %ks")
+    a = f.tmp(f"add i64 {loff}, {ko}")
+    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {a}")
+    v = f.tmp(f"load i16, ptr {pa}, align 2")
+    dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 0")
+    f.emit(f"store i16 {v}, ptr {dp16}, align 4")
+    c_hi = f.tmp(f"and i1 {lane_ok}, {khi_ok}")
+    close_hi = f.if_(c_hi, "hi")
+    ko = f.tmp(f"mul i64 {khi}, %ks")
+    b = f.tmp(f"add i64 {loff}, {ko}")
+    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {b}")
+    v = f.tmp(f"load i16, ptr {pb}, align 2")
+    dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 1")
+    f.emit(f"store i16 {v}, ptr {dp16}, align 2")
+    close_hi()
+    close_lo()
+    close_r()
+    close_k()
+    f.emit(f"br label %{done}")
+    f.label(done)
+    close_p()
+    return f.text()
+
+
+# -------------------------------------------------------------------------------- macro-kernel
+def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
+    mr, nv, nr = tile.mr, tile.nv, tile.nr
+    f = _Fn(f"define void @gemm_block_{tile.tag}(ptr noalias %ap, ptr noalias %bp, i64 %mc, i64 %nc, i64 %kp, "
+            f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
+    acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
+    stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
+    accum = f.tmp("and i32 %flags, 1")
+    accum = f.tmp(f"icmp ne i32 {accum}, 0", "accum")
+    hasb = f.tmp("and i32 %flags, 2")
+    hasb = f.tmp(f"icmp ne i32 {hasb}, 0", "hasbias")
+    wo = f.tmp("and i32 %flags, 4")
+    wo = f.tmp(f"icmp ne i32 {wo}, 0", "writeo")
+    jr, close_j = f.loop("0", "%nc", str(nr), "jr")
+    pj = f.tmp(f"udiv i64 {jr}, {nr}")
+    boff = f.tmp(f"mul i64 {pj}, %kp")
+    boff = f.tmp(f"mul i64 {boff}, {nr}")
+    bpan = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}", "bpan")
+    nrem = f.tmp(f"sub i64 %nc, {jr}")
+    nfull = f.tmp(f"icmp sge i64 {nrem}, {nr}")
+    ir_, close_i = f.loop("0", "%mc", str(mr), "ir")
+    pi = f.tmp(f"udiv i64 {ir_}, {mr}")
+    aoff = f.tmp(f"mul i64 {pi}, %kp")
+    aoff = f.tmp(f"mul i64 {aoff}, {mr}")
+    apan = f.tmp(f"getelementptr i32, ptr %ap, i64 {aoff}", "apan")
+    # accumulators to zero
+    for q in range(mr * nv):
+        p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
+        f.emit(f"store {_V16F} zeroinitializer, ptr {p}, align 64")
+    # ---- K loop: one pair of K per iteration
+    kk, close_k = f.loop("0", "%kp", "1", "k")
+    bo = f.tmp(f"mul i64 {kk}, {nr}")
+    bvec = []
+    for j in range(nv):
+        o = f.tmp(f"add i64 {bo}, {16 * j}")
+        p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
+        bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
+    if cfg.dpbf16:
+        bb = [f.tmp(f"bitcast {_V16I} {b} to <32 x bfloat>") for b in bvec]
+    else:
+        blo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {b}, splat (i32 16)')} to {_V16F}") for b in bvec]
+        bhi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {b}, splat (i32 -65536)')} to {_V16F}")
+               for b in bvec]
+    ao = f.tmp(f"mul i64 {kk}, {mr}")
+    for i in range(mr):
+        o = f.tmp(f"add i64 {ao}, {i}")
+        p = f.tmp(f"getelementptr i32, ptr {apan}, i64 {o}")
+        a = f.tmp(f"load i32, ptr {p}, align 4", "a")
+        if cfg.dpbf16:
+            asp = f.tmp(f"bitcast {_V16I} {_splat_i32(f, a)} to <32 x bfloat>")
+        else:
+            alo = _splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'shl i32 {a}, 16')} to float"))
+            ahi = _splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'and i32 {a}, -65536')} to float"))
+        for j in range(nv):
+            p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
+            cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+            if cfg.dpbf16:
+                nxt = f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, "
+                            f"<32 x bfloat> {asp}, <32 x bfloat> {bb[j]})")
+            else:   # the instruction's order: the high halves first
+                t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {ahi}, {_V16F} {bhi[j]}, {_V16F} {cur})")
+                nxt = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {alo}, {_V16F} {blo[j]}, {_V16F} {t})")
+            f.emit(f"store {_V16F} {nxt}, ptr {p}, align 64")
+    close_k()
+    # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
+    # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
+    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    ncl = f.tmp(f"select i1 {nfull}, i64 {nr}, i64 {nrem}")
+    ncl = f.tmp(f"trunc i64 {ncl} to i32")
+    masks = []
+    for j in range(nv):
+        lim = _splat_i32(f, f.tmp(f"sub i32 {ncl}, {16 * j}"))
+        masks.append(f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {lim}", "mask"))
+    # the accumulators go to a staging array read by a row loop (one copy of the store code instead of
+    # MR; `acc` keeps constant indices only, so it still lives in registers during the K loop)
+    for q in range(mr * nv):
+        p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+        sp = f.tmp(f"getelementptr {_V16F}, ptr {stage}, i64 {q}")
+        f.emit(f"store {_V16F} {v}, ptr {sp}, align 64")
+    mfull = f.tmp(f"icmp sge i64 {mrem}, {mr}")
+    mlim = f.tmp(f"select i1 {mfull}, i64 {mr}, i64 {mrem}")
+    i, close_row = f.loop("0", mlim, "1", "row")
+    row = f.tmp(f"add i64 {ir_}, {i}")
+    crow = f.tmp(f"mul i64 {row}, %ldc")
+    crow = f.tmp(f"add i64 {crow}, {jr}")
+    orow = f.tmp(f"mul i64 {row}, %ldo")
+    orow = f.tmp(f"add i64 {orow}, {jr}")
+    sbase = f.tmp(f"mul i64 {i}, {nv}")
+    for j in range(nv):
+        m = masks[j]
+        q = f.tmp(f"add i64 {sbase}, {j}")
+        p = f.tmp(f"getelementptr {_V16F}, ptr {stage}, i64 {q}")
+        cidx = f.tmp(f"add i64 {crow}, {16 * j}")
+        cp = f.tmp(f"getelementptr float, ptr %c, i64 {cidx}")
+        close = f.if_(accum, "acc")
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64", "v")
+        old = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {cp}, i32 4, <16 x i1> {m}, "
+                    f"{_V16F} zeroinitializer)")
+        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {old}')}, ptr {p}, align 64")
+        close()
+        close = f.if_(hasb, "bias")
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+        bidx = f.tmp(f"add i64 {jr}, {16 * j}")
+        bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
+        bh = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {bptr}, i32 2, <16 x i1> {m}, "
+                   "<16 x i16> zeroinitializer)")
+        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_bf16_to_f32_vec(f, bh)}')}, ptr {p}, align 64")
+        close()
+        v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+        wo_b, wc_b, w_done = f.fresh("wo"), f.fresh("wc"), f.fresh("wdone")
+        f.emit(f"br i1 {wo}, label %{wo_b}, label %{wc_b}")
+        f.label(wo_b)
+        oidx = f.tmp(f"add i64 {orow}, {16 * j}")
+        op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {op}, "
+               f"i32 2, <16 x i1> {m})")
+        f.emit(f"br label %{w_done}")
+        f.label(wc_b)
+        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {v}, ptr {cp}, i32 4, <16 x i1> {m})")
+        f.emit(f"br label %{w_done}")
+        f.label(w_done)
+    close_row()
+    close_i()
+    close_j()
+    return f.text()
+
+
+# ------------------------------------------------------------------------------------- drivers
+def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
+    f = _Fn(f"define void @pack_b_{tile.tag}(ptr noalias %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 %p0, "
+            f"i64 %p1, ptr noalias %bp) {_NOINLINE}")
+    nr, kc = tile.nr, cfg.kc
+    n1 = f.tmp(f"add i64 %N, {nr - 1}")
+    npb = f.tmp(f"udiv i64 {n1}, {nr}")
+    qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
+    lane0 = f.tmp(f"mul i64 %p0, {nr}")
+    nl = f.tmp("sub i64 %p1, %p0")
+    nl = f.tmp(f"mul i64 {nl}, {nr}")
+    pc, close = f.loop("0", "%K", str(kc), "pc")
+    q = f.tmp(f"udiv i64 {pc}, {kc}")
+    krem = f.tmp(f"sub i64 %K, {pc}")
+    small = f.tmp(f"icmp slt i64 {krem}, {kc}")
+    kcb = f.tmp(f"select i1 {small}, i64 {krem}, i64 {kc}")
+    kc1 = f.tmp(f"add i64 {kcb}, 1")
+    kpc = f.tmp(f"lshr i64 {kc1}, 1")
+    off = f.tmp(f"mul i64 {q}, {qstride}")
+    poff = f.tmp(f"mul i64 %p0, {kpc}")
+    poff = f.tmp(f"mul i64 {poff}, {nr}")
+    off = f.tmp(f"add i64 {off}, {poff}")
+    dst = f.tmp(f"getelementptr i32, ptr %bp, i64 {off}")
+    f.emit(f"call void @pack(ptr %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 {lane0}, "
+           f"i64 {nl}, i64 {pc}, i64 {kcb}, ptr {dst}, i64 {nr})")
+    close()
+    return f.text()
+
+
+def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
+    f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr noalias %bp, i64 %M, "
+            "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
+            f"ptr noalias %bias, ptr noalias %ap) {_NOINLINE}")
+    nr, kc, mc = tile.nr, cfg.kc, cfg.mc
+    n1 = f.tmp(f"add i64 %N, {nr - 1}")
+    npb = f.tmp(f"udiv i64 {n1}, {nr}")
+    qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    hasb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
+    haso = f.tmp("icmp ne ptr %o, null")
+    haso = f.tmp(f"select i1 {haso}, i32 4, i32 0")
+    fin = f.tmp(f"or i32 {hasb}, {haso}")
+    ic, close_i = f.loop("%m0", "%m1", str(mc), "ic")
+    mrem = f.tmp(f"sub i64 %m1, {ic}")
+    small = f.tmp(f"icmp slt i64 {mrem}, {mc}")
+    mcb = f.tmp(f"select i1 {small}, i64 {mrem}, i64 {mc}")
+    pc, close_p = f.loop("0", "%K", str(kc), "pc")
+    q = f.tmp(f"udiv i64 {pc}, {kc}")
+    krem = f.tmp(f"sub i64 %K, {pc}")
+    ksmall = f.tmp(f"icmp slt i64 {krem}, {kc}")
+    kcb = f.tmp(f"select i1 {ksmall}, i64 {krem}, i64 {kc}")
+    kc1 = f.tmp(f"add i64 {kcb}, 1")
+    kpc = f.tmp(f"lshr i64 {kc1}, 1")
+    f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
+           f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap, i64 {tile.mr})")
+    boff = f.tmp(f"mul i64 {q}, {qstride}")
+    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}")
+    first = f.tmp(f"icmp eq i64 {pc}, 0")
+    flags = f.tmp(f"select i1 {first}, i32 0, i32 1")
+    last = f.tmp(f"icmp sle i64 {krem}, {kc}")
+    finf = f.tmp(f"select i1 {last}, i32 {fin}, i32 0")
+    flags = f.tmp(f"or i32 {flags}, {finf}")
+    crow = f.tmp(f"mul i64 {ic}, %ldc")
+    cp = f.tmp(f"getelementptr float, ptr %c, i64 {crow}")
+    orow = f.tmp(f"mul i64 {ic}, %ldo")
+    op = f.tmp(f"getelementptr i16, ptr %o, i64 {orow}")
+    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
+           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    close_p()
+    close_i()
+    return f.text()
+
+
+def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
+    """Products [b0, b1) of a batch, each packing its own B into bp (one call for a whole batch of
+    small products: a convolution's per-image GEMMs, attention's per-head ones).  A broadcast A that
+    fits one block (a convolution's weight) is packed once for the whole batch."""
+    f = _Fn(f"define void @gemm_batch_{tile.tag}(ptr %a, i64 %abs, i64 %als, i64 %aks, i32 %aw, ptr %b, "
+            "i64 %bbs, i64 %bls, i64 %bks, i32 %bw, i64 %b0, i64 %b1, i64 %M, i64 %N, i64 %K, ptr %c, "
+            "i64 %cbs, i64 %ldc, ptr %o, i64 %obs, i64 %ldo, ptr %bias, ptr noalias %ap, ptr noalias %bp) "
+            f"{_ATTRS}")
+    n1 = f.tmp(f"add i64 %N, {tile.nr - 1}")
+    npb = f.tmp(f"udiv i64 {n1}, {tile.nr}")
+    hasc = f.tmp("icmp ne ptr %c, null")
+    haso = f.tmp("icmp ne ptr %o, null")
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    fb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
+    fo = f.tmp(f"select i1 {haso}, i32 4, i32 0")
+    flags = f.tmp(f"or i32 {fb}, {fo}")       # one K block: no partial sums to add
+    a0 = f.tmp("icmp eq i64 %abs, 0")
+    a1 = f.tmp(f"icmp sle i64 %M, {cfg.mc}")
+    a2 = f.tmp(f"icmp sle i64 %K, {cfg.kc}")
+    once = f.tmp(f"and i1 {a0}, {a1}")
+    once = f.tmp(f"and i1 {once}, {a2}", "aonce")
+    k1 = f.tmp("add i64 %K, 1")
+    kpc = f.tmp(f"lshr i64 {k1}, 1")
+    close_once = f.if_(once, "packa")
+    f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
+           f"ptr %ap, i64 {tile.mr})")
+    close_once()
+    bi, close = f.loop("%b0", "%b1", "1", "bt")
+    ao = f.tmp(f"mul i64 {bi}, %abs")
+    ap_ = f.tmp(f"getelementptr i16, ptr %a, i64 {ao}")
+    bo = f.tmp(f"mul i64 {bi}, %bbs")
+    bp_ = f.tmp(f"getelementptr i16, ptr %b, i64 {bo}")
+    co = f.tmp(f"mul i64 {bi}, %cbs")
+    cp = f.tmp(f"getelementptr float, ptr %c, i64 {co}")
+    cp = f.tmp(f"select i1 {hasc}, ptr {cp}, ptr null")
+    oo = f.tmp(f"mul i64 {bi}, %obs")
+    op = f.tmp(f"getelementptr i16, ptr %o, i64 {oo}")
+    op = f.tmp(f"select i1 {haso}, ptr {op}, ptr null")
+    f.emit(f"call void @pack_b_{tile.tag}(ptr {bp_}, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 0, "
+           f"i64 {npb}, ptr %bp)")
+    blk, rows, nxt = f.fresh("blk"), f.fresh("rows"), f.fresh("next")
+    f.emit(f"br i1 {once}, label %{blk}, label %{rows}")
+    f.label(blk)
+    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr %bp, i64 %M, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
+           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"br label %{nxt}")
+    f.label(rows)
+    f.emit(f"call void @gemm_rows_{tile.tag}(ptr {ap_}, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 %N, "
+           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, ptr %ap)")
+    f.emit(f"br label %{nxt}")
+    f.label(nxt)
+    close()
+    return f.text()
+
+
+def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str:
+    """The module text (see the module docstring)."""
+    cfg.check()
+    head = []
+    if triple:
+        head.append(f'target triple = "{triple}"')
+    if data_layout:
+        head.append(f'target datalayout = "{data_layout}"')
+    decls = [f"declare {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F}, <32 x bfloat>, <32 x bfloat>)"
+             if cfg.dpbf16 else f"declare {_V16F} @llvm.fma.v16f32({_V16F}, {_V16F}, {_V16F})"]
+    decls += [f"declare {_V16F} @llvm.masked.load.v16f32.p0(ptr, i32, <16 x i1>, {_V16F})",
+              "declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, <16 x i1>, <16 x i16>)",
+              f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
+              "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
+    parts = head + decls + [_emit_pack(cfg)]
+    for t in cfg.tiles:
+        parts += [_emit_block(cfg, t), _emit_pack_b(cfg, t), _emit_rows(cfg, t), _emit_batch(cfg, t)]
+    parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
+    parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
+    return "\n\n".join(parts) + "\n"

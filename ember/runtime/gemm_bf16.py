@@ -1,0 +1,323 @@
+"""The bfloat16 matrix product on the CPU: compiles ember/codegen/gemm_bf16.py once and calls it.
+
+In: numpy arrays of ml_dtypes bfloat16, a[..., M, K] @ b[..., K, N] (any strides; batch dims broadcast),
+an optional bf16 bias[N] added before rounding, and the output dtype (bfloat16 or float32).
+Out: a new C-contiguous array, accumulated in float32 and rounded once (round-to-nearest-even).
+
+    from ember.runtime import gemm_bf16
+    c = gemm_bf16.matmul(a, b)                         # bf16 out, like torch's bf16 mm
+    c = gemm_bf16.matmul(a, b, bias=bias, out_dtype=np.float32)
+
+The machine code uses vdpbf16ps when the host CPU has AVX512-BF16 (`llvm.get_host_cpu_features()`),
+else float32 FMAs on the widened halves (`Bf16Gemm(GemmConfig(dpbf16=False))` forces that path).
+Object code goes through the disk cache of ember/runtime/cache.py like every compiled kernel.
+
+Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads of the CPU runtime's
+pool (ember/runtime/cpu.py): first the packing of B split by column panels, then the rows of C split
+in MC-row blocks; smaller products run on the calling thread (a pool handoff costs ~55 us here).
+
+The one compiled instance per configuration lives as long as the process (`instance()`): its engine
+owns the machine code that every call jumps into, so it must never be collected while in use.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from ember.codegen import gemm_bf16 as gen
+from ember.codegen import llvm as cg
+from ember.kernels import blas_threads
+from ember.runtime import cache, cpu
+
+__all__ = ["Bf16Gemm", "instance", "matmul", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+# Below this a product runs on the calling thread: the pool handoff (~55 us, two per product) costs more
+# than the second core saves (bf16 products run at ~100+ GFLOP/s per core here).
+PARALLEL_MIN_FLOPS = 24e6
+# Below this a product goes to numpy's float32 BLAS on upcast copies (`_small`): ~10 us of Python and
+# ctypes per call here would cost more than the kernel saves.
+SMALL_FLOPS = 1e6
+
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+
+
+def host_has_bf16() -> bool:
+    cg.init_native()
+    return bool(cg.llvm.get_host_cpu_features().get("avx512bf16", False))
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class _Workspace(threading.local):
+    """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread."""
+
+    def __init__(self):
+        self.bufs: dict = {}
+
+    def get(self, name: str, nbytes: int) -> tuple:
+        """(64-byte aligned uint8 array of nbytes, its address): B panels load as aligned zmm."""
+        hit = self.bufs.get(name)
+        if hit is None or hit[0].nbytes < nbytes:
+            raw = np.empty(nbytes + 64, np.uint8)
+            off = (-_ptr(raw)) % 64
+            arr = raw[off:off + nbytes]
+            hit = self.bufs[name] = (arr, _ptr(arr), raw)
+        return hit[0][:nbytes], hit[1]
+
+
+class Bf16Gemm:
+    """One compiled configuration: an MCJIT engine and its three functions."""
+
+    def __init__(self, cfg: gen.GemmConfig | None = None):
+        self.cfg = cfg or gen.GemmConfig(dpbf16=host_has_bf16())
+        if self.cfg.dpbf16 and not host_has_bf16():
+            raise RuntimeError("Bf16Gemm: this CPU has no AVX512-BF16 (use GemmConfig(dpbf16=False))")
+        target = cpu.host_target()
+        text = gen.emit_module(self.cfg, target.triple, target.data_layout)
+        fingerprint = hashlib.sha256(Path(gen.__file__).read_bytes()).hexdigest()
+        key = cache.cache_key(text, target, extra="gemm_bf16:" + fingerprint)
+        obj = cache.load(key)
+        if obj is None:
+            obj = cpu.compile_ir_to_object(text)
+            cache.store(key, obj)
+        cg.init_native()
+        backing = cg.llvm.parse_assembly(f'target triple = "{target.triple}"\n'
+                                         f'target datalayout = "{target.data_layout}"\n')
+        self._engine = cg.llvm.create_mcjit_compiler(backing, cg.host_target_machine())
+        self._engine.add_object_file(cg.llvm.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+
+        def fn(name, *args):
+            addr = self._engine.get_function_address(name)
+            if not addr:
+                raise RuntimeError(f"gemm_bf16: no function {name} in the compiled module")
+            return ctypes.CFUNCTYPE(None, *args)(addr)
+        self.fns = {}   # tile -> (pack_b, gemm_rows, gemm_block)
+        for t in self.cfg.tiles:
+            self.fns[t] = (fn(f"pack_b_{t.tag}", _P, _I64, _I64, _I32, _I64, _I64, _I64, _I64, _P),
+                           fn(f"gemm_rows_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _I64, _P,
+                              _I64, _P, _I64, _P, _P),
+                           fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
+                           fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
+                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P))
+        self._ws = _Workspace()
+        self._tile_of: dict = {}
+
+    def tile_for(self, n: int, m: int = 1 << 20) -> gen.Tile:
+        """The tile that wastes the least work on an M x N product: padded rows times padded columns
+        times the tile's relative cost (narrow tiles load more per FMA: measured 5-25% slower per lane
+        than 8x48).  Matters for few rows too: a 10-row product wastes 6 of 16 rows on 8-row tiles."""
+        t = self._tile_of.get((n, m)) or self._tile_of.get(n)
+        if t is None:
+            weight = {1: 1.25, 2: 1.05}
+            t = min(self.cfg.tiles, key=lambda t: (-(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr *
+                                                   weight.get(t.nv, 1.0), -t.nv))
+            self._tile_of[(n, m)] = t
+        return t
+
+    # ------------------------------------------------------------------------------ one product
+    def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
+           out: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
+        """a[M, K] @ b[K, N] (+ bias[N]) for 2-D bfloat16 arrays; returns out[M, N] (C-contiguous)."""
+        cfg = self.cfg
+        (M, K), (K2, N) = a.shape, b.shape
+        if K != K2:
+            raise ValueError(f"mat1 and mat2 shapes cannot be multiplied ({M}x{K} and {K2}x{N})")
+        out_dtype = np.dtype(out_dtype)
+        if out is None:
+            out = np.empty((M, N), out_dtype)
+        if M == 0 or N == 0:
+            return out
+        if K == 0:
+            out[...] = 0 if bias is None else bias.astype(np.float32)
+            return out
+        if 2.0 * M * N * K < SMALL_FLOPS:   # call overhead would dominate: float32 BLAS, the same products
+            return _small(a, b, bias, out)
+        a_ptr, a_ls, a_ks, a_w, a = _operand(a, 1)
+        b_ptr, b_ls, b_ks, b_w, b = _operand(b, 0)
+        bias_ptr = None
+        if bias is not None:
+            bias = np.ascontiguousarray(bias, BF16)
+            bias_ptr = _ptr(bias)
+        if out_dtype == np.float32:
+            c, o = out, None
+        else:   # bf16 out: float32 partial sums only when K spans several blocks
+            o = out
+            c = None
+        c_ptr, ldc = (_ptr(c), N) if c is not None else (None, 0)
+        if o is not None and K > cfg.kc:
+            c_ptr, ldc = self._ws.get("c", M * N * 4)[1], N
+        o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
+        tile = self.tile_for(N, M)
+        pack_b, gemm_rows = self.fns[tile][:2]
+        bp = self._ws.get("bp", gen.packed_b_words(cfg, tile, N, K) * 4)[1]
+        npanels = -(-N // tile.nr)
+        nt = cpu.num_threads() if threads is None else max(1, threads)
+        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS:
+            pool = cpu._pool(nt - 1)
+            cuts = [npanels * i // nt for i in range(nt + 1)]
+            futs = [pool.submit(pack_b, b_ptr, b_ls, b_ks, b_w, N, K, cuts[i], cuts[i + 1], bp)
+                    for i in range(1, nt)]
+            pack_b(b_ptr, b_ls, b_ks, b_w, N, K, cuts[0], cuts[1], bp)
+            for f_ in futs:
+                f_.result()
+            blocks = -(-M // cfg.mc)
+            rows = [min(M, cfg.mc * (blocks * i // nt)) for i in range(nt + 1)]
+            aps = [self._ws.get(f"ap{i}", gen.packed_a_words(cfg) * 4)[1] for i in range(nt)]
+            args = [(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
+                     bias_ptr, aps[i]) for i in range(nt)]
+            futs = [pool.submit(gemm_rows, *args[i]) for i in range(1, nt) if rows[i] < rows[i + 1]]
+            gemm_rows(*args[0])
+            for f_ in futs:
+                f_.result()
+        else:
+            pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
+            ap = self._ws.get("ap0", gen.packed_a_words(cfg) * 4)[1]
+            gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr, ap)
+        return out
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
+               threads: int | None = None) -> np.ndarray:
+        """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast)."""
+        if a.ndim < 2 or b.ndim < 2:
+            raise ValueError("gemm_bf16.matmul needs operands of at least 2 dimensions")
+        if a.dtype != BF16 or b.dtype != BF16:
+            raise TypeError(f"gemm_bf16.matmul takes bfloat16 arrays, got {a.dtype} and {b.dtype}")
+        if a.ndim == 2 and b.ndim == 2:
+            return self.mm(a, b, bias, out_dtype, threads=threads)
+        if b.ndim == 2 and a.flags.c_contiguous:      # a Linear layer: one product over all rows
+            M = a.size // a.shape[-1]
+            r = self.mm(a.reshape(M, a.shape[-1]), b, bias, out_dtype, threads=threads)
+            return r.reshape(a.shape[:-1] + (b.shape[-1],))
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        (M, K), N = a.shape[-2:], b.shape[-1]
+        if K != b.shape[-2]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
+        out = np.empty(batch + (M, N), np.dtype(out_dtype))
+        ab = np.broadcast_to(a, batch + a.shape[-2:])
+        bb = np.broadcast_to(b, batch + b.shape[-2:])
+        nb = out.size // max(M * N, 1)
+        if out.size == 0:
+            return out
+        sa, sb = _batch_stride(ab), _batch_stride(bb)
+        if sa is None or sb is None or K == 0 or 2.0 * M * N * K * nb < SMALL_FLOPS or \
+                not (_unit_stride(ab) and _unit_stride(bb)):
+            for idx in np.ndindex(*batch):
+                self.mm(ab[idx], bb[idx], bias, out_dtype, out=out[idx], threads=threads)
+            return out
+        self._batched(ab[(0,) * len(batch)], sa, bb[(0,) * len(batch)], sb, nb, bias, out.reshape(nb, M, N),
+                      threads)
+        return out
+
+    def _batched(self, a0, sa, b0, sb, nb, bias, out, threads):
+        """nb products a0 + i*sa @ b0 + i*sb (batch strides in elements) into out[nb, M, N], split over
+        threads by products."""
+        cfg = self.cfg
+        (M, K), N = a0.shape, b0.shape[1]
+        a_ptr, a_ls, a_ks, a_w, _ = _operand(a0, 1)
+        b_ptr, b_ls, b_ks, b_w, _ = _operand(b0, 0)
+        tile = self.tile_for(N, M)
+        batch_fn = self.fns[tile][3]
+        bias_ptr = None
+        if bias is not None:
+            bias = np.ascontiguousarray(bias, BF16)
+            bias_ptr = _ptr(bias)
+        o_ptr, obs, c_ptr, cbs = None, 0, None, 0
+        if out.dtype == np.float32:
+            c_ptr, cbs = _ptr(out), M * N
+        else:
+            o_ptr, obs = _ptr(out), M * N
+            if K > cfg.kc:
+                c_ptr, cbs = self._ws.get("c", nb * M * N * 4)[1], M * N
+        nt = cpu.num_threads() if threads is None else max(1, threads)
+        nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS else 1
+        bwords = gen.packed_b_words(cfg, tile, N, K) * 4
+        cuts = [nb * i // nt for i in range(nt + 1)]
+        args = [(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr, cbs,
+                 N, o_ptr, obs, N, bias_ptr, self._ws.get(f"ap{i}", gen.packed_a_words(cfg) * 4)[1],
+                 self._ws.get(f"bp{i}", bwords)[1]) for i in range(nt)]
+        if nt == 1:
+            batch_fn(*args[0])
+            return
+        pool = cpu._pool(nt - 1)
+        futs = [pool.submit(batch_fn, *args[i]) for i in range(1, nt)]
+        batch_fn(*args[0])
+        for f_ in futs:
+            f_.result()
+
+
+def _unit_stride(x) -> bool:
+    """Does one of the matrix axes step by one element (the kernel's packing reads it in place)?"""
+    return x.itemsize in (x.strides[-1], x.strides[-2]) or 1 in x.shape[-2:]
+
+
+def _batch_stride(x):
+    """The one element stride that steps through x's batch dims in order, or None when they do not
+    flatten (0 when x is broadcast along all of them)."""
+    st = None
+    expected = None
+    for n, s in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
+        if n == 1:
+            continue
+        if s % x.itemsize:
+            return None
+        if st is None:
+            st = s
+        elif s != expected:
+            return None
+        expected = s * n
+    return 0 if st is None else st // x.itemsize
+
+
+def _small(a, b, bias, out):
+    """A small product in float32 through numpy's BLAS: bf16 x bf16 products are exact in float32, so
+    this differs from the kernel only in the order of the float32 sums."""
+    r = blas_threads.matmul(a.astype(np.float32), b.astype(np.float32))
+    if bias is not None:
+        r += bias.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[...] = r
+    return out
+
+
+def _operand(x: np.ndarray, k_axis: int):
+    """(pointer, lane stride, K stride, words flag, array kept alive) for a 2-D bf16 operand whose K axis
+    is `k_axis` (1 for A[M, K], 0 for B[K, N]); copies it when neither axis is unit-stride."""
+    st = [s // 2 for s in x.strides]
+    if any(s < 0 for s in st) or x.strides[0] % 2 or x.strides[1] % 2:
+        x = np.ascontiguousarray(x)
+        st = [s // 2 for s in x.strides]
+    ks, ls = st[k_axis], st[1 - k_axis]
+    if ks == 1 or x.shape[k_axis] == 1:
+        return _ptr(x), ls, 1, 1, x
+    if ls == 1 or x.shape[1 - k_axis] == 1:
+        return _ptr(x), ls, ks, 0, x
+    x = np.ascontiguousarray(x)
+    st = [s // 2 for s in x.strides]
+    return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1), x
+
+
+_INSTANCE = None
+_LOCK = threading.Lock()
+
+
+def instance() -> Bf16Gemm:
+    """The process-wide compiled GEMM for this CPU (built on first use)."""
+    global _INSTANCE
+    if _INSTANCE is None:
+        with _LOCK:
+            if _INSTANCE is None:
+                _INSTANCE = Bf16Gemm()
+    return _INSTANCE
+
+
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16) -> np.ndarray:
+    return instance().matmul(a, b, bias, out_dtype)

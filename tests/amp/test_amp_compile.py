@@ -1,0 +1,188 @@
+"""Mixed precision in compiled code: ember.compile under autocast equals eager autocast (forward and
+gradients), the autocast state is a guard, casts fold into the neighbouring kernels, the IR text form
+carries bf16, and the generated LLVM / CUDA C load bfloat16, compute in float32 rounding every op like
+eager, and store bfloat16 (the CUDA C compiles with nvcc and runs in the host emulation)."""
+import shutil
+import subprocess
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import ember
+import ember.nn as nn
+import ember.nn.functional as F
+from ember.codegen import cuda as cuda_cg
+from ember.ir.text import parse, print_graph
+from ember.passes import compile_graph
+from ember.runtime.cpu import compile_kernels
+from tests.passes.helpers import random_inputs, run_both, trace
+
+BF = np.dtype(ml_dtypes.bfloat16)
+
+
+def check_program(g):
+    """The fused program against the eager interpreter: bfloat16 results within one unit of the last
+    place (a fused reduction sums in another order before its one rounding)."""
+    prog, got, want = run_both(g, random_inputs(g))
+    for a, b in zip(got, want):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if a.dtype in (BF, np.float32):
+            np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=2 ** -7, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(a, b)
+    return prog
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(12, 32), nn.GELU(), nn.LayerNorm(32), nn.Linear(32, 5))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5))
+
+
+def _step(model, x, y, compiled):
+    model.zero_grad()
+
+    def loss_fn(x, y):
+        with ember.autocast("cpu"):
+            out = model(x)
+            return F.cross_entropy(out, y), out
+    fn = ember.compile(loss_fn) if compiled else loss_fn
+    loss, out = fn(x, y)
+    loss.backward()
+    return loss, out, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("make,shape", [(_mlp, (6, 12)), (_cnn, (3, 1, 8, 8))], ids=["mlp", "cnn"])
+def test_compiled_equals_eager_under_autocast(make, shape):
+    ember.manual_seed(0)
+    model = make()
+    x, y = ember.randn(*shape), ember.tensor([0, 1, 2, 3, 4, 0][:shape[0]])
+    le, oe, ge = _step(model, x, y, compiled=False)
+    lc, oc, gc = _step(model, x, y, compiled=True)
+    assert oc.dtype is ember.bfloat16 and lc.dtype is ember.float32
+    # the same bf16 products (one rounding each); float32 sums in another order at most
+    np.testing.assert_allclose(oc.detach().float().numpy(), oe.detach().float().numpy(), rtol=2 ** -7, atol=2 ** -7)
+    np.testing.assert_allclose(lc.item(), le.item(), rtol=1e-3)
+    for a, b in zip(gc, ge):
+        assert a.dtype is ember.float32
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0.02, atol=0.02 * float(b.abs().max()))
+
+
+def test_autocast_state_is_a_guard():
+    ember.manual_seed(0)
+    m = _mlp()
+    cf = ember.compile(m)
+    x = ember.randn(4, 12)
+    assert cf(x).dtype is ember.float32
+    with ember.autocast("cpu"):
+        assert cf(x).dtype is ember.bfloat16
+        with ember.autocast("cpu", enabled=False):
+            assert cf(x).dtype is ember.float32
+    assert cf(x).dtype is ember.float32
+    assert len(cf._compiled.variants if hasattr(cf, "_compiled") else cf.variants) == 2
+
+
+def test_traced_graph_carries_the_casts_and_they_fuse():
+    w = ember.randn(16, 16)
+
+    def f(x):
+        with ember.autocast("cpu"):
+            return F.softmax((x @ w) * 2.0, -1).float().sum(-1)
+    g, _, _ = trace(f, ember.randn(8, 16))
+    casts = [n for n in g.nodes() if n.op == "cast"]
+    assert {n.attrs["dtype"] for n in casts} >= {ember.bfloat16, ember.float32}
+    mm = next(n for n in g.nodes() if n.op == "matmul")
+    assert mm.dtype is ember.bfloat16
+    p = check_program(g)
+    assert len(p.externs) == 1 and p.externs[0].kernel.epilogue is not None   # softmax fused as epilogue
+    # the casts feeding the product are the only kernels of their own (the extern GEMM takes its
+    # operands as they are in memory: folding the cast into its packing is not done yet)
+    for st in p.kernels:
+        assert [n.op for n in st.nodes] == ["cast"]
+
+
+def test_casts_never_cost_a_kernel_of_their_own():
+    g, _, _ = trace(lambda x: ((x.bfloat16() * 2 + 1).exp().float() * 3).sum(-1), ember.randn(8, 16))
+    p = check_program(g)
+    assert len(p.kernels) == 1 and not p.externs
+
+
+def test_ir_text_prints_bf16_and_round_trips():
+    g, _, _ = trace(lambda x: (x.bfloat16() * 2).float(), ember.randn(3, 4))
+    text = print_graph(g)
+    assert "bf16[3,4]" in text and "dtype=bf16" in text
+    assert print_graph(parse(text)) == text
+
+
+# ------------------------------------------------------------------------------- generated code
+def _bf16_kernels():
+    """Kernels of a traced bf16 program: elementwise with a scalar, a row reduction, casts both ways."""
+    def f(x, y):
+        s = (x * y + 0.5) * 3.0
+        return s, s.sum(-1), (s.float() * 1.5).bfloat16(), x.float() + 1.0
+    x = ember.randn(4, 37).bfloat16()
+    y = ember.randn(4, 37).bfloat16()
+    g, _, _ = trace(f, x, y)
+    prog = compile_graph(g)
+    return g, prog, [x, y]
+
+
+def test_llvm_kernels_round_like_eager():
+    g, prog, (x, y) = _bf16_kernels()
+    assert check_program(g).kernels           # the compiled program against the eager interpreter
+    cf = ember.compile(lambda x, y: ((x * y + 0.5) * 3.0, (x * 3.0).exp()))
+    for got, want in zip(cf(x, y), ((x * y + 0.5) * 3.0, (x * 3.0).exp())):
+        np.testing.assert_array_equal(got.float().numpy(), want.float().numpy())   # elementwise: same bits
+    ir = compile_kernels([st.kernel for st in prog.kernels]).llvm_ir
+    assert "i16" in ir and "bfloat" not in ir    # bf16 lives as i16 in memory, float in registers
+
+
+def test_llvm_bf16_store_rounds_to_nearest_even_and_keeps_nan():
+    # ties go to the even neighbour: 1 + 2^-8 -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6
+    vals = np.array([1.0, 2.0 ** -8, 3 * 2.0 ** -8, np.nan, -0.0, 3.0e38], np.float32)
+    x = ember.tensor(vals)
+    cf = ember.compile(lambda t: (t + 1.0).bfloat16())
+    got = cf(x).float().numpy()
+    want = (x + 1.0).bfloat16().float().numpy()
+    np.testing.assert_array_equal(got, want)
+    assert got[1] == 1.0 and got[2] == 1.0 + 2 ** -6 and np.isnan(got[3])
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+def test_cuda_c_for_bf16_kernels_compiles(tmp_path):
+    _, prog, _ = _bf16_kernels()
+    ks = [st.kernel for st in prog.kernels]
+    cp = cuda_cg.emit_program(ks)
+    assert "ember_f2bf(" in cp.source and "ember_bf2f(" in cp.source
+    src = tmp_path / "bf16.cu"
+    src.write_text(cp.source)
+    cmd = [NVCC, "-c", "-x", "cu", "-std=c++17", "-Werror", "all-warnings",
+           "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+           "-o", str(tmp_path / "bf16.o"), str(src)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-4000:]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not on PATH")
+def test_cuda_bf16_kernels_emulated_equal_the_cpu_kernels(tmp_path):
+    from tests.cuda import emulator
+    _, prog, (x, y) = _bf16_kernels()
+    ks = [st.kernel for st in prog.kernels]
+    lib = emulator.build(ks, tmp_path)
+    mod = compile_kernels(ks)
+    rng = np.random.default_rng(0)
+    for k in ks:
+        ins = [rng.standard_normal(b.shape).astype(np.float32).astype(b.dtype.np) for b in k.inputs]
+        got = emulator.run(lib, k, ins)
+        outs = [np.zeros(b.shape, b.dtype.np) for b in k.outputs]
+        mod.run(k.name, ins + outs)
+        for a, b in zip(got, outs):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a.astype(np.float32), b.astype(np.float32))

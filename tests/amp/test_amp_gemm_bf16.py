@@ -1,0 +1,151 @@
+"""The generated bfloat16 GEMM (ember/codegen/gemm_bf16.py + ember/runtime/gemm_bf16.py) against a float64
+reference on the same bf16 inputs: random shapes (hypothesis) including every edge-tile case, all
+operand layouts, bias, both output dtypes, batches, both code paths (vdpbf16ps and the FMA fallback).
+
+Error bound: the products of bf16 values are exact in float32, so the only errors are the float32 sums,
+|C - ref| <= (K + 1) * 2^-24 * sum_k |a_ik b_kj| (+ |bias|) (Higham's gamma_K, with margin), plus, for a
+bf16 output, one rounding: 2^-8 |ref|."""
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ember.codegen import gemm_bf16 as gen
+from ember.runtime import gemm_bf16 as G
+
+BF = np.dtype(ml_dtypes.bfloat16)
+PATHS = [pytest.param(True, id="vdpbf16ps"), pytest.param(False, id="fma-fallback")]
+
+
+@pytest.fixture(scope="module", params=PATHS)
+def gemm(request):
+    if request.param and not G.host_has_bf16():
+        pytest.skip("this CPU has no AVX512-BF16")
+    # small cache blocks so that modest shapes cross several K and M blocks
+    return G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, dpbf16=request.param))
+
+
+def _check(c, a, b, bias=None, out_dtype=BF):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = np.matmul(a64, b64)
+    mag = np.matmul(np.abs(a64), np.abs(b64))
+    if bias is not None:
+        ref = ref + bias.astype(np.float64)
+        mag = mag + np.abs(bias.astype(np.float64))
+    K = a.shape[-1]
+    bound = 2.0 * (K + 1) * 2.0 ** -24 * mag
+    if np.dtype(out_dtype) == BF:
+        bound = bound + 2.0 ** -8 * np.abs(ref)
+    assert c.dtype == np.dtype(out_dtype) and c.shape == ref.shape
+    err = np.abs(c.astype(np.float64) - ref)
+    assert (err <= bound + 1e-38).all(), f"max err/bound {np.max(err / (bound + 1e-38))}"
+
+
+def _rand(rng, shape):
+    return (rng.standard_normal(shape) * 2.0).astype(BF)
+
+
+def _layout(x, transposed):
+    """The same values, stored transposed (column-major) when asked."""
+    return np.swapaxes(np.ascontiguousarray(np.swapaxes(x, -1, -2)), -1, -2) if transposed else x
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 70), n=st.integers(1, 110), k=st.integers(1, 150), ta=st.booleans(), tb=st.booleans(),
+       with_bias=st.booleans(), f32=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_random_shapes_within_bound(gemm, m, n, k, ta, tb, with_bias, f32, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _rand(rng, (m, k)), _rand(rng, (k, n))
+    bias = _rand(rng, (n,)) if with_bias else None
+    od = np.float32 if f32 else BF
+    c = gemm.mm(_layout(a, ta), _layout(b, tb), bias=bias, out_dtype=od, threads=1)
+    _check(c, a, b, bias, od)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (48, 48, 64), (49, 47, 65), (24, 16, 2), (23, 17, 3), (96, 96, 128),
+                                   (7, 200, 9), (200, 3, 130), (5, 33, 64), (5, 32, 63)])
+@pytest.mark.parametrize("threads", (1, 2))
+def test_edge_tiles_every_width_class(gemm, m, n, k, threads):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a, b = _rand(rng, (m, k)), _rand(rng, (k, n))
+    for od in (BF, np.float32):
+        _check(gemm.mm(a, b, out_dtype=od, threads=threads), a, b, out_dtype=od)
+
+
+def test_every_tile_is_exercised(gemm):
+    rng = np.random.default_rng(0)
+    for t in gemm.cfg.tiles:
+        gemm._tile_of[37] = t
+        a, b = _rand(rng, (50, 70)), _rand(rng, (70, 37))
+        _check(gemm.mm(a, b, threads=1), a, b)
+    gemm._tile_of.clear()
+    assert {gemm.tile_for(n).nv for n in (10, 20, 48, 300)} == {1, 2, 3}
+
+
+@pytest.mark.parametrize("sa,sb", [((4, 10, 25), (4, 25, 60)), ((10, 25), (6, 25, 60)), ((3, 2, 7, 9), (3, 2, 9, 33)),
+                                   ((2, 1, 5, 4), (1, 3, 4, 6)), ((6, 50, 25), (25, 10)), ((3, 40, 130), (3, 130, 50))])
+@pytest.mark.parametrize("tb", (False, True))
+def test_batched_products(gemm, sa, sb, tb):
+    rng = np.random.default_rng(1)
+    a, b = _rand(rng, sa), _rand(rng, sb)
+    for od in (BF, np.float32):
+        _check(gemm.matmul(a, _layout(b, tb), out_dtype=od), a, b, out_dtype=od)
+
+
+def test_strided_and_negative_stride_operands(gemm):
+    rng = np.random.default_rng(2)
+    big = _rand(rng, (60, 90))
+    a, b = big[::2, 1::3], big[::-1, ::-2][:30, :20]     # neither axis unit-stride; reversed axes
+    _check(gemm.mm(a, b, threads=1), a.copy(), b.copy())
+
+
+def test_nan_inf_propagate_and_rounding_is_nearest_even(gemm):
+    a = np.ones((3, 4), BF)
+    b = np.ones((4, 20), BF)
+    a[0, 0] = np.nan
+    a[1, 1] = np.inf
+    c = gemm.mm(a, b, threads=1)
+    assert np.isnan(c[0]).all() and np.isposinf(c[1].astype(np.float32)).all()
+    assert (c[2].astype(np.float32) == 4.0).all()
+    # 1 + 2^-8 is halfway between two bf16 values: ties go to the even one (1.0)
+    x = np.array([[1.0, 2.0 ** -8]], np.float32).astype(BF)
+    y = np.ones((2, 1), BF)
+    assert float(gemm.mm(x, y, threads=1)[0, 0]) == 1.0
+    assert float(gemm.mm(x, y, out_dtype=np.float32, threads=1)[0, 0]) == 1.0 + 2.0 ** -8
+
+
+def test_empty_and_zero_k(gemm):
+    assert gemm.mm(np.ones((0, 3), BF), np.ones((3, 4), BF)).shape == (0, 4)
+    z = gemm.mm(np.ones((2, 0), BF), np.ones((0, 5), BF), out_dtype=np.float32)
+    assert z.shape == (2, 5) and not z.any()
+
+
+def test_bad_input():
+    g = G.instance()
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        g.mm(np.ones((2, 3), BF), np.ones((4, 5), BF))
+    with pytest.raises(TypeError, match="bfloat16"):
+        g.matmul(np.ones((2, 3), np.float32), np.ones((3, 5), BF))
+    with pytest.raises(ValueError, match="2 dimensions"):
+        g.matmul(np.ones(3, BF), np.ones((3, 5), BF))
+
+
+def test_generated_ir_uses_the_instruction_only_when_asked():
+    with_bf16 = gen.emit_module(gen.GemmConfig(dpbf16=True))
+    without = gen.emit_module(gen.GemmConfig(dpbf16=False))
+    assert "llvm.x86.avx512bf16.dpbf16ps.512" in with_bf16
+    assert "avx512bf16" not in without and "llvm.fma.v16f32" in without
+    with pytest.raises(ValueError, match="kc must be even"):
+        gen.emit_module(gen.GemmConfig(kc=63))
+
+
+def test_eager_bf16_matmul_uses_the_kernel_and_matches_torch():
+    torch = pytest.importorskip("torch")
+    import ember
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((70, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 90)).astype(np.float32)
+    e = (ember.tensor(a).bfloat16() @ ember.tensor(b).bfloat16()).float().numpy()
+    t = (torch.tensor(a).bfloat16() @ torch.tensor(b).bfloat16()).float().numpy()
+    # both accumulate in float32 and round once: at most one bf16 unit apart
+    np.testing.assert_allclose(e, t, rtol=2.0 ** -7, atol=1e-6)

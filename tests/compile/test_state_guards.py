@@ -1,0 +1,165 @@
+"""Compiled code never reads stale objects: replacing a module, a parameter, a buffer or a global the
+trace read recompiles (R001 names the guard), as torch.compile's identity guards do."""
+import numpy as np
+import pytest
+
+import ember
+from ember import diagnostics as records
+from ember import nn
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _model():
+    ember.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    m.register_buffer("shift", ember.zeros(3))
+    return m
+
+
+class _Shifted(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) + self.inner.shift
+
+
+def _replace_module(m):
+    m[2] = nn.Linear(6, 3)
+
+
+def _replace_parameter(m):
+    m[0].weight = nn.Parameter(ember.randn(6, 4))
+
+
+def _remove_bias(m):
+    m[2].bias = None
+
+
+def _tie_weights(m):
+    m[2].weight = nn.Parameter(m[0].weight[:3, :].detach().clone().repeat(1, 2)[:, :6])
+
+
+def _replace_buffer(m):
+    m.shift = ember.ones(3)
+
+
+def _replace_activation(m):
+    m[1] = nn.Tanh()
+
+
+def _load_state_dict_assign(m):
+    sd = {k: v + 1 for k, v in m.state_dict().items()}
+    m.load_state_dict(sd, assign=True)
+
+
+@pytest.mark.parametrize("change, guard", [
+    (_replace_module, "self.inner.2"), (_replace_parameter, "self.inner.0.weight"), (_remove_bias, "self.inner.2.bias"),
+    (_tie_weights, "self.inner.2.weight"), (_replace_buffer, "self.inner.shift"), (_replace_activation, "self.inner.1"),
+    (_load_state_dict_assign, "self.inner.shift")])
+def test_module_state_change_recompiles(change, guard):
+    m = _Shifted(_model())
+    cm = ember.compile(m, backend="eager")
+    x = ember.randn(5, 4)
+    np.testing.assert_allclose(_np(cm(x)), _np(m(x)), rtol=1e-6, atol=1e-6)
+    change(m.inner)
+    with records.collect() as recs:
+        y = cm(x)
+    np.testing.assert_allclose(_np(y), _np(m(x)), rtol=1e-6, atol=1e-6)
+    (r,) = [r for r in recs if r.code == "R001"]
+    assert r.extra["guard"].startswith(f"identity of {guard}"), r.reason
+    with records.collect() as recs:         # the new variant is kept: no further recompiles
+        cm(x)
+    assert not [r for r in recs if r.code == "R001"]
+
+
+def test_in_place_updates_do_not_recompile():
+    m = _model()
+    cm = ember.compile(m, backend="eager")
+    x = ember.randn(5, 4)
+    cm(x)
+    with ember.no_grad():
+        m[0].weight.mul_(2)
+        m[2].bias.data = m[2].bias.data + 1
+    m.train(True)
+    with records.collect() as recs:
+        y = cm(x)
+    np.testing.assert_allclose(_np(y), _np(m(x)), rtol=1e-6, atol=1e-6)
+    assert cm._compiled.stats["compiles"] == 1 and not [r for r in recs if r.code == "R001"]
+
+
+W = ember.randn(4, 3)
+SCALE = 2.0
+NET = nn.Linear(3, 2)
+
+
+def _uses_globals(x):
+    return NET(x @ W) * SCALE
+
+
+@pytest.mark.parametrize("name, value", [("W", lambda: ember.randn(4, 3)), ("SCALE", lambda: 3.0),
+                                         ("NET", lambda: nn.Linear(3, 2))])
+def test_rebinding_a_global_recompiles(name, value):
+    cf = ember.compile(_uses_globals, backend="eager")
+    x = ember.randn(2, 4)
+    cf(x)
+    old = globals()[name]
+    globals()[name] = value()
+    try:
+        with records.collect() as recs:
+            y = cf(x)
+        np.testing.assert_allclose(_np(y), _np(_uses_globals(x)), rtol=1e-6, atol=1e-6)
+        (r,) = [r for r in recs if r.code == "R001"]
+        assert r.extra["guard"] == f"global {name!r}"
+    finally:
+        globals()[name] = old
+
+
+def test_global_module_tree_and_closure_tensor_are_guarded():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    bias = ember.randn(1)
+
+    def f(x):
+        return helper(x) + bias
+
+    def helper(x):       # reached through a call: its globals and the module tree are guards too
+        return net(x)
+
+    cf = ember.compile(f, backend="eager")
+    x = ember.randn(2, 3)
+    cf(x)
+    net[1] = nn.Linear(3, 1)
+    np.testing.assert_allclose(_np(cf(x)), _np(f(x)), rtol=1e-6)
+    bias = ember.randn(1)  # noqa: F841 - rebinding the closure cell is the point
+    np.testing.assert_allclose(_np(cf(x)), _np(f(x)), rtol=1e-6)
+    assert cf.stats["compiles"] == 3
+
+
+def test_compiled_llvm_model_follows_replaced_layer_with_gradients():
+    m = _model()
+    cm = ember.compile(m)
+    x = ember.randn(5, 4)
+    cm(x).sum().backward()
+    m[2] = nn.Linear(6, 3)
+    y = cm(x)
+    y.sum().backward()
+    ref = _model()
+    ref.load_state_dict(m.state_dict())
+    ref(x).sum().backward()
+    np.testing.assert_allclose(_np(y), _np(ref(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_np(m[2].weight.grad), _np(ref[2].weight.grad), rtol=1e-5, atol=1e-6)
+
+
+def test_state_recompiles_count_toward_the_limit():
+    m = _model()
+    cm = ember.compile(m, backend="eager", recompile_limit=3)
+    x = ember.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match="recompile limit"):
+        for _ in range(6):
+            m[2] = nn.Linear(6, 3)
+            np.testing.assert_allclose(_np(cm(x)), _np(m(x)), rtol=1e-6, atol=1e-6)
+    assert cm._compiled.stats["compiles"] == 3
