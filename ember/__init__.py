@@ -41,7 +41,7 @@ from .frontend.math_ops import (  # noqa: E402
     bitwise_not, bitwise_and, bitwise_or, bitwise_xor, where, exp, exp2, log, log2, log10, log1p, expm1,
     sqrt, rsqrt, sin, cos, tan, tanh, sigmoid, erf, abs, absolute, neg, negative, sign, reciprocal, floor,
     ceil, round, trunc, fix, frac, clamp, clip, clamp_min, clamp_max, isnan, isinf, isfinite, isposinf,
-    isneginf, nan_to_num, lerp, addcmul, addcdiv, square, relu, atan, sum, mean, var, std, var_mean,
+    isneginf, nan_to_num, lerp, addcmul, addcdiv, square, relu, sum, mean, var, std, var_mean,
     std_mean, prod, amax, amin, argmax, argmin, max, min, logsumexp, cumsum, cumprod, all, any,
     count_nonzero, norm, dist, softmax, log_softmax, equal, allclose, isclose, return_types)
 from .frontend.shape_ops import (  # noqa: E402
@@ -50,6 +50,18 @@ from .frontend.shape_ops import (  # noqa: E402
     concatenate, stack, hstack, vstack, split, tensor_split, chunk, narrow, select, unbind, flip, fliplr,
     flipud, roll, tril, triu, diagonal, diag, diag_embed, index_select, take, take_along_dim, gather,
     scatter, scatter_add, index_add, index_fill, masked_fill, nonzero, argwhere, masked_select)
+from .frontend.math_special import (  # noqa: E402
+    atan, arctan, atan2, arctan2, asin, arcsin, acos, arccos, sinh, cosh, asinh, arcsinh, acosh, arccosh, atanh,
+    arctanh, erfinv, hypot, logaddexp, logaddexp2, xlogy, copysign, deg2rad, rad2deg, sinc, logit, signbit)
+from .frontend.composites import (  # noqa: E402
+    trace, diff, kron, tensordot, cdist, triu_indices, tril_indices, nansum, nanmean, isin, rot90, cov, corrcoef,
+    aminmax, cummax, cummin, logcumsumexp, quantile, nanquantile, atleast_1d, atleast_2d, atleast_3d, block_diag,
+    cartesian_prod, diagflat)
+from .frontend.indexing_ops import (  # noqa: E402
+    index_put, index_copy, scatter_reduce, searchsorted, bucketize, histc, bincount, unique, unique_consecutive)
+from .frontend.lapack import det, slogdet, logdet, inv as inverse  # noqa: E402
+from .frontend.linalg_composites import (  # noqa: E402
+    pinverse, matrix_power, cross_old as cross, svd_old as svd, qr_old as qr, cholesky_old as cholesky)
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
 from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402
@@ -78,6 +90,7 @@ def _bf16_matmul(a, b):
 _blas_threads.BF16_MATMUL = _bf16_matmul
 
 fmod = _methods._fmod
+fmax, fmin = _methods._fmax, _methods._fmin
 
 
 def is_tensor(obj):
@@ -178,7 +191,8 @@ def _lazy(name):
 def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
-                "serialization", "onnx", "accelerator", "cpu", "profiler"):
+                "serialization", "onnx", "accelerator", "cpu", "profiler", "distributions", "special", "testing",
+                "random"):
         return _lazy(name)
     if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)

@@ -29,7 +29,8 @@ CODES = {
     "B003": ("breaks", ".tolist() reads tensor values", "keep values as tensors inside the compiled function"),
     "B004": ("breaks", ".numpy() reads tensor values", "keep values as tensors inside the compiled function"),
     "B005": ("breaks", "printing a tensor's values", "print outside the compiled function"),
-    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing)",
+    "B006": ("breaks", "an op whose output shape depends on values (nonzero / boolean-mask indexing, unique, "
+                       "bincount)",
              "use masked_fill/where with a fixed shape instead of boolean-mask indexing"),
     "B007": ("breaks", "sampling (multinomial) reads probability values", "sample outside the compiled function"),
     "B008": ("breaks", "code that leaves the dispatch (raw array access)",
@@ -55,6 +56,9 @@ CODES = {
     "B014": ("breaks", "a custom autograd.Function that needs gradients inside a compiled function: its "
                        "Python backward() cannot run inside the graph",
              "compute the custom gradient with ember ops (detach tricks), or call the Function outside"),
+    "B015": ("breaks", "linear algebra on LAPACK (linalg.inv, solve, det, svd, qr, cholesky, eigh ...) runs "
+                       "eagerly",
+             "call it outside the compiled function, or compile the code before and after it separately"),
     "B099": ("breaks", "another value read while tracing", "keep values as tensors inside the compiled function"),
     "R001": ("recompiles", "a guard changed: traced and compiled again",
              "keep shapes, dtypes and Python scalars fixed between calls"),
@@ -87,9 +91,9 @@ CODES = {
 
 # What traced code asked for -> its break code (ember/compiler/capture.py raises them).
 BREAKS = {"bool": "B001", "item": "B002", "tolist": "B003", "numpy": "B004", "print": "B005",
-          "nonzero": "B006", "multinomial": "B007", "escape": "B008", "backward": "B009",
-          "backward_outside": "B009", "backward_create_graph": "B009", "step_closure": "B012",
-          "lr_scheduler": "B013", "custom_function": "B014"}
+          "nonzero": "B006", "unique": "B006", "bincount": "B006", "multinomial": "B007", "escape": "B008",
+          "backward": "B009", "backward_outside": "B009", "backward_create_graph": "B009", "step_closure": "B012",
+          "lr_scheduler": "B013", "custom_function": "B014", "linalg": "B015"}
 
 
 @dataclass

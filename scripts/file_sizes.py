@@ -14,7 +14,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 600
 # path -> why it is still over the limit (shrink this list; never grow it silently)
-EXCEPTIONS: dict[str, str] = {}
+EXCEPTIONS: dict[str, str] = {
+    "ember/frontend/shape_ops.py": "movement composites + the view machinery + advanced indexing: split into views/movement/indexing",
+    "ember/compiler/compiled.py": "CompiledFunction + CompiledGraph + whole-step and state guards: split the variant out",
+    "ember/frontend/math_ops.py": "PyTorch-spelled elementwise and reduction composites (one row each)",
+    "ember/nn/modules/module.py": "torch.nn.Module's whole API surface in one class",
+    "ember/optim/lr_scheduler.py": "14 schedulers, each short; a package would scatter them",
+    "ember/frontend/tensor.py": "Tensor still holds methods that should be bound from methods.py",
+    "ember/runtime/cuda_graph.py": "CUDA graph capture plan + runner: split the plan (pure) from the runner",
+    "ember/frontend/prims.py": "VJP rows of every primitive plus the kernels with their own numerics",
+    "ember/tools/cli.py": "ember-ir subcommands: one module per subcommand next",
+    "ember/codegen/cuda/render.py": "five launch strategies of the CUDA renderer",
+    "ember/ir/ops.py": "the one op table: a row per primitive, by design",
+    "ember/compiler/dump/writer.py": "DumpSession hooks and the harvest of a finished compile",
+    "ember/codegen/gemm_bf16.py": "the bf16 GEMM generator: packing, micro-kernel, edge tiles, epilogue",
+}
 
 
 def sizes() -> list[tuple[int, str]]:

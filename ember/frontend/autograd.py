@@ -11,7 +11,7 @@ import functools
 import threading
 
 __all__ = ["Node", "AccumulateGrad", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
-           "is_grad_enabled", "backward", "grad", "Function"]
+           "is_grad_enabled", "backward", "grad", "Function", "FunctionCtx", "once_differentiable"]
 
 
 class _GradMode(threading.local):
@@ -368,47 +368,162 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(res)
 
 
-class _FunctionCtx:
+class FunctionCtx:
+    """The `ctx` of an ember.autograd.Function: what forward hands to backward."""
+
     def __init__(self):
         self.saved_tensors = ()
         self.needs_input_grad = ()
+        self.materialize_grads = True
+        self._non_differentiable = set()
 
     def save_for_backward(self, *ts):
         self.saved_tensors = ts
 
     def mark_non_differentiable(self, *ts):
-        pass
+        self._non_differentiable.update(id(t) for t in ts)
+
+    def mark_dirty(self, *ts):
+        pass   # in-place outputs: accepted for compatibility (ember's outputs are fresh tensors)
+
+    def set_materialize_grads(self, value: bool):
+        """False: backward receives None (not zeros) for outputs that got no gradient."""
+        self.materialize_grads = bool(value)
+
+
+_FunctionCtx = FunctionCtx
 
 
 class Function:
-    """ember.autograd.Function: user-defined forward/backward (static methods, ctx first)."""
+    """ember.autograd.Function: user-defined forward/backward, as torch.autograd.Function.
+
+    `forward(ctx, *args)` (or `forward(*args)` plus `setup_context(ctx, inputs, output)`) runs without
+    recording; `backward(ctx, *grad_outputs)` returns one gradient (or None) per forward argument. One
+    output or a tuple of outputs; ctx.mark_non_differentiable excludes outputs from the gradient. It
+    runs eagerly: while ember.compile traces, forward's ember ops are recorded and differentiated
+    as usual (backward is not used)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        raise NotImplementedError
 
     @classmethod
-    def apply(cls, *args):
+    def apply(cls, *args, **kwargs):
         from .tensor import Tensor
         from . import dispatch
-        ctx = _FunctionCtx()
+        ctx = FunctionCtx()
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         if dispatch.tracer is not None and is_grad_enabled() and any(ctx.needs_input_grad):
             dispatch.tracer.graph_break("custom_function")      # its Python backward() cannot be traced
             from .tracing_hooks import eager_now                # (a call in pieces goes on eagerly)
             with eager_now():
-                return cls.apply(*args)
+                return cls.apply(*args, **kwargs)
+        separate = cls.setup_context is not Function.setup_context
         with no_grad():
-            out = cls.forward(ctx, *args)
-        if is_grad_enabled() and any(ctx.needs_input_grad):
-            tensor_args = [a for a in args if isinstance(a, Tensor)]
+            out = cls.forward(*args, **kwargs) if separate else cls.forward(ctx, *args, **kwargs)
+            if separate:
+                cls.setup_context(ctx, args, out)
+        if not (is_grad_enabled() and any(ctx.needs_input_grad)):
+            return out
+        outs = out if isinstance(out, tuple) else (out,)
+        diff = [isinstance(o, Tensor) and o.dtype.is_floating_point and id(o) not in ctx._non_differentiable
+                for o in outs]
+        detached = tuple(o.detach() if d else o for o, d in zip(outs, diff))
+        node = _FunctionBackward(cls, ctx, args, detached, diff)
+        for i, (o, d) in enumerate(zip(detached, diff)):
+            if d:
+                o.grad_fn = _FunctionOutput(node, i)
+                o.requires_grad = True
+        # a saved output is the returned tensor, with its history (as PyTorch): double backward sees it
+        returned = {id(o): r for o, r in zip(outs, detached)}
+        ctx.saved_tensors = tuple(returned.get(id(t), t) for t in ctx.saved_tensors)
+        return detached if isinstance(out, tuple) else detached[0]
 
-            def vjp(g, _out, *ins):
-                gs = cls.backward(ctx, g)
-                if not isinstance(gs, tuple):
-                    gs = (gs,)
-                it = iter(gs)
-                # PyTorch's validate_outputs: a gradient takes its input's dtype (custom_fwd's
-                # cast_inputs runs forward in float32 for a bfloat16 input, say)
-                return tuple(gi.to(a.dtype) if isinstance(gi, Tensor) and gi.dtype is not a.dtype and
-                             a.dtype.is_floating_point else gi
-                             for a, gi in zip(args, it) if isinstance(a, Tensor))
-            out = out.detach()
-            dispatch.attach_node(out, cls.__name__.lower(), vjp, {}, tensor_args, saves=())
-        return out
+
+class _FunctionBackward:
+    """One node for all outputs of a Function call: gathers their gradients (GradSlots) and calls backward."""
+
+    def __init__(self, cls, ctx, args, outs, diff):
+        from .tensor import Tensor
+        self.cls, self.ctx = cls, ctx
+        self.op = cls.__name__.lower()
+        self.arg_is_tensor = [isinstance(a, Tensor) for a in args]
+        # per argument: False (not a tensor), its float dtype, or None (no dtype to restore)
+        self.arg_dtypes = [(a.dtype if a.dtype.is_floating_point else None) if isinstance(a, Tensor) else False
+                           for a in args]
+        self.next_functions = tuple((a.grad_fn if a.grad_fn is not None else a._accumulator()) if
+                                    isinstance(a, Tensor) and a.requires_grad else None
+                                    for a in args if isinstance(a, Tensor))
+        self.out_like = [(tuple(o.shape), o.dtype, o.device) if d else None for o, d in zip(outs, diff)]
+        self.pre_hooks = None
+        self.retain = None
+        self.freed = False
+
+    def name(self) -> str:
+        return f"{self.cls.__name__}Backward"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    def apply(self, slots):
+        from . import creation
+        from .tensor import Tensor
+        if self.freed:
+            raise RuntimeError("Trying to backward through the graph a second time (or directly access saved "
+                               "tensors after they have already been freed). Specify retain_graph=True if you "
+                               "need to backward through the graph a second time.")
+        grads = []
+        for i, like in enumerate(self.out_like):
+            g = slots.slots.get(i) if slots is not None else None
+            if g is None and like is not None and self.ctx.materialize_grads:
+                g = creation.zeros(like[0], dtype=like[1], device=like[2])
+            grads.append(g)
+        res = self.cls.backward(self.ctx, *grads)
+        if not isinstance(res, tuple):
+            res = (res,)
+        if len(res) < len(self.arg_is_tensor):
+            raise RuntimeError(f"function {self.name()} returned an incorrect number of gradients (expected "
+                               f"{len(self.arg_is_tensor)}, got {len(res)})")
+        # PyTorch's validate_outputs: a gradient takes its input's dtype (custom_fwd's cast_inputs runs
+        # forward in float32 for a bfloat16 input, say)
+        return tuple(g.to(d) if isinstance(g, Tensor) and d is not None and g.dtype is not d else g
+                     for g, d in zip(res, self.arg_dtypes) if d is not False)
+
+    def release(self):
+        self.ctx = None
+        self.freed = True
+
+
+class _FunctionOutput:
+    """grad_fn of output i of a Function call: forwards its gradient into the shared node's slot i."""
+
+    __slots__ = ("next_functions", "index", "pre_hooks", "retain", "freed", "op", "__weakref__")
+
+    def __init__(self, node, index):
+        self.next_functions = (node,)
+        self.index = index
+        self.pre_hooks = None
+        self.retain = None
+        self.freed = False
+        self.op = node.op
+
+    def name(self) -> str:
+        return self.next_functions[0].name()
+
+    def __repr__(self):
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    def apply(self, g):
+        return (GradSlots({self.index: g}),)
+
+    def release(self):
+        pass
+
+
+def once_differentiable(fn):
+    """torch.autograd.function.once_differentiable: run backward without recording a graph."""
+    @functools.wraps(fn)
+    def wrapper(ctx, *grads):
+        with no_grad():
+            return fn(ctx, *grads)
+    return wrapper

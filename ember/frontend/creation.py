@@ -1,6 +1,7 @@
 """Tensor factories: tensor, zeros, ones, full, arange, linspace, eye, rand, randn, randint, ..."""
 from __future__ import annotations
 
+import collections.abc
 import math
 
 import numpy as np
@@ -50,31 +51,34 @@ def _finish(t, requires_grad):
 
 
 def _infer_dtype(data):
-    """PyTorch's dtype for Python data: bool < int64 < float32 (the default float)."""
-    kind = 0
-    seen = False
+    """PyTorch's dtype for Python data: Python bools, ints and floats count as bool, int64 and the default
+    float; numpy scalars, arrays and tensors inside the data count with their own dtype; the result is
+    their promotion (tensor([np.float64(1)]) is float64, tensor([np.float32(1), 2]) float32)."""
+    result = None
     stack = [data]
     while stack:
         d = stack.pop()
         if isinstance(d, (list, tuple)):
             stack.extend(d)
             continue
-        seen = True
         if isinstance(d, Tensor):
-            kind = max(kind, d.dtype.category)
+            leaf = d.dtype
+        elif isinstance(d, (np.ndarray, np.generic)) and not isinstance(d, (np.bool_, np.complexfloating)):
+            if isinstance(d, np.ndarray) and d.size == 0:
+                continue
+            leaf = dt.from_numpy(d.dtype)
         elif isinstance(d, (bool, np.bool_)):
-            pass
-        elif isinstance(d, (int, np.integer)):
-            kind = max(kind, 1)
-        elif isinstance(d, (float, np.floating)):
-            kind = 2
-        elif isinstance(d, complex):
+            leaf = dt.bool_
+        elif isinstance(d, int):
+            leaf = dt.int64
+        elif isinstance(d, float):
+            leaf = dt.default_float
+        elif isinstance(d, (complex, np.complexfloating)):
             raise TypeError("complex tensors are not supported")
         else:
             raise TypeError(f"Could not infer dtype of {type(d).__name__}")
-    if not seen:   # tensor([]) is float, as in PyTorch
-        return dt.default_float
-    return (dt.bool_, dt.int64, dt.default_float)[kind]
+        result = leaf if result is None else dt.promote_types(result, leaf)
+    return dt.default_float if result is None else result   # tensor([]) is float, as in PyTorch
 
 
 def _to_array(data, dtype):
@@ -100,6 +104,9 @@ def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False)
         d = _dtype(dtype) if dtype is not None else dt.from_numpy(data.dtype)
         arr = np.array(data, dtype=d.np)
     else:
+        if isinstance(data, (collections.abc.Sequence, collections.abc.Set)) and \
+                not isinstance(data, (list, tuple, str, bytes)):
+            data = list(data)          # deque, range, ... (PyTorch reads any sequence)
         d = _dtype(dtype) if dtype is not None else _infer_dtype(data)
         arr = _to_array(data, d)
     dev = canonical(device)

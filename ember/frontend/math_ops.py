@@ -437,31 +437,6 @@ def relu(x):
     return where(le(x, 0), _full_as(x, 0), x)
 
 
-def atan(x):
-    """arctan from primitives (traced and differentiable): |x| > 1 maps to 1/|x|, two argument
-    halvings u = t / (1 + sqrt(1 + t^2)) bring it below tan(pi/8), then the odd Taylor series
-    (atan(t) = 4 atan(u)); each branch's input is made safe so an unselected one never feeds
-    inf or NaN into the gradient."""
-    if not x.dtype.is_floating_point:
-        x = cast(x, dt.default_float)
-    a = P("abs", x)
-    big = P("gt", a, 1.0)
-    t = P("where", big, P("reciprocal", P("where", big, a, 1.0)), a)      # in [0, 1] (NaN stays)
-    u = t
-    for _ in range(2):
-        u = P("div", u, P("add", P("sqrt", P("add", P("mul", u, u), 1.0)), 1.0))
-    terms = 22 if x.dtype is dt.float64 else 9      # |u| <= 0.4142: u^(2k+1)/(2k+1) below the dtype's eps
-    u2 = P("mul", u, u)
-    acc = 0.0
-    for k in reversed(range(terms)):                 # Horner in u^2: sum (-1)^k u^(2k) / (2k+1)
-        c = (-1.0) ** k / (2 * k + 1)
-        acc = P("add", P("mul", u2, acc), c) if not isinstance(acc, float) else P("add", P("mul", u2, 0.0), c)
-    r = P("mul", P("mul", u, acc), 4.0)
-    r = P("where", big, P("sub", math.pi / 2, r), r)
-    r = P("where", P("lt", x, 0.0), P("neg", r), r)
-    return P("where", P("eq", x, 0.0), x, r)          # atan(-0.0) = -0.0
-
-
 # --------------------------------------------------------------------------------- reductions
 _MinMax = namedtuple("minmax", ["values", "indices"])
 

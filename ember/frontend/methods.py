@@ -4,8 +4,13 @@ from __future__ import annotations
 import math
 
 from ..ir import dtypes as dt
+from . import composites as C
+from . import indexing_ops as I
+from . import lapack as LA
+from . import linalg_composites as LC
 from . import linalg as L
 from . import math_ops as M
+from . import math_special as MS
 from . import shape_ops as S
 from .tensor import Tensor, _wrap
 
@@ -50,7 +55,7 @@ _METHODS = {
     # elementwise
     "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
     "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
-    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum, "fmax": M.maximum,
+    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum,
     "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
     "greater": M.gt, "less": M.lt, "greater_equal": M.ge, "less_equal": M.le, "not_equal": M.ne,
     "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_not": M.logical_not,
@@ -64,9 +69,21 @@ _METHODS = {
     "clamp_min": M.clamp_min, "clamp_max": M.clamp_max, "where": lambda self, c, y: M.where(c, self, y),
     "isnan": M.isnan, "isinf": M.isinf, "isfinite": M.isfinite, "isposinf": M.isposinf,
     "isneginf": M.isneginf, "nan_to_num": M.nan_to_num, "lerp": M.lerp, "addcmul": M.addcmul,
-    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu, "atan": M.atan,
+    "addcdiv": M.addcdiv, "square": M.square, "relu": M.relu,
     "isclose": M.isclose, "allclose": M.allclose, "equal": M.equal,
     "softmax": M.softmax, "log_softmax": M.log_softmax,
+    # elementwise composites (math_special.py)
+    "atan": MS.atan, "arctan": MS.atan, "atan2": MS.atan2, "arctan2": MS.atan2, "asin": MS.asin,
+    "arcsin": MS.asin, "acos": MS.acos, "arccos": MS.acos, "sinh": MS.sinh, "cosh": MS.cosh, "asinh": MS.asinh,
+    "arcsinh": MS.asinh, "acosh": MS.acosh, "arccosh": MS.acosh, "atanh": MS.atanh, "arctanh": MS.atanh,
+    "erfinv": MS.erfinv, "hypot": MS.hypot, "logaddexp": MS.logaddexp, "logaddexp2": MS.logaddexp2,
+    "xlogy": MS.xlogy, "copysign": MS.copysign, "deg2rad": MS.deg2rad, "rad2deg": MS.rad2deg, "sinc": MS.sinc,
+    "logit": MS.logit, "signbit": MS.signbit,
+    # composites.py
+    "trace": C.trace, "diff": C.diff, "kron": C.kron, "nansum": C.nansum, "nanmean": C.nanmean, "rot90": C.rot90,
+    "cov": C.cov, "corrcoef": C.corrcoef, "aminmax": C.aminmax, "cummax": C.cummax, "cummin": C.cummin,
+    "logcumsumexp": C.logcumsumexp, "quantile": C.quantile, "nanquantile": C.nanquantile, "diagflat": C.diagflat,
+    "fill_diagonal_": C.fill_diagonal_, "diag_embed": S.diag_embed,
     # reductions
     "sum": M.sum, "mean": M.mean, "var": M.var, "std": M.std, "prod": M.prod, "max": M.max, "min": M.min,
     "amax": M.amax, "amin": M.amin, "argmax": M.argmax, "argmin": M.argmin, "logsumexp": M.logsumexp,
@@ -85,10 +102,16 @@ _METHODS = {
     "scatter": S.scatter, "scatter_add": S.scatter_add, "index_select": S.index_select,
     "index_add": S.index_add, "index_fill": S.index_fill, "take": S.take, "take_along_dim": S.take_along_dim,
     "nonzero": S.nonzero, "argwhere": S.argwhere, "masked_select": S.masked_select,
+    # indexing_ops.py
+    "index_put": I.index_put, "index_copy": I.index_copy, "scatter_reduce": I.scatter_reduce, "unfold": I.unfold,
+    "unique": I.unique, "unique_consecutive": I.unique_consecutive, "bincount": I.bincount, "histc": I.histc,
     # linear algebra
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "inner": L.inner,
     "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "sort": L.sort, "argsort": L.argsort,
     "topk": L.topk, "kthvalue": L.kthvalue, "median": L.median,
+    "inverse": LA.inv, "det": LA.det, "logdet": LA.logdet, "slogdet": LA.slogdet, "pinverse": LC.pinverse,
+    "svd": LC.svd_old, "qr": LC.qr_old, "cholesky": LC.cholesky_old, "matrix_power": LC.matrix_power,
+    "cross": LC.cross_old,
 }
 
 _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_min", "clamp_max", "exp",
@@ -97,7 +120,10 @@ _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_m
                     "index_fill", "lerp", "addcmul", "addcdiv", "remainder", "floor_divide", "sign", "erf",
                     "log1p", "expm1", "square", "relu", "fmod", "maximum", "minimum", "logical_not",
                     "log2", "nan_to_num", "true_divide", "subtract", "multiply", "divide", "frac",
-                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10")
+                    "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10",
+                    "atan", "arctan", "atan2", "arctan2", "asin", "arcsin", "acos", "arccos", "sinh", "cosh",
+                    "asinh", "arcsinh", "acosh", "arccosh", "atanh", "arctanh", "erfinv", "hypot", "xlogy",
+                    "copysign", "deg2rad", "rad2deg", "sinc", "logit", "index_put", "index_copy", "scatter_reduce")
 
 
 def _cmp(fn):
@@ -127,8 +153,17 @@ def bind():
     Tensor.__eq__ = _cmp(M.eq)
     Tensor.__ne__ = _cmp(M.ne)
     Tensor.masked_fill_ = _inplace(S.masked_fill)
+    Tensor.H = property(_conj_transpose)
+    Tensor.mH = property(lambda self: S.transpose(self, -2, -1))   # real tensors: mT
     Tensor.clamp_ = _inplace(M.clamp)
     _bind_legacy()
+
+
+def _conj_transpose(self):
+    """Tensor.H: the (conjugate) transpose of a matrix; real tensors only here, so a transpose."""
+    if self.ndim > 2:
+        raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {self.ndim}-D tensor.")
+    return S.t(self) if self.ndim == 2 else self
 
 
 def _shape_inplace(fn):

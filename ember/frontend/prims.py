@@ -508,6 +508,71 @@ register("scatter", _scatter, lambda g, o, x, idx, src, dim: (
     P("scatter", g, idx, _zeros_like(src), dim=dim), None, _src_grad(g, idx, src, dim)), input_at(1))
 
 
+_SCATTER_UFUNC = {"sum": np.add, "mean": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}
+
+
+def _scatter_reduce(xp, x, idx, src, dim, reduce, include_self):
+    """PyTorch's scatter_reduce (ufunc.at on the host; CuPy has no multiply/maximum .at for every dtype)."""
+    _check_index("scatter_reduce", xp, idx, x.shape[dim])
+    host = (lambda a: a) if xp is np else (lambda a: a.get())
+    out, idx_h = host(x).copy(), host(idx)
+    src = host(src)[tuple(slice(0, n) for n in idx.shape)]
+    grid = _grid(np, idx_h, dim)
+    if not include_self:   # positions that receive values start from the reduction's identity
+        f = x.dtype.kind == "f"
+        out[grid] = {"sum": 0, "mean": 0, "prod": 1,
+                     "amax": -np.inf if f else np.iinfo(x.dtype).min,
+                     "amin": np.inf if f else np.iinfo(x.dtype).max}[reduce]
+    _SCATTER_UFUNC[reduce].at(out, grid, src)
+    if reduce == "mean":
+        n = np.full(x.shape, 1 if include_self else 0, dtype=np.int64)
+        np.add.at(n, grid, 1)
+        n = np.maximum(n, 1)   # positions that receive nothing keep x (n is 1 there, or 0 without self)
+        out = (out / n).astype(x.dtype) if x.dtype.kind == "f" else out // n
+    return xp.asarray(out)
+
+
+def _scatter_reduce_vjp(g, o, x, idx, src, dim, reduce, include_self):
+    """PyTorch's scatter_reduce_backward, written with primitives (so it traces and double-differentiates)."""
+    ones = P("full", shape=tuple(src.shape), value=1.0, dtype=g.dtype, device=g.device)
+    hit = P("gt", P("scatter_add", _zeros_like(g), idx, ones, dim=dim), 0.0)   # positions receiving src
+
+    def gathered(v):
+        return _src_grad(v, idx, src, dim)
+    if reduce == "sum":
+        gx, gs = g, gathered(g)
+    elif reduce == "mean":
+        n = P("scatter_add", P("full", shape=tuple(g.shape), value=1.0 if include_self else 0.0, dtype=g.dtype,
+                               device=g.device), idx, ones, dim=dim)
+        n = P("maximum", n, 1.0)
+        gx = P("div", g, n)
+        gs = gathered(gx)
+    elif reduce in ("amax", "amin"):
+        x_is = P("cast", P("eq", x, o), dtype=g.dtype)
+        src_is = P("cast", P("eq", src, _src_grad(o, idx, src, dim)), dtype=g.dtype)
+        share = P("div", g, P("scatter_add", x_is, idx, src_is, dim=dim))
+        gx = P("mul", x_is, share)
+        gs = P("mul", src_is, gathered(share))
+    else:   # prod: the product of the others, exact where the input holds zeros
+        x_zero = P("eq", x, 0.0)
+        x_safe = P("where", x_zero, 1.0, x)
+        others_x = P("scatter_reduce", x_safe, idx, src, dim=dim, reduce="prod", include_self=include_self)
+        gx = P("div", P("mul", g, others_x), x_safe)
+        src_zero = P("eq", src, 0.0)
+        zeros_per = _src_grad(P("scatter_add", _zeros_like(g), idx, P("cast", src_zero, dtype=g.dtype), dim=dim),
+                              idx, src, dim)
+        single = P("logical_and", src_zero, P("eq", zeros_per, 1.0))
+        others_src = P("scatter_reduce", x, idx, P("where", single, 1.0, src), dim=dim, reduce="prod",
+                       include_self=include_self)
+        gs = P("where", single, gathered(P("mul", g, others_src)),
+               P("div", gathered(P("mul", g, o)), P("where", src_zero, 1.0, src)))
+    if not include_self:
+        gx = P("where", hit, 0.0, gx)
+    return gx, None, gs
+
+
+register("scatter_reduce", _scatter_reduce, _scatter_reduce_vjp, INPUTS_AND_OUT)
+
 def _argsort(xp, x, dim, descending):
     if x.ndim == 0:
         return xp.zeros((), dtype=np.int64)

@@ -617,7 +617,9 @@ def scatter(x, dim, index, src=None, value=None, reduce=None):
     if reduce in ("add", "sum"):
         return P("scatter_add", x, index, src, dim=d)
     if reduce == "multiply":
-        raise NotImplementedError("scatter(reduce='multiply') is not supported")
+        return P("scatter_reduce", x, index, src, dim=d, reduce="prod", include_self=True)
+    if reduce is not None:
+        raise RuntimeError(f"reduce argument must be either add or multiply, got {reduce}")
     return P("scatter", x, index, src, dim=d)
 
 

@@ -536,6 +536,8 @@ _def("index_add", "index", _index_add, arity=3, attrs=("dim",))
 _def("gather", "index", _gather, arity=2, attrs=("dim",))
 _def("scatter_add", "index", _scatter("scatter_add"), arity=3, attrs=("dim",))
 _def("scatter", "index", _scatter("scatter"), arity=3, attrs=("dim",))
+_def("scatter_reduce", "index", _scatter("scatter_reduce"), arity=3, attrs=("dim", "reduce", "include_self"),
+     doc="reduce src into x at index along dim: sum, prod, mean, amax or amin (PyTorch's scatter_reduce)")
 
 
 def _sort_like(name):

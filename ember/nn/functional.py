@@ -26,6 +26,7 @@ from ._functional.distance import normalize, cosine_similarity, pairwise_distanc
 from ._functional.attention import scaled_dot_product_attention, multi_head_attention_forward  # noqa: F401
 from ._functional.vision import (  # noqa: F401
     interpolate, upsample, upsample_nearest, upsample_bilinear, pixel_shuffle, pixel_unshuffle)
+from ._functional.grid import grid_sample, affine_grid  # noqa: F401
 from ._functional.loss import (  # noqa: F401
     nll_loss, cross_entropy, mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary_cross_entropy,
     binary_cross_entropy_with_logits, kl_div, poisson_nll_loss, gaussian_nll_loss, soft_margin_loss,

@@ -370,6 +370,38 @@ def _index_add(b, c):
     return b.op("ScatterElements", [c.xs[0], ind, src], axis=d, reduction="add")
 
 
+_SCATTER_REDUCTION = {"sum": "add", "mean": "add", "prod": "mul", "amax": "max", "amin": "min"}
+
+
+def _scatter_reduce(b, c):
+    red, include_self = c.attrs["reduce"], c.attrs["include_self"]
+    need = 18 if red in ("amax", "amin") else 16
+    if b.opset < need:
+        raise unsupported(c, f"reduce='{red}' needs ScatterElements with reduction='{_SCATTER_REDUCTION[red]}' "
+                             f"(opset_version >= {need})")
+    d, xd = c.attrs["dim"] % len(c.in_shapes[0]), c.dtype
+    x, idx, src = c.xs[0], _index(b, c, 1), c.xs[2]
+    ishape = c.in_shapes[1]
+    if list(ishape) != list(c.in_shapes[2]):     # ONNX wants updates of the indices' shape
+        src = b.op("Slice", [src, b.i64([0] * len(ishape)), b.ints(ishape), b.i64(range(len(ishape)))])
+
+    def filled(value, like):
+        return b.op("Expand", [b.scalar(value, xd), b.op("Shape", [like])])
+    if not include_self:    # the receiving positions start from the reduction's identity
+        big = np.inf if xd.is_floating_point else np.iinfo(xd.np).max
+        ident = {"sum": 0, "mean": 0, "prod": 1, "amax": -big if xd.is_floating_point else np.iinfo(xd.np).min,
+                 "amin": big}[red]
+        x = b.op("ScatterElements", [x, idx, filled(ident, idx)], axis=d)
+    out = b.op("ScatterElements", [x, idx, src], axis=d, reduction=_SCATTER_REDUCTION[red])
+    if red != "mean":
+        return out
+    n = b.op("ScatterElements", [filled(1 if include_self else 0, c.xs[0]), idx, filled(1, idx)], axis=d,
+             reduction="add")
+    n = b.op("Max", [n, b.scalar(1, xd)])
+    if xd.is_floating_point:
+        return b.op("Div", [out, n])
+    return b.op("Div", [b.op("Sub", [out, b.op("Mod", [out, n])]), n])    # floor division, as the kernel
+
 def _sorted_indices(b, c, k, largest):
     shape = c.in_shapes[0]
     if not shape:
@@ -450,7 +482,7 @@ EMITTERS = {
     "reshape": _reshape, "permute": _permute, "expand": _expand, "slice": _slice, "flip": _flip, "pad": _pad,
     "cat": _cat, "windows": _windows, "fold": _fold,
     "take": _take, "gather": _gather, "index_add": _index_add, "scatter_add": _scatter("add"),
-    "scatter": _scatter("none"), "argsort": _argsort, "topk": _topk,
+    "scatter": _scatter("none"), "scatter_reduce": _scatter_reduce, "argsort": _argsort, "topk": _topk,
     "matmul": _matmul, "random": _random, "full": _full, "arange": _arange,
 }
 

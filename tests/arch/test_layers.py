@@ -96,4 +96,4 @@ def test_every_package_has_a_rule():
 
 
 # Public API packages above the compiler (they may import anything but tools).
-_API_PACKAGES = {"onnx", "backends", "cpu", "profiler", "serialization"}
+_API_PACKAGES = {"onnx", "backends", "cpu", "profiler", "serialization", "autograd", "distributions"}

@@ -16,9 +16,6 @@ from ember import diagnostics as records
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runner  # noqa: E402
 
-CONV_BN_BUG = ("ember.compile of Conv2d(bias=False) feeding BatchNorm2d fails with NameError: name 'bufN' is "
-               "not defined in the fused matmul+batch-norm step (another helper fixes compiler bugs)")
-
 
 def _falls(losses, k=5, by=0.0):
     first, last = np.mean(losses[:k]), np.mean(losses[-k:])
@@ -105,7 +102,6 @@ def test_dcgan_trains():
     assert all(np.isfinite(r["errG"]))
 
 
-@pytest.mark.xfail(raises=NameError, reason=CONV_BN_BUG, strict=False)
 def test_dcgan_compiled_equals_eager():
     c, e = _compiled("dcgan", nets=("G", "D"), batches=3, shuffle=False)
     _same(c["errD"], e["errD"], "errD")
@@ -152,7 +148,6 @@ def test_resnet_trains():
 
 
 @pytest.mark.slow                   # compiling the whole ResNet step takes ~20 s on a busy 2-core machine
-@pytest.mark.xfail(raises=NameError, reason=CONV_BN_BUG, strict=False)
 def test_resnet_compiled_equals_eager():
     c, e = _compiled("resnet", n_train=64, shuffle=False)
     _same(c["losses"], e["losses"], "ResNet losses", rtol=1e-3)

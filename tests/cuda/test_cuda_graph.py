@@ -453,7 +453,7 @@ def test_the_profiler_sees_graph_replays_and_launches(cp):
             run.run([x] + params)
     rows = {r.key: r for r in prof.key_averages()}
     graph = [r for r in rows.values() if r.kind == "graph"]
-    assert len(graph) == 1 and graph[0].count == 3 and graph[0].key.endswith(".cuda_graph")
+    assert len(graph) == 1 and graph[0].count == 3 and graph[0].key.split("#")[0].endswith(".cuda_graph")   # "#2": another program of the same name ran in this process
     assert prof.launch_counts["graphs"] == 3 and prof.launch_counts["syncs"] == 0
     assert "3 graph replays" in prof.key_averages().table()
     assert "replay" not in run.__dict__                 # put back when the profile stopped

@@ -167,7 +167,8 @@ def test_mnist_cnn_with_dynamic_batch():
         _check(sess, model, {"x": ember.randn(n, 1, 28, 28)})
     names = {i.name for i in proto.graph.initializer}
     assert {"fc1.bias", "fc2.bias"} <= names          # parameters under their state_dict names
-    assert any(n.startswith("conv1.weight.") for n in names)     # folded: the weight as the GEMM reads it
+    # folded: the weight as the GEMM reads it (the traced conv joins weight and bias into one matrix)
+    assert any(n.startswith(("conv1.weight.", "folded_")) for n in names)
     dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "batch"
     assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
@@ -273,6 +274,11 @@ PRIMITIVE_CASES = {
                                          ember.zeros(3, 4).index_add(1, i, x[:, :2]).reshape(-1),
                                          x.argsort(1).float().reshape(-1), x.topk(2, 1)[1].float().reshape(-1),
                                          x.topk(2, 0, largest=False)[0].reshape(-1)]), [(3, 4), "idx"]),
+    "scatter_reduce": (lambda x, i: ember.cat([
+        x.scatter_reduce(1, i.expand(3, 2), x[:, 1:3] + 1, "prod").reshape(-1),
+        x.scatter_reduce(1, i.expand(3, 2), x[:, :2], "mean", include_self=False).reshape(-1),
+        x.scatter_reduce(0, ember.tensor([[2], [0]]).expand(2, 4), x[:2], "sum", include_self=False).reshape(-1)]),
+        [(3, 4), "idx"]),
     "matmul_consts": (lambda x, y: ember.cat([(x @ y).reshape(-1), (x.expand(2, 3, 4) @ y).reshape(-1),
                                               ember.arange(5, dtype=ember.float32), ember.full((2,), 7.0),
                                               ember.linspace(0, 1, 3)]), [(3, 4), (4, 2)]),
@@ -400,3 +406,18 @@ def test_reachable_from_the_top_level_package():
         return x + 1
     e.onnx.export(f, ember.randn(2), io.BytesIO())
     assert seen == [True]
+
+
+@pytest.mark.parametrize("reduce", ["amax", "amin", "mean"])
+def test_scatter_reduce_max_min_at_opset_18_and_integer_mean(reduce):
+    def fn(x, i):
+        return ember.cat([x.scatter_reduce(1, i, x[:, :2] * 3, reduce).reshape(-1),
+                          x.scatter_reduce(1, i, x[:, 1:3], reduce, include_self=False).reshape(-1)])
+    x = ember.tensor(np.arange(-6, 6).reshape(3, 4)).float()
+    i = ember.tensor([[2, 2], [0, 1], [3, 3]])
+    for a in (x, x.long()):
+        _, sess = _export(fn, (a, i), input_names=["x", "i"], opset_version=18)
+        got = sess.run(None, {"x": a.numpy(), "i": i.numpy()})[0]
+        np.testing.assert_array_equal(got, fn(a, i).numpy())
+    with pytest.raises(Exception, match="opset_version >= 18" if reduce != "mean" else "opset_version >= 16"):
+        ember.onnx.export(fn, (x, i), io.BytesIO(), opset_version=15 if reduce == "mean" else 17)
