@@ -70,6 +70,7 @@ __all__ = ["CapturePlan", "plan_capture", "CudaProgramRunner", "CAPTURABLE_EXTER
 DEFAULT_MAX_GRAPHS = 4
 RECAPTURE_LIMIT = 4     # captures per graph slot before a runner stops capturing (inputs that never settle)
 STAGING_DEPTH = 4       # pinned buffers per host input: how many calls the host may run ahead
+FULL_GC_EVERY = 100     # calls between full garbage collections when every graph's outputs look held
 
 # the keys a runner adds into the compile driver's stats dicts
 STAT_KEYS = ("cuda_calls", "cuda_launches", "cuda_host_s", "cuda_graph_replays", "cuda_graph_captures",
@@ -173,6 +174,7 @@ class CudaProgramRunner:
         self.graphs = bool(graphs) and self.plan.capturable
         self.max_graphs = max_graphs
         self._owner = threading.get_ident()
+        self._full_gc_at = 0
         self._sinks = list(stats)
         self._notify = notify
         self._told: set = set()           # record codes said once per runner
@@ -365,6 +367,14 @@ class CudaProgramRunner:
             return None
         moved = self._moved_input(key) if self._instances and key not in self._instances else None
         if self.graph_count >= self.max_graphs and not self._evict(key):
+            # cycles that outlived the young generations: one full collection, now and then
+            if mine and self.stats["calls"] >= self._full_gc_at:
+                self._full_gc_at = self.stats["calls"] + FULL_GC_EVERY
+                gc.collect()
+                self.stats["gc"] += 1
+                for inst in mine:
+                    if not inst.busy():
+                        return inst
             self._record("C005", f"{self.which}: the outputs of all {self.graph_count} captured graphs are still "
                          "in use; such calls run kernel by kernel")
             return None
