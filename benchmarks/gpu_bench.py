@@ -17,8 +17,9 @@ checked against CuPy eager in the same run.
 
 Training steps (zero_grad, forward + backward, optimizer step): the MNIST CNN at batch 64 and 256 and
 the 2-layer GPT of benchmarks/bench_models.py at 16x64 and 64x64, each as ember eager, ember.compile
-(default and mode="reduce-overhead": CUDA graphs), torch eager, torch.compile (default and
-"reduce-overhead").  Per variant: ms/step (synchronised, interleaved medians), host us/step (the
+of the loss (default and mode="reduce-overhead": CUDA graphs), ember.compile of the whole step
+(zero_grad .. optimizer.step in one program: graphs by default), torch eager, torch.compile of the
+loss (default and "reduce-overhead").  Per variant: ms/step (synchronised, interleaved medians), host us/step (the
 step's Python time without the final synchronize), launches/step (CUDA API calls that queue work,
 counted by torch.profiler for every library in the process; for ember's compiled programs also
 ember's own count), and GPU busy (GPU kernel time / step time).  Every variant builds and warms
@@ -215,8 +216,8 @@ class OnDevice:
         return attr
 
 
-TRAIN_VARIANTS = ("ember eager", "ember compiled", "ember reduce-overhead", "torch eager", "torch.compile",
-                  "torch.compile reduce-overhead")
+TRAIN_VARIANTS = ("ember eager", "ember compiled", "ember reduce-overhead", "ember whole step", "torch eager",
+                  "torch.compile", "torch.compile reduce-overhead")
 # CUDA API calls that put work on a stream (what "launches" counts for the profiler)
 LAUNCH_APIS = ("LaunchKernel", "GraphLaunch", "MemcpyAsync", "MemsetAsync", "LaunchCooperativeKernel",
                "cuLaunch", "MemcpyHtoDAsync", "MemcpyDtoHAsync", "MemcpyDtoDAsync")
@@ -287,6 +288,16 @@ def _make_step(T, kind, batch, variant):
         loss.backward()
         opt.step()
         return loss
+    if variant == "ember whole step":
+        # zero_grad .. optimizer.step in one compiled function: one program, CUDA graphs by default
+        def whole(*a):
+            opt.zero_grad()
+            loss = fwd(*a)
+            loss.backward()
+            opt.step()
+            return loss
+        compiled = T.compile(whole, backend="cuda")
+        return (lambda: compiled(*xs)), compiled
     return step, compiled
 
 
@@ -408,6 +419,10 @@ def bench_training(args, cp):
             c = compiled.get(variant)
             if c is not None:
                 note += f", graphs {c.stats.get('cuda_graph_captures', 0)} captured"
+                v = c.variants[-1] if c.variants else None
+                if v is not None and any(ex is not None and not hasattr(ex, "program")
+                                         for ex in (v.forward_exec, v.backward_exec)):
+                    note += ", a graph runs on the reference interpreter (F002)"
             rows.append([kind, size, variant, f"{r.median * 1e3:.2f}", ratio, f"{host:.0f}", api, launches,
                          busy, note + (f", ember syncs/step {syncs}" if syncs not in ("", "0") else "")])
         say(f"  {kind} {size}: done ({time.perf_counter() - t_start:.0f} s)")

@@ -21,7 +21,6 @@ EXCEPTIONS: dict[str, str] = {
     "ember/nn/modules/module.py": "torch.nn.Module's whole API surface in one class",
     "ember/optim/lr_scheduler.py": "14 schedulers, each short; a package would scatter them",
     "ember/frontend/tensor.py": "Tensor still holds methods that should be bound from methods.py",
-    "ember/runtime/cuda_graph.py": "CUDA graph capture plan + runner: split the plan (pure) from the runner",
     "ember/frontend/prims.py": "VJP rows of every primitive plus the kernels with their own numerics",
     "ember/tools/cli.py": "ember-ir subcommands: one module per subcommand next",
     "ember/codegen/cuda/render.py": "five launch strategies of the CUDA renderer",

@@ -81,7 +81,9 @@ def test_reduce_overhead_training_equals_default(gpu, kind, make, opt_cls, kw):
     assert s1.get("cuda_graph_captures", 0) >= 1 and s1.get("cuda_graph_replays", 0) >= len(batches) - 2
     assert s1["cuda_launches"] < s0["cuda_launches"] and s1["cuda_syncs"] == 0
     if kind != "gpt":                             # the GPT backward has an eager index_add (C001)
-        assert s1["cuda_graph_captures"] == 2, [str(r) for r in recs]
+        # forward and backward captured; at most a second instance each (outputs still held)
+        assert 2 <= s1["cuda_graph_captures"] <= 4, [str(r) for r in recs]
+        assert s1["cuda_graph_replays"] >= 2 * (len(batches) - 2)
 
 
 def test_inference_is_one_graph_launch_per_call(gpu):
