@@ -15,7 +15,8 @@ keep their order (the first one is what the runtime splits across threads).
 from __future__ import annotations
 
 from ember.ir import index as fi
-from ember.ir.kernel import Binary, Cast, Const, IndexValue, Kernel, Load, Store, Unary, Where, topo_order
+from ember.ir.kernel import (Binary, Cast, Const, IndexValue, Kernel, Load, Random, Store, Unary, Where,
+                             topo_order)
 from ember.ir.index import Var, index_gathers
 
 __all__ = ["reorder_program", "reorder_kernel", "axis_scores"]
@@ -77,6 +78,8 @@ def _renamed(n, memo, rename):
         return Where(memo[id(n.cond)], memo[id(n.a)], memo[id(n.b)])
     if isinstance(n, Cast):
         return Cast(memo[id(n.x)], n.dtype)
+    if isinstance(n, Random):     # its counter is an index expression: renamed above, same values
+        return Random(n.dist, memo[id(n.seed)], memo[id(n.counter)], n.dtype)
     raise TypeError(f"loop_order: unexpected node {type(n).__name__} in a pointwise kernel")
 
 

@@ -117,3 +117,43 @@ def test_fused_dropout_program_equals_interpreter_bit_for_bit(runner):
     got = Executor(prog, runner=runner, eager_kernels=dispatch.KERNELS).run([xs, key])
     want = Interpreter(g, np).run([xs, key])
     assert [bits(a) for a in got] == [bits(a) for a in want]
+
+
+def test_dropout_training_step_compiles_without_interpreter_fallback():
+    """Dropout feeding a transposed consumer goes through the loop_order pass, which must know the
+    Random node (it once raised there, and the whole graph fell back to the interpreter: F002)."""
+    from ember import diagnostics
+    nn, F = ember.nn, ember.nn.functional
+
+    class Net(nn.Module):        # PyTorch's classic MNIST example, with both of its dropouts
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 10, 5)
+            self.conv2 = nn.Conv2d(10, 20, 5)
+            self.conv2_drop = nn.Dropout2d()
+            self.fc1 = nn.Linear(320, 50)
+            self.fc2 = nn.Linear(50, 10)
+
+        def forward(self, x):
+            x = F.relu(F.max_pool2d(self.conv1(x), 2))
+            x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+            x = F.relu(self.fc1(x.view(-1, 320)))
+            x = F.dropout(x, training=self.training)
+            return F.log_softmax(self.fc2(x), dim=1)
+
+    ember.manual_seed(0)
+    model = Net()
+    opt = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    x, y = ember.randn(4, 1, 28, 28), ember.randint(0, 10, (4,))
+
+    @ember.compile
+    def step(x, y):          # the whole training step: its programs go through loop_order
+        opt.zero_grad()
+        loss = F.nll_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    with diagnostics.collect() as recs:
+        step(x, y)
+    assert not [r for r in recs if r.code == "F002"], [str(r) for r in recs if r.code == "F002"]
