@@ -396,7 +396,7 @@ def main(argv=None) -> int:
         quiet: dict = {v: [] for v in workers}
         busy: dict = {v: [] for v in workers}
         try:
-            for r in range(args.rounds):      # quiet and busy turns alternate too
+            for _ in range(args.rounds):      # quiet and busy turns alternate too
                 alternate(workers, 1, args.steps, args.gap, quiet)
                 with BusyLoop():
                     alternate(workers, 1, args.steps, args.gap, busy)

@@ -123,7 +123,7 @@ def test_max_pool_ties_and_nan_follow_pytorch():
     x[0, 0, 2, 3] = np.nan
     t = ember.from_numpy(x).requires_grad_()
     for k, s in ((2, 2), (3, 2), (3, 1)):
-        _check_compiled_equals_eager(lambda a: F.max_pool2d(a, k, s), [t])
+        _check_compiled_equals_eager(lambda a, k=k, s=s: F.max_pool2d(a, k, s), [t])
     torch = pytest.importorskip("torch")
     tt = torch.from_numpy(x).requires_grad_()
     torch.nn.functional.max_pool2d(tt, 3, 2).sum().backward()

@@ -70,7 +70,7 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
             raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
     else:
         pads = [(p, p) for p in ntuple(padding, nd)]
-    N, C = x.shape[0], x.shape[1]
+    C = x.shape[1]
     spatial = tuple(x.shape[2:])
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
     for n, k, d in zip(padded, kernel, dilation):

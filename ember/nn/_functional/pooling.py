@@ -122,7 +122,7 @@ def _pool_taps(input, how, k, s, d, outs, pads, nd):
     acc = None
     for off in itertools.product(*(range(ki) for ki in k)):
         starts, stops, steps = [0] * x.ndim, list(x.shape), [1] * x.ndim
-        for i, (o, ki, si, di, oi) in enumerate(zip(off, k, s, d, outs)):
+        for i, (o, si, di, oi) in enumerate(zip(off, s, d, outs)):
             if blocks:                                 # [C, o1, k1, o2, k2, (N)]: index o into k_i
                 starts[2 + 2 * i], stops[2 + 2 * i] = o, o + 1
             else:
