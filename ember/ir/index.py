@@ -19,8 +19,8 @@ variable or a non-linear sub-expression (x // c, x % c, a gather).  Two identiti
 (q*c + r) // c = q + r // c and (q*c + r) % c = r % c (exact for integers, floor rounding), and
 r // c = 0, r % c = r once the interval of r lies in [0, c).  Terms are ordered o0, o1, ..., r0, ...,
 then other atoms by their text, so equal indices print equally (fusion compares requests as text).
-The range of an expression is the range of its linear form, which is never wider than interval
-arithmetic over the tree as written.
+Constants, coefficients and divisors may be symbolic sizes (ember/ir/symbolic.py): the identities
+then apply only where they hold for every value of the symbols, and no guard is taken.
 """
 from __future__ import annotations
 
@@ -391,11 +391,8 @@ def _mul_range(a, b):
 
 def _fdiv_range(lo, hi, c):
     """(lo // c, hi // c), widened where a symbolic bound may not divide: 0 <= x // c <= x."""
-    def one(x, upper):
-        if not any(isinstance(v, SymInt) for v in (x, c)) or divides(c, x):
-            return x if abs(x) == INF else x // c
-        return (x if upper else 0) if x >= 0 and c > 0 else (INF if upper else -INF)
-    return (one(lo, False), one(hi, True))
+    return tuple((x if abs(x) == INF else x // c) if is_static(x) and is_static(c) or divides(c, x)
+                 else (x if up else 0) if x >= 0 and c > 0 else (INF if up else -INF) for x, up in ((lo, 0), (hi, 1)))
 
 
 class _Simplifier:
@@ -495,8 +492,12 @@ class _Simplifier:
     def _step_divisor(self, r: _Lin, c: int) -> int:
         """The largest proper divisor d of c such that r = d*q2 + r2 with r2 in [0, d): a reshape
         that splits a merged dim reads (j*R + n) // (s*R) with n < R, which is j // s."""
-        if isinstance(c, SymInt):       # its divisors vary with the sizes
-            return 0
+        if isinstance(c, SymInt):       # c = k * (a product of symbols): try d = that product
+            (mono, k), = c.poly.items() if len(c.poly) == 1 else ((None, 0),)
+            d = SymInt({mono: 1}, c.hint // k) if k > 0 else None
+            r2 = self._split(r, d)[1] if d is not None else r
+            lo, hi = self.lin_range(r2)
+            return d if r2 is not r and len(r2.terms) < len(r.terms) and lo >= 0 and hi < d else 0
         for d in sorted((d for d in range(2, c) if c % d == 0), reverse=True)[:32]:
             _, r2 = self._split(r, d)
             if len(r2.terms) == len(r.terms) and r2.const == r.const:

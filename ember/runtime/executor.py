@@ -261,6 +261,7 @@ class Executor:
         self._owner = threading.get_ident()
         self._local = threading.local()
         self._sized: dict = {}      # (thread, symbol values) -> thread state, for a dynamic program
+        self.sizes: dict = {}
         if self.symbols:            # made by the first call, which knows the sizes
             self._fn, self.slots, self.pool, self.env = None, [], None, dict(self._env)
         else:
@@ -313,7 +314,8 @@ class Executor:
         if state is None:
             if len(self._sized) >= MAX_SIZED_STATES:     # bound the memory kept for past sizes
                 self._sized.pop(next(iter(self._sized)))
-            state = self._sized[key] = self._thread_state(dict(zip(self.symbols, values)))
+            self.sizes = dict(zip(self.symbols, values))    # (the latest sizes: what tools bind to)
+            state = self._sized[key] = self._thread_state(self.sizes)
             self._fn, self.slots, self.pool, self.env = state
         return state[0]
 
