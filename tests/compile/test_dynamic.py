@@ -189,3 +189,27 @@ def test_random_batch_sizes_never_recompile(sizes):
 
 
 _FIXED = _mlp()
+
+
+def test_dynamic_programs_print_and_parse_back():
+    """The graph IR and every kernel of a dynamic training step print symbolic sizes and read back."""
+    from ember.ir.kernel import Kernel
+    from ember.ir.kernel_text import parse_kernel
+    m = _mnist_like()
+    opt = ember.optim.SGD(m.parameters(), lr=0.05)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    f = ember.compile(step, dynamic=True)
+    f(ember.randn(6, 1, 12, 12), ember.randint(0, 10, (6,)))
+    cg = f.variants[-1]
+    text = str(cg.graph)
+    assert "f32[s0,1,12,12]" in text and str(parse(text)) == text
+    kernels = [s.kernel for s in cg.forward_exec.program.steps if isinstance(getattr(s, "kernel", None), Kernel)]
+    assert any(k.symbols == ("s0",) for k in kernels)
+    for k in kernels:
+        assert str(parse_kernel(str(k))) == str(k)
