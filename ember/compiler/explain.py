@@ -71,4 +71,8 @@ def explain(fn, *args, **kwargs) -> ExplainReport:
     leaves = []
     spec = flatten((args, kwargs), leaves)
     guards = describe_guards(cf.guard_key(leaves, spec))
-    return ExplainReport(cf.name, recs, cf.variants[before:] or cf.variants[-1:], guards)
+    variants = cf.variants[before:] or cf.variants[-1:]
+    for v in variants:      # a dynamic variant: where each size symbol is read, and its shape guards
+        sg = getattr(v, "shape_guard", None)
+        guards += sg.describe() if sg is not None else []
+    return ExplainReport(cf.name, recs, variants, guards)

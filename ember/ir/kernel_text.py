@@ -75,7 +75,7 @@ def format_kernel(k: Kernel) -> str:
 
 
 # ===================================================================================== parser
-_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_.]*)|(//|\*\*|[-+*%()\[\],]))")
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_.]*)|(//|\*\*|[-+*%()\[\],/]))")
 
 
 class _IndexParser:
@@ -132,7 +132,8 @@ class _IndexParser:
             return Var(t[0], int(t[1:]))
         if re.fullmatch(r"s\d+", t):              # a size symbol (ember/ir/symbolic.py)
             k = int(self.take()) if self.peek() == "**" and self.take() else 1
-            return IConst(parse_sym(t) ** k)
+            den = int(self.take()) if self.peek() == "/" and self.take() else 1   # s0/2: a guarded division
+            return IConst(parse_sym(f"{t}/{den}") ** k if den != 1 else parse_sym(t) ** k)
         wrap = False
         if t == "wrap":
             self.take("(")

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Iterable
 
 from ember.ir.symbolic import SymInt, _as_poly, _make, _poly_add, _poly_div, _poly_eval, _poly_min
 
 __all__ = ["as_size", "hint", "is_static", "divides", "nonneg", "same", "evaluate", "substitute",
-           "free_symbols", "linear_in", "size_readers", "sym_str", "parse_sym"]
+           "free_symbols", "linear_in", "size_readers", "sym_str", "parse_sym", "py_size"]
 
 
 def free_symbols(xs: Iterable) -> set[str]:
@@ -79,11 +80,14 @@ def _factors(term: str):
 
 
 def _powers(term: str) -> list:
+    term = term.partition("/")[0]
     return [s for f, k in _factors(term) if not f.isdigit() for s in [f] * k]
 
 
-def _coef(term: str) -> int:
-    return math.prod(int(f) ** k for f, k in _factors(term) if f.isdigit())
+def _coef(term: str):
+    term, _, den = term.partition("/")         # s0/2: a division a divisibility guard made exact
+    c = math.prod(int(f) ** k for f, k in _factors(term) if f.isdigit())
+    return Fraction(c, int(den)) if den else c
 
 
 def as_size(x):
@@ -164,3 +168,12 @@ def substitute(v, values: dict):
     if isinstance(v, dict):
         return {k: substitute(x, values) for k, x in v.items()}
     return v
+
+
+def py_size(x) -> str:
+    """A size as Python source (the executor's generated code): `s0/2` (exact by a guard) becomes
+    integer division."""
+    if not isinstance(x, SymInt) or not any(isinstance(c, Fraction) for c in x.poly.values()):
+        return str(x)
+    den = math.lcm(*(getattr(c, "denominator", 1) for c in x.poly.values()))
+    return f"(({SymInt({m: int(c * den) for m, c in x.poly.items()}, 0)})//{den})"

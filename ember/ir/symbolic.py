@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from fractions import Fraction
 __all__ = ["SymInt", "ShapeEnv", "Guard", "active", "shape_env", "is_sym", "MIN_DYNAMIC"]
 
 MIN_DYNAMIC = 2     # a dynamic size is at least this (0 and 1 are always specialised)
@@ -55,7 +56,8 @@ def _poly_eval(p: dict, values: dict) -> int:
         for s in m:
             c *= values[s]
         total += c
-    return total
+    # fractional coefficients come from a division a divisibility guard made exact
+    return int(total) if isinstance(total, Fraction) else total
 
 
 def _poly_min(p: dict) -> int | None:
@@ -80,12 +82,15 @@ def _poly_str(p: dict) -> str:
     terms = []
     for m in sorted(p, key=lambda m: (-len(m), m)):
         c = p[m]
+        num, den = (abs(c.numerator), c.denominator) if isinstance(c, Fraction) else (abs(c), 1)
         if not m:
-            body = str(abs(c))
-        elif abs(c) == 1:
+            body = str(num)
+        elif num == 1:
             body = _mono_str(m)
         else:
-            body = f"{abs(c)}*{_mono_str(m)}"
+            body = f"{num}*{_mono_str(m)}"
+        if den != 1:                        # a division a divisibility guard made exact: s0/2
+            body += f"/{den}"
         terms.append(("-" if c < 0 else "+", body))
     s = ("-" if terms[0][0] == "-" else "") + terms[0][1]
     for sign, body in terms[1:]:
@@ -276,12 +281,24 @@ class SymInt:
             return _make({m: c // d for m, c in self.poly.items()}, self.hint // d)
         return None
 
+    def _over_monomial(self, o):
+        """(self / m, c) when o = c*m for a monomial m of symbols dividing every term of self, else None:
+        then self // o == (self / m) // c and self % o == ((self / m) % c) * m."""
+        if not isinstance(o, SymInt) or len(o.poly) != 1:
+            return None
+        (mono, c), = o.poly.items()
+        q = _poly_div(self.poly, {mono: 1}) if c > 0 else None
+        return None if q is None else (_make(q, self.hint * c // o.hint if o.hint else 0), c, o // c)
+
     def __floordiv__(self, o):
         if _as_poly(o) is None:
             return NotImplemented
         q = self._divide(o)
         if q is not None:
             return q
+        split = self._over_monomial(o)
+        if split is not None:
+            return split[0] // split[1]
         if isinstance(o, int) and o > 0:
             # floor((a*s + b) / d) with d | a: a/d*s + floor(b / d)
             const = self.poly.get((), 0)
@@ -289,6 +306,10 @@ class SymInt:
             if all(c % o == 0 for c in rest.values()):
                 return _make({**{m: c // o for m, c in rest.items()}, **({(): const // o} if const // o else {})},
                              self.hint // o)
+            # (x - x % d) / d: exact once the remainder is guarded (x % d == r), as a reshape needs
+            r = self % o
+            return _make({m: Fraction(c, 1) / o for m, c in _poly_add(self.poly, {(): r}, -1).items()},
+                         self.hint // o)
         return self._specialise("//") // _hint(o)
 
     def __rfloordiv__(self, o):
@@ -308,10 +329,18 @@ class SymInt:
             return NotImplemented
         if self._divide(o) is not None:
             return 0
+        split = self._over_monomial(o)
+        if split is not None:
+            return (split[0] % split[1]) * split[2]
         if isinstance(o, int) and o > 0:
             rest = {m: c for m, c in self.poly.items() if m}
             if all(c % o == 0 for c in rest.values()):
                 return self.poly.get((), 0) % o
+            r = self.hint % o               # the remainder the trace saw, guarded: (x - r) % d == 0
+            if shape_env() is None:
+                raise TypeError(f"symbolic size {self} % {o} outside a compile")
+            _guard(_poly_add(self.poly, {(): r}, -1), "divides", o, why="%")
+            return r
         return self._specialise("%") % _hint(o)
 
     def __rmod__(self, o):

@@ -41,7 +41,7 @@ import numpy as np
 from ember.ir import dtypes as dt
 from ember.ir.kernel import ExternKernel
 from ember.ir.program import EagerStep, ExternStep, KernelStep, Program
-from ember.ir.sizes import evaluate as size_at, free_symbols, size_readers, substitute
+from ember.ir.sizes import evaluate as size_at, free_symbols, py_size, size_readers, substitute
 
 from .device import Device, get_device
 
@@ -99,7 +99,7 @@ def identifiers(program: Program) -> dict:
 
 
 def _shape(shape) -> str:
-    return f"({shape[0]},)" if len(shape) == 1 else "(" + ", ".join(map(str, shape)) + ")"
+    return f"({py_size(shape[0])},)" if len(shape) == 1 else "(" + ", ".join(map(py_size, shape)) + ")"
 
 
 def generate_source(program: Program, fn_name: str | None = None) -> tuple[str, dict]:

@@ -249,3 +249,18 @@ def test_models_over_batch_sizes(name):
             _close(a, r, 1e-4)
     stats = f._compiled.stats if isinstance(mod, nn.Module) else f.stats
     assert stats["compiles"] == 2
+
+
+def test_a_reshape_keeps_only_the_divisibility_it_needs():
+    """x.view(-1, 2, C) on a dynamic batch: the program divides the batch by 2 at run time under the
+    guard `s0 % 2 == 0` (no pin to the traced size); an odd batch fails as eagerly."""
+    f = ember.compile(lambda x: x.view(-1, 2, x.shape[1]).sum(dim=1) * 3, dynamic=True)
+    for b in (4, 6, 10, 8):
+        x = ember.randn(b, 3)
+        _close(f(x), x.view(-1, 2, 3).sum(dim=1) * 3)
+    assert f.stats["compiles"] == 1
+    cg = f.variants[-1]
+    assert "f32[s0/2,2,s1]" in str(cg.graph) and str(parse(str(cg.graph))) == str(cg.graph)
+    assert any("% 2 == 0" in g for g in cg.shape_guard.describe())
+    with pytest.raises(RuntimeError, match="invalid for input of size 15"):
+        f(ember.randn(5, 3))

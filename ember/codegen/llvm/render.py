@@ -219,12 +219,14 @@ class _KernelEmitter:
         if not isinstance(v, SymInt):
             return i64(v)
         b, total = self.b, None
+        # fractional coefficients (s0/2, from a guarded exact division): sum den*v, then divide
+        den = math.lcm(*(getattr(c, "denominator", 1) for c in v.poly.values()))
         for mono, coef in sorted(v.poly.items()):
-            term = i64(coef)
+            term = i64(int(coef * den))
             for name in mono:
                 term = b.mul(term, self.sym_value[name], flags=("nsw",))
             total = term if total is None else b.add(total, term, flags=("nsw",))
-        return total
+        return total if den == 1 else b.sdiv(total, i64(den))
 
     def _index(self, e, into: Buf = None, dim: int = None):
         """i64 value of an index expression, emitted at the builder's position."""

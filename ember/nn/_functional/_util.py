@@ -27,6 +27,13 @@ def _ntuple(n, name="value"):
 _single, _pair, _triple = _ntuple(1), _ntuple(2), _ntuple(3)
 
 
+def static_sizes(sizes) -> tuple:
+    """Spatial sizes of a windowed op (conv, pool, interpolate) as plain ints: a symbolic one is
+    pinned (a guard), since windows over a size that varies make every index symbolic -- slow to
+    compile and to run; the batch stays symbolic."""
+    return tuple(int(n) for n in sizes)
+
+
 def ntuple(x, n):
     return _ntuple(n)(x)
 

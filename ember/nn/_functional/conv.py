@@ -18,7 +18,7 @@ import numpy as np
 
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
-from ._util import Tensor, const, is_tracing, ntuple
+from ._util import Tensor, const, is_tracing, ntuple, static_sizes
 
 
 def _check_conv_input(input, weight, groups, nd, op, transposed=False):
@@ -71,7 +71,7 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
     else:
         pads = [(p, p) for p in ntuple(padding, nd)]
     C = x.shape[1]
-    spatial = tuple(x.shape[2:])
+    spatial = static_sizes(x.shape[2:])
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
     for n, k, d in zip(padded, kernel, dilation):
         if n < d * (k - 1) + 1:
@@ -157,7 +157,7 @@ def conv_transposend(input, weight, bias, stride, padding, output_padding, group
                                f"output_padding: {list(output_padding)}, stride: {list(stride)}, "
                                f"dilation: {list(dilation)}")
     N, C = x.shape[0], x.shape[1]
-    spatial = tuple(x.shape[2:])
+    spatial = static_sizes(x.shape[2:])
     kernel = tuple(weight.shape[2:])
     G = groups
     Cg, Og = C // G, weight.shape[1]

@@ -21,7 +21,7 @@ from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P, attach_node
 from ...frontend.tensor import _wrap
-from ._util import const, is_tracing, ntuple
+from ._util import const, is_tracing, ntuple, static_sizes
 
 
 def _out_size(n, k, s, p, d, ceil_mode):
@@ -47,7 +47,7 @@ def _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op):
                                f"kernel_size={ki} and dilation={di}")
     if any(si <= 0 for si in s):
         raise RuntimeError(f"{op}: stride should be greater than zero, but got stride={list(s)}")
-    spatial = tuple(input.shape[-nd:])
+    spatial = static_sizes(input.shape[-nd:])
     outs = tuple(_out_size(n, ki, si, pi, di, ceil_mode) for n, ki, si, pi, di in zip(spatial, k, s, p, d))
     if any(o <= 0 for o in outs):
         raise RuntimeError(f"{op}: Given input size: ({'x'.join(map(str, input.shape[-nd - 1:]))}). Calculated "
@@ -81,7 +81,7 @@ def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return
     flat = P("reshape", w, shape=tuple(w.shape[:-nd]) + (math.prod(k),))
     arg = P("argmax", flat, dims=(flat.ndim - 1,), keepdim=True)
     vals = P("reshape", P("gather", flat, arg, dim=flat.ndim - 1), shape=tuple(w.shape[:-nd]))
-    spatial = tuple(input.shape[-nd:])
+    spatial = static_sizes(input.shape[-nd:])
     pos = np.arange(math.prod(spatial), dtype=np.int64).reshape(spatial)
     pos = np.pad(pos, pads, constant_values=-1)
     pw = np.lib.stride_tricks.sliding_window_view(pos, tuple(di * (ki - 1) + 1 for ki, di in zip(k, d)))
@@ -320,7 +320,7 @@ def _adaptive_bounds(n, o):
 def _adaptive_avg(input, output_size, nd, op):
     if input.ndim not in (nd + 1, nd + 2):
         raise RuntimeError(f"{op}: Expected {nd + 1}D or {nd + 2}D tensor, but got {list(input.shape)}")
-    spatial = tuple(input.shape[-nd:])
+    spatial = static_sizes(input.shape[-nd:])
     osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
                  tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
     lead = tuple(input.shape[:-nd])
@@ -365,7 +365,7 @@ def adaptive_avg_pool3d(input, output_size):
 
 
 def _adaptive_max(input, output_size, return_indices, nd, op):
-    spatial = tuple(input.shape[-nd:])
+    spatial = static_sizes(input.shape[-nd:])
     osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
                  tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
     if not return_indices and all(n % o == 0 for n, o in zip(spatial, osz)):

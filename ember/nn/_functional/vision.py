@@ -13,7 +13,7 @@ import numpy as np
 from ...frontend import shape_ops as S
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
-from ._util import Tensor, const
+from ._util import Tensor, const, static_sizes
 
 
 def _src_nearest(o, n, scale, exact):
@@ -49,7 +49,7 @@ def interpolate(input: Tensor, size=None, scale_factor=None, mode: str = "neares
                          "linear | bilinear | bicubic | trilinear")
     if (size is None) == (scale_factor is None):
         raise ValueError("only one of size or scale_factor should be defined")
-    spatial = tuple(input.shape[2:])
+    spatial = static_sizes(input.shape[2:])
     if size is not None:
         out = tuple(size) if isinstance(size, (list, tuple)) else (size,) * nd
         scales = (None,) * nd
