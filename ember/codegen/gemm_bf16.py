@@ -218,6 +218,17 @@ def _f32_to_bf16(f: _Fn, v: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- packing
+def _zero_lanes(f: _Fn, lo: str, r: str, kfp: str, dpan: str) -> None:
+    """Zero lanes [lo, r) of the pairs [0, kfp) of a panel (lanes past the matrix edge)."""
+    kp, close_k = f.loop("0", kfp, "1", "zk")
+    row = f.tmp(f"mul i64 {kp}, {r}")
+    rr, close_r = f.loop(lo, r, "1", "zr")
+    di = f.tmp(f"add i64 {row}, {rr}")
+    f.emit(f"store i32 0, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
+    close_r()
+    close_k()
+
+
 def _emit_pack(cfg: GemmConfig) -> str:
     """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of %r lanes at dst (one function
     for every panel width: a compile-time width per tile multiplied the build time)."""
@@ -236,23 +247,55 @@ def _emit_pack(cfg: GemmConfig) -> str:
     lbase = f.tmp(f"add i64 %lane0, {lbase}", "lb")
     lend = f.tmp(f"add i64 {lbase}, {r}")
     lfull = f.tmp(f"icmp sle i64 {lend}, %lanes")
-    kslow = f.tmp(f"select i1 {lfull}, i64 {kfp}, i64 0", "kslow")   # the checked loop starts here
+    avail = f.tmp(f"sub i64 %lanes, {lbase}")
+    nv = f.tmp(f"select i1 {lfull}, i64 {r}, i64 {avail}", "nvalid")    # lanes inside the matrix
     poff = f.tmp(f"mul i64 {p}, {kpc}")
     poff = f.tmp(f"mul i64 {poff}, {r}")
     dpan = f.tmp(f"getelementptr i32, ptr %dst, i64 {poff}", "dp")
     fast, slow, done = f.fresh("fast"), f.fresh("slow"), f.fresh("pdone")
-    f.emit(f"br i1 {lfull}, label %{fast}, label %{slow}")
-    # -- fast: every lane inside the matrix, the pairs [0, kfp) whole
+    f.emit(f"br label %{fast}")
+    # -- fast: the pairs [0, kfp) whole; lanes [0, nvalid) copied, [nvalid, r) zero (an edge panel)
     f.label(fast)
     wl, il = f.fresh("wfast"), f.fresh("ifast")
     f.emit(f"br i1 {isw}, label %{wl}, label %{il}")
-    f.label(wl)     # K contiguous: each pair is one 32-bit word of the lane's row
-    rr, close_r = f.loop("0", r, "1", "wr")
+    f.label(wl)     # K contiguous: each pair is one 32-bit word of the lane's row -- a transpose,
+    # in 4 x 4 blocks of words through registers (one word at a time cost a tenth of a whole product)
+    r4 = f.tmp(f"and i64 {nv}, -4", "r4")
+    kv = f.tmp(f"and i64 {kfp}, -4", "kv")
+    rq, close_rq = f.loop("0", r4, "4", "tr")
+    rows = []
+    for q in range(4):
+        lane = f.tmp(f"add i64 {lbase}, {rq}")
+        lane = f.tmp(f"add i64 {lane}, {q}")
+        off = f.tmp(f"mul i64 {lane}, %ls")
+        off = f.tmp(f"add i64 {off}, %k0")
+        rows.append(f.tmp(f"getelementptr i16, ptr %src, i64 {off}"))
+    kq, close_kq = f.loop("0", kv, "4", "tk")
+    k2 = f.tmp(f"shl i64 {kq}, 1")
+    v = [f.tmp(f"load <4 x i32>, ptr {f.tmp(f'getelementptr i16, ptr {rw}, i64 {k2}')}, align 2") for rw in rows]
+    lo01 = f.tmp(f"shufflevector <4 x i32> {v[0]}, <4 x i32> {v[1]}, <4 x i32> <i32 0, i32 4, i32 1, i32 5>")
+    hi01 = f.tmp(f"shufflevector <4 x i32> {v[0]}, <4 x i32> {v[1]}, <4 x i32> <i32 2, i32 6, i32 3, i32 7>")
+    lo23 = f.tmp(f"shufflevector <4 x i32> {v[2]}, <4 x i32> {v[3]}, <4 x i32> <i32 0, i32 4, i32 1, i32 5>")
+    hi23 = f.tmp(f"shufflevector <4 x i32> {v[2]}, <4 x i32> {v[3]}, <4 x i32> <i32 2, i32 6, i32 3, i32 7>")
+    outs = [(lo01, lo23, "0, i32 1, i32 4, i32 5"), (lo01, lo23, "2, i32 3, i32 6, i32 7"),
+            (hi01, hi23, "0, i32 1, i32 4, i32 5"), (hi01, hi23, "2, i32 3, i32 6, i32 7")]
+    for q, (x, y, sel) in enumerate(outs):
+        col = f.tmp(f"shufflevector <4 x i32> {x}, <4 x i32> {y}, <4 x i32> <i32 {sel}>")
+        di = f.tmp(f"add i64 {kq}, {q}")
+        di = f.tmp(f"mul i64 {di}, {r}")
+        di = f.tmp(f"add i64 {di}, {rq}")
+        f.emit(f"store <4 x i32> {col}, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
+    close_kq()
+    close_rq()
+    # the rest one word at a time: pairs [kv, kfp) of the blocked lanes, all pairs of the last nvalid % 4
+    rr, close_r = f.loop("0", nv, "1", "wr")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     rowoff = f.tmp(f"mul i64 {lane}, %ls")
     rowoff = f.tmp(f"add i64 {rowoff}, %k0")
     rowp = f.tmp(f"getelementptr i16, ptr %src, i64 {rowoff}")
-    kp, close_k = f.loop("0", kfp, "1", "wk")
+    blocked = f.tmp(f"icmp slt i64 {rr}, {r4}")
+    kfrom = f.tmp(f"select i1 {blocked}, i64 {kv}, i64 0")
+    kp, close_k = f.loop(kfrom, kfp, "1", "wk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     sp = f.tmp(f"getelementptr i16, ptr {rowp}, i64 {k2}")
     word = f.tmp(f"load i32, ptr {sp}, align 2")
@@ -262,14 +305,45 @@ def _emit_pack(cfg: GemmConfig) -> str:
     f.emit(f"store i32 {word}, ptr {dp}, align 4")
     close_k()
     close_r()
+    _zero_lanes(f, nv, r, kfp, dpan)
     f.emit(f"br label %{slow}")
     f.label(il)     # lanes contiguous (any stride): interleave the rows 2p and 2p+1
+    unit, vl, sl = f.tmp("icmp eq i64 %ls, 1"), f.fresh("ivec"), f.fresh("iscalar")
+    f.emit(f"br i1 {unit}, label %{vl}, label %{sl}")
+    f.label(vl)     # lane stride 1: 16 lanes at a time (masked at the panel's end), zext / shift / or
+    kp, close_k = f.loop("0", kfp, "1", "vk")
+    k2 = f.tmp(f"shl i64 {kp}, 1")
+    k2 = f.tmp(f"add i64 %k0, {k2}")
+    lo_off = f.tmp(f"mul i64 {k2}, %ks")
+    lo_off = f.tmp(f"add i64 {lo_off}, {lbase}")
+    hi_off = f.tmp(f"add i64 {lo_off}, %ks")
+    drow = f.tmp(f"mul i64 {kp}, {r}")
+    rr, close_r = f.loop("0", r, "16", "vr")
+    iota = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
+    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
+    m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
+    valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
+    mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
+    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {lo_off}, {rr}')}")
+    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {hi_off}, {rr}')}")
+    lo = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pa}, i32 2, <16 x i1> {mv}, <16 x i16> zeroinitializer)")
+    hi = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pb}, i32 2, <16 x i1> {mv}, <16 x i16> zeroinitializer)")
+    lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
+    hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
+    hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
+    w = f.tmp(f"or {_V16I} {lo}, {hi}")
+    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
+    f.emit(f"call void @llvm.masked.store.v16i32.p0({_V16I} {w}, ptr {dp}, i32 4, <16 x i1> {m})")
+    close_r()
+    close_k()
+    f.emit(f"br label %{slow}")
+    f.label(sl)
     kp, close_k = f.loop("0", kfp, "1", "ik")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     k2 = f.tmp(f"add i64 %k0, {k2}")
     lo_off = f.tmp(f"mul i64 {k2}, %ks")
     hi_off = f.tmp(f"add i64 {lo_off}, %ks")
-    rr, close_r = f.loop("0", r, "1", "ir")
+    rr, close_r = f.loop("0", nv, "1", "ir")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     loff = f.tmp(f"mul i64 {lane}, %ls")
     a = f.tmp(f"add i64 {loff}, {lo_off}")
@@ -288,10 +362,11 @@ def _emit_pack(cfg: GemmConfig) -> str:
     f.emit(f"store i32 {word}, ptr {dp}, align 4")
     close_r()
     close_k()
+    _zero_lanes(f, nv, r, kfp, dpan)
     f.emit(f"br label %{slow}")
-    # -- slow: an edge panel, or the last pair of an odd K; zeros outside the matrix
+    # -- slow: the last pair of an odd K (its high half zero), every lane checked; zeros outside the matrix
     f.label(slow)
-    kp, close_k = f.loop(kslow, kpc, "1", "sk")
+    kp, close_k = f.loop(kfp, kpc, "1", "sk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     klo = f.tmp(f"add i64 %k0, {k2}")
     khi = f.tmp(f"add i64 {klo}, 1")
@@ -398,9 +473,56 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
                 nxt = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {alo}, {_V16F} {blo[j]}, {_V16F} {t})")
             f.emit(f"store {_V16F} {nxt}, ptr {p}, align 64")
     close_k()
+    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    # ---- a whole tile with no partial sums to add (every tile when K fits one block): straight-line
+    # stores from the registers, no masks or staging (small-K products spend a tenth of their time here)
+    mfull0 = f.tmp(f"icmp sge i64 {mrem}, {mr}")
+    whole = f.tmp(f"and i1 {mfull0}, {nfull}")
+    noacc = f.tmp(f"xor i1 {accum}, true")
+    quick = f.tmp(f"and i1 {whole}, {noacc}", "quick")
+    qb, qbias, qnob, qjoin, qo, qc, slow_, tile_end = (
+        f.fresh(h) for h in ("quick", "qbias", "qnobias", "qjoin", "qo", "qc", "general", "tile_end"))
+    f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
+    f.label(qb)
+    f.emit(f"br i1 {hasb}, label %{qbias}, label %{qnob}")
+    f.label(qbias)
+    bvals = []
+    for j in range(nv):
+        bidx = f.tmp(f"add i64 {jr}, {16 * j}")
+        bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
+        bvals.append(_bf16_to_f32_vec(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
+    f.emit(f"br label %{qjoin}")
+    f.label(qnob)
+    f.emit(f"br label %{qjoin}")
+    f.label(qjoin)
+    # -0.0 is the identity of fadd (+0.0 would turn a -0.0 result into +0.0)
+    bsel = [f.tmp(f"phi {_V16F} [{b}, %{qbias}], [splat (float -0.0), %{qnob}]") for b in bvals]
+    vals = []
+    for i in range(mr):
+        for j in range(nv):
+            p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
+            v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+            vals.append(f.tmp(f"fadd {_V16F} {v}, {bsel[j]}"))
+    f.emit(f"br i1 {wo}, label %{qo}, label %{qc}")
+    for lab, to_bf16 in ((qo, True), (qc, False)):
+        f.label(lab)
+        for i in range(mr):
+            row = f.tmp(f"add i64 {ir_}, {i}")
+            base = f.tmp(f"mul i64 {row}, {'%ldo' if to_bf16 else '%ldc'}")
+            base = f.tmp(f"add i64 {base}, {jr}")
+            for j in range(nv):
+                idx = f.tmp(f"add i64 {base}, {16 * j}")
+                v = vals[i * nv + j]
+                if to_bf16:
+                    ptr = f.tmp(f"getelementptr i16, ptr %o, i64 {idx}")
+                    f.emit(f"store <16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {ptr}, align 2")
+                else:
+                    ptr = f.tmp(f"getelementptr float, ptr %c, i64 {idx}")
+                    f.emit(f"store {_V16F} {v}, ptr {ptr}, align 4")
+        f.emit(f"br label %{tile_end}")
     # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
     # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
-    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    f.label(slow_)
     ncl = f.tmp(f"select i1 {nfull}, i64 {nr}, i64 {nrem}")
     ncl = f.tmp(f"trunc i64 {ncl} to i32")
     masks = []
@@ -457,6 +579,8 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
         f.emit(f"br label %{w_done}")
         f.label(w_done)
     close_row()
+    f.emit(f"br label %{tile_end}")
+    f.label(tile_end)
     close_i()
     close_j()
     return f.text()
@@ -603,6 +727,7 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
     decls += [f"declare {_V16F} @llvm.masked.load.v16f32.p0(ptr, i32, <16 x i1>, {_V16F})",
               "declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, <16 x i1>, <16 x i16>)",
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
+              f"declare void @llvm.masked.store.v16i32.p0({_V16I}, ptr, i32, <16 x i1>)",
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
     parts = head + decls + [_emit_pack(cfg)]
     for t in cfg.tiles:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import threading
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
-from ember.kernels import blas_threads
+from ember.kernels import blas_threads, workers
 from ember.runtime import cache, cpu
 
 __all__ = ["Bf16Gemm", "instance", "matmul", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
@@ -57,10 +58,12 @@ def _ptr(a: np.ndarray) -> int:
 
 
 class _Workspace(threading.local):
-    """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread."""
+    """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread;
+    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once)."""
 
     def __init__(self):
         self.bufs: dict = {}
+        self.packed = -1
 
     def get(self, name: str, nbytes: int) -> tuple:
         """(64-byte aligned uint8 array of nbytes, its address): B panels load as aligned zmm."""
@@ -158,30 +161,46 @@ class Bf16Gemm:
         o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
         tile = self.tile_for(N, M)
         pack_b, gemm_rows = self.fns[tile][:2]
-        bp = self._ws.get("bp", gen.packed_b_words(cfg, tile, N, K) * 4)[1]
+        bwords = gen.packed_b_words(cfg, tile, N, K) * 4
+        apw = gen.packed_a_words(cfg) * 4
         npanels = -(-N // tile.nr)
-        nt = cpu.num_threads() if threads is None else max(1, threads)
-        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS:
-            pool = cpu._pool(nt - 1)
-            cuts = [npanels * i // nt for i in range(nt + 1)]
-            futs = [pool.submit(pack_b, b_ptr, b_ls, b_ks, b_w, N, K, cuts[i], cuts[i + 1], bp)
-                    for i in range(1, nt)]
-            pack_b(b_ptr, b_ls, b_ks, b_w, N, K, cuts[0], cuts[1], bp)
-            for f_ in futs:
-                f_.result()
-            blocks = -(-M // cfg.mc)
-            rows = [min(M, cfg.mc * (blocks * i // nt)) for i in range(nt + 1)]
-            aps = [self._ws.get(f"ap{i}", gen.packed_a_words(cfg) * 4)[1] for i in range(nt)]
-            args = [(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
-                     bias_ptr, aps[i]) for i in range(nt)]
-            futs = [pool.submit(gemm_rows, *args[i]) for i in range(1, nt) if rows[i] < rows[i + 1]]
-            gemm_rows(*args[0])
-            for f_ in futs:
-                f_.result()
-        else:
+        nt = workers.num_threads() if threads is None else max(1, threads)
+        split = None
+        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
+            split = _split(-(-M // cfg.mc), npanels, M, N, nt)
+        if split is None:
+            bp = self._ws.get("bp", bwords)[1]
             pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
-            ap = self._ws.get("ap0", gen.packed_a_words(cfg) * 4)[1]
-            gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr, ap)
+            gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                      self._ws.get("ap", apw)[1])
+            return out
+        # One parallel loop (each pool handoff costs ~50 us here): chunks of MC-row blocks, each thread
+        # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
+        # panels and all of A.  Buffers are the running thread's own (_Workspace).
+        how, nch = split
+        call = next(_CALLS)
+        if how == "rows":
+            blocks = -(-M // cfg.mc)
+            rows = [min(M, cfg.mc * (blocks * i // nch)) for i in range(nch + 1)]
+
+            def chunk(i):
+                ws = self._ws
+                bp = ws.get("bp", bwords)[1]
+                if ws.packed != call:
+                    pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
+                    ws.packed = call
+                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
+                          bias_ptr, ws.get("ap", apw)[1])
+        else:
+            cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
+
+            def chunk(i):
+                n0, n1 = cols[i], cols[i + 1]
+                bp = self._ws.get("bp", bwords)[1]
+                pack_b(b_ptr + 2 * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
+                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
+                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.get("ap", apw)[1])
+        workers.parallel_for(chunk, nch, nt)
         return out
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
@@ -237,21 +256,33 @@ class Bf16Gemm:
             o_ptr, obs = _ptr(out), M * N
             if K > cfg.kc:
                 c_ptr, cbs = self._ws.get("c", nb * M * N * 4)[1], M * N
-        nt = cpu.num_threads() if threads is None else max(1, threads)
-        nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS else 1
+        nt = workers.num_threads() if threads is None else max(1, threads)
+        nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
-        cuts = [nb * i // nt for i in range(nt + 1)]
-        args = [(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr, cbs,
-                 N, o_ptr, obs, N, bias_ptr, self._ws.get(f"ap{i}", gen.packed_a_words(cfg) * 4)[1],
-                 self._ws.get(f"bp{i}", bwords)[1]) for i in range(nt)]
-        if nt == 1:
-            batch_fn(*args[0])
-            return
-        pool = cpu._pool(nt - 1)
-        futs = [pool.submit(batch_fn, *args[i]) for i in range(1, nt)]
-        batch_fn(*args[0])
-        for f_ in futs:
-            f_.result()
+        apw = gen.packed_a_words(cfg) * 4
+        nch = min(nb, workers.CHUNKS_PER_THREAD * nt) if nt > 1 else 1
+        cuts = [nb * i // nch for i in range(nch + 1)]
+
+        def chunk(i):   # packing buffers are the running thread's own (_Workspace)
+            batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr,
+                     cbs, N, o_ptr, obs, N, bias_ptr, self._ws.get("ap", apw)[1], self._ws.get("bp", bwords)[1])
+        if nch == 1:
+            chunk(0)
+        else:
+            workers.parallel_for(chunk, nch, nt)
+
+
+def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
+    """How nt threads share one product: ("rows", chunks) -- every thread packs all of B, so only when
+    B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- every
+    chunk packs all of A; None: one thread."""
+    if row_blocks >= 2 * nt and N <= M:
+        return "rows", min(row_blocks, workers.CHUNKS_PER_THREAD * nt)
+    if panels >= nt:
+        return "cols", min(panels, 2 * nt)
+    if row_blocks >= nt:
+        return "rows", row_blocks
+    return None
 
 
 def _unit_stride(x) -> bool:
@@ -305,6 +336,7 @@ def _operand(x: np.ndarray, k_axis: int):
     return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1), x
 
 
+_CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)
 _INSTANCE = None
 _LOCK = threading.Lock()
 

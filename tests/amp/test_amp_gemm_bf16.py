@@ -149,3 +149,27 @@ def test_eager_bf16_matmul_uses_the_kernel_and_matches_torch():
     t = (torch.tensor(a).bfloat16() @ torch.tensor(b).bfloat16()).float().numpy()
     # both accumulate in float32 and round once: at most one bf16 unit apart
     np.testing.assert_allclose(e, t, rtol=2.0 ** -7, atol=1e-6)
+
+
+@pytest.mark.parametrize("m,n,k", [(400, 70, 130), (30, 200, 150), (100, 40, 70), (7, 20, 9)])
+def test_threads_split_rows_or_columns(gemm, m, n, k, monkeypatch):
+    """Every way of sharing a product between threads (rows with B packed per thread, B's panels with
+    A packed per chunk, one thread) gives the single-thread result bit for bit."""
+    monkeypatch.setattr(G, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(G.workers, "backing_off", lambda: False)
+    rng = np.random.default_rng(m + n + k)
+    a, b = _rand(rng, (m, k)), _layout(_rand(rng, (k, n)), True)
+    bias = _rand(rng, (n,))
+    for od in (BF, np.float32):
+        one = gemm.mm(a, b, bias=bias, out_dtype=od, threads=1)
+        _check(one, a, b, bias, od)
+        for threads in (2, 3):
+            np.testing.assert_array_equal(gemm.mm(a, b, bias=bias, out_dtype=od, threads=threads), one)
+    ba, bb = _rand(rng, (5, m, k)), _rand(rng, (5, k, n))     # batches: split by products
+    np.testing.assert_array_equal(gemm.matmul(ba, bb, threads=2), gemm.matmul(ba, bb, threads=1))
+
+
+def test_split_choice():
+    assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 8)
+    assert G._split(row_blocks=1, panels=8, M=20, N=250, nt=2) == ("cols", 4)
+    assert G._split(row_blocks=1, panels=1, M=20, N=16, nt=2) is None
