@@ -253,6 +253,8 @@ def _emit_pack(cfg: GemmConfig) -> str:
     poff = f.tmp(f"mul i64 {poff}, {r}")
     dpan = f.tmp(f"getelementptr i32, ptr %dst, i64 {poff}", "dp")
     fast, slow, done = f.fresh("fast"), f.fresh("slow"), f.fresh("pdone")
+    kslow = f.alloca("i64", "kslow")     # where the checked loop starts: kfp, or kpc when a fast path did all
+    f.emit(f"store i64 {kfp}, ptr {kslow}")
     f.emit(f"br label %{fast}")
     # -- fast: the pairs [0, kfp) whole; lanes [0, nvalid) copied, [nvalid, r) zero (an edge panel)
     f.label(fast)
@@ -310,9 +312,12 @@ def _emit_pack(cfg: GemmConfig) -> str:
     f.label(il)     # lanes contiguous (any stride): interleave the rows 2p and 2p+1
     unit, vl, sl = f.tmp("icmp eq i64 %ls, 1"), f.fresh("ivec"), f.fresh("iscalar")
     f.emit(f"br i1 {unit}, label %{vl}, label %{sl}")
-    f.label(vl)     # lane stride 1: 16 lanes at a time (masked at the panel's end), zext / shift / or
-    kp, close_k = f.loop("0", kfp, "1", "vk")
+    f.label(vl)     # lane stride 1: 16 lanes at a time (masked at the panel's end), zext / shift / or;
+    # also the last pair of an odd K (its high half masked off), so the checked loop has nothing left
+    f.emit(f"store i64 {kpc}, ptr {kslow}")
+    kp, close_k = f.loop("0", kpc, "1", "vk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
+    hi_in = f.tmp(f"icmp slt i64 {f.tmp(f'or i64 {k2}, 1')}, %kc")
     k2 = f.tmp(f"add i64 %k0, {k2}")
     lo_off = f.tmp(f"mul i64 {k2}, %ks")
     lo_off = f.tmp(f"add i64 {lo_off}, {lbase}")
@@ -327,7 +332,8 @@ def _emit_pack(cfg: GemmConfig) -> str:
     pa = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {lo_off}, {rr}')}")
     pb = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {hi_off}, {rr}')}")
     lo = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pa}, i32 2, <16 x i1> {mv}, <16 x i16> zeroinitializer)")
-    hi = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pb}, i32 2, <16 x i1> {mv}, <16 x i16> zeroinitializer)")
+    mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
+    hi = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pb}, i32 2, <16 x i1> {mvh}, <16 x i16> zeroinitializer)")
     lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
     hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
     hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
@@ -366,7 +372,7 @@ def _emit_pack(cfg: GemmConfig) -> str:
     f.emit(f"br label %{slow}")
     # -- slow: the last pair of an odd K (its high half zero), every lane checked; zeros outside the matrix
     f.label(slow)
-    kp, close_k = f.loop(kfp, kpc, "1", "sk")
+    kp, close_k = f.loop(f.tmp(f"load i64, ptr {kslow}"), kpc, "1", "sk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     klo = f.tmp(f"add i64 %k0, {k2}")
     khi = f.tmp(f"add i64 {klo}, 1")
