@@ -81,10 +81,11 @@ from .kernels import blas_threads as _blas_threads  # noqa: E402
                                      "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 
-def _bf16_matmul(a, b):
-    """The generated bfloat16 GEMM, compiled on first use (importing the compiler stays lazy)."""
+def _bf16_matmul(a, b, bias=None):
+    """The generated bfloat16 GEMM (bias: bf16 [N], added in its epilogue), compiled on first use
+    (importing the compiler stays lazy)."""
     from .runtime import gemm_bf16
-    return gemm_bf16.matmul(a, b)
+    return gemm_bf16.matmul(a, b, bias)
 
 
 _blas_threads.BF16_MATMUL = _bf16_matmul

@@ -126,7 +126,7 @@ def _gemm2d(a, b, out, threads: int):
 
 
 # The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
-# that this module needs no import of the compiler: fn(a, b) -> bf16 array, a and b bfloat16.
+# that this module needs no import of the compiler: fn(a, b, bias=None) -> bf16 array, a, b (and bias[N]) bfloat16.
 BF16_MATMUL = None
 
 

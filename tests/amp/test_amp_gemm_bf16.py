@@ -173,3 +173,46 @@ def test_split_choice():
     assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 8)
     assert G._split(row_blocks=1, panels=8, M=20, N=250, nt=2) == ("cols", 4)
     assert G._split(row_blocks=1, panels=1, M=20, N=16, nt=2) is None
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_autocast_linear_adds_the_bias_in_the_gemm_epilogue(lead):
+    """F.linear under CPU autocast: one GEMM with the bias in its epilogue, rounded once (as PyTorch's
+    addmm); values and gradients against torch's autocast, grad_fn named like PyTorch's."""
+    torch = pytest.importorskip("torch")
+    import ember
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(lead + (40, 70)).astype(np.float32)
+    w = rng.standard_normal((90, 70)).astype(np.float32)
+    b = rng.standard_normal(90).astype(np.float32)
+    ex, ew, eb = (ember.tensor(v, requires_grad=True) for v in (x, w, b))
+    tx, tw, tb = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
+    with ember.autocast("cpu"):
+        ey = ember.nn.functional.linear(ex, ew, eb)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ty = torch.nn.functional.linear(tx, tw, tb)
+    assert ey.dtype is ember.bfloat16 and ey.shape == tuple(ty.shape)
+    if not lead:
+        assert ey.grad_fn.name() == ty.grad_fn.name() == "AddmmBackward0"
+    # one rounding: exactly the GEMM's bf16 result with the bias added in float32
+    x2 = x.reshape(-1, 70).astype(BF)
+    one = G.instance().matmul(x2, w.astype(BF).T, bias=b.astype(BF)).reshape(ey.shape)
+    np.testing.assert_array_equal(ey.detach().float().numpy(), one.astype(np.float32))
+    np.testing.assert_allclose(ey.detach().float().numpy(), ty.detach().float().numpy(), rtol=2 ** -7, atol=1e-2)
+    gy = rng.standard_normal(ey.shape).astype(np.float32)
+    ey.float().backward(ember.tensor(gy))
+    ty.float().backward(torch.tensor(gy))
+    for e, t in ((ex, tx), (ew, tw), (eb, tb)):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=2e-2, atol=0.3)
+
+
+def test_addmm_bf16_uses_the_epilogue_and_falls_back_for_scaled_forms():
+    import ember
+    rng = np.random.default_rng(5)
+    a, b, c = (ember.tensor(rng.standard_normal(s).astype(np.float32)).bfloat16() for s in ((9, 20), (20, 33), (33,)))
+    r = ember.addmm(c, a, b)
+    ref = G.instance().matmul(a.numpy(), b.numpy(), bias=c.numpy())
+    np.testing.assert_array_equal(r.float().numpy(), ref.astype(np.float32))
+    r2 = ember.addmm(c, a, b, beta=0.5, alpha=2)     # matmul + scaled add: still right, within bf16
+    want = 2 * a.float().numpy() @ b.float().numpy() + 0.5 * c.float().numpy()
+    np.testing.assert_allclose(r2.float().numpy(), want, rtol=2 ** -6, atol=0.1)
