@@ -337,9 +337,10 @@ def _emit_pack(cfg: GemmConfig) -> str:
     mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
     pa = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {lo_off}, {rr}')}")
     pb = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {hi_off}, {rr}')}")
-    lo = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pa}, i32 2, <16 x i1> {mv}, <16 x i16> zeroinitializer)")
+    load = "call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {}, i32 2, <16 x i1> {}, <16 x i16> zeroinitializer)"
+    lo = f.tmp(load.format(pa, mv))
     mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
-    hi = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {pb}, i32 2, <16 x i1> {mvh}, <16 x i16> zeroinitializer)")
+    hi = f.tmp(load.format(pb, mvh))
     lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
     hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
     hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
