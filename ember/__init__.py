@@ -74,6 +74,7 @@ from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
 from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
 from .kernels import blas_threads as _blas_threads  # noqa: E402
+from .kernels import casts as _casts  # noqa: E402
 
 # the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
 (FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
@@ -89,6 +90,15 @@ def _bf16_matmul(a, b, bias=None):
 
 
 _blas_threads.BF16_MATMUL = _bf16_matmul
+
+
+def _bf16_convert(x, dtype):
+    """float32 <-> bfloat16 of a contiguous array by the generated kernels (None: not those dtypes)."""
+    from .runtime import gemm_bf16
+    return gemm_bf16.convert(x, dtype)
+
+
+_casts.CONVERT = _bf16_convert
 
 fmod = _methods._fmod
 fmax, fmin = _methods._fmax, _methods._fmin

@@ -44,7 +44,8 @@ Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
         products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
         broadcast A that fits one MC x KC block is packed once.
 
-Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).
+Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Besides them,
+`cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
 
 Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
     q * ceil(N/NR) * (KC/2) * NR + p * ceil(kc/2) * NR.
@@ -727,6 +728,33 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+# ---------------------------------------------------------------------------------- conversions
+def _emit_convert(to_bf16: bool) -> str:
+    """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
+    (nearest even, NaN -> 0x7FC0, denormals kept: PyTorch's and ml_dtypes' cast, bit for bit);
+    cvt_bf16_f32: the exact widening.  16 lanes a step, the tail masked.  Eager autocast casts every
+    activation and gradient: numpy's astype takes ~1 ns an element for bfloat16, these ~0.05."""
+    name, src_t, dst_t = ("cvt_f32_bf16", _V16F, "<16 x i16>") if to_bf16 else ("cvt_bf16_f32", "<16 x i16>", _V16F)
+    f = _Fn(f"define void @{name}(ptr noalias %src, ptr noalias %dst, i64 %n) {_ATTRS}")
+    src_sz, dst_sz = (4, 2) if to_bf16 else (2, 4)
+    i, close = f.loop("0", "%n", "16", "i")
+    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 %n, {i}')} to i32")
+    m = f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {_splat_i32(f, left)}")
+    sp = f.tmp(f"getelementptr i{8 * src_sz}, ptr %src, i64 {i}")
+    dp = f.tmp(f"getelementptr i{8 * dst_sz}, ptr %dst, i64 {i}")
+    if to_bf16:
+        v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {sp}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {dp}, i32 2, "
+               f"<16 x i1> {m})")
+    else:
+        v = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {sp}, i32 2, <16 x i1> {m}, "
+                  "<16 x i16> zeroinitializer)")
+        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_bf16_to_f32_vec(f, v)}, ptr {dp}, i32 4, "
+               f"<16 x i1> {m})")
+    close()
+    return f.text()
+
+
 def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str:
     """The module text (see the module docstring)."""
     cfg.check()
@@ -743,7 +771,7 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
               f"declare void @llvm.masked.store.v16i32.p0({_V16I}, ptr, i32, <16 x i1>)",
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
-    parts = head + decls + [_emit_pack(cfg)]
+    parts = head + decls + [_emit_pack(cfg), _emit_convert(True), _emit_convert(False)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_pack_b(cfg, t), _emit_rows(cfg, t), _emit_batch(cfg, t)]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')

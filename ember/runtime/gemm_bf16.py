@@ -35,7 +35,7 @@ from ember.codegen import llvm as cg
 from ember.kernels import blas_threads, workers
 from ember.runtime import cache, cpu
 
-__all__ = ["Bf16Gemm", "instance", "matmul", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
+__all__ = ["Bf16Gemm", "instance", "matmul", "convert", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 # Below this a product runs on the calling thread: the pool handoff (~55 us, two per product) costs more
@@ -111,8 +111,21 @@ class Bf16Gemm:
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P))
+        self._cvt = {np.dtype(np.float32): fn("cvt_bf16_f32", _P, _P, _I64),   # keyed by the target dtype
+                     BF16: fn("cvt_f32_bf16", _P, _P, _I64)}
         self._ws = _Workspace()
         self._tile_of: dict = {}
+
+    def convert(self, x: np.ndarray, to) -> np.ndarray | None:
+        """x (C-contiguous float32 or bfloat16) cast to the other one as a new array; None for anything
+        else (the caller then uses numpy)."""
+        to = np.dtype(to)
+        fn = self._cvt.get(to)
+        if fn is None or not x.flags.c_contiguous or x.dtype != (BF16 if to == np.float32 else np.float32):
+            return None
+        out = np.empty(x.shape, to)
+        fn(_ptr(x), _ptr(out), x.size)
+        return out
 
     def tile_for(self, n: int, m: int = 1 << 20) -> gen.Tile:
         """The tile that wastes the least work on an M x N product: padded rows times padded columns
@@ -353,3 +366,8 @@ def instance() -> Bf16Gemm:
 
 def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16) -> np.ndarray:
     return instance().matmul(a, b, bias, out_dtype)
+
+
+def convert(x: np.ndarray, to) -> np.ndarray | None:
+    """Bf16Gemm.convert on the process-wide instance."""
+    return instance().convert(x, to)

@@ -216,3 +216,29 @@ def test_addmm_bf16_uses_the_epilogue_and_falls_back_for_scaled_forms():
     r2 = ember.addmm(c, a, b, beta=0.5, alpha=2)     # matmul + scaled add: still right, within bf16
     want = 2 * a.float().numpy() @ b.float().numpy() + 0.5 * c.float().numpy()
     np.testing.assert_allclose(r2.float().numpy(), want, rtol=2 ** -6, atol=0.1)
+
+
+@pytest.mark.parametrize("layout", ["c", "f", "strided", "broadcast", "small"])
+def test_generated_casts_equal_numpy_bit_for_bit(layout):
+    """float32 <-> bfloat16 through the generated kernels (ember/kernels/casts.py) round exactly like
+    ml_dtypes / PyTorch: nearest even, overflow to inf, denormals kept, NaN stays NaN; any layout."""
+    from ember.kernels import casts
+    assert casts.CONVERT is not None      # installed by the ember package
+    rng = np.random.default_rng(6)
+    n = 20011
+    x = (rng.standard_normal(n) * np.exp(rng.uniform(-95, 95, n))).astype(np.float32)
+    x[:12] = [np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-42, 3.4e38, -3.39e38, 1 + 2 ** -8, 1 + 3 * 2 ** -8, np.nan, 1.0]
+    x = {"c": x[:20000].reshape(100, 200), "f": x[:20000].reshape(200, 100).T, "strided": x[::2],
+         "broadcast": np.broadcast_to(x[:300], (50, 300)), "small": x[:100]}[layout]
+    with np.errstate(over="ignore"):
+        want = x.astype(BF)
+    got = casts.astype(x, BF)
+    assert got.shape == want.shape and got.dtype == BF and got.flags.writeable
+    nan = np.isnan(want.astype(np.float32))
+    assert np.array_equal(np.isnan(got.astype(np.float32)), nan)
+    assert np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    back = casts.astype(got, np.float32)
+    assert np.array_equal(back.view(np.uint32)[~nan], got.astype(np.float32).view(np.uint32)[~nan])
+    import ember
+    t = ember.tensor(np.ascontiguousarray(x))
+    assert np.array_equal(t.bfloat16().numpy().view(np.uint16)[~nan], want.view(np.uint16)[~nan])
