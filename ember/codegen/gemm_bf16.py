@@ -11,10 +11,11 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     NR columns of B) and, for each pair of K indices (2p, 2p+1), one 32-bit word per lane holding
     (x[lane, 2p], x[lane, 2p+1]) -- exactly the operand layout of the bf16 dot-product instruction.
     Lanes past the matrix edge and the K index past an odd K are zero, so edge tiles compute garbage-free
-    zeros.  `pack_b` packs all of B once (threads split its panels); A is packed per MC x KC block by
-    each thread inside `gemm_rows`.  Two copy loops in the one `pack` function (its lane count is an
-    argument): lanes-contiguous ("interleave" two K rows) or K-contiguous (whole 32-bit words), chosen
-    by the caller from the strides.
+    zeros.  `pack_b` packs B (all of it, or a range of panels); A is packed per MC x KC block inside
+    `gemm_rows`.  Two copy paths in the one `pack` function (its lane count is an argument), chosen by
+    the caller from the strides: K-contiguous (whole 32-bit words: a transpose, done in 4 x 4 blocks of
+    words through registers) or lanes-contiguous (two K rows interleaved, 16 lanes at a time when the
+    lane stride is 1).  Packing one word at a time had cost up to 45% of a small-M product.
   * Micro-kernel.  MR x NR accumulators (NR/16 zmm vectors per row) live in registers for the whole
     KC block; per K pair it loads NR/16 vectors of B, broadcasts one 32-bit A word per row and issues
     MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
@@ -23,8 +24,10 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     denormal inputs and results to zero).
   * Stores (per tile, from flags): add the partial sums already in the float32 C (K blocks after the
     first), add a bf16 bias per column (the last K block), and write float32 C or round to bf16
-    (nearest-even, NaN -> quiet NaN) into the output O.  Rows past the edge are skipped and columns
-    past it masked off (AVX-512 masked loads/stores), so nothing outside [M, N] is read or written.
+    (nearest-even, NaN -> quiet NaN; vcvtneps2bf16 on AVX512-BF16) into the output O.  A whole tile with
+    no partial sums is stored straight from the registers; an edge tile skips the rows past the edge
+    and masks off the columns past it (AVX-512 masked loads/stores), so nothing outside [M, N] is read
+    or written.
 
 Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
 

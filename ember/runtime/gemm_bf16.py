@@ -12,9 +12,14 @@ The machine code uses vdpbf16ps when the host CPU has AVX512-BF16 (`llvm.get_hos
 else float32 FMAs on the widened halves (`Bf16Gemm(GemmConfig(dpbf16=False))` forces that path).
 Object code goes through the disk cache of ember/runtime/cache.py like every compiled kernel.
 
-Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads of the CPU runtime's
-pool (ember/runtime/cpu.py): first the packing of B split by column panels, then the rows of C split
-in MC-row blocks; smaller products run on the calling thread (a pool handoff costs ~55 us here).
+Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads in one parallel loop of
+ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of MC-row
+blocks, each thread packing all of B once for the call, when B is no bigger than A; else chunks of B's
+column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
+products run on the calling thread.
+
+`convert(x, dtype)`: float32 <-> bfloat16 of a contiguous array by the module's cvt functions (eager
+casts go through it: ember/kernels/casts.py).
 
 The one compiled instance per configuration lives as long as the process (`instance()`): its engine
 owns the machine code that every call jumps into, so it must never be collected while in use.
