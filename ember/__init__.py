@@ -82,11 +82,11 @@ from .kernels import casts as _casts  # noqa: E402
                                      "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 
-def _bf16_matmul(a, b, bias=None):
-    """The generated bfloat16 GEMM (bias: bf16 [N], added in its epilogue), compiled on first use
-    (importing the compiler stays lazy)."""
+def _bf16_matmul(a, b, bias=None, out=None):
+    """The generated bfloat16 GEMM (bias: bf16 [N], added in its epilogue; out: where to write), compiled
+    on first use (importing the compiler stays lazy)."""
     from .runtime import gemm_bf16
-    return gemm_bf16.matmul(a, b, bias)
+    return gemm_bf16.matmul(a, b, bias, out=out)
 
 
 _blas_threads.BF16_MATMUL = _bf16_matmul

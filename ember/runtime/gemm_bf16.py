@@ -222,23 +222,31 @@ class Bf16Gemm:
         return out
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
-               threads: int | None = None) -> np.ndarray:
-        """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast)."""
+               threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast).  out: a C-contiguous
+        array of the result's shape and out_dtype to write into (a compiled graph's buffer)."""
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError("gemm_bf16.matmul needs operands of at least 2 dimensions")
         if a.dtype != BF16 or b.dtype != BF16:
             raise TypeError(f"gemm_bf16.matmul takes bfloat16 arrays, got {a.dtype} and {b.dtype}")
+        if out is not None:
+            want = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+            if out.shape != want or out.dtype != np.dtype(out_dtype) or not out.flags.c_contiguous:
+                raise ValueError(f"gemm_bf16.matmul: out must be a C-contiguous {np.dtype(out_dtype)} array of "
+                                 f"shape {want}, got {out.dtype} {out.shape}")
         if a.ndim == 2 and b.ndim == 2:
-            return self.mm(a, b, bias, out_dtype, threads=threads)
+            return self.mm(a, b, bias, out_dtype, out=out, threads=threads)
         if b.ndim == 2 and a.flags.c_contiguous:      # a Linear layer: one product over all rows
             M = a.size // a.shape[-1]
-            r = self.mm(a.reshape(M, a.shape[-1]), b, bias, out_dtype, threads=threads)
-            return r.reshape(a.shape[:-1] + (b.shape[-1],))
+            r = self.mm(a.reshape(M, a.shape[-1]), b, bias, out_dtype, threads=threads,
+                        out=None if out is None else out.reshape(M, b.shape[-1]))
+            return r.reshape(a.shape[:-1] + (b.shape[-1],)) if out is None else out
         batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         (M, K), N = a.shape[-2:], b.shape[-1]
         if K != b.shape[-2]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
-        out = np.empty(batch + (M, N), np.dtype(out_dtype))
+        if out is None:
+            out = np.empty(batch + (M, N), np.dtype(out_dtype))
         ab = np.broadcast_to(a, batch + a.shape[-2:])
         bb = np.broadcast_to(b, batch + b.shape[-2:])
         nb = out.size // max(M * N, 1)
@@ -369,8 +377,9 @@ def instance() -> Bf16Gemm:
     return _INSTANCE
 
 
-def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16) -> np.ndarray:
-    return instance().matmul(a, b, bias, out_dtype)
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
+           out: np.ndarray | None = None) -> np.ndarray:
+    return instance().matmul(a, b, bias, out_dtype, out=out)
 
 
 def convert(x: np.ndarray, to) -> np.ndarray | None:
