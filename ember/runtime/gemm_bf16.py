@@ -80,6 +80,13 @@ class _Workspace(threading.local):
             hit = self.bufs[name] = (arr, _ptr(arr), raw)
         return hit[0][:nbytes], hit[1]
 
+    def addr(self, name: str, nbytes: int) -> int:
+        """The address of get(name, nbytes)'s buffer (no array view made: a small product's calls add up)."""
+        hit = self.bufs.get(name)
+        if hit is None or hit[0].nbytes < nbytes:
+            return self.get(name, nbytes)[1]
+        return hit[1]
+
 
 class Bf16Gemm:
     """One compiled configuration: an MCJIT engine and its three functions."""
@@ -152,7 +159,8 @@ class Bf16Gemm:
         (M, K), (K2, N) = a.shape, b.shape
         if K != K2:
             raise ValueError(f"mat1 and mat2 shapes cannot be multiplied ({M}x{K} and {K2}x{N})")
-        out_dtype = np.dtype(out_dtype)
+        if out_dtype is not BF16:
+            out_dtype = np.dtype(out_dtype)
         if out is None:
             out = np.empty((M, N), out_dtype)
         if M == 0 or N == 0:
@@ -175,7 +183,7 @@ class Bf16Gemm:
             c = None
         c_ptr, ldc = (_ptr(c), N) if c is not None else (None, 0)
         if o is not None and K > cfg.kc:
-            c_ptr, ldc = self._ws.get("c", M * N * 4)[1], N
+            c_ptr, ldc = self._ws.addr("c", M * N * 4), N
         o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
         tile = self.tile_for(N, M)
         pack_b, gemm_rows = self.fns[tile][:2]
@@ -187,10 +195,10 @@ class Bf16Gemm:
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
             split = _split(-(-M // cfg.mc), npanels, M, N, nt)
         if split is None:
-            bp = self._ws.get("bp", bwords)[1]
+            bp = self._ws.addr("bp", bwords)
             pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
             gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                      self._ws.get("ap", apw)[1])
+                      self._ws.addr("ap", apw))
             return out
         # One parallel loop (each pool handoff costs ~50 us here): chunks of MC-row blocks, each thread
         # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
@@ -203,21 +211,21 @@ class Bf16Gemm:
 
             def chunk(i):
                 ws = self._ws
-                bp = ws.get("bp", bwords)[1]
+                bp = ws.addr("bp", bwords)
                 if ws.packed != call:
                     pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
                     ws.packed = call
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
-                          bias_ptr, ws.get("ap", apw)[1])
+                          bias_ptr, ws.addr("ap", apw))
         else:
             cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
 
             def chunk(i):
                 n0, n1 = cols[i], cols[i + 1]
-                bp = self._ws.get("bp", bwords)[1]
+                bp = self._ws.addr("bp", bwords)
                 pack_b(b_ptr + 2 * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
-                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.get("ap", apw)[1])
+                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw))
         workers.parallel_for(chunk, nch, nt)
         return out
 
@@ -281,7 +289,7 @@ class Bf16Gemm:
         else:
             o_ptr, obs = _ptr(out), M * N
             if K > cfg.kc:
-                c_ptr, cbs = self._ws.get("c", nb * M * N * 4)[1], M * N
+                c_ptr, cbs = self._ws.addr("c", nb * M * N * 4), M * N
         nt = workers.num_threads() if threads is None else max(1, threads)
         nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
@@ -291,7 +299,7 @@ class Bf16Gemm:
 
         def chunk(i):   # packing buffers are the running thread's own (_Workspace)
             batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr,
-                     cbs, N, o_ptr, obs, N, bias_ptr, self._ws.get("ap", apw)[1], self._ws.get("bp", bwords)[1])
+                     cbs, N, o_ptr, obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords))
         if nch == 1:
             chunk(0)
         else:
