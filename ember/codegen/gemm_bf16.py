@@ -497,39 +497,36 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
     whole = f.tmp(f"and i1 {mfull0}, {nfull}")
     noacc = f.tmp(f"xor i1 {accum}, true")
     quick = f.tmp(f"and i1 {whole}, {noacc}", "quick")
-    qb, qbias, qnob, qjoin, qo, qc, slow_, tile_end = (
-        f.fresh(h) for h in ("quick", "qbias", "qnobias", "qjoin", "qo", "qc", "general", "tile_end"))
+    qb, slow_, tile_end = f.fresh("quick"), f.fresh("general"), f.fresh("tile_end")
     f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
     f.label(qb)
-    f.emit(f"br i1 {hasb}, label %{qbias}, label %{qnob}")
-    f.label(qbias)
-    bvals = []
-    for j in range(nv):
-        bidx = f.tmp(f"add i64 {jr}, {16 * j}")
-        bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
-        bvals.append(_bf16_to_f32_vec(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
-    f.emit(f"br label %{qjoin}")
-    f.label(qnob)
-    f.emit(f"br label %{qjoin}")
-    f.label(qjoin)
-    # -0.0 is the identity of fadd (+0.0 would turn a -0.0 result into +0.0)
-    bsel = [f.tmp(f"phi {_V16F} [{b}, %{qbias}], [splat (float -0.0), %{qnob}]") for b in bvals]
-    vals = []
-    for i in range(mr):
-        for j in range(nv):
-            p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
-            v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
-            vals.append(f.tmp(f"fadd {_V16F} {v}, {bsel[j]}"))
-    f.emit(f"br i1 {wo}, label %{qo}, label %{qc}")
-    for lab, to_bf16 in ((qo, True), (qc, False)):
+    # four straight-line variants -- bias or not, bf16 O or float32 C -- so a product without a bias
+    # spends no add on it
+    variants = [(b, o, f.fresh(f"q{'b' if b else ''}{'o' if o else 'c'}")) for b in (True, False) for o in (True, False)]
+    sel_o = f.fresh("qsel")
+    f.emit(f"br i1 {hasb}, label %{sel_o}b, label %{sel_o}n")
+    for b in (True, False):
+        f.label(f"{sel_o}{'b' if b else 'n'}")
+        to_o, to_c = (next(lab for bb, oo, lab in variants if bb == b and oo == o) for o in (True, False))
+        f.emit(f"br i1 {wo}, label %{to_o}, label %{to_c}")
+    for with_bias, to_bf16, lab in variants:
         f.label(lab)
+        bvals = []
+        if with_bias:
+            for j in range(nv):
+                bidx = f.tmp(f"add i64 {jr}, {16 * j}")
+                bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
+                bvals.append(_bf16_to_f32_vec(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
         for i in range(mr):
             row = f.tmp(f"add i64 {ir_}, {i}")
             base = f.tmp(f"mul i64 {row}, {'%ldo' if to_bf16 else '%ldc'}")
             base = f.tmp(f"add i64 {base}, {jr}")
             for j in range(nv):
+                p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
+                v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+                if with_bias:
+                    v = f.tmp(f"fadd {_V16F} {v}, {bvals[j]}")
                 idx = f.tmp(f"add i64 {base}, {16 * j}")
-                v = vals[i * nv + j]
                 if to_bf16:
                     ptr = f.tmp(f"getelementptr i16, ptr %o, i64 {idx}")
                     f.emit(f"store <16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {ptr}, align 2")
