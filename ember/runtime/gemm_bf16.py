@@ -260,12 +260,17 @@ class Bf16Gemm:
         nb = out.size // max(M * N, 1)
         if out.size == 0:
             return out
+        if K == 0 or 2.0 * M * N * K * nb < SMALL_FLOPS:    # one float32 BLAS call for the whole batch
+            return _small(ab, bb, bias, out)
+        # one kernel call for the batch needs batch dims that step by one stride and a unit-stride matrix
+        # axis: copy an operand that has neither (attention's transposed heads; a mixed broadcast)
         sa, sb = _batch_stride(ab), _batch_stride(bb)
-        if sa is None or sb is None or K == 0 or 2.0 * M * N * K * nb < SMALL_FLOPS or \
-                not (_unit_stride(ab) and _unit_stride(bb)):
-            for idx in np.ndindex(*batch):
-                self.mm(ab[idx], bb[idx], bias, out_dtype, out=out[idx], threads=threads)
-            return out
+        if sa is None or not _unit_stride(ab):
+            ab = np.ascontiguousarray(ab)
+            sa = _batch_stride(ab)
+        if sb is None or not _unit_stride(bb):
+            bb = np.ascontiguousarray(bb)
+            sb = _batch_stride(bb)
         self._batched(ab[(0,) * len(batch)], sa, bb[(0,) * len(batch)], sb, nb, bias, out.reshape(nb, M, N),
                       threads)
         return out
@@ -343,8 +348,11 @@ def _batch_stride(x):
 
 
 def _small(a, b, bias, out):
-    """A small product in float32 through numpy's BLAS: bf16 x bf16 products are exact in float32, so
-    this differs from the kernel only in the order of the float32 sums."""
+    """A small product (or batch of them) in float32 through numpy's BLAS: bf16 x bf16 products are
+    exact in float32, so this differs from the kernel only in the order of the float32 sums."""
+    if a.shape[-1] == 0:
+        out[...] = 0 if bias is None else bias.astype(np.float32)
+        return out
     r = blas_threads.matmul(a.astype(np.float32), b.astype(np.float32))
     if bias is not None:
         r += bias.astype(np.float32)

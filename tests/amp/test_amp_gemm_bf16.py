@@ -257,3 +257,16 @@ def test_out_buffer_is_written_in_place(sa, sb):
     assert r is out and np.array_equal(out.view(np.uint16), want.view(np.uint16))
     with pytest.raises(ValueError, match="C-contiguous"):
         G.instance().matmul(a, b, out=np.empty(want.shape, np.float32))
+
+
+def test_transposed_heads_and_mixed_broadcasts_run_as_one_batch(gemm, monkeypatch):
+    """q @ k.transpose(-2, -1) on [B, T, H, hs] views transposed to [B, H, T, hs] (batch strides that do
+    not flatten) and a [1, H] x [B, 1] broadcast: one batched kernel call, never a loop of products."""
+    rng = np.random.default_rng(8)
+    q = _rand(rng, (3, 64, 4, 32)).transpose(0, 2, 1, 3)          # [3, 4, 64, 32], heads transposed
+    k = _rand(rng, (3, 64, 4, 32)).transpose(0, 2, 3, 1)          # [3, 4, 32, 64]
+    a, b = _rand(rng, (1, 4, 60, 40)), _rand(rng, (3, 1, 40, 50))
+    monkeypatch.setattr(gemm, "mm", lambda *a, **k: pytest.fail("a batch ran as a loop of products"))
+    for x, y in ((q, k), (a, b)):
+        for od in (BF, np.float32):
+            _check(gemm.matmul(x, y, out_dtype=od), x.copy(), y.copy(), out_dtype=od)
