@@ -211,6 +211,6 @@ def __getattr__(name):
         return getattr(_lazy("amp"), "_" + name if name != "is_autocast_enabled" else name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
-    if name in ("compile", "explain"):
+    if name in ("compile", "explain", "mark_dynamic", "maybe_mark_dynamic", "mark_static"):
         return getattr(_lazy("compiler"), name)
     raise AttributeError(f"module 'ember' has no attribute '{name}'")

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ir.sizes import evaluate
+
 __all__ = ["profile", "record_function", "ProfilerActivity", "FunctionEvent", "FunctionEventAvg", "EventList",
            "copy_bandwidth_gbs", "gemm_peak_gflops"]
 
@@ -267,16 +269,18 @@ def _cuda_modules():
     return cuda_graph, cuda.COUNTER
 
 
-def _step_costs(step) -> tuple[str, int, int, bool]:
-    """(kind, bytes, flops, measure bytes at run time?) of a program step."""
+def _step_costs(step, sizes: dict) -> tuple[str, int, int, bool]:
+    """(kind, bytes, flops, measure bytes at run time?) of a program step; `sizes`: the values of a
+    dynamic program's size symbols in the calls being recorded."""
     k = getattr(step, "kernel", None)
     if k is None:
         return "eager", 0, 0, True
+    at = lambda n: evaluate(n, sizes)  # noqa: E731
     if hasattr(k, "epilogue"):              # ExternKernel: the library call (its epilogue is timed apart)
         ext = k.inputs + [k.output]
-        flops = int(k.flops) - (int(k.epilogue.flops) if k.epilogue is not None else 0)
-        return "extern", sum(int(b.nbytes) for b in ext), flops, False
-    return "kernel", int(k.bytes_moved), int(k.flops), False
+        flops = at(k.flops) - (at(k.epilogue.flops) if k.epilogue is not None else 0)
+        return "extern", sum(at(b.nbytes) for b in ext), flops, False
+    return "kernel", at(k.bytes_moved), at(k.flops), False
 
 
 class profile:
@@ -365,12 +369,13 @@ class profile:
             if fn is None or getattr(fn, "__wrapped__", None) is not None:
                 continue
             name = self._unique(f"{graph}.{s.name}", ex)
-            kind, nbytes, flops, measure = _step_costs(s)
+            kind, nbytes, flops, measure = _step_costs(s, getattr(ex, "sizes", {}))
             env[key] = _timed(self._rec, name, kind, fn, nbytes, flops, measure)
             swapped[key] = fn
             bound = ex.module[s.name] if kind == "extern" and getattr(ex, "module", None) is not None else None
             ep = getattr(bound, "epilogue", None)       # an extern's fused epilogue: a row of its own
-            if ep is not None and not isinstance(ep, _TimedLaunch):
+            # (a dynamic program binds its callables per size: there the epilogue stays in the extern's row)
+            if ep is not None and not isinstance(ep, _TimedLaunch) and not getattr(ex, "sizes", None):
                 bound.epilogue = _TimedLaunch(self._rec, name + ".epilogue", ep)
                 self._restore.append(lambda b=bound, e=ep: setattr(b, "epilogue", e))
         ref = weakref.ref(ex)

@@ -7,6 +7,7 @@
                     inputs, optimizer and .grad guards
     compiled.py     ember.compile: CompiledFunction (guards, variant cache, recompiles),
                     CompiledGraph (one traced variant), OptimizedModule
+    dynamic.py      dynamic sizes: dynamic=True / mark_dynamic / automatic dynamic, shape guards
     split.py        functions that break run in pieces: record once, replay against the pieces
     interpreter.py  the reference backend: runs a graph node by node with the eager kernels
     backends.py     "eager" | "llvm" | "cuda" -> executors (passes, codegen, runtime)
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 from ..frontend import dispatch as _dispatch
 from .compiled import CompileError, CompiledFunction, GraphBreakError, compile  # noqa: F401
+from .dynamic import mark_dynamic, mark_static, maybe_mark_dynamic  # noqa: F401
 from .explain import ExplainReport, explain  # noqa: F401
 
 __all__ = ["compile", "explain", "CompileError", "GraphBreakError", "CompiledFunction", "ExplainReport",
-           "is_compiling", "disable", "reset"]
+           "is_compiling", "disable", "reset", "mark_dynamic", "maybe_mark_dynamic", "mark_static"]
 
 
 def is_compiling() -> bool:

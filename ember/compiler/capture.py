@@ -166,10 +166,11 @@ class Tracer:
             fn = self.grad_fns[node] = TracedGradFn(node)
         return fn
 
-    def add_input(self, t: Tensor, name: str, kind: str = "input") -> Tensor:
+    def add_input(self, t: Tensor, name: str, kind: str = "input", shape: tuple | None = None) -> Tensor:
         """A graph input for a user argument; returns its symbolic stand-in (a leaf, which holds the
-        argument's current .grad so that a backward inside the trace accumulates as eager does)."""
-        node = self.graph.placeholder(name, TType(tuple(t.shape), t.dtype), str(t.device.type),
+        argument's current .grad so that a backward inside the trace accumulates as eager does).
+        `shape`: the argument's shape with SymInts for its dynamic dims (ember/compiler/dynamic.py)."""
+        node = self.graph.placeholder(name, TType(tuple(shape or t.shape), t.dtype), str(t.device.type),
                                       meta={"kind": kind})
         s = self.symbolic(node, t.device, t.requires_grad)
         s.grad = t.grad

@@ -31,7 +31,10 @@ from ..frontend import dispatch
 from ..frontend import rng
 from ..frontend.device import CPU
 from ..frontend.tensor import Tensor, _wrap
+from ..ir import symbolic
 from ..ir.graph import Graph
+from ..ir.symbolic import ShapeEnv
+from ..ir.sizes import evaluate as size_at
 from ..ir.text import format_node
 from ..nn import Module
 from ..nn.modules.module import state_version
@@ -39,6 +42,7 @@ from ..passes.dce import dce
 from . import backends, modes
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
 from .check import CheckedExecutor, check_mode
+from .dynamic import DynamicDims, ShapeGuard, pin_symbols, symbolic_shapes
 from .guards import changed_guard, describe_guards, guard_key, state_guard
 from .joint import build_backward
 from .pytree import flat_spec, flatten, unflatten
@@ -128,6 +132,7 @@ class CompiledGraph:
     grad_guard: GradGuard | None = None
     opt_guards: tuple = ()       # OptimizerGuard per optimizer stepped in the trace
     spent: tuple = ()            # user outputs a backward inside the function went through
+    shape_guard: ShapeGuard | None = None   # a dynamic variant's symbols and shape guards (dynamic.py)
 
     def __post_init__(self):
         # optimizer state is guarded by its optimizer's state epoch (training.py): its tensors change
@@ -220,6 +225,10 @@ class CompiledGraph:
         """None when this variant may run now, else (guard name, old, new) of the first failing
         guard on what the trace read besides the arguments (constants' metadata, object identity,
         the .grads and optimizers of a training step)."""
+        if self.shape_guard is not None:
+            failed = self.shape_guard.check(leaves)
+            if failed is not None:
+                return failed
         for t, meta, name in self.const_guards:
             shape, dtype, device, rg = meta
             if t._data.shape != shape or t.dtype is not dtype or t.requires_grad is not rg or \
@@ -247,7 +256,10 @@ class CompiledGraph:
             elif kind is _HYPER:
                 arrays.append(x.array())
             else:
-                seed, off = rng.default_generator.take(self.rng_count)
+                n = self.rng_count
+                if type(n) is not int:      # a dynamic variant draws a count that follows the sizes
+                    n = size_at(n, self.shape_guard.sizes(leaves))
+                seed, off = rng.default_generator.take(n)
                 arrays.append(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64))
         return arrays
 
@@ -430,7 +442,7 @@ class CompiledBackwardNode:
 class CompiledFunction:
     """The callable ember.compile returns for a function."""
 
-    def __init__(self, fn, *, fullgraph=False, dynamic=False, backend="auto", mode=None, options=None,
+    def __init__(self, fn, *, fullgraph=False, dynamic=None, backend="auto", mode=None, options=None,
                  recompile_limit=DEFAULT_RECOMPILE_LIMIT, dump=None, module=None, name=None):
         self.fn = fn
         self.fullgraph = fullgraph
@@ -446,6 +458,8 @@ class CompiledFunction:
         self.name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", type(fn).__name__)
         self.cache: dict = {}
         self.state_recompiles = 0   # variants replaced because an object they read changed
+        self.dyn = DynamicDims(dynamic, cuda=backend == "cuda")
+        self.alternates: dict = {}  # key -> dynamic variants that guard different sizes
         self._lock = threading.RLock()
         self.last_key = None
         self.limit_warned = False
@@ -481,7 +495,7 @@ class CompiledFunction:
         return roots
 
     def guard_key(self, leaves, spec) -> tuple:
-        return guard_key(leaves, spec, self._guard_modules())
+        return guard_key(leaves, spec, self._guard_modules(), self.dyn.of)
 
     # -------------------------------------------------------------------------------- call
     def __call__(self, *args, **kwargs):
@@ -532,6 +546,8 @@ class CompiledFunction:
             failed = entry.guard_failure(leaves)
             if failed is None:
                 return entry, key                 # another thread compiled it meanwhile
+            if failed[0].startswith(("shape guard", "size symbol")):
+                return self._other_sizes(entry, key, failed, leaves, spec, args, kwargs)
             # what the trace read changed (a module swapped, a global rebound): modules whose
             # training flags are guards may have changed too
             self.__dict__.pop("_guard_mods", None)
@@ -541,10 +557,16 @@ class CompiledFunction:
             self.state_recompiles += 1
         elif entry is not None:
             return entry, key
-        if len(self.cache) + self.state_recompiles >= self.recompile_limit:   # variants built so far
+        went_dynamic = entry is None and self.last_key is not None and self._automatic_dynamic(key, leaves)
+        if went_dynamic:                    # (R004 says why this call compiles: no R001)
+            key = self.guard_key(leaves, spec)
+            entry = self.cache.get(key)
+            if entry is not None and (isinstance(entry, _Eager) or entry.guard_failure(leaves) is None):
+                return entry, key
+        if self._n_variants() >= self.recompile_limit:   # variants built so far
             self._warn_limit(key, failed)
             return None, key
-        if failed is not None or (self.last_key is not None and self.cache):
+        if failed is not None or (self.last_key is not None and self.cache and not went_dynamic):
             guard, old, new = failed or changed_guard(self.last_key, key)
             hint = ("the compiled code read an object that was replaced since (a module, parameter, buffer or "
                     "global); to keep the compiled code, update values in place (p.data.copy_(...))"
@@ -555,6 +577,46 @@ class CompiledFunction:
         entry = self._compile(leaves, spec, args, kwargs)
         self.cache[key] = entry
         return entry, key
+
+    def _n_variants(self) -> int:
+        return len(self.cache) + self.state_recompiles + sum(len(v) - 1 for v in self.alternates.values())
+
+    def _automatic_dynamic(self, key, leaves) -> bool:
+        """dynamic=None: tensor arguments whose sizes differ from the last call's get those dims
+        marked symbolic (R004). True when a dimension became symbolic."""
+        old, new = self.last_key, key
+        if old[:3] != new[:3] or old[4] != new[4] or len(old[3]) != len(new[3]):
+            return False
+        added = []
+        for i, (a, b) in enumerate(zip(old[3], new[3])):
+            if a[0] == "T" and b[0] == "T" and a[2:] == b[2:] and a[1] != b[1]:
+                if self.dyn.note_change(i, a[1], b[1]):
+                    added.append((i, sorted(self.dyn.auto[i]), a[1], b[1]))
+        for i, dims, a, b in added:
+            records.emit(Record("recompiles", "R004", f"argument {i} changed shape {tuple(a)} -> {tuple(b)}: "
+                                f"dims {dims} are compiled as symbolic sizes from now on", user_source(),
+                                fn=self.name, extra={"argument": i, "dims": dims}))
+        return bool(added)
+
+    def _other_sizes(self, entry, key, failed, leaves, spec, args, kwargs):
+        """A dynamic variant's shape guard failed: another variant under the same key may fit these
+        sizes; else compile one (R005) and keep both."""
+        group = self.alternates.setdefault(key, [entry])
+        for v in group:
+            if v.guard_failure(leaves) is None:
+                self.cache[key] = v
+                return v, key
+        if self._n_variants() >= self.recompile_limit:
+            self._warn_limit(key, failed)
+            return None, key
+        guard, old, new = failed
+        records.emit(Record("recompiles", "R005", f"{guard}: {old!r} -> {new!r}", user_source(), fn=self.name,
+                            extra={"guard": guard}))
+        v = self._compile(leaves, spec, args, kwargs)
+        if isinstance(v, CompiledGraph):
+            group.append(v)
+        self.cache[key] = v
+        return v, key
 
     def _warn_limit(self, key, failed=None):
         if self.limit_warned:
@@ -587,6 +649,12 @@ class CompiledFunction:
     # ----------------------------------------------------------------------------- compile
     def _compile(self, leaves, spec, args, kwargs):
         """Trace -> outputs and bindings -> backward graph -> backend executors: one variant."""
+        env = ShapeEnv()
+        shapes = symbolic_shapes(env, leaves, self.dyn.of)
+        with symbolic.active(env if shapes else None):
+            return self._compile_in(leaves, spec, args, kwargs, env if shapes else None, shapes)
+
+    def _compile_in(self, leaves, spec, args, kwargs, env, shapes):
         t0 = time.perf_counter()
         dump = self._open_dump()
         graph = Graph("forward")
@@ -594,7 +662,7 @@ class CompiledFunction:
         watch = TraceWatch()
         snapshot = grad_snapshot(self._guard_modules(), [o for _, o in self._roots()])
         try:
-            out, tensor_index, sym_leaves = self._trace(tr, watch, leaves, spec, len(args))
+            out, tensor_index, sym_leaves = self._trace(tr, watch, leaves, spec, len(args), shapes)
             out_spec, outputs, out_consts = _collect_outputs(out, tr)
             grad_replay, grad_guard, grad_tensors = collect_grads(tr, snapshot, tensor_index)
             stores = _check_trace(tr, watch, out, sym_leaves + grad_tensors)
@@ -616,6 +684,8 @@ class CompiledFunction:
         del grad_tensors
         graph.set_outputs(outputs)
         tr.finish_mutations()
+        if env is not None:
+            pin_symbols(graph, env)
         bindings = _bindings(graph, tr, tensor_index)
         dce(graph)
         backward = None if tr.backward_ran else self._backward(graph, bindings, leaves, outputs, tr.grad_nodes)
@@ -626,10 +696,13 @@ class CompiledFunction:
         cg = CompiledGraph(self.name, graph, bindings, out_spec, out_consts, tr.rng_count, backward,
                            _graph_device(leaves, tr), state=state, stores=tuple((m, n) for m, n, _ in stores),
                            grads=grad_replay, grad_guard=grad_guard, spent=spent,
-                           opt_guards=tuple(OptimizerGuard(o, e) for o, e in tr.optimizers.values()))
+                           opt_guards=tuple(OptimizerGuard(o, e) for o, e in tr.optimizers.values()),
+                           shape_guard=ShapeGuard(env) if env is not None else None)
         if dump is not None:
             dump.captured(cg)               # before the backend: passes may rewrite cg.graph
             t_build = time.perf_counter()
+        if env is not None:
+            env.structural = True
         try:
             cg.forward_exec, cg.backward_exec, cg.backend = backends.build(
                 cg, self.backend, self.name, dump, cuda_graphs=self.cuda_graphs, stats=self.stats)
@@ -655,10 +728,11 @@ class CompiledFunction:
                             f"ops ({'with' if backward else 'no'} backward) in {dt_s * 1000:.1f} ms",
                             user_source(), fn=self.name))
         if dump is not None:
-            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)) + state.describe())
+            dump.finish(cg, self, guards=describe_guards(self.guard_key(leaves, spec)) + state.describe()
+                        + (cg.shape_guard.describe() if cg.shape_guard is not None else []))
         return cg
 
-    def _trace(self, tr, watch, leaves, spec, n_args):
+    def _trace(self, tr, watch, leaves, spec, n_args, shapes=None):
         """Run the function on symbolic inputs (under `watch`); returns its result, {placeholder:
         leaf index} and the symbolic leaves."""
         sym_leaves = []
@@ -666,7 +740,7 @@ class CompiledFunction:
         tensor_index = {}
         for i, x in enumerate(leaves):
             if isinstance(x, Tensor):
-                s = tr.add_input(x, arg_names[i] if i < len(arg_names) else f"arg{i}")
+                s = tr.add_input(x, arg_names[i] if i < len(arg_names) else f"arg{i}", shape=(shapes or {}).get(i))
                 tensor_index[s._data.node] = i
                 sym_leaves.append(s)
             else:
@@ -893,7 +967,7 @@ def _arg_names(fn, n):
 BACKENDS = ("auto", "eager", "llvm", "cuda", "inductor", "interpreter")
 
 
-def compile(model=None, *, fullgraph=False, dynamic=False, backend="auto", mode=None, options=None,
+def compile(model=None, *, fullgraph=False, dynamic=None, backend="auto", mode=None, options=None,
             disable=False, recompile_limit=DEFAULT_RECOMPILE_LIMIT, dump=None):
     """Compile a function or Module (also usable as @ember.compile or @ember.compile(...))."""
     if model is None:

@@ -24,9 +24,13 @@ GUARD_NAMES = ("grad mode", "training flags", "argument structure", "arguments",
 _TENSOR_FIELDS = {1: "shape", 2: "dtype", 3: "device", 4: "requires_grad"}
 
 
-def leaf_key(x):
+def leaf_key(x, dyn=frozenset()):
+    """A leaf's part of the key; `dyn`: the tensor's symbolic dims, keyed as "*" (any size >= 2)."""
     if isinstance(x, Tensor):
-        return ("T", x._data.shape, x.dtype.name, str(x.device), x.requires_grad)
+        shape = x._data.shape
+        if dyn:
+            shape = tuple("*" if d in dyn else n for d, n in enumerate(shape))
+        return ("T", shape, x.dtype.name, str(x.device), x.requires_grad)
     if x is None or isinstance(x, (bool, int, float, str)):
         return (type(x).__name__, x)
     if isinstance(x, dt.DType):
@@ -34,10 +38,15 @@ def leaf_key(x):
     return ("obj", type(x).__name__, id(x))
 
 
-def guard_key(leaves, spec, modules) -> tuple:
+def guard_key(leaves, spec, modules, dims_of=None) -> tuple:
+    """`dims_of(i, tensor)`: the symbolic dims of leaf i (ember/compiler/dynamic.py), or None."""
     training = tuple(m.training for m in modules)
-    return (ag._mode.enabled, training, spec_key(spec, len(leaves)), tuple(leaf_key(x) for x in leaves),
-            autocast.state_key())
+    if dims_of is None:
+        keys = tuple(leaf_key(x) for x in leaves)
+    else:
+        keys = tuple(leaf_key(x, dims_of(i, x)) if isinstance(x, Tensor) else leaf_key(x)
+                     for i, x in enumerate(leaves))
+    return (ag._mode.enabled, training, spec_key(spec, len(leaves)), keys, autocast.state_key())
 
 
 def changed_guard(old, new) -> tuple:

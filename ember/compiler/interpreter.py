@@ -6,6 +6,7 @@ Values are freed after their last use. A failing node is reported as
 from __future__ import annotations
 
 from ..frontend import dispatch
+from ..ir.sizes import size_readers, substitute
 
 
 def node_text(n) -> str:
@@ -39,13 +40,15 @@ class Interpreter:
             s = slot[n]
             frees = tuple(slot[i] for i in dict.fromkeys(n._inputs) if last.get(slot[i]) == s and slot[i] not in keep)
             self.steps.append((s, dispatch.KERNELS[n.op], tuple(slot[i] for i in n._inputs), n.attrs, frees, n))
+        # a dynamic graph (ember/ir/symbolic.py): its sizes are read from the inputs at each call
+        self.symbols, self.readers = size_readers([p.shape for p in graph.inputs])
 
     def run_all(self, arrays) -> dict:
         """{node: value} of every node (nothing freed): for checking a graph value by value."""
         env = [None] * self.n_slots
         for s, a in zip(self.input_slots, arrays):
             env[s] = a
-        for s, kernel, args, attrs, frees, node in self.steps:
+        for s, kernel, args, attrs, frees, node in self._steps_for(arrays):
             try:
                 env[s] = kernel(self.xp, *[env[a] for a in args], **attrs)
             except Exception as e:
@@ -53,12 +56,19 @@ class Interpreter:
         order = self.graph.nodes()
         return {n: env[i] for i, n in enumerate(order)}
 
+    def _steps_for(self, arrays):
+        """The steps with attributes evaluated for the call's sizes (a dynamic graph), else as built."""
+        if not self.symbols:
+            return self.steps
+        values = dict(zip(self.symbols, (r(arrays) for r in self.readers)))
+        return [(s, k, args, substitute(attrs, values), frees, node) for s, k, args, attrs, frees, node in self.steps]
+
     def run(self, arrays):
         env = [None] * self.n_slots
         for s, a in zip(self.input_slots, arrays):
             env[s] = a
         xp = self.xp
-        for s, kernel, args, attrs, frees, node in self.steps:
+        for s, kernel, args, attrs, frees, node in self._steps_for(arrays):
             try:
                 env[s] = kernel(xp, *[env[a] for a in args], **attrs)
             except Exception as e:

@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.symbolic import SymInt
+from ..ir.sizes import as_size, hint
 from . import rng
 from .device import canonical, CPU
 from .dispatch import apply as P
@@ -36,11 +38,11 @@ def _sizes(size):
     for s in size:
         if isinstance(s, Tensor):
             s = int(s.item())
-        if not isinstance(s, (int, np.integer)):
+        if not isinstance(s, (int, np.integer, SymInt)):
             raise TypeError(f"expected a sequence of integers as size, got {type(s).__name__}")
         if s < 0:
             raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
-        out.append(int(s))
+        out.append(as_size(s))      # a traced size that varies between calls stays symbolic
     return tuple(out)
 
 
@@ -209,8 +211,11 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     if (end - start) * step < 0:
         raise RuntimeError("arange: upper bound and larger bound inconsistent with step sign")
     if dtype is None:
-        dtype = dt.int64 if all(isinstance(v, (int, np.integer)) for v in vals) else dt.default_float
-    n = max(0, math.ceil((end - start) / step))
+        dtype = dt.int64 if all(isinstance(v, (int, np.integer, SymInt)) for v in vals) else dt.default_float
+    if any(isinstance(v, SymInt) for v in vals) and step == 1:
+        n = end - start                 # a traced size that varies between calls stays symbolic
+    else:
+        n = max(0, math.ceil((end - start) / step))
     dev = canonical(device)
     d = _dtype(dtype)
     return _finish(P("arange", n=n, start=start, step=step, dtype=d, device=dev), requires_grad)
@@ -269,7 +274,8 @@ def _random(dist, size, dtype, device, requires_grad, generator):
     dev = canonical(device)
     shape = _sizes(size)
     n = math.prod(shape)
-    seed, off = _gen(generator).take(n)
+    # a symbolic count only happens while tracing, which rewinds the generator afterwards
+    seed, off = _gen(generator).take(hint(n))
     key = _wrap(np.array([seed & 0x7FFFFFFFFFFFFFFF, off], dtype=np.int64), CPU)
     if dev.type != "cpu":
         key = to_device(key, dev)

@@ -14,6 +14,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.symbolic import SymInt
 from ..ir.ops import FLOAT_UNARY, norm_dim, norm_dims
 from .autocast import autocast_op
 from .dispatch import apply as P
@@ -486,6 +487,8 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     dims = _dims(x, dim)
     n = _numel(x, dims)
     s = P("sum", x, dims=dims, keepdim=keepdim)
+    if isinstance(n, SymInt):       # a count that varies between calls: a value of the graph
+        return P("div", s, P("full", shape=(), value=n, dtype=x.dtype, device=x.device))
     return P("mul", s, 1.0 / n) if n else P("mul", s, float("nan"))
 
 

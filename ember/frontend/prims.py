@@ -30,12 +30,13 @@ def sum_to(g, shape):
     """Sum a broadcast gradient back down to `shape`."""
     shape = tuple(shape)
     gs = tuple(g.shape)
-    if gs == shape:
+    if len(gs) == len(shape) and gs == shape:     # (lengths first: a symbolic size compared is a guard)
         return g
     lead = len(gs) - len(shape)
     dims = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and gs[i + lead] != 1)
     r = P("sum", g, dims=dims, keepdim=True) if dims else g
-    return P("reshape", r, shape=shape) if tuple(r.shape) != shape else r
+    rs = tuple(r.shape)
+    return P("reshape", r, shape=shape) if len(rs) != len(shape) or rs != shape else r
 
 
 def _is_t(x):

@@ -12,6 +12,8 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.symbolic import SymInt
+from ..ir.sizes import as_size, same
 from ..ir.ops import norm_dim, broadcast_shapes, ShapeError
 from . import autograd as ag
 from .autocast import autocast_op
@@ -66,8 +68,25 @@ def _sizes(args):
     return tuple(args)
 
 
+def _slice_bounds(start, stop, step: int, size):
+    """slice(start, stop, step).indices(size)[:2] for step > 0, also for symbolic sizes and bounds
+    (the clamps then compare sizes: guards of a dynamic trace)."""
+    if not any(isinstance(v, SymInt) for v in (start, stop, size)):
+        return slice(start, stop, step).indices(size)[:2]
+
+    def norm(v, default):
+        if v is None:
+            return default
+        v = as_size(v.__index__() if not isinstance(v, (int, SymInt)) else v)
+        if v < 0:
+            v = v + size
+            return 0 if v < 0 else v
+        return size if v > size else v
+    return norm(start, 0), norm(stop, size)
+
+
 def _infer_shape(shape, numel, op="view"):
-    shape = [int(s) for s in shape]
+    shape = [as_size(s) for s in shape]     # traced sizes that vary between calls stay symbolic
     if shape.count(-1) > 1:
         raise RuntimeError("only one dimension can be inferred")
     if -1 in shape:
@@ -762,10 +781,10 @@ def getitem(x, key):
             st = 1 if k.step is None else int(k.step)
             if st <= 0:
                 raise ValueError("step must be greater than zero")
-            a, b, _ = slice(k.start, k.stop, st).indices(shape[d])
+            a, b = _slice_bounds(k.start, k.stop, st, shape[d])
             b = builtins.max(a, b)
             starts[d], stops[d], steps[d] = a, b, st
-            new_shape.append(len(range(a, b, st)))
+            new_shape.append(len(range(a, b, st)) if st != 1 or not isinstance(b - a, SymInt) else b - a)
             d += 1
             continue
         if _is_index_tensor(k) or isinstance(k, range):
@@ -787,7 +806,8 @@ def getitem(x, key):
                          f"valid indices (got {type(k).__name__})")
     new_shape.extend(shape[d:])
     y = x
-    if any(s0 != 0 or s1 != n_ or st != 1 for s0, s1, st, n_ in zip(starts, stops, steps, shape)):
+    # (a stop that is not the same size as the dim slices, even if the sizes happen to agree)
+    if any(s0 != 0 or not same(s1, n_) or st != 1 for s0, s1, st, n_ in zip(starts, stops, steps, shape)):
         y = _as_view(x, P("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps)))
     if tuple(y.shape) != tuple(new_shape):
         y = _as_view(x, P("reshape", y, shape=tuple(new_shape)))

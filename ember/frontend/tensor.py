@@ -11,6 +11,7 @@ import weakref
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.sizes import as_size
 from . import autograd as ag
 from .device import CPU, canonical, device as _device
 
@@ -102,7 +103,7 @@ class Tensor:
     ndimension = dim
 
     def numel(self) -> int:
-        return int(self._data.size)
+        return as_size(self._data.size)     # symbolic while tracing a dynamic size
 
     nelement = numel
 

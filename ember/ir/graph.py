@@ -25,6 +25,7 @@ import networkx as nx
 
 from . import ops
 from .ops import TType
+from .sizes import as_size, sym_str
 
 __all__ = ["Node", "Graph", "PLACEHOLDER", "sanitize_name"]
 
@@ -102,13 +103,13 @@ class Node:
 
 
 def _type_str(t: TType) -> str:
-    return f"{t.dtype.short}[{','.join(str(n) for n in t.shape)}]"
+    return f"{t.dtype.short}[{','.join(sym_str(n) for n in t.shape)}]"
 
 
 def _as_ttype(t) -> TType:
-    """Normalise a (shape, dtype) pair to a TType with a tuple of Python ints as shape."""
+    """Normalise a (shape, dtype) pair to a TType whose shape holds Python ints (and SymInts)."""
     shape, dtype = t
-    return TType(tuple(int(n) for n in shape), dtype)
+    return TType(tuple(as_size(n) for n in shape), dtype)
 
 
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.]")

@@ -19,8 +19,8 @@ variable or a non-linear sub-expression (x // c, x % c, a gather).  Two identiti
 (q*c + r) // c = q + r // c and (q*c + r) % c = r % c (exact for integers, floor rounding), and
 r // c = 0, r % c = r once the interval of r lies in [0, c).  Terms are ordered o0, o1, ..., r0, ...,
 then other atoms by their text, so equal indices print equally (fusion compares requests as text).
-The range of an expression is the range of its linear form, which is never wider than interval
-arithmetic over the tree as written.
+Constants, coefficients and divisors may be symbolic sizes (ember/ir/symbolic.py): the identities
+then apply only where they hold for every value of the symbols, and no guard is taken.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ember.ir.sizes import as_size, divides, is_static, sym_str
+from ember.ir.symbolic import SymInt
 from ember.ir.walk import walk_postorder
 
 if TYPE_CHECKING:
@@ -99,10 +101,10 @@ class IConst(IndexExpr):
     __slots__ = ("value",)
 
     def __init__(self, value: int):
-        self.value = int(value)
+        self.value = as_size(value)         # a SymInt for a size that varies between calls
 
     def __repr__(self) -> str:
-        return str(self.value)
+        return sym_str(self.value)
 
 
 class IBin(IndexExpr):
@@ -151,8 +153,8 @@ def r(axis: int) -> Var:
 def as_index(x) -> IndexExpr:
     if isinstance(x, IndexExpr):
         return x
-    if isinstance(x, (int, np.integer)):
-        return IConst(int(x))
+    if isinstance(x, (int, np.integer, SymInt)):
+        return IConst(as_size(x))
     raise TypeError(f"not an index expression: {x!r}")
 
 
@@ -160,7 +162,11 @@ def _ibin(op: str, a: IndexExpr, b: IndexExpr) -> IndexExpr:
     """IBin with light constant folding so printed maps stay readable (i*1 -> i, i+0 -> i)."""
     if isinstance(a, IConst) and isinstance(b, IConst):
         x, y = a.value, b.value
-        return IConst({"+": x + y, "*": x * y, "//": x // y if y else 0, "%": x % y if y else 0}[op])
+        if op == "+":
+            return IConst(x + y)
+        if op == "*":
+            return IConst(x * y)
+        return IConst((x // y if op == "//" else x % y) if y else 0)
     if op == "+":
         if isinstance(b, IConst) and b.value == 0:
             return a
@@ -383,8 +389,10 @@ def _mul_range(a, b):
     return (min(corners), max(corners))
 
 
-def _fdiv(x, c):
-    return x if abs(x) == INF else x // c
+def _fdiv_range(lo, hi, c):
+    """(lo // c, hi // c), widened where a symbolic bound may not divide: 0 <= x // c <= x."""
+    return tuple((x if abs(x) == INF else x // c) if is_static(x) and is_static(c) or divides(c, x)
+                 else (x if up else 0) if x >= 0 and c > 0 else (INF if up else -INF) for x, up in ((lo, 0), (hi, 1)))
 
 
 class _Simplifier:
@@ -400,8 +408,7 @@ class _Simplifier:
         if isinstance(atom, IBin):
             if atom.op == "//":
                 lo, hi = self.expr_range(atom.a)
-                c = atom.b.value
-                return (_fdiv(lo, c), _fdiv(hi, c))
+                return _fdiv_range(lo, hi, atom.b.value)
             if atom.op == "%":
                 lo, hi = self.expr_range(atom.a)
                 c = atom.b.value
@@ -454,9 +461,12 @@ class _Simplifier:
         return vals[id(as_index(e))]
 
     def _split(self, lin: _Lin, c: int):
-        q = {k: [a, co // c] for k, (a, co) in lin.terms.items() if co % c == 0}
-        rest = {k: [a, co] for k, (a, co) in lin.terms.items() if co % c != 0}
-        kq, kr = divmod(lin.const, c)
+        """(q, r) with lin == q*c + r: the terms whose coefficient c divides go to q.  With symbolic
+        sizes only what divides for every value of the symbols goes (no guard is taken)."""
+        q = {k: [a, co // c] for k, (a, co) in lin.terms.items() if divides(c, co)}
+        rest = {k: [a, co] for k, (a, co) in lin.terms.items() if not divides(c, co)}
+        k = lin.const
+        kq, kr = divmod(k, c) if is_static(k) and is_static(c) else (k // c, 0) if divides(c, k) else (0, k)
         return _Lin(q, kq), _Lin(rest, kr)
 
     def floordiv(self, lin: _Lin, c: int) -> _Lin:
@@ -466,8 +476,9 @@ class _Simplifier:
         lo, hi = self.lin_range(r)
         if lo >= 0 and hi < c:
             return q
-        if lo != -INF and hi != INF and lo // c == hi // c:
-            return q.add(_Lin({}, int(lo // c)))
+        flo, fhi = _fdiv_range(lo, hi, c)
+        if lo != -INF and hi != INF and is_static(flo) and is_static(fhi) and abs(flo) != INF and flo == fhi:
+            return q.add(_Lin({}, int(flo)))
         if len(r.terms) == 1 and r.const == 0:
             (atom, co), = r.terms.values()
             if co == 1 and isinstance(atom, IBin) and atom.op == "//":   # (x // a) // c == x // (a*c)
@@ -481,6 +492,12 @@ class _Simplifier:
     def _step_divisor(self, r: _Lin, c: int) -> int:
         """The largest proper divisor d of c such that r = d*q2 + r2 with r2 in [0, d): a reshape
         that splits a merged dim reads (j*R + n) // (s*R) with n < R, which is j // s."""
+        if isinstance(c, SymInt):       # c = k * (a product of symbols): try d = that product
+            (mono, k), = c.poly.items() if len(c.poly) == 1 else ((None, 0),)
+            d = SymInt({mono: 1}, c.hint // k) if k > 0 else None
+            r2 = self._split(r, d)[1] if d is not None else r
+            lo, hi = self.lin_range(r2)
+            return d if r2 is not r and len(r2.terms) < len(r.terms) and lo >= 0 and hi < d else 0
         for d in sorted((d for d in range(2, c) if c % d == 0), reverse=True)[:32]:
             _, r2 = self._split(r, d)
             if len(r2.terms) == len(r.terms) and r2.const == r.const:

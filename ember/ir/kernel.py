@@ -24,6 +24,7 @@ from ember.ir.index import (IBin, IConst, IGather, IndexExpr, Var, as_index, ind
 from ember.ir.ops import (ARITH_BINARY, BOOL_UNARY, FLOAT_UNARY, KERNEL_BINARY, KERNEL_REDUCE, KERNEL_UNARY,
                           SAME_UNARY)
 from ember.ir.rng import DISTS
+from ember.ir.sizes import as_size, free_symbols, sym_str
 from ember.ir.walk import walk_postorder
 
 __all__ = [
@@ -53,7 +54,7 @@ class Buf:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name):
             raise ValueError(f"bad buffer name {name!r}")
         self.name = name
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(as_size(s) for s in shape)
         self.dtype = dtype
 
     @property
@@ -65,7 +66,7 @@ class Buf:
         return self.numel * self.dtype.itemsize
 
     def __repr__(self) -> str:
-        return f"{self.name}: {self.dtype.short}[{','.join(map(str, self.shape))}]"
+        return f"{self.name}: {self.dtype.short}[{','.join(map(sym_str, self.shape))}]"
 
 
 # ========================================================================= scalar expressions
@@ -322,8 +323,8 @@ class Kernel:
                  id: int = 0):
         self.inputs = list(inputs)
         self.outputs = list(outputs)
-        self.outer = tuple(int(s) for s in outer)
-        self.inner = tuple(int(s) for s in inner)
+        self.outer = tuple(as_size(s) for s in outer)
+        self.inner = tuple(as_size(s) for s in inner)
         self.stores = list(stores)
         self.id = id
         self._analyse()
@@ -333,6 +334,19 @@ class Kernel:
     def args(self) -> list[Buf]:
         """Argument order of the compiled function and of the runtime: inputs, then outputs."""
         return self.inputs + self.outputs
+
+    @property
+    def symbols(self) -> tuple:
+        """The size symbols (ember/ir/symbolic.py) the kernel's extents, buffers and indices hold,
+        sorted: the generated function takes one integer argument for each."""
+        syms = free_symbols(self.outer + self.inner + tuple(s for b in self.args for s in b.shape))
+        for node in self.nodes:
+            for e in node_index_exprs(node):
+                syms |= free_symbols(n.value for n in index_postorder(e) if isinstance(n, IConst))
+        for st in self.stores:
+            for e in st.index:
+                syms |= free_symbols(n.value for n in index_postorder(e) if isinstance(n, IConst))
+        return tuple(sorted(syms, key=lambda s: (len(s), s)))
 
     # --------------------------------------------------------------------------- analysis
     def _analyse(self) -> None:

@@ -42,6 +42,8 @@ from . import ops
 from .dtypes import DType
 from .graph import PLACEHOLDER, Graph, Node
 from .ops import TType
+from .symbolic import SymInt
+from .sizes import parse_sym, sym_str
 
 __all__ = ["print_graph", "print_module", "format_node", "format_type", "format_attr",
            "parse", "parse_module", "ParseError"]
@@ -53,7 +55,7 @@ _COMMENT_GAP = 3     # spaces between the longest aligned line and its "#"
 # ===================================================================================== printer
 def format_type(t: TType, device: str = "cpu") -> str:
     """f32[2,3], plus " @cuda" when the device is not cpu."""
-    s = f"{t.dtype.short}[{','.join(str(n) for n in t.shape)}]"
+    s = f"{t.dtype.short}[{','.join(sym_str(n) for n in t.shape)}]"
     return s if device == "cpu" else f"{s} @{device}"
 
 
@@ -69,6 +71,8 @@ def format_attr(v) -> str:
         return "true" if v else "false"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, SymInt):
+        return sym_str(v)
     if isinstance(v, float):
         return repr(v)   # the shortest string that reads back to the same double; inf, -inf, nan too
     if isinstance(v, str):
@@ -161,6 +165,7 @@ _TOKEN_RE = re.compile(r"""
   | (?P<WS>[ \t\r]+)
   | (?P<COMMENT>\#[^\n]*)
   | (?P<VALUE>%[A-Za-z0-9_.]+)
+  | (?P<SYM>(?:\d+\*)?s\d+(?:\*\*\d+)?(?:\*s\d+(?:\*\*\d+)?)*\b|\(\s*-?(?:\d+\*)?s\d+[^()%\n]*\))
   | (?P<FLOAT>-?(?:\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)|-inf\b)
   | (?P<INT>-?\d+)
   | (?P<NAME>[A-Za-z_][A-Za-z0-9_.]*)
@@ -305,10 +310,15 @@ class _Parser:
         shape = []
         if not self.accept("]"):
             while True:
-                n = self.expect_kind("INT", "a dimension size")
-                if int(n.text) < 0:
+                n = self.next()
+                if n.kind == "SYM":             # a size that varies between calls: s0, 64*s0, (s0 + 1)
+                    shape.append(parse_sym(n.text))
+                elif n.kind != "INT":
+                    raise self.error(f"expected a dimension size, got {_describe(n)}", n)
+                elif int(n.text) < 0:
                     raise self.error("negative dimension size", n)
-                shape.append(int(n.text))
+                else:
+                    shape.append(int(n.text))
                 if self.accept("]"):
                     break
                 self.expect(",")
@@ -419,6 +429,8 @@ class _Parser:
         t = self.next()
         if t.kind == "INT":
             return int(t.text)
+        if t.kind == "SYM":
+            return parse_sym(t.text)
         if t.kind == "FLOAT":
             return float(t.text)
         if t.kind == "STRING":

@@ -21,6 +21,8 @@ kept because every compiler makes it and no comparison can tell the two zeros ap
 """
 from __future__ import annotations
 
+from ember.ir.symbolic import SymInt
+
 import math
 
 from ember.ir.graph import Graph, Node
@@ -35,7 +37,7 @@ RULES = Rules()     # op -> rules, tried in registration order (ember/passes/rew
 
 def const_value(n: Node):
     """The scalar held by a `full` node (None for anything else)."""
-    if n.op == "full":
+    if n.op == "full" and not isinstance(n.attrs["value"], SymInt):    # (a size read at run time is no constant)
         return n.attrs["value"]
     return None
 

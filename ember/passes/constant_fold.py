@@ -10,6 +10,8 @@ Movement ops of constants are folded by the `movement` pass.
 """
 from __future__ import annotations
 
+from ember.ir.symbolic import SymInt
+
 import math
 
 import numpy as np
@@ -27,6 +29,8 @@ _MAX_REDUCE_NUMEL = 1 << 16
 
 def _scalar(n: Node):
     """numpy 0-d array of a uniform constant node, else None."""
+    if any(isinstance(v, SymInt) for v in n.attrs.values()):    # a size read at run time
+        return None
     if n.op == "full":
         return np.array(n.attrs["value"]).astype(n.dtype.np)
     if n.op == "arange" and n.attrs["n"] == 1:

@@ -34,6 +34,7 @@ import itertools
 import math
 
 from ember.ir import dtypes as dt
+from ember.ir.sizes import hint, is_static
 from ember.ir.graph import Graph
 
 from .dce import dce
@@ -254,7 +255,10 @@ def _leading_sum_to_matmul(g: Graph, n) -> bool:
         return False
     rows = math.prod(x.shape[:k])
     cols = math.prod(x.shape[k:])
-    if rows < LEADING_SUM_MIN_ROWS or cols < 8 or rows * cols < LEADING_SUM_MIN_ELEMENTS:
+    if not is_static(cols):
+        return False
+    # a speed choice: decided at the trace's sizes without a guard when the rows are symbolic
+    if hint(rows) < LEADING_SUM_MIN_ROWS or cols < 8 or hint(rows) * cols < LEADING_SUM_MIN_ELEMENTS:
         return False
     if not (x.is_placeholder or x.op == "matmul" or len(g.users(x)) > 1):
         return False
@@ -282,6 +286,8 @@ def _leading_sum_to_adds(g: Graph, n) -> bool:
         return False
     rows = math.prod(x.shape[:k])
     cols = tuple(x.shape[k:])
+    if not is_static(rows) or not all(map(is_static, cols)):   # one add per row: a fixed count
+        return False
     if not 2 <= rows <= LEADING_ADDS_MAX or math.prod(cols) * rows < LEADING_ADDS_MIN_ELEMENTS:
         return False
     meta = dict(n.meta)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from ember.ir.index import index_gathers, key_of
 from ember.ir.kernel import Load, topo_order
 from ember.ir.program import ExternStep, KernelStep, Program, ValueKind
+from ember.ir.sizes import hint, is_static, nonneg
 
 __all__ = ["MemoryPlan", "plan_memory"]
 
@@ -53,6 +54,14 @@ class MemoryPlan:
         for step, out, inp in self.inplace:
             lines.append(f"#   in place: {step} writes {out} over {inp}")
         return "\n".join(lines)
+
+
+def _fits(nbytes, slot) -> bool:
+    """A free slot of `slot` bytes takes a value of `nbytes`: at least its size, at most twice it (the
+    size class).  Symbolic sizes (a dynamic program) fit only where that holds for every size."""
+    if is_static(nbytes) and is_static(slot):
+        return nbytes <= slot <= max(2 * nbytes, 64)
+    return nonneg(slot - nbytes) and nonneg(2 * nbytes - slot)
 
 
 def _inplace_ok(step: KernelStep, out_name: str, in_name: str, program: Program) -> bool:
@@ -187,9 +196,9 @@ def plan_memory(program: Program, inplace: bool = True) -> MemoryPlan:
                         plan.inplace.append((s.name, name, d))
                         break
             if slot is None:
-                fits = [j for j in free if nbytes <= plan.slots[j] <= max(2 * nbytes, 64)]
+                fits = [j for j in free if _fits(nbytes, plan.slots[j])]
                 if fits:
-                    slot = min(fits, key=lambda j: (plan.slots[j], j))
+                    slot = min(fits, key=lambda j: (hint(plan.slots[j]), j))    # best fit: a speed choice
                     free.remove(slot)
                 else:
                     plan.slots.append(nbytes)

@@ -28,6 +28,7 @@ error slot; the call raises IndexError("index 7 is out of bounds for dimension 0
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import os
@@ -38,6 +39,7 @@ import numpy as np
 from ember.codegen import llvm as cg
 from ember.codegen.llvm.math import LIBM_F64
 from ember.ir.kernel import Kernel
+from ember.ir.sizes import evaluate
 from ember.kernels import blas, workers
 from ember.runtime import cache
 from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
@@ -182,13 +184,30 @@ class KernelCallable(BoundKernel):
     def __init__(self, module: CpuModule, kernel: Kernel):
         super().__init__(module, kernel)   # the module keeps the engine (and the machine code) alive
         nargs = len(kernel.args)
+        self.symbols = kernel.symbols
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * (nargs + 1)),
-                                 ctypes.c_int64, ctypes.c_int64)
+                                 ctypes.c_int64, ctypes.c_int64, *([ctypes.c_int64] * len(self.symbols)))
         self._fn = proto(module.address(kernel.name))
-        self.n0 = kernel.outer[0]
-        big = kernel.bytes_moved >= PARALLEL_MIN_BYTES or kernel.flops >= PARALLEL_MIN_FLOPS
+        if not self.symbols:
+            self._sizes({})
+
+    def _sizes(self, values: dict) -> None:
+        """Launch facts for the kernel at these symbol values (a static kernel: at its sizes)."""
+        k = self.kernel
+        self._extra = tuple(values[s] for s in self.symbols)
+        self.n0 = evaluate(k.outer[0], values) if self.symbols else k.outer[0]
+        moved = evaluate(k.bytes_moved, values) if self.symbols else k.bytes_moved
+        flops = evaluate(k.flops, values) if self.symbols else k.flops
+        big = moved >= PARALLEL_MIN_BYTES or flops >= PARALLEL_MIN_FLOPS
         self.parallel_ok = big and self.n0 > 1
-        self.max_chunks = max(1, min(self.n0, kernel.bytes_moved // CHUNK_BYTES))
+        self.max_chunks = max(1, min(self.n0, moved // CHUNK_BYTES))
+
+    def at(self, values: dict) -> "KernelCallable":
+        if not self.symbols:
+            return self
+        bound = copy.copy(self)
+        bound._sizes(values)
+        return bound
 
     def launch(self, arrays: Sequence[np.ndarray], threads: int | None = None) -> None:
         """Run without argument checks: the executor's path (it passes contiguous arrays of the planned
@@ -205,10 +224,10 @@ class KernelCallable(BoundKernel):
             errs = np.zeros((nch, 3), dtype=np.int64)
             base = errs.__array_interface__["data"][0]
             statuses = [0] * nch
-            fn = self._fn
+            fn, extra = self._fn, self._extra
 
             def chunk(i):
-                statuses[i] = fn(*ptrs, base + 24 * i, bounds[i], bounds[i + 1])
+                statuses[i] = fn(*ptrs, base + 24 * i, bounds[i], bounds[i + 1], *extra)
 
             workers.parallel_for(chunk, nch, nt)
             for st, err in zip(statuses, errs):
@@ -216,7 +235,7 @@ class KernelCallable(BoundKernel):
                     self._raise(st, err)
             return
         err = np.zeros(3, dtype=np.int64)
-        st = self._fn(*ptrs, err.__array_interface__["data"][0], 0, n)
+        st = self._fn(*ptrs, err.__array_interface__["data"][0], 0, n, *self._extra)
         if st:
             self._raise(st, err)
 

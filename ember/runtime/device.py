@@ -26,6 +26,7 @@ import numpy as np
 
 from ember.ir.kernel import ExternKernel, Kernel
 from ember.ir.kernel_eval import evaluate
+from ember.ir.sizes import evaluate as size_at, free_symbols
 from ember.kernels import blas
 from ember.runtime import cache
 
@@ -185,6 +186,11 @@ class BoundKernel:
     def launch(self, arrays: Sequence, threads: int | None = None) -> None:
         raise NotImplementedError
 
+    def at(self, values: dict) -> "BoundKernel":
+        """This kernel for the given size-symbol values (ember/ir/symbolic.py); a kernel with fixed
+        sizes is itself."""
+        return self
+
 
 class ExternCallable(BoundKernel):
     """A library call (matmul / conv2d: ember/kernels/blas.py run_extern on the device's arrays)
@@ -196,6 +202,14 @@ class ExternCallable(BoundKernel):
         # the extern's result buffer, reused across calls (page faults cost); one per thread:
         # threads may run one compiled function at once
         self._local = threading.local()
+        self._out_shape = ext.output.shape
+
+    def at(self, values: dict) -> "ExternCallable":
+        if not free_symbols(self.ext.output.shape) and self.epilogue is None:
+            return self
+        bound = ExternCallable(self.module, self.ext, self.epilogue.at(values) if self.epilogue else None)
+        bound._out_shape = tuple(size_at(n, values) for n in self.ext.output.shape)
+        return bound
 
     def launch(self, arrays: Sequence, threads: int | None = None) -> None:
         ext, dev = self.ext, self.module.device
@@ -205,7 +219,7 @@ class ExternCallable(BoundKernel):
             return
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = dev.xp.empty(ext.output.shape, dtype=ext.output.dtype.np)
+            scratch = self._local.scratch = dev.xp.empty(self._out_shape, dtype=ext.output.dtype.np)
         dev.run_extern(ext.op, ins, scratch, ext.attrs)
         self.epilogue.launch((scratch,) + tuple(arrays[len(ext.inputs):]), threads)
 

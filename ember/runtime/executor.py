@@ -39,7 +39,9 @@ from typing import Sequence
 import numpy as np
 
 from ember.ir import dtypes as dt
+from ember.ir.kernel import ExternKernel
 from ember.ir.program import EagerStep, ExternStep, KernelStep, Program
+from ember.ir.sizes import evaluate as size_at, free_symbols, size_readers, substitute
 
 from .device import Device, get_device
 
@@ -50,6 +52,31 @@ __all__ = ["Executor", "generate_source", "identifiers"]
 # hot path never checks for it.
 LIVE: "weakref.WeakSet[Executor]" = weakref.WeakSet()
 ON_CREATE: list = []
+
+
+# A dynamic program keeps the scratch slots of this many recent (thread, sizes) pairs.
+MAX_SIZED_STATES = 8
+
+
+def _symbol_reads(program: Program) -> tuple:
+    """(symbols, readers): the program's size symbols and how each is read from the input arrays.
+    Every symbol a kernel or value uses must be readable from an input's shape."""
+    syms: set = set()
+    for v in program.values.values():
+        syms |= free_symbols(v.shape)
+    for s in program.steps:
+        k = getattr(s, "kernel", None)
+        if k is not None:
+            syms |= set(getattr(k.epilogue, "symbols", ()) if isinstance(k, ExternKernel) else k.symbols)
+    if not syms:
+        return (), ()
+    shapes = [program.values[name].shape for name in program.inputs]
+    order, readers = size_readers(shapes)
+    missing = syms - set(order)
+    if missing:
+        raise ValueError(f"program {program.graph.name}: size symbols {sorted(missing)} are not the size of "
+                         "any input dimension (a dynamic program reads its sizes from its inputs)")
+    return order, readers
 
 
 # ============================================================================ source generation
@@ -207,6 +234,7 @@ class Executor:
         if eager_ops and eager_kernels is None:
             raise TypeError(f"program {program.graph.name} has eager fallback steps ({', '.join(eager_ops)}): "
                             "pass their kernels as eager_kernels= (ember.frontend.dispatch.KERNELS)")
+        self._eager_kernels = eager_kernels
         self.device = get_device(device if device is not None else runner)
         xp = self.device.xp
         self.source, self._line_step = generate_source(program)
@@ -222,40 +250,74 @@ class Executor:
             else:
                 env["_" + s.name] = _launcher(self.module[s.name])
         self._env = env
+        # a dynamic program (ember/ir/symbolic.py): each size symbol is read from an input's shape
+        # per call, and the thread state (slots, views, kernels) is made per distinct set of sizes
+        self.symbols, self._sym_reads = _symbol_reads(program)
         self._filename = f"<ember program {program.graph.name} {id(self):x}>"
         self._code = compile(self.source, self._filename, "exec")
         self._steps = {s.name: s for s in program.steps}
         # Scratch slots and the output pool are per thread: two threads running one compiled
         # function at once must not share buffers. The building thread's state is made now.
         self._owner = threading.get_ident()
-        self._fn, self.slots, self.pool, self.env = self._thread_state()
         self._local = threading.local()
+        self._sized: dict = {}      # (thread, symbol values) -> thread state, for a dynamic program
+        self.sizes: dict = {}
+        if self.symbols:            # made by the first call, which knows the sizes
+            self._fn, self.slots, self.pool, self.env = None, [], None, dict(self._env)
+        else:
+            self._fn, self.slots, self.pool, self.env = self._thread_state()
         LIVE.add(self)              # the profiler swaps the steps of `env` (the building thread's globals)
         for hook in ON_CREATE:
             hook(self)
 
-    def _thread_state(self) -> tuple:
+    def _thread_state(self, sizes: dict | None = None) -> tuple:
         """(function, slots, output pool, globals) for the calling thread: the generated code bound
-        to its own scratch slots and output pool."""
+        to its own scratch slots and output pool (and, for a dynamic program, to these sizes)."""
         program, xp = self.program, self.device.xp
-        slots = [xp.empty(max(n, 1), dtype=np.uint8) for n in program.memory.slots]
+        sizes = sizes or {}
+        slots = [xp.empty(max(size_at(n, sizes), 1), dtype=np.uint8) for n in program.memory.slots]
         pool = OutputPool(xp)
         env = dict(self._env)
+        env.update(sizes)           # the generated code spells symbolic shapes with the symbols' names
+        if sizes:
+            for s in program.steps:
+                if not isinstance(s, EagerStep):
+                    env["_" + s.name] = _launcher(self.module[s.name].at(sizes))
+                else:                   # attributes and result shape at these sizes
+                    v = program.values[s.output]
+                    env["_" + s.name] = _eager_call(self._eager_kernels[s.op], substitute(s.attrs, sizes), v.dtype.np,
+                                                    substitute(v.shape, sizes), xp)
         env["_empty"] = pool.empty
         ids = identifiers(program)
         for name, slot in program.memory.assign.items():
             v = program.values[name]
-            env[ids[name]] = slots[slot][:v.nbytes].view(v.dtype.np).reshape(v.shape)
+            shape = tuple(size_at(n, sizes) for n in v.shape)
+            env[ids[name]] = slots[slot][:size_at(v.nbytes, sizes)].view(v.dtype.np).reshape(shape)
         exec(self._code, env)
         return env[f"run_{program.graph.name}"], slots, pool, env
 
-    def _function(self):
+    def _function(self, arrays=()):
+        if self.symbols:
+            return self._function_at(arrays)
         if threading.get_ident() == self._owner:
             return self._fn
         fn = getattr(self._local, "fn", None)
         if fn is None:
             fn = self._local.fn = self._thread_state()[0]
         return fn
+
+    def _function_at(self, arrays):
+        """The generated function bound to the sizes these inputs have (made on first use)."""
+        values = tuple(r(arrays) for r in self._sym_reads)
+        key = (threading.get_ident(), values)
+        state = self._sized.get(key)
+        if state is None:
+            if len(self._sized) >= MAX_SIZED_STATES:     # bound the memory kept for past sizes
+                self._sized.pop(next(iter(self._sized)))
+            self.sizes = dict(zip(self.symbols, values))    # (the latest sizes: what tools bind to)
+            state = self._sized[key] = self._thread_state(self.sizes)
+            self._fn, self.slots, self.pool, self.env = state
+        return state[0]
 
     def run_values(self, arrays: Sequence) -> dict:
         """Run the program step by step keeping every value ({value name: array}, nothing reused):
@@ -291,7 +353,7 @@ class Executor:
             raise TypeError(f"program {self.program.graph.name} takes {len(self.program.inputs)} inputs, "
                             f"got {len(arrays)}")
         try:
-            return self._function()(*arrays)
+            return self._function(arrays)(*arrays)
         except Exception as e:
             step = self._failing_step(e)
             if step is None:

@@ -70,7 +70,8 @@ def test_guards_recompile_on_shape_and_dtype():
 
 
 def test_recompile_limit_warns_once_and_runs_eagerly():
-    cf = ember.compile(lambda x: x + 1, backend="eager", recompile_limit=3)
+    # dynamic=False: every size is a variant (by default a size that changes turns symbolic)
+    cf = ember.compile(lambda x: x + 1, backend="eager", recompile_limit=3, dynamic=False)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         for n in range(1, 8):
@@ -78,6 +79,10 @@ def test_recompile_limit_warns_once_and_runs_eagerly():
             assert y.shape == (n,) and float(y.sum()) == 2 * n
     msgs = [str(x.message) for x in w if "recompile limit" in str(x.message)]
     assert len(msgs) == 1 and "shape" in msgs[0]
+    auto = ember.compile(lambda x: x + 1, backend="eager", recompile_limit=3)
+    for n in range(1, 8):
+        assert float(auto(ember.ones(n)).sum()) == 2 * n
+    assert auto.stats["compiles"] == 2 and auto.stats["eager_calls"] == 0    # size 1, then one dynamic
 
 
 def test_python_scalar_specialised():

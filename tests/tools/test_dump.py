@@ -16,7 +16,7 @@ def _report(folder):
 
 def test_compile_dump_argument_folders_and_recompile(tmp_path):
     d = tmp_path / "d"
-    cf = ember.compile(lambda x, s: (x * s).exp().sum(), dump=d, backend="eager")
+    cf = ember.compile(lambda x, s: (x * s).exp().sum(), dump=d, backend="eager", dynamic=False)
     cf(ember.randn(3), 2.0)
     cf(ember.randn(5), 2.0)                                  # new shape: traced again
     assert (d / "lambda_0/00_captured.ir").is_file() and (d / "lambda_1/00_captured.ir").is_file()
@@ -139,6 +139,8 @@ def test_ember_logs_recompiles(monkeypatch, capsys):
     cf = ember.compile(lambda x: x * 2, backend="eager")
     cf(ember.ones(2))
     cf(ember.ones(3))
+    assert "ember: [R004]" in capsys.readouterr().err     # the size changed: it turns symbolic
+    cf(ember.ones(3, dtype=ember.float64))
     assert "ember: [R001]" in capsys.readouterr().err
 
 

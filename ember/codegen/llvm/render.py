@@ -7,14 +7,16 @@ compiles, caches and calls it.
 
 Generated function, per kernel:
 
-    i32 @<kernel.name>(ptr noalias %<arg0>, ..., ptr noalias %err, i64 %start, i64 %stop)
+    i32 @<kernel.name>(ptr noalias %<arg0>, ..., ptr noalias %err, i64 %start, i64 %stop, i64 %s0, ...)
 
   * one pointer per buffer in `kernel.args` order (inputs, then outputs), contiguous row-major;
   * `err` points to three int64 slots (value, dimension, size) written when a gather index is out of
     range; the function then returns 1 (0 otherwise).  Out-of-range indices are clamped before any
     read, so memory is never read out of bounds; the rest of the kernel still runs;
   * [start, stop) is the range of the FIRST outer axis this call covers, so the runtime can split it
-    over threads.
+    over threads;
+  * one i64 per size symbol of a dynamic kernel (`kernel.symbols`, sorted by name): extents, strides
+    and index constants that hold symbols (ember/ir/symbolic.py) are computed from them.
 
 The loops and where each node goes come from ember/codegen/loops.py (`linearize`): this module
 spells its steps.  Each level is a basic block that ends in a branch to the next one; a node is
@@ -40,6 +42,7 @@ from ember.codegen.llvm.random import emit_random
 from ember.codegen.llvm.target import (I1, I8, I16, I32, I64, PTR, TargetInfo, host_target, i64, ir, llvm_type,
                                        mem_type)
 from ember.ir import dtypes as dt
+from ember.ir.symbolic import SymInt
 from ember.ir.kernel import (Binary, Buf, Cast, Const, IBin, IConst, IGather, IndexValue, Kernel, Load, Random,
                              Unary, Var, Where, _index_postorder)
 
@@ -52,7 +55,8 @@ class _KernelEmitter:
     def __init__(self, module: ir.Module, kernel: Kernel, mathlib: MathLib):
         self.m, self.k, self.math = module, kernel, mathlib
         nbuf = len(kernel.args)
-        fnty = ir.FunctionType(I32, [PTR] * nbuf + [PTR, I64, I64])
+        self.symbols = kernel.symbols
+        fnty = ir.FunctionType(I32, [PTR] * nbuf + [PTR, I64, I64] + [I64] * len(self.symbols))
         self.fn = fn = ir.Function(module, fnty, kernel.name)
         fn.attributes.add("nounwind")
         for a, buf in zip(fn.args, kernel.args):
@@ -61,7 +65,11 @@ class _KernelEmitter:
         fn.args[nbuf].name, fn.args[nbuf + 1].name, fn.args[nbuf + 2].name = "err", "start", "stop"
         fn.args[nbuf].add_attribute("noalias")
         self.ptr = {buf.name: a for a, buf in zip(fn.args, kernel.args)}
-        self.err_ptr, self.start, self.stop = fn.args[nbuf:]
+        self.err_ptr, self.start, self.stop = fn.args[nbuf:nbuf + 3]
+        self.sym_value = {}
+        for a, name in zip(fn.args[nbuf + 3:], self.symbols):
+            a.name = name
+            self.sym_value[name] = a
 
         # allocas get their own first block so that mem2reg/SROA promote them to registers
         self.alloca_block = fn.append_basic_block("allocas")
@@ -139,7 +147,7 @@ class _KernelEmitter:
     # one method per step of ember/codegen/loops.py
     def _Loop(self, s: L.Loop) -> None:
         # the first outer axis runs over [start, stop): the runtime splits it over threads
-        lo, hi = (self.start, self.stop) if (s.kind, s.axis) == ("o", 0) else (i64(0), i64(s.size))
+        lo, hi = (self.start, self.stop) if (s.kind, s.axis) == ("o", 0) else (i64(0), self._int(s.size))
         self._open_loop(s.kind, s.axis, lo, hi)
 
     def _EndLoop(self, s: L.EndLoop) -> None:
@@ -173,7 +181,7 @@ class _KernelEmitter:
             return
         lin = i64(0)
         for axis, stride in enumerate(L.strides(self.k.inner)):
-            lin = b.add(lin, b.mul(self.var_value[("r", axis)], i64(stride)))
+            lin = b.add(lin, b.mul(self.var_value[("r", axis)], self._int(stride)))
         take = arg_better(b, red.op, red.x.dtype, v, old)
         b.store(b.select(take, v, old), acc)
         b.store(b.select(take, lin, b.load(idx, typ=I64)), idx)
@@ -206,6 +214,18 @@ class _KernelEmitter:
         b.store(v, addr)
 
     # ------------------------------------------------------------------------ indexing
+    def _int(self, v):
+        """An i64 size: a constant, or a SymInt's polynomial over the symbol arguments."""
+        if not isinstance(v, SymInt):
+            return i64(v)
+        b, total = self.b, None
+        for mono, coef in sorted(v.poly.items()):
+            term = i64(coef)
+            for name in mono:
+                term = b.mul(term, self.sym_value[name], flags=("nsw",))
+            total = term if total is None else b.add(total, term, flags=("nsw",))
+        return total
+
     def _index(self, e, into: Buf = None, dim: int = None):
         """i64 value of an index expression, emitted at the builder's position."""
         b = self.b
@@ -214,7 +234,7 @@ class _KernelEmitter:
             if isinstance(n, Var):
                 v = self.var_value[(n.kind, n.axis)]
             elif isinstance(n, IConst):
-                v = i64(n.value)
+                v = self._int(n.value)
             elif isinstance(n, IBin):
                 x, y = vals[id(n.a)], vals[id(n.b)]
                 if n.op == "+":
@@ -242,7 +262,7 @@ class _KernelEmitter:
     def _check_gather(self, e, v, buf: Buf, dim: int):
         """Wrap / bounds-check a gathered index: record an error and use 0 when out of range."""
         b = self.b
-        size = i64(buf.shape[dim])
+        size = self._int(buf.shape[dim])
         raw = v
         if any(n.wrap for n in _index_postorder(e) if isinstance(n, IGather)):
             v = b.select(b.icmp_signed("<", v, i64(0)), b.add(v, size), v)
@@ -256,7 +276,7 @@ class _KernelEmitter:
         b = self.b
         off = None
         for v, stride in zip(idx_vals, L.strides(buf.shape)):
-            term = v if stride == 1 else b.mul(v, i64(stride), flags=("nsw",))
+            term = v if stride == 1 else b.mul(v, self._int(stride), flags=("nsw",))
             off = term if off is None else b.add(off, term, flags=("nsw",))
         return off if off is not None else i64(0)
 
@@ -295,7 +315,7 @@ class _KernelEmitter:
                 return self._load_raw(n.buf, idx)
             valid = ir.Constant(I1, 1)
             for d in n.masked:
-                ok = b.icmp_unsigned("<", idx[d], i64(n.buf.shape[d]))   # 0 <= i < size
+                ok = b.icmp_unsigned("<", idx[d], self._int(n.buf.shape[d]))   # 0 <= i < size
                 valid = b.and_(valid, ok)
             # read a safe address (offset 0) when out of range, then substitute the fill value
             off = b.select(valid, self._offset(n.buf, idx), i64(0))

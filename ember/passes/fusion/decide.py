@@ -18,6 +18,7 @@ from enum import Enum
 import networkx as nx
 
 from ember.ir import index as ix
+from ember.ir.sizes import hint
 from ember.ir.graph import Graph, Node
 from ember.ir.kernel import IConst, Var
 from ember.ir.ops import OPS
@@ -509,7 +510,7 @@ class Fuser:
                 continue
             loads = {grp: set(group_requests(self, grp)[1]) for grp in members}
             alive = list(members)
-            tiny = math.prod(members[0].outer) * math.prod(members[0].inner) <= TINY_DOMAIN
+            tiny = hint(math.prod(members[0].outer) * math.prod(members[0].inner)) <= TINY_DOMAIN
             while (pair := self._mergeable_pair(alive, loads, tiny)) is not None:
                 a, b = pair
                 self._merge(a, b)

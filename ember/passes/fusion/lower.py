@@ -16,6 +16,8 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ember.ir import dtypes as dt
+from ember.ir.symbolic import SymInt
+from ember.ir.sizes import as_size
 from ember.ir import index as ix
 from ember.ir.graph import Node
 from ember.ir import rng
@@ -189,7 +191,10 @@ def _args(n: Node, idx, ctx: Lowering) -> list:
 
 @lowering("full")
 def _full(n, idx, ctx):
-    return Const(n.attrs["value"], n.dtype)
+    v = n.attrs["value"]
+    if isinstance(v, SymInt):       # a size that varies between calls, read at run time
+        return Cast(IndexValue(IConst(v), dt.int64), n.dtype)
+    return Const(v, n.dtype)
 
 
 @lowering("arange")
@@ -197,8 +202,8 @@ def _arange(n, idx, ctx):
     a = n.attrs
     i = ix.as_index(idx[0]) if idx else IConst(0)
     start, step = a["start"], a["step"]
-    if not n.dtype.is_floating_point and float(start).is_integer() and float(step).is_integer():
-        v = IndexValue(i * int(step) + int(start), dt.int64)
+    if not n.dtype.is_floating_point and all(isinstance(v, SymInt) or float(v).is_integer() for v in (start, step)):
+        v = IndexValue(i * as_size(step) + as_size(start), dt.int64)
         return v if n.dtype is dt.int64 else Cast(v, n.dtype)
     v = Binary("add", Binary("mul", IndexValue(i, dt.float64), Const(float(step), dt.float64)),
                Const(float(start), dt.float64))
