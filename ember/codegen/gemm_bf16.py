@@ -502,7 +502,8 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
     f.label(qb)
     # four straight-line variants -- bias or not, bf16 O or float32 C -- so a product without a bias
     # spends no add on it
-    variants = [(b, o, f.fresh(f"q{'b' if b else ''}{'o' if o else 'c'}")) for b in (True, False) for o in (True, False)]
+    variants = [(b, o, f.fresh(f"q{'b' if b else ''}{'o' if o else 'c'}"))
+                for b in (True, False) for o in (True, False)]
     sel_o = f.fresh("qsel")
     f.emit(f"br i1 {hasb}, label %{sel_o}b, label %{sel_o}n")
     for b in (True, False):
