@@ -270,3 +270,20 @@ def test_transposed_heads_and_mixed_broadcasts_run_as_one_batch(gemm, monkeypatc
     for x, y in ((q, k), (a, b)):
         for od in (BF, np.float32):
             _check(gemm.matmul(x, y, out_dtype=od), x.copy(), y.copy(), out_dtype=od)
+
+
+@pytest.mark.parametrize("m,n,k", [(50, 40, 130), (7, 33, 64), (97, 100, 256), (30, 20, 63)])
+def test_a_read_in_place_equals_packed_bit_for_bit(m, n, k):
+    """gemm_blockd (A read where it lies: narrow products, K-contiguous A, even K) sums in the packed
+    kernel's order: the same bits, edge rows and several K blocks included (odd K packs)."""
+    packed = G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, direct_a_max_n=0, dpbf16=G.host_has_bf16()))
+    direct = G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, direct_a_max_n=1 << 30, dpbf16=G.host_has_bf16()))
+    rng = np.random.default_rng(m * n + k)
+    a, b, bias = _rand(rng, (m, k)), _rand(rng, (k, n)), _rand(rng, (n,))
+    for od in (BF, np.float32):
+        want = packed.mm(a, b, bias=bias, out_dtype=od, threads=1)
+        _check(want, a, b, bias, od)
+        got = direct.mm(a, b, bias=bias, out_dtype=od, threads=1)
+        assert np.array_equal(got.view(np.uint16 if od == BF else np.uint32), want.view(np.uint16 if od == BF else np.uint32))
+    big = _rand(rng, (m, k + 10))[:, 3:3 + k]        # rows further apart than K: lda != K
+    np.testing.assert_array_equal(direct.mm(big, b, threads=1).view(np.uint16), packed.mm(big, b, threads=1).view(np.uint16))
