@@ -80,8 +80,9 @@ class Tile:
 @dataclass(frozen=True)
 class GemmConfig:
     # One tile per width class: narrow products (N <= 16: conv layers with few channels) waste no
-    # lanes on a 16-wide tile with many rows; wide ones use 3 vectors x 8 rows (fewest loads per FMA).
-    tiles: tuple = (Tile(24, 1), Tile(12, 2), Tile(8, 3))
+    # lanes on a 16-wide tile with many rows; wide ones use 3 vectors x 8 rows (fewest loads per FMA);
+    # 8x32 for 32/64-column products with rows in eights (attention's 64 x 64 tiles: +10% over 12x32).
+    tiles: tuple = (Tile(24, 1), Tile(12, 2), Tile(8, 3), Tile(8, 2))
     mc: int = 96           # rows of an A block (L2): a multiple of every tile's mr
     kc: int = 512          # K depth of a block (even): 512 keeps the GPT products K = 512 in one block
                            # (a second block re-reads and re-writes float32 C: 384 was 6-11% slower there)
