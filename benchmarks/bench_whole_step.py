@@ -9,6 +9,7 @@ Variants:
   ember fwd-compile   `ember.compile(model)`: forward and backward graphs compiled, zero_grad,
                       the autograd hop and optimizer.step() eager (what ember.compile did before)
   ember whole-step    `ember.compile(step)`: zero_grad, forward, backward and step in one program
+  ember whole, dynamic  the same with dynamic=True: the batch (and every other argument size) symbolic
   ember split         the same step with `losses.append(loss.item())` after opt.step(): a graph break,
                       so the step runs in pieces (ember/compiler/split.py) and every call replays the
                       step's Python against the recorded pieces
@@ -74,8 +75,8 @@ def build(T, kind: str, mode: str, seed: int = 0):
         if mode == "split":
             losses.append(loss.item())
         return loss
-    fn = T.compile(step) if mode in ("whole", "split") else step
-    cf = fn if mode in ("whole", "split") else fwd._compiled if mode == "fwd" else None
+    fn = T.compile(step, dynamic=mode == "whole-dyn") if mode in ("whole", "whole-dyn", "split") else step
+    cf = fn if mode in ("whole", "whole-dyn", "split") else fwd._compiled if mode == "fwd" else None
     return (lambda: fn(x, y)), model, cf
 
 
@@ -101,6 +102,7 @@ class StubKernels:
 
     def __enter__(self):
         from ember.ir.program import EagerStep, ExternStep, KernelStep
+        from ember.ir.sizes import substitute
         from ember.runtime import cpu
         from ember.runtime.device import ExternCallable
         self.saved = []
@@ -127,7 +129,8 @@ class StubKernels:
                     if isinstance(st, EagerStep):
                         v = program.values[st.output]
                         self.saved.append((env, name, env[name]))
-                        env[name] = (lambda a: lambda *_: a)(np.zeros(v.shape, v.dtype.np))
+                        shape = substitute(v.shape, getattr(ex, "sizes", {}))    # (a dynamic program's sizes)
+                        env[name] = (lambda a: lambda *_: a)(np.zeros(shape, v.dtype.np))
                     elif self.level == "calls" and isinstance(st, (KernelStep, ExternStep)):
                         self.saved.append((env, name, env[name]))
                         env[name] = _no_kernel
@@ -230,7 +233,7 @@ def main():
         print(f"\n{kind}: whole-step vs eager after 3 steps: {'OK' if ok else 'MISMATCH'} ({msg})")
         fns, cfs = {}, {}
         for mode, label in (("eager", "ember eager"), ("fwd", "ember fwd-compile"), ("whole", "ember whole-step"),
-                            ("split", "ember split")):
+                            ("whole-dyn", "ember whole, dynamic"), ("split", "ember split")):
             step, _, cf = build(ember, kind, mode)
             t0 = time.perf_counter()
             step()
@@ -249,7 +252,8 @@ def main():
             if label in cfs:
                 step, cf, compile_s = cfs[label]
                 extra = f"{outside_kernels_us(step, cf, args.rounds):11.0f} us"
-                launch = f"{outside_kernels_us(step, cf, args.rounds, 'native'):8.0f} us"
+                # (a dynamic program binds its native callables per size: StubKernels cannot reach them)
+                launch = "n/a" if "dynamic" in label else f"{outside_kernels_us(step, cf, args.rounds, 'native'):8.0f} us"
                 comp = f"{cf.stats['compiles']} ({compile_s:.1f} s)"
             print(f"  {label:20s} {r.median * 1e3:9.2f} {extra:>16s} {launch:>11s} {comp:>9s}")
         if torch_ms is not None:

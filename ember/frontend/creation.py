@@ -164,6 +164,9 @@ def _factory(fill):
         d = _dtype(dtype)
         dev = canonical(device)
         shape = _sizes(size)
+        if any(isinstance(n, SymInt) for n in shape):   # a size that varies between calls: a graph value
+            return _finish(P("full", shape=shape, value=d.np.type(fill or 0).item(), dtype=d, device=dev),
+                           requires_grad)
         t = _wrap(dev.xp.full(shape, fill, dtype=d.np) if fill is not None else dev.xp.empty(shape, dtype=d.np), dev)
         return _finish(t, requires_grad)
     return f

@@ -470,6 +470,15 @@ def sum(x, dim=None, keepdim=False, dtype=None):
     return P("sum", x, dims=_dims(x, dim), keepdim=keepdim)
 
 
+def times_ratio(s, num, den):
+    """s * (num / den) for counts of elements (a mean's 1/n, Bessel's n/(n-1)): a constant factor, or,
+    when a count is a symbolic size (a dynamic trace), the division by a value of the graph."""
+    if not isinstance(num, SymInt) and not isinstance(den, SymInt):
+        return P("mul", s, num / den if den else float("nan"))
+    count = lambda v: P("full", shape=(), value=v, dtype=s.dtype, device=s.device)  # noqa: E731
+    return P("div", s if num == 1 else P("mul", s, count(num)), count(den))
+
+
 def _numel(x, dims):
     n = 1
     for d in (range(x._data.ndim) if dims is None else dims):
@@ -486,10 +495,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
                            f"or complex dtype. Got: {_tname(x.dtype)}")
     dims = _dims(x, dim)
     n = _numel(x, dims)
-    s = P("sum", x, dims=dims, keepdim=keepdim)
-    if isinstance(n, SymInt):       # a count that varies between calls: a value of the graph
-        return P("div", s, P("full", shape=(), value=n, dtype=x.dtype, device=x.device))
-    return P("mul", s, 1.0 / n) if n else P("mul", s, float("nan"))
+    return times_ratio(P("sum", x, dims=dims, keepdim=keepdim), 1, n)
 
 
 def _tname(d):
@@ -516,11 +522,11 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     n = _numel(x, dims)
     # the mean's own gradient term is sum(x - mean) = 0: detached, the gradient is PyTorch's
     # 2 (x - mean) / (n - c) exactly (also where an infinite input makes the sum NaN)
-    m = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n if n else float("nan")).detach()
+    m = times_ratio(P("sum", x, dims=dims, keepdim=True), 1, n).detach()
     d = P("sub", x, m)
     s = P("sum", P("mul", d, d), dims=dims, keepdim=keepdim)
     if n - c > 0:
-        return P("mul", s, 1.0 / (n - c))
+        return times_ratio(s, 1, n - c)
     return P("div", s, 0.0)   # n <= correction: inf, or nan where the sum is 0 (PyTorch's s / max(0, n - c))
 
 

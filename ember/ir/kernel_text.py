@@ -13,6 +13,7 @@ import re
 from ember.ir import dtypes as dt
 from ember.ir.dtypes import DType
 from ember.ir.index import IConst, IGather, IndexExpr, Var, format_index
+from ember.ir.sizes import parse_sym
 from ember.ir.kernel import (BINARY_OPS, UNARY_OPS, Binary, Buf, Cast, Const, Expr, IndexValue, Kernel, Load,
                              Random, Reduce, Store, Unary, Where)
 
@@ -74,7 +75,7 @@ def format_kernel(k: Kernel) -> str:
 
 
 # ===================================================================================== parser
-_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_.]*)|(//|[-+*%()\[\],]))")
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_.]*)|(//|\*\*|[-+*%()\[\],]))")
 
 
 class _IndexParser:
@@ -129,6 +130,9 @@ class _IndexParser:
             return IConst(int(t))
         if re.fullmatch(r"[or]\d+", t):
             return Var(t[0], int(t[1:]))
+        if re.fullmatch(r"s\d+", t):              # a size symbol (ember/ir/symbolic.py)
+            k = int(self.take()) if self.peek() == "**" and self.take() else 1
+            return IConst(parse_sym(t) ** k)
         wrap = False
         if t == "wrap":
             self.take("(")
@@ -146,6 +150,8 @@ class _IndexParser:
 
 
 def _parse_index_list(text: str, bufs: dict) -> list[IndexExpr]:
+    if not text.strip():            # a 0-d buffer
+        return []
     p = _IndexParser(text, bufs)
     out = [p.expr()]
     while p.peek() == ",":
@@ -165,10 +171,15 @@ def _parse_value(text: str, dtype: DType):
     return int(text)
 
 
+def _sizes(text: str) -> list:
+    """A printed shape's sizes: `26,24,s0` or `(64*s0 + 3),2` (sums of symbols are parenthesised)."""
+    return [int(s) if s.strip().isdigit() else parse_sym(s) for s in text.split(",") if s.strip()]
+
+
 def _parse_bufs(text: str) -> list[Buf]:
     bufs = []
-    for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_.]*): (\w+)\[([0-9,]*)\]", text):
-        shape = [int(s) for s in m.group(3).split(",") if s]
+    for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_.]*): (\w+)\[([^\]]*)\]", text):
+        shape = _sizes(m.group(3))
         bufs.append(Buf(m.group(1), shape, dt.by_name(m.group(2))))
     return bufs
 
@@ -176,7 +187,7 @@ def _parse_bufs(text: str) -> list[Buf]:
 def parse_kernel(text: str) -> Kernel:
     """Read the text form back: `str(parse_kernel(str(k))) == str(k)`."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    m = re.fullmatch(r"kernel (\S+)\((.*)\) -> \((.*)\) outer=\[([0-9,]*)\] inner=\[([0-9,]*)\] \{", lines[0])
+    m = re.fullmatch(r"kernel (\S+)\((.*)\) -> \((.*)\) outer=\[([^\]]*)\] inner=\[([^\]]*)\] \{", lines[0])
     if not m or lines[-1] != "}":
         raise ValueError(f"not a kernel: {lines[0]!r}")
     name = m.group(1)
@@ -226,6 +237,5 @@ def parse_kernel(text: str) -> Kernel:
             raise ValueError(f"{ln!r}: computed type {node.dtype.short}")
         vals[res] = node
     km = re.match(r"k(\d+)_", name)
-    return Kernel(inputs, outputs, [int(s) for s in m.group(4).split(",") if s],
-                  [int(s) for s in m.group(5).split(",") if s], stores, name=name,
+    return Kernel(inputs, outputs, _sizes(m.group(4)), _sizes(m.group(5)), stores, name=name,
                   id=int(km.group(1)) if km else 0)

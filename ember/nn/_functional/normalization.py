@@ -21,9 +21,9 @@ def _bshape(x, c_dim=1):
 
 def _moments(x, dims):
     n = math.prod(x.shape[d] for d in dims)
-    mean = P("mul", P("sum", x, dims=dims, keepdim=True), 1.0 / n)
+    mean = M.times_ratio(P("sum", x, dims=dims, keepdim=True), 1, n)
     xc = P("sub", x, mean)
-    var = P("mul", P("sum", P("mul", xc, xc), dims=dims, keepdim=True), 1.0 / n)
+    var = M.times_ratio(P("sum", P("mul", xc, xc), dims=dims, keepdim=True), 1, n)
     return mean, var, n
 
 
@@ -51,7 +51,7 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
             with ag.no_grad():
                 m = momentum
                 bm = P("reshape", mean.detach(), shape=(C,))
-                bv = P("reshape", P("mul", var.detach(), n / (n - 1)), shape=(C,))
+                bv = P("reshape", M.times_ratio(var.detach(), n, n - 1), shape=(C,))
                 running_mean.copy_(P("add", P("mul", running_mean, 1.0 - m), P("mul", M.cast(bm, running_mean.dtype), m)))
                 running_var.copy_(P("add", P("mul", running_var, 1.0 - m), P("mul", M.cast(bv, running_var.dtype), m)))
     else:
@@ -96,7 +96,7 @@ def rms_norm(input: Tensor, normalized_shape, weight=None, eps: float | None = N
         import numpy as np
         eps = float(np.finfo(input.dtype.np).eps)
     n = math.prod(ns)
-    ms = P("mul", P("sum", P("mul", input, input), dims=dims, keepdim=True), 1.0 / n)
+    ms = M.times_ratio(P("sum", P("mul", input, input), dims=dims, keepdim=True), 1, n)
     y = P("mul", input, P("rsqrt", P("add", ms, float(eps))))
     return P("mul", y, weight) if weight is not None else y
 

@@ -319,7 +319,8 @@ def _cat(n, idx, ctx):
     live = [p for p in parts if p[0] <= hi_i and p[0] + p[1] > lo_i]
     v = live[-1][2]
     for off, m, pv in reversed(live[:-1]):
-        v = Where(Binary("lt", IndexValue(idx[d], dt.int64), Const(off + m, dt.int64)), pv, v)
+        end = IndexValue(IConst(off + m), dt.int64) if isinstance(off + m, SymInt) else Const(off + m, dt.int64)
+        v = Where(Binary("lt", IndexValue(idx[d], dt.int64), end), pv, v)
     return v
 
 
