@@ -23,7 +23,8 @@ _PAIRS = {(np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16)), (np.dtype(ml_dty
 
 def astype(x: np.ndarray, dtype) -> np.ndarray:
     """x.astype(dtype); float32 <-> bfloat16 of large contiguous arrays through CONVERT."""
-    if CONVERT is not None and x.__class__ is np.ndarray and x.size >= MIN_ELEMENTS and (x.dtype, dtype) in _PAIRS:
+    if CONVERT is not None and x.__class__ is np.ndarray and x.size >= MIN_ELEMENTS and \
+            (x.dtype, np.dtype(dtype)) in _PAIRS:       # (np.float32 the type hashes unlike its dtype)
         if x.flags.c_contiguous:
             r = CONVERT(x, dtype)
         elif x.flags.f_contiguous:      # a transposed result (a weight's gradient): keep its layout

@@ -287,3 +287,17 @@ def test_a_read_in_place_equals_packed_bit_for_bit(m, n, k):
         assert np.array_equal(got.view(np.uint16 if od == BF else np.uint32), want.view(np.uint16 if od == BF else np.uint32))
     big = _rand(rng, (m, k + 10))[:, 3:3 + k]        # rows further apart than K: lda != K
     np.testing.assert_array_equal(direct.mm(big, b, threads=1).view(np.uint16), packed.mm(big, b, threads=1).view(np.uint16))
+
+
+def test_casts_take_the_kernel_for_dtype_objects_and_types(monkeypatch):
+    from ember.kernels import casts
+    assert casts.CONVERT is not None
+    seen = []
+    real = casts.CONVERT
+    monkeypatch.setattr(casts, "CONVERT", lambda x, d: seen.append(np.dtype(d)) or real(x, d))
+    x = np.ones(casts.MIN_ELEMENTS, BF)
+    casts.astype(x, np.float32)                 # the type, as the 16-bit kernels pass it
+    casts.astype(x.astype(np.float32), BF)
+    casts.astype(x[:10], np.float32)            # small: numpy
+    casts.astype(x, np.float64)                 # not a bf16 <-> f32 pair: numpy
+    assert seen == [np.dtype(np.float32), BF]
