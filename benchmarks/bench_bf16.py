@@ -8,8 +8,8 @@ autocast(bf16) against float32 -- ember eager and compiled in this process, PyTo
 GEMM rows: GFLOP/s of ember's bf16 product (ember/runtime/gemm_bf16.py, bf16 in, float32 accumulation,
 bf16 out) and numpy's float32 product (blas_threads.matmul, the one eager float32 uses), on 1024^3 and
 on the products the MNIST CNN and the 2-layer GPT run (as ember's eager ops issue them: a convolution is
-a batched [O, C*k*k] @ [N, C*k*k, L] product); torch bf16 / fp32 (torch.matmul) run in a subprocess so
-its OpenMP threads do not compete with ours.  Step rows: ms per training step (forward, loss,
+one [O, C*k*k] @ [C*k*k, L*N] product, ember/nn/_functional/conv.py); torch bf16 / fp32 (torch.matmul)
+run in a subprocess so its OpenMP threads do not compete with ours.  Step rows: ms per training step (forward, loss,
 backward, SGD/AdamW step) in float32 and under autocast("cpu", bfloat16).
 
 Interleaved rounds, medians (benchmarks/harness.py).  On a shared machine the absolute numbers move
@@ -33,15 +33,17 @@ from harness import NA, Stats, interleave, loadavg, machine_info, markdown_table
 # (name, A shape, B shape, B stored transposed): the products ember's eager ops issue for these models
 GEMMS = [
     ("1024^3", (1024, 1024), (1024, 1024), False),
-    ("mnist conv1 fwd: 64x [10,25]@[25,576]", (10, 25), (64, 25, 576), False),
-    ("mnist conv2 fwd: 64x [20,250]@[250,64]", (20, 250), (64, 250, 64), False),
+    ("mnist conv1 fwd: [10,25]@[25,36864]", (10, 25), (25, 36864), False),
+    ("mnist conv2 fwd: [20,250]@[250,4096]", (20, 250), (250, 4096), False),
     ("mnist fc1 fwd: [64,320]@[320,50]^T", (64, 320), (320, 50), True),
     ("mnist conv2 dW: [20,4096]@[4096,250]", (20, 4096), (4096, 250), False),
-    ("mnist conv2 dX: 64x [250,20]@[20,64]", (250, 20), (64, 20, 64), False),
+    ("mnist conv2 dX: [250,20]@[20,4096]", (250, 20), (20, 4096), False),
     ("gpt qkv: [1024,128]@[128,384]^T", (1024, 128), (128, 384), True),
     ("gpt mlp up: [1024,128]@[128,512]^T", (1024, 128), (128, 512), True),
     ("gpt mlp down: [1024,512]@[512,128]^T", (1024, 512), (512, 128), True),
     ("gpt attention: 64x [64,32]@[32,64]", (16, 4, 64, 32), (16, 4, 32, 64), False),
+    ("gpt B=64 qkv: [4096,128]@[128,384]^T", (4096, 128), (128, 384), True),
+    ("gpt B=64 mlp down: [4096,512]@[512,128]^T", (4096, 512), (512, 128), True),
     ("gpt dW mlp up: [512,1024]@[1024,128]", (512, 1024), (1024, 128), False),
 ]
 

@@ -74,6 +74,7 @@ from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
 from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
 from .kernels import blas_threads as _blas_threads  # noqa: E402
+from .kernels import casts as _casts  # noqa: E402
 
 # the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
 (FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
@@ -81,13 +82,23 @@ from .kernels import blas_threads as _blas_threads  # noqa: E402
                                      "IntTensor", "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor"))
 
 
-def _bf16_matmul(a, b):
-    """The generated bfloat16 GEMM, compiled on first use (importing the compiler stays lazy)."""
+def _bf16_matmul(a, b, bias=None, out=None):
+    """The generated bfloat16 GEMM (bias: bf16 [N], added in its epilogue; out: where to write), compiled
+    on first use (importing the compiler stays lazy)."""
     from .runtime import gemm_bf16
-    return gemm_bf16.matmul(a, b)
+    return gemm_bf16.matmul(a, b, bias, out=out)
 
 
 _blas_threads.BF16_MATMUL = _bf16_matmul
+
+
+def _bf16_convert(x, dtype):
+    """float32 <-> bfloat16 of a contiguous array by the generated kernels (None: not those dtypes)."""
+    from .runtime import gemm_bf16
+    return gemm_bf16.convert(x, dtype)
+
+
+_casts.CONVERT = _bf16_convert
 
 fmod = _methods._fmod
 fmax, fmin = _methods._fmax, _methods._fmin

@@ -25,6 +25,7 @@ from enum import Enum
 import numpy as np
 
 from .frontend import autocast as _ac
+from .frontend import tracing_hooks as _tracing_hooks
 from .frontend.tensor import Tensor
 from .ir import dtypes as dt
 
@@ -181,18 +182,60 @@ class OptState(Enum):
     STEPPED = 2
 
 
-def _any_rank(found: bool) -> bool:
-    """With a process group, one rank's inf/nan skips the step on every rank (so replicas stay equal)."""
+def _distributed() -> bool:
     import sys
     dist = sys.modules.get("ember.distributed")    # loaded by whoever initialised a process group
-    if dist is None or not dist.is_initialized():
+    return dist is not None and dist.is_initialized()
+
+
+def _any_rank(found: bool) -> bool:
+    """With a process group, one rank's inf/nan skips the step on every rank (so replicas stay equal)."""
+    if not _distributed():
         return found
-    return dist.any_across_ranks(found)
+    import sys
+    return sys.modules["ember.distributed"].any_across_ranks(found)
 
 
 def _f32(v: float) -> float:
     """The scale lives in float32 (PyTorch keeps it in a float32 tensor): round like it."""
     return float(np.float32(v))
+
+
+def _traced() -> bool:
+    """A whole training step is being traced (ember.compile): the scaler then reads no value back --
+    the inf check is a tensor, the skipped step a select in the optimizer's update, the new scale
+    tensor ops -- so the step stays one graph.  (With a process group the ranks' agreement is a
+    read-back: that traced step breaks the graph, as it did before.)"""
+    return _tracing_hooks.active() and not _distributed()
+
+
+def _masked_step(optimizer, found: Tensor, args, kwargs):
+    """optimizer.step() traced so that a found inf/nan leaves every parameter and state tensor as it
+    was: each is selected between its value before the step and after it (fusion puts the select into
+    the update's own kernel).  State the step creates (the first step) is captured as it is created,
+    before the update writes it."""
+    from .frontend.math_ops import where
+    from .frontend.autograd import no_grad
+    before: dict = {}
+
+    def keep(t):
+        if isinstance(t, Tensor) and id(t) not in before:
+            before[id(t)] = (t, t.clone())     # (a detached alias would be a second graph input)
+    with no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    keep(p)
+                    for v in optimizer.state.get(p, {}).values():
+                        keep(v)
+        optimizer._state_watch = lambda values: [keep(v) for v in values.values()]
+        try:
+            ret = optimizer.step(*args, **kwargs)
+        finally:
+            optimizer._state_watch = None
+        for t, old in before.values():
+            t.copy_(where(found, old, t))
+    return ret
 
 
 class GradScaler:
@@ -232,9 +275,16 @@ class GradScaler:
         return st
 
     def _lazy_init(self):
+        """The scale (float32) and the growth tracker (int32) are 0-d tensors, as PyTorch's: a compiled
+        step reads them as inputs and writes them in place, so the scale is never baked into a graph."""
         if self._scale is None:
-            self._scale = _f32(self._init_scale)
-            self._growth_tracker = self._init_growth_tracker
+            from .frontend.creation import full
+            with _tracing_hooks.eager_now():
+                self._scale = full((), _f32(self._init_scale), dtype=dt.float32)
+                self._growth_tracker = full((), self._init_growth_tracker, dtype=dt.int32)
+
+    def _scale_value(self) -> float:
+        return float(self._scale._data)
 
     def _check_scale(self, funcname: str):
         if self._scale is None:
@@ -260,6 +310,8 @@ class GradScaler:
         from .frontend import math_ops as M
         from .frontend.autograd import no_grad
         from .frontend.creation import full
+        if _traced():
+            return self._unscale_grads_traced(optimizer, allow_fp16)
         bad: dict = {}
         with no_grad():
             for group in optimizer.param_groups:
@@ -274,6 +326,27 @@ class GradScaler:
         found = {d: full((), float(b), dtype=dt.float32, device=d) for d, b in bad.items()}
         return found
 
+    def _unscale_grads_traced(self, optimizer, allow_fp16: bool) -> dict:
+        """The same as tensor ops: found_inf = any(~isfinite(g)) (float32 0-d per device) and
+        g *= inv_scale, inv_scale = float32(1 / float64(scale)) as a tensor."""
+        from .frontend import math_ops as M
+        from .frontend.autograd import no_grad
+        found: dict = {}
+        with no_grad():
+            inv = M.cast(M.reciprocal(M.cast(self._scale, dt.float64)), dt.float32)
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    g = p.grad
+                    if g is None:
+                        continue
+                    if not allow_fp16 and g.dtype is dt.float16:
+                        raise ValueError("Attempting to unscale FP16 gradients.")
+                    bad = M.logical_not(M.all(M.isfinite(g)))
+                    prev = found.get(g.device)
+                    found[g.device] = bad if prev is None else M.logical_or(prev, bad)
+                    g.mul_(inv)
+        return {d: M.cast(b, dt.float32) for d, b in found.items()}
+
     def unscale_(self, optimizer) -> None:
         """Divide the optimizer's gradients by the scale (before clip_grad_norm_, say); once per step."""
         if not self._enabled:
@@ -284,11 +357,12 @@ class GradScaler:
             raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
         if st["stage"] is OptState.STEPPED:
             raise RuntimeError("unscale_() is being called after step().")
-        inv = _f32(1.0 / float(np.float64(self._scale)))    # the reciprocal in float64, stored as float32
+        inv = _f32(1.0 / float(np.float64(self._scale_value())))   # the reciprocal in float64, as float32
         found = self._unscale_grads_(optimizer, inv, False)
-        local = any(v.item() for v in found.values())
-        if _any_rank(local) and not local:      # another rank overflowed: this one skips the step too
-            found = {d: v + 1.0 for d, v in found.items()}
+        if not _traced():
+            local = any(v.item() for v in found.values())
+            if _any_rank(local) and not local:      # another rank overflowed: this one skips the step too
+                found = {d: v + 1.0 for d, v in found.items()}
         st["found_inf_per_device"] = found
         st["stage"] = OptState.UNSCALED
 
@@ -310,7 +384,11 @@ class GradScaler:
         if len(st["found_inf_per_device"]) == 0:
             raise AssertionError("No inf checks were recorded for this optimizer.")
         retval = None
-        if not self._found_inf(st):
+        if _traced():
+            found = functools.reduce(lambda a, b: a + b, st["found_inf_per_device"].values())
+            from .frontend import math_ops as M
+            retval = _masked_step(optimizer, M.gt(found, 0), args, kwargs)
+        elif not self._found_inf(st):
             retval = optimizer.step(*args, **kwargs)
         st["stage"] = OptState.STEPPED
         return retval
@@ -326,30 +404,57 @@ class GradScaler:
                     raise AssertionError("new_scale should be a float or a 1-element ember.FloatTensor with "
                                          "requires_grad=False.")
                 new_scale = new_scale.item()
-            self._scale = _f32(new_scale)
+            self._set(_f32(new_scale), self._get_growth_tracker())
         else:
             found = [v for st in self._per_optimizer_states.values() for v in st["found_inf_per_device"].values()]
             if not found:
                 raise AssertionError("No inf checks were recorded prior to update.")
-            if sum(v.item() for v in found):
-                self._scale = _f32(self._scale * self._backoff_factor)
-                self._growth_tracker = 0
+            if _traced():
+                self._update_traced(found)
+            elif sum(v.item() for v in found):
+                self._set(self._times(self._backoff_factor), 0)
             else:
-                successful = self._growth_tracker + 1
+                successful = self._get_growth_tracker() + 1
                 if successful == self._growth_interval:
-                    grown = _f32(self._scale * self._growth_factor)
-                    if np.isfinite(grown):
-                        self._scale = grown
-                    self._growth_tracker = 0
+                    grown = self._times(self._growth_factor)
+                    self._set(grown if np.isfinite(grown) else self._scale_value(), 0)
                 else:
-                    self._growth_tracker = successful
+                    self._set(self._scale_value(), successful)
         self._per_optimizer_states.clear()
+
+    def _times(self, factor: float) -> float:
+        """scale * factor computed in float64 and stored as float32 (PyTorch's kernel: double factors)."""
+        return _f32(self._scale_value() * factor)
+
+    def _set(self, scale: float, tracker: int) -> None:
+        """Write the scale and tracker in place (a compiled step holds these very tensors)."""
+        self._scale._data[...] = scale
+        self._growth_tracker._data[...] = tracker
+
+    def _update_traced(self, found: list) -> None:
+        """update() as tensor ops written into the scale and tracker (PyTorch's _amp_update_scale_)."""
+        from .frontend import math_ops as M
+        from .frontend.autograd import no_grad
+        from .frontend.creation import zeros_like
+        with no_grad():
+            bad = M.gt(functools.reduce(lambda a, b: a + b, found), 0)
+            scale, tracker = self._scale, self._growth_tracker
+            successful = tracker + 1
+            grow = M.eq(successful, self._growth_interval)
+            wide = M.cast(scale, dt.float64)                      # products in float64, as _times
+            grown = M.cast(wide * self._growth_factor, dt.float32)
+            grown = M.where(M.isfinite(grown), grown, scale)
+            backed = M.cast(wide * self._backoff_factor, dt.float32)
+            new_scale = M.where(bad, backed, M.where(grow, grown, scale))
+            new_tracker = M.where(M.logical_or(bad, grow), zeros_like(successful), successful)
+            scale.copy_(new_scale)
+            tracker.copy_(new_tracker)
 
     # -------------------------------------------------------------------------- accessors
     def get_scale(self) -> float:
         if not self._enabled:
             return 1.0
-        return _f32(self._init_scale) if self._scale is None else self._scale
+        return _f32(self._init_scale) if self._scale is None else self._scale.item()
 
     def get_growth_factor(self) -> float:
         return self._growth_factor
@@ -372,7 +477,7 @@ class GradScaler:
     def _get_growth_tracker(self) -> int:
         if not self._enabled:
             return 0
-        return self._init_growth_tracker if self._growth_tracker is None else self._growth_tracker
+        return self._init_growth_tracker if self._growth_tracker is None else int(self._growth_tracker.item())
 
     def is_enabled(self) -> bool:
         return self._enabled
@@ -391,11 +496,9 @@ class GradScaler:
             raise RuntimeError("The source state dict is empty, possibly because it was saved from a disabled "
                                "instance of GradScaler.")
         self._init_scale = state_dict["scale"]
-        if self._scale is not None:
-            self._scale = _f32(state_dict["scale"])
         self._growth_factor = state_dict["growth_factor"]
         self._backoff_factor = state_dict["backoff_factor"]
         self._growth_interval = state_dict["growth_interval"]
         self._init_growth_tracker = state_dict["_growth_tracker"]
-        if self._growth_tracker is not None:
-            self._growth_tracker = state_dict["_growth_tracker"]
+        if self._scale is not None:
+            self._set(_f32(state_dict["scale"]), state_dict["_growth_tracker"])

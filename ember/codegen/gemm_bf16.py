@@ -11,10 +11,13 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     NR columns of B) and, for each pair of K indices (2p, 2p+1), one 32-bit word per lane holding
     (x[lane, 2p], x[lane, 2p+1]) -- exactly the operand layout of the bf16 dot-product instruction.
     Lanes past the matrix edge and the K index past an odd K are zero, so edge tiles compute garbage-free
-    zeros.  `pack_b` packs all of B once (threads split its panels); A is packed per MC x KC block by
-    each thread inside `gemm_rows`.  Two copy loops in the one `pack` function (its lane count is an
-    argument): lanes-contiguous ("interleave" two K rows) or K-contiguous (whole 32-bit words), chosen
-    by the caller from the strides.
+    zeros.  `pack_b` packs B (all of it, or a range of panels); A is packed per MC x KC block inside
+    `gemm_rows`.  Two copy paths in the one `pack` function (its lane count is an argument), chosen by
+    the caller from the strides: K-contiguous (whole 32-bit words: a transpose, done in 4 x 4 blocks of
+    words through registers) or lanes-contiguous (two K rows interleaved, 16 lanes at a time when the
+    lane stride is 1).  Packing one word at a time had cost up to 45% of a small-M product.  A narrow
+    product (N <= direct_a_max_n) with a K-contiguous A and an even K skips packing A: `gemm_blockd`
+    reads its rows in place.
   * Micro-kernel.  MR x NR accumulators (NR/16 zmm vectors per row) live in registers for the whole
     KC block; per K pair it loads NR/16 vectors of B, broadcasts one 32-bit A word per row and issues
     MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
@@ -23,8 +26,10 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     denormal inputs and results to zero).
   * Stores (per tile, from flags): add the partial sums already in the float32 C (K blocks after the
     first), add a bf16 bias per column (the last K block), and write float32 C or round to bf16
-    (nearest-even, NaN -> quiet NaN) into the output O.  Rows past the edge are skipped and columns
-    past it masked off (AVX-512 masked loads/stores), so nothing outside [M, N] is read or written.
+    (nearest-even, NaN -> quiet NaN; vcvtneps2bf16 on AVX512-BF16) into the output O.  A whole tile with
+    no partial sums is stored straight from the registers; an edge tile skips the rows past the edge
+    and masks off the columns past it (AVX-512 masked loads/stores), so nothing outside [M, N] is read
+    or written.
 
 Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
 
@@ -44,7 +49,8 @@ Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
         products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
         broadcast A that fits one MC x KC block is packed once.
 
-Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).
+Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Besides them,
+`cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
 
 Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
     q * ceil(N/NR) * (KC/2) * NR + p * ceil(kc/2) * NR.
@@ -74,11 +80,15 @@ class Tile:
 @dataclass(frozen=True)
 class GemmConfig:
     # One tile per width class: narrow products (N <= 16: conv layers with few channels) waste no
-    # lanes on a 16-wide tile with many rows; wide ones use 3 vectors x 8 rows (fewest loads per FMA).
-    tiles: tuple = (Tile(24, 1), Tile(12, 2), Tile(8, 3))
+    # lanes on a 16-wide tile with many rows; wide ones use 3 vectors x 8 rows (fewest loads per FMA);
+    # 8x32 for 32/64-column products with rows in eights (attention's 64 x 64 tiles: +10% over 12x32).
+    tiles: tuple = (Tile(24, 1), Tile(12, 2), Tile(8, 3), Tile(8, 2))
     mc: int = 96           # rows of an A block (L2): a multiple of every tile's mr
-    kc: int = 384          # K depth of a block (even): B micro-panel KC x NR stays in L1/L2
+    kc: int = 512          # K depth of a block (even): 512 keeps the GPT products K = 512 in one block
+                           # (a second block re-reads and re-writes float32 C: 384 was 6-11% slower there)
     dpbf16: bool = True    # emit vdpbf16ps (the target has avx512bf16); else float32 FMAs
+    direct_a_max_n: int = 128   # products at most this wide read a K-contiguous A in place: +3-7% at N = 128,
+                                # -2% at N = 384 and -20% at N = 4096 (packing pays back over many panels)
 
     def check(self) -> None:
         if self.kc % 2 or any(self.mc % t.mr or t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.tiles):
@@ -186,8 +196,14 @@ def _bf16_to_f32_vec(f: _Fn, v16i16: str) -> str:
     return f.tmp(f"bitcast {_V16I} {s} to {_V16F}")
 
 
-def _f32_to_bf16_vec(f: _Fn, v: str) -> str:
-    """Round to nearest even; NaN -> 0x7FC0 (PyTorch's c10::BFloat16 rounding)."""
+def _f32_to_bf16_vec(f: _Fn, v: str, native: bool = False) -> str:
+    """Round to nearest even; NaN -> 0x7FC0 (PyTorch's c10::BFloat16 rounding).  native: one
+    vcvtneps2bf16 (AVX512-BF16) instead of ~9 integer ops -- the same rounding, NaN stays a quiet NaN
+    (sign and payload kept), and like vdpbf16ps it flushes denormals to zero; at K = 32 the rounding
+    took a third of the kernel's time."""
+    if native:
+        r = f.tmp(f"call <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F} {v})")
+        return f.tmp(f"bitcast <16 x bfloat> {r} to <16 x i16>")
     bits = f.tmp(f"bitcast {_V16F} {v} to {_V16I}")
     lsb = f.tmp(f"lshr {_V16I} {bits}, splat (i32 16)")
     lsb = f.tmp(f"and {_V16I} {lsb}, splat (i32 1)")
@@ -218,6 +234,17 @@ def _f32_to_bf16(f: _Fn, v: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- packing
+def _zero_lanes(f: _Fn, lo: str, r: str, kfp: str, dpan: str) -> None:
+    """Zero lanes [lo, r) of the pairs [0, kfp) of a panel (lanes past the matrix edge)."""
+    kp, close_k = f.loop("0", kfp, "1", "zk")
+    row = f.tmp(f"mul i64 {kp}, {r}")
+    rr, close_r = f.loop(lo, r, "1", "zr")
+    di = f.tmp(f"add i64 {row}, {rr}")
+    f.emit(f"store i32 0, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
+    close_r()
+    close_k()
+
+
 def _emit_pack(cfg: GemmConfig) -> str:
     """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of %r lanes at dst (one function
     for every panel width: a compile-time width per tile multiplied the build time)."""
@@ -236,23 +263,57 @@ def _emit_pack(cfg: GemmConfig) -> str:
     lbase = f.tmp(f"add i64 %lane0, {lbase}", "lb")
     lend = f.tmp(f"add i64 {lbase}, {r}")
     lfull = f.tmp(f"icmp sle i64 {lend}, %lanes")
-    kslow = f.tmp(f"select i1 {lfull}, i64 {kfp}, i64 0", "kslow")   # the checked loop starts here
+    avail = f.tmp(f"sub i64 %lanes, {lbase}")
+    nv = f.tmp(f"select i1 {lfull}, i64 {r}, i64 {avail}", "nvalid")    # lanes inside the matrix
     poff = f.tmp(f"mul i64 {p}, {kpc}")
     poff = f.tmp(f"mul i64 {poff}, {r}")
     dpan = f.tmp(f"getelementptr i32, ptr %dst, i64 {poff}", "dp")
     fast, slow, done = f.fresh("fast"), f.fresh("slow"), f.fresh("pdone")
-    f.emit(f"br i1 {lfull}, label %{fast}, label %{slow}")
-    # -- fast: every lane inside the matrix, the pairs [0, kfp) whole
+    kslow = f.alloca("i64", "kslow")     # where the checked loop starts: kfp, or kpc when a fast path did all
+    f.emit(f"store i64 {kfp}, ptr {kslow}")
+    f.emit(f"br label %{fast}")
+    # -- fast: the pairs [0, kfp) whole; lanes [0, nvalid) copied, [nvalid, r) zero (an edge panel)
     f.label(fast)
     wl, il = f.fresh("wfast"), f.fresh("ifast")
     f.emit(f"br i1 {isw}, label %{wl}, label %{il}")
-    f.label(wl)     # K contiguous: each pair is one 32-bit word of the lane's row
-    rr, close_r = f.loop("0", r, "1", "wr")
+    f.label(wl)     # K contiguous: each pair is one 32-bit word of the lane's row -- a transpose,
+    # in 4 x 4 blocks of words through registers (one word at a time cost a tenth of a whole product)
+    r4 = f.tmp(f"and i64 {nv}, -4", "r4")
+    kv = f.tmp(f"and i64 {kfp}, -4", "kv")
+    rq, close_rq = f.loop("0", r4, "4", "tr")
+    rows = []
+    for q in range(4):
+        lane = f.tmp(f"add i64 {lbase}, {rq}")
+        lane = f.tmp(f"add i64 {lane}, {q}")
+        off = f.tmp(f"mul i64 {lane}, %ls")
+        off = f.tmp(f"add i64 {off}, %k0")
+        rows.append(f.tmp(f"getelementptr i16, ptr %src, i64 {off}"))
+    kq, close_kq = f.loop("0", kv, "4", "tk")
+    k2 = f.tmp(f"shl i64 {kq}, 1")
+    v = [f.tmp(f"load <4 x i32>, ptr {f.tmp(f'getelementptr i16, ptr {rw}, i64 {k2}')}, align 2") for rw in rows]
+    lo01 = f.tmp(f"shufflevector <4 x i32> {v[0]}, <4 x i32> {v[1]}, <4 x i32> <i32 0, i32 4, i32 1, i32 5>")
+    hi01 = f.tmp(f"shufflevector <4 x i32> {v[0]}, <4 x i32> {v[1]}, <4 x i32> <i32 2, i32 6, i32 3, i32 7>")
+    lo23 = f.tmp(f"shufflevector <4 x i32> {v[2]}, <4 x i32> {v[3]}, <4 x i32> <i32 0, i32 4, i32 1, i32 5>")
+    hi23 = f.tmp(f"shufflevector <4 x i32> {v[2]}, <4 x i32> {v[3]}, <4 x i32> <i32 2, i32 6, i32 3, i32 7>")
+    outs = [(lo01, lo23, "0, i32 1, i32 4, i32 5"), (lo01, lo23, "2, i32 3, i32 6, i32 7"),
+            (hi01, hi23, "0, i32 1, i32 4, i32 5"), (hi01, hi23, "2, i32 3, i32 6, i32 7")]
+    for q, (x, y, sel) in enumerate(outs):
+        col = f.tmp(f"shufflevector <4 x i32> {x}, <4 x i32> {y}, <4 x i32> <i32 {sel}>")
+        di = f.tmp(f"add i64 {kq}, {q}")
+        di = f.tmp(f"mul i64 {di}, {r}")
+        di = f.tmp(f"add i64 {di}, {rq}")
+        f.emit(f"store <4 x i32> {col}, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
+    close_kq()
+    close_rq()
+    # the rest one word at a time: pairs [kv, kfp) of the blocked lanes, all pairs of the last nvalid % 4
+    rr, close_r = f.loop("0", nv, "1", "wr")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     rowoff = f.tmp(f"mul i64 {lane}, %ls")
     rowoff = f.tmp(f"add i64 {rowoff}, %k0")
     rowp = f.tmp(f"getelementptr i16, ptr %src, i64 {rowoff}")
-    kp, close_k = f.loop("0", kfp, "1", "wk")
+    blocked = f.tmp(f"icmp slt i64 {rr}, {r4}")
+    kfrom = f.tmp(f"select i1 {blocked}, i64 {kv}, i64 0")
+    kp, close_k = f.loop(kfrom, kfp, "1", "wk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     sp = f.tmp(f"getelementptr i16, ptr {rowp}, i64 {k2}")
     word = f.tmp(f"load i32, ptr {sp}, align 2")
@@ -262,14 +323,50 @@ def _emit_pack(cfg: GemmConfig) -> str:
     f.emit(f"store i32 {word}, ptr {dp}, align 4")
     close_k()
     close_r()
+    _zero_lanes(f, nv, r, kfp, dpan)
     f.emit(f"br label %{slow}")
     f.label(il)     # lanes contiguous (any stride): interleave the rows 2p and 2p+1
+    unit, vl, sl = f.tmp("icmp eq i64 %ls, 1"), f.fresh("ivec"), f.fresh("iscalar")
+    f.emit(f"br i1 {unit}, label %{vl}, label %{sl}")
+    f.label(vl)     # lane stride 1: 16 lanes at a time (masked at the panel's end), zext / shift / or;
+    # also the last pair of an odd K (its high half masked off), so the checked loop has nothing left
+    f.emit(f"store i64 {kpc}, ptr {kslow}")
+    kp, close_k = f.loop("0", kpc, "1", "vk")
+    k2 = f.tmp(f"shl i64 {kp}, 1")
+    hi_in = f.tmp(f"icmp slt i64 {f.tmp(f'or i64 {k2}, 1')}, %kc")
+    k2 = f.tmp(f"add i64 %k0, {k2}")
+    lo_off = f.tmp(f"mul i64 {k2}, %ks")
+    lo_off = f.tmp(f"add i64 {lo_off}, {lbase}")
+    hi_off = f.tmp(f"add i64 {lo_off}, %ks")
+    drow = f.tmp(f"mul i64 {kp}, {r}")
+    rr, close_r = f.loop("0", r, "16", "vr")
+    iota = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
+    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
+    m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
+    valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
+    mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
+    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {lo_off}, {rr}')}")
+    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {hi_off}, {rr}')}")
+    load = "call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {}, i32 2, <16 x i1> {}, <16 x i16> zeroinitializer)"
+    lo = f.tmp(load.format(pa, mv))
+    mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
+    hi = f.tmp(load.format(pb, mvh))
+    lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
+    hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
+    hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
+    w = f.tmp(f"or {_V16I} {lo}, {hi}")
+    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
+    f.emit(f"call void @llvm.masked.store.v16i32.p0({_V16I} {w}, ptr {dp}, i32 4, <16 x i1> {m})")
+    close_r()
+    close_k()
+    f.emit(f"br label %{slow}")
+    f.label(sl)
     kp, close_k = f.loop("0", kfp, "1", "ik")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     k2 = f.tmp(f"add i64 %k0, {k2}")
     lo_off = f.tmp(f"mul i64 {k2}, %ks")
     hi_off = f.tmp(f"add i64 {lo_off}, %ks")
-    rr, close_r = f.loop("0", r, "1", "ir")
+    rr, close_r = f.loop("0", nv, "1", "ir")
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     loff = f.tmp(f"mul i64 {lane}, %ls")
     a = f.tmp(f"add i64 {loff}, {lo_off}")
@@ -288,10 +385,11 @@ def _emit_pack(cfg: GemmConfig) -> str:
     f.emit(f"store i32 {word}, ptr {dp}, align 4")
     close_r()
     close_k()
+    _zero_lanes(f, nv, r, kfp, dpan)
     f.emit(f"br label %{slow}")
-    # -- slow: an edge panel, or the last pair of an odd K; zeros outside the matrix
+    # -- slow: the last pair of an odd K (its high half zero), every lane checked; zeros outside the matrix
     f.label(slow)
-    kp, close_k = f.loop(kslow, kpc, "1", "sk")
+    kp, close_k = f.loop(f.tmp(f"load i64, ptr {kslow}"), kpc, "1", "sk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     klo = f.tmp(f"add i64 %k0, {k2}")
     khi = f.tmp(f"add i64 {klo}, 1")
@@ -335,9 +433,13 @@ def _emit_pack(cfg: GemmConfig) -> str:
 
 
 # -------------------------------------------------------------------------------- macro-kernel
-def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
+def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
+    """gemm_block_<tag> over a packed A block; direct: gemm_blockd_<tag>, reading A where it lies (%ap is
+    A[row 0, k 0] of the block, rows %lda elements apart, K contiguous and even) -- for products with
+    few columns, where packing A cost a tenth of the time and buys no reuse."""
     mr, nv, nr = tile.mr, tile.nv, tile.nr
-    f = _Fn(f"define void @gemm_block_{tile.tag}(ptr noalias %ap, ptr noalias %bp, i64 %mc, i64 %nc, i64 %kp, "
+    name, lda = (f"gemm_blockd_{tile.tag}", "i64 %lda, ") if direct else (f"gemm_block_{tile.tag}", "")
+    f = _Fn(f"define void @{name}(ptr noalias %ap, {lda}ptr noalias %bp, i64 %mc, i64 %nc, i64 %kp, "
             f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
     acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
     stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
@@ -355,10 +457,19 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
     nrem = f.tmp(f"sub i64 %nc, {jr}")
     nfull = f.tmp(f"icmp sge i64 {nrem}, {nr}")
     ir_, close_i = f.loop("0", "%mc", str(mr), "ir")
-    pi = f.tmp(f"udiv i64 {ir_}, {mr}")
-    aoff = f.tmp(f"mul i64 {pi}, %kp")
-    aoff = f.tmp(f"mul i64 {aoff}, {mr}")
-    apan = f.tmp(f"getelementptr i32, ptr %ap, i64 {aoff}", "apan")
+    if direct:      # one pointer per row; rows past the block's edge read its last row (results dropped)
+        last = f.tmp("sub i64 %mc, 1")
+        rows = []
+        for i in range(mr):
+            ri = f.tmp(f"add i64 {ir_}, {i}")
+            inside = f.tmp(f"icmp slt i64 {ri}, %mc")
+            ri = f.tmp(f"select i1 {inside}, i64 {ri}, i64 {last}")
+            rows.append(f.tmp(f"getelementptr i16, ptr %ap, i64 {f.tmp(f'mul i64 {ri}, %lda')}", "arow"))
+    else:
+        pi = f.tmp(f"udiv i64 {ir_}, {mr}")
+        aoff = f.tmp(f"mul i64 {pi}, %kp")
+        aoff = f.tmp(f"mul i64 {aoff}, {mr}")
+        apan = f.tmp(f"getelementptr i32, ptr %ap, i64 {aoff}", "apan")
     # accumulators to zero
     for q in range(mr * nv):
         p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
@@ -377,11 +488,15 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
         blo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {b}, splat (i32 16)')} to {_V16F}") for b in bvec]
         bhi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {b}, splat (i32 -65536)')} to {_V16F}")
                for b in bvec]
-    ao = f.tmp(f"mul i64 {kk}, {mr}")
+    ao = f.tmp(f"mul i64 {kk}, {2 if direct else mr}")
     for i in range(mr):
-        o = f.tmp(f"add i64 {ao}, {i}")
-        p = f.tmp(f"getelementptr i32, ptr {apan}, i64 {o}")
-        a = f.tmp(f"load i32, ptr {p}, align 4", "a")
+        if direct:
+            p = f.tmp(f"getelementptr i16, ptr {rows[i]}, i64 {ao}")
+            a = f.tmp(f"load i32, ptr {p}, align 2", "a")
+        else:
+            o = f.tmp(f"add i64 {ao}, {i}")
+            p = f.tmp(f"getelementptr i32, ptr {apan}, i64 {o}")
+            a = f.tmp(f"load i32, ptr {p}, align 4", "a")
         if cfg.dpbf16:
             asp = f.tmp(f"bitcast {_V16I} {_splat_i32(f, a)} to <32 x bfloat>")
         else:
@@ -398,9 +513,54 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
                 nxt = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {alo}, {_V16F} {blo[j]}, {_V16F} {t})")
             f.emit(f"store {_V16F} {nxt}, ptr {p}, align 64")
     close_k()
+    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    # ---- a whole tile with no partial sums to add (every tile when K fits one block): straight-line
+    # stores from the registers, no masks or staging (small-K products spend a tenth of their time here)
+    mfull0 = f.tmp(f"icmp sge i64 {mrem}, {mr}")
+    whole = f.tmp(f"and i1 {mfull0}, {nfull}")
+    noacc = f.tmp(f"xor i1 {accum}, true")
+    quick = f.tmp(f"and i1 {whole}, {noacc}", "quick")
+    qb, slow_, tile_end = f.fresh("quick"), f.fresh("general"), f.fresh("tile_end")
+    f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
+    f.label(qb)
+    # four straight-line variants -- bias or not, bf16 O or float32 C -- so a product without a bias
+    # spends no add on it
+    variants = [(b, o, f.fresh(f"q{'b' if b else ''}{'o' if o else 'c'}"))
+                for b in (True, False) for o in (True, False)]
+    sel_o = f.fresh("qsel")
+    f.emit(f"br i1 {hasb}, label %{sel_o}b, label %{sel_o}n")
+    for b in (True, False):
+        f.label(f"{sel_o}{'b' if b else 'n'}")
+        to_o, to_c = (next(lab for bb, oo, lab in variants if bb == b and oo == o) for o in (True, False))
+        f.emit(f"br i1 {wo}, label %{to_o}, label %{to_c}")
+    for with_bias, to_bf16, lab in variants:
+        f.label(lab)
+        bvals = []
+        if with_bias:
+            for j in range(nv):
+                bidx = f.tmp(f"add i64 {jr}, {16 * j}")
+                bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
+                bvals.append(_bf16_to_f32_vec(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
+        for i in range(mr):
+            row = f.tmp(f"add i64 {ir_}, {i}")
+            base = f.tmp(f"mul i64 {row}, {'%ldo' if to_bf16 else '%ldc'}")
+            base = f.tmp(f"add i64 {base}, {jr}")
+            for j in range(nv):
+                p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
+                v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+                if with_bias:
+                    v = f.tmp(f"fadd {_V16F} {v}, {bvals[j]}")
+                idx = f.tmp(f"add i64 {base}, {16 * j}")
+                if to_bf16:
+                    ptr = f.tmp(f"getelementptr i16, ptr %o, i64 {idx}")
+                    f.emit(f"store <16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {ptr}, align 2")
+                else:
+                    ptr = f.tmp(f"getelementptr float, ptr %c, i64 {idx}")
+                    f.emit(f"store {_V16F} {v}, ptr {ptr}, align 4")
+        f.emit(f"br label %{tile_end}")
     # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
     # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
-    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    f.label(slow_)
     ncl = f.tmp(f"select i1 {nfull}, i64 {nr}, i64 {nrem}")
     ncl = f.tmp(f"trunc i64 {ncl} to i32")
     masks = []
@@ -449,7 +609,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
         f.label(wo_b)
         oidx = f.tmp(f"add i64 {orow}, {16 * j}")
         op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {op}, "
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {op}, "
                f"i32 2, <16 x i1> {m})")
         f.emit(f"br label %{w_done}")
         f.label(wc_b)
@@ -457,6 +617,8 @@ def _emit_block(cfg: GemmConfig, tile: Tile) -> str:
         f.emit(f"br label %{w_done}")
         f.label(w_done)
     close_row()
+    f.emit(f"br label %{tile_end}")
+    f.label(tile_end)
     close_i()
     close_j()
     return f.text()
@@ -504,6 +666,12 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     haso = f.tmp("icmp ne ptr %o, null")
     haso = f.tmp(f"select i1 {haso}, i32 4, i32 0")
     fin = f.tmp(f"or i32 {hasb}, {haso}")
+    # A read in place (no packing) when it is K-contiguous, K is even (no pair straddles a row's end)
+    # and the product has few columns (packing buys reuse across column panels only)
+    kodd = f.tmp("and i64 %K, 1")
+    direct = f.tmp("icmp ne i32 %words, 0")
+    direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp eq i64 {kodd}, 0')}")
+    direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp sle i64 %N, {cfg.direct_a_max_n}')}", "direct")
     ic, close_i = f.loop("%m0", "%m1", str(mc), "ic")
     mrem = f.tmp(f"sub i64 %m1, {ic}")
     small = f.tmp(f"icmp slt i64 {mrem}, {mc}")
@@ -515,8 +683,13 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     kcb = f.tmp(f"select i1 {ksmall}, i64 {krem}, i64 {kc}")
     kc1 = f.tmp(f"add i64 {kcb}, 1")
     kpc = f.tmp(f"lshr i64 {kc1}, 1")
+    packed, done = f.fresh("packa"), f.fresh("apacked")
+    f.emit(f"br i1 {direct}, label %{done}, label %{packed}")
+    f.label(packed)
     f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
            f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap, i64 {tile.mr})")
+    f.emit(f"br label %{done}")
+    f.label(done)
     boff = f.tmp(f"mul i64 {q}, {qstride}")
     bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}")
     first = f.tmp(f"icmp eq i64 {pc}, 0")
@@ -528,8 +701,19 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     cp = f.tmp(f"getelementptr float, ptr %c, i64 {crow}")
     orow = f.tmp(f"mul i64 {ic}, %ldo")
     op = f.tmp(f"getelementptr i16, ptr %o, i64 {orow}")
+    blk, blkd, joined = f.fresh("blk"), f.fresh("blkd"), f.fresh("blkdone")
+    f.emit(f"br i1 {direct}, label %{blkd}, label %{blk}")
+    f.label(blk)
     f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
            f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"br label %{joined}")
+    f.label(blkd)
+    aoff = f.tmp(f"add i64 {f.tmp(f'mul i64 {ic}, %ls')}, {pc}")
+    a0 = f.tmp(f"getelementptr i16, ptr %a, i64 {aoff}")
+    f.emit(f"call void @gemm_blockd_{tile.tag}(ptr {a0}, i64 %ls, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, "
+           f"i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"br label %{joined}")
+    f.label(joined)
     close_p()
     close_i()
     return f.text()
@@ -590,6 +774,33 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+# ---------------------------------------------------------------------------------- conversions
+def _emit_convert(to_bf16: bool) -> str:
+    """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
+    (nearest even, NaN -> 0x7FC0, denormals kept: PyTorch's and ml_dtypes' cast, bit for bit);
+    cvt_bf16_f32: the exact widening.  16 lanes a step, the tail masked.  Eager autocast casts every
+    activation and gradient: numpy's astype takes ~1 ns an element for bfloat16, these ~0.05."""
+    name, src_t, dst_t = ("cvt_f32_bf16", _V16F, "<16 x i16>") if to_bf16 else ("cvt_bf16_f32", "<16 x i16>", _V16F)
+    f = _Fn(f"define void @{name}(ptr noalias %src, ptr noalias %dst, i64 %n) {_ATTRS}")
+    src_sz, dst_sz = (4, 2) if to_bf16 else (2, 4)
+    i, close = f.loop("0", "%n", "16", "i")
+    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 %n, {i}')} to i32")
+    m = f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {_splat_i32(f, left)}")
+    sp = f.tmp(f"getelementptr i{8 * src_sz}, ptr %src, i64 {i}")
+    dp = f.tmp(f"getelementptr i{8 * dst_sz}, ptr %dst, i64 {i}")
+    if to_bf16:
+        v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {sp}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {dp}, i32 2, "
+               f"<16 x i1> {m})")
+    else:
+        v = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {sp}, i32 2, <16 x i1> {m}, "
+                  "<16 x i16> zeroinitializer)")
+        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_bf16_to_f32_vec(f, v)}, ptr {dp}, i32 4, "
+               f"<16 x i1> {m})")
+    close()
+    return f.text()
+
+
 def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str:
     """The module text (see the module docstring)."""
     cfg.check()
@@ -598,15 +809,18 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
         head.append(f'target triple = "{triple}"')
     if data_layout:
         head.append(f'target datalayout = "{data_layout}"')
-    decls = [f"declare {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F}, <32 x bfloat>, <32 x bfloat>)"
-             if cfg.dpbf16 else f"declare {_V16F} @llvm.fma.v16f32({_V16F}, {_V16F}, {_V16F})"]
+    decls = ([f"declare {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F}, <32 x bfloat>, <32 x bfloat>)",
+              f"declare <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F})"]
+             if cfg.dpbf16 else [f"declare {_V16F} @llvm.fma.v16f32({_V16F}, {_V16F}, {_V16F})"])
     decls += [f"declare {_V16F} @llvm.masked.load.v16f32.p0(ptr, i32, <16 x i1>, {_V16F})",
               "declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, <16 x i1>, <16 x i16>)",
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
+              f"declare void @llvm.masked.store.v16i32.p0({_V16I}, ptr, i32, <16 x i1>)",
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
-    parts = head + decls + [_emit_pack(cfg)]
+    parts = head + decls + [_emit_pack(cfg), _emit_convert(True), _emit_convert(False)]
     for t in cfg.tiles:
-        parts += [_emit_block(cfg, t), _emit_pack_b(cfg, t), _emit_rows(cfg, t), _emit_batch(cfg, t)]
+        parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
+                  _emit_batch(cfg, t)]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -128,12 +128,12 @@ def _reduced_kernel(op):
                 d = getattr(a, "dtype", None)
                 if d is not None and d.itemsize == 2 and d in _NP16:
                     low = d
-                    a = a.astype(_np.float32)
+                    a = _casts.astype(a, _np.float32)
                 up.append(a)
             r = base(xp, *up, **attrs)
             if low is not None and r.dtype == _np.float32:
                 with _np.errstate(over="ignore"):     # overflow rounds to inf silently, as in PyTorch
-                    r = r.astype(low)
+                    r = _casts.astype(r, low)
             return r
         k.__name__ = f"{op}_in_float32"
     REDUCED[op] = k
@@ -248,6 +248,7 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
 
 
 import numpy as _np  # noqa: E402
+from ..kernels import casts as _casts  # noqa: E402
 from ..ir import dtypes as _dt  # noqa: E402
 from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
 from .device import CPU as _CPU  # noqa: E402

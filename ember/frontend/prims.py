@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir.ops import OPS
 from ..ir import dtypes as dt
-from ..kernels import blas_threads
+from ..kernels import blas_threads, casts
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register, register_reduced
 from .tensor import Tensor
 
@@ -210,8 +210,8 @@ def _cast(xp, x, dtype):
         if dtype.is_reduced_float and x.dtype == np.float64:
             x = x.astype(np.float32)    # PyTorch rounds double -> 16-bit through float (c10::Half(float))
         elif x.dtype in _NP16 and t != np.float32:
-            x = x.astype(np.float32)    # bfloat16 -> int/bool/half through float, as PyTorch's casts
-        return x.astype(t)
+            x = casts.astype(x, np.float32)    # bfloat16 -> int/bool/half through float, as PyTorch's casts
+        return casts.astype(x, t) if xp is np else x.astype(t)
 
 
 _NP16 = frozenset(d.np for d in dt.ALL if d.is_reduced_float)

@@ -126,7 +126,7 @@ def _gemm2d(a, b, out, threads: int):
 
 
 # The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
-# that this module needs no import of the compiler: fn(a, b) -> bf16 array, a and b bfloat16.
+# that this module needs no import of the compiler: fn(a, b, bias=None, out=None) -> bf16 array, a, b (and bias[N]) bfloat16.
 BF16_MATMUL = None
 
 
@@ -135,6 +135,8 @@ def _matmul_16bit(a, b, out):
     through the generated GEMM, float16 (and bf16 without it) through float32 BLAS on upcast copies --
     16-bit values multiply exactly in float32, so only the order of the sums differs."""
     if a.dtype == b.dtype and a.dtype.kind == "V" and BF16_MATMUL is not None:
+        if out is not None and out.dtype == a.dtype and out.flags.c_contiguous:
+            return BF16_MATMUL(a, b, out=out)      # straight into a compiled graph's buffer
         r = BF16_MATMUL(a, b)
     else:
         r = matmul(a.astype(np.float32), b.astype(np.float32))

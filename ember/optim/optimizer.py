@@ -157,6 +157,9 @@ class Optimizer:
             values = make()
         state = self.state[p]
         state.update(values)
+        watch = self.__dict__.get("_state_watch")
+        if watch is not None:       # a traced GradScaler step keeps the values before the update writes
+            watch(values)
         tr = dispatch.tracer
         if tr is not None:
             def undo():

@@ -12,9 +12,14 @@ The machine code uses vdpbf16ps when the host CPU has AVX512-BF16 (`llvm.get_hos
 else float32 FMAs on the widened halves (`Bf16Gemm(GemmConfig(dpbf16=False))` forces that path).
 Object code goes through the disk cache of ember/runtime/cache.py like every compiled kernel.
 
-Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads of the CPU runtime's
-pool (ember/runtime/cpu.py): first the packing of B split by column panels, then the rows of C split
-in MC-row blocks; smaller products run on the calling thread (a pool handoff costs ~55 us here).
+Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads in one parallel loop of
+ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of MC-row
+blocks, each thread packing all of B once for the call, when B is no bigger than A; else chunks of B's
+column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
+products run on the calling thread.
+
+`convert(x, dtype)`: float32 <-> bfloat16 of a contiguous array by the module's cvt functions (eager
+casts go through it: ember/kernels/casts.py).
 
 The one compiled instance per configuration lives as long as the process (`instance()`): its engine
 owns the machine code that every call jumps into, so it must never be collected while in use.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import threading
 from pathlib import Path
 
@@ -31,10 +37,10 @@ import numpy as np
 
 from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
-from ember.kernels import blas_threads
+from ember.kernels import blas_threads, workers
 from ember.runtime import cache, cpu
 
-__all__ = ["Bf16Gemm", "instance", "matmul", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
+__all__ = ["Bf16Gemm", "instance", "matmul", "convert", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 # Below this a product runs on the calling thread: the pool handoff (~55 us, two per product) costs more
@@ -45,6 +51,8 @@ PARALLEL_MIN_FLOPS = 24e6
 SMALL_FLOPS = 1e6
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+# time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
+_TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1}
 
 
 def host_has_bf16() -> bool:
@@ -57,10 +65,12 @@ def _ptr(a: np.ndarray) -> int:
 
 
 class _Workspace(threading.local):
-    """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread."""
+    """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread;
+    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once)."""
 
     def __init__(self):
         self.bufs: dict = {}
+        self.packed = -1
 
     def get(self, name: str, nbytes: int) -> tuple:
         """(64-byte aligned uint8 array of nbytes, its address): B panels load as aligned zmm."""
@@ -71,6 +81,13 @@ class _Workspace(threading.local):
             arr = raw[off:off + nbytes]
             hit = self.bufs[name] = (arr, _ptr(arr), raw)
         return hit[0][:nbytes], hit[1]
+
+    def addr(self, name: str, nbytes: int) -> int:
+        """The address of get(name, nbytes)'s buffer (no array view made: a small product's calls add up)."""
+        hit = self.bufs.get(name)
+        if hit is None or hit[0].nbytes < nbytes:
+            return self.get(name, nbytes)[1]
+        return hit[1]
 
 
 class Bf16Gemm:
@@ -108,8 +125,21 @@ class Bf16Gemm:
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P))
+        self._cvt = {np.dtype(np.float32): fn("cvt_bf16_f32", _P, _P, _I64),   # keyed by the target dtype
+                     BF16: fn("cvt_f32_bf16", _P, _P, _I64)}
         self._ws = _Workspace()
         self._tile_of: dict = {}
+
+    def convert(self, x: np.ndarray, to) -> np.ndarray | None:
+        """x (C-contiguous float32 or bfloat16) cast to the other one as a new array; None for anything
+        else (the caller then uses numpy)."""
+        to = np.dtype(to)
+        fn = self._cvt.get(to)
+        if fn is None or not x.flags.c_contiguous or x.dtype != (BF16 if to == np.float32 else np.float32):
+            return None
+        out = np.empty(x.shape, to)
+        fn(_ptr(x), _ptr(out), x.size)
+        return out
 
     def tile_for(self, n: int, m: int = 1 << 20) -> gen.Tile:
         """The tile that wastes the least work on an M x N product: padded rows times padded columns
@@ -117,9 +147,8 @@ class Bf16Gemm:
         than 8x48).  Matters for few rows too: a 10-row product wastes 6 of 16 rows on 8-row tiles."""
         t = self._tile_of.get((n, m)) or self._tile_of.get(n)
         if t is None:
-            weight = {1: 1.25, 2: 1.05}
             t = min(self.cfg.tiles, key=lambda t: (-(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr *
-                                                   weight.get(t.nv, 1.0), -t.nv))
+                                                   _TILE_COST.get((t.mr, t.nv), 1.0), -t.nv, -t.mr))
             self._tile_of[(n, m)] = t
         return t
 
@@ -131,7 +160,8 @@ class Bf16Gemm:
         (M, K), (K2, N) = a.shape, b.shape
         if K != K2:
             raise ValueError(f"mat1 and mat2 shapes cannot be multiplied ({M}x{K} and {K2}x{N})")
-        out_dtype = np.dtype(out_dtype)
+        if out_dtype is not BF16:
+            out_dtype = np.dtype(out_dtype)
         if out is None:
             out = np.empty((M, N), out_dtype)
         if M == 0 or N == 0:
@@ -154,65 +184,94 @@ class Bf16Gemm:
             c = None
         c_ptr, ldc = (_ptr(c), N) if c is not None else (None, 0)
         if o is not None and K > cfg.kc:
-            c_ptr, ldc = self._ws.get("c", M * N * 4)[1], N
+            c_ptr, ldc = self._ws.addr("c", M * N * 4), N
         o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
         tile = self.tile_for(N, M)
         pack_b, gemm_rows = self.fns[tile][:2]
-        bp = self._ws.get("bp", gen.packed_b_words(cfg, tile, N, K) * 4)[1]
+        bwords = gen.packed_b_words(cfg, tile, N, K) * 4
+        apw = gen.packed_a_words(cfg) * 4
         npanels = -(-N // tile.nr)
-        nt = cpu.num_threads() if threads is None else max(1, threads)
-        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS:
-            pool = cpu._pool(nt - 1)
-            cuts = [npanels * i // nt for i in range(nt + 1)]
-            futs = [pool.submit(pack_b, b_ptr, b_ls, b_ks, b_w, N, K, cuts[i], cuts[i + 1], bp)
-                    for i in range(1, nt)]
-            pack_b(b_ptr, b_ls, b_ks, b_w, N, K, cuts[0], cuts[1], bp)
-            for f_ in futs:
-                f_.result()
-            blocks = -(-M // cfg.mc)
-            rows = [min(M, cfg.mc * (blocks * i // nt)) for i in range(nt + 1)]
-            aps = [self._ws.get(f"ap{i}", gen.packed_a_words(cfg) * 4)[1] for i in range(nt)]
-            args = [(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
-                     bias_ptr, aps[i]) for i in range(nt)]
-            futs = [pool.submit(gemm_rows, *args[i]) for i in range(1, nt) if rows[i] < rows[i + 1]]
-            gemm_rows(*args[0])
-            for f_ in futs:
-                f_.result()
-        else:
+        nt = workers.num_threads() if threads is None else max(1, threads)
+        split = None
+        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
+            split = _split(-(-M // cfg.mc), npanels, M, N, nt)
+        if split is None:
+            bp = self._ws.addr("bp", bwords)
             pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
-            ap = self._ws.get("ap0", gen.packed_a_words(cfg) * 4)[1]
-            gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr, ap)
+            gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                      self._ws.addr("ap", apw))
+            return out
+        # One parallel loop (each pool handoff costs ~50 us here): chunks of MC-row blocks, each thread
+        # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
+        # panels and all of A.  Buffers are the running thread's own (_Workspace).
+        how, nch = split
+        call = next(_CALLS)
+        if how == "rows":
+            blocks = -(-M // cfg.mc)
+            rows = [min(M, cfg.mc * (blocks * i // nch)) for i in range(nch + 1)]
+
+            def chunk(i):
+                ws = self._ws
+                bp = ws.addr("bp", bwords)
+                if ws.packed != call:
+                    pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
+                    ws.packed = call
+                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
+                          bias_ptr, ws.addr("ap", apw))
+        else:
+            cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
+
+            def chunk(i):
+                n0, n1 = cols[i], cols[i + 1]
+                bp = self._ws.addr("bp", bwords)
+                pack_b(b_ptr + 2 * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
+                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
+                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw))
+        workers.parallel_for(chunk, nch, nt)
         return out
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
-               threads: int | None = None) -> np.ndarray:
-        """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast)."""
+               threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast).  out: a C-contiguous
+        array of the result's shape and out_dtype to write into (a compiled graph's buffer)."""
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError("gemm_bf16.matmul needs operands of at least 2 dimensions")
         if a.dtype != BF16 or b.dtype != BF16:
             raise TypeError(f"gemm_bf16.matmul takes bfloat16 arrays, got {a.dtype} and {b.dtype}")
+        if out is not None:
+            want = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+            if out.shape != want or out.dtype != np.dtype(out_dtype) or not out.flags.c_contiguous:
+                raise ValueError(f"gemm_bf16.matmul: out must be a C-contiguous {np.dtype(out_dtype)} array of "
+                                 f"shape {want}, got {out.dtype} {out.shape}")
         if a.ndim == 2 and b.ndim == 2:
-            return self.mm(a, b, bias, out_dtype, threads=threads)
+            return self.mm(a, b, bias, out_dtype, out=out, threads=threads)
         if b.ndim == 2 and a.flags.c_contiguous:      # a Linear layer: one product over all rows
             M = a.size // a.shape[-1]
-            r = self.mm(a.reshape(M, a.shape[-1]), b, bias, out_dtype, threads=threads)
-            return r.reshape(a.shape[:-1] + (b.shape[-1],))
+            r = self.mm(a.reshape(M, a.shape[-1]), b, bias, out_dtype, threads=threads,
+                        out=None if out is None else out.reshape(M, b.shape[-1]))
+            return r.reshape(a.shape[:-1] + (b.shape[-1],)) if out is None else out
         batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         (M, K), N = a.shape[-2:], b.shape[-1]
         if K != b.shape[-2]:
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied")
-        out = np.empty(batch + (M, N), np.dtype(out_dtype))
+        if out is None:
+            out = np.empty(batch + (M, N), np.dtype(out_dtype))
         ab = np.broadcast_to(a, batch + a.shape[-2:])
         bb = np.broadcast_to(b, batch + b.shape[-2:])
         nb = out.size // max(M * N, 1)
         if out.size == 0:
             return out
+        if K == 0 or 2.0 * M * N * K * nb < SMALL_FLOPS:    # one float32 BLAS call for the whole batch
+            return _small(ab, bb, bias, out)
+        # one kernel call for the batch needs batch dims that step by one stride and a unit-stride matrix
+        # axis: copy an operand that has neither (attention's transposed heads; a mixed broadcast)
         sa, sb = _batch_stride(ab), _batch_stride(bb)
-        if sa is None or sb is None or K == 0 or 2.0 * M * N * K * nb < SMALL_FLOPS or \
-                not (_unit_stride(ab) and _unit_stride(bb)):
-            for idx in np.ndindex(*batch):
-                self.mm(ab[idx], bb[idx], bias, out_dtype, out=out[idx], threads=threads)
-            return out
+        if sa is None or not _unit_stride(ab):
+            ab = np.ascontiguousarray(ab)
+            sa = _batch_stride(ab)
+        if sb is None or not _unit_stride(bb):
+            bb = np.ascontiguousarray(bb)
+            sb = _batch_stride(bb)
         self._batched(ab[(0,) * len(batch)], sa, bb[(0,) * len(batch)], sb, nb, bias, out.reshape(nb, M, N),
                       threads)
         return out
@@ -236,22 +295,34 @@ class Bf16Gemm:
         else:
             o_ptr, obs = _ptr(out), M * N
             if K > cfg.kc:
-                c_ptr, cbs = self._ws.get("c", nb * M * N * 4)[1], M * N
-        nt = cpu.num_threads() if threads is None else max(1, threads)
-        nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS else 1
+                c_ptr, cbs = self._ws.addr("c", nb * M * N * 4), M * N
+        nt = workers.num_threads() if threads is None else max(1, threads)
+        nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
-        cuts = [nb * i // nt for i in range(nt + 1)]
-        args = [(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr, cbs,
-                 N, o_ptr, obs, N, bias_ptr, self._ws.get(f"ap{i}", gen.packed_a_words(cfg) * 4)[1],
-                 self._ws.get(f"bp{i}", bwords)[1]) for i in range(nt)]
-        if nt == 1:
-            batch_fn(*args[0])
-            return
-        pool = cpu._pool(nt - 1)
-        futs = [pool.submit(batch_fn, *args[i]) for i in range(1, nt)]
-        batch_fn(*args[0])
-        for f_ in futs:
-            f_.result()
+        apw = gen.packed_a_words(cfg) * 4
+        nch = min(nb, workers.CHUNKS_PER_THREAD * nt) if nt > 1 else 1
+        cuts = [nb * i // nch for i in range(nch + 1)]
+
+        def chunk(i):   # packing buffers are the running thread's own (_Workspace)
+            batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr,
+                     cbs, N, o_ptr, obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords))
+        if nch == 1:
+            chunk(0)
+        else:
+            workers.parallel_for(chunk, nch, nt)
+
+
+def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
+    """How nt threads share one product: ("rows", chunks) -- every thread packs all of B, so only when
+    B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- every
+    chunk packs all of A; None: one thread."""
+    if row_blocks >= 2 * nt and N <= M:
+        return "rows", min(row_blocks, workers.CHUNKS_PER_THREAD * nt)
+    if panels >= nt:
+        return "cols", min(panels, 2 * nt)
+    if row_blocks >= nt:
+        return "rows", row_blocks
+    return None
 
 
 def _unit_stride(x) -> bool:
@@ -278,8 +349,11 @@ def _batch_stride(x):
 
 
 def _small(a, b, bias, out):
-    """A small product in float32 through numpy's BLAS: bf16 x bf16 products are exact in float32, so
-    this differs from the kernel only in the order of the float32 sums."""
+    """A small product (or batch of them) in float32 through numpy's BLAS: bf16 x bf16 products are
+    exact in float32, so this differs from the kernel only in the order of the float32 sums."""
+    if a.shape[-1] == 0:
+        out[...] = 0 if bias is None else bias.astype(np.float32)
+        return out
     r = blas_threads.matmul(a.astype(np.float32), b.astype(np.float32))
     if bias is not None:
         r += bias.astype(np.float32)
@@ -305,6 +379,7 @@ def _operand(x: np.ndarray, k_axis: int):
     return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1), x
 
 
+_CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)
 _INSTANCE = None
 _LOCK = threading.Lock()
 
@@ -319,5 +394,11 @@ def instance() -> Bf16Gemm:
     return _INSTANCE
 
 
-def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16) -> np.ndarray:
-    return instance().matmul(a, b, bias, out_dtype)
+def matmul(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
+           out: np.ndarray | None = None) -> np.ndarray:
+    return instance().matmul(a, b, bias, out_dtype, out=out)
+
+
+def convert(x: np.ndarray, to) -> np.ndarray | None:
+    """Bf16Gemm.convert on the process-wide instance."""
+    return instance().convert(x, to)

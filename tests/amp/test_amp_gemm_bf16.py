@@ -149,3 +149,155 @@ def test_eager_bf16_matmul_uses_the_kernel_and_matches_torch():
     t = (torch.tensor(a).bfloat16() @ torch.tensor(b).bfloat16()).float().numpy()
     # both accumulate in float32 and round once: at most one bf16 unit apart
     np.testing.assert_allclose(e, t, rtol=2.0 ** -7, atol=1e-6)
+
+
+@pytest.mark.parametrize("m,n,k", [(400, 70, 130), (30, 200, 150), (100, 40, 70), (7, 20, 9)])
+def test_threads_split_rows_or_columns(gemm, m, n, k, monkeypatch):
+    """Every way of sharing a product between threads (rows with B packed per thread, B's panels with
+    A packed per chunk, one thread) gives the single-thread result bit for bit."""
+    monkeypatch.setattr(G, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(G.workers, "backing_off", lambda: False)
+    rng = np.random.default_rng(m + n + k)
+    a, b = _rand(rng, (m, k)), _layout(_rand(rng, (k, n)), True)
+    bias = _rand(rng, (n,))
+    for od in (BF, np.float32):
+        one = gemm.mm(a, b, bias=bias, out_dtype=od, threads=1)
+        _check(one, a, b, bias, od)
+        for threads in (2, 3):
+            np.testing.assert_array_equal(gemm.mm(a, b, bias=bias, out_dtype=od, threads=threads), one)
+    ba, bb = _rand(rng, (5, m, k)), _rand(rng, (5, k, n))     # batches: split by products
+    np.testing.assert_array_equal(gemm.matmul(ba, bb, threads=2), gemm.matmul(ba, bb, threads=1))
+
+
+def test_split_choice():
+    assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 8)
+    assert G._split(row_blocks=1, panels=8, M=20, N=250, nt=2) == ("cols", 4)
+    assert G._split(row_blocks=1, panels=1, M=20, N=16, nt=2) is None
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_autocast_linear_adds_the_bias_in_the_gemm_epilogue(lead):
+    """F.linear under CPU autocast: one GEMM with the bias in its epilogue, rounded once (as PyTorch's
+    addmm); values and gradients against torch's autocast, grad_fn named like PyTorch's."""
+    torch = pytest.importorskip("torch")
+    import ember
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(lead + (40, 70)).astype(np.float32)
+    w = rng.standard_normal((90, 70)).astype(np.float32)
+    b = rng.standard_normal(90).astype(np.float32)
+    ex, ew, eb = (ember.tensor(v, requires_grad=True) for v in (x, w, b))
+    tx, tw, tb = (torch.tensor(v, requires_grad=True) for v in (x, w, b))
+    with ember.autocast("cpu"):
+        ey = ember.nn.functional.linear(ex, ew, eb)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ty = torch.nn.functional.linear(tx, tw, tb)
+    assert ey.dtype is ember.bfloat16 and ey.shape == tuple(ty.shape)
+    if not lead:
+        assert ey.grad_fn.name() == ty.grad_fn.name() == "AddmmBackward0"
+    # one rounding: exactly the GEMM's bf16 result with the bias added in float32
+    x2 = x.reshape(-1, 70).astype(BF)
+    one = G.instance().matmul(x2, w.astype(BF).T, bias=b.astype(BF)).reshape(ey.shape)
+    np.testing.assert_array_equal(ey.detach().float().numpy(), one.astype(np.float32))
+    np.testing.assert_allclose(ey.detach().float().numpy(), ty.detach().float().numpy(), rtol=2 ** -7, atol=1e-2)
+    gy = rng.standard_normal(ey.shape).astype(np.float32)
+    ey.float().backward(ember.tensor(gy))
+    ty.float().backward(torch.tensor(gy))
+    for e, t in ((ex, tx), (ew, tw), (eb, tb)):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=2e-2, atol=0.3)
+
+
+def test_addmm_bf16_uses_the_epilogue_and_falls_back_for_scaled_forms():
+    import ember
+    rng = np.random.default_rng(5)
+    a, b, c = (ember.tensor(rng.standard_normal(s).astype(np.float32)).bfloat16() for s in ((9, 20), (20, 33), (33,)))
+    r = ember.addmm(c, a, b)
+    ref = G.instance().matmul(a.numpy(), b.numpy(), bias=c.numpy())
+    np.testing.assert_array_equal(r.float().numpy(), ref.astype(np.float32))
+    r2 = ember.addmm(c, a, b, beta=0.5, alpha=2)     # matmul + scaled add: still right, within bf16
+    want = 2 * a.float().numpy() @ b.float().numpy() + 0.5 * c.float().numpy()
+    np.testing.assert_allclose(r2.float().numpy(), want, rtol=2 ** -6, atol=0.1)
+
+
+@pytest.mark.parametrize("layout", ["c", "f", "strided", "broadcast", "small"])
+def test_generated_casts_equal_numpy_bit_for_bit(layout):
+    """float32 <-> bfloat16 through the generated kernels (ember/kernels/casts.py) round exactly like
+    ml_dtypes / PyTorch: nearest even, overflow to inf, denormals kept, NaN stays NaN; any layout."""
+    from ember.kernels import casts
+    assert casts.CONVERT is not None      # installed by the ember package
+    rng = np.random.default_rng(6)
+    n = 20011
+    x = (rng.standard_normal(n) * np.exp(rng.uniform(-95, 95, n))).astype(np.float32)
+    x[:12] = [np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-42, 3.4e38, -3.39e38, 1 + 2 ** -8, 1 + 3 * 2 ** -8, np.nan, 1.0]
+    x = {"c": x[:20000].reshape(100, 200), "f": x[:20000].reshape(200, 100).T, "strided": x[::2],
+         "broadcast": np.broadcast_to(x[:300], (50, 300)), "small": x[:100]}[layout]
+    with np.errstate(over="ignore"):
+        want = x.astype(BF)
+    got = casts.astype(x, BF)
+    assert got.shape == want.shape and got.dtype == BF and got.flags.writeable
+    nan = np.isnan(want.astype(np.float32))
+    assert np.array_equal(np.isnan(got.astype(np.float32)), nan)
+    assert np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    back = casts.astype(got, np.float32)
+    assert np.array_equal(back.view(np.uint32)[~nan], got.astype(np.float32).view(np.uint32)[~nan])
+    import ember
+    t = ember.tensor(np.ascontiguousarray(x))
+    assert np.array_equal(t.bfloat16().numpy().view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+
+
+@pytest.mark.parametrize("sa,sb", [((70, 40), (40, 90)), ((3, 30, 40), (40, 20)), ((4, 30, 40), (4, 40, 20)),
+                                   ((5, 6), (6, 7))])
+def test_out_buffer_is_written_in_place(sa, sb):
+    """A compiled graph's extern matmul hands its output buffer down: the GEMM writes into it."""
+    from ember.kernels import blas_threads
+    rng = np.random.default_rng(7)
+    a, b = _rand(rng, sa), _rand(rng, sb)
+    want = G.instance().matmul(a, b)
+    out = np.full(want.shape, np.nan, BF)
+    r = blas_threads.matmul(a, b, out=out)
+    assert r is out and np.array_equal(out.view(np.uint16), want.view(np.uint16))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        G.instance().matmul(a, b, out=np.empty(want.shape, np.float32))
+
+
+def test_transposed_heads_and_mixed_broadcasts_run_as_one_batch(gemm, monkeypatch):
+    """q @ k.transpose(-2, -1) on [B, T, H, hs] views transposed to [B, H, T, hs] (batch strides that do
+    not flatten) and a [1, H] x [B, 1] broadcast: one batched kernel call, never a loop of products."""
+    rng = np.random.default_rng(8)
+    q = _rand(rng, (3, 64, 4, 32)).transpose(0, 2, 1, 3)          # [3, 4, 64, 32], heads transposed
+    k = _rand(rng, (3, 64, 4, 32)).transpose(0, 2, 3, 1)          # [3, 4, 32, 64]
+    a, b = _rand(rng, (1, 4, 60, 40)), _rand(rng, (3, 1, 40, 50))
+    monkeypatch.setattr(gemm, "mm", lambda *a, **k: pytest.fail("a batch ran as a loop of products"))
+    for x, y in ((q, k), (a, b)):
+        for od in (BF, np.float32):
+            _check(gemm.matmul(x, y, out_dtype=od), x.copy(), y.copy(), out_dtype=od)
+
+
+@pytest.mark.parametrize("m,n,k", [(50, 40, 130), (7, 33, 64), (97, 100, 256), (30, 20, 63)])
+def test_a_read_in_place_equals_packed_bit_for_bit(m, n, k):
+    """gemm_blockd (A read where it lies: narrow products, K-contiguous A, even K) sums in the packed
+    kernel's order: the same bits, edge rows and several K blocks included (odd K packs)."""
+    packed = G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, direct_a_max_n=0, dpbf16=G.host_has_bf16()))
+    direct = G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, direct_a_max_n=1 << 30, dpbf16=G.host_has_bf16()))
+    rng = np.random.default_rng(m * n + k)
+    a, b, bias = _rand(rng, (m, k)), _rand(rng, (k, n)), _rand(rng, (n,))
+    for od in (BF, np.float32):
+        want = packed.mm(a, b, bias=bias, out_dtype=od, threads=1)
+        _check(want, a, b, bias, od)
+        got = direct.mm(a, b, bias=bias, out_dtype=od, threads=1)
+        assert np.array_equal(got.view(np.uint16 if od == BF else np.uint32), want.view(np.uint16 if od == BF else np.uint32))
+    big = _rand(rng, (m, k + 10))[:, 3:3 + k]        # rows further apart than K: lda != K
+    np.testing.assert_array_equal(direct.mm(big, b, threads=1).view(np.uint16), packed.mm(big, b, threads=1).view(np.uint16))
+
+
+def test_casts_take_the_kernel_for_dtype_objects_and_types(monkeypatch):
+    from ember.kernels import casts
+    assert casts.CONVERT is not None
+    seen = []
+    real = casts.CONVERT
+    monkeypatch.setattr(casts, "CONVERT", lambda x, d: seen.append(np.dtype(d)) or real(x, d))
+    x = np.ones(casts.MIN_ELEMENTS, BF)
+    casts.astype(x, np.float32)                 # the type, as the 16-bit kernels pass it
+    casts.astype(x.astype(np.float32), BF)
+    casts.astype(x[:10], np.float32)            # small: numpy
+    casts.astype(x, np.float64)                 # not a bf16 <-> f32 pair: numpy
+    assert seen == [np.dtype(np.float32), BF]

@@ -7,6 +7,7 @@ import math
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
+from ...frontend.linalg import bias_mm_16bit
 from ._util import Tensor
 
 
@@ -28,9 +29,12 @@ def linear(input: Tensor, weight: Tensor, bias=None) -> Tensor:
     x = input
     if input.ndim != 2:
         x = P("reshape", input, shape=(math.prod(shape[:-1]), shape[-1]))
-    y = P("matmul", x, P("permute", weight, dims=(1, 0)))
-    if bias is not None:
-        y = P("add", y, bias if bias.dtype is y.dtype else M.cast(bias, y.dtype))
+    wt = P("permute", weight, dims=(1, 0))
+    y = bias_mm_16bit(x, wt, bias) if bias is not None else None    # bf16: bias in the GEMM's epilogue
+    if y is None:
+        y = P("matmul", x, wt)
+        if bias is not None:
+            y = P("add", y, bias if bias.dtype is y.dtype else M.cast(bias, y.dtype))
     if input.ndim != 2:
         y = P("reshape", y, shape=shape[:-1] + (weight.shape[0],))
     return y

@@ -332,6 +332,12 @@ def _random(n, idx, ctx):
     flat = ix.simplify(ix.flat_index(n.shape, idx), ctx.ranges)
     counter = Binary("add", ctx.at(key, KEY_OFFSET), IndexValue(flat, dt.int64))
     vd = dt.by_name(rng.value_dtype(n.attrs["dist"], n.dtype.np).name)
+    if n.dtype is dt.bfloat16 and n.attrs["dist"] == "uniform":
+        # eager's bfloat16 uniform is the word's top 8 bits (k / 256): the float32 draw's top 24 bits
+        # floored to a multiple of 1/256, exact in float32 and bfloat16 (a rounding cast could give 1.0)
+        v = Random("uniform", ctx.at(key, KEY_SEED), counter, dt.float32)
+        v = Binary("mul", Unary("floor", Binary("mul", v, Const(256.0, dt.float32))), Const(1 / 256, dt.float32))
+        return Cast(v, dt.bfloat16)
     v = Random(n.attrs["dist"], ctx.at(key, KEY_SEED), counter, vd)
     return v if vd is n.dtype else Cast(v, n.dtype)
 

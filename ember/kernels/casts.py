@@ -1,0 +1,37 @@
+"""Casts between float32 and bfloat16 for eager code: numpy's astype, or a generated kernel when the ember
+package has installed one.
+
+In: a numpy array and a target dtype.  Out: `astype(x, dtype)` -> a new array, as x.astype(dtype).
+
+ml_dtypes' bfloat16 astype runs ~1 ns an element here, and eager autocast casts every activation and
+gradient (a Linear layer's forward and backward under autocast cast more bytes than its GEMMs read);
+the generated kernels (ember/codegen/gemm_bf16.py: cvt_f32_bf16, cvt_bf16_f32) do ~0.05 ns with the
+same rounding bit for bit.  The package installs them (`CONVERT`) so this module needs no import of the
+compiler; small arrays stay on numpy (a ctypes call costs more than it saves).
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+__all__ = ["astype", "CONVERT", "MIN_ELEMENTS"]
+
+CONVERT = None          # fn(x, dtype) -> array | None: float32 <-> bfloat16 of a C-contiguous array
+MIN_ELEMENTS = 4096
+_PAIRS = {(np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16)), (np.dtype(ml_dtypes.bfloat16), np.dtype(np.float32))}
+
+
+def astype(x: np.ndarray, dtype) -> np.ndarray:
+    """x.astype(dtype); float32 <-> bfloat16 of large contiguous arrays through CONVERT."""
+    if CONVERT is not None and x.__class__ is np.ndarray and x.size >= MIN_ELEMENTS and \
+            (x.dtype, np.dtype(dtype)) in _PAIRS:       # (np.float32 the type hashes unlike its dtype)
+        if x.flags.c_contiguous:
+            r = CONVERT(x, dtype)
+        elif x.flags.f_contiguous:      # a transposed result (a weight's gradient): keep its layout
+            r = CONVERT(x.T, dtype)
+            r = None if r is None else r.T
+        else:                           # an expanded gradient, a strided view: one copy still beats astype
+            r = CONVERT(np.ascontiguousarray(x), dtype)
+        if r is not None:
+            return r
+    return x.astype(dtype)
