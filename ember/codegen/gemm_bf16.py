@@ -31,7 +31,9 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     and masks off the columns past it (AVX-512 masked loads/stores), so nothing outside [M, N] is read
     or written.
 
-Functions (all sizes i64, element strides; words = 1 when the K stride is 1):
+Functions (all sizes i64, element strides; words & 1 when the K stride is 1, words & 2 when the operand is
+float32 -- rounded to bf16 as it is packed, exactly as eager's cast, so a cast feeding the product costs no
+pass of its own):
 
     void pack_b(ptr b, i64 lane_stride, i64 k_stride, i32 words, i64 N, i64 K, i64 p0, i64 p1, ptr bp)
         panels [p0, p1) of B (lanes = columns) for every KC block, into bp (whole packed B).
@@ -245,11 +247,83 @@ def _zero_lanes(f: _Fn, lo: str, r: str, kfp: str, dpan: str) -> None:
     close_k()
 
 
-def _emit_pack(cfg: GemmConfig) -> str:
+def _round_bf16(f: _Fn, v: str, n: int) -> str:
+    """<n x float> -> <n x i16> rounded as eager's cast (cvt_f32_bf16: nearest even, NaN -> 0x7FC0,
+    denormals kept), so a product over float32 operands rounded here equals the product over eager's
+    bf16 copies bit for bit."""
+    vf, vi = f"<{n} x float>", f"<{n} x i32>"
+    bits = f.tmp(f"bitcast {vf} {v} to {vi}")
+    lsb = f.tmp(f"and {vi} {f.tmp(f'lshr {vi} {bits}, splat (i32 16)')}, splat (i32 1)")
+    r = f.tmp(f"add {vi} {bits}, {f.tmp(f'add {vi} {lsb}, splat (i32 32767)')}")
+    r = f.tmp(f"lshr {vi} {r}, splat (i32 16)")
+    nan = f.tmp(f"fcmp uno {vf} {v}, zeroinitializer")
+    r = f.tmp(f"select <{n} x i1> {nan}, {vi} splat (i32 32704), {vi} {r}")
+    return f.tmp(f"trunc {vi} {r} to <{n} x i16>")
+
+
+class _Src:
+    """How `pack` reads its source: bf16 words as they are, or float32 values rounded to bf16 on the way
+    (a cast folded into the product: ember/passes/fusion/decide.py)."""
+
+    def __init__(self, f: _Fn, f32: bool):
+        self.f, self.f32 = f, f32
+        self.elt = "float" if f32 else "i16"
+
+    def at(self, base: str, off: str) -> str:
+        return self.f.tmp(f"getelementptr {self.elt}, ptr {base}, i64 {off}")
+
+    def half(self, p: str) -> str:
+        """One bf16 value (i16)."""
+        if not self.f32:
+            return self.f.tmp(f"load i16, ptr {p}, align 2")
+        return _f32_to_bf16(self.f, self.f.tmp(f"load float, ptr {p}, align 4"))
+
+    def words(self, p: str, n: int) -> str:
+        """n consecutive pairs (2n values) as <n x i32> (n = 1: an i32)."""
+        f = self.f
+        if not self.f32:
+            return f.tmp(f"load {'i32' if n == 1 else f'<{n} x i32>'}, ptr {p}, align 2")
+        h = _round_bf16(f, f.tmp(f"load <{2 * n} x float>, ptr {p}, align 4"), 2 * n)
+        return f.tmp(f"bitcast <{2 * n} x i16> {h} to {'i32' if n == 1 else f'<{n} x i32>'}")
+
+    def masked16(self, p: str, m: str) -> str:
+        """16 values under mask m as <16 x i16> (masked-off lanes 0)."""
+        f = self.f
+        if not self.f32:
+            return f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {p}, i32 2, <16 x i1> {m}, "
+                         "<16 x i16> zeroinitializer)")
+        v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {p}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
+        return _round_bf16(f, v, 16)
+
+
+def _emit_pack_dispatch() -> str:
+    """pack(...): %words & 2 says the source is float32 (pack32), else bf16 (pack16); %words & 1 is the
+    K-contiguous flag both take."""
+    args = "ptr %src, i64 %ls, i64 %ks, i32 %w, i64 %lanes, i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr %dst, i64 %r"
+    return "\n".join([
+        "define internal void @pack(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, i64 %K, "
+        f"i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE} {{",
+        "entry:",
+        "  %f = and i32 %words, 2",
+        "  %is32 = icmp ne i32 %f, 0",
+        "  %w = and i32 %words, 1",
+        "  br i1 %is32, label %p32, label %p16",
+        "p32:",
+        f"  call void @pack32({args})",
+        "  ret void",
+        "p16:",
+        f"  call void @pack16({args})",
+        "  ret void",
+        "}"])
+
+
+def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of %r lanes at dst (one function
-    for every panel width: a compile-time width per tile multiplied the build time)."""
-    f = _Fn("define internal void @pack(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, "
+    for every panel width: a compile-time width per tile multiplied the build time).  f32: pack32, the
+    source is float32 rounded to bf16 as it is read."""
+    f = _Fn(f"define internal void @pack{32 if f32 else 16}(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, "
             f"i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
+    src = _Src(f, f32)
     r = "%r"
     kc1 = f.tmp("add i64 %kc, 1")
     kpc = f.tmp(f"lshr i64 {kc1}, 1", "kpc")
@@ -287,10 +361,10 @@ def _emit_pack(cfg: GemmConfig) -> str:
         lane = f.tmp(f"add i64 {lane}, {q}")
         off = f.tmp(f"mul i64 {lane}, %ls")
         off = f.tmp(f"add i64 {off}, %k0")
-        rows.append(f.tmp(f"getelementptr i16, ptr %src, i64 {off}"))
+        rows.append(src.at("%src", off))
     kq, close_kq = f.loop("0", kv, "4", "tk")
     k2 = f.tmp(f"shl i64 {kq}, 1")
-    v = [f.tmp(f"load <4 x i32>, ptr {f.tmp(f'getelementptr i16, ptr {rw}, i64 {k2}')}, align 2") for rw in rows]
+    v = [src.words(src.at(rw, k2), 4) for rw in rows]
     lo01 = f.tmp(f"shufflevector <4 x i32> {v[0]}, <4 x i32> {v[1]}, <4 x i32> <i32 0, i32 4, i32 1, i32 5>")
     hi01 = f.tmp(f"shufflevector <4 x i32> {v[0]}, <4 x i32> {v[1]}, <4 x i32> <i32 2, i32 6, i32 3, i32 7>")
     lo23 = f.tmp(f"shufflevector <4 x i32> {v[2]}, <4 x i32> {v[3]}, <4 x i32> <i32 0, i32 4, i32 1, i32 5>")
@@ -310,13 +384,12 @@ def _emit_pack(cfg: GemmConfig) -> str:
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     rowoff = f.tmp(f"mul i64 {lane}, %ls")
     rowoff = f.tmp(f"add i64 {rowoff}, %k0")
-    rowp = f.tmp(f"getelementptr i16, ptr %src, i64 {rowoff}")
+    rowp = src.at("%src", rowoff)
     blocked = f.tmp(f"icmp slt i64 {rr}, {r4}")
     kfrom = f.tmp(f"select i1 {blocked}, i64 {kv}, i64 0")
     kp, close_k = f.loop(kfrom, kfp, "1", "wk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
-    sp = f.tmp(f"getelementptr i16, ptr {rowp}, i64 {k2}")
-    word = f.tmp(f"load i32, ptr {sp}, align 2")
+    word = src.words(src.at(rowp, k2), 1)
     di = f.tmp(f"mul i64 {kp}, {r}")
     di = f.tmp(f"add i64 {di}, {rr}")
     dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
@@ -345,12 +418,11 @@ def _emit_pack(cfg: GemmConfig) -> str:
     m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
     valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
     mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
-    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {lo_off}, {rr}')}")
-    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {f.tmp(f'add i64 {hi_off}, {rr}')}")
-    load = "call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {}, i32 2, <16 x i1> {}, <16 x i16> zeroinitializer)"
-    lo = f.tmp(load.format(pa, mv))
+    pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
+    pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
+    lo = src.masked16(pa, mv)
     mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
-    hi = f.tmp(load.format(pb, mvh))
+    hi = src.masked16(pb, mvh)
     lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
     hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
     hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
@@ -371,10 +443,8 @@ def _emit_pack(cfg: GemmConfig) -> str:
     loff = f.tmp(f"mul i64 {lane}, %ls")
     a = f.tmp(f"add i64 {loff}, {lo_off}")
     b = f.tmp(f"add i64 {loff}, {hi_off}")
-    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {a}")
-    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {b}")
-    lo = f.tmp(f"load i16, ptr {pa}, align 2")
-    hi = f.tmp(f"load i16, ptr {pb}, align 2")
+    lo = src.half(src.at("%src", a))
+    hi = src.half(src.at("%src", b))
     lo = f.tmp(f"zext i16 {lo} to i32")
     hi = f.tmp(f"zext i16 {hi} to i32")
     hi = f.tmp(f"shl i32 {hi}, 16")
@@ -410,16 +480,14 @@ def _emit_pack(cfg: GemmConfig) -> str:
     loff = f.tmp(f"mul i64 {lane}, %ls")
     ko = f.tmp(f"mul i64 {klo}, %ks")
     a = f.tmp(f"add i64 {loff}, {ko}")
-    pa = f.tmp(f"getelementptr i16, ptr %src, i64 {a}")
-    v = f.tmp(f"load i16, ptr {pa}, align 2")
+    v = src.half(src.at("%src", a))
     dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 0")
     f.emit(f"store i16 {v}, ptr {dp16}, align 4")
     c_hi = f.tmp(f"and i1 {lane_ok}, {khi_ok}")
     close_hi = f.if_(c_hi, "hi")
     ko = f.tmp(f"mul i64 {khi}, %ks")
     b = f.tmp(f"add i64 {loff}, {ko}")
-    pb = f.tmp(f"getelementptr i16, ptr %src, i64 {b}")
-    v = f.tmp(f"load i16, ptr {pb}, align 2")
+    v = src.half(src.at("%src", b))
     dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 1")
     f.emit(f"store i16 {v}, ptr {dp16}, align 2")
     close_hi()
@@ -669,7 +737,7 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     # A read in place (no packing) when it is K-contiguous, K is even (no pair straddles a row's end)
     # and the product has few columns (packing buys reuse across column panels only)
     kodd = f.tmp("and i64 %K, 1")
-    direct = f.tmp("icmp ne i32 %words, 0")
+    direct = f.tmp("icmp eq i32 %words, 1")      # (not a float32 A: words & 2)
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp eq i64 {kodd}, 0')}")
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp sle i64 %N, {cfg.direct_a_max_n}')}", "direct")
     ic, close_i = f.loop("%m0", "%m1", str(mc), "ic")
@@ -729,6 +797,9 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
             f"{_ATTRS}")
     n1 = f.tmp(f"add i64 %N, {tile.nr - 1}")
     npb = f.tmp(f"udiv i64 {n1}, {tile.nr}")
+    # element sizes in bytes: 4 for a float32 operand (words & 2: rounded to bf16 as it is packed)
+    asz = f.tmp(f"select i1 {f.tmp(f'icmp uge i32 %aw, 2')}, i64 4, i64 2")
+    bsz = f.tmp(f"select i1 {f.tmp(f'icmp uge i32 %bw, 2')}, i64 4, i64 2")
     hasc = f.tmp("icmp ne ptr %c, null")
     haso = f.tmp("icmp ne ptr %o, null")
     hasb = f.tmp("icmp ne ptr %bias, null")
@@ -748,9 +819,9 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     close_once()
     bi, close = f.loop("%b0", "%b1", "1", "bt")
     ao = f.tmp(f"mul i64 {bi}, %abs")
-    ap_ = f.tmp(f"getelementptr i16, ptr %a, i64 {ao}")
+    ap_ = f.tmp(f"getelementptr i8, ptr %a, i64 {f.tmp(f'mul i64 {ao}, {asz}')}")
     bo = f.tmp(f"mul i64 {bi}, %bbs")
-    bp_ = f.tmp(f"getelementptr i16, ptr %b, i64 {bo}")
+    bp_ = f.tmp(f"getelementptr i8, ptr %b, i64 {f.tmp(f'mul i64 {bo}, {bsz}')}")
     co = f.tmp(f"mul i64 {bi}, %cbs")
     cp = f.tmp(f"getelementptr float, ptr %c, i64 {co}")
     cp = f.tmp(f"select i1 {hasc}, ptr {cp}, ptr null")
@@ -817,7 +888,8 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
               f"declare void @llvm.masked.store.v16i32.p0({_V16I}, ptr, i32, <16 x i1>)",
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
-    parts = head + decls + [_emit_pack(cfg), _emit_convert(True), _emit_convert(False)]
+    parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True), _emit_convert(True),
+                            _emit_convert(False)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
                   _emit_batch(cfg, t)]

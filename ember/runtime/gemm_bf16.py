@@ -1,7 +1,10 @@
 """The bfloat16 matrix product on the CPU: compiles ember/codegen/gemm_bf16.py once and calls it.
 
 In: numpy arrays of ml_dtypes bfloat16, a[..., M, K] @ b[..., K, N] (any strides; batch dims broadcast),
-an optional bf16 bias[N] added before rounding, and the output dtype (bfloat16 or float32).
+an optional bf16 bias[N] added before rounding, and the output dtype (bfloat16 or float32).  An operand
+may be float32: it is rounded to bfloat16 as it is packed (nearest even, as eager's cast), so the result
+equals the product of the bf16 casts bit for bit without the copies -- a compiled graph's cast feeding
+the product folds into it this way (ember/passes/fusion/decide.py).
 Out: a new C-contiguous array, accumulated in float32 and rounded once (round-to-nearest-even).
 
     from ember.runtime import gemm_bf16
@@ -37,12 +40,13 @@ import numpy as np
 
 from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
-from ember.kernels import blas_threads, workers
+from ember.kernels import blas_threads, casts, workers
 from ember.runtime import cache, cpu
 
 __all__ = ["Bf16Gemm", "instance", "matmul", "convert", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
+_OPERAND = (BF16, np.dtype(np.float32))
 # Below this a product runs on the calling thread: the pool handoff (~55 us, two per product) costs more
 # than the second core saves (bf16 products run at ~100+ GFLOP/s per core here).
 PARALLEL_MIN_FLOPS = 24e6
@@ -155,7 +159,8 @@ class Bf16Gemm:
     # ------------------------------------------------------------------------------ one product
     def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
            out: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
-        """a[M, K] @ b[K, N] (+ bias[N]) for 2-D bfloat16 arrays; returns out[M, N] (C-contiguous)."""
+        """a[M, K] @ b[K, N] (+ bias[N]) for 2-D bfloat16 (or float32: rounded to bf16 as packed) arrays;
+        returns out[M, N] (C-contiguous)."""
         cfg = self.cfg
         (M, K), (K2, N) = a.shape, b.shape
         if K != K2:
@@ -224,7 +229,7 @@ class Bf16Gemm:
             def chunk(i):
                 n0, n1 = cols[i], cols[i + 1]
                 bp = self._ws.addr("bp", bwords)
-                pack_b(b_ptr + 2 * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
+                pack_b(b_ptr + b.itemsize * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
                           o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw))
         workers.parallel_for(chunk, nch, nt)
@@ -236,8 +241,9 @@ class Bf16Gemm:
         array of the result's shape and out_dtype to write into (a compiled graph's buffer)."""
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError("gemm_bf16.matmul needs operands of at least 2 dimensions")
-        if a.dtype != BF16 or b.dtype != BF16:
-            raise TypeError(f"gemm_bf16.matmul takes bfloat16 arrays, got {a.dtype} and {b.dtype}")
+        if a.dtype not in _OPERAND or b.dtype not in _OPERAND:
+            raise TypeError(f"gemm_bf16.matmul takes bfloat16 (or float32, rounded to bfloat16) arrays, got "
+                            f"{a.dtype} and {b.dtype}")
         if out is not None:
             want = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
             if out.shape != want or out.dtype != np.dtype(out_dtype) or not out.flags.c_contiguous:
@@ -348,13 +354,20 @@ def _batch_stride(x):
     return 0 if st is None else st // x.itemsize
 
 
+def _widened(x: np.ndarray) -> np.ndarray:
+    """x's bf16 values as float32 (a float32 operand rounded to bf16 first, as the kernel packs it)."""
+    if x.dtype == np.float32:
+        x = casts.astype(x, BF16)
+    return x.astype(np.float32)
+
+
 def _small(a, b, bias, out):
     """A small product (or batch of them) in float32 through numpy's BLAS: bf16 x bf16 products are
     exact in float32, so this differs from the kernel only in the order of the float32 sums."""
     if a.shape[-1] == 0:
         out[...] = 0 if bias is None else bias.astype(np.float32)
         return out
-    r = blas_threads.matmul(a.astype(np.float32), b.astype(np.float32))
+    r = blas_threads.matmul(_widened(a), _widened(b))
     if bias is not None:
         r += bias.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -363,20 +376,23 @@ def _small(a, b, bias, out):
 
 
 def _operand(x: np.ndarray, k_axis: int):
-    """(pointer, lane stride, K stride, words flag, array kept alive) for a 2-D bf16 operand whose K axis
-    is `k_axis` (1 for A[M, K], 0 for B[K, N]); copies it when neither axis is unit-stride."""
-    st = [s // 2 for s in x.strides]
-    if any(s < 0 for s in st) or x.strides[0] % 2 or x.strides[1] % 2:
+    """(pointer, lane stride, K stride, words flags, array kept alive) for a 2-D bf16 or float32 operand
+    whose K axis is `k_axis` (1 for A[M, K], 0 for B[K, N]); copies it when neither axis is unit-stride.
+    flags: 1 K-contiguous, 2 float32 (rounded to bf16 as packed)."""
+    sz = x.itemsize
+    f32 = 2 if sz == 4 else 0
+    st = [s // sz for s in x.strides]
+    if any(s < 0 for s in st) or x.strides[0] % sz or x.strides[1] % sz:
         x = np.ascontiguousarray(x)
-        st = [s // 2 for s in x.strides]
+        st = [s // sz for s in x.strides]
     ks, ls = st[k_axis], st[1 - k_axis]
     if ks == 1 or x.shape[k_axis] == 1:
-        return _ptr(x), ls, 1, 1, x
+        return _ptr(x), ls, 1, 1 | f32, x
     if ls == 1 or x.shape[1 - k_axis] == 1:
-        return _ptr(x), ls, ks, 0, x
+        return _ptr(x), ls, ks, f32, x
     x = np.ascontiguousarray(x)
-    st = [s // 2 for s in x.strides]
-    return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1), x
+    st = [s // sz for s in x.strides]
+    return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1) | f32, x
 
 
 _CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)
