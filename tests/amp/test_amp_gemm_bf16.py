@@ -120,12 +120,32 @@ def test_empty_and_zero_k(gemm):
     assert z.shape == (2, 5) and not z.any()
 
 
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 140), n=st.integers(1, 70), ta=st.booleans(), tb=st.booleans(),
+       which=st.sampled_from(["a", "b", "both"]), seed=st.integers(0, 2 ** 16))
+def test_float32_operands_round_as_packed_like_eager_cast(gemm, m, k, n, ta, tb, which, seed):
+    """A float32 operand is rounded to bf16 while packed: the product equals the one over eager's bf16
+    casts bit for bit (every packing path: K- or lane-contiguous, odd K, edge lanes, several K blocks),
+    and denormals, infinities and NaN round as the cast does."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    a, b = (a.T if ta else a), (b.T if tb else b)
+    a.flat[0], b.flat[-1] = 1.5e-39, 3.0 * 2.0 ** -9 + 1.0      # a denormal, a tie (rounds to even)
+    want = gemm.matmul(a.astype(BF), b.astype(BF), out_dtype=np.float32)
+    got = gemm.matmul(a if which != "b" else a.astype(BF), b if which != "a" else b.astype(BF), out_dtype=np.float32)
+    np.testing.assert_array_equal(got, want)
+    batch = gemm.matmul(np.stack([a, 2 * a]), b if which != "a" else b.astype(BF))     # the batched kernel
+    np.testing.assert_array_equal(batch.view(np.uint16),
+                                  gemm.matmul(np.stack([a, 2 * a]).astype(BF), b.astype(BF)).view(np.uint16))
+
+
 def test_bad_input():
     g = G.instance()
     with pytest.raises(ValueError, match="cannot be multiplied"):
         g.mm(np.ones((2, 3), BF), np.ones((4, 5), BF))
     with pytest.raises(TypeError, match="bfloat16"):
-        g.matmul(np.ones((2, 3), np.float32), np.ones((3, 5), BF))
+        g.matmul(np.ones((2, 3), np.float64), np.ones((3, 5), BF))
     with pytest.raises(ValueError, match="2 dimensions"):
         g.matmul(np.ones(3, BF), np.ones((3, 5), BF))
 
