@@ -6,7 +6,9 @@ Out: the output array written in place.  `run_extern(..., xp=)` is what every ru
 arrays it dispatches to the twins in ember/kernels/gpu.py.
 
     matmul  a[..., m, k] @ b[..., k, n] (numpy broadcasting); attrs transpose_a / transpose_b use the
-            transpose of the last two dims (a Linear layer is matmul(x, w, transpose_b=True))
+            transpose of the last two dims (a Linear layer is matmul(x, w, transpose_b=True)); cast_a /
+            cast_b ("bfloat16") round a float32 operand to that dtype first -- a cast folded into the
+            product (ember/passes/fusion/decide.py): the bf16 GEMM rounds it as it packs, no copy
     bmm     same, 3-D operands
     conv2d  x[N, C, H, W], w[O, C/groups, kh, kw], optional bias[O]; attrs stride, padding,
             dilation (int or pair), groups
@@ -16,9 +18,10 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+import ml_dtypes
 import numpy as np
 
-from . import blas_threads
+from . import blas_threads, casts
 
 __all__ = ["run_extern", "matmul", "conv2d", "conv2d_output_shape"]
 
@@ -29,13 +32,31 @@ def _pair(v) -> tuple[int, int]:
     return int(v), int(v)
 
 
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_DTYPES = {"bfloat16": _BF16, "float16": np.dtype(np.float16)}
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = False,
-           transpose_b: bool = False) -> None:
+           transpose_b: bool = False, cast_a: str | None = None, cast_b: str | None = None) -> None:
     if transpose_a:
         a = np.swapaxes(a, -1, -2)
     if transpose_b:
         b = np.swapaxes(b, -1, -2)
+    if cast_a or cast_b:
+        if _folds(a, b, out, cast_a, cast_b):
+            blas_threads.BF16_MATMUL(a, b, out=out)   # rounds the float32 operands as it packs them
+            return
+        a = casts.astype(a, _DTYPES[cast_a]) if cast_a else a
+        b = casts.astype(b, _DTYPES[cast_b]) if cast_b else b
     blas_threads.matmul(a, b, out=out)
+
+
+def _folds(a, b, out, cast_a, cast_b) -> bool:
+    """Can the bf16 GEMM read these operands as they are (float32 ones rounded while packed)?"""
+    if blas_threads.BF16_MATMUL is None or out.dtype != _BF16 or not out.flags.c_contiguous:
+        return False
+    return all(x.dtype == (np.float32 if c else _BF16) and c in (None, "bfloat16")
+               for x, c in ((a, cast_a), (b, cast_b)))
 
 
 def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1) -> tuple:
@@ -78,7 +99,14 @@ def run_extern(op: str, inputs: Sequence, out, attrs: dict, xp=np) -> None:
     else:
         from . import gpu as lib
     if op in ("matmul", "bmm"):
-        lib.matmul(inputs[0], inputs[1], out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")))
+        a, b = inputs[0], inputs[1]
+        if xp is np:
+            lib.matmul(a, b, out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")),
+                       attrs.get("cast_a"), attrs.get("cast_b"))
+            return
+        a = a.astype(_DTYPES[attrs["cast_a"]]) if attrs.get("cast_a") else a  # (CuPy: no folded GEMM: a cast)
+        b = b.astype(_DTYPES[attrs["cast_b"]]) if attrs.get("cast_b") else b
+        lib.matmul(a, b, out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")))
     elif op == "conv2d":
         bias = inputs[2] if len(inputs) > 2 else None
         lib.conv2d(inputs[0], inputs[1], bias, out, attrs.get("stride", 1), attrs.get("padding", 0),

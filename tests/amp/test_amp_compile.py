@@ -99,10 +99,57 @@ def test_traced_graph_carries_the_casts_and_they_fuse():
     assert mm.dtype is ember.bfloat16
     p = check_program(g)
     assert len(p.externs) == 1 and p.externs[0].kernel.epilogue is not None   # softmax fused as epilogue
-    # the casts feeding the product are the only kernels of their own (the extern GEMM takes its
-    # operands as they are in memory: folding the cast into its packing is not done yet)
-    for st in p.kernels:
-        assert [n.op for n in st.nodes] == ["cast"]
+    # the casts feeding the product fold into it (the GEMM rounds the float32 operands as it packs them)
+    assert not p.kernels and p.externs[0].kernel.attrs == {"cast_a": "bfloat16", "cast_b": "bfloat16"}
+    assert [b.dtype for b in p.externs[0].kernel.inputs] == [ember.float32, ember.float32]
+
+
+def _bits(t):
+    return np.asarray(t.detach().numpy()).view(np.uint16)
+
+
+@pytest.mark.parametrize("shape", [(8, 32), (2, 48, 320)], ids=["2d", "3d-small-gemm"])
+def test_cast_feeding_a_linear_layer_folds_into_the_gemm(shape):
+    """Under autocast a Linear layer's input and weight casts cost no kernel: the extern reads the float32
+    buffers and rounds as it packs, and the compiled product equals eager's bit for bit."""
+    ember.manual_seed(0)
+    w = ember.randn(64, shape[-1])
+
+    def f(x):
+        with ember.no_grad(), ember.autocast("cpu"):
+            return F.linear(x, w)
+    x = ember.randn(*shape)
+    g, _, _ = trace(f, x)
+    p = compile_graph(g)
+    assert not p.kernels and len(p.externs) == 1
+    ext = p.externs[0].kernel
+    assert ext.attrs == {"cast_a": "bfloat16", "cast_b": "bfloat16", "transpose_b": True}
+    assert "cast_a='bfloat16'" in str(p) and "= cast" not in str(p)      # no cast left in any kernel
+    assert any("cast of matmul operand 1 to bfloat16 folded" in r.message for r in p.records)
+    want = f(x)
+    got = ember.compile(f)(x)
+    assert got.dtype is ember.bfloat16
+    np.testing.assert_array_equal(_bits(got), _bits(want))
+    check_program(g)                       # the numpy runner agrees too
+
+
+def test_cast_kept_where_its_value_is_needed_and_stored_once():
+    """A cast that is saved for backward stays a kernel (its value is an output), and the product reads
+    that saved buffer instead of a second copy; a cast computed inside a kernel stays in that kernel."""
+    ember.manual_seed(0)
+    lin = nn.Linear(32, 16)
+
+    def f(x):
+        with ember.autocast("cpu"):
+            return lin(F.layer_norm(x, (32,))).float().sum()
+    g, _, _ = trace(f, ember.randn(8, 32, requires_grad=True))
+    p = compile_graph(g)
+    assert not any(ext.kernel.attrs.get("cast_a") or ext.kernel.attrs.get("cast_b") for ext in p.externs)
+    stores = [b.name for st in p.kernels for b in st.kernel.outputs]
+    weight = [st for st in p.kernels if [b.name for b in st.kernel.inputs] == ["lin.weight"]]
+    assert len(weight) == 1 and len(weight[0].kernel.outputs) == 1      # stored once: the saved W^T
+    assert p.externs[0].kernel.inputs[1].name in stores and not p.externs[0].kernel.attrs.get("transpose_b")
+    check_program(g)
 
 
 def test_casts_never_cost_a_kernel_of_their_own():

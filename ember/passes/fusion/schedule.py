@@ -114,7 +114,7 @@ def _extern_step(f: Fuser, grp: Group, kid: int, names: dict) -> ExternStep:
     """The matmul call: operands read as free views, transposes as BLAS flags, and the epilogue."""
     n = grp.node
     bufs, views, args = [], {}, []
-    for i, (base, shape, _) in enumerate(grp.operands):
+    for i, (base, shape, _, _) in enumerate(grp.operands):
         bname = names[base]
         bufs.append(Buf(bname, shape, base.dtype))
         args.append(bname)
@@ -125,6 +125,9 @@ def _extern_step(f: Fuser, grp: Group, kid: int, names: dict) -> ExternStep:
         attrs["transpose_a"] = True
     if grp.operands[1][2]:
         attrs["transpose_b"] = True
+    for (_, _, _, cast), name in zip(grp.operands, ("cast_a", "cast_b")):
+        if cast is not None:
+            attrs[name] = cast           # a float32 operand the GEMM rounds as it packs (decide._folds_cast)
     out = Buf(names[n], n.shape, n.dtype)
     epilogue = None
     computed = [n]
