@@ -50,6 +50,10 @@ pass of its own):
                     i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp)
         products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
         broadcast A that fits one MC x KC block is packed once.
+    void gemm_cols(<A as gemm_batch>, <B as gemm_batch>, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o, i64 ldo,
+                   ptr bias, ptr ap, ptr bp, i64 chunk)
+        the whole product, chunk columns at a time: pack the chunk's B panels, then all rows over them
+        (while they are in cache).  For products of one row block, whose packed B is read once.
 
 Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Besides them,
 `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
@@ -286,6 +290,12 @@ class _Src:
         h = _round_bf16(f, f.tmp(f"load <{2 * n} x float>, ptr {p}, align 4"), 2 * n)
         return f.tmp(f"bitcast <{2 * n} x i16> {h} to {'i32' if n == 1 else f'<{n} x i32>'}")
 
+    def plain16(self, p: str) -> str:
+        """16 values as <16 x i16>."""
+        if not self.f32:
+            return self.f.tmp(f"load <16 x i16>, ptr {p}, align 2")
+        return _round_bf16(self.f, self.f.tmp(f"load {_V16F}, ptr {p}, align 4"), 16)
+
     def masked16(self, p: str, m: str) -> str:
         """16 values under mask m as <16 x i16> (masked-off lanes 0)."""
         f = self.f
@@ -413,13 +423,26 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     hi_off = f.tmp(f"add i64 {lo_off}, %ks")
     drow = f.tmp(f"mul i64 {kp}, {r}")
     rr, close_r = f.loop("0", r, "16", "vr")
+    pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
+    pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
+    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
+    # 16 lanes inside the matrix and both rows of the pair: plain loads, one interleaving shuffle
+    # (vpermt2w), a plain store -- the masked path below took ~10 cycles a vector, most of conv1's packing
+    whole = f.tmp(f"icmp sle i64 {f.tmp(f'add i64 {rr}, 16')}, {nv}")
+    whole = f.tmp(f"and i1 {whole}, {hi_in}")
+    vfast, vmask, vnext = f.fresh("vfast"), f.fresh("vmask"), f.fresh("vnext")
+    f.emit(f"br i1 {whole}, label %{vfast}, label %{vmask}")
+    f.label(vfast)
+    pairs = ", ".join(f"i32 {i}, i32 {i + 16}" for i in range(16))
+    w = f.tmp(f"shufflevector <16 x i16> {src.plain16(pa)}, <16 x i16> {src.plain16(pb)}, <32 x i32> <{pairs}>")
+    f.emit(f"store {_V16I} {f.tmp(f'bitcast <32 x i16> {w} to {_V16I}')}, ptr {dp}, align 4")
+    f.emit(f"br label %{vnext}")
+    f.label(vmask)
     iota = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
     left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
     m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
     valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
     mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
-    pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
-    pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
     lo = src.masked16(pa, mv)
     mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
     hi = src.masked16(pb, mvh)
@@ -427,8 +450,9 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
     hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
     w = f.tmp(f"or {_V16I} {lo}, {hi}")
-    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
     f.emit(f"call void @llvm.masked.store.v16i32.p0({_V16I} {w}, ptr {dp}, i32 4, <16 x i1> {m})")
+    f.emit(f"br label %{vnext}")
+    f.label(vnext)
     close_r()
     close_k()
     f.emit(f"br label %{slow}")
@@ -845,6 +869,36 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
+    """Columns of a product in chunks of %chunk: pack the chunk's B panels, then run every row over them,
+    so the packed panels are still in cache when the micro-kernel reads them.  For products with one row
+    block (few rows, many columns: a small convolution's forward), where each packed panel is read once
+    -- packing all of B first streamed it out to memory and back (half of conv1's time)."""
+    f = _Fn(f"define void @gemm_cols_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %b, i64 %bls, i64 %bks, "
+            "i32 %bw, i64 %M, i64 %N, i64 %K, ptr %c, i64 %ldc, ptr %o, i64 %ldo, ptr %bias, ptr noalias %ap, "
+            f"ptr noalias %bp, i64 %chunk) {_ATTRS}")
+    bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
+    hasc = f.tmp("icmp ne ptr %c, null")
+    haso = f.tmp("icmp ne ptr %o, null")
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    n0, close = f.loop("0", "%N", "%chunk", "n0")
+    left = f.tmp(f"sub i64 %N, {n0}")
+    short = f.tmp(f"icmp slt i64 {left}, %chunk")
+    nn = f.tmp(f"select i1 {short}, i64 {left}, i64 %chunk", "nn")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 {nn}, {tile.nr - 1}')}, {tile.nr}")
+    boff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {n0}, %bls')}, {bsz}")
+    bsrc = f.tmp(f"getelementptr i8, ptr %b, i64 {boff}")
+    f.emit(f"call void @pack_b_{tile.tag}(ptr {bsrc}, i64 %bls, i64 %bks, i32 %bw, i64 {nn}, i64 %K, i64 0, "
+           f"i64 {npan}, ptr %bp)")
+    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
+    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
+    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    f.emit(f"call void @gemm_rows_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 {nn}, "
+           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, ptr %ap)")
+    close()
+    return f.text()
+
+
 # ---------------------------------------------------------------------------------- conversions
 def _emit_convert(to_bf16: bool) -> str:
     """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
@@ -892,7 +946,7 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
                             _emit_convert(False)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
-                  _emit_batch(cfg, t)]
+                  _emit_batch(cfg, t), _emit_cols(cfg, t)]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

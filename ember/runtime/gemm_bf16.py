@@ -53,6 +53,8 @@ PARALLEL_MIN_FLOPS = 24e6
 # Below this a product goes to numpy's float32 BLAS on upcast copies (`_small`): ~10 us of Python and
 # ctypes per call here would cost more than the kernel saves.
 SMALL_FLOPS = 1e6
+# gemm_cols packs and uses B this many bytes at a time (in L2) when the product has one row block
+CHUNK_BYTES = 192 * 1024     # (conv1 [10,25]@[25,36864]: 96 KB 283 us, 192 KB 270 us, all of B 325 us)
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
@@ -128,7 +130,9 @@ class Bf16Gemm:
                               _I64, _P, _I64, _P, _P),
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
-                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P))
+                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
+                           fn(f"gemm_cols_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I32, _I64, _I64, _I64,
+                              _P, _I64, _P, _I64, _P, _P, _P, _I64))
         self._cvt = {np.dtype(np.float32): fn("cvt_bf16_f32", _P, _P, _I64),   # keyed by the target dtype
                      BF16: fn("cvt_f32_bf16", _P, _P, _I64)}
         self._ws = _Workspace()
@@ -201,10 +205,14 @@ class Bf16Gemm:
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
             split = _split(-(-M // cfg.mc), npanels, M, N, nt)
         if split is None:
-            bp = self._ws.addr("bp", bwords)
-            pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
-            gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                      self._ws.addr("ap", apw))
+            # one call (a ctypes call with its arguments costs ~1.5 us: a tenth of a small product): pack B
+            # and run every row; with one row block and a big B, chunk by chunk while the packed panels
+            # are in cache (each is read once)
+            chunk = N
+            if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+                chunk = self._chunk(tile, K)
+            self.fns[tile][4](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo,
+                              bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk)
             return out
         # One parallel loop (each pool handoff costs ~50 us here): chunks of MC-row blocks, each thread
         # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
@@ -234,6 +242,12 @@ class Bf16Gemm:
                           o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw))
         workers.parallel_for(chunk, nch, nt)
         return out
+
+    def _chunk(self, tile: gen.Tile, k: int) -> int:
+        """Columns per chunk of gemm_cols: whole panels whose packed B (what the chunk touches) is about
+        CHUNK_BYTES."""
+        per_panel = (k + 1) // 2 * 4 * tile.nr
+        return tile.nr * max(1, CHUNK_BYTES // per_panel)
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
                threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
