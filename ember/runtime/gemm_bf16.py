@@ -19,7 +19,8 @@ Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads 
 ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of MC-row
 blocks, each thread packing all of B once for the call, when B is no bigger than A; else chunks of B's
 column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
-products run on the calling thread.
+products run on the calling thread in one call (gemm_cols): B packed, then every row; a product of one row
+block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
 `convert(x, dtype)`: float32 <-> bfloat16 of a contiguous array by the module's cvt functions (eager
 casts go through it: ember/kernels/casts.py).

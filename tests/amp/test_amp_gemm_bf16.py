@@ -140,6 +140,21 @@ def test_float32_operands_round_as_packed_like_eager_cast(gemm, m, k, n, ta, tb,
                                   gemm.matmul(np.stack([a, 2 * a]).astype(BF), b.astype(BF)).view(np.uint16))
 
 
+@pytest.mark.parametrize("k,n", [(25, 20001), (130, 3001)])
+def test_few_rows_many_columns_chunked(gemm, k, n):
+    """One row block and a B bigger than a cache chunk (a small convolution's forward): B is packed and
+    used chunk by chunk (gemm_cols), the last chunk and panel partial; float32 B rounds as it packs."""
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((10, k)).astype(BF)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    assert 2 * G.CHUNK_BYTES < (k + 1) // 2 * 4 * n
+    _check(gemm.mm(a, b.astype(BF), out_dtype=np.float32), a, b.astype(BF), out_dtype=np.float32)
+    bias = rng.standard_normal(n).astype(BF)
+    c = gemm.mm(a, b, bias=bias)
+    _check(c, a, b.astype(BF), bias=bias)
+    np.testing.assert_array_equal(c.view(np.uint16), gemm.mm(a, b.astype(BF), bias=bias).view(np.uint16))
+
+
 def test_bad_input():
     g = G.instance()
     with pytest.raises(ValueError, match="cannot be multiplied"):
