@@ -259,3 +259,21 @@ def test_bf16_draws_and_dropout_under_autocast_compile_and_equal_eager():
             assert np.array_equal(g.numpy().view(np.uint16), e.numpy().view(np.uint16))
     r = got[0].float().numpy()
     assert ((r >= 0) & (r < 1)).all() and (r * 256 == np.floor(r * 256)).all()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_cast_fold_is_cpu_only_and_kept_for_other_readers(device):
+    """The fold is the CPU GEMM's (cuBLAS takes its operands as stored: a CUDA graph keeps its cast
+    kernels), and a cast that a kernel also reads is not folded (its bf16 value is computed once)."""
+    from ember.ir.graph import Graph
+    g = Graph("f")
+    x = g.placeholder("x", ([8, 16], ember.float32), device=device)
+    w = g.placeholder("w", ([16, 4], ember.float32), device=device)
+    xb = g.add("cast", [x], {"dtype": ember.bfloat16})
+    wb = g.add("cast", [w], {"dtype": ember.bfloat16})
+    g.set_outputs([g.add("matmul", [xb, wb]), g.add("sum", [xb], {"dims": None, "keepdim": False})])
+    p = compile_graph(g)
+    assert p.externs[0].kernel.attrs == ({"cast_b": "bfloat16"} if device == "cpu" else {})
+    # x's cast is computed with the sum (and stored for the product); w's has a kernel only on CUDA
+    assert [[n.op for n in st.nodes] for st in p.kernels] == \
+        ([["cast", "sum"]] if device == "cpu" else [["cast", "sum"], ["cast"]])

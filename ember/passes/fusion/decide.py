@@ -297,9 +297,9 @@ class Fuser:
         packs (ember/runtime/gemm_bf16.py), instead of a kernel storing a bf16 copy?  When the source is a
         buffer anyway (an input, a product's or eager op's result, an output) and c is needed only as
         products' operands; a source computed by a kernel keeps the cast there (it stores bf16 directly,
-        half the bytes)."""
+        half the bytes).  CPU only: the GPU's products (cuBLAS) take the operands as stored."""
         if (c.op != "cast" or c.dtype is not dt.bfloat16 or c.inputs[0].dtype is not dt.float32
-                or c in self.is_output or c in self.must):
+                or c.device != "cpu" or c in self.is_output or c in self.must):
             return False
         if not self._is_buffer(self._unreshaped(c.inputs[0])):
             return False
