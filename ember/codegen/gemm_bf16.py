@@ -309,7 +309,8 @@ class _Src:
 def _emit_pack_dispatch() -> str:
     """pack(...): %words & 2 says the source is float32 (pack32), else bf16 (pack16); %words & 1 is the
     K-contiguous flag both take."""
-    args = "ptr %src, i64 %ls, i64 %ks, i32 %w, i64 %lanes, i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr %dst, i64 %r"
+    args = ("ptr %src, i64 %ls, i64 %ks, i32 %w, i64 %lanes, i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, "
+            "ptr %dst, i64 %r")
     return "\n".join([
         "define internal void @pack(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, i64 %K, "
         f"i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE} {{",
@@ -331,8 +332,8 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     """pack lanes [lane0, lane0+nl) x K [k0, k0+kc) of src into panels of %r lanes at dst (one function
     for every panel width: a compile-time width per tile multiplied the build time).  f32: pack32, the
     source is float32 rounded to bf16 as it is read."""
-    f = _Fn(f"define internal void @pack{32 if f32 else 16}(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, i64 %lanes, "
-            f"i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
+    f = _Fn(f"define internal void @pack{32 if f32 else 16}(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, "
+            f"i64 %lanes, i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
     src = _Src(f, f32)
     r = "%r"
     kc1 = f.tmp("add i64 %kc, 1")
@@ -822,8 +823,8 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     n1 = f.tmp(f"add i64 %N, {tile.nr - 1}")
     npb = f.tmp(f"udiv i64 {n1}, {tile.nr}")
     # element sizes in bytes: 4 for a float32 operand (words & 2: rounded to bf16 as it is packed)
-    asz = f.tmp(f"select i1 {f.tmp(f'icmp uge i32 %aw, 2')}, i64 4, i64 2")
-    bsz = f.tmp(f"select i1 {f.tmp(f'icmp uge i32 %bw, 2')}, i64 4, i64 2")
+    asz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %aw, 2')}, i64 4, i64 2")
+    bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
     hasc = f.tmp("icmp ne ptr %c, null")
     haso = f.tmp("icmp ne ptr %o, null")
     hasb = f.tmp("icmp ne ptr %bias, null")

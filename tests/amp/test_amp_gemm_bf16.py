@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ember.codegen import gemm_bf16 as gen
+from ember.kernels import casts
 from ember.runtime import gemm_bf16 as G
 
 BF = np.dtype(ml_dtypes.bfloat16)
@@ -125,19 +126,23 @@ def test_empty_and_zero_k(gemm):
        which=st.sampled_from(["a", "b", "both"]), seed=st.integers(0, 2 ** 16))
 def test_float32_operands_round_as_packed_like_eager_cast(gemm, m, k, n, ta, tb, which, seed):
     """A float32 operand is rounded to bf16 while packed: the product equals the one over eager's bf16
-    casts bit for bit (every packing path: K- or lane-contiguous, odd K, edge lanes, several K blocks),
-    and denormals, infinities and NaN round as the cast does."""
+    casts (ember/kernels/casts.py) bit for bit (every packing path: K- or lane-contiguous, odd K, edge
+    lanes, several K blocks; small products through float32 BLAS on the same layouts), and denormals
+    and ties round as the cast does."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
     a, b = (a.T if ta else a), (b.T if tb else b)
     a.flat[0], b.flat[-1] = 1.5e-39, 3.0 * 2.0 ** -9 + 1.0      # a denormal, a tie (rounds to even)
-    want = gemm.matmul(a.astype(BF), b.astype(BF), out_dtype=np.float32)
-    got = gemm.matmul(a if which != "b" else a.astype(BF), b if which != "a" else b.astype(BF), out_dtype=np.float32)
+
+    def cast(x):
+        return casts.astype(x, BF)
+    want = gemm.matmul(cast(a), cast(b), out_dtype=np.float32)
+    got = gemm.matmul(a if which != "b" else cast(a), b if which != "a" else cast(b), out_dtype=np.float32)
     np.testing.assert_array_equal(got, want)
-    batch = gemm.matmul(np.stack([a, 2 * a]), b if which != "a" else b.astype(BF))     # the batched kernel
-    np.testing.assert_array_equal(batch.view(np.uint16),
-                                  gemm.matmul(np.stack([a, 2 * a]).astype(BF), b.astype(BF)).view(np.uint16))
+    a2 = np.stack([a, 2 * a])
+    batch = gemm.matmul(a2, b if which != "a" else cast(b))     # the batched kernel
+    np.testing.assert_array_equal(batch.view(np.uint16), gemm.matmul(cast(a2), cast(b)).view(np.uint16))
 
 
 @pytest.mark.parametrize("k,n", [(25, 20001), (130, 3001)])

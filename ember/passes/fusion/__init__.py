@@ -9,7 +9,8 @@ what was not and why.
     program = fuse(graph)            # usually through ember.passes.compile_graph
 
 The stages, one module each: classify.py (what each node is to the fuser, why an op runs eagerly),
-decide.py (groups, reductions fitted into kernels, horizontal merges, epilogues), lower.py (index
+decide.py (groups, reductions fitted into kernels, horizontal merges, epilogues), operands.py (how a
+product reads its operands: views, transposes, folded casts), lower.py (index
 maps of the ops and the LOWERINGS registry: node -> kernel-IR expression; group -> Kernel),
 schedule.py (value names, steps in execution order).
 
@@ -37,7 +38,9 @@ it is known, with the index it is needed at:
     one-to-one map of the kernel's loop variables and doing so creates no cycle between groups
     (checked with networkx reachability on the group graph), else it gets a kernel of its own;
   * matmul is an extern; its operands may be free views of a buffer (a reshape of a contiguous
-    array, a transpose of the last two dims -> transpose_a/_b, broadcast batch dims);
+    array, a transpose of the last two dims -> transpose_a/_b, broadcast batch dims); on the CPU a
+    cast(float32 -> bfloat16) of a buffer that only products read folds into them (cast_a/_b: the
+    bf16 GEMM rounds as it packs) -- operands.py;
   * `random` is a Random kernel-IR node (the counter-based generator of ember/ir/rng.py at the
     key's offset plus the element's flat index), so dropout's mask fuses like any pointwise value;
   * ops the kernel IR cannot express (cumsum, sort, scatter, index_add, fold, bool sums) are eager

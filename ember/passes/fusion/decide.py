@@ -17,7 +17,6 @@ from enum import Enum
 
 import networkx as nx
 
-from ember.ir import dtypes as dt
 from ember.ir import index as ix
 from ember.ir.sizes import hint
 from ember.ir.graph import Graph, Node
@@ -25,6 +24,7 @@ from ember.ir.kernel import IConst, Var
 from ember.ir.ops import OPS
 from ember.ir.program import FusionKind, FusionRecord
 
+from . import operands
 from .classify import NodeClass, classify, code_size, reduce_dims
 from .lower import IndexMaps, group_requests
 
@@ -239,85 +239,18 @@ class Fuser:
         self.home[n] = grp
         self._link(n, grp)
         for i, x in enumerate(n.inputs):
-            base, view_shape, transpose = self._extern_operand(x)
+            base, view_shape, transpose = operands.extern_operand(self, x)
             if base is not x:
                 self._record(FusionKind.FUSED, f"matmul operand {i} read as a free view of {base.name}"
                              + (" (transposed)" if transpose else ""), [x, n])
             cast = None
-            if self._folds_cast(base):
-                cast_node, base = base, self._unreshaped(base.inputs[0])
+            if operands.folds_cast(self, base):
+                cast_node, base = base, operands.unreshaped(self, base.inputs[0])
                 cast = cast_node.dtype.name
                 self._record(FusionKind.FUSED, f"cast of matmul operand {i} to {cast} folded into the product "
                              f"(the GEMM rounds {base.name} as it packs it)", [cast_node, n])
             grp.operands.append((base, view_shape, transpose, cast))
             self.buf_need[base][grp] = True
-
-    def _extern_operand(self, x: Node):
-        """(base node, shape the extern sees it as, transpose flag): the movement ops between x and
-        a buffer that cost nothing for numpy/BLAS matmul.  A transpose that is a graph output, of a
-        value that is not a buffer, is read as stored (a Linear layer's cast weight, saved transposed
-        for backward, is then stored once, not also untransposed for the product)."""
-        n = x
-        if (n.op == "expand" and len(n.shape) >= 2 and len(n.inputs[0].shape) >= 2
-                and n.inputs[0].shape[-2:] == n.shape[-2:]):
-            n = n.inputs[0]                  # broadcast batch dims: matmul broadcasts them itself
-        transpose = False
-        nd = len(n.shape)
-        if (n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(nd - 2)) + (nd - 1, nd - 2)
-                and (not self._stored_anyway(n) or self._is_buffer(self._unreshaped(n.inputs[0])))):
-            transpose = True
-            n = n.inputs[0]
-        view = n
-        n = self._unreshaped(n)              # a reshape of a contiguous buffer is free
-        if n is not view and self.cls[n] is NodeClass.CONST:
-            n = view
-        return n, tuple(view.shape), transpose
-
-    def _unreshaped(self, n: Node) -> Node:
-        """n below its reshapes; the first one that is stored anyway when what lies below is no buffer."""
-        stop = None
-        while n.op == "reshape":
-            if stop is None and self._stored_anyway(n):
-                stop = n
-            n = n.inputs[0]
-        return stop if stop is not None and not self._is_buffer(n) else n
-
-    def _stored_anyway(self, n: Node) -> bool:
-        """Does n get a buffer of its own whatever its consumers do (an output that is not a view of
-        another buffer, or the base of such a view)?"""
-        return (n in self.is_output and n not in self.views) or n in self.must
-
-    def _is_buffer(self, n: Node) -> bool:
-        """Is n's value in memory whatever the fuser decides (an input, a library call's or eager
-        op's result, an output)?"""
-        return n.is_placeholder or self._stored_anyway(n) or self.cls[n] in (NodeClass.EXTERN, NodeClass.EAGER)
-
-    def _folds_cast(self, c: Node) -> bool:
-        """Does the product read c = cast(float32 -> bfloat16) from its float32 source, rounding while it
-        packs (ember/runtime/gemm_bf16.py), instead of a kernel storing a bf16 copy?  When the source is a
-        buffer anyway (an input, a product's or eager op's result, an output) and c is needed only as
-        products' operands; a source computed by a kernel keeps the cast there (it stores bf16 directly,
-        half the bytes).  CPU only: the GPU's products (cuBLAS) take the operands as stored."""
-        if (c.op != "cast" or c.dtype is not dt.bfloat16 or c.inputs[0].dtype is not dt.float32
-                or c.device != "cpu" or c in self.is_output or c in self.must):
-            return False
-        if not self._is_buffer(self._unreshaped(c.inputs[0])):
-            return False
-        stack, seen = [c], {c}
-        while stack:                         # every use of c: movement ops the products peel, then a product
-            v = stack.pop()
-            for u in v.users:
-                if u in seen:
-                    continue
-                if self.cls[u] is NodeClass.EXTERN:
-                    if any(inp is v and self._extern_operand(inp)[0] is not c for inp in u.inputs):
-                        return False
-                elif u.op in ("expand", "permute", "reshape") and u not in self.is_output and u not in self.must:
-                    seen.add(u)
-                    stack.append(u)
-                else:
-                    return False
-        return True
 
     def _decide_eager(self, n: Node) -> None:
         grp = self._new_group(GroupKind.EAGER, node=n)
