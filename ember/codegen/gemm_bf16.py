@@ -290,12 +290,6 @@ class _Src:
         h = _round_bf16(f, f.tmp(f"load <{2 * n} x float>, ptr {p}, align 4"), 2 * n)
         return f.tmp(f"bitcast <{2 * n} x i16> {h} to {'i32' if n == 1 else f'<{n} x i32>'}")
 
-    def plain16(self, p: str) -> str:
-        """16 values as <16 x i16>."""
-        if not self.f32:
-            return self.f.tmp(f"load <16 x i16>, ptr {p}, align 2")
-        return _round_bf16(self.f, self.f.tmp(f"load {_V16F}, ptr {p}, align 4"), 16)
-
     def masked16(self, p: str, m: str) -> str:
         """16 values under mask m as <16 x i16> (masked-off lanes 0)."""
         f = self.f
@@ -427,18 +421,6 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
     pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
     dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
-    # 16 lanes inside the matrix and both rows of the pair: plain loads, one interleaving shuffle
-    # (vpermt2w), a plain store -- the masked path below took ~10 cycles a vector, most of conv1's packing
-    whole = f.tmp(f"icmp sle i64 {f.tmp(f'add i64 {rr}, 16')}, {nv}")
-    whole = f.tmp(f"and i1 {whole}, {hi_in}")
-    vfast, vmask, vnext = f.fresh("vfast"), f.fresh("vmask"), f.fresh("vnext")
-    f.emit(f"br i1 {whole}, label %{vfast}, label %{vmask}")
-    f.label(vfast)
-    pairs = ", ".join(f"i32 {i}, i32 {i + 16}" for i in range(16))
-    w = f.tmp(f"shufflevector <16 x i16> {src.plain16(pa)}, <16 x i16> {src.plain16(pb)}, <32 x i32> <{pairs}>")
-    f.emit(f"store {_V16I} {f.tmp(f'bitcast <32 x i16> {w} to {_V16I}')}, ptr {dp}, align 4")
-    f.emit(f"br label %{vnext}")
-    f.label(vmask)
     iota = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
     left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
     m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
@@ -452,8 +434,6 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
     w = f.tmp(f"or {_V16I} {lo}, {hi}")
     f.emit(f"call void @llvm.masked.store.v16i32.p0({_V16I} {w}, ptr {dp}, i32 4, <16 x i1> {m})")
-    f.emit(f"br label %{vnext}")
-    f.label(vnext)
     close_r()
     close_k()
     f.emit(f"br label %{slow}")
@@ -874,7 +854,7 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     """Columns of a product in chunks of %chunk: pack the chunk's B panels, then run every row over them,
     so the packed panels are still in cache when the micro-kernel reads them.  For products with one row
     block (few rows, many columns: a small convolution's forward), where each packed panel is read once
-    -- packing all of B first streamed it out to memory and back (half of conv1's time)."""
+    -- packing all of B first streamed it out to memory and back."""
     f = _Fn(f"define void @gemm_cols_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %b, i64 %bls, i64 %bks, "
             "i32 %bw, i64 %M, i64 %N, i64 %K, ptr %c, i64 %ldc, ptr %o, i64 %ldo, ptr %bias, ptr noalias %ap, "
             f"ptr noalias %bp, i64 %chunk) {_ATTRS}")

@@ -55,7 +55,8 @@ PARALLEL_MIN_FLOPS = 24e6
 # ctypes per call here would cost more than the kernel saves.
 SMALL_FLOPS = 1e6
 # gemm_cols packs and uses B this many bytes at a time (in L2) when the product has one row block
-CHUNK_BYTES = 192 * 1024     # (conv1 [10,25]@[25,36864]: 96 KB 283 us, 192 KB 270 us, all of B 325 us)
+# (conv1 [10,25]@[25,36864], interleaved medians: 244-293 us against 284-302 us packing all of B first)
+CHUNK_BYTES = 192 * 1024
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
