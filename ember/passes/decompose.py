@@ -260,8 +260,6 @@ def _leading_sum_to_matmul(g: Graph, n) -> bool:
     # a speed choice: decided at the trace's sizes without a guard when the rows are symbolic
     if hint(rows) < LEADING_SUM_MIN_ROWS or cols < 8 or hint(rows) * cols < LEADING_SUM_MIN_ELEMENTS:
         return False
-    if not (x.is_placeholder or x.op == "matmul" or len(g.users(x)) > 1):
-        return False
     meta = dict(n.meta)
     add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
     ones = add("full", [], shape=(1, rows), value=1.0, dtype=x.dtype)

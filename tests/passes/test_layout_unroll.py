@@ -1,0 +1,125 @@
+"""layout (internal buffers in their producer's loop order, transposed copies for strided window
+reads) and unroll (short shared outer axes written once per point): the kernel IR they produce,
+and values equal to the untransformed kernels (kernel-IR evaluator) and to eager (numpy and LLVM)."""
+import numpy as np
+import pytest
+
+import ember
+import ember.nn as nn
+from ember.ir.kernel_eval import run_kernel
+from ember.ir.kernel_text import format_kernel, parse_kernel
+from ember.passes.unroll import unroll_kernel
+
+F = nn.functional
+
+# the shape of a 2x2 max-pool's backward fused with the pooled gradient: everything but the final
+# "is this the max" selection depends on the pooled position (o0, o1, o3, o5) alone
+POOL_BACKWARD = """
+kernel k0_pool_bwd(g: f32[3,8,5], x: f32[3,4,2,5,2,5]) -> (out: f32[3,4,2,5,2,5]) outer=[3,4,2,5,2,5] inner=[] {
+  %0 = load g[o0, o1 + o3 % 4, o5] : f32
+  %1 = load g[o0, o3, o5] : f32
+  %2 = mul %0, %1 : f32
+  %3 = exp %2 : f32
+  %4 = add %3, %0 : f32
+  %5 = mul %4, %4 : f32
+  %6 = load x[o0, o1, o2, o3, o4, o5] : f32
+  %7 = const 0.0 : f32
+  %8 = gt %6, %7 : b8
+  %9 = index o2 - 1 : i64
+  %10 = const 0 : i64
+  %11 = ge %9, %10 : b8
+  %12 = logical_and %8, %11 : b8
+  %13 = where %12, %5, %7 : f32
+  store out[o0, o1, o2, o3, o4, o5] = %13
+}
+"""
+
+
+def test_unroll_writes_each_short_axis_point_with_the_shared_work_once():
+    k = parse_kernel(POOL_BACKWARD)
+    u = unroll_kernel(k)
+    assert u.outer == (3, 4, 5, 5)                    # both pool axes unrolled, the vector loop kept
+    text = format_kernel(u)
+    for i in (0, 1):
+        for j in (0, 1):
+            assert f"store out[o0, o1, {i}, o2, {j}, o3]" in text
+    assert text.count("exp ") == 1                   # the shared chain is computed once per point
+    rng = np.random.default_rng(0)
+    ins = [rng.standard_normal(b.shape).astype(np.float32) for b in k.inputs]
+    np.testing.assert_array_equal(run_kernel(u, ins)[0], run_kernel(k, ins)[0])
+
+
+def test_unroll_leaves_kernels_whose_work_varies_along_the_short_axis():
+    k = parse_kernel("""
+kernel k0_add(a: f32[4,2,8], b: f32[4,2,8]) -> (out: f32[4,2,8]) outer=[4,2,8] inner=[] {
+  %0 = load a[o0, o1, o2] : f32
+  %1 = load b[o0, o1, o2] : f32
+  %2 = add %0, %1 : f32
+  store out[o0, o1, o2] = %2
+}
+""")
+    assert unroll_kernel(k) is k
+
+
+class _Net(nn.Module):
+    """conv -> relu -> max-pool -> conv: the relu mask and the pooled value are saved inside a
+    whole training step, and the NCHW input is read by conv1's batch-last im2col."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3)
+        self.c2 = nn.Conv2d(4, 6, 3)
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.c1(x), 2))
+        x = F.relu(self.c2(x))
+        return self.fc(x.flatten(1))
+
+
+def _whole_step(model, opt):
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def _programs(cf):
+    return [ex.program for v in cf.variants for ex in (v.forward_exec, v.backward_exec)
+            if getattr(ex, "program", None) is not None]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_whole_step_with_relaid_masks_transposed_input_and_unrolled_pool_backward_matches_eager(dynamic):
+    rng = np.random.default_rng(1)
+    x = ember.tensor(rng.standard_normal((96, 1, 14, 14)).astype(np.float32))   # 75 KB: transposed once
+    y = ember.tensor(rng.integers(0, 5, 96).astype(np.int64))
+    ember.manual_seed(0)
+    ref = _Net()
+    ember.manual_seed(0)
+    net = _Net()
+    step_ref = _whole_step(ref, ember.optim.SGD(ref.parameters(), lr=0.05, momentum=0.5))
+    step = ember.compile(_whole_step(net, ember.optim.SGD(net.parameters(), lr=0.05, momentum=0.5)),
+                         dynamic=dynamic)
+    for _ in range(3):
+        l_ref, l = step_ref(x, y), step(x, y)
+        np.testing.assert_allclose(l.item(), l_ref.item(), rtol=1e-5, atol=1e-6)
+    for (n, p), p_ref in zip(net.named_parameters(), ref.parameters()):
+        np.testing.assert_allclose(p.detach().numpy(), p_ref.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=n)
+    kernels = [s.kernel for p in _programs(step) for s in p.steps if hasattr(s.kernel, "stores")]
+    kernels += [s.kernel.epilogue for p in _programs(step) for s in p.steps
+                if getattr(s.kernel, "epilogue", None) is not None]
+    # (Program.__str__ cannot print a dynamic program's byte count: the kernels' own text here)
+    text = "\n".join(format_kernel(k) for k in kernels)
+    assert "_copy(x: f32[" in text                          # the NCHW input transposed once
+    # every b8 mask is stored in its producer's loop order: the innermost loop variable last
+    for k in kernels:
+        for s in k.stores:
+            if s.buf.dtype.name == "bool":
+                last = f"o{len(k.outer) - 1}"
+                assert str(s.index[-1]) == last or k.inner, format_kernel(k)
+    # the max-pool backward runs once per pooled point, the 2x2 window written by four stores
+    assert any(sum(1 for s in k.stores if s.buf is k.stores[0].buf) == 4 for k in kernels if k.stores)
