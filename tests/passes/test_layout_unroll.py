@@ -123,3 +123,15 @@ def test_whole_step_with_relaid_masks_transposed_input_and_unrolled_pool_backwar
                 assert str(s.index[-1]) == last or k.inner, format_kernel(k)
     # the max-pool backward runs once per pooled point, the 2x2 window written by four stores
     assert any(sum(1 for s in k.stores if s.buf is k.stores[0].buf) == 4 for k in kernels if k.stores)
+
+
+@pytest.mark.parametrize("runner", ["numpy", "llvm"])
+def test_large_leading_sum_of_a_fused_product_is_a_product_with_ones(runner):
+    """A layer norm's weight gradient, sum over (batch, seq) of dy * xhat: computed pointwise,
+    written once, and summed by a GEMV with a row of ones (a kernel would reduce with a stride of
+    a whole row in its innermost loop)."""
+    from helpers import check_program, trace
+    g, _, _ = trace(lambda a, b: (a * b.tanh()).sum(dim=(0, 1)), ember.randn(16, 64, 128), ember.randn(16, 64, 128))
+    p = check_program(g, runner=runner, rtol=1e-4, atol=1e-4)
+    assert [s.kernel.op for s in p.externs] == ["matmul"]
+    assert all(not s.kernel.inner for s in p.kernels)       # no reduction kernel left
