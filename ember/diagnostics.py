@@ -68,6 +68,8 @@ CODES = {
              "mark varying sizes up front (ember.mark_dynamic(x, 0) or ember.compile(..., dynamic=True))"),
     "R005": ("recompiles", "a shape guard of a dynamic variant failed: another variant is compiled",
              "see the guard: a size the program specialised on (int() of a size, a reshape's divisibility)"),
+    "R006": ("recompiles", "the program with symbolic sizes could not be built: the function compiles fixed sizes",
+             "report the F002 record that comes with it as an ember compiler bug"),
     "F001": ("fallbacks", "an op the backend cannot generate runs as an eager extern in the compiled graph",
              "the rest of the graph is still compiled; see the reason for what is missing"),
     "F002": ("fallbacks", "the whole graph runs on the reference interpreter",

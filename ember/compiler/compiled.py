@@ -44,6 +44,7 @@ from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_
 from .check import CheckedExecutor, check_mode
 from .dynamic import DynamicDims, ShapeGuard, pin_symbols, symbolic_shapes
 from .guards import changed_guard, describe_guards, guard_key, state_guard
+from .interpreter import Interpreter
 from .joint import build_backward
 from .pytree import flat_spec, flatten, unflatten
 from .training import FromHyper, GradGuard, GradReplay, OptimizerGuard, collect_grads, grad_snapshot
@@ -575,6 +576,7 @@ class CompiledFunction:
                                 user_source(), fn=self.name, hint=hint,
                                 extra={"guard": guard, "old": repr(old), "new": repr(new)}))
         entry = self._compile(leaves, spec, args, kwargs)
+        key = self.guard_key(leaves, spec)      # (a dynamic build that failed compiled static sizes)
         self.cache[key] = entry
         return entry, key
 
@@ -613,6 +615,10 @@ class CompiledFunction:
         records.emit(Record("recompiles", "R005", f"{guard}: {old!r} -> {new!r}", user_source(), fn=self.name,
                             extra={"guard": guard}))
         v = self._compile(leaves, spec, args, kwargs)
+        new_key = self.guard_key(leaves, spec)
+        if new_key != key:                      # (a dynamic build that failed compiled static sizes)
+            self.cache[new_key] = v
+            return v, new_key
         if isinstance(v, CompiledGraph):
             group.append(v)
         self.cache[key] = v
@@ -652,7 +658,17 @@ class CompiledFunction:
         env = ShapeEnv()
         shapes = symbolic_shapes(env, leaves, self.dyn.of)
         with symbolic.active(env if shapes else None):
-            return self._compile_in(leaves, spec, args, kwargs, env if shapes else None, shapes)
+            cg = self._compile_in(leaves, spec, args, kwargs, env if shapes else None, shapes)
+        if shapes and isinstance(cg, CompiledGraph) and self.backend != "eager" and \
+                any(isinstance(ex, Interpreter) for ex in (cg.forward_exec, cg.backward_exec)):
+            # the backend could not build the symbolic program (F002 says why): sizes stay fixed
+            self.dyn.disabled = True
+            self.variants.remove(cg)
+            records.emit(Record("recompiles", "R006", "the program with symbolic sizes could not be built "
+                                "(see the F002 record): this function compiles fixed sizes from now on",
+                                user_source(), fn=self.name))
+            return self._compile(leaves, spec, args, kwargs)
+        return cg
 
     def _compile_in(self, leaves, spec, args, kwargs, env, shapes):
         t0 = time.perf_counter()

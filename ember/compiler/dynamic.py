@@ -65,11 +65,12 @@ class DynamicDims:
             raise ValueError(f"ember.compile: dynamic must be None, True or False, got {dynamic!r}")
         self.dynamic = dynamic
         self.cuda = cuda            # the CUDA backend builds for fixed sizes (its launch geometry)
+        self.disabled = False       # set when a symbolic program could not be built (R006)
         self.auto: dict[int, frozenset] = {}     # leaf index -> dims that changed size (automatic)
 
     def of(self, i: int, t: Tensor) -> frozenset:
         """The symbolic dimensions of leaf i for this call (sizes 0 and 1 never are)."""
-        if self.cuda or t.device.type == "cuda":
+        if self.cuda or self.disabled or t.device.type == "cuda":
             return frozenset()
         shape = t._data.shape
         marked = t.__dict__.get("_dynamic_dims") if hasattr(t, "__dict__") else None

@@ -264,3 +264,27 @@ def test_a_reshape_keeps_only_the_divisibility_it_needs():
     assert any("% 2 == 0" in g for g in cg.shape_guard.describe())
     with pytest.raises(RuntimeError, match="invalid for input of size 15"):
         f(ember.randn(5, 3))
+
+
+def test_a_symbolic_program_the_backend_cannot_build_falls_back_to_fixed_sizes(monkeypatch):
+    """If code generation fails on symbolic sizes (F002), the function compiles fixed sizes (R006)
+    instead of running the reference interpreter from then on."""
+    import ember.compiler.backends as B
+    from ember import diagnostics
+    real = B.Executor
+
+    def executor(program, *a, **k):
+        if any(not isinstance(n, int) for v in program.values.values() for n in v.shape):
+            raise RuntimeError("simulated: no symbolic sizes here")
+        return real(program, *a, **k)
+    monkeypatch.setattr(B, "Executor", executor)
+    m = _mlp()
+    f = ember.compile(m)
+    with diagnostics.collect() as recs:
+        for b in (3, 5, 7, 5):
+            x = ember.randn(b, 20)
+            _close(f(x), m(x))
+    codes = [r.code for r in recs]
+    assert "R006" in codes
+    from ember.compiler.interpreter import Interpreter
+    assert not any(isinstance(v.forward_exec, Interpreter) for v in f._compiled.variants)
