@@ -10,7 +10,9 @@
 Pieces (one module each): registry (Pass, PASSES, register_pass), manager (Pipeline: run, verify,
 time, dump), rewrite (rule tables, the fixed-point driver, replace_node), decompose, canonicalize,
 movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
-kernel IR), memory (liveness-based buffer reuse).  Importing this package imports every pass
+kernel IR), then on the Program: loop_order (contiguous innermost loops), layout (buffers in their
+producer's loop order, transposed copies for strided window reads), unroll (short shared axes
+written once per point), memory (liveness-based buffer reuse).  Importing this package imports every pass
 module, which is what fills PASSES.  The Program data structure is ember.ir.program,
 the index algebra fusion uses ember.ir.index.
 """
