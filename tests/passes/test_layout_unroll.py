@@ -186,13 +186,13 @@ def test_innermost_axis_split_at_its_cuts_loads_only_each_pieces_input():
 
 @pytest.mark.parametrize("runner", ["numpy", "llvm"])
 def test_attention_qkv_gradient_with_split_pieces_matches_the_interpreter(runner):
-    """q, k, v sliced from one projection (k transposed) at pieces of 32: the backward's padded sum
-    is split into pieces (numpy evaluator and LLVM against the reference interpreter)."""
+    """q, k, v split from one projection (GPT's attention, 2 heads of 16): the backward's padded sum
+    over [B, T, 96] is split into its three pieces (numpy evaluator and LLVM against the reference
+    interpreter)."""
     from helpers import check_program, trace
 
     def f(x, w):
-        qkv = (x @ w).reshape(2, 8, 3, 2, 16)
-        q, k, v = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        q, k, v = [t.reshape(2, 8, 2, 16).transpose(1, 2) for t in (x @ w).split(32, dim=-1)]
         return ((q @ k.transpose(-1, -2)).tanh() @ v).sum()
     x, w = ember.randn(2, 8, 32), ember.randn(32, 96, requires_grad=True)
     _, bw, _ = trace(f, x, w)
