@@ -253,7 +253,8 @@ def main():
                 step, cf, compile_s = cfs[label]
                 extra = f"{outside_kernels_us(step, cf, args.rounds):11.0f} us"
                 # (a dynamic program binds its native callables per size: StubKernels cannot reach them)
-                launch = "n/a" if "dynamic" in label else f"{outside_kernels_us(step, cf, args.rounds, 'native'):8.0f} us"
+                launch = ("n/a" if "dynamic" in label
+                          else f"{outside_kernels_us(step, cf, args.rounds, 'native'):8.0f} us")
                 comp = f"{cf.stats['compiles']} ({compile_s:.1f} s)"
             print(f"  {label:20s} {r.median * 1e3:9.2f} {extra:>16s} {launch:>11s} {comp:>9s}")
         if torch_ms is not None:

@@ -75,6 +75,11 @@ from . import cuda  # noqa: E402,F401
 from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
 from .kernels import blas_threads as _blas_threads  # noqa: E402
 from .kernels import casts as _casts  # noqa: E402
+from .frontend import dispatch as _dispatch  # noqa: E402
+from .runtime import eager_kernels as _eager_kernels  # noqa: E402
+
+for _op in _eager_kernels.FAST_UNARY:     # eager ops numpy has no fast loop for: generated code, compiled on use
+    _dispatch.register(_op, _eager_kernels.unary_kernel(_op))
 
 # the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
 (FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
@@ -203,7 +208,7 @@ def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
                 "serialization", "onnx", "accelerator", "cpu", "profiler", "distributions", "special", "testing",
-                "random"):
+                "random", "_dynamo"):
         return _lazy(name)
     if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)

@@ -64,7 +64,8 @@ CODES = {
              "keep shapes, dtypes and Python scalars fixed between calls"),
     "R002": ("recompiles", "recompile limit reached: runs eagerly from now on",
              "keep the changing guard fixed between calls"),
-    "R004": ("recompiles", "a size changed: the dimension is compiled as a symbolic size from now on (automatic dynamic)",
+    "R004": ("recompiles", "a size changed: the dimension is compiled as a symbolic size from now on "
+                           "(automatic dynamic)",
              "mark varying sizes up front (ember.mark_dynamic(x, 0) or ember.compile(..., dynamic=True))"),
     "R005": ("recompiles", "a shape guard of a dynamic variant failed: another variant is compiled",
              "see the guard: a size the program specialised on (int() of a size, a reshape's divisibility)"),

@@ -27,6 +27,14 @@ __all__ = ["compile", "explain", "CompileError", "GraphBreakError", "CompiledFun
            "is_compiling", "disable", "reset", "mark_dynamic", "maybe_mark_dynamic", "mark_static"]
 
 
+def reset() -> None:
+    """Forget every compiled function's variants (torch.compiler.reset / torch._dynamo.reset): the next
+    call of each traces and compiles again. Generated code stays in the kernel cache."""
+    from .compiled import LIVE
+    for cf in list(LIVE):
+        cf.reset()
+
+
 def is_compiling() -> bool:
     """True while ember.compile is tracing (torch.compiler.is_compiling)."""
     return _dispatch.tracer is not None

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -53,6 +54,7 @@ from .watch import TraceWatch
 __all__ = ["compile", "CompileError", "GraphBreakError", "CompiledFunction", "CompiledGraph"]
 
 DEFAULT_RECOMPILE_LIMIT = 8
+LIVE: "weakref.WeakSet[CompiledFunction]" = weakref.WeakSet()    # for ember.compiler.reset()
 
 
 class CompileError(RuntimeError):
@@ -467,6 +469,16 @@ class CompiledFunction:
         self.stats = {"calls": 0, "compiles": 0, "eager_calls": 0, "breaks": 0, "compile_time_s": 0.0}
         self.variants: list = []   # CompiledGraph objects, in compile order (for tools)
         functools.update_wrapper(self, fn, updated=())
+        LIVE.add(self)
+
+    def reset(self) -> None:
+        """Forget every compiled variant and what automatic dynamic learned (the next call traces)."""
+        with self._lock:
+            self.cache.clear()
+            self.alternates.clear()
+            self.variants.clear()
+            self.last_key, self.limit_warned, self.state_recompiles = None, False, 0
+            self.dyn = DynamicDims(self.dyn.dynamic, cuda=self.dyn.cuda)
 
     # ------------------------------------------------------------------------------ guards
     def _guard_modules(self):

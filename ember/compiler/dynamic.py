@@ -56,6 +56,9 @@ def mark_static(t: Tensor, dim=None) -> None:
     t._dynamic_dims = frozenset(getattr(t, "_dynamic_dims", frozenset()) - set(dims))
 
 
+_NONE = frozenset()
+
+
 # ============================================================================ which dimensions
 class DynamicDims:
     """The dynamic-size policy of one compiled function: `dynamic` is ember.compile's argument."""
@@ -67,24 +70,36 @@ class DynamicDims:
         self.cuda = cuda            # the CUDA backend builds for fixed sizes (its launch geometry)
         self.disabled = False       # set when a symbolic program could not be built (R006)
         self.auto: dict[int, frozenset] = {}     # leaf index -> dims that changed size (automatic)
+        self._memo: dict = {}
 
     def of(self, i: int, t: Tensor) -> frozenset:
-        """The symbolic dimensions of leaf i for this call (sizes 0 and 1 never are)."""
-        if self.cuda or self.disabled or t.device.type == "cuda":
-            return frozenset()
+        """The symbolic dimensions of leaf i for this call (sizes 0 and 1 never are).  On every call's
+        hot path: without marks the answer depends on (i, shape) only and is memoised."""
+        if self.cuda or self.disabled:
+            return _NONE
+        extra = t.__dict__
         shape = t._data.shape
-        marked = t.__dict__.get("_dynamic_dims") if hasattr(t, "__dict__") else None
-        if self.dynamic is True:
-            dims = set(range(len(shape)))
-        else:
-            dims = set(self.auto.get(i, ()))
-        if marked:
-            dims |= marked
-        static = t.__dict__.get("_static_dims") if hasattr(t, "__dict__") else None
-        if static:
-            dims -= static
+        if not extra:
+            key = (i, shape)
+            dims = self._memo.get(key)
+            if dims is None:
+                if t.device.type == "cuda" or self.dynamic is False:
+                    dims = _NONE
+                else:
+                    want = range(len(shape)) if self.dynamic is True else self.auto.get(i, ())
+                    dims = frozenset(d for d in want if d < len(shape) and shape[d] >= MIN_DYNAMIC)
+                if len(self._memo) > 256:
+                    self._memo.clear()
+                self._memo[key] = dims
+            return dims
+        if t.device.type == "cuda":
+            return _NONE
+        marked = extra.get("_dynamic_dims")
         if self.dynamic is False and not marked:
-            return frozenset()
+            return _NONE
+        dims = set(range(len(shape))) if self.dynamic is True else set(self.auto.get(i, ()))
+        dims |= marked or set()
+        dims -= extra.get("_static_dims") or set()
         return frozenset(d for d in dims if d < len(shape) and shape[d] >= MIN_DYNAMIC)
 
     def note_change(self, i: int, old_shape: tuple, new_shape: tuple) -> bool:
@@ -97,6 +112,7 @@ class DynamicDims:
             return False
         before = self.auto.get(i, frozenset())
         self.auto[i] = before | changed
+        self._memo.clear()
         return not changed <= before
 
 
@@ -182,16 +198,20 @@ class ShapeGuard:
         self.env = env              # its guards: those of the trace and of the backend that built it
         self.sources = {s: src for s, src in env.sources.items()}
         self.pinned = pinned
+        self._reads = tuple((s, i, d) for s, (i, d) in self.sources.items())
 
     def sizes(self, leaves) -> dict:
-        return {s: leaves[i]._data.shape[d] for s, (i, d) in self.sources.items()}
+        return {s: leaves[i]._data.shape[d] for s, i, d in self._reads}
 
     def check(self, leaves):
         """None when every guard holds for these leaves, else (guard text, trace value, call value)."""
-        values = self.sizes(leaves)
-        for s, v in values.items():
+        values = {}
+        for s, i, d in self._reads:
+            v = values[s] = leaves[i]._data.shape[d]
             if v < MIN_DYNAMIC:
                 return f"size symbol {s} >= {MIN_DYNAMIC}", self.env.hints[s], v
+        if not self.env.guards:
+            return None
         g = self.env.check(values)
         if g is None:
             return None

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from codegen_helpers import check_kernel, run_llvm  # noqa: F401
+from codegen_helpers import _CACHE, check_kernel, run_llvm  # noqa: F401
 
 
 @pytest.fixture

@@ -288,3 +288,18 @@ def test_a_symbolic_program_the_backend_cannot_build_falls_back_to_fixed_sizes(m
     assert "R006" in codes
     from ember.compiler.interpreter import Interpreter
     assert not any(isinstance(v.forward_exec, Interpreter) for v in f._compiled.variants)
+
+
+def test_torch_dynamo_spellings():
+    m = _mlp()
+    f = ember.compile(lambda x: m(x) + 1, dynamic=False)
+    x = ember.randn(4, 20)
+    ember._dynamo.mark_dynamic(x, 0)
+    f(x)
+    f(ember.randn(4, 20))          # unmarked, same size: its own (static) variant
+    assert f.stats["compiles"] == 2 and len(f.variants) == 2
+    ember._dynamo.reset()
+    assert f.variants == [] and f.cache == {}
+    _close(f(x), m(x) + 1)
+    assert f.stats["compiles"] == 3
+    assert ember._dynamo.config.recompile_limit == 8
