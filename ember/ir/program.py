@@ -229,8 +229,8 @@ class Program:
     def summary(self) -> str:
         st = self.stats()
         return (f"{st['kernels']} kernels + {st['externs']} externs ({st['epilogues']} with epilogue) "
-                f"+ {st['eager']} eager; ~{st['bytes'] / 1e6:.3f} MB moved "
-                f"(unfused: {st['unfused_ops']} ops, ~{st['unfused_bytes'] / 1e6:.3f} MB)")
+                f"+ {st['eager']} eager; ~{_mb(st['bytes'])} moved "
+                f"(unfused: {st['unfused_ops']} ops, ~{_mb(st['unfused_bytes'])})")
 
     def __str__(self) -> str:
         lines = [f"program {self.graph.name}({', '.join(self.inputs)}) -> ({', '.join(self.results)})",
@@ -269,3 +269,8 @@ def unfused_cost(graph) -> tuple:
                 k *= s
             nbytes += k
     return ops, nbytes
+
+
+def _mb(n) -> str:
+    """Bytes as MB; a symbolic count (a dynamic program) as its polynomial in bytes."""
+    return f"{n / 1e6:.3f} MB" if isinstance(n, (int, float)) else f"({n}) B"

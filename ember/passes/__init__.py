@@ -10,7 +10,9 @@
 Pieces (one module each): registry (Pass, PASSES, register_pass), manager (Pipeline: run, verify,
 time, dump), rewrite (rule tables, the fixed-point driver, replace_node), decompose, canonicalize,
 movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
-kernel IR), memory (liveness-based buffer reuse).  Importing this package imports every pass
+kernel IR), then on the Program: loop_order (contiguous innermost loops), layout (buffers in their
+producer's loop order, transposed copies for strided window reads), unroll (short shared axes
+written once per point), memory (liveness-based buffer reuse).  Importing this package imports every pass
 module, which is what fills PASSES.  The Program data structure is ember.ir.program,
 the index algebra fusion uses ember.ir.index.
 """
@@ -23,7 +25,9 @@ from .manager import DEFAULT_PASSES, PassError, PassTiming, Pipeline, dump_dir_f
 # the built-in passes: importing a pass module registers its pass (the one place they are loaded)
 from . import canonicalize, constant_fold, cse, dce, decompose, movement  # noqa: F401
 from .fusion import FusionOptions, classify, fuse
+from .layout import relayout_program, transpose_gathers
 from .loop_order import reorder_program
+from .unroll import unroll_program
 from .memory import MemoryPlan, plan_memory
 from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
 
@@ -61,6 +65,11 @@ def compile_graph(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=N
         fusion = FusionOptions(alias_outputs=alias_outputs)
     program = fuse(g, fusion)
     reorder_program(program)     # contiguous innermost loops (ember/passes/loop_order.py)
+    # buffers in their producer's loop order, strided window reads from a transposed copy
+    # (ember/passes/layout.py)
+    if relayout_program(program) + transpose_gathers(program):
+        reorder_program(program)
+    unroll_program(program)      # short shared axes written once per point (ember/passes/unroll.py)
     t1 = time.perf_counter()
     plan_memory(program, inplace=inplace)
     t2 = time.perf_counter()

@@ -19,7 +19,27 @@ from ember.ir.kernel import (Binary, Cast, Const, IndexValue, Kernel, Load, Rand
                              topo_order)
 from ember.ir.index import Var, index_gathers
 
-__all__ = ["reorder_program", "reorder_kernel", "axis_scores"]
+__all__ = ["reorder_program", "reorder_kernel", "axis_scores", "flat_address", "contiguous_along"]
+
+
+def flat_address(shape, index, ranges: dict):
+    """The row-major element offset of `index` into an array of `shape`, simplified over the loop
+    ranges; None for a 0-d array or an index through a gather."""
+    if any(index_gathers(e) for e in index):
+        return None
+    flat = None
+    stride = 1
+    for e, n in zip(reversed(index), reversed(shape)):
+        term = e * stride if stride != 1 else e
+        flat = term if flat is None else flat + term
+        stride *= n
+    return None if flat is None else fi.simplify(flat, ranges)
+
+
+def contiguous_along(shape, index, ranges: dict, var: Var) -> bool:
+    """True when the address of `index` into `shape` advances by exactly one element along `var`."""
+    flat = flat_address(shape, index, ranges)
+    return flat is not None and fi.linear_coeff(flat, var) == 1
 
 
 def axis_scores(k: Kernel) -> list[int]:
@@ -28,17 +48,9 @@ def axis_scores(k: Kernel) -> list[int]:
     scores = [0] * len(k.outer)
     accesses = [(n.buf, n.index) for n in k.nodes if isinstance(n, Load)] + [(s.buf, s.index) for s in k.stores]
     for buf, index in accesses:
-        if any(index_gathers(e) for e in index):
-            continue
-        flat = None
-        stride = 1
-        for e, n in zip(reversed(index), reversed(buf.shape)):
-            term = e * stride if stride != 1 else e
-            flat = term if flat is None else flat + term
-            stride *= n
+        flat = flat_address(buf.shape, index, ranges)
         if flat is None:
             continue
-        flat = fi.simplify(flat, ranges)
         for axis in range(len(k.outer)):
             if fi.linear_coeff(flat, Var("o", axis)) == 1:
                 scores[axis] += buf.dtype.itemsize

@@ -42,6 +42,7 @@ from ember.codegen.llvm.random import emit_random
 from ember.codegen.llvm.target import (I1, I8, I16, I32, I64, PTR, TargetInfo, host_target, i64, ir, llvm_type,
                                        mem_type)
 from ember.ir import dtypes as dt
+from ember.ir.index import format_index, index_vars as _index_vars
 from ember.ir.symbolic import SymInt
 from ember.ir.kernel import (Binary, Buf, Cast, Const, IBin, IConst, IGather, IndexValue, Kernel, Load, Random,
                              Unary, Var, Where, _index_postorder)
@@ -79,6 +80,8 @@ class _KernelEmitter:
         self.b = ir.IRBuilder(self.entry)
         self.levels: list[ir.Block] = []             # insertion points, each dominating the next
         self.var_value: dict[tuple, ir.Value] = {}   # ('o'|'r', axis) -> loop variable
+        self.var_level: dict[tuple, int] = {}        # ('o'|'r', axis) -> level of its loop body
+        self.gathered: dict[tuple, ir.Value] = {}    # (block, buffer, dim, index text) -> checked index
         self.values: dict[int, ir.Value] = {}        # id(node) -> its value where it was last placed
         self.loops: list = []
         self.accs: dict[int, tuple] = {}             # id(reduce) -> (accumulator, index slot, type)
@@ -107,7 +110,7 @@ class _KernelEmitter:
         b.cbranch(b.icmp_signed("<", i, hi), body, exit_)
         b.position_at_end(body)
         self.var_value[(kind, axis)] = i
-        self._level_block(f"{kind}{axis}")
+        self.var_level[(kind, axis)] = self._level_block(f"{kind}{axis}")
         self.loops.append((i, header, exit_, len(self.levels) - 1))
 
     def _close_loop(self) -> None:
@@ -261,6 +264,23 @@ class _KernelEmitter:
             v = self._check_gather(e, v, into, dim)
         return v
 
+    def _gathered_index(self, e, buf: Buf, dim: int):
+        """A load index that holds a gather (an embedding row, x[o0, o1]), computed and bounds-checked
+        once in the block of its innermost loop variable: at the load's own level (inside the
+        reduction loops of a layer norm over the gathered row) the check's bookkeeping kept all but
+        the first pass scalar."""
+        level = max((self.var_level[(v.kind, v.axis)] for v in _index_vars(e)), default=0)
+        block = self.levels[level]
+        if block is self.b.block:
+            return self._index(e, buf, dim)
+        key = (id(block), buf.name, dim, format_index(e))
+        if key not in self.gathered:
+            cur = self.b.block
+            self.b.position_before(block.terminator)
+            self.gathered[key] = self._index(e, buf, dim)
+            self.b.position_before(cur.terminator)
+        return self.gathered[key]
+
     def _check_gather(self, e, v, buf: Buf, dim: int):
         """Wrap / bounds-check a gathered index: record an error and use 0 when out of range."""
         b = self.b
@@ -312,7 +332,8 @@ class _KernelEmitter:
     def _emit_node(self, n):
         b, val = self.b, self.values
         if isinstance(n, Load):
-            idx = [self._index(e, n.buf, d) for d, e in enumerate(n.index)]
+            idx = [self._gathered_index(e, n.buf, d) if any(isinstance(x, IGather) for x in _index_postorder(e))
+                   else self._index(e, n.buf, d) for d, e in enumerate(n.index)]
             if n.fill is None:
                 return self._load_raw(n.buf, idx)
             valid = ir.Constant(I1, 1)
