@@ -1,6 +1,7 @@
 """Dynamic sizes: how many compiles, and how much compile time, varying sizes cost.
 
-    python benchmarks/bench_dynamic.py            # both workloads, dynamic=None (automatic) vs False
+    python benchmarks/bench_dynamic.py            # both workloads, dynamic=None (automatic) vs False,
+                                                  # each row in a process of its own
 
 Workloads (ember.compile of a whole training step: zero_grad + forward + backward + step):
     mnist_epoch   the MNIST CNN (benchmarks/bench_models.py), batches of 64 over 1000 samples: 15
@@ -71,13 +72,24 @@ def run(make, dynamic):
     return s["compiles"], each, s["eager_calls"], wall, len(batches)
 
 
+WORKLOADS = {"mnist_epoch": mnist_epoch, "gpt_seqlens": gpt_seqlens}
+
+
 def main():
+    if len(sys.argv) == 3:          # one row, in a process of its own (no warm-up carried between rows)
+        name, dyn = sys.argv[1], {"None": None, "False": False, "True": True}[sys.argv[2]]
+        c, ct, e, wall, n = run(WORKLOADS[name], dyn)
+        print(f"| {name} | {dyn} | {n} | {c} | {ct} | {e} | {wall:.2f} |", flush=True)
+        return
+    import subprocess
     print("| workload | dynamic | calls | compiles | compile time each (s) | eager calls | wall (s) |")
     print("|---|---|---|---|---|---|---|")
-    for name, make in (("mnist_epoch", mnist_epoch), ("gpt_seqlens", gpt_seqlens)):
-        for dyn in (None, False):
-            c, ct, e, wall, n = run(make, dyn)
-            print(f"| {name} | {dyn} | {n} | {c} | {ct} | {e} | {wall:.2f} |", flush=True)
+    for name in WORKLOADS:
+        for dyn in ("None", "False"):
+            r = subprocess.run([sys.executable, __file__, name, dyn], capture_output=True, text=True)
+            rows = [ln for ln in r.stdout.splitlines() if ln.startswith("|")]
+            print(rows[-1] if rows else f"| {name} | {dyn} | failed: {r.stderr.strip().splitlines()[-1:]} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
