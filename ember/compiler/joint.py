@@ -15,6 +15,16 @@ from ..frontend import dispatch
 from .capture import Tracer, tracing
 
 
+_RECOMPUTE = ("cast", "permute", "reshape", "expand")
+
+
+def _recomputable(n, depth: int = 4) -> bool:
+    """n is a short chain of views and casts over graph inputs (cheap to recompute in the backward)."""
+    if n.op not in _RECOMPUTE or depth == 0:
+        return False
+    return all(i.is_placeholder or _recomputable(i, depth - 1) for i in n._inputs)
+
+
 def requires_grad_nodes(fwd: Graph, input_flags: dict, traced: set | None = None) -> set:
     """Forward nodes whose value depends differentiably on an input that requires grad; with
     `traced` (the nodes the tracer saw requiring grad) only those: no_grad blocks cut the graph."""
@@ -46,6 +56,14 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | N
             # constants are rebuilt in the backward graph, never saved
             c = bwd.add(n.op, [], dict(n.attrs), type=n.type, device=n.device, meta=dict(n.meta))
             return tr.symbolic(c, devices[n.device])
+        if t is None and _recomputable(n):
+            # a view or cast of an input (W.T, W cast to bf16 under autocast): the backward recomputes
+            # it from the input, which it can read anyway, instead of the forward writing a copy to save
+            c = bwd.add(n.op, [tr.node_of(val(i)) for i in n._inputs], dict(n.attrs), type=n.type,
+                        device=n.device, meta=dict(n.meta))
+            # (requires_grad as the forward value: VJPs only differentiate what requires grad)
+            t = saved[n] = tr.symbolic(c, devices[n.device], requires_grad=n in req)
+            return t
         if t is None:
             ph = bwd.placeholder(f"saved_{n.name.lstrip('%')}", n.type, n.device, meta={"kind": "saved"})
             t = tr.symbolic(ph, devices[n.device], requires_grad=n in req)
