@@ -238,6 +238,18 @@ def _masked_step(optimizer, found: Tensor, args, kwargs):
     return ret
 
 
+def _grads_to_unscale(optimizer, allow_fp16: bool):
+    """The optimizer's gradients, refusing float16 ones unless allowed (PyTorch's check)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            if not allow_fp16 and g.dtype is dt.float16:
+                raise ValueError("Attempting to unscale FP16 gradients.")
+            yield g
+
+
 class GradScaler:
     """Dynamic loss scaling (torch.amp.GradScaler): scale(loss).backward(), step(optimizer), update()."""
 
@@ -314,15 +326,9 @@ class GradScaler:
             return self._unscale_grads_traced(optimizer, allow_fp16)
         bad: dict = {}
         with no_grad():
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    g = p.grad
-                    if g is None:
-                        continue
-                    if not allow_fp16 and g.dtype is dt.float16:
-                        raise ValueError("Attempting to unscale FP16 gradients.")
-                    bad[g.device] = bad.get(g.device, False) or not bool(M.all(M.isfinite(g)))
-                    g.mul_(inv_scale)
+            for g in _grads_to_unscale(optimizer, allow_fp16):
+                bad[g.device] = bad.get(g.device, False) or not bool(M.all(M.isfinite(g)))
+                g.mul_(inv_scale)
         found = {d: full((), float(b), dtype=dt.float32, device=d) for d, b in bad.items()}
         return found
 
@@ -334,17 +340,11 @@ class GradScaler:
         found: dict = {}
         with no_grad():
             inv = M.cast(M.reciprocal(M.cast(self._scale, dt.float64)), dt.float32)
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    g = p.grad
-                    if g is None:
-                        continue
-                    if not allow_fp16 and g.dtype is dt.float16:
-                        raise ValueError("Attempting to unscale FP16 gradients.")
-                    bad = M.logical_not(M.all(M.isfinite(g)))
-                    prev = found.get(g.device)
-                    found[g.device] = bad if prev is None else M.logical_or(prev, bad)
-                    g.mul_(inv)
+            for g in _grads_to_unscale(optimizer, allow_fp16):
+                bad = M.logical_not(M.all(M.isfinite(g)))
+                prev = found.get(g.device)
+                found[g.device] = bad if prev is None else M.logical_or(prev, bad)
+                g.mul_(inv)
         return {d: M.cast(b, dt.float32) for d, b in found.items()}
 
     def unscale_(self, optimizer) -> None:

@@ -21,7 +21,7 @@ from ..frontend.tensor import Tensor
 from ..ir.graph import Graph
 from ..ir.ops import TType
 from ..ir.symbolic import MIN_DYNAMIC, ShapeEnv, SymInt
-from ..ir.sizes import evaluate
+from ..ir.sizes import substitute
 
 __all__ = ["mark_dynamic", "maybe_mark_dynamic", "mark_static", "DynamicDims", "ShapeGuard", "symbolic_shapes",
            "pin_symbols"]
@@ -156,37 +156,12 @@ def pin_symbols(graph: Graph, env: ShapeEnv) -> None:
             pinned[s] = env.hints[s]
     if not pinned:
         return
-    values = dict(env.hints)
-    keep = {s for s in env.hints if s not in pinned}
-
-    def sub(v):
-        if isinstance(v, SymInt):
-            if {s for m in v.poly for s in m} <= set(pinned):
-                return evaluate(v, values)
-            if not {s for m in v.poly for s in m} & set(pinned):
-                return v
-            # partly pinned: substitute the pinned symbols, keep the polynomial in the others
-            out = 0
-            for mono, c in v.poly.items():
-                term = c
-                for s in mono:
-                    term = term * (pinned[s] if s in pinned else SymInt({(s,): 1}, env.hints[s]))
-                out = out + term
-            return out
-        if isinstance(v, tuple):
-            return tuple(sub(x) for x in v)
-        if isinstance(v, list):
-            return [sub(x) for x in v]
-        return v
-
     for n in graph.nodes():
         t = n.type
         if any(isinstance(s, SymInt) for s in t.shape):
-            n.type = TType(tuple(sub(s) for s in t.shape), t.dtype)
+            n.type = TType(substitute(t.shape, pinned), t.dtype)
         if n.attrs:
-            n.attrs = {k: sub(v) for k, v in n.attrs.items()}
-    env.pinned = pinned
-    env.live = keep
+            n.attrs = substitute(n.attrs, pinned)
 
 
 # ================================================================================ call guards
@@ -194,10 +169,8 @@ class ShapeGuard:
     """A variant's shape guards: where each symbol is read from the call's leaves, and the guards."""
 
     def __init__(self, env: ShapeEnv):
-        pinned = getattr(env, "pinned", {})
         self.env = env              # its guards: those of the trace and of the backend that built it
-        self.sources = {s: src for s, src in env.sources.items()}
-        self.pinned = pinned
+        self.sources = dict(env.sources)
         self._reads = tuple((s, i, d) for s, (i, d) in self.sources.items())
 
     def sizes(self, leaves) -> dict:

@@ -158,9 +158,18 @@ def size_readers(shapes) -> tuple:
 
 
 def substitute(v, values: dict):
-    """An attribute, shape or nested tuple/list/dict with its symbolic sizes evaluated."""
+    """An attribute, shape or nested tuple/list/dict with the symbols in `values` replaced by their
+    values: a size whose symbols all have one becomes an int, others keep the remaining symbols."""
     if isinstance(v, SymInt):
-        return _poly_eval(v.poly, values)
+        if all(s in values for m in v.poly for s in m):
+            return _poly_eval(v.poly, values)
+        out: dict = {}
+        for m, c in v.poly.items():
+            rest = tuple(s for s in m if s not in values)
+            for s in m:
+                c = c * values[s] if s in values else c
+            out = _poly_add(out, {rest: c})
+        return _make(out, v.hint)
     if isinstance(v, tuple):
         return tuple(substitute(x, values) for x in v)
     if isinstance(v, list):

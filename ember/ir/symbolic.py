@@ -136,7 +136,6 @@ class ShapeEnv:
         self.sources: dict[str, tuple] = {}   # symbol -> (leaf index, dim) it is read from
         self.guards: list[Guard] = []
         self._seen: set = set()
-        self.specialised: set[str] = set()    # symbols an int() pinned to their hint
         # True while the passes run: they compare sizes to match axes, and two sizes that are not
         # the same polynomial must count as different (a guard would only tie the program to the
         # trace's sizes); the trace itself decides with guards, as eager semantics need
@@ -156,10 +155,6 @@ class ShapeEnv:
         if k not in self._seen:
             self._seen.add(k)
             self.guards.append(g)
-            if op == "==":
-                syms = {s for m in poly for s in m}
-                if len(syms) == 1:
-                    self.specialised |= syms
 
     def check(self, values: dict) -> Guard | None:
         """The first guard that fails for these symbol values, or None."""

@@ -19,9 +19,7 @@ import threading
 import numpy as np
 
 from ember.ir import dtypes as dt
-from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
 from ember.ir.ops import OPS
-from ember.ir.symbolic import SymInt
 
 __all__ = ["unary_kernel", "FAST_UNARY", "MIN_SIZE"]
 
@@ -40,7 +38,10 @@ def _compiled(op: str, d: dt.DType):
         with _lock:
             k = _cache.get(key)
             if k is None:
-                from ember.runtime.cpu import compile_kernels     # (llvmlite: loaded on first use)
+                # kernel IR and llvmlite load on first use: `import ember` stays as fast as it was
+                from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
+                from ember.ir.symbolic import SymInt
+                from ember.runtime.cpu import compile_kernels
                 n = SymInt({("s0",): 1}, MIN_SIZE)
                 x, y = Buf("x", (n,), d), Buf("y", (n,), d)
                 kern = Kernel([x], [y], [n], stores=[Store(y, [o(0)], Unary(op, Load(x, [o(0)])))],

@@ -132,6 +132,16 @@ def _mnist_like():
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 5 * 5, 10))
 
 
+def _training_step(m, opt):
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def test_whole_training_step_partial_last_batch():
     """A CNN training step (SGD momentum) over batches 16, 16, 16, 7 (a partial last batch), then
     other sizes: two compiles, parameters equal to eager's after every step."""
@@ -139,16 +149,7 @@ def test_whole_training_step_partial_last_batch():
     m2 = copy.deepcopy(m)
     opt = ember.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
     opt2 = ember.optim.SGD(m2.parameters(), lr=0.05, momentum=0.9)
-
-    def make(m, opt):
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(m(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        return step
-    f, g = ember.compile(make(m, opt)), make(m2, opt2)
+    f, g = ember.compile(_training_step(m, opt)), _training_step(m2, opt2)
     for b in (16, 16, 16, 7, 16, 3, 25):
         x, y = ember.randn(b, 1, 12, 12), ember.randint(0, 10, (b,))
         np.testing.assert_allclose(float(f(x, y)), float(g(x, y)), rtol=1e-5)
@@ -196,15 +197,7 @@ def test_dynamic_programs_print_and_parse_back():
     from ember.ir.kernel import Kernel
     from ember.ir.kernel_text import parse_kernel
     m = _mnist_like()
-    opt = ember.optim.SGD(m.parameters(), lr=0.05)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    f = ember.compile(step, dynamic=True)
+    f = ember.compile(_training_step(m, ember.optim.SGD(m.parameters(), lr=0.05)), dynamic=True)
     f(ember.randn(6, 1, 12, 12), ember.randint(0, 10, (6,)))
     cg = f.variants[-1]
     text = str(cg.graph)
