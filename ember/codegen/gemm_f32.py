@@ -42,7 +42,6 @@ __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "emit_module"]
 _V, _VI, _M = "<16 x float>", "<16 x i32>", "<16 x i1>"
 _IOTA = "<" + ", ".join(f"i32 {x}" for x in range(16)) + ">"
 DOT_PREFETCH_FLOATS = 512 # the dot form's prefetch distance along a row (32 lines: ~ memory latency here)
-PREFETCH_FLOATS = 64      # how far ahead along a row of B the column-strip kernel prefetches (4 tiles of 16)
 
 
 @dataclass(frozen=True)
@@ -116,32 +115,17 @@ def _fma(f: _Fn, acc: str, x: str, y: str) -> None:
     f.emit(f"store {_V} {f.tmp(f'call {_V} @llvm.fma.v16f32({_V} {x}, {_V} {y}, {_V} {old})')}, ptr {acc}, align 64")
 
 
-def _emit_outer(t: OuterTile, rows_outer: bool = False) -> str:
-    """sgemm_outer_<tag> (column tiles outermost: a K x NR strip of B is read from memory once and reused
-    from cache by every row tile) or, rows_outer, sgemm_outerr_<tag> (row tiles outermost: C is written
-    row block by row block, for a B that stays in L2 -- a short contraction into a large result, where
-    writing C column strip by column strip crossed a page per row)."""
-    name = f"sgemm_outer{'r' if rows_outer else ''}_{t.tag}"
-    f = _Fn(f"define void @{name}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
+def _emit_outer(t: OuterTile) -> str:
+    """sgemm_outer_<tag>: row tiles outermost, column tiles inside (C written in order), for a B in L2."""
+    f = _Fn(f"define void @sgemm_outer_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
             "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate) #0")
     accum = f.tmp("icmp ne i32 %accumulate, 0")
     last = f.tmp("sub i64 %m1, 1")
-
-    def columns():
-        j, close_j = f.loop("%n0", "%n1", str(t.nr), "j")
-        nleft = f.tmp(f"sub i64 %n1, {j}")
-        masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
-        return j, masks, close_j
-
-    def rows():
-        i, close_i = f.loop("%m0", "%m1", str(t.mr), "i")
-        return i, [_row_ptr(f, "%a", i, r, last, "%sam") for r in range(t.mr)], close_i
-    if rows_outer:
-        i, arows, close_outer = rows()
-        j, masks, close_inner = columns()
-    else:
-        j, masks, close_outer = columns()
-        i, arows, close_inner = rows()
+    i, close_outer = f.loop("%m0", "%m1", str(t.mr), "i")
+    arows = [_row_ptr(f, "%a", i, r, last, "%sam") for r in range(t.mr)]
+    j, close_inner = f.loop("%n0", "%n1", str(t.nr), "j")
+    nleft = f.tmp(f"sub i64 %n1, {j}")
+    masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
     acc = _accumulators(f, t.mr * t.nv)
     k, close_k = f.loop("0", "%K", "1", "k")
     kb = f.tmp(f"mul i64 {k}, %sbk")
@@ -150,9 +134,6 @@ def _emit_outer(t: OuterTile, rows_outer: bool = False) -> str:
     # masked loads: the masks are loop-invariant (all lanes on interior tiles), and AVX-512 masked loads
     # cost what plain ones do
     bvec = [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
-    if not rows_outer and PREFETCH_FLOATS:      # the next column strip's row k, while this one computes
-        pf = f.tmp(f"getelementptr float, ptr {brow}, i64 {PREFETCH_FLOATS}")
-        f.emit(f"call void @llvm.prefetch.p0(ptr {pf}, i32 0, i32 3, i32 1)")
     for r in range(t.mr):
         x = f.tmp(f"load float, ptr {f.tmp(f'getelementptr float, ptr {arows[r]}, i64 {ak}')}, align 4")
         xs = _splat(f, x)
@@ -184,6 +165,34 @@ def _emit_outer(t: OuterTile, rows_outer: bool = False) -> str:
             close_r()
     close_inner()
     close_outer()
+    return f.text()
+
+
+def _emit_outer_packed(t: OuterTile) -> str:
+    """sgemm_outerp_<tag>: for a B larger than L2, column blocks of cb at a time copied row by row into
+    `panel` ([K, cb], one sequential stream per row segment: what the hardware prefetchers follow), then
+    sgemm_outerr_<tag> over the panel.  Reading B in place, tile by tile, is K concurrent streams
+    (26 for conv1, 251 for conv2): from DRAM that ran at half of BLAS's speed."""
+    f = _Fn(f"define void @sgemm_outerp_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate, "
+            "ptr noalias %panel, i64 %cb) #0")
+    jb, close_jb = f.loop("%n0", "%n1", "%cb", "jb")
+    w = f.tmp(f"call i64 @llvm.smin.i64(i64 %cb, i64 {f.tmp(f'sub i64 %n1, {jb}')})")
+    k, close_k = f.loop("0", "%K", "1", "k")
+    row = f.tmp(f"add i64 {jb}, {f.tmp(f'mul i64 {k}, %sbk')}")
+    src = f.tmp(f"getelementptr float, ptr %b, i64 {row}")
+    dst = f.tmp(f"getelementptr float, ptr %panel, i64 {f.tmp(f'mul i64 {k}, %cb')}")
+    x, close_x = f.loop("0", w, "16", "x")
+    m = _mask(f, f.tmp(f"sub i64 {w}, {x}"))
+    v = _load(f, f.tmp(f"getelementptr float, ptr {src}, i64 {x}"), m)
+    to = f.tmp(f"getelementptr float, ptr {dst}, i64 {x}")
+    f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {v}, ptr {to}, i32 4, {_M} {m})")
+    close_x()
+    close_k()
+    cj = f.tmp(f"getelementptr float, ptr %c, i64 {jb}")
+    f.emit(f"call void @sgemm_outer_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %panel, i64 %cb, ptr {cj}, i64 %ldc, "
+           f"i64 %m0, i64 %m1, i64 0, i64 {w}, i64 %K, i32 %accumulate)")
+    close_jb()
     return f.text()
 
 
@@ -285,6 +294,7 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, triple: str = "", data_layout:
              f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V})",
              "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)", "declare i64 @llvm.smin.i64(i64, i64)",
              "declare i64 @llvm.smax.i64(i64, i64)"]
-    parts = head + decls + [_emit_outer(t, r) for t in outer for r in (False, True)] + [_emit_dot(t) for t in dot]
+    parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
+    parts += [_emit_dot(t) for t in dot]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

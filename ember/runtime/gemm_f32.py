@@ -45,7 +45,7 @@ DOT_K_PART = 16384        # longer contractions are cut in parts of this many k 
 DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 on [20, 4096] @ [4096, 251])
 PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
-CHUNK_COLS = 64           # columns per chunk of a parallel outer product (whole tiles of 16 lanes)
+PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 _F32 = np.dtype(np.float32)
@@ -81,8 +81,8 @@ class F32Gemm:
             return ctypes.CFUNCTYPE(None, *args)(addr)
         self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
                             _I64, _I32) for t in gen.OUTER_TILES}
-        self.outer_rows = {t: fn(f"sgemm_outerr_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
-                                 _I64, _I32) for t in gen.OUTER_TILES}
+        self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
+                                   _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
         self.dot = {t: fn(f"sgemm_dot_{t.tag}", _P, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                           _I64, _P, _I32) for t in gen.DOT_TILES}
         self._outer_tile: dict = {}
@@ -108,20 +108,31 @@ class F32Gemm:
     # ----------------------------------------------------------------------------- products
     def run_outer(self, pa, sam, sak, pb, sbk, pc, ldc, m, n, k, threads: int) -> None:
         t = self.outer_tile(m, n)
-        rows_outer = m > t.mr and 4 * k * n <= B_CACHE_BYTES
-        fn = (self.outer_rows if rows_outer else self.outer)[t]
-        if threads < 2 or 2.0 * m * n * k < PARALLEL_FLOPS:
-            fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0)
+        parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
+        if 4 * k * n <= B_CACHE_BYTES:
+            # B stays in L2: row tiles outermost (C written in order), split across threads by rows
+            fn = self.outer[t]
+            if not parallel or m <= t.mr:
+                fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0)
+                return
+            tiles = -(-m // t.mr)
+            nb = min(tiles, workers.CHUNKS_PER_THREAD * threads)
+            cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
+            workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, cut[i], cut[i + 1], 0, n, k, 0),
+                                 nb, threads)
             return
-        if not rows_outer and (n >= 2 * CHUNK_COLS * threads or n >= m):   # column chunks (a strip of B each)
-            tiles, size, end = -(-n // t.nr), t.nr, n
-            run = lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0)  # noqa: E731
-        else:                                              # row chunks
-            tiles, size, end = -(-m // t.mr), t.mr, m
-            run = lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, cut[i], cut[i + 1], 0, n, k, 0)  # noqa: E731
-        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads)
-        cut = [min(tiles * i // nb * size, end) for i in range(nb + 1)]
-        workers.parallel_for(run, nb, threads)
+        # B from memory: column blocks packed into an L2 panel each (sgemm_outerp), split by columns
+        fn = self.outer_packed[t]
+        cb = max(t.nr, PANEL_BYTES // (4 * k) // t.nr * t.nr)
+        blocks = -(-n // cb)
+        nb = min(blocks, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        cut = [min(n, blocks * i // nb * cb) for i in range(nb + 1)]
+        panels = [self._scratch(("panel", i), k * cb) for i in range(nb)]
+        if nb == 1:
+            fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0, panels[0], cb)
+            return
+        workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0, panels[i],
+                                          cb), nb, threads)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)

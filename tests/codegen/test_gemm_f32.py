@@ -49,17 +49,22 @@ def test_dot_form_matches_float64(m, k, n, threads, seed):
 
 
 @pytest.mark.parametrize("tile", gen.OUTER_TILES, ids=lambda t: t.tag)
-@pytest.mark.parametrize("rows_outer", [False, True])
-def test_every_outer_tile_and_loop_order(tile, rows_outer):
-    """Each register tile in both loop orders, on a product with edge tiles both ways."""
+@pytest.mark.parametrize("packed", [False, True])
+def test_every_outer_tile_plain_and_packed(tile, packed):
+    """Each register tile, reading B in place or through packed column blocks (a ragged last block), on a
+    product with edge tiles both ways."""
     rng = np.random.default_rng(1)
-    m, k, n = 3 * tile.mr + 1, 7, 2 * tile.nr + 5
+    m, k, n = 3 * tile.mr + 1, 7, 5 * tile.nr + 5
     a, b = _operand(rng, (m, k), True), _operand(rng, (k, n), False)
     out = np.full((m, n + 3), np.nan, np.float32)           # a wider row: ldc != N, columns past N untouched
     g = gemm_f32.instance()
-    fns = g.outer_rows if rows_outer else g.outer
-    fns[tile](gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
-              out.__array_interface__["data"][0], out.strides[0] // 4, 0, m, 0, n, k, 0)
+    args = (gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
+            out.__array_interface__["data"][0], out.strides[0] // 4, 0, m, 0, n, k, 0)
+    if packed:
+        panel = np.full(k * 2 * tile.nr, np.nan, np.float32)
+        g.outer_packed[tile](*args, panel.__array_interface__["data"][0], 2 * tile.nr)
+    else:
+        g.outer[tile](*args)
     _check(a, b, out[:, :n])
     assert np.isnan(out[:, n:]).all()
 
@@ -153,7 +158,8 @@ def test_eager_and_compiled_convolution_use_it_and_match_torch_free_reference():
     np.testing.assert_allclose(compiled(x).detach().numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("m,k,n,form", [(20, 250, 4096, "outer"), (251, 20, 4096, "outer"), (20, 4096, 251, "dot"),
+@pytest.mark.parametrize("m,k,n,form", [(20, 250, 4096, "outer"), (251, 20, 4096, "outer"), (10, 25, 36864, "outer"),
+                                        (20, 4096, 251, "dot"),
                                         (12, 2 * gemm_f32.DOT_K_PART + 100, 30, "dot")])
 def test_same_bits_on_any_number_of_threads(m, k, n, form):
     """Work is split by output tiles, or by K parts fixed by the shape: the thread count never changes a bit."""
