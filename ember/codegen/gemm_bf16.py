@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words"]
+__all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
 
 
 @dataclass(frozen=True)
@@ -880,6 +880,49 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+# Slots of the plan `gemm_entry` reads (i64 each; the runtime fills them once per shape and layout)
+PLAN_SLOTS = ("data_offset", "a_ls", "a_ks", "a_w", "b_ls", "b_ks", "b_w", "M", "N", "K", "c", "ldc",
+              "out_f32", "has_bias", "ap", "bp", "chunk")
+
+
+def _emit_entry(tile: Tile) -> str:
+    """gemm_entry_<tag>(ptr plan, ptr a, ptr b, ptr out, ptr bias): gemm_cols with every argument but the
+    four arrays read from a plan (PLAN_SLOTS), the arrays passed as numpy objects whose data pointer
+    lies plan.data_offset bytes in (numpy's C ABI: PyArrayObject's `data`; the runtime checks the offset).
+    For small products, where a ctypes call of 19 converted integers (~3.5 us) and four
+    `__array_interface__` look-ups (~1 us each) cost as much as the product itself."""
+    f = _Fn(f"define void @gemm_entry_{tile.tag}(ptr noalias %plan, ptr %ha, ptr %hb, ptr %hout, ptr %hbias) "
+            f"{_ATTRS}")
+    slot = {}
+    for i, name in enumerate(PLAN_SLOTS):
+        slot[name] = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %plan, i64 {i}')}, align 8", name)
+
+    def data(h: str) -> str:
+        field = f.tmp(f"getelementptr i8, ptr {h}, i64 {slot['data_offset']}")
+        return f.tmp(f"load ptr, ptr {field}, align 8")
+    a, b, out = data("%ha"), data("%hb"), data("%hout")
+    f32 = f.tmp(f"icmp ne i64 {slot['out_f32']}, 0")
+    cws = f.tmp(f"inttoptr i64 {slot['c']} to ptr")
+    c = f.tmp(f"select i1 {f32}, ptr {out}, ptr {cws}")
+    o = f.tmp(f"select i1 {f32}, ptr null, ptr {out}")
+    ldc = f.tmp(f"select i1 {f32}, i64 {slot['N']}, i64 {slot['ldc']}")
+    hasb = f.tmp(f"icmp ne i64 {slot['has_bias']}, 0")
+    bias = f.alloca("ptr", "bias")
+    f.emit(f"store ptr null, ptr {bias}")
+    close = f.if_(hasb, "bias")      # never read through %hbias without a bias (it is Python's None)
+    f.emit(f"store ptr {data('%hbias')}, ptr {bias}")
+    close()
+    bias = f.tmp(f"load ptr, ptr {bias}")
+    ap = f.tmp(f"inttoptr i64 {slot['ap']} to ptr")
+    bp = f.tmp(f"inttoptr i64 {slot['bp']} to ptr")
+    aw = f.tmp(f"trunc i64 {slot['a_w']} to i32")
+    bw = f.tmp(f"trunc i64 {slot['b_w']} to i32")
+    f.emit(f"call void @gemm_cols_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
+           f"i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, "
+           f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']})")
+    return f.text()
+
+
 # ---------------------------------------------------------------------------------- conversions
 def _emit_convert(to_bf16: bool) -> str:
     """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
@@ -927,7 +970,7 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
                             _emit_convert(False)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
-                  _emit_batch(cfg, t), _emit_cols(cfg, t)]
+                  _emit_batch(cfg, t), _emit_cols(cfg, t), _emit_entry(t)]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import itertools
+import sys
 import threading
 from pathlib import Path
 
@@ -74,11 +75,14 @@ def _ptr(a: np.ndarray) -> int:
 
 class _Workspace(threading.local):
     """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread;
-    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once)."""
+    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once);
+    `plans`: this thread's small-product plans (`_Plan`), which hold the buffers' addresses -- dropped
+    whenever a buffer is replaced."""
 
     def __init__(self):
         self.bufs: dict = {}
         self.packed = -1
+        self.plans: dict = {}
 
     def get(self, name: str, nbytes: int) -> tuple:
         """(64-byte aligned uint8 array of nbytes, its address): B panels load as aligned zmm."""
@@ -88,6 +92,7 @@ class _Workspace(threading.local):
             off = (-_ptr(raw)) % 64
             arr = raw[off:off + nbytes]
             hit = self.bufs[name] = (arr, _ptr(arr), raw)
+            self.plans.clear()
         return hit[0][:nbytes], hit[1]
 
     def addr(self, name: str, nbytes: int) -> int:
@@ -135,6 +140,12 @@ class Bf16Gemm:
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
                            fn(f"gemm_cols_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I32, _I64, _I64, _I64,
                               _P, _I64, _P, _I64, _P, _P, _P, _I64))
+        # the small-product entry takes the arrays themselves (py_object: no conversion); only where
+        # numpy's C struct is laid out as checked (_DATA_OFFSET), else every call takes the path above
+        self._entry = {}
+        if _DATA_OFFSET is not None:
+            self._entry = {t: fn(f"gemm_entry_{t.tag}", _P, ctypes.py_object, ctypes.py_object, ctypes.py_object,
+                                 ctypes.py_object) for t in self.cfg.tiles}
         self._cvt = {np.dtype(np.float32): fn("cvt_bf16_f32", _P, _P, _I64),   # keyed by the target dtype
                      BF16: fn("cvt_f32_bf16", _P, _P, _I64)}
         self._ws = _Workspace()
@@ -255,6 +266,65 @@ class Bf16Gemm:
                threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast).  out: a C-contiguous
         array of the result's shape and out_dtype to write into (a compiled graph's buffer)."""
+        # a small product whose shapes, layouts and dtypes were seen before: one call of the entry
+        # with the arrays (_Plan); the checks below ran when the plan was made
+        ws = self._ws
+        key = (a.shape, a.strides, a.dtype, b.shape, b.strides, b.dtype, out_dtype,
+               None if bias is None else (bias.shape, bias.strides, bias.dtype))
+        plan = ws.plans.get(key)
+        if plan is not None and plan.flops < PARALLEL_MIN_FLOPS:
+            if out is None:
+                out = np.empty(plan.shape, plan.dtype)
+                plan.fn(plan.addr, a, b, out, bias)
+                return out
+            if out.shape == plan.shape and out.dtype == plan.dtype and out.flags.c_contiguous:
+                plan.fn(plan.addr, a, b, out, bias)
+                return out
+        r = self._matmul(a, b, bias, out_dtype, threads, out)
+        if plan is None and self._entry:
+            plan = self._plan(a, b, bias, out_dtype)
+            if plan is not None:
+                if len(ws.plans) >= _MAX_PLANS:
+                    ws.plans.clear()
+                ws.plans[key] = plan
+        return r
+
+    def _plan(self, a: np.ndarray, b: np.ndarray, bias, out_dtype) -> "_Plan | None":
+        """The plan of a small product that `mm` would run in one gemm_cols call on these operands as
+        they lie (no copies), or None."""
+        if a.ndim < 2 or b.ndim != 2 or a.dtype not in _OPERAND or b.dtype not in _OPERAND:
+            return None
+        if a.ndim > 2 and not a.flags.c_contiguous:
+            return None
+        cfg = self.cfg
+        K, N = b.shape
+        M = a.size // max(a.shape[-1], 1)
+        flops = 2.0 * M * N * K
+        if a.shape[-1] != K or not SMALL_FLOPS <= flops < PARALLEL_MIN_FLOPS:
+            return None
+        if bias is not None and (bias.dtype != BF16 or bias.shape != (N,) or not bias.flags.c_contiguous):
+            return None
+        a2 = a.reshape(M, K)
+        _, a_ls, a_ks, a_w, ax = _operand(a2, 1)
+        _, b_ls, b_ks, b_w, bx = _operand(b, 0)
+        if ax is not a2 or bx is not b:         # a copy: the plan could not read the operand in place
+            return None
+        out_dtype = np.dtype(out_dtype)
+        tile = self.tile_for(N, M)
+        npanels = -(-N // tile.nr)
+        chunk = N
+        if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+            chunk = self._chunk(tile, K)
+        ws = self._ws
+        c_ws = ws.addr("c", M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
+        vals = dict(data_offset=_DATA_OFFSET, a_ls=a_ls, a_ks=a_ks, a_w=a_w, b_ls=b_ls, b_ks=b_ks, b_w=b_w, M=M,
+                    N=N, K=K, c=c_ws, ldc=N, out_f32=int(out_dtype == np.float32), has_bias=int(bias is not None),
+                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4),
+                    bp=ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * 4), chunk=chunk)
+        slots = np.array([vals[k] for k in gen.PLAN_SLOTS], np.int64)
+        return _Plan(self._entry[tile], _ptr(slots), slots, a.shape[:-1] + (N,), out_dtype, flops)
+
+    def _matmul(self, a, b, bias, out_dtype, threads, out):
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError("gemm_bf16.matmul needs operands of at least 2 dimensions")
         if a.dtype not in _OPERAND or b.dtype not in _OPERAND:
@@ -332,6 +402,33 @@ class Bf16Gemm:
             chunk(0)
         else:
             workers.parallel_for(chunk, nch, nt)
+
+
+class _Plan:
+    """One small product's call, made once per shape, layout and dtypes: gemm_entry (fn) and its slots
+    (gen.PLAN_SLOTS, at addr), the result's shape and dtype, and its flops (the plan runs on the calling
+    thread: only while it is below PARALLEL_MIN_FLOPS)."""
+    __slots__ = ("fn", "addr", "slots", "shape", "dtype", "flops")
+
+    def __init__(self, fn, addr: int, slots: np.ndarray, shape: tuple, dtype: np.dtype, flops: float):
+        self.fn, self.addr, self.slots, self.shape, self.dtype, self.flops = fn, addr, slots, shape, dtype, flops
+
+
+def _data_offset() -> int | None:
+    """Where numpy's C struct keeps an array's data pointer (PyArrayObject's `data`, right after the object
+    header: 16 bytes on 64-bit CPython), checked on a few arrays; None when it is not there (another
+    Python, another numpy): small products then take the general path."""
+    if sys.implementation.name != "cpython" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for x in (base, base[1:, 2:], base.T, np.empty(0)):
+        if ctypes.c_void_p.from_address(id(x) + 16).value != _ptr(x):
+            return None
+    return 16
+
+
+_DATA_OFFSET = _data_offset()
+_MAX_PLANS = 512
 
 
 def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
