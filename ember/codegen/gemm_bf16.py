@@ -95,11 +95,19 @@ class GemmConfig:
     dpbf16: bool = True    # emit vdpbf16ps (the target has avx512bf16); else float32 FMAs
     direct_a_max_n: int = 128   # products at most this wide read a K-contiguous A in place: +3-7% at N = 128,
                                 # -2% at N = 384 and -20% at N = 4096 (packing pays back over many panels)
+    # tiles of gemm_colsb (B not packed: few rows, short K, many columns)
+    # (measured at K = 25, N = 36864: each M from 1 to 32 has one of these within ~10% of the best)
+    direct_b_tiles: tuple = (Tile(1, 4), Tile(2, 4), Tile(3, 4), Tile(4, 4), Tile(5, 4), Tile(6, 3), Tile(8, 3))
+    stage_cols: int = 512  # gemm_colsb stages B this many columns at a time (a multiple of 32; 256: the same,
+                           # 128: 5-10% slower; prefetching the next piece while multiplying: no faster)
 
     def check(self) -> None:
         if self.kc % 2 or any(self.mc % t.mr or t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.tiles):
             raise ValueError(f"bad GEMM blocking {self}: kc must be even, mc a multiple of every tile's mr, "
                              "and a tile at most 28 registers")
+        if self.stage_cols % 32 or any(t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.direct_b_tiles):
+            raise ValueError(f"bad GEMM blocking {self}: stage_cols must be a multiple of 32 and a tile at most "
+                             "28 registers")
 
 
 def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
@@ -506,13 +514,53 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
 
 
 # -------------------------------------------------------------------------------- macro-kernel
-def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
-    """gemm_block_<tag> over a packed A block; direct: gemm_blockd_<tag>, reading A where it lies (%ap is
-    A[row 0, k 0] of the block, rows %lda elements apart, K contiguous and even) -- for products with
-    few columns, where packing A cost a tenth of the time and buys no reuse."""
+_IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
+
+
+def _col_masks(f: _Fn, ncols: str, nv: int) -> list[str]:
+    """Per vector j of a tile, the mask of its lanes below column ncols (i32) of the tile."""
+    return [f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, f.tmp(f'sub i32 {ncols}, {16 * j}'))}", "mask")
+            for j in range(nv)]
+
+
+def _b_row_pairs(f: _Fn, cfg: GemmConfig, bcol: str, kk: str, masks: list[str]) -> list[str]:
+    """K pair kk of B read in place (gemm_blockb): rows 2kk and 2kk+1 from bcol, rows %ldb apart, 16
+    columns per vector under `masks`, interleaved into <16 x i32> words (x[2kk] low, x[2kk+1] high) --
+    the packed layout; the high row of an odd %kc's last pair is zero (never read)."""
+    k2 = f.tmp(f"shl i64 {kk}, 1")
+    lo_p = f.tmp(f"getelementptr i16, ptr {bcol}, i64 {f.tmp(f'mul i64 {k2}, %ldb')}", "blo")
+    hi_p = f.tmp(f"getelementptr i16, ptr {lo_p}, i64 %ldb", "bhi")
+    hi_in = f.tmp(f"icmp slt i64 {f.tmp(f'or i64 {k2}, 1')}, %kc")
+    inter = ", ".join(f"i32 {i}, i32 {i + 16}" for i in range(16))
+    out = []
+    for j, m in enumerate(masks):
+        mh = f.tmp(f"select i1 {hi_in}, <16 x i1> {m}, <16 x i1> zeroinitializer")
+        lo = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {f.tmp(f'getelementptr i16, ptr {lo_p}, i64 {16 * j}')}, "
+                   f"i32 2, <16 x i1> {m}, <16 x i16> zeroinitializer)")
+        hi = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {f.tmp(f'getelementptr i16, ptr {hi_p}, i64 {16 * j}')}, "
+                   f"i32 2, <16 x i1> {mh}, <16 x i16> zeroinitializer)")
+        w = f.tmp(f"shufflevector <16 x i16> {lo}, <16 x i16> {hi}, <32 x i32> <{inter}>")
+        out.append(f.tmp(f"bitcast <32 x i16> {w} to {_V16I}", "b"))
+    return out
+
+
+def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool = False) -> str:
+    """gemm_block_<tag> over a packed A block and a packed B block.
+    direct: gemm_blockd_<tag>, reading A where it lies (%ap is A[row 0, k 0] of the block, rows %lda
+    elements apart, K contiguous and even) -- for products with few columns, where packing A cost a tenth
+    of the time and buys no reuse.
+    b_rows: gemm_blockb_<tag>, reading B where it lies (%b is B[k 0, column 0] of the block, rows %ldb
+    elements apart, columns contiguous; %kc rows, the pair past an odd %kc zero in its high half): each
+    K pair's two rows are interleaved in registers into the instruction's word layout -- for products
+    with few rows and a short K (a small convolution's forward), where B is read once and packing it
+    was a pass over memory of its own."""
     mr, nv, nr = tile.mr, tile.nv, tile.nr
-    name, lda = (f"gemm_blockd_{tile.tag}", "i64 %lda, ") if direct else (f"gemm_block_{tile.tag}", "")
-    f = _Fn(f"define void @{name}(ptr noalias %ap, {lda}ptr noalias %bp, i64 %mc, i64 %nc, i64 %kp, "
+    if b_rows:
+        name, bargs = f"gemm_blockb_{tile.tag}", "ptr noalias %b, i64 %ldb, i64 %kc, "
+    else:
+        name, bargs = f"gemm_block{'d' if direct else ''}_{tile.tag}", "ptr noalias %bp, "
+    lda = "i64 %lda, " if direct else ""
+    f = _Fn(f"define void @{name}(ptr noalias %ap, {lda}{bargs}i64 %mc, i64 %nc, i64 %kp, "
             f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
     acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
     stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
@@ -523,12 +571,17 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
     wo = f.tmp("and i32 %flags, 4")
     wo = f.tmp(f"icmp ne i32 {wo}, 0", "writeo")
     jr, close_j = f.loop("0", "%nc", str(nr), "jr")
-    pj = f.tmp(f"udiv i64 {jr}, {nr}")
-    boff = f.tmp(f"mul i64 {pj}, %kp")
-    boff = f.tmp(f"mul i64 {boff}, {nr}")
-    bpan = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}", "bpan")
     nrem = f.tmp(f"sub i64 %nc, {jr}")
     nfull = f.tmp(f"icmp sge i64 {nrem}, {nr}")
+    ncl = f.tmp(f"trunc i64 {f.tmp(f'select i1 {nfull}, i64 {nr}, i64 {nrem}')} to i32", "ncols")
+    if b_rows:
+        bpan = f.tmp(f"getelementptr i16, ptr %b, i64 {jr}", "bcol")
+        lmasks = _col_masks(f, ncl, nv)        # loads stay inside the matrix's columns
+    else:
+        pj = f.tmp(f"udiv i64 {jr}, {nr}")
+        boff = f.tmp(f"mul i64 {pj}, %kp")
+        boff = f.tmp(f"mul i64 {boff}, {nr}")
+        bpan = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}", "bpan")
     ir_, close_i = f.loop("0", "%mc", str(mr), "ir")
     if direct:      # one pointer per row; rows past the block's edge read its last row (results dropped)
         last = f.tmp("sub i64 %mc, 1")
@@ -549,12 +602,15 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
         f.emit(f"store {_V16F} zeroinitializer, ptr {p}, align 64")
     # ---- K loop: one pair of K per iteration
     kk, close_k = f.loop("0", "%kp", "1", "k")
-    bo = f.tmp(f"mul i64 {kk}, {nr}")
-    bvec = []
-    for j in range(nv):
-        o = f.tmp(f"add i64 {bo}, {16 * j}")
-        p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
-        bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
+    if b_rows:
+        bvec = _b_row_pairs(f, cfg, bpan, kk, lmasks)
+    else:
+        bo = f.tmp(f"mul i64 {kk}, {nr}")
+        bvec = []
+        for j in range(nv):
+            o = f.tmp(f"add i64 {bo}, {16 * j}")
+            p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
+            bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
     if cfg.dpbf16:
         bb = [f.tmp(f"bitcast {_V16I} {b} to <32 x bfloat>") for b in bvec]
     else:
@@ -634,12 +690,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
     # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
     # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
     f.label(slow_)
-    ncl = f.tmp(f"select i1 {nfull}, i64 {nr}, i64 {nrem}")
-    ncl = f.tmp(f"trunc i64 {ncl} to i32")
-    masks = []
-    for j in range(nv):
-        lim = _splat_i32(f, f.tmp(f"sub i32 {ncl}, {16 * j}"))
-        masks.append(f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {lim}", "mask"))
+    masks = _col_masks(f, ncl, nv)
     # the accumulators go to a staging array read by a row loop (one copy of the store code instead of
     # MR; `acc` keeps constant indices only, so it still lives in registers during the K loop)
     for q in range(mr * nv):
@@ -792,6 +843,47 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
+    """gemm_colsb_<tag>(ptr a, i64 als, i64 aks, i32 aw, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc,
+    ptr o, i64 ldo, ptr bias, ptr ap, ptr stage): the whole product of a bf16 B with unit column stride,
+    M <= the tile's row block and K <= KC (the runtime checks), without packing B: A is packed once,
+    then B goes through `stage` cfg.stage_cols columns at a time -- each row's piece copied in turn (one
+    stream at a time), stage_cols + 32 elements apart -- and gemm_blockb reads the pieces there.
+    Read where they lie, B's rows, a power-of-two-ish multiple of 4 KiB apart in a convolution's
+    [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower)."""
+    f = _Fn(f"define void @gemm_colsb_{tile.tag}(ptr noalias %a, i64 %als, i64 %aks, i32 %aw, ptr noalias %b, i64 %ldb, "
+            "i64 %M, i64 %N, i64 %K, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
+            f"ptr noalias %ap, ptr noalias %stage) {_NOINLINE}")
+    cols, lds = cfg.stage_cols, cfg.stage_cols + 32
+    f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
+           f"ptr %ap, i64 {tile.mr})")
+    kpc = f.tmp(f"lshr i64 {f.tmp('add i64 %K, 1')}, 1")
+    hasc = f.tmp("icmp ne ptr %c, null")
+    haso = f.tmp("icmp ne ptr %o, null")
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    flags = f.tmp(f"or i32 {f.tmp(f'select i1 {hasb}, i32 2, i32 0')}, {f.tmp(f'select i1 {haso}, i32 4, i32 0')}")
+    n0, close = f.loop("0", "%N", str(cols), "n0")
+    left = f.tmp(f"sub i64 %N, {n0}")
+    nn = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {left}, {cols}')}, i64 {left}, i64 {cols}", "nn")
+    src0 = f.tmp(f"getelementptr i16, ptr %b, i64 {n0}")
+    k, close_k = f.loop("0", "%K", "1", "sk")
+    srow = f.tmp(f"getelementptr i16, ptr {src0}, i64 {f.tmp(f'mul i64 {k}, %ldb')}")
+    drow = f.tmp(f"getelementptr i16, ptr %stage, i64 {f.tmp(f'mul i64 {k}, {lds}')}")
+    for v in range(0, cols, 16):     # masked past the matrix's last column
+        m = _col_masks(f, f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nn}, {v}')} to i32"), 1)[0]
+        x = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {f.tmp(f'getelementptr i16, ptr {srow}, i64 {v}')}, "
+                  f"i32 2, <16 x i1> {m}, <16 x i16> zeroinitializer)")
+        f.emit(f"store <16 x i16> {x}, ptr {f.tmp(f'getelementptr i16, ptr {drow}, i64 {v}')}, align 2")
+    close_k()
+    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
+    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
+    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    f.emit(f"call void @gemm_blockb_{tile.tag}(ptr %ap, ptr %stage, i64 {lds}, i64 %K, i64 %M, i64 {nn}, i64 {kpc}, "
+           f"ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, i32 {flags})")
+    close()
+    return f.text()
+
+
 def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     """Products [b0, b1) of a batch, each packing its own B into bp (one call for a whole batch of
     small products: a convolution's per-image GEMMs, attention's per-head ones).  A broadcast A that
@@ -885,14 +977,15 @@ PLAN_SLOTS = ("data_offset", "a_ls", "a_ks", "a_w", "b_ls", "b_ks", "b_w", "M", 
               "out_f32", "has_bias", "ap", "bp", "chunk")
 
 
-def _emit_entry(tile: Tile) -> str:
+def _emit_entry(tile: Tile, colsb: bool = False) -> str:
     """gemm_entry_<tag>(ptr plan, ptr a, ptr b, ptr out, ptr bias): gemm_cols with every argument but the
     four arrays read from a plan (PLAN_SLOTS), the arrays passed as numpy objects whose data pointer
     lies plan.data_offset bytes in (numpy's C ABI: PyArrayObject's `data`; the runtime checks the offset).
     For small products, where a ctypes call of 19 converted integers (~3.5 us) and four
-    `__array_interface__` look-ups (~1 us each) cost as much as the product itself."""
-    f = _Fn(f"define void @gemm_entry_{tile.tag}(ptr noalias %plan, ptr %ha, ptr %hb, ptr %hout, ptr %hbias) "
-            f"{_ATTRS}")
+    `__array_interface__` look-ups (~1 us each) cost as much as the product itself.
+    colsb: gemm_entryb_<tag>, the same for gemm_colsb (slot b_ks is its %ldb, bp its stage)."""
+    f = _Fn(f"define void @gemm_entry{'b' if colsb else ''}_{tile.tag}(ptr noalias %plan, ptr %ha, ptr %hb, "
+            f"ptr %hout, ptr %hbias) {_ATTRS}")
     slot = {}
     for i, name in enumerate(PLAN_SLOTS):
         slot[name] = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %plan, i64 {i}')}, align 8", name)
@@ -917,6 +1010,11 @@ def _emit_entry(tile: Tile) -> str:
     bp = f.tmp(f"inttoptr i64 {slot['bp']} to ptr")
     aw = f.tmp(f"trunc i64 {slot['a_w']} to i32")
     bw = f.tmp(f"trunc i64 {slot['b_w']} to i32")
+    if colsb:
+        f.emit(f"call void @gemm_colsb_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
+               f"i64 {slot['b_ks']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {ldc}, ptr {o}, "
+               f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+        return f.text()
     f.emit(f"call void @gemm_cols_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
            f"i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, "
            f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']})")
@@ -971,6 +1069,8 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
                   _emit_batch(cfg, t), _emit_cols(cfg, t), _emit_entry(t)]
+    for t in cfg.direct_b_tiles:
+        parts += [_emit_block(cfg, t, b_rows=True), _emit_cols_b(cfg, t), _emit_entry(t, colsb=True)]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -58,6 +58,9 @@ SMALL_FLOPS = 1e6
 # gemm_cols packs and uses B this many bytes at a time (in L2) when the product has one row block
 # (conv1 [10,25]@[25,36864], interleaved medians: 244-293 us against 284-302 us packing all of B first)
 CHUNK_BYTES = 192 * 1024
+# Products that read B without packing it (gemm_colsb: `Bf16Gemm.direct_b_tile`): at most this many rows
+# and this K, at least this many columns (measured 1.2-2.8x over packing for M <= 32, K <= 250)
+DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
@@ -140,12 +143,16 @@ class Bf16Gemm:
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
                            fn(f"gemm_cols_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I32, _I64, _I64, _I64,
                               _P, _I64, _P, _I64, _P, _P, _P, _I64))
+        # gemm_colsb per tile: B staged, not packed (few rows, short K: `direct_b_tile`)
+        self.fns_b = {t: fn(f"gemm_colsb_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _P, _I64, _P,
+                            _I64, _P, _P, _P) for t in self.cfg.direct_b_tiles}
         # the small-product entry takes the arrays themselves (py_object: no conversion); only where
         # numpy's C struct is laid out as checked (_DATA_OFFSET), else every call takes the path above
         self._entry = {}
         if _DATA_OFFSET is not None:
-            self._entry = {t: fn(f"gemm_entry_{t.tag}", _P, ctypes.py_object, ctypes.py_object, ctypes.py_object,
-                                 ctypes.py_object) for t in self.cfg.tiles}
+            objs = (ctypes.py_object,) * 4
+            self._entry = {t: fn(f"gemm_entry_{t.tag}", _P, *objs) for t in self.cfg.tiles}
+            self._entry_b = {t: fn(f"gemm_entryb_{t.tag}", _P, *objs) for t in self.cfg.direct_b_tiles}
         self._cvt = {np.dtype(np.float32): fn("cvt_bf16_f32", _P, _P, _I64),   # keyed by the target dtype
                      BF16: fn("cvt_f32_bf16", _P, _P, _I64)}
         self._ws = _Workspace()
@@ -172,6 +179,22 @@ class Bf16Gemm:
                                                    _TILE_COST.get((t.mr, t.nv), 1.0), -t.nv, -t.mr))
             self._tile_of[(n, m)] = t
         return t
+
+    def direct_b_tile(self, M: int, N: int, K: int, b_ls: int, b_w: int) -> gen.Tile | None:
+        """The gemm_colsb tile for a product that reads B without packing it -- a bf16 B with unit column
+        stride, few rows, a short K and many columns (a small convolution's forward: [10,25]@[25,36864]
+        packed ran at ~45% of the speed) -- or None.  The tile with the least time by a measured model:
+        per row tile and 16 columns, ~3 units to load and interleave B's pair and one per row."""
+        cfg = self.cfg
+        if b_w or b_ls != 1 or M > DIRECT_B_MAX_M or K > min(DIRECT_B_MAX_K, cfg.kc) or N < DIRECT_B_MIN_N:
+            return None
+        # (all of A is packed into the buffer of one MC x KC block)
+        fits = [t for t in cfg.direct_b_tiles if -(-M // t.mr) * t.mr <= cfg.mc]
+        return min(fits, key=lambda t: (-(-M // t.mr) * (3 + t.mr), -t.nv), default=None)
+
+    def _stage(self, K: int) -> int:
+        """Address of the calling thread's gemm_colsb staging buffer for K rows."""
+        return self._ws.addr("bs", K * (self.cfg.stage_cols + 32) * 2)
 
     # ------------------------------------------------------------------------------ one product
     def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
@@ -217,6 +240,11 @@ class Bf16Gemm:
         split = None
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
             split = _split(-(-M // cfg.mc), npanels, M, N, nt)
+        direct = self.direct_b_tile(M, N, K, b_ls, b_w)
+        if split is None and direct is not None:
+            self.fns_b[direct](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                               self._ws.addr("ap", apw), self._stage(K))
+            return out
         if split is None:
             # one call (a ctypes call with its arguments costs ~1.5 us: a tenth of a small product): pack B
             # and run every row; with one row block and a big B, chunk by chunk while the packed panels
@@ -244,6 +272,15 @@ class Bf16Gemm:
                     ws.packed = call
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
                           bias_ptr, ws.addr("ap", apw))
+        elif direct is not None:    # column chunks, B staged (whole 32-column lines per chunk)
+            cols = [min(N, 32 * (-(-N // 32) * i // nch)) for i in range(nch + 1)]
+            fb = self.fns_b[direct]
+
+            def chunk(i):
+                n0, n1 = cols[i], cols[i + 1]
+                fb(a_ptr, a_ls, a_ks, a_w, b_ptr + 2 * n0, b_ks, M, n1 - n0, K, c_ptr and c_ptr + 4 * n0, ldc,
+                   o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw),
+                   self._stage(K))
         else:
             cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
 
@@ -310,19 +347,23 @@ class Bf16Gemm:
         if ax is not a2 or bx is not b:         # a copy: the plan could not read the operand in place
             return None
         out_dtype = np.dtype(out_dtype)
-        tile = self.tile_for(N, M)
-        npanels = -(-N // tile.nr)
-        chunk = N
-        if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
-            chunk = self._chunk(tile, K)
         ws = self._ws
+        direct = self.direct_b_tile(M, N, K, b_ls, b_w)
+        if direct is not None:
+            fn, chunk, bp = self._entry_b[direct], 0, self._stage(K)
+        else:
+            tile = self.tile_for(N, M)
+            npanels = -(-N // tile.nr)
+            chunk = N
+            if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+                chunk = self._chunk(tile, K)
+            fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * 4)
         c_ws = ws.addr("c", M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
         vals = dict(data_offset=_DATA_OFFSET, a_ls=a_ls, a_ks=a_ks, a_w=a_w, b_ls=b_ls, b_ks=b_ks, b_w=b_w, M=M,
                     N=N, K=K, c=c_ws, ldc=N, out_f32=int(out_dtype == np.float32), has_bias=int(bias is not None),
-                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4),
-                    bp=ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * 4), chunk=chunk)
+                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4), bp=bp, chunk=chunk)
         slots = np.array([vals[k] for k in gen.PLAN_SLOTS], np.int64)
-        return _Plan(self._entry[tile], _ptr(slots), slots, a.shape[:-1] + (N,), out_dtype, flops)
+        return _Plan(fn, _ptr(slots), slots, a.shape[:-1] + (N,), out_dtype, flops)
 
     def _matmul(self, a, b, bias, out_dtype, threads, out):
         if a.ndim < 2 or b.ndim < 2:
