@@ -973,12 +973,14 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
 
 
 # Slots of the plan `gemm_entry` reads (i64 each; the runtime fills them once per shape and layout)
+# (nb > 0: a batch of nb products, a_bs / b_bs elements apart -- gemm_batch; else one product -- gemm_cols)
 PLAN_SLOTS = ("data_offset", "a_ls", "a_ks", "a_w", "b_ls", "b_ks", "b_w", "M", "N", "K", "c", "ldc",
-              "out_f32", "has_bias", "ap", "bp", "chunk")
+              "out_f32", "has_bias", "ap", "bp", "chunk", "nb", "a_bs", "b_bs")
 
 
 def _emit_entry(tile: Tile, colsb: bool = False) -> str:
-    """gemm_entry_<tag>(ptr plan, ptr a, ptr b, ptr out, ptr bias): gemm_cols with every argument but the
+    """gemm_entry_<tag>(ptr plan, ptr a, ptr b, ptr out, ptr bias): gemm_cols (gemm_batch when plan.nb > 0:
+    products [0, nb) into out[nb, M, N]) with every argument but the
     four arrays read from a plan (PLAN_SLOTS), the arrays passed as numpy objects whose data pointer
     lies plan.data_offset bytes in (numpy's C ABI: PyArrayObject's `data`; the runtime checks the offset).
     For small products, where a ctypes call of 19 converted integers (~3.5 us) and four
@@ -1015,9 +1017,22 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
                f"i64 {slot['b_ks']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {ldc}, ptr {o}, "
                f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
         return f.text()
+    batched = f.tmp(f"icmp sgt i64 {slot['nb']}, 0")
+    bt, one, end = f.fresh("batch"), f.fresh("one"), f.fresh("end")
+    f.emit(f"br i1 {batched}, label %{bt}, label %{one}")
+    f.label(bt)
+    mn = f.tmp(f"mul i64 {slot['M']}, {slot['N']}")
+    f.emit(f"call void @gemm_batch_{tile.tag}(ptr {a}, i64 {slot['a_bs']}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, "
+           f"i32 {aw}, ptr {b}, i64 {slot['b_bs']}, i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 0, "
+           f"i64 {slot['nb']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {mn}, i64 {ldc}, "
+           f"ptr {o}, i64 {mn}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+    f.emit(f"br label %{end}")
+    f.label(one)
     f.emit(f"call void @gemm_cols_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
            f"i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, "
            f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']})")
+    f.emit(f"br label %{end}")
+    f.label(end)
     return f.text()
 
 

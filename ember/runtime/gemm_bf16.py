@@ -327,43 +327,54 @@ class Bf16Gemm:
         return r
 
     def _plan(self, a: np.ndarray, b: np.ndarray, bias, out_dtype) -> "_Plan | None":
-        """The plan of a small product that `mm` would run in one gemm_cols call on these operands as
-        they lie (no copies), or None."""
-        if a.ndim < 2 or b.ndim != 2 or a.dtype not in _OPERAND or b.dtype not in _OPERAND:
-            return None
-        if a.ndim > 2 and not a.flags.c_contiguous:
+        """The plan of a small product (or batch of them) that `_matmul` would run in one gemm_cols,
+        gemm_colsb or gemm_batch call on these operands as they lie (no copies), or None."""
+        if a.ndim < 2 or b.ndim < 2 or a.dtype not in _OPERAND or b.dtype not in _OPERAND:
             return None
         cfg = self.cfg
-        K, N = b.shape
-        M = a.size // max(a.shape[-1], 1)
-        flops = 2.0 * M * N * K
-        if a.shape[-1] != K or not SMALL_FLOPS <= flops < PARALLEL_MIN_FLOPS:
+        K, N = b.shape[-2:]
+        if a.shape[-1] != K or K == 0:
+            return None
+        if b.ndim == 2 and (a.ndim == 2 or a.flags.c_contiguous):     # one product over all of a's rows
+            M, nb, a_bs, b_bs = a.size // K, 0, 0, 0
+            a2, b2 = a.reshape(M, K), b
+            shape = a.shape[:-1] + (N,)
+        else:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            ab, bb = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(b, batch + b.shape[-2:])
+            a_bs, b_bs = _batch_stride(ab), _batch_stride(bb)
+            if a_bs is None or b_bs is None or not _unit_stride(ab) or not _unit_stride(bb):
+                return None
+            M, nb = a.shape[-2], int(np.prod(batch))
+            a2, b2 = ab[(0,) * len(batch)], bb[(0,) * len(batch)]
+            shape = batch + (M, N)
+        flops = 2.0 * M * N * K * max(nb, 1)
+        if not SMALL_FLOPS <= flops < PARALLEL_MIN_FLOPS:
             return None
         if bias is not None and (bias.dtype != BF16 or bias.shape != (N,) or not bias.flags.c_contiguous):
             return None
-        a2 = a.reshape(M, K)
         _, a_ls, a_ks, a_w, ax = _operand(a2, 1)
-        _, b_ls, b_ks, b_w, bx = _operand(b, 0)
-        if ax is not a2 or bx is not b:         # a copy: the plan could not read the operand in place
+        _, b_ls, b_ks, b_w, bx = _operand(b2, 0)
+        if ax is not a2 or bx is not b2:         # a copy: the plan could not read the operand in place
             return None
         out_dtype = np.dtype(out_dtype)
         ws = self._ws
-        direct = self.direct_b_tile(M, N, K, b_ls, b_w)
+        direct = None if nb else self.direct_b_tile(M, N, K, b_ls, b_w)
         if direct is not None:
             fn, chunk, bp = self._entry_b[direct], 0, self._stage(K)
         else:
             tile = self.tile_for(N, M)
             npanels = -(-N // tile.nr)
             chunk = N
-            if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+            if not nb and M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
             fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * 4)
-        c_ws = ws.addr("c", M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
+        c_ws = ws.addr("c", max(nb, 1) * M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
         vals = dict(data_offset=_DATA_OFFSET, a_ls=a_ls, a_ks=a_ks, a_w=a_w, b_ls=b_ls, b_ks=b_ks, b_w=b_w, M=M,
                     N=N, K=K, c=c_ws, ldc=N, out_f32=int(out_dtype == np.float32), has_bias=int(bias is not None),
-                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4), bp=bp, chunk=chunk)
+                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4), bp=bp, chunk=chunk, nb=nb, a_bs=a_bs, b_bs=b_bs)
         slots = np.array([vals[k] for k in gen.PLAN_SLOTS], np.int64)
-        return _Plan(fn, _ptr(slots), slots, a.shape[:-1] + (N,), out_dtype, flops)
+        return _Plan(fn, _ptr(slots), slots, shape, out_dtype, flops)
 
     def _matmul(self, a, b, bias, out_dtype, threads, out):
         if a.ndim < 2 or b.ndim < 2:
