@@ -1,8 +1,8 @@
 """LLVM IR for a bfloat16 matrix product with float32 accumulation (BLIS-style blocking).  Pure text.
 
 In: `GemmConfig` (register tiles MR x NR, cache blocks MC x KC, and whether the target has AVX512-BF16).
-Out: `emit_module(cfg, triple, data_layout)` -> the text of one LLVM module with four C-callable functions
-per register tile; the runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls
+Out: `emit_module(cfg, triple, data_layout)` -> the text of one LLVM module with C-callable functions per
+register tile; the runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls
 them on numpy buffers.
 
 The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any strides):
@@ -17,7 +17,10 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     words through registers) or lanes-contiguous (two K rows interleaved, 16 lanes at a time when the
     lane stride is 1).  Packing one word at a time had cost up to 45% of a small-M product.  A narrow
     product (N <= direct_a_max_n) with a K-contiguous A and an even K skips packing A: `gemm_blockd`
-    reads its rows in place.
+    reads its rows in place.  A product of few rows and a short K over a bf16 B with unit column stride
+    (a small convolution's forward) skips packing B: `gemm_colsb` copies B's rows into a small stage,
+    512 columns at a time, and `gemm_blockb` interleaves each K pair's two rows into the word layout in
+    registers (one vpermt2w per vector) -- B is read once there, so packing was a pass of its own.
   * Micro-kernel.  MR x NR accumulators (NR/16 zmm vectors per row) live in registers for the whole
     KC block; per K pair it loads NR/16 vectors of B, broadcasts one 32-bit A word per row and issues
     MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
@@ -54,9 +57,16 @@ pass of its own):
                    ptr bias, ptr ap, ptr bp, i64 chunk)
         the whole product, chunk columns at a time: pack the chunk's B panels, then all rows over them
         (while they are in cache).  For products of one row block, whose packed B is read once.
+    void gemm_entry(ptr plan, ptr a, ptr b, ptr out, ptr bias)
+        gemm_cols or gemm_batch with the arrays passed as numpy objects and everything else read from
+        a plan of i64 slots (PLAN_SLOTS): one cheap ctypes call for a small product.
 
-Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Besides them,
-`cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
+Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Per tile of
+`direct_b_tiles` (B unpacked): gemm_blockb (gemm_block over B's rows in place, %ldb apart),
+    void gemm_colsb(<A as gemm_batch>, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o,
+                    i64 ldo, ptr bias, ptr ap, ptr stage)
+and gemm_entryb (gemm_entry for it).  Besides them, `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and
+`cvt_bf16_f32(...)`: contiguous casts for eager code.
 
 Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
     q * ceil(N/NR) * (KC/2) * NR + p * ceil(kc/2) * NR.
@@ -524,7 +534,14 @@ def _col_masks(f: _Fn, ncols: str, nv: int) -> list[str]:
             for j in range(nv)]
 
 
-def _b_row_pairs(f: _Fn, cfg: GemmConfig, bcol: str, kk: str, masks: list[str]) -> list[str]:
+def _load16(f: _Fn, base: str, off, mask: str) -> str:
+    """16 bf16 words at base + off (elements) under mask; masked-off lanes are zero and never read."""
+    p = f.tmp(f"getelementptr i16, ptr {base}, i64 {off}")
+    return f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {p}, i32 2, <16 x i1> {mask}, "
+                 "<16 x i16> zeroinitializer)")
+
+
+def _b_row_pairs(f: _Fn, bcol: str, kk: str, masks: list[str]) -> list[str]:
     """K pair kk of B read in place (gemm_blockb): rows 2kk and 2kk+1 from bcol, rows %ldb apart, 16
     columns per vector under `masks`, interleaved into <16 x i32> words (x[2kk] low, x[2kk+1] high) --
     the packed layout; the high row of an odd %kc's last pair is zero (never read)."""
@@ -536,10 +553,7 @@ def _b_row_pairs(f: _Fn, cfg: GemmConfig, bcol: str, kk: str, masks: list[str]) 
     out = []
     for j, m in enumerate(masks):
         mh = f.tmp(f"select i1 {hi_in}, <16 x i1> {m}, <16 x i1> zeroinitializer")
-        lo = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {f.tmp(f'getelementptr i16, ptr {lo_p}, i64 {16 * j}')}, "
-                   f"i32 2, <16 x i1> {m}, <16 x i16> zeroinitializer)")
-        hi = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {f.tmp(f'getelementptr i16, ptr {hi_p}, i64 {16 * j}')}, "
-                   f"i32 2, <16 x i1> {mh}, <16 x i16> zeroinitializer)")
+        lo, hi = _load16(f, lo_p, 16 * j, m), _load16(f, hi_p, 16 * j, mh)
         w = f.tmp(f"shufflevector <16 x i16> {lo}, <16 x i16> {hi}, <32 x i32> <{inter}>")
         out.append(f.tmp(f"bitcast <32 x i16> {w} to {_V16I}", "b"))
     return out
@@ -604,7 +618,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
     # ---- K loop: one pair of K per iteration
     kk, close_k = f.loop("0", "%kp", "1", "k")
     if b_rows:
-        bvec = _b_row_pairs(f, cfg, bpan, kk, lmasks)
+        bvec = _b_row_pairs(f, bpan, kk, lmasks)
     else:
         bo = f.tmp(f"mul i64 {kk}, {nr}")
         bvec = []
@@ -852,8 +866,8 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
     stream at a time), stage_cols + 32 elements apart -- and gemm_blockb reads the pieces there.
     Read where they lie, B's rows, a power-of-two-ish multiple of 4 KiB apart in a convolution's
     [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower)."""
-    f = _Fn(f"define void @gemm_colsb_{tile.tag}(ptr noalias %a, i64 %als, i64 %aks, i32 %aw, ptr noalias %b, i64 %ldb, "
-            "i64 %M, i64 %N, i64 %K, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
+    f = _Fn(f"define void @gemm_colsb_{tile.tag}(ptr noalias %a, i64 %als, i64 %aks, i32 %aw, ptr noalias %b, "
+            "i64 %ldb, i64 %M, i64 %N, i64 %K, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
             f"ptr noalias %ap, ptr noalias %stage) {_NOINLINE}")
     cols, lds = cfg.stage_cols, cfg.stage_cols + 32
     f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
@@ -872,8 +886,7 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
     drow = f.tmp(f"getelementptr i16, ptr %stage, i64 {f.tmp(f'mul i64 {k}, {lds}')}")
     for v in range(0, cols, 16):     # masked past the matrix's last column
         m = _col_masks(f, f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nn}, {v}')} to i32"), 1)[0]
-        x = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {f.tmp(f'getelementptr i16, ptr {srow}, i64 {v}')}, "
-                  f"i32 2, <16 x i1> {m}, <16 x i16> zeroinitializer)")
+        x = _load16(f, srow, v, m)
         f.emit(f"store <16 x i16> {x}, ptr {f.tmp(f'getelementptr i16, ptr {drow}, i64 {v}')}, align 2")
     close_k()
     cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")

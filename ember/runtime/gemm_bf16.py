@@ -22,6 +22,14 @@ column panels, each packing its panels and all of A (`_split`).  Batches split b
 products run on the calling thread in one call (gemm_cols): B packed, then every row; a product of one row
 block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
+Few rows, a short K, a bf16 B with unit column stride (a small convolution's forward, [10,25]@[25,36864]):
+B is not packed but staged and interleaved in registers (gemm_colsb, `Bf16Gemm.direct_b_tile`).
+
+Small products (below PARALLEL_MIN_FLOPS) whose shapes, strides and dtypes were seen before on this
+thread run from a plan (`_Plan`): one ctypes call of gemm_entry on the arrays themselves, its other
+arguments fixed in the plan -- a general call costs ~10 us of Python and ctypes (four
+`__array_interface__` look-ups, 19 converted integers), as much as a [64,320]@[320,50] product.
+
 `convert(x, dtype)`: float32 <-> bfloat16 of a contiguous array by the module's cvt functions (eager
 casts go through it: ember/kernels/casts.py).
 
@@ -306,6 +314,8 @@ class Bf16Gemm:
         # a small product whose shapes, layouts and dtypes were seen before: one call of the entry
         # with the arrays (_Plan); the checks below ran when the plan was made
         ws = self._ws
+        if bias is not None and not isinstance(bias, np.ndarray):
+            return self._matmul(a, b, bias, out_dtype, threads, out)
         key = (a.shape, a.strides, a.dtype, b.shape, b.strides, b.dtype, out_dtype,
                None if bias is None else (bias.shape, bias.strides, bias.dtype))
         plan = ws.plans.get(key)
