@@ -65,7 +65,8 @@ Each function exists once per register tile, suffixed with its tag (`gemm_rows_8
 `direct_b_tiles` (B unpacked): gemm_blockb (gemm_block over B's rows in place, %ldb apart),
     void gemm_colsb(<A as gemm_batch>, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o,
                     i64 ldo, ptr bias, ptr ap, ptr stage)
-and gemm_entryb (gemm_entry for it).  Besides them, `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and
+and gemm_entryb (gemm_entry for it).  Once: gemm_dot (a long K into a small result as inner products,
+both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them, `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and
 `cvt_bf16_f32(...)`: contiguous casts for eager code.
 
 Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
@@ -109,6 +110,8 @@ class GemmConfig:
     # tiles of gemm_colsb (B not packed: few rows, short K, many columns)
     # (measured at K = 25, N = 36864: each M from 1 to 32 has one of these within ~10% of the best)
     direct_b_tiles: tuple = (Tile(1, 4), Tile(2, 4), Tile(3, 4), Tile(4, 4), Tile(5, 4), Tile(6, 3), Tile(8, 3))
+    dot_tile: tuple = (5, 5)   # gemm_dot's results per register tile (rows x columns of the product)
+    dot_kb: int = 4096         # gemm_dot's K block (a multiple of 32)
     stage_cols: int = 512  # gemm_colsb stages B this many columns at a time (a multiple of 32; 256: the same,
                            # 128: 5-10% slower; prefetching the next piece while multiplying: no faster)
 
@@ -986,6 +989,139 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+# ------------------------------------------------------------------------------ inner products
+def _dp(f: _Fn, cfg: GemmConfig, cur: str, a: str, b: str) -> str:
+    """cur + the pair products of words a and b (<16 x i32> each: two bf16 per lane), as vdpbf16ps
+    (or two float32 FMAs in its order, the high halves first)."""
+    if cfg.dpbf16:
+        a, b = (f.tmp(f"bitcast {_V16I} {x} to <32 x bfloat>") for x in (a, b))
+        return f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, <32 x bfloat> {a}, "
+                     f"<32 x bfloat> {b})")
+    lo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {x}, splat (i32 16)')} to {_V16F}") for x in (a, b)]
+    hi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {x}, splat (i32 -65536)')} to {_V16F}") for x in (a, b)]
+    t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {hi[0]}, {_V16F} {hi[1]}, {_V16F} {cur})")
+    return f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {lo[0]}, {_V16F} {lo[1]}, {_V16F} {t})")
+
+
+def _emit_dot(cfg: GemmConfig) -> str:
+    """gemm_dot(ptr a, i64 lda, ptr b, i64 ldb, i64 M, i64 N, i64 K, i64 j0, i64 j1, ptr c, i64 ldc,
+    ptr o, i64 ldo, ptr bias, ptr acc): columns [j0, j1) of a product whose A rows and B columns are both
+    K-contiguous (B given by its columns, %ldb apart) and whose K dwarfs M x N -- a weight gradient,
+    [10,36864] @ [36864,25] -- as inner products: no packing, no padding of a 10 x 25 result to whole
+    tiles.  dot_tile (RI x RJ) results at a time, each a 16-lane vector of partial sums (one vdpbf16ps per
+    32 K values: the pairs of A's row and B's column line up), RI + RJ loads per RI * RJ instructions; K
+    in blocks of dot_kb (A's and B's block rows stay in L2 across the tiles), the partial sums kept
+    between blocks in %acc (M x (j1 - j0) vectors); then each result is the sum of its 16 lanes (+ bias),
+    stored as float32 C or bf16 O.  Rows and columns past the edge repeat the last one (the same sums,
+    stored to the same place)."""
+    ri, rj = cfg.dot_tile
+    kb = cfg.dot_kb
+    f = _Fn("define void @gemm_dot(ptr noalias %a, i64 %lda, ptr noalias %b, i64 %ldb, i64 %M, i64 %N, i64 %K, "
+            "i64 %j0, i64 %j1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
+            f"ptr noalias %acc) {_NOINLINE}")
+    regs = f.alloca(f"[{ri * rj} x {_V16F}]", "regs", 64)
+    nj = f.tmp("sub i64 %j1, %j0", "nj")
+    mlast = f.tmp("sub i64 %M, 1")
+    jlast = f.tmp("sub i64 %j1, 1")
+    iota = "<" + ", ".join(f"i16 {x}" for x in range(32)) + ">"
+
+    def slot(i: str, j: str) -> str:       # %acc's vector for result (i, j)
+        q = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, {nj}')}, {f.tmp(f'sub i64 {j}, %j0')}")
+        return f.tmp(f"getelementptr {_V16F}, ptr %acc, i64 {q}")
+
+    def reg(r: int, s: int) -> str:
+        return f.tmp(f"getelementptr {_V16F}, ptr {regs}, i64 {r * rj + s}")
+
+    def step(arows: list, bcols: list, k: str, mask: str | None) -> None:
+        """One 32-wide K step: every row's and column's 32 values, then RI x RJ instructions."""
+        def load(base: str) -> str:
+            p = f.tmp(f"getelementptr i16, ptr {base}, i64 {k}")
+            if mask is None:
+                v = f.tmp(f"load <32 x i16>, ptr {p}, align 2")
+            else:
+                v = f.tmp(f"call <32 x i16> @llvm.masked.load.v32i16.p0(ptr {p}, i32 2, <32 x i1> {mask}, "
+                          "<32 x i16> zeroinitializer)")
+            return f.tmp(f"bitcast <32 x i16> {v} to {_V16I}")
+        av = [load(p) for p in arows]
+        for s_, bp in enumerate(bcols):
+            bv = load(bp)
+            for r in range(ri):
+                p = reg(r, s_)
+                cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+                f.emit(f"store {_V16F} {_dp(f, cfg, cur, av[r], bv)}, ptr {p}, align 64")
+
+    k0, close_kb = f.loop("0", "%K", str(kb), "kb")
+    kend = f.tmp(f"add i64 {k0}, {kb}")
+    kend = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {kend}, %K')}, i64 {kend}, i64 %K", "kend")
+    rem = f.tmp(f"and i64 {f.tmp(f'sub i64 {kend}, {k0}')}, 31")
+    kfull = f.tmp(f"sub i64 {kend}, {rem}", "kfull")      # the block's whole 32-wide steps end here
+    first = f.tmp(f"icmp eq i64 {k0}, 0")
+    i, close_i = f.loop("0", "%M", str(ri), "di")
+    rows, arows = [], []
+    for r in range(ri):
+        x = f.tmp(f"add i64 {i}, {r}")
+        x = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, %M')}, i64 {x}, i64 {mlast}")
+        rows.append(x)
+        arows.append(f.tmp(f"getelementptr i16, ptr %a, i64 {f.tmp(f'mul i64 {x}, %lda')}"))
+    j, close_j = f.loop("%j0", "%j1", str(rj), "dj")
+    cols, bcols = [], []
+    for s_ in range(rj):
+        x = f.tmp(f"add i64 {j}, {s_}")
+        x = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, %j1')}, i64 {x}, i64 {jlast}")
+        cols.append(x)
+        bcols.append(f.tmp(f"getelementptr i16, ptr %b, i64 {f.tmp(f'mul i64 {x}, %ldb')}"))
+    for r in range(ri):
+        for s_ in range(rj):
+            old = f.tmp(f"load {_V16F}, ptr {slot(rows[r], cols[s_])}, align 4")
+            old = f.tmp(f"select i1 {first}, {_V16F} zeroinitializer, {_V16F} {old}")
+            f.emit(f"store {_V16F} {old}, ptr {reg(r, s_)}, align 64")
+    k, close_k = f.loop(k0, kfull, "32", "dk")
+    step(arows, bcols, k, None)
+    close_k()
+    tail = f.tmp(f"icmp slt i64 {kfull}, {kend}")
+    close_t = f.if_(tail, "dtail")      # the last K values of the block, masked
+    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {kend}, {kfull}')} to i16")
+    lv = f.tmp(f"insertelement <32 x i16> poison, i16 {left}, i64 0")
+    lv = f.tmp(f"shufflevector <32 x i16> {lv}, <32 x i16> poison, <32 x i32> zeroinitializer")
+    step(arows, bcols, kfull, f.tmp(f"icmp ult <32 x i16> {iota}, {lv}"))
+    close_t()
+    for r in range(ri):
+        for s_ in range(rj):
+            v = f.tmp(f"load {_V16F}, ptr {reg(r, s_)}, align 64")
+            f.emit(f"store {_V16F} {v}, ptr {slot(rows[r], cols[s_])}, align 4")
+    close_j()
+    close_i()
+    close_kb()
+    # each result: the sum of its lanes (+ bias), float32 C or bf16 O
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    haso = f.tmp("icmp ne ptr %o, null")
+    i, close_i = f.loop("0", "%M", "1", "ri")
+    j, close_j = f.loop("%j0", "%j1", "1", "rj")
+    v = f.tmp(f"load {_V16F}, ptr {slot(i, j)}, align 4")
+    v = f.tmp(f"call reassoc float @llvm.vector.reduce.fadd.v16f32(float -0.0, {_V16F} {v})")
+    res = f.alloca("float", "res", 4)
+    f.emit(f"store float {v}, ptr {res}")
+    close_b = f.if_(hasb, "dbias")
+    bh = f.tmp(f"load i16, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {j}')}, align 2")
+    f.emit(f"store float {f.tmp(f'fadd float {v}, {_bf16_to_f32(f, bh)}')}, ptr {res}")
+    close_b()
+    v = f.tmp(f"load float, ptr {res}")
+    wo, wc, wd = f.fresh("dwo"), f.fresh("dwc"), f.fresh("dwd")
+    f.emit(f"br i1 {haso}, label %{wo}, label %{wc}")
+    f.label(wo)
+    oi = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldo')}, {j}")
+    f.emit(f"store i16 {_f32_to_bf16(f, v)}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {oi}')}, align 2")
+    f.emit(f"br label %{wd}")
+    f.label(wc)
+    ci = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldc')}, {j}")
+    f.emit(f"store float {v}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {ci}')}, align 4")
+    f.emit(f"br label %{wd}")
+    f.label(wd)
+    close_j()
+    close_i()
+    return f.text()
+
+
 # Slots of the plan `gemm_entry` reads (i64 each; the runtime fills them once per shape and layout)
 # (nb > 0: a batch of nb products, a_bs / b_bs elements apart -- gemm_batch; else one product -- gemm_cols)
 PLAN_SLOTS = ("data_offset", "a_ls", "a_ks", "a_w", "b_ls", "b_ks", "b_w", "M", "N", "K", "c", "ldc",
@@ -1092,7 +1228,9 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               "declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, <16 x i1>, <16 x i16>)",
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
               f"declare void @llvm.masked.store.v16i32.p0({_V16I}, ptr, i32, <16 x i1>)",
-              "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
+              "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)",
+              "declare <32 x i16> @llvm.masked.load.v32i16.p0(ptr, i32, <32 x i1>, <32 x i16>)",
+              f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V16F})"]
     parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True), _emit_convert(True),
                             _emit_convert(False)]
     for t in cfg.tiles:
@@ -1100,6 +1238,7 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
                   _emit_batch(cfg, t), _emit_cols(cfg, t), _emit_entry(t)]
     for t in cfg.direct_b_tiles:
         parts += [_emit_block(cfg, t, b_rows=True), _emit_cols_b(cfg, t), _emit_entry(t, colsb=True)]
+    parts.append(_emit_dot(cfg))
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

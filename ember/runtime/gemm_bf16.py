@@ -66,6 +66,10 @@ SMALL_FLOPS = 1e6
 # gemm_cols packs and uses B this many bytes at a time (in L2) when the product has one row block
 # (conv1 [10,25]@[25,36864], interleaved medians: 244-293 us against 284-302 us packing all of B first)
 CHUNK_BYTES = 192 * 1024
+# Products run as inner products (gemm_dot: `dot_ok`): both operands K-contiguous bf16, at most this many
+# rows and columns, at least this K (measured: [10,36864]@[36864,25] 63 -> 190 GF/s, [20,4096]@[4096,250]
+# 102 -> 178, [64,8192]@[8192,64] 177 -> 157: tiles there waste nothing)
+DOT_MAX_M, DOT_MAX_N, DOT_MIN_K = 32, 512, 1024
 # Products that read B without packing it (gemm_colsb: `Bf16Gemm.direct_b_tile`): at most this many rows
 # and this K, at least this many columns (measured 1.2-2.8x over packing for M <= 32, K <= 250)
 DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
@@ -154,6 +158,8 @@ class Bf16Gemm:
         # gemm_colsb per tile: B staged, not packed (few rows, short K: `direct_b_tile`)
         self.fns_b = {t: fn(f"gemm_colsb_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _P, _I64, _P,
                             _I64, _P, _P, _P) for t in self.cfg.direct_b_tiles}
+        # gemm_dot: inner products for a long K into a small result (`dot_ok`)
+        self._dot = fn("gemm_dot", _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _P)
         # the small-product entry takes the arrays themselves (py_object: no conversion); only where
         # numpy's C struct is laid out as checked (_DATA_OFFSET), else every call takes the path above
         self._entry = {}
@@ -200,6 +206,31 @@ class Bf16Gemm:
         fits = [t for t in cfg.direct_b_tiles if -(-M // t.mr) * t.mr <= cfg.mc]
         return min(fits, key=lambda t: (-(-M // t.mr) * (3 + t.mr), -t.nv), default=None)
 
+    @staticmethod
+    def dot_ok(M: int, N: int, K: int, a_w: int, b_w: int) -> bool:
+        """Does gemm_dot take this product: bf16 A and B both K-contiguous, a long K into a small result
+        (a weight gradient: [10,36864]@[36864,25] packed ran at a third of the speed)?"""
+        return a_w == 1 and b_w == 1 and M <= DOT_MAX_M and N <= DOT_MAX_N and K >= DOT_MIN_K
+
+    def _run_dot(self, a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr, nt) -> None:
+        """gemm_dot over the product, its columns split into chunks of whole tiles when nt > 1; each
+        thread's partial sums in its own buffer.  Every result is summed the same way whatever the split."""
+        rj = self.cfg.dot_tile[1]
+        nch = 1
+        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
+            nch = min(-(-N // rj), 2 * nt)
+        cols = [min(N, rj * (-(-N // rj) * i // nch)) for i in range(nch + 1)]
+
+        def chunk(i):
+            j0, j1 = cols[i], cols[i + 1]
+            if j1 > j0:
+                self._dot(a_ptr, a_ls, b_ptr, b_ls, M, N, K, j0, j1, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                          self._ws.addr("dot", M * (j1 - j0) * 64))
+        if nch == 1:
+            chunk(0)
+        else:
+            workers.parallel_for(chunk, nch, nt)
+
     def _stage(self, K: int) -> int:
         """Address of the calling thread's gemm_colsb staging buffer for K rows."""
         return self._ws.addr("bs", K * (self.cfg.stage_cols + 32) * 2)
@@ -241,10 +272,14 @@ class Bf16Gemm:
         o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
         tile = self.tile_for(N, M)
         pack_b, gemm_rows = self.fns[tile][:2]
+        nt = workers.num_threads() if threads is None else max(1, threads)
+        if self.dot_ok(M, N, K, a_w, b_w):
+            self._run_dot(a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr if o_ptr is None else None, ldc, o_ptr, ldo,
+                          bias_ptr, nt)
+            return out
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
         apw = gen.packed_a_words(cfg) * 4
         npanels = -(-N // tile.nr)
-        nt = workers.num_threads() if threads is None else max(1, threads)
         split = None
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
             split = _split(-(-M // cfg.mc), npanels, M, N, nt)
@@ -366,6 +401,8 @@ class Bf16Gemm:
         _, a_ls, a_ks, a_w, ax = _operand(a2, 1)
         _, b_ls, b_ks, b_w, bx = _operand(b2, 0)
         if ax is not a2 or bx is not b2:         # a copy: the plan could not read the operand in place
+            return None
+        if not nb and self.dot_ok(M, N, K, a_w, b_w):
             return None
         out_dtype = np.dtype(out_dtype)
         ws = self._ws
@@ -530,10 +567,12 @@ def _batch_stride(x):
 
 
 def _widened(x: np.ndarray) -> np.ndarray:
-    """x's bf16 values as float32 (a float32 operand rounded to bf16 first, as the kernel packs it)."""
+    """x's bf16 values as float32 (a float32 operand rounded to bf16 first, as the kernel packs it),
+    C-contiguous: BLAS's order of sums can depend on the layout, and a float32 operand and its bf16 cast
+    need not share one (the cast of a strided array is contiguous) -- they must give the same bits."""
     if x.dtype == np.float32:
         x = casts.astype(x, BF16)
-    return x.astype(np.float32)
+    return x.astype(np.float32, order="C")
 
 
 def _small(a, b, bias, out):

@@ -346,11 +346,11 @@ def test_casts_take_the_kernel_for_dtype_objects_and_types(monkeypatch):
 # ---------------------------------------------------------------- B read unpacked (gemm_colsb) and plans
 @pytest.fixture(scope="module", params=PATHS)
 def staged(request):
-    """(B staged unpacked, B packed) on small blocks: 64-column stage pieces, so modest shapes cross
-    several pieces and end in a partial one."""
+    """(B staged unpacked, B packed) on small blocks: 64-column stage pieces and 256-deep inner-product
+    blocks, so modest shapes cross several pieces and blocks and end in a partial one."""
     if request.param and not G.host_has_bf16():
         pytest.skip("this CPU has no AVX512-BF16")
-    cfg = gen.GemmConfig(mc=48, kc=64, stage_cols=64, dpbf16=request.param)
+    cfg = gen.GemmConfig(mc=48, kc=64, stage_cols=64, dot_kb=256, dpbf16=request.param)
     return G.Bf16Gemm(cfg), G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, direct_b_tiles=(), dpbf16=request.param))
 
 
@@ -464,3 +464,37 @@ def test_without_the_array_struct_offset_products_take_the_general_path(monkeypa
     for _ in range(2):
         _check(g.matmul(a, b), a, b)
     assert not g._ws.plans
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 32), n=st.integers(1, 80), k=st.integers(1024, 1400), f32=st.booleans(),
+       with_bias=st.booleans(), sliced=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_inner_products_within_bound_and_split_bit_for_bit(staged, m, n, k, f32, with_bias, sliced, seed):
+    """gemm_dot (a long K into a small result, both operands K-contiguous: a weight gradient) against the
+    float64 reference: every row and column count (edge tiles repeat the last row / column), K blocks
+    and a masked tail, rows further apart than K; split over threads by columns, the same bits."""
+    direct, _ = staged
+    rng = np.random.default_rng(seed)
+    a = _rand(rng, (m, k + 5))[:, 2:2 + k] if sliced else _rand(rng, (m, k))
+    b = _rand(rng, (n, k)).T                      # K-contiguous: a transposed view, as dY.T @ X gives
+    bias = _rand(rng, (n,)) if with_bias else None
+    od = np.float32 if f32 else BF
+    assert direct.dot_ok(m, n, k, 1, 1)
+    one = direct.mm(a, b, bias=bias, out_dtype=od, threads=1)
+    _check(one, a.copy(), b.copy(), bias, od)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(G, "PARALLEL_MIN_FLOPS", 0)
+        mp.setattr(G.workers, "backing_off", lambda: False)
+        two = direct.mm(a, b, bias=bias, out_dtype=od, threads=2)
+    np.testing.assert_array_equal(two.view(np.uint8), one.view(np.uint8))
+
+
+def test_inner_products_only_where_they_pay():
+    g = G.instance()
+    assert g.dot_ok(10, 25, 36864, 1, 1) and g.dot_ok(20, 250, 4096, 1, 1)
+    assert not g.dot_ok(64, 64, 8192, 1, 1)          # whole tiles: the packed kernel is faster
+    assert not g.dot_ok(10, 25, 512, 1, 1)           # a short K
+    assert not g.dot_ok(10, 25, 36864, 0, 1) and not g.dot_ok(10, 25, 36864, 1, 3)   # strided / float32
+    rng = np.random.default_rng(13)
+    a, b = _rand(rng, (10, 4096)), _rand(rng, (25, 4096)).T
+    _check(g.matmul(a, b), a, b.copy())
