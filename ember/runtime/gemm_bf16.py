@@ -41,7 +41,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import itertools
-import sys
 import threading
 from pathlib import Path
 
@@ -52,6 +51,8 @@ from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
 from ember.kernels import blas_threads, casts, workers
 from ember.runtime import cache, cpu
+from ember.runtime.gemm_operands import batch_stride, data_offset, operand, unit_stride
+from ember.runtime.gemm_operands import ptr as _ptr
 
 __all__ = ["Bf16Gemm", "instance", "matmul", "convert", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
 
@@ -82,10 +83,6 @@ _TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1}
 def host_has_bf16() -> bool:
     cg.init_native()
     return bool(cg.llvm.get_host_cpu_features().get("avx512bf16", False))
-
-
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
 
 
 class _Workspace(threading.local):
@@ -255,8 +252,8 @@ class Bf16Gemm:
             return out
         if 2.0 * M * N * K < SMALL_FLOPS:   # call overhead would dominate: float32 BLAS, the same products
             return _small(a, b, bias, out)
-        a_ptr, a_ls, a_ks, a_w, a = _operand(a, 1)
-        b_ptr, b_ls, b_ks, b_w, b = _operand(b, 0)
+        a_ptr, a_ls, a_ks, a_w, a = operand(a, 1)
+        b_ptr, b_ls, b_ks, b_w, b = operand(b, 0)
         bias_ptr = None
         if bias is not None:
             bias = np.ascontiguousarray(bias, BF16)
@@ -387,8 +384,8 @@ class Bf16Gemm:
         else:
             batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
             ab, bb = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(b, batch + b.shape[-2:])
-            a_bs, b_bs = _batch_stride(ab), _batch_stride(bb)
-            if a_bs is None or b_bs is None or not _unit_stride(ab) or not _unit_stride(bb):
+            a_bs, b_bs = batch_stride(ab), batch_stride(bb)
+            if a_bs is None or b_bs is None or not unit_stride(ab) or not unit_stride(bb):
                 return None
             M, nb = a.shape[-2], int(np.prod(batch))
             a2, b2 = ab[(0,) * len(batch)], bb[(0,) * len(batch)]
@@ -398,8 +395,8 @@ class Bf16Gemm:
             return None
         if bias is not None and (bias.dtype != BF16 or bias.shape != (N,) or not bias.flags.c_contiguous):
             return None
-        _, a_ls, a_ks, a_w, ax = _operand(a2, 1)
-        _, b_ls, b_ks, b_w, bx = _operand(b2, 0)
+        _, a_ls, a_ks, a_w, ax = operand(a2, 1)
+        _, b_ls, b_ks, b_w, bx = operand(b2, 0)
         if ax is not a2 or bx is not b2:         # a copy: the plan could not read the operand in place
             return None
         if not nb and self.dot_ok(M, N, K, a_w, b_w):
@@ -456,13 +453,13 @@ class Bf16Gemm:
             return _small(ab, bb, bias, out)
         # one kernel call for the batch needs batch dims that step by one stride and a unit-stride matrix
         # axis: copy an operand that has neither (attention's transposed heads; a mixed broadcast)
-        sa, sb = _batch_stride(ab), _batch_stride(bb)
-        if sa is None or not _unit_stride(ab):
+        sa, sb = batch_stride(ab), batch_stride(bb)
+        if sa is None or not unit_stride(ab):
             ab = np.ascontiguousarray(ab)
-            sa = _batch_stride(ab)
-        if sb is None or not _unit_stride(bb):
+            sa = batch_stride(ab)
+        if sb is None or not unit_stride(bb):
             bb = np.ascontiguousarray(bb)
-            sb = _batch_stride(bb)
+            sb = batch_stride(bb)
         self._batched(ab[(0,) * len(batch)], sa, bb[(0,) * len(batch)], sb, nb, bias, out.reshape(nb, M, N),
                       threads)
         return out
@@ -472,8 +469,8 @@ class Bf16Gemm:
         threads by products."""
         cfg = self.cfg
         (M, K), N = a0.shape, b0.shape[1]
-        a_ptr, a_ls, a_ks, a_w, _ = _operand(a0, 1)
-        b_ptr, b_ls, b_ks, b_w, _ = _operand(b0, 0)
+        a_ptr, a_ls, a_ks, a_w, _ = operand(a0, 1)
+        b_ptr, b_ls, b_ks, b_w, _ = operand(b0, 0)
         tile = self.tile_for(N, M)
         batch_fn = self.fns[tile][3]
         bias_ptr = None
@@ -513,20 +510,7 @@ class _Plan:
         self.fn, self.addr, self.slots, self.shape, self.dtype, self.flops = fn, addr, slots, shape, dtype, flops
 
 
-def _data_offset() -> int | None:
-    """Where numpy's C struct keeps an array's data pointer (PyArrayObject's `data`, right after the object
-    header: 16 bytes on 64-bit CPython), checked on a few arrays; None when it is not there (another
-    Python, another numpy): small products then take the general path."""
-    if sys.implementation.name != "cpython" or ctypes.sizeof(ctypes.c_void_p) != 8:
-        return None
-    base = np.arange(24, dtype=np.float32).reshape(4, 6)
-    for x in (base, base[1:, 2:], base.T, np.empty(0)):
-        if ctypes.c_void_p.from_address(id(x) + 16).value != _ptr(x):
-            return None
-    return 16
-
-
-_DATA_OFFSET = _data_offset()
+_DATA_OFFSET = data_offset()
 _MAX_PLANS = 512
 
 
@@ -541,29 +525,6 @@ def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
     if row_blocks >= nt:
         return "rows", row_blocks
     return None
-
-
-def _unit_stride(x) -> bool:
-    """Does one of the matrix axes step by one element (the kernel's packing reads it in place)?"""
-    return x.itemsize in (x.strides[-1], x.strides[-2]) or 1 in x.shape[-2:]
-
-
-def _batch_stride(x):
-    """The one element stride that steps through x's batch dims in order, or None when they do not
-    flatten (0 when x is broadcast along all of them)."""
-    st = None
-    expected = None
-    for n, s in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
-        if n == 1:
-            continue
-        if s % x.itemsize:
-            return None
-        if st is None:
-            st = s
-        elif s != expected:
-            return None
-        expected = s * n
-    return 0 if st is None else st // x.itemsize
 
 
 def _widened(x: np.ndarray) -> np.ndarray:
@@ -587,26 +548,6 @@ def _small(a, b, bias, out):
     with np.errstate(over="ignore", invalid="ignore"):
         out[...] = r
     return out
-
-
-def _operand(x: np.ndarray, k_axis: int):
-    """(pointer, lane stride, K stride, words flags, array kept alive) for a 2-D bf16 or float32 operand
-    whose K axis is `k_axis` (1 for A[M, K], 0 for B[K, N]); copies it when neither axis is unit-stride.
-    flags: 1 K-contiguous, 2 float32 (rounded to bf16 as packed)."""
-    sz = x.itemsize
-    f32 = 2 if sz == 4 else 0
-    st = [s // sz for s in x.strides]
-    if any(s < 0 for s in st) or x.strides[0] % sz or x.strides[1] % sz:
-        x = np.ascontiguousarray(x)
-        st = [s // sz for s in x.strides]
-    ks, ls = st[k_axis], st[1 - k_axis]
-    if ks == 1 or x.shape[k_axis] == 1:
-        return _ptr(x), ls, 1, 1 | f32, x
-    if ls == 1 or x.shape[1 - k_axis] == 1:
-        return _ptr(x), ls, ks, f32, x
-    x = np.ascontiguousarray(x)
-    st = [s // sz for s in x.strides]
-    return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1) | f32, x
 
 
 _CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)
