@@ -7,7 +7,8 @@ autocast(bf16) against float32 -- ember eager and compiled in this process, PyTo
     python benchmarks/bench_bf16.py --only none --curve 200     # the loss curves alone
 
 GEMM rows: GFLOP/s of ember's bf16 product (ember/runtime/gemm_bf16.py, bf16 in, float32 accumulation,
-bf16 out) and numpy's float32 product (blas_threads.matmul, the one eager float32 uses), on 1024^3 and
+bf16 out) and the float32 product eager float32 uses (blas_threads.matmul: numpy's BLAS, or ember's own
+float32 kernel for the thin shapes it wins on, ember/runtime/gemm_f32.py), on 1024^3 and
 on the products the MNIST CNN and the 2-layer GPT run (as ember's eager ops issue them: a convolution is
 one [O, C*k*k] @ [C*k*k, L*N] product, ember/nn/_functional/conv.py); torch bf16 / fp32 (torch.matmul)
 run in a subprocess so its OpenMP threads do not compete with ours.  Step rows: ms per training step (forward, loss,

@@ -66,8 +66,8 @@ Each function exists once per register tile, suffixed with its tag (`gemm_rows_8
     void gemm_colsb(<A as gemm_batch>, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o,
                     i64 ldo, ptr bias, ptr ap, ptr stage)
 and gemm_entryb (gemm_entry for it).  Once: gemm_dot (a long K into a small result as inner products,
-both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them, `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and
-`cvt_bf16_f32(...)`: contiguous casts for eager code.
+both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them,
+`cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
 
 Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
     q * ceil(N/NR) * (KC/2) * NR + p * ceil(kc/2) * NR.

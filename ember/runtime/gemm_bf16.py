@@ -23,7 +23,9 @@ products run on the calling thread in one call (gemm_cols): B packed, then every
 block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
 Few rows, a short K, a bf16 B with unit column stride (a small convolution's forward, [10,25]@[25,36864]):
-B is not packed but staged and interleaved in registers (gemm_colsb, `Bf16Gemm.direct_b_tile`).
+B is not packed but staged and interleaved in registers (gemm_colsb, `Bf16Gemm.direct_b_tile`).  A long K
+into a small result with both operands K-contiguous (a weight gradient, [10,36864]@[36864,25]): inner
+products, nothing packed (gemm_dot, `Bf16Gemm.dot_ok`), split by columns over threads.
 
 Small products (below PARALLEL_MIN_FLOPS) whose shapes, strides and dtypes were seen before on this
 thread run from a plan (`_Plan`): one ctypes call of gemm_entry on the arrays themselves, its other
