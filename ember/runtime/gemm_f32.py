@@ -30,7 +30,7 @@ import numpy as np
 from ember.codegen import gemm_f32 as gen
 from ember.codegen import llvm as cg
 from ember.kernels import workers
-from ember.runtime import cache, cpu
+from ember.runtime import cache, cpu, gemm_operands
 
 __all__ = ["F32Gemm", "instance", "matmul"]
 
@@ -53,8 +53,7 @@ _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 _F32 = np.dtype(np.float32)
 
 
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+_ptr = _addr = gemm_operands.ptr
 
 
 class F32Gemm:
@@ -249,21 +248,6 @@ def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
     if sa[1] == 4 and sb[0] == 4 and m * n <= DOT_MAX_MN and m * n >= DOT_MIN_REUSE * (m + n):
         return "dot"
     return None
-
-
-_addressof, _from_buffer = ctypes.addressof, ctypes.c_char.from_buffer
-
-
-def _addr(x: np.ndarray) -> int:
-    """x's data address: through the buffer protocol where it can (~0.3 us; __array_interface__ builds a
-    dict, ~1 us), which takes writable C-contiguous arrays -- an F-contiguous one is read as its transpose."""
-    fl = x.flags
-    if fl.writeable:
-        if fl.c_contiguous:
-            return _addressof(_from_buffer(x))
-        if fl.f_contiguous:
-            return _addressof(_from_buffer(x.T))
-    return x.__array_interface__["data"][0]
 
 
 _INSTANCE = None

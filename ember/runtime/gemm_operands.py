@@ -16,8 +16,21 @@ import numpy as np
 __all__ = ["ptr", "operand", "unit_stride", "batch_stride", "data_offset"]
 
 
-def ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+_addressof, _from_buffer = ctypes.addressof, ctypes.c_char.from_buffer
+
+
+def ptr(x: np.ndarray) -> int:
+    """x's data address: through the buffer protocol where it can (~0.3 us; __array_interface__ builds a
+    dict, ~1 us), which takes writable C-contiguous arrays of numpy's own dtypes -- an F-contiguous one is
+    read as its transpose."""
+    fl = x.flags
+    # (an empty buffer has no address to take; ml_dtypes' bfloat16 has no buffer-protocol format)
+    if fl.writeable and x.nbytes and x.dtype.kind in "fiub":
+        if fl.c_contiguous:
+            return _addressof(_from_buffer(x))
+        if fl.f_contiguous:
+            return _addressof(_from_buffer(x.T))
+    return x.__array_interface__["data"][0]
 
 
 def operand(x: np.ndarray, k_axis: int):
