@@ -6,7 +6,8 @@ In: a Graph.  Out: the same Graph (in place) where
     pad(pad(x)), same fill value, no crops   -> one pad
     permute(x) that keeps the order of the dims larger than 1  -> reshape(x)
     movement ops of a `full` constant          -> a `full` of the new shape (no copy at all)
-    transpose(a @ b) (its only use)            -> b^T @ a^T  (transposed operands are free for BLAS)
+    permute(a @ b) reading its rows innermost (its only use) -> permute(b^T @ a^T)  (transposed
+                                               operands are free for BLAS)
 
 Most movement folding happens inside fusion, not here: a fused kernel reads its inputs through the
 composed index map of the movement chain (ember/ir/index.py), so no movement op costs a
@@ -94,19 +95,26 @@ def _pad_of_pad(g: Graph, n: Node):
 
 @RULES("permute")
 def _transpose_of_matmul(g: Graph, n: Node):
-    """transpose(a @ b) (its only use) -> b^T @ a^T: the transposes become free operand flags"""
+    """permute(a @ b) whose innermost dim is the product's row dim (its only use) -> a permute of
+    b^T @ a^T: the transposes become free operand flags, and the permute then reads the product
+    along its rows (GPT's key gradient, q^T @ dS read as [B,T,H,D]: its epilogue read the product
+    with a stride of T floats)."""
     x = n.inputs[0]
     if x.op != "matmul" or len(g.users(x)) != 1 or _is_result(g, x):
         return None
     nd = len(n.shape)
-    swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
+    dims = tuple(n.attrs["dims"])
     a, b = x.inputs
-    if tuple(n.attrs["dims"]) != swap or len(a.shape) != nd or len(b.shape) != nd:
+    if nd < 2 or dims[-1] != nd - 2 or len(a.shape) != nd or len(b.shape) != nd:
         return None
+    swap = tuple(range(nd - 2)) + (nd - 1, nd - 2)
     bt = g.add("permute", [b], {"dims": swap}, device=n.device, meta=dict(n.meta))
     at = g.add("permute", [a], {"dims": swap}, device=n.device, meta=dict(n.meta))
     m = g.add("matmul", [bt, at], {}, device=n.device, meta=dict(x.meta))
-    return replace_node(g, n, m)
+    rest = tuple(swap[d] for d in dims)             # n reads m = x^T through these dims
+    if rest == tuple(range(nd)):
+        return replace_node(g, n, m)
+    return replace_node(g, n, g.add("permute", [m], {"dims": rest}, device=n.device, meta=dict(n.meta)))
 
 
 @RULES("permute")
