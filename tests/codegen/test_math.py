@@ -40,15 +40,29 @@ def inputs(op, dtype):
     return a.astype(dtype)
 
 
-@pytest.fixture(scope="module")
-def compiled():
+def _without_avx512():
+    """The CPU device rendering for a host target minus AVX-512: exp's portable 2^n (two multiplies)
+    instead of llvm.ldexp (vscalefps), compiled and run on this host."""
+    import dataclasses
+    from ember.codegen.llvm import emit_module
+    from ember.runtime.cpu import CPU, host_target
+    t = host_target()
+    feats = ",".join(f for f in t.features.split(",") if not f.startswith("+avx512"))
+    target = dataclasses.replace(t, features=feats)
+    return dataclasses.replace(CPU, render=lambda ks: emit_module(ks, target))
+
+
+@pytest.fixture(scope="module", params=["host", "no-avx512"])
+def compiled(request):
     ks = {}
     for d in (dt.float32, dt.float64):
         for i, op in enumerate(REF):
             x, y = Buf("x", (N,), d), Buf("y", (N,), d)
             ks[(op, d.short)] = Kernel([x], [y], (N,), stores=[Store(y, (o(0),), Unary(op, Load(x, (o(0),))))],
                                        name=f"k{i}_{op}_{d.short}")
-    return compile_kernels(list(ks.values())), ks
+    if request.param == "host":
+        return compile_kernels(list(ks.values())), ks
+    return _without_avx512().compile(list(ks.values()), use_cache=False), ks
 
 
 def run(compiled, op, d, a):

@@ -7,8 +7,9 @@ would keep the loop scalar).  Used by the op table in ember/codegen/llvm/ops.py.
 
 Algorithms (all branch-free: special cases are `select`s, so vector lanes never diverge)
   exp      x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, FMA), e^r by Taylor (degree 7 f32,
-           13 f64), 2^n applied as two exponent-field multiplies so overflow -> inf and gradual
-           underflow -> subnormal/0 come out of the arithmetic itself.
+           13 f64), 2^n applied by llvm.ldexp on AVX-512 targets (vscalefps: one rounding), else as
+           two exponent-field multiplies; either way overflow -> inf and gradual underflow ->
+           subnormal/0 come out of the arithmetic itself.
   log      x = 2^e * m, m in [sqrt(1/2), sqrt(2)), log(m) = f - (f^2/2 - s*(f^2/2 + R(s^2))),
            s = f/(2+f) (fdlibm's form), R Taylor in s^2 (4 terms f32, 10 f64).  Subnormals rescaled.
   log1p    u = 1+x; log(u) * x/(u-1) (Goldberg's correction), x when u == 1.
@@ -169,6 +170,11 @@ def _exp(f: _FB, lib, x):
     r = f.fma(n, f.c(-P["ln2_lo"]), r)
     p = f.horner(r, P["exp_coef"])
     ni = b.fptosi(n, f.ity)
+    if lib.scalef:        # one vscalefps: p * 2^n, rounded once (overflow and subnormals included)
+        ldexp = lib.module.globals.get(f"llvm.ldexp.{f.kind}.i32") or ir.Function(
+            lib.module, ir.FunctionType(f.ty, [f.ty, I32]), f"llvm.ldexp.{f.kind}.i32")
+        res = b.call(ldexp, [p, ni if f.ity == I32 else b.trunc(ni, I32)])
+        return f.select(nan, x, res)
     # 2^n as two normal powers of two, so that 2^-150 (subnormal results) and 2^128 (overflow to
     # inf) are reached through rounding of a multiply rather than a broken exponent field.
     n1 = b.ashr(ni, f.ic(1))
@@ -319,10 +325,14 @@ MATH_OPS = tuple(_EMITTERS)   # the ops MathLib.call emits
 
 
 class MathLib:
-    """Defines and calls ember.<op>.<f32|f64> helpers in one module."""
+    """Defines and calls ember.<op>.<f32|f64> helpers in one module.  `scalef`: the target has
+    AVX-512 (vscalefps/pd), so exp applies 2^n with one `llvm.ldexp` (elsewhere ldexp on vectors
+    becomes a libm call per lane, hence the two-multiply form there): exp 8 -> 2 instructions shorter,
+    the attention softmax and the GELU backward spend most of their time in it."""
 
-    def __init__(self, module: ir.Module):
+    def __init__(self, module: ir.Module, scalef: bool = False):
         self.module = module
+        self.scalef = scalef
 
     def call(self, builder: ir.IRBuilder, op: str, *args):
         ty = args[0].type

@@ -409,7 +409,7 @@ def emit_module(kernels: Sequence, target: TargetInfo | None = None, name: str =
     module = ir.Module(name=name)
     module.triple = target.triple
     module.data_layout = target.data_layout
-    mathlib = MathLib(module)
+    mathlib = MathLib(module, scalef="+avx512f" in target.features.split(","))
     for k in L.emitted_kernels(kernels):
         _KernelEmitter(module, k, mathlib).emit()
     text = str(module)
