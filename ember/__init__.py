@@ -97,6 +97,16 @@ def _bf16_matmul(a, b, bias=None, out=None):
 _blas_threads.BF16_MATMUL = _bf16_matmul
 
 
+def _f32_matmul(a, b, out=None):
+    """The generated float32 GEMM for the thin shapes BLAS handles badly (None: leave it to BLAS)."""
+    from .runtime import gemm_f32
+    _blas_threads.F32_MATMUL = gemm_f32.matmul      # later calls go straight there
+    return gemm_f32.matmul(a, b, out)
+
+
+_blas_threads.F32_MATMUL = _f32_matmul
+
+
 def _bf16_convert(x, dtype):
     """float32 <-> bfloat16 of a contiguous array by the generated kernels (None: not those dtypes)."""
     from .runtime import gemm_bf16

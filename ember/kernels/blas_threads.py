@@ -88,7 +88,12 @@ PANEL_BYTES = 256 << 10
 
 
 def _gemm2d(a, b, out, threads: int):
-    """out = a @ b for 2-D operands (the rules above)."""
+    """out = a @ b for 2-D operands: ember's own kernels for the thin float32 shapes they win on, else
+    numpy's BLAS with the rules above."""
+    if F32_MATMUL is not None:
+        r = F32_MATMUL(a, b, out)
+        if r is not None:
+            return r
     m, k = a.shape
     n = b.shape[1]
     if out is None:
@@ -124,6 +129,10 @@ def _gemm2d(a, b, out, threads: int):
     workers.parallel_for(lambda i: np.matmul(a, b[:, cut[i]:cut[i + 1]], out=out[:, cut[i]:cut[i + 1]]), nb, nt)
     return out
 
+
+# ember's float32 GEMM for thin products (a generated kernel: ember/runtime/gemm_f32.py), installed by the
+# ember package: fn(a, b, out) -> out, or None for a product it leaves to BLAS.
+F32_MATMUL = None
 
 # The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
 # that this module needs no import of the compiler: fn(a, b, bias=None, out=None) -> bf16 array, a, b (and bias[N]) bfloat16.

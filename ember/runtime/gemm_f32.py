@@ -1,0 +1,244 @@
+"""ember's own float32 matrix product for the shapes OpenBLAS handles badly (see ember/codegen/gemm_f32.py).
+
+In: 2-D float32 numpy arrays a[M, K], b[K, N] (any strides the kernels accept) and an optional output
+out[M, N] with unit column stride.  Out: `matmul(a, b, out)` returns the product, or None when this
+product is better left to BLAS (the caller, ember/kernels/blas_threads.py, then uses numpy).
+
+    from ember.runtime import gemm_f32
+    c = gemm_f32.matmul(a, b)          # None: not a shape for these kernels
+
+Which products (`plan`), from interleaved measurements on this machine type (2 cores, numpy's OpenBLAS
+on one thread per block as blas_threads runs it):
+  * B's rows contiguous and a thin product (M <= OUTER_MAX_M rows, or K <= OUTER_MAX_K): the outer
+    form, tile by tile with the whole contraction in registers, split across threads by column tiles
+    (or row tiles when N is narrow).
+  * A and B both contiguous along K and a small result (M * N <= DOT_MAX_MN): the dot form, K cut into
+    blocks of DOT_KC that stay in L2; across threads by K ranges summed at the end, or by row tiles.
+Everything else (large square products, other layouts) stays with BLAS, which is faster there.
+
+The compiled module lives as long as the process (`instance()`): every call jumps into its machine code.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ember.codegen import gemm_f32 as gen
+from ember.codegen import llvm as cg
+from ember.kernels import workers
+from ember.runtime import cache, cpu
+
+__all__ = ["F32Gemm", "instance", "matmul"]
+
+MIN_FLOPS = 4e6           # smaller products stay with BLAS: ~5 us of Python and ctypes per call here
+                          # (13 arguments) is more than the kernels save on them
+OUTER_MAX_M = 64          # rows at most this many: the outer form (BLAS's tiles waste most of a row block)
+OUTER_MAX_K = 64          # or a contraction at most this long (BLAS's packing is a full pass for little work)
+DOT_MAX_MN = 128 * 128    # dot form for results at most this big (long contractions into small results)
+DOT_MIN_REUSE = 8         # and M * N / (M + N) at least this: fewer flops per byte of A and B read (conv1's
+                          # weight gradient, [10, 36864] @ [36864, 26]) is a stream that BLAS's packing reads better
+DOT_K_PART = 16384        # longer contractions are cut in parts of this many k (run in parallel, then summed)
+DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 on [20, 4096] @ [4096, 251])
+PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
+B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
+PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
+
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+_F32 = np.dtype(np.float32)
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class F32Gemm:
+    """The compiled module: one MCJIT engine and its functions."""
+
+    def __init__(self):
+        target = cpu.host_target()
+        text = gen.emit_module(triple=target.triple, data_layout=target.data_layout)
+        fingerprint = hashlib.sha256(Path(gen.__file__).read_bytes()).hexdigest()
+        key = cache.cache_key(text, target, extra="gemm_f32:" + fingerprint)
+        obj = cache.load(key)
+        if obj is None:
+            obj = cpu.compile_ir_to_object(text)
+            cache.store(key, obj)
+        cg.init_native()
+        backing = cg.llvm.parse_assembly(f'target triple = "{target.triple}"\n'
+                                         f'target datalayout = "{target.data_layout}"\n')
+        self._engine = cg.llvm.create_mcjit_compiler(backing, cg.host_target_machine())
+        self._engine.add_object_file(cg.llvm.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+
+        def fn(name, *args):
+            addr = self._engine.get_function_address(name)
+            if not addr:
+                raise RuntimeError(f"gemm_f32: no function {name} in the compiled module")
+            return ctypes.CFUNCTYPE(None, *args)(addr)
+        self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
+                            _I64, _I32) for t in gen.OUTER_TILES}
+        self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
+                                   _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
+        self.dot = {t: fn(f"sgemm_dot_{t.tag}", _P, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
+                          _I64, _P, _I32) for t in gen.DOT_TILES}
+        self._outer_tile: dict = {}
+        self._dot_tile: dict = {}
+        self._local = threading.local()     # scratch for the dot form's parked accumulators, per thread
+
+    # ----------------------------------------------------------------------------- tile choice
+    def outer_tile(self, m: int, n: int) -> gen.OuterTile:
+        """The tile wasting the fewest lanes on an M x N result (ties: more vectors, fewer B loads)."""
+        t = self._outer_tile.get((m, n))
+        if t is None:
+            t = self._outer_tile[(m, n)] = min(
+                gen.OUTER_TILES, key=lambda t: (-(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr, -t.nv))
+        return t
+
+    def dot_tile(self, m: int, n: int) -> gen.DotTile:
+        t = self._dot_tile.get((m, n))
+        if t is None:
+            t = self._dot_tile[(m, n)] = min(
+                gen.DOT_TILES, key=lambda t: (-(-m // t.ra) * t.ra * -(-n // t.rb) * t.rb, -t.ra))
+        return t
+
+    # ----------------------------------------------------------------------------- products
+    def run_outer(self, pa, sam, sak, pb, sbk, pc, ldc, m, n, k, threads: int) -> None:
+        t = self.outer_tile(m, n)
+        parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
+        if 4 * k * n <= B_CACHE_BYTES:
+            # B stays in L2: row tiles outermost (C written in order), split across threads by rows
+            fn = self.outer[t]
+            if not parallel or m <= t.mr:
+                fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0)
+                return
+            tiles = -(-m // t.mr)
+            nb = min(tiles, workers.CHUNKS_PER_THREAD * threads)
+            cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
+            workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, cut[i], cut[i + 1], 0, n, k, 0),
+                                 nb, threads)
+            return
+        # B from memory: column blocks packed into an L2 panel each (sgemm_outerp), split by columns
+        fn = self.outer_packed[t]
+        cb = max(t.nr, PANEL_BYTES // (4 * k) // t.nr * t.nr)
+        blocks = -(-n // cb)
+        nb = min(blocks, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        cut = [min(n, blocks * i // nb * cb) for i in range(nb + 1)]
+        panels = [self._scratch(("panel", i), k * cb) for i in range(nb)]
+        if nb == 1:
+            fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0, panels[0], cb)
+            return
+        workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0, panels[i],
+                                          cb), nb, threads)
+
+    def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
+        t = self.dot_tile(m, n)
+        fn = self.dot[t]
+        scratch = -(-m // t.ra) * -(-n // t.rb) * t.ra * t.rb * 16      # floats of parked accumulators
+        parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
+        parts = -(-k // DOT_K_PART)
+        if parts > 1:
+            # a long contraction in parts of DOT_K_PART (fixed by the shape, so the sums are the same bits on
+            # any number of threads), each into its own result, added in order
+            cut = [min(k, i * DOT_K_PART) for i in range(parts + 1)]
+            res = np.empty((parts - 1, m, n), _F32)
+            dst = [(pc, ldc)] + [(_ptr(r), n) for r in res]
+            bufs = [self._scratch(i, scratch) for i in range(parts)]
+            workers.parallel_for(lambda i: fn(pa, sam, pb, sbn, dst[i][0], dst[i][1], 0, m, 0, n, cut[i],
+                                              cut[i + 1], DOT_KC, bufs[i], 0), parts, threads if parallel else 1)
+            out = np.ndarray((m, n), _F32, buffer=(ctypes.c_char * (4 * ldc * (m - 1) + 4 * n)).from_address(pc),
+                             strides=(4 * ldc, 4))
+            for r in res:
+                np.add(out, r, out=out)
+            return
+        tiles = -(-n // t.rb)
+        if not parallel or tiles < 2:
+            fn(pa, sam, pb, sbn, pc, ldc, 0, m, 0, n, 0, k, DOT_KC, self._scratch(0, scratch), 0)
+            return
+        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads)      # column chunks, every k for each
+        cut = [min(n, tiles * i // nb * t.rb) for i in range(nb + 1)]
+        per = -(-m // t.ra) * -(-tiles // nb) * t.ra * t.rb * 16
+        bufs = [self._scratch(i, per) for i in range(nb)]
+        workers.parallel_for(lambda i: fn(pa, sam, pb, sbn, pc, ldc, 0, m, cut[i], cut[i + 1], 0, k, DOT_KC,
+                                          bufs[i], 0), nb, threads)
+
+    def _scratch(self, i: int, floats: int) -> int:
+        """The address of the calling thread's scratch buffer i (64-byte aligned, at least `floats` floats),
+        kept between calls: chunk i of a parallel loop uses buffer i of the thread that started the loop."""
+        bufs = self._local.__dict__.setdefault("bufs", {})
+        buf = bufs.get(i)
+        if buf is None or buf[0].size < floats + 16:
+            raw = np.empty(floats + 16, _F32)
+            addr = _ptr(raw)
+            buf = bufs[i] = (raw, addr + (-addr) % 64)
+        return buf[1]
+
+
+def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
+    """'outer', 'dot' or None (BLAS) for [M, K] @ [K, N] with byte strides sa, sb (see the docstring)."""
+    if m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
+        return None
+    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K):
+        return "outer"
+    if sa[1] == 4 and sb[0] == 4 and m * n <= DOT_MAX_MN and m * n >= DOT_MIN_REUSE * (m + n):
+        return "dot"
+    return None
+
+
+_addressof, _from_buffer = ctypes.addressof, ctypes.c_char.from_buffer
+
+
+def _addr(x: np.ndarray) -> int:
+    """x's data address: through the buffer protocol where it can (~0.3 us; __array_interface__ builds a
+    dict, ~1 us), which takes writable C-contiguous arrays -- an F-contiguous one is read as its transpose."""
+    fl = x.flags
+    if fl.writeable:
+        if fl.c_contiguous:
+            return _addressof(_from_buffer(x))
+        if fl.f_contiguous:
+            return _addressof(_from_buffer(x.T))
+    return x.__array_interface__["data"][0]
+
+
+_INSTANCE = None
+_LOCK = threading.Lock()
+
+
+def instance() -> F32Gemm:
+    """The process-wide compiled module (built on first use)."""
+    global _INSTANCE
+    if _INSTANCE is None:
+        with _LOCK:
+            if _INSTANCE is None:
+                _INSTANCE = F32Gemm()
+    return _INSTANCE
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads: int | None = None,
+           form: str | None = None) -> np.ndarray | None:
+    """a @ b by the generated kernels, or None (leave it to BLAS).  form forces 'outer' / 'dot' (tests)."""
+    if a.dtype != _F32 or b.dtype != _F32 or a.ndim != 2 or b.ndim != 2:
+        return None
+    (m, k), n = a.shape, b.shape[1]
+    sa, sb = a.strides, b.strides
+    form = form or plan(m, k, n, sa, sb)
+    if form is None:
+        return None
+    if out is None:
+        out = np.empty((m, n), _F32)
+    elif out.dtype != _F32 or out.shape != (m, n) or out.strides[1] != 4 or out.strides[0] % 4 \
+            or np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return None
+    pa, pb, pc = _addr(a), _addr(b), _addr(out)
+    if (pa | pb | pc) & 3:
+        return None
+    threads = workers.num_threads() if threads is None else threads
+    g = _INSTANCE or instance()
+    if form == "outer":
+        g.run_outer(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    else:
+        g.run_dot(pa, sa[0] >> 2, pb, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    return out
