@@ -44,7 +44,8 @@ from typing import Sequence
 
 from ember.codegen import loops as L
 from ember.codegen.llvm.math import MathLib
-from ember.codegen.llvm.ops import LLVM_BINARY, LLVM_UNARY, arg_better, bf16_round, combine, const, convert
+from ember.codegen.llvm.ops import (LLVM_BINARY, LLVM_UNARY, arg_better, bf16_round, combine, combine_minmax, const,
+                                    convert)
 from ember.codegen.llvm.random import emit_random
 from ember.codegen.llvm.target import (I1, I8, I16, I32, I64, PTR, TargetInfo, host_target, i64, ir, llvm_type,
                                        mem_type)
@@ -201,17 +202,25 @@ class _KernelEmitter:
             ty = llvm_type(red.x.dtype)
             acc = self._alloca(ty, f"acc.{red.op}")
             b.store(const(L.reduce_identity(red.op, red.x.dtype), red.x.dtype), acc)
-            idx = None
+            idx = nan = None
             if red.op in ("argmax", "argmin"):
                 idx = self._alloca(I64, f"acc.{red.op}.idx")
                 b.store(i64(0), idx)
-            self.accs[id(red)] = (acc, idx, ty)
+            elif red.op in ("max", "min") and red.x.dtype.is_floating_point:
+                nan = self._alloca(I1, f"acc.{red.op}.nan")      # see combine_minmax
+                b.store(ir.Constant(I1, 0), nan)
+            self.accs[id(red)] = (acc, idx, ty, nan)
 
     def _Combine(self, s: L.Combine) -> None:
         b, red = self.b, s.reduce
-        acc, idx, ty = self.accs[id(red)]
+        acc, idx, ty, nan = self.accs[id(red)]
         v = self.values[id(red.x)]
         old = b.load(acc, typ=ty)
+        if nan is not None:
+            new, seen = combine_minmax(b, red.op, old, v, b.load(nan, typ=I1))
+            b.store(new, acc)
+            b.store(seen, nan)
+            return
         if idx is None:
             b.store(combine(self, red.op, red.x.dtype, old, v), acc)
             return
@@ -229,9 +238,11 @@ class _KernelEmitter:
         cont = b.block
         for red in s.reduces:
             # the reduction's value is available from this level on, for the rest of the point
-            acc, idx, ty = self.accs.pop(id(red))
+            acc, idx, ty, nan = self.accs.pop(id(red))
             b.position_before(self.levels[level].terminator)
             res = b.load(idx if idx is not None else acc, typ=I64 if idx is not None else ty)
+            if nan is not None:
+                res = b.select(b.load(nan, typ=I1), ir.Constant(ty, math.nan), res)
             # bfloat16 sums accumulate in float32 and round once, as eager
             self.values[id(red)] = res if idx is not None else bf16_round(b, res, red.x.dtype)
         b.position_at_end(cont)
