@@ -4,9 +4,10 @@
     LLVM_BINARY[op](e, x, y, d)   -> value      d: the operands' dtype; x, y register values
     convert(b, x, src, dst, m)    numpy astype (ember/codegen/loops.py cast_rule)
     bf16_round(b, v, d)           a bfloat16 result rounded in its float32 register
-    combine / arg_better          reduction updates
+    combine / combine_minmax / arg_better   reduction updates (float max/min: combine_minmax)
 
-Numerics follow numpy/PyTorch: maximum/minimum propagate NaN (llvm.maximum), remainder and
+Numerics follow numpy/PyTorch: maximum/minimum propagate NaN (llvm.maximum; the max/min
+reductions through a NaN flag, see combine_minmax), remainder and
 floor_divide use the floor rule, integer division by zero gives 0, integer overflow wraps,
 transcendentals are the inline polynomials of ember/codegen/llvm/math.py (vectorisable).
 tests/codegen/test_op_tables.py checks that the tables cover exactly the kernel-IR ops.
@@ -22,8 +23,8 @@ from ember.codegen.llvm.target import I1, I32, I64, ir, llvm_type
 from ember.codegen.loops import cast_rule, is_unsigned
 from ember.ir import dtypes as dt
 
-__all__ = ["LLVM_UNARY", "LLVM_BINARY", "REDUCE_FLAGS", "const", "truth", "convert", "combine", "combine_minmax", "arg_better",
-           "bf16_round"]
+__all__ = ["LLVM_UNARY", "LLVM_BINARY", "REDUCE_FLAGS", "const", "truth", "convert", "combine", "combine_minmax",
+           "arg_better", "bf16_round"]
 
 REDUCE_FLAGS = ("reassoc", "nsz", "contract")   # never nnan/ninf: NaN/inf must propagate
 
