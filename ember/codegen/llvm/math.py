@@ -6,10 +6,10 @@ After inlining, the loop vectoriser sees straight-line selects/FMAs and vectoris
 would keep the loop scalar).  Used by the op table in ember/codegen/llvm/ops.py.
 
 Algorithms (all branch-free: special cases are `select`s, so vector lanes never diverge)
-  exp      x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, FMA), e^r by a polynomial (degree-6
-           minimax f32, degree-13 Taylor f64), 2^n applied by llvm.ldexp on AVX-512 targets (vscalefps: one rounding), else as
-           two exponent-field multiplies; either way overflow -> inf and gradual underflow ->
-           subnormal/0 come out of the arithmetic itself.
+  exp      x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, FMA), e^r by a polynomial
+           (degree-6 minimax f32, degree-13 Taylor f64), 2^n applied by llvm.ldexp on AVX-512
+           targets (vscalefps: one rounding), else as two exponent-field multiplies; either way
+           overflow -> inf and gradual underflow -> subnormal/0 come out of the arithmetic itself.
   log      x = 2^e * m, m in [sqrt(1/2), sqrt(2)), log(m) = f - (f^2/2 - s*(f^2/2 + R(s^2))),
            s = f/(2+f) (fdlibm's form), R Taylor in s^2 (4 terms f32, 10 f64).  Subnormals rescaled.
   log1p    u = 1+x; log(u) * x/(u-1) (Goldberg's correction), x when u == 1.
