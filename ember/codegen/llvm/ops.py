@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ember.codegen.llvm.math import MATH_OPS, intrinsic
-from ember.codegen.llvm.target import I1, I32, I64, ir, llvm_type
+from ember.codegen.llvm.target import I1, I32, ir, llvm_type
 from ember.codegen.loops import cast_rule, is_unsigned
 from ember.ir import dtypes as dt
 
