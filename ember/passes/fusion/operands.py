@@ -54,13 +54,15 @@ def transposed_sibling(f: "Fuser", n: Node) -> Node | None:
     with a transpose flag instead of a copy of n.  Attention reads K^T in the forward (q @ k^T) and K in
     the backward (dS @ k): canonicalize composes each with the head split into one permute of the qkv
     slice, so without this the step stored both layouts (GPT: two copy kernels of 3 MB per layer).
-    Only where reading s costs no more than storing n: n itself needs no buffer of its own so far (no
-    other product reads it as one: of two products reading the two layouts, the first decided picks
-    one and the second reads that one), and s has a buffer already or is not decided yet (the
-    product's request then makes it one: one copy either way)."""
+    Only toward the sibling that keeps the source's innermost dim innermost (its copy reads and
+    writes rows; a transposed copy writes with a stride), and only where reading s costs no more
+    than storing n: n needs no buffer of its own so far (no other product reads it as one), and s
+    has a buffer already or is not decided yet (the product's request then makes it one)."""
+    dims = tuple(n.attrs["dims"])
     if stored_anyway(f, n) or f.buf_need.get(n):     # n is stored anyway: read it as it is
         return None
-    dims = tuple(n.attrs["dims"])
+    if dims[-2] != len(dims) - 1:       # only toward the layout that keeps the source's rows: its
+        return None                     # copy is contiguous, a transposed one writes with a stride
     want = dims[:-2] + (dims[-1], dims[-2])
     for s in n.inputs[0].users:
         if s is n or s.op != "permute" or tuple(s.attrs["dims"]) != want or s.dtype != n.dtype:
