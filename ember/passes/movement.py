@@ -6,6 +6,8 @@ In: a Graph.  Out: the same Graph (in place) where
     pad(pad(x)), same fill value, no crops   -> one pad
     permute(x) that keeps the order of the dims larger than 1  -> reshape(x)
     movement ops of a `full` constant          -> a `full` of the new shape (no copy at all)
+    take(x, arange) in range                   -> slice(x)
+    index_add(x, arange (step 1), src)         -> x + pad(src)
     permute(a @ b) reading its rows innermost (its only use) -> permute(b^T @ a^T)  (transposed
                                                operands are free for BLAS)
 
@@ -115,6 +117,52 @@ def _transpose_of_matmul(g: Graph, n: Node):
     if rest == tuple(range(nd)):
         return replace_node(g, n, m)
     return replace_node(g, n, g.add("permute", [m], {"dims": rest}, device=n.device, meta=dict(n.meta)))
+
+
+def _arange_run(n: Node, idx: Node, size) -> tuple | None:
+    """(start, count, step) of an index that is an in-range arange along a dim of `size`, or None."""
+    if idx.op != "arange":
+        return None
+    a = idx.attrs
+    s, k, cnt = a["start"], a["step"], a["n"]
+    if not all(isinstance(v, int) for v in (s, k, cnt, size)) or k < 1 or cnt < 1:
+        return None
+    if s < 0 or s + (cnt - 1) * k >= size:
+        return None                 # out of range: the op's own IndexError stays
+    return s, cnt, k
+
+
+@RULES("take")
+def _take_of_arange(g: Graph, n: Node):
+    """take(x, arange(s, s + k*n, k), dim) -> slice (positional embeddings: no gather)"""
+    x, idx = n.inputs
+    d = n.attrs["dim"] % len(x.shape)
+    run = _arange_run(n, idx, x.shape[d])
+    if run is None:
+        return None
+    s, cnt, k = run
+    nd = len(x.shape)
+    starts = tuple(s if i == d else 0 for i in range(nd))
+    stops = tuple(s + (cnt - 1) * k + 1 if i == d else x.shape[i] for i in range(nd))
+    steps = tuple(k if i == d else 1 for i in range(nd))
+    sl = g.add("slice", [x], {"starts": starts, "stops": stops, "steps": steps}, device=n.device, meta=dict(n.meta))
+    return replace_node(g, n, sl)
+
+
+@RULES("index_add")
+def _index_add_of_arange(g: Graph, n: Node):
+    """index_add(x, arange(s, s + n), src, dim) -> x + pad(src): the positional embedding's gradient
+    fuses into a kernel instead of an eager scatter (110 us in the GPT step)"""
+    x, idx, src = n.inputs
+    d = n.attrs["dim"] % len(x.shape)
+    run = _arange_run(n, idx, x.shape[d])
+    if run is None or run[2] != 1:
+        return None
+    s, cnt, _ = run
+    pads = tuple((s, x.shape[d] - s - cnt) if i == d else (0, 0) for i in range(len(x.shape)))
+    zero = False if x.dtype.name == "bool" else (0.0 if x.dtype.is_floating_point else 0)
+    padded = g.add("pad", [src], {"pads": pads, "value": zero}, device=n.device, meta=dict(n.meta))
+    return replace_node(g, n, g.add("add", [x, padded], {}, device=n.device, meta=dict(n.meta)))
 
 
 @RULES("permute")

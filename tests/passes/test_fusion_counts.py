@@ -204,3 +204,18 @@ def test_gpt_block_train_step_stores_each_head_layout_once():
     # q, k, v in one layout, rows kept, and the head split of the attention output's gradient
     # (before: 7 values, q^T, k^T, v^T stored besides q, k, v)
     assert heads == [(2, 4, 16, 8)] * 4, heads
+
+
+def test_positional_embedding_has_no_gather_or_scatter():
+    """embedding(arange(T), wpe) is a slice and its gradient (index_add through the arange) an add,
+    where the arange is in the graph (a whole step: forward and gradients traced together)."""
+    import ember.nn.functional as F
+
+    def step(x, wpe):
+        y = (x + F.embedding(torch.arange(6), wpe)).tanh().sum()
+        return torch.autograd.grad(y, [wpe])
+    g, _, _ = trace(step, torch.randn(3, 6, 8), torch.randn(10, 8, requires_grad=True))
+    assert {"take", "index_add"} <= {n.op for n in g.nodes()}
+    p = check_program(g)
+    assert not fallbacks(p)
+    assert not any("index_add" in s.name or "take" in s.name for s in p.steps)
