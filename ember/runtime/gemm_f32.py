@@ -45,6 +45,8 @@ DOT_K_PART = 16384        # longer contractions are cut in parts of this many k 
 DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 on [20, 4096] @ [4096, 251])
 PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
+PACKED_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
+                          # [26,36864]: 302 us packed against 288 us, one thread)
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -127,12 +129,12 @@ class F32Gemm:
         blocks = -(-n // cb)
         nb = min(blocks, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
         cut = [min(n, blocks * i // nb * cb) for i in range(nb + 1)]
-        panels = [self._scratch(("panel", i), k * cb) for i in range(nb)]
         if nb == 1:
-            fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0, panels[0], cb)
+            fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0, self._scratch("panel", k * cb), cb)
             return
-        workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0, panels[i],
-                                          cb), nb, threads)
+        # the panel of the thread that runs a chunk (not one per chunk: a buffer it wrote last stays in its L2)
+        workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0,
+                                          self._scratch("panel", k * cb), cb), nb, threads)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)
@@ -167,7 +169,8 @@ class F32Gemm:
 
     def _scratch(self, i: int, floats: int) -> int:
         """The address of the calling thread's scratch buffer i (64-byte aligned, at least `floats` floats),
-        kept between calls: chunk i of a parallel loop uses buffer i of the thread that started the loop."""
+        kept between calls (the dot form: chunk i of a parallel loop uses buffer i of the thread that started
+        the loop; the packed outer form: the panel of the thread running the chunk)."""
         bufs = self._local.__dict__.setdefault("bufs", {})
         buf = bufs.get(i)
         if buf is None or buf[0].size < floats + 16:
@@ -181,7 +184,7 @@ def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
     """'outer', 'dot' or None (BLAS) for [M, K] @ [K, N] with byte strides sa, sb (see the docstring)."""
     if m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
         return None
-    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K):
+    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K) and (m > PACKED_MIN_M or 4 * k * n <= B_CACHE_BYTES):
         return "outer"
     if sa[1] == 4 and sb[0] == 4 and m * n <= DOT_MAX_MN and m * n >= DOT_MIN_REUSE * (m + n):
         return "dot"

@@ -112,6 +112,8 @@ def test_plan_keeps_blas_for_square_and_small_products():
     assert gemm_f32.plan(8, 8, 8, tiny.strides, tiny.strides) is None            # call overhead
     a, b = np.ones((20, 250), f32), np.ones((250, 4096), f32)
     assert gemm_f32.plan(20, 250, 4096, a.strides, b.strides) == "outer"         # conv2 forward
+    a1, b1 = np.ones((10, 26), f32), np.ones((26, 36864), f32)
+    assert gemm_f32.plan(10, 26, 36864, a1.strides, b1.strides) is None          # one row tile of a big B
     a, bt = np.ones((20, 4096), f32), np.ones((251, 4096), f32).T
     assert gemm_f32.plan(20, 4096, 251, a.strides, bt.strides) == "dot"          # conv2 weight gradient
     odd = np.ones((20, 251), f32)[:, ::2]                                        # columns 8 bytes apart
@@ -137,7 +139,7 @@ def test_nonfinite_values_propagate():
     b = np.ones((40, 4096), np.float32)
     a[3, 5] = np.inf
     b[7, 100] = np.nan
-    got = gemm_f32.matmul(a, b)
+    got = gemm_f32.matmul(a, b, form="outer")
     ref = a @ b
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))

@@ -180,3 +180,26 @@ def test_loss_modules_hold_options():
 def test_mse_broadcast_warns():
     with pytest.warns(UserWarning, match="target size"):
         F.mse_loss(ember.ones(3, 1), ember.ones(3))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(7, 5), (4, 3, 6)])
+def test_eager_nll_fast_path_matches_torch_incl_double_backward(reduction, shape):
+    """Eager nll_loss runs as one numpy pass (_NllLoss): values, gradients, weights, ignore_index and the
+    gradient of a gradient (through cross_entropy's log_softmax) equal PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    t = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+    t.flat[1] = -100
+    w = rng.random(shape[1]) + 0.5
+    ex, tx = ember.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    el = ember.nn.functional.cross_entropy(ex, ember.tensor(t), weight=ember.tensor(w), reduction=reduction)
+    tl = torch.nn.functional.cross_entropy(tx, torch.tensor(t), weight=torch.tensor(w), reduction=reduction)
+    np.testing.assert_allclose(el.detach().numpy(), tl.detach().numpy(), rtol=1e-12, atol=1e-12)
+    (eg,) = ember.autograd.grad(el.sum(), ex, create_graph=True)
+    (tg,) = torch.autograd.grad(tl.sum(), tx, create_graph=True)
+    np.testing.assert_allclose(eg.detach().numpy(), tg.detach().numpy(), rtol=1e-10, atol=1e-12)
+    (egg,) = ember.autograd.grad((eg * eg).sum(), ex)
+    (tgg,) = torch.autograd.grad((tg * tg).sum(), tx)
+    np.testing.assert_allclose(egg.numpy(), tgg.numpy(), rtol=1e-8, atol=1e-12)
