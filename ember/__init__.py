@@ -107,6 +107,16 @@ def _f32_matmul(a, b, out=None):
 _blas_threads.F32_MATMUL = _f32_matmul
 
 
+def _f32_gathered(a, src, desc, out, transposed=False):
+    """The generated float32 GEMM over an im2col gathered in place (None: materialize it)."""
+    from .runtime import gemm_f32
+    _blas_threads.F32_GATHERED = gemm_f32.matmul_gathered
+    return gemm_f32.matmul_gathered(a, src, desc, out, transposed)
+
+
+_blas_threads.F32_GATHERED = _f32_gathered
+
+
 def _bf16_convert(x, dtype):
     """float32 <-> bfloat16 of a contiguous array by the generated kernels (None: not those dtypes)."""
     from .runtime import gemm_bf16

@@ -196,11 +196,59 @@ def _emit_outer_packed(t: OuterTile) -> str:
     return f.text()
 
 
-def _emit_dot(t: DotTile) -> str:
+def _gathered_row(f: _Fn, k: str, r: str) -> str:
+    """Row k of a gathered operand at run r: kaddr[k] + kstep[k] * starts[r] floats (see `emit_module`)."""
+    base = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %kaddr, i64 {k}')}, align 8")
+    step = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %kstep, i64 {k}')}, align 8")
+    start = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %starts, i64 {r}')}, align 8")
+    off = f.tmp(f"mul i64 {step}, {start}")
+    addr = f.tmp(f"add i64 {base}, {f.tmp(f'shl i64 {off}, 2')}")
+    return f.tmp(f"inttoptr i64 {addr} to ptr")
+
+
+def _emit_outer_gathered(t: OuterTile) -> str:
+    """sgemm_outerg_<tag>: the packed outer form over a gathered B (an im2col never stored): rpb runs of
+    L columns at a time, row k of run r copied from kaddr[k] + kstep[k] * starts[r] into the panel, then
+    sgemm_outer_<tag> over it; C's columns are the runs' columns, run after run."""
+    f = _Fn(f"define void @sgemm_outerg_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %kaddr, "
+            "ptr noalias %kstep, ptr noalias %starts, i64 %L, ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, "
+            "i64 %r0, i64 %r1, i64 %K, i32 %accumulate, ptr noalias %panel, i64 %rpb) #0")
+    cb = f.tmp("mul i64 %rpb, %L")
+    rb, close_rb = f.loop("%r0", "%r1", "%rpb", "rb")
+    nr = f.tmp(f"call i64 @llvm.smin.i64(i64 %rpb, i64 {f.tmp(f'sub i64 %r1, {rb}')})")
+    k, close_k = f.loop("0", "%K", "1", "k")
+    dst = f.tmp(f"getelementptr float, ptr %panel, i64 {f.tmp(f'mul i64 {k}, {cb}')}")
+    r, close_r = f.loop("0", nr, "1", "r")
+    src = _gathered_row(f, k, f.tmp(f"add i64 {rb}, {r}"))
+    drun = f.tmp(f"getelementptr float, ptr {dst}, i64 {f.tmp(f'mul i64 {r}, %L')}")
+    x, close_x = f.loop("0", "%L", "16", "x")
+    m = _mask(f, f.tmp(f"sub i64 %L, {x}"))
+    v = _load(f, f.tmp(f"getelementptr float, ptr {src}, i64 {x}"), m)
+    to = f.tmp(f"getelementptr float, ptr {drun}, i64 {x}")
+    f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {v}, ptr {to}, i32 4, {_M} {m})")
+    close_x()
+    close_r()
+    close_k()
+    cj = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {rb}, %L')}")
+    w = f.tmp(f"mul i64 {nr}, %L")
+    f.emit(f"call void @sgemm_outer_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %panel, i64 {cb}, ptr {cj}, i64 %ldc, "
+           f"i64 %m0, i64 %m1, i64 0, i64 {w}, i64 %K, i32 %accumulate)")
+    close_rb()
+    return f.text()
+
+
+def _emit_dot(t: DotTile, gathered: bool = False) -> str:
     """sgemm_dot_<tag>: K in blocks of kc (A's and B's rows of a block stay in L1/L2 across the tiles);
     between blocks a tile's ra * rb vector accumulators wait in `scratch` (16 floats each, tile-major),
-    so each dot product is reduced across its lanes once, after the last block."""
-    f = _Fn(f"define void @sgemm_dot_{t.tag}(ptr noalias %a, i64 %sam, ptr noalias %b, i64 %sbn, ptr noalias %c, "
+    so each dot product is reduced across its lanes once, after the last block.  gathered: sgemm_dotg_<tag>,
+    B's rows are an im2col never stored: block q (kc = L, one run) of row n starts at
+    kaddr[n] + kstep[n] * starts[q] (the weight gradient of a convolution, dY @ columns^T)."""
+    if gathered:
+        bargs = "ptr noalias %kaddr, ptr noalias %kstep, ptr noalias %starts"
+        name = f"sgemm_dotg_{t.tag}"
+    else:
+        bargs, name = "ptr noalias %b, i64 %sbn", f"sgemm_dot_{t.tag}"
+    f = _Fn(f"define void @{name}(ptr noalias %a, i64 %sam, {bargs}, ptr noalias %c, "
             "i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %k0, i64 %k1, i64 %kc, ptr noalias %scratch, "
             "i32 %accumulate) #0")
     nacc = t.ra * t.rb
@@ -221,7 +269,13 @@ def _emit_dot(t: DotTile) -> str:
     di = f.tmp(f"sub i64 {i}, %m0")
     ti = f.tmp(f"mul i64 {f.tmp(f'udiv i64 {di}, {t.ra}')}, {ntj}")
     j, close_j = f.loop("%n0", "%n1", str(t.rb), "j")
-    bcols = [_row_ptr(f, "%b", j, s, lastj, "%sbn") for s in range(t.rb)]
+    if gathered:    # this block's piece of each row, indexed from the block's start
+        q = f.tmp(f"udiv i64 {kb}, %kc")
+        rows = [f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {j}, {s}')}, i64 {lastj})") for s in range(t.rb)]
+        bcols = [f.tmp(f"getelementptr float, ptr {_gathered_row(f, n, q)}, i64 {f.tmp(f'sub i64 0, {kb}')}")
+                 for n in rows]
+    else:
+        bcols = [_row_ptr(f, "%b", j, s, lastj, "%sbn") for s in range(t.rb)]
     dj = f.tmp(f"sub i64 {j}, %n0")
     tile = f.tmp(f"add i64 {ti}, {f.tmp(f'udiv i64 {dj}, {t.rb}')}")
     saved = f.tmp(f"getelementptr {_V}, ptr %scratch, i64 {f.tmp(f'mul i64 {tile}, {nacc}')}")
@@ -295,6 +349,7 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, triple: str = "", data_layout:
              "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)", "declare i64 @llvm.smin.i64(i64, i64)",
              "declare i64 @llvm.smax.i64(i64, i64)"]
     parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
-    parts += [_emit_dot(t) for t in dot]
+    parts += [_emit_outer_gathered(t) for t in outer]
+    parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -25,6 +25,27 @@ def _recomputable(n, depth: int = 4) -> bool:
     return all(i.is_placeholder or _recomputable(i, depth - 1) for i in n._inputs)
 
 
+_WINDOW_VIEWS = ("permute", "reshape", "windows", "cat", "full")
+
+
+def _im2col(n, depth: int = 8) -> bool:
+    """n is a convolution's columns: window views of one forward value (and the bias row of ones: a cat
+    with a constant).  The backward rebuilds them from that value -- saved instead (conv2's input is
+    0.4 MB, its columns 4 MB), or an input -- and its weight-gradient product then reads them in place
+    (ember/passes/implicit_gemm.py), so neither pass writes the columns to memory."""
+    found, bases, stack = False, set(), [(n, depth)]
+    while stack:
+        m, d = stack.pop()
+        if m.op not in _WINDOW_VIEWS or d == 0:
+            bases.add(m)
+            continue
+        if m.op == "full":
+            continue
+        found |= m.op == "windows"
+        stack.extend((i, d - 1) for i in m._inputs)
+    return found and len(bases) == 1 and n not in bases
+
+
 def requires_grad_nodes(fwd: Graph, input_flags: dict, traced: set | None = None) -> set:
     """Forward nodes whose value depends differentiably on an input that requires grad; with
     `traced` (the nodes the tracer saw requiring grad) only those: no_grad blocks cut the graph."""
@@ -56,7 +77,7 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | N
             # constants are rebuilt in the backward graph, never saved
             c = bwd.add(n.op, [], dict(n.attrs), type=n.type, device=n.device, meta=dict(n.meta))
             return tr.symbolic(c, devices[n.device])
-        if t is None and _recomputable(n):
+        if t is None and (_recomputable(n) or _im2col(n)):
             # a view or cast of an input (W.T, W cast to bf16 under autocast): the backward recomputes
             # it from the input, which it can read anyway, instead of the forward writing a copy to save
             c = bwd.add(n.op, [tr.node_of(val(i)) for i in n._inputs], dict(n.attrs), type=n.type,

@@ -37,9 +37,15 @@ _DTYPES = {"bfloat16": _BF16, "float16": np.dtype(np.float16)}
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = False,
-           transpose_b: bool = False, cast_a: str | None = None, cast_b: str | None = None) -> None:
+           transpose_b: bool = False, cast_a: str | None = None, cast_b: str | None = None,
+           gather_b: tuple | None = None) -> None:
     if transpose_a:
         a = np.swapaxes(a, -1, -2)
+    if gather_b is not None:      # b is the source of an im2col that was never stored (passes/implicit_gemm.py)
+        if blas_threads.F32_GATHERED is not None and blas_threads.F32_GATHERED(a, b, gather_b, out, transpose_b) \
+                is not None:
+            return
+        b = gathered(np, b, gather_b)
     if transpose_b:
         b = np.swapaxes(b, -1, -2)
     if cast_a or cast_b:
@@ -49,6 +55,21 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = Fa
         a = casts.astype(a, _DTYPES[cast_a]) if cast_a else a
         b = casts.astype(b, _DTYPES[cast_b]) if cast_b else b
     blas_threads.matmul(a, b, out=out)
+
+
+def gathered(xp, src, desc: tuple):
+    """The [K, J] matrix a gather descriptor stands for, materialized: row k is src.flat[koff[k] + joff]
+    (joff: each run's start plus 0..L-1), or a constant row.  desc = (K, J, L, koff, starts, consts); see
+    ember/passes/implicit_gemm.py, and ember/runtime/gemm_f32.py for the kernels that read it in place."""
+    K, J, L, koff, starts, consts = desc
+    out = xp.empty((K, J), src.dtype)
+    rows = [k for k in range(K) if koff[k] >= 0]
+    joff = (xp.asarray(starts, dtype=xp.int64)[:, None] + xp.arange(L)).reshape(-1)
+    if rows:
+        out[rows] = src.reshape(-1)[xp.asarray([koff[k] for k in rows])[:, None] + joff[None, :]]
+    for k, value in consts:
+        out[k] = value
+    return out
 
 
 def _folds(a, b, out, cast_a, cast_b) -> bool:
@@ -102,8 +123,10 @@ def run_extern(op: str, inputs: Sequence, out, attrs: dict, xp=np) -> None:
         a, b = inputs[0], inputs[1]
         if xp is np:
             lib.matmul(a, b, out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")),
-                       attrs.get("cast_a"), attrs.get("cast_b"))
+                       attrs.get("cast_a"), attrs.get("cast_b"), attrs.get("gather_b"))
             return
+        if attrs.get("gather_b"):
+            b = gathered(xp, b, attrs["gather_b"])
         a = a.astype(_DTYPES[attrs["cast_a"]]) if attrs.get("cast_a") else a  # (CuPy: no folded GEMM: a cast)
         b = b.astype(_DTYPES[attrs["cast_b"]]) if attrs.get("cast_b") else b
         lib.matmul(a, b, out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")))

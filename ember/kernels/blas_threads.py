@@ -133,6 +133,9 @@ def _gemm2d(a, b, out, threads: int):
 # ember's float32 GEMM for thin products (a generated kernel: ember/runtime/gemm_f32.py), installed by the
 # ember package: fn(a, b, out) -> out, or None for a product it leaves to BLAS.
 F32_MATMUL = None
+# fn(a, src, desc, out, transposed) -> out or None: a @ G (G^T) for a G gathered from src, never stored
+# (ember/kernels/blas.py `gathered`), by the same module's kernels
+F32_GATHERED = None
 
 # The bfloat16 GEMM (a generated kernel: ember/runtime/gemm_bf16.py), installed by the ember package so
 # that this module needs no import of the compiler: fn(a, b, bias=None, out=None) -> bf16 array, a, b (and bias[N]) bfloat16.

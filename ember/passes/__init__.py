@@ -27,6 +27,7 @@ from . import canonicalize, constant_fold, cse, dce, decompose, movement  # noqa
 from .fusion import FusionOptions, classify, fuse
 from .layout import relayout_program, transpose_gathers
 from .loop_order import reorder_program
+from .implicit_gemm import implicit_gathers
 from .unroll import unroll_program
 from .memory import MemoryPlan, plan_memory
 from ember.ir.program import EagerStep, ExternStep, FusionRecord, KernelStep, Program, Value
@@ -70,6 +71,7 @@ def compile_graph(graph, passes=DEFAULT_PASSES, verify: bool = False, dump_dir=N
     if relayout_program(program) + transpose_gathers(program):
         reorder_program(program)
     unroll_program(program)      # short shared axes written once per point (ember/passes/unroll.py)
+    implicit_gathers(program)    # an im2col only products read is gathered by them (passes/implicit_gemm.py)
     t1 = time.perf_counter()
     plan_memory(program, inplace=inplace)
     t2 = time.perf_counter()

@@ -87,8 +87,13 @@ class F32Gemm:
                                    _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
         self.dot = {t: fn(f"sgemm_dot_{t.tag}", _P, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                           _I64, _P, _I32) for t in gen.DOT_TILES}
+        self.outer_gathered = {t: fn(f"sgemm_outerg_{t.tag}", _P, _I64, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64,
+                                     _I64, _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
+        self.dot_gathered = {t: fn(f"sgemm_dotg_{t.tag}", _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64,
+                                   _I64, _I64, _I64, _P, _I32) for t in gen.DOT_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
+        self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
         self._local = threading.local()     # scratch for the dot form's parked accumulators, per thread
 
     # ----------------------------------------------------------------------------- tile choice
@@ -167,6 +172,61 @@ class F32Gemm:
         workers.parallel_for(lambda i: fn(pa, sam, pb, sbn, pc, ldc, 0, m, cut[i], cut[i + 1], 0, k, DOT_KC,
                                           bufs[i], 0), nb, threads)
 
+    # ----------------------------------------------------------------------------- gathered operands
+    def _gather_tables(self, desc: tuple, src_addr: int) -> tuple:
+        """(kaddr, kstep, starts) int64 arrays for a gather descriptor (see `matmul_gathered`) and the
+        source's address: row k of run r starts at kaddr[k] + 4 * kstep[k] * starts[r] bytes.  A constant
+        row reads a buffer of L copies of its value with step 0 (the buffers live as long as the module)."""
+        hit = self._gathers.get(desc)
+        if hit is None:
+            K, J, L, koff, starts, consts = desc
+            koff = np.asarray(koff, np.int64)
+            kstep = (koff >= 0).astype(np.int64)
+            base = np.where(kstep == 1, 4 * koff, 0)
+            keep = []
+            for k, value in consts:
+                buf = np.full(L + 16, value, _F32)
+                keep.append(buf)
+                base[k] = _ptr(buf)
+            hit = self._gathers[desc] = (base, kstep, np.asarray(starts, np.int64), keep)
+        base, kstep, starts, _ = hit
+        return base + kstep * src_addr, kstep, starts
+
+    def run_outer_gathered(self, pa, sam, sak, desc, src_addr, pc, ldc, m, threads: int) -> None:
+        K, J, L = desc[0], desc[1], desc[2]
+        kaddr, kstep, starts = self._gather_tables(desc, src_addr)
+        t = self.outer_tile(m, L)
+        fn = self.outer_gathered[t]
+        runs = J // L
+        rpb = max(1, PANEL_BYTES // (4 * K * L))
+        tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
+        parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS
+        nb = min(-(-runs // rpb), workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        cut = [runs * i // nb for i in range(nb + 1)]
+        if nb == 1:
+            fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, 0, runs, K, 0, self._scratch("panel", K * rpb * L), rpb)
+            return
+        workers.parallel_for(lambda i: fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, cut[i], cut[i + 1], K, 0,
+                                          self._scratch("panel", K * rpb * L), rpb), nb, threads)
+
+    def run_dot_gathered(self, pa, sam, desc, src_addr, pc, ldc, m, threads: int) -> None:
+        K, J, L = desc[0], desc[1], desc[2]
+        kaddr, kstep, starts = self._gather_tables(desc, src_addr)
+        t = self.dot_tile(m, K)
+        fn = self.dot_gathered[t]
+        tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
+        tiles = -(-K // t.rb)
+        parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS and tiles > 1
+        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        cut = [min(K, tiles * i // nb * t.rb) for i in range(nb + 1)]
+        per = -(-m // t.ra) * -(-tiles // nb) * t.ra * t.rb * 16
+        bufs = [self._scratch(i, per) for i in range(nb)]
+        if nb == 1:
+            fn(pa, sam, *tabs, pc, ldc, 0, m, 0, K, 0, J, L, bufs[0], 0)
+            return
+        workers.parallel_for(lambda i: fn(pa, sam, *tabs, pc, ldc, 0, m, cut[i], cut[i + 1], 0, J, L, bufs[i], 0),
+                             nb, threads)
+
     def _scratch(self, i: int, floats: int) -> int:
         """The address of the calling thread's scratch buffer i (64-byte aligned, at least `floats` floats),
         kept between calls (the dot form: chunk i of a parallel loop uses buffer i of the thread that started
@@ -244,4 +304,30 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads:
         g.run_outer(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
     else:
         g.run_dot(pa, sa[0] >> 2, pb, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    return out
+
+
+def matmul_gathered(a: np.ndarray, src: np.ndarray, desc: tuple, out: np.ndarray, transposed: bool = False,
+                    threads: int | None = None) -> np.ndarray | None:
+    """a @ G (transposed: a @ G^T) into out, where G = gathered(src, desc) is never stored: an im2col read
+    straight from the convolution's input (ember/passes/implicit_gemm.py).  desc = (K, J, L, koff, starts,
+    consts): G is [K, J]; its columns come in J / L runs of L contiguous source elements, run r starting at
+    starts[r]; row k adds koff[k] (or is the constant of `consts`, koff -1: the bias row of ones).
+    None: not for these kernels (the caller materializes G: ember/kernels/blas.py `gathered`)."""
+    K, J, L = desc[0], desc[1], desc[2]
+    if (a.dtype != _F32 or src.dtype != _F32 or out.dtype != _F32 or a.ndim != 2 or not src.flags.c_contiguous
+            or out.strides[1] != 4 or out.strides[0] % 4 or J % L or (a.strides[0] | a.strides[1]) & 3):
+        return None
+    m = a.shape[0]
+    if transposed and (a.shape != (m, J) or out.shape != (m, K) or a.strides[1] != 4):
+        return None
+    if not transposed and (a.shape != (m, K) or out.shape != (m, J)):
+        return None
+    threads = workers.num_threads() if threads is None else threads
+    g = _INSTANCE or instance()
+    pa, ps, pc = _addr(a), _addr(src), _addr(out)
+    if transposed:
+        g.run_dot_gathered(pa, a.strides[0] >> 2, desc, ps, pc, out.strides[0] >> 2, m, threads)
+    else:
+        g.run_outer_gathered(pa, a.strides[0] >> 2, a.strides[1] >> 2, desc, ps, pc, out.strides[0] >> 2, m, threads)
     return out

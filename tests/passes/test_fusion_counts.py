@@ -101,7 +101,12 @@ def test_mnist_cnn():
     pf, pb = check_train_step(M.mnist_loss, [x, t] + list(p.values()))
     assert externs(pf) == 4 and all(s.kernel.epilogue is not None for s in pf.externs)
     assert fused(pf) <= 10
-    assert externs(pb) <= 7 and fused(pb) <= 12
+    # the backward rebuilds the convolutions' columns from their inputs instead of the forward saving them
+    # (compiler/joint.py _im2col: at batch 64 the products then gather them in place, passes/implicit_gemm.py;
+    # at batch 4 the runs are too short, so here they are two kernels)
+    assert externs(pb) <= 7 and fused(pb) <= 13
+    assert not any(tuple(v.shape) in ((26, 2304), (251, 256)) for v in pf.values.values()
+                   if v.name in pf.results)      # no columns saved
     assert not fallbacks(pb)          # fold (max-pool and conv-input backward) is lowered to kernels
 
 
@@ -147,7 +152,7 @@ def test_mnist_cnn_dropout_has_no_eager_step():
     assert not pf.eager_steps and not pb.eager_steps
     assert externs(pf) == 4 and all(s.kernel.epilogue is not None for s in pf.externs)
     assert fused(pf) <= 11            # + the Dropout2d mask [4,20,1,1] saved for backward
-    assert externs(pb) <= 7 and fused(pb) <= 12
+    assert externs(pb) <= 7 and fused(pb) <= 13      # + the rebuilt columns (see test_mnist_cnn)
     assert sum("rand" in s.name for s in pf.steps) == 2
 
 

@@ -159,6 +159,7 @@ class Fuser:
         self.views: dict = {}                       # output node -> graph input it is a reshape of
         self.must: set = set()                      # realized because a view output needs them
         self._find_views()
+        self._find_window_bases()
 
     def _find_views(self) -> None:
         """Outputs the caller lets alias (saved for backward) that are reshapes of a buffer."""
@@ -173,6 +174,24 @@ class Fuser:
                 self.views[o] = b
                 if not b.is_placeholder:
                     self.must.add(b)
+
+    def _find_window_bases(self) -> None:
+        """A computed value whose windows (a convolution's columns) only feed products is stored, so
+        that the column kernel is a plain copy the products can gather in place instead of storing the
+        columns (ember/passes/implicit_gemm.py): conv2's input (0.4 MB) instead of its columns (4 MB)."""
+        for n in self.order:
+            if n.op != "matmul" or n.device != "cpu" or len(n.inputs) != 2:
+                continue
+            b = n.inputs[1]
+            while b.op in ("reshape", "permute", "cat") and b.inputs:
+                b = next((i for i in b.inputs if i.op != "full"), b.inputs[0])
+            if b.op != "windows":
+                continue
+            base = b.inputs[0]
+            while base.op in ("reshape", "permute") and base.inputs:
+                base = base.inputs[0]
+            if not base.is_placeholder and self.cls[base] is NodeClass.POINTWISE:
+                self.must.add(base)
 
     # ------------------------------------------------------------------------ bookkeeping
     def _new_group(self, kind: GroupKind, outer=(1,), inner=(), node=None) -> Group:

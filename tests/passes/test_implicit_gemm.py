@@ -1,0 +1,149 @@
+"""passes/implicit_gemm.py: an im2col that only products read is gathered by them, never stored.
+
+The pass on traced convolutions (which kernels go, what the externs read), gather_map on hand-built
+kernels (a plain copy is found; arithmetic, a second input or masked borders are not), the gathered
+GEMM kernels against the materialized matrix, and compiled == eager on random convolution shapes,
+strides, paddings and dilations -- values and gradients, on the numpy runner and on LLVM."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ember
+import ember.nn.functional as F
+from ember.ir import dtypes as dt
+from ember.ir.kernel import Binary, Buf, Const, Kernel, Load, Store, o
+from ember.ir.kernel_eval import evaluate
+from ember.kernels.blas import gathered
+from ember.passes.implicit_gemm import gather_map
+from ember.runtime import gemm_f32
+
+from helpers import check_program, check_train_step, trace
+
+
+def _conv_net(x, w1, b1, w2):
+    y = F.max_pool2d(F.relu(F.conv2d(x, w1, b1)), 2)
+    return F.conv2d(y, w2).sum()
+
+
+def _conv_args(seed=0):
+    rng = np.random.default_rng(seed)
+    t = lambda *s: ember.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)  # noqa: E731
+    return t(64, 1, 28, 28), t(10, 1, 5, 5), t(10), t(20, 10, 5, 5)       # the MNIST CNN's convolutions
+
+
+def test_conv_columns_are_gathered_not_stored():
+    fw, bw, _ = trace(_conv_net, *_conv_args())
+    prog = check_program(fw)
+    gathered_externs = [s for s in prog.externs if "gather_b" in s.kernel.attrs]
+    assert gathered_externs, "the first convolution's product should gather its columns"
+    for s in gathered_externs:
+        K, J, L, koff, starts, consts = s.kernel.attrs["gather_b"]
+        assert s.kernel.inputs[1].shape != (K, J)          # it reads the source, not a [K, J] matrix
+        assert J % L == 0 and len(starts) == J // L and len(koff) == K
+        assert consts == (((K - 1, 1.0),) if K == 26 else ())   # conv1's bias as a row of ones; conv2 has none
+    # no kernel writes a value of the columns' shape any more
+    shapes = {tuple(b.shape) for k in prog.kernels for b in k.kernel.outputs}
+    K, J = gathered_externs[0].kernel.attrs["gather_b"][:2]
+    assert not any(np.prod(s) == K * J and len(s) > 2 for s in shapes)
+
+
+def test_training_step_gathers_forward_and_weight_gradient():
+    # gradients of size ~1e4 summed over 36864 products: float32 order differences of ~1e-4 absolute
+    fw, bw = check_train_step(_conv_net, _conv_args(1), atol=1e-2)
+    gathers = [s.kernel.attrs for p in (fw, bw) for s in p.externs if "gather_b" in s.kernel.attrs]
+    assert any(not a.get("transpose_b") for a in gathers)      # the forward product
+    assert any(a.get("transpose_b") for a in gathers)          # the weight gradient, dY @ columns^T
+
+
+def _copy_kernel(src_shape, out_shape, value, extra=()):
+    """A kernel y = value(x, *extra) over y's shape (value builds the expression from the input Bufs)."""
+    x, y = Buf("x", src_shape, dt.float32), Buf("y", out_shape, dt.float32)
+    ins = [x] + [Buf(f"z{i}", s, dt.float32) for i, s in enumerate(extra)]
+    return Kernel(ins, [y], list(out_shape), stores=[Store(y, [o(i) for i in range(len(out_shape))], value(*ins))],
+                  name="k_copy")
+
+
+def _window(x):
+    return Load(x, [o(1), o(2) + o(0)])       # y[kw, oh, ow] = x[oh, ow + kw]
+
+
+def test_gather_map_finds_a_plain_window_copy():
+    # runs of 4 (one output row of 4 positions) are shorter than MIN_RUN: refused
+    assert gather_map(_copy_kernel((4, 6), (3, 4, 4), _window), (3, 16)) is None
+    k = _copy_kernel((4, 40), (3, 4, 32), _window)
+    desc = gather_map(k, (3, 128))
+    assert desc == (3, 128, 32, (0, 1, 2), (0, 40, 80, 120), ())
+    src = np.arange(160, dtype=np.float32).reshape(4, 40)
+    want = np.empty((3, 4, 32), np.float32)
+    evaluate(k, [src, want])
+    np.testing.assert_array_equal(gathered(np, src, desc), want.reshape(3, 128))
+
+
+def test_gather_map_refuses_what_is_not_a_copy():
+    scaled = _copy_kernel((4, 40), (3, 4, 32), lambda x: Binary("mul", _window(x), Const(2.0, dt.float32)))
+    assert gather_map(scaled, (3, 128)) is None
+    two = _copy_kernel((4, 40), (3, 4, 32), lambda x, z: Binary("add", _window(x), Load(z, [o(1), o(2)])),
+                       extra=[(4, 40)])
+    assert gather_map(two, (3, 128)) is None
+    transposed = _copy_kernel((32, 32), (32, 32), lambda x: Load(x, [o(1), o(0)]))   # no contiguous runs
+    assert gather_map(transposed, (32, 32)) is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gathered_kernels_equal_the_materialized_product(threads):
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+    rng = np.random.default_rng(3)
+    for C, H, N, O in [(1, 28, 64, 10), (3, 9, 5, 7), (2, 11, 16, 30)]:
+        x = rng.standard_normal((C, H, H, N)).astype(np.float32)       # batch-last input
+        OH = H - 4
+        K, J, L = C * 25 + 1, OH * OH * N, OH * N
+        koff = tuple(c * H * H * N + kh * H * N + kw * N for c in range(C) for kh in range(5) for kw in range(5))
+        desc = (K, J, L, koff + (-1,), tuple(oh * H * N for oh in range(OH)), ((K - 1, 1.0),))
+        G = gathered(np, x, desc)
+        cols = swv(x, (5, 5), axis=(1, 2)).transpose(0, 4, 5, 1, 2, 3).reshape(C * 25, J)
+        np.testing.assert_array_equal(G[:-1], cols)
+        w = rng.standard_normal((O, K)).astype(np.float32)
+        out = np.full((O, J), np.nan, np.float32)
+        assert gemm_f32.matmul_gathered(w, x, desc, out, threads=threads) is out
+        np.testing.assert_allclose(out, w.astype(np.float64) @ G, rtol=1e-4, atol=1e-4)
+        dy = rng.standard_normal((O, J)).astype(np.float32)
+        dw = np.full((O, K), np.nan, np.float32)
+        assert gemm_f32.matmul_gathered(dy, x, desc, dw, transposed=True, threads=threads) is dw
+        np.testing.assert_allclose(dw, dy.astype(np.float64) @ G.T.astype(np.float64), rtol=1e-4, atol=1e-3)
+
+
+@settings(max_examples=10, deadline=None)
+@given(c=st.integers(1, 3), o_=st.integers(1, 5), hw=st.integers(6, 11), k=st.integers(1, 4),
+       stride=st.integers(1, 2), padding=st.integers(0, 1), dilation=st.integers(1, 2), n=st.integers(16, 20),
+       bias=st.booleans(), seed=st.integers(0, 1000))
+def test_gathered_convolutions_equal_eager(c, o_, hw, k, stride, padding, dilation, n, bias, seed):
+    """Random windows, the input handed over batch-last (so every window offset reads runs of at least N
+    contiguous values and, unpadded, the columns are gathered): compiled values and gradients == eager's."""
+    if hw + 2 * padding - dilation * (k - 1) - 1 < 0:
+        return
+    rng = np.random.default_rng(seed)
+    xb = ember.tensor(rng.standard_normal((c, hw, hw, n)).astype(np.float32), requires_grad=True)
+    w = ember.tensor(rng.standard_normal((o_, c, k, k)).astype(np.float32), requires_grad=True)
+    b = ember.tensor(rng.standard_normal(o_).astype(np.float32), requires_grad=True) if bias else None
+    args = [xb, w] + ([b] if bias else [])
+
+    def f(xb, w, b):
+        y = F.conv2d(xb.permute(3, 0, 1, 2), w, b, stride=stride, padding=padding, dilation=dilation)
+        return (y * y).sum()
+    want = f(xb, w, b)
+    gw = ember.autograd.grad(want, args)
+    cf = ember.compile(f)
+    got = cf(xb, w, b)
+    gg = ember.autograd.grad(got, args)
+    np.testing.assert_allclose(got.item(), want.item(), rtol=1e-4)
+    for a_, b_ in zip(gg, gw):
+        scale = float(np.abs(b_.numpy()).max()) + 1.0
+        np.testing.assert_allclose(a_.numpy(), b_.numpy(), rtol=1e-3, atol=1e-4 * scale)
+    v = cf.variants[-1]
+    externs = v.forward_exec.program.externs + (v.backward_exec.program.externs if getattr(v, "backward_exec", None)
+                                                  else [])
+    # a padded input is read through border masks (zeros that are not whole rows): not a plain copy
+    assert any("gather_b" in s.kernel.attrs for s in externs) == (padding == 0)
