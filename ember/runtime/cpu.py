@@ -108,7 +108,10 @@ def data_pointer(a: np.ndarray) -> int:
     p = a.__array_interface__["data"][0]
     if len(_POINTERS) >= _POINTERS_MAX:
         _POINTERS.clear()
-    _POINTERS[id(a)] = (weakref.ref(a), p)
+    try:
+        _POINTERS[id(a)] = (weakref.ref(a), p)
+    except TypeError:           # an object without weak references is simply not remembered
+        pass
     return p
 
 
