@@ -3,10 +3,12 @@ autocast(bf16) against float32 -- ember eager and compiled in this process, PyTo
 
     python benchmarks/bench_bf16.py                      # GEMMs + MNIST step (+ GPT step), ~2-4 min
     python benchmarks/bench_bf16.py --only gemm --rounds 9
-    python benchmarks/bench_bf16.py --curve 200          # + loss curves: bf16 vs fp32 over 200 steps
+    python benchmarks/bench_bf16.py --curve 200          # + loss curves (MNIST, GPT): bf16 vs fp32, 200 steps
+    python benchmarks/bench_bf16.py --only none --curve 200     # the loss curves alone
 
 GEMM rows: GFLOP/s of ember's bf16 product (ember/runtime/gemm_bf16.py, bf16 in, float32 accumulation,
-bf16 out) and numpy's float32 product (blas_threads.matmul, the one eager float32 uses), on 1024^3 and
+bf16 out) and the float32 product eager float32 uses (blas_threads.matmul: numpy's BLAS, or ember's own
+float32 kernel for the thin shapes it wins on, ember/runtime/gemm_f32.py), on 1024^3 and
 on the products the MNIST CNN and the 2-layer GPT run (as ember's eager ops issue them: a convolution is
 one [O, C*k*k] @ [C*k*k, L*N] product, ember/nn/_functional/conv.py); torch bf16 / fp32 (torch.matmul)
 run in a subprocess so its OpenMP threads do not compete with ours.  Step rows: ms per training step (forward, loss,
@@ -36,7 +38,8 @@ GEMMS = [
     ("mnist conv1 fwd: [10,25]@[25,36864]", (10, 25), (25, 36864), False),
     ("mnist conv2 fwd: [20,250]@[250,4096]", (20, 250), (250, 4096), False),
     ("mnist fc1 fwd: [64,320]@[320,50]^T", (64, 320), (320, 50), True),
-    ("mnist conv2 dW: [20,4096]@[4096,250]", (20, 4096), (4096, 250), False),
+    ("mnist conv1 dW: [10,36864]@[36864,25]", (10, 36864), (36864, 25), True),
+    ("mnist conv2 dW: [20,4096]@[4096,250]", (20, 4096), (4096, 250), True),
     ("mnist conv2 dX: [250,20]@[20,4096]", (250, 20), (20, 4096), False),
     ("gpt qkv: [1024,128]@[128,384]^T", (1024, 128), (128, 384), True),
     ("gpt mlp up: [1024,128]@[128,512]^T", (1024, 128), (128, 512), True),
@@ -65,7 +68,12 @@ def _torch_main(what: str, rounds: int, batch: int):
     """Runs in its own process: prints one JSON line {row: median seconds}."""
     import torch
     out = {}
-    if what == "gemm":
+    if what.startswith("curve:"):      # curve:<steps>:<models>
+        _, n, models = what.split(":")
+        for m in models.split(","):
+            fn = _mnist_curve if m == "mnist" else _gpt_curve
+            out[m] = {prec: fn(torch, prec == "bf16", int(n)) for prec in ("fp32", "bf16")}
+    elif what == "gemm":
         for name, a, b, _ in gemm_cases():
             ta = torch.from_numpy(a)
             tb = torch.from_numpy(b) if b.flags.c_contiguous else \
@@ -187,38 +195,83 @@ def run_steps(what, args, rows):
         print(f"  eager bf16 / fp32 step time: {e16.median / e32.median:.2f}")
 
 
-def run_curve(n, rows):
-    """Loss of the MNIST CNN over n SGD steps on fixed random batches: fp32 vs autocast(bf16) eager."""
-    import ember
+def _mnist_curve(T, bf16: bool, n: int, noise: float = 0.5) -> list:
+    """MNIST CNN, SGD, n steps on noisy copies of 10 fixed prototype images (learnable, deterministic; with
+    this noise the loss falls to ~0.002 in 200 steps -- with 2.0 it stays near 0.15, and the bf16 and fp32
+    runs part further, PyTorch's more than ember's)."""
     from bench_models import make_mnist_net
-    F = ember.nn.functional
-    curves = {}
-    for bf16 in (False, True):
-        ember.manual_seed(0)
-        model = make_mnist_net(ember)
-        model.eval()          # no dropout: the two runs see the same function
-        opt = ember.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
-        rng = np.random.default_rng(0)
-        protos = rng.standard_normal((10, 1, 28, 28)).astype(np.float32)
-        losses = []
-        for _ in range(n):
-            y = rng.integers(0, 10, 64)
-            x = protos[y] + 0.5 * rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
-            opt.zero_grad()
-            with ember.autocast("cpu", enabled=bf16):
-                loss = F.nll_loss(model(ember.tensor(x)), ember.tensor(y))
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        curves["bf16" if bf16 else "fp32"] = np.array(losses)
-    a, b = curves["fp32"], curves["bf16"]
-    k = max(1, n // 10)
+    F = T.nn.functional
+    T.manual_seed(0)
+    model = make_mnist_net(T)
+    model.eval()          # no dropout: the two runs see the same function
+    opt = T.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    rng = np.random.default_rng(0)
+    protos = rng.standard_normal((10, 1, 28, 28)).astype(np.float32)
+    losses = []
+    for _ in range(n):
+        y = rng.integers(0, 10, 64)
+        x = protos[y] + noise * rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+        opt.zero_grad()
+        with T.autocast("cpu", dtype=T.bfloat16, enabled=bf16):
+            loss = F.nll_loss(model(T.tensor(x)), T.tensor(y))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _gpt_curve(T, bf16: bool, n: int) -> list:
+    """The 2-layer GPT, AdamW, n steps on batches of a random Markov chain over 65 tokens (each token has
+    2 likely successors: the loss can fall from ln 65 towards ln 2)."""
+    from bench_models import make_gpt
+    T.manual_seed(0)
+    model = make_gpt(T)
+    opt = T.optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    succ = rng.integers(0, 65, (65, 2))
+    losses = []
+    for _ in range(n):
+        seq = np.empty((16, 65), np.int64)
+        seq[:, 0] = rng.integers(0, 65, 16)
+        for t in range(1, 65):
+            seq[:, t] = succ[seq[:, t - 1], rng.integers(0, 2, 16)]
+        opt.zero_grad()
+        with T.autocast("cpu", dtype=T.bfloat16, enabled=bf16):
+            loss = model(T.tensor(seq[:, :-1]), T.tensor(seq[:, 1:]))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _gap(a, b, k: int) -> tuple:
+    """(moving averages of a and b over k steps, their gap relative to a's)."""
     sa, sb = np.convolve(a, np.ones(k) / k, "valid"), np.convolve(b, np.ones(k) / k, "valid")
-    rel = np.abs(sb - sa) / np.maximum(np.abs(sa), 1e-6)
-    print(f"loss curve over {n} steps (moving average of {k}): fp32 {sa[0]:.3f} -> {sa[-1]:.4f}, "
-          f"bf16 {sb[0]:.3f} -> {sb[-1]:.4f}; max relative gap {rel.max():.2%}, final {rel[-1]:.2%}")
-    rows.append({"curve_steps": n, "fp32_final": float(sa[-1]), "bf16_final": float(sb[-1]),
-                 "max_rel_gap": float(rel.max())})
+    return sa, sb, np.abs(sb - sa) / np.maximum(np.abs(sa), 1e-6)
+
+
+def run_curve(n, rows, models, args):
+    """Loss over n training steps, eager float32 vs eager autocast(bf16), same seeds and data; the gap
+    between their moving averages (n/10 steps) relative to float32's -- and PyTorch's own gap on the same
+    runs, for scale (a loss near zero makes any relative gap large)."""
+    import ember
+    ref = {} if args.no_torch else _torch(f"curve:{n}:{','.join(models)}", args)
+    for what in models:
+        fn = _mnist_curve if what == "mnist" else _gpt_curve
+        a, b = (np.array(fn(ember, bf16, n)) for bf16 in (False, True))
+        k = max(1, n // 10)
+        sa, sb, rel = _gap(a, b, k)
+        line = (f"{what} loss curve over {n} steps (moving average of {k}): fp32 {sa[0]:.3f} -> {sa[-1]:.4f}, "
+                f"bf16 {sb[0]:.3f} -> {sb[-1]:.4f}; relative gap max {rel.max():.2%} (step {rel.argmax() + k}), "
+                f"final {rel[-1]:.2%}")
+        row = {"curve": what, "curve_steps": n, "fp32_final": float(sa[-1]), "bf16_final": float(sb[-1]),
+               "max_rel_gap": float(rel.max()), "final_rel_gap": float(rel[-1])}
+        if what in ref:
+            ta, tb, trel = _gap(np.array(ref[what]["fp32"]), np.array(ref[what]["bf16"]), k)
+            line += f"; torch's own: max {trel.max():.2%}, final {trel[-1]:.2%} ({ta[-1]:.4f} vs {tb[-1]:.4f})"
+            row.update(torch_max_rel_gap=float(trel.max()), torch_final_rel_gap=float(trel[-1]))
+        print(line, flush=True)
+        rows.append(row)
 
 
 def main():
@@ -227,6 +280,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--only", default="gemm,mnist,gpt", help="comma list of gemm, mnist, gpt")
     ap.add_argument("--curve", type=int, default=0, help="also train n steps fp32 vs bf16 and compare losses")
+    ap.add_argument("--curve-models", default="mnist,gpt", help="comma list of mnist, gpt (for --curve)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="ember.set_num_threads (and torch's) for every row")
     ap.add_argument("--wait-quiet", type=float, default=0, help="wait up to this many seconds for a quiet machine "
@@ -256,7 +310,7 @@ def main():
                 wait_quiet(args.wait_quiet)
             run_steps(what, args, rows)
     if args.curve:
-        run_curve(args.curve, rows)
+        run_curve(args.curve, rows, [w for w in ("mnist", "gpt") if w in args.curve_models.split(",")], args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=1)

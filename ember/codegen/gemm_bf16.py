@@ -1,8 +1,8 @@
 """LLVM IR for a bfloat16 matrix product with float32 accumulation (BLIS-style blocking).  Pure text.
 
 In: `GemmConfig` (register tiles MR x NR, cache blocks MC x KC, and whether the target has AVX512-BF16).
-Out: `emit_module(cfg, triple, data_layout)` -> the text of one LLVM module with four C-callable functions
-per register tile; the runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls
+Out: `emit_module(cfg, triple, data_layout)` -> the text of one LLVM module with C-callable functions per
+register tile; the runtime (ember/runtime/gemm_bf16.py) compiles it once per process and calls
 them on numpy buffers.
 
 The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any strides):
@@ -17,7 +17,10 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     words through registers) or lanes-contiguous (two K rows interleaved, 16 lanes at a time when the
     lane stride is 1).  Packing one word at a time had cost up to 45% of a small-M product.  A narrow
     product (N <= direct_a_max_n) with a K-contiguous A and an even K skips packing A: `gemm_blockd`
-    reads its rows in place.
+    reads its rows in place.  A product of few rows and a short K over a bf16 B with unit column stride
+    (a small convolution's forward) skips packing B: `gemm_colsb` copies B's rows into a small stage,
+    512 columns at a time, and `gemm_blockb` interleaves each K pair's two rows into the word layout in
+    registers (one vpermt2w per vector) -- B is read once there, so packing was a pass of its own.
   * Micro-kernel.  MR x NR accumulators (NR/16 zmm vectors per row) live in registers for the whole
     KC block; per K pair it loads NR/16 vectors of B, broadcasts one 32-bit A word per row and issues
     MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
@@ -54,8 +57,16 @@ pass of its own):
                    ptr bias, ptr ap, ptr bp, i64 chunk)
         the whole product, chunk columns at a time: pack the chunk's B panels, then all rows over them
         (while they are in cache).  For products of one row block, whose packed B is read once.
+    void gemm_entry(ptr plan, ptr a, ptr b, ptr out, ptr bias)
+        gemm_cols or gemm_batch with the arrays passed as numpy objects and everything else read from
+        a plan of i64 slots (PLAN_SLOTS): one cheap ctypes call for a small product.
 
-Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Besides them,
+Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Per tile of
+`direct_b_tiles` (B unpacked): gemm_blockb (gemm_block over B's rows in place, %ldb apart),
+    void gemm_colsb(<A as gemm_batch>, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o,
+                    i64 ldo, ptr bias, ptr ap, ptr stage)
+and gemm_entryb (gemm_entry for it).  Once: gemm_dot (a long K into a small result as inner products,
+both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them,
 `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
 
 Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
@@ -65,7 +76,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words"]
+__all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
 
 
 @dataclass(frozen=True)
@@ -90,16 +101,27 @@ class GemmConfig:
     # 8x32 for 32/64-column products with rows in eights (attention's 64 x 64 tiles: +10% over 12x32).
     tiles: tuple = (Tile(24, 1), Tile(12, 2), Tile(8, 3), Tile(8, 2))
     mc: int = 96           # rows of an A block (L2): a multiple of every tile's mr
-    kc: int = 512          # K depth of a block (even): 512 keeps the GPT products K = 512 in one block
-                           # (a second block re-reads and re-writes float32 C: 384 was 6-11% slower there)
+    kc: int = 1024         # K depth of a block (even): every further block re-reads and re-writes float32 C
+                           # (384 was 6-11% slower than 512 at K = 512; 1024 over 512: 1024^3 +5% on one
+                           # thread, +13% on two; [512,1024]@[1024,128] +5%; the A block, 192 KiB, in L2)
     dpbf16: bool = True    # emit vdpbf16ps (the target has avx512bf16); else float32 FMAs
     direct_a_max_n: int = 128   # products at most this wide read a K-contiguous A in place: +3-7% at N = 128,
                                 # -2% at N = 384 and -20% at N = 4096 (packing pays back over many panels)
+    # tiles of gemm_colsb (B not packed: few rows, short K, many columns)
+    # (measured at K = 25, N = 36864: each M from 1 to 32 has one of these within ~10% of the best)
+    direct_b_tiles: tuple = (Tile(1, 4), Tile(2, 4), Tile(3, 4), Tile(4, 4), Tile(5, 4), Tile(6, 3), Tile(8, 3))
+    dot_tile: tuple = (5, 5)   # gemm_dot's results per register tile (rows x columns of the product)
+    dot_kb: int = 4096         # gemm_dot's K block (a multiple of 32)
+    stage_cols: int = 512  # gemm_colsb stages B this many columns at a time (a multiple of 32; 256: the same,
+                           # 128: 5-10% slower; prefetching the next piece while multiplying: no faster)
 
     def check(self) -> None:
         if self.kc % 2 or any(self.mc % t.mr or t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.tiles):
             raise ValueError(f"bad GEMM blocking {self}: kc must be even, mc a multiple of every tile's mr, "
                              "and a tile at most 28 registers")
+        if self.stage_cols % 32 or any(t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.direct_b_tiles):
+            raise ValueError(f"bad GEMM blocking {self}: stage_cols must be a multiple of 32 and a tile at most "
+                             "28 registers")
 
 
 def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
@@ -506,13 +528,57 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
 
 
 # -------------------------------------------------------------------------------- macro-kernel
-def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
-    """gemm_block_<tag> over a packed A block; direct: gemm_blockd_<tag>, reading A where it lies (%ap is
-    A[row 0, k 0] of the block, rows %lda elements apart, K contiguous and even) -- for products with
-    few columns, where packing A cost a tenth of the time and buys no reuse."""
+_IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
+
+
+def _col_masks(f: _Fn, ncols: str, nv: int) -> list[str]:
+    """Per vector j of a tile, the mask of its lanes below column ncols (i32) of the tile."""
+    return [f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, f.tmp(f'sub i32 {ncols}, {16 * j}'))}", "mask")
+            for j in range(nv)]
+
+
+def _load16(f: _Fn, base: str, off, mask: str) -> str:
+    """16 bf16 words at base + off (elements) under mask; masked-off lanes are zero and never read."""
+    p = f.tmp(f"getelementptr i16, ptr {base}, i64 {off}")
+    return f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {p}, i32 2, <16 x i1> {mask}, "
+                 "<16 x i16> zeroinitializer)")
+
+
+def _b_row_pairs(f: _Fn, bcol: str, kk: str, masks: list[str]) -> list[str]:
+    """K pair kk of B read in place (gemm_blockb): rows 2kk and 2kk+1 from bcol, rows %ldb apart, 16
+    columns per vector under `masks`, interleaved into <16 x i32> words (x[2kk] low, x[2kk+1] high) --
+    the packed layout; the high row of an odd %kc's last pair is zero (never read)."""
+    k2 = f.tmp(f"shl i64 {kk}, 1")
+    lo_p = f.tmp(f"getelementptr i16, ptr {bcol}, i64 {f.tmp(f'mul i64 {k2}, %ldb')}", "blo")
+    hi_p = f.tmp(f"getelementptr i16, ptr {lo_p}, i64 %ldb", "bhi")
+    hi_in = f.tmp(f"icmp slt i64 {f.tmp(f'or i64 {k2}, 1')}, %kc")
+    inter = ", ".join(f"i32 {i}, i32 {i + 16}" for i in range(16))
+    out = []
+    for j, m in enumerate(masks):
+        mh = f.tmp(f"select i1 {hi_in}, <16 x i1> {m}, <16 x i1> zeroinitializer")
+        lo, hi = _load16(f, lo_p, 16 * j, m), _load16(f, hi_p, 16 * j, mh)
+        w = f.tmp(f"shufflevector <16 x i16> {lo}, <16 x i16> {hi}, <32 x i32> <{inter}>")
+        out.append(f.tmp(f"bitcast <32 x i16> {w} to {_V16I}", "b"))
+    return out
+
+
+def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool = False) -> str:
+    """gemm_block_<tag> over a packed A block and a packed B block.
+    direct: gemm_blockd_<tag>, reading A where it lies (%ap is A[row 0, k 0] of the block, rows %lda
+    elements apart, K contiguous and even) -- for products with few columns, where packing A cost a tenth
+    of the time and buys no reuse.
+    b_rows: gemm_blockb_<tag>, reading B where it lies (%b is B[k 0, column 0] of the block, rows %ldb
+    elements apart, columns contiguous; %kc rows, the pair past an odd %kc zero in its high half): each
+    K pair's two rows are interleaved in registers into the instruction's word layout -- for products
+    with few rows and a short K (a small convolution's forward), where B is read once and packing it
+    was a pass over memory of its own."""
     mr, nv, nr = tile.mr, tile.nv, tile.nr
-    name, lda = (f"gemm_blockd_{tile.tag}", "i64 %lda, ") if direct else (f"gemm_block_{tile.tag}", "")
-    f = _Fn(f"define void @{name}(ptr noalias %ap, {lda}ptr noalias %bp, i64 %mc, i64 %nc, i64 %kp, "
+    if b_rows:
+        name, bargs = f"gemm_blockb_{tile.tag}", "ptr noalias %b, i64 %ldb, i64 %kc, "
+    else:
+        name, bargs = f"gemm_block{'d' if direct else ''}_{tile.tag}", "ptr noalias %bp, "
+    lda = "i64 %lda, " if direct else ""
+    f = _Fn(f"define void @{name}(ptr noalias %ap, {lda}{bargs}i64 %mc, i64 %nc, i64 %kp, "
             f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
     acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
     stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
@@ -523,12 +589,17 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
     wo = f.tmp("and i32 %flags, 4")
     wo = f.tmp(f"icmp ne i32 {wo}, 0", "writeo")
     jr, close_j = f.loop("0", "%nc", str(nr), "jr")
-    pj = f.tmp(f"udiv i64 {jr}, {nr}")
-    boff = f.tmp(f"mul i64 {pj}, %kp")
-    boff = f.tmp(f"mul i64 {boff}, {nr}")
-    bpan = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}", "bpan")
     nrem = f.tmp(f"sub i64 %nc, {jr}")
     nfull = f.tmp(f"icmp sge i64 {nrem}, {nr}")
+    ncl = f.tmp(f"trunc i64 {f.tmp(f'select i1 {nfull}, i64 {nr}, i64 {nrem}')} to i32", "ncols")
+    if b_rows:
+        bpan = f.tmp(f"getelementptr i16, ptr %b, i64 {jr}", "bcol")
+        lmasks = _col_masks(f, ncl, nv)        # loads stay inside the matrix's columns
+    else:
+        pj = f.tmp(f"udiv i64 {jr}, {nr}")
+        boff = f.tmp(f"mul i64 {pj}, %kp")
+        boff = f.tmp(f"mul i64 {boff}, {nr}")
+        bpan = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}", "bpan")
     ir_, close_i = f.loop("0", "%mc", str(mr), "ir")
     if direct:      # one pointer per row; rows past the block's edge read its last row (results dropped)
         last = f.tmp("sub i64 %mc, 1")
@@ -549,12 +620,15 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
         f.emit(f"store {_V16F} zeroinitializer, ptr {p}, align 64")
     # ---- K loop: one pair of K per iteration
     kk, close_k = f.loop("0", "%kp", "1", "k")
-    bo = f.tmp(f"mul i64 {kk}, {nr}")
-    bvec = []
-    for j in range(nv):
-        o = f.tmp(f"add i64 {bo}, {16 * j}")
-        p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
-        bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
+    if b_rows:
+        bvec = _b_row_pairs(f, bpan, kk, lmasks)
+    else:
+        bo = f.tmp(f"mul i64 {kk}, {nr}")
+        bvec = []
+        for j in range(nv):
+            o = f.tmp(f"add i64 {bo}, {16 * j}")
+            p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
+            bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
     if cfg.dpbf16:
         bb = [f.tmp(f"bitcast {_V16I} {b} to <32 x bfloat>") for b in bvec]
     else:
@@ -634,12 +708,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False) -> str:
     # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
     # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
     f.label(slow_)
-    ncl = f.tmp(f"select i1 {nfull}, i64 {nr}, i64 {nrem}")
-    ncl = f.tmp(f"trunc i64 {ncl} to i32")
-    masks = []
-    for j in range(nv):
-        lim = _splat_i32(f, f.tmp(f"sub i32 {ncl}, {16 * j}"))
-        masks.append(f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {lim}", "mask"))
+    masks = _col_masks(f, ncl, nv)
     # the accumulators go to a staging array read by a row loop (one copy of the store code instead of
     # MR; `acc` keeps constant indices only, so it still lives in registers during the K loop)
     for q in range(mr * nv):
@@ -792,6 +861,46 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
+    """gemm_colsb_<tag>(ptr a, i64 als, i64 aks, i32 aw, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc,
+    ptr o, i64 ldo, ptr bias, ptr ap, ptr stage): the whole product of a bf16 B with unit column stride,
+    M <= the tile's row block and K <= KC (the runtime checks), without packing B: A is packed once,
+    then B goes through `stage` cfg.stage_cols columns at a time -- each row's piece copied in turn (one
+    stream at a time), stage_cols + 32 elements apart -- and gemm_blockb reads the pieces there.
+    Read where they lie, B's rows, a power-of-two-ish multiple of 4 KiB apart in a convolution's
+    [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower)."""
+    f = _Fn(f"define void @gemm_colsb_{tile.tag}(ptr noalias %a, i64 %als, i64 %aks, i32 %aw, ptr noalias %b, "
+            "i64 %ldb, i64 %M, i64 %N, i64 %K, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
+            f"ptr noalias %ap, ptr noalias %stage) {_NOINLINE}")
+    cols, lds = cfg.stage_cols, cfg.stage_cols + 32
+    f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
+           f"ptr %ap, i64 {tile.mr})")
+    kpc = f.tmp(f"lshr i64 {f.tmp('add i64 %K, 1')}, 1")
+    hasc = f.tmp("icmp ne ptr %c, null")
+    haso = f.tmp("icmp ne ptr %o, null")
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    flags = f.tmp(f"or i32 {f.tmp(f'select i1 {hasb}, i32 2, i32 0')}, {f.tmp(f'select i1 {haso}, i32 4, i32 0')}")
+    n0, close = f.loop("0", "%N", str(cols), "n0")
+    left = f.tmp(f"sub i64 %N, {n0}")
+    nn = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {left}, {cols}')}, i64 {left}, i64 {cols}", "nn")
+    src0 = f.tmp(f"getelementptr i16, ptr %b, i64 {n0}")
+    k, close_k = f.loop("0", "%K", "1", "sk")
+    srow = f.tmp(f"getelementptr i16, ptr {src0}, i64 {f.tmp(f'mul i64 {k}, %ldb')}")
+    drow = f.tmp(f"getelementptr i16, ptr %stage, i64 {f.tmp(f'mul i64 {k}, {lds}')}")
+    for v in range(0, cols, 16):     # masked past the matrix's last column
+        m = _col_masks(f, f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nn}, {v}')} to i32"), 1)[0]
+        x = _load16(f, srow, v, m)
+        f.emit(f"store <16 x i16> {x}, ptr {f.tmp(f'getelementptr i16, ptr {drow}, i64 {v}')}, align 2")
+    close_k()
+    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
+    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
+    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    f.emit(f"call void @gemm_blockb_{tile.tag}(ptr %ap, ptr %stage, i64 {lds}, i64 %K, i64 %M, i64 {nn}, i64 {kpc}, "
+           f"ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, i32 {flags})")
+    close()
+    return f.text()
+
+
 def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     """Products [b0, b1) of a batch, each packing its own B into bp (one call for a whole batch of
     small products: a convolution's per-image GEMMs, attention's per-head ones).  A broadcast A that
@@ -880,6 +989,203 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     return f.text()
 
 
+# ------------------------------------------------------------------------------ inner products
+def _dp(f: _Fn, cfg: GemmConfig, cur: str, a: str, b: str) -> str:
+    """cur + the pair products of words a and b (<16 x i32> each: two bf16 per lane), as vdpbf16ps
+    (or two float32 FMAs in its order, the high halves first)."""
+    if cfg.dpbf16:
+        a, b = (f.tmp(f"bitcast {_V16I} {x} to <32 x bfloat>") for x in (a, b))
+        return f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, <32 x bfloat> {a}, "
+                     f"<32 x bfloat> {b})")
+    lo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {x}, splat (i32 16)')} to {_V16F}") for x in (a, b)]
+    hi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {x}, splat (i32 -65536)')} to {_V16F}") for x in (a, b)]
+    t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {hi[0]}, {_V16F} {hi[1]}, {_V16F} {cur})")
+    return f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {lo[0]}, {_V16F} {lo[1]}, {_V16F} {t})")
+
+
+def _emit_dot(cfg: GemmConfig) -> str:
+    """gemm_dot(ptr a, i64 lda, ptr b, i64 ldb, i64 M, i64 N, i64 K, i64 j0, i64 j1, ptr c, i64 ldc,
+    ptr o, i64 ldo, ptr bias, ptr acc): columns [j0, j1) of a product whose A rows and B columns are both
+    K-contiguous (B given by its columns, %ldb apart) and whose K dwarfs M x N -- a weight gradient,
+    [10,36864] @ [36864,25] -- as inner products: no packing, no padding of a 10 x 25 result to whole
+    tiles.  dot_tile (RI x RJ) results at a time, each a 16-lane vector of partial sums (one vdpbf16ps per
+    32 K values: the pairs of A's row and B's column line up), RI + RJ loads per RI * RJ instructions; K
+    in blocks of dot_kb (A's and B's block rows stay in L2 across the tiles), the partial sums kept
+    between blocks in %acc (M x (j1 - j0) vectors); then each result is the sum of its 16 lanes (+ bias),
+    stored as float32 C or bf16 O.  Rows and columns past the edge repeat the last one (the same sums,
+    stored to the same place)."""
+    ri, rj = cfg.dot_tile
+    kb = cfg.dot_kb
+    f = _Fn("define void @gemm_dot(ptr noalias %a, i64 %lda, ptr noalias %b, i64 %ldb, i64 %M, i64 %N, i64 %K, "
+            "i64 %j0, i64 %j1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
+            f"ptr noalias %acc) {_NOINLINE}")
+    regs = f.alloca(f"[{ri * rj} x {_V16F}]", "regs", 64)
+    nj = f.tmp("sub i64 %j1, %j0", "nj")
+    mlast = f.tmp("sub i64 %M, 1")
+    jlast = f.tmp("sub i64 %j1, 1")
+    iota = "<" + ", ".join(f"i16 {x}" for x in range(32)) + ">"
+
+    def slot(i: str, j: str) -> str:       # %acc's vector for result (i, j)
+        q = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, {nj}')}, {f.tmp(f'sub i64 {j}, %j0')}")
+        return f.tmp(f"getelementptr {_V16F}, ptr %acc, i64 {q}")
+
+    def reg(r: int, s: int) -> str:
+        return f.tmp(f"getelementptr {_V16F}, ptr {regs}, i64 {r * rj + s}")
+
+    def step(arows: list, bcols: list, k: str, mask: str | None) -> None:
+        """One 32-wide K step: every row's and column's 32 values, then RI x RJ instructions."""
+        def load(base: str) -> str:
+            p = f.tmp(f"getelementptr i16, ptr {base}, i64 {k}")
+            if mask is None:
+                v = f.tmp(f"load <32 x i16>, ptr {p}, align 2")
+            else:
+                v = f.tmp(f"call <32 x i16> @llvm.masked.load.v32i16.p0(ptr {p}, i32 2, <32 x i1> {mask}, "
+                          "<32 x i16> zeroinitializer)")
+            return f.tmp(f"bitcast <32 x i16> {v} to {_V16I}")
+        av = [load(p) for p in arows]
+        for s_, bp in enumerate(bcols):
+            bv = load(bp)
+            for r in range(ri):
+                p = reg(r, s_)
+                cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
+                f.emit(f"store {_V16F} {_dp(f, cfg, cur, av[r], bv)}, ptr {p}, align 64")
+
+    k0, close_kb = f.loop("0", "%K", str(kb), "kb")
+    kend = f.tmp(f"add i64 {k0}, {kb}")
+    kend = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {kend}, %K')}, i64 {kend}, i64 %K", "kend")
+    rem = f.tmp(f"and i64 {f.tmp(f'sub i64 {kend}, {k0}')}, 31")
+    kfull = f.tmp(f"sub i64 {kend}, {rem}", "kfull")      # the block's whole 32-wide steps end here
+    first = f.tmp(f"icmp eq i64 {k0}, 0")
+    i, close_i = f.loop("0", "%M", str(ri), "di")
+    rows, arows = [], []
+    for r in range(ri):
+        x = f.tmp(f"add i64 {i}, {r}")
+        x = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, %M')}, i64 {x}, i64 {mlast}")
+        rows.append(x)
+        arows.append(f.tmp(f"getelementptr i16, ptr %a, i64 {f.tmp(f'mul i64 {x}, %lda')}"))
+    j, close_j = f.loop("%j0", "%j1", str(rj), "dj")
+    cols, bcols = [], []
+    for s_ in range(rj):
+        x = f.tmp(f"add i64 {j}, {s_}")
+        x = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, %j1')}, i64 {x}, i64 {jlast}")
+        cols.append(x)
+        bcols.append(f.tmp(f"getelementptr i16, ptr %b, i64 {f.tmp(f'mul i64 {x}, %ldb')}"))
+    for r in range(ri):
+        for s_ in range(rj):
+            old = f.tmp(f"load {_V16F}, ptr {slot(rows[r], cols[s_])}, align 4")
+            old = f.tmp(f"select i1 {first}, {_V16F} zeroinitializer, {_V16F} {old}")
+            f.emit(f"store {_V16F} {old}, ptr {reg(r, s_)}, align 64")
+    k, close_k = f.loop(k0, kfull, "32", "dk")
+    step(arows, bcols, k, None)
+    close_k()
+    tail = f.tmp(f"icmp slt i64 {kfull}, {kend}")
+    close_t = f.if_(tail, "dtail")      # the last K values of the block, masked
+    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {kend}, {kfull}')} to i16")
+    lv = f.tmp(f"insertelement <32 x i16> poison, i16 {left}, i64 0")
+    lv = f.tmp(f"shufflevector <32 x i16> {lv}, <32 x i16> poison, <32 x i32> zeroinitializer")
+    step(arows, bcols, kfull, f.tmp(f"icmp ult <32 x i16> {iota}, {lv}"))
+    close_t()
+    for r in range(ri):
+        for s_ in range(rj):
+            v = f.tmp(f"load {_V16F}, ptr {reg(r, s_)}, align 64")
+            f.emit(f"store {_V16F} {v}, ptr {slot(rows[r], cols[s_])}, align 4")
+    close_j()
+    close_i()
+    close_kb()
+    # each result: the sum of its lanes (+ bias), float32 C or bf16 O
+    hasb = f.tmp("icmp ne ptr %bias, null")
+    haso = f.tmp("icmp ne ptr %o, null")
+    i, close_i = f.loop("0", "%M", "1", "ri")
+    j, close_j = f.loop("%j0", "%j1", "1", "rj")
+    v = f.tmp(f"load {_V16F}, ptr {slot(i, j)}, align 4")
+    v = f.tmp(f"call reassoc float @llvm.vector.reduce.fadd.v16f32(float -0.0, {_V16F} {v})")
+    res = f.alloca("float", "res", 4)
+    f.emit(f"store float {v}, ptr {res}")
+    close_b = f.if_(hasb, "dbias")
+    bh = f.tmp(f"load i16, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {j}')}, align 2")
+    f.emit(f"store float {f.tmp(f'fadd float {v}, {_bf16_to_f32(f, bh)}')}, ptr {res}")
+    close_b()
+    v = f.tmp(f"load float, ptr {res}")
+    wo, wc, wd = f.fresh("dwo"), f.fresh("dwc"), f.fresh("dwd")
+    f.emit(f"br i1 {haso}, label %{wo}, label %{wc}")
+    f.label(wo)
+    oi = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldo')}, {j}")
+    f.emit(f"store i16 {_f32_to_bf16(f, v)}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {oi}')}, align 2")
+    f.emit(f"br label %{wd}")
+    f.label(wc)
+    ci = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldc')}, {j}")
+    f.emit(f"store float {v}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {ci}')}, align 4")
+    f.emit(f"br label %{wd}")
+    f.label(wd)
+    close_j()
+    close_i()
+    return f.text()
+
+
+# Slots of the plan `gemm_entry` reads (i64 each; the runtime fills them once per shape and layout)
+# (nb > 0: a batch of nb products, a_bs / b_bs elements apart -- gemm_batch; else one product -- gemm_cols)
+PLAN_SLOTS = ("data_offset", "a_ls", "a_ks", "a_w", "b_ls", "b_ks", "b_w", "M", "N", "K", "c", "ldc",
+              "out_f32", "has_bias", "ap", "bp", "chunk", "nb", "a_bs", "b_bs")
+
+
+def _emit_entry(tile: Tile, colsb: bool = False) -> str:
+    """gemm_entry_<tag>(ptr plan, ptr a, ptr b, ptr out, ptr bias): gemm_cols (gemm_batch when plan.nb > 0:
+    products [0, nb) into out[nb, M, N]) with every argument but the
+    four arrays read from a plan (PLAN_SLOTS), the arrays passed as numpy objects whose data pointer
+    lies plan.data_offset bytes in (numpy's C ABI: PyArrayObject's `data`; the runtime checks the offset).
+    For small products, where a ctypes call of 19 converted integers (~3.5 us) and four
+    `__array_interface__` look-ups (~1 us each) cost as much as the product itself.
+    colsb: gemm_entryb_<tag>, the same for gemm_colsb (slot b_ks is its %ldb, bp its stage)."""
+    f = _Fn(f"define void @gemm_entry{'b' if colsb else ''}_{tile.tag}(ptr noalias %plan, ptr %ha, ptr %hb, "
+            f"ptr %hout, ptr %hbias) {_ATTRS}")
+    slot = {}
+    for i, name in enumerate(PLAN_SLOTS):
+        slot[name] = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %plan, i64 {i}')}, align 8", name)
+
+    def data(h: str) -> str:
+        field = f.tmp(f"getelementptr i8, ptr {h}, i64 {slot['data_offset']}")
+        return f.tmp(f"load ptr, ptr {field}, align 8")
+    a, b, out = data("%ha"), data("%hb"), data("%hout")
+    f32 = f.tmp(f"icmp ne i64 {slot['out_f32']}, 0")
+    cws = f.tmp(f"inttoptr i64 {slot['c']} to ptr")
+    c = f.tmp(f"select i1 {f32}, ptr {out}, ptr {cws}")
+    o = f.tmp(f"select i1 {f32}, ptr null, ptr {out}")
+    ldc = f.tmp(f"select i1 {f32}, i64 {slot['N']}, i64 {slot['ldc']}")
+    hasb = f.tmp(f"icmp ne i64 {slot['has_bias']}, 0")
+    bias = f.alloca("ptr", "bias")
+    f.emit(f"store ptr null, ptr {bias}")
+    close = f.if_(hasb, "bias")      # never read through %hbias without a bias (it is Python's None)
+    f.emit(f"store ptr {data('%hbias')}, ptr {bias}")
+    close()
+    bias = f.tmp(f"load ptr, ptr {bias}")
+    ap = f.tmp(f"inttoptr i64 {slot['ap']} to ptr")
+    bp = f.tmp(f"inttoptr i64 {slot['bp']} to ptr")
+    aw = f.tmp(f"trunc i64 {slot['a_w']} to i32")
+    bw = f.tmp(f"trunc i64 {slot['b_w']} to i32")
+    if colsb:
+        f.emit(f"call void @gemm_colsb_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
+               f"i64 {slot['b_ks']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {ldc}, ptr {o}, "
+               f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+        return f.text()
+    batched = f.tmp(f"icmp sgt i64 {slot['nb']}, 0")
+    bt, one, end = f.fresh("batch"), f.fresh("one"), f.fresh("end")
+    f.emit(f"br i1 {batched}, label %{bt}, label %{one}")
+    f.label(bt)
+    mn = f.tmp(f"mul i64 {slot['M']}, {slot['N']}")
+    f.emit(f"call void @gemm_batch_{tile.tag}(ptr {a}, i64 {slot['a_bs']}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, "
+           f"i32 {aw}, ptr {b}, i64 {slot['b_bs']}, i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 0, "
+           f"i64 {slot['nb']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {mn}, i64 {ldc}, "
+           f"ptr {o}, i64 {mn}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+    f.emit(f"br label %{end}")
+    f.label(one)
+    f.emit(f"call void @gemm_cols_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
+           f"i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, "
+           f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']})")
+    f.emit(f"br label %{end}")
+    f.label(end)
+    return f.text()
+
+
 # ---------------------------------------------------------------------------------- conversions
 def _emit_convert(to_bf16: bool) -> str:
     """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
@@ -922,12 +1228,17 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               "declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, <16 x i1>, <16 x i16>)",
               f"declare void @llvm.masked.store.v16f32.p0({_V16F}, ptr, i32, <16 x i1>)",
               f"declare void @llvm.masked.store.v16i32.p0({_V16I}, ptr, i32, <16 x i1>)",
-              "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)"]
+              "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)",
+              "declare <32 x i16> @llvm.masked.load.v32i16.p0(ptr, i32, <32 x i1>, <32 x i16>)",
+              f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V16F})"]
     parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True), _emit_convert(True),
                             _emit_convert(False)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
-                  _emit_batch(cfg, t), _emit_cols(cfg, t)]
+                  _emit_batch(cfg, t), _emit_cols(cfg, t), _emit_entry(t)]
+    for t in cfg.direct_b_tiles:
+        parts += [_emit_block(cfg, t, b_rows=True), _emit_cols_b(cfg, t), _emit_entry(t, colsb=True)]
+    parts.append(_emit_dot(cfg))
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

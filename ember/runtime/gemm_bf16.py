@@ -22,6 +22,16 @@ column panels, each packing its panels and all of A (`_split`).  Batches split b
 products run on the calling thread in one call (gemm_cols): B packed, then every row; a product of one row
 block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
+Few rows, a short K, a bf16 B with unit column stride (a small convolution's forward, [10,25]@[25,36864]):
+B is not packed but staged and interleaved in registers (gemm_colsb, `Bf16Gemm.direct_b_tile`).  A long K
+into a small result with both operands K-contiguous (a weight gradient, [10,36864]@[36864,25]): inner
+products, nothing packed (gemm_dot, `Bf16Gemm.dot_ok`), split by columns over threads.
+
+Small products (below PARALLEL_MIN_FLOPS) whose shapes, strides and dtypes were seen before on this
+thread run from a plan (`_Plan`): one ctypes call of gemm_entry on the arrays themselves, its other
+arguments fixed in the plan -- a general call costs ~10 us of Python and ctypes (four
+`__array_interface__` look-ups, 19 converted integers), as much as a [64,320]@[320,50] product.
+
 `convert(x, dtype)`: float32 <-> bfloat16 of a contiguous array by the module's cvt functions (eager
 casts go through it: ember/kernels/casts.py).
 
@@ -43,6 +53,8 @@ from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
 from ember.kernels import blas_threads, casts, workers
 from ember.runtime import cache, cpu
+from ember.runtime.gemm_operands import batch_stride, data_offset, operand, unit_stride
+from ember.runtime.gemm_operands import ptr as _ptr
 
 __all__ = ["Bf16Gemm", "instance", "matmul", "convert", "host_has_bf16", "PARALLEL_MIN_FLOPS", "SMALL_FLOPS"]
 
@@ -57,6 +69,13 @@ SMALL_FLOPS = 1e6
 # gemm_cols packs and uses B this many bytes at a time (in L2) when the product has one row block
 # (conv1 [10,25]@[25,36864], interleaved medians: 244-293 us against 284-302 us packing all of B first)
 CHUNK_BYTES = 192 * 1024
+# Products run as inner products (gemm_dot: `dot_ok`): both operands K-contiguous bf16, at most this many
+# rows and columns, at least this K (measured: [10,36864]@[36864,25] 63 -> 190 GF/s, [20,4096]@[4096,250]
+# 102 -> 178, [64,8192]@[8192,64] 177 -> 157: tiles there waste nothing)
+DOT_MAX_M, DOT_MAX_N, DOT_MIN_K = 32, 512, 1024
+# Products that read B without packing it (gemm_colsb: `Bf16Gemm.direct_b_tile`): at most this many rows
+# and this K, at least this many columns (measured 1.2-2.8x over packing for M <= 32, K <= 250)
+DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
@@ -68,17 +87,16 @@ def host_has_bf16() -> bool:
     return bool(cg.llvm.get_host_cpu_features().get("avx512bf16", False))
 
 
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
 class _Workspace(threading.local):
     """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread;
-    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once)."""
+    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once);
+    `plans`: this thread's small-product plans (`_Plan`), which hold the buffers' addresses -- dropped
+    whenever a buffer is replaced."""
 
     def __init__(self):
         self.bufs: dict = {}
         self.packed = -1
+        self.plans: dict = {}
 
     def get(self, name: str, nbytes: int) -> tuple:
         """(64-byte aligned uint8 array of nbytes, its address): B panels load as aligned zmm."""
@@ -88,6 +106,7 @@ class _Workspace(threading.local):
             off = (-_ptr(raw)) % 64
             arr = raw[off:off + nbytes]
             hit = self.bufs[name] = (arr, _ptr(arr), raw)
+            self.plans.clear()
         return hit[0][:nbytes], hit[1]
 
     def addr(self, name: str, nbytes: int) -> int:
@@ -135,6 +154,18 @@ class Bf16Gemm:
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
                            fn(f"gemm_cols_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I32, _I64, _I64, _I64,
                               _P, _I64, _P, _I64, _P, _P, _P, _I64))
+        # gemm_colsb per tile: B staged, not packed (few rows, short K: `direct_b_tile`)
+        self.fns_b = {t: fn(f"gemm_colsb_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _P, _I64, _P,
+                            _I64, _P, _P, _P) for t in self.cfg.direct_b_tiles}
+        # gemm_dot: inner products for a long K into a small result (`dot_ok`)
+        self._dot = fn("gemm_dot", _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _P)
+        # the small-product entry takes the arrays themselves (py_object: no conversion); only where
+        # numpy's C struct is laid out as checked (_DATA_OFFSET), else every call takes the path above
+        self._entry = {}
+        if _DATA_OFFSET is not None:
+            objs = (ctypes.py_object,) * 4
+            self._entry = {t: fn(f"gemm_entry_{t.tag}", _P, *objs) for t in self.cfg.tiles}
+            self._entry_b = {t: fn(f"gemm_entryb_{t.tag}", _P, *objs) for t in self.cfg.direct_b_tiles}
         self._cvt = {np.dtype(np.float32): fn("cvt_bf16_f32", _P, _P, _I64),   # keyed by the target dtype
                      BF16: fn("cvt_f32_bf16", _P, _P, _I64)}
         self._ws = _Workspace()
@@ -162,6 +193,47 @@ class Bf16Gemm:
             self._tile_of[(n, m)] = t
         return t
 
+    def direct_b_tile(self, M: int, N: int, K: int, b_ls: int, b_w: int) -> gen.Tile | None:
+        """The gemm_colsb tile for a product that reads B without packing it -- a bf16 B with unit column
+        stride, few rows, a short K and many columns (a small convolution's forward: [10,25]@[25,36864]
+        packed ran at ~45% of the speed) -- or None.  The tile with the least time by a measured model:
+        per row tile and 16 columns, ~3 units to load and interleave B's pair and one per row."""
+        cfg = self.cfg
+        if b_w or b_ls != 1 or M > DIRECT_B_MAX_M or K > min(DIRECT_B_MAX_K, cfg.kc) or N < DIRECT_B_MIN_N:
+            return None
+        # (all of A is packed into the buffer of one MC x KC block)
+        fits = [t for t in cfg.direct_b_tiles if -(-M // t.mr) * t.mr <= cfg.mc]
+        return min(fits, key=lambda t: (-(-M // t.mr) * (3 + t.mr), -t.nv), default=None)
+
+    @staticmethod
+    def dot_ok(M: int, N: int, K: int, a_w: int, b_w: int) -> bool:
+        """Does gemm_dot take this product: bf16 A and B both K-contiguous, a long K into a small result
+        (a weight gradient: [10,36864]@[36864,25] packed ran at a third of the speed)?"""
+        return a_w == 1 and b_w == 1 and M <= DOT_MAX_M and N <= DOT_MAX_N and K >= DOT_MIN_K
+
+    def _run_dot(self, a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr, nt) -> None:
+        """gemm_dot over the product, its columns split into chunks of whole tiles when nt > 1; each
+        thread's partial sums in its own buffer.  Every result is summed the same way whatever the split."""
+        rj = self.cfg.dot_tile[1]
+        nch = 1
+        if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
+            nch = min(-(-N // rj), 2 * nt)
+        cols = [min(N, rj * (-(-N // rj) * i // nch)) for i in range(nch + 1)]
+
+        def chunk(i):
+            j0, j1 = cols[i], cols[i + 1]
+            if j1 > j0:
+                self._dot(a_ptr, a_ls, b_ptr, b_ls, M, N, K, j0, j1, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                          self._ws.addr("dot", M * (j1 - j0) * 64))
+        if nch == 1:
+            chunk(0)
+        else:
+            workers.parallel_for(chunk, nch, nt)
+
+    def _stage(self, K: int) -> int:
+        """Address of the calling thread's gemm_colsb staging buffer for K rows."""
+        return self._ws.addr("bs", K * (self.cfg.stage_cols + 32) * 2)
+
     # ------------------------------------------------------------------------------ one product
     def mm(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
            out: np.ndarray | None = None, threads: int | None = None) -> np.ndarray:
@@ -182,8 +254,8 @@ class Bf16Gemm:
             return out
         if 2.0 * M * N * K < SMALL_FLOPS:   # call overhead would dominate: float32 BLAS, the same products
             return _small(a, b, bias, out)
-        a_ptr, a_ls, a_ks, a_w, a = _operand(a, 1)
-        b_ptr, b_ls, b_ks, b_w, b = _operand(b, 0)
+        a_ptr, a_ls, a_ks, a_w, a = operand(a, 1)
+        b_ptr, b_ls, b_ks, b_w, b = operand(b, 0)
         bias_ptr = None
         if bias is not None:
             bias = np.ascontiguousarray(bias, BF16)
@@ -199,13 +271,22 @@ class Bf16Gemm:
         o_ptr, ldo = (_ptr(o), N) if o is not None else (None, 0)
         tile = self.tile_for(N, M)
         pack_b, gemm_rows = self.fns[tile][:2]
+        nt = workers.num_threads() if threads is None else max(1, threads)
+        if self.dot_ok(M, N, K, a_w, b_w):
+            self._run_dot(a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr if o_ptr is None else None, ldc, o_ptr, ldo,
+                          bias_ptr, nt)
+            return out
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
         apw = gen.packed_a_words(cfg) * 4
         npanels = -(-N // tile.nr)
-        nt = workers.num_threads() if threads is None else max(1, threads)
         split = None
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
             split = _split(-(-M // cfg.mc), npanels, M, N, nt)
+        direct = self.direct_b_tile(M, N, K, b_ls, b_w)
+        if split is None and direct is not None:
+            self.fns_b[direct](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                               self._ws.addr("ap", apw), self._stage(K))
+            return out
         if split is None:
             # one call (a ctypes call with its arguments costs ~1.5 us: a tenth of a small product): pack B
             # and run every row; with one row block and a big B, chunk by chunk while the packed panels
@@ -233,6 +314,15 @@ class Bf16Gemm:
                     ws.packed = call
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
                           bias_ptr, ws.addr("ap", apw))
+        elif direct is not None:    # column chunks, B staged (whole 32-column lines per chunk)
+            cols = [min(N, 32 * (-(-N // 32) * i // nch)) for i in range(nch + 1)]
+            fb = self.fns_b[direct]
+
+            def chunk(i):
+                n0, n1 = cols[i], cols[i + 1]
+                fb(a_ptr, a_ls, a_ks, a_w, b_ptr + 2 * n0, b_ks, M, n1 - n0, K, c_ptr and c_ptr + 4 * n0, ldc,
+                   o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw),
+                   self._stage(K))
         else:
             cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
 
@@ -255,6 +345,84 @@ class Bf16Gemm:
                threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """np.matmul semantics for bf16 arrays of 2+ dims (batch dims broadcast).  out: a C-contiguous
         array of the result's shape and out_dtype to write into (a compiled graph's buffer)."""
+        # a small product whose shapes, layouts and dtypes were seen before: one call of the entry
+        # with the arrays (_Plan); the checks below ran when the plan was made
+        ws = self._ws
+        if bias is not None and not isinstance(bias, np.ndarray):
+            return self._matmul(a, b, bias, out_dtype, threads, out)
+        key = (a.shape, a.strides, a.dtype, b.shape, b.strides, b.dtype, out_dtype,
+               None if bias is None else (bias.shape, bias.strides, bias.dtype))
+        plan = ws.plans.get(key)
+        if plan is not None and plan.flops < PARALLEL_MIN_FLOPS:
+            if out is None:
+                out = np.empty(plan.shape, plan.dtype)
+                plan.fn(plan.addr, a, b, out, bias)
+                return out
+            if out.shape == plan.shape and out.dtype == plan.dtype and out.flags.c_contiguous:
+                plan.fn(plan.addr, a, b, out, bias)
+                return out
+        r = self._matmul(a, b, bias, out_dtype, threads, out)
+        if plan is None and self._entry:
+            plan = self._plan(a, b, bias, out_dtype)
+            if plan is not None:
+                if len(ws.plans) >= _MAX_PLANS:
+                    ws.plans.clear()
+                ws.plans[key] = plan
+        return r
+
+    def _plan(self, a: np.ndarray, b: np.ndarray, bias, out_dtype) -> "_Plan | None":
+        """The plan of a small product (or batch of them) that `_matmul` would run in one gemm_cols,
+        gemm_colsb or gemm_batch call on these operands as they lie (no copies), or None."""
+        if a.ndim < 2 or b.ndim < 2 or a.dtype not in _OPERAND or b.dtype not in _OPERAND:
+            return None
+        cfg = self.cfg
+        K, N = b.shape[-2:]
+        if a.shape[-1] != K or K == 0:
+            return None
+        if b.ndim == 2 and (a.ndim == 2 or a.flags.c_contiguous):     # one product over all of a's rows
+            M, nb, a_bs, b_bs = a.size // K, 0, 0, 0
+            a2, b2 = a.reshape(M, K), b
+            shape = a.shape[:-1] + (N,)
+        else:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            ab, bb = np.broadcast_to(a, batch + a.shape[-2:]), np.broadcast_to(b, batch + b.shape[-2:])
+            a_bs, b_bs = batch_stride(ab), batch_stride(bb)
+            if a_bs is None or b_bs is None or not unit_stride(ab) or not unit_stride(bb):
+                return None
+            M, nb = a.shape[-2], int(np.prod(batch))
+            a2, b2 = ab[(0,) * len(batch)], bb[(0,) * len(batch)]
+            shape = batch + (M, N)
+        flops = 2.0 * M * N * K * max(nb, 1)
+        if not SMALL_FLOPS <= flops < PARALLEL_MIN_FLOPS:
+            return None
+        if bias is not None and (bias.dtype != BF16 or bias.shape != (N,) or not bias.flags.c_contiguous):
+            return None
+        _, a_ls, a_ks, a_w, ax = operand(a2, 1)
+        _, b_ls, b_ks, b_w, bx = operand(b2, 0)
+        if ax is not a2 or bx is not b2:         # a copy: the plan could not read the operand in place
+            return None
+        if not nb and self.dot_ok(M, N, K, a_w, b_w):
+            return None
+        out_dtype = np.dtype(out_dtype)
+        ws = self._ws
+        direct = None if nb else self.direct_b_tile(M, N, K, b_ls, b_w)
+        if direct is not None:
+            fn, chunk, bp = self._entry_b[direct], 0, self._stage(K)
+        else:
+            tile = self.tile_for(N, M)
+            npanels = -(-N // tile.nr)
+            chunk = N
+            if not nb and M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+                chunk = self._chunk(tile, K)
+            fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * 4)
+        c_ws = ws.addr("c", max(nb, 1) * M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
+        vals = dict(data_offset=_DATA_OFFSET, a_ls=a_ls, a_ks=a_ks, a_w=a_w, b_ls=b_ls, b_ks=b_ks, b_w=b_w, M=M,
+                    N=N, K=K, c=c_ws, ldc=N, out_f32=int(out_dtype == np.float32), has_bias=int(bias is not None),
+                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4), bp=bp, chunk=chunk, nb=nb, a_bs=a_bs, b_bs=b_bs)
+        slots = np.array([vals[k] for k in gen.PLAN_SLOTS], np.int64)
+        return _Plan(fn, _ptr(slots), slots, shape, out_dtype, flops)
+
+    def _matmul(self, a, b, bias, out_dtype, threads, out):
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError("gemm_bf16.matmul needs operands of at least 2 dimensions")
         if a.dtype not in _OPERAND or b.dtype not in _OPERAND:
@@ -287,13 +455,13 @@ class Bf16Gemm:
             return _small(ab, bb, bias, out)
         # one kernel call for the batch needs batch dims that step by one stride and a unit-stride matrix
         # axis: copy an operand that has neither (attention's transposed heads; a mixed broadcast)
-        sa, sb = _batch_stride(ab), _batch_stride(bb)
-        if sa is None or not _unit_stride(ab):
+        sa, sb = batch_stride(ab), batch_stride(bb)
+        if sa is None or not unit_stride(ab):
             ab = np.ascontiguousarray(ab)
-            sa = _batch_stride(ab)
-        if sb is None or not _unit_stride(bb):
+            sa = batch_stride(ab)
+        if sb is None or not unit_stride(bb):
             bb = np.ascontiguousarray(bb)
-            sb = _batch_stride(bb)
+            sb = batch_stride(bb)
         self._batched(ab[(0,) * len(batch)], sa, bb[(0,) * len(batch)], sb, nb, bias, out.reshape(nb, M, N),
                       threads)
         return out
@@ -303,8 +471,8 @@ class Bf16Gemm:
         threads by products."""
         cfg = self.cfg
         (M, K), N = a0.shape, b0.shape[1]
-        a_ptr, a_ls, a_ks, a_w, _ = _operand(a0, 1)
-        b_ptr, b_ls, b_ks, b_w, _ = _operand(b0, 0)
+        a_ptr, a_ls, a_ks, a_w, _ = operand(a0, 1)
+        b_ptr, b_ls, b_ks, b_w, _ = operand(b0, 0)
         tile = self.tile_for(N, M)
         batch_fn = self.fns[tile][3]
         bias_ptr = None
@@ -334,6 +502,20 @@ class Bf16Gemm:
             workers.parallel_for(chunk, nch, nt)
 
 
+class _Plan:
+    """One small product's call, made once per shape, layout and dtypes: gemm_entry (fn) and its slots
+    (gen.PLAN_SLOTS, at addr), the result's shape and dtype, and its flops (the plan runs on the calling
+    thread: only while it is below PARALLEL_MIN_FLOPS)."""
+    __slots__ = ("fn", "addr", "slots", "shape", "dtype", "flops")
+
+    def __init__(self, fn, addr: int, slots: np.ndarray, shape: tuple, dtype: np.dtype, flops: float):
+        self.fn, self.addr, self.slots, self.shape, self.dtype, self.flops = fn, addr, slots, shape, dtype, flops
+
+
+_DATA_OFFSET = data_offset()
+_MAX_PLANS = 512
+
+
 def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
     """How nt threads share one product: ("rows", chunks) -- every thread packs all of B, so only when
     B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- every
@@ -347,34 +529,13 @@ def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
     return None
 
 
-def _unit_stride(x) -> bool:
-    """Does one of the matrix axes step by one element (the kernel's packing reads it in place)?"""
-    return x.itemsize in (x.strides[-1], x.strides[-2]) or 1 in x.shape[-2:]
-
-
-def _batch_stride(x):
-    """The one element stride that steps through x's batch dims in order, or None when they do not
-    flatten (0 when x is broadcast along all of them)."""
-    st = None
-    expected = None
-    for n, s in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
-        if n == 1:
-            continue
-        if s % x.itemsize:
-            return None
-        if st is None:
-            st = s
-        elif s != expected:
-            return None
-        expected = s * n
-    return 0 if st is None else st // x.itemsize
-
-
 def _widened(x: np.ndarray) -> np.ndarray:
-    """x's bf16 values as float32 (a float32 operand rounded to bf16 first, as the kernel packs it)."""
+    """x's bf16 values as float32 (a float32 operand rounded to bf16 first, as the kernel packs it),
+    C-contiguous: BLAS's order of sums can depend on the layout, and a float32 operand and its bf16 cast
+    need not share one (the cast of a strided array is contiguous) -- they must give the same bits."""
     if x.dtype == np.float32:
         x = casts.astype(x, BF16)
-    return x.astype(np.float32)
+    return x.astype(np.float32, order="C")
 
 
 def _small(a, b, bias, out):
@@ -389,26 +550,6 @@ def _small(a, b, bias, out):
     with np.errstate(over="ignore", invalid="ignore"):
         out[...] = r
     return out
-
-
-def _operand(x: np.ndarray, k_axis: int):
-    """(pointer, lane stride, K stride, words flags, array kept alive) for a 2-D bf16 or float32 operand
-    whose K axis is `k_axis` (1 for A[M, K], 0 for B[K, N]); copies it when neither axis is unit-stride.
-    flags: 1 K-contiguous, 2 float32 (rounded to bf16 as packed)."""
-    sz = x.itemsize
-    f32 = 2 if sz == 4 else 0
-    st = [s // sz for s in x.strides]
-    if any(s < 0 for s in st) or x.strides[0] % sz or x.strides[1] % sz:
-        x = np.ascontiguousarray(x)
-        st = [s // sz for s in x.strides]
-    ks, ls = st[k_axis], st[1 - k_axis]
-    if ks == 1 or x.shape[k_axis] == 1:
-        return _ptr(x), ls, 1, 1 | f32, x
-    if ls == 1 or x.shape[1 - k_axis] == 1:
-        return _ptr(x), ls, ks, f32, x
-    x = np.ascontiguousarray(x)
-    st = [s // sz for s in x.strides]
-    return _ptr(x), st[1 - k_axis], 1 if k_axis == 1 else st[0], int(k_axis == 1) | f32, x
 
 
 _CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)

@@ -341,3 +341,160 @@ def test_casts_take_the_kernel_for_dtype_objects_and_types(monkeypatch):
     casts.astype(x[:10], np.float32)            # small: numpy
     casts.astype(x, np.float64)                 # not a bf16 <-> f32 pair: numpy
     assert seen == [np.dtype(np.float32), BF]
+
+
+# ---------------------------------------------------------------- B read unpacked (gemm_colsb) and plans
+@pytest.fixture(scope="module", params=PATHS)
+def staged(request):
+    """(B staged unpacked, B packed) on small blocks: 64-column stage pieces and 256-deep inner-product
+    blocks, so modest shapes cross several pieces and blocks and end in a partial one."""
+    if request.param and not G.host_has_bf16():
+        pytest.skip("this CPU has no AVX512-BF16")
+    cfg = gen.GemmConfig(mc=48, kc=64, stage_cols=64, dot_kb=256, dpbf16=request.param)
+    return G.Bf16Gemm(cfg), G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, direct_b_tiles=(), dpbf16=request.param))
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 32), k=st.integers(2, 64), n=st.integers(2, 300), f32=st.booleans(), with_bias=st.booleans(),
+       sliced=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_unpacked_b_within_bound_and_equal_to_packed(staged, m, k, n, f32, with_bias, sliced, seed):
+    """gemm_colsb (B's rows interleaved into pairs in registers, never packed) against the float64
+    reference, and bit for bit against the packed kernel (the same sums in the same order): every row
+    count (edge row tiles), odd K (the last pair's high half zero), partial stage pieces and edge
+    columns (masked loads), rows further apart than N."""
+    direct, packed = staged
+    rng = np.random.default_rng(seed)
+    a = _rand(rng, (m, k))
+    b = _rand(rng, (k, n + 7))[:, 3:3 + n] if sliced else _rand(rng, (k, n))
+    bias = _rand(rng, (n,)) if with_bias else None
+    od = np.float32 if f32 else BF
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(G, "DIRECT_B_MIN_N", 1)
+        assert direct.direct_b_tile(m, n, k, 1, 0) is not None
+        got = direct.mm(a, b, bias=bias, out_dtype=od, threads=1)
+    _check(got, a, b.copy(), bias, od)
+    want = packed.mm(a, b, bias=bias, out_dtype=od, threads=1)
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_unpacked_b_tiles_all_chosen_and_split_over_threads(staged, monkeypatch):
+    """Each gemm_colsb tile is the choice for some row count (and gives the packed result); with the
+    product split into column chunks over threads, the same bits."""
+    monkeypatch.setattr(G, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(G.workers, "backing_off", lambda: False)
+    direct, packed = staged
+    rng = np.random.default_rng(9)
+    chosen = set()
+    for m in (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 20, 32):
+        k, n = 25, 600
+        chosen.add(direct.direct_b_tile(m, n, k, 1, 0))
+        a, b = _rand(rng, (m, k)), _rand(rng, (k, n))
+        want = packed.mm(a, b, threads=1)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(direct.mm(a, b, threads=threads).view(np.uint16), want.view(np.uint16))
+    assert chosen == set(direct.cfg.direct_b_tiles)
+    # not for: a float32 B (rounded as packed), a K-contiguous B, too many rows, too long a K
+    assert direct.direct_b_tile(10, 600, 25, 1, 2) is None and direct.direct_b_tile(10, 600, 25, 25, 1) is None
+    assert direct.direct_b_tile(33, 600, 25, 1, 0) is None and direct.direct_b_tile(10, 600, 65, 1, 0) is None
+
+
+def _plan_cases(rng):
+    """(a, b, bias, out_dtype) small enough for a plan: one product, a Linear over 3-D input, batches
+    (one operand broadcast), K past one block (float32 partial sums), B read unpacked."""
+    yield _rand(rng, (64, 320)), _layout(_rand(rng, (320, 50)), True), _rand(rng, (50,)), BF
+    yield _rand(rng, (64, 320)), _rand(rng, (320, 50)), None, np.float32
+    yield _rand(rng, (3, 40, 130)), _layout(_rand(rng, (130, 70)), True), _rand(rng, (70,)), BF
+    yield _rand(rng, (8, 64, 32)), _rand(rng, (8, 32, 64)), None, BF
+    yield _rand(rng, (64, 32)), _rand(rng, (6, 32, 64)), _rand(rng, (64,)), np.float32
+    yield _rand(rng, (30, 200)), _rand(rng, (200, 90)), None, BF
+    yield _rand(rng, (10, 25)), _rand(rng, (25, 3000)), _rand(rng, (3000,)), BF
+    yield _rand(rng, (4, 60, 150)), _rand(rng, (4, 150, 40)), None, BF
+
+
+def test_plans_give_the_general_path_bit_for_bit(monkeypatch):
+    """A small product seen before runs from its plan (one gemm_entry call on the arrays themselves):
+    the general path's bits, into a new array or a given out; buffers that move drop the plans."""
+    g = G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, stage_cols=64, dpbf16=G.host_has_bf16()))
+    if not g._entry:
+        pytest.skip("numpy's array struct is not laid out as checked (_DATA_OFFSET)")
+    rng = np.random.default_rng(10)
+    for a, b, bias, od in _plan_cases(rng):
+        first = g.matmul(a, b, bias, od)
+        assert len(g._ws.plans) >= 1
+        with monkeypatch.context() as mp:
+            mp.setattr(g, "_matmul", lambda *x: pytest.fail("a planned product took the general path"))
+            again = g.matmul(a, b, bias, od)
+            out = np.full(first.shape, np.nan, od)
+            assert g.matmul(a, b, bias, od, out=out) is out
+        assert again.shape == first.shape and again.dtype == np.dtype(od)
+        want = first.view(np.uint8)
+        np.testing.assert_array_equal(again.view(np.uint8), want)
+        np.testing.assert_array_equal(out.view(np.uint8), want)
+        _check(again, a, b.copy(), bias, od)
+    a, b = _rand(rng, (20, 60)), _rand(rng, (60, 1000))
+    want = g.matmul(a, b)
+    g.matmul(_rand(rng, (90, 64)), _rand(rng, (64, 3000)), out_dtype=np.float32)     # bigger: buffers move
+    np.testing.assert_array_equal(g.matmul(a, b).view(np.uint16), want.view(np.uint16))
+
+
+def test_plans_never_skip_a_check():
+    """What a plan was not made for takes the general path and its errors: a wrong out, another dtype."""
+    g = G.instance()
+    rng = np.random.default_rng(11)
+    a, b = _rand(rng, (64, 100)), _rand(rng, (100, 40))
+    for _ in range(2):
+        g.matmul(a, b)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        g.matmul(a, b, out=np.empty((64, 40), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        g.matmul(a, b, out=np.empty((40, 64), BF).T)
+    with pytest.raises(TypeError, match="bfloat16"):
+        g.matmul(a.astype(np.float64), b)
+    a32 = a.astype(np.float32)         # float32 operand: its own plan, rounded as packed
+    np.testing.assert_array_equal(g.matmul(a32, b).view(np.uint16), g.matmul(a, b).view(np.uint16))
+    np.testing.assert_array_equal(g.matmul(a32, b).view(np.uint16), g.matmul(a, b).view(np.uint16))
+
+
+def test_without_the_array_struct_offset_products_take_the_general_path(monkeypatch):
+    monkeypatch.setattr(G, "_DATA_OFFSET", None)
+    g = G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, stage_cols=64, dpbf16=G.host_has_bf16()))
+    assert not g._entry
+    rng = np.random.default_rng(12)
+    a, b = _rand(rng, (64, 320)), _rand(rng, (320, 50))
+    for _ in range(2):
+        _check(g.matmul(a, b), a, b)
+    assert not g._ws.plans
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 32), n=st.integers(1, 80), k=st.integers(1024, 1400), f32=st.booleans(),
+       with_bias=st.booleans(), sliced=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_inner_products_within_bound_and_split_bit_for_bit(staged, m, n, k, f32, with_bias, sliced, seed):
+    """gemm_dot (a long K into a small result, both operands K-contiguous: a weight gradient) against the
+    float64 reference: every row and column count (edge tiles repeat the last row / column), K blocks
+    and a masked tail, rows further apart than K; split over threads by columns, the same bits."""
+    direct, _ = staged
+    rng = np.random.default_rng(seed)
+    a = _rand(rng, (m, k + 5))[:, 2:2 + k] if sliced else _rand(rng, (m, k))
+    b = _rand(rng, (n, k)).T                      # K-contiguous: a transposed view, as dY.T @ X gives
+    bias = _rand(rng, (n,)) if with_bias else None
+    od = np.float32 if f32 else BF
+    assert direct.dot_ok(m, n, k, 1, 1)
+    one = direct.mm(a, b, bias=bias, out_dtype=od, threads=1)
+    _check(one, a.copy(), b.copy(), bias, od)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(G, "PARALLEL_MIN_FLOPS", 0)
+        mp.setattr(G.workers, "backing_off", lambda: False)
+        two = direct.mm(a, b, bias=bias, out_dtype=od, threads=2)
+    np.testing.assert_array_equal(two.view(np.uint8), one.view(np.uint8))
+
+
+def test_inner_products_only_where_they_pay():
+    g = G.instance()
+    assert g.dot_ok(10, 25, 36864, 1, 1) and g.dot_ok(20, 250, 4096, 1, 1)
+    assert not g.dot_ok(64, 64, 8192, 1, 1)          # whole tiles: the packed kernel is faster
+    assert not g.dot_ok(10, 25, 512, 1, 1)           # a short K
+    assert not g.dot_ok(10, 25, 36864, 0, 1) and not g.dot_ok(10, 25, 36864, 1, 3)   # strided / float32
+    rng = np.random.default_rng(13)
+    a, b = _rand(rng, (10, 4096)), _rand(rng, (25, 4096)).T
+    _check(g.matmul(a, b), a, b.copy())

@@ -176,9 +176,9 @@ class Fuser:
                     self.must.add(b)
 
     def _find_window_bases(self) -> None:
-        """A computed value whose windows (a convolution's columns) only feed products is stored, so
-        that the column kernel is a plain copy the products can gather in place instead of storing the
-        columns (ember/passes/implicit_gemm.py): conv2's input (0.4 MB) instead of its columns (4 MB)."""
+        """A computed value whose windows (a convolution's columns) feed CPU products is stored (a padded
+        input too), so that the column kernel is a plain copy the products can gather in place instead of
+        storing the columns (ember/passes/implicit_gemm.py): conv2's input (0.4 MB), not 4 MB of columns."""
         for n in self.order:
             if n.op != "matmul" or n.device != "cpu" or len(n.inputs) != 2:
                 continue
@@ -190,7 +190,9 @@ class Fuser:
             base = b.inputs[0]
             while base.op in ("reshape", "permute") and base.inputs:
                 base = base.inputs[0]
-            if not base.is_placeholder and self.cls[base] is NodeClass.POINTWISE:
+            # a padding is stored too: its zero borders, fused into the column kernel, would be masks
+            # that are no plain copy (the padded input costs one input-sized write)
+            if not base.is_placeholder and (self.cls[base] is NodeClass.POINTWISE or base.op == "pad"):
                 self.must.add(base)
 
     # ------------------------------------------------------------------------ bookkeeping
