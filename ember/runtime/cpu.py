@@ -14,7 +14,10 @@ engine (and so the machine code) lives exactly as long as that object, and every
 reference to it.  There is no global engine.
 
 Calls go through ctypes (which releases the GIL).  Buffer pointers are read with
-`__array_interface__['data'][0]` (reading `arr.ctypes.data` costs ~5 us).  When a kernel moves at
+`__array_interface__['data'][0]` (reading `arr.ctypes.data` costs ~5 us), and remembered per array
+object (`data_pointer`): the interface costs ~1.7 us an array on a busy machine, and a step's kernels
+read the same slots, parameters and optimizer state every call (the AdamW bias-correction kernel of
+the GPT step takes 63 zero-dimensional arrays: 111 us of pointer reads for nanoseconds of work).  When a kernel moves at
 least `PARALLEL_MIN_BYTES` (or runs `PARALLEL_MIN_FLOPS` scalar ops) and the first outer axis has
 more than one iteration, the outer range is cut into more chunks than threads (about
 CHUNK_BYTES each, at most CHUNKS_PER_THREAD per thread) and run by ember/kernels/workers.py on
@@ -32,6 +35,8 @@ import copy
 import ctypes
 import ctypes.util
 import os
+import threading
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -47,7 +52,7 @@ from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 llvm = cg.llvm
 
 __all__ = ["CPU", "compile_kernels", "CpuModule", "KernelCallable", "LLVMCompiler", "num_threads", "optimize_ir",
-           "compile_ir_to_object", "PARALLEL_MIN_BYTES", "host_target", "assembly"]
+           "compile_ir_to_object", "PARALLEL_MIN_BYTES", "host_target", "assembly", "data_pointer"]
 
 # Below this much work a kernel runs on the calling thread only: the pool handoff (~45-55 us) costs
 # more than the second core saves.  Measured with benchmarks/fusion_kernels.py --threshold on the
@@ -87,6 +92,36 @@ def _register_symbols() -> None:
 
 
 num_threads = workers.num_threads
+
+# data_pointer's memory: id(array) -> (weak reference, address).  An entry is used only while its
+# array is alive (the reference answers with the same object), so a reused id never hits.
+_POINTERS: dict[int, tuple] = {}
+_POINTERS_MAX = 4096
+_LOCAL = threading.local()    # one error slot per thread for single-threaded calls
+
+
+def data_pointer(a: np.ndarray) -> int:
+    """The address of a's data (a numpy array's never moves while the object lives)."""
+    e = _POINTERS.get(id(a))
+    if e is not None and e[0]() is a:
+        return e[1]
+    p = a.__array_interface__["data"][0]
+    if len(_POINTERS) >= _POINTERS_MAX:
+        _POINTERS.clear()
+    try:
+        _POINTERS[id(a)] = (weakref.ref(a), p)
+    except TypeError:           # an object without weak references is simply not remembered
+        pass
+    return p
+
+
+def _error_slot() -> tuple:
+    """(int64[3] array, its address) of this thread, where a kernel reports a bad gather index."""
+    slot = getattr(_LOCAL, "err", None)
+    if slot is None:
+        a = np.zeros(3, dtype=np.int64)
+        slot = _LOCAL.err = (a, a.__array_interface__["data"][0])
+    return slot
 
 
 # ================================================================================ compilation
@@ -212,7 +247,7 @@ class KernelCallable(BoundKernel):
     def launch(self, arrays: Sequence[np.ndarray], threads: int | None = None) -> None:
         """Run without argument checks: the executor's path (it passes contiguous arrays of the planned
         shapes and dtypes; ~4 us a kernel saved); the kernel still bounds-checks its gathers."""
-        self.call_ptrs([a.__array_interface__["data"][0] for a in arrays], threads)
+        self.call_ptrs([data_pointer(a) for a in arrays], threads)
 
     def call_ptrs(self, ptrs: list[int], threads: int | None = None) -> None:
         """Run on raw buffer addresses (caller guarantees shapes/dtypes): the executor's fast path."""
@@ -234,8 +269,8 @@ class KernelCallable(BoundKernel):
                 if st:
                     self._raise(st, err)
             return
-        err = np.zeros(3, dtype=np.int64)
-        st = self._fn(*ptrs, err.__array_interface__["data"][0], 0, n, *self._extra)
+        err, err_ptr = _error_slot()
+        st = self._fn(*ptrs, err_ptr, 0, n, *self._extra)
         if st:
             self._raise(st, err)
 

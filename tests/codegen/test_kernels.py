@@ -395,3 +395,24 @@ def test_binary_helper_scalar_promotion():
     x = Buf("x", (3,), F64)
     node = binary("mul", 2, Load(x, (o(0),)))
     assert node.a.dtype is F64 and node.a.value == 2.0
+
+
+# ------------------------------------------- short rows: two rows per outer iteration (render.py)
+@pytest.mark.parametrize("rows,width", [(1, 64), (2, 64), (7, 64), (33, 16), (4, 512), (5, 513)])
+def test_short_row_softmax_two_rows_per_iteration(check, rng, rows, width):
+    """Odd and even row counts, one row, and the widths around SHORT_ROW_POINTS; also cut into
+    one chunk per row (as the thread pool cuts it), so chunks start and stop on odd rows."""
+    from ember.codegen.llvm.render import SHORT_ROW_POINTS
+    from ember.runtime.cpu import compile_kernels
+    k = softmax(rows, width)
+    xa = rng.standard_normal((rows, width), np.float32) * 5
+    xa[rows // 2, width // 3] = -np.inf
+    e = np.exp(xa - xa.max(1, keepdims=True))
+    want = e / e.sum(1, keepdims=True)
+    check(k, [xa], [want])
+    mod = compile_kernels([k])
+    fn, out = mod[k.name], np.zeros_like(xa)
+    fn.parallel_ok, fn.max_chunks = True, rows          # every row a chunk of its own
+    fn.launch([xa, out], threads=2)
+    np.testing.assert_allclose(out, want, rtol=2e-6, atol=1e-6)
+    assert ("llvm.loop.unroll.count" in mod.llvm_ir) == (rows > 1 and width <= SHORT_ROW_POINTS)

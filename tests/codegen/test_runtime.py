@@ -38,6 +38,22 @@ def test_threaded_split_is_identical(rng):
     np.testing.assert_array_equal(y1, y3)
 
 
+def test_data_pointer_is_remembered_only_while_the_array_lives(rng):
+    from ember.runtime.cpu import data_pointer
+    k = softmax(3, 8)
+    fn = compile_kernels([k])[k.name]
+    for _ in range(50):     # fresh arrays, many of them at a recycled id: each call sees its own data
+        x = rng.standard_normal((3, 8), np.float32)
+        y = np.empty_like(x)
+        assert data_pointer(x) == x.__array_interface__["data"][0]
+        fn.launch([x, y])
+        e = np.exp(x - x.max(1, keepdims=True))
+        np.testing.assert_allclose(y, e / e.sum(1, keepdims=True), rtol=1e-6)
+        del x, y
+    z = np.zeros(())
+    assert data_pointer(z) == data_pointer(z) == z.__array_interface__["data"][0]
+
+
 def test_argument_checks(rng):
     k = softmax(4, 8)
     fn = compile_kernels([k])[k.name]

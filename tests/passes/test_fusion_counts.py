@@ -166,3 +166,61 @@ def test_gpt_block_dropout_has_no_eager_step():
     from ember.ir.kernel import Random
     assert any("max_sub_exp_sum" in s.name and any(isinstance(n, Random) for n in s.kernel.epilogue.nodes)
                for s in pf.externs)
+
+
+# ------------------------------------------------- products read a transposed sibling with a flag
+def _heads_both_layouts(qkv):
+    """K read as K^T (scores) and as K (a second product), both from one head split of qkv: after
+    canonicalize these are two different permutes of the same slice."""
+    q, k = qkv[..., :16], qkv[..., 16:]
+    q = q.reshape(2, 8, 4, 4).transpose(1, 2)
+    k = k.reshape(2, 8, 4, 4).transpose(1, 2)
+    s = q @ k.transpose(-2, -1)
+    return (s @ k).sum() + s.sum()
+
+
+def _stored(p, pred):
+    """Shapes of the values the program's kernels (and extern epilogues) store that satisfy pred(shape)."""
+    ks = [st.kernel for st in p.kernels] + [st.kernel.epilogue for st in p.externs if st.kernel.epilogue]
+    return [b.shape for k in ks for b in k.outputs if pred(tuple(b.shape))]
+
+
+def test_transposed_sibling_is_read_with_a_flag():
+    g, _, _ = trace(_heads_both_layouts, torch.randn(2, 8, 32))
+    p = check_program(g)
+    assert externs(p) == 2
+    # one product reads K as the other stores it, through a transpose flag: K is stored once
+    flags = [bool(s.kernel.attrs.get("transpose_a") or s.kernel.attrs.get("transpose_b")) for s in p.externs]
+    assert sum(flags) == 1
+    assert len(_stored(p, lambda s: s in ((2, 4, 8, 4), (2, 4, 4, 8)))) == 2      # q and k, once each
+
+
+def test_gpt_block_train_step_stores_each_head_layout_once():
+    """The joint graph of a step (forward and gradients in one graph) reads q, k, v and their
+    transposes: each is stored in one layout, the products take transpose flags."""
+    gp = M.gpt_params(32)
+    x = torch.randn(2, 16, 32)                          # heads [2,4,16,8], transposed [2,4,8,16]
+
+    def step(x, *ps):
+        return torch.autograd.grad(M.gpt_loss(x, *ps), ps)
+    g, _, _ = trace(step, x, *gp.values())
+    p = check_program(g, rtol=1e-3, atol=1e-3)         # gradients of size ~300 from random weights
+    heads = _stored(p, lambda s: s in ((2, 4, 16, 8), (2, 4, 8, 16)))
+    # q, k, v in one layout, rows kept, and the head split of the attention output's gradient
+    # (before: 7 values, q^T, k^T, v^T stored besides q, k, v)
+    assert heads == [(2, 4, 16, 8)] * 4, heads
+
+
+def test_positional_embedding_has_no_gather_or_scatter():
+    """embedding(arange(T), wpe) is a slice and its gradient (index_add through the arange) an add,
+    where the arange is in the graph (a whole step: forward and gradients traced together)."""
+    import ember.nn.functional as F
+
+    def step(x, wpe):
+        y = (x + F.embedding(torch.arange(6), wpe)).tanh().sum()
+        return torch.autograd.grad(y, [wpe])
+    g, _, _ = trace(step, torch.randn(3, 6, 8), torch.randn(10, 8, requires_grad=True))
+    assert {"take", "index_add"} <= {n.op for n in g.nodes()}
+    p = check_program(g)
+    assert not fallbacks(p)
+    assert not any("index_add" in s.name or "take" in s.name for s in p.steps)

@@ -6,17 +6,20 @@ After inlining, the loop vectoriser sees straight-line selects/FMAs and vectoris
 would keep the loop scalar).  Used by the op table in ember/codegen/llvm/ops.py.
 
 Algorithms (all branch-free: special cases are `select`s, so vector lanes never diverge)
-  exp      x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, FMA), e^r by Taylor (degree 7 f32,
-           13 f64), 2^n applied as two exponent-field multiplies so overflow -> inf and gradual
-           underflow -> subnormal/0 come out of the arithmetic itself.
+  exp      x = n*ln2 + r, |r| <= ln2/2 (Cody-Waite split of ln2, FMA), e^r by a polynomial
+           (degree-6 minimax f32, degree-13 Taylor f64), 2^n applied by llvm.ldexp on AVX-512
+           targets (vscalefps: one rounding), else as two exponent-field multiplies; either way
+           overflow -> inf and gradual underflow -> subnormal/0 come out of the arithmetic itself.
   log      x = 2^e * m, m in [sqrt(1/2), sqrt(2)), log(m) = f - (f^2/2 - s*(f^2/2 + R(s^2))),
            s = f/(2+f) (fdlibm's form), R Taylor in s^2 (4 terms f32, 10 f64).  Subnormals rescaled.
   log1p    u = 1+x; log(u) * x/(u-1) (Goldberg's correction), x when u == 1.
   expm1    Taylor x + x^2*Q(x) for |x| < 0.5 (no cancellation), exp(x) - 1 otherwise.
   tanh     t = expm1(2|x|), copysign(t / (t + 2), x); |x| clamped (20 f32, 40 f64) so t stays finite.
   sigmoid  1 / (1 + exp(-x)).
-  erf      f32 only, in float32: |x| < 1: x + x*S(x^2) (degree 6); 1 <= |x| < 4:
-           1 - exp(-x^2) * M((|x| - 2.5)/1.5), M a degree-11 fit of erfc(a)*exp(a^2); |x| >= 4: +-1.
+  erf      f32 only, in float32, two polynomials and no exp: |x| < 1: x + x*S(x^2) (degree 6, relative
+           error); 1 <= |x| < c: 1 - E(u), u = (|x| - m)/h mapping [1, c] onto [-1, 1], E a degree-14
+           fit of erfc with absolute error 4e-9 (erf is near 1 there, so absolute error is what
+           counts); |x| >= c = erfinv(1 - 2^-25) = 3.8325: +-1 (erf rounds to 1 in float32).
   sin/cos  f32 only, evaluated in double: q = round(x*2/pi), r = x - q*pi/2 with a 33+53-bit split of
            pi/2 (exact products for |q| < 2^20), Taylor sin/cos of degree 13/14 on |r| <= pi/4, quadrant
            select.  Accurate for |x| < ~1.6e6 (|q| < 2^20); beyond that the reduction is not exact:
@@ -31,13 +34,13 @@ ulp of the f32 result; tests/codegen/test_math.py re-measures and enforces the b
 units of 1e-16 relative error):
 
     op        range tested                   max ulp f32   max rel err f64
-    exp       [-104, 89]                     0.88          2.2e-16
+    exp       [-104, 89]                     0.98          2.2e-16
     log       [1e-45, 3e38] (subnormals)     0.79          2.2e-16
     log1p     (-1, 1e30]                     2.32          4.0e-16
-    expm1     [-90, 88]                      1.38          2.8e-16
-    tanh      [-20, 20]                      2.45          4.4e-16
-    sigmoid   [-90, 90]                      2.24          4.5e-16
-    erf       [-6, 6]                        1.12          libm
+    expm1     [-90, 88]                      1.36          2.8e-16
+    tanh      [-20, 20]                      2.19          4.4e-16
+    sigmoid   [-90, 90]                      1.99          4.5e-16
+    erf       [-6, 6]                        1.10          libm
     sin, cos  [-1e4, 1e4]                    0.50          libm
     pow       base [0, 100], exp [-20, 20]   <= 1          libm
     (ranges mix uniform samples over the range with samples in [-1, 1] and [-1e-3, 1e-3])
@@ -65,10 +68,15 @@ def _taylor_exp(degree):
     return [1.0 / math.factorial(k) for k in range(degree, -1, -1)]
 
 
+# e^r on |r| <= ln2/2 for float32: a degree-6 minimax fit (relative error 2e-9, Lawson's iteration in
+# double, constant term 1 exact), one FMA shorter than the degree-7 Taylor series it replaced
+_EXP_F32 = [0.0013843653723597527, 0.00837415549904108, 0.04166800156235695, 0.16666431725025177,
+            0.4999999403953552, 1.0, 1.0]
+
 # per-precision constants
 _P = {
     "f32": dict(ty=F32, ity=I32, mbits=23, bias=127, exp_hi=89.0, exp_lo=-104.0,
-                ln2_hi=0.693359375, ln2_lo=-2.12194440e-4, exp_coef=_taylor_exp(7),
+                ln2_hi=0.693359375, ln2_lo=-2.12194440e-4, exp_coef=_EXP_F32,
                 log_terms=4, expm1_terms=9, tanh_clamp=20.0, min_normal=2.0 ** -126),
     "f64": dict(ty=F64, ity=I64, mbits=52, bias=1023, exp_hi=710.0, exp_lo=-746.0,
                 ln2_hi=6.93147180369123816490e-01, ln2_lo=1.90821492927058770002e-10,
@@ -76,15 +84,22 @@ _P = {
                 min_normal=2.0 ** -1022),
 }
 
-# erf in float32 (least-squares fits in double on Chebyshev nodes, weighted for relative error;
-# measured 1.12 ulp max over [-6, 6]).  |x| < 1: erf(x) = x + x * S(x^2), S = erf(x)/x - 1, so the
-# rounding of the correction term is 8x smaller than the result's; 1 <= |x| < 4:
-# erf = 1 - exp(-x^2) * M((|x| - 2.5)/1.5), M ~ erfc(a)*exp(a^2).  Highest degree first.
+# erf in float32 (minimax fits in double by Lawson's iteration, coefficients rounded to float32;
+# measured 1.10 ulp max on the test's samples over [-6, 6], 1.17 on a dense grid of 3.6M points).
+# |x| < 1: erf(x) = x + x * S(x^2), S = erf(x)/x - 1, so the rounding of the correction term is 8x
+# smaller than the result's; 1 <= |x| < ERF_ONE: erf = 1 - E(u) with u = |x| * ERFC_U_SCALE +
+# ERFC_U_SHIFT in [-1, 1], E ~ erfc to 4e-9 absolute.  No exp and no division: the exact-GELU
+# kernels of a transformer are bound by the FMA pipes, and the previous form (erfc(a) = exp(-a^2) *
+# M(a)) needed an exp besides: GPT's GELU forward 495 -> ~300 us on one thread.  (A rational
+# x * P(x^2) / Q(x^2) is cheaper still, ~240 us, but measured ~5 ulp in float32.)  Highest degree first.
 _ERF_SMALL = [7.89821013642851e-05, -0.0008024354102911802, 0.0051900535742365585, -0.026854808534791313,
               0.11283612428163961, -0.37612628843313434, 0.12837916651004644]
-_ERFC_MID = [-3.317872275433457e-05, 9.56571792175287e-05, -0.00015413261748826673, 0.0003697168983382581,
-             -0.001007091415901585, 0.0024242901239319046, -0.005571632909335254, 0.012484595004474255,
-             -0.02700497734423831, 0.05611089023543307, -0.11152104076712352, 0.21080635884277224]
+_ERFC_BIG = [-0.0001722742017591372, 4.2693704017437994e-05, 0.0012201139470562339, -0.0015201590722426772,
+             -0.002139132237061858, 0.0075208041816949844, -0.007680709473788738, -0.0035579130053520203,
+             0.024635327979922295, -0.04323650151491165, 0.046218544244766235, -0.03324202820658684,
+             0.015934841707348824, -0.004656471777707338, 0.000632923620287329]
+ERF_ONE = 3.832506856900711          # erfinv(1 - 2^-25): from here on float32 erf rounds to +-1
+ERFC_U_SCALE, ERFC_U_SHIFT = 0.7060883171835891, -1.706088317183589    # [1, ERF_ONE] -> [-1, 1]
 # pi/2 split: PIO2_HI has 33 significant bits, so q*PIO2_HI is exact for |q| < 2^20 (fdlibm)
 PIO2_HI = 1.57079632673412561417e+00
 PIO2_LO = 6.07710050650619224932e-11
@@ -162,6 +177,11 @@ def _exp(f: _FB, lib, x):
     r = f.fma(n, f.c(-P["ln2_lo"]), r)
     p = f.horner(r, P["exp_coef"])
     ni = b.fptosi(n, f.ity)
+    if lib.scalef:        # one vscalefps: p * 2^n, rounded once (overflow and subnormals included)
+        ldexp = lib.module.globals.get(f"llvm.ldexp.{f.kind}.i32") or ir.Function(
+            lib.module, ir.FunctionType(f.ty, [f.ty, I32]), f"llvm.ldexp.{f.kind}.i32")
+        res = b.call(ldexp, [p, ni if f.ity == I32 else b.trunc(ni, I32)])
+        return f.select(nan, x, res)
     # 2^n as two normal powers of two, so that 2^-150 (subnormal results) and 2^128 (overflow to
     # inf) are reached through rounding of a multiply rather than a broken exponent field.
     n1 = b.ashr(ni, f.ic(1))
@@ -239,16 +259,16 @@ def _sigmoid(f: _FB, lib, x):
 
 
 def _erf_f32(f: _FB, lib, x):
-    """float32 erf in float32 arithmetic (see _ERF_SMALL): 16 lanes per vector instead of the 8
-    of a double evaluation -- the exact GELU kernels of a transformer were compute-bound on it."""
+    """float32 erf in float32 arithmetic (see _ERF_SMALL): 16 lanes per vector, two short polynomials,
+    both evaluated (branch-free) and one selected per lane."""
     b = f.b
     a = f.fabs(x)
     small = f.fma(x, f.horner(b.fmul(x, x), _ERF_SMALL), x)
-    am = f.select(f.cmp(">", a, f.c(4.0)), f.c(4.0), a)          # NaN stays NaN
-    y = b.fmul(b.fsub(am, f.c(2.5)), f.c(1.0 / 1.5))
-    ex = lib.call(b, "exp", b.fneg(b.fmul(am, am)))
-    mid = f.copysign(b.fsub(f.c(1.0), b.fmul(ex, f.horner(y, _ERFC_MID))), x)
-    return f.select(f.cmp("<", a, f.c(1.0)), small, mid)
+    am = f.select(f.cmp(">", a, f.c(ERF_ONE)), f.c(ERF_ONE), a)          # NaN stays NaN
+    u = f.fma(am, f.c(ERFC_U_SCALE), f.c(ERFC_U_SHIFT))
+    big = f.copysign(b.fsub(f.c(1.0), f.horner(u, _ERFC_BIG)), x)
+    big = f.select(f.cmp(">=", a, f.c(ERF_ONE)), f.copysign(f.c(1.0), x), big)
+    return f.select(f.cmp("<", a, f.c(1.0)), small, big)
 
 
 def _sincos_f32(f: _FB, lib, x, want_cos):
@@ -312,10 +332,14 @@ MATH_OPS = tuple(_EMITTERS)   # the ops MathLib.call emits
 
 
 class MathLib:
-    """Defines and calls ember.<op>.<f32|f64> helpers in one module."""
+    """Defines and calls ember.<op>.<f32|f64> helpers in one module.  `scalef`: the target has
+    AVX-512 (vscalefps/pd), so exp applies 2^n with one `llvm.ldexp` (elsewhere ldexp on vectors
+    becomes a libm call per lane, hence the two-multiply form there): exp 8 -> 2 instructions shorter,
+    the attention softmax and the GELU backward spend most of their time in it."""
 
-    def __init__(self, module: ir.Module):
+    def __init__(self, module: ir.Module, scalef: bool = False):
         self.module = module
+        self.scalef = scalef
 
     def call(self, builder: ir.IRBuilder, op: str, *args):
         ty = args[0].type

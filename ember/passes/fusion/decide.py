@@ -150,6 +150,7 @@ class Fuser:
         self.groups: list[Group] = []
         self.dag = nx.DiGraph()
         self.home: dict = {}                        # realized node -> producing group (None: input)
+        self.cursor = len(self.order)               # decide(): position of the node being decided
         self.req: dict = defaultdict(dict)          # node -> {group: {key: idx}}
         self.buf_need: dict = defaultdict(dict)     # node -> {group: True}: groups loading it as a buffer
         self.inlined: dict = defaultdict(list)      # node -> groups computing it inline
@@ -231,6 +232,7 @@ class Fuser:
     # -------------------------------------------------------------------- decision phase
     def decide(self) -> None:
         for n in reversed(self.order):
+            self.cursor = self.pos[n]     # nodes before this position are not decided yet
             k = self.cls[n]
             if k is NodeClass.PLACEHOLDER or n in self.views:
                 self.home[n] = None
@@ -261,6 +263,12 @@ class Fuser:
         self._link(n, grp)
         for i, x in enumerate(n.inputs):
             base, view_shape, transpose = operands.extern_operand(self, x)
+            prod = self.home.get(base)
+            if prod is not None:           # a sibling stored by a group decided before this product
+                if nx.has_path(self.dag, grp, prod):
+                    base, view_shape, transpose = operands.extern_operand(self, x, siblings=False)
+                else:
+                    self.dag.add_edge(prod, grp)
             if base is not x:
                 self._record(FusionKind.FUSED, f"matmul operand {i} read as a free view of {base.name}"
                              + (" (transposed)" if transpose else ""), [x, n])

@@ -2,7 +2,9 @@
 
 In: the Fuser (ember/passes/fusion/decide.py) and a matmul operand node.  Out: `extern_operand` -> the
 buffer node the call reads, the shape it sees it as and whether it reads it transposed (the movement ops
-between them cost nothing: numpy / BLAS / the bf16 GEMM take strides and flags); `folds_cast` -> whether
+between them cost nothing: numpy / BLAS / the bf16 GEMM take strides and flags; a permutation that is
+the transpose of a sibling permutation of the same value is read as that sibling, transposed: see
+`transposed_sibling`); `folds_cast` -> whether
 a cast(float32 -> bfloat16) on the way folds into the call (the CPU bf16 GEMM rounds a float32 operand as
 it packs it: ember/runtime/gemm_bf16.py), so the cast costs no kernel and no pass over memory.
 """
@@ -18,10 +20,10 @@ from .classify import NodeClass
 if TYPE_CHECKING:
     from .decide import Fuser
 
-__all__ = ["extern_operand", "folds_cast", "unreshaped", "is_buffer", "stored_anyway"]
+__all__ = ["extern_operand", "folds_cast", "unreshaped", "is_buffer", "stored_anyway", "transposed_sibling"]
 
 
-def extern_operand(f: "Fuser", x: Node) -> tuple:
+def extern_operand(f: "Fuser", x: Node, siblings: bool = True) -> tuple:
     """(base node, shape the extern sees it as, transpose flag): the movement ops between x and
     a buffer that cost nothing for numpy/BLAS matmul.  A transpose that is a graph output, of a
     value that is not a buffer, is read as stored (a Linear layer's cast weight, saved transposed
@@ -36,11 +38,38 @@ def extern_operand(f: "Fuser", x: Node) -> tuple:
             and (not stored_anyway(f, n) or is_buffer(f, unreshaped(f, n.inputs[0])))):
         transpose = True
         n = n.inputs[0]
+    elif siblings and n.op == "permute" and nd >= 2:
+        sib = transposed_sibling(f, n)
+        if sib is not None:
+            transpose, n = True, sib
     view = n
     n = unreshaped(f, n)                 # a reshape of a contiguous buffer is free
     if n is not view and f.cls[n] is NodeClass.CONST:
         n = view
     return n, tuple(view.shape), transpose
+
+
+def transposed_sibling(f: "Fuser", n: Node) -> Node | None:
+    """A permute s of n's input whose last two dims are swapped against n's, that the product can read
+    with a transpose flag instead of a copy of n.  Attention reads K^T in the forward (q @ k^T) and K in
+    the backward (dS @ k): canonicalize composes each with the head split into one permute of the qkv
+    slice, so without this the step stored both layouts (GPT: two copy kernels of 3 MB per layer).
+    Only toward the sibling that keeps the source's innermost dim innermost (its copy reads and
+    writes rows; a transposed copy writes with a stride), and only where reading s costs no more
+    than storing n: n needs no buffer of its own so far (no other product reads it as one), and s
+    has a buffer already or is not decided yet (the product's request then makes it one)."""
+    dims = tuple(n.attrs["dims"])
+    if stored_anyway(f, n) or f.buf_need.get(n):     # n is stored anyway: read it as it is
+        return None
+    if dims[-2] != len(dims) - 1:       # only toward the layout that keeps the source's rows: its
+        return None                     # copy is contiguous, a transposed one writes with a stride
+    want = dims[:-2] + (dims[-1], dims[-2])
+    for s in n.inputs[0].users:
+        if s is n or s.op != "permute" or tuple(s.attrs["dims"]) != want or s.dtype != n.dtype:
+            continue
+        if f.pos[s] < f.cursor or f.home.get(s) is not None:
+            return s
+    return None
 
 
 def unreshaped(f: "Fuser", n: Node) -> Node:
