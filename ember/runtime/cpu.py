@@ -46,7 +46,7 @@ from ember.codegen.llvm.math import LIBM_F64
 from ember.ir.kernel import Kernel
 from ember.ir.sizes import evaluate
 from ember.kernels import blas, workers
-from ember.runtime import cache
+from ember.runtime import cache, gemm_operands
 from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 
 llvm = cg.llvm
@@ -105,7 +105,7 @@ def data_pointer(a: np.ndarray) -> int:
     e = _POINTERS.get(id(a))
     if e is not None and e[0]() is a:
         return e[1]
-    p = a.__array_interface__["data"][0]
+    p = gemm_operands.ptr(a)
     if len(_POINTERS) >= _POINTERS_MAX:
         _POINTERS.clear()
     try:
