@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ember as E
-from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, check, torch, needs_torch, T
+from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, check, torch, needs_torch
 
 pytestmark = NUMPY_WARNINGS_ARE_ERRORS
 

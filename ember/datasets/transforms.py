@@ -91,7 +91,7 @@ class Normalize:
         self.mean = tuple(float(m) for m in (mean if isinstance(mean, (list, tuple)) else [mean]))
         self.std = tuple(float(s) for s in (std if isinstance(std, (list, tuple)) else [std]))
         if any(s == 0 for s in self.std):
-            raise ValueError(f"std evaluated to zero after conversion to float32, leading to division by zero.")
+            raise ValueError("std evaluated to zero after conversion to float32, leading to division by zero.")
         self.inplace = inplace
 
     def __call__(self, t):

@@ -246,7 +246,6 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False, **kw):
 # ------------------------------------------------------------------------------------- random
 def manual_seed(seed):
     rng.default_generator.manual_seed(seed)
-    from .device import cupy_or_none
     return rng.default_generator
 
 

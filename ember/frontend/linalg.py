@@ -8,7 +8,7 @@ from ..ir.ops import norm_dim
 from .autocast import autocast_op
 from .dispatch import apply as P
 from . import math_ops as M
-from .math_ops import promote, _MinMax
+from .math_ops import _MinMax
 from . import shape_ops as S
 from .tensor import Tensor
 
@@ -51,7 +51,7 @@ def mm(a, b):
 @autocast_op("bmm")
 def bmm(a, b):
     if a.ndim != 3 or b.ndim != 3:
-        raise RuntimeError(f"batch1 must be a 3D tensor" if a.ndim != 3 else "batch2 must be a 3D tensor")
+        raise RuntimeError("batch1 must be a 3D tensor" if a.ndim != 3 else "batch2 must be a 3D tensor")
     if a.shape[0] != b.shape[0]:
         raise RuntimeError(f"batch1 and batch2 must have same number of batches, got {a.shape[0]} and {b.shape[0]}")
     _mm_dtype(a, b, "bmm")
@@ -144,7 +144,7 @@ def einsum(equation, *operands):
             out = "..." + out
     terms = lhs.split(",")
     if len(terms) != len(operands):
-        raise RuntimeError(f"einsum(): more operands were provided than specified in the equation"
+        raise RuntimeError("einsum(): more operands were provided than specified in the equation"
                            if len(operands) > len(terms) else
                            "einsum(): fewer operands were provided than specified in the equation")
     # ellipsis: replace by fresh capital letters
@@ -198,7 +198,7 @@ def einsum(equation, *operands):
         for t, o in ((t1, x), (t2, y)):
             for c, n in zip(t, o.shape):
                 if size.get(c, n) != n and size.get(c) != 1 and n != 1:
-                    raise RuntimeError(f"einsum(): operands do not broadcast with remapped shapes (original->remapped)")
+                    raise RuntimeError("einsum(): operands do not broadcast with remapped shapes (original->remapped)")
                 size[c] = max(size.get(c, 1), n)
         xp = S.permute(x, [t1.index(c) for c in batch + only1 + contract])
         yp = S.permute(y, [t2.index(c) for c in batch + contract + only2])

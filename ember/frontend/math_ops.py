@@ -517,7 +517,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
         unbiased, dim = dim, None
     c = _correction(unbiased, correction)
     if not x.dtype.is_floating_point:
-        raise RuntimeError(f"std and var only support floating point and complex dtypes")
+        raise RuntimeError("std and var only support floating point and complex dtypes")
     dims = _dims(x, dim)
     n = _numel(x, dims)
     # the mean's own gradient term is sum(x - mean) = 0: detached, the gradient is PyTorch's

@@ -14,7 +14,7 @@ import numpy as np
 from ..ir import dtypes as dt
 from ..ir.symbolic import SymInt
 from ..ir.sizes import as_size, same
-from ..ir.ops import norm_dim, broadcast_shapes, ShapeError
+from ..ir.ops import norm_dim, broadcast_shapes
 from . import autograd as ag
 from .autocast import autocast_op
 from .dispatch import apply as P
@@ -899,7 +899,7 @@ def setitem(x, key, value):
             (not isinstance(value, Tensor) or value.ndim == 0):
         return x._set_(where(key, cast(value, x.dtype) if isinstance(value, Tensor) else value, x))
     # general case: the positions the key selects (computed from shapes) receive the value
-    from .creation import tensor, arange
+    from .creation import tensor
     pos_all = np.arange(x.numel(), dtype=np.int64).reshape(tuple(x.shape))
     if tracing(*(k for k in (key if isinstance(key, tuple) else (key,)) if isinstance(k, Tensor))):
         from . import dispatch as _d

@@ -302,7 +302,7 @@ class Tensor:
         from . import tracing_hooks
         tracing_hooks.value_needed(self, "bool")
         if self._data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         return bool(self.item())
 
     def __int__(self):
@@ -364,7 +364,6 @@ class Tensor:
         return t
 
     def __reduce_ex__(self, proto):
-        from .creation import tensor
         return (_rebuild, (self.detach().cpu().numpy().copy(), self.dtype.name, str(self.device), self.requires_grad))
 
     @staticmethod

@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import ctypes.util
-import os
 import threading
 import weakref
 from typing import Sequence

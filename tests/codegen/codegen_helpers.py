@@ -6,7 +6,6 @@ import os
 import tempfile
 
 import numpy as np
-import pytest
 
 # A fresh, private cache for the whole session (set before ember.runtime reads it).
 _CACHE = tempfile.mkdtemp(prefix="ember-test-cache-")

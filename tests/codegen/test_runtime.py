@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ember.ir import dtypes as dt
-from ember.ir.kernel import Buf, Const, ExternKernel, Kernel, Load, Reduce, Store, Unary, o, r
+from ember.ir.kernel import Buf, ExternKernel, Kernel, Load, Reduce, Store, Unary, o, r
 from ember.runtime import cache
 from ember.runtime.cpu import compile_kernels
 

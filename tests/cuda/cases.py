@@ -22,7 +22,7 @@ import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.kernel import (Binary, Buf, Cast, Const, IGather, IndexValue, Kernel, Load, Random, Reduce,
-                             Store, Unary, Where, cast, o, r)
+                             Store, Unary, cast, o, r)
 from ember.ir.kernel_eval import run_kernel
 
 REPO = Path(__file__).resolve().parents[2]

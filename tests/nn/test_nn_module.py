@@ -10,7 +10,6 @@ import pytest
 
 import ember
 import ember.nn as nn
-import ember.nn.functional as F
 from nn_helpers import rand, run_pair, torch
 
 tnn = torch.nn

@@ -3,10 +3,10 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
-from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, FLOATS, INTS, HAVE_TORCH, torch, needs_torch
+from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, FLOATS, INTS, torch, needs_torch
 
 pytestmark = NUMPY_WARNINGS_ARE_ERRORS
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, torch, needs_torch
+from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, torch
 
 pytestmark = NUMPY_WARNINGS_ARE_ERRORS
 

@@ -1,8 +1,7 @@
 """Aliases and smaller ops: one line each against torch."""
 import numpy as np
-import pytest
 
-from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, torch, needs_torch
+from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check
 
 pytestmark = NUMPY_WARNINGS_ARE_ERRORS
 S = (3, 4)

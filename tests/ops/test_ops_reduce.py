@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, FLOATS, INTS, torch, needs_torch
+from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, FLOATS, INTS
 
 pytestmark = NUMPY_WARNINGS_ARE_ERRORS
 

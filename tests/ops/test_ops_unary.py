@@ -3,7 +3,7 @@ takes them)."""
 import numpy as np
 import pytest
 
-from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, E, T, check, gradcheck, FLOATS, INTS
+from tests.ops.helpers import NUMPY_WARNINGS_ARE_ERRORS, check, gradcheck, FLOATS, INTS
 
 pytestmark = NUMPY_WARNINGS_ARE_ERRORS
 

@@ -4,7 +4,6 @@ interpreter computes (numpy runner), with the backward run on the forward's save
 
 `fused(p)` counts what launches a loop nest: kernels plus extern epilogues; `externs(p)` the
 matmul calls.  Constant outputs (np.full) and eager fallbacks are counted separately."""
-import numpy as np
 import pytest
 
 import ember as torch

@@ -1,16 +1,14 @@
 """Memory planning, the generated executor, runners, eager fallbacks, error context, the pass
 manager's dumps / timings, and the index simplifier."""
-import os
 
 import numpy as np
 import pytest
 
 import ember as torch
-from ember.frontend import dispatch
 from ember.compiler.interpreter import Interpreter
 from ember.ir import Graph, TType, dtypes as dt, parse
 from ember.ir.kernel import o, r
-from ember.passes import PASSES, Pipeline, compile_graph, fuse, plan_memory
+from ember.passes import PASSES, Pipeline, compile_graph
 from ember.ir import index as fi
 from ember.passes import PassError, register_pass
 from ember.runtime.executor import Executor
@@ -251,7 +249,7 @@ def test_simplifier_is_exact():
 
 
 def _ev(e, env):
-    from ember.ir.kernel import IBin, IConst, Var
+    from ember.ir.kernel import IConst, Var
     if isinstance(e, Var):
         return env[e.name]
     if isinstance(e, IConst):

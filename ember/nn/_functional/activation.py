@@ -84,7 +84,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         inner = P("mul", P("add", input, P("mul", P("mul", P("mul", input, input), input), 0.044715)),
                   math.sqrt(2.0 / math.pi))
         return P("mul", P("mul", input, 0.5), P("add", P("tanh", inner), 1.0))
-    raise RuntimeError(f"approximate argument must be either none or tanh.")
+    raise RuntimeError("approximate argument must be either none or tanh.")
 
 
 @M.in_float32

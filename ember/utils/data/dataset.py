@@ -21,7 +21,7 @@ class Dataset:
     """Map-style dataset: subclasses implement __getitem__ (and __len__ for samplers that need it)."""
 
     def __getitem__(self, index):
-        raise NotImplementedError(f"Subclasses of Dataset should implement __getitem__.")
+        raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
 
     def __add__(self, other):
         return ConcatDataset([self, other])
