@@ -7,8 +7,9 @@ autocast(bf16) against float32 -- ember eager and compiled in this process, PyTo
     python benchmarks/bench_bf16.py --only none --curve 200     # the loss curves alone
 
 GEMM rows: GFLOP/s of ember's bf16 product (ember/runtime/gemm_bf16.py, bf16 in, float32 accumulation,
-bf16 out) and the float32 product eager float32 uses (blas_threads.matmul: numpy's BLAS, or ember's own
-float32 kernel for the thin shapes it wins on, ember/runtime/gemm_f32.py), on 1024^3 and
+bf16 out), numpy's float32 sgemm (OpenBLAS, run by blas_threads.matmul one thread per block: the issue's
+baseline) and ember's float32 product (the same with ember's own kernels for the thin shapes they win on,
+ember/runtime/gemm_f32.py: what eager float32 uses), on 1024^3 and
 on the products the MNIST CNN and the 2-layer GPT run (as ember's eager ops issue them: a convolution is
 one [O, C*k*k] @ [C*k*k, L*N] product, ember/nn/_functional/conv.py); torch bf16 / fp32 (torch.matmul)
 run in a subprocess so its OpenMP threads do not compete with ours.  Step rows: ms per training step (forward, loss,
@@ -154,7 +155,15 @@ def run_gemm(args, rows):
     for name, a, b, flops in gemm_cases():
         ab = a.astype(bf)
         bb = b.astype(bf) if b.flags.c_contiguous else np.swapaxes(np.swapaxes(b, -1, -2).astype(bf), -1, -2)
-        res = interleave({"numpy fp32": lambda a=a, b=b: blas_threads.matmul(a, b),
+        def sgemm(a=a, b=b, own=None):
+            # numpy's float32 sgemm (OpenBLAS) as ember runs it, one thread per block; own: ember's float32
+            # kernels for thin shapes switched on (ember/runtime/gemm_f32.py), which numpy does not have
+            hook, blas_threads.F32_MATMUL = blas_threads.F32_MATMUL, own
+            try:
+                return blas_threads.matmul(a, b)
+            finally:
+                blas_threads.F32_MATMUL = hook
+        res = interleave({"numpy fp32": sgemm, "ember fp32": lambda: sgemm(own=blas_threads.F32_MATMUL),
                           "ember bf16": lambda ab=ab, bb=bb: g.matmul(ab, bb)}, rounds=args.rounds)
         gf = {k: flops / v.median / 1e9 if isinstance(v, Stats) else None for k, v in res.items()}
         for prec in ("fp32", "bf16"):
@@ -162,13 +171,13 @@ def run_gemm(args, rows):
             gf[f"torch {prec}"] = flops / t / 1e9 if t else None
         ratio = gf["ember bf16"] / gf["numpy fp32"] if gf["ember bf16"] and gf["numpy fp32"] else None
         table.append([name] + [f"{gf[k]:.1f}" if gf[k] else "n/a" for k in
-                               ("ember bf16", "numpy fp32", "torch bf16", "torch fp32")]
+                               ("ember bf16", "numpy fp32", "ember fp32", "torch bf16", "torch fp32")]
                      + [f"{ratio:.2f}x" if ratio else "n/a"])
         rows.append({"gemm": name, **gf})
         print(f"  {table[-1]}", flush=True)
     print()
-    print(markdown_table(["product", "ember bf16 GF/s", "numpy fp32 GF/s", "torch bf16 GF/s", "torch fp32 GF/s",
-                          "ember bf16 / numpy fp32"], table))
+    print(markdown_table(["product", "ember bf16 GF/s", "numpy fp32 GF/s", "ember fp32 GF/s", "torch bf16 GF/s",
+                          "torch fp32 GF/s", "ember bf16 / numpy fp32"], table))
 
 
 def run_steps(what, args, rows):
