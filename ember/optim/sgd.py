@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from ..frontend import autograd as ag
 from ..frontend.creation import zeros_like
+from ..ir import dtypes as dt
 from .optimizer import Optimizer, _add, _add_, _hyper, _scalar, _tracing, required
 
 __all__ = ["SGD"]
 
+
+_ARRAY_DTYPES = (dt.float32, dt.float64)      # the array update's arithmetic is PyTorch's for these
 
 class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
@@ -52,6 +55,10 @@ class SGD(Optimizer):
                 g = p.grad
                 if g is None:
                     continue
+                if (not tracing and not maximize and p.dtype is g.dtype and p.dtype in _ARRAY_DTYPES
+                        and p.device == g.device):
+                    self._eager_update(p, g, group, momentum, dampening, weight_decay, nesterov)
+                    continue
                 if tracing:      # options as graph inputs: a scheduler changing them never recompiles
                     lr, m, wd = (_hyper(group, k, p) for k in ("lr", "momentum", "weight_decay"))
                 else:
@@ -80,3 +87,29 @@ class SGD(Optimizer):
                 else:
                     p.sub_(g * lr)
         return loss
+
+    def _eager_update(self, p, g, group, momentum, dampening, weight_decay, nesterov):
+        """The update on the arrays, in place, in PyTorch's order of operations: through the ops it is
+        3-5 dispatches per parameter (168 us a step for the MNIST CNN's 8, against PyTorch's 77)."""
+        lr = _scalar(group["lr"])
+        P, G = p._data, g._data
+        t = P.dtype.type
+        if weight_decay != 0:
+            G = G + t(weight_decay) * P                       # g.add(p, alpha=weight_decay)
+        bumped = [p]
+        if momentum != 0:
+            st = self.state[p]
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = g.detach().clone()
+                if weight_decay != 0:
+                    buf._data[...] = G
+            else:
+                B = buf._data
+                B *= t(momentum)                              # buf.mul_(momentum).add_(g, alpha=1 - dampening)
+                B += G if dampening == 0 else t(1 - dampening) * G
+                bumped.append(buf)
+            G = G + t(momentum) * buf._data if nesterov else buf._data
+        P -= t(lr) * G                                        # p.add_(g, alpha=-lr)
+        for x in bumped:
+            x._vc[0] += 1
