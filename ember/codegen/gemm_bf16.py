@@ -76,6 +76,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .llvm_text import Fn as _Fn
+
 __all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
 
 
@@ -132,74 +134,6 @@ def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
 
 def packed_a_words(cfg: GemmConfig) -> int:
     return cfg.mc * (cfg.kc // 2)
-
-
-class _Fn:
-    """Textual LLVM IR for one function: SSA temporaries, labels, counted loops (counters live in
-    allocas; SROA turns them and the accumulator arrays into registers)."""
-
-    def __init__(self, header: str):
-        self.lines = [header + " {", "entry:"]
-        self.allocas: list[str] = []
-        self.n = 0
-        self.cur = "entry"
-
-    def tmp(self, expr: str, hint: str = "t") -> str:
-        self.n += 1
-        name = f"%{hint}{self.n}"
-        self.lines.append(f"  {name} = {expr}")
-        return name
-
-    def emit(self, line: str) -> None:
-        self.lines.append("  " + line)
-
-    def label(self, name: str) -> None:
-        self.lines.append(f"{name}:")
-        self.cur = name
-
-    def fresh(self, hint: str) -> str:
-        self.n += 1
-        return f"{hint}{self.n}"
-
-    def alloca(self, ty: str, hint: str, align: int = 8) -> str:
-        self.n += 1
-        name = f"%{hint}{self.n}"
-        self.allocas.append(f"  {name} = alloca {ty}, align {align}")
-        return name
-
-    def loop(self, lo: str, hi: str, step: str, hint: str):
-        """for (v = lo; v < hi; v += step): returns (v, close) -- call close() after the body."""
-        ctr = self.alloca("i64", hint + ".ctr")
-        self.emit(f"store i64 {lo}, ptr {ctr}")
-        head, body, done = self.fresh(hint + ".head"), self.fresh(hint + ".body"), self.fresh(hint + ".done")
-        self.emit(f"br label %{head}")
-        self.label(head)
-        v = self.tmp(f"load i64, ptr {ctr}", hint)
-        c = self.tmp(f"icmp slt i64 {v}, {hi}")
-        self.emit(f"br i1 {c}, label %{body}, label %{done}")
-        self.label(body)
-
-        def close():
-            nxt = self.tmp(f"add nsw i64 {v}, {step}")
-            self.emit(f"store i64 {nxt}, ptr {ctr}")
-            self.emit(f"br label %{head}")
-            self.label(done)
-        return v, close
-
-    def if_(self, cond: str, hint: str):
-        """if (cond) { ... }: returns close() to call after the body."""
-        then, done = self.fresh(hint + ".then"), self.fresh(hint + ".end")
-        self.emit(f"br i1 {cond}, label %{then}, label %{done}")
-        self.label(then)
-
-        def close():
-            self.emit(f"br label %{done}")
-            self.label(done)
-        return close
-
-    def text(self) -> str:
-        body = self.lines[:2] + self.allocas + self.lines[2:]
-        return "\n".join(body + ["  ret void", "}"])
 
 
 _V16F, _V16I = "<16 x float>", "<16 x i32>"

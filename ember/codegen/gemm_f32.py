@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gemm_bf16 import _Fn
+from .llvm_text import Fn as _Fn
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "emit_module"]
 

@@ -34,8 +34,10 @@ from __future__ import annotations
 import copy
 import ctypes
 import ctypes.util
+import hashlib
 import threading
 import weakref
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -51,7 +53,8 @@ from ember.runtime.device import Build, BoundKernel, Compiler, Device, Module
 llvm = cg.llvm
 
 __all__ = ["CPU", "compile_kernels", "CpuModule", "KernelCallable", "LLVMCompiler", "num_threads", "optimize_ir",
-           "compile_ir_to_object", "PARALLEL_MIN_BYTES", "host_target", "assembly", "data_pointer"]
+           "compile_ir_to_object", "PARALLEL_MIN_BYTES", "host_target", "assembly", "data_pointer",
+           "NativeLibrary"]
 
 # Below this much work a kernel runs on the calling thread only: the pool handoff (~45-55 us) costs
 # more than the second core saves.  Measured with benchmarks/fusion_kernels.py --threshold on the
@@ -159,6 +162,36 @@ class LLVMCompiler(Compiler):
 
     def compile(self, ir_text: str) -> bytes:
         return compile_ir_to_object(ir_text)
+
+
+class NativeLibrary:
+    """A module of C-callable functions from hand-written LLVM IR text (the GEMMs: ember/runtime/gemm_bf16.py,
+    gemm_f32.py), compiled once through the disk cache and kept loaded.  `source` (the emitting module's file)
+    is part of the cache key, so an edit to the generator never meets a stale object.  Keep the library as
+    long as any of its functions is called: its engine owns the machine code."""
+
+    def __init__(self, text: str, tag: str, source: str):
+        target = host_target()
+        fingerprint = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        key = cache.cache_key(text, target, extra=f"{tag}:{fingerprint}")
+        obj = cache.load(key)
+        if obj is None:
+            obj = compile_ir_to_object(text)
+            cache.store(key, obj)
+        cg.init_native()
+        backing = cg.llvm.parse_assembly(f'target triple = "{target.triple}"\n'
+                                         f'target datalayout = "{target.data_layout}"\n')
+        self._engine = cg.llvm.create_mcjit_compiler(backing, cg.host_target_machine())
+        self._engine.add_object_file(cg.llvm.ObjectFileRef.from_data(obj))
+        self._engine.finalize_object()
+        self.tag = tag
+
+    def function(self, name: str, *argtypes):
+        """The ctypes callable of `name` (void result, these argument types)."""
+        addr = self._engine.get_function_address(name)
+        if not addr:
+            raise RuntimeError(f"{self.tag}: no function {name} in the compiled module")
+        return ctypes.CFUNCTYPE(None, *argtypes)(addr)
 
 
 # ==================================================================================== runtime

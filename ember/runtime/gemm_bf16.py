@@ -41,10 +41,8 @@ owns the machine code that every call jumps into, so it must never be collected 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
 import threading
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -52,7 +50,7 @@ import numpy as np
 from ember.codegen import gemm_bf16 as gen
 from ember.codegen import llvm as cg
 from ember.kernels import blas_threads, casts, workers
-from ember.runtime import cache, cpu
+from ember.runtime import cpu
 from ember.runtime.gemm_operands import batch_stride, data_offset, operand, unit_stride
 from ember.runtime.gemm_operands import ptr as _ptr
 
@@ -118,7 +116,7 @@ class _Workspace(threading.local):
 
 
 class Bf16Gemm:
-    """One compiled configuration: an MCJIT engine and its three functions."""
+    """One compiled configuration: its NativeLibrary (ember/runtime/cpu.py) and the functions it holds."""
 
     def __init__(self, cfg: gen.GemmConfig | None = None):
         self.cfg = cfg or gen.GemmConfig(dpbf16=host_has_bf16())
@@ -126,24 +124,8 @@ class Bf16Gemm:
             raise RuntimeError("Bf16Gemm: this CPU has no AVX512-BF16 (use GemmConfig(dpbf16=False))")
         target = cpu.host_target()
         text = gen.emit_module(self.cfg, target.triple, target.data_layout)
-        fingerprint = hashlib.sha256(Path(gen.__file__).read_bytes()).hexdigest()
-        key = cache.cache_key(text, target, extra="gemm_bf16:" + fingerprint)
-        obj = cache.load(key)
-        if obj is None:
-            obj = cpu.compile_ir_to_object(text)
-            cache.store(key, obj)
-        cg.init_native()
-        backing = cg.llvm.parse_assembly(f'target triple = "{target.triple}"\n'
-                                         f'target datalayout = "{target.data_layout}"\n')
-        self._engine = cg.llvm.create_mcjit_compiler(backing, cg.host_target_machine())
-        self._engine.add_object_file(cg.llvm.ObjectFileRef.from_data(obj))
-        self._engine.finalize_object()
-
-        def fn(name, *args):
-            addr = self._engine.get_function_address(name)
-            if not addr:
-                raise RuntimeError(f"gemm_bf16: no function {name} in the compiled module")
-            return ctypes.CFUNCTYPE(None, *args)(addr)
+        self._lib = cpu.NativeLibrary(text, "gemm_bf16", gen.__file__)
+        fn = self._lib.function
         self.fns = {}   # tile -> (pack_b, gemm_rows, gemm_block)
         for t in self.cfg.tiles:
             self.fns[t] = (fn(f"pack_b_{t.tag}", _P, _I64, _I64, _I32, _I64, _I64, _I64, _I64, _P),

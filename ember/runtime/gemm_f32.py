@@ -21,16 +21,13 @@ The compiled module lives as long as the process (`instance()`): every call jump
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from ember.codegen import gemm_f32 as gen
-from ember.codegen import llvm as cg
 from ember.kernels import workers
-from ember.runtime import cache, cpu, gemm_operands
+from ember.runtime import cpu, gemm_operands
 
 __all__ = ["F32Gemm", "instance", "matmul"]
 
@@ -57,29 +54,13 @@ _ptr = _addr = gemm_operands.ptr
 
 
 class F32Gemm:
-    """The compiled module: one MCJIT engine and its functions."""
+    """The compiled module (a NativeLibrary, ember/runtime/cpu.py) and its functions."""
 
     def __init__(self):
         target = cpu.host_target()
         text = gen.emit_module(triple=target.triple, data_layout=target.data_layout)
-        fingerprint = hashlib.sha256(Path(gen.__file__).read_bytes()).hexdigest()
-        key = cache.cache_key(text, target, extra="gemm_f32:" + fingerprint)
-        obj = cache.load(key)
-        if obj is None:
-            obj = cpu.compile_ir_to_object(text)
-            cache.store(key, obj)
-        cg.init_native()
-        backing = cg.llvm.parse_assembly(f'target triple = "{target.triple}"\n'
-                                         f'target datalayout = "{target.data_layout}"\n')
-        self._engine = cg.llvm.create_mcjit_compiler(backing, cg.host_target_machine())
-        self._engine.add_object_file(cg.llvm.ObjectFileRef.from_data(obj))
-        self._engine.finalize_object()
-
-        def fn(name, *args):
-            addr = self._engine.get_function_address(name)
-            if not addr:
-                raise RuntimeError(f"gemm_f32: no function {name} in the compiled module")
-            return ctypes.CFUNCTYPE(None, *args)(addr)
+        self._lib = cpu.NativeLibrary(text, "gemm_f32", gen.__file__)
+        fn = self._lib.function
         self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
                             _I64, _I32) for t in gen.OUTER_TILES}
         self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
