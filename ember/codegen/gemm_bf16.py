@@ -77,23 +77,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
+from .llvm_text import Tile
 
 __all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A register tile: MR rows x NR = 16 * nv columns of float32 accumulators (mr * nv zmm registers)."""
-    mr: int
-    nv: int
-
-    @property
-    def nr(self) -> int:
-        return 16 * self.nv
-
-    @property
-    def tag(self) -> str:
-        return f"{self.mr}x{self.nr}"
 
 
 @dataclass(frozen=True)

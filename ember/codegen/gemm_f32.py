@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
+from .llvm_text import Tile
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "emit_module"]
 
@@ -44,19 +45,7 @@ _IOTA = "<" + ", ".join(f"i32 {x}" for x in range(16)) + ">"
 DOT_PREFETCH_FLOATS = 512 # the dot form's prefetch distance along a row (32 lines: ~ memory latency here)
 
 
-@dataclass(frozen=True)
-class OuterTile:
-    """MR rows x 16 * nv columns of C in mr * nv zmm accumulators."""
-    mr: int
-    nv: int
-
-    @property
-    def nr(self) -> int:
-        return 16 * self.nv
-
-    @property
-    def tag(self) -> str:
-        return f"{self.mr}x{self.nr}"
+OuterTile = Tile         # MR rows x 16 * nv columns of C in mr * nv zmm accumulators
 
 
 @dataclass(frozen=True)

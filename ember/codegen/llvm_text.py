@@ -1,5 +1,6 @@
-"""Textual LLVM IR for hand-written kernels (the GEMMs of ember/codegen/gemm_bf16.py and gemm_f32.py): a
-function body built line by line -- SSA temporaries, labels, counted loops and if-blocks.  Pure text.
+"""What the hand-written kernels (the GEMMs of ember/codegen/gemm_bf16.py and gemm_f32.py) share: `Fn`, a
+function body of textual LLVM IR built line by line (SSA temporaries, labels, counted loops, if-blocks), and
+`Tile`, a register tile of float32 accumulators.  Pure text.
 
     f = Fn("define void @k(ptr %x, i64 %n) #0")
     i, close = f.loop("0", "%n", "16", "i")
@@ -9,7 +10,24 @@ function body built line by line -- SSA temporaries, labels, counted loops and i
 """
 from __future__ import annotations
 
-__all__ = ["Fn"]
+from dataclasses import dataclass
+
+__all__ = ["Fn", "Tile"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A register tile: MR rows x NR = 16 * nv columns of float32 accumulators (mr * nv zmm registers)."""
+    mr: int
+    nv: int
+
+    @property
+    def nr(self) -> int:
+        return 16 * self.nv
+
+    @property
+    def tag(self) -> str:
+        return f"{self.mr}x{self.nr}"
 
 
 class Fn:
