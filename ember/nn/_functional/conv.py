@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from ...frontend.autocast import autocast_op
+from ...frontend.conv_gathered import gathered_conv
 from ...frontend.dispatch import apply as P
 from ._util import Tensor, const, is_tracing, ntuple, static_sizes
 
@@ -70,7 +71,6 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
             raise ValueError(f"Invalid padding string '{padding}', should be one of {{'valid', 'same'}}")
     else:
         pads = [(p, p) for p in ntuple(padding, nd)]
-    C = x.shape[1]
     spatial = static_sizes(x.shape[2:])
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
     for n, k, d in zip(padded, kernel, dilation):
@@ -78,6 +78,20 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
             raise RuntimeError(f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
                                f"Kernel size: ({' x '.join(map(str, kernel))}). Kernel size can't be greater "
                                "than actual input size")
+    if not is_tracing() and groups == 1:
+        # eager: the products gather the columns from the padded input (ember/frontend/conv_gathered.py)
+        y = gathered_conv(x, weight, bias, stride, pads, dilation,
+                          lambda x_, w_, b_: _conv_composite(x_, w_, b_, pads, stride, dilation, groups, nd))
+        if y is not None:
+            return P("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
+    y = _conv_composite(x, weight, bias, pads, stride, dilation, groups, nd)
+    return P("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
+
+
+def _conv_composite(x, weight, bias, pads, stride, dilation, groups, nd):
+    """The convolution from primitives: batch-last input, padding, windows, one GEMM (see the docstring)."""
+    C = x.shape[1]
+    kernel = tuple(weight.shape[2:])
     # batch-last input [C, *sp, N]: a free permute when traced; in eager one copy (none when the
     # input already is laid out so, e.g. the output of a convolution + pooling), after which every
     # window offset below reads runs of N contiguous values
@@ -88,8 +102,7 @@ def convnd(input: Tensor, weight: Tensor, bias, stride, padding, dilation, group
         xt = P("pad", xt, pads=((0, 0),) + tuple(pads) + ((0, 0),), value=0.0)
     x = P("permute", xt, dims=(nd + 1, 0) + tuple(range(1, nd + 1)))
     w = P("windows", x, kernel=kernel, stride=stride, dilation=dilation)      # [N, C, *out, *k]
-    y = _conv_batch_last(w, weight, bias, groups, nd)
-    return P("reshape", y, shape=tuple(y.shape[1:])) if unbatched else y
+    return _conv_batch_last(w, weight, bias, groups, nd)
 
 
 def _conv_batch_last(w: Tensor, weight: Tensor, bias, groups: int, nd: int) -> Tensor:

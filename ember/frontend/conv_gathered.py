@@ -1,0 +1,133 @@
+"""Eager convolutions whose columns are never copied: the products gather them from the padded input.
+
+In: an eager float32 CPU convolution (groups 1) and the composite it would otherwise run.  Out:
+`gathered_conv(...)` -> the [N, O, *out] result as one autograd node, or None (the caller runs the composite).
+
+The composite (ember/nn/_functional/conv.py) copies the im2col columns ([C*K, *out, N]: 4 MB for the MNIST
+CNN's conv2) and adds the bias in a pass of its own; its weight gradient reads the columns back.  Here the
+input is moved batch-last and padded once ([C, *padded, N], input-sized), the forward product and the
+weight gradient read its windows in place (kernels/blas.py `gathered`, ember/runtime/gemm_f32.py
+`matmul_gathered`, the kernels compiled code uses for the same job: ember/passes/implicit_gemm.py), and the
+bias rides in the product as one more row of ones.  The input gradient is the composite's: W^T @ dY folded.
+A backward that must itself be differentiated (create_graph) runs the composite's, so higher-order
+gradients are the composite's too.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..kernels import blas, blas_threads
+from .autograd import Function, enable_grad, grad, is_grad_enabled
+from .prims import _fold_kernel
+from .tensor import _wrap
+
+__all__ = ["gathered_conv", "MIN_RUN"]
+
+MIN_RUN = 16      # contiguous source values per run of columns: below this the copy is cheaper
+
+
+def _plan(xshape, kernel, stride, pads, dilation):
+    """(padded sizes, output sizes, desc-without-koff pieces) or None when the runs would be short."""
+    N, C = xshape[0], xshape[1]
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(xshape[2:], pads))
+    out = tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel, stride, dilation))
+    if min(out) <= 0:
+        return None
+    st = [N] * len(padded)                               # element strides of [C, *padded, N]
+    for i in range(len(padded) - 2, -1, -1):
+        st[i] = st[i + 1] * padded[i + 1]
+    if stride[-1] == 1:                                  # a run: one row of the last output dim, N innermost
+        L, run_dims = out[-1] * N, out[:-1]
+    else:
+        L, run_dims = N, out
+    if L < MIN_RUN:
+        return None
+    starts = [0]
+    for n, s, d_st in zip(run_dims, stride, st):
+        starts = [b + i * s * d_st for b in starts for i in range(n)]
+    koff = [0]
+    for k, d, d_st in zip(kernel, dilation, st):
+        koff = [b + i * d * d_st for b in koff for i in range(k)]
+    cstride = st[0] * padded[0]
+    koff = [c * cstride + o for c in range(C) for o in koff]
+    return padded, out, koff, starts, L
+
+
+class _GatheredConv(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads, dilation, plan, composite):
+        padded, out, koff, starts, L = plan
+        X = x._data
+        N, C = X.shape[0], X.shape[1]
+        xb = np.zeros((C,) + padded + (N,), np.float32)
+        inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, X.shape[2:]))
+        xb[(slice(None),) + inner] = np.moveaxis(X, 0, -1)
+        O = weight.shape[0]
+        CK = len(koff)
+        J = math.prod(out) * N
+        W2 = weight._data.reshape(O, CK)
+        if bias is not None:
+            W2 = np.concatenate([W2, bias._data.reshape(O, 1)], axis=1)
+            desc = (CK + 1, J, L, tuple(koff) + (-1,), tuple(starts), ((CK, 1.0),))
+        else:
+            W2 = np.ascontiguousarray(W2)
+            desc = (CK, J, L, tuple(koff), tuple(starts), ())
+        y = np.empty((O, J), np.float32)
+        blas.matmul(W2, xb, y, gather_b=desc)
+        ctx.saved = (xb, desc, W2, padded, out, pads)
+        ctx.args = (x, weight, bias, composite)
+        ctx.stride, ctx.dilation = stride, dilation
+        return _wrap(np.moveaxis(y.reshape((O,) + out + (N,)), -1, 0))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias, composite = ctx.args
+        if is_grad_enabled():            # create_graph: the composite's backward, differentiable
+            ins = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+            with enable_grad():
+                gs = grad(composite(x, weight, bias), ins, g, create_graph=True, allow_unused=True)
+            it = iter(gs)
+            res = [next(it) if t is not None and t.requires_grad else None for t in (x, weight, bias)]
+            return (*res, None, None, None, None, None)
+        xb, desc, W2, padded, out, pads = ctx.saved
+        K, J = desc[0], desc[1]
+        O, N, C = W2.shape[0], x.shape[0], x.shape[1]
+        dY = np.ascontiguousarray(np.moveaxis(g._data, 0, -1)).reshape(O, J)
+        gx = gw = gb = None
+        if weight.requires_grad or (bias is not None and bias.requires_grad):
+            dWb = np.empty((O, K), np.float32)
+            blas.matmul(dY, xb, dWb, transpose_b=True, gather_b=desc)
+            CK = len(desc[3]) - (1 if bias is not None else 0)
+            gw = _wrap(np.ascontiguousarray(dWb[:, :CK]).reshape(weight.shape))
+            if bias is not None:
+                gb = _wrap(np.ascontiguousarray(dWb[:, CK]))
+        if x.requires_grad:
+            kernel = tuple(weight.shape[2:])
+            CK = C * math.prod(kernel)
+            dcols = blas_threads.matmul(np.ascontiguousarray(W2[:, :CK].T), dY)      # [C*K, *out*N]
+            nd = len(kernel)
+            w = dcols.reshape((C,) + kernel + out + (N,))
+            # [N, C, *out, *kernel] as fold takes it (a view: the batch stays innermost in memory)
+            w = w.transpose((2 * nd + 1, 0) + tuple(range(nd + 1, 2 * nd + 1)) + tuple(range(1, nd + 1)))
+            full = _fold_kernel(np, w, padded, kernel, ctx.stride, ctx.dilation)       # [N, C, *padded]
+            crop = (slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[2:]))
+            gx = _wrap(full[crop])
+        return gx, gw, gb, None, None, None, None, None
+
+
+def gathered_conv(x, weight, bias, stride, pads, dilation, composite):
+    """x [N, C, *sp] (*) weight [O, C, *k] (+ bias) by products that gather the columns, or None when that
+    does not apply (dtype, device, runs shorter than MIN_RUN, no compiled GEMM here)."""
+    if (x.dtype is not dt.float32 or weight.dtype is not dt.float32 or x.device.type != "cpu"
+            or weight.device.type != "cpu" or (bias is not None and (bias.dtype is not dt.float32
+                                                                    or bias.device.type != "cpu"))
+            or blas_threads.F32_GATHERED is None):
+        return None
+    kernel = tuple(weight.shape[2:])
+    plan = _plan(tuple(x.shape), kernel, tuple(stride), tuple(pads), tuple(dilation))
+    if plan is None:
+        return None
+    return _GatheredConv.apply(x, weight, bias, tuple(stride), tuple(pads), tuple(dilation), plan, composite)
