@@ -77,7 +77,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
+from .llvm_text import IOTA16 as _IOTA16
 from .llvm_text import Tile
+from .llvm_text import splat_f32 as _splat_f32
+from .llvm_text import splat_i32 as _splat_i32
 
 __all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
 
@@ -126,16 +129,6 @@ _V16F, _V16I = "<16 x float>", "<16 x i32>"
 _ATTRS = '#0'
 # called once per block: as calls, each body is compiled once (inlined copies tripled the build time)
 _NOINLINE = '#1'
-
-
-def _splat_i32(f: _Fn, scalar: str) -> str:
-    v = f.tmp(f"insertelement {_V16I} poison, i32 {scalar}, i64 0")
-    return f.tmp(f"shufflevector {_V16I} {v}, {_V16I} poison, {_V16I} zeroinitializer")
-
-
-def _splat_f32(f: _Fn, scalar: str) -> str:
-    v = f.tmp(f"insertelement {_V16F} poison, float {scalar}, i64 0")
-    return f.tmp(f"shufflevector {_V16F} {v}, {_V16F} poison, {_V16I} zeroinitializer")
 
 
 def _bf16_to_f32_vec(f: _Fn, v16i16: str) -> str:
@@ -448,9 +441,6 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
 
 
 # -------------------------------------------------------------------------------- macro-kernel
-_IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
-
-
 def _col_masks(f: _Fn, ncols: str, nv: int) -> list[str]:
     """Per vector j of a tile, the mask of its lanes below column ncols (i32) of the tile."""
     return [f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, f.tmp(f'sub i32 {ncols}, {16 * j}'))}", "mask")

@@ -36,12 +36,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import Tile
+from .llvm_text import IOTA16, Tile, splat_f32, splat_i32
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "emit_module"]
 
 _V, _VI, _M = "<16 x float>", "<16 x i32>", "<16 x i1>"
-_IOTA = "<" + ", ".join(f"i32 {x}" for x in range(16)) + ">"
 DOT_PREFETCH_FLOATS = 512 # the dot form's prefetch distance along a row (32 lines: ~ memory latency here)
 
 
@@ -69,14 +68,7 @@ def _mask(f: _Fn, left: str) -> str:
     """Lanes [0, left) of 16 (left any i64: <= 0 gives none, >= 16 all)."""
     lo = f.tmp(f"call i64 @llvm.smax.i64(i64 {left}, i64 0)")
     lo = f.tmp(f"call i64 @llvm.smin.i64(i64 {lo}, i64 16)")
-    s = f.tmp(f"insertelement {_VI} poison, i32 {f.tmp(f'trunc i64 {lo} to i32')}, i64 0")
-    s = f.tmp(f"shufflevector {_VI} {s}, {_VI} poison, {_VI} zeroinitializer")
-    return f.tmp(f"icmp slt {_VI} {_IOTA}, {s}")
-
-
-def _splat(f: _Fn, x: str) -> str:
-    v = f.tmp(f"insertelement {_V} poison, float {x}, i64 0")
-    return f.tmp(f"shufflevector {_V} {v}, {_V} poison, {_VI} zeroinitializer")
+    return f.tmp(f"icmp slt {_VI} {IOTA16}, {splat_i32(f, f.tmp(f'trunc i64 {lo} to i32'))}")
 
 
 def _load(f: _Fn, p: str, m: str | None) -> str:
@@ -125,7 +117,7 @@ def _emit_outer(t: OuterTile) -> str:
     bvec = [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
     for r in range(t.mr):
         x = f.tmp(f"load float, ptr {f.tmp(f'getelementptr float, ptr {arows[r]}, i64 {ak}')}, align 4")
-        xs = _splat(f, x)
+        xs = splat_f32(f, x)
         for v in range(t.nv):
             _fma(f, acc[r * t.nv + v], xs, bvec[v])
     close_k()

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Fn", "Tile"]
+__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "splat_f32", "splat_i32"]
+
+V16F, V16I = "<16 x float>", "<16 x i32>"
+IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"     # lane numbers 0..15
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,15 @@ class Fn:
     def text(self) -> str:
         body = self.lines[:2] + self.allocas + self.lines[2:]
         return "\n".join(body + ["  ret void", "}"])
+
+
+def splat_f32(f: Fn, scalar: str) -> str:
+    """<16 x float> of one float value."""
+    v = f.tmp(f"insertelement {V16F} poison, float {scalar}, i64 0")
+    return f.tmp(f"shufflevector {V16F} {v}, {V16F} poison, {V16I} zeroinitializer")
+
+
+def splat_i32(f: Fn, scalar: str) -> str:
+    """<16 x i32> of one i32 value."""
+    v = f.tmp(f"insertelement {V16I} poison, i32 {scalar}, i64 0")
+    return f.tmp(f"shufflevector {V16I} {v}, {V16I} poison, {V16I} zeroinitializer")
