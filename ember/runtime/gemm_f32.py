@@ -40,6 +40,7 @@ DOT_MIN_REUSE = 8         # and M * N / (M + N) at least this: fewer flops per b
                           # weight gradient, [10, 36864] @ [36864, 26]) is a stream that BLAS's packing reads better
 DOT_K_PART = 16384        # longer contractions are cut in parts of this many k (run in parallel, then summed)
 DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 on [20, 4096] @ [4096, 251])
+MAX_GATHERS = 64          # gather descriptors whose tables are kept between calls
 PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
 PACKED_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
@@ -168,13 +169,16 @@ class F32Gemm:
                 buf = np.full(L + 16, value, _F32)
                 keep.append(buf)
                 base[k] = _ptr(buf)
+            if len(self._gathers) >= MAX_GATHERS:       # eager shapes vary: keep the table bounded
+                self._gathers.clear()
             hit = self._gathers[desc] = (base, kstep, np.asarray(starts, np.int64), keep)
-        base, kstep, starts, _ = hit
-        return base + kstep * src_addr, kstep, starts
+        base, kstep, starts, keep = hit
+        # the constant rows' buffers travel with the call: a clear by another thread cannot free them under it
+        return base + kstep * src_addr, kstep, starts, keep
 
     def run_outer_gathered(self, pa, sam, sak, desc, src_addr, pc, ldc, m, threads: int) -> None:
         K, J, L = desc[0], desc[1], desc[2]
-        kaddr, kstep, starts = self._gather_tables(desc, src_addr)
+        kaddr, kstep, starts, _keep = self._gather_tables(desc, src_addr)
         t = self.outer_tile(m, L)
         fn = self.outer_gathered[t]
         runs = J // L
@@ -191,7 +195,7 @@ class F32Gemm:
 
     def run_dot_gathered(self, pa, sam, desc, src_addr, pc, ldc, m, threads: int) -> None:
         K, J, L = desc[0], desc[1], desc[2]
-        kaddr, kstep, starts = self._gather_tables(desc, src_addr)
+        kaddr, kstep, starts, _keep = self._gather_tables(desc, src_addr)
         t = self.dot_tile(m, K)
         fn = self.dot_gathered[t]
         tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
