@@ -1,6 +1,8 @@
 """Memory planning, the generated executor, runners, eager fallbacks, error context, the pass
 manager's dumps / timings, and the index simplifier."""
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,30 @@ def test_memory_reuses_slots_and_outputs_are_fresh():
     assert a is not b and not np.shares_memory(a, b)      # outputs are fresh per call
     assert_same(ex.run([x]), Interpreter(g, np).run([x]))
     np.testing.assert_array_equal(a, ex.run([x])[0])      # the first result was not overwritten
+
+
+def test_output_pool_keeps_every_output_of_a_call():
+    # 12 outputs of one shape (a forward saving its activations): once the caller drops a call's
+    # results, the next call reuses all of them (a pool bound below 12 page-faulted fresh ones)
+    g = Graph("forward")
+    x = g.placeholder("x", TType((32, 16), F))
+    outs, v = [], x
+    for _ in range(12):
+        v = g.add("exp", [g.add("sum", [v], {"dims": (1,), "keepdim": True})])
+        v = g.add("sub", [x, v])
+        outs.append(v)
+    g.set_outputs(outs)
+    ex = Executor(compile_graph(g))
+    xs = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32) * 0.01
+    first = ex.run([xs])
+    refs = [weakref.ref(a) for a in first]
+    held = first[3]
+    del first
+    second = ex.run([xs])
+    reused = [r() for r in refs if r() is not None and r() is not held]
+    assert len(reused) == 11 and all(any(a is b for b in second) for a in reused)   # all but the one held
+    assert not any(np.shares_memory(a, held) for a in second)
+    assert_same(second, Interpreter(g, np).run([xs]))
 
 
 def test_liveness_never_overlaps():
