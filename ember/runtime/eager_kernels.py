@@ -209,7 +209,8 @@ def _index_add_library():
                 from ember.codegen import index_add as gen
                 from ember.runtime import cpu
                 target = cpu.host_target()
-                native = cpu.NativeLibrary(gen.emit_module(target.triple, target.data_layout), "index_add", gen.__file__)
+                text = gen.emit_module(target.triple, target.data_layout)
+                native = cpu.NativeLibrary(text, "index_add", gen.__file__)
                 P, I64 = ctypes.c_void_p, ctypes.c_int64
                 fns = {np.dtype(d): native.function(name, P, P, P, I64, I64, I64, I64, I64, I64, P)
                        for d, (name, _) in gen.FUNCTIONS.items()}
