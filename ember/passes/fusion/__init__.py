@@ -68,6 +68,7 @@ def fuse(graph: Graph, options: FusionOptions | None = None) -> Program:
     f.decide()
     if f.opt.horizontal:
         f.merge_horizontal()
+        f.merge_into_reductions()
     if f.opt.epilogues:
         f.fuse_epilogues()
     return schedule(f)

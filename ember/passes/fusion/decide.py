@@ -23,6 +23,7 @@ from ember.ir.graph import Graph, Node
 from ember.ir.kernel import IConst, Var
 from ember.ir.ops import OPS
 from ember.ir.program import FusionKind, FusionRecord
+from ember.passes.loop_order import flat_address
 
 from . import operands
 from .classify import NodeClass, classify, code_size, reduce_dims
@@ -102,6 +103,12 @@ def _outer_vars(g: Group) -> dict:
 
 def _inner_vars(g: Group) -> dict:
     return {f"r{k}": n for k, n in enumerate(g.inner) if n != 1}
+
+
+def _walks_along(shape, idx, ranges: dict, var: Var) -> bool:
+    """Reading `shape` at idx steps by one element (or stays put: a broadcast) as `var` advances."""
+    flat = flat_address(shape, idx, ranges)
+    return flat is not None and ix.linear_coeff(flat, var) in (0, 1)
 
 
 def _one_to_one(shape, idx, g: Group, allow_inner: bool) -> bool:
@@ -536,6 +543,42 @@ class Fuser:
                 self._record(FusionKind.FUSED, f"horizontal: kernels over [{','.join(map(str, a.outer))}]"
                              f"{'x' + str(list(a.inner)) if a.inner else ''} "
                              f"{'(small)' if tiny else 'reading the same inputs'} merged", list(a.stores)[:4])
+
+    def merge_into_reductions(self) -> None:
+        """A pointwise kernel over the outer + inner axes of a reduction kernel that loads a buffer the
+        reduction kernel loads too, and does not depend on it or feed it, becomes part of it: its stores
+        index the inner axes, the inputs they share are read once (a layer norm's weight-gradient
+        product g * x_hat beside the layer norm's backward, which reads g and x_hat already).  Only
+        where both walk those shared buffers contiguously along the innermost inner axis: the merged
+        kernel's loops must suit both."""
+        for red in [grp for grp in self.groups if grp.kind is GroupKind.KERNEL and grp.inner and grp.outer != (1,)]:
+            full = red.outer + red.inner
+            cands = [grp for grp in self.groups if grp.kind is GroupKind.KERNEL and not grp.inner
+                     and grp.outer == full and grp is not red]
+            if not cands:
+                continue
+            ranges, k = red.ranges, len(red.outer)
+            mapping = {f"o{k + j}": Var("r", j) for j in range(len(red.inner))}
+            last = Var("r", len(red.inner) - 1)
+            for pw in cands:
+                if (len(red.stores) + len(pw.stores) > MAX_HORIZONTAL_STORES or red.size + pw.size > MAX_KERNEL_SIZE
+                        or nx.has_path(self.dag, red, pw) or nx.has_path(self.dag, pw, red)):
+                    continue
+                red_req, red_loads = group_requests(self, red)
+                stores = {n: ix.simplify_all([ix.subst(e, mapping) for e in idx], ranges)
+                          for n, idx in pw.stores.items()}
+                probe = Group(-1, GroupKind.KERNEL, red.outer, red.inner)
+                probe.stores = stores
+                pw_req, pw_loads = group_requests(self, probe)
+                shared = set(red_loads) & set(pw_loads)
+                if not shared or not all(_walks_along(n.shape, idx, ranges, last)
+                                         for n in shared for req in (red_req, pw_req) for idx in req[n].values()):
+                    continue
+                pw.stores = stores
+                self._merge(red, pw)
+                self._record(FusionKind.FUSED, f"pointwise kernel over [{','.join(map(str, full))}] merged into the "
+                             f"reduction kernel over [{','.join(map(str, red.outer))}]x{list(red.inner)} "
+                             "reading the same inputs", list(red.stores)[:4])
 
     def _mergeable_pair(self, alive: list, loads: dict, tiny: bool = False):
         limit = MAX_TINY_STORES if tiny else MAX_HORIZONTAL_STORES
