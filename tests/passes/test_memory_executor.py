@@ -112,6 +112,23 @@ def test_inplace_pointwise():
         assert not k.inner and len(k.stores) == 1
 
 
+def test_consumers_run_in_the_order_their_inputs_were_made():
+    # %3 reads %0 but comes last in the graph (as a rewrite's nodes do: decompose's column sums): it runs
+    # right after %1, while %0 is fresh, not after the rest of the chain (fusion/schedule.py)
+    g = parse("""graph forward(%x: f32[8,8], %w: f32[8,8], %v: f32[8,8]) {
+  %0 = matmul(%x, %w) : f32[8,8]
+  %1 = matmul(%0, %w) : f32[8,8]
+  %2 = matmul(%1, %w) : f32[8,8]
+  %3 = matmul(%0, %v) : f32[8,8]
+  return (%2, %3)
+}
+""")
+    prog = check_program(g)
+    assert [s.kernel.op for s in prog.steps] == ["matmul"] * 4
+    first, second = prog.steps[0].writes[0], prog.steps[1].writes[0]
+    assert [s.reads for s in prog.steps[1:]] == [[first, "w"], [first, "v"], [second, "w"]]
+
+
 def test_executor_source_is_readable_and_deterministic():
     g = chain_graph(2)
     src1 = Executor(compile_graph(g)).source
