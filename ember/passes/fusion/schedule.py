@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import itertools
 
-
 from ember.ir.graph import Node
 from ember.ir.kernel import Buf, ExternKernel
 from ember.ir.program import EagerStep, ExternStep, KernelStep, Program, Value, ValueKind
