@@ -117,6 +117,14 @@ class _TimedLaunch:
                              int(bound.kernel.flops))
 
 
+def _row_dict(r) -> dict:
+    """One table row as plain numbers (report.json)."""
+    return {"name": r.key, "kind": r.kind, "calls": r.count, "self_us": round(r.self_cpu_time_total, 3),
+            "total_us": round(r.cpu_time_total, 3), "bytes": r.nbytes, "flops": r.flops,
+            "gbps": None if r.gbps is None else round(r.gbps, 3),
+            "gflops": None if r.gflops is None else round(r.gflops, 3)}
+
+
 def _nbytes(values) -> int:
     n = 0
     for a in values:
@@ -203,6 +211,7 @@ class profile:
         self._restore: list = []
         self._wall_ns = 0
         self._names: dict = {}
+        self._dumped: dict = {}
         self.launch_counts: dict = {}    # CUDA work the host issued while recording (see the module doc)
 
     # -------------------------------------------------------------------------- start / stop
@@ -251,6 +260,7 @@ class profile:
             rec = self._rec = _Recorder(self.record_shapes, self.profile_memory, self.with_stack)
             _active = rec
         self._names = {}
+        self._dumped: dict = {}         # dump folder -> the event names of its executors
         self._t_start = time.perf_counter_ns()
         ex = _executor_module()
         for e in list(ex.LIVE):
@@ -285,6 +295,18 @@ class profile:
             self._restore.pop()()
         with _lock:
             _active = None
+        self._write_dumps()
+
+    def _write_dumps(self) -> None:
+        """Each dumped graph's rows go into its dump folder (profile.txt, report.json, index.html)."""
+        if not self._dumped:
+            return
+        from ..compiler.dump.writer import add_profile
+        rows = self.key_averages()
+        for folder, names in self._dumped.items():
+            mine = EventList([r for r in rows if r.key in names], wall_us=rows.wall_us)
+            if len(mine):
+                add_profile(folder, mine.table(row_limit=-1), [_row_dict(r) for r in mine])
 
     def _hook_executor(self, ex) -> None:
         """Swap ex's step functions (module-level names of its generated code) for timed ones."""
@@ -294,12 +316,15 @@ class profile:
             return
         graph = program.graph.name
         swapped = {}
+        folder = getattr(ex, "dump_folder", None)       # set by ember.compile when it dumps this graph
+        names = self._dumped.setdefault(folder, set()) if folder else set()
         for s in program.steps:
             key = "_" + s.name
             fn = env.get(key)
             if fn is None or getattr(fn, "__wrapped__", None) is not None:
                 continue
             name = self._unique(f"{graph}.{s.name}", ex)
+            names.update((name, name + ".epilogue"))
             kind, nbytes, flops, measure = _step_costs(s, getattr(ex, "sizes", {}))
             env[key] = _timed(self._rec, name, kind, fn, nbytes, flops, measure)
             swapped[key] = fn

@@ -278,3 +278,21 @@ def test_record_function_decorates_and_legacy_autograd_profiler():
     assert prof.self_cpu_time_total > 0 and len(prof.function_events) == 4
     assert "helper" in prof.table(sort_by="cpu_time_total")
     assert profiler.ProfilerActivity.CPU in profiler.supported_activities()
+
+
+def test_rows_go_into_the_dump_folder_of_each_graph(tmp_path):
+    lin = ember.nn.Sequential(ember.nn.Linear(32, 32), ember.nn.GELU(), ember.nn.Linear(32, 4))
+    cm = ember.compile(lin, dump=str(tmp_path))
+    x = ember.randn(64, 32)
+    cm(x).sum().backward()
+    with profiler.profile() as prof:
+        for _ in range(2):
+            cm(x).sum().backward()
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    data = json.loads((folder / "report.json").read_text())
+    mine = {r.key for r in prof.key_averages() if r.kind in ("kernel", "extern")}
+    assert {r["name"] for r in data["profile"]} == mine
+    assert all(r["calls"] == 2 and r["self_us"] > 0 for r in data["profile"])
+    assert any(s["file"] == "profile.txt" for s in data["stages"])
+    assert "backward." in (folder / "profile.txt").read_text()
+    assert "Profile (ember.profiler" in (folder / "index.html").read_text()
