@@ -53,7 +53,7 @@ def test_layer_norm():
 def test_layer_norm_weight_gradient_product_joins_the_dx_kernel():
     # at this size the weight gradient sum over the 512 rows is a GEMV with a row of ones (passes/decompose.py),
     # which reads the product g * x_hat from memory: the dx kernel (one row per outer point, reading g and
-    # x_hat already) stores it instead of a pointwise kernel of its own (decide.merge_into_reductions)
+    # x_hat already) stores it instead of a pointwise kernel of its own (fusion/merge.py into_reductions)
     w, b = torch.randn(128, requires_grad=True), torch.randn(128, requires_grad=True)
     pf, pb = check_train_step(M.layer_norm, [torch.randn(8, 64, 128, requires_grad=True), w, b])
     assert fused(pf) == 1
