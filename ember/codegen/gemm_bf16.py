@@ -41,9 +41,12 @@ pass of its own):
     void pack_b(ptr b, i64 lane_stride, i64 k_stride, i32 words, i64 N, i64 K, i64 p0, i64 p1, ptr bp)
         panels [p0, p1) of B (lanes = columns) for every KC block, into bp (whole packed B).
     void gemm_rows(ptr a, i64 lane_stride, i64 k_stride, i32 words, ptr bp, i64 M, i64 N, i64 K,
-                   i64 m0, i64 m1, ptr c, i64 ldc, ptr o, i64 ldo, ptr bias, ptr ap)
-        rows [m0, m1) of the product.  c: float32 [M, ldc] (needed when o is null or K > KC);
-        o: bf16 output [M, ldo] or null; bias: bf16 [N] or null; ap: scratch for one packed A block.
+                   i64 m0, i64 m1, ptr c, i64 ldc, ptr o, i64 ldo, ptr bias, ptr ap,
+                   ptr b, i64 b_lane_stride, i64 b_k_stride, i32 b_words, ptr share, i64 gpan, ptr bpriv)
+        rows [m0, m1) of the product, in even blocks of at most MC rows.  c: float32 [M, ldc] (needed when o
+        is null or K > KC); o: bf16 output [M, ldo] or null; bias: bf16 [N] or null; ap: scratch for one
+        packed A block.  share null: bp holds all of B packed (b .. bpriv unused).  Else threads that split
+        the rows pack B into bp together, in groups of gpan panels claimed from share (see `_emit_rows`).
     void gemm_block(ptr ap, ptr bp, i64 mc, i64 nc, i64 kp, ptr c, i64 ldc, ptr o, i64 ldo,
                     ptr bias, i32 flags)
         the macro-kernel over one packed A block and one packed B block (flags: 1 accumulate into c,
@@ -706,69 +709,130 @@ def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
 
 
 def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
-    f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr noalias %bp, i64 %M, "
+    """gemm_rows_<tag>: rows [m0, m1) of the product, in blocks of at most MC rows (A packed per block, or
+    read in place), each block over B's panels in groups of %gpan.  %share null: %bp holds all of B packed.
+    Else several threads share one packed B (%share: i64 [claim counter, one flag per group], zeroed by the
+    caller): each call first claims groups from the counter and packs them into %bp (all K blocks), flagging
+    each when done; then a group whose flag is not yet set -- another thread is still packing it, or was
+    descheduled doing so -- is packed again, for this K block only, into the thread's own %bpriv (B from
+    %b, %bls, %bks, %bw) instead of waiting: nobody ever waits, nobody packs B twice in the common case.
+    The sums are the same whichever copy a tile reads."""
+    f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr %bp, i64 %M, "
             "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
-            f"ptr noalias %bias, ptr noalias %ap) {_NOINLINE}")
+            "ptr noalias %bias, ptr noalias %ap, ptr noalias %b, i64 %bls, i64 %bks, i32 %bw, ptr %share, "
+            f"i64 %gpan, ptr noalias %bpriv) {_NOINLINE}")
     nr, kc, mc = tile.nr, cfg.kc, cfg.mc
-    n1 = f.tmp(f"add i64 %N, {nr - 1}")
-    npb = f.tmp(f"udiv i64 {n1}, {nr}")
+    npb = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {nr - 1}')}, {nr}", "npb")
     qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
+    shared = f.tmp("icmp ne ptr %share, null", "shared")
+    gpan = f.tmp(f"select i1 {shared}, i64 %gpan, i64 {npb}", "gpan")
+    ngr = _cdiv(f, npb, gpan)
+    # ---- claim and pack groups of B's panels (shared only)
+    close_s = f.if_(shared, "claim")
+    head, go, stop = f.fresh("claim"), f.fresh("pack"), f.fresh("claimed")
+    f.emit(f"br label %{head}")
+    f.label(head)       # until the counter runs past the last group
+    g = f.tmp("atomicrmw add ptr %share, i64 1 monotonic, align 8", "g")
+    f.emit(f"br i1 {f.tmp(f'icmp slt i64 {g}, {ngr}')}, label %{go}, label %{stop}")
+    f.label(go)
+    p0 = f.tmp(f"mul i64 {g}, {gpan}")
+    p1 = _min(f, f.tmp(f"add i64 {p0}, {gpan}"), npb)
+    f.emit(f"call void @pack_b_{tile.tag}(ptr %b, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 {p0}, i64 {p1}, "
+           "ptr %bp)")
+    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {g}, 1')}")
+    f.emit(f"store atomic i64 1, ptr {flag} release, align 8")
+    f.emit(f"br label %{head}")
+    f.label(stop)
+    close_s()
     hasb = f.tmp("icmp ne ptr %bias, null")
-    hasb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
     haso = f.tmp("icmp ne ptr %o, null")
-    haso = f.tmp(f"select i1 {haso}, i32 4, i32 0")
-    fin = f.tmp(f"or i32 {hasb}, {haso}")
+    hasc = f.tmp("icmp ne ptr %c, null")
+    fin = f.tmp(f"or i32 {f.tmp(f'select i1 {hasb}, i32 2, i32 0')}, {f.tmp(f'select i1 {haso}, i32 4, i32 0')}")
     # A read in place (no packing) when it is K-contiguous, K is even (no pair straddles a row's end)
     # and the product has few columns (packing buys reuse across column panels only)
     kodd = f.tmp("and i64 %K, 1")
     direct = f.tmp("icmp eq i32 %words, 1")      # (not a float32 A: words & 2)
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp eq i64 {kodd}, 0')}")
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp sle i64 %N, {cfg.direct_a_max_n}')}", "direct")
-    ic, close_i = f.loop("%m0", "%m1", str(mc), "ic")
-    mrem = f.tmp(f"sub i64 %m1, {ic}")
-    small = f.tmp(f"icmp slt i64 {mrem}, {mc}")
-    mcb = f.tmp(f"select i1 {small}, i64 {mrem}, i64 {mc}")
+    # blocks of even size (whole tiles, at most MC rows): a thread's share of the rows is no longer
+    # MC-sized blocks and a sliver, which reads all of B for a few rows
+    nrows = f.tmp("sub i64 %m1, %m0")
+    nblk = f.tmp(f"udiv i64 {f.tmp(f'add i64 {nrows}, {mc - 1}')}, {mc}")
+    nblk = f.tmp(f"select i1 {f.tmp(f'icmp sgt i64 {nblk}, 1')}, i64 {nblk}, i64 1")     # (no rows: no division by 0)
+    bsz = _cdiv(f, nrows, nblk)
+    bsz = f.tmp(f"mul i64 {_cdiv(f, bsz, str(tile.mr))}, {tile.mr}", "bsz")
+    ic, close_i = f.loop("%m0", "%m1", bsz, "ic")
+    mcb = _min(f, f.tmp(f"sub i64 %m1, {ic}"), bsz)
     pc, close_p = f.loop("0", "%K", str(kc), "pc")
     q = f.tmp(f"udiv i64 {pc}, {kc}")
     krem = f.tmp(f"sub i64 %K, {pc}")
-    ksmall = f.tmp(f"icmp slt i64 {krem}, {kc}")
-    kcb = f.tmp(f"select i1 {ksmall}, i64 {krem}, i64 {kc}")
-    kc1 = f.tmp(f"add i64 {kcb}, 1")
-    kpc = f.tmp(f"lshr i64 {kc1}, 1")
-    packed, done = f.fresh("packa"), f.fresh("apacked")
-    f.emit(f"br i1 {direct}, label %{done}, label %{packed}")
-    f.label(packed)
+    kcb = _min(f, krem, str(kc))
+    kpc = f.tmp(f"lshr i64 {f.tmp(f'add i64 {kcb}, 1')}, 1", "kpc")
+    close_pa = f.if_(f.tmp(f"xor i1 {direct}, true"), "packa")
     f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
            f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap, i64 {tile.mr})")
-    f.emit(f"br label %{done}")
-    f.label(done)
-    boff = f.tmp(f"mul i64 {q}, {qstride}")
-    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}")
+    close_pa()
+    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {f.tmp(f'mul i64 {q}, {qstride}')}")
     first = f.tmp(f"icmp eq i64 {pc}, 0")
     flags = f.tmp(f"select i1 {first}, i32 0, i32 1")
     last = f.tmp(f"icmp sle i64 {krem}, {kc}")
-    finf = f.tmp(f"select i1 {last}, i32 {fin}, i32 0")
-    flags = f.tmp(f"or i32 {flags}, {finf}")
-    crow = f.tmp(f"mul i64 {ic}, %ldc")
-    cp = f.tmp(f"getelementptr float, ptr %c, i64 {crow}")
-    orow = f.tmp(f"mul i64 {ic}, %ldo")
-    op = f.tmp(f"getelementptr i16, ptr %o, i64 {orow}")
+    flags = f.tmp(f"or i32 {flags}, {f.tmp(f'select i1 {last}, i32 {fin}, i32 0')}", "flags")
+    cp = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {ic}, %ldc')}")
+    op = f.tmp(f"getelementptr i16, ptr %o, i64 {f.tmp(f'mul i64 {ic}, %ldo')}")
+    aoff = f.tmp(f"add i64 {f.tmp(f'mul i64 {ic}, %ls')}, {pc}")
+    a0 = f.tmp(f"getelementptr i16, ptr %a, i64 {aoff}")
+    # ---- the block over each group of panels
+    gi, close_g = f.loop("0", ngr, "1", "grp")
+    p0 = f.tmp(f"mul i64 {gi}, {gpan}")
+    p1 = _min(f, f.tmp(f"add i64 {p0}, {gpan}"), npb)
+    col0 = f.tmp(f"mul i64 {p0}, {nr}", "col0")
+    ncols = _min(f, f.tmp(f"sub i64 %N, {col0}"), f.tmp(f"mul i64 {f.tmp(f'sub i64 {p1}, {p0}')}, {nr}"))
+    bsrc = f.alloca("ptr", "bsrc")
+    goff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {p0}, {kpc}')}, {nr}")
+    f.emit(f"store ptr {f.tmp(f'getelementptr i32, ptr {bq}, i64 {goff}')}, ptr {bsrc}")
+    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {gi}, 1')}")
+    close_sh = f.if_(shared, "chk")
+    ready = f.tmp(f"icmp ne i64 {f.tmp(f'load atomic i64, ptr {flag} acquire, align 8')}, 0")
+    close_nr = f.if_(f.tmp(f"xor i1 {ready}, true"), "own")
+    f.emit(f"call void @pack(ptr %b, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 {col0}, i64 {ncols}, i64 {pc}, "
+           f"i64 {kcb}, ptr %bpriv, i64 {nr})")
+    f.emit(f"store ptr %bpriv, ptr {bsrc}")
+    close_nr()
+    close_sh()
+    bg = f.tmp(f"load ptr, ptr {bsrc}")
+    cg_ = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr {cp}, i64 {col0}')}, ptr null")
+    og = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr {op}, i64 {col0}')}, ptr null")
+    biasg = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {col0}')}, ptr null")
+    rest = (f"i64 {mcb}, i64 {ncols}, i64 {kpc}, ptr {cg_}, i64 %ldc, ptr {og}, i64 %ldo, ptr {biasg}, "
+            f"i32 {flags})")
     blk, blkd, joined = f.fresh("blk"), f.fresh("blkd"), f.fresh("blkdone")
     f.emit(f"br i1 {direct}, label %{blkd}, label %{blk}")
     f.label(blk)
-    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
-           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr {bg}, {rest}")
     f.emit(f"br label %{joined}")
     f.label(blkd)
-    aoff = f.tmp(f"add i64 {f.tmp(f'mul i64 {ic}, %ls')}, {pc}")
-    a0 = f.tmp(f"getelementptr i16, ptr %a, i64 {aoff}")
-    f.emit(f"call void @gemm_blockd_{tile.tag}(ptr {a0}, i64 %ls, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, "
-           f"i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"call void @gemm_blockd_{tile.tag}(ptr {a0}, i64 %ls, ptr {bg}, {rest}")
     f.emit(f"br label %{joined}")
     f.label(joined)
+    close_g()
     close_p()
     close_i()
     return f.text()
+
+
+# gemm_rows' trailing arguments when %bp already holds all of B
+_UNSHARED = "ptr null, i64 0, i64 0, i32 0, ptr null, i64 0, ptr null"
+
+
+def _cdiv(f: _Fn, x: str, y: str) -> str:
+    """ceil(x / y) of two non-negative i64 (y > 0)."""
+    y1 = f.tmp(f"sub i64 {y}, 1")
+    return f.tmp(f"udiv i64 {f.tmp(f'add i64 {x}, {y1}')}, {y}")
+
+
+def _min(f: _Fn, x: str, y: str) -> str:
+    """min(x, y) of two i64."""
+    return f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, {y}')}, i64 {x}, i64 {y}")
 
 
 def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
@@ -862,7 +926,7 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     f.emit(f"br label %{nxt}")
     f.label(rows)
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr {ap_}, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 %N, "
-           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, ptr %ap)")
+           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, ptr %ap, {_UNSHARED})")
     f.emit(f"br label %{nxt}")
     f.label(nxt)
     close()
@@ -894,7 +958,7 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
     bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 {nn}, "
-           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, ptr %ap)")
+           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, ptr %ap, {_UNSHARED})")
     close()
     return f.text()
 

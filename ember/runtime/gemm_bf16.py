@@ -16,9 +16,10 @@ else float32 FMAs on the widened halves (`Bf16Gemm(GemmConfig(dpbf16=False))` fo
 Object code goes through the disk cache of ember/runtime/cache.py like every compiled kernel.
 
 Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads in one parallel loop of
-ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of MC-row
-blocks, each thread packing all of B once for the call, when B is no bigger than A; else chunks of B's
-column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
+ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of whole
+tiles' rows, when B is no bigger than A -- the threads pack B once, together, into one buffer (gemm_rows
+claims groups of panels; a group another thread has not finished is packed privately, never waited for);
+else chunks of B's column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
 products run on the calling thread in one call (gemm_cols): B packed, then every row; a product of one row
 block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
@@ -41,7 +42,6 @@ owns the machine code that every call jumps into, so it must never be collected 
 from __future__ import annotations
 
 import ctypes
-import itertools
 import threading
 
 import ml_dtypes
@@ -76,6 +76,11 @@ DOT_MAX_M, DOT_MAX_N, DOT_MIN_K = 32, 512, 1024
 DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+# gemm_rows' trailing arguments when its B is packed already (no sharing between threads)
+_UNSHARED = (None, 0, 0, 0, None, 0, None)
+# Threads that split a product's rows pack B together, in about this many groups of panels per thread:
+# small enough that the last group packed is long done when another thread reaches it
+SHARE_GROUPS_PER_THREAD = 4
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
 _TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1}
 
@@ -87,13 +92,11 @@ def host_has_bf16() -> bool:
 
 class _Workspace(threading.local):
     """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread;
-    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once);
     `plans`: this thread's small-product plans (`_Plan`), which hold the buffers' addresses -- dropped
     whenever a buffer is replaced."""
 
     def __init__(self):
         self.bufs: dict = {}
-        self.packed = -1
         self.plans: dict = {}
 
     def get(self, name: str, nbytes: int) -> tuple:
@@ -130,7 +133,7 @@ class Bf16Gemm:
         for t in self.cfg.tiles:
             self.fns[t] = (fn(f"pack_b_{t.tag}", _P, _I64, _I64, _I32, _I64, _I64, _I64, _I64, _P),
                            fn(f"gemm_rows_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _I64, _P,
-                              _I64, _P, _I64, _P, _P),
+                              _I64, _P, _I64, _P, _P, _P, _I64, _I64, _I32, _P, _I64, _P),
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
@@ -283,19 +286,20 @@ class Bf16Gemm:
         # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
         # panels and all of A.  Buffers are the running thread's own (_Workspace).
         how, nch = split
-        call = next(_CALLS)
         if how == "rows":
-            blocks = -(-M // cfg.mc)
-            rows = [min(M, cfg.mc * (blocks * i // nch)) for i in range(nch + 1)]
+            # rows in chunks of whole tiles; B packed once, into the calling thread's buffer, by all threads
+            # together (gemm_rows: groups of panels claimed from `share`)
+            units = -(-M // tile.mr)
+            rows = [min(M, tile.mr * (units * i // nch)) for i in range(nch + 1)]
+            gpan = -(-npanels // min(npanels, SHARE_GROUPS_PER_THREAD * nt))
+            share = np.zeros(1 + -(-npanels // gpan), np.int64)
+            sp, bp = _ptr(share), self._ws.addr("bp", bwords)
+            privw = gpan * tile.nr * (cfg.kc // 2) * 4
 
             def chunk(i):
                 ws = self._ws
-                bp = ws.addr("bp", bwords)
-                if ws.packed != call:
-                    pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
-                    ws.packed = call
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
-                          bias_ptr, ws.addr("ap", apw))
+                          bias_ptr, ws.addr("ap", apw), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", privw))
         elif direct is not None:    # column chunks, B staged (whole 32-column lines per chunk)
             cols = [min(N, 32 * (-(-N // 32) * i // nch)) for i in range(nch + 1)]
             fb = self.fns_b[direct]
@@ -313,7 +317,8 @@ class Bf16Gemm:
                 bp = self._ws.addr("bp", bwords)
                 pack_b(b_ptr + b.itemsize * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
-                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw))
+                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw),
+                          *_UNSHARED)
         workers.parallel_for(chunk, nch, nt)
         return out
 
@@ -534,7 +539,6 @@ def _small(a, b, bias, out):
     return out
 
 
-_CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)
 _INSTANCE = None
 _LOCK = threading.Lock()
 

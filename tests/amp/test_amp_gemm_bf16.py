@@ -193,8 +193,8 @@ def test_eager_bf16_matmul_uses_the_kernel_and_matches_torch():
 
 @pytest.mark.parametrize("m,n,k", [(400, 70, 130), (30, 200, 150), (100, 40, 70), (7, 20, 9)])
 def test_threads_split_rows_or_columns(gemm, m, n, k, monkeypatch):
-    """Every way of sharing a product between threads (rows with B packed per thread, B's panels with
-    A packed per chunk, one thread) gives the single-thread result bit for bit."""
+    """Every way of sharing a product between threads (rows with B packed by all threads together, B's
+    panels with A packed per chunk, one thread) gives the single-thread result bit for bit."""
     monkeypatch.setattr(G, "PARALLEL_MIN_FLOPS", 0)
     monkeypatch.setattr(G.workers, "backing_off", lambda: False)
     rng = np.random.default_rng(m + n + k)
@@ -207,6 +207,51 @@ def test_threads_split_rows_or_columns(gemm, m, n, k, monkeypatch):
             np.testing.assert_array_equal(gemm.mm(a, b, bias=bias, out_dtype=od, threads=threads), one)
     ba, bb = _rand(rng, (5, m, k)), _rand(rng, (5, k, n))     # batches: split by products
     np.testing.assert_array_equal(gemm.matmul(ba, bb, threads=2), gemm.matmul(ba, bb, threads=1))
+
+
+@pytest.mark.parametrize("claimed", ["none", "all", "some"])
+@pytest.mark.parametrize("m,n,k,f32", [(70, 100, 150, False), (33, 47, 63, True)])
+def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n, k, f32):
+    """Threads splitting rows pack B together (gemm_rows: groups of panels claimed from a counter, flagged
+    when done); a group still unflagged -- another thread is packing it, or was descheduled -- is packed
+    into the thread's own buffer for the K block at hand.  Every mix gives the single-thread bits."""
+    from ember.runtime.gemm_operands import operand, ptr
+    rng = np.random.default_rng(m + k)
+    a, b, bias = _rand(rng, (m, k)), _layout(_rand(rng, (k, n)), f32), _rand(rng, (n,))
+    if f32:
+        b = b.astype(np.float32)
+    tile = gemm.tile_for(n, m)
+    pack_b, rows = gemm.fns[tile][:2]
+    cfg = gemm.cfg
+    npanels, gpan = -(-n // tile.nr), 1
+    share = np.zeros(1 + npanels, np.int64)
+
+    def buf(words):     # 64-byte aligned (packed B is loaded as whole zmm), garbage-filled
+        x = np.full(words + 16, 0xFFFF, np.uint32)
+        return x[(-ptr(x)) % 64 // 4:]
+    bp, bq, bpriv = buf(gen.packed_b_words(cfg, tile, n, k)), buf(gen.packed_b_words(cfg, tile, n, k)), \
+        buf(tile.nr * cfg.kc // 2)
+    ap = buf(gen.packed_a_words(cfg))
+    a_ptr, a_ls, a_ks, a_w, _ = operand(a, 1)
+    b_ptr, b_ls, b_ks, b_w, _ = operand(b, 0)
+    if claimed == "all":            # another thread claimed every group and finished none
+        share[0] = npanels
+    elif claimed == "some":         # ... claimed and finished the even groups
+        for g in range(0, npanels, 2):
+            pack_b(b_ptr, b_ls, b_ks, b_w, n, k, g, g + 1, ptr(bp))
+            share[1 + g] = 1
+        share[0] = npanels
+    # B packed beforehand, all rows in one call: the unshared path
+    pack_b(b_ptr, b_ls, b_ks, b_w, n, k, 0, npanels, ptr(bq))
+    want = np.zeros((m, n), np.float32)
+    rows(a_ptr, a_ls, a_ks, a_w, ptr(bq), m, n, k, 0, m, ptr(want), n, None, 0, ptr(bias), ptr(ap), *G._UNSHARED)
+    _check(want, a, b.astype(BF), bias, np.float32)
+    c = np.zeros((m, n), np.float32)
+    for m0, m1 in ((0, m // 3), (m // 3, m)):       # two chunks of rows, as two threads would run them
+        rows(a_ptr, a_ls, a_ks, a_w, ptr(bp), m, n, k, m0, m1, ptr(c), n, None, 0, ptr(bias), ptr(ap), b_ptr, b_ls,
+             b_ks, b_w, ptr(share), gpan, ptr(bpriv))
+    np.testing.assert_array_equal(c.view(np.uint32), want.view(np.uint32))
+    assert share[0] >= npanels and (claimed != "none" or share[1:].all())
 
 
 def test_split_choice():
