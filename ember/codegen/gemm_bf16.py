@@ -134,47 +134,44 @@ _ATTRS = '#0'
 _NOINLINE = '#1'
 
 
-def _bf16_to_f32_vec(f: _Fn, v16i16: str) -> str:
-    w = f.tmp(f"zext <16 x i16> {v16i16} to {_V16I}")
-    s = f.tmp(f"shl {_V16I} {w}, splat (i32 16)")
-    return f.tmp(f"bitcast {_V16I} {s} to {_V16F}")
+def _vec(n: int, elt: str) -> str:
+    """The LLVM type of n lanes of elt (n = 1: the scalar)."""
+    return elt if n == 1 else f"<{n} x {elt}>"
 
 
-def _f32_to_bf16_vec(f: _Fn, v: str, native: bool = False) -> str:
-    """Round to nearest even; NaN -> 0x7FC0 (PyTorch's c10::BFloat16 rounding).  native: one
-    vcvtneps2bf16 (AVX512-BF16) instead of ~9 integer ops -- the same rounding, NaN stays a quiet NaN
-    (sign and payload kept), and like vdpbf16ps it flushes denormals to zero; at K = 32 the rounding
+def _widen_bf16(f: _Fn, h: str, n: int = 16) -> str:
+    """n bf16 words (i16) -> their float32 values (exact)."""
+    w = f.tmp(f"zext {_vec(n, 'i16')} {h} to {_vec(n, 'i32')}")
+    s = f.tmp(f"shl {_vec(n, 'i32')} {w}, {16 if n == 1 else 'splat (i32 16)'}")
+    return f.tmp(f"bitcast {_vec(n, 'i32')} {s} to {_vec(n, 'float')}")
+
+
+def _round_bf16(f: _Fn, v: str, n: int = 16, native: bool = False) -> str:
+    """n float32 -> n bf16 words (i16): round to nearest even, NaN -> 0x7FC0, denormals kept -- PyTorch's
+    c10::BFloat16 rounding and eager's cast (cvt_f32_bf16), so a product over float32 operands rounded as
+    they are packed equals the product over eager's bf16 copies bit for bit.  native (n = 16): one
+    vcvtneps2bf16 (AVX512-BF16) instead of ~9 integer ops -- the same rounding, but NaN stays a quiet NaN
+    (sign and payload kept) and, like vdpbf16ps, it flushes denormals to zero; at K = 32 the rounding
     took a third of the kernel's time."""
     if native:
         r = f.tmp(f"call <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F} {v})")
         return f.tmp(f"bitcast <16 x bfloat> {r} to <16 x i16>")
-    bits = f.tmp(f"bitcast {_V16F} {v} to {_V16I}")
-    lsb = f.tmp(f"lshr {_V16I} {bits}, splat (i32 16)")
-    lsb = f.tmp(f"and {_V16I} {lsb}, splat (i32 1)")
-    bias = f.tmp(f"add {_V16I} {lsb}, splat (i32 32767)")
-    r = f.tmp(f"add {_V16I} {bits}, {bias}")
-    r = f.tmp(f"lshr {_V16I} {r}, splat (i32 16)")
-    nan = f.tmp(f"fcmp uno {_V16F} {v}, zeroinitializer")
-    r = f.tmp(f"select <16 x i1> {nan}, {_V16I} splat (i32 32704), {_V16I} {r}")
-    return f.tmp(f"trunc {_V16I} {r} to <16 x i16>")
+    vf, vi = _vec(n, "float"), _vec(n, "i32")
+
+    def k(x: int) -> str:
+        return str(x) if n == 1 else f"splat (i32 {x})"
+    bits = f.tmp(f"bitcast {vf} {v} to {vi}")
+    lsb = f.tmp(f"and {vi} {f.tmp(f'lshr {vi} {bits}, {k(16)}')}, {k(1)}")
+    r = f.tmp(f"add {vi} {bits}, {f.tmp(f'add {vi} {lsb}, {k(32767)}')}")
+    r = f.tmp(f"lshr {vi} {r}, {k(16)}")
+    nan = f.tmp(f"fcmp uno {vf} {v}, {'0.0' if n == 1 else 'zeroinitializer'}")
+    r = f.tmp(f"select {_vec(n, 'i1')} {nan}, {vi} {k(32704)}, {vi} {r}")
+    return f.tmp(f"trunc {vi} {r} to {_vec(n, 'i16')}")
 
 
-def _bf16_to_f32(f: _Fn, h: str) -> str:
-    w = f.tmp(f"zext i16 {h} to i32")
-    s = f.tmp(f"shl i32 {w}, 16")
-    return f.tmp(f"bitcast i32 {s} to float")
-
-
-def _f32_to_bf16(f: _Fn, v: str) -> str:
-    bits = f.tmp(f"bitcast float {v} to i32")
-    lsb = f.tmp(f"lshr i32 {bits}, 16")
-    lsb = f.tmp(f"and i32 {lsb}, 1")
-    bias = f.tmp(f"add i32 {lsb}, 32767")
-    r = f.tmp(f"add i32 {bits}, {bias}")
-    r = f.tmp(f"lshr i32 {r}, 16")
-    nan = f.tmp(f"fcmp uno float {v}, 0.0")
-    r = f.tmp(f"select i1 {nan}, i32 32704, i32 {r}")
-    return f.tmp(f"trunc i32 {r} to i16")
+def _lanes_below(f: _Fn, n: str) -> str:
+    """<16 x i1>: lanes 0..15 below n (an i32; lanes past the end of a row or panel masked off)."""
+    return f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, n)}", "mask")
 
 
 # ------------------------------------------------------------------------------------- packing
@@ -187,20 +184,6 @@ def _zero_lanes(f: _Fn, lo: str, r: str, kfp: str, dpan: str) -> None:
     f.emit(f"store i32 0, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
     close_r()
     close_k()
-
-
-def _round_bf16(f: _Fn, v: str, n: int) -> str:
-    """<n x float> -> <n x i16> rounded as eager's cast (cvt_f32_bf16: nearest even, NaN -> 0x7FC0,
-    denormals kept), so a product over float32 operands rounded here equals the product over eager's
-    bf16 copies bit for bit."""
-    vf, vi = f"<{n} x float>", f"<{n} x i32>"
-    bits = f.tmp(f"bitcast {vf} {v} to {vi}")
-    lsb = f.tmp(f"and {vi} {f.tmp(f'lshr {vi} {bits}, splat (i32 16)')}, splat (i32 1)")
-    r = f.tmp(f"add {vi} {bits}, {f.tmp(f'add {vi} {lsb}, splat (i32 32767)')}")
-    r = f.tmp(f"lshr {vi} {r}, splat (i32 16)")
-    nan = f.tmp(f"fcmp uno {vf} {v}, zeroinitializer")
-    r = f.tmp(f"select <{n} x i1> {nan}, {vi} splat (i32 32704), {vi} {r}")
-    return f.tmp(f"trunc {vi} {r} to <{n} x i16>")
 
 
 class _Src:
@@ -218,7 +201,7 @@ class _Src:
         """One bf16 value (i16)."""
         if not self.f32:
             return self.f.tmp(f"load i16, ptr {p}, align 2")
-        return _f32_to_bf16(self.f, self.f.tmp(f"load float, ptr {p}, align 4"))
+        return _round_bf16(self.f, self.f.tmp(f"load float, ptr {p}, align 4"), 1)
 
     def words(self, p: str, n: int) -> str:
         """n consecutive pairs (2n values) as <n x i32> (n = 1: an i32)."""
@@ -359,11 +342,10 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
     pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
     dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
-    iota = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
     left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
-    m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
+    m = _lanes_below(f, left)           # lanes of the panel
     valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
-    mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
+    mv = _lanes_below(f, valid)         # ... inside the matrix
     lo = src.masked16(pa, mv)
     mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
     hi = src.masked16(pb, mvh)
@@ -443,11 +425,33 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     return f.text()
 
 
+def _operand(f: _Fn, cfg: GemmConfig, v: str, splat: bool = False):
+    """A pair operand of `_dp`, prepared once for all the products that use it: v is <16 x i32> (two bf16
+    per lane), or with splat one i32 for every lane.  vdpbf16ps: v as <32 x bfloat>; the fallback: the
+    low and high halves widened to float32 (of the scalar before the splat: one shift, not sixteen)."""
+    if cfg.dpbf16:
+        return f.tmp(f"bitcast {_V16I} {_splat_i32(f, v) if splat else v} to <32 x bfloat>")
+    if splat:
+        return tuple(_splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'{op} i32 {v}, {k}')} to float"))
+                     for op, k in (("shl", 16), ("and", -65536)))
+    return tuple(f.tmp(f"bitcast {_V16I} {f.tmp(f'{op} {_V16I} {v}, splat (i32 {k})')} to {_V16F}")
+                 for op, k in (("shl", 16), ("and", -65536)))
+
+
+def _dp(f: _Fn, cfg: GemmConfig, cur: str, a, b) -> str:
+    """cur + the pair products of operands a and b (`_operand`): vdpbf16ps, or two float32 FMAs in its
+    order (the high halves first)."""
+    if cfg.dpbf16:
+        return f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, <32 x bfloat> {a}, "
+                     f"<32 x bfloat> {b})")
+    t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {a[1]}, {_V16F} {b[1]}, {_V16F} {cur})")
+    return f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {a[0]}, {_V16F} {b[0]}, {_V16F} {t})")
+
+
 # -------------------------------------------------------------------------------- macro-kernel
 def _col_masks(f: _Fn, ncols: str, nv: int) -> list[str]:
     """Per vector j of a tile, the mask of its lanes below column ncols (i32) of the tile."""
-    return [f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, f.tmp(f'sub i32 {ncols}, {16 * j}'))}", "mask")
-            for j in range(nv)]
+    return [_lanes_below(f, f.tmp(f"sub i32 {ncols}, {16 * j}")) for j in range(nv)]
 
 
 def _load16(f: _Fn, base: str, off, mask: str) -> str:
@@ -542,12 +546,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             o = f.tmp(f"add i64 {bo}, {16 * j}")
             p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
             bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
-    if cfg.dpbf16:
-        bb = [f.tmp(f"bitcast {_V16I} {b} to <32 x bfloat>") for b in bvec]
-    else:
-        blo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {b}, splat (i32 16)')} to {_V16F}") for b in bvec]
-        bhi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {b}, splat (i32 -65536)')} to {_V16F}")
-               for b in bvec]
+    bvec = [_operand(f, cfg, b) for b in bvec]
     ao = f.tmp(f"mul i64 {kk}, {2 if direct else mr}")
     for i in range(mr):
         if direct:
@@ -557,20 +556,10 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             o = f.tmp(f"add i64 {ao}, {i}")
             p = f.tmp(f"getelementptr i32, ptr {apan}, i64 {o}")
             a = f.tmp(f"load i32, ptr {p}, align 4", "a")
-        if cfg.dpbf16:
-            asp = f.tmp(f"bitcast {_V16I} {_splat_i32(f, a)} to <32 x bfloat>")
-        else:
-            alo = _splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'shl i32 {a}, 16')} to float"))
-            ahi = _splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'and i32 {a}, -65536')} to float"))
+        a = _operand(f, cfg, a, splat=True)
         for j in range(nv):
             p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
-            cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
-            if cfg.dpbf16:
-                nxt = f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, "
-                            f"<32 x bfloat> {asp}, <32 x bfloat> {bb[j]})")
-            else:   # the instruction's order: the high halves first
-                t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {ahi}, {_V16F} {bhi[j]}, {_V16F} {cur})")
-                nxt = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {alo}, {_V16F} {blo[j]}, {_V16F} {t})")
+            nxt = _dp(f, cfg, f.tmp(f"load {_V16F}, ptr {p}, align 64"), a, bvec[j])
             f.emit(f"store {_V16F} {nxt}, ptr {p}, align 64")
     close_k()
     mrem = f.tmp(f"sub i64 %mc, {ir_}")
@@ -600,7 +589,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             for j in range(nv):
                 bidx = f.tmp(f"add i64 {jr}, {16 * j}")
                 bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
-                bvals.append(_bf16_to_f32_vec(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
+                bvals.append(_widen_bf16(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
         for i in range(mr):
             row = f.tmp(f"add i64 {ir_}, {i}")
             base = f.tmp(f"mul i64 {row}, {'%ldo' if to_bf16 else '%ldc'}")
@@ -613,7 +602,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
                 idx = f.tmp(f"add i64 {base}, {16 * j}")
                 if to_bf16:
                     ptr = f.tmp(f"getelementptr i16, ptr %o, i64 {idx}")
-                    f.emit(f"store <16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {ptr}, align 2")
+                    f.emit(f"store <16 x i16> {_round_bf16(f, v, native=cfg.dpbf16)}, ptr {ptr}, align 2")
                 else:
                     ptr = f.tmp(f"getelementptr float, ptr %c, i64 {idx}")
                     f.emit(f"store {_V16F} {v}, ptr {ptr}, align 4")
@@ -656,7 +645,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
         bh = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {bptr}, i32 2, <16 x i1> {m}, "
                    "<16 x i16> zeroinitializer)")
-        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_bf16_to_f32_vec(f, bh)}')}, ptr {p}, align 64")
+        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_widen_bf16(f, bh)}')}, ptr {p}, align 64")
         close()
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
         wo_b, wc_b, w_done = f.fresh("wo"), f.fresh("wc"), f.fresh("wdone")
@@ -664,7 +653,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         f.label(wo_b)
         oidx = f.tmp(f"add i64 {orow}, {16 * j}")
         op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {op}, "
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_round_bf16(f, v, native=cfg.dpbf16)}, ptr {op}, "
                f"i32 2, <16 x i1> {m})")
         f.emit(f"br label %{w_done}")
         f.label(wc_b)
@@ -680,28 +669,53 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
 
 
 # ------------------------------------------------------------------------------------- drivers
+class _Out:
+    """A product's outputs as a driver sees them (%c float32, %o bf16, %bias bf16: each may be null) and
+    the gemm_block flags of its last K block (2: add the bias, 4: write O)."""
+
+    def __init__(self, f: _Fn):
+        self.f = f
+        self.has = {k: f.tmp(f"icmp ne ptr %{k}, null", f"has{k}") for k in ("c", "o", "bias")}
+        fb = f.tmp(f"select i1 {self.has['bias']}, i32 2, i32 0")
+        fo = f.tmp(f"select i1 {self.has['o']}, i32 4, i32 0")
+        self.flags = f.tmp(f"or i32 {fb}, {fo}", "fin")
+
+    def at(self, c_off: str | None = None, o_off: str | None = None, bias_off: str | None = None) -> tuple:
+        """(c, o, bias) moved on by these element offsets (None: where they are); a null one stays null."""
+        out = []
+        for k, elt, off in (("c", "float", c_off), ("o", "i16", o_off), ("bias", "i16", bias_off)):
+            p = f"%{k}"
+            if off is not None:
+                moved = self.f.tmp(f"getelementptr {elt}, ptr {p}, i64 {off}")
+                p = self.f.tmp(f"select i1 {self.has[k]}, ptr {moved}, ptr null")
+            out.append(p)
+        return tuple(out)
+
+
+def _k_blocks(f: _Fn, cfg: GemmConfig, nr: int):
+    """for pc in [0, K) step KC, over packed B of panels nr wide: returns (pc, kcb: the block's K rows,
+    kpc: its pairs, last: i1, bq: the block's packed B at %bp, close)."""
+    npb = _cdiv(f, "%N", str(nr))
+    qstride = f.tmp(f"mul i64 {npb}, {cfg.kc // 2 * nr}")
+    pc, close = f.loop("0", "%K", str(cfg.kc), "pc")
+    krem = f.tmp(f"sub i64 %K, {pc}")
+    kcb = _min(f, krem, str(cfg.kc))
+    kpc = f.tmp(f"lshr i64 {f.tmp(f'add i64 {kcb}, 1')}, 1", "kpc")
+    last = f.tmp(f"icmp sle i64 {krem}, {cfg.kc}", "lastk")
+    q = f.tmp(f"udiv i64 {pc}, {cfg.kc}")
+    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {f.tmp(f'mul i64 {q}, {qstride}')}", "bq")
+    return pc, kcb, kpc, last, bq, close
+
+
 def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
     f = _Fn(f"define void @pack_b_{tile.tag}(ptr noalias %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 %p0, "
             f"i64 %p1, ptr noalias %bp) {_NOINLINE}")
-    nr, kc = tile.nr, cfg.kc
-    n1 = f.tmp(f"add i64 %N, {nr - 1}")
-    npb = f.tmp(f"udiv i64 {n1}, {nr}")
-    qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
+    nr = tile.nr
     lane0 = f.tmp(f"mul i64 %p0, {nr}")
-    nl = f.tmp("sub i64 %p1, %p0")
-    nl = f.tmp(f"mul i64 {nl}, {nr}")
-    pc, close = f.loop("0", "%K", str(kc), "pc")
-    q = f.tmp(f"udiv i64 {pc}, {kc}")
-    krem = f.tmp(f"sub i64 %K, {pc}")
-    small = f.tmp(f"icmp slt i64 {krem}, {kc}")
-    kcb = f.tmp(f"select i1 {small}, i64 {krem}, i64 {kc}")
-    kc1 = f.tmp(f"add i64 {kcb}, 1")
-    kpc = f.tmp(f"lshr i64 {kc1}, 1")
-    off = f.tmp(f"mul i64 {q}, {qstride}")
-    poff = f.tmp(f"mul i64 %p0, {kpc}")
-    poff = f.tmp(f"mul i64 {poff}, {nr}")
-    off = f.tmp(f"add i64 {off}, {poff}")
-    dst = f.tmp(f"getelementptr i32, ptr %bp, i64 {off}")
+    nl = f.tmp(f"mul i64 {f.tmp('sub i64 %p1, %p0')}, {nr}")
+    pc, kcb, kpc, _, bq, close = _k_blocks(f, cfg, nr)
+    poff = f.tmp(f"mul i64 {f.tmp(f'mul i64 %p0, {kpc}')}, {nr}")     # panel p0 of this K block
+    dst = f.tmp(f"getelementptr i32, ptr {bq}, i64 {poff}")
     f.emit(f"call void @pack(ptr %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 {lane0}, "
            f"i64 {nl}, i64 {pc}, i64 {kcb}, ptr {dst}, i64 {nr})")
     close()
@@ -721,9 +735,8 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
             "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
             "ptr noalias %bias, ptr noalias %ap, ptr noalias %b, i64 %bls, i64 %bks, i32 %bw, ptr %share, "
             f"i64 %gpan, ptr noalias %bpriv) {_NOINLINE}")
-    nr, kc, mc = tile.nr, cfg.kc, cfg.mc
-    npb = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {nr - 1}')}, {nr}", "npb")
-    qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
+    nr, mc = tile.nr, cfg.mc
+    npb = _cdiv(f, "%N", str(nr))
     shared = f.tmp("icmp ne ptr %share, null", "shared")
     gpan = f.tmp(f"select i1 {shared}, i64 %gpan, i64 {npb}", "gpan")
     ngr = _cdiv(f, npb, gpan)
@@ -744,10 +757,7 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     f.emit(f"br label %{head}")
     f.label(stop)
     close_s()
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    fin = f.tmp(f"or i32 {f.tmp(f'select i1 {hasb}, i32 2, i32 0')}, {f.tmp(f'select i1 {haso}, i32 4, i32 0')}")
+    out = _Out(f)
     # A read in place (no packing) when it is K-contiguous, K is even (no pair straddles a row's end)
     # and the product has few columns (packing buys reuse across column panels only)
     kodd = f.tmp("and i64 %K, 1")
@@ -763,22 +773,15 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     bsz = f.tmp(f"mul i64 {_cdiv(f, bsz, str(tile.mr))}, {tile.mr}", "bsz")
     ic, close_i = f.loop("%m0", "%m1", bsz, "ic")
     mcb = _min(f, f.tmp(f"sub i64 %m1, {ic}"), bsz)
-    pc, close_p = f.loop("0", "%K", str(kc), "pc")
-    q = f.tmp(f"udiv i64 {pc}, {kc}")
-    krem = f.tmp(f"sub i64 %K, {pc}")
-    kcb = _min(f, krem, str(kc))
-    kpc = f.tmp(f"lshr i64 {f.tmp(f'add i64 {kcb}, 1')}, 1", "kpc")
+    pc, kcb, kpc, last, bq, close_p = _k_blocks(f, cfg, nr)
     close_pa = f.if_(f.tmp(f"xor i1 {direct}, true"), "packa")
     f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
            f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap, i64 {tile.mr})")
     close_pa()
-    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {f.tmp(f'mul i64 {q}, {qstride}')}")
     first = f.tmp(f"icmp eq i64 {pc}, 0")
     flags = f.tmp(f"select i1 {first}, i32 0, i32 1")
-    last = f.tmp(f"icmp sle i64 {krem}, {kc}")
-    flags = f.tmp(f"or i32 {flags}, {f.tmp(f'select i1 {last}, i32 {fin}, i32 0')}", "flags")
-    cp = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {ic}, %ldc')}")
-    op = f.tmp(f"getelementptr i16, ptr %o, i64 {f.tmp(f'mul i64 {ic}, %ldo')}")
+    flags = f.tmp(f"or i32 {flags}, {f.tmp(f'select i1 {last}, i32 {out.flags}, i32 0')}", "flags")
+    crow, orow = f.tmp(f"mul i64 {ic}, %ldc"), f.tmp(f"mul i64 {ic}, %ldo")
     aoff = f.tmp(f"add i64 {f.tmp(f'mul i64 {ic}, %ls')}, {pc}")
     a0 = f.tmp(f"getelementptr i16, ptr %a, i64 {aoff}")
     # ---- the block over each group of panels
@@ -800,9 +803,7 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     close_nr()
     close_sh()
     bg = f.tmp(f"load ptr, ptr {bsrc}")
-    cg_ = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr {cp}, i64 {col0}')}, ptr null")
-    og = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr {op}, i64 {col0}')}, ptr null")
-    biasg = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {col0}')}, ptr null")
+    cg_, og, biasg = out.at(f.tmp(f"add i64 {crow}, {col0}"), f.tmp(f"add i64 {orow}, {col0}"), col0)
     rest = (f"i64 {mcb}, i64 {ncols}, i64 {kpc}, ptr {cg_}, i64 %ldc, ptr {og}, i64 %ldo, ptr {biasg}, "
             f"i32 {flags})")
     blk, blkd, joined = f.fresh("blk"), f.fresh("blkd"), f.fresh("blkdone")
@@ -850,10 +851,7 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
     f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
            f"ptr %ap, i64 {tile.mr})")
     kpc = f.tmp(f"lshr i64 {f.tmp('add i64 %K, 1')}, 1")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    flags = f.tmp(f"or i32 {f.tmp(f'select i1 {hasb}, i32 2, i32 0')}, {f.tmp(f'select i1 {haso}, i32 4, i32 0')}")
+    out = _Out(f)
     n0, close = f.loop("0", "%N", str(cols), "n0")
     left = f.tmp(f"sub i64 %N, {n0}")
     nn = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {left}, {cols}')}, i64 {left}, i64 {cols}", "nn")
@@ -866,11 +864,9 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
         x = _load16(f, srow, v, m)
         f.emit(f"store <16 x i16> {x}, ptr {f.tmp(f'getelementptr i16, ptr {drow}, i64 {v}')}, align 2")
     close_k()
-    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
-    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
-    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    cp, op, bp = out.at(n0, n0, n0)
     f.emit(f"call void @gemm_blockb_{tile.tag}(ptr %ap, ptr %stage, i64 {lds}, i64 %K, i64 %M, i64 {nn}, i64 {kpc}, "
-           f"ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, i32 {flags})")
+           f"ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, i32 {out.flags})")
     close()
     return f.text()
 
@@ -888,12 +884,7 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     # element sizes in bytes: 4 for a float32 operand (words & 2: rounded to bf16 as it is packed)
     asz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %aw, 2')}, i64 4, i64 2")
     bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    fb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
-    fo = f.tmp(f"select i1 {haso}, i32 4, i32 0")
-    flags = f.tmp(f"or i32 {fb}, {fo}")       # one K block: no partial sums to add
+    out = _Out(f)       # (its flags: one K block, no partial sums to add)
     a0 = f.tmp("icmp eq i64 %abs, 0")
     a1 = f.tmp(f"icmp sle i64 %M, {cfg.mc}")
     a2 = f.tmp(f"icmp sle i64 %K, {cfg.kc}")
@@ -910,19 +901,14 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     ap_ = f.tmp(f"getelementptr i8, ptr %a, i64 {f.tmp(f'mul i64 {ao}, {asz}')}")
     bo = f.tmp(f"mul i64 {bi}, %bbs")
     bp_ = f.tmp(f"getelementptr i8, ptr %b, i64 {f.tmp(f'mul i64 {bo}, {bsz}')}")
-    co = f.tmp(f"mul i64 {bi}, %cbs")
-    cp = f.tmp(f"getelementptr float, ptr %c, i64 {co}")
-    cp = f.tmp(f"select i1 {hasc}, ptr {cp}, ptr null")
-    oo = f.tmp(f"mul i64 {bi}, %obs")
-    op = f.tmp(f"getelementptr i16, ptr %o, i64 {oo}")
-    op = f.tmp(f"select i1 {haso}, ptr {op}, ptr null")
+    cp, op, _ = out.at(f.tmp(f"mul i64 {bi}, %cbs"), f.tmp(f"mul i64 {bi}, %obs"))
     f.emit(f"call void @pack_b_{tile.tag}(ptr {bp_}, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 0, "
            f"i64 {npb}, ptr %bp)")
     blk, rows, nxt = f.fresh("blk"), f.fresh("rows"), f.fresh("next")
     f.emit(f"br i1 {once}, label %{blk}, label %{rows}")
     f.label(blk)
     f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr %bp, i64 %M, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
-           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+           f"ptr {op}, i64 %ldo, ptr %bias, i32 {out.flags})")
     f.emit(f"br label %{nxt}")
     f.label(rows)
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr {ap_}, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 %N, "
@@ -942,9 +928,7 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
             "i32 %bw, i64 %M, i64 %N, i64 %K, ptr %c, i64 %ldc, ptr %o, i64 %ldo, ptr %bias, ptr noalias %ap, "
             f"ptr noalias %bp, i64 %chunk) {_ATTRS}")
     bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasb = f.tmp("icmp ne ptr %bias, null")
+    out = _Out(f)
     n0, close = f.loop("0", "%N", "%chunk", "n0")
     left = f.tmp(f"sub i64 %N, {n0}")
     short = f.tmp(f"icmp slt i64 {left}, %chunk")
@@ -954,9 +938,7 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     bsrc = f.tmp(f"getelementptr i8, ptr %b, i64 {boff}")
     f.emit(f"call void @pack_b_{tile.tag}(ptr {bsrc}, i64 %bls, i64 %bks, i32 %bw, i64 {nn}, i64 %K, i64 0, "
            f"i64 {npan}, ptr %bp)")
-    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
-    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
-    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    cp, op, bp = out.at(n0, n0, n0)
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 {nn}, "
            f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, ptr %ap, {_UNSHARED})")
     close()
@@ -964,19 +946,6 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
 
 
 # ------------------------------------------------------------------------------ inner products
-def _dp(f: _Fn, cfg: GemmConfig, cur: str, a: str, b: str) -> str:
-    """cur + the pair products of words a and b (<16 x i32> each: two bf16 per lane), as vdpbf16ps
-    (or two float32 FMAs in its order, the high halves first)."""
-    if cfg.dpbf16:
-        a, b = (f.tmp(f"bitcast {_V16I} {x} to <32 x bfloat>") for x in (a, b))
-        return f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, <32 x bfloat> {a}, "
-                     f"<32 x bfloat> {b})")
-    lo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {x}, splat (i32 16)')} to {_V16F}") for x in (a, b)]
-    hi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {x}, splat (i32 -65536)')} to {_V16F}") for x in (a, b)]
-    t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {hi[0]}, {_V16F} {hi[1]}, {_V16F} {cur})")
-    return f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {lo[0]}, {_V16F} {lo[1]}, {_V16F} {t})")
-
-
 def _emit_dot(cfg: GemmConfig) -> str:
     """gemm_dot(ptr a, i64 lda, ptr b, i64 ldb, i64 M, i64 N, i64 K, i64 j0, i64 j1, ptr c, i64 ldc,
     ptr o, i64 ldo, ptr bias, ptr acc): columns [j0, j1) of a product whose A rows and B columns are both
@@ -1016,9 +985,9 @@ def _emit_dot(cfg: GemmConfig) -> str:
                 v = f.tmp(f"call <32 x i16> @llvm.masked.load.v32i16.p0(ptr {p}, i32 2, <32 x i1> {mask}, "
                           "<32 x i16> zeroinitializer)")
             return f.tmp(f"bitcast <32 x i16> {v} to {_V16I}")
-        av = [load(p) for p in arows]
+        av = [_operand(f, cfg, load(p)) for p in arows]
         for s_, bp in enumerate(bcols):
-            bv = load(bp)
+            bv = _operand(f, cfg, load(bp))
             for r in range(ri):
                 p = reg(r, s_)
                 cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
@@ -1077,14 +1046,14 @@ def _emit_dot(cfg: GemmConfig) -> str:
     f.emit(f"store float {v}, ptr {res}")
     close_b = f.if_(hasb, "dbias")
     bh = f.tmp(f"load i16, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {j}')}, align 2")
-    f.emit(f"store float {f.tmp(f'fadd float {v}, {_bf16_to_f32(f, bh)}')}, ptr {res}")
+    f.emit(f"store float {f.tmp(f'fadd float {v}, {_widen_bf16(f, bh, 1)}')}, ptr {res}")
     close_b()
     v = f.tmp(f"load float, ptr {res}")
     wo, wc, wd = f.fresh("dwo"), f.fresh("dwc"), f.fresh("dwd")
     f.emit(f"br i1 {haso}, label %{wo}, label %{wc}")
     f.label(wo)
     oi = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldo')}, {j}")
-    f.emit(f"store i16 {_f32_to_bf16(f, v)}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {oi}')}, align 2")
+    f.emit(f"store i16 {_round_bf16(f, v, 1)}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {oi}')}, align 2")
     f.emit(f"br label %{wd}")
     f.label(wc)
     ci = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldc')}, {j}")
@@ -1171,17 +1140,17 @@ def _emit_convert(to_bf16: bool) -> str:
     src_sz, dst_sz = (4, 2) if to_bf16 else (2, 4)
     i, close = f.loop("0", "%n", "16", "i")
     left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 %n, {i}')} to i32")
-    m = f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {_splat_i32(f, left)}")
+    m = _lanes_below(f, left)
     sp = f.tmp(f"getelementptr i{8 * src_sz}, ptr %src, i64 {i}")
     dp = f.tmp(f"getelementptr i{8 * dst_sz}, ptr %dst, i64 {i}")
     if to_bf16:
         v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {sp}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {dp}, i32 2, "
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_round_bf16(f, v)}, ptr {dp}, i32 2, "
                f"<16 x i1> {m})")
     else:
         v = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {sp}, i32 2, <16 x i1> {m}, "
                   "<16 x i16> zeroinitializer)")
-        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_bf16_to_f32_vec(f, v)}, ptr {dp}, i32 4, "
+        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_widen_bf16(f, v)}, ptr {dp}, i32 4, "
                f"<16 x i1> {m})")
     close()
     return f.text()
