@@ -42,11 +42,13 @@ pass of its own):
         panels [p0, p1) of B (lanes = columns) for every KC block, into bp (whole packed B).
     void gemm_rows(ptr a, i64 lane_stride, i64 k_stride, i32 words, ptr bp, i64 M, i64 N, i64 K,
                    i64 m0, i64 m1, ptr c, i64 ldc, ptr o, i64 ldo, ptr bias, ptr ap,
-                   ptr b, i64 b_lane_stride, i64 b_k_stride, i32 b_words, ptr share, i64 gpan, ptr bpriv)
+                   ptr b, i64 b_lane_stride, i64 b_k_stride, i32 b_words, ptr share, i64 gpan, ptr bpriv,
+                   i64 rdiv)
         rows [m0, m1) of the product, in even blocks of at most MC rows.  c: float32 [M, ldc] (needed when o
         is null or K > KC); o: bf16 output [M, ldo] or null; bias: bf16 [N] or null; ap: scratch for one
-        packed A block.  share null: bp holds all of B packed (b .. bpriv unused).  Else threads that split
-        the rows pack B into bp together, in groups of gpan panels claimed from share (see `_emit_rows`).
+        packed A block.  share null: bp holds all of B packed (b .. rdiv unused).  Else threads that split
+        the rows pack B into bp together, in groups of gpan panels claimed from share, and claim the rows
+        in chunks of 1/rdiv of those left (rdiv > 0; see `_emit_rows`).
     void gemm_block(ptr ap, ptr bp, i64 mc, i64 nc, i64 kp, ptr c, i64 ldc, ptr o, i64 ldo,
                     ptr bias, i32 flags)
         the macro-kernel over one packed A block and one packed B block (flags: 1 accumulate into c,
@@ -725,16 +727,22 @@ def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
 def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     """gemm_rows_<tag>: rows [m0, m1) of the product, in blocks of at most MC rows (A packed per block, or
     read in place), each block over B's panels in groups of %gpan.  %share null: %bp holds all of B packed.
-    Else several threads share one packed B (%share: i64 [claim counter, one flag per group], zeroed by the
-    caller): each call first claims groups from the counter and packs them into %bp (all K blocks), flagging
-    each when done; then a group whose flag is not yet set -- another thread is still packing it, or was
-    descheduled doing so -- is packed again, for this K block only, into the thread's own %bpriv (B from
-    %b, %bls, %bks, %bw) instead of waiting: nobody ever waits, nobody packs B twice in the common case.
-    The sums are the same whichever copy a tile reads."""
+    Else several threads, each calling gemm_rows once, share the product (%share: i64 [group counter,
+    row counter = m0, one flag per group], set by the caller):
+      * B: each call first claims groups of panels from the group counter and packs them into %bp (all K
+        blocks), flagging each when done; then a group whose flag is not yet set -- another thread is still
+        packing it, or was descheduled doing so -- is packed again, for the K block at hand, into the
+        thread's own %bpriv (B from %b, %bls, %bks, %bw) instead of waiting: nobody ever waits, and nobody
+        packs B twice in the common case.  The sums are the same whichever copy a tile reads.
+      * rows: claimed from the row counter in chunks of a 1/%rdiv of what is left (whole tiles, at least
+        4 tiles' rows), so that the chunks shrink towards the end and the threads finish together; the
+        claiming is here, not in Python, because each Python call after a kernel that swept the caches
+        costs tens of microseconds (a [1024,128]@[128,384] product split in 8 Python chunks took a third
+        more CPU time than on one thread)."""
     f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr %bp, i64 %M, "
             "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
             "ptr noalias %bias, ptr noalias %ap, ptr noalias %b, i64 %bls, i64 %bks, i32 %bw, ptr %share, "
-            f"i64 %gpan, ptr noalias %bpriv) {_NOINLINE}")
+            f"i64 %gpan, ptr noalias %bpriv, i64 %rdiv) {_NOINLINE}")
     nr, mc = tile.nr, cfg.mc
     npb = _cdiv(f, "%N", str(nr))
     shared = f.tmp("icmp ne ptr %share, null", "shared")
@@ -752,7 +760,7 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     p1 = _min(f, f.tmp(f"add i64 {p0}, {gpan}"), npb)
     f.emit(f"call void @pack_b_{tile.tag}(ptr %b, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 {p0}, i64 {p1}, "
            "ptr %bp)")
-    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {g}, 1')}")
+    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {g}, 2')}")
     f.emit(f"store atomic i64 1, ptr {flag} release, align 8")
     f.emit(f"br label %{head}")
     f.label(stop)
@@ -764,15 +772,32 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     direct = f.tmp("icmp eq i32 %words, 1")      # (not a float32 A: words & 2)
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp eq i64 {kodd}, 0')}")
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp sle i64 %N, {cfg.direct_a_max_n}')}", "direct")
-    # blocks of even size (whole tiles, at most MC rows): a thread's share of the rows is no longer
-    # MC-sized blocks and a sliver, which reads all of B for a few rows
-    nrows = f.tmp("sub i64 %m1, %m0")
-    nblk = f.tmp(f"udiv i64 {f.tmp(f'add i64 {nrows}, {mc - 1}')}, {mc}")
-    nblk = f.tmp(f"select i1 {f.tmp(f'icmp sgt i64 {nblk}, 1')}, i64 {nblk}, i64 1")     # (no rows: no division by 0)
-    bsz = _cdiv(f, nrows, nblk)
+    # ---- claim rows [r0, r1): all of [m0, m1) at once (a private counter, one claim), or chunks from %share
+    dynamic = f.tmp(f"and i1 {shared}, {f.tmp('icmp sgt i64 %rdiv, 0')}", "dynamic")
+    mine = f.alloca("i64", "next")
+    f.emit(f"store i64 %m0, ptr {mine}")
+    counter = f.tmp(f"select i1 {dynamic}, ptr {f.tmp('getelementptr i64, ptr %share, i64 1')}, ptr {mine}")
+    rdiv = f.tmp(f"select i1 {dynamic}, i64 %rdiv, i64 1")
+    head, try_, work, done = f.fresh("rclaim"), f.fresh("rtry"), f.fresh("rwork"), f.fresh("rdone")
+    f.emit(f"br label %{head}")
+    f.label(head)
+    r0 = f.tmp(f"load atomic i64, ptr {counter} monotonic, align 8", "r0")
+    f.emit(f"br i1 {f.tmp(f'icmp sge i64 {r0}, %m1')}, label %{done}, label %{try_}")
+    f.label(try_)
+    left = f.tmp(f"sub i64 %m1, {r0}")
+    size = f.tmp(f"mul i64 {_cdiv(f, _cdiv(f, left, rdiv), str(tile.mr))}, {tile.mr}")
+    size = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {size}, {4 * tile.mr}')}, i64 {4 * tile.mr}, i64 {size}")
+    r1 = _min(f, f.tmp(f"add i64 {r0}, {size}"), "%m1")
+    got = f.tmp(f"cmpxchg ptr {counter}, i64 {r0}, i64 {r1} monotonic monotonic, align 8")
+    f.emit(f"br i1 {f.tmp(f'extractvalue {{ i64, i1 }} {got}, 1')}, label %{work}, label %{head}")
+    f.label(work)
+    # blocks of even size (whole tiles, at most MC rows): a chunk of rows is no MC-sized blocks and a
+    # sliver, which reads all of B for a few rows
+    nrows = f.tmp(f"sub i64 {r1}, {r0}")
+    bsz = _cdiv(f, nrows, _cdiv(f, nrows, str(mc)))
     bsz = f.tmp(f"mul i64 {_cdiv(f, bsz, str(tile.mr))}, {tile.mr}", "bsz")
-    ic, close_i = f.loop("%m0", "%m1", bsz, "ic")
-    mcb = _min(f, f.tmp(f"sub i64 %m1, {ic}"), bsz)
+    ic, close_i = f.loop(r0, r1, bsz, "ic")
+    mcb = _min(f, f.tmp(f"sub i64 {r1}, {ic}"), bsz)
     pc, kcb, kpc, last, bq, close_p = _k_blocks(f, cfg, nr)
     close_pa = f.if_(f.tmp(f"xor i1 {direct}, true"), "packa")
     f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
@@ -793,7 +818,7 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     bsrc = f.alloca("ptr", "bsrc")
     goff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {p0}, {kpc}')}, {nr}")
     f.emit(f"store ptr {f.tmp(f'getelementptr i32, ptr {bq}, i64 {goff}')}, ptr {bsrc}")
-    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {gi}, 1')}")
+    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {gi}, 2')}")
     close_sh = f.if_(shared, "chk")
     ready = f.tmp(f"icmp ne i64 {f.tmp(f'load atomic i64, ptr {flag} acquire, align 8')}, 0")
     close_nr = f.if_(f.tmp(f"xor i1 {ready}, true"), "own")
@@ -818,11 +843,13 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     close_g()
     close_p()
     close_i()
+    f.emit(f"br label %{head}")
+    f.label(done)
     return f.text()
 
 
 # gemm_rows' trailing arguments when %bp already holds all of B
-_UNSHARED = "ptr null, i64 0, i64 0, i32 0, ptr null, i64 0, ptr null"
+_UNSHARED = "ptr null, i64 0, i64 0, i32 0, ptr null, i64 0, ptr null, i64 0"
 
 
 def _cdiv(f: _Fn, x: str, y: str) -> str:

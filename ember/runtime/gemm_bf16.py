@@ -77,7 +77,7 @@ DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 # gemm_rows' trailing arguments when its B is packed already (no sharing between threads)
-_UNSHARED = (None, 0, 0, 0, None, 0, None)
+_UNSHARED = (None, 0, 0, 0, None, 0, None, 0)
 # Threads that split a product's rows pack B together, in about this many groups of panels per thread:
 # small enough that the last group packed is long done when another thread reaches it
 SHARE_GROUPS_PER_THREAD = 4
@@ -133,7 +133,7 @@ class Bf16Gemm:
         for t in self.cfg.tiles:
             self.fns[t] = (fn(f"pack_b_{t.tag}", _P, _I64, _I64, _I32, _I64, _I64, _I64, _I64, _P),
                            fn(f"gemm_rows_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _I64, _P,
-                              _I64, _P, _I64, _P, _P, _P, _I64, _I64, _I32, _P, _I64, _P),
+                              _I64, _P, _I64, _P, _P, _P, _I64, _I64, _I32, _P, _I64, _P, _I64),
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
                               _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
@@ -287,19 +287,17 @@ class Bf16Gemm:
         # panels and all of A.  Buffers are the running thread's own (_Workspace).
         how, nch = split
         if how == "rows":
-            # rows in chunks of whole tiles; B packed once, into the calling thread's buffer, by all threads
-            # together (gemm_rows: groups of panels claimed from `share`)
-            units = -(-M // tile.mr)
-            rows = [min(M, tile.mr * (units * i // nch)) for i in range(nch + 1)]
+            # one gemm_rows call per thread: they pack B once, together, into the calling thread's buffer
+            # (groups of panels claimed from `share`) and claim chunks of rows as they go (`_emit_rows`)
             gpan = -(-npanels // min(npanels, SHARE_GROUPS_PER_THREAD * nt))
-            share = np.zeros(1 + -(-npanels // gpan), np.int64)
+            share = np.zeros(2 + -(-npanels // gpan), np.int64)
             sp, bp = _ptr(share), self._ws.addr("bp", bwords)
             privw = gpan * tile.nr * (cfg.kc // 2) * 4
 
             def chunk(i):
                 ws = self._ws
-                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
-                          bias_ptr, ws.addr("ap", apw), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", privw))
+                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                          ws.addr("ap", apw), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", privw), 2 * nt)
         elif direct is not None:    # column chunks, B staged (whole 32-column lines per chunk)
             cols = [min(N, 32 * (-(-N // 32) * i // nch)) for i in range(nch + 1)]
             fb = self.fns_b[direct]
@@ -504,11 +502,11 @@ _MAX_PLANS = 512
 
 
 def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
-    """How nt threads share one product: ("rows", chunks) -- every thread packs all of B, so only when
-    B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- every
-    chunk packs all of A; None: one thread."""
+    """How nt threads share one product: ("rows", nt) -- one gemm_rows call per thread, claiming chunks of
+    rows as they go: when B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols",
+    chunks) -- every chunk packs all of A; None: one thread."""
     if row_blocks >= 2 * nt and N <= M:
-        return "rows", min(row_blocks, workers.CHUNKS_PER_THREAD * nt)
+        return "rows", nt
     if panels >= nt:
         return "cols", min(panels, 2 * nt)
     if row_blocks >= nt:

@@ -224,7 +224,7 @@ def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n
     pack_b, rows = gemm.fns[tile][:2]
     cfg = gemm.cfg
     npanels, gpan = -(-n // tile.nr), 1
-    share = np.zeros(1 + npanels, np.int64)
+    share = np.zeros(2 + npanels, np.int64)
 
     def buf(words):     # 64-byte aligned (packed B is loaded as whole zmm), garbage-filled
         x = np.full(words + 16, 0xFFFF, np.uint32)
@@ -239,7 +239,7 @@ def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n
     elif claimed == "some":         # ... claimed and finished the even groups
         for g in range(0, npanels, 2):
             pack_b(b_ptr, b_ls, b_ks, b_w, n, k, g, g + 1, ptr(bp))
-            share[1 + g] = 1
+            share[2 + g] = 1
         share[0] = npanels
     # B packed beforehand, all rows in one call: the unshared path
     pack_b(b_ptr, b_ls, b_ks, b_w, n, k, 0, npanels, ptr(bq))
@@ -247,15 +247,16 @@ def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n
     rows(a_ptr, a_ls, a_ks, a_w, ptr(bq), m, n, k, 0, m, ptr(want), n, None, 0, ptr(bias), ptr(ap), *G._UNSHARED)
     _check(want, a, b.astype(BF), bias, np.float32)
     c = np.zeros((m, n), np.float32)
-    for m0, m1 in ((0, m // 3), (m // 3, m)):       # two chunks of rows, as two threads would run them
+    for m0, m1, rdiv in ((0, m // 3, 0), (m // 3, m, 3)):  # rows as given; rows claimed in chunks from share[1]
+        share[1] = m0
         rows(a_ptr, a_ls, a_ks, a_w, ptr(bp), m, n, k, m0, m1, ptr(c), n, None, 0, ptr(bias), ptr(ap), b_ptr, b_ls,
-             b_ks, b_w, ptr(share), gpan, ptr(bpriv))
+             b_ks, b_w, ptr(share), gpan, ptr(bpriv), rdiv)
     np.testing.assert_array_equal(c.view(np.uint32), want.view(np.uint32))
-    assert share[0] >= npanels and (claimed != "none" or share[1:].all())
+    assert share[0] >= npanels and share[1] == m and (claimed != "none" or share[2:].all())
 
 
 def test_split_choice():
-    assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 8)
+    assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 2)
     assert G._split(row_blocks=1, panels=8, M=20, N=250, nt=2) == ("cols", 4)
     assert G._split(row_blocks=1, panels=1, M=20, N=16, nt=2) is None
 
