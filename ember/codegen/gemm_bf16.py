@@ -55,13 +55,15 @@ pass of its own):
         2 add bias, 4 write o).  Exposed for tests.
     void gemm_batch(ptr a, i64 a_batch_stride, <A's strides>, ptr b, i64 b_batch_stride, <B's strides>,
                     i64 b0, i64 b1, i64 M, i64 N, i64 K, ptr c, i64 c_batch_stride, i64 ldc, ptr o,
-                    i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp)
+                    i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp, ptr share)
         products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
-        broadcast A that fits one MC x KC block is packed once.
+        broadcast A that fits one MC x KC block is packed once.  share: null, or a counter from which
+        several threads, one call each, claim the products (`_claims`: no Python call per chunk).
     void gemm_cols(<A as gemm_batch>, <B as gemm_batch>, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o, i64 ldo,
-                   ptr bias, ptr ap, ptr bp, i64 chunk)
+                   ptr bias, ptr ap, ptr bp, i64 chunk, ptr share)
         the whole product, chunk columns at a time: pack the chunk's B panels, then all rows over them
-        (while they are in cache).  For products of one row block, whose packed B is read once.
+        (while they are in cache).  For products of one row block, whose packed B is read once; share as
+        gemm_batch's (the chunks claimed).
     void gemm_entry(ptr plan, ptr a, ptr b, ptr out, ptr bias)
         gemm_cols or gemm_batch with the arrays passed as numpy objects and everything else read from
         a plan of i64 slots (PLAN_SLOTS): one cheap ctypes call for a small product.
@@ -69,7 +71,7 @@ pass of its own):
 Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Per tile of
 `direct_b_tiles` (B unpacked): gemm_blockb (gemm_block over B's rows in place, %ldb apart),
     void gemm_colsb(<A as gemm_batch>, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o,
-                    i64 ldo, ptr bias, ptr ap, ptr stage)
+                    i64 ldo, ptr bias, ptr ap, ptr stage, ptr share)
 and gemm_entryb (gemm_entry for it).  Once: gemm_dot (a long K into a small result as inner products,
 both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them,
 `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
@@ -858,6 +860,26 @@ def _cdiv(f: _Fn, x: str, y: str) -> str:
     return f.tmp(f"udiv i64 {f.tmp(f'add i64 {x}, {y1}')}, {y}")
 
 
+def _claims(f: _Fn, counter: str, lo: str, hi: str, step: str, hint: str):
+    """for (v = lo; v < hi; v += step), each v claimed from the i64 at `counter` -- shared by the threads
+    that run the loop, set to lo by their caller: each runs what it claims, as it comes -- or, with a null
+    counter, all of it here.  Returns (v, close): call close() after the body."""
+    mine = f.alloca("i64", hint + ".mine")
+    f.emit(f"store i64 {lo}, ptr {mine}")
+    ctr = f.tmp(f"select i1 {f.tmp(f'icmp eq ptr {counter}, null')}, ptr {mine}, ptr {counter}")
+    head, body, done = f.fresh(hint + ".claim"), f.fresh(hint + ".body"), f.fresh(hint + ".done")
+    f.emit(f"br label %{head}")
+    f.label(head)
+    v = f.tmp(f"atomicrmw add ptr {ctr}, i64 {step} monotonic, align 8", hint)
+    f.emit(f"br i1 {f.tmp(f'icmp slt i64 {v}, {hi}')}, label %{body}, label %{done}")
+    f.label(body)
+
+    def close():
+        f.emit(f"br label %{head}")
+        f.label(done)
+    return v, close
+
+
 def _min(f: _Fn, x: str, y: str) -> str:
     """min(x, y) of two i64."""
     return f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, {y}')}, i64 {x}, i64 {y}")
@@ -865,23 +887,23 @@ def _min(f: _Fn, x: str, y: str) -> str:
 
 def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
     """gemm_colsb_<tag>(ptr a, i64 als, i64 aks, i32 aw, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc,
-    ptr o, i64 ldo, ptr bias, ptr ap, ptr stage): the whole product of a bf16 B with unit column stride,
+    ptr o, i64 ldo, ptr bias, ptr ap, ptr stage, ptr share): the whole product of a bf16 B with unit column stride,
     M <= the tile's row block and K <= KC (the runtime checks), without packing B: A is packed once,
     then B goes through `stage` cfg.stage_cols columns at a time -- each row's piece copied in turn (one
     stream at a time), stage_cols + 32 elements apart -- and gemm_blockb reads the pieces there.
     Read where they lie, B's rows, a power-of-two-ish multiple of 4 KiB apart in a convolution's
-    [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower)."""
+    [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower).
+    share: null, or an i64 counter (0) from which the threads that run one call each claim the pieces."""
     f = _Fn(f"define void @gemm_colsb_{tile.tag}(ptr noalias %a, i64 %als, i64 %aks, i32 %aw, ptr noalias %b, "
             "i64 %ldb, i64 %M, i64 %N, i64 %K, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
-            f"ptr noalias %ap, ptr noalias %stage) {_NOINLINE}")
+            f"ptr noalias %ap, ptr noalias %stage, ptr %share) {_NOINLINE}")
     cols, lds = cfg.stage_cols, cfg.stage_cols + 32
     f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
            f"ptr %ap, i64 {tile.mr})")
     kpc = f.tmp(f"lshr i64 {f.tmp('add i64 %K, 1')}, 1")
     out = _Out(f)
-    n0, close = f.loop("0", "%N", str(cols), "n0")
-    left = f.tmp(f"sub i64 %N, {n0}")
-    nn = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {left}, {cols}')}, i64 {left}, i64 {cols}", "nn")
+    n0, close = _claims(f, "%share", "0", "%N", str(cols), "n0")
+    nn = _min(f, f.tmp(f"sub i64 %N, {n0}"), str(cols))
     src0 = f.tmp(f"getelementptr i16, ptr %b, i64 {n0}")
     k, close_k = f.loop("0", "%K", "1", "sk")
     srow = f.tmp(f"getelementptr i16, ptr {src0}, i64 {f.tmp(f'mul i64 {k}, %ldb')}")
@@ -901,11 +923,12 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
 def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     """Products [b0, b1) of a batch, each packing its own B into bp (one call for a whole batch of
     small products: a convolution's per-image GEMMs, attention's per-head ones).  A broadcast A that
-    fits one block (a convolution's weight) is packed once for the whole batch."""
+    fits one block (a convolution's weight) is packed once for the whole batch.  share: null, or an i64
+    counter (b0) from which the threads that run one call each claim the products."""
     f = _Fn(f"define void @gemm_batch_{tile.tag}(ptr %a, i64 %abs, i64 %als, i64 %aks, i32 %aw, ptr %b, "
             "i64 %bbs, i64 %bls, i64 %bks, i32 %bw, i64 %b0, i64 %b1, i64 %M, i64 %N, i64 %K, ptr %c, "
-            "i64 %cbs, i64 %ldc, ptr %o, i64 %obs, i64 %ldo, ptr %bias, ptr noalias %ap, ptr noalias %bp) "
-            f"{_ATTRS}")
+            "i64 %cbs, i64 %ldc, ptr %o, i64 %obs, i64 %ldo, ptr %bias, ptr noalias %ap, ptr noalias %bp, "
+            f"ptr %share) {_ATTRS}")
     n1 = f.tmp(f"add i64 %N, {tile.nr - 1}")
     npb = f.tmp(f"udiv i64 {n1}, {tile.nr}")
     # element sizes in bytes: 4 for a float32 operand (words & 2: rounded to bf16 as it is packed)
@@ -923,7 +946,7 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
            f"ptr %ap, i64 {tile.mr})")
     close_once()
-    bi, close = f.loop("%b0", "%b1", "1", "bt")
+    bi, close = _claims(f, "%share", "%b0", "%b1", "1", "bt")
     ao = f.tmp(f"mul i64 {bi}, %abs")
     ap_ = f.tmp(f"getelementptr i8, ptr %a, i64 {f.tmp(f'mul i64 {ao}, {asz}')}")
     bo = f.tmp(f"mul i64 {bi}, %bbs")
@@ -950,17 +973,16 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     """Columns of a product in chunks of %chunk: pack the chunk's B panels, then run every row over them,
     so the packed panels are still in cache when the micro-kernel reads them.  For products with one row
     block (few rows, many columns: a small convolution's forward), where each packed panel is read once
-    -- packing all of B first streamed it out to memory and back."""
+    -- packing all of B first streamed it out to memory and back.  share: null, or an i64 counter (0) from
+    which the threads that run one call each claim the chunks (each packing its own B panels and all of A)."""
     f = _Fn(f"define void @gemm_cols_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %b, i64 %bls, i64 %bks, "
             "i32 %bw, i64 %M, i64 %N, i64 %K, ptr %c, i64 %ldc, ptr %o, i64 %ldo, ptr %bias, ptr noalias %ap, "
-            f"ptr noalias %bp, i64 %chunk) {_ATTRS}")
+            f"ptr noalias %bp, i64 %chunk, ptr %share) {_ATTRS}")
     bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
     out = _Out(f)
-    n0, close = f.loop("0", "%N", "%chunk", "n0")
-    left = f.tmp(f"sub i64 %N, {n0}")
-    short = f.tmp(f"icmp slt i64 {left}, %chunk")
-    nn = f.tmp(f"select i1 {short}, i64 {left}, i64 %chunk", "nn")
-    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 {nn}, {tile.nr - 1}')}, {tile.nr}")
+    n0, close = _claims(f, "%share", "0", "%N", "%chunk", "n0")
+    nn = _min(f, f.tmp(f"sub i64 %N, {n0}"), "%chunk")
+    npan = _cdiv(f, nn, str(tile.nr))
     boff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {n0}, %bls')}, {bsz}")
     bsrc = f.tmp(f"getelementptr i8, ptr %b, i64 {boff}")
     f.emit(f"call void @pack_b_{tile.tag}(ptr {bsrc}, i64 %bls, i64 %bks, i32 %bw, i64 {nn}, i64 %K, i64 0, "
@@ -1135,7 +1157,7 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
     if colsb:
         f.emit(f"call void @gemm_colsb_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
                f"i64 {slot['b_ks']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {ldc}, ptr {o}, "
-               f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+               f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, ptr null)")
         return f.text()
     batched = f.tmp(f"icmp sgt i64 {slot['nb']}, 0")
     bt, one, end = f.fresh("batch"), f.fresh("one"), f.fresh("end")
@@ -1145,12 +1167,13 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
     f.emit(f"call void @gemm_batch_{tile.tag}(ptr {a}, i64 {slot['a_bs']}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, "
            f"i32 {aw}, ptr {b}, i64 {slot['b_bs']}, i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 0, "
            f"i64 {slot['nb']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {mn}, i64 {ldc}, "
-           f"ptr {o}, i64 {mn}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+           f"ptr {o}, i64 {mn}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, ptr null)")
     f.emit(f"br label %{end}")
     f.label(one)
     f.emit(f"call void @gemm_cols_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
            f"i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, "
-           f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']})")
+           f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']}, "
+           "ptr null)")
     f.emit(f"br label %{end}")
     f.label(end)
     return f.text()

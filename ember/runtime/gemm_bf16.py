@@ -136,12 +136,12 @@ class Bf16Gemm:
                               _I64, _P, _I64, _P, _P, _P, _I64, _I64, _I32, _P, _I64, _P, _I64),
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
-                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
+                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P),
                            fn(f"gemm_cols_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I32, _I64, _I64, _I64,
-                              _P, _I64, _P, _I64, _P, _P, _P, _I64))
+                              _P, _I64, _P, _I64, _P, _P, _P, _I64, _P))
         # gemm_colsb per tile: B staged, not packed (few rows, short K: `direct_b_tile`)
         self.fns_b = {t: fn(f"gemm_colsb_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _P, _I64, _P,
-                            _I64, _P, _P, _P) for t in self.cfg.direct_b_tiles}
+                            _I64, _P, _P, _P, _P) for t in self.cfg.direct_b_tiles}
         # gemm_dot: inner products for a long K into a small result (`dot_ok`)
         self._dot = fn("gemm_dot", _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _P)
         # the small-product entry takes the arrays themselves (py_object: no conversion); only where
@@ -270,7 +270,7 @@ class Bf16Gemm:
         direct = self.direct_b_tile(M, N, K, b_ls, b_w)
         if split is None and direct is not None:
             self.fns_b[direct](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                               self._ws.addr("ap", apw), self._stage(K))
+                               self._ws.addr("ap", apw), self._stage(K), None)
             return out
         if split is None:
             # one call (a ctypes call with its arguments costs ~1.5 us: a tenth of a small product): pack B
@@ -280,11 +280,13 @@ class Bf16Gemm:
             if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
             self.fns[tile][4](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo,
-                              bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk)
+                              bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk, None)
             return out
-        # One parallel loop (each pool handoff costs ~50 us here): chunks of MC-row blocks, each thread
-        # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
-        # panels and all of A.  Buffers are the running thread's own (_Workspace).
+        # One parallel loop (each pool handoff costs ~50 us here), one kernel call per thread: the threads
+        # claim rows (packing B together), or chunks of B's panels (each packing its panels and all of A),
+        # or pieces of a staged B, from a shared counter as they go -- a Python call per chunk after a
+        # kernel that swept the caches costs tens of microseconds.  Buffers are the running thread's own
+        # (_Workspace).
         how, nch = split
         if how == "rows":
             # one gemm_rows call per thread: they pack B once, together, into the calling thread's buffer
@@ -298,26 +300,24 @@ class Bf16Gemm:
                 ws = self._ws
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
                           ws.addr("ap", apw), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", privw), 2 * nt)
-        elif direct is not None:    # column chunks, B staged (whole 32-column lines per chunk)
-            cols = [min(N, 32 * (-(-N // 32) * i // nch)) for i in range(nch + 1)]
-            fb = self.fns_b[direct]
+        elif direct is not None:    # pieces of B's columns, staged (gemm_colsb)
+            fb, share = self.fns_b[direct], np.zeros(1, np.int64)
+            sp = _ptr(share)
 
             def chunk(i):
-                n0, n1 = cols[i], cols[i + 1]
-                fb(a_ptr, a_ls, a_ks, a_w, b_ptr + 2 * n0, b_ks, M, n1 - n0, K, c_ptr and c_ptr + 4 * n0, ldc,
-                   o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw),
-                   self._stage(K))
-        else:
-            cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
+                fb(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                   self._ws.addr("ap", apw), self._stage(K), sp)
+        else:       # chunks of B's panels (gemm_cols)
+            width = tile.nr * -(-npanels // nch)
+            if M <= cfg.mc:
+                width = min(width, self._chunk(tile, K))
+            cols_fn, share = self.fns[tile][4], np.zeros(1, np.int64)
+            sp = _ptr(share)
 
             def chunk(i):
-                n0, n1 = cols[i], cols[i + 1]
-                bp = self._ws.addr("bp", bwords)
-                pack_b(b_ptr + b.itemsize * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
-                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
-                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw),
-                          *_UNSHARED)
-        workers.parallel_for(chunk, nch, nt)
+                cols_fn(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                        self._ws.addr("ap", apw), self._ws.addr("bp", bwords), width, sp)
+        workers.parallel_for(chunk, nt, nt)
         return out
 
     def _chunk(self, tile: gen.Tile, k: int) -> int:
@@ -475,16 +475,16 @@ class Bf16Gemm:
         nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
         apw = gen.packed_a_words(cfg) * 4
-        nch = min(nb, workers.CHUNKS_PER_THREAD * nt) if nt > 1 else 1
-        cuts = [nb * i // nch for i in range(nch + 1)]
+        share = np.zeros(1, np.int64) if nt > 1 else None    # (the products claimed by nt calls at once)
+        sp = None if share is None else _ptr(share)
 
         def chunk(i):   # packing buffers are the running thread's own (_Workspace)
-            batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr,
-                     cbs, N, o_ptr, obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords))
-        if nch == 1:
+            batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, 0, nb, M, N, K, c_ptr, cbs, N, o_ptr,
+                     obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), sp)
+        if nt == 1:
             chunk(0)
         else:
-            workers.parallel_for(chunk, nch, nt)
+            workers.parallel_for(chunk, nt, nt)
 
 
 class _Plan:
@@ -502,9 +502,9 @@ _MAX_PLANS = 512
 
 
 def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
-    """How nt threads share one product: ("rows", nt) -- one gemm_rows call per thread, claiming chunks of
-    rows as they go: when B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols",
-    chunks) -- every chunk packs all of A; None: one thread."""
+    """How nt threads share one product: ("rows", nt) -- claiming chunks of rows as they go: when B is no
+    bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- B's panels in this
+    many chunks, each packing all of A; None: one thread."""
     if row_blocks >= 2 * nt and N <= M:
         return "rows", nt
     if panels >= nt:

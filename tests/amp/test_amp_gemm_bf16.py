@@ -255,6 +255,40 @@ def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n
     assert share[0] >= npanels and share[1] == m and (claimed != "none" or share[2:].all())
 
 
+def test_threads_claim_products_and_column_chunks_from_a_shared_counter(gemm):
+    """gemm_batch and gemm_cols under threads: each thread's one call claims products (chunks of columns)
+    from a shared counter as it goes -- what another thread claimed is left alone, the rest computed."""
+    from ember.runtime.gemm_operands import operand, ptr
+    rng = np.random.default_rng(5)
+    a, b = _rand(rng, (6, 40, 70)), _rand(rng, (6, 70, 50))
+    want = gemm.matmul(a, b, out_dtype=np.float32, threads=1)
+    tile = gemm.tile_for(50, 40)
+    _, _, _, batch_fn, cols_fn = gemm.fns[tile]
+    cfg = gemm.cfg
+    ap = np.zeros(gen.packed_a_words(cfg) + 16, np.uint32)
+    bp = np.zeros(gen.packed_b_words(cfg, tile, 600, 70) + 16, np.uint32)
+    ap, bp = ap[(-ptr(ap)) % 64 // 4:], bp[(-ptr(bp)) % 64 // 4:]
+    a_ptr, a_ls, a_ks, a_w, _ = operand(a[0], 1)
+    b_ptr, b_ls, b_ks, b_w, _ = operand(b[0], 0)
+    c = np.full((6, 40, 50), np.nan, np.float32)
+    share = np.array([2], np.int64)          # products 0 and 1: another thread's
+    batch_fn(a_ptr, 40 * 70, a_ls, a_ks, a_w, b_ptr, 70 * 50, b_ls, b_ks, b_w, 0, 6, 40, 50, 70, ptr(c), 40 * 50, 50,
+             None, 0, 50, None, ptr(ap), ptr(bp), ptr(share))
+    assert np.isnan(c[:2]).all() and share[0] >= 6
+    np.testing.assert_array_equal(c[2:].view(np.uint32), want[2:].view(np.uint32))
+    a2, b2 = _rand(rng, (40, 70)), _rand(rng, (70, 600))
+    want = gemm.mm(a2, b2, out_dtype=np.float32, threads=1)
+    a_ptr, a_ls, a_ks, a_w, _ = operand(a2, 1)
+    b_ptr, b_ls, b_ks, b_w, _ = operand(b2, 0)
+    c = np.full((40, 600), np.nan, np.float32)
+    width = 2 * tile.nr
+    share = np.array([width], np.int64)      # the first chunk: another thread's
+    cols_fn(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, 40, 600, 70, ptr(c), 600, None, 0, None, ptr(ap), ptr(bp),
+            width, ptr(share))
+    assert np.isnan(c[:, :width]).all()
+    np.testing.assert_array_equal(c[:, width:].view(np.uint32), want[:, width:].view(np.uint32))
+
+
 def test_split_choice():
     assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 2)
     assert G._split(row_blocks=1, panels=8, M=20, N=250, nt=2) == ("cols", 4)
