@@ -16,12 +16,16 @@ else float32 FMAs on the widened halves (`Bf16Gemm(GemmConfig(dpbf16=False))` fo
 Object code goes through the disk cache of ember/runtime/cache.py like every compiled kernel.
 
 Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads in one parallel loop of
-ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of whole
-tiles' rows, when B is no bigger than A -- the threads pack B once, together, into one buffer (gemm_rows
-claims groups of panels; a group another thread has not finished is packed privately, never waited for);
-else chunks of B's column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
-products run on the calling thread in one call (gemm_cols): B packed, then every row; a product of one row
-block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
+ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase) of one kernel call per
+thread; the calls claim their work from a shared counter as they go (the kernels' `_claims`), so a
+thread that starts late or is descheduled only leaves more for the others, and no Python runs per chunk
+(each Python call after a kernel that swept the caches costs tens of microseconds).  What they claim
+(`_split`): rows, in chunks that shrink towards the end, when B is no bigger than A -- the threads pack
+B once, together, into one buffer (groups of panels claimed first; a group another thread has not
+finished is packed privately, never waited for); else chunks of B's column panels, each packing its
+panels and all of A, or pieces of a staged B; batches: products.  Smaller products run on the calling
+thread in one call (gemm_cols): B packed, then every row; a product of one row block whose packed B
+outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
 Few rows, a short K, a bf16 B with unit column stride (a small convolution's forward, [10,25]@[25,36864]):
 B is not packed but staged and interleaved in registers (gemm_colsb, `Bf16Gemm.direct_b_tile`).  A long K
