@@ -46,6 +46,7 @@ owns the machine code that every call jumps into, so it must never be collected 
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 
 import ml_dtypes
@@ -315,6 +316,8 @@ class Bf16Gemm:
             width = tile.nr * -(-npanels // nch)
             if M <= cfg.mc:
                 width = min(width, self._chunk(tile, K))
+            line = math.lcm(tile.nr, 32)    # whole 64-byte lines of a bf16 row: no line written by two threads
+            width = -(-width // line) * line
             cols_fn, share = self.fns[tile][4], np.zeros(1, np.int64)
             sp = _ptr(share)
 
