@@ -503,12 +503,9 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
     acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
     stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
-    accum = f.tmp("and i32 %flags, 1")
-    accum = f.tmp(f"icmp ne i32 {accum}, 0", "accum")
-    hasb = f.tmp("and i32 %flags, 2")
-    hasb = f.tmp(f"icmp ne i32 {hasb}, 0", "hasbias")
-    wo = f.tmp("and i32 %flags, 4")
-    wo = f.tmp(f"icmp ne i32 {wo}, 0", "writeo")
+    # %flags: 1 add the partial sums in C, 2 add the bias, 4 write bf16 O (else float32 C)
+    accum, hasb, wo = (f.tmp(f"icmp ne i32 {f.tmp(f'and i32 %flags, {bit}')}, 0", hint)
+                       for bit, hint in ((1, "accum"), (2, "hasbias"), (4, "writeo")))
     jr, close_j = f.loop("0", "%nc", str(nr), "jr")
     nrem = f.tmp(f"sub i64 %nc, {jr}")
     nfull = f.tmp(f"icmp sge i64 {nrem}, {nr}")
@@ -539,7 +536,31 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
     for q in range(mr * nv):
         p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
         f.emit(f"store {_V16F} zeroinitializer, ptr {p}, align 64")
-    # ---- K loop: one pair of K per iteration
+    _accumulate(f, cfg, tile, acc, bpan, lmasks if b_rows else None, rows if direct else None,
+                None if direct else apan)
+    # ---- store the tile
+    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    whole = f.tmp(f"and i1 {f.tmp(f'icmp sge i64 {mrem}, {mr}')}, {nfull}")
+    quick = f.tmp(f"and i1 {whole}, {f.tmp(f'xor i1 {accum}, true')}", "quick")
+    qb, slow_, tile_end = f.fresh("quick"), f.fresh("general"), f.fresh("tile_end")
+    f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
+    f.label(qb)
+    _store_whole(f, cfg, tile, acc, ir_, jr, hasb, wo, tile_end)
+    f.label(slow_)
+    _store_edge(f, cfg, tile, acc, stage, ir_, jr, mrem, ncl, accum, hasb, wo)
+    f.emit(f"br label %{tile_end}")
+    f.label(tile_end)
+    close_i()
+    close_j()
+    return f.text()
+
+
+def _accumulate(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, bpan: str, lmasks, rows, apan) -> None:
+    """The K loop of one tile, one pair of K per iteration: acc (mr * nv accumulators, registers after
+    SROA) += A's words (rows: one pointer per row, read in place; else the packed panel apan) times B's
+    (lmasks: B's rows in place at bpan, interleaved in registers; else the packed panel bpan)."""
+    mr, nv, nr = tile.mr, tile.nv, tile.nr
+    direct, b_rows = rows is not None, lmasks is not None
     kk, close_k = f.loop("0", "%kp", "1", "k")
     if b_rows:
         bvec = _b_row_pairs(f, bpan, kk, lmasks)
@@ -566,18 +587,14 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             nxt = _dp(f, cfg, f.tmp(f"load {_V16F}, ptr {p}, align 64"), a, bvec[j])
             f.emit(f"store {_V16F} {nxt}, ptr {p}, align 64")
     close_k()
-    mrem = f.tmp(f"sub i64 %mc, {ir_}")
-    # ---- a whole tile with no partial sums to add (every tile when K fits one block): straight-line
-    # stores from the registers, no masks or staging (small-K products spend a tenth of their time here)
-    mfull0 = f.tmp(f"icmp sge i64 {mrem}, {mr}")
-    whole = f.tmp(f"and i1 {mfull0}, {nfull}")
-    noacc = f.tmp(f"xor i1 {accum}, true")
-    quick = f.tmp(f"and i1 {whole}, {noacc}", "quick")
-    qb, slow_, tile_end = f.fresh("quick"), f.fresh("general"), f.fresh("tile_end")
-    f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
-    f.label(qb)
-    # four straight-line variants -- bias or not, bf16 O or float32 C -- so a product without a bias
-    # spends no add on it
+
+
+def _store_whole(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, ir_: str, jr: str, hasb: str, wo: str,
+                 tile_end: str) -> None:
+    """A whole tile with no partial sums to add (every tile when K fits one block): straight-line stores
+    from the registers, no masks or staging (small-K products spend a tenth of their time here) -- four
+    variants, bias or not, bf16 O or float32 C, so a product without a bias spends no add on it."""
+    mr, nv = tile.mr, tile.nv
     variants = [(b, o, f.fresh(f"q{'b' if b else ''}{'o' if o else 'c'}"))
                 for b in (True, False) for o in (True, False)]
     sel_o = f.fresh("qsel")
@@ -611,9 +628,14 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
                     ptr = f.tmp(f"getelementptr float, ptr %c, i64 {idx}")
                     f.emit(f"store {_V16F} {v}, ptr {ptr}, align 4")
         f.emit(f"br label %{tile_end}")
-    # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
-    # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
-    f.label(slow_)
+
+
+def _store_edge(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, stage: str, ir_: str, jr: str, mrem: str, ncl: str,
+                accum: str, hasb: str, wo: str) -> None:
+    """Any tile (an edge tile, partial sums to add): rows past the edge are skipped, columns past it masked
+    off (AVX-512 masked loads/stores never touch masked lanes), so nothing outside [M, N] is read or
+    written; adds the float32 partial sums in C (accum) and the bias (hasb), writes O (wo) or C."""
+    mr, nv = tile.mr, tile.nv
     masks = _col_masks(f, ncl, nv)
     # the accumulators go to a staging array read by a row loop (one copy of the store code instead of
     # MR; `acc` keeps constant indices only, so it still lives in registers during the K loop)
@@ -622,9 +644,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
         sp = f.tmp(f"getelementptr {_V16F}, ptr {stage}, i64 {q}")
         f.emit(f"store {_V16F} {v}, ptr {sp}, align 64")
-    mfull = f.tmp(f"icmp sge i64 {mrem}, {mr}")
-    mlim = f.tmp(f"select i1 {mfull}, i64 {mr}, i64 {mrem}")
-    i, close_row = f.loop("0", mlim, "1", "row")
+    i, close_row = f.loop("0", _min(f, mrem, str(mr)), "1", "row")
     row = f.tmp(f"add i64 {ir_}, {i}")
     crow = f.tmp(f"mul i64 {row}, %ldc")
     crow = f.tmp(f"add i64 {crow}, {jr}")
@@ -665,11 +685,6 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         f.emit(f"br label %{w_done}")
         f.label(w_done)
     close_row()
-    f.emit(f"br label %{tile_end}")
-    f.label(tile_end)
-    close_i()
-    close_j()
-    return f.text()
 
 
 # ------------------------------------------------------------------------------------- drivers
