@@ -752,10 +752,10 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
         thread's own %bpriv (B from %b, %bls, %bks, %bw) instead of waiting: nobody ever waits, and nobody
         packs B twice in the common case.  The sums are the same whichever copy a tile reads.
       * rows: claimed from the row counter in chunks of a 1/%rdiv of what is left (whole tiles, at least
-        4 tiles' rows), so that the chunks shrink towards the end and the threads finish together; the
-        claiming is here, not in Python, because each Python call after a kernel that swept the caches
-        costs tens of microseconds (a [1024,128]@[128,384] product split in 8 Python chunks took a third
-        more CPU time than on one thread)."""
+        4 tiles' rows, at most one MC block), so that the chunks shrink towards the end and the threads
+        finish together; the claiming is here, not in Python, because each Python call after a kernel
+        that swept the caches costs tens of microseconds (a [1024,128]@[128,384] product split in 8 Python
+        chunks took a third more CPU time than on one thread)."""
     f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr %bp, i64 %M, "
             "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
             "ptr noalias %bias, ptr noalias %ap, ptr noalias %b, i64 %bls, i64 %bks, i32 %bw, ptr %share, "
@@ -804,6 +804,8 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     left = f.tmp(f"sub i64 %m1, {r0}")
     size = f.tmp(f"mul i64 {_cdiv(f, _cdiv(f, left, rdiv), str(tile.mr))}, {tile.mr}")
     size = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {size}, {4 * tile.mr}')}, i64 {4 * tile.mr}, i64 {size}")
+    # (claimed: at most one block -- a thread descheduled holding a chunk leaves the others at most that)
+    size = _min(f, size, f.tmp(f"select i1 {dynamic}, i64 {mc}, i64 {size}"))
     r1 = _min(f, f.tmp(f"add i64 {r0}, {size}"), "%m1")
     got = f.tmp(f"cmpxchg ptr {counter}, i64 {r0}, i64 {r1} monotonic monotonic, align 8")
     f.emit(f"br i1 {f.tmp(f'extractvalue {{ i64, i1 }} {got}, 1')}, label %{work}, label %{head}")
