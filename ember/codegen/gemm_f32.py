@@ -62,6 +62,7 @@ class DotTile:
 # accumulators, leaving registers for the B vectors and the broadcast.
 OUTER_TILES = (OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3))
 DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
+PACKED_TILES = (OuterTile(8, 3), OuterTile(12, 2), OuterTile(6, 4), OuterTile(14, 2), OuterTile(24, 1))
 
 
 def _mask(f: _Fn, left: str) -> str:
@@ -84,6 +85,11 @@ def _row_ptr(f: _Fn, base: str, i: str, r: int, last: str, stride: str) -> str:
     return f.tmp(f"getelementptr float, ptr {base}, i64 {f.tmp(f'mul i64 {ri}, {stride}')}")
 
 
+def _splat_i64(f: _Fn, x: str) -> str:
+    v = f.tmp(f"insertelement <16 x i64> poison, i64 {x}, i64 0")
+    return f.tmp(f"shufflevector <16 x i64> {v}, <16 x i64> poison, {_VI} zeroinitializer")
+
+
 def _accumulators(f: _Fn, n: int) -> list[str]:
     acc = [f.alloca(_V, "acc", 64) for _ in range(n)]
     for p in acc:
@@ -96,35 +102,29 @@ def _fma(f: _Fn, acc: str, x: str, y: str) -> None:
     f.emit(f"store {_V} {f.tmp(f'call {_V} @llvm.fma.v16f32({_V} {x}, {_V} {y}, {_V} {old})')}, ptr {acc}, align 64")
 
 
-def _emit_outer(t: OuterTile) -> str:
-    """sgemm_outer_<tag>: row tiles outermost, column tiles inside (C written in order), for a B in L2."""
-    f = _Fn(f"define void @sgemm_outer_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
-            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate) #0")
-    accum = f.tmp("icmp ne i32 %accumulate, 0")
-    last = f.tmp("sub i64 %m1, 1")
-    i, close_outer = f.loop("%m0", "%m1", str(t.mr), "i")
-    arows = [_row_ptr(f, "%a", i, r, last, "%sam") for r in range(t.mr)]
-    j, close_inner = f.loop("%n0", "%n1", str(t.nr), "j")
-    nleft = f.tmp(f"sub i64 %n1, {j}")
-    masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
+def _tile_product(f: _Fn, t: OuterTile, kn: str, b_row, arows: list[str], sak: str) -> list[str]:
+    """The tile's mr * nv accumulators after k in [0, kn): per k, `b_row(k)` gives the nv vectors of B's
+    row k, and one A value per row (arows[r] + k * sak) is broadcast against them (LLVM folds the load into
+    the FMA as an embedded broadcast)."""
     acc = _accumulators(f, t.mr * t.nv)
-    k, close_k = f.loop("0", "%K", "1", "k")
-    kb = f.tmp(f"mul i64 {k}, %sbk")
-    brow = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {j}, {kb}')}")
-    ak = f.tmp(f"mul i64 {k}, %sak")
-    # masked loads: the masks are loop-invariant (all lanes on interior tiles), and AVX-512 masked loads
-    # cost what plain ones do
-    bvec = [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
+    k, close_k = f.loop("0", kn, "1", "k")
+    bvec = b_row(k)
+    ak = f.tmp(f"mul i64 {k}, {sak}")
     for r in range(t.mr):
         x = f.tmp(f"load float, ptr {f.tmp(f'getelementptr float, ptr {arows[r]}, i64 {ak}')}, align 4")
         xs = splat_f32(f, x)
         for v in range(t.nv):
             _fma(f, acc[r * t.nv + v], xs, bvec[v])
     close_k()
-    # store the tile: rows past m1 dropped, columns past n1 masked off
+    return acc
+
+
+def _store_tile(f: _Fn, t: OuterTile, acc: list[str], i: str, j: str, m1: str, masks: list[str], accum: str) -> None:
+    """C[i:i+mr, j:j+nr] = (or +=, when accum) the accumulators: rows at or past m1 dropped, columns past
+    the edge masked off (`masks`, one per vector)."""
     for r in range(t.mr):
         ri = f.tmp(f"add i64 {i}, {r}")
-        close_r = f.if_(f.tmp(f"icmp slt i64 {ri}, %m1"), "row") if r else None
+        close_r = f.if_(f.tmp(f"icmp slt i64 {ri}, {m1}"), "row") if r else None
         rc = f.tmp(f"mul i64 {ri}, %ldc")
         crow = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'add i64 {j}, {rc}')}")
         ptrs = [f.tmp(f"getelementptr float, ptr {crow}, i64 {16 * v}") for v in range(t.nv)]
@@ -144,6 +144,28 @@ def _emit_outer(t: OuterTile) -> str:
         f.label(end)
         if close_r:
             close_r()
+
+
+def _emit_outer(t: OuterTile) -> str:
+    """sgemm_outer_<tag>: row tiles outermost, column tiles inside (C written in order), for a B in L2."""
+    f = _Fn(f"define void @sgemm_outer_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate) #0")
+    accum = f.tmp("icmp ne i32 %accumulate, 0")
+    last = f.tmp("sub i64 %m1, 1")
+    i, close_outer = f.loop("%m0", "%m1", str(t.mr), "i")
+    arows = [_row_ptr(f, "%a", i, r, last, "%sam") for r in range(t.mr)]
+    j, close_inner = f.loop("%n0", "%n1", str(t.nr), "j")
+    nleft = f.tmp(f"sub i64 %n1, {j}")
+    masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
+
+    def b_row(k: str) -> list[str]:
+        # masked loads: the masks are loop-invariant (all lanes on interior tiles), and AVX-512 masked loads
+        # cost what plain ones do
+        kb = f.tmp(f"mul i64 {k}, %sbk")
+        brow = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {j}, {kb}')}")
+        return [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
+    acc = _tile_product(f, t, "%K", b_row, arows, "%sak")
+    _store_tile(f, t, acc, i, j, "%m1", masks, accum)     # rows past m1 dropped, columns past n1 masked off
     close_inner()
     close_outer()
     return f.text()
@@ -174,6 +196,161 @@ def _emit_outer_packed(t: OuterTile) -> str:
     f.emit(f"call void @sgemm_outer_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %panel, i64 %cb, ptr {cj}, i64 %ldc, "
            f"i64 %m0, i64 %m1, i64 0, i64 {w}, i64 %K, i32 %accumulate)")
     close_jb()
+    return f.text()
+
+
+def _transpose16(f: _Fn, rows: list[str]) -> list[str]:
+    """The 16 x 16 transpose of 16 vectors: four stages, each swapping bit p of the row and the lane number
+    between the rows r and r + 2^p (two-source shuffles: one unpck / shuf / vpermt2ps each)."""
+    rows = list(rows)
+    for p in range(4):
+        s = 1 << p
+        lo = ", ".join(f"i32 {j if not j & s else 16 + j - s}" for j in range(16))
+        hi = ", ".join(f"i32 {j + s if not j & s else 16 + j}" for j in range(16))
+        for i in range(16):
+            if i & s:
+                continue
+            x, y = rows[i], rows[i + s]
+            rows[i] = f.tmp(f"shufflevector {_V} {x}, {_V} {y}, {_VI} <{lo}>")
+            rows[i + s] = f.tmp(f"shufflevector {_V} {x}, {_V} {y}, {_VI} <{hi}>")
+    return rows
+
+
+def _emit_pack_b() -> str:
+    """sgemm_packb: panels [p0, p1) of B (nr columns each, for every K block of kc rows) into bp, zero past
+    column N.  Block q, panel p starts at q * ceil(N / nr) * kc * nr + p * kq * nr floats (kq: the block's
+    rows), row k of it at + k * nr.  Three copies by B's layout: rows with unit column stride, 16 lanes at a
+    time; a K-contiguous B (a Linear weight read transposed), 16 x 16 blocks transposed in registers (a
+    gather per row ran 4x slower: W's rows 2 KB apart share a few L1 sets); any other strides, gathered."""
+    f = _Fn("define void @sgemm_packb(ptr noalias %b, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 %nr, i64 %kc, "
+            "i64 %p0, i64 %p1, ptr noalias %bp) #0")
+    nr1 = f.tmp("sub i64 %nr, 1")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {nr1}')}, %nr")
+    lastn = f.tmp("sub i64 %N, 1")
+    lanes = f.tmp(f"mul <16 x i64> {f.tmp(f'sext {_VI} {IOTA16} to <16 x i64>')}, {_splat_i64(f, '%sbn')}")
+    rowwise, other, tposed, gathered = (f.fresh(x) for x in ("pk.rows", "pk.other", "pk.tposed", "pk.gathered"))
+    done = f.fresh("pk.done")
+    f.emit(f"br i1 {f.tmp('icmp eq i64 %sbn, 1')}, label %{rowwise}, label %{other}")
+    f.label(other)
+    f.emit(f"br i1 {f.tmp('icmp eq i64 %sbk, 1')}, label %{tposed}, label %{gathered}")
+
+    def panels(kstep: str, body) -> None:
+        """for each K block, panel, 16-column group x, and k (step kstep): body(pc, k, kq, j, dst, x)."""
+        pc, close_pc = f.loop("0", "%K", "%kc", "pc")
+        kq = f.tmp(f"call i64 @llvm.smin.i64(i64 %kc, i64 {f.tmp(f'sub i64 %K, {pc}')})")
+        qbase = f.tmp(f"mul i64 {f.tmp(f'mul i64 {pc}, {npan}')}, %nr")
+        pn, close_p = f.loop("%p0", "%p1", "1", "p")
+        j0 = f.tmp(f"mul i64 {pn}, %nr")
+        poff = f.tmp(f"mul i64 {j0}, {kq}")
+        dst = f.tmp(f"getelementptr float, ptr %bp, i64 {f.tmp(f'add i64 {qbase}, {poff}')}")
+        x, close_x = f.loop("0", "%nr", "16", "x")
+        k, close_k = f.loop("0", kq, kstep, "k")
+        body(pc, k, kq, f.tmp(f"add i64 {j0}, {x}"), dst, x)
+        close_k()
+        close_x()
+        close_p()
+        close_pc()
+        f.emit(f"br label %{done}")
+
+    def to(dst: str, k: str, x: str) -> str:
+        kn = f.tmp(f"mul i64 {k}, %nr")
+        return f.tmp(f"getelementptr float, ptr {dst}, i64 {f.tmp(f'add i64 {kn}, {x}')}")
+
+    def row_of_b(pc: str, k: str) -> str:
+        kb = f.tmp(f"add i64 {pc}, {k}")
+        return f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'mul i64 {kb}, %sbk')}")
+
+    def copy_row(pc, k, kq, j, dst, x) -> None:
+        src = row_of_b(pc, k)
+        v = _load(f, f.tmp(f"getelementptr float, ptr {src}, i64 {j}"), _mask(f, f.tmp(f"sub i64 %N, {j}")))
+        f.emit(f"store {_V} {v}, ptr {to(dst, k, x)}, align 64")
+
+    def gather_row(pc, k, kq, j, dst, x) -> None:
+        src = row_of_b(pc, k)
+        cols = f.tmp(f"add <16 x i64> {_splat_i64(f, f.tmp(f'mul i64 {j}, %sbn'))}, {lanes}")
+        ptrs = f.tmp(f"getelementptr float, ptr {src}, <16 x i64> {cols}")
+        m = _mask(f, f.tmp(f"sub i64 %N, {j}"))
+        v = f.tmp(f"call {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr> {ptrs}, i32 4, {_M} {m}, {_V} zeroinitializer)")
+        f.emit(f"store {_V} {v}, ptr {to(dst, k, x)}, align 64")
+
+    def transpose_block(pc, k, kq, j, dst, x) -> None:
+        # 16 columns of B (rows of the stored transpose, K-contiguous) x 16 k, lanes past K or N zero
+        rem = f.tmp(f"sub i64 {kq}, {k}")
+        kmask = _mask(f, rem)
+        k0 = f.tmp(f"add i64 {pc}, {k}")
+        cols = []
+        for lane in range(16):
+            n = f.tmp(f"add i64 {j}, {lane}")
+            inside = f.tmp(f"icmp slt i64 {n}, %N")
+            n = f.tmp(f"call i64 @llvm.smin.i64(i64 {n}, i64 {lastn})")
+            nb = f.tmp(f"mul i64 {n}, %sbn")
+            src = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {nb}, {k0}')}")
+            cols.append(_load(f, src, f.tmp(f"select i1 {inside}, {_M} {kmask}, {_M} zeroinitializer")))
+        for kk, v in enumerate(_transpose16(f, cols)):
+            close = f.if_(f.tmp(f"icmp slt i64 {kk}, {rem}"), "kin") if kk else None
+            f.emit(f"store {_V} {v}, ptr {to(dst, f.tmp(f'add i64 {k}, {kk}'), x)}, align 64")
+            if close:
+                close()
+
+    f.label(rowwise)
+    panels("1", copy_row)
+    f.label(tposed)
+    panels("16", transpose_block)
+    f.label(gathered)
+    panels("1", gather_row)
+    f.label(done)
+    return f.text()
+
+
+def _emit_packed(t: OuterTile, rows_inner: bool = True) -> str:
+    """sgemm_packed_<tag>: rows [m0, m1) of C = A @ B over a B packed by sgemm_packb (panels of t.nr columns,
+    K blocks of kc), A read in place (any strides).  Per K block, per block of mc rows: rows_inner -- panel
+    by panel, every row tile of the block against it (the panel's kq x nr floats stay in L1, A's rows come
+    from L2); else row tile by row tile, every panel (sgemm_packedc_<tag>: the A rows stay in L1).  K blocks
+    after the first add to C (as does every block when accumulate != 0)."""
+    name = f"sgemm_packed{'' if rows_inner else 'c'}_{t.tag}"
+    f = _Fn(f"define void @{name}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, ptr noalias %c, "
+            "i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %mc, i32 %accumulate) #0")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
+    given = f.tmp("icmp ne i32 %accumulate, 0")
+    pc, close_pc = f.loop("0", "%K", "%kc", "pc")
+    kq = f.tmp(f"call i64 @llvm.smin.i64(i64 %kc, i64 {f.tmp(f'sub i64 %K, {pc}')})")
+    accum = f.tmp(f"or i1 {given}, {f.tmp(f'icmp ne i64 {pc}, 0')}")
+    qoff = f.tmp(f"mul i64 {pc}, {npan}")
+    bq = f.tmp(f"getelementptr float, ptr %bp, i64 {f.tmp(f'mul i64 {qoff}, {t.nr}')}")
+    a0 = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {pc}, %sak')}")
+    ic, close_ic = f.loop("%m0", "%m1", "%mc", "ic")
+    ie = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {ic}, %mc')}, i64 %m1)")
+    last = f.tmp(f"sub i64 {ie}, 1")
+
+    def panel(jr: str):
+        bpan = f.tmp(f"getelementptr float, ptr {bq}, i64 {f.tmp(f'mul i64 {jr}, {kq}')}")
+        nleft = f.tmp(f"sub i64 %N, {jr}")
+        return bpan, [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
+
+    def tile(ir: str, arows: list[str], jr: str, bpan: str, masks: list[str]) -> None:
+        def b_row(k: str) -> list[str]:
+            row = f.tmp(f"getelementptr float, ptr {bpan}, i64 {f.tmp(f'mul i64 {k}, {t.nr}')}")
+            return [f.tmp(f"load {_V}, ptr {f.tmp(f'getelementptr float, ptr {row}, i64 {16 * v}')}, align 64")
+                    for v in range(t.nv)]
+        acc = _tile_product(f, t, kq, b_row, arows, "%sak")
+        _store_tile(f, t, acc, ir, jr, ie, masks, accum)
+
+    if rows_inner:
+        jr, close_j = f.loop("0", "%N", str(t.nr), "jr")
+        bpan, masks = panel(jr)
+        ir, close_i = f.loop(ic, ie, str(t.mr), "ir")
+        tile(ir, [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)], jr, bpan, masks)
+    else:
+        ir, close_i = f.loop(ic, ie, str(t.mr), "ir")
+        arows = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)]
+        jr, close_j = f.loop("0", "%N", str(t.nr), "jr")
+        bpan, masks = panel(jr)
+        tile(ir, arows, jr, bpan, masks)
+    (close_i if rows_inner else close_j)()
+    (close_j if rows_inner else close_i)()
+    close_ic()
+    close_pc()
     return f.text()
 
 
@@ -319,7 +496,7 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
     return f.text()
 
 
-def emit_module(outer=OUTER_TILES, dot=DOT_TILES, triple: str = "", data_layout: str = "") -> str:
+def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: str = "", data_layout: str = "") -> str:
     head = [f'target triple = "{triple}"'] if triple else []
     if data_layout:
         head.append(f'target datalayout = "{data_layout}"')
@@ -328,9 +505,11 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, triple: str = "", data_layout:
              f"declare void @llvm.masked.store.v16f32.p0({_V}, ptr, i32, {_M})",
              f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V})",
              "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)", "declare i64 @llvm.smin.i64(i64, i64)",
-             "declare i64 @llvm.smax.i64(i64, i64)"]
+             "declare i64 @llvm.smax.i64(i64, i64)",
+             f"declare {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr>, i32, {_M}, {_V})"]
     parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
     parts += [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
+    parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_packed(t, False) for t in packed]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -45,6 +45,8 @@ PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of e
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
 PACKED_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
                           # [26,36864]: 302 us packed against 288 us, one thread)
+PACKED_KC = 256
+PACKED_MC = 256
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -72,6 +74,11 @@ class F32Gemm:
                                      _I64, _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
         self.dot_gathered = {t: fn(f"sgemm_dotg_{t.tag}", _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64,
                                    _I64, _I64, _I64, _P, _I32) for t in gen.DOT_TILES}
+        self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
+        self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
+                             _I64, _I32) for t in gen.PACKED_TILES}
+        self.packedc = {t: fn(f"sgemm_packedc_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
+                              _I64, _I32) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -121,6 +128,25 @@ class F32Gemm:
         # the panel of the thread that runs a chunk (not one per chunk: a buffer it wrote last stays in its L2)
         workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0,
                                           self._scratch("panel", k * cb), cb), nb, threads)
+
+    def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
+                   mc=None, order="rows") -> None:
+        t = tile or gen.PACKED_TILES[0]
+        kc = kc or PACKED_KC
+        mc = mc or PACKED_MC
+        npan = -(-n // t.nr)
+        nq = -(-k // kc)
+        bp = self._scratch("packb", nq * npan * kc * t.nr)
+        self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
+        fn = (self.packed if order == "rows" else self.packedc)[t]
+        parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
+        tiles = -(-m // t.mr)
+        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        if nb == 1:
+            fn(pa, sam, sak, bp, pc, ldc, 0, m, n, k, kc, mc, 0)
+            return
+        cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
+        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], n, k, kc, mc, 0), nb, threads)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)
@@ -269,7 +295,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads:
         return None
     threads = workers.num_threads() if threads is None else threads
     g = _INSTANCE or instance()
-    if form == "outer":
+    if form == "packed":
+        g.run_packed(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    elif form == "outer":
         g.run_outer(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
     else:
         g.run_dot(pa, sa[0] >> 2, pb, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
