@@ -77,8 +77,8 @@ class F32Gemm:
         self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                              _I64, _I32) for t in gen.PACKED_TILES}
-        self.packedc = {t: fn(f"sgemm_packedc_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
-                              _I64, _I32) for t in gen.PACKED_TILES}
+        self.packeda = {t: fn(f"sgemm_packeda_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
+                              _I64, _I32, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -130,7 +130,7 @@ class F32Gemm:
                                           self._scratch("panel", k * cb), cb), nb, threads)
 
     def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
-                   mc=None, order="rows") -> None:
+                   mc=None, pack_a=False) -> None:
         t = tile or gen.PACKED_TILES[0]
         kc = kc or PACKED_KC
         mc = mc or PACKED_MC
@@ -138,7 +138,11 @@ class F32Gemm:
         nq = -(-k // kc)
         bp = self._scratch("packb", nq * npan * kc * t.nr)
         self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
-        fn = (self.packed if order == "rows" else self.packedc)[t]
+        if pack_a:
+            f0 = self.packeda[t]
+            fn = lambda *args: f0(*args, self._scratch("packa", mc * kc + 16))  # noqa: E731
+        else:
+            fn = self.packed[t]
         parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
         tiles = -(-m // t.mr)
         nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
