@@ -62,7 +62,7 @@ class DotTile:
 # accumulators, leaving registers for the B vectors and the broadcast.
 OUTER_TILES = (OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3))
 DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
-PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(5, 5), OuterTile(4, 5), OuterTile(24, 1))
+PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1))
 
 
 def _mask(f: _Fn, left: str) -> str:
@@ -302,52 +302,15 @@ def _emit_pack_b() -> str:
     return f.text()
 
 
-def _emit_pack_a(f: _Fn, t: OuterTile, a0: str, ic: str, ie: str, kq: str) -> None:
-    """Rows [ic, ie) x kq columns of A (from a0: A[0, k0]) into %ap as slivers of t.mr rows: sliver s, k, row r
-    at s * kq * mr + k * mr + r, rows past ie zero.  One masked load per sliver and k when A's rows are
-    adjacent (sam == 1: A a transposed view, the weight gradient's dY^T), else a gather."""
-    lanes = f.tmp(f"mul <16 x i64> {f.tmp(f'sext {_VI} {IOTA16} to <16 x i64>')}, {_splat_i64(f, '%sam')}")
-    adjacent = f.tmp("icmp eq i64 %sam, 1")
-    k, close_k = f.loop("0", kq, "1", "pk")
-    src = f.tmp(f"getelementptr float, ptr {a0}, i64 {f.tmp(f'mul i64 {k}, %sak')}")
-    i, close_i = f.loop(ic, ie, str(t.mr), "pi")
-    sl = f.tmp(f"udiv i64 {f.tmp(f'sub i64 {i}, {ic}')}, {t.mr}")
-    off = f.tmp(f"add i64 {f.tmp(f'mul i64 {sl}, {kq}')}, {k}")
-    dst = f.tmp(f"getelementptr float, ptr %ap, i64 {f.tmp(f'mul i64 {off}, {t.mr}')}")
-    for g in range(0, t.mr, 16):     # 16 rows at a time
-        keep = _mask(f, str(min(16, t.mr - g)))
-        ig = f.tmp(f"add i64 {i}, {g}")
-        m = f.tmp(f"and {_M} {keep}, {_mask(f, f.tmp(f'sub i64 {ie}, {ig}'))}")
-        row = f.tmp(f"getelementptr float, ptr {src}, i64 {f.tmp(f'mul i64 {ig}, %sam')}")
-        near, far, done = f.fresh("pa.adjacent"), f.fresh("pa.strided"), f.fresh("pa.done")
-        f.emit(f"br i1 {adjacent}, label %{near}, label %{far}")
-        f.label(near)
-        v1 = _load(f, row, m)
-        f.emit(f"br label %{done}")
-        f.label(far)
-        ptrs = f.tmp(f"getelementptr float, ptr {row}, <16 x i64> {lanes}")
-        v2 = f.tmp(f"call {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr> {ptrs}, i32 4, {_M} {m}, {_V} zeroinitializer)")
-        f.emit(f"br label %{done}")
-        f.label(done)
-        v = f.tmp(f"phi {_V} [{v1}, %{near}], [{v2}, %{far}]")
-        to = f.tmp(f"getelementptr float, ptr {dst}, i64 {g}")
-        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {v}, ptr {to}, i32 4, {_M} {keep})")
-    close_i()
-    close_k()
-
-
-def _emit_packed(t: OuterTile, pack_a: bool = False) -> str:
+def _emit_packed(t: OuterTile) -> str:
     """sgemm_packed_<tag>: rows [m0, m1) of C = A @ B over a B packed by sgemm_packb (panels of t.nr columns,
-    K blocks of kc), A read in place (any strides).  Per K block, per block of mc rows, panel by panel: every
-    row tile of the block against the panel (its kq x nr floats stay in L1 / L2 across the row tiles).  K
-    blocks after the first add to C (as does every block when accumulate != 0).
-    pack_a: sgemm_packeda_<tag>, with a scratch %ap of mc * kc floats: each mc x kc block of A is first
-    copied into slivers of mr rows (`_emit_pack_a`) -- for an A whose K steps are far apart (dY^T, rows 2 KB
-    apart: in place they share a few L1 sets)."""
-    name = f"sgemm_packed{'a' if pack_a else ''}_{t.tag}"
-    f = _Fn(f"define void @{name}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, ptr noalias %c, "
-            "i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %mc, i32 %accumulate"
-            f"{', ptr noalias %ap' if pack_a else ''}) #0")
+    K blocks of kc), A read in place (any strides).  Per K block, per block of mc rows (in L2), panel by
+    panel: every row tile of the block against the panel (its kq x nr floats stay in L1 / L2 across the row
+    tiles, A's rows stream from L2).  K blocks after the first add to C (as does every block when
+    accumulate != 0).  (Copying each A block into slivers of MR rows first, as BLIS does, was slower on every
+    GPT shape, the dY^T of the weight gradients included: the copy cost more than the access it saved.)"""
+    f = _Fn(f"define void @sgemm_packed_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, "
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %mc, i32 %accumulate) #0")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
     given = f.tmp("icmp ne i32 %accumulate, 0")
     pc, close_pc = f.loop("0", "%K", "%kc", "pc")
@@ -359,26 +322,18 @@ def _emit_packed(t: OuterTile, pack_a: bool = False) -> str:
     ic, close_ic = f.loop("%m0", "%m1", "%mc", "ic")
     ie = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {ic}, %mc')}, i64 %m1)")
     last = f.tmp(f"sub i64 {ie}, 1")
-    if pack_a:
-        _emit_pack_a(f, t, a0, ic, ie, kq)
     jr, close_j = f.loop("0", "%N", str(t.nr), "jr")
     bpan = f.tmp(f"getelementptr float, ptr {bq}, i64 {f.tmp(f'mul i64 {jr}, {kq}')}")
     nleft = f.tmp(f"sub i64 %N, {jr}")
     masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
     ir, close_i = f.loop(ic, ie, str(t.mr), "ir")
-    if pack_a:
-        sl = f.tmp(f"udiv i64 {f.tmp(f'sub i64 {ir}, {ic}')}, {t.mr}")
-        soff = f.tmp(f"mul i64 {sl}, {kq}")
-        sliver = f.tmp(f"getelementptr float, ptr %ap, i64 {f.tmp(f'mul i64 {soff}, {t.mr}')}")
-        arows, sak = [f.tmp(f"getelementptr float, ptr {sliver}, i64 {r}") for r in range(t.mr)], str(t.mr)
-    else:
-        arows, sak = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)], "%sak"
+    arows = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)]
 
     def b_row(k: str) -> list[str]:
         row = f.tmp(f"getelementptr float, ptr {bpan}, i64 {f.tmp(f'mul i64 {k}, {t.nr}')}")
         return [f.tmp(f"load {_V}, ptr {f.tmp(f'getelementptr float, ptr {row}, i64 {16 * v}')}, align 64")
                 for v in range(t.nv)]
-    acc = _tile_product(f, t, kq, b_row, arows, sak)
+    acc = _tile_product(f, t, kq, b_row, arows, "%sak")
     _store_tile(f, t, acc, ir, jr, ie, masks, accum)
     close_i()
     close_j()
@@ -543,6 +498,6 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: s
     parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
     parts += [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
-    parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_packed(t, True) for t in packed]
+    parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

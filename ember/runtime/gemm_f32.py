@@ -21,6 +21,7 @@ The compiled module lives as long as the process (`instance()`): every call jump
 from __future__ import annotations
 
 import ctypes
+import functools
 import threading
 
 import numpy as np
@@ -43,10 +44,15 @@ DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 
 MAX_GATHERS = 64          # gather descriptors whose tables are kept between calls
 PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
-PACKED_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
+OUTERP_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
                           # [26,36864]: 302 us packed against 288 us, one thread)
-PACKED_KC = 256
-PACKED_MC = 256
+PACKED_MIN_M = 64         # the packed form from this many rows (fewer: B's packing is paid for little work)
+PACKED_MIN_EFFICIENCY = 0.9  # and where its tiles waste little (N = 65: 8x48 at 0.68, slower than BLAS)
+PACKED_KC = 1024          # K block of the packed form: C is re-read once per further block (256 and 512 were
+                          # 2-5% slower than one block on the GPT shapes, K <= 1024)
+PACKED_A_BYTES = 384 << 10  # rows of A per block: mc x kc floats in L2 beside a B panel (kc x 64 floats)
+# speed of each packed tile on whole tiles relative to 6x64 (measured, one thread, [1152,256] @ [256,192])
+PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85}
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -77,8 +83,6 @@ class F32Gemm:
         self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                              _I64, _I32) for t in gen.PACKED_TILES}
-        self.packeda = {t: fn(f"sgemm_packeda_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
-                              _I64, _I32, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -130,19 +134,16 @@ class F32Gemm:
                                           self._scratch("panel", k * cb), cb), nb, threads)
 
     def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
-                   mc=None, pack_a=False) -> None:
-        t = tile or gen.PACKED_TILES[0]
+                   mc=None) -> None:
+        """B packed once (on the calling thread, ~1% of the product), then row chunks over the threads."""
+        t = tile or packed_tile(m, n)[0]
         kc = kc or PACKED_KC
-        mc = mc or PACKED_MC
+        kq = min(k, kc)
+        mc = max(t.mr, (mc or PACKED_A_BYTES // (4 * kq)) // t.mr * t.mr)
         npan = -(-n // t.nr)
-        nq = -(-k // kc)
-        bp = self._scratch("packb", nq * npan * kc * t.nr)
+        bp = self._scratch("packb", -(-k // kc) * npan * kc * t.nr)
         self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
-        if pack_a:
-            f0 = self.packeda[t]
-            fn = lambda *args: f0(*args, self._scratch("packa", mc * kc + 16))  # noqa: E731
-        else:
-            fn = self.packed[t]
+        fn = self.packed[t]
         parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
         tiles = -(-m // t.mr)
         nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
@@ -254,14 +255,27 @@ class F32Gemm:
         return buf[1]
 
 
+@functools.lru_cache(maxsize=512)
+def packed_tile(m: int, n: int) -> tuple:
+    """(tile, efficiency) for the packed form on an M x N result: the tile with the least padded area per
+    unit of its speed, and the share of a whole-tile 6x64 product's speed it is expected to reach there."""
+    def cost(t):
+        return -(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr / PACKED_TILE_SPEED[t.tag]
+    t = min(gen.PACKED_TILES, key=cost)
+    return t, m * n / cost(t)
+
+
 def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
-    """'outer', 'dot' or None (BLAS) for [M, K] @ [K, N] with byte strides sa, sb (see the docstring)."""
+    """'outer', 'dot', 'packed' or None (BLAS) for [M, K] @ [K, N] with byte strides sa, sb (see the
+    docstring)."""
     if m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
         return None
-    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K) and (m > PACKED_MIN_M or 4 * k * n <= B_CACHE_BYTES):
+    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K) and (m > OUTERP_MIN_M or 4 * k * n <= B_CACHE_BYTES):
         return "outer"
     if sa[1] == 4 and sb[0] == 4 and m * n <= DOT_MAX_MN and m * n >= DOT_MIN_REUSE * (m + n):
         return "dot"
+    if m >= PACKED_MIN_M and packed_tile(m, n)[1] >= PACKED_MIN_EFFICIENCY:
+        return "packed"
     return None
 
 
