@@ -1,7 +1,8 @@
-"""ember's float32 GEMM for thin products (ember/codegen/gemm_f32.py, ember/runtime/gemm_f32.py): both
+"""ember's float32 GEMM (ember/codegen/gemm_f32.py, ember/runtime/gemm_f32.py): the outer, dot and packed
 forms against a float64 reference on random shapes and layouts (edge tiles in rows and columns, every
-register tile, K blocks and the K split across threads), the output written only inside [M, N], the plan
-that leaves other products to BLAS, and the eager / compiled paths that reach it."""
+register tile, K blocks and the K split across threads; B's rows copied, B transposed or gathered into
+panels), the output written only inside [M, N], the same bits on any thread count, the plan that routes
+products between the forms and BLAS, and the eager / compiled paths that reach it."""
 from __future__ import annotations
 
 import numpy as np
@@ -104,10 +105,78 @@ def test_k_split_across_threads_sums_the_parts():
     _check(a, b, gemm_f32.matmul(a, b, threads=2, form="dot"))
 
 
-def test_plan_keeps_blas_for_square_and_small_products():
+def _strided(rng, shape, layout: str) -> np.ndarray:
+    """A float32 [r, c] operand: "rows" row-major, "cols" the transpose of a row-major [c, r], "strided" no
+    unit stride at all (every other element of every other row, which the packing gathers), "reversed"
+    negative strides both ways."""
+    if layout == "reversed":
+        return rng.standard_normal(shape).astype(np.float32)[::-1, ::-1]
+    if layout == "strided":
+        return rng.standard_normal((2 * shape[0], 2 * shape[1])).astype(np.float32)[::2, ::2]
+    return _operand(rng, shape, layout == "cols")
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 150), k=st.integers(1, 200), n=st.integers(1, 150),
+       la=st.sampled_from(["rows", "cols", "strided", "reversed"]),
+       lb=st.sampled_from(["rows", "cols", "strided", "reversed"]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+def test_packed_form_matches_float64(m, k, n, la, lb, threads, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _strided(rng, (m, k), la), _strided(rng, (k, n), lb)
+    _check(a, b, gemm_f32.matmul(a, b, threads=threads, form="packed"))
+
+
+@pytest.mark.parametrize("tile", gen.PACKED_TILES, ids=lambda t: t.tag)
+@pytest.mark.parametrize("layout", ["rows", "cols", "strided"])
+def test_every_packed_tile_with_k_blocks(tile, layout):
+    """Each tile over B packed from each layout, in K blocks (C accumulated across them) with a ragged last
+    block, row blocks of a few tiles, edge tiles both ways; nothing written past column N of a wider C."""
+    rng = np.random.default_rng(8)
+    m, k, n = 3 * tile.mr + 1, 2 * 24 + 7, 2 * tile.nr + 5
+    a, b = _operand(rng, (m, k), True), _strided(rng, (k, n), layout)
+    out = np.full((m, n + 3), np.nan, np.float32)
+    g = gemm_f32.instance()
+    g.run_packed(gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
+                 b.strides[1] // 4, out.__array_interface__["data"][0], out.strides[0] // 4, m, n, k, 2, tile=tile,
+                 kc=24, mc=2 * tile.mr)
+    _check(a, b, out[:, :n])
+    assert np.isnan(out[:, n:]).all()
+
+
+def test_packed_accumulate_flag_adds_to_the_output():
+    rng = np.random.default_rng(9)
+    a, b = _operand(rng, (70, 40), False), _operand(rng, (40, 100), True)
+    c = rng.standard_normal((70, 100)).astype(np.float32)
+    out = c.copy()
+    g = gemm_f32.instance()
+    t = gen.PACKED_TILES[0]
+    bp = np.zeros(40 * 2 * t.nr + 16, np.float32)
+    bpa = bp.__array_interface__["data"][0]
+    bpa += (-bpa) % 64
+    g.pack_b(gemm_f32._addr(b), b.strides[0] // 4, b.strides[1] // 4, 40, 100, t.nr, 40, 0, 2, bpa)
+    g.packed[t](gemm_f32._addr(a), 40, 1, bpa, gemm_f32._addr(out), 100, 0, 70, 100, 40, 40, 24, 1)
+    np.testing.assert_allclose(out, c + a @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,k,n,ta,tb", [(1024, 128, 384, False, True), (1024, 512, 128, False, False),
+                                         (384, 1024, 128, True, False), (128, 1024, 512, True, False),
+                                         (1024, 65, 128, False, False)])
+def test_gpt_products_take_the_packed_form(m, k, n, ta, tb):
+    """The GPT step's products in the layouts its externs pass (x @ W^T, dY @ W, dY^T @ X) are packed-form
+    products, equal to float64 and the same bits on 1 and 2 threads; the N = 65 head stays with BLAS."""
+    rng = np.random.default_rng(10)
+    a, b = _operand(rng, (m, k), ta), _operand(rng, (k, n), tb)
+    assert gemm_f32.plan(m, k, n, a.strides, b.strides) == "packed"
+    one = gemm_f32.matmul(a, b, threads=1)
+    _check(a, b, one)
+    np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=2), one)
+    x, w = _operand(rng, (1024, 128), False), _operand(rng, (128, 65), True)
+    assert gemm_f32.plan(1024, 128, 65, x.strides, w.strides) is None
+
+
+def test_plan_keeps_blas_for_small_products():
     f32 = np.float32
-    sq = np.ones((512, 512), f32)
-    assert gemm_f32.plan(512, 512, 512, sq.strides, sq.strides) is None          # BLAS's home ground
     tiny = np.ones((8, 8), f32)
     assert gemm_f32.plan(8, 8, 8, tiny.strides, tiny.strides) is None            # call overhead
     a, b = np.ones((20, 250), f32), np.ones((250, 4096), f32)
@@ -161,7 +230,7 @@ def test_eager_and_compiled_convolution_use_it_and_match_torch_free_reference():
 
 
 @pytest.mark.parametrize("m,k,n,form", [(20, 250, 4096, "outer"), (251, 20, 4096, "outer"), (10, 25, 36864, "outer"),
-                                        (20, 4096, 251, "dot"),
+                                        (20, 4096, 251, "dot"), (300, 1500, 200, "packed"),
                                         (12, 2 * gemm_f32.DOT_K_PART + 100, 30, "dot")])
 def test_same_bits_on_any_number_of_threads(m, k, n, form):
     """Work is split by output tiles, or by K parts fixed by the shape: the thread count never changes a bit."""
