@@ -62,7 +62,7 @@ class DotTile:
 # accumulators, leaving registers for the B vectors and the broadcast.
 OUTER_TILES = (OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3))
 DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
-PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1))
+PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1), OuterTile(8, 2))
 
 
 def _mask(f: _Fn, left: str) -> str:
@@ -270,7 +270,8 @@ def _emit_pack_b() -> str:
         cols = f.tmp(f"add <16 x i64> {_splat_i64(f, f.tmp(f'mul i64 {j}, %sbn'))}, {lanes}")
         ptrs = f.tmp(f"getelementptr float, ptr {src}, <16 x i64> {cols}")
         m = _mask(f, f.tmp(f"sub i64 %N, {j}"))
-        v = f.tmp(f"call {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr> {ptrs}, i32 4, {_M} {m}, {_V} zeroinitializer)")
+        v = f.tmp(f"call {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr> {ptrs}, i32 4, {_M} {m}, "
+                  f"{_V} zeroinitializer)")
         f.emit(f"store {_V} {v}, ptr {to(dst, k, x)}, align 64")
 
     def transpose_block(pc, k, kq, j, dst, x) -> None:
@@ -339,6 +340,26 @@ def _emit_packed(t: OuterTile) -> str:
     close_j()
     close_ic()
     close_pc()
+    return f.text()
+
+
+def _emit_batch(t: OuterTile) -> str:
+    """sgemm_batch_<tag>: products [i0, i1) of a batch (operand i at a + i * sab, b + i * sbb, c + i * scb;
+    a stride 0 broadcasts), each one B packed into bp (sgemm_packb) and all its rows (sgemm_packed_<tag>) --
+    attention's many small products in one call."""
+    f = _Fn(f"define void @sgemm_batch_{t.tag}(ptr noalias %a, i64 %sab, i64 %sam, i64 %sak, ptr noalias %b, "
+            "i64 %sbb, i64 %sbk, i64 %sbn, ptr noalias %c, i64 %scb, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, "
+            "i64 %mc, i64 %i0, i64 %i1, ptr noalias %bp) #0")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
+    i, close = f.loop("%i0", "%i1", "1", "bi")
+    ai = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {i}, %sab')}")
+    bi = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'mul i64 {i}, %sbb')}")
+    ci = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {i}, %scb')}")
+    f.emit(f"call void @sgemm_packb(ptr {bi}, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 0, "
+           f"i64 {npan}, ptr %bp)")
+    f.emit(f"call void @sgemm_packed_{t.tag}(ptr {ai}, i64 %sam, i64 %sak, ptr %bp, ptr {ci}, i64 %ldc, i64 0, "
+           "i64 %M, i64 %N, i64 %K, i64 %kc, i64 %mc, i32 0)")
+    close()
     return f.text()
 
 
@@ -498,6 +519,6 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: s
     parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
     parts += [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
-    parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed]
+    parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_batch(t) for t in packed]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -48,11 +48,13 @@ OUTERP_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams
                           # [26,36864]: 302 us packed against 288 us, one thread)
 PACKED_MIN_M = 64         # the packed form from this many rows (fewer: B's packing is paid for little work)
 PACKED_MIN_EFFICIENCY = 0.9  # and where its tiles waste little (N = 65: 8x48 at 0.68, slower than BLAS)
+BATCH_MIN_M = 32          # batched products (attention's) from this many rows, with a B numpy reads slowly
+BATCH_MIN_EFFICIENCY = 0.8  # (a K-contiguous B: Q @ K^T ran at 50-60 GF/s in numpy, 70-80 here)
 PACKED_KC = 1024          # K block of the packed form: C is re-read once per further block (256 and 512 were
                           # 2-5% slower than one block on the GPT shapes, K <= 1024)
 PACKED_A_BYTES = 384 << 10  # rows of A per block: mc x kc floats in L2 beside a B panel (kc x 64 floats)
 # speed of each packed tile on whole tiles relative to 6x64 (measured, one thread, [1152,256] @ [256,192])
-PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85}
+PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85, "8x32": 0.85}
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -83,6 +85,8 @@ class F32Gemm:
         self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                              _I64, _I32) for t in gen.PACKED_TILES}
+        self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
+                            _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -152,6 +156,24 @@ class F32Gemm:
             return
         cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
         workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], n, k, kc, mc, 0), nb, threads)
+
+    def run_batch(self, pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads: int,
+                  tile=None) -> None:
+        """nb products, split across threads by products (each packs its B into the running thread's buffer)."""
+        t = tile or packed_tile(m, n)[0]
+        kc = min(k, PACKED_KC)
+        mc = max(t.mr, PACKED_A_BYTES // (4 * kc) // t.mr * t.mr)
+        words = -(-k // kc) * -(-n // t.nr) * kc * t.nr
+        fn = self.batch[t]
+        parallel = threads > 1 and 2.0 * m * n * k * nb >= PARALLEL_FLOPS
+        chunks = min(nb, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        cut = [nb * i // chunks for i in range(chunks + 1)]
+        run = lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, mc,  # noqa: E731
+                           cut[i], cut[i + 1], self._scratch("packb", words))
+        if chunks == 1:
+            run(0)
+        else:
+            workers.parallel_for(run, chunks, threads)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)
@@ -279,6 +301,17 @@ def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
     return None
 
 
+def plan_batched(nb: int, m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
+    """'batch' or None (numpy) for nb products [M, K] @ [K, N] with byte strides sa, sb of each product."""
+    if nb * m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
+        return None
+    if sb[1] == 4:      # rows of B contiguous: numpy's batched sgemm reads them in place as fast (attention's
+        return None     # P @ V, [64, 64] @ [64, 32]: ~100 GF/s against our 90 with the packing)
+    if m >= BATCH_MIN_M and packed_tile(m, n)[1] >= BATCH_MIN_EFFICIENCY:
+        return "batch"
+    return None
+
+
 _INSTANCE = None
 _LOCK = threading.Lock()
 
@@ -295,9 +328,12 @@ def instance() -> F32Gemm:
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads: int | None = None,
            form: str | None = None) -> np.ndarray | None:
-    """a @ b by the generated kernels, or None (leave it to BLAS).  form forces 'outer' / 'dot' (tests)."""
-    if a.dtype != _F32 or b.dtype != _F32 or a.ndim != 2 or b.ndim != 2:
+    """a @ b by the generated kernels, or None (leave it to BLAS).  form forces 'outer' / 'dot' / 'packed' /
+    'batch' (tests).  Batched operands (a[..., M, K] @ b[..., K, N], batch dims broadcast): `_matmul_batched`."""
+    if a.dtype != _F32 or b.dtype != _F32 or a.ndim < 2 or b.ndim < 2:
         return None
+    if a.ndim > 2 or b.ndim > 2:
+        return _matmul_batched(a, b, out, threads, form)
     (m, k), n = a.shape, b.shape[1]
     sa, sb = a.strides, b.strides
     form = form or plan(m, k, n, sa, sb)
@@ -319,6 +355,51 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads:
         g.run_outer(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
     else:
         g.run_dot(pa, sa[0] >> 2, pb, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    return out
+
+
+def _matmul_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, threads: int | None,
+                    form: str | None) -> np.ndarray | None:
+    """A batch of products in one call (sgemm_batch), or None: batch dims that do not flatten into one stride,
+    or a plan that leaves it to numpy.  A batch whose rows fold into one matrix (a[B, M, K] @ w[K, N], a
+    contiguous over B and M) is the 2-D product [B * M, K] @ [K, N]."""
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if b.shape[-2] != k:
+        return None
+    try:
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        return None
+    nb = 1
+    for d in lead:
+        nb *= d
+    if nb == 0 or m == 0 or n == 0:
+        return None
+    a_, b_ = np.broadcast_to(a, lead + (m, k)), np.broadcast_to(b, lead + (k, n))
+    sab, sbb = gemm_operands.batch_stride(a_), gemm_operands.batch_stride(b_)
+    if sab is None or sbb is None or (a.strides[-2] | a.strides[-1] | b.strides[-2] | b.strides[-1]) & 3:
+        return None
+    sam, sak, sbk, sbn = a.strides[-2] >> 2, a.strides[-1] >> 2, b.strides[-2] >> 2, b.strides[-1] >> 2
+    if out is None:
+        out = np.empty(lead + (m, n), _F32)
+    elif (out.dtype != _F32 or out.shape != lead + (m, n) or out.strides[-1] != 4 or out.strides[-2] % 4
+          or gemm_operands.batch_stride(out) is None or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        return None
+    scb, ldc = gemm_operands.batch_stride(out), out.strides[-2] >> 2
+    if form != "batch" and sbb == 0 and (nb == 1 or (sab == m * sam and scb == m * ldc)):
+        # one B for every product, and A's and C's rows run on from product to product: one 2-D product
+        a2 = np.lib.stride_tricks.as_strided(a_, (nb * m, k), (a.strides[-2], a.strides[-1]))
+        c2 = np.lib.stride_tricks.as_strided(out, (nb * m, n), (out.strides[-2], 4))
+        b2 = np.lib.stride_tricks.as_strided(b_, (k, n), (b.strides[-2], b.strides[-1]))
+        return out if matmul(a2, b2, c2, threads, form) is not None else None
+    form = form or plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
+    if form != "batch":
+        return None
+    pa, pb, pc = _addr(a_), _addr(b_), _addr(out)
+    if (pa | pb | pc) & 3:
+        return None
+    threads = workers.num_threads() if threads is None else threads
+    (_INSTANCE or instance()).run_batch(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads)
     return out
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import ember
 from ember.codegen import gemm_f32 as gen
 from ember.kernels import blas_threads
-from ember.runtime import gemm_f32
+from ember.runtime import gemm_f32, gemm_operands
 
 
 def _operand(rng, shape, transposed: bool) -> np.ndarray:
@@ -239,3 +239,71 @@ def test_same_bits_on_any_number_of_threads(m, k, n, form):
     one = gemm_f32.matmul(a, b, threads=1, form=form)
     for threads in (2, 3):
         np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=threads, form=form), one)
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.sampled_from([(1,), (5,), (2, 3), (3, 1), (1, 4)]), bcast=st.sampled_from(["none", "a", "b"]),
+       m=st.integers(1, 40), k=st.integers(1, 50), n=st.integers(1, 70),
+       la=st.sampled_from(["rows", "cols", "strided"]), lb=st.sampled_from(["rows", "cols", "strided"]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+def test_batched_form_matches_float64(batch, bcast, m, k, n, la, lb, threads, seed):
+    """Batches (one operand broadcast, or not) of every layout, through the batch kernel or, where the
+    batch dims do not flatten into one stride, left to numpy (None)."""
+    rng = np.random.default_rng(seed)
+
+    def stack(shape, layout, lead):
+        return np.stack([_strided(rng, shape, layout) for _ in range(int(np.prod(lead)))]).reshape(lead + shape)
+    a = stack((m, k), la, (1,) * len(batch) if bcast == "a" else batch)
+    b = stack((k, n), lb, (1,) * len(batch) if bcast == "b" else batch)
+    got = gemm_f32.matmul(a, b, threads=threads, form="batch")
+    ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    if got is None:         # a layout whose batch dims do not flatten
+        assert gemm_operands.batch_stride(np.broadcast_to(a, ref.shape[:-2] + (m, k))) is None \
+            or gemm_operands.batch_stride(np.broadcast_to(b, ref.shape[:-2] + (k, n))) is None
+        return
+    assert got.shape == ref.shape and got.dtype == np.float32
+    bound = 16 * np.finfo(np.float32).eps * max(1, k) ** 0.5 * np.matmul(np.abs(a).astype(np.float64), np.abs(b))
+    assert np.all(np.abs(got - ref) <= bound + 1e-30)
+
+
+def test_attention_products_route_by_b_layout_and_keep_bits():
+    """Q @ K^T (a K-contiguous B, slow in numpy) takes the batch kernel, the same bits on 1 and 2 threads, into
+    a given output too; P @ V (B's rows contiguous) stays with numpy; a batch of rows times one weight is one
+    2-D product."""
+    rng = np.random.default_rng(11)
+    q, kk, v = (rng.standard_normal((16, 4, 64, 32)).astype(np.float32) for _ in range(3))
+    kt = kk.transpose(0, 1, 3, 2)
+    assert gemm_f32.plan_batched(64, 64, 32, 64, q.strides[-2:], kt.strides[-2:]) == "batch"
+    p = rng.standard_normal((16, 4, 64, 64)).astype(np.float32)
+    assert gemm_f32.plan_batched(64, 64, 64, 32, p.strides[-2:], v.strides[-2:]) is None
+    assert gemm_f32.matmul(p, v) is None
+    one = gemm_f32.matmul(q, kt, threads=1)
+    np.testing.assert_allclose(one, np.matmul(q.astype(np.float64), kt), rtol=1e-5, atol=1e-5)
+    out = np.empty((16, 4, 64, 64), np.float32)
+    assert gemm_f32.matmul(q, kt, out=out, threads=2) is out
+    np.testing.assert_array_equal(out, one)
+    assert gemm_f32.matmul(q, kt, out=np.empty((16, 4, 64, 65), np.float32)[..., :64]) is not None
+    assert gemm_f32.matmul(q, kt, out=q[..., :1, :1]) is None                     # wrong shape: numpy's error
+    x, w = rng.standard_normal((16, 64, 128)).astype(np.float32), rng.standard_normal((384, 128)).astype(np.float32)
+    np.testing.assert_allclose(gemm_f32.matmul(x, w.T), np.matmul(x.astype(np.float64), w.T), rtol=1e-4, atol=1e-4)
+
+
+def test_eager_attention_scores_match_torch(monkeypatch):
+    """Attention scores and their gradients through ember's eager matmul (the batch kernel) = torch."""
+    torch = pytest.importorskip("torch")
+    calls = []
+    run = gemm_f32.F32Gemm.run_batch
+    monkeypatch.setattr(gemm_f32.F32Gemm, "run_batch", lambda self, *a, **kw: calls.append(a[-4:-1]) or run(self, *a, **kw))
+    rng = np.random.default_rng(12)
+    qn, kn = (rng.standard_normal((4, 4, 64, 32)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((4, 4, 64, 64)).astype(np.float32)
+    q, k = ember.tensor(qn, requires_grad=True), ember.tensor(kn, requires_grad=True)
+    s = q @ k.transpose(-2, -1)
+    s.backward(ember.tensor(g))
+    tq, tk = torch.tensor(qn, requires_grad=True), torch.tensor(kn, requires_grad=True)
+    ts = tq @ tk.transpose(-2, -1)
+    ts.backward(torch.tensor(g))
+    np.testing.assert_allclose(s.detach().numpy(), ts.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(q.grad.numpy(), tq.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(k.grad.numpy(), tk.grad.numpy(), rtol=1e-4, atol=1e-4)
+    assert (64, 64, 32) in calls         # the forward Q @ K^T: M, N, K
