@@ -305,40 +305,42 @@ def _emit_pack_b() -> str:
 
 def _emit_packed(t: OuterTile) -> str:
     """sgemm_packed_<tag>: rows [m0, m1) of C = A @ B over a B packed by sgemm_packb (panels of t.nr columns,
-    K blocks of kc), A read in place (any strides).  Per K block, per block of mc rows (in L2), panel by
-    panel: every row tile of the block against the panel (its kq x nr floats stay in L1 / L2 across the row
-    tiles, A's rows stream from L2).  K blocks after the first add to C (as does every block when
-    accumulate != 0).  (Copying each A block into slivers of MR rows first, as BLIS does, was slower on every
-    GPT shape, the dY^T of the weight gradients included: the copy cost more than the access it saved.)"""
+    K blocks of kc), A read in place (any strides).  Per K block, per group of nc columns (its panels, kq x nc
+    floats, stay in L2), row tile by row tile, every panel of the group: the tile's rows of A stay in L1 while
+    B streams from L2, and C is written a whole row segment at a time.  (Panel by panel with every row tile
+    inside, the panel in L1, was 0-10% slower, most where C comes from memory: 64-column strips of C rows are
+    a poor stream.  Copying A into slivers of MR rows first, as BLIS does, was slower on every GPT shape, dY^T
+    of the weight gradients included.)  K blocks after the first add to C, as does every block when
+    accumulate != 0."""
     f = _Fn(f"define void @sgemm_packed_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, "
-            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %mc, i32 %accumulate) #0")
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate) #0")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
     given = f.tmp("icmp ne i32 %accumulate, 0")
+    last = f.tmp("sub i64 %m1, 1")
     pc, close_pc = f.loop("0", "%K", "%kc", "pc")
     kq = f.tmp(f"call i64 @llvm.smin.i64(i64 %kc, i64 {f.tmp(f'sub i64 %K, {pc}')})")
     accum = f.tmp(f"or i1 {given}, {f.tmp(f'icmp ne i64 {pc}, 0')}")
     qoff = f.tmp(f"mul i64 {pc}, {npan}")
     bq = f.tmp(f"getelementptr float, ptr %bp, i64 {f.tmp(f'mul i64 {qoff}, {t.nr}')}")
     a0 = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {pc}, %sak')}")
-    ic, close_ic = f.loop("%m0", "%m1", "%mc", "ic")
-    ie = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {ic}, %mc')}, i64 %m1)")
-    last = f.tmp(f"sub i64 {ie}, 1")
-    jr, close_j = f.loop("0", "%N", str(t.nr), "jr")
+    jc, close_jc = f.loop("0", "%N", "%nc", "jc")
+    je = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {jc}, %nc')}, i64 %N)")
+    ir, close_i = f.loop("%m0", "%m1", str(t.mr), "ir")
+    arows = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)]
+    jr, close_j = f.loop(jc, je, str(t.nr), "jr")
     bpan = f.tmp(f"getelementptr float, ptr {bq}, i64 {f.tmp(f'mul i64 {jr}, {kq}')}")
     nleft = f.tmp(f"sub i64 %N, {jr}")
     masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
-    ir, close_i = f.loop(ic, ie, str(t.mr), "ir")
-    arows = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)]
 
     def b_row(k: str) -> list[str]:
         row = f.tmp(f"getelementptr float, ptr {bpan}, i64 {f.tmp(f'mul i64 {k}, {t.nr}')}")
         return [f.tmp(f"load {_V}, ptr {f.tmp(f'getelementptr float, ptr {row}, i64 {16 * v}')}, align 64")
                 for v in range(t.nv)]
     acc = _tile_product(f, t, kq, b_row, arows, "%sak")
-    _store_tile(f, t, acc, ir, jr, ie, masks, accum)
-    close_i()
+    _store_tile(f, t, acc, ir, jr, "%m1", masks, accum)
     close_j()
-    close_ic()
+    close_i()
+    close_jc()
     close_pc()
     return f.text()
 
@@ -349,7 +351,7 @@ def _emit_batch(t: OuterTile) -> str:
     attention's many small products in one call."""
     f = _Fn(f"define void @sgemm_batch_{t.tag}(ptr noalias %a, i64 %sab, i64 %sam, i64 %sak, ptr noalias %b, "
             "i64 %sbb, i64 %sbk, i64 %sbn, ptr noalias %c, i64 %scb, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, "
-            "i64 %mc, i64 %i0, i64 %i1, ptr noalias %bp) #0")
+            "i64 %nc, i64 %i0, i64 %i1, ptr noalias %bp) #0")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
     i, close = f.loop("%i0", "%i1", "1", "bi")
     ai = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {i}, %sab')}")
@@ -358,7 +360,7 @@ def _emit_batch(t: OuterTile) -> str:
     f.emit(f"call void @sgemm_packb(ptr {bi}, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 0, "
            f"i64 {npan}, ptr %bp)")
     f.emit(f"call void @sgemm_packed_{t.tag}(ptr {ai}, i64 %sam, i64 %sak, ptr %bp, ptr {ci}, i64 %ldc, i64 0, "
-           "i64 %M, i64 %N, i64 %K, i64 %kc, i64 %mc, i32 0)")
+           "i64 %M, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 0)")
     close()
     return f.text()
 

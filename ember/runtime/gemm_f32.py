@@ -52,7 +52,7 @@ BATCH_MIN_M = 32          # batched products (attention's) from this many rows, 
 BATCH_MIN_EFFICIENCY = 0.8  # (a K-contiguous B: Q @ K^T ran at 50-60 GF/s in numpy, 70-80 here)
 PACKED_KC = 1024          # K block of the packed form: C is re-read once per further block (256 and 512 were
                           # 2-5% slower than one block on the GPT shapes, K <= 1024)
-PACKED_A_BYTES = 384 << 10  # rows of A per block: mc x kc floats in L2 beside a B panel (kc x 64 floats)
+PACKED_B_BYTES = 512 << 10  # columns of B per group: kq x nc floats, streamed from L2 by every row tile
 # speed of each packed tile on whole tiles relative to 6x64 (measured, one thread, [1152,256] @ [256,192])
 PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85, "8x32": 0.85}
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
@@ -138,12 +138,10 @@ class F32Gemm:
                                           self._scratch("panel", k * cb), cb), nb, threads)
 
     def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
-                   mc=None) -> None:
+                   nc=None) -> None:
         """B packed once (on the calling thread, ~1% of the product), then row chunks over the threads."""
         t = tile or packed_tile(m, n)[0]
-        kc = kc or PACKED_KC
-        kq = min(k, kc)
-        mc = max(t.mr, (mc or PACKED_A_BYTES // (4 * kq)) // t.mr * t.mr)
+        kc, nc = _blocking(t, k, kc, nc)
         npan = -(-n // t.nr)
         bp = self._scratch("packb", -(-k // kc) * npan * kc * t.nr)
         self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
@@ -152,23 +150,22 @@ class F32Gemm:
         tiles = -(-m // t.mr)
         nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
         if nb == 1:
-            fn(pa, sam, sak, bp, pc, ldc, 0, m, n, k, kc, mc, 0)
+            fn(pa, sam, sak, bp, pc, ldc, 0, m, n, k, kc, nc, 0)
             return
         cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
-        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], n, k, kc, mc, 0), nb, threads)
+        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], n, k, kc, nc, 0), nb, threads)
 
     def run_batch(self, pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads: int,
                   tile=None) -> None:
         """nb products, split across threads by products (each packs its B into the running thread's buffer)."""
         t = tile or packed_tile(m, n)[0]
-        kc = min(k, PACKED_KC)
-        mc = max(t.mr, PACKED_A_BYTES // (4 * kc) // t.mr * t.mr)
+        kc, nc = _blocking(t, k)
         words = -(-k // kc) * -(-n // t.nr) * kc * t.nr
         fn = self.batch[t]
         parallel = threads > 1 and 2.0 * m * n * k * nb >= PARALLEL_FLOPS
         chunks = min(nb, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
         cut = [nb * i // chunks for i in range(chunks + 1)]
-        run = lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, mc,  # noqa: E731
+        run = lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc,  # noqa: E731
                            cut[i], cut[i + 1], self._scratch("packb", words))
         if chunks == 1:
             run(0)
@@ -275,6 +272,12 @@ class F32Gemm:
             addr = _ptr(raw)
             buf = bufs[i] = (raw, addr + (-addr) % 64)
         return buf[1]
+
+
+def _blocking(t: gen.OuterTile, k: int, kc: int | None = None, nc: int | None = None) -> tuple:
+    """(kc, nc) of the packed form: K blocks of PACKED_KC, column groups whose panels fit PACKED_B_BYTES."""
+    kc = kc or PACKED_KC
+    return kc, nc or max(t.nr, PACKED_B_BYTES // (4 * min(k, kc)) // t.nr * t.nr)
 
 
 @functools.lru_cache(maxsize=512)

@@ -131,7 +131,7 @@ def test_packed_form_matches_float64(m, k, n, la, lb, threads, seed):
 @pytest.mark.parametrize("layout", ["rows", "cols", "strided"])
 def test_every_packed_tile_with_k_blocks(tile, layout):
     """Each tile over B packed from each layout, in K blocks (C accumulated across them) with a ragged last
-    block, row blocks of a few tiles, edge tiles both ways; nothing written past column N of a wider C."""
+    block, column groups of one panel, edge tiles both ways; nothing written past column N of a wider C."""
     rng = np.random.default_rng(8)
     m, k, n = 3 * tile.mr + 1, 2 * 24 + 7, 2 * tile.nr + 5
     a, b = _operand(rng, (m, k), True), _strided(rng, (k, n), layout)
@@ -139,7 +139,7 @@ def test_every_packed_tile_with_k_blocks(tile, layout):
     g = gemm_f32.instance()
     g.run_packed(gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
                  b.strides[1] // 4, out.__array_interface__["data"][0], out.strides[0] // 4, m, n, k, 2, tile=tile,
-                 kc=24, mc=2 * tile.mr)
+                 kc=24, nc=tile.nr)
     _check(a, b, out[:, :n])
     assert np.isnan(out[:, n:]).all()
 
@@ -155,7 +155,7 @@ def test_packed_accumulate_flag_adds_to_the_output():
     bpa = bp.__array_interface__["data"][0]
     bpa += (-bpa) % 64
     g.pack_b(gemm_f32._addr(b), b.strides[0] // 4, b.strides[1] // 4, 40, 100, t.nr, 40, 0, 2, bpa)
-    g.packed[t](gemm_f32._addr(a), 40, 1, bpa, gemm_f32._addr(out), 100, 0, 70, 100, 40, 40, 24, 1)
+    g.packed[t](gemm_f32._addr(a), 40, 1, bpa, gemm_f32._addr(out), 100, 0, 70, 100, 40, 40, t.nr, 1)
     np.testing.assert_allclose(out, c + a @ b, rtol=1e-5, atol=1e-5)
 
 
