@@ -367,7 +367,7 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, thread
     or a plan that leaves it to numpy.  A batch whose rows fold into one matrix (a[B, M, K] @ w[K, N], a
     contiguous over B and M) is the 2-D product [B * M, K] @ [K, N]."""
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    if b.shape[-2] != k:
+    if b.shape[-2] != k or (a.strides[-2] | a.strides[-1] | b.strides[-2] | b.strides[-1]) & 3:
         return None
     try:
         lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
@@ -378,26 +378,33 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, thread
         nb *= d
     if nb == 0 or m == 0 or n == 0:
         return None
+    folds = form != "batch" and b.ndim == 2
+    if folds:
+        form = form or plan(nb * m, k, n, a.strides[-2:], b.strides)
+    else:
+        form = form or plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
+    if form is None or (not folds and form != "batch"):
+        return None         # decided before any array is made: numpy runs most batched products
     a_, b_ = np.broadcast_to(a, lead + (m, k)), np.broadcast_to(b, lead + (k, n))
     sab, sbb = gemm_operands.batch_stride(a_), gemm_operands.batch_stride(b_)
-    if sab is None or sbb is None or (a.strides[-2] | a.strides[-1] | b.strides[-2] | b.strides[-1]) & 3:
+    if sab is None or sbb is None:
         return None
     sam, sak, sbk, sbn = a.strides[-2] >> 2, a.strides[-1] >> 2, b.strides[-2] >> 2, b.strides[-1] >> 2
+    if folds and nb > 1 and sab != m * sam:
+        return None
     if out is None:
         out = np.empty(lead + (m, n), _F32)
     elif (out.dtype != _F32 or out.shape != lead + (m, n) or out.strides[-1] != 4 or out.strides[-2] % 4
           or gemm_operands.batch_stride(out) is None or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
         return None
     scb, ldc = gemm_operands.batch_stride(out), out.strides[-2] >> 2
-    if form != "batch" and sbb == 0 and (nb == 1 or (sab == m * sam and scb == m * ldc)):
+    if folds:
         # one B for every product, and A's and C's rows run on from product to product: one 2-D product
+        if nb > 1 and scb != m * ldc:
+            return None
         a2 = np.lib.stride_tricks.as_strided(a_, (nb * m, k), (a.strides[-2], a.strides[-1]))
         c2 = np.lib.stride_tricks.as_strided(out, (nb * m, n), (out.strides[-2], 4))
-        b2 = np.lib.stride_tricks.as_strided(b_, (k, n), (b.strides[-2], b.strides[-1]))
-        return out if matmul(a2, b2, c2, threads, form) is not None else None
-    form = form or plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
-    if form != "batch":
-        return None
+        return out if matmul(a2, b, c2, threads, form) is not None else None
     pa, pb, pc = _addr(a_), _addr(b_), _addr(out)
     if (pa | pb | pc) & 3:
         return None
