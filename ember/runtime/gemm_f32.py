@@ -46,7 +46,8 @@ PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of e
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
 OUTERP_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
                           # [26,36864]: 302 us packed against 288 us, one thread)
-PACKED_MIN_M = 64         # the packed form from this many rows (fewer: B's packing is paid for little work)
+PACKED_MIN_M = 96         # the packed form from this many rows and this K: the GPT head's [65, 1024] @ [1024, 128]
+PACKED_MIN_K = 96         # and [1024, 65] @ [65, 128] ran at 0.94x and 0.89x of BLAS inside the step
 PACKED_MIN_EFFICIENCY = 0.9  # and where its tiles waste little (N = 65: 8x48 at 0.68, slower than BLAS)
 BATCH_MIN_M = 32          # batched products (attention's) from this many rows, with a B numpy reads slowly
 BATCH_MIN_EFFICIENCY = 0.8  # (a K-contiguous B: Q @ K^T ran at 50-60 GF/s in numpy, 70-80 here)
@@ -299,7 +300,7 @@ def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
         return "outer"
     if sa[1] == 4 and sb[0] == 4 and m * n <= DOT_MAX_MN and m * n >= DOT_MIN_REUSE * (m + n):
         return "dot"
-    if m >= PACKED_MIN_M and packed_tile(m, n)[1] >= PACKED_MIN_EFFICIENCY:
+    if m >= PACKED_MIN_M and k >= PACKED_MIN_K and packed_tile(m, n)[1] >= PACKED_MIN_EFFICIENCY:
         return "packed"
     return None
 
@@ -308,8 +309,9 @@ def plan_batched(nb: int, m: int, k: int, n: int, sa: tuple, sb: tuple) -> str |
     """'batch' or None (numpy) for nb products [M, K] @ [K, N] with byte strides sa, sb of each product."""
     if nb * m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
         return None
-    if sb[1] == 4:      # rows of B contiguous: numpy's batched sgemm reads them in place as fast (attention's
-        return None     # P @ V, [64, 64] @ [64, 32]: ~100 GF/s against our 90 with the packing)
+    if sb[1] == 4:      # rows of B contiguous: numpy's batched sgemm reads them in place as fast or faster
+        return None     # (attention's P @ V, [64, 64] @ [64, 32]: ~95 GF/s against our 86-91 even reading B in
+                        # place, and in the step 0.65-0.76x: operands and our buffers colder there)
     if m >= BATCH_MIN_M and packed_tile(m, n)[1] >= BATCH_MIN_EFFICIENCY:
         return "batch"
     return None
@@ -385,7 +387,8 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, thread
         form = form or plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
     if form is None or (not folds and form != "batch"):
         return None         # decided before any array is made: numpy runs most batched products
-    a_, b_ = np.broadcast_to(a, lead + (m, k)), np.broadcast_to(b, lead + (k, n))
+    a_ = a if a.shape[:-2] == lead else np.broadcast_to(a, lead + (m, k))     # (broadcast_to costs ~4 us)
+    b_ = b if b.shape[:-2] == lead else np.broadcast_to(b, lead + (k, n))
     sab, sbb = gemm_operands.batch_stride(a_), gemm_operands.batch_stride(b_)
     if sab is None or sbb is None:
         return None

@@ -160,19 +160,19 @@ def test_packed_accumulate_flag_adds_to_the_output():
 
 
 @pytest.mark.parametrize("m,k,n,ta,tb", [(1024, 128, 384, False, True), (1024, 512, 128, False, False),
-                                         (384, 1024, 128, True, False), (128, 1024, 512, True, False),
-                                         (1024, 65, 128, False, False)])
+                                         (384, 1024, 128, True, False), (128, 1024, 512, True, False)])
 def test_gpt_products_take_the_packed_form(m, k, n, ta, tb):
     """The GPT step's products in the layouts its externs pass (x @ W^T, dY @ W, dY^T @ X) are packed-form
-    products, equal to float64 and the same bits on 1 and 2 threads; the N = 65 head stays with BLAS."""
+    products, equal to float64 and the same bits on 1 and 2 threads; the head's (N, K or M = 65) stay with BLAS."""
     rng = np.random.default_rng(10)
     a, b = _operand(rng, (m, k), ta), _operand(rng, (k, n), tb)
     assert gemm_f32.plan(m, k, n, a.strides, b.strides) == "packed"
     one = gemm_f32.matmul(a, b, threads=1)
     _check(a, b, one)
     np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=2), one)
-    x, w = _operand(rng, (1024, 128), False), _operand(rng, (128, 65), True)
-    assert gemm_f32.plan(1024, 128, 65, x.strides, w.strides) is None
+    for (hm, hk, hn, ha, hb) in [(1024, 128, 65, False, True), (1024, 65, 128, False, False), (65, 1024, 128, True, False)]:
+        x, w = _operand(rng, (hm, hk), ha), _operand(rng, (hk, hn), hb)
+        assert gemm_f32.plan(hm, hk, hn, x.strides, w.strides) is None
 
 
 def test_plan_keeps_blas_for_small_products():
