@@ -1,20 +1,17 @@
-"""LLVM IR for float32 matrix products of the shapes BLAS handles badly: few rows, short or very long
-contractions (the convolution products of small CNNs, the layers of small MLPs).  Pure text.
+"""LLVM IR for ember's float32 matrix products.  Pure text.
 
 In: the register tiles to emit.  Out: `emit_module(...)`, one LLVM module of C-callable functions that
 the runtime (ember/runtime/gemm_f32.py) compiles once per process and calls on numpy buffers.
 
-OpenBLAS packs both operands into panels and blocks for the caches; that pays off on large square
-products, but on [20, 250] @ [250, 4096] or [10, 36864] @ [36864, 25] it runs at 25-45% of its own
-peak here (the packing is a full pass over the big operand, and its tiles do not fit a 10- or 20-row
-product).  Two unpacked kernels cover those shapes:
+Three kernels, all around one register tile (`_tile_product`: an MR x NR tile of C, NR = 16 * nv float
+lanes, lives in registers for a whole contraction; per k nv vectors of B's row k and one broadcast A value
+per row, MR * nv FMAs) or around inner products:
 
-  * outer form, `sgemm_outer_<MR>x<NR>`, for B with unit column stride (rows of B contiguous):
-    an MR x NR tile of C (NR = 16 * nv float lanes) lives in registers for the whole contraction;
-    per k it loads nv vectors of B's row k straight from B and broadcasts one A value per row (A any
-    strides), MR * nv FMAs.  Column tiles outermost, so the K x NR strip of B stays in cache while every
-    row tile uses it.  Columns past N are masked (AVX-512 masked loads and stores); rows past M read the
-    last row and are not stored.
+  * outer form, `sgemm_outer_<MR>x<NR>`, for B with unit column stride, read in place: the thin products
+    OpenBLAS handles badly ([20, 250] @ [250, 4096]: its packing is a full pass over the big operand and its
+    tiles do not fit a 10- or 20-row product).  Row tiles outermost; columns past N masked (AVX-512 masked
+    loads and stores); rows past M read the last row and are not stored.  sgemm_outerp / sgemm_outerg copy
+    column blocks of B (or of an im2col gathered on the fly) into an L2 panel first.
 
         void sgemm_outer_<tag>(ptr a, i64 sam, i64 sak, ptr b, i64 sbk, ptr c, i64 ldc,
                                i64 m0, i64 m1, i64 n0, i64 n1, i64 K, i32 accumulate)
@@ -27,7 +24,20 @@ product).  Two unpacked kernels cover those shapes:
         void sgemm_dot_<tag>(ptr a, i64 sam, ptr b, i64 sbn, ptr c, i64 ldc,
                              i64 m0, i64 m1, i64 n0, i64 n1, i64 k0, i64 k1, i32 accumulate)
 
-Both write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
+  * packed form, for the large products (the GPT step's, square ones): B packed once per call into panels of
+    NR columns per K block of kc rows (`sgemm_packb`: rows copied, a K-contiguous B -- x @ W^T -- transposed
+    16 x 16 in registers, other strides gathered; zero past N), then `sgemm_packed_<tag>` over rows [m0, m1)
+    with A read in place (any strides): per K block and group of nc columns, row tile by row tile, every
+    panel of the group (A's rows in L1, B's panels streaming from L2, C written a row segment at a time).
+    `sgemm_batch_<tag>` runs it over a batch of products, packing each one's B (attention's Q @ K^T).
+
+        void sgemm_packb(ptr b, i64 sbk, i64 sbn, i64 K, i64 N, i64 nr, i64 kc, i64 p0, i64 p1, ptr bp)
+        void sgemm_packed_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1,
+                                i64 N, i64 K, i64 kc, i64 nc, i32 accumulate)
+        void sgemm_batch_<tag>(ptr a, i64 sab, i64 sam, i64 sak, ptr b, i64 sbb, i64 sbk, i64 sbn, ptr c,
+                               i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1, ptr bp)
+
+All write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
 All sizes and strides are in elements.  Nothing outside A[:M, :K], B[:K, :N] and C[m0:m1, n0:n1] is read
 or written.
 """
@@ -38,7 +48,7 @@ from dataclasses import dataclass
 from .llvm_text import Fn as _Fn
 from .llvm_text import IOTA16, Tile, splat_f32, splat_i32
 
-__all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "emit_module"]
+__all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
 
 _V, _VI, _M = "<16 x float>", "<16 x i32>", "<16 x i1>"
 DOT_PREFETCH_FLOATS = 512 # the dot form's prefetch distance along a row (32 lines: ~ memory latency here)
@@ -62,6 +72,9 @@ class DotTile:
 # accumulators, leaving registers for the B vectors and the broadcast.
 OUTER_TILES = (OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3))
 DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
+# the packed form's: 6 x 64 first (one thread, whole tiles: 6x64 ~105 GF/s, 8x48 and 12x32 ~8% slower, 24x16
+# and 8x32 ~15%, 5x80 ~20%: it runs out of registers); the others for narrow or ragged N (8x32: attention's
+# 64 x 32 products without a wasted row)
 PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1), OuterTile(8, 2))
 
 

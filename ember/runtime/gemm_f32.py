@@ -1,20 +1,28 @@
-"""ember's own float32 matrix product for the shapes OpenBLAS handles badly (see ember/codegen/gemm_f32.py).
+"""ember's own float32 matrix product (the kernels: ember/codegen/gemm_f32.py).
 
-In: 2-D float32 numpy arrays a[M, K], b[K, N] (any strides the kernels accept) and an optional output
-out[M, N] with unit column stride.  Out: `matmul(a, b, out)` returns the product, or None when this
-product is better left to BLAS (the caller, ember/kernels/blas_threads.py, then uses numpy).
+In: float32 numpy arrays a[..., M, K], b[..., K, N] (any strides the kernels accept; batch dims broadcast)
+and an optional output with unit column stride.  Out: `matmul(a, b, out)` returns the product, or None when
+this product is better left to BLAS (the caller, ember/kernels/blas_threads.py, then uses numpy).
 
     from ember.runtime import gemm_f32
     c = gemm_f32.matmul(a, b)          # None: not a shape for these kernels
 
-Which products (`plan`), from interleaved measurements on this machine type (2 cores, numpy's OpenBLAS
-on one thread per block as blas_threads runs it):
+Which products (`plan`, `plan_batched`), from interleaved measurements on this machine type (2 cores,
+AMD Zen 4: one zmm FMA per cycle, ~113 GF/s per core; numpy's OpenBLAS on one thread per block as
+blas_threads runs it):
   * B's rows contiguous and a thin product (M <= OUTER_MAX_M rows, or K <= OUTER_MAX_K): the outer
     form, tile by tile with the whole contraction in registers, split across threads by column tiles
     (or row tiles when N is narrow).
   * A and B both contiguous along K and a small result (M * N <= DOT_MAX_MN): the dot form, K cut into
     blocks of DOT_KC that stay in L2; across threads by K ranges summed at the end, or by row tiles.
-Everything else (large square products, other layouts) stays with BLAS, which is faster there.
+  * Everything else from PACKED_MIN_M rows and PACKED_MIN_K deep whose tiles waste little (`packed_tile`):
+    the packed form, B packed once on the calling thread, row chunks across the threads.  The GPT step's
+    products (x @ W^T, dY @ W, dY^T @ X; K 128-1024) ran 1.03-1.3x faster than OpenBLAS one thread each,
+    alone, and 1.02-1.24x inside the step (operands from L3 or memory).
+  * Batched (`sgemm_batch`): products numpy runs slowly, a B without unit column stride (attention's
+    Q @ K^T: 1.1-1.3x); numpy keeps the rest.  A batch that folds into rows is one 2-D product.
+Everything else (small products, N = 65 heads) stays with BLAS.  Work is split by output rows (or products)
+and K blocks are fixed by the shape, so the result is the same bits on any number of threads.
 
 The compiled module lives as long as the process (`instance()`): every call jumps into its machine code.
 """
@@ -30,7 +38,7 @@ from ember.codegen import gemm_f32 as gen
 from ember.kernels import workers
 from ember.runtime import cpu, gemm_operands
 
-__all__ = ["F32Gemm", "instance", "matmul"]
+__all__ = ["F32Gemm", "instance", "matmul", "plan", "plan_batched"]
 
 MIN_FLOPS = 4e6           # smaller products stay with BLAS: ~5 us of Python and ctypes per call here
                           # (13 arguments) is more than the kernels save on them
