@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import IOTA16, Tile, splat_f32, splat_i32
+from .llvm_text import IOTA16, Tile, splat_f32, splat_i32, splat_i64
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
 
@@ -96,11 +96,6 @@ def _row_ptr(f: _Fn, base: str, i: str, r: int, last: str, stride: str) -> str:
     ri = f.tmp(f"add i64 {i}, {r}")
     ri = f.tmp(f"call i64 @llvm.smin.i64(i64 {ri}, i64 {last})")
     return f.tmp(f"getelementptr float, ptr {base}, i64 {f.tmp(f'mul i64 {ri}, {stride}')}")
-
-
-def _splat_i64(f: _Fn, x: str) -> str:
-    v = f.tmp(f"insertelement <16 x i64> poison, i64 {x}, i64 0")
-    return f.tmp(f"shufflevector <16 x i64> {v}, <16 x i64> poison, {_VI} zeroinitializer")
 
 
 def _accumulators(f: _Fn, n: int) -> list[str]:
@@ -240,7 +235,7 @@ def _emit_pack_b() -> str:
     nr1 = f.tmp("sub i64 %nr, 1")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {nr1}')}, %nr")
     lastn = f.tmp("sub i64 %N, 1")
-    lanes = f.tmp(f"mul <16 x i64> {f.tmp(f'sext {_VI} {IOTA16} to <16 x i64>')}, {_splat_i64(f, '%sbn')}")
+    lanes = f.tmp(f"mul <16 x i64> {f.tmp(f'sext {_VI} {IOTA16} to <16 x i64>')}, {splat_i64(f, '%sbn')}")
     rowwise, other, tposed, gathered = (f.fresh(x) for x in ("pk.rows", "pk.other", "pk.tposed", "pk.gathered"))
     done = f.fresh("pk.done")
     f.emit(f"br i1 {f.tmp('icmp eq i64 %sbn, 1')}, label %{rowwise}, label %{other}")
@@ -280,7 +275,7 @@ def _emit_pack_b() -> str:
 
     def gather_row(pc, k, kq, j, dst, x) -> None:
         src = row_of_b(pc, k)
-        cols = f.tmp(f"add <16 x i64> {_splat_i64(f, f.tmp(f'mul i64 {j}, %sbn'))}, {lanes}")
+        cols = f.tmp(f"add <16 x i64> {splat_i64(f, f.tmp(f'mul i64 {j}, %sbn'))}, {lanes}")
         ptrs = f.tmp(f"getelementptr float, ptr {src}, <16 x i64> {cols}")
         m = _mask(f, f.tmp(f"sub i64 %N, {j}"))
         v = f.tmp(f"call {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr> {ptrs}, i32 4, {_M} {m}, "
