@@ -197,6 +197,27 @@ def get_num_threads() -> int:
     return num_threads()
 
 
+_interop_threads: int | None = None
+
+
+def set_num_interop_threads(n: int) -> None:
+    """torch.set_num_interop_threads: ember runs one op at a time on the calling thread (its kernels
+    split across get_num_threads() workers), so the figure is kept for get_num_interop_threads and
+    changes nothing.  As in torch it may be set once, before any parallel work."""
+    import builtins                 # `int` here is ember.int, the dtype
+    global _interop_threads
+    if not isinstance(n, builtins.int) or n < 1:
+        raise RuntimeError(f"set_num_interop_threads expects a positive integer, got {n!r}")
+    if _interop_threads is not None:
+        raise RuntimeError("Error: cannot set number of interop threads after parallel work has started "
+                           "or set_num_interop_threads called")
+    _interop_threads = n
+
+
+def get_num_interop_threads() -> int:
+    return _interop_threads or 1
+
+
 def set_float32_matmul_precision(precision: str) -> None:
     """Accepted for compatibility: float32 products are always computed in float32 here."""
     global _matmul_precision
