@@ -175,8 +175,14 @@ def test_gpt_products_take_the_packed_form(m, k, n, ta, tb):
         assert gemm_f32.plan(hm, hk, hn, x.strides, w.strides) is None
 
 
-def test_plan_keeps_blas_for_small_products():
+def test_plan_routes_each_shape():
+    """Thin products to the outer / dot forms, large ones (square ones too) to the packed form, small ones and
+    ragged narrow results to BLAS."""
     f32 = np.float32
+    sq = np.ones((512, 512), f32)
+    assert gemm_f32.plan(512, 512, 512, sq.strides, sq.strides) == "packed"
+    wide = np.ones((512, 100), f32)                                              # N = 100: 8x48 wastes 22%
+    assert gemm_f32.plan(512, 512, 100, sq.strides, wide.strides) is None
     tiny = np.ones((8, 8), f32)
     assert gemm_f32.plan(8, 8, 8, tiny.strides, tiny.strides) is None            # call overhead
     a, b = np.ones((20, 250), f32), np.ones((250, 4096), f32)
