@@ -33,7 +33,7 @@ per row, MR * nv FMAs) or around inner products:
 
         void sgemm_packb(ptr b, i64 sbk, i64 sbn, i64 K, i64 N, i64 nr, i64 kc, i64 p0, i64 p1, ptr bp)
         void sgemm_packed_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1,
-                                i64 N, i64 K, i64 kc, i64 nc, i32 accumulate)
+                                i64 n0, i64 n1, i64 N, i64 K, i64 kc, i64 nc, i32 accumulate)
         void sgemm_batch_<tag>(ptr a, i64 sab, i64 sam, i64 sak, ptr b, i64 sbb, i64 sbk, i64 sbn, ptr c,
                                i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1, ptr bp)
 
@@ -318,8 +318,8 @@ def _emit_pack_b() -> str:
 
 
 def _emit_packed(t: OuterTile) -> str:
-    """sgemm_packed_<tag>: rows [m0, m1) of C = A @ B over a B packed by sgemm_packb (panels of t.nr columns,
-    K blocks of kc), A read in place (any strides).  Per K block, per group of nc columns (its panels, kq x nc
+    """sgemm_packed_<tag>: C[m0:m1, n0:n1] of C = A @ B (n0 a multiple of t.nr) over a B packed by sgemm_packb
+    (panels of t.nr columns, K blocks of kc, N columns in all), A read in place (any strides).  Per K block, per group of nc columns (its panels, kq x nc
     floats, stay in L2), row tile by row tile, every panel of the group: the tile's rows of A stay in L1 while
     B streams from L2, and C is written a whole row segment at a time.  (Panel by panel with every row tile
     inside, the panel in L1, was 0-10% slower, most where C comes from memory: 64-column strips of C rows are
@@ -327,7 +327,8 @@ def _emit_packed(t: OuterTile) -> str:
     of the weight gradients included.)  K blocks after the first add to C, as does every block when
     accumulate != 0."""
     f = _Fn(f"define void @sgemm_packed_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, "
-            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate) #0")
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %N, i64 %K, i64 %kc, i64 %nc, "
+            "i32 %accumulate) #0")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
     given = f.tmp("icmp ne i32 %accumulate, 0")
     last = f.tmp("sub i64 %m1, 1")
@@ -337,8 +338,8 @@ def _emit_packed(t: OuterTile) -> str:
     qoff = f.tmp(f"mul i64 {pc}, {npan}")
     bq = f.tmp(f"getelementptr float, ptr %bp, i64 {f.tmp(f'mul i64 {qoff}, {t.nr}')}")
     a0 = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {pc}, %sak')}")
-    jc, close_jc = f.loop("0", "%N", "%nc", "jc")
-    je = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {jc}, %nc')}, i64 %N)")
+    jc, close_jc = f.loop("%n0", "%n1", "%nc", "jc")
+    je = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {jc}, %nc')}, i64 %n1)")
     ir, close_i = f.loop("%m0", "%m1", str(t.mr), "ir")
     arows = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)]
     jr, close_j = f.loop(jc, je, str(t.nr), "jr")
@@ -374,7 +375,7 @@ def _emit_batch(t: OuterTile) -> str:
     f.emit(f"call void @sgemm_packb(ptr {bi}, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 0, "
            f"i64 {npan}, ptr %bp)")
     f.emit(f"call void @sgemm_packed_{t.tag}(ptr {ai}, i64 %sam, i64 %sak, ptr %bp, ptr {ci}, i64 %ldc, i64 0, "
-           "i64 %M, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 0)")
+           "i64 %M, i64 0, i64 %N, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 0)")
     close()
     return f.text()
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import re
 import threading
 
 import numpy as np
@@ -80,7 +81,14 @@ class F32Gemm:
         target = cpu.host_target()
         text = gen.emit_module(triple=target.triple, data_layout=target.data_layout)
         self._lib = cpu.NativeLibrary(text, "gemm_f32", gen.__file__)
-        fn = self._lib.function
+        arity = {m.group(1): len(m.group(2).split(",")) for m in re.finditer(r"define void @(\w+)\(([^)]*)\)", text)}
+
+        def fn(name, *argtypes):
+            # ctypes passes surplus or missing arguments unchecked: a prototype that lags the generator would
+            # hand the kernel garbage sizes, so they are held to the emitted signature here
+            if arity.get(name) != len(argtypes):
+                raise RuntimeError(f"gemm_f32: {name} takes {arity.get(name)} arguments, its prototype {len(argtypes)}")
+            return self._lib.function(name, *argtypes)
         self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
                             _I64, _I32) for t in gen.OUTER_TILES}
         self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
@@ -93,7 +101,7 @@ class F32Gemm:
                                    _I64, _I64, _I64, _P, _I32) for t in gen.DOT_TILES}
         self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
-                             _I64, _I32) for t in gen.PACKED_TILES}
+                             _I64, _I64, _I64, _I32) for t in gen.PACKED_TILES}
         self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
                             _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
@@ -147,22 +155,35 @@ class F32Gemm:
                                           self._scratch("panel", k * cb), cb), nb, threads)
 
     def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
-                   nc=None) -> None:
-        """B packed once (on the calling thread, ~1% of the product), then row chunks over the threads."""
+                   nc=None, split=None) -> None:
+        """Across threads by rows: B packed once on the calling thread (~1% of the product), every chunk reads
+        all of it.  Or, for a result wider than tall (split "cols"), by panels: each chunk packs and reads only
+        its own columns of B and reads all of A, the smaller operand then (a weight gradient [128, 1024] @
+        [1024, 512]: its packed B, 2 MB, is more than a core's L2)."""
         t = tile or packed_tile(m, n)[0]
         kc, nc = _blocking(t, k, kc, nc)
         npan = -(-n // t.nr)
         bp = self._scratch("packb", -(-k // kc) * npan * kc * t.nr)
-        self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
-        fn = self.packed[t]
+        fn, pack = self.packed[t], self.pack_b
         parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
+        if (split or ("cols" if n > m else "rows")) == "cols" and parallel and npan > 1:
+            nb = min(npan, workers.CHUNKS_PER_THREAD * threads)
+            cut = [npan * i // nb for i in range(nb + 1)]
+
+            def chunk(i):
+                pack(pb, sbk, sbn, k, n, t.nr, kc, cut[i], cut[i + 1], bp)
+                fn(pa, sam, sak, bp, pc, ldc, 0, m, cut[i] * t.nr, min(n, cut[i + 1] * t.nr), n, k, kc, nc, 0)
+            workers.parallel_for(chunk, nb, threads)
+            return
+        pack(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
         tiles = -(-m // t.mr)
         nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
         if nb == 1:
-            fn(pa, sam, sak, bp, pc, ldc, 0, m, n, k, kc, nc, 0)
+            fn(pa, sam, sak, bp, pc, ldc, 0, m, 0, n, n, k, kc, nc, 0)
             return
         cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
-        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], n, k, kc, nc, 0), nb, threads)
+        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], 0, n, n, k, kc, nc, 0), nb,
+                             threads)
 
     def run_batch(self, pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads: int,
                   tile=None) -> None:

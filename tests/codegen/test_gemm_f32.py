@@ -155,7 +155,7 @@ def test_packed_accumulate_flag_adds_to_the_output():
     bpa = bp.__array_interface__["data"][0]
     bpa += (-bpa) % 64
     g.pack_b(gemm_f32._addr(b), b.strides[0] // 4, b.strides[1] // 4, 40, 100, t.nr, 40, 0, 2, bpa)
-    g.packed[t](gemm_f32._addr(a), 40, 1, bpa, gemm_f32._addr(out), 100, 0, 70, 100, 40, 40, t.nr, 1)
+    g.packed[t](gemm_f32._addr(a), 40, 1, bpa, gemm_f32._addr(out), 100, 0, 70, 0, 100, 100, 40, 40, t.nr, 1)
     np.testing.assert_allclose(out, c + a @ b, rtol=1e-5, atol=1e-5)
 
 
