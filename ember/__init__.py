@@ -65,7 +65,7 @@ from .frontend.linalg_composites import (  # noqa: E402
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
 from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402
-    matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, einsum, sort, argsort, topk, kthvalue,
+    matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, addbmm, addmv, addr, einsum, sort, argsort, topk, kthvalue,
     median)
 from .frontend.autograd import (  # noqa: E402
     no_grad, enable_grad, inference_mode, set_grad_enabled, is_grad_enabled)
