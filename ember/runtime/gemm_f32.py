@@ -16,9 +16,9 @@ blas_threads runs it):
   * A and B both contiguous along K and a small result (M * N <= DOT_MAX_MN): the dot form, K cut into
     blocks of DOT_KC that stay in L2; across threads by K ranges summed at the end, or by row tiles.
   * Everything else from PACKED_MIN_M rows and PACKED_MIN_K deep whose tiles waste little (`packed_tile`):
-    the packed form, B packed once on the calling thread, row chunks across the threads.  The GPT step's
-    products (x @ W^T, dY @ W, dY^T @ X; K 128-1024) ran 1.03-1.3x faster than OpenBLAS one thread each,
-    alone, and 1.02-1.24x inside the step (operands from L3 or memory).
+    the packed form (`run_packed`: split by rows, or by panels when N > M).  The GPT step's products (x @ W^T,
+    dY @ W, dY^T @ X; K 128-1024), one thread each, tenth percentiles: 1.00-1.16x OpenBLAS alone (hot or with
+    C from memory; the dY^T @ X weight gradients at 1.00-1.07x), 0.96-1.24x inside the step.
   * Batched (`sgemm_batch`): products numpy runs slowly, a B without unit column stride (attention's
     Q @ K^T: 1.1-1.3x); numpy keeps the rest.  A batch that folds into rows is one 2-D product.
 Everything else (small products, N = 65 heads) stays with BLAS.  Work is split by output rows (or products)
