@@ -319,8 +319,9 @@ def _emit_pack_b() -> str:
 
 def _emit_packed(t: OuterTile) -> str:
     """sgemm_packed_<tag>: C[m0:m1, n0:n1] of C = A @ B (n0 a multiple of t.nr) over a B packed by sgemm_packb
-    (panels of t.nr columns, K blocks of kc, N columns in all), A read in place (any strides).  Per K block, per group of nc columns (its panels, kq x nc
-    floats, stay in L2), row tile by row tile, every panel of the group: the tile's rows of A stay in L1 while
+    (panels of t.nr columns, K blocks of kc, N columns in all), A read in place (any strides).  Per K block,
+    per group of nc columns (its panels, kq x nc floats, stay in L2), row tile by row tile, every panel of the
+    group: the tile's rows of A stay in L1 while
     B streams from L2, and C is written a whole row segment at a time.  (Panel by panel with every row tile
     inside, the panel in L1, was 0-10% slower, most where C comes from memory: 64-column strips of C rows are
     a poor stream.  Copying A into slivers of MR rows first, as BLIS does, was slower on every GPT shape, dY^T
