@@ -80,6 +80,8 @@ from .runtime import eager_kernels as _eager_kernels  # noqa: E402
 
 for _op in _eager_kernels.FAST_UNARY:     # eager ops numpy has no fast loop for: generated code, compiled on use
     _dispatch.register(_op, _eager_kernels.unary_kernel(_op))
+_dispatch.FUSED["adam"] = _eager_kernels.adam_update      # the eager Adam/AdamW update: one generated kernel
+_dispatch.register("index_add", _eager_kernels.index_add_kernel(_dispatch._BASE["index_add"]))   # a row loop
 
 # the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
 (FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,
