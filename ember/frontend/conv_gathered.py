@@ -8,7 +8,11 @@ CNN's conv2) and adds the bias in a pass of its own; its weight gradient reads t
 input is moved batch-last and padded once ([C, *padded, N], input-sized), the forward product and the
 weight gradient read its windows in place (kernels/blas.py `gathered`, ember/runtime/gemm_f32.py
 `matmul_gathered`, the kernels compiled code uses for the same job: ember/passes/implicit_gemm.py), and the
-bias rides in the product as one more row of ones.  The input gradient is the composite's: W^T @ dY folded.
+bias rides in the product as one more row of ones.  The input gradient is the composite's, W^T @ dY folded, with
+the fold one generated gather (ember/kernels/window_ops.py: each input position sums the window offsets that
+reach it, batch innermost) instead of a strided add per offset.  (dX as the full correlation of the padded dY,
+the same gathered product, was measured slower: the MNIST CNN's conv2 does 2.25x the flops, 1.3 ms against
+0.5 + 0.1 ms.)
 A backward that must itself be differentiated (create_graph) runs the composite's, so higher-order
 gradients are the composite's too.
 """
@@ -19,7 +23,7 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..kernels import blas, blas_threads
+from ..kernels import blas, blas_threads, window_ops
 from .autograd import Function, enable_grad, grad, is_grad_enabled
 from .prims import _fold_kernel
 from .tensor import _wrap
@@ -112,9 +116,12 @@ class _GatheredConv(Function):
             w = dcols.reshape((C,) + kernel + out + (N,))
             # [N, C, *out, *kernel] as fold takes it (a view: the batch stays innermost in memory)
             w = w.transpose((2 * nd + 1, 0) + tuple(range(nd + 1, 2 * nd + 1)) + tuple(range(1, nd + 1)))
-            full = _fold_kernel(np, w, padded, kernel, ctx.stride, ctx.dilation)       # [N, C, *padded]
-            crop = (slice(None), slice(None)) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[2:]))
-            gx = _wrap(full[crop])
+            lo = tuple(p for p, _ in pads)
+            gxa = window_ops.fold(w, tuple(x.shape[2:]), kernel, ctx.stride, ctx.dilation, lo)
+            if gxa is None:
+                full = _fold_kernel(np, w, padded, kernel, ctx.stride, ctx.dilation)       # [N, C, *padded]
+                gxa = full[(slice(None), slice(None)) + tuple(slice(a, a + n) for a, n in zip(lo, x.shape[2:]))]
+            gx = _wrap(gxa)
         return gx, gw, gb, None, None, None, None, None
 
 

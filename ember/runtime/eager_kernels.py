@@ -11,6 +11,10 @@ vectorised, split over the worker threads) takes ~1 ms, and agrees with compiled
 One kernel per (op, dtype), over a 1-D buffer whose length is a size symbol (ember/ir/symbolic.py),
 so every array size uses the same machine code; compiled on first use and kept in the disk cache.
 Arrays below MIN_SIZE, non-contiguous or non-CPU arrays, and other dtypes take the reference kernel.
+
+The eager ops below this layer (pooling, a convolution's fold, masked gradients: ember/kernels/window_ops.py)
+build their kernels themselves and compile them through `compile_one`, which this module hands to
+ember/kernels/generated.py when it is imported (the kernels layer cannot import the compiler).
 """
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.ops import OPS
+from ember.kernels import generated
 
-__all__ = ["unary_kernel", "FAST_UNARY", "MIN_SIZE"]
+__all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE"]
 
 FAST_UNARY = ("erf",)      # measured slower in numpy than in generated code (see the docstring)
 MIN_SIZE = 4096            # below this the call overhead (~10 us) outweighs the gain
@@ -72,3 +77,12 @@ def unary_kernel(op: str):
     fast.__name__ = f"{op}_generated"
     fast.reference = ref                # what it runs below MIN_SIZE (and what constant folding uses)
     return fast
+
+
+def compile_one(kernel):
+    """A kernel IR Kernel compiled alone (through the disk cache): its launcher `run(arrays, threads=None)`."""
+    from ember.runtime.cpu import compile_kernels
+    return compile_kernels([kernel])[kernel.name].launch
+
+
+generated.COMPILE = compile_one
