@@ -2,12 +2,16 @@
 
 In: a key (hashable: everything the kernel depends on -- op, shapes, dtypes, window) and a builder returning a
 kernel IR `Kernel` (ember/ir/kernel.py, docs/kernel-ir.md).  Out: `kernel(key, build)` -> the compiled
-kernel's launcher `run(arrays)` (contiguous numpy arrays in kernel.args order: inputs, then outputs, written
-in place), or None where no code generator is available (the caller runs its numpy path).
+kernel (`k.launch(arrays)`: contiguous numpy arrays in kernel.args order, inputs then outputs, written in
+place; `k.at({"s0": n})` binds the sizes of a kernel built over size symbols), or None where no code
+generator is available (the caller runs its numpy path).
 
-    run = generated.kernel(("relu_grad", dtype, n), lambda: Kernel(...))
-    if run is not None:
-        run([g, y, out])
+    k = generated.kernel(("max_pool", ...), lambda: Kernel(...))
+    if k is not None:
+        k.launch([x, y, tap])
+
+`elementwise(name, fn, arrays)` is the one-pass case: out[i] = fn(loads of arrays[j][i]) over arrays of one
+shape, in the first one's memory order, one kernel per (name, dtypes) for every size.
 
 Why: an eager op that numpy spells as several whole-array passes (a max pool's running maximum and its
 winner, a fold's strided adds, a masked gradient) runs as one loop of the compiled path's code instead --
@@ -24,22 +28,23 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-__all__ = ["COMPILE", "MIN_SIZE", "MAX_KERNELS", "kernel", "memory_order", "built"]
+__all__ = ["COMPILE", "MIN_SIZE", "MAX_KERNELS", "kernel", "elementwise", "memory_order", "inverse", "built"]
 
-COMPILE: Callable | None = None   # Kernel -> launcher; set by ember/runtime/eager_kernels.py
+COMPILE: Callable | None = None   # Kernel -> compiled kernel; set by ember/runtime/eager_kernels.py
 MIN_SIZE = 4096       # arrays smaller than this stay with numpy: its few passes over them cost less than a
                       # call (~5 us), and a shape seen once is not worth a build (~20 ms)
 MAX_KERNELS = 256     # compiled kernels kept (eager shapes vary; each holds its machine code)
 
 _cache: dict = {}
+_bound: dict = {}     # (key, size) -> the elementwise kernel bound to that size
 _lock = threading.Lock()
 _broken: list = []    # the compiler failed once: numpy from then on
 built: list = []      # keys compiled in this process, in order (tests check which path ran)
 
 
-def kernel(key: Hashable, build: Callable) -> Callable | None:
-    """The launcher of the kernel `build()` returns, compiled on the first call with this key; None when
-    there is no code generator (or it failed: the error is not repeated for every call)."""
+def kernel(key: Hashable, build: Callable):
+    """The kernel `build()` returns, compiled on the first call with this key; None when there is no code
+    generator (or it failed: the error is not repeated for every call)."""
     run = _cache.get(key)
     if run is not None:
         return run
@@ -77,3 +82,39 @@ def inverse(perm) -> tuple[int, ...]:
     for i, p in enumerate(perm):
         inv[p] = i
     return tuple(inv)
+
+
+def elementwise(name: str, fn: Callable, arrays, dtype=None) -> np.ndarray | None:
+    """out = fn(*loads) elementwise over numpy arrays of one shape (kernel IR expressions of one Load each;
+    out's dtype is `dtype`, or the first array's), laid out like arrays[0]: the others are read in its
+    memory order (copied into it when they lie otherwise).  `name` identifies fn.  None: too small, or no
+    code generator -- the caller's numpy path."""
+    from ..ir import dtypes as dt
+    from ..ir.kernel import Buf, Kernel, Load, Store, o
+    from ..ir.symbolic import SymInt
+    a0 = arrays[0]
+    if a0.size < MIN_SIZE or COMPILE is None or _broken:
+        return None
+    perm, b0 = memory_order(a0)
+    bufs = [b0] + [np.ascontiguousarray(a.transpose(perm)) for a in arrays[1:]]
+    odt = np.dtype(dtype or a0.dtype)
+    key = ("elementwise", name, tuple(b.dtype.str for b in bufs), odt.str)
+
+    def build():
+        n = SymInt({("s0",): 1}, MIN_SIZE)
+        ins = [Buf(f"x{i}", (n,), dt.from_numpy(b.dtype)) for i, b in enumerate(bufs)]
+        out = Buf("out", (n,), dt.from_numpy(odt))
+        value = fn(*(Load(b, [o(0)]) for b in ins))
+        return Kernel(ins, [out], [n], stores=[Store(out, [o(0)], value)], name=f"eager_{name}")
+
+    bound = _bound.get((key, b0.size))
+    if bound is None:
+        k = kernel(key, build)
+        if k is None:
+            return None
+        if len(_bound) >= MAX_KERNELS:
+            del _bound[next(iter(_bound))]
+        bound = _bound[(key, b0.size)] = k.at({"s0": b0.size})     # binding the size costs ~50 us: once
+    res = np.empty(b0.shape, odt)
+    bound.launch([b.reshape(-1) for b in bufs] + [res.reshape(-1)])
+    return res.transpose(inverse(perm))

@@ -131,12 +131,12 @@ def max_pool(x: np.ndarray, k, s, d, lo, outs, indices: bool = False):
         stores = [Store(Y, at, acc), Store(T, at, tap)] + ([Store(outs_[2], at, pos)] if indices else [])
         return Kernel([X], outs_, mshape, stores=stores, name="eager_max_pool")
 
-    run = generated.kernel(key, build)
-    if run is None:
+    kern = generated.kernel(key, build)
+    if kern is None:
         return None
     y, tap = np.empty(mshape, buf.dtype), np.empty(mshape, tdt)
     idx = np.empty(mshape, np.int64) if indices else None
-    run([buf, y, tap] + ([idx] if indices else []))
+    kern.launch([buf, y, tap] + ([idx] if indices else []))
     inv = generated.inverse(perm)
     return y.transpose(inv), tap.transpose(inv), (idx.transpose(inv) if indices else None)
 
@@ -202,11 +202,11 @@ def max_pool_grad(g: np.ndarray, tap: np.ndarray, shape, k, s, d, lo, outs):
         return Kernel([G, T], [DX], xshape, stores=[Store(DX, [o(j) for j in range(len(xshape))], val)],
                       name="eager_max_pool_grad")
 
-    run = generated.kernel(key, build)
-    if run is None:
+    kern = generated.kernel(key, build)
+    if kern is None:
         return None
     dx = np.empty(xshape, gm.dtype)
-    run([gm, tm, dx])
+    kern.launch([gm, tm, dx])
     return dx.transpose(generated.inverse(perm))
 
 
@@ -262,9 +262,9 @@ def fold(cols: np.ndarray, size, k, s, d, lo=None):
         return Kernel([C], [DX], xshape, stores=[Store(DX, [o(j) for j in range(len(xshape))], val)],
                       name="eager_fold")
 
-    run = generated.kernel(key, build)
-    if run is None:
+    kern = generated.kernel(key, build)
+    if kern is None:
         return None
     dx = np.empty(xshape, buf.dtype)
-    run([buf, dx])
+    kern.launch([buf, dx])
     return dx.transpose(generated.inverse(keep))

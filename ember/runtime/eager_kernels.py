@@ -80,9 +80,10 @@ def unary_kernel(op: str):
 
 
 def compile_one(kernel):
-    """A kernel IR Kernel compiled alone (through the disk cache): its launcher `run(arrays, threads=None)`."""
+    """A kernel IR Kernel compiled alone (through the disk cache): its KernelCallable (`launch(arrays)`,
+    `at(sizes)`, ember/runtime/cpu.py)."""
     from ember.runtime.cpu import compile_kernels
-    return compile_kernels([kernel])[kernel.name].launch
+    return compile_kernels([kernel])[kernel.name]
 
 
 generated.COMPILE = compile_one
