@@ -66,9 +66,13 @@ class _GatheredConv(Function):
         padded, out, koff, starts, L = plan
         X = x._data
         N, C = X.shape[0], X.shape[1]
-        xb = np.zeros((C,) + padded + (N,), np.float32)
-        inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, X.shape[2:]))
-        xb[(slice(None),) + inner] = np.moveaxis(X, 0, -1)
+        xb = np.moveaxis(X, 0, -1)           # an unpadded batch-last input (a pooled conv result) is read as it lies
+        if any(lo or hi for lo, hi in pads):
+            src = xb
+            xb = np.zeros((C,) + padded + (N,), np.float32)
+            xb[(slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, X.shape[2:]))] = src
+        elif not xb.flags.c_contiguous:
+            xb = np.ascontiguousarray(xb)
         O = weight.shape[0]
         CK = len(koff)
         J = math.prod(out) * N
@@ -83,12 +87,20 @@ class _GatheredConv(Function):
         blas.matmul(W2, xb, y, gather_b=desc)
         ctx.saved = (xb, desc, W2, padded, out, pads)
         ctx.args = (x, weight, bias, composite)
+        ctx.versions = (x._vc[0], weight._vc[0])     # xb and W2 may be their memory: see backward
         ctx.stride, ctx.dilation = stride, dilation
         return _wrap(np.moveaxis(y.reshape((O,) + out + (N,)), -1, 0))
 
     @staticmethod
     def backward(ctx, g):
         x, weight, bias, composite = ctx.args
+        for t, v in zip((x, weight), ctx.versions):
+            if t._vc[0] != v:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{t.dtype.name} {list(t.shape)}] is at version {t._vc[0]}; expected version {v} "
+                    "instead. Hint: the backtrace further above can point to the operation that failed to compute "
+                    "its gradient.")
         if is_grad_enabled():            # create_graph: the composite's backward, differentiable
             ins = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
             with enable_grad():

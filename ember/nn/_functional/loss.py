@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from ...frontend import math_ops as M
+from ...frontend import autograd as ag
 from ...frontend.autograd import Function
 from ...frontend.tensor import _wrap
 from ...frontend import shape_ops as S
@@ -83,6 +84,11 @@ class _NllLoss(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if g._xp is np and not ag.is_grad_enabled():     # one index per row: a plain assignment, in numpy
+            src = (g._data * ctx.coef._data).reshape(ctx.idx.shape)
+            dx = np.zeros(ctx.shape, src.dtype)
+            np.put_along_axis(dx, ctx.idx._data, src, ctx.cdim)
+            return _wrap(dx), None, None, None, None, None
         src = P("reshape", P("mul", g, ctx.coef), shape=tuple(ctx.idx.shape))
         zeros = P("full", shape=ctx.shape, value=0, dtype=src.dtype, device=src.device)
         return P("scatter_add", zeros, ctx.idx, src, dim=ctx.cdim), None, None, None, None, None
