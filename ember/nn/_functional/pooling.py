@@ -45,10 +45,10 @@ def _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op):
     k = ntuple(kernel_size, nd)
     s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else ntuple(stride, nd)
     p, d = ntuple(padding, nd), ntuple(dilation, nd)
-    for pi, ki, di in zip(p, k, d):
-        if pi > (di * (ki - 1) + 1) // 2:
-            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={pi}, "
-                               f"kernel_size={ki} and dilation={di}")
+    for pi, ki in zip(p, k):
+        if pi > ki // 2:       # PyTorch's bound: half the kernel size, whatever the dilation
+            raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+                               f"pad={pi} and kernel_size={ki}")
     if any(si <= 0 for si in s):
         raise RuntimeError(f"{op}: stride should be greater than zero, but got stride={list(s)}")
     spatial = static_sizes(input.shape[-nd:])
