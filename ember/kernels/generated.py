@@ -10,8 +10,9 @@ generator is available (the caller runs its numpy path).
     if k is not None:
         k.launch([x, y, tap])
 
-`elementwise(name, fn, arrays)` is the one-pass case: out[i] = fn(loads of arrays[j][i]) over arrays of one
-shape, in the first one's memory order, one kernel per (name, dtypes) for every size.
+`sized(key, build, n)` is a kernel built over the size symbol s0 (one compile for every size) bound to n;
+`elementwise(name, fn, arrays)` the one-pass case: out[i] = fn(loads of arrays[j][i]) over arrays of one
+shape, in the first one's memory order.
 
 Why: an eager op that numpy spells as several whole-array passes (a max pool's running maximum and its
 winner, a fold's strided adds, a masked gradient) runs as one loop of the compiled path's code instead --
@@ -28,7 +29,8 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-__all__ = ["COMPILE", "MIN_SIZE", "MAX_KERNELS", "kernel", "elementwise", "memory_order", "inverse", "built"]
+__all__ = ["COMPILE", "MIN_SIZE", "MAX_KERNELS", "kernel", "sized", "size_symbol", "elementwise", "memory_order",
+           "inverse", "built"]
 
 COMPILE: Callable | None = None   # Kernel -> compiled kernel; set by ember/runtime/eager_kernels.py
 MIN_SIZE = 4096       # arrays smaller than this stay with numpy: its few passes over them cost less than a
@@ -84,6 +86,26 @@ def inverse(perm) -> tuple[int, ...]:
     return tuple(inv)
 
 
+def sized(key: Hashable, build: Callable, n: int):
+    """The kernel `build()` returns -- built over the size symbol s0 -- bound to s0 = n: one compiled kernel
+    for every size, and a binding kept per size (binding costs ~50 us: the launch facts are recomputed)."""
+    bound = _bound.get((key, n))
+    if bound is None:
+        k = kernel(key, build)
+        if k is None:
+            return None
+        if len(_bound) >= MAX_KERNELS:
+            del _bound[next(iter(_bound))]
+        bound = _bound[(key, n)] = k.at({"s0": n})
+    return bound
+
+
+def size_symbol():
+    """The size symbol s0 (ember/ir/symbolic.py) that `sized` kernels are built over."""
+    from ..ir.symbolic import SymInt
+    return SymInt({("s0",): 1}, MIN_SIZE)
+
+
 def elementwise(name: str, fn: Callable, arrays, dtype=None) -> np.ndarray | None:
     """out = fn(*loads) elementwise over numpy arrays of one shape (kernel IR expressions of one Load each;
     out's dtype is `dtype`, or the first array's), laid out like arrays[0]: the others are read in its
@@ -91,30 +113,23 @@ def elementwise(name: str, fn: Callable, arrays, dtype=None) -> np.ndarray | Non
     code generator -- the caller's numpy path."""
     from ..ir import dtypes as dt
     from ..ir.kernel import Buf, Kernel, Load, Store, o
-    from ..ir.symbolic import SymInt
     a0 = arrays[0]
     if a0.size < MIN_SIZE or COMPILE is None or _broken:
         return None
     perm, b0 = memory_order(a0)
     bufs = [b0] + [np.ascontiguousarray(a.transpose(perm)) for a in arrays[1:]]
     odt = np.dtype(dtype or a0.dtype)
-    key = ("elementwise", name, tuple(b.dtype.str for b in bufs), odt.str)
 
     def build():
-        n = SymInt({("s0",): 1}, MIN_SIZE)
+        n = size_symbol()
         ins = [Buf(f"x{i}", (n,), dt.from_numpy(b.dtype)) for i, b in enumerate(bufs)]
         out = Buf("out", (n,), dt.from_numpy(odt))
         value = fn(*(Load(b, [o(0)]) for b in ins))
         return Kernel(ins, [out], [n], stores=[Store(out, [o(0)], value)], name=f"eager_{name}")
 
-    bound = _bound.get((key, b0.size))
-    if bound is None:
-        k = kernel(key, build)
-        if k is None:
-            return None
-        if len(_bound) >= MAX_KERNELS:
-            del _bound[next(iter(_bound))]
-        bound = _bound[(key, b0.size)] = k.at({"s0": b0.size})     # binding the size costs ~50 us: once
+    k = sized(("elementwise", name, tuple(b.dtype.str for b in bufs), odt.str), build, b0.size)
+    if k is None:
+        return None
     res = np.empty(b0.shape, odt)
-    bound.launch([b.reshape(-1) for b in bufs] + [res.reshape(-1)])
+    k.launch([b.reshape(-1) for b in bufs] + [res.reshape(-1)])
     return res.transpose(inverse(perm))
