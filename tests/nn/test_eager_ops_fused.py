@@ -202,3 +202,26 @@ def test_random_draws_are_the_reference_bit_for_bit(dist, dtype):
         got, ref = _random_kernel(np, key, shape, d, dist), OPS["random"].ref(np, key, shape, d, dist)
         assert got.dtype == ref.dtype and got.shape == ref.shape
         np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4), (4,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch(shape, bias):
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal(shape), rng.standard_normal((3, 4)), rng.standard_normal(3)
+
+    def run(T):
+        tx, tw, tb = (T.tensor(a, requires_grad=True) for a in (x, w, b))
+        ins = [tx, tw] + ([tb] if bias else [])
+        y = T.nn.functional.linear(tx, tw, tb if bias else None)
+        gs = T.autograd.grad((y ** 3).sum(), ins, create_graph=True)
+        ggs = T.autograd.grad(sum((g ** 2).sum() for g in gs), ins, allow_unused=True)
+        return [y.detach().numpy()] + [g.detach().numpy() for g in gs] + [g.numpy() for g in ggs if g is not None], y
+
+    ref, ty = run(torch)
+    got, ey = run(ember)
+    assert ey.grad_fn.name() == ("AddmmBackward0" if bias else "MmBackward0")
+    for a, e in zip(ref, got):
+        np.testing.assert_allclose(e, a, rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        F.linear(ember.randn(2, 5), ember.randn(3, 4))
