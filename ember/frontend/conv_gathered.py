@@ -18,6 +18,7 @@ gradients are the composite's too.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -33,8 +34,10 @@ __all__ = ["gathered_conv", "MIN_RUN"]
 MIN_RUN = 16      # contiguous source values per run of columns: below this the copy is cheaper
 
 
+@functools.lru_cache(maxsize=64)
 def _plan(xshape, kernel, stride, pads, dilation):
-    """(padded sizes, output sizes, desc-without-koff pieces) or None when the runs would be short."""
+    """(padded sizes, output sizes, row offsets, run starts, run length) or None when the runs would be short.
+    Kept per shape (an eager loop asks for the same few every step; the offsets cost ~10-25 us to list)."""
     N, C = xshape[0], xshape[1]
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(xshape[2:], pads))
     out = tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel, stride, dilation))
@@ -56,8 +59,8 @@ def _plan(xshape, kernel, stride, pads, dilation):
     for k, d, d_st in zip(kernel, dilation, st):
         koff = [b + i * d * d_st for b in koff for i in range(k)]
     cstride = st[0] * padded[0]
-    koff = [c * cstride + o for c in range(C) for o in koff]
-    return padded, out, koff, starts, L
+    koff = tuple(c * cstride + o for c in range(C) for o in koff)
+    return padded, out, koff, tuple(starts), L
 
 
 class _GatheredConv(Function):
@@ -79,10 +82,10 @@ class _GatheredConv(Function):
         W2 = weight._data.reshape(O, CK)
         if bias is not None:
             W2 = np.concatenate([W2, bias._data.reshape(O, 1)], axis=1)
-            desc = (CK + 1, J, L, tuple(koff) + (-1,), tuple(starts), ((CK, 1.0),))
+            desc = (CK + 1, J, L, koff + (-1,), starts, ((CK, 1.0),))
         else:
             W2 = np.ascontiguousarray(W2)
-            desc = (CK, J, L, tuple(koff), tuple(starts), ())
+            desc = (CK, J, L, koff, starts, ())
         y = np.empty((O, J), np.float32)
         blas.matmul(W2, xb, y, gather_b=desc)
         ctx.saved = (xb, desc, W2, padded, out, pads)
