@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir.ops import OPS
 from ..ir import dtypes as dt
-from ..kernels import blas_threads, casts, generated
+from ..kernels import blas_threads, casts, generated, window_ops
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register, register_reduced
 from .tensor import Tensor
 
@@ -411,7 +411,14 @@ register("cat", lambda xp, *xs, dim: xp.concatenate(xs, axis=dim), _cat_vjp)
 register("windows", _windows_kernel,
          lambda g, o, x, kernel, stride, dilation: (
              P("fold", g, size=tuple(x.shape[-len(kernel):]), kernel=kernel, stride=stride, dilation=dilation),))
-register("fold", _fold_kernel,
+def _fold(xp, x, size, kernel, stride, dilation):
+    """fold's eager kernel: the generated gather (ember/kernels/window_ops.py) for float32/float64 arrays it
+    takes, the strided adds of _fold_kernel otherwise."""
+    r = window_ops.fold(x, size, kernel, stride, dilation) if xp is np else None
+    return r if r is not None else _fold_kernel(xp, x, size, kernel, stride, dilation)
+
+
+register("fold", _fold,
          lambda g, o, x, size, kernel, stride, dilation: (
              P("windows", g, kernel=kernel, stride=stride, dilation=dilation),))
 

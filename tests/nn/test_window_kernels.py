@@ -47,7 +47,7 @@ def _values(rng, shape, specials):
 
 def _layout(a, how):
     """The same values as a C-contiguous, a batch-last (a convolution's result) or a strided array."""
-    if how == "batch_last":
+    if how == "batch_last" and a.ndim > 2:
         return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 0, -1)), -1, 0)
     if how == "strided":
         wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
@@ -64,7 +64,7 @@ def pools(draw):
     s = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     p = tuple(draw(st.integers(0, ki // 2)) for ki in k)
     sizes = tuple(draw(st.integers(di * (ki - 1) + 1, 9)) for ki, di in zip(k, d))
-    lead = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    lead = (draw(st.integers(1, 3)),) * draw(st.integers(1, 2))          # [C, ...] (unbatched) or [N, C, ...]
     return dict(nd=nd, k=k, s=s, p=p, d=d, shape=lead + sizes, ceil=draw(st.booleans()),
                 layout=draw(st.sampled_from(["c", "batch_last", "strided"])), specials=draw(st.booleans()),
                 dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 10_000)))
@@ -226,3 +226,18 @@ def test_window_ops_decline_what_they_do_not_take():
     k = (9, 9)                                                                               # 81 > MAX_TAPS
     assert math.prod(k) > window_ops.MAX_TAPS
     assert window_ops.max_pool(big, k, k, (1, 1), (0, 0), (10, 10)) is None
+
+
+def test_composite_convolution_folds_through_the_generated_kernel():
+    """float64 (no gathered product): the composite's fold primitive runs the generated gather."""
+    if generated.COMPILE is None:
+        pytest.skip("no code generator")
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((8, 3, 14, 14)), rng.standard_normal((4, 3, 3, 3))
+    ex, tx = ember.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    before = len(generated.built)
+    F.conv2d(ex, ember.tensor(w), stride=2, padding=1, dilation=2).sum().backward()
+    TF.conv2d(tx, torch.tensor(w), stride=2, padding=1, dilation=2).sum().backward()
+    np.testing.assert_allclose(ex.grad.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert any(key[0] == "fold" for key in generated.built[before:]) or \
+        any(key[0] == "fold" and key[1] == "<f8" for key in generated._cache)
