@@ -17,8 +17,10 @@ from ..ir import dtypes as dt
 from ..ir.symbolic import SymInt
 from ..ir.ops import FLOAT_UNARY, norm_dim, norm_dims
 from .autocast import autocast_op
+from . import autograd as _ag
+from . import dispatch as _dispatch
 from .dispatch import apply as P
-from .tensor import Tensor
+from .tensor import Tensor, _wrap
 
 _Number = (int, float, bool)
 
@@ -750,8 +752,7 @@ def log_softmax(x, dim, dtype=None):
     d = norm_dim(dim, x._data.ndim, "log_softmax")
     if x.numel() == 0:
         return x * 1
-    from . import dispatch
-    if dispatch.tracer is None and x._xp is np and x.dtype in (dt.float32, dt.float64):
+    if _dispatch.tracer is None and x._xp is np and x.dtype in (dt.float32, dt.float64):
         return _log_softmax_eager(x, d)
     # the max of the detached input: a max recorded and then detached would leave its node and output in a
     # reference cycle holding the whole graph, for the garbage collector to find
@@ -763,22 +764,19 @@ def log_softmax(x, dim, dtype=None):
 def _log_softmax_eager(x, d):
     """Eager log_softmax as one op (LogSoftmaxBackward0, as PyTorch): numpy forward, and the gradient
     g - exp(y) * sum(g) from the saved result -- written in ember ops when it is differentiated again."""
-    from . import autograd as ag
-    from .dispatch import OUT, attach_node
-    from .tensor import _wrap
     a = x._data
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         s = a - a.max(axis=d, keepdims=True)
         y = s - np.log(np.exp(s).sum(axis=d, keepdims=True))
     out = _wrap(y, x.device)
-    if ag.is_grad_enabled() and x.requires_grad:
+    if _ag.is_grad_enabled() and x.requires_grad:
         def vjp(g, o, x_, dim):
-            if g._xp is np and not ag.is_grad_enabled():
+            if g._xp is np and not _ag.is_grad_enabled():
                 ga = g._data
                 with np.errstate(invalid="ignore", over="ignore"):
                     return (_wrap(ga - np.exp(o._data) * ga.sum(axis=dim, keepdims=True), g.device),)
             return (P("sub", g, P("mul", P("exp", o), P("sum", g, dims=(dim,), keepdim=True))),)
-        attach_node(out, "log_softmax", vjp, {"dim": d}, (x,), OUT)
+        _dispatch.attach_node(out, "log_softmax", vjp, {"dim": d}, (x,), _dispatch.OUT)
     return out
 
 

@@ -111,8 +111,6 @@ def elementwise(name: str, fn: Callable, arrays, dtype=None) -> np.ndarray | Non
     out's dtype is `dtype`, or the first array's), laid out like arrays[0]: the others are read in its
     memory order (copied into it when they lie otherwise).  `name` identifies fn.  None: too small, or no
     code generator -- the caller's numpy path."""
-    from ..ir import dtypes as dt
-    from ..ir.kernel import Buf, Kernel, Load, Store, o
     a0 = arrays[0]
     if a0.size < MIN_SIZE or COMPILE is None or _broken:
         return None
@@ -121,6 +119,8 @@ def elementwise(name: str, fn: Callable, arrays, dtype=None) -> np.ndarray | Non
     odt = np.dtype(dtype or a0.dtype)
 
     def build():
+        from ..ir import dtypes as dt
+        from ..ir.kernel import Buf, Kernel, Load, Store, o
         n = size_symbol()
         ins = [Buf(f"x{i}", (n,), dt.from_numpy(b.dtype)) for i, b in enumerate(bufs)]
         out = Buf("out", (n,), dt.from_numpy(odt))

@@ -21,13 +21,13 @@ written in kernel IR (ember/ir/kernel.py) and compiled by ember/kernels/generate
 """
 from __future__ import annotations
 
+# (kernel IR is imported where kernels are built: `import ember` does not load it)
 import itertools
 import math
 
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.kernel import Binary, Buf, Const, IndexValue, Kernel, Load, Store, Unary, Where, o
 from . import generated
 
 __all__ = ["max_pool", "max_pool_grad", "fold", "MAX_TAPS"]
@@ -46,6 +46,7 @@ def _ok(a: np.ndarray, taps: int) -> bool:
 
 
 def _all(conds):
+    from ..ir.kernel import Binary
     c = None
     for x in conds:
         c = x if c is None else Binary("logical_and", c, x)
@@ -55,17 +56,19 @@ def _all(conds):
 def _within(e, first: int, last: int, n: int) -> list:
     """Bool expressions saying 0 <= e < n for an index expression e ranging over [first, last]: only the
     bounds it can cross."""
+    from ..ir.kernel import Binary, Const, IndexValue
     v = IndexValue(e)
     return ([Binary("ge", v, Const(0, dt.int64))] if first < 0 else []) + \
         ([Binary("lt", v, Const(n, dt.int64))] if last >= n else [])
 
 
-def _guarded(buf: Buf, index: list, ranges: dict):
+def _guarded(buf, index: list, ranges: dict):
     """(load, valid): buf read at index, where ranges {dim: (first, last)} gives the span of the dims that
     can fall outside buf; valid (None: always inside) says where they do not.  Such a dim is read at
     `index % size` -- inside the buffer, and the same place where it is valid -- rather than through a
     bounds-masked load: the mask would make the address a select per element and keep the batch loop
     from vectorising, while the wrapped index depends on the outer loops only (~5x faster here)."""
+    from ..ir.kernel import Load
     conds = []
     index = list(index)
     for j, (first, last) in ranges.items():
@@ -93,6 +96,7 @@ def max_pool(x: np.ndarray, k, s, d, lo, outs, indices: bool = False):
            indices)
 
     def build():
+        from ..ir.kernel import Binary, Buf, Const, IndexValue, Kernel, Store, Unary, Where, o
         fdt = _FLOATS[buf.dtype]
         X = Buf("x", buf.shape, fdt)
         Y, T = Buf("y", mshape, fdt), Buf("tap", mshape, dt.from_numpy(tdt))
@@ -157,6 +161,7 @@ def max_pool_grad(g: np.ndarray, tap: np.ndarray, shape, k, s, d, lo, outs):
            tuple(outs))
 
     def build():
+        from ..ir.kernel import Binary, Buf, Const, IndexValue, Kernel, Store, Where, o
         fdt = _FLOATS[gm.dtype]
         G, T = Buf("g", gm.shape, fdt), Buf("tap", tm.shape, dt.from_numpy(tm.dtype))
         DX = Buf("dx", xshape, fdt)
@@ -230,6 +235,7 @@ def fold(cols: np.ndarray, size, k, s, d, lo=None):
     key = ("fold", buf.dtype.str, buf.shape, perm, tuple(size), tuple(k), tuple(s), tuple(d), lo)
 
     def build():
+        from ..ir.kernel import Binary, Buf, Const, IndexValue, Kernel, Store, Where, o
         fdt = _FLOATS[buf.dtype]
         C, DX = Buf("cols", buf.shape, fdt), Buf("dx", xshape, fdt)
         where_of = {p: j for j, p in enumerate(keep)}          # logical dim -> loop variable of dx

@@ -19,7 +19,6 @@ from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import OUT, apply as P, attach_node
 from ...frontend.prims import _where
 from ...frontend.tensor import _wrap
-from ...ir import kernel as K
 from ...kernels import generated
 from ._util import Tensor, is_tracing
 
@@ -52,7 +51,7 @@ def _relu_eager(input: Tensor) -> Tensor:
     where would branch per element), ember ops when the backward is differentiated again."""
     a = input._data
     zero = a.dtype.type(0)
-    y = generated.elementwise("relu", lambda x: K.where(K.binary("lt", x, 0.0), 0.0, x), [a])
+    y = generated.elementwise("relu", _relu_ir, [a])
     if y is None:
         y = _where(np, a < zero, zero, a)
     out = _wrap(y, input.device)
@@ -61,10 +60,20 @@ def _relu_eager(input: Tensor) -> Tensor:
     return out
 
 
+def _relu_ir(x):
+    from ...ir import kernel as K       # kernel IR: loaded when the kernel is first built
+    return K.where(K.binary("lt", x, 0.0), 0.0, x)
+
+
+def _relu_grad_ir(g, y):
+    from ...ir import kernel as K
+    return K.where(K.binary("le", y, 0.0), 0.0, g)
+
+
 def _relu_vjp(g, o, x):
     if g._xp is np and not ag.is_grad_enabled() and g.dtype is o.dtype:
         ga, ya = g._data, o._data
-        r = generated.elementwise("relu_grad", lambda gv, yv: K.where(K.binary("le", yv, 0.0), 0.0, gv), [ga, ya])
+        r = generated.elementwise("relu_grad", _relu_grad_ir, [ga, ya])
         if r is None:
             r = _where(np, ya <= ya.dtype.type(0), ga.dtype.type(0), ga)
         return (_wrap(r, g.device),)
