@@ -65,7 +65,7 @@ from .frontend.linalg_composites import (  # noqa: E402
 from .frontend.shape_ops import broadcast_shapes_ as broadcast_shapes  # noqa: E402
 from .frontend.shape_ops import meshgrid  # noqa: E402,F401
 from .frontend.linalg import (  # noqa: E402
-    matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, einsum, sort, argsort, topk, kthvalue,
+    matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, addbmm, addmv, addr, einsum, sort, argsort, topk, kthvalue,
     median)
 from .frontend.autograd import (  # noqa: E402
     no_grad, enable_grad, inference_mode, set_grad_enabled, is_grad_enabled)
@@ -195,6 +195,27 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     from .runtime.cpu import num_threads
     return num_threads()
+
+
+_interop_threads: int | None = None
+
+
+def set_num_interop_threads(n: int) -> None:
+    """torch.set_num_interop_threads: ember runs one op at a time on the calling thread (its kernels
+    split across get_num_threads() workers), so the figure is kept for get_num_interop_threads and
+    changes nothing.  As in torch it may be set once, before any parallel work."""
+    import builtins                 # `int` here is ember.int, the dtype
+    global _interop_threads
+    if not isinstance(n, builtins.int) or n < 1:
+        raise RuntimeError(f"set_num_interop_threads expects a positive integer, got {n!r}")
+    if _interop_threads is not None:
+        raise RuntimeError("Error: cannot set number of interop threads after parallel work has started "
+                           "or set_num_interop_threads called")
+    _interop_threads = n
+
+
+def get_num_interop_threads() -> int:
+    return _interop_threads or 1
 
 
 def set_float32_matmul_precision(precision: str) -> None:

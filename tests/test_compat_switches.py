@@ -24,3 +24,17 @@ def test_threads_precision_determinism(monkeypatch):
     torch.use_deterministic_algorithms(True)
     assert torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(False)
+
+
+def test_interop_threads_set_once(monkeypatch):
+    import pytest
+
+    import ember
+    monkeypatch.setattr(ember, "_interop_threads", None)
+    assert torch.get_num_interop_threads() == 1
+    with pytest.raises(RuntimeError, match="positive integer"):
+        torch.set_num_interop_threads(0)
+    torch.set_num_interop_threads(2)
+    assert torch.get_num_interop_threads() == 2
+    with pytest.raises(RuntimeError, match="cannot set number of interop threads"):
+        torch.set_num_interop_threads(3)

@@ -3,4 +3,4 @@ from ..frontend.autograd import (  # noqa: F401
     backward, grad, Function, FunctionCtx, once_differentiable, no_grad, enable_grad, inference_mode,
     set_grad_enabled, is_grad_enabled)
 from ..frontend.tensor import Tensor as Variable  # noqa: F401
-from . import function, functional, grad_mode  # noqa: F401,E402
+from . import function, functional, grad_mode, profiler  # noqa: F401,E402

@@ -14,6 +14,8 @@ autograd node, so loss.backward() runs compiled code too.
 """
 from __future__ import annotations
 
+import contextlib
+
 import functools
 import os
 import threading
@@ -740,6 +742,11 @@ class CompiledFunction:
                 dump.finish(cg, self, status="failed")
             raise
         _program_records(cg, self.name)
+        if dump is not None:        # ember.profiler writes its rows for these executors into the dump
+            for ex in (cg.forward_exec, cg.backward_exec):
+                with contextlib.suppress(AttributeError):
+                    if ex is not None:
+                        ex.dump_folder = str(dump.path)
         if self.check == "fp64":
             repro = getattr(dump, "path", None) if dump is not None else None
             cg.forward_exec = CheckedExecutor(cg.graph, cg.forward_exec, "forward", self.name, repro)

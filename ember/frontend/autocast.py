@@ -37,7 +37,7 @@ LOWER, FP32, FP32_OPT, PROMOTE, KEEP = "lower", "fp32", "fp32_opt", "promote", "
 
 _CPU_LOWER = ("conv1d", "conv2d", "conv3d", "bmm", "mm", "baddbmm", "addmm", "addbmm", "linear", "matmul",
               "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "prelu",
-              "scaled_dot_product_attention",
+              "scaled_dot_product_attention", "lstm",
               # not on PyTorch's list, but built from bmm/mm there (CompositeImplicit), so low as well
               "einsum", "tensordot")
 _CPU_FP32 = ("avg_pool3d", "binary_cross_entropy", "prod", "cdist", "trace", "max_pool3d", "adaptive_avg_pool3d",

@@ -6,6 +6,7 @@ import string
 from ..ir import dtypes as dt
 from ..ir.ops import norm_dim
 from .autocast import autocast_op
+from .creation import full_like
 from .dispatch import apply as P
 from . import math_ops as M
 from .math_ops import _MinMax
@@ -108,24 +109,52 @@ def _bias_mm_vjp(g, o, x, wt, bias):
             P("sum", g, dims=(0,), keepdim=False) if bias.requires_grad else None)
 
 
+def _blend(x, r, beta, alpha):
+    """beta * x + alpha * r, PyTorch's add* rule: with beta == 0, x is ignored (its nan / inf too); x
+    broadcasts to r's shape, the result's."""
+    if alpha != 1:
+        r = r * alpha
+    if beta == 0:
+        if isinstance(x, Tensor) and x.requires_grad:    # x still gets its (zero) gradient, as in torch
+            return r + M.where(full_like(x, False, dtype=dt.bool_), x, 0.0)
+        return r
+    return r + (x if beta == 1 else x * beta)
+
+
 @autocast_op("addmm")
 def addmm(bias, a, b, beta=1, alpha=1):
     if beta == 1 and alpha == 1 and isinstance(bias, Tensor) and isinstance(a, Tensor) and isinstance(b, Tensor):
         r = bias_mm_16bit(a, b, bias)
         if r is not None:
             return r
-    r = mm(a, b)
-    if alpha != 1:
-        r = r * alpha
-    return r + (bias if beta == 1 else bias * beta)
+    return _blend(bias, mm(a, b), beta, alpha)
 
 
 @autocast_op("baddbmm")
 def baddbmm(x, a, b, beta=1, alpha=1):
-    r = bmm(a, b)
-    if alpha != 1:
-        r = r * alpha
-    return r + (x if beta == 1 else x * beta)
+    return _blend(x, bmm(a, b), beta, alpha)
+
+
+@autocast_op("addbmm")
+def addbmm(x, batch1, batch2, beta=1, alpha=1):
+    """beta * x + alpha * sum over b of batch1[b] @ batch2[b]."""
+    return _blend(x, M.sum(bmm(batch1, batch2), 0), beta, alpha)
+
+
+@autocast_op("addmv")
+def addmv(x, mat, vec, beta=1, alpha=1):
+    """beta * x + alpha * (mat @ vec)."""
+    if mat.ndim != 2 or vec.ndim != 1:
+        raise RuntimeError(f"vector + matrix @ vector expected, got {x.ndim}, {mat.ndim}, {vec.ndim}")
+    return _blend(x, mv(mat, vec), beta, alpha)
+
+
+@autocast_op("addr")
+def addr(x, vec1, vec2, beta=1, alpha=1):
+    """beta * x + alpha * outer(vec1, vec2)."""
+    if vec1.ndim != 1 or vec2.ndim != 1:
+        raise RuntimeError(f"addr: Expected 1-D argument vec1 and vec2, but got {vec1.ndim}-D and {vec2.ndim}-D")
+    return _blend(x, outer(vec1, vec2), beta, alpha)
 
 
 @autocast_op("einsum")

@@ -107,7 +107,7 @@ _METHODS = {
     "unique": I.unique, "unique_consecutive": I.unique_consecutive, "bincount": I.bincount, "histc": I.histc,
     # linear algebra
     "matmul": L.matmul, "mm": L.mm, "bmm": L.bmm, "mv": L.mv, "dot": L.dot, "inner": L.inner,
-    "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "sort": L.sort, "argsort": L.argsort,
+    "outer": L.outer, "addmm": L.addmm, "baddbmm": L.baddbmm, "addbmm": L.addbmm, "addmv": L.addmv, "addr": L.addr, "sort": L.sort, "argsort": L.argsort,
     "topk": L.topk, "kthvalue": L.kthvalue, "median": L.median,
     "inverse": LA.inv, "det": LA.det, "logdet": LA.logdet, "slogdet": LA.slogdet, "pinverse": LC.pinverse,
     "svd": LC.svd_old, "qr": LC.qr_old, "cholesky": LC.cholesky_old, "matrix_power": LC.matrix_power,

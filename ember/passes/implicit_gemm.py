@@ -6,7 +6,7 @@ matmul externs read as their B operand (plain or transposed) is gone; those exte
 instead, with `gather_b=(K, J, L, koff, starts, consts)`: the matrix is [K, J], its columns come in
 J / L runs of L consecutive source elements (run r starts at starts[r]), row k adds koff[k] to them or
 is the constant of `consts` (koff -1).  ember/kernels/blas.py materializes that on request; the float32
-GEMM (ember/runtime/gemm_f32.py) packs it straight from the source, block by block, in L2.
+GEMM (ember/runtime/gemm_f32.py) reads it straight from the source, block by block.
 
 Why: a convolution is im2col + GEMM (ember/nn/_functional/conv.py).  The MNIST CNN's conv1 columns are
 3.7 MB: the kernel writing them took ~0.4-0.5 ms in a training step (a write to memory: ~0.1 ms when it
@@ -14,11 +14,13 @@ stays in cache), and the forward product and the weight gradient each read them 
 Gathered in place, the forward product ran in 0.30-0.42 ms instead of ~0.5 (im2col) + ~0.5 (GEMM).
 
 What a copy kernel gathers is found by running it, not by reading its index algebra: the kernel is
-evaluated (ember/ir/kernel_eval.py) on a source holding each element's own position (odd codes 2i + 1,
-exact in float32), and again shifted by 2.  An output element that moved by 2 came from that position;
-one that did not move is a constant.  The map must then be separable (row offset + column offset) with
-column runs of at least MIN_RUN, constants filling whole rows -- or the kernel is left alone.  Masked
-borders (padding), arithmetic on the values or a second input all fail that test.
+evaluated (ember/ir/kernel_eval.py) on a source holding each element's own position (odd codes
+base + 2i + 1, exact in float32, base above every integer constant the kernel stores): an output element
+holding a code came from that position, any other value is a constant.  Only kernels that move values
+are tried (loads and constants chosen by index conditions: no arithmetic on the values, which codes
+could not reveal -- relu or abs leave positive codes as they are).  The map must then be separable
+(row offset + column offset) with column runs of at least MIN_RUN, constants filling whole rows -- or
+the kernel is left alone.  Masked borders (padding), arithmetic or a second input all fail that test.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from collections import defaultdict
 import numpy as np
 
 from ember.ir import dtypes as dt
-from ember.ir.kernel import Buf
+from ember.ir.kernel import Buf, Cast, Const, Load, Where, topo_order
 from ember.ir.kernel_eval import evaluate
 from ember.ir.program import ExternStep, KernelStep, ValueKind
 from ember.ir.sizes import is_static
@@ -98,24 +100,61 @@ def _candidate(users, v, src, program) -> bool:
     return len(views) == 1
 
 
+def _moves_values_only(kernel) -> bool:
+    """Every stored value is a loaded element or a constant, chosen by conditions on indices only: no
+    arithmetic on the values.  (relu, abs, clamp or nan_to_num fused into a copy would pass the position
+    codes unchanged -- the codes are finite and positive -- and be dropped from real data.)"""
+    def has_load(e) -> bool:
+        return any(isinstance(n, Load) for n in topo_order([e]))
+
+    def moved(e) -> bool:
+        if isinstance(e, (Load, Const)):
+            return True
+        if isinstance(e, Where):
+            return not has_load(e.cond) and moved(e.a) and moved(e.b)
+        if isinstance(e, Cast):
+            return e.dtype is e.x.dtype and moved(e.x)
+        return False
+    return all(moved(st.value) for st in kernel.stores)
+
+
+def _constants(kernel) -> list[float]:
+    """The values a value-moving kernel can store besides loaded elements: its constants and fills."""
+    out = []
+    for n in topo_order([st.value for st in kernel.stores]):
+        if isinstance(n, Const):
+            out.append(float(n.value))
+        elif isinstance(n, Load) and n.fill is not None:
+            out.append(float(n.fill))
+    return out
+
+
 def gather_map(kernel, view: tuple) -> tuple | None:
     """The gather descriptor of a one-input copy kernel whose output is read as `view` ([K, J]), or None."""
+    if not _moves_values_only(kernel):
+        return None
     src_buf, out_buf = kernel.inputs[0], kernel.outputs[0]
     src_shape = tuple(int(n) for n in src_buf.shape)
-    codes = np.arange(int(np.prod(src_shape)), dtype=np.float64) * 2 + 1
-    runs = []
-    for shift in (0.0, 2.0):
-        src = (codes + shift).astype(np.float32).reshape(src_shape)
-        out = np.full(tuple(int(n) for n in out_buf.shape), np.nan, np.float32)
-        try:
-            evaluate(kernel, [src, out])
-        except Exception:  # noqa: BLE001 - anything the evaluator cannot run is not a plain copy
-            return None
-        runs.append(out.astype(np.float64).reshape(view))
-    first, second = runs
-    moved, fixed = second - first == 2, second == first
-    if not (moved | fixed).all():
+    n = int(np.prod(src_shape))
+    # codes base + 2i + 1 (odd integers, exact in float32 below 2^24), placed above every integer constant
+    # the kernel can store: then a stored value is a loaded element exactly when it is one of the codes
+    consts = _constants(kernel)
+    if any(c != c for c in consts):
         return None
+    base = 2 * int(max([abs(c) for c in consts if c == int(c)] + [0]) // 2 + 1)
+    if base + 2 * n >= 1 << 24:
+        return None
+    codes = (np.arange(n, dtype=np.int32) * 2 + (base + 1)).astype(np.float32).reshape(src_shape)
+    out = np.full(tuple(int(d) for d in out_buf.shape), np.nan, np.float32)
+    try:
+        evaluate(kernel, [codes, out])
+    except Exception:  # noqa: BLE001 - anything the evaluator cannot run is not a plain copy
+        return None
+    first = out.reshape(view)
+    if np.isnan(first).any():           # an element the kernel never wrote
+        return None
+    moved = (first > base) & (first < base + 2 * n) & (np.mod(first, 2) == 1)
+    fixed = ~moved
     K, J = view
     const_rows = fixed.all(axis=1)
     if not (moved[~const_rows].all() and (first[const_rows] == first[const_rows][:, :1]).all()):
@@ -123,7 +162,7 @@ def gather_map(kernel, view: tuple) -> tuple | None:
     gathered_rows = np.flatnonzero(~const_rows)
     if not len(gathered_rows):
         return None
-    pos = ((first[gathered_rows] - 1) / 2).astype(np.int64)
+    pos = (first[gathered_rows].astype(np.int64) - (base + 1)) >> 1
     joff = pos[0] - pos[0, 0]
     koff = pos[:, 0]
     if not (pos == koff[:, None] + joff[None, :]).all():

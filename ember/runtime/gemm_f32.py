@@ -182,16 +182,17 @@ class F32Gemm:
         t = self.outer_tile(m, L)
         fn = self.outer_gathered[t]
         runs = J // L
-        rpb = max(1, PANEL_BYTES // (4 * K * L))
         tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
-        parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS
-        nb = min(-(-runs // rpb), workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS and runs > 1
+        nb = min(runs, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
         cut = [runs * i // nb for i in range(nb + 1)]
+        cb = L if m <= t.mr else max(t.nr, PANEL_BYTES // (4 * K) // t.nr * t.nr)   # B's block in L2
         if nb == 1:
-            fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, 0, runs, K, 0, self._scratch("panel", K * rpb * L), rpb)
+            fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, 0, runs, K, 0, self._scratch("rows", 2 * K), cb)
             return
+        # each chunk fills the row pointers of its runs in the running thread's scratch
         workers.parallel_for(lambda i: fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, cut[i], cut[i + 1], K, 0,
-                                          self._scratch("panel", K * rpb * L), rpb), nb, threads)
+                                          self._scratch("rows", 2 * K), cb), nb, threads)
 
     def run_dot_gathered(self, pa, sam, desc, src_addr, pc, ldc, m, threads: int) -> None:
         K, J, L = desc[0], desc[1], desc[2]

@@ -486,7 +486,9 @@ PROFILE_HELP = """usage: ember-ir profile [--sort KEY] [--row-limit N] [--trace 
 Run a Python script under ember.profiler and print the table of its compiled kernels, library calls
 (GEMMs) and eager ops: calls, self / total / mean time, bytes moved, GB/s and % of the measured copy
 bandwidth (GFLOP/s for GEMMs).  KEY: self_cpu_time_total (default), cpu_time_total, cpu_time, count.
---trace FILE also writes a Chrome trace.  Options come before SCRIPT; what follows it goes to the script."""
+--trace FILE also writes a Chrome trace.  With EMBER_DUMP=DIR set (or ember.compile(..., dump=DIR)) each
+compiled graph's rows also go into its dump folder: profile.txt, report.json and a Profile section of its
+index.html.  Options come before SCRIPT; what follows it goes to the script."""
 
 
 def cmd_profile(argv: list[str]) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ember
@@ -170,3 +170,29 @@ def test_same_bits_on_any_number_of_threads(m, k, n, form):
     one = gemm_f32.matmul(a, b, threads=1, form=form)
     for threads in (2, 3):
         np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=threads, form=form), one)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 700), runs=st.integers(1, 5), length=st.integers(1, 70),
+       transposed=st.booleans(), const=st.booleans(), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+@example(m=30, k=600, runs=2, length=300, transposed=False, const=True, threads=2, seed=1)   # column blocks
+def test_gathered_operand_read_in_place(m, k, runs, length, transposed, const, threads, seed):
+    """a @ G and a @ G^T with G = gathered(src, desc) never stored: random row offsets, run starts and a
+    constant row; long contractions (K x L past the L2 block: the run is cut in column blocks) and edge tiles."""
+    from ember.kernels import blas
+    rng = np.random.default_rng(seed)
+    src = rng.standard_normal(4096).astype(np.float32)
+    J = runs * length
+    koff = [int(x) for x in rng.integers(0, 4096 - 64 * 5 - length, k)]
+    starts = [int(s) for s in rng.integers(0, 64 * 5, runs)]
+    consts = ()
+    if const:
+        koff[-1] = -1
+        consts = ((k - 1, 1.0),)
+    desc = (k, J, length, tuple(koff), tuple(starts), consts)
+    g = blas.gathered(np, src, desc)
+    a = rng.standard_normal((m, J) if transposed else (m, k)).astype(np.float32)
+    out = np.full((m, k) if transposed else (m, J), np.nan, np.float32)
+    got = gemm_f32.matmul_gathered(a, src, desc, out, transposed=transposed, threads=threads)
+    assert got is out
+    _check(a, g.T if transposed else g, got)

@@ -24,6 +24,22 @@ def test_dot(): check("dot", lambda x, y: x.dot(y), None, (4,), (4,))
 def test_outer(): check("outer", lambda x, y: x.outer(y), None, (4,), (3,))
 def test_addmm(): check("addmm", lambda b, x, y: E.addmm(b, x, y, beta=0.5, alpha=2), lambda b, x, y: T.addmm(b, x, y, beta=0.5, alpha=2), (2,), (4, 3), (3, 2))
 def test_baddbmm(): check("baddbmm", lambda b, x, y: E.baddbmm(b, x, y), lambda b, x, y: T.baddbmm(b, x, y), (2, 4, 2), (2, 4, 3), (2, 3, 2))
+def test_addbmm(): check("addbmm", lambda b, x, y: E.addbmm(b, x, y, beta=0.5, alpha=2), lambda b, x, y: T.addbmm(b, x, y, beta=0.5, alpha=2), (4, 2), (3, 4, 3), (3, 3, 2))
+def test_addmv(): check("addmv", lambda b, x, y: b.addmv(x, y, alpha=3), lambda b, x, y: b.addmv(x, y, alpha=3), (4,), (4, 3), (3,))
+def test_addr(): check("addr", lambda b, x, y: E.addr(b, x, y, beta=2), lambda b, x, y: T.addr(b, x, y, beta=2), (4, 3), (4,), (3,))
+
+
+@pytest.mark.parametrize("op", ["addmm", "addmv", "addr", "baddbmm", "addbmm"])
+def test_beta_zero_ignores_input_nan_but_grads_it(op):
+    """PyTorch's add* rule: beta == 0 drops the input (its nan does not propagate), its gradient is zero."""
+    shapes = {"addmm": ((2, 2), (2, 3), (3, 2)), "addmv": ((2,), (2, 3), (3,)), "addr": ((2, 3), (2,), (3,)),
+              "baddbmm": ((2, 2, 2), (2, 2, 3), (2, 3, 2)), "addbmm": ((2, 2), (2, 2, 3), (2, 3, 2))}[op]
+    x = E.full(shapes[0], float("nan"), requires_grad=True)
+    a, b = E.randn(*shapes[1]), E.randn(*shapes[2])
+    out = getattr(E, op)(x, a, b, beta=0)
+    assert not out.isnan().any()
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros(shapes[0], np.float32))
 
 
 def test_matmul_errors():

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import ember
 import ember.nn.functional as F
 from ember.ir import dtypes as dt
-from ember.ir.kernel import Binary, Buf, Const, Kernel, Load, Store, o
+from ember.ir.kernel import Binary, Buf, Const, Kernel, Load, Store, Where, o
 from ember.ir.kernel_eval import evaluate
 from ember.kernels.blas import gathered
 from ember.passes.implicit_gemm import gather_map
@@ -90,6 +90,12 @@ def test_gather_map_refuses_what_is_not_a_copy():
     assert gather_map(two, (3, 128)) is None
     transposed = _copy_kernel((32, 32), (32, 32), lambda x: Load(x, [o(1), o(0)]))   # no contiguous runs
     assert gather_map(transposed, (32, 32)) is None
+    # arithmetic that leaves the position codes (positive odd integers) as they are is refused too
+    zero = Const(0.0, dt.float32)
+    relu = _copy_kernel((4, 40), (3, 4, 32), lambda x: Binary("maximum", _window(x), zero))
+    assert gather_map(relu, (3, 128)) is None
+    keep = _copy_kernel((4, 40), (3, 4, 32), lambda x: Where(Binary("gt", _window(x), zero), _window(x), zero))
+    assert gather_map(keep, (3, 128)) is None
 
 
 @pytest.mark.parametrize("threads", [1, 2])

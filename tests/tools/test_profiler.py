@@ -1,6 +1,7 @@
 """ember.profiler: compiled kernels, externs and eager ops timed per call; nothing left behind when off."""
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -180,3 +181,118 @@ def test_cli_profile_prints_the_table(tmp_path, capsys):
     rc = cli.main(["profile", "--sort", "speed", str(script)])
     _, err = capsys.readouterr()
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--sort must be one of" in err
+
+
+# ------------------------------------------------------------------ torch.profiler's options
+@pytest.mark.parametrize("kw", [dict(wait=1, warmup=1, active=2), dict(wait=0, warmup=0, active=1, repeat=3),
+                                dict(wait=2, warmup=1, active=3, repeat=2, skip_first=3),
+                                dict(wait=2, warmup=1, active=2, repeat=2, skip_first_wait=1)])
+def test_schedule_matches_torch(kw):
+    torch_profiler = pytest.importorskip("torch.profiler")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # both warn when warmup is 0
+        ours, theirs = profiler.schedule(**kw), torch_profiler.schedule(**kw)
+    assert [ours(i).name for i in range(20)] == [theirs(i).name for i in range(20)]
+
+
+def test_schedule_records_active_steps_and_hands_each_cycle_over(tmp_path):
+    a = ember.randn(16, 16)
+    seen = []
+
+    def on_ready(prof):
+        seen.append((prof.step_num, sum(r.count for r in prof.key_averages() if r.key == "mul")))
+    with profiler.profile(schedule=profiler.schedule(wait=1, warmup=1, active=2, repeat=2),
+                          on_trace_ready=on_ready) as prof:
+        for _ in range(10):
+            a * a
+            prof.step()
+    # cycles of 4 steps: steps 2-3 and 6-7 record (one mul each), saved after steps 3 and 7
+    assert seen == [(4, 2), (8, 2)]
+    handler = profiler.tensorboard_trace_handler(str(tmp_path / "log"), worker_name="w0")
+    with profiler.profile(schedule=profiler.schedule(wait=0, warmup=1, active=1, repeat=2),
+                          on_trace_ready=handler) as prof:
+        for _ in range(6):
+            a + a
+            prof.step()
+    files = sorted((tmp_path / "log").iterdir())
+    assert len(files) == 2 and all(f.name.startswith("w0.") and f.name.endswith(".pt.trace.json") for f in files)
+    assert any(e["name"] == "add" for e in json.loads(files[0].read_text())["traceEvents"])
+
+
+def test_on_trace_ready_without_schedule_runs_once_at_exit():
+    calls = []
+    with profiler.profile(on_trace_ready=calls.append) as prof:
+        ember.randn(4) + 1
+    assert calls == [prof]
+
+
+def test_record_shapes_memory_and_flops():
+    a, b, c = ember.randn(8, 16), ember.randn(16, 4), ember.randn(32, 16)
+    with profiler.profile(record_shapes=True, profile_memory=True) as prof:
+        a @ b
+        c @ b
+        c @ b
+    rows = prof.key_averages(group_by_input_shape=True)
+    mm = {str(r.input_shapes): r for r in rows if r.key == "matmul"}
+    assert set(mm) == {"[[8, 16], [16, 4]]", "[[32, 16], [16, 4]]"}
+    assert mm["[[32, 16], [16, 4]]"].count == 2
+    assert mm["[[32, 16], [16, 4]]"].flops == 2 * (2 * 32 * 4 * 16)
+    assert mm["[[8, 16], [16, 4]]"].cpu_memory_usage == 8 * 4 * 4        # the float32 result it returned
+    table = rows.table(sort_by="cpu_memory_usage")
+    assert "Input Shapes" in table and "[[32, 16], [16, 4]]" in table and "CPU Mem" in table
+    with pytest.raises(RuntimeError, match="record_shapes"):
+        profiler.profile().key_averages(group_by_input_shape=True)
+
+
+def test_with_stack_groups_by_call_site_and_exports_stacks(tmp_path):
+    a = ember.randn(8, 8)
+
+    def first():
+        return a + a
+
+    def second():
+        return a + a
+    with profiler.profile(with_stack=True) as prof:
+        first()
+        second()
+        second()
+    adds = [r for r in prof.key_averages(group_by_stack_n=1) if r.key == "add"]
+    assert sorted(r.count for r in adds) == [1, 2]
+    assert all(r.stack and "test_profiler.py" in r.stack[0] for r in adds)
+    path = tmp_path / "stacks.txt"
+    prof.export_stacks(str(path))
+    lines = path.read_text().splitlines()
+    assert any(line.split(" ")[0].endswith("first;add") for line in lines)
+
+
+def test_record_function_decorates_and_legacy_autograd_profiler():
+    @profiler.record_function("helper")
+    def helper(t):
+        return t * 2
+    x = ember.randn(4)
+    with ember.autograd.profiler.profile(record_shapes=True) as prof:
+        helper(x)
+        helper(x)
+    rows = {r.key: r for r in prof.key_averages()}
+    assert rows["helper"].count == 2 and rows["mul"].count == 2
+    assert prof.self_cpu_time_total > 0 and len(prof.function_events) == 4
+    assert "helper" in prof.table(sort_by="cpu_time_total")
+    assert profiler.ProfilerActivity.CPU in profiler.supported_activities()
+
+
+def test_rows_go_into_the_dump_folder_of_each_graph(tmp_path):
+    lin = ember.nn.Sequential(ember.nn.Linear(32, 32), ember.nn.GELU(), ember.nn.Linear(32, 4))
+    cm = ember.compile(lin, dump=str(tmp_path))
+    x = ember.randn(64, 32)
+    cm(x).sum().backward()
+    with profiler.profile() as prof:
+        for _ in range(2):
+            cm(x).sum().backward()
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    data = json.loads((folder / "report.json").read_text())
+    mine = {r.key for r in prof.key_averages() if r.kind in ("kernel", "extern")}
+    assert {r["name"] for r in data["profile"]} == mine
+    assert all(r["calls"] == 2 and r["self_us"] > 0 for r in data["profile"])
+    assert any(s["file"] == "profile.txt" for s in data["stages"])
+    assert "backward." in (folder / "profile.txt").read_text()
+    assert "Profile (ember.profiler" in (folder / "index.html").read_text()

@@ -139,6 +139,24 @@ def _draw(folder: Path, data: dict, file: str, which: str, engine: str):
     return _legend(graph, groups) + pic, used
 
 
+def _num(x, fmt: str = ".2f") -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def _profile_table(prof: list) -> str:
+    """report.json["profile"] rows (ember.profiler): heaviest first, a bar of self time each."""
+    top = max(r["self_us"] for r in prof) or 1.0
+    rows = []
+    for r in sorted(prof, key=lambda r: -r["self_us"]):
+        rate = r.get("gflops") if r["kind"] != "kernel" else None
+        rows.append(f'<tr><td class="mono">{_e(r["name"])}</td><td>{_e(r["kind"])}</td>'
+                    f'<td class="num">{r["calls"]}</td><td class="num">{r["self_us"] / max(r["calls"], 1):.1f}</td>'
+                    f'<td class="num">{_num(r.get("gbps"))}</td><td class="num">{_num(rate)}</td>'
+                    f'<td><span class="bar" style="width:{max(1, int(300 * r["self_us"] / top))}px"></span></td></tr>')
+    return ("<table><tr><th>kernel / library call</th><th>kind</th><th>calls</th><th>us per call</th>"
+            "<th>GB/s</th><th>GFLOP/s</th><th></th></tr>" + "".join(rows) + "</table>")
+
+
 def graph_page(folder: Path, data: dict, engine: str = "auto") -> tuple[str, str]:
     """(index.html text, the layout engine that drew the graphs)."""
     folder = Path(folder)
@@ -194,6 +212,10 @@ def graph_page(folder: Path, data: dict, engine: str = "auto") -> tuple[str, str
                            f'<td class="mono">{_e(" ".join(x["nodes"]))}</td></tr>' for x in fi["groups"])
             body.append(f"<p>{_e(which)} ({_e(fi.get('graph') or '-')}): {len(fi['groups'])} group(s)</p>"
                         f"<table><tr><th>group</th><th>kind</th><th>nodes</th></tr>{rows}</table>")
+
+    prof = data.get("profile") or []
+    if prof:
+        body += ["<h2>Profile (ember.profiler, the last recording)</h2>", _profile_table(prof)]
 
     timings = data.get("timings") or {}
     if timings:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from ... import diagnostics as records
 
-__all__ = ["DumpSession", "DumpRun", "open_session", "run_for", "DUMP_VERSION", "EXPECTED_STAGES"]
+__all__ = ["DumpSession", "DumpRun", "open_session", "run_for", "add_profile", "DUMP_VERSION", "EXPECTED_STAGES"]
 
 DUMP_VERSION = 1
 
@@ -575,6 +575,28 @@ class DumpSession:
 # ember.passes.compile_graph's prefix "forward.01_cse.ir" / "backward.01_cse.ir"
 _IR_NAME = re.compile(r"^(bwd_|backward\.|forward\.)?(\d\d)_(.+)\.ir$")
 _OP_LINE = re.compile(r"^\s+%[^\s:]+ = ", re.M)
+
+
+def add_profile(folder, table: str, rows: list[dict]) -> None:
+    """ember.profiler, when it stops: the rows of this graph's kernels and library calls go into its
+    dump folder as profile.txt and report.json["profile"], and index.html is drawn again with them.
+    A later profile replaces an earlier one.  Never raises (a dump never breaks the user's program)."""
+    from . import html
+    path = Path(folder)
+    try:
+        _write(path / "profile.txt", table + "\n")
+        data = json.loads((path / "report.json").read_text(encoding="utf-8"))
+        data["profile"] = rows
+        stages = [s for s in data.get("stages", []) if s.get("file") != "profile.txt"]
+        stages.append({"stage": "profile", "which": "forward", "file": "profile.txt", "kind": "txt",
+                       "bytes": (path / "profile.txt").stat().st_size})
+        data["stages"] = stages
+        _write(path / "report.json", json.dumps(data, indent=1) + "\n")
+        page, _ = html.graph_page(path, data, data.get("layout") or LAYOUT)
+        _write(path / "index.html", page)
+    except Exception as e:              # a folder removed or damaged since: say so, carry on
+        import warnings
+        warnings.warn(f"ember.profiler: cannot add the profile to the dump {folder}: {_first_line(e)}", stacklevel=3)
 
 
 def _first_line(e) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from ...frontend import linalg as L
 from ...frontend import math_ops as M
 from ...frontend import shape_ops as S
+from ...frontend.autocast import autocast_op
 from ...frontend.tensor import Tensor
 from .dropout import dropout as _dropout
 from .linear import linear
@@ -62,9 +63,7 @@ def step_fn(mode: str, w_hh: Tensor, b_hh, w_hr=None) -> Callable[[Tensor, State
     if mode == "GRU":
         def gru(gi, state):
             (h,) = state
-            gh = L.matmul(h, w_hh_t)
-            if b_hh is not None:
-                gh = M.add(gh, b_hh)
+            gh = linear(h, w_hh, b_hh)      # the bias inside the product, as PyTorch's gru_cell (autocast casts it too)
             H = h.shape[-1]
             r, z = S.chunk(M.sigmoid(M.add(gi[:, :2 * H], gh[:, :2 * H])), 2, 1)
             n = M.tanh(M.add(gi[:, 2 * H:], M.mul(r, gh[:, 2 * H:])))
@@ -123,6 +122,25 @@ def _run_packed(step, gi: Tensor, state0: State, batch_sizes: Sequence[int], rev
 
 def rnn(mode: str, input: Tensor, hx: State, weights: Sequence[Sequence], num_layers: int, dropout: float,
         training: bool, bidirectional: bool, batch_sizes: Sequence[int] | None = None) -> tuple[Tensor, State]:
+    """A stacked (bi)directional recurrence (see `_rnn`).  A whole LSTM is one autocast op, as in PyTorch
+    (on the CPU it runs in the low dtype: input, states and weights cast, bf16 out)."""
+    if mode != "LSTM":
+        return _rnn(mode, input, hx, weights, num_layers, dropout, training, bidirectional, batch_sizes)
+    if any(layer[4] is not None for layer in weights):      # PyTorch runs a projected LSTM as its composite
+        return _rnn(mode, input, hx, weights, num_layers, dropout, training, bidirectional, batch_sizes)
+    width = len(weights[0])
+    flat = tuple(w for layer in weights for w in layer)
+    return _lstm(input, tuple(hx), flat, width, num_layers, dropout, training, bidirectional, batch_sizes)
+
+
+@autocast_op("lstm")
+def _lstm(input, hx, flat_weights, width, num_layers, dropout, training, bidirectional, batch_sizes):
+    weights = [flat_weights[i:i + width] for i in range(0, len(flat_weights), width)]
+    return _rnn("LSTM", input, hx, weights, num_layers, dropout, training, bidirectional, batch_sizes)
+
+
+def _rnn(mode: str, input: Tensor, hx: State, weights: Sequence[Sequence], num_layers: int, dropout: float,
+         training: bool, bidirectional: bool, batch_sizes: Sequence[int] | None = None) -> tuple[Tensor, State]:
     """A stacked (bi)directional recurrence.
 
     input: (T, N, I), or packed rows (sum(batch_sizes), I) when batch_sizes is given.

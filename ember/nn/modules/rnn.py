@@ -13,6 +13,7 @@ import math
 import numbers
 import warnings
 
+from ...frontend.autocast import is_enabled as autocast_enabled
 from ...frontend.creation import empty, zeros
 from ...frontend.tensor import Tensor
 from .. import init
@@ -138,7 +139,7 @@ class RNNBase(Module):
 
     def _check_input(self, x: Tensor, packed: bool) -> None:
         w = getattr(self, self._flat_weights_names[0])
-        if x.dtype is not w.dtype:
+        if x.dtype is not w.dtype and not autocast_enabled(x.device.type):     # autocast casts them (torch)
             raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). Convert input: "
                              f"input.to({w.dtype}), or convert model: model.to({x.dtype})")
         expected = 2 if packed else 3
