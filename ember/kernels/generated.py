@@ -38,7 +38,7 @@ MIN_SIZE = 4096       # arrays smaller than this stay with numpy: its few passes
 MAX_KERNELS = 256     # compiled kernels kept (eager shapes vary; each holds its machine code)
 
 _cache: dict = {}
-_bound: dict = {}     # (key, size) -> the elementwise kernel bound to that size
+_bound: dict = {}     # (key, size) -> a `sized` kernel bound to that size
 _lock = threading.Lock()
 _broken: list = []    # the compiler failed once: numpy from then on
 built: list = []      # keys compiled in this process, in order (tests check which path ran)
@@ -94,9 +94,11 @@ def sized(key: Hashable, build: Callable, n: int):
         k = kernel(key, build)
         if k is None:
             return None
-        if len(_bound) >= MAX_KERNELS:
-            del _bound[next(iter(_bound))]
-        bound = _bound[(key, n)] = k.at({"s0": n})
+        bound = k.at({"s0": n})
+        with _lock:
+            if len(_bound) >= MAX_KERNELS:
+                del _bound[next(iter(_bound))]
+            _bound[(key, n)] = bound
     return bound
 
 
