@@ -146,7 +146,7 @@ def _build_step(T, what: str, batch: int, bf16: bool, compiled: bool):
 def run_gemm(args, rows):
     import ember  # noqa: F401  (installs the bf16 GEMM into blas_threads)
     import ml_dtypes
-    from ember.kernels import blas_threads
+    from ember.kernels import blas_threads, workers
     from ember.runtime import gemm_bf16
     bf = ml_dtypes.bfloat16
     g = gemm_bf16.instance()
@@ -178,6 +178,9 @@ def run_gemm(args, rows):
     print()
     print(markdown_table(["product", "ember bf16 GF/s", "numpy fp32 GF/s", "ember fp32 GF/s", "torch bf16 GF/s",
                           "torch fp32 GF/s", "ember bf16 / numpy fp32"], table))
+    # the ratios hold only on a quiet machine: a busy one takes the second core from every threaded column
+    print(f"  {workers.num_threads()} threads; load average at the end: {loadavg()}; parallel loops run serially "
+          f"after a straggling thread: {workers.stats()['backoffs']} times")
 
 
 def run_steps(what, args, rows):

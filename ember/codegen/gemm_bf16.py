@@ -41,22 +41,29 @@ pass of its own):
     void pack_b(ptr b, i64 lane_stride, i64 k_stride, i32 words, i64 N, i64 K, i64 p0, i64 p1, ptr bp)
         panels [p0, p1) of B (lanes = columns) for every KC block, into bp (whole packed B).
     void gemm_rows(ptr a, i64 lane_stride, i64 k_stride, i32 words, ptr bp, i64 M, i64 N, i64 K,
-                   i64 m0, i64 m1, ptr c, i64 ldc, ptr o, i64 ldo, ptr bias, ptr ap)
-        rows [m0, m1) of the product.  c: float32 [M, ldc] (needed when o is null or K > KC);
-        o: bf16 output [M, ldo] or null; bias: bf16 [N] or null; ap: scratch for one packed A block.
+                   i64 m0, i64 m1, ptr c, i64 ldc, ptr o, i64 ldo, ptr bias, ptr ap,
+                   ptr b, i64 b_lane_stride, i64 b_k_stride, i32 b_words, ptr share, i64 gpan, ptr bpriv,
+                   i64 rdiv)
+        rows [m0, m1) of the product, in even blocks of at most MC rows.  c: float32 [M, ldc] (needed when o
+        is null or K > KC); o: bf16 output [M, ldo] or null; bias: bf16 [N] or null; ap: scratch for one
+        packed A block.  share null: bp holds all of B packed (b .. rdiv unused).  Else threads that split
+        the rows pack B into bp together, in groups of gpan panels claimed from share, and claim the rows
+        in chunks of 1/rdiv of those left (rdiv > 0; see `_emit_rows`).
     void gemm_block(ptr ap, ptr bp, i64 mc, i64 nc, i64 kp, ptr c, i64 ldc, ptr o, i64 ldo,
                     ptr bias, i32 flags)
         the macro-kernel over one packed A block and one packed B block (flags: 1 accumulate into c,
         2 add bias, 4 write o).  Exposed for tests.
     void gemm_batch(ptr a, i64 a_batch_stride, <A's strides>, ptr b, i64 b_batch_stride, <B's strides>,
                     i64 b0, i64 b1, i64 M, i64 N, i64 K, ptr c, i64 c_batch_stride, i64 ldc, ptr o,
-                    i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp)
+                    i64 o_batch_stride, i64 ldo, ptr bias, ptr ap, ptr bp, ptr share)
         products b0..b1 of a batch (strides 0 broadcast an operand), packing B per product into bp; a
-        broadcast A that fits one MC x KC block is packed once.
+        broadcast A that fits one MC x KC block is packed once.  share: null, or a counter from which
+        several threads, one call each, claim the products (`_claims`: no Python call per chunk).
     void gemm_cols(<A as gemm_batch>, <B as gemm_batch>, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o, i64 ldo,
-                   ptr bias, ptr ap, ptr bp, i64 chunk)
+                   ptr bias, ptr ap, ptr bp, i64 chunk, ptr share)
         the whole product, chunk columns at a time: pack the chunk's B panels, then all rows over them
-        (while they are in cache).  For products of one row block, whose packed B is read once.
+        (while they are in cache).  For products of one row block, whose packed B is read once; share as
+        gemm_batch's (the chunks claimed).
     void gemm_entry(ptr plan, ptr a, ptr b, ptr out, ptr bias)
         gemm_cols or gemm_batch with the arrays passed as numpy objects and everything else read from
         a plan of i64 slots (PLAN_SLOTS): one cheap ctypes call for a small product.
@@ -64,7 +71,7 @@ pass of its own):
 Each function exists once per register tile, suffixed with its tag (`gemm_rows_8x48`).  Per tile of
 `direct_b_tiles` (B unpacked): gemm_blockb (gemm_block over B's rows in place, %ldb apart),
     void gemm_colsb(<A as gemm_batch>, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc, ptr o,
-                    i64 ldo, ptr bias, ptr ap, ptr stage)
+                    i64 ldo, ptr bias, ptr ap, ptr stage, ptr share)
 and gemm_entryb (gemm_entry for it).  Once: gemm_dot (a long K into a small result as inner products,
 both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them,
 `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
@@ -131,47 +138,44 @@ _ATTRS = '#0'
 _NOINLINE = '#1'
 
 
-def _bf16_to_f32_vec(f: _Fn, v16i16: str) -> str:
-    w = f.tmp(f"zext <16 x i16> {v16i16} to {_V16I}")
-    s = f.tmp(f"shl {_V16I} {w}, splat (i32 16)")
-    return f.tmp(f"bitcast {_V16I} {s} to {_V16F}")
+def _vec(n: int, elt: str) -> str:
+    """The LLVM type of n lanes of elt (n = 1: the scalar)."""
+    return elt if n == 1 else f"<{n} x {elt}>"
 
 
-def _f32_to_bf16_vec(f: _Fn, v: str, native: bool = False) -> str:
-    """Round to nearest even; NaN -> 0x7FC0 (PyTorch's c10::BFloat16 rounding).  native: one
-    vcvtneps2bf16 (AVX512-BF16) instead of ~9 integer ops -- the same rounding, NaN stays a quiet NaN
-    (sign and payload kept), and like vdpbf16ps it flushes denormals to zero; at K = 32 the rounding
+def _widen_bf16(f: _Fn, h: str, n: int = 16) -> str:
+    """n bf16 words (i16) -> their float32 values (exact)."""
+    w = f.tmp(f"zext {_vec(n, 'i16')} {h} to {_vec(n, 'i32')}")
+    s = f.tmp(f"shl {_vec(n, 'i32')} {w}, {16 if n == 1 else 'splat (i32 16)'}")
+    return f.tmp(f"bitcast {_vec(n, 'i32')} {s} to {_vec(n, 'float')}")
+
+
+def _round_bf16(f: _Fn, v: str, n: int = 16, native: bool = False) -> str:
+    """n float32 -> n bf16 words (i16): round to nearest even, NaN -> 0x7FC0, denormals kept -- PyTorch's
+    c10::BFloat16 rounding and eager's cast (cvt_f32_bf16), so a product over float32 operands rounded as
+    they are packed equals the product over eager's bf16 copies bit for bit.  native (n = 16): one
+    vcvtneps2bf16 (AVX512-BF16) instead of ~9 integer ops -- the same rounding, but NaN stays a quiet NaN
+    (sign and payload kept) and, like vdpbf16ps, it flushes denormals to zero; at K = 32 the rounding
     took a third of the kernel's time."""
     if native:
         r = f.tmp(f"call <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F} {v})")
         return f.tmp(f"bitcast <16 x bfloat> {r} to <16 x i16>")
-    bits = f.tmp(f"bitcast {_V16F} {v} to {_V16I}")
-    lsb = f.tmp(f"lshr {_V16I} {bits}, splat (i32 16)")
-    lsb = f.tmp(f"and {_V16I} {lsb}, splat (i32 1)")
-    bias = f.tmp(f"add {_V16I} {lsb}, splat (i32 32767)")
-    r = f.tmp(f"add {_V16I} {bits}, {bias}")
-    r = f.tmp(f"lshr {_V16I} {r}, splat (i32 16)")
-    nan = f.tmp(f"fcmp uno {_V16F} {v}, zeroinitializer")
-    r = f.tmp(f"select <16 x i1> {nan}, {_V16I} splat (i32 32704), {_V16I} {r}")
-    return f.tmp(f"trunc {_V16I} {r} to <16 x i16>")
+    vf, vi = _vec(n, "float"), _vec(n, "i32")
+
+    def k(x: int) -> str:
+        return str(x) if n == 1 else f"splat (i32 {x})"
+    bits = f.tmp(f"bitcast {vf} {v} to {vi}")
+    lsb = f.tmp(f"and {vi} {f.tmp(f'lshr {vi} {bits}, {k(16)}')}, {k(1)}")
+    r = f.tmp(f"add {vi} {bits}, {f.tmp(f'add {vi} {lsb}, {k(32767)}')}")
+    r = f.tmp(f"lshr {vi} {r}, {k(16)}")
+    nan = f.tmp(f"fcmp uno {vf} {v}, {'0.0' if n == 1 else 'zeroinitializer'}")
+    r = f.tmp(f"select {_vec(n, 'i1')} {nan}, {vi} {k(32704)}, {vi} {r}")
+    return f.tmp(f"trunc {vi} {r} to {_vec(n, 'i16')}")
 
 
-def _bf16_to_f32(f: _Fn, h: str) -> str:
-    w = f.tmp(f"zext i16 {h} to i32")
-    s = f.tmp(f"shl i32 {w}, 16")
-    return f.tmp(f"bitcast i32 {s} to float")
-
-
-def _f32_to_bf16(f: _Fn, v: str) -> str:
-    bits = f.tmp(f"bitcast float {v} to i32")
-    lsb = f.tmp(f"lshr i32 {bits}, 16")
-    lsb = f.tmp(f"and i32 {lsb}, 1")
-    bias = f.tmp(f"add i32 {lsb}, 32767")
-    r = f.tmp(f"add i32 {bits}, {bias}")
-    r = f.tmp(f"lshr i32 {r}, 16")
-    nan = f.tmp(f"fcmp uno float {v}, 0.0")
-    r = f.tmp(f"select i1 {nan}, i32 32704, i32 {r}")
-    return f.tmp(f"trunc i32 {r} to i16")
+def _lanes_below(f: _Fn, n: str) -> str:
+    """<16 x i1>: lanes 0..15 below n (an i32; lanes past the end of a row or panel masked off)."""
+    return f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, n)}", "mask")
 
 
 # ------------------------------------------------------------------------------------- packing
@@ -184,20 +188,6 @@ def _zero_lanes(f: _Fn, lo: str, r: str, kfp: str, dpan: str) -> None:
     f.emit(f"store i32 0, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
     close_r()
     close_k()
-
-
-def _round_bf16(f: _Fn, v: str, n: int) -> str:
-    """<n x float> -> <n x i16> rounded as eager's cast (cvt_f32_bf16: nearest even, NaN -> 0x7FC0,
-    denormals kept), so a product over float32 operands rounded here equals the product over eager's
-    bf16 copies bit for bit."""
-    vf, vi = f"<{n} x float>", f"<{n} x i32>"
-    bits = f.tmp(f"bitcast {vf} {v} to {vi}")
-    lsb = f.tmp(f"and {vi} {f.tmp(f'lshr {vi} {bits}, splat (i32 16)')}, splat (i32 1)")
-    r = f.tmp(f"add {vi} {bits}, {f.tmp(f'add {vi} {lsb}, splat (i32 32767)')}")
-    r = f.tmp(f"lshr {vi} {r}, splat (i32 16)")
-    nan = f.tmp(f"fcmp uno {vf} {v}, zeroinitializer")
-    r = f.tmp(f"select <{n} x i1> {nan}, {vi} splat (i32 32704), {vi} {r}")
-    return f.tmp(f"trunc {vi} {r} to <{n} x i16>")
 
 
 class _Src:
@@ -215,7 +205,7 @@ class _Src:
         """One bf16 value (i16)."""
         if not self.f32:
             return self.f.tmp(f"load i16, ptr {p}, align 2")
-        return _f32_to_bf16(self.f, self.f.tmp(f"load float, ptr {p}, align 4"))
+        return _round_bf16(self.f, self.f.tmp(f"load float, ptr {p}, align 4"), 1)
 
     def words(self, p: str, n: int) -> str:
         """n consecutive pairs (2n values) as <n x i32> (n = 1: an i32)."""
@@ -356,11 +346,10 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
     pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
     dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
-    iota = f"<{', '.join(f'i32 {x}' for x in range(16))}>"
     left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
-    m = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, left)}")            # lanes of the panel
+    m = _lanes_below(f, left)           # lanes of the panel
     valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
-    mv = f.tmp(f"icmp slt {_V16I} {iota}, {_splat_i32(f, valid)}")          # ... inside the matrix
+    mv = _lanes_below(f, valid)         # ... inside the matrix
     lo = src.masked16(pa, mv)
     mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
     hi = src.masked16(pb, mvh)
@@ -440,11 +429,33 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     return f.text()
 
 
+def _operand(f: _Fn, cfg: GemmConfig, v: str, splat: bool = False):
+    """A pair operand of `_dp`, prepared once for all the products that use it: v is <16 x i32> (two bf16
+    per lane), or with splat one i32 for every lane.  vdpbf16ps: v as <32 x bfloat>; the fallback: the
+    low and high halves widened to float32 (of the scalar before the splat: one shift, not sixteen)."""
+    if cfg.dpbf16:
+        return f.tmp(f"bitcast {_V16I} {_splat_i32(f, v) if splat else v} to <32 x bfloat>")
+    if splat:
+        return tuple(_splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'{op} i32 {v}, {k}')} to float"))
+                     for op, k in (("shl", 16), ("and", -65536)))
+    return tuple(f.tmp(f"bitcast {_V16I} {f.tmp(f'{op} {_V16I} {v}, splat (i32 {k})')} to {_V16F}")
+                 for op, k in (("shl", 16), ("and", -65536)))
+
+
+def _dp(f: _Fn, cfg: GemmConfig, cur: str, a, b) -> str:
+    """cur + the pair products of operands a and b (`_operand`): vdpbf16ps, or two float32 FMAs in its
+    order (the high halves first)."""
+    if cfg.dpbf16:
+        return f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, <32 x bfloat> {a}, "
+                     f"<32 x bfloat> {b})")
+    t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {a[1]}, {_V16F} {b[1]}, {_V16F} {cur})")
+    return f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {a[0]}, {_V16F} {b[0]}, {_V16F} {t})")
+
+
 # -------------------------------------------------------------------------------- macro-kernel
 def _col_masks(f: _Fn, ncols: str, nv: int) -> list[str]:
     """Per vector j of a tile, the mask of its lanes below column ncols (i32) of the tile."""
-    return [f.tmp(f"icmp slt {_V16I} {_IOTA16}, {_splat_i32(f, f.tmp(f'sub i32 {ncols}, {16 * j}'))}", "mask")
-            for j in range(nv)]
+    return [_lanes_below(f, f.tmp(f"sub i32 {ncols}, {16 * j}")) for j in range(nv)]
 
 
 def _load16(f: _Fn, base: str, off, mask: str) -> str:
@@ -492,12 +503,9 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             f"ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, i32 %flags) {_NOINLINE}")
     acc = f.alloca(f"[{mr * nv} x {_V16F}]", "acc", 64)
     stage = f.alloca(f"[{mr * nv} x {_V16F}]", "stage", 64)
-    accum = f.tmp("and i32 %flags, 1")
-    accum = f.tmp(f"icmp ne i32 {accum}, 0", "accum")
-    hasb = f.tmp("and i32 %flags, 2")
-    hasb = f.tmp(f"icmp ne i32 {hasb}, 0", "hasbias")
-    wo = f.tmp("and i32 %flags, 4")
-    wo = f.tmp(f"icmp ne i32 {wo}, 0", "writeo")
+    # %flags: 1 add the partial sums in C, 2 add the bias, 4 write bf16 O (else float32 C)
+    accum, hasb, wo = (f.tmp(f"icmp ne i32 {f.tmp(f'and i32 %flags, {bit}')}, 0", hint)
+                       for bit, hint in ((1, "accum"), (2, "hasbias"), (4, "writeo")))
     jr, close_j = f.loop("0", "%nc", str(nr), "jr")
     nrem = f.tmp(f"sub i64 %nc, {jr}")
     nfull = f.tmp(f"icmp sge i64 {nrem}, {nr}")
@@ -528,7 +536,31 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
     for q in range(mr * nv):
         p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
         f.emit(f"store {_V16F} zeroinitializer, ptr {p}, align 64")
-    # ---- K loop: one pair of K per iteration
+    _accumulate(f, cfg, tile, acc, bpan, lmasks if b_rows else None, rows if direct else None,
+                None if direct else apan)
+    # ---- store the tile
+    mrem = f.tmp(f"sub i64 %mc, {ir_}")
+    whole = f.tmp(f"and i1 {f.tmp(f'icmp sge i64 {mrem}, {mr}')}, {nfull}")
+    quick = f.tmp(f"and i1 {whole}, {f.tmp(f'xor i1 {accum}, true')}", "quick")
+    qb, slow_, tile_end = f.fresh("quick"), f.fresh("general"), f.fresh("tile_end")
+    f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
+    f.label(qb)
+    _store_whole(f, cfg, tile, acc, ir_, jr, hasb, wo, tile_end)
+    f.label(slow_)
+    _store_edge(f, cfg, tile, acc, stage, ir_, jr, mrem, ncl, accum, hasb, wo)
+    f.emit(f"br label %{tile_end}")
+    f.label(tile_end)
+    close_i()
+    close_j()
+    return f.text()
+
+
+def _accumulate(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, bpan: str, lmasks, rows, apan) -> None:
+    """The K loop of one tile, one pair of K per iteration: acc (mr * nv accumulators, registers after
+    SROA) += A's words (rows: one pointer per row, read in place; else the packed panel apan) times B's
+    (lmasks: B's rows in place at bpan, interleaved in registers; else the packed panel bpan)."""
+    mr, nv, nr = tile.mr, tile.nv, tile.nr
+    direct, b_rows = rows is not None, lmasks is not None
     kk, close_k = f.loop("0", "%kp", "1", "k")
     if b_rows:
         bvec = _b_row_pairs(f, bpan, kk, lmasks)
@@ -539,12 +571,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             o = f.tmp(f"add i64 {bo}, {16 * j}")
             p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
             bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
-    if cfg.dpbf16:
-        bb = [f.tmp(f"bitcast {_V16I} {b} to <32 x bfloat>") for b in bvec]
-    else:
-        blo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {b}, splat (i32 16)')} to {_V16F}") for b in bvec]
-        bhi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {b}, splat (i32 -65536)')} to {_V16F}")
-               for b in bvec]
+    bvec = [_operand(f, cfg, b) for b in bvec]
     ao = f.tmp(f"mul i64 {kk}, {2 if direct else mr}")
     for i in range(mr):
         if direct:
@@ -554,34 +581,20 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             o = f.tmp(f"add i64 {ao}, {i}")
             p = f.tmp(f"getelementptr i32, ptr {apan}, i64 {o}")
             a = f.tmp(f"load i32, ptr {p}, align 4", "a")
-        if cfg.dpbf16:
-            asp = f.tmp(f"bitcast {_V16I} {_splat_i32(f, a)} to <32 x bfloat>")
-        else:
-            alo = _splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'shl i32 {a}, 16')} to float"))
-            ahi = _splat_f32(f, f.tmp(f"bitcast i32 {f.tmp(f'and i32 {a}, -65536')} to float"))
+        a = _operand(f, cfg, a, splat=True)
         for j in range(nv):
             p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
-            cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
-            if cfg.dpbf16:
-                nxt = f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, "
-                            f"<32 x bfloat> {asp}, <32 x bfloat> {bb[j]})")
-            else:   # the instruction's order: the high halves first
-                t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {ahi}, {_V16F} {bhi[j]}, {_V16F} {cur})")
-                nxt = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {alo}, {_V16F} {blo[j]}, {_V16F} {t})")
+            nxt = _dp(f, cfg, f.tmp(f"load {_V16F}, ptr {p}, align 64"), a, bvec[j])
             f.emit(f"store {_V16F} {nxt}, ptr {p}, align 64")
     close_k()
-    mrem = f.tmp(f"sub i64 %mc, {ir_}")
-    # ---- a whole tile with no partial sums to add (every tile when K fits one block): straight-line
-    # stores from the registers, no masks or staging (small-K products spend a tenth of their time here)
-    mfull0 = f.tmp(f"icmp sge i64 {mrem}, {mr}")
-    whole = f.tmp(f"and i1 {mfull0}, {nfull}")
-    noacc = f.tmp(f"xor i1 {accum}, true")
-    quick = f.tmp(f"and i1 {whole}, {noacc}", "quick")
-    qb, slow_, tile_end = f.fresh("quick"), f.fresh("general"), f.fresh("tile_end")
-    f.emit(f"br i1 {quick}, label %{qb}, label %{slow_}")
-    f.label(qb)
-    # four straight-line variants -- bias or not, bf16 O or float32 C -- so a product without a bias
-    # spends no add on it
+
+
+def _store_whole(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, ir_: str, jr: str, hasb: str, wo: str,
+                 tile_end: str) -> None:
+    """A whole tile with no partial sums to add (every tile when K fits one block): straight-line stores
+    from the registers, no masks or staging (small-K products spend a tenth of their time here) -- four
+    variants, bias or not, bf16 O or float32 C, so a product without a bias spends no add on it."""
+    mr, nv = tile.mr, tile.nv
     variants = [(b, o, f.fresh(f"q{'b' if b else ''}{'o' if o else 'c'}"))
                 for b in (True, False) for o in (True, False)]
     sel_o = f.fresh("qsel")
@@ -597,7 +610,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
             for j in range(nv):
                 bidx = f.tmp(f"add i64 {jr}, {16 * j}")
                 bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
-                bvals.append(_bf16_to_f32_vec(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
+                bvals.append(_widen_bf16(f, f.tmp(f"load <16 x i16>, ptr {bptr}, align 2")))
         for i in range(mr):
             row = f.tmp(f"add i64 {ir_}, {i}")
             base = f.tmp(f"mul i64 {row}, {'%ldo' if to_bf16 else '%ldc'}")
@@ -610,14 +623,19 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
                 idx = f.tmp(f"add i64 {base}, {16 * j}")
                 if to_bf16:
                     ptr = f.tmp(f"getelementptr i16, ptr %o, i64 {idx}")
-                    f.emit(f"store <16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {ptr}, align 2")
+                    f.emit(f"store <16 x i16> {_round_bf16(f, v, native=cfg.dpbf16)}, ptr {ptr}, align 2")
                 else:
                     ptr = f.tmp(f"getelementptr float, ptr %c, i64 {idx}")
                     f.emit(f"store {_V16F} {v}, ptr {ptr}, align 4")
         f.emit(f"br label %{tile_end}")
-    # ---- store the tile: rows past the edge are skipped, columns past it masked off (AVX-512 masked
-    # loads/stores never touch masked lanes), so nothing outside [M, N] is read or written
-    f.label(slow_)
+
+
+def _store_edge(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, stage: str, ir_: str, jr: str, mrem: str, ncl: str,
+                accum: str, hasb: str, wo: str) -> None:
+    """Any tile (an edge tile, partial sums to add): rows past the edge are skipped, columns past it masked
+    off (AVX-512 masked loads/stores never touch masked lanes), so nothing outside [M, N] is read or
+    written; adds the float32 partial sums in C (accum) and the bias (hasb), writes O (wo) or C."""
+    mr, nv = tile.mr, tile.nv
     masks = _col_masks(f, ncl, nv)
     # the accumulators go to a staging array read by a row loop (one copy of the store code instead of
     # MR; `acc` keeps constant indices only, so it still lives in registers during the K loop)
@@ -626,9 +644,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
         sp = f.tmp(f"getelementptr {_V16F}, ptr {stage}, i64 {q}")
         f.emit(f"store {_V16F} {v}, ptr {sp}, align 64")
-    mfull = f.tmp(f"icmp sge i64 {mrem}, {mr}")
-    mlim = f.tmp(f"select i1 {mfull}, i64 {mr}, i64 {mrem}")
-    i, close_row = f.loop("0", mlim, "1", "row")
+    i, close_row = f.loop("0", _min(f, mrem, str(mr)), "1", "row")
     row = f.tmp(f"add i64 {ir_}, {i}")
     crow = f.tmp(f"mul i64 {row}, %ldc")
     crow = f.tmp(f"add i64 {crow}, {jr}")
@@ -653,7 +669,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
         bh = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {bptr}, i32 2, <16 x i1> {m}, "
                    "<16 x i16> zeroinitializer)")
-        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_bf16_to_f32_vec(f, bh)}')}, ptr {p}, align 64")
+        f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_widen_bf16(f, bh)}')}, ptr {p}, align 64")
         close()
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
         wo_b, wc_b, w_done = f.fresh("wo"), f.fresh("wc"), f.fresh("wdone")
@@ -661,7 +677,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         f.label(wo_b)
         oidx = f.tmp(f"add i64 {orow}, {16 * j}")
         op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v, cfg.dpbf16)}, ptr {op}, "
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_round_bf16(f, v, native=cfg.dpbf16)}, ptr {op}, "
                f"i32 2, <16 x i1> {m})")
         f.emit(f"br label %{w_done}")
         f.label(wc_b)
@@ -669,36 +685,56 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         f.emit(f"br label %{w_done}")
         f.label(w_done)
     close_row()
-    f.emit(f"br label %{tile_end}")
-    f.label(tile_end)
-    close_i()
-    close_j()
-    return f.text()
 
 
 # ------------------------------------------------------------------------------------- drivers
+class _Out:
+    """A product's outputs as a driver sees them (%c float32, %o bf16, %bias bf16: each may be null) and
+    the gemm_block flags of its last K block (2: add the bias, 4: write O)."""
+
+    def __init__(self, f: _Fn):
+        self.f = f
+        self.has = {k: f.tmp(f"icmp ne ptr %{k}, null", f"has{k}") for k in ("c", "o", "bias")}
+        fb = f.tmp(f"select i1 {self.has['bias']}, i32 2, i32 0")
+        fo = f.tmp(f"select i1 {self.has['o']}, i32 4, i32 0")
+        self.flags = f.tmp(f"or i32 {fb}, {fo}", "fin")
+
+    def at(self, c_off: str | None = None, o_off: str | None = None, bias_off: str | None = None) -> tuple:
+        """(c, o, bias) moved on by these element offsets (None: where they are); a null one stays null."""
+        out = []
+        for k, elt, off in (("c", "float", c_off), ("o", "i16", o_off), ("bias", "i16", bias_off)):
+            p = f"%{k}"
+            if off is not None:
+                moved = self.f.tmp(f"getelementptr {elt}, ptr {p}, i64 {off}")
+                p = self.f.tmp(f"select i1 {self.has[k]}, ptr {moved}, ptr null")
+            out.append(p)
+        return tuple(out)
+
+
+def _k_blocks(f: _Fn, cfg: GemmConfig, nr: int):
+    """for pc in [0, K) step KC, over packed B of panels nr wide: returns (pc, kcb: the block's K rows,
+    kpc: its pairs, last: i1, bq: the block's packed B at %bp, close)."""
+    npb = _cdiv(f, "%N", str(nr))
+    qstride = f.tmp(f"mul i64 {npb}, {cfg.kc // 2 * nr}")
+    pc, close = f.loop("0", "%K", str(cfg.kc), "pc")
+    krem = f.tmp(f"sub i64 %K, {pc}")
+    kcb = _min(f, krem, str(cfg.kc))
+    kpc = f.tmp(f"lshr i64 {f.tmp(f'add i64 {kcb}, 1')}, 1", "kpc")
+    last = f.tmp(f"icmp sle i64 {krem}, {cfg.kc}", "lastk")
+    q = f.tmp(f"udiv i64 {pc}, {cfg.kc}")
+    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {f.tmp(f'mul i64 {q}, {qstride}')}", "bq")
+    return pc, kcb, kpc, last, bq, close
+
+
 def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
     f = _Fn(f"define void @pack_b_{tile.tag}(ptr noalias %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 %p0, "
             f"i64 %p1, ptr noalias %bp) {_NOINLINE}")
-    nr, kc = tile.nr, cfg.kc
-    n1 = f.tmp(f"add i64 %N, {nr - 1}")
-    npb = f.tmp(f"udiv i64 {n1}, {nr}")
-    qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
+    nr = tile.nr
     lane0 = f.tmp(f"mul i64 %p0, {nr}")
-    nl = f.tmp("sub i64 %p1, %p0")
-    nl = f.tmp(f"mul i64 {nl}, {nr}")
-    pc, close = f.loop("0", "%K", str(kc), "pc")
-    q = f.tmp(f"udiv i64 {pc}, {kc}")
-    krem = f.tmp(f"sub i64 %K, {pc}")
-    small = f.tmp(f"icmp slt i64 {krem}, {kc}")
-    kcb = f.tmp(f"select i1 {small}, i64 {krem}, i64 {kc}")
-    kc1 = f.tmp(f"add i64 {kcb}, 1")
-    kpc = f.tmp(f"lshr i64 {kc1}, 1")
-    off = f.tmp(f"mul i64 {q}, {qstride}")
-    poff = f.tmp(f"mul i64 %p0, {kpc}")
-    poff = f.tmp(f"mul i64 {poff}, {nr}")
-    off = f.tmp(f"add i64 {off}, {poff}")
-    dst = f.tmp(f"getelementptr i32, ptr %bp, i64 {off}")
+    nl = f.tmp(f"mul i64 {f.tmp('sub i64 %p1, %p0')}, {nr}")
+    pc, kcb, kpc, _, bq, close = _k_blocks(f, cfg, nr)
+    poff = f.tmp(f"mul i64 {f.tmp(f'mul i64 %p0, {kpc}')}, {nr}")     # panel p0 of this K block
+    dst = f.tmp(f"getelementptr i32, ptr {bq}, i64 {poff}")
     f.emit(f"call void @pack(ptr %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 {lane0}, "
            f"i64 {nl}, i64 {pc}, i64 {kcb}, ptr {dst}, i64 {nr})")
     close()
@@ -706,93 +742,185 @@ def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
 
 
 def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
-    f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr noalias %bp, i64 %M, "
+    """gemm_rows_<tag>: rows [m0, m1) of the product, in blocks of at most MC rows (A packed per block, or
+    read in place), each block over B's panels in groups of %gpan.  %share null: %bp holds all of B packed.
+    Else several threads, each calling gemm_rows once, share the product (%share: i64 [group counter,
+    row counter = m0, one flag per group], set by the caller):
+      * B: each call first claims groups of panels from the group counter and packs them into %bp (all K
+        blocks), flagging each when done; then a group whose flag is not yet set -- another thread is still
+        packing it, or was descheduled doing so -- is packed again, for the K block at hand, into the
+        thread's own %bpriv (B from %b, %bls, %bks, %bw) instead of waiting: nobody ever waits, and nobody
+        packs B twice in the common case.  The sums are the same whichever copy a tile reads.
+      * rows: claimed from the row counter in chunks of a 1/%rdiv of what is left (whole tiles, at least
+        4 tiles' rows, at most one MC block), so that the chunks shrink towards the end and the threads
+        finish together; the claiming is here, not in Python, because each Python call after a kernel
+        that swept the caches costs tens of microseconds (a [1024,128]@[128,384] product split in 8 Python
+        chunks took a third more CPU time than on one thread)."""
+    f = _Fn(f"define void @gemm_rows_{tile.tag}(ptr noalias %a, i64 %ls, i64 %ks, i32 %words, ptr %bp, i64 %M, "
             "i64 %N, i64 %K, i64 %m0, i64 %m1, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, "
-            f"ptr noalias %bias, ptr noalias %ap) {_NOINLINE}")
-    nr, kc, mc = tile.nr, cfg.kc, cfg.mc
-    n1 = f.tmp(f"add i64 %N, {nr - 1}")
-    npb = f.tmp(f"udiv i64 {n1}, {nr}")
-    qstride = f.tmp(f"mul i64 {npb}, {kc // 2 * nr}")
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    hasb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
-    haso = f.tmp("icmp ne ptr %o, null")
-    haso = f.tmp(f"select i1 {haso}, i32 4, i32 0")
-    fin = f.tmp(f"or i32 {hasb}, {haso}")
+            "ptr noalias %bias, ptr noalias %ap, ptr noalias %b, i64 %bls, i64 %bks, i32 %bw, ptr %share, "
+            f"i64 %gpan, ptr noalias %bpriv, i64 %rdiv) {_NOINLINE}")
+    nr, mc = tile.nr, cfg.mc
+    npb = _cdiv(f, "%N", str(nr))
+    shared = f.tmp("icmp ne ptr %share, null", "shared")
+    gpan = f.tmp(f"select i1 {shared}, i64 %gpan, i64 {npb}", "gpan")
+    ngr = _cdiv(f, npb, gpan)
+    # ---- claim and pack groups of B's panels (shared only)
+    close_s = f.if_(shared, "claim")
+    head, go, stop = f.fresh("claim"), f.fresh("pack"), f.fresh("claimed")
+    f.emit(f"br label %{head}")
+    f.label(head)       # until the counter runs past the last group
+    g = f.tmp("atomicrmw add ptr %share, i64 1 monotonic, align 8", "g")
+    f.emit(f"br i1 {f.tmp(f'icmp slt i64 {g}, {ngr}')}, label %{go}, label %{stop}")
+    f.label(go)
+    p0 = f.tmp(f"mul i64 {g}, {gpan}")
+    p1 = _min(f, f.tmp(f"add i64 {p0}, {gpan}"), npb)
+    f.emit(f"call void @pack_b_{tile.tag}(ptr %b, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 {p0}, i64 {p1}, "
+           "ptr %bp)")
+    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {g}, 2')}")
+    f.emit(f"store atomic i64 1, ptr {flag} release, align 8")
+    f.emit(f"br label %{head}")
+    f.label(stop)
+    close_s()
+    out = _Out(f)
     # A read in place (no packing) when it is K-contiguous, K is even (no pair straddles a row's end)
     # and the product has few columns (packing buys reuse across column panels only)
     kodd = f.tmp("and i64 %K, 1")
     direct = f.tmp("icmp eq i32 %words, 1")      # (not a float32 A: words & 2)
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp eq i64 {kodd}, 0')}")
     direct = f.tmp(f"and i1 {direct}, {f.tmp(f'icmp sle i64 %N, {cfg.direct_a_max_n}')}", "direct")
-    ic, close_i = f.loop("%m0", "%m1", str(mc), "ic")
-    mrem = f.tmp(f"sub i64 %m1, {ic}")
-    small = f.tmp(f"icmp slt i64 {mrem}, {mc}")
-    mcb = f.tmp(f"select i1 {small}, i64 {mrem}, i64 {mc}")
-    pc, close_p = f.loop("0", "%K", str(kc), "pc")
-    q = f.tmp(f"udiv i64 {pc}, {kc}")
-    krem = f.tmp(f"sub i64 %K, {pc}")
-    ksmall = f.tmp(f"icmp slt i64 {krem}, {kc}")
-    kcb = f.tmp(f"select i1 {ksmall}, i64 {krem}, i64 {kc}")
-    kc1 = f.tmp(f"add i64 {kcb}, 1")
-    kpc = f.tmp(f"lshr i64 {kc1}, 1")
-    packed, done = f.fresh("packa"), f.fresh("apacked")
-    f.emit(f"br i1 {direct}, label %{done}, label %{packed}")
-    f.label(packed)
+    # ---- claim rows [r0, r1): all of [m0, m1) at once (a private counter, one claim), or chunks from %share
+    dynamic = f.tmp(f"and i1 {shared}, {f.tmp('icmp sgt i64 %rdiv, 0')}", "dynamic")
+    mine = f.alloca("i64", "next")
+    f.emit(f"store i64 %m0, ptr {mine}")
+    counter = f.tmp(f"select i1 {dynamic}, ptr {f.tmp('getelementptr i64, ptr %share, i64 1')}, ptr {mine}")
+    rdiv = f.tmp(f"select i1 {dynamic}, i64 %rdiv, i64 1")
+    head, try_, work, done = f.fresh("rclaim"), f.fresh("rtry"), f.fresh("rwork"), f.fresh("rdone")
+    f.emit(f"br label %{head}")
+    f.label(head)
+    r0 = f.tmp(f"load atomic i64, ptr {counter} monotonic, align 8", "r0")
+    f.emit(f"br i1 {f.tmp(f'icmp sge i64 {r0}, %m1')}, label %{done}, label %{try_}")
+    f.label(try_)
+    left = f.tmp(f"sub i64 %m1, {r0}")
+    size = f.tmp(f"mul i64 {_cdiv(f, _cdiv(f, left, rdiv), str(tile.mr))}, {tile.mr}")
+    size = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {size}, {4 * tile.mr}')}, i64 {4 * tile.mr}, i64 {size}")
+    # (claimed: at most one block -- a thread descheduled holding a chunk leaves the others at most that)
+    size = _min(f, size, f.tmp(f"select i1 {dynamic}, i64 {mc}, i64 {size}"))
+    r1 = _min(f, f.tmp(f"add i64 {r0}, {size}"), "%m1")
+    got = f.tmp(f"cmpxchg ptr {counter}, i64 {r0}, i64 {r1} monotonic monotonic, align 8")
+    f.emit(f"br i1 {f.tmp(f'extractvalue {{ i64, i1 }} {got}, 1')}, label %{work}, label %{head}")
+    f.label(work)
+    # blocks of even size (whole tiles, at most MC rows): a chunk of rows is no MC-sized blocks and a
+    # sliver, which reads all of B for a few rows
+    nrows = f.tmp(f"sub i64 {r1}, {r0}")
+    bsz = _cdiv(f, nrows, _cdiv(f, nrows, str(mc)))
+    bsz = f.tmp(f"mul i64 {_cdiv(f, bsz, str(tile.mr))}, {tile.mr}", "bsz")
+    ic, close_i = f.loop(r0, r1, bsz, "ic")
+    mcb = _min(f, f.tmp(f"sub i64 {r1}, {ic}"), bsz)
+    pc, kcb, kpc, last, bq, close_p = _k_blocks(f, cfg, nr)
+    close_pa = f.if_(f.tmp(f"xor i1 {direct}, true"), "packa")
     f.emit(f"call void @pack(ptr %a, i64 %ls, i64 %ks, i32 %words, i64 %M, i64 %K, i64 {ic}, "
            f"i64 {mcb}, i64 {pc}, i64 {kcb}, ptr %ap, i64 {tile.mr})")
-    f.emit(f"br label %{done}")
-    f.label(done)
-    boff = f.tmp(f"mul i64 {q}, {qstride}")
-    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}")
+    close_pa()
     first = f.tmp(f"icmp eq i64 {pc}, 0")
     flags = f.tmp(f"select i1 {first}, i32 0, i32 1")
-    last = f.tmp(f"icmp sle i64 {krem}, {kc}")
-    finf = f.tmp(f"select i1 {last}, i32 {fin}, i32 0")
-    flags = f.tmp(f"or i32 {flags}, {finf}")
-    crow = f.tmp(f"mul i64 {ic}, %ldc")
-    cp = f.tmp(f"getelementptr float, ptr %c, i64 {crow}")
-    orow = f.tmp(f"mul i64 {ic}, %ldo")
-    op = f.tmp(f"getelementptr i16, ptr %o, i64 {orow}")
+    flags = f.tmp(f"or i32 {flags}, {f.tmp(f'select i1 {last}, i32 {out.flags}, i32 0')}", "flags")
+    crow, orow = f.tmp(f"mul i64 {ic}, %ldc"), f.tmp(f"mul i64 {ic}, %ldo")
+    aoff = f.tmp(f"add i64 {f.tmp(f'mul i64 {ic}, %ls')}, {pc}")
+    a0 = f.tmp(f"getelementptr i16, ptr %a, i64 {aoff}")
+    # ---- the block over each group of panels
+    gi, close_g = f.loop("0", ngr, "1", "grp")
+    p0 = f.tmp(f"mul i64 {gi}, {gpan}")
+    p1 = _min(f, f.tmp(f"add i64 {p0}, {gpan}"), npb)
+    col0 = f.tmp(f"mul i64 {p0}, {nr}", "col0")
+    ncols = _min(f, f.tmp(f"sub i64 %N, {col0}"), f.tmp(f"mul i64 {f.tmp(f'sub i64 {p1}, {p0}')}, {nr}"))
+    bsrc = f.alloca("ptr", "bsrc")
+    goff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {p0}, {kpc}')}, {nr}")
+    f.emit(f"store ptr {f.tmp(f'getelementptr i32, ptr {bq}, i64 {goff}')}, ptr {bsrc}")
+    flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {gi}, 2')}")
+    close_sh = f.if_(shared, "chk")
+    ready = f.tmp(f"icmp ne i64 {f.tmp(f'load atomic i64, ptr {flag} acquire, align 8')}, 0")
+    close_nr = f.if_(f.tmp(f"xor i1 {ready}, true"), "own")
+    f.emit(f"call void @pack(ptr %b, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 {col0}, i64 {ncols}, i64 {pc}, "
+           f"i64 {kcb}, ptr %bpriv, i64 {nr})")
+    f.emit(f"store ptr %bpriv, ptr {bsrc}")
+    close_nr()
+    close_sh()
+    bg = f.tmp(f"load ptr, ptr {bsrc}")
+    cg_, og, biasg = out.at(f.tmp(f"add i64 {crow}, {col0}"), f.tmp(f"add i64 {orow}, {col0}"), col0)
+    rest = (f"i64 {mcb}, i64 {ncols}, i64 {kpc}, ptr {cg_}, i64 %ldc, ptr {og}, i64 %ldo, ptr {biasg}, "
+            f"i32 {flags})")
     blk, blkd, joined = f.fresh("blk"), f.fresh("blkd"), f.fresh("blkdone")
     f.emit(f"br i1 {direct}, label %{blkd}, label %{blk}")
     f.label(blk)
-    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
-           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr {bg}, {rest}")
     f.emit(f"br label %{joined}")
     f.label(blkd)
-    aoff = f.tmp(f"add i64 {f.tmp(f'mul i64 {ic}, %ls')}, {pc}")
-    a0 = f.tmp(f"getelementptr i16, ptr %a, i64 {aoff}")
-    f.emit(f"call void @gemm_blockd_{tile.tag}(ptr {a0}, i64 %ls, ptr {bq}, i64 {mcb}, i64 %N, i64 {kpc}, ptr {cp}, "
-           f"i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+    f.emit(f"call void @gemm_blockd_{tile.tag}(ptr {a0}, i64 %ls, ptr {bg}, {rest}")
     f.emit(f"br label %{joined}")
     f.label(joined)
+    close_g()
     close_p()
     close_i()
+    f.emit(f"br label %{head}")
+    f.label(done)
     return f.text()
+
+
+# gemm_rows' trailing arguments when %bp already holds all of B
+_UNSHARED = "ptr null, i64 0, i64 0, i32 0, ptr null, i64 0, ptr null, i64 0"
+
+
+def _cdiv(f: _Fn, x: str, y: str) -> str:
+    """ceil(x / y) of two non-negative i64 (y > 0)."""
+    y1 = f.tmp(f"sub i64 {y}, 1")
+    return f.tmp(f"udiv i64 {f.tmp(f'add i64 {x}, {y1}')}, {y}")
+
+
+def _claims(f: _Fn, counter: str, lo: str, hi: str, step: str, hint: str):
+    """for (v = lo; v < hi; v += step), each v claimed from the i64 at `counter` -- shared by the threads
+    that run the loop, set to lo by their caller: each runs what it claims, as it comes -- or, with a null
+    counter, all of it here.  Returns (v, close): call close() after the body."""
+    mine = f.alloca("i64", hint + ".mine")
+    f.emit(f"store i64 {lo}, ptr {mine}")
+    ctr = f.tmp(f"select i1 {f.tmp(f'icmp eq ptr {counter}, null')}, ptr {mine}, ptr {counter}")
+    head, body, done = f.fresh(hint + ".claim"), f.fresh(hint + ".body"), f.fresh(hint + ".done")
+    f.emit(f"br label %{head}")
+    f.label(head)
+    v = f.tmp(f"atomicrmw add ptr {ctr}, i64 {step} monotonic, align 8", hint)
+    f.emit(f"br i1 {f.tmp(f'icmp slt i64 {v}, {hi}')}, label %{body}, label %{done}")
+    f.label(body)
+
+    def close():
+        f.emit(f"br label %{head}")
+        f.label(done)
+    return v, close
+
+
+def _min(f: _Fn, x: str, y: str) -> str:
+    """min(x, y) of two i64."""
+    return f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {x}, {y}')}, i64 {x}, i64 {y}")
 
 
 def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
     """gemm_colsb_<tag>(ptr a, i64 als, i64 aks, i32 aw, ptr b, i64 ldb, i64 M, i64 N, i64 K, ptr c, i64 ldc,
-    ptr o, i64 ldo, ptr bias, ptr ap, ptr stage): the whole product of a bf16 B with unit column stride,
+    ptr o, i64 ldo, ptr bias, ptr ap, ptr stage, ptr share): the whole product of a bf16 B with unit column stride,
     M <= the tile's row block and K <= KC (the runtime checks), without packing B: A is packed once,
     then B goes through `stage` cfg.stage_cols columns at a time -- each row's piece copied in turn (one
     stream at a time), stage_cols + 32 elements apart -- and gemm_blockb reads the pieces there.
     Read where they lie, B's rows, a power-of-two-ish multiple of 4 KiB apart in a convolution's
-    [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower)."""
+    [C*k*k, N*L] (36864 columns: 72 KiB), share one L1 set: every tile's K lines then missed (2.6x slower).
+    share: null, or an i64 counter (0) from which the threads that run one call each claim the pieces."""
     f = _Fn(f"define void @gemm_colsb_{tile.tag}(ptr noalias %a, i64 %als, i64 %aks, i32 %aw, ptr noalias %b, "
             "i64 %ldb, i64 %M, i64 %N, i64 %K, ptr noalias %c, i64 %ldc, ptr noalias %o, i64 %ldo, ptr noalias %bias, "
-            f"ptr noalias %ap, ptr noalias %stage) {_NOINLINE}")
+            f"ptr noalias %ap, ptr noalias %stage, ptr %share) {_NOINLINE}")
     cols, lds = cfg.stage_cols, cfg.stage_cols + 32
     f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
            f"ptr %ap, i64 {tile.mr})")
     kpc = f.tmp(f"lshr i64 {f.tmp('add i64 %K, 1')}, 1")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    flags = f.tmp(f"or i32 {f.tmp(f'select i1 {hasb}, i32 2, i32 0')}, {f.tmp(f'select i1 {haso}, i32 4, i32 0')}")
-    n0, close = f.loop("0", "%N", str(cols), "n0")
-    left = f.tmp(f"sub i64 %N, {n0}")
-    nn = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {left}, {cols}')}, i64 {left}, i64 {cols}", "nn")
+    out = _Out(f)
+    n0, close = _claims(f, "%share", "0", "%N", str(cols), "n0")
+    nn = _min(f, f.tmp(f"sub i64 %N, {n0}"), str(cols))
     src0 = f.tmp(f"getelementptr i16, ptr %b, i64 {n0}")
     k, close_k = f.loop("0", "%K", "1", "sk")
     srow = f.tmp(f"getelementptr i16, ptr {src0}, i64 {f.tmp(f'mul i64 {k}, %ldb')}")
@@ -802,11 +930,9 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
         x = _load16(f, srow, v, m)
         f.emit(f"store <16 x i16> {x}, ptr {f.tmp(f'getelementptr i16, ptr {drow}, i64 {v}')}, align 2")
     close_k()
-    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
-    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
-    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    cp, op, bp = out.at(n0, n0, n0)
     f.emit(f"call void @gemm_blockb_{tile.tag}(ptr %ap, ptr %stage, i64 {lds}, i64 %K, i64 %M, i64 {nn}, i64 {kpc}, "
-           f"ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, i32 {flags})")
+           f"ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, i32 {out.flags})")
     close()
     return f.text()
 
@@ -814,22 +940,18 @@ def _emit_cols_b(cfg: GemmConfig, tile: Tile) -> str:
 def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     """Products [b0, b1) of a batch, each packing its own B into bp (one call for a whole batch of
     small products: a convolution's per-image GEMMs, attention's per-head ones).  A broadcast A that
-    fits one block (a convolution's weight) is packed once for the whole batch."""
+    fits one block (a convolution's weight) is packed once for the whole batch.  share: null, or an i64
+    counter (b0) from which the threads that run one call each claim the products."""
     f = _Fn(f"define void @gemm_batch_{tile.tag}(ptr %a, i64 %abs, i64 %als, i64 %aks, i32 %aw, ptr %b, "
             "i64 %bbs, i64 %bls, i64 %bks, i32 %bw, i64 %b0, i64 %b1, i64 %M, i64 %N, i64 %K, ptr %c, "
-            "i64 %cbs, i64 %ldc, ptr %o, i64 %obs, i64 %ldo, ptr %bias, ptr noalias %ap, ptr noalias %bp) "
-            f"{_ATTRS}")
+            "i64 %cbs, i64 %ldc, ptr %o, i64 %obs, i64 %ldo, ptr %bias, ptr noalias %ap, ptr noalias %bp, "
+            f"ptr %share) {_ATTRS}")
     n1 = f.tmp(f"add i64 %N, {tile.nr - 1}")
     npb = f.tmp(f"udiv i64 {n1}, {tile.nr}")
     # element sizes in bytes: 4 for a float32 operand (words & 2: rounded to bf16 as it is packed)
     asz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %aw, 2')}, i64 4, i64 2")
     bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    fb = f.tmp(f"select i1 {hasb}, i32 2, i32 0")
-    fo = f.tmp(f"select i1 {haso}, i32 4, i32 0")
-    flags = f.tmp(f"or i32 {fb}, {fo}")       # one K block: no partial sums to add
+    out = _Out(f)       # (its flags: one K block, no partial sums to add)
     a0 = f.tmp("icmp eq i64 %abs, 0")
     a1 = f.tmp(f"icmp sle i64 %M, {cfg.mc}")
     a2 = f.tmp(f"icmp sle i64 %K, {cfg.kc}")
@@ -841,28 +963,23 @@ def _emit_batch(cfg: GemmConfig, tile: Tile) -> str:
     f.emit(f"call void @pack(ptr %a, i64 %als, i64 %aks, i32 %aw, i64 %M, i64 %K, i64 0, i64 %M, i64 0, i64 %K, "
            f"ptr %ap, i64 {tile.mr})")
     close_once()
-    bi, close = f.loop("%b0", "%b1", "1", "bt")
+    bi, close = _claims(f, "%share", "%b0", "%b1", "1", "bt")
     ao = f.tmp(f"mul i64 {bi}, %abs")
     ap_ = f.tmp(f"getelementptr i8, ptr %a, i64 {f.tmp(f'mul i64 {ao}, {asz}')}")
     bo = f.tmp(f"mul i64 {bi}, %bbs")
     bp_ = f.tmp(f"getelementptr i8, ptr %b, i64 {f.tmp(f'mul i64 {bo}, {bsz}')}")
-    co = f.tmp(f"mul i64 {bi}, %cbs")
-    cp = f.tmp(f"getelementptr float, ptr %c, i64 {co}")
-    cp = f.tmp(f"select i1 {hasc}, ptr {cp}, ptr null")
-    oo = f.tmp(f"mul i64 {bi}, %obs")
-    op = f.tmp(f"getelementptr i16, ptr %o, i64 {oo}")
-    op = f.tmp(f"select i1 {haso}, ptr {op}, ptr null")
+    cp, op, _ = out.at(f.tmp(f"mul i64 {bi}, %cbs"), f.tmp(f"mul i64 {bi}, %obs"))
     f.emit(f"call void @pack_b_{tile.tag}(ptr {bp_}, i64 %bls, i64 %bks, i32 %bw, i64 %N, i64 %K, i64 0, "
            f"i64 {npb}, ptr %bp)")
     blk, rows, nxt = f.fresh("blk"), f.fresh("rows"), f.fresh("next")
     f.emit(f"br i1 {once}, label %{blk}, label %{rows}")
     f.label(blk)
     f.emit(f"call void @gemm_block_{tile.tag}(ptr %ap, ptr %bp, i64 %M, i64 %N, i64 {kpc}, ptr {cp}, i64 %ldc, "
-           f"ptr {op}, i64 %ldo, ptr %bias, i32 {flags})")
+           f"ptr {op}, i64 %ldo, ptr %bias, i32 {out.flags})")
     f.emit(f"br label %{nxt}")
     f.label(rows)
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr {ap_}, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 %N, "
-           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, ptr %ap)")
+           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr %bias, ptr %ap, {_UNSHARED})")
     f.emit(f"br label %{nxt}")
     f.label(nxt)
     close()
@@ -873,46 +990,28 @@ def _emit_cols(cfg: GemmConfig, tile: Tile) -> str:
     """Columns of a product in chunks of %chunk: pack the chunk's B panels, then run every row over them,
     so the packed panels are still in cache when the micro-kernel reads them.  For products with one row
     block (few rows, many columns: a small convolution's forward), where each packed panel is read once
-    -- packing all of B first streamed it out to memory and back."""
+    -- packing all of B first streamed it out to memory and back.  share: null, or an i64 counter (0) from
+    which the threads that run one call each claim the chunks (each packing its own B panels and all of A)."""
     f = _Fn(f"define void @gemm_cols_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %b, i64 %bls, i64 %bks, "
             "i32 %bw, i64 %M, i64 %N, i64 %K, ptr %c, i64 %ldc, ptr %o, i64 %ldo, ptr %bias, ptr noalias %ap, "
-            f"ptr noalias %bp, i64 %chunk) {_ATTRS}")
+            f"ptr noalias %bp, i64 %chunk, ptr %share) {_ATTRS}")
     bsz = f.tmp(f"select i1 {f.tmp('icmp uge i32 %bw, 2')}, i64 4, i64 2")
-    hasc = f.tmp("icmp ne ptr %c, null")
-    haso = f.tmp("icmp ne ptr %o, null")
-    hasb = f.tmp("icmp ne ptr %bias, null")
-    n0, close = f.loop("0", "%N", "%chunk", "n0")
-    left = f.tmp(f"sub i64 %N, {n0}")
-    short = f.tmp(f"icmp slt i64 {left}, %chunk")
-    nn = f.tmp(f"select i1 {short}, i64 {left}, i64 %chunk", "nn")
-    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 {nn}, {tile.nr - 1}')}, {tile.nr}")
+    out = _Out(f)
+    n0, close = _claims(f, "%share", "0", "%N", "%chunk", "n0")
+    nn = _min(f, f.tmp(f"sub i64 %N, {n0}"), "%chunk")
+    npan = _cdiv(f, nn, str(tile.nr))
     boff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {n0}, %bls')}, {bsz}")
     bsrc = f.tmp(f"getelementptr i8, ptr %b, i64 {boff}")
     f.emit(f"call void @pack_b_{tile.tag}(ptr {bsrc}, i64 %bls, i64 %bks, i32 %bw, i64 {nn}, i64 %K, i64 0, "
            f"i64 {npan}, ptr %bp)")
-    cp = f.tmp(f"select i1 {hasc}, ptr {f.tmp(f'getelementptr float, ptr %c, i64 {n0}')}, ptr null")
-    op = f.tmp(f"select i1 {haso}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {n0}')}, ptr null")
-    bp = f.tmp(f"select i1 {hasb}, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {n0}')}, ptr null")
+    cp, op, bp = out.at(n0, n0, n0)
     f.emit(f"call void @gemm_rows_{tile.tag}(ptr %a, i64 %als, i64 %aks, i32 %aw, ptr %bp, i64 %M, i64 {nn}, "
-           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, ptr %ap)")
+           f"i64 %K, i64 0, i64 %M, ptr {cp}, i64 %ldc, ptr {op}, i64 %ldo, ptr {bp}, ptr %ap, {_UNSHARED})")
     close()
     return f.text()
 
 
 # ------------------------------------------------------------------------------ inner products
-def _dp(f: _Fn, cfg: GemmConfig, cur: str, a: str, b: str) -> str:
-    """cur + the pair products of words a and b (<16 x i32> each: two bf16 per lane), as vdpbf16ps
-    (or two float32 FMAs in its order, the high halves first)."""
-    if cfg.dpbf16:
-        a, b = (f.tmp(f"bitcast {_V16I} {x} to <32 x bfloat>") for x in (a, b))
-        return f.tmp(f"call {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F} {cur}, <32 x bfloat> {a}, "
-                     f"<32 x bfloat> {b})")
-    lo = [f.tmp(f"bitcast {_V16I} {f.tmp(f'shl {_V16I} {x}, splat (i32 16)')} to {_V16F}") for x in (a, b)]
-    hi = [f.tmp(f"bitcast {_V16I} {f.tmp(f'and {_V16I} {x}, splat (i32 -65536)')} to {_V16F}") for x in (a, b)]
-    t = f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {hi[0]}, {_V16F} {hi[1]}, {_V16F} {cur})")
-    return f.tmp(f"call {_V16F} @llvm.fma.v16f32({_V16F} {lo[0]}, {_V16F} {lo[1]}, {_V16F} {t})")
-
-
 def _emit_dot(cfg: GemmConfig) -> str:
     """gemm_dot(ptr a, i64 lda, ptr b, i64 ldb, i64 M, i64 N, i64 K, i64 j0, i64 j1, ptr c, i64 ldc,
     ptr o, i64 ldo, ptr bias, ptr acc): columns [j0, j1) of a product whose A rows and B columns are both
@@ -952,9 +1051,9 @@ def _emit_dot(cfg: GemmConfig) -> str:
                 v = f.tmp(f"call <32 x i16> @llvm.masked.load.v32i16.p0(ptr {p}, i32 2, <32 x i1> {mask}, "
                           "<32 x i16> zeroinitializer)")
             return f.tmp(f"bitcast <32 x i16> {v} to {_V16I}")
-        av = [load(p) for p in arows]
+        av = [_operand(f, cfg, load(p)) for p in arows]
         for s_, bp in enumerate(bcols):
-            bv = load(bp)
+            bv = _operand(f, cfg, load(bp))
             for r in range(ri):
                 p = reg(r, s_)
                 cur = f.tmp(f"load {_V16F}, ptr {p}, align 64")
@@ -1013,14 +1112,14 @@ def _emit_dot(cfg: GemmConfig) -> str:
     f.emit(f"store float {v}, ptr {res}")
     close_b = f.if_(hasb, "dbias")
     bh = f.tmp(f"load i16, ptr {f.tmp(f'getelementptr i16, ptr %bias, i64 {j}')}, align 2")
-    f.emit(f"store float {f.tmp(f'fadd float {v}, {_bf16_to_f32(f, bh)}')}, ptr {res}")
+    f.emit(f"store float {f.tmp(f'fadd float {v}, {_widen_bf16(f, bh, 1)}')}, ptr {res}")
     close_b()
     v = f.tmp(f"load float, ptr {res}")
     wo, wc, wd = f.fresh("dwo"), f.fresh("dwc"), f.fresh("dwd")
     f.emit(f"br i1 {haso}, label %{wo}, label %{wc}")
     f.label(wo)
     oi = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldo')}, {j}")
-    f.emit(f"store i16 {_f32_to_bf16(f, v)}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {oi}')}, align 2")
+    f.emit(f"store i16 {_round_bf16(f, v, 1)}, ptr {f.tmp(f'getelementptr i16, ptr %o, i64 {oi}')}, align 2")
     f.emit(f"br label %{wd}")
     f.label(wc)
     ci = f.tmp(f"add i64 {f.tmp(f'mul i64 {i}, %ldc')}, {j}")
@@ -1075,7 +1174,7 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
     if colsb:
         f.emit(f"call void @gemm_colsb_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
                f"i64 {slot['b_ks']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {ldc}, ptr {o}, "
-               f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+               f"i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, ptr null)")
         return f.text()
     batched = f.tmp(f"icmp sgt i64 {slot['nb']}, 0")
     bt, one, end = f.fresh("batch"), f.fresh("one"), f.fresh("end")
@@ -1085,12 +1184,13 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
     f.emit(f"call void @gemm_batch_{tile.tag}(ptr {a}, i64 {slot['a_bs']}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, "
            f"i32 {aw}, ptr {b}, i64 {slot['b_bs']}, i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 0, "
            f"i64 {slot['nb']}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, ptr {c}, i64 {mn}, i64 {ldc}, "
-           f"ptr {o}, i64 {mn}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp})")
+           f"ptr {o}, i64 {mn}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, ptr null)")
     f.emit(f"br label %{end}")
     f.label(one)
     f.emit(f"call void @gemm_cols_{tile.tag}(ptr {a}, i64 {slot['a_ls']}, i64 {slot['a_ks']}, i32 {aw}, ptr {b}, "
            f"i64 {slot['b_ls']}, i64 {slot['b_ks']}, i32 {bw}, i64 {slot['M']}, i64 {slot['N']}, i64 {slot['K']}, "
-           f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']})")
+           f"ptr {c}, i64 {ldc}, ptr {o}, i64 {slot['N']}, ptr {bias}, ptr {ap}, ptr {bp}, i64 {slot['chunk']}, "
+           "ptr null)")
     f.emit(f"br label %{end}")
     f.label(end)
     return f.text()
@@ -1107,17 +1207,17 @@ def _emit_convert(to_bf16: bool) -> str:
     src_sz, dst_sz = (4, 2) if to_bf16 else (2, 4)
     i, close = f.loop("0", "%n", "16", "i")
     left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 %n, {i}')} to i32")
-    m = f.tmp(f"icmp slt {_V16I} <{', '.join(f'i32 {x}' for x in range(16))}>, {_splat_i32(f, left)}")
+    m = _lanes_below(f, left)
     sp = f.tmp(f"getelementptr i{8 * src_sz}, ptr %src, i64 {i}")
     dp = f.tmp(f"getelementptr i{8 * dst_sz}, ptr %dst, i64 {i}")
     if to_bf16:
         v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {sp}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_f32_to_bf16_vec(f, v)}, ptr {dp}, i32 2, "
+        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_round_bf16(f, v)}, ptr {dp}, i32 2, "
                f"<16 x i1> {m})")
     else:
         v = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {sp}, i32 2, <16 x i1> {m}, "
                   "<16 x i16> zeroinitializer)")
-        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_bf16_to_f32_vec(f, v)}, ptr {dp}, i32 4, "
+        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_widen_bf16(f, v)}, ptr {dp}, i32 4, "
                f"<16 x i1> {m})")
     close()
     return f.text()

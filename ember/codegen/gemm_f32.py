@@ -1,20 +1,17 @@
-"""LLVM IR for float32 matrix products of the shapes BLAS handles badly: few rows, short or very long
-contractions (the convolution products of small CNNs, the layers of small MLPs).  Pure text.
+"""LLVM IR for ember's float32 matrix products.  Pure text.
 
 In: the register tiles to emit.  Out: `emit_module(...)`, one LLVM module of C-callable functions that
 the runtime (ember/runtime/gemm_f32.py) compiles once per process and calls on numpy buffers.
 
-OpenBLAS packs both operands into panels and blocks for the caches; that pays off on large square
-products, but on [20, 250] @ [250, 4096] or [10, 36864] @ [36864, 25] it runs at 25-45% of its own
-peak here (the packing is a full pass over the big operand, and its tiles do not fit a 10- or 20-row
-product).  Two unpacked kernels cover those shapes:
+Three kernels, all around one register tile (`_tile_product`: an MR x NR tile of C, NR = 16 * nv float
+lanes, lives in registers for a whole contraction; per k nv vectors of B's row k and one broadcast A value
+per row, MR * nv FMAs) or around inner products:
 
-  * outer form, `sgemm_outer_<MR>x<NR>`, for B with unit column stride (rows of B contiguous):
-    an MR x NR tile of C (NR = 16 * nv float lanes) lives in registers for the whole contraction;
-    per k it loads nv vectors of B's row k straight from B and broadcasts one A value per row (A any
-    strides), MR * nv FMAs.  Column tiles outermost, so the K x NR strip of B stays in cache while every
-    row tile uses it.  Columns past N are masked (AVX-512 masked loads and stores); rows past M read the
-    last row and are not stored.
+  * outer form, `sgemm_outer_<MR>x<NR>`, for B with unit column stride, read in place: the thin products
+    OpenBLAS handles badly ([20, 250] @ [250, 4096]: its packing is a full pass over the big operand and its
+    tiles do not fit a 10- or 20-row product).  Row tiles outermost; columns past N masked (AVX-512 masked
+    loads and stores); rows past M read the last row and are not stored.  sgemm_outerp / sgemm_outerg copy
+    column blocks of B (or of an im2col gathered on the fly) into an L2 panel first.
 
         void sgemm_outer_<tag>(ptr a, i64 sam, i64 sak, ptr b, i64 sbk, ptr c, i64 ldc,
                                i64 m0, i64 m1, i64 n0, i64 n1, i64 K, i32 accumulate)
@@ -27,7 +24,20 @@ product).  Two unpacked kernels cover those shapes:
         void sgemm_dot_<tag>(ptr a, i64 sam, ptr b, i64 sbn, ptr c, i64 ldc,
                              i64 m0, i64 m1, i64 n0, i64 n1, i64 k0, i64 k1, i32 accumulate)
 
-Both write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
+  * packed form, for the large products (the GPT step's, square ones): B packed once per call into panels of
+    NR columns per K block of kc rows (`sgemm_packb`: rows copied, a K-contiguous B -- x @ W^T -- transposed
+    16 x 16 in registers, other strides gathered; zero past N), then `sgemm_packed_<tag>` over rows [m0, m1)
+    with A read in place (any strides): per K block and group of nc columns, row tile by row tile, every
+    panel of the group (A's rows in L1, B's panels streaming from L2, C written a row segment at a time).
+    `sgemm_batch_<tag>` runs it over a batch of products, packing each one's B (attention's Q @ K^T).
+
+        void sgemm_packb(ptr b, i64 sbk, i64 sbn, i64 K, i64 N, i64 nr, i64 kc, i64 p0, i64 p1, ptr bp)
+        void sgemm_packed_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1,
+                                i64 n0, i64 n1, i64 N, i64 K, i64 kc, i64 nc, i32 accumulate)
+        void sgemm_batch_<tag>(ptr a, i64 sab, i64 sam, i64 sak, ptr b, i64 sbb, i64 sbk, i64 sbn, ptr c,
+                               i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1, ptr bp)
+
+All write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
 All sizes and strides are in elements.  Nothing outside A[:M, :K], B[:K, :N] and C[m0:m1, n0:n1] is read
 or written.
 """
@@ -36,9 +46,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import IOTA16, Tile, splat_f32, splat_i32
+from .llvm_text import IOTA16, Tile, splat_f32, splat_i32, splat_i64
 
-__all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "emit_module"]
+__all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
 
 _V, _VI, _M = "<16 x float>", "<16 x i32>", "<16 x i1>"
 DOT_PREFETCH_FLOATS = 512 # the dot form's prefetch distance along a row (32 lines: ~ memory latency here)
@@ -62,6 +72,10 @@ class DotTile:
 # accumulators, leaving registers for the B vectors and the broadcast.
 OUTER_TILES = (OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3))
 DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
+# the packed form's: 6 x 64 first (one thread, whole tiles: 6x64 ~105 GF/s, 8x48 and 12x32 ~8% slower, 24x16
+# and 8x32 ~15%, 5x80 ~20%: it runs out of registers); the others for narrow or ragged N (8x32: attention's
+# 64 x 32 products without a wasted row)
+PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1), OuterTile(8, 2))
 
 
 def _mask(f: _Fn, left: str) -> str:
@@ -96,41 +110,29 @@ def _fma(f: _Fn, acc: str, x: str, y: str) -> None:
     f.emit(f"store {_V} {f.tmp(f'call {_V} @llvm.fma.v16f32({_V} {x}, {_V} {y}, {_V} {old})')}, ptr {acc}, align 64")
 
 
-def _emit_outer(t: OuterTile, rows: bool = False) -> str:
-    """sgemm_outer_<tag>: row tiles outermost, column tiles inside (C written in order), for a B in L2.
-    rows: sgemm_outerv_<tag>, B's row k starts at the pointer rows[k] (a gathered operand read in place)."""
-    bargs = "ptr noalias %rows" if rows else "ptr noalias %b, i64 %sbk"
-    f = _Fn(f"define void @sgemm_outer{'v' if rows else ''}_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, {bargs}, "
-            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate) #0")
-    accum = f.tmp("icmp ne i32 %accumulate, 0")
-    last = f.tmp("sub i64 %m1, 1")
-    i, close_outer = f.loop("%m0", "%m1", str(t.mr), "i")
-    arows = [_row_ptr(f, "%a", i, r, last, "%sam") for r in range(t.mr)]
-    j, close_inner = f.loop("%n0", "%n1", str(t.nr), "j")
-    nleft = f.tmp(f"sub i64 %n1, {j}")
-    masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
+def _tile_product(f: _Fn, t: OuterTile, kn: str, b_row, arows: list[str], sak: str) -> list[str]:
+    """The tile's mr * nv accumulators after k in [0, kn): per k, `b_row(k)` gives the nv vectors of B's
+    row k, and one A value per row (arows[r] + k * sak) is broadcast against them (LLVM folds the load into
+    the FMA as an embedded broadcast)."""
     acc = _accumulators(f, t.mr * t.nv)
-    k, close_k = f.loop("0", "%K", "1", "k")
-    if rows:
-        rk = f.tmp(f"load ptr, ptr {f.tmp(f'getelementptr ptr, ptr %rows, i64 {k}')}, align 8")
-        brow = f.tmp(f"getelementptr float, ptr {rk}, i64 {j}")
-    else:
-        kb = f.tmp(f"mul i64 {k}, %sbk")
-        brow = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {j}, {kb}')}")
-    ak = f.tmp(f"mul i64 {k}, %sak")
-    # masked loads: the masks are loop-invariant (all lanes on interior tiles), and AVX-512 masked loads
-    # cost what plain ones do
-    bvec = [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
+    k, close_k = f.loop("0", kn, "1", "k")
+    bvec = b_row(k)
+    ak = f.tmp(f"mul i64 {k}, {sak}")
     for r in range(t.mr):
         x = f.tmp(f"load float, ptr {f.tmp(f'getelementptr float, ptr {arows[r]}, i64 {ak}')}, align 4")
         xs = splat_f32(f, x)
         for v in range(t.nv):
             _fma(f, acc[r * t.nv + v], xs, bvec[v])
     close_k()
-    # store the tile: rows past m1 dropped, columns past n1 masked off
+    return acc
+
+
+def _store_tile(f: _Fn, t: OuterTile, acc: list[str], i: str, j: str, m1: str, masks: list[str], accum: str) -> None:
+    """C[i:i+mr, j:j+nr] = (or +=, when accum) the accumulators: rows at or past m1 dropped, columns past
+    the edge masked off (`masks`, one per vector)."""
     for r in range(t.mr):
         ri = f.tmp(f"add i64 {i}, {r}")
-        close_r = f.if_(f.tmp(f"icmp slt i64 {ri}, %m1"), "row") if r else None
+        close_r = f.if_(f.tmp(f"icmp slt i64 {ri}, {m1}"), "row") if r else None
         rc = f.tmp(f"mul i64 {ri}, %ldc")
         crow = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'add i64 {j}, {rc}')}")
         ptrs = [f.tmp(f"getelementptr float, ptr {crow}, i64 {16 * v}") for v in range(t.nv)]
@@ -150,6 +152,34 @@ def _emit_outer(t: OuterTile, rows: bool = False) -> str:
         f.label(end)
         if close_r:
             close_r()
+
+
+def _emit_outer(t: OuterTile, rows: bool = False) -> str:
+    """sgemm_outer_<tag>: row tiles outermost, column tiles inside (C written in order), for a B in L2.
+    rows: sgemm_outerv_<tag>, B's row k starts at the pointer rows[k] (a gathered operand read in place)."""
+    bargs = "ptr noalias %rows" if rows else "ptr noalias %b, i64 %sbk"
+    f = _Fn(f"define void @sgemm_outer{'v' if rows else ''}_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, {bargs}, "
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate) #0")
+    accum = f.tmp("icmp ne i32 %accumulate, 0")
+    last = f.tmp("sub i64 %m1, 1")
+    i, close_outer = f.loop("%m0", "%m1", str(t.mr), "i")
+    arows = [_row_ptr(f, "%a", i, r, last, "%sam") for r in range(t.mr)]
+    j, close_inner = f.loop("%n0", "%n1", str(t.nr), "j")
+    nleft = f.tmp(f"sub i64 %n1, {j}")
+    masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
+
+    def b_row(k: str) -> list[str]:
+        if rows:
+            rk = f.tmp(f"load ptr, ptr {f.tmp(f'getelementptr ptr, ptr %rows, i64 {k}')}, align 8")
+            brow = f.tmp(f"getelementptr float, ptr {rk}, i64 {j}")
+        else:
+            kb = f.tmp(f"mul i64 {k}, %sbk")
+            brow = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {j}, {kb}')}")
+        # masked loads: the masks are loop-invariant (all lanes on interior tiles), and AVX-512 masked loads
+        # cost what plain ones do
+        return [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
+    acc = _tile_product(f, t, "%K", b_row, arows, "%sak")
+    _store_tile(f, t, acc, i, j, "%m1", masks, accum)     # rows past m1 dropped, columns past n1 masked off
     close_inner()
     close_outer()
     return f.text()
@@ -180,6 +210,174 @@ def _emit_outer_packed(t: OuterTile) -> str:
     f.emit(f"call void @sgemm_outer_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %panel, i64 %cb, ptr {cj}, i64 %ldc, "
            f"i64 %m0, i64 %m1, i64 0, i64 {w}, i64 %K, i32 %accumulate)")
     close_jb()
+    return f.text()
+
+
+def _transpose16(f: _Fn, rows: list[str]) -> list[str]:
+    """The 16 x 16 transpose of 16 vectors: four stages, each swapping bit p of the row and the lane number
+    between the rows r and r + 2^p (two-source shuffles: one unpck / shuf / vpermt2ps each)."""
+    rows = list(rows)
+    for p in range(4):
+        s = 1 << p
+        lo = ", ".join(f"i32 {j if not j & s else 16 + j - s}" for j in range(16))
+        hi = ", ".join(f"i32 {j + s if not j & s else 16 + j}" for j in range(16))
+        for i in range(16):
+            if i & s:
+                continue
+            x, y = rows[i], rows[i + s]
+            rows[i] = f.tmp(f"shufflevector {_V} {x}, {_V} {y}, {_VI} <{lo}>")
+            rows[i + s] = f.tmp(f"shufflevector {_V} {x}, {_V} {y}, {_VI} <{hi}>")
+    return rows
+
+
+def _emit_pack_b() -> str:
+    """sgemm_packb: panels [p0, p1) of B (nr columns each, for every K block of kc rows) into bp, zero past
+    column N.  Block q, panel p starts at q * ceil(N / nr) * kc * nr + p * kq * nr floats (kq: the block's
+    rows), row k of it at + k * nr.  Three copies by B's layout: rows with unit column stride, 16 lanes at a
+    time; a K-contiguous B (a Linear weight read transposed), 16 x 16 blocks transposed in registers (a
+    gather per row ran 4x slower: W's rows 2 KB apart share a few L1 sets); any other strides, gathered."""
+    f = _Fn("define void @sgemm_packb(ptr noalias %b, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 %nr, i64 %kc, "
+            "i64 %p0, i64 %p1, ptr noalias %bp) #0")
+    nr1 = f.tmp("sub i64 %nr, 1")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {nr1}')}, %nr")
+    lastn = f.tmp("sub i64 %N, 1")
+    lanes = f.tmp(f"mul <16 x i64> {f.tmp(f'sext {_VI} {IOTA16} to <16 x i64>')}, {splat_i64(f, '%sbn')}")
+    rowwise, other, tposed, gathered = (f.fresh(x) for x in ("pk.rows", "pk.other", "pk.tposed", "pk.gathered"))
+    done = f.fresh("pk.done")
+    f.emit(f"br i1 {f.tmp('icmp eq i64 %sbn, 1')}, label %{rowwise}, label %{other}")
+    f.label(other)
+    f.emit(f"br i1 {f.tmp('icmp eq i64 %sbk, 1')}, label %{tposed}, label %{gathered}")
+
+    def panels(kstep: str, body) -> None:
+        """for each K block, panel, 16-column group x, and k (step kstep): body(pc, k, kq, j, dst, x)."""
+        pc, close_pc = f.loop("0", "%K", "%kc", "pc")
+        kq = f.tmp(f"call i64 @llvm.smin.i64(i64 %kc, i64 {f.tmp(f'sub i64 %K, {pc}')})")
+        qbase = f.tmp(f"mul i64 {f.tmp(f'mul i64 {pc}, {npan}')}, %nr")
+        pn, close_p = f.loop("%p0", "%p1", "1", "p")
+        j0 = f.tmp(f"mul i64 {pn}, %nr")
+        poff = f.tmp(f"mul i64 {j0}, {kq}")
+        dst = f.tmp(f"getelementptr float, ptr %bp, i64 {f.tmp(f'add i64 {qbase}, {poff}')}")
+        x, close_x = f.loop("0", "%nr", "16", "x")
+        k, close_k = f.loop("0", kq, kstep, "k")
+        body(pc, k, kq, f.tmp(f"add i64 {j0}, {x}"), dst, x)
+        close_k()
+        close_x()
+        close_p()
+        close_pc()
+        f.emit(f"br label %{done}")
+
+    def to(dst: str, k: str, x: str) -> str:
+        kn = f.tmp(f"mul i64 {k}, %nr")
+        return f.tmp(f"getelementptr float, ptr {dst}, i64 {f.tmp(f'add i64 {kn}, {x}')}")
+
+    def row_of_b(pc: str, k: str) -> str:
+        kb = f.tmp(f"add i64 {pc}, {k}")
+        return f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'mul i64 {kb}, %sbk')}")
+
+    def copy_row(pc, k, kq, j, dst, x) -> None:
+        src = row_of_b(pc, k)
+        v = _load(f, f.tmp(f"getelementptr float, ptr {src}, i64 {j}"), _mask(f, f.tmp(f"sub i64 %N, {j}")))
+        f.emit(f"store {_V} {v}, ptr {to(dst, k, x)}, align 64")
+
+    def gather_row(pc, k, kq, j, dst, x) -> None:
+        src = row_of_b(pc, k)
+        cols = f.tmp(f"add <16 x i64> {splat_i64(f, f.tmp(f'mul i64 {j}, %sbn'))}, {lanes}")
+        ptrs = f.tmp(f"getelementptr float, ptr {src}, <16 x i64> {cols}")
+        m = _mask(f, f.tmp(f"sub i64 %N, {j}"))
+        v = f.tmp(f"call {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr> {ptrs}, i32 4, {_M} {m}, "
+                  f"{_V} zeroinitializer)")
+        f.emit(f"store {_V} {v}, ptr {to(dst, k, x)}, align 64")
+
+    def transpose_block(pc, k, kq, j, dst, x) -> None:
+        # 16 columns of B (rows of the stored transpose, K-contiguous) x 16 k, lanes past K or N zero
+        rem = f.tmp(f"sub i64 {kq}, {k}")
+        kmask = _mask(f, rem)
+        k0 = f.tmp(f"add i64 {pc}, {k}")
+        cols = []
+        for lane in range(16):
+            n = f.tmp(f"add i64 {j}, {lane}")
+            inside = f.tmp(f"icmp slt i64 {n}, %N")
+            n = f.tmp(f"call i64 @llvm.smin.i64(i64 {n}, i64 {lastn})")
+            nb = f.tmp(f"mul i64 {n}, %sbn")
+            src = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {nb}, {k0}')}")
+            cols.append(_load(f, src, f.tmp(f"select i1 {inside}, {_M} {kmask}, {_M} zeroinitializer")))
+        for kk, v in enumerate(_transpose16(f, cols)):
+            close = f.if_(f.tmp(f"icmp slt i64 {kk}, {rem}"), "kin") if kk else None
+            f.emit(f"store {_V} {v}, ptr {to(dst, f.tmp(f'add i64 {k}, {kk}'), x)}, align 64")
+            if close:
+                close()
+
+    f.label(rowwise)
+    panels("1", copy_row)
+    f.label(tposed)
+    panels("16", transpose_block)
+    f.label(gathered)
+    panels("1", gather_row)
+    f.label(done)
+    return f.text()
+
+
+def _emit_packed(t: OuterTile) -> str:
+    """sgemm_packed_<tag>: C[m0:m1, n0:n1] of C = A @ B (n0 a multiple of t.nr) over a B packed by sgemm_packb
+    (panels of t.nr columns, K blocks of kc, N columns in all), A read in place (any strides).  Per K block,
+    per group of nc columns (its panels, kq x nc floats, stay in L2), row tile by row tile, every panel of the
+    group: the tile's rows of A stay in L1 while
+    B streams from L2, and C is written a whole row segment at a time.  (Panel by panel with every row tile
+    inside, the panel in L1, was 0-10% slower, most where C comes from memory: 64-column strips of C rows are
+    a poor stream.  Copying A into slivers of MR rows first, as BLIS does, was slower on every GPT shape, dY^T
+    of the weight gradients included.)  K blocks after the first add to C, as does every block when
+    accumulate != 0."""
+    f = _Fn(f"define void @sgemm_packed_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, "
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %N, i64 %K, i64 %kc, i64 %nc, "
+            "i32 %accumulate) #0")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
+    given = f.tmp("icmp ne i32 %accumulate, 0")
+    last = f.tmp("sub i64 %m1, 1")
+    pc, close_pc = f.loop("0", "%K", "%kc", "pc")
+    kq = f.tmp(f"call i64 @llvm.smin.i64(i64 %kc, i64 {f.tmp(f'sub i64 %K, {pc}')})")
+    accum = f.tmp(f"or i1 {given}, {f.tmp(f'icmp ne i64 {pc}, 0')}")
+    qoff = f.tmp(f"mul i64 {pc}, {npan}")
+    bq = f.tmp(f"getelementptr float, ptr %bp, i64 {f.tmp(f'mul i64 {qoff}, {t.nr}')}")
+    a0 = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {pc}, %sak')}")
+    jc, close_jc = f.loop("%n0", "%n1", "%nc", "jc")
+    je = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {jc}, %nc')}, i64 %n1)")
+    ir, close_i = f.loop("%m0", "%m1", str(t.mr), "ir")
+    arows = [_row_ptr(f, a0, ir, r, last, "%sam") for r in range(t.mr)]
+    jr, close_j = f.loop(jc, je, str(t.nr), "jr")
+    bpan = f.tmp(f"getelementptr float, ptr {bq}, i64 {f.tmp(f'mul i64 {jr}, {kq}')}")
+    nleft = f.tmp(f"sub i64 %N, {jr}")
+    masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
+
+    def b_row(k: str) -> list[str]:
+        row = f.tmp(f"getelementptr float, ptr {bpan}, i64 {f.tmp(f'mul i64 {k}, {t.nr}')}")
+        return [f.tmp(f"load {_V}, ptr {f.tmp(f'getelementptr float, ptr {row}, i64 {16 * v}')}, align 64")
+                for v in range(t.nv)]
+    acc = _tile_product(f, t, kq, b_row, arows, "%sak")
+    _store_tile(f, t, acc, ir, jr, "%m1", masks, accum)
+    close_j()
+    close_i()
+    close_jc()
+    close_pc()
+    return f.text()
+
+
+def _emit_batch(t: OuterTile) -> str:
+    """sgemm_batch_<tag>: products [i0, i1) of a batch (operand i at a + i * sab, b + i * sbb, c + i * scb;
+    a stride 0 broadcasts), each one B packed into bp (sgemm_packb) and all its rows (sgemm_packed_<tag>) --
+    attention's many small products in one call."""
+    f = _Fn(f"define void @sgemm_batch_{t.tag}(ptr noalias %a, i64 %sab, i64 %sam, i64 %sak, ptr noalias %b, "
+            "i64 %sbb, i64 %sbk, i64 %sbn, ptr noalias %c, i64 %scb, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, "
+            "i64 %nc, i64 %i0, i64 %i1, ptr noalias %bp) #0")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
+    i, close = f.loop("%i0", "%i1", "1", "bi")
+    ai = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {i}, %sab')}")
+    bi = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'mul i64 {i}, %sbb')}")
+    ci = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {i}, %scb')}")
+    f.emit(f"call void @sgemm_packb(ptr {bi}, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 0, "
+           f"i64 {npan}, ptr %bp)")
+    f.emit(f"call void @sgemm_packed_{t.tag}(ptr {ai}, i64 %sam, i64 %sak, ptr %bp, ptr {ci}, i64 %ldc, i64 0, "
+           "i64 %M, i64 0, i64 %N, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 0)")
+    close()
     return f.text()
 
 
@@ -319,7 +517,7 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
     return f.text()
 
 
-def emit_module(outer=OUTER_TILES, dot=DOT_TILES, triple: str = "", data_layout: str = "") -> str:
+def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: str = "", data_layout: str = "") -> str:
     head = [f'target triple = "{triple}"'] if triple else []
     if data_layout:
         head.append(f'target datalayout = "{data_layout}"')
@@ -328,9 +526,11 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, triple: str = "", data_layout:
              f"declare void @llvm.masked.store.v16f32.p0({_V}, ptr, i32, {_M})",
              f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V})",
              "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)", "declare i64 @llvm.smin.i64(i64, i64)",
-             "declare i64 @llvm.smax.i64(i64, i64)"]
+             "declare i64 @llvm.smax.i64(i64, i64)",
+             f"declare {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr>, i32, {_M}, {_V})"]
     parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
     parts += [_emit_outer(t, rows=True) for t in outer] + [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
+    parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_batch(t) for t in packed]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "splat_f32", "splat_i32"]
+__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "splat_f32", "splat_i32", "splat_i64"]
 
 V16F, V16I = "<16 x float>", "<16 x i32>"
 IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"     # lane numbers 0..15
@@ -111,3 +111,9 @@ def splat_i32(f: Fn, scalar: str) -> str:
     """<16 x i32> of one i32 value."""
     v = f.tmp(f"insertelement {V16I} poison, i32 {scalar}, i64 0")
     return f.tmp(f"shufflevector {V16I} {v}, {V16I} poison, {V16I} zeroinitializer")
+
+
+def splat_i64(f: Fn, scalar: str) -> str:
+    """<16 x i64> of one i64 value (element offsets of a gather's lanes)."""
+    v = f.tmp(f"insertelement <16 x i64> poison, i64 {scalar}, i64 0")
+    return f.tmp(f"shufflevector <16 x i64> {v}, <16 x i64> poison, {V16I} zeroinitializer")

@@ -5,11 +5,19 @@ Given the forward graph and which inputs need gradients, `build_backward` replay
 topological order, recording into a new graph. Forward values a VJP reads become backward inputs
 ("saved values"); the forward graph gains them as extra outputs. Both graphs are then compiled
 and run as one autograd node.
+
+A saved value that is one cheap pointwise op of other saved values, inputs or constants, and that
+neither graph needs in memory for its own sake, is recomputed in the backward instead
+(`_recompute_cheap`): a layer norm's normalised x is (x - mean) * rstd, both saved anyway; exact
+GELU's x / sqrt(2) is a scaling of the saved x.  The forward then writes it nowhere (it stays inside
+its fused kernel) and the backward computes it inside the kernel that reads it: a GPT step writes and
+reads ~17 MB less.
 """
 from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..passes.dce import dce
+from ..passes.fusion.classify import VIEW_OPS, NodeClass, classify
 from ..ir.ops import OPS
 from ..frontend import dispatch
 from .capture import Tracer, tracing
@@ -44,6 +52,53 @@ def _im2col(n, depth: int = 8) -> bool:
         found |= m.op == "windows"
         stack.extend((i, d - 1) for i in m._inputs)
     return found and len(bases) == 1 and n not in bases
+
+
+_CHEAP_KINDS = ("unary", "binary", "ternary", "cast")
+_BUFFER_CLASSES = (NodeClass.EXTERN, NodeClass.EAGER)      # consumers that read a value from memory
+
+
+def _read_from_memory(g: Graph, n) -> bool:
+    """Some consumer of n in g reads it as a buffer (a product's operand, an eager op's input, a graph
+    output), also through views of it."""
+    outs = set(g.outputs) | {v for _, v in g.mutations}
+    stack = [n]
+    while stack:
+        m = stack.pop()
+        if m in outs:
+            return True
+        for u in g.users(m):
+            if u.op in VIEW_OPS:
+                stack.append(u)
+            elif classify(u)[0] in _BUFFER_CLASSES:
+                return True
+    return False
+
+
+def _recompute_cheap(fwd: Graph, bwd: Graph, in_bwd: dict) -> None:
+    """Replace saved placeholders of cheap pointwise values by their recomputation in bwd (see the
+    module docstring).  in_bwd: forward node -> its bwd node (a saved value the backward reads, or a
+    recomputed view): what a recomputation may read, besides constants (rebuilt for free)."""
+    for n in fwd.nodes():
+        ph = in_bwd.get(n)
+        if ph is None or not ph.is_placeholder or n.is_placeholder:
+            continue
+        d = OPS.get(n.op)
+        if d is None or d.kind not in _CHEAP_KINDS or d.cost > 1 or "random" in d.flags:
+            continue
+        if not all(i in in_bwd or i.op in ("full", "arange") for i in n._inputs):
+            continue
+        if _read_from_memory(fwd, n) or _read_from_memory(bwd, ph):
+            continue       # written to memory anyway (or read from it): saving it costs nothing extra
+        args = []
+        for i in n._inputs:
+            if i not in in_bwd:         # a constant: rebuilt in the backward
+                in_bwd[i] = bwd.add(i.op, [], dict(i.attrs), type=i.type, device=i.device, meta=dict(i.meta))
+            args.append(in_bwd[i])
+        c = bwd.add(n.op, args, dict(n.attrs), type=n.type, device=n.device, meta=dict(n.meta))
+        bwd.replace_all_uses(ph, c)
+        bwd.erase(ph)
+        in_bwd[n] = c
 
 
 def requires_grad_nodes(fwd: Graph, input_flags: dict, traced: set | None = None) -> set:
@@ -127,6 +182,9 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | N
     if tr.consts:
         raise RuntimeError("internal: a VJP captured a concrete tensor while building the backward graph")
     bwd.set_outputs(result)
+    dce(bwd, drop_input=lambda ph: ph.meta.get("kind") == "saved")
+    in_bwd = {n: tr.node_of(t) for n, t in saved.items()}
+    _recompute_cheap(fwd, bwd, {n: m for n, m in in_bwd.items() if m in bwd})
     dce(bwd, drop_input=lambda ph: ph.meta.get("kind") == "saved")
     # saved values in bwd-input order (placeholders that survived DCE)
     order = {t._data.node: n for n, t in saved.items()}

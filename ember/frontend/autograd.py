@@ -8,6 +8,7 @@ with create_graph=True the backward pass itself is recorded and can be different
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 
 __all__ = ["Node", "AccumulateGrad", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
@@ -210,12 +211,26 @@ def _toposort(roots):
     return deps
 
 
+def _unshared(g, grads, node, handed) -> bool:
+    """The gradient reaching a leaf is held by nothing but the engine (its local name and getrefcount's
+    argument: the engine drops its other references before), owns its memory, and is no caller's
+    gradient and no array another leaf took in this pass: the leaf may take it without a copy, as
+    PyTorch's AccumulateGrad does (use_count check).  A hook may keep what it sees: then copy."""
+    if node.pre_hooks or g._base is not None or sys.getrefcount(g) > 3:
+        return False
+    a = g._data
+    return getattr(a, "base", 0) is None and id(a) not in handed and all(g is not x for x in grads)
+
+
 def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumulate=True):
     """The engine. roots: grad_fn nodes; grads: their incoming gradients. With `capture`
     (a dict node -> None) the gradients reaching those nodes are returned instead of accumulated."""
     from .tensor import Tensor  # noqa: circular at import time only
 
+    from .tensor import _wrap  # noqa: circular at import time only
+
     deps = _toposort(roots)
+    handed: set = set()         # ids of the arrays leaves took over in this pass (they stay alive)
     pending: dict = {}
     for r, g in zip(roots, grads):
         if r is None:
@@ -235,6 +250,15 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
             if isinstance(node, AccumulateGrad):
                 if accumulate and g is not None:
                     v = node.variable
+                    if v.grad is None and not create_graph and _unshared(g, grads, node, handed):
+                        # PyTorch's AccumulateGrad steals a gradient nothing else holds: no copy
+                        handed.add(id(g._data))
+                        v.grad = _wrap(g._data, g.device)
+                        g = None
+                        if node.post_hooks:
+                            for h in tuple(node.post_hooks):
+                                h(v)
+                        continue
                     if not create_graph:
                         g = g.detach()
                     if v.grad is None:
@@ -269,6 +293,7 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
                 deps[nxt] -= 1
                 if deps[nxt] == 0:
                     ready.append(nxt)
+            in_grads = ig = g = None      # pending holds the gradients now: _unshared counts references
     finally:
         _mode.enabled = prev_mode
 

@@ -30,6 +30,10 @@ _BASE: dict = {name: d.ref for name, d in irops.OPS.items() if d.ref is not None
 KERNELS: dict = {}
 REDUCED: dict = {}     # op -> numpy kernel for float16/bfloat16 inputs (built on first use)
 VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads, saves)
+# Generated kernels for eager work that is no single primitive -- "adam": the optimizers' fused
+# update, ember/runtime/eager_kernels.adam_update -- installed by ember/__init__.py (the frontend and
+# the optimizers may not import the runtime); absent: their numpy code runs.
+FUSED: dict = {}
 
 # ops whose numpy kernels only move or select data: exact on 16-bit floats as they are
 NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "cat", "windows", "take", "gather",

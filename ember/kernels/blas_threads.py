@@ -130,8 +130,8 @@ def _gemm2d(a, b, out, threads: int):
     return out
 
 
-# ember's float32 GEMM for thin products (a generated kernel: ember/runtime/gemm_f32.py), installed by the
-# ember package: fn(a, b, out) -> out, or None for a product it leaves to BLAS.
+# ember's float32 GEMM (a generated kernel: ember/runtime/gemm_f32.py), installed by the ember package:
+# fn(a, b, out) -> out, or None for a product it leaves to BLAS (2-D, or batched a[..., M, K] @ b[..., K, N]).
 F32_MATMUL = None
 # fn(a, src, desc, out, transposed) -> out or None: a @ G (G^T) for a G gathered from src, never stored
 # (ember/kernels/blas.py `gathered`), by the same module's kernels
@@ -177,6 +177,10 @@ def matmul(a, b, out=None):
         threads = workers.num_threads()
         if a.ndim == 2 and b.ndim == 2:
             return _gemm2d(a, b, out, threads)
+        if F32_MATMUL is not None:      # batched float32 products it wins on (attention's Q @ K^T)
+            r = F32_MATMUL(a, b, out)
+            if r is not None:
+                return r
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         batch = 1

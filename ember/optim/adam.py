@@ -12,6 +12,7 @@ traced, lr, betas and weight_decay are graph inputs read from the group at every
 from __future__ import annotations
 
 from ..frontend import autograd as ag
+from ..frontend import dispatch
 from ..frontend.creation import tensor, zeros_like
 from ..frontend.math_ops import maximum
 from ..ir import dtypes as dt
@@ -119,26 +120,31 @@ class Adam(Optimizer):
     @staticmethod
     def _eager_update(p, g, state, lr, beta1, beta2, eps, wd, decoupled):
         """The same update on the arrays, in place, with the operations in PyTorch's order: an
-        eager step over many parameters is dominated by per-op dispatch otherwise (~15 ops each)."""
+        eager step over many parameters is dominated by per-op dispatch otherwise (~15 ops each).
+        One generated kernel does it where it is installed (dispatch.FUSED["adam"]: fn(P, G, M, V,
+        consts, mode) -> False where it does not apply), numpy otherwise."""
         xp = p._xp
         P, G = p._data, g._data
         step_t = state["step"]
         step_t._data += 1
         step = float(step_t._data)
         M, V = state["exp_avg"]._data, state["exp_avg_sq"]._data
-        if wd != 0:
-            if decoupled:
-                P *= P.dtype.type(1 - lr * wd)
-            else:
-                G = G + P * P.dtype.type(wd)
-        t = G.dtype.type
-        M += t(1 - beta1) * (G - M)                  # lerp_(g, 1 - beta1)
-        V *= t(beta2)
-        V += t(1 - beta2) * (G * G)                  # mul_(beta2).addcmul_(g, g, value=1 - beta2)
         bc1 = 1 - beta1 ** step
         bc2_sqrt = (1 - beta2 ** step) ** 0.5
-        denom = xp.sqrt(V) / t(bc2_sqrt)
-        denom += t(eps)
-        P += t(-(lr / bc1)) * (M / denom)            # addcdiv_(exp_avg, denom, value=-lr / bc1)
+        fused = dispatch.FUSED.get("adam")
+        mode = "none" if wd == 0 else "decoupled" if decoupled else "l2"
+        if fused is None or not fused(P, G, M, V, (1 - lr * wd, wd, 1 - beta1, beta2, 1 - beta2, bc2_sqrt, eps,
+                                                   -(lr / bc1)), mode):
+            t = G.dtype.type
+            if mode == "decoupled":
+                P *= t(1 - lr * wd)
+            elif mode == "l2":
+                G = G + P * t(wd)
+            M += t(1 - beta1) * (G - M)                  # lerp_(g, 1 - beta1)
+            V *= t(beta2)
+            V += t(1 - beta2) * (G * G)                  # mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = xp.sqrt(V) / t(bc2_sqrt)
+            denom += t(eps)
+            P += t(-(lr / bc1)) * (M / denom)            # addcdiv_(exp_avg, denom, value=-lr / bc1)
         for x in (p, step_t, state["exp_avg"], state["exp_avg_sq"]):
             x._vc[0] += 1

@@ -201,11 +201,19 @@ class OutputPool:
     array is handed out again only when its reference count shows that only this pool holds it: the
     user dropped the tensor, and the backward pass that saved it has run and released it. Views
     keep their base alive (`.base`), so a live view also blocks reuse.
+
+    `keep` bounds how many arrays of one (shape, dtype) the pool holds: as many as one call of the
+    program allocates (a training step's forward saves ~20 activations of one shape for its backward:
+    a smaller bound made most of them fresh, page-faulting memory every step); DEFAULT_KEEP for a
+    shape the program did not announce (a dynamic program's sizes).
     """
 
-    def __init__(self, xp=np):
+    DEFAULT_KEEP = 8
+
+    def __init__(self, xp=np, keep: dict | None = None):
         self.free: dict = {}
         self.xp = xp
+        self.keep = keep or {}
 
     def empty(self, shape, dtype):
         arrays = self.free.get((shape, dtype))
@@ -216,9 +224,23 @@ class OutputPool:
             if sys.getrefcount(a) <= 3:
                 return a
         a = self.xp.empty(shape, dtype)
-        if len(arrays) < 8:     # bound what the pool keeps alive
+        if len(arrays) < self.keep.get((shape, dtype), self.DEFAULT_KEEP):     # bound what the pool keeps alive
             arrays.append(a)
         return a
+
+
+def output_counts(program: Program, sizes: dict | None = None) -> dict:
+    """{(shape, numpy dtype): how many outputs of that kind one call allocates} (OutputPool's keep)."""
+    counts: dict = {}
+    for s in program.steps:
+        if isinstance(s, EagerStep):
+            continue
+        for name in s.writes:
+            v = program.values[name]
+            if v.kind == "output":
+                key = (tuple(size_at(n, sizes or {}) for n in v.shape), v.dtype.np)
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 class Executor:
@@ -276,7 +298,7 @@ class Executor:
         program, xp = self.program, self.device.xp
         sizes = sizes or {}
         slots = [xp.empty(max(size_at(n, sizes), 1), dtype=np.uint8) for n in program.memory.slots]
-        pool = OutputPool(xp)
+        pool = OutputPool(xp, output_counts(program, sizes))
         env = dict(self._env)
         env.update(sizes)           # the generated code spells symbolic shapes with the symbols' names
         if sizes:

@@ -16,11 +16,16 @@ else float32 FMAs on the widened halves (`Bf16Gemm(GemmConfig(dpbf16=False))` fo
 Object code goes through the disk cache of ember/runtime/cache.py like every compiled kernel.
 
 Threads: a product of at least PARALLEL_MIN_FLOPS runs on num_threads() threads in one parallel loop of
-ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase): chunks of MC-row
-blocks, each thread packing all of B once for the call, when B is no bigger than A; else chunks of B's
-column panels, each packing its panels and all of A (`_split`).  Batches split by products.  Smaller
-products run on the calling thread in one call (gemm_cols): B packed, then every row; a product of one row
-block whose packed B outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
+ember/kernels/workers.py (a handoff costs ~50 us here, so one, not one per phase) of one kernel call per
+thread; the calls claim their work from a shared counter as they go (the kernels' `_claims`), so a
+thread that starts late or is descheduled only leaves more for the others, and no Python runs per chunk
+(each Python call after a kernel that swept the caches costs tens of microseconds).  What they claim
+(`_split`): rows, in chunks that shrink towards the end, when B is no bigger than A -- the threads pack
+B once, together, into one buffer (groups of panels claimed first; a group another thread has not
+finished is packed privately, never waited for); else chunks of B's column panels, each packing its
+panels and all of A, or pieces of a staged B; batches: products.  Smaller products run on the calling
+thread in one call (gemm_cols): B packed, then every row; a product of one row block whose packed B
+outgrows CHUNK_BYTES packs and uses B chunk by chunk, while it is in cache.
 
 Few rows, a short K, a bf16 B with unit column stride (a small convolution's forward, [10,25]@[25,36864]):
 B is not packed but staged and interleaved in registers (gemm_colsb, `Bf16Gemm.direct_b_tile`).  A long K
@@ -41,7 +46,7 @@ owns the machine code that every call jumps into, so it must never be collected 
 from __future__ import annotations
 
 import ctypes
-import itertools
+import math
 import threading
 
 import ml_dtypes
@@ -76,6 +81,11 @@ DOT_MAX_M, DOT_MAX_N, DOT_MIN_K = 32, 512, 1024
 DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+# gemm_rows' trailing arguments when its B is packed already (no sharing between threads)
+_UNSHARED = (None, 0, 0, 0, None, 0, None, 0)
+# Threads that split a product's rows pack B together, in about this many groups of panels per thread:
+# small enough that the last group packed is long done when another thread reaches it
+SHARE_GROUPS_PER_THREAD = 4
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
 _TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1}
 
@@ -87,13 +97,11 @@ def host_has_bf16() -> bool:
 
 class _Workspace(threading.local):
     """Packing buffers, reused across calls (fresh allocations cost page faults), one set per thread;
-    `packed`: the call whose B the "bp" buffer holds (threads that split a product's rows pack B once);
     `plans`: this thread's small-product plans (`_Plan`), which hold the buffers' addresses -- dropped
     whenever a buffer is replaced."""
 
     def __init__(self):
         self.bufs: dict = {}
-        self.packed = -1
         self.plans: dict = {}
 
     def get(self, name: str, nbytes: int) -> tuple:
@@ -130,15 +138,15 @@ class Bf16Gemm:
         for t in self.cfg.tiles:
             self.fns[t] = (fn(f"pack_b_{t.tag}", _P, _I64, _I64, _I32, _I64, _I64, _I64, _I64, _P),
                            fn(f"gemm_rows_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _I64, _P,
-                              _I64, _P, _I64, _P, _P),
+                              _I64, _P, _I64, _P, _P, _P, _I64, _I64, _I32, _P, _I64, _P, _I64),
                            fn(f"gemm_block_{t.tag}", _P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _I32),
                            fn(f"gemm_batch_{t.tag}", _P, _I64, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I32,
-                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P),
+                              _I64, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _P, _P, _P),
                            fn(f"gemm_cols_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I32, _I64, _I64, _I64,
-                              _P, _I64, _P, _I64, _P, _P, _P, _I64))
+                              _P, _I64, _P, _I64, _P, _P, _P, _I64, _P))
         # gemm_colsb per tile: B staged, not packed (few rows, short K: `direct_b_tile`)
         self.fns_b = {t: fn(f"gemm_colsb_{t.tag}", _P, _I64, _I64, _I32, _P, _I64, _I64, _I64, _I64, _P, _I64, _P,
-                            _I64, _P, _P, _P) for t in self.cfg.direct_b_tiles}
+                            _I64, _P, _P, _P, _P) for t in self.cfg.direct_b_tiles}
         # gemm_dot: inner products for a long K into a small result (`dot_ok`)
         self._dot = fn("gemm_dot", _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _I64, _P, _I64, _P, _P)
         # the small-product entry takes the arrays themselves (py_object: no conversion); only where
@@ -267,7 +275,7 @@ class Bf16Gemm:
         direct = self.direct_b_tile(M, N, K, b_ls, b_w)
         if split is None and direct is not None:
             self.fns_b[direct](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                               self._ws.addr("ap", apw), self._stage(K))
+                               self._ws.addr("ap", apw), self._stage(K), None)
             return out
         if split is None:
             # one call (a ctypes call with its arguments costs ~1.5 us: a tenth of a small product): pack B
@@ -277,44 +285,46 @@ class Bf16Gemm:
             if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
             self.fns[tile][4](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo,
-                              bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk)
+                              bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk, None)
             return out
-        # One parallel loop (each pool handoff costs ~50 us here): chunks of MC-row blocks, each thread
-        # packing all of B once for the call; or, with few rows, chunks of B's panels, each packing its
-        # panels and all of A.  Buffers are the running thread's own (_Workspace).
+        # One parallel loop (each pool handoff costs ~50 us here), one kernel call per thread: the threads
+        # claim rows (packing B together), or chunks of B's panels (each packing its panels and all of A),
+        # or pieces of a staged B, from a shared counter as they go -- a Python call per chunk after a
+        # kernel that swept the caches costs tens of microseconds.  Buffers are the running thread's own
+        # (_Workspace).
         how, nch = split
-        call = next(_CALLS)
         if how == "rows":
-            blocks = -(-M // cfg.mc)
-            rows = [min(M, cfg.mc * (blocks * i // nch)) for i in range(nch + 1)]
+            # one gemm_rows call per thread: they pack B once, together, into the calling thread's buffer
+            # (groups of panels claimed from `share`) and claim chunks of rows as they go (`_emit_rows`)
+            gpan = -(-npanels // min(npanels, SHARE_GROUPS_PER_THREAD * nt))
+            share = np.zeros(2 + -(-npanels // gpan), np.int64)
+            sp, bp = _ptr(share), self._ws.addr("bp", bwords)
+            privw = gpan * tile.nr * (cfg.kc // 2) * 4
 
             def chunk(i):
                 ws = self._ws
-                bp = ws.addr("bp", bwords)
-                if ws.packed != call:
-                    pack_b(b_ptr, b_ls, b_ks, b_w, N, K, 0, npanels, bp)
-                    ws.packed = call
-                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, rows[i], rows[i + 1], c_ptr, ldc, o_ptr, ldo,
-                          bias_ptr, ws.addr("ap", apw))
-        elif direct is not None:    # column chunks, B staged (whole 32-column lines per chunk)
-            cols = [min(N, 32 * (-(-N // 32) * i // nch)) for i in range(nch + 1)]
-            fb = self.fns_b[direct]
+                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                          ws.addr("ap", apw), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", privw), 2 * nt)
+        elif direct is not None:    # pieces of B's columns, staged (gemm_colsb)
+            fb, share = self.fns_b[direct], np.zeros(1, np.int64)
+            sp = _ptr(share)
 
             def chunk(i):
-                n0, n1 = cols[i], cols[i + 1]
-                fb(a_ptr, a_ls, a_ks, a_w, b_ptr + 2 * n0, b_ks, M, n1 - n0, K, c_ptr and c_ptr + 4 * n0, ldc,
-                   o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw),
-                   self._stage(K))
-        else:
-            cols = [min(N, tile.nr * (npanels * i // nch)) for i in range(nch + 1)]
+                fb(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                   self._ws.addr("ap", apw), self._stage(K), sp)
+        else:       # chunks of B's panels (gemm_cols)
+            width = tile.nr * -(-npanels // nch)
+            if M <= cfg.mc:
+                width = min(width, self._chunk(tile, K))
+            line = math.lcm(tile.nr, 32)    # whole 64-byte lines of a bf16 row: no line written by two threads
+            width = -(-width // line) * line
+            cols_fn, share = self.fns[tile][4], np.zeros(1, np.int64)
+            sp = _ptr(share)
 
             def chunk(i):
-                n0, n1 = cols[i], cols[i + 1]
-                bp = self._ws.addr("bp", bwords)
-                pack_b(b_ptr + b.itemsize * n0 * b_ls, b_ls, b_ks, b_w, n1 - n0, K, 0, -(-(n1 - n0) // tile.nr), bp)
-                gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, n1 - n0, K, 0, M, c_ptr and c_ptr + 4 * n0, ldc,
-                          o_ptr and o_ptr + 2 * n0, ldo, bias_ptr and bias_ptr + 2 * n0, self._ws.addr("ap", apw))
-        workers.parallel_for(chunk, nch, nt)
+                cols_fn(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
+                        self._ws.addr("ap", apw), self._ws.addr("bp", bwords), width, sp)
+        workers.parallel_for(chunk, nt, nt)
         return out
 
     def _chunk(self, tile: gen.Tile, k: int) -> int:
@@ -472,16 +482,16 @@ class Bf16Gemm:
         nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
         bwords = gen.packed_b_words(cfg, tile, N, K) * 4
         apw = gen.packed_a_words(cfg) * 4
-        nch = min(nb, workers.CHUNKS_PER_THREAD * nt) if nt > 1 else 1
-        cuts = [nb * i // nch for i in range(nch + 1)]
+        share = np.zeros(1, np.int64) if nt > 1 else None    # (the products claimed by nt calls at once)
+        sp = None if share is None else _ptr(share)
 
         def chunk(i):   # packing buffers are the running thread's own (_Workspace)
-            batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, cuts[i], cuts[i + 1], M, N, K, c_ptr,
-                     cbs, N, o_ptr, obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords))
-        if nch == 1:
+            batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, 0, nb, M, N, K, c_ptr, cbs, N, o_ptr,
+                     obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), sp)
+        if nt == 1:
             chunk(0)
         else:
-            workers.parallel_for(chunk, nch, nt)
+            workers.parallel_for(chunk, nt, nt)
 
 
 class _Plan:
@@ -499,11 +509,11 @@ _MAX_PLANS = 512
 
 
 def _split(row_blocks: int, panels: int, M: int, N: int, nt: int):
-    """How nt threads share one product: ("rows", chunks) -- every thread packs all of B, so only when
-    B is no bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- every
-    chunk packs all of A; None: one thread."""
+    """How nt threads share one product: ("rows", nt) -- claiming chunks of rows as they go: when B is no
+    bigger than A (K*N <= M*K) and there are rows to go round -- or ("cols", chunks) -- B's panels in this
+    many chunks, each packing all of A; None: one thread."""
     if row_blocks >= 2 * nt and N <= M:
-        return "rows", min(row_blocks, workers.CHUNKS_PER_THREAD * nt)
+        return "rows", nt
     if panels >= nt:
         return "cols", min(panels, 2 * nt)
     if row_blocks >= nt:
@@ -534,7 +544,6 @@ def _small(a, b, bias, out):
     return out
 
 
-_CALLS = itertools.count()   # ids of parallel products (see _Workspace.packed)
 _INSTANCE = None
 _LOCK = threading.Lock()
 

@@ -1,26 +1,36 @@
-"""ember's own float32 matrix product for the shapes OpenBLAS handles badly (see ember/codegen/gemm_f32.py).
+"""ember's own float32 matrix product (the kernels: ember/codegen/gemm_f32.py).
 
-In: 2-D float32 numpy arrays a[M, K], b[K, N] (any strides the kernels accept) and an optional output
-out[M, N] with unit column stride.  Out: `matmul(a, b, out)` returns the product, or None when this
-product is better left to BLAS (the caller, ember/kernels/blas_threads.py, then uses numpy).
+In: float32 numpy arrays a[..., M, K], b[..., K, N] (any strides the kernels accept; batch dims broadcast)
+and an optional output with unit column stride.  Out: `matmul(a, b, out)` returns the product, or None when
+this product is better left to BLAS (the caller, ember/kernels/blas_threads.py, then uses numpy).
 
     from ember.runtime import gemm_f32
     c = gemm_f32.matmul(a, b)          # None: not a shape for these kernels
 
-Which products (`plan`), from interleaved measurements on this machine type (2 cores, numpy's OpenBLAS
-on one thread per block as blas_threads runs it):
+Which products (`plan`, `plan_batched`), from interleaved measurements on this machine type (2 cores,
+AMD Zen 4: one zmm FMA per cycle, ~113 GF/s per core; numpy's OpenBLAS on one thread per block as
+blas_threads runs it):
   * B's rows contiguous and a thin product (M <= OUTER_MAX_M rows, or K <= OUTER_MAX_K): the outer
     form, tile by tile with the whole contraction in registers, split across threads by column tiles
     (or row tiles when N is narrow).
   * A and B both contiguous along K and a small result (M * N <= DOT_MAX_MN): the dot form, K cut into
     blocks of DOT_KC that stay in L2; across threads by K ranges summed at the end, or by row tiles.
-Everything else (large square products, other layouts) stays with BLAS, which is faster there.
+  * Everything else from PACKED_MIN_M rows and PACKED_MIN_K deep whose tiles waste little (`packed_tile`):
+    the packed form (`run_packed`: split by rows, or by panels when N > M).  The GPT step's products (x @ W^T,
+    dY @ W, dY^T @ X; K 128-1024), one thread each, tenth percentiles: 1.00-1.16x OpenBLAS alone (hot or with
+    C from memory; the dY^T @ X weight gradients at 1.00-1.07x), 0.96-1.24x inside the step.
+  * Batched (`sgemm_batch`): products numpy runs slowly, a B without unit column stride (attention's
+    Q @ K^T: 1.1-1.3x); numpy keeps the rest.  A batch that folds into rows is one 2-D product.
+Everything else (small products, N = 65 heads) stays with BLAS.  Work is split by output rows (or products)
+and K blocks are fixed by the shape, so the result is the same bits on any number of threads.
 
 The compiled module lives as long as the process (`instance()`): every call jumps into its machine code.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
+import re
 import threading
 
 import numpy as np
@@ -29,7 +39,7 @@ from ember.codegen import gemm_f32 as gen
 from ember.kernels import workers
 from ember.runtime import cpu, gemm_operands
 
-__all__ = ["F32Gemm", "instance", "matmul"]
+__all__ = ["F32Gemm", "instance", "matmul", "plan", "plan_batched"]
 
 MIN_FLOPS = 4e6           # smaller products stay with BLAS: ~5 us of Python and ctypes per call here
                           # (13 arguments) is more than the kernels save on them
@@ -43,8 +53,18 @@ DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 
 MAX_GATHERS = 64          # gather descriptors whose tables are kept between calls
 PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
-PACKED_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
+OUTERP_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
                           # [26,36864]: 302 us packed against 288 us, one thread)
+PACKED_MIN_M = 96         # the packed form from this many rows and this K: the GPT head's [65, 1024] @ [1024, 128]
+PACKED_MIN_K = 96         # and [1024, 65] @ [65, 128] ran at 0.94x and 0.89x of BLAS inside the step
+PACKED_MIN_EFFICIENCY = 0.9  # and where its tiles waste little (N = 65: 8x48 at 0.68, slower than BLAS)
+BATCH_MIN_M = 32          # batched products (attention's) from this many rows, with a B numpy reads slowly
+BATCH_MIN_EFFICIENCY = 0.8  # (a K-contiguous B: Q @ K^T ran at 50-60 GF/s in numpy, 70-80 here)
+PACKED_KC = 1024          # K block of the packed form: C is re-read once per further block (256 and 512 were
+                          # 2-5% slower than one block on the GPT shapes, K <= 1024)
+PACKED_B_BYTES = 512 << 10  # columns of B per group: kq x nc floats, streamed from L2 by every row tile
+# speed of each packed tile on whole tiles relative to 6x64 (measured, one thread, [1152,256] @ [256,192])
+PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85, "8x32": 0.85}
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -61,7 +81,14 @@ class F32Gemm:
         target = cpu.host_target()
         text = gen.emit_module(triple=target.triple, data_layout=target.data_layout)
         self._lib = cpu.NativeLibrary(text, "gemm_f32", gen.__file__)
-        fn = self._lib.function
+        arity = {m.group(1): len(m.group(2).split(",")) for m in re.finditer(r"define void @(\w+)\(([^)]*)\)", text)}
+
+        def fn(name, *argtypes):
+            # ctypes passes surplus or missing arguments unchecked: a prototype that lags the generator would
+            # hand the kernel garbage sizes, so they are held to the emitted signature here
+            if arity.get(name) != len(argtypes):
+                raise RuntimeError(f"gemm_f32: {name} takes {arity.get(name)} arguments, its prototype {len(argtypes)}")
+            return self._lib.function(name, *argtypes)
         self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
                             _I64, _I32) for t in gen.OUTER_TILES}
         self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
@@ -72,6 +99,11 @@ class F32Gemm:
                                      _I64, _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
         self.dot_gathered = {t: fn(f"sgemm_dotg_{t.tag}", _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64,
                                    _I64, _I64, _I64, _P, _I32) for t in gen.DOT_TILES}
+        self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
+        self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
+                             _I64, _I64, _I64, _I32) for t in gen.PACKED_TILES}
+        self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
+                            _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -121,6 +153,54 @@ class F32Gemm:
         # the panel of the thread that runs a chunk (not one per chunk: a buffer it wrote last stays in its L2)
         workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0,
                                           self._scratch("panel", k * cb), cb), nb, threads)
+
+    def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
+                   nc=None, split=None) -> None:
+        """Across threads by rows: B packed once on the calling thread (~1% of the product), every chunk reads
+        all of it.  Or, for a result wider than tall (split "cols"), by panels: each chunk packs and reads only
+        its own columns of B and reads all of A, the smaller operand then (a weight gradient [128, 1024] @
+        [1024, 512]: its packed B, 2 MB, is more than a core's L2)."""
+        t = tile or packed_tile(m, n)[0]
+        kc, nc = _blocking(t, k, kc, nc)
+        npan = -(-n // t.nr)
+        bp = self._scratch("packb", -(-k // kc) * npan * kc * t.nr)
+        fn, pack = self.packed[t], self.pack_b
+        parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
+        if (split or ("cols" if n > m else "rows")) == "cols" and parallel and npan > 1:
+            nb = min(npan, workers.CHUNKS_PER_THREAD * threads)
+            cut = [npan * i // nb for i in range(nb + 1)]
+
+            def chunk(i):
+                pack(pb, sbk, sbn, k, n, t.nr, kc, cut[i], cut[i + 1], bp)
+                fn(pa, sam, sak, bp, pc, ldc, 0, m, cut[i] * t.nr, min(n, cut[i + 1] * t.nr), n, k, kc, nc, 0)
+            workers.parallel_for(chunk, nb, threads)
+            return
+        pack(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
+        tiles = -(-m // t.mr)
+        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        if nb == 1:
+            fn(pa, sam, sak, bp, pc, ldc, 0, m, 0, n, n, k, kc, nc, 0)
+            return
+        cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
+        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], 0, n, n, k, kc, nc, 0), nb,
+                             threads)
+
+    def run_batch(self, pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads: int,
+                  tile=None) -> None:
+        """nb products, split across threads by products (each packs its B into the running thread's buffer)."""
+        t = tile or packed_tile(m, n)[0]
+        kc, nc = _blocking(t, k)
+        words = -(-k // kc) * -(-n // t.nr) * kc * t.nr
+        fn = self.batch[t]
+        parallel = threads > 1 and 2.0 * m * n * k * nb >= PARALLEL_FLOPS
+        chunks = min(nb, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
+        cut = [nb * i // chunks for i in range(chunks + 1)]
+        run = lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc,  # noqa: E731
+                           cut[i], cut[i + 1], self._scratch("packb", words))
+        if chunks == 1:
+            run(0)
+        else:
+            workers.parallel_for(run, chunks, threads)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)
@@ -225,14 +305,45 @@ class F32Gemm:
         return buf[1]
 
 
+def _blocking(t: gen.OuterTile, k: int, kc: int | None = None, nc: int | None = None) -> tuple:
+    """(kc, nc) of the packed form: K blocks of PACKED_KC, column groups whose panels fit PACKED_B_BYTES."""
+    kc = kc or PACKED_KC
+    return kc, nc or max(t.nr, PACKED_B_BYTES // (4 * min(k, kc)) // t.nr * t.nr)
+
+
+@functools.lru_cache(maxsize=512)
+def packed_tile(m: int, n: int) -> tuple:
+    """(tile, efficiency) for the packed form on an M x N result: the tile with the least padded area per
+    unit of its speed, and the share of a whole-tile 6x64 product's speed it is expected to reach there."""
+    def cost(t):
+        return -(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr / PACKED_TILE_SPEED[t.tag]
+    t = min(gen.PACKED_TILES, key=cost)
+    return t, m * n / cost(t)
+
+
 def plan(m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
-    """'outer', 'dot' or None (BLAS) for [M, K] @ [K, N] with byte strides sa, sb (see the docstring)."""
+    """'outer', 'dot', 'packed' or None (BLAS) for [M, K] @ [K, N] with byte strides sa, sb (see the
+    docstring)."""
     if m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
         return None
-    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K) and (m > PACKED_MIN_M or 4 * k * n <= B_CACHE_BYTES):
+    if sb[1] == 4 and (m <= OUTER_MAX_M or k <= OUTER_MAX_K) and (m > OUTERP_MIN_M or 4 * k * n <= B_CACHE_BYTES):
         return "outer"
     if sa[1] == 4 and sb[0] == 4 and m * n <= DOT_MAX_MN and m * n >= DOT_MIN_REUSE * (m + n):
         return "dot"
+    if m >= PACKED_MIN_M and k >= PACKED_MIN_K and packed_tile(m, n)[1] >= PACKED_MIN_EFFICIENCY:
+        return "packed"
+    return None
+
+
+def plan_batched(nb: int, m: int, k: int, n: int, sa: tuple, sb: tuple) -> str | None:
+    """'batch' or None (numpy) for nb products [M, K] @ [K, N] with byte strides sa, sb of each product."""
+    if nb * m * n * k < MIN_FLOPS / 2 or (sa[0] | sa[1] | sb[0] | sb[1]) & 3:
+        return None
+    if sb[1] == 4:      # rows of B contiguous: numpy's batched sgemm reads them in place as fast or faster
+        return None     # (attention's P @ V, [64, 64] @ [64, 32]: ~95 GF/s against our 86-91 even reading B in
+                        # place, and in the step 0.65-0.76x: operands and our buffers colder there)
+    if m >= BATCH_MIN_M and packed_tile(m, n)[1] >= BATCH_MIN_EFFICIENCY:
+        return "batch"
     return None
 
 
@@ -252,9 +363,12 @@ def instance() -> F32Gemm:
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads: int | None = None,
            form: str | None = None) -> np.ndarray | None:
-    """a @ b by the generated kernels, or None (leave it to BLAS).  form forces 'outer' / 'dot' (tests)."""
-    if a.dtype != _F32 or b.dtype != _F32 or a.ndim != 2 or b.ndim != 2:
+    """a @ b by the generated kernels, or None (leave it to BLAS).  form forces 'outer' / 'dot' / 'packed' /
+    'batch' (tests).  Batched operands (a[..., M, K] @ b[..., K, N], batch dims broadcast): `_matmul_batched`."""
+    if a.dtype != _F32 or b.dtype != _F32 or a.ndim < 2 or b.ndim < 2:
         return None
+    if a.ndim > 2 or b.ndim > 2:
+        return _matmul_batched(a, b, out, threads, form)
     (m, k), n = a.shape, b.shape[1]
     sa, sb = a.strides, b.strides
     form = form or plan(m, k, n, sa, sb)
@@ -270,10 +384,65 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads:
         return None
     threads = workers.num_threads() if threads is None else threads
     g = _INSTANCE or instance()
-    if form == "outer":
+    if form == "packed":
+        g.run_packed(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    elif form == "outer":
         g.run_outer(pa, sa[0] >> 2, sa[1] >> 2, pb, sb[0] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
     else:
         g.run_dot(pa, sa[0] >> 2, pb, sb[1] >> 2, pc, out.strides[0] >> 2, m, n, k, threads)
+    return out
+
+
+def _matmul_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, threads: int | None,
+                    form: str | None) -> np.ndarray | None:
+    """A batch of products in one call (sgemm_batch), or None: batch dims that do not flatten into one stride,
+    or a plan that leaves it to numpy.  A batch whose rows fold into one matrix (a[B, M, K] @ w[K, N], a
+    contiguous over B and M) is the 2-D product [B * M, K] @ [K, N]."""
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if b.shape[-2] != k or (a.strides[-2] | a.strides[-1] | b.strides[-2] | b.strides[-1]) & 3:
+        return None
+    try:
+        lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        return None
+    nb = 1
+    for d in lead:
+        nb *= d
+    if nb == 0 or m == 0 or n == 0:
+        return None
+    folds = form != "batch" and b.ndim == 2
+    if folds:
+        form = form or plan(nb * m, k, n, a.strides[-2:], b.strides)
+    else:
+        form = form or plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
+    if form is None or (not folds and form != "batch"):
+        return None         # decided before any array is made: numpy runs most batched products
+    a_ = a if a.shape[:-2] == lead else np.broadcast_to(a, lead + (m, k))     # (broadcast_to costs ~4 us)
+    b_ = b if b.shape[:-2] == lead else np.broadcast_to(b, lead + (k, n))
+    sab, sbb = gemm_operands.batch_stride(a_), gemm_operands.batch_stride(b_)
+    if sab is None or sbb is None:
+        return None
+    sam, sak, sbk, sbn = a.strides[-2] >> 2, a.strides[-1] >> 2, b.strides[-2] >> 2, b.strides[-1] >> 2
+    if folds and nb > 1 and sab != m * sam:
+        return None
+    if out is None:
+        out = np.empty(lead + (m, n), _F32)
+    elif (out.dtype != _F32 or out.shape != lead + (m, n) or out.strides[-1] != 4 or out.strides[-2] % 4
+          or gemm_operands.batch_stride(out) is None or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        return None
+    scb, ldc = gemm_operands.batch_stride(out), out.strides[-2] >> 2
+    if folds:
+        # one B for every product, and A's and C's rows run on from product to product: one 2-D product
+        if nb > 1 and scb != m * ldc:
+            return None
+        a2 = np.lib.stride_tricks.as_strided(a_, (nb * m, k), (a.strides[-2], a.strides[-1]))
+        c2 = np.lib.stride_tricks.as_strided(out, (nb * m, n), (out.strides[-2], 4))
+        return out if matmul(a2, b, c2, threads, form) is not None else None
+    pa, pb, pc = _addr(a_), _addr(b_), _addr(out)
+    if (pa | pb | pc) & 3:
+        return None
+    threads = workers.num_threads() if threads is None else threads
+    (_INSTANCE or instance()).run_batch(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads)
     return out
 
 

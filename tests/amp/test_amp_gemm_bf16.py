@@ -193,8 +193,8 @@ def test_eager_bf16_matmul_uses_the_kernel_and_matches_torch():
 
 @pytest.mark.parametrize("m,n,k", [(400, 70, 130), (30, 200, 150), (100, 40, 70), (7, 20, 9)])
 def test_threads_split_rows_or_columns(gemm, m, n, k, monkeypatch):
-    """Every way of sharing a product between threads (rows with B packed per thread, B's panels with
-    A packed per chunk, one thread) gives the single-thread result bit for bit."""
+    """Every way of sharing a product between threads (rows with B packed by all threads together, B's
+    panels with A packed per chunk, one thread) gives the single-thread result bit for bit."""
     monkeypatch.setattr(G, "PARALLEL_MIN_FLOPS", 0)
     monkeypatch.setattr(G.workers, "backing_off", lambda: False)
     rng = np.random.default_rng(m + n + k)
@@ -209,8 +209,88 @@ def test_threads_split_rows_or_columns(gemm, m, n, k, monkeypatch):
     np.testing.assert_array_equal(gemm.matmul(ba, bb, threads=2), gemm.matmul(ba, bb, threads=1))
 
 
+@pytest.mark.parametrize("claimed", ["none", "all", "some"])
+@pytest.mark.parametrize("m,n,k,f32", [(70, 100, 150, False), (33, 47, 63, True)])
+def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n, k, f32):
+    """Threads splitting rows pack B together (gemm_rows: groups of panels claimed from a counter, flagged
+    when done); a group still unflagged -- another thread is packing it, or was descheduled -- is packed
+    into the thread's own buffer for the K block at hand.  Every mix gives the single-thread bits."""
+    from ember.runtime.gemm_operands import operand, ptr
+    rng = np.random.default_rng(m + k)
+    a, b, bias = _rand(rng, (m, k)), _layout(_rand(rng, (k, n)), f32), _rand(rng, (n,))
+    if f32:
+        b = b.astype(np.float32)
+    tile = gemm.tile_for(n, m)
+    pack_b, rows = gemm.fns[tile][:2]
+    cfg = gemm.cfg
+    npanels, gpan = -(-n // tile.nr), 1
+    share = np.zeros(2 + npanels, np.int64)
+
+    def buf(words):     # 64-byte aligned (packed B is loaded as whole zmm), garbage-filled
+        x = np.full(words + 16, 0xFFFF, np.uint32)
+        return x[(-ptr(x)) % 64 // 4:]
+    bp, bq, bpriv = buf(gen.packed_b_words(cfg, tile, n, k)), buf(gen.packed_b_words(cfg, tile, n, k)), \
+        buf(tile.nr * cfg.kc // 2)
+    ap = buf(gen.packed_a_words(cfg))
+    a_ptr, a_ls, a_ks, a_w, _ = operand(a, 1)
+    b_ptr, b_ls, b_ks, b_w, _ = operand(b, 0)
+    if claimed == "all":            # another thread claimed every group and finished none
+        share[0] = npanels
+    elif claimed == "some":         # ... claimed and finished the even groups
+        for g in range(0, npanels, 2):
+            pack_b(b_ptr, b_ls, b_ks, b_w, n, k, g, g + 1, ptr(bp))
+            share[2 + g] = 1
+        share[0] = npanels
+    # B packed beforehand, all rows in one call: the unshared path
+    pack_b(b_ptr, b_ls, b_ks, b_w, n, k, 0, npanels, ptr(bq))
+    want = np.zeros((m, n), np.float32)
+    rows(a_ptr, a_ls, a_ks, a_w, ptr(bq), m, n, k, 0, m, ptr(want), n, None, 0, ptr(bias), ptr(ap), *G._UNSHARED)
+    _check(want, a, b.astype(BF), bias, np.float32)
+    c = np.zeros((m, n), np.float32)
+    for m0, m1, rdiv in ((0, m // 3, 0), (m // 3, m, 3)):  # rows as given; rows claimed in chunks from share[1]
+        share[1] = m0
+        rows(a_ptr, a_ls, a_ks, a_w, ptr(bp), m, n, k, m0, m1, ptr(c), n, None, 0, ptr(bias), ptr(ap), b_ptr, b_ls,
+             b_ks, b_w, ptr(share), gpan, ptr(bpriv), rdiv)
+    np.testing.assert_array_equal(c.view(np.uint32), want.view(np.uint32))
+    assert share[0] >= npanels and share[1] == m and (claimed != "none" or share[2:].all())
+
+
+def test_threads_claim_products_and_column_chunks_from_a_shared_counter(gemm):
+    """gemm_batch and gemm_cols under threads: each thread's one call claims products (chunks of columns)
+    from a shared counter as it goes -- what another thread claimed is left alone, the rest computed."""
+    from ember.runtime.gemm_operands import operand, ptr
+    rng = np.random.default_rng(5)
+    a, b = _rand(rng, (6, 40, 70)), _rand(rng, (6, 70, 50))
+    want = gemm.matmul(a, b, out_dtype=np.float32, threads=1)
+    tile = gemm.tile_for(50, 40)
+    _, _, _, batch_fn, cols_fn = gemm.fns[tile]
+    cfg = gemm.cfg
+    ap = np.zeros(gen.packed_a_words(cfg) + 16, np.uint32)
+    bp = np.zeros(gen.packed_b_words(cfg, tile, 600, 70) + 16, np.uint32)
+    ap, bp = ap[(-ptr(ap)) % 64 // 4:], bp[(-ptr(bp)) % 64 // 4:]
+    a_ptr, a_ls, a_ks, a_w, _ = operand(a[0], 1)
+    b_ptr, b_ls, b_ks, b_w, _ = operand(b[0], 0)
+    c = np.full((6, 40, 50), np.nan, np.float32)
+    share = np.array([2], np.int64)          # products 0 and 1: another thread's
+    batch_fn(a_ptr, 40 * 70, a_ls, a_ks, a_w, b_ptr, 70 * 50, b_ls, b_ks, b_w, 0, 6, 40, 50, 70, ptr(c), 40 * 50, 50,
+             None, 0, 50, None, ptr(ap), ptr(bp), ptr(share))
+    assert np.isnan(c[:2]).all() and share[0] >= 6
+    np.testing.assert_array_equal(c[2:].view(np.uint32), want[2:].view(np.uint32))
+    a2, b2 = _rand(rng, (40, 70)), _rand(rng, (70, 600))
+    want = gemm.mm(a2, b2, out_dtype=np.float32, threads=1)
+    a_ptr, a_ls, a_ks, a_w, _ = operand(a2, 1)
+    b_ptr, b_ls, b_ks, b_w, _ = operand(b2, 0)
+    c = np.full((40, 600), np.nan, np.float32)
+    width = 2 * tile.nr
+    share = np.array([width], np.int64)      # the first chunk: another thread's
+    cols_fn(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, 40, 600, 70, ptr(c), 600, None, 0, None, ptr(ap), ptr(bp),
+            width, ptr(share))
+    assert np.isnan(c[:, :width]).all()
+    np.testing.assert_array_equal(c[:, width:].view(np.uint32), want[:, width:].view(np.uint32))
+
+
 def test_split_choice():
-    assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 8)
+    assert G._split(row_blocks=11, panels=8, M=1024, N=384, nt=2) == ("rows", 2)
     assert G._split(row_blocks=1, panels=8, M=20, N=250, nt=2) == ("cols", 4)
     assert G._split(row_blocks=1, panels=1, M=20, N=16, nt=2) is None
 

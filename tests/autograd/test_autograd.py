@@ -579,3 +579,69 @@ def test_view_backward_directly_after_base_write():
     y.mul_(3)
     v.sum().backward()
     assert x.grad.tolist() == [3.0, 0.0]
+
+
+# ------------------------------------------------------------- gradients handed to leaves
+def _returns(make):
+    """A Function whose backward returns make(g) (and records a weak reference to its array)."""
+    import weakref
+    seen = []
+
+    class F(E.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, g):
+            r = make(g)
+            seen.append(weakref.ref(r._data))
+            return r
+    return F, seen
+
+
+def test_a_gradient_nothing_else_holds_becomes_the_leaf_grad_without_a_copy():
+    F, seen = _returns(lambda g: g * 2.0)
+    x = t(1.0, 2.0, 3.0)
+    F.apply(x).sum().backward()
+    assert x.grad.tolist() == [2.0, 2.0, 2.0] and x.grad._base is None
+    assert seen[0]() is x.grad._data          # taken over, as PyTorch's AccumulateGrad steals it
+
+
+def test_a_gradient_something_else_holds_is_copied():
+    kept = []
+    F, seen = _returns(lambda g: kept.append(g * 2.0) or kept[-1])
+    x = t(1.0, 2.0)
+    F.apply(x).sum().backward()
+    assert not np.shares_memory(x.grad.numpy(), kept[0].numpy())
+    kept[0].add_(5.0)
+    assert x.grad.tolist() == [2.0, 2.0]
+
+
+def test_leaves_never_share_a_gradient():
+    x, y = t(1.0, 2.0), t(3.0, 4.0)
+    (x + y).sum().backward()                    # add's VJP hands the same tensor to both
+    assert not np.shares_memory(x.grad.numpy(), y.grad.numpy())
+    a, c = E.randn(2, 3, requires_grad=True), E.randn(6, requires_grad=True)
+    (a.reshape(-1) + c).sum().backward()        # a view of one leaf's gradient reaches the other
+    assert not np.shares_memory(a.grad.numpy(), c.grad.numpy())
+    c.grad.add_(1.0)
+    assert a.grad.tolist() == [[1.0] * 3] * 2
+    z = t(1.0, 2.0)
+    w = z * 1.0
+    w.retain_grad()
+    w.sum().backward()
+    assert not np.shares_memory(z.grad.numpy(), w.grad.numpy())
+
+
+def test_the_callers_gradient_and_hooked_gradients_are_copied():
+    g0 = E.ones(3)
+    x = t(1.0, 2.0, 3.0)
+    (x * 1.0).backward(g0)
+    assert not np.shares_memory(x.grad.numpy(), g0.numpy())
+    stash = []
+    y = t(1.0, 2.0)
+    y.register_hook(lambda g: stash.append(g))
+    (y * 3.0).sum().backward()
+    stash[0].add_(1.0)
+    assert y.grad.tolist() == [3.0, 3.0]

@@ -1,7 +1,8 @@
-"""ember's float32 GEMM for thin products (ember/codegen/gemm_f32.py, ember/runtime/gemm_f32.py): both
+"""ember's float32 GEMM (ember/codegen/gemm_f32.py, ember/runtime/gemm_f32.py): the outer, dot and packed
 forms against a float64 reference on random shapes and layouts (edge tiles in rows and columns, every
-register tile, K blocks and the K split across threads), the output written only inside [M, N], the plan
-that leaves other products to BLAS, and the eager / compiled paths that reach it."""
+register tile, K blocks and the K split across threads; B's rows copied, B transposed or gathered into
+panels), the output written only inside [M, N], the same bits on any thread count, the plan that routes
+products between the forms and BLAS, and the eager / compiled paths that reach it."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 import ember
 from ember.codegen import gemm_f32 as gen
 from ember.kernels import blas_threads
-from ember.runtime import gemm_f32
+from ember.runtime import gemm_f32, gemm_operands
 
 
 def _operand(rng, shape, transposed: bool) -> np.ndarray:
@@ -104,10 +105,84 @@ def test_k_split_across_threads_sums_the_parts():
     _check(a, b, gemm_f32.matmul(a, b, threads=2, form="dot"))
 
 
-def test_plan_keeps_blas_for_square_and_small_products():
+def _strided(rng, shape, layout: str) -> np.ndarray:
+    """A float32 [r, c] operand: "rows" row-major, "cols" the transpose of a row-major [c, r], "strided" no
+    unit stride at all (every other element of every other row, which the packing gathers), "reversed"
+    negative strides both ways."""
+    if layout == "reversed":
+        return rng.standard_normal(shape).astype(np.float32)[::-1, ::-1]
+    if layout == "strided":
+        return rng.standard_normal((2 * shape[0], 2 * shape[1])).astype(np.float32)[::2, ::2]
+    return _operand(rng, shape, layout == "cols")
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 150), k=st.integers(1, 200), n=st.integers(1, 150),
+       la=st.sampled_from(["rows", "cols", "strided", "reversed"]),
+       lb=st.sampled_from(["rows", "cols", "strided", "reversed"]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+def test_packed_form_matches_float64(m, k, n, la, lb, threads, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _strided(rng, (m, k), la), _strided(rng, (k, n), lb)
+    _check(a, b, gemm_f32.matmul(a, b, threads=threads, form="packed"))
+
+
+@pytest.mark.parametrize("tile", gen.PACKED_TILES, ids=lambda t: t.tag)
+@pytest.mark.parametrize("layout", ["rows", "cols", "strided"])
+def test_every_packed_tile_with_k_blocks(tile, layout):
+    """Each tile over B packed from each layout, in K blocks (C accumulated across them) with a ragged last
+    block, column groups of one panel, edge tiles both ways; nothing written past column N of a wider C."""
+    rng = np.random.default_rng(8)
+    m, k, n = 3 * tile.mr + 1, 2 * 24 + 7, 2 * tile.nr + 5
+    a, b = _operand(rng, (m, k), True), _strided(rng, (k, n), layout)
+    out = np.full((m, n + 3), np.nan, np.float32)
+    g = gemm_f32.instance()
+    g.run_packed(gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
+                 b.strides[1] // 4, out.__array_interface__["data"][0], out.strides[0] // 4, m, n, k, 2, tile=tile,
+                 kc=24, nc=tile.nr)
+    _check(a, b, out[:, :n])
+    assert np.isnan(out[:, n:]).all()
+
+
+def test_packed_accumulate_flag_adds_to_the_output():
+    rng = np.random.default_rng(9)
+    a, b = _operand(rng, (70, 40), False), _operand(rng, (40, 100), True)
+    c = rng.standard_normal((70, 100)).astype(np.float32)
+    out = c.copy()
+    g = gemm_f32.instance()
+    t = gen.PACKED_TILES[0]
+    bp = np.zeros(40 * 2 * t.nr + 16, np.float32)
+    bpa = bp.__array_interface__["data"][0]
+    bpa += (-bpa) % 64
+    g.pack_b(gemm_f32._addr(b), b.strides[0] // 4, b.strides[1] // 4, 40, 100, t.nr, 40, 0, 2, bpa)
+    g.packed[t](gemm_f32._addr(a), 40, 1, bpa, gemm_f32._addr(out), 100, 0, 70, 0, 100, 100, 40, 40, t.nr, 1)
+    np.testing.assert_allclose(out, c + a @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,k,n,ta,tb", [(1024, 128, 384, False, True), (1024, 512, 128, False, False),
+                                         (384, 1024, 128, True, False), (128, 1024, 512, True, False)])
+def test_gpt_products_take_the_packed_form(m, k, n, ta, tb):
+    """The GPT step's products in the layouts its externs pass (x @ W^T, dY @ W, dY^T @ X) are packed-form
+    products, equal to float64 and the same bits on 1 and 2 threads; the head's (N, K or M = 65) stay with BLAS."""
+    rng = np.random.default_rng(10)
+    a, b = _operand(rng, (m, k), ta), _operand(rng, (k, n), tb)
+    assert gemm_f32.plan(m, k, n, a.strides, b.strides) == "packed"
+    one = gemm_f32.matmul(a, b, threads=1)
+    _check(a, b, one)
+    np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=2), one)
+    for (hm, hk, hn, ha, hb) in [(1024, 128, 65, False, True), (1024, 65, 128, False, False), (65, 1024, 128, True, False)]:
+        x, w = _operand(rng, (hm, hk), ha), _operand(rng, (hk, hn), hb)
+        assert gemm_f32.plan(hm, hk, hn, x.strides, w.strides) is None
+
+
+def test_plan_routes_each_shape():
+    """Thin products to the outer / dot forms, large ones (square ones too) to the packed form, small ones and
+    ragged narrow results to BLAS."""
     f32 = np.float32
     sq = np.ones((512, 512), f32)
-    assert gemm_f32.plan(512, 512, 512, sq.strides, sq.strides) is None          # BLAS's home ground
+    assert gemm_f32.plan(512, 512, 512, sq.strides, sq.strides) == "packed"
+    wide = np.ones((512, 100), f32)                                              # N = 100: 8x48 wastes 22%
+    assert gemm_f32.plan(512, 512, 100, sq.strides, wide.strides) is None
     tiny = np.ones((8, 8), f32)
     assert gemm_f32.plan(8, 8, 8, tiny.strides, tiny.strides) is None            # call overhead
     a, b = np.ones((20, 250), f32), np.ones((250, 4096), f32)
@@ -161,7 +236,7 @@ def test_eager_and_compiled_convolution_use_it_and_match_torch_free_reference():
 
 
 @pytest.mark.parametrize("m,k,n,form", [(20, 250, 4096, "outer"), (251, 20, 4096, "outer"), (10, 25, 36864, "outer"),
-                                        (20, 4096, 251, "dot"),
+                                        (20, 4096, 251, "dot"), (300, 1500, 200, "packed"),
                                         (12, 2 * gemm_f32.DOT_K_PART + 100, 30, "dot")])
 def test_same_bits_on_any_number_of_threads(m, k, n, form):
     """Work is split by output tiles, or by K parts fixed by the shape: the thread count never changes a bit."""
@@ -170,6 +245,74 @@ def test_same_bits_on_any_number_of_threads(m, k, n, form):
     one = gemm_f32.matmul(a, b, threads=1, form=form)
     for threads in (2, 3):
         np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=threads, form=form), one)
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.sampled_from([(1,), (5,), (2, 3), (3, 1), (1, 4)]), bcast=st.sampled_from(["none", "a", "b"]),
+       m=st.integers(1, 40), k=st.integers(1, 50), n=st.integers(1, 70),
+       la=st.sampled_from(["rows", "cols", "strided"]), lb=st.sampled_from(["rows", "cols", "strided"]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+def test_batched_form_matches_float64(batch, bcast, m, k, n, la, lb, threads, seed):
+    """Batches (one operand broadcast, or not) of every layout, through the batch kernel or, where the
+    batch dims do not flatten into one stride, left to numpy (None)."""
+    rng = np.random.default_rng(seed)
+
+    def stack(shape, layout, lead):
+        return np.stack([_strided(rng, shape, layout) for _ in range(int(np.prod(lead)))]).reshape(lead + shape)
+    a = stack((m, k), la, (1,) * len(batch) if bcast == "a" else batch)
+    b = stack((k, n), lb, (1,) * len(batch) if bcast == "b" else batch)
+    got = gemm_f32.matmul(a, b, threads=threads, form="batch")
+    ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    if got is None:         # a layout whose batch dims do not flatten
+        assert gemm_operands.batch_stride(np.broadcast_to(a, ref.shape[:-2] + (m, k))) is None \
+            or gemm_operands.batch_stride(np.broadcast_to(b, ref.shape[:-2] + (k, n))) is None
+        return
+    assert got.shape == ref.shape and got.dtype == np.float32
+    bound = 16 * np.finfo(np.float32).eps * max(1, k) ** 0.5 * np.matmul(np.abs(a).astype(np.float64), np.abs(b))
+    assert np.all(np.abs(got - ref) <= bound + 1e-30)
+
+
+def test_attention_products_route_by_b_layout_and_keep_bits():
+    """Q @ K^T (a K-contiguous B, slow in numpy) takes the batch kernel, the same bits on 1 and 2 threads, into
+    a given output too; P @ V (B's rows contiguous) stays with numpy; a batch of rows times one weight is one
+    2-D product."""
+    rng = np.random.default_rng(11)
+    q, kk, v = (rng.standard_normal((16, 4, 64, 32)).astype(np.float32) for _ in range(3))
+    kt = kk.transpose(0, 1, 3, 2)
+    assert gemm_f32.plan_batched(64, 64, 32, 64, q.strides[-2:], kt.strides[-2:]) == "batch"
+    p = rng.standard_normal((16, 4, 64, 64)).astype(np.float32)
+    assert gemm_f32.plan_batched(64, 64, 64, 32, p.strides[-2:], v.strides[-2:]) is None
+    assert gemm_f32.matmul(p, v) is None
+    one = gemm_f32.matmul(q, kt, threads=1)
+    np.testing.assert_allclose(one, np.matmul(q.astype(np.float64), kt), rtol=1e-5, atol=1e-5)
+    out = np.empty((16, 4, 64, 64), np.float32)
+    assert gemm_f32.matmul(q, kt, out=out, threads=2) is out
+    np.testing.assert_array_equal(out, one)
+    assert gemm_f32.matmul(q, kt, out=np.empty((16, 4, 64, 65), np.float32)[..., :64]) is not None
+    assert gemm_f32.matmul(q, kt, out=q[..., :1, :1]) is None                     # wrong shape: numpy's error
+    x, w = rng.standard_normal((16, 64, 128)).astype(np.float32), rng.standard_normal((384, 128)).astype(np.float32)
+    np.testing.assert_allclose(gemm_f32.matmul(x, w.T), np.matmul(x.astype(np.float64), w.T), rtol=1e-4, atol=1e-4)
+
+
+def test_eager_attention_scores_match_torch(monkeypatch):
+    """Attention scores and their gradients through ember's eager matmul (the batch kernel) = torch."""
+    torch = pytest.importorskip("torch")
+    calls = []
+    run = gemm_f32.F32Gemm.run_batch
+    monkeypatch.setattr(gemm_f32.F32Gemm, "run_batch", lambda self, *a, **kw: calls.append(a[-4:-1]) or run(self, *a, **kw))
+    rng = np.random.default_rng(12)
+    qn, kn = (rng.standard_normal((4, 4, 64, 32)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal((4, 4, 64, 64)).astype(np.float32)
+    q, k = ember.tensor(qn, requires_grad=True), ember.tensor(kn, requires_grad=True)
+    s = q @ k.transpose(-2, -1)
+    s.backward(ember.tensor(g))
+    tq, tk = torch.tensor(qn, requires_grad=True), torch.tensor(kn, requires_grad=True)
+    ts = tq @ tk.transpose(-2, -1)
+    ts.backward(torch.tensor(g))
+    np.testing.assert_allclose(s.detach().numpy(), ts.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(q.grad.numpy(), tq.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(k.grad.numpy(), tk.grad.numpy(), rtol=1e-4, atol=1e-4)
+    assert (64, 64, 32) in calls         # the forward Q @ K^T: M, N, K
 
 
 @settings(max_examples=40, deadline=None)

@@ -50,6 +50,17 @@ def test_layer_norm():
     assert fused(pb) <= 2           # dx (one kernel, two reduction passes) + dw/db (over the batch)
 
 
+def test_layer_norm_weight_gradient_product_joins_the_dx_kernel():
+    # at this size the weight gradient sum over the 512 rows is a GEMV with a row of ones (passes/decompose.py),
+    # which reads the product g * x_hat from memory: the dx kernel (one row per outer point, reading g and
+    # x_hat already) stores it instead of a pointwise kernel of its own (fusion/merge.py into_reductions)
+    w, b = torch.randn(128, requires_grad=True), torch.randn(128, requires_grad=True)
+    pf, pb = check_train_step(M.layer_norm, [torch.randn(8, 64, 128, requires_grad=True), w, b])
+    assert fused(pf) == 1
+    assert [(list(k.kernel.outer), list(k.kernel.inner)) for k in pb.kernels] == [([8, 64], [128])]
+    assert externs(pb) == 2                             # the dw and db GEMVs
+
+
 def test_layer_norm_inference_is_one_kernel():
     w, b = torch.randn(16), torch.randn(16)
     g, _, _ = trace(M.layer_norm, x2(False), w, b)

@@ -1,6 +1,8 @@
 """Memory planning, the generated executor, runners, eager fallbacks, error context, the pass
 manager's dumps / timings, and the index simplifier."""
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,30 @@ def test_memory_reuses_slots_and_outputs_are_fresh():
     np.testing.assert_array_equal(a, ex.run([x])[0])      # the first result was not overwritten
 
 
+def test_output_pool_keeps_every_output_of_a_call():
+    # 12 outputs of one shape (a forward saving its activations): once the caller drops a call's
+    # results, the next call reuses all of them (a pool bound below 12 page-faulted fresh ones)
+    g = Graph("forward")
+    x = g.placeholder("x", TType((32, 16), F))
+    outs, v = [], x
+    for _ in range(12):
+        v = g.add("exp", [g.add("sum", [v], {"dims": (1,), "keepdim": True})])
+        v = g.add("sub", [x, v])
+        outs.append(v)
+    g.set_outputs(outs)
+    ex = Executor(compile_graph(g))
+    xs = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32) * 0.01
+    first = ex.run([xs])
+    refs = [weakref.ref(a) for a in first]
+    held = first[3]
+    del first
+    second = ex.run([xs])
+    reused = [r() for r in refs if r() is not None and r() is not held]
+    assert len(reused) == 11 and all(any(a is b for b in second) for a in reused)   # all but the one held
+    assert not any(np.shares_memory(a, held) for a in second)
+    assert_same(second, Interpreter(g, np).run([xs]))
+
+
 def test_liveness_never_overlaps():
     prog = compile_graph(chain_graph(8))
     plan = prog.memory
@@ -84,6 +110,23 @@ def test_inplace_pointwise():
     for step, out, inp in prog.memory.inplace:
         k = next(s for s in prog.steps if s.name == step).kernel
         assert not k.inner and len(k.stores) == 1
+
+
+def test_consumers_run_in_the_order_their_inputs_were_made():
+    # %3 reads %0 but comes last in the graph (as a rewrite's nodes do: decompose's column sums): it runs
+    # right after %1, while %0 is fresh, not after the rest of the chain (fusion/schedule.py)
+    g = parse("""graph forward(%x: f32[8,8], %w: f32[8,8], %v: f32[8,8]) {
+  %0 = matmul(%x, %w) : f32[8,8]
+  %1 = matmul(%0, %w) : f32[8,8]
+  %2 = matmul(%1, %w) : f32[8,8]
+  %3 = matmul(%0, %v) : f32[8,8]
+  return (%2, %3)
+}
+""")
+    prog = check_program(g)
+    assert [s.kernel.op for s in prog.steps] == ["matmul"] * 4
+    first, second = prog.steps[0].writes[0], prog.steps[1].writes[0]
+    assert [s.reads for s in prog.steps[1:]] == [[first, "w"], [first, "v"], [second, "w"]]
 
 
 def test_executor_source_is_readable_and_deterministic():

@@ -9,7 +9,8 @@ what was not and why.
     program = fuse(graph)            # usually through ember.passes.compile_graph
 
 The stages, one module each: classify.py (what each node is to the fuser, why an op runs eagerly),
-decide.py (groups, reductions fitted into kernels, horizontal merges, epilogues), operands.py (how a
+decide.py (groups, reductions fitted into kernels), merge.py (horizontal merges, pointwise kernels into
+reductions, epilogues), operands.py (how a
 product reads its operands: views, transposes, folded casts), lower.py (index
 maps of the ops and the LOWERINGS registry: node -> kernel-IR expression; group -> Kernel),
 schedule.py (value names, steps in execution order).
@@ -55,6 +56,7 @@ from ember.ir.graph import Graph
 from ember.ir.program import Program
 
 from .classify import NodeClass, classify
+from . import merge
 from .decide import RECOMPUTE_BUDGET, Fuser, FusionOptions
 from .lower import LOWERINGS, lowering
 from .schedule import schedule
@@ -67,7 +69,8 @@ def fuse(graph: Graph, options: FusionOptions | None = None) -> Program:
     f = Fuser(graph, options or FusionOptions())
     f.decide()
     if f.opt.horizontal:
-        f.merge_horizontal()
+        merge.horizontal(f)
+        merge.into_reductions(f)
     if f.opt.epilogues:
-        f.fuse_epilogues()
+        merge.epilogues(f)
     return schedule(f)

@@ -6,11 +6,10 @@ returned as views of another buffer) and `records` (FusionRecords) ember/passes/
 turns into a Program.  The rules are in the package docstring (ember/passes/fusion/__init__.py).
 
 Stages: `decide()` walks the nodes in reverse topological order, propagating the index every
-consumer group requests each node at; `merge_horizontal()` and `fuse_epilogues()` then merge groups.
+consumer group requests each node at; ember/passes/fusion/merge.py then merges groups.
 """
 from __future__ import annotations
 
-import math
 
 from collections import defaultdict
 from enum import Enum
@@ -18,7 +17,6 @@ from enum import Enum
 import networkx as nx
 
 from ember.ir import index as ix
-from ember.ir.sizes import hint
 from ember.ir.graph import Graph, Node
 from ember.ir.kernel import IConst, Var
 from ember.ir.ops import OPS
@@ -26,7 +24,7 @@ from ember.ir.program import FusionKind, FusionRecord
 
 from . import operands
 from .classify import NodeClass, classify, code_size, reduce_dims
-from .lower import IndexMaps, group_requests
+from .lower import IndexMaps
 
 __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
 
@@ -35,12 +33,6 @@ __all__ = ["FusionOptions", "Fuser", "Group", "GroupKind", "RECOMPUTE_BUDGET"]
 # movement ops nothing).
 RECOMPUTE_BUDGET = 24
 MAX_FANOUT = 4            # ... and never in more than this many kernels
-MAX_HORIZONTAL_STORES = 8  # horizontal fusion stops growing a kernel past this many outputs
-# Kernels whose whole domain is at most this many points merge even without a common input, up to
-# MAX_TINY_STORES outputs: launching one costs more than its work (an optimizer's `step += 1` per
-# parameter, the bias corrections of a captured training step).
-TINY_DOMAIN = 4096
-MAX_TINY_STORES = 64
 # A kernel stops growing at this code size (classify.code_size: an op 1, a math function 16): LLVM's
 # O3 time grows quadratically with one loop body's length (2000 adds in one kernel: ~3 s of O3; 1000
 # exps: ~25 s), so a longer chain is split into kernels of bounded size -- compile time linear in
@@ -513,80 +505,3 @@ class Fuser:
                 self.req[m][grp] = new
         self._record(FusionKind.FUSED, f"a kernel takes the axes {list(inner)} of {n.op} as its inner "
                      "(reduction) axes", [n])
-
-    # ---------------------------------------------------------------- group merges
-    def merge_horizontal(self) -> None:
-        """Kernels over the same domain that load a common buffer and do not depend on each other
-        become one kernel (up to MAX_HORIZONTAL_STORES stores)."""
-        buckets = defaultdict(list)
-        for grp in self.groups:
-            if grp.kind is GroupKind.KERNEL:
-                buckets[(grp.outer, grp.inner)].append(grp)
-        for members in buckets.values():
-            if len(members) < 2:
-                continue
-            loads = {grp: set(group_requests(self, grp)[1]) for grp in members}
-            alive = list(members)
-            tiny = hint(math.prod(members[0].outer) * math.prod(members[0].inner)) <= TINY_DOMAIN
-            while (pair := self._mergeable_pair(alive, loads, tiny)) is not None:
-                a, b = pair
-                self._merge(a, b)
-                loads[a] |= loads[b]
-                alive.remove(b)
-                self._record(FusionKind.FUSED, f"horizontal: kernels over [{','.join(map(str, a.outer))}]"
-                             f"{'x' + str(list(a.inner)) if a.inner else ''} "
-                             f"{'(small)' if tiny else 'reading the same inputs'} merged", list(a.stores)[:4])
-
-    def _mergeable_pair(self, alive: list, loads: dict, tiny: bool = False):
-        limit = MAX_TINY_STORES if tiny else MAX_HORIZONTAL_STORES
-        for i, a in enumerate(alive):
-            for b in alive[i + 1:]:
-                if len(a.stores) + len(b.stores) > limit or a.size + b.size > MAX_KERNEL_SIZE:
-                    continue
-                if not tiny and not (loads[a] & loads[b]):
-                    continue
-                if nx.has_path(self.dag, a, b) or nx.has_path(self.dag, b, a):
-                    continue
-                return a, b
-        return None
-
-    def _merge(self, a: Group, b: Group) -> None:
-        """Fold group b into a (same domain)."""
-        a.size += b.size
-        for n, idx in b.stores.items():
-            a.stores[n] = idx
-            self.home[n] = a
-        a.merged_from.append(b.id)
-        for p in list(self.dag.predecessors(b)):
-            if p is not a:
-                self.dag.add_edge(p, a)
-        for s in list(self.dag.successors(b)):
-            if s is not a:
-                self.dag.add_edge(a, s)
-        self.dag.remove_node(b)
-        self.groups.remove(b)
-
-    def fuse_epilogues(self) -> None:
-        """A kernel that is the only consumer of a matmul result runs as that extern's epilogue."""
-        for x in list(self.groups):
-            # an epilogue makes the matmul result the extern's private scratch: a result the caller
-            # reads (an output, or the base of a saved view output) must stay a real buffer
-            if x.kind is not GroupKind.EXTERN or x.node in self.is_output or x.node in self.must:
-                continue
-            succ = list(self.dag.successors(x))
-            if len(succ) != 1 or succ[0].kind is not GroupKind.KERNEL or succ[0].epilogue_of is not None:
-                if len(succ) > 1:
-                    self._record(FusionKind.NOT_FUSED,
-                                 f"matmul result {x.node.name} feeds {len(succ)} steps: no epilogue", [x.node])
-                continue
-            grp = succ[0]
-            x.epilogue = grp
-            grp.epilogue_of = x
-            for p in list(self.dag.predecessors(grp)):
-                if p is not x:
-                    self.dag.add_edge(p, x)
-            for s in list(self.dag.successors(grp)):
-                self.dag.add_edge(x, s)
-            self.dag.remove_node(grp)
-            self._record(FusionKind.FUSED, f"epilogue: kernel over [{','.join(map(str, grp.outer))}] fused into "
-                         f"matmul {x.node.name}", [x.node] + list(grp.stores)[:3])

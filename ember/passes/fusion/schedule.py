@@ -2,7 +2,8 @@
 
 In: a `Fuser` after its decisions and merges (ember/passes/fusion/decide.py).  Out: a `Program`
 (ember/ir/program.py).  Steps:
-  1. order the groups: a topological order of the group DAG, earliest graph position first;
+  1. order the groups: a topological order of the group DAG in which each group runs as soon as
+     its inputs are made (the group whose last input came earliest first; ties: graph position);
   2. name the values: graph inputs keep their names, every other value is buf0, buf1, ... in the
      order the groups define them (graph outputs and the bases of saved views are OUTPUT values,
      allocated fresh on every call);
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-
-import networkx as nx
 
 from ember.ir.graph import Node
 from ember.ir.kernel import Buf, ExternKernel
@@ -57,7 +56,26 @@ def _order_groups(f: Fuser) -> list[Group]:
             nodes += list(grp.epilogue.stores)
         return min((f.pos[n] for n in nodes), default=0)
 
-    return list(nx.lexicographical_topological_sort(f.dag, key=lambda grp: (first_node(grp), grp.id)))
+    # list scheduling: groups run in the order their inputs became ready (the group whose last input
+    # was made earliest first), so every consumer of a value runs soon after it is made, while the
+    # value is still in the cache -- a bias gradient's column sum right after the gradient, not after
+    # the rest of the backward has evicted it; ties: the earliest graph position
+    dag = f.dag
+    indeg = {grp: dag.in_degree(grp) for grp in dag}
+    done: dict = {}
+    ready = [(0, first_node(grp), grp.id, grp) for grp in dag if indeg[grp] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        *_, grp = heapq.heappop(ready)
+        done[grp] = len(order)
+        order.append(grp)
+        for u in dag.successors(grp):
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                latest = max(done[p] for p in dag.predecessors(u))
+                heapq.heappush(ready, (latest, first_node(u), u.id, u))
+    return order
 
 
 class _ValueNames:
