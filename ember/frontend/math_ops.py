@@ -17,8 +17,10 @@ from ..ir import dtypes as dt
 from ..ir.symbolic import SymInt
 from ..ir.ops import FLOAT_UNARY, norm_dim, norm_dims
 from .autocast import autocast_op
+from . import autograd as _ag
+from . import dispatch as _dispatch
 from .dispatch import apply as P
-from .tensor import Tensor
+from .tensor import Tensor, _wrap
 
 _Number = (int, float, bool)
 
@@ -522,7 +524,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     n = _numel(x, dims)
     # the mean's own gradient term is sum(x - mean) = 0: detached, the gradient is PyTorch's
     # 2 (x - mean) / (n - c) exactly (also where an infinite input makes the sum NaN)
-    m = times_ratio(P("sum", x, dims=dims, keepdim=True), 1, n).detach()
+    m = times_ratio(P("sum", x.detach(), dims=dims, keepdim=True), 1, n)    # detached input: see log_softmax
     d = P("sub", x, m)
     s = P("sum", P("mul", d, d), dims=dims, keepdim=keepdim)
     if n - c > 0:
@@ -633,7 +635,7 @@ def logsumexp(x, dim=None, keepdim=False):
     dims = _dims(x, dim) if dim is not None else None
     if x.numel() == 0:          # an empty sum: log(0) = -inf (no max to subtract)
         return P("log", sum(P("exp", x), dim, keepdim))
-    m = P("max", x, dims=dims, keepdim=True).detach()
+    m = P("max", x.detach(), dims=dims, keepdim=True)          # detached input: see log_softmax
     m = where(isinf(m), _full_as(m, 0.0), m)
     s = P("sum", P("exp", P("sub", x, m)), dims=dims, keepdim=True)
     r = P("add", P("log", s), m)
@@ -735,7 +737,7 @@ def softmax(x, dim, dtype=None):
     d = norm_dim(dim, x._data.ndim, "softmax")
     if x.numel() == 0:
         return x * 1
-    m = P("max", x, dims=(d,), keepdim=True).detach()
+    m = P("max", x.detach(), dims=(d,), keepdim=True)          # detached input: see log_softmax
     e = P("exp", P("sub", x, m))
     return P("div", e, P("sum", e, dims=(d,), keepdim=True))
 
@@ -750,9 +752,32 @@ def log_softmax(x, dim, dtype=None):
     d = norm_dim(dim, x._data.ndim, "log_softmax")
     if x.numel() == 0:
         return x * 1
-    m = P("max", x, dims=(d,), keepdim=True).detach()
+    if _dispatch.tracer is None and x._xp is np and x.dtype in (dt.float32, dt.float64):
+        return _log_softmax_eager(x, d)
+    # the max of the detached input: a max recorded and then detached would leave its node and output in a
+    # reference cycle holding the whole graph, for the garbage collector to find
+    m = P("max", x.detach(), dims=(d,), keepdim=True)
     s = P("sub", x, m)
     return P("sub", s, P("log", P("sum", P("exp", s), dims=(d,), keepdim=True)))
+
+
+def _log_softmax_eager(x, d):
+    """Eager log_softmax as one op (LogSoftmaxBackward0, as PyTorch): numpy forward, and the gradient
+    g - exp(y) * sum(g) from the saved result -- written in ember ops when it is differentiated again."""
+    a = x._data
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        s = a - a.max(axis=d, keepdims=True)
+        y = s - np.log(np.exp(s).sum(axis=d, keepdims=True))
+    out = _wrap(y, x.device)
+    if _ag.is_grad_enabled() and x.requires_grad:
+        def vjp(g, o, x_, dim):
+            if g._xp is np and not _ag.is_grad_enabled():
+                ga = g._data
+                with np.errstate(invalid="ignore", over="ignore"):
+                    return (_wrap(ga - np.exp(o._data) * ga.sum(axis=dim, keepdims=True), g.device),)
+            return (P("sub", g, P("mul", P("exp", o), P("sum", g, dims=(dim,), keepdim=True))),)
+        _dispatch.attach_node(out, "log_softmax", vjp, {"dim": d}, (x,), _dispatch.OUT)
+    return out
 
 
 def equal(a, b) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..ir.ops import OPS
 from ..ir import dtypes as dt
-from ..kernels import blas_threads, casts
+from ..kernels import blas_threads, casts, generated, window_ops
 from .dispatch import INPUTS, INPUTS_AND_OUT, OUT, apply as P, defvjp, input_at, register, register_reduced
 from .tensor import Tensor
 
@@ -411,7 +411,14 @@ register("cat", lambda xp, *xs, dim: xp.concatenate(xs, axis=dim), _cat_vjp)
 register("windows", _windows_kernel,
          lambda g, o, x, kernel, stride, dilation: (
              P("fold", g, size=tuple(x.shape[-len(kernel):]), kernel=kernel, stride=stride, dilation=dilation),))
-register("fold", _fold_kernel,
+def _fold(xp, x, size, kernel, stride, dilation):
+    """fold's eager kernel: the generated gather (ember/kernels/window_ops.py) for float32/float64 arrays it
+    takes, the strided adds of _fold_kernel otherwise."""
+    r = window_ops.fold(x, size, kernel, stride, dilation) if xp is np else None
+    return r if r is not None else _fold_kernel(xp, x, size, kernel, stride, dilation)
+
+
+register("fold", _fold,
          lambda g, o, x, size, kernel, stride, dilation: (
              P("windows", g, kernel=kernel, stride=stride, dilation=dilation),))
 
@@ -647,7 +654,32 @@ register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
 # ---------------------------------------------------------------------------- random, consts
-# random: its reference semantics in ember/ir/ops.py (the generator of ember/ir/rng.py) is the kernel
+_RANDOM_REF = OPS["random"].ref
+
+
+def _random_kernel(xp, key, shape, dtype, dist):
+    """The reference semantics of ember/ir/ops.py (ember/ir/rng.py's generator), as the generated kernel the
+    compiled path makes of it (a Random node: the same values, bit for bit) for float32/float64 on the CPU:
+    numpy spends ~40 us of passes on even a dropout mask of a thousand values."""
+    n = math.prod(shape)
+    if xp is np and dtype in (dt.float32, dt.float64) and n:
+        k = generated.sized(("random", dist, dtype.short), lambda: _random_ir(dist, dtype), n)
+        if k is not None:
+            out = np.empty(n, dtype.np)
+            k.launch([np.ascontiguousarray(key, dtype=np.int64), out])
+            return out.reshape(tuple(shape))
+    return _RANDOM_REF(xp, key, shape, dtype, dist)
+
+
+def _random_ir(dist, dtype):
+    from ..ir.kernel import Buf, IndexValue, Kernel, Load, Random, Store, cast, o
+    n = generated.size_symbol()
+    key, out = Buf("key", (2,), dt.int64), Buf("out", (n,), dtype)
+    value = Random(dist, Load(key, [0]), Load(key, [1]) + IndexValue(o(0)), dtype if dist == "uniform" else dt.float64)
+    return Kernel([key], [out], [n], stores=[Store(out, [o(0)], cast(value, dtype))], name=f"eager_random_{dist}")
+
+
+register("random", _random_kernel)
 register("full", lambda xp, shape, value, dtype: xp.full(tuple(shape), value, dtype=dtype.np), None)
 register("arange", lambda xp, n, start, step, dtype: (
     (start + step * xp.arange(n, dtype=np.float64)).astype(dtype.np) if dtype.is_floating_point or

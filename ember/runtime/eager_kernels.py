@@ -24,6 +24,10 @@ one row at a time and the sort + reduceat it was replaced with took ~0.25 ms (~1
 step) for 1024 rows of 128; the loop, ~35 us a call (~10 us of it the loop).
 
     fast = index_add_kernel(dispatch.KERNELS["index_add"])   # the reference for what it does not take
+
+The eager ops below this layer (pooling, a convolution's fold, masked gradients: ember/kernels/window_ops.py)
+build their kernels themselves and compile them through `compile_one`, which this module hands to
+ember/kernels/generated.py when it is imported (the kernels layer cannot import the compiler).
 """
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.ops import OPS
+from ember.kernels import generated
 
-__all__ = ["unary_kernel", "FAST_UNARY", "MIN_SIZE", "adam_update", "ADAM_CONSTS", "index_add_kernel"]
+__all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE", "adam_update", "ADAM_CONSTS",
+           "index_add_kernel"]
 
 FAST_UNARY = ("erf",)      # measured slower in numpy than in generated code (see the docstring)
 MIN_SIZE = 4096            # below this the call overhead (~10 us) outweighs the gain
@@ -255,3 +261,13 @@ def index_add_kernel(ref):
 
 def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
+
+
+def compile_one(kernel):
+    """A kernel IR Kernel compiled alone (through the disk cache): its KernelCallable (`launch(arrays)`,
+    `at(sizes)`, ember/runtime/cpu.py)."""
+    from ember.runtime.cpu import compile_kernels
+    return compile_kernels([kernel])[kernel.name]
+
+
+generated.COMPILE = compile_one

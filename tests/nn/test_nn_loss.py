@@ -185,7 +185,7 @@ def test_mse_broadcast_warns():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(7, 5), (4, 3, 6)])
 def test_eager_nll_fast_path_matches_torch_incl_double_backward(reduction, shape):
-    """Eager nll_loss runs as one numpy pass (_NllLoss): values, gradients, weights, ignore_index and the
+    """Eager nll_loss runs as one numpy pass (_nll_eager): values, gradients, weights, ignore_index and the
     gradient of a gradient (through cross_entropy's log_softmax) equal PyTorch's."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)

@@ -1,5 +1,8 @@
 """Activation functions as composites of ember primitives (the compiler fuses each into its neighbours).
 
+Eager relu (float32/float64 on the CPU) is one op of its own, as PyTorch's: a generated pass forward and one
+backward (ReluBackward0), instead of the composite's comparison, select and their gradients.
+
 `inplace=True` writes the result into the input when nothing needs the old value for backward;
 when the input is part of an autograd graph the result is returned out of place instead (same
 values, and the saved input stays valid).
@@ -8,11 +11,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
-from ...frontend.dispatch import apply as P
-from ._util import Tensor
+from ...frontend.dispatch import OUT, apply as P, attach_node
+from ...frontend.prims import _where
+from ...frontend.tensor import _wrap
+from ...kernels import generated
+from ._util import Tensor, is_tracing
 
 
 def _maybe_inplace(x: Tensor, r: Tensor, inplace: bool) -> Tensor:
@@ -29,7 +37,47 @@ def _f(x: Tensor, op: str) -> Tensor:
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     # PyTorch: relu(NaN) = NaN, with gradient 1 (masked only where the result is <= 0)
+    if input._xp is np and input.dtype.np in _FAST and not is_tracing():
+        return _maybe_inplace(input, _relu_eager(input), inplace)
     return _maybe_inplace(input, P("where", P("le", input, _zero(input)), _zero(input), input), inplace)
+
+
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _relu_eager(input: Tensor) -> Tensor:
+    """Eager relu as PyTorch's: one pass forward (x < 0 ? 0 : x, so -0.0 and NaN pass), and ReluBackward0
+    masking g where the saved result is <= 0 -- one generated pass each (kernels/generated.py; numpy's
+    where would branch per element), ember ops when the backward is differentiated again."""
+    a = input._data
+    zero = a.dtype.type(0)
+    y = generated.elementwise("relu", _relu_ir, [a])
+    if y is None:
+        y = _where(np, a < zero, zero, a)
+    out = _wrap(y, input.device)
+    if ag.is_grad_enabled() and input.requires_grad:
+        attach_node(out, "relu", _relu_vjp, {}, (input,), OUT)
+    return out
+
+
+def _relu_ir(x):
+    from ...ir import kernel as K       # kernel IR: loaded when the kernel is first built
+    return K.where(K.binary("lt", x, 0.0), 0.0, x)
+
+
+def _relu_grad_ir(g, y):
+    from ...ir import kernel as K
+    return K.where(K.binary("le", y, 0.0), 0.0, g)
+
+
+def _relu_vjp(g, o, x):
+    if g._xp is np and not ag.is_grad_enabled() and g.dtype is o.dtype:
+        ga, ya = g._data, o._data
+        r = generated.elementwise("relu_grad", _relu_grad_ir, [ga, ya])
+        if r is None:
+            r = _where(np, ya <= ya.dtype.type(0), ga.dtype.type(0), ga)
+        return (_wrap(r, g.device),)
+    return (P("where", P("le", o, 0.0), 0.0, g),)
 
 
 def _flat_outside(x: Tensor, inside: Tensor, outside: Tensor) -> Tensor:

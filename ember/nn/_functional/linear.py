@@ -1,14 +1,23 @@
 """linear and bilinear: one GEMM (inputs with extra leading dims are flattened to 2-D first, so
-the weight gradient is one GEMM too)."""
+the weight gradient is one GEMM too).
+
+Eagerly (float32/float64 numpy arrays) linear is one autograd node, as PyTorch's AddmmBackward0: the
+product with the bias added in place, and a backward of two GEMMs and a column sum -- instead of the
+permute, matmul and add the tracer records (three nodes, their dispatch and the bias's sum_to)."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
-from ...frontend.dispatch import apply as P
+from ...frontend.dispatch import apply as P, attach_node
 from ...frontend.linalg import bias_mm_16bit
-from ._util import Tensor
+from ...frontend.tensor import _wrap
+from ...kernels import blas_threads
+from ._util import Tensor, is_tracing
 
 
 @autocast_op("linear")
@@ -25,6 +34,9 @@ def linear(input: Tensor, weight: Tensor, bias=None) -> Tensor:
     if input.dtype is not weight.dtype:
         raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {input.dtype.name} and "
                            f"{weight.dtype.name}")
+    if (input._xp is np and input.dtype.np in _FAST and (bias is None or bias.dtype is input.dtype)
+            and weight._xp is np and not is_tracing()):
+        return _linear_eager(input, weight, bias)
     shape = tuple(input.shape)
     x = input
     if input.ndim != 2:
@@ -38,6 +50,40 @@ def linear(input: Tensor, weight: Tensor, bias=None) -> Tensor:
     if input.ndim != 2:
         y = P("reshape", y, shape=shape[:-1] + (weight.shape[0],))
     return y
+
+
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _linear_eager(input: Tensor, weight: Tensor, bias) -> Tensor:
+    x = input._data
+    x2 = x.reshape(-1, x.shape[-1])
+    y = blas_threads.matmul(x2, weight._data.T)
+    if bias is not None:
+        y += bias._data
+    out = _wrap(y.reshape(x.shape[:-1] + (weight.shape[0],)), input.device)
+    if ag.is_grad_enabled() and (input.requires_grad or weight.requires_grad
+                                 or (bias is not None and bias.requires_grad)):
+        ins = (input, weight) if bias is None else (input, weight, bias)
+        attach_node(out, "addmm" if bias is not None else "mm", _linear_vjp, {}, ins, lambda ins, out: ins[:2])
+    return out
+
+
+def _linear_vjp(g, o, x, w, b=None):
+    if g._xp is np and not ag.is_grad_enabled():
+        g2 = g._data.reshape(-1, g.shape[-1])
+        gx = _wrap(blas_threads.matmul(g2, w._data).reshape(x.shape), g.device) if x.requires_grad else None
+        gw = None
+        if w.requires_grad:
+            gw = _wrap(blas_threads.matmul(g2.T, x._data.reshape(-1, x.shape[-1])), g.device)
+        gb = _wrap(g2.sum(axis=0), g.device) if b is not None and b.requires_grad else None
+    else:                       # differentiated again: the same products in ember ops
+        g2 = P("reshape", g, shape=(math.prod(g.shape[:-1]), g.shape[-1]))
+        gx = P("reshape", P("matmul", g2, w), shape=tuple(x.shape)) if x.requires_grad else None
+        x2 = P("reshape", x, shape=(math.prod(x.shape[:-1]), x.shape[-1]))
+        gw = P("matmul", P("permute", g2, dims=(1, 0)), x2) if w.requires_grad else None
+        gb = P("sum", g2, dims=(0,), keepdim=False) if b is not None and b.requires_grad else None
+    return (gx, gw) if b is None else (gx, gw, gb)
 
 
 @autocast_op("bilinear")

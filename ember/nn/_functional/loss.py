@@ -12,11 +12,11 @@ import warnings
 import numpy as np
 
 from ...frontend import math_ops as M
-from ...frontend.autograd import Function
+from ...frontend import autograd as ag
 from ...frontend.tensor import _wrap
 from ...frontend import shape_ops as S
 from ...frontend.autocast import autocast_op
-from ...frontend.dispatch import apply as P
+from ...frontend.dispatch import apply as P, attach_node
 from ...ir import dtypes as dt
 from ._util import Tensor, check_reduction, eager_values, is_tracing, legacy_reduction, reduce_loss
 
@@ -53,39 +53,43 @@ def _class_target(input, target, op):
     return target
 
 
-class _NllLoss(Function):
-    """Eager nll_loss in one numpy pass and a three-op backward (a scatter of -g * weight / total into
-    zeros, differentiable in g for double backward): the primitive composite below records ~11 ops and
-    their gradients, ~190 us a call on [64, 10] against PyTorch's ~40.  Traced code keeps the composite
+def _nll_eager(input, target, weight, ignore_index, reduction, cdim):
+    """Eager nll_loss in one numpy pass and one autograd node (NllLossBackward0): the primitive composite
+    below records ~11 ops and their gradients, ~190 us a call on [64, 10] against PyTorch's ~40.  The
+    backward puts -g * weight / total at each row's target (numpy: one index per row, an assignment), or
+    scatters it into zeros with ember ops when it is differentiated again.  Traced code keeps the composite
     (it fuses into the kernels)."""
+    x, t = input._data, target._data
+    valid = t != ignore_index
+    safe = np.where(valid, t, 0)
+    idx = np.expand_dims(safe, cdim)
+    picked = np.take_along_axis(x, idx, cdim).squeeze(cdim)
+    w = valid.astype(x.dtype)
+    if weight is not None:
+        w *= weight._data.astype(x.dtype)[safe]
+    loss = -(picked * w)
+    if reduction == "none":
+        coef, out = -w, loss
+    elif reduction == "sum":
+        coef, out = -w, loss.sum(dtype=x.dtype)
+    else:
+        total = w.sum(dtype=x.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coef, out = -w / total, loss.sum(dtype=x.dtype) / total
+    res = _wrap(np.asarray(out, dtype=x.dtype), input.device)
+    if ag.is_grad_enabled() and input.requires_grad:
+        shape = x.shape
 
-    @staticmethod
-    def forward(ctx, input, target, weight, ignore_index, reduction, cdim):
-        x, t = input._data, target._data
-        valid = t != ignore_index
-        safe = np.where(valid, t, 0)
-        idx = np.expand_dims(safe, cdim)
-        picked = np.take_along_axis(x, idx, cdim).squeeze(cdim)
-        w = valid.astype(x.dtype)
-        if weight is not None:
-            w *= weight._data.astype(x.dtype)[safe]
-        loss = -(picked * w)
-        if reduction == "none":
-            coef, out = -w, loss
-        elif reduction == "sum":
-            coef, out = -w, loss.sum(dtype=x.dtype)
-        else:
-            total = w.sum(dtype=x.dtype)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                coef, out = -w / total, loss.sum(dtype=x.dtype) / total
-        ctx.coef, ctx.idx, ctx.cdim, ctx.shape = _wrap(coef), _wrap(idx), cdim, x.shape
-        return _wrap(np.asarray(out, dtype=x.dtype))
-
-    @staticmethod
-    def backward(ctx, g):
-        src = P("reshape", P("mul", g, ctx.coef), shape=tuple(ctx.idx.shape))
-        zeros = P("full", shape=ctx.shape, value=0, dtype=src.dtype, device=src.device)
-        return P("scatter_add", zeros, ctx.idx, src, dim=ctx.cdim), None, None, None, None, None
+        def vjp(g, o, x_):
+            if g._xp is np and not ag.is_grad_enabled():
+                dx = np.zeros(shape, x.dtype)
+                np.put_along_axis(dx, idx, (g._data * coef).reshape(idx.shape), cdim)
+                return (_wrap(dx, g.device),)
+            src = P("reshape", P("mul", g, _wrap(coef, g.device)), shape=idx.shape)
+            zeros = P("full", shape=shape, value=0, dtype=src.dtype, device=src.device)
+            return (P("scatter_add", zeros, _wrap(idx, g.device), src, dim=cdim),)
+        attach_node(res, "nll_loss", vjp, {}, (input,), "")
+    return res
 
 
 @autocast_op("nll_loss")
@@ -104,7 +108,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, igno
     _check_targets(target, C, ignore_index)
     if not is_tracing() and input.device.type == "cpu" and input.dtype in (dt.float32, dt.float64) \
             and (weight is None or weight.device.type == "cpu"):
-        return _NllLoss.apply(input, target, weight, int(ignore_index), reduction, cdim)
+        return _nll_eager(input, target, weight, int(ignore_index), reduction, cdim)
     valid = P("ne", target, int(ignore_index))
     safe = P("where", valid, target, 0)
     picked = P("gather", input, P("reshape", safe, shape=tuple(safe.shape[:cdim]) + (1,) + tuple(safe.shape[cdim:])),

@@ -2,7 +2,9 @@
 divisor (a constant map that encodes count_include_pad and ceil_mode), adaptive avg = a reshape-mean
 when sizes divide and two small averaging matmuls otherwise.
 
-Eager max pooling runs a running maximum over the window offsets' strided slices (_max_pool_eager).
+Eager max pooling (_max_pool_eager) is one generated kernel forward and one backward
+(ember/kernels/window_ops.py), or numpy's running maximum over the window offsets' strided slices
+where generated code does not apply (small or 16-bit inputs).
 Traced (ember.compile) pooling with up to TAPS_MAX window offsets is written the same way, on the
 input moved batch-last ([C, *spatial, N], a free permute in compiled code; a convolution hands its
 result over in that layout): one strided slice per offset, combined by where(gt) (max: the first
@@ -20,7 +22,9 @@ from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P, attach_node
+from ...frontend.prims import _where
 from ...frontend.tensor import _wrap
+from ...kernels import window_ops
 from ._util import const, is_tracing, ntuple, static_sizes
 
 
@@ -41,10 +45,10 @@ def _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op):
     k = ntuple(kernel_size, nd)
     s = k if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else ntuple(stride, nd)
     p, d = ntuple(padding, nd), ntuple(dilation, nd)
-    for pi, ki, di in zip(p, k, d):
-        if pi > (di * (ki - 1) + 1) // 2:
-            raise RuntimeError(f"{op}: pad should be at most half of effective kernel size, but got pad={pi}, "
-                               f"kernel_size={ki} and dilation={di}")
+    for pi, ki in zip(p, k):
+        if pi > ki // 2:       # PyTorch's bound: half the kernel size, whatever the dilation
+            raise RuntimeError(f"{op}: pad should be smaller than or equal to half of kernel size, but got "
+                               f"pad={pi} and kernel_size={ki}")
     if any(si <= 0 for si in s):
         raise RuntimeError(f"{op}: stride should be greater than zero, but got stride={list(s)}")
     spatial = static_sizes(input.shape[-nd:])
@@ -64,8 +68,8 @@ def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return
         raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
     k, s, p, d, outs, pads = _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op)
     lead = ((0, 0),) * (input.ndim - nd)
-    if not is_tracing() and not return_indices:
-        return _max_pool_eager(input, k, s, d, outs, lead + pads)
+    if not is_tracing():
+        return _max_pool_eager(input, k, s, d, outs, lead + pads, return_indices)
     if not return_indices and math.prod(k) <= TAPS_MAX:
         return _pool_taps(input, "max", k, s, d, outs, pads, nd)
     x = input
@@ -141,94 +145,146 @@ def _pool_taps(input, how, k, s, d, outs, pads, nd):
     return P("permute", acc, dims=(nd + 1,) + tuple(range(nd + 1))) if moved else acc
 
 
-def _select(xp, c, x, y):
-    from ...frontend.prims import _where
-    return _where(xp, c, x, y)
-
-
-def _max_pool_eager(input, k, s, d, outs, pads):
-    """Eager fast path of max pooling (same values as pad + windows + amax, which is what the tracer
-    records): a running maximum over the kernel offsets' strided slices, remembering which offset won
-    (the first maximum, as PyTorch); the VJP routes g to the winners and folds it back."""
+def _max_pool_eager(input, k, s, d, outs, pads, return_indices=False):
+    """Eager max pooling (the values pad + windows + amax gives, which is what the tracer records): one
+    generated kernel (ember/kernels/window_ops.py) or numpy's loop over the window offsets, both keeping
+    which offset won each window (PyTorch's rule: a larger value or a NaN takes over, the padding takes no
+    part).  The VJP sends g to the winners: a generated gather, numpy strided writes, or -- when the
+    backward is itself differentiated -- ember ops (where + fold)."""
     xp = input._xp
     nd = len(k)
-    a = input._data
-    if any(lo or hi for lo, hi in pads):
-        a = xp.pad(a, pads, constant_values=-np.inf)
-    padded = a.shape[-nd:]
-    out = arg = None
-    offsets = list(itertools.product(*(range(ki) for ki in k)))
-    for kid, off in enumerate(offsets):
-        sl = (Ellipsis,) + tuple(slice(o * di, o * di + si * (oi - 1) + 1, si)
-                                 for o, di, si, oi in zip(off, d, s, outs))
-        v = a[sl]
-        if out is None:
-            out = v.copy(order="K")     # keep the input's memory order (batch-last after a conv)
-            arg = xp.zeros_like(out, dtype=np.int16 if len(offsets) > 127 else np.int8)
-            continue
-        win = v > out
-        if input.dtype.is_floating_point:
-            win |= xp.isnan(v) & ~xp.isnan(out)
-        # branch-free updates: masked copies (copyto where=) branch per element and cost ~8x more
-        out = _select(xp, win, v, out)
-        arg = arg + win.view(arg.dtype if arg.dtype.itemsize == 1 else np.int8).astype(arg.dtype) * (kid - arg) \
-            if arg.dtype.itemsize == 1 else xp.where(win, arg.dtype.type(kid), arg)
+    lo = tuple(p[0] for p in pads[-nd:])
+    res = window_ops.max_pool(input._data, k, s, d, lo, outs, return_indices) if xp is np else None
+    if res is None:
+        out, arg = _max_pool_numpy(xp, input._data, k, s, d, outs, pads)
+        idx = _flat_indices(xp, arg, tuple(input.shape[-nd:]), k, s, d, lo, outs) if return_indices else None
+    else:
+        out, arg, idx = res
     y = _wrap(out, input.device)
     if ag.is_grad_enabled() and input.requires_grad:
-        argt = _wrap(arg, input.device)
-
-        K = len(offsets)
-        kids = const(np.arange(K, dtype=arg.dtype).reshape((K,) + (1,) * arg.ndim), input)
-        lead = pads[:-nd]
-
-        def vjp(g, o, x):
-            if xp is np and not ag.is_grad_enabled():
-                return (_max_pool_grad_numpy(g, a, arg, k, s, d, outs, pads, input.device),)
-            shape = tuple(g.shape)
-            one = (1,) + shape
-            gk = P("where", P("eq", P("reshape", argt, shape=one), kids), P("reshape", g, shape=one), 0.0)
-            n = len(shape) - nd                                                       # [K, ..., *out]
-            if s == k and all(di == 1 for di in d):
-                # non-overlapping windows: interleave the offsets back with one permute + reshape
-                gk = P("reshape", gk, shape=k + shape)
-                perm = tuple(range(nd, nd + n))
-                for i in range(nd):
-                    perm += (nd + n + i, i)
-                gk = P("reshape", P("permute", gk, dims=perm),
-                       shape=shape[:n] + tuple(oi * ki for oi, ki in zip(outs, k)))
-                sp = tuple(input.shape[-nd:])
-                cover = tuple((-lo, ni - (oi * ki - lo)) for (lo, _), ni, oi, ki in zip(pads[n:], sp, outs, k))
-                if any(a or b for a, b in cover):
-                    gk = P("pad", gk, pads=lead + cover, value=0.0)
-                return (gk,)
-            gk = P("reshape", gk, shape=k + shape)
-            gk = P("permute", gk, dims=tuple(range(nd, nd + n + nd)) + tuple(range(nd)))   # [..., *out, *k]
-            gx = P("fold", gk, size=padded, kernel=k, stride=s, dilation=d)
-            if any(lo or hi for lo, hi in pads):
-                gx = P("pad", gx, pads=tuple((-lo, -hi) for lo, hi in pads), value=0.0)
-            return (gx,)
-        attach_node(y, "max_pool", vjp, {}, (input,), "")
+        attach_node(y, "max_pool", _max_pool_vjp(input, arg, k, s, d, outs, pads), {}, (input,), "")
+    if return_indices:
+        return y, _wrap(idx, input.device)
     return y
 
 
-def _max_pool_grad_numpy(g, a, arg, k, s, d, outs, pads, device):
-    """Plain backward (no create_graph) of _max_pool_eager in numpy: g goes to the offset that won
-    each window, one strided write per offset, in the memory order of the (padded) input `a`."""
-    ga = g._data
-    dx = np.zeros_like(a, dtype=ga.dtype)
+def _max_pool_vjp(input, arg, k, s, d, outs, pads):
+    xp, device, dtype = input._xp, input.device, input.dtype.np
+    shape = tuple(input.shape)
+    nd = len(k)
+    lo = tuple(p[0] for p in pads[-nd:])
+
+    def vjp(g, o, x):
+        if xp is np and not ag.is_grad_enabled():
+            dx = window_ops.max_pool_grad(g._data, arg, shape, k, s, d, lo, outs)
+            if dx is None:
+                dx = _max_pool_grad_numpy(g._data, arg, shape, dtype, k, s, d, outs, pads)
+            return (_wrap(dx, device),)
+        return (_max_pool_grad_ops(g, _wrap(arg, device), input, k, s, d, outs, pads),)
+    return vjp
+
+
+def _max_pool_numpy(xp, a, k, s, d, outs, pads):
+    """(max of each window, index of the winning offset): a running maximum over the offsets' strided
+    slices of the padded input, kept in a's memory order (batch-last after a convolution)."""
+    nd = len(k)
+    spatial = a.shape[-nd:]
+    padded = any(lo or hi for lo, hi in pads)
+    if padded:
+        a = xp.pad(a, pads, constant_values=-np.inf)
+        # which padded positions are padding: they never win (PyTorch skips them)
+        inside = xp.zeros(a.shape[-nd:], dtype=bool)
+        inside[tuple(slice(lo, lo + n) for (lo, _), n in zip(pads[-nd:], spatial))] = True
+    offsets = list(itertools.product(*(range(ki) for ki in k)))
+    tdt = np.int8 if len(offsets) <= 127 else np.int16 if len(offsets) <= 32767 else np.int32
+    out = arg = have = None
+    for kid, off in enumerate(offsets):
+        sl = tuple(slice(o * di, o * di + si * (oi - 1) + 1, si) for o, di, si, oi in zip(off, d, s, outs))
+        v = a[(Ellipsis,) + sl]
+        ok = inside[sl] if padded else None
+        if out is None:
+            out = v.copy(order="K")     # keep the input's memory order (batch-last after a conv)
+            arg = xp.zeros_like(out, dtype=tdt)
+            have = ok
+            continue
+        win = (v > out) | xp.isnan(v)                   # PyTorch: `val > maxval || isnan(val)`
+        if padded:
+            win = (win | ~have) & ok if have is not None else win & ok
+            have = have | ok
+        # branch-free updates: masked copies (copyto where=) branch per element and cost ~8x more
+        out = _where(xp, win, v, out)
+        arg = _where(xp, win, tdt(kid), arg)
+    return out, arg
+
+
+def _flat_indices(xp, arg, spatial, k, s, d, lo, outs):
+    """PyTorch's return_indices: the winner's flat position in the input plane, from its offset index."""
+    nd = len(k)
+    idx = xp.zeros(arg.shape, dtype=np.int64)
+    rest = arg.astype(np.int64)
+    for i in range(nd - 1, -1, -1):
+        off = rest % k[i]
+        rest = rest // k[i]
+        pos = xp.arange(outs[i], dtype=np.int64).reshape((outs[i],) + (1,) * (nd - 1 - i)) * s[i] - lo[i]
+        idx += (pos + off * d[i]) * math.prod(spatial[i + 1:])
+    return idx
+
+
+def _max_pool_grad_numpy(ga, arg, shape, dtype, k, s, d, outs, pads):
+    """Plain backward of _max_pool_numpy: g goes to the offset that won each window, one strided write per
+    offset (an add where windows overlap), in the memory order of arg; the padding is cut off at the end."""
+    nd = len(k)
+    padded = tuple(shape[:-nd]) + tuple(n + lo + hi for n, (lo, hi) in zip(shape[-nd:], pads[-nd:]))
+    order = sorted(range(arg.ndim), key=lambda i: (-abs(arg.strides[i]), i))
+    inv = [0] * len(order)
+    for i, p in enumerate(order):
+        inv[p] = i
+    dx = np.zeros(tuple(padded[p] for p in order), dtype=ga.dtype).transpose(inv)
     disjoint = all(si >= di * (ki - 1) + 1 for si, di, ki in zip(s, d, k))   # windows do not overlap
     zero = np.zeros((), ga.dtype)
     for kid, off in enumerate(itertools.product(*(range(ki) for ki in k))):
         sl = (Ellipsis,) + tuple(slice(o * di, o * di + si * (oi - 1) + 1, si)
                                  for o, di, si, oi in zip(off, d, s, outs))
-        part = _select(np, arg == kid, ga, zero)
+        part = _where(np, arg == kid, ga, zero)
         if disjoint:
             dx[sl] = part
         else:
             dx[sl] += part
     if any(lo or hi for lo, hi in pads):
         dx = dx[tuple(slice(lo, n - hi) for (lo, hi), n in zip(pads, dx.shape))]
-    return _wrap(dx, device)
+    return dx.astype(dtype, copy=False)
+
+
+def _max_pool_grad_ops(g, argt, input, k, s, d, outs, pads):
+    """The max-pool gradient in ember ops (create_graph: it is differentiated again): g where each offset
+    won, interleaved back (windows that tile the input) or folded (the general case)."""
+    nd = len(k)
+    K = math.prod(k)
+    kids = const(np.arange(K, dtype=argt.dtype.np).reshape((K,) + (1,) * argt.ndim), input)
+    lead = pads[:-nd]
+    shape = tuple(g.shape)
+    one = (1,) + shape
+    gk = P("where", P("eq", P("reshape", argt, shape=one), kids), P("reshape", g, shape=one), 0.0)
+    n = len(shape) - nd                                                       # [K, ..., *out]
+    if s == k and all(di == 1 for di in d):
+        # non-overlapping windows: interleave the offsets back with one permute + reshape
+        gk = P("reshape", gk, shape=k + shape)
+        perm = tuple(range(nd, nd + n))
+        for i in range(nd):
+            perm += (nd + n + i, i)
+        gk = P("reshape", P("permute", gk, dims=perm), shape=shape[:n] + tuple(oi * ki for oi, ki in zip(outs, k)))
+        sp = tuple(input.shape[-nd:])
+        cover = tuple((-lo, ni - (oi * ki - lo)) for (lo, _), ni, oi, ki in zip(pads[n:], sp, outs, k))
+        if any(a or b for a, b in cover):
+            gk = P("pad", gk, pads=lead + cover, value=0.0)
+        return gk
+    padded = tuple(ni + lo + hi for ni, (lo, hi) in zip(input.shape[-nd:], pads[-nd:]))
+    gk = P("reshape", gk, shape=k + shape)
+    gk = P("permute", gk, dims=tuple(range(nd, nd + n + nd)) + tuple(range(nd)))   # [..., *out, *k]
+    gx = P("fold", gk, size=padded, kernel=k, stride=s, dilation=d)
+    if any(lo or hi for lo, hi in pads):
+        gx = P("pad", gx, pads=tuple((-lo, -hi) for lo, hi in pads), value=0.0)
+    return gx
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
