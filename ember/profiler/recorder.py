@@ -46,12 +46,17 @@ class _Recorder:
             s = self.local.stack = []
         return s
 
-    def open(self) -> None:
-        self.stack().append([0, 0])           # time and memory of the events nested in this one
+    def open(self, kind: str = "") -> None:
+        self.stack().append([0, 0, kind])     # time and memory of the events nested in this one, its kind
+
+    def inside_program(self) -> bool:
+        """An event of a compiled program is open on this thread (its library calls are its own rows)."""
+        s = self.stack()
+        return bool(s) and s[-1][2] in ("kernel", "extern")
 
     def close(self, name, kind, t0, t1, nbytes=0, flops=0, shapes=None, memory=0) -> None:
         stack = self.stack()
-        child_ns, child_mem = stack.pop()
+        child_ns, child_mem, _ = stack.pop()
         memory += child_mem
         if stack:
             stack[-1][0] += t1 - t0
@@ -84,7 +89,7 @@ def _timed(rec: _Recorder, name: str, kind: str, fn, nbytes: int = 0, flops: int
     def timed(*args, **kwargs):
         if _active is not rec:
             return fn(*args, **kwargs)
-        rec.open()
+        rec.open(kind)
         t0 = time.perf_counter_ns()
         out = None
         try:
@@ -106,6 +111,55 @@ def _timed(rec: _Recorder, name: str, kind: str, fn, nbytes: int = 0, flops: int
     timed.__wrapped__ = fn
     timed.__name__ = getattr(fn, "__name__", name)
     return timed
+
+
+def _timed_library(rec: _Recorder, name: str, fn, cost):
+    """fn (a library routine eager ops call: a GEMM, a generated eager kernel's launch), timed as an eager
+    row named `name` unless a compiled program's event is open (its extern row already covers it);
+    cost(args) -> (bytes, flops)."""
+    def timed(*args, **kwargs):
+        if _active is not rec or rec.inside_program():
+            return fn(*args, **kwargs)
+        rec.open("eager")
+        t0 = time.perf_counter_ns()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            nb, fl = cost(args)
+            rec.close(name, "eager", t0, time.perf_counter_ns(), nb, fl)
+    timed.__wrapped__ = fn
+    return timed
+
+
+class _TimedRun:
+    """A generated eager kernel (kernels/generated.py) whose launch is timed; everything else delegates."""
+
+    def __init__(self, rec: _Recorder, name: str, run):
+        self._run = run
+        self.launch = _timed_library(rec, name, run.launch, lambda args: (_nbytes(args), 0))
+
+    def __getattr__(self, attr):
+        return getattr(self._run, attr)
+
+
+def _eager_kernel_name(key) -> str:
+    """A generated eager kernel's row: its op (the elementwise op's name, or the key's kind)."""
+    if isinstance(key, tuple) and key:
+        return str(key[1]) if key[0] == "elementwise" and len(key) > 1 else str(key[0])
+    return str(key)
+
+
+def _gemm_cost(args) -> tuple[int, int]:
+    a, b = args[0], args[1]
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return 0, 0
+    return a.nbytes + b.nbytes + 4 * a.shape[-2] * b.shape[-1] if a.ndim > 1 and b.ndim > 1 else 0, \
+        _matmul_flops((a, b))
+
+
+def _gathered_cost(args) -> tuple[int, int]:
+    a, src, desc, out = args[:4]
+    return a.nbytes + src.nbytes + out.nbytes, 2 * a.shape[0] * desc[0] * desc[1]
 
 
 class _TimedLaunch:
@@ -273,6 +327,7 @@ class profile:
         graphs.ON_CREATE.append(self._hook_runner)
         self._restore.append(lambda: graphs.ON_CREATE.remove(self._hook_runner))
         self._launch0 = counter.snapshot()
+        self._hook_eager_library(rec)
         from ..frontend import dispatch
         table = dispatch._BASE          # what dispatch.apply calls (KERNELS wraps it for 16-bit inputs)
         originals = dict(table)
@@ -307,6 +362,31 @@ class profile:
             mine = EventList([r for r in rows if r.key in names], wall_us=rows.wall_us)
             if len(mine):
                 add_profile(folder, mine.table(row_limit=-1), [_row_dict(r) for r in mine])
+
+    def _hook_eager_library(self, rec: _Recorder) -> None:
+        """Eager ops that are one autograd node (linear, relu, max pooling, the gathered convolution...)
+        call the GEMMs and generated kernels directly, not through the primitive table: time those calls
+        (`mm`, `mm_gathered`, and each generated kernel by its op) while recording."""
+        from ..kernels import blas_threads, generated
+        swaps = [(blas_threads, "matmul", _timed_library(rec, "mm", blas_threads.matmul, _gemm_cost))]
+        if blas_threads.F32_GATHERED is not None:
+            swaps.append((blas_threads, "F32_GATHERED",
+                          _timed_library(rec, "mm_gathered", blas_threads.F32_GATHERED, _gathered_cost)))
+        kernel, sized = generated.kernel, generated.sized
+
+        def timed_kernel(key, build):
+            run = kernel(key, build)
+            return None if run is None else _TimedRun(rec, _eager_kernel_name(key), run)
+
+        def timed_sized(key, build, n):
+            run = sized(key, build, n)
+            return None if run is None else _TimedRun(rec, _eager_kernel_name(key), run)
+        # `sized` binds what `kernel` returns (a delegating _TimedRun: .at() is the kernel's own)
+        swaps += [(generated, "kernel", timed_kernel), (generated, "sized", timed_sized)]
+        for mod, attr, fn in swaps:
+            old = getattr(mod, attr)
+            setattr(mod, attr, fn)
+            self._restore.append(lambda m=mod, a=attr, o=old: setattr(m, a, o))
 
     def _hook_executor(self, ex) -> None:
         """Swap ex's step functions (module-level names of its generated code) for timed ones."""
@@ -412,7 +492,7 @@ class record_function:
         rec = _active
         if rec is not None:
             self._rec = rec
-            rec.open()
+            rec.open("user")
             self._t0 = time.perf_counter_ns()
         return self
 

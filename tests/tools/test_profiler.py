@@ -296,3 +296,28 @@ def test_rows_go_into_the_dump_folder_of_each_graph(tmp_path):
     assert any(s["file"] == "profile.txt" for s in data["stages"])
     assert "backward." in (folder / "profile.txt").read_text()
     assert "Profile (ember.profiler" in (folder / "index.html").read_text()
+
+
+def test_eager_one_node_ops_show_their_library_calls_and_kernels():
+    """Eager linear, relu, max pooling and the gathered convolution call GEMMs and generated kernels
+    directly (not the primitive table): those calls are rows of their own, and a compiled program's
+    externs keep their library time (no nested GEMM row inside them)."""
+    F = ember.nn.functional
+    conv, lin = ember.nn.Conv2d(1, 8, 5), ember.nn.Linear(8 * 12 * 12, 10)
+    x = ember.randn(64, 1, 28, 28)
+
+    def step():
+        y = F.max_pool2d(F.relu(conv(x)), 2)
+        lin(y.flatten(1)).sum().backward()
+    step()
+    with profiler.profile() as prof:
+        step()
+    rows = {r.key: r for r in prof.key_averages()}
+    assert rows["mm"].count >= 3 and rows["mm"].flops > 0          # linear: forward, dX, dW
+    assert {"relu", "max_pool"} <= set(rows)
+    assert all(r.self_cpu_time_total > 0 for r in rows.values())
+    step_c, cf, _ = _mlp_step()
+    with profiler.profile() as prof:
+        step_c()
+    keys = {r.key for r in prof.key_averages()}
+    assert "mm" not in keys and any(k.startswith("forward.x") for k in keys)
