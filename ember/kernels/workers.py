@@ -15,8 +15,9 @@ How, and why:
     call; ember runs numpy's BLAS on one thread and splits large products itself
     (ember/kernels/blas_threads.py), so no thread of ours competes with the next kernel.
   * At the end the caller sleeps on a lock until the chunks other threads claimed are done.  If it
-    waited long -- a worker was descheduled mid-chunk, the machine is oversubscribed -- parallel
-    loops are switched off for BACKOFF_S (everything runs on the calling thread), then tried again.
+    waited long in STRIKES loops in a row -- workers are descheduled, the machine is oversubscribed --
+    parallel loops are switched off for a while (everything runs on the calling thread: 20 ms at
+    first, doubling while the stragglers persist, up to BACKOFF_S), then tried again.
   * Counters: `stats()` (loops, chunks run by workers, backoffs) for benchmarks and tests.
 
 Nothing here imports ember: the module can sit under any layer that needs threads.
@@ -36,10 +37,17 @@ CHUNKS_PER_THREAD = 4      # a parallel loop is cut into at most this many chunk
 
 _CPU_COUNT = os.cpu_count() or 1   # os.cpu_count() can cost ~0.1 ms: read it once
 
-# After a loop where the caller waited for other threads longer than STRAGGLE_FRACTION of its own
-# time in the loop (and at least STRAGGLE_MIN_S), parallel loops are off for BACKOFF_S.
+# A loop where the caller waited for other threads longer than STRAGGLE_FRACTION of its own time in
+# the loop (and at least STRAGGLE_MIN_S) straggled.  STRIKES straggling loops in a row switch parallel
+# loops off, first for BACKOFF_MIN_S; while stragglers persist each further back-off doubles, up to
+# BACKOFF_S, and clean loops halve it again.  One isolated straggle (a page fault, a late wake-up on a
+# quiet machine) used to switch threads off for 0.25 s at once: half the GPT step's loops then ran on
+# one thread (509 of 1061 in 30 quiet steps).  A peer process that takes a core makes every loop
+# straggle: the back-off then climbs to BACKOFF_S within a few loops, as before.
 STRAGGLE_FRACTION = 0.5
 STRAGGLE_MIN_S = 200e-6
+STRIKES = 2
+BACKOFF_MIN_S = 0.02
 BACKOFF_S = 0.25
 
 
@@ -84,6 +92,8 @@ _queue: queue.SimpleQueue = queue.SimpleQueue()
 _workers: list[threading.Thread] = []
 _start_lock = threading.Lock()
 _backoff_until = 0.0
+_backoff_s = BACKOFF_MIN_S   # the next back-off's length
+_strikes = 0                 # straggling loops in a row
 _stats = {"loops": 0, "serial_loops": 0, "chunks_by_workers": 0, "backoffs": 0}
 
 
@@ -111,7 +121,7 @@ def backing_off() -> bool:
 
 def parallel_for(run: Callable[[int], object], n: int, threads: int | None = None) -> None:
     """run(0), ..., run(n-1), on the calling thread and up to threads-1 workers (see the docstring)."""
-    global _backoff_until
+    global _backoff_until, _backoff_s, _strikes
     threads = num_threads() if threads is None else threads
     helpers = min(threads, n) - 1
     if helpers <= 0 or _backoff_until > time.monotonic():
@@ -130,8 +140,15 @@ def parallel_for(run: Callable[[int], object], n: int, threads: int | None = Non
     waited = time.perf_counter() - t1
     _stats["loops"] += 1
     if waited > STRAGGLE_MIN_S and waited > STRAGGLE_FRACTION * (t1 - t0):
-        _backoff_until = time.monotonic() + BACKOFF_S
-        _stats["backoffs"] += 1
+        _strikes += 1
+        if _strikes >= STRIKES:
+            _backoff_until = time.monotonic() + _backoff_s
+            _backoff_s = min(2 * _backoff_s, BACKOFF_S)
+            _strikes = 0
+            _stats["backoffs"] += 1
+    else:
+        _strikes = 0
+        _backoff_s = max(BACKOFF_MIN_S, _backoff_s / 2)
     if job.errors:
         raise job.errors[0]
 

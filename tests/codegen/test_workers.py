@@ -12,6 +12,8 @@ from ember.kernels import blas_threads, workers
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
     monkeypatch.setattr(workers, "_backoff_until", 0.0)
+    monkeypatch.setattr(workers, "_backoff_s", workers.BACKOFF_MIN_S)
+    monkeypatch.setattr(workers, "_strikes", 0)
     yield
 
 
@@ -53,20 +55,40 @@ def test_a_slow_worker_costs_only_its_chunk():
     assert len(by_main) >= 15
 
 
-def test_backoff_after_a_straggler_then_serial():
-    main = threading.get_ident()
+def _straggle(i, main=None):
+    """A chunk function whose worker chunks take 50 ms (as if the worker were descheduled)."""
+    if threading.get_ident() == main:
+        if i == 0:
+            time.sleep(0.005)
+    else:
+        time.sleep(0.05)
 
-    def run(i):
-        if threading.get_ident() == main:
-            if i == 0:
-                time.sleep(0.005)
-        else:
-            time.sleep(0.05)
-    workers.parallel_for(run, 8, 2)
-    assert workers.backing_off()
+
+def test_backoff_after_stragglers_then_serial():
+    main = threading.get_ident()
+    workers.parallel_for(lambda i: _straggle(i, main), 8, 2)
+    assert not workers.backing_off()            # one straggling loop is not enough
+    workers.parallel_for(lambda i: _straggle(i, main), 8, 2)
+    assert workers.backing_off()                # two in a row are
     seen = set()
     workers.parallel_for(lambda i: seen.add(threading.get_ident()), 8, 2)
     assert seen == {main}                       # backing off: everything on the calling thread
+
+
+def test_backoff_grows_while_stragglers_persist_and_shrinks_after(monkeypatch):
+    main = threading.get_ident()
+    lengths = []
+    for _ in range(4):
+        monkeypatch.setattr(workers, "_backoff_until", 0.0)      # as if each back-off had expired
+        before = workers._backoff_s
+        workers.parallel_for(lambda i: _straggle(i, main), 8, 2)
+        workers.parallel_for(lambda i: _straggle(i, main), 8, 2)
+        lengths.append(before)
+    assert lengths == [0.02, 0.04, 0.08, 0.16]
+    assert workers._backoff_s == 0.25            # capped at BACKOFF_S
+    monkeypatch.setattr(workers, "_backoff_until", 0.0)
+    workers.parallel_for(lambda i: None, 8, 2)   # a clean loop halves it
+    assert workers._backoff_s == 0.125
 
 
 @pytest.mark.parametrize("shape_a,shape_b", [((20, 250), (250, 4096)),      # split columns
