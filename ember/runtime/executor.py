@@ -202,10 +202,12 @@ class OutputPool:
     user dropped the tensor, and the backward pass that saved it has run and released it. Views
     keep their base alive (`.base`), so a live view also blocks reuse.
 
-    `keep` bounds how many arrays of one (shape, dtype) the pool holds: as many as one call of the
-    program allocates (a training step's forward saves ~20 activations of one shape for its backward:
-    a smaller bound made most of them fresh, page-faulting memory every step); DEFAULT_KEEP for a
-    shape the program did not announce (a dynamic program's sizes).
+    `keep` bounds how many arrays of one (shape, dtype) the pool holds: two calls' worth of what one
+    call of the program allocates, and at least DEFAULT_KEEP (a training step's forward saves ~20
+    activations of one shape for its backward: a bound of 8 made most of them fresh, page-faulting
+    memory every step; and `y = f(x)` in a loop holds the previous call's result while the next call
+    runs: a bound of one call's worth then made every large result fresh -- softmax over 64 MB
+    took 2x as long).
     """
 
     DEFAULT_KEEP = 8
@@ -224,7 +226,7 @@ class OutputPool:
             if sys.getrefcount(a) <= 3:
                 return a
         a = self.xp.empty(shape, dtype)
-        if len(arrays) < self.keep.get((shape, dtype), self.DEFAULT_KEEP):     # bound what the pool keeps alive
+        if len(arrays) < max(self.DEFAULT_KEEP, 2 * self.keep.get((shape, dtype), 0)):   # bound what it keeps alive
             arrays.append(a)
         return a
 

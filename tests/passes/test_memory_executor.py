@@ -73,6 +73,30 @@ def test_output_pool_keeps_every_output_of_a_call():
     assert_same(second, Interpreter(g, np).run([xs]))
 
 
+def test_output_pool_reuses_while_the_last_result_is_held():
+    # results still alive while the next call runs (`y = f(x)` in a loop holds one): the pool must hold
+    # more than one call's worth, or every (large) result is fresh, page-faulting memory
+    g = Graph("forward")
+    x = g.placeholder("x", TType((32, 16), F))
+    g.set_outputs([g.add("exp", [x])])
+    ex = Executor(compile_graph(g))
+    xs = np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)
+    fresh = []
+
+    class Counting:                      # the pool's allocator, counting fresh arrays
+        def empty(self, shape, dtype):
+            fresh.append(shape)
+            return np.empty(shape, dtype)
+    ex.run([xs])
+    ex.pool.xp = Counting()
+    held = []                            # the last two results stay alive (a harness comparing runs)
+    for _ in range(10):
+        y = ex.run([xs])[0]
+        held = (held + [y])[-2:]
+    assert len(fresh) <= 2               # then three arrays take turns (one call's worth: 9 fresh ones)
+    np.testing.assert_allclose(y, np.exp(xs), rtol=1e-6)
+
+
 def test_liveness_never_overlaps():
     prog = compile_graph(chain_graph(8))
     plan = prog.memory
