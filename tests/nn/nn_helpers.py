@@ -9,6 +9,8 @@ same random upstream gradient.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,20 @@ def run_fn(efn, tfn, *inputs, grad=True, rtol=RTOL, atol=ATOL, grtol=GRTOL, gato
             assert b.grad is not None
             close(a.grad, b.grad, grtol, gatol, f"grad of input {i}")
     return eo, to
+
+
+PATHS = ["generated", "numpy"]      # the two ways an eager op with a generated kernel can run
+
+
+@contextlib.contextmanager
+def kernels(path):
+    """Run eager ops through the generated kernels (for every size) or through their numpy fallback."""
+    from ember.kernels import generated
+    if path == "generated" and generated.COMPILE is None:
+        pytest.skip("no code generator")
+    old = generated.MIN_SIZE
+    generated.MIN_SIZE = 0 if path == "generated" else 1 << 60
+    try:
+        yield
+    finally:
+        generated.MIN_SIZE = old

@@ -3,7 +3,6 @@ product), log_softmax, nll_loss's backward -- values, gradients, double backward
 PyTorch's; and an eager training step leaves nothing for the garbage collector."""
 from __future__ import annotations
 
-import contextlib
 import gc
 
 import numpy as np
@@ -15,22 +14,10 @@ import ember
 import ember.nn.functional as F
 from ember.kernels import generated
 
+from nn_helpers import PATHS, kernels
+
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
-PATHS = ["generated", "numpy"]
-
-
-@contextlib.contextmanager
-def kernels(path):
-    """Run through the generated kernels (for every size) or through numpy."""
-    if path == "generated" and generated.COMPILE is None:
-        pytest.skip("no code generator")
-    old = generated.MIN_SIZE
-    generated.MIN_SIZE = 0 if path == "generated" else 1 << 60
-    try:
-        yield
-    finally:
-        generated.MIN_SIZE = old
 
 
 def _specials(rng, shape, dtype):

@@ -3,7 +3,6 @@ numpy (the fallback): values, indices and gradients equal PyTorch's on random wi
 dilations, ceil_mode, memory layouts, ties, NaN and -inf; double backward; bad input errors."""
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -16,24 +15,10 @@ import ember.nn.functional as F
 from ember.frontend.prims import _fold_kernel
 from ember.kernels import generated, window_ops
 
+from nn_helpers import PATHS, kernels
+
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
-
-
-PATHS = ["generated", "numpy"]
-
-
-@contextlib.contextmanager
-def kernels(path):
-    """Run through the generated kernels (for every size) or through the numpy fallback."""
-    if path == "generated" and generated.COMPILE is None:
-        pytest.skip("no code generator")
-    old = generated.MIN_SIZE
-    generated.MIN_SIZE = 0 if path == "generated" else 1 << 60
-    try:
-        yield
-    finally:
-        generated.MIN_SIZE = old
 
 
 def _values(rng, shape, specials):
