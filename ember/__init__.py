@@ -77,9 +77,11 @@ from .kernels import blas_threads as _blas_threads  # noqa: E402
 from .kernels import casts as _casts  # noqa: E402
 from .frontend import dispatch as _dispatch  # noqa: E402
 from .runtime import eager_kernels as _eager_kernels  # noqa: E402
+from .kernels import generated as _generated  # noqa: E402
 
 for _op in _eager_kernels.FAST_UNARY:     # eager ops numpy has no fast loop for: generated code, compiled on use
     _dispatch.register(_op, _eager_kernels.unary_kernel(_op))
+_generated.COMPILE = _eager_kernels.compile_one          # eager ops' generated kernels (kernels/generated.py)
 _dispatch.FUSED["adam"] = _eager_kernels.adam_update      # the eager Adam/AdamW update: one generated kernel
 _dispatch.register("index_add", _eager_kernels.index_add_kernel(_dispatch._BASE["index_add"]))   # a row loop
 

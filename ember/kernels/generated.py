@@ -32,7 +32,7 @@ import numpy as np
 __all__ = ["COMPILE", "MIN_SIZE", "MAX_KERNELS", "kernel", "sized", "size_symbol", "elementwise", "memory_order",
            "inverse", "built"]
 
-COMPILE: Callable | None = None   # Kernel -> compiled kernel; set by ember/runtime/eager_kernels.py
+COMPILE: Callable | None = None   # Kernel -> compiled kernel (runtime/eager_kernels.compile_one; ember/__init__.py)
 MIN_SIZE = 4096       # arrays smaller than this stay with numpy: its few passes over them cost less than a
                       # call (~5 us), and a shape seen once is not worth a build (~20 ms)
 MAX_KERNELS = 256     # compiled kernels kept (eager shapes vary; each holds its machine code)

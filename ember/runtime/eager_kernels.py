@@ -26,8 +26,8 @@ step) for 1024 rows of 128; the loop, ~35 us a call (~10 us of it the loop).
     fast = index_add_kernel(dispatch.KERNELS["index_add"])   # the reference for what it does not take
 
 The eager ops below this layer (pooling, a convolution's fold, masked gradients: ember/kernels/window_ops.py)
-build their kernels themselves and compile them through `compile_one`, which this module hands to
-ember/kernels/generated.py when it is imported (the kernels layer cannot import the compiler).
+build their kernels themselves and compile them through `compile_one`, which ember/__init__.py installs
+as ember/kernels/generated.py's COMPILE (the kernels layer cannot import the compiler).
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.ops import OPS
-from ember.kernels import generated
 
 __all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE", "adam_update", "ADAM_CONSTS",
            "index_add_kernel"]
@@ -269,5 +268,3 @@ def compile_one(kernel):
     from ember.runtime.cpu import compile_kernels
     return compile_kernels([kernel])[kernel.name]
 
-
-generated.COMPILE = compile_one
