@@ -86,6 +86,7 @@ from dataclasses import dataclass
 from .llvm_text import Fn as _Fn
 from .llvm_text import IOTA16 as _IOTA16
 from .llvm_text import Tile
+from .llvm_text import claims as _claims
 from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
 
@@ -875,26 +876,6 @@ def _cdiv(f: _Fn, x: str, y: str) -> str:
     """ceil(x / y) of two non-negative i64 (y > 0)."""
     y1 = f.tmp(f"sub i64 {y}, 1")
     return f.tmp(f"udiv i64 {f.tmp(f'add i64 {x}, {y1}')}, {y}")
-
-
-def _claims(f: _Fn, counter: str, lo: str, hi: str, step: str, hint: str):
-    """for (v = lo; v < hi; v += step), each v claimed from the i64 at `counter` -- shared by the threads
-    that run the loop, set to lo by their caller: each runs what it claims, as it comes -- or, with a null
-    counter, all of it here.  Returns (v, close): call close() after the body."""
-    mine = f.alloca("i64", hint + ".mine")
-    f.emit(f"store i64 {lo}, ptr {mine}")
-    ctr = f.tmp(f"select i1 {f.tmp(f'icmp eq ptr {counter}, null')}, ptr {mine}, ptr {counter}")
-    head, body, done = f.fresh(hint + ".claim"), f.fresh(hint + ".body"), f.fresh(hint + ".done")
-    f.emit(f"br label %{head}")
-    f.label(head)
-    v = f.tmp(f"atomicrmw add ptr {ctr}, i64 {step} monotonic, align 8", hint)
-    f.emit(f"br i1 {f.tmp(f'icmp slt i64 {v}, {hi}')}, label %{body}, label %{done}")
-    f.label(body)
-
-    def close():
-        f.emit(f"br label %{head}")
-        f.label(done)
-    return v, close
 
 
 def _min(f: _Fn, x: str, y: str) -> str:

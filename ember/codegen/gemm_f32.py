@@ -35,7 +35,18 @@ per row, MR * nv FMAs) or around inner products:
         void sgemm_packed_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1,
                                 i64 n0, i64 n1, i64 N, i64 K, i64 kc, i64 nc, i32 accumulate)
         void sgemm_batch_<tag>(ptr a, i64 sab, i64 sam, i64 sak, ptr b, i64 sbb, i64 sbk, i64 sbn, ptr c,
-                               i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1, ptr bp)
+                               i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1,
+                               i64 chunk, ptr bp, ptr share)
+
+    Threads share a product one call each, claiming work from an i64 counter `share` in native code (null:
+    the call does all of it): products of a batch, chunks of rows over one packed B (`sgemm_packedr_<tag>`),
+    or chunks of B's panels each packed by the claiming call (`sgemm_packedc_<tag>`).  A Python call per
+    chunk cost more than the chunk on attention's 64 products of 64 x 64 x 32 (two threads slower than one).
+
+        void sgemm_packedr_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1, i64 N,
+                                 i64 K, i64 kc, i64 nc, i32 accumulate, i64 chunk, ptr share)
+        void sgemm_packedc_<tag>(ptr a, i64 sam, i64 sak, ptr b, i64 sbk, i64 sbn, ptr c, i64 ldc, i64 M,
+                                 i64 N, i64 K, i64 kc, i64 nc, i32 accumulate, i64 chunk, ptr share, ptr bp)
 
 All write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
 All sizes and strides are in elements.  Nothing outside A[:M, :K], B[:K, :N] and C[m0:m1, n0:n1] is read
@@ -46,7 +57,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import IOTA16, Tile, splat_f32, splat_i32, splat_i64
+from .llvm_text import IOTA16, Tile, claims, splat_f32, splat_i32, splat_i64
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
 
@@ -364,12 +375,15 @@ def _emit_packed(t: OuterTile) -> str:
 def _emit_batch(t: OuterTile) -> str:
     """sgemm_batch_<tag>: products [i0, i1) of a batch (operand i at a + i * sab, b + i * sbb, c + i * scb;
     a stride 0 broadcasts), each one B packed into bp (sgemm_packb) and all its rows (sgemm_packed_<tag>) --
-    attention's many small products in one call."""
+    attention's many small products in one call.  share: null, or an i64 counter (set to i0) from which
+    several threads, one call each, claim `chunk` products at a time (`claims`: no Python call per chunk;
+    runs of neighbouring products: one product each in turn ran ~15% slower on two threads)."""
     f = _Fn(f"define void @sgemm_batch_{t.tag}(ptr noalias %a, i64 %sab, i64 %sam, i64 %sak, ptr noalias %b, "
             "i64 %sbb, i64 %sbk, i64 %sbn, ptr noalias %c, i64 %scb, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, "
-            "i64 %nc, i64 %i0, i64 %i1, ptr noalias %bp) #0")
+            "i64 %nc, i64 %i0, i64 %i1, i64 %chunk, ptr noalias %bp, ptr %share) #0")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
-    i, close = f.loop("%i0", "%i1", "1", "bi")
+    i0, close_claim = claims(f, "%share", "%i0", "%i1", "%chunk", "bc")
+    i, close = f.loop(i0, f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {i0}, %chunk')}, i64 %i1)"), "1", "bi")
     ai = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {i}, %sab')}")
     bi = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'mul i64 {i}, %sbb')}")
     ci = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {i}, %scb')}")
@@ -377,6 +391,43 @@ def _emit_batch(t: OuterTile) -> str:
            f"i64 {npan}, ptr %bp)")
     f.emit(f"call void @sgemm_packed_{t.tag}(ptr {ai}, i64 %sam, i64 %sak, ptr %bp, ptr {ci}, i64 %ldc, i64 0, "
            "i64 %M, i64 0, i64 %N, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 0)")
+    close()
+    close_claim()
+    return f.text()
+
+
+def _emit_packed_rows(t: OuterTile) -> str:
+    """sgemm_packedr_<tag>: sgemm_packed_<tag> over rows [m0, m1) in chunks of `chunk` rows (a multiple of
+    t.mr) claimed from share (an i64 set to m0 by the caller; null: all of them here) -- the threads that
+    share one product, one call each, take rows as they go, so a thread that starts late or is descheduled
+    leaves the others the rest instead of a Python call per chunk."""
+    f = _Fn(f"define void @sgemm_packedr_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, "
+            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate, "
+            "i64 %chunk, ptr %share) #0")
+    r0, close = claims(f, "%share", "%m0", "%m1", "%chunk", "r")
+    r1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {r0}, %chunk')}, i64 %m1)")
+    f.emit(f"call void @sgemm_packed_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %bp, ptr %c, i64 %ldc, i64 {r0}, "
+           f"i64 {r1}, i64 0, i64 %N, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate)")
+    close()
+    return f.text()
+
+
+def _emit_packed_cols(t: OuterTile) -> str:
+    """sgemm_packedc_<tag>: the product split by B's panels, for a result wider than tall: chunks of `chunk`
+    panels (t.nr columns each) claimed from share (an i64 set to 0; null: all here), each packed into this
+    call's bp (sgemm_packb) and multiplied by all of A's rows [0, M)."""
+    f = _Fn(f"define void @sgemm_packedc_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
+            "i64 %sbn, ptr noalias %c, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate, "
+            "i64 %chunk, ptr %share, ptr noalias %bp) #0")
+    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
+    p0, close = claims(f, "%share", "0", npan, "%chunk", "p")
+    p1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {p0}, %chunk')}, i64 {npan})")
+    f.emit(f"call void @sgemm_packb(ptr %b, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 {p0}, "
+           f"i64 {p1}, ptr %bp)")
+    n0 = f.tmp(f"mul i64 {p0}, {t.nr}")
+    n1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'mul i64 {p1}, {t.nr}')}, i64 %N)")
+    f.emit(f"call void @sgemm_packed_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %bp, ptr %c, i64 %ldc, i64 0, "
+           f"i64 %M, i64 {n0}, i64 {n1}, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate)")
     close()
     return f.text()
 
@@ -532,5 +583,6 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: s
     parts += [_emit_outer(t, rows=True) for t in outer] + [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
     parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_batch(t) for t in packed]
+    parts += [_emit_packed_rows(t) for t in packed] + [_emit_packed_cols(t) for t in packed]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -101,6 +101,26 @@ class Fn:
         return "\n".join(body + ["  ret void", "}"])
 
 
+def claims(f: Fn, counter: str, lo: str, hi: str, step: str, hint: str):
+    """for (v = lo; v < hi; v += step), each v claimed from the i64 at `counter` -- shared by the threads
+    that run the loop, set to lo by their caller: each runs what it claims, as it comes -- or, with a null
+    counter, all of it here.  Returns (v, close): call close() after the body."""
+    mine = f.alloca("i64", hint + ".mine")
+    f.emit(f"store i64 {lo}, ptr {mine}")
+    ctr = f.tmp(f"select i1 {f.tmp(f'icmp eq ptr {counter}, null')}, ptr {mine}, ptr {counter}")
+    head, body, done = f.fresh(hint + ".claim"), f.fresh(hint + ".body"), f.fresh(hint + ".done")
+    f.emit(f"br label %{head}")
+    f.label(head)
+    v = f.tmp(f"atomicrmw add ptr {ctr}, i64 {step} monotonic, align 8", hint)
+    f.emit(f"br i1 {f.tmp(f'icmp slt i64 {v}, {hi}')}, label %{body}, label %{done}")
+    f.label(body)
+
+    def close():
+        f.emit(f"br label %{head}")
+        f.label(done)
+    return v, close
+
+
 def splat_f32(f: Fn, scalar: str) -> str:
     """<16 x float> of one float value."""
     v = f.tmp(f"insertelement {V16F} poison, float {scalar}, i64 0")

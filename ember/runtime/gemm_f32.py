@@ -52,6 +52,7 @@ DOT_K_PART = 16384        # longer contractions are cut in parts of this many k 
 DOT_KC = 2048             # K block of the dot form (measured 2048 > 1024 > 512 on [20, 4096] @ [4096, 251])
 MAX_GATHERS = 64          # gather descriptors whose tables are kept between calls
 PARALLEL_FLOPS = 4e6      # products of at least this many flops run on all of ember's threads
+CLAIMS_PER_THREAD = 4     # chunks per thread of a product shared in native code (an atomic add each)
 B_CACHE_BYTES = 512 << 10  # a B this small is read from L2 by every row tile: rows outermost, C written in order
 OUTERP_MIN_M = 16         # a B packed for fewer rows is used once: BLAS streams it as fast (conv1's [10,26] @
                           # [26,36864]: 302 us packed against 288 us, one thread)
@@ -103,7 +104,11 @@ class F32Gemm:
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                              _I64, _I64, _I64, _I32) for t in gen.PACKED_TILES}
         self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
-                            _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
+                            _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P) for t in gen.PACKED_TILES}
+        self.packed_rows = {t: fn(f"sgemm_packedr_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64,
+                                  _I64, _I64, _I32, _I64, _P) for t in gen.PACKED_TILES}
+        self.packed_cols = {t: fn(f"sgemm_packedc_{t.tag}", _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
+                                  _I64, _I64, _I64, _I32, _I64, _P, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -159,48 +164,47 @@ class F32Gemm:
         """Across threads by rows: B packed once on the calling thread (~1% of the product), every chunk reads
         all of it.  Or, for a result wider than tall (split "cols"), by panels: each chunk packs and reads only
         its own columns of B and reads all of A, the smaller operand then (a weight gradient [128, 1024] @
-        [1024, 512]: its packed B, 2 MB, is more than a core's L2)."""
+        [1024, 512]: its packed B, 2 MB, is more than a core's L2).  Either way one call per thread, the
+        chunks claimed in native code (see ember/codegen/gemm_f32.py)."""
         t = tile or packed_tile(m, n)[0]
         kc, nc = _blocking(t, k, kc, nc)
         npan = -(-n // t.nr)
-        bp = self._scratch("packb", -(-k // kc) * npan * kc * t.nr)
-        fn, pack = self.packed[t], self.pack_b
-        parallel = threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS
-        if (split or ("cols" if n > m else "rows")) == "cols" and parallel and npan > 1:
-            nb = min(npan, workers.CHUNKS_PER_THREAD * threads)
-            cut = [npan * i // nb for i in range(nb + 1)]
-
-            def chunk(i):
-                pack(pb, sbk, sbn, k, n, t.nr, kc, cut[i], cut[i + 1], bp)
-                fn(pa, sam, sak, bp, pc, ldc, 0, m, cut[i] * t.nr, min(n, cut[i + 1] * t.nr), n, k, kc, nc, 0)
-            workers.parallel_for(chunk, nb, threads)
+        words = -(-k // kc) * npan * kc * t.nr
+        nt = threads if threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS and not workers.backing_off() else 1
+        if (split or ("cols" if n > m else "rows")) == "cols" and nt > 1 and npan > 1:
+            fn, chunk, share = self.packed_cols[t], _chunk(npan, nt), np.zeros(1, np.int64)
+            sp = _ptr(share)
+            workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, kc, nc, 0, chunk, sp,
+                                              self._scratch("packb", words)), nt, nt)
             return
-        pack(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
+        bp = self._scratch("packb", words)
+        self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)
         tiles = -(-m // t.mr)
-        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
-        if nb == 1:
-            fn(pa, sam, sak, bp, pc, ldc, 0, m, 0, n, n, k, kc, nc, 0)
+        if nt == 1 or tiles < 2:
+            self.packed[t](pa, sam, sak, bp, pc, ldc, 0, m, 0, n, n, k, kc, nc, 0)
             return
-        cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
-        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, cut[i], cut[i + 1], 0, n, n, k, kc, nc, 0), nb,
-                             threads)
+        fn, chunk, share = self.packed_rows[t], _chunk(tiles, nt) * t.mr, np.zeros(1, np.int64)
+        sp = _ptr(share)
+        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, 0, m, n, k, kc, nc, 0, chunk, sp), nt, nt)
 
     def run_batch(self, pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads: int,
                   tile=None) -> None:
-        """nb products, split across threads by products (each packs its B into the running thread's buffer)."""
+        """nb products, shared by the threads one call each, products claimed in native code (each packs its
+        B into the running thread's buffer)."""
         t = tile or packed_tile(m, n)[0]
         kc, nc = _blocking(t, k)
         words = -(-k // kc) * -(-n // t.nr) * kc * t.nr
         fn = self.batch[t]
-        parallel = threads > 1 and 2.0 * m * n * k * nb >= PARALLEL_FLOPS
-        chunks = min(nb, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
-        cut = [nb * i // chunks for i in range(chunks + 1)]
-        run = lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc,  # noqa: E731
-                           cut[i], cut[i + 1], self._scratch("packb", words))
-        if chunks == 1:
-            run(0)
-        else:
-            workers.parallel_for(run, chunks, threads)
+        nt = min(threads, nb) if threads > 1 and 2.0 * m * n * k * nb >= PARALLEL_FLOPS \
+            and not workers.backing_off() else 1
+        if nt == 1:
+            fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc, 0, nb, nb,
+               self._scratch("packb", words), None)
+            return
+        chunk, share = _chunk(nb, nt), np.zeros(1, np.int64)
+        sp = _ptr(share)
+        workers.parallel_for(lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc, 0,
+                                          nb, chunk, self._scratch("packb", words), sp), nt, nt)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)
@@ -303,6 +307,12 @@ class F32Gemm:
             addr = _ptr(raw)
             buf = bufs[i] = (raw, addr + (-addr) % 64)
         return buf[1]
+
+
+def _chunk(units: int, threads: int) -> int:
+    """Units per claim when `threads` calls share `units` (rows tiles, panels) in native code: about
+    CLAIMS_PER_THREAD claims per thread, so one that starts late or stalls leaves little to wait for."""
+    return max(1, units // (CLAIMS_PER_THREAD * threads))
 
 
 def _blocking(t: gen.OuterTile, k: int, kc: int | None = None, nc: int | None = None) -> tuple:

@@ -339,3 +339,61 @@ def test_gathered_operand_read_in_place(m, k, runs, length, transposed, const, t
     got = gemm_f32.matmul_gathered(a, src, desc, out, transposed=transposed, threads=threads)
     assert got is out
     _check(a, g.T if transposed else g, got)
+
+
+@pytest.mark.parametrize("m,k,n,split", [(1000, 130, 700, "rows"), (601, 97, 333, "rows"), (100, 130, 1000, "cols"),
+                                         (97, 1100, 1001, "cols")])
+def test_threads_claim_every_row_or_panel_once(m, k, n, split):
+    """Threads share a product one call each, claiming chunks of rows (or of B's panels) in native code: chunk
+    sizes that do not divide the rows, several K blocks, a second call that finds the counter run out -- the
+    result is the one-thread product, bit for bit."""
+    rng = np.random.default_rng(3)
+    a, b = _operand(rng, (m, k), False), _operand(rng, (k, n), True)
+    one = gemm_f32.matmul(a, b, threads=1, form="packed")
+    _check(a, b, one)
+    g = gemm_f32.instance()
+    out = np.full((m, n), np.nan, np.float32)
+    ptr = gemm_f32.gemm_operands.ptr
+    blocked = None
+    for threads in (1, 2, 3, 5):          # K blocks of 512 (a second block adds to C)
+        out[...] = np.nan
+        g.run_packed(ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, ptr(b), b.strides[0] >> 2, b.strides[1] >> 2,
+                     ptr(out), n, m, n, k, threads, kc=512, split=split)
+        if blocked is None:
+            blocked = out.copy()
+            _check(a, b, blocked)
+        np.testing.assert_array_equal(out, blocked)
+    # the claiming kernel called twice in turn on one counter: the first takes every chunk, the second none
+    t = gemm_f32.packed_tile(m, n)[0]
+    kc, nc = gemm_f32._blocking(t, k)
+    npan = -(-n // t.nr)
+    share = np.zeros(1, np.int64)
+    out[...] = np.nan
+
+    def panels():       # the packed panels are stored 64-byte aligned
+        raw = np.empty(-(-k // kc) * npan * kc * t.nr + 16, np.float32)
+        return ptr(raw) + (-ptr(raw)) % 64, raw
+    if split == "rows":
+        bp, keep = panels()
+        g.pack_b(ptr(b), b.strides[0] >> 2, b.strides[1] >> 2, k, n, t.nr, kc, 0, npan, bp)
+        for _ in range(2):
+            g.packed_rows[t](ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, bp, ptr(out), n, 0, m, n, k, kc, nc,
+                             0, 5 * t.mr, ptr(share))
+    else:
+        for _ in range(2):
+            bp, keep = panels()
+            g.packed_cols[t](ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, ptr(b), b.strides[0] >> 2,
+                             b.strides[1] >> 2, ptr(out), n, m, n, k, kc, nc, 0, 3, ptr(share), bp)
+    np.testing.assert_array_equal(out, one)
+
+
+@pytest.mark.parametrize("nb", [1, 7, 37, 64])
+def test_batch_products_claimed_once_each(nb):
+    """The batch kernel's products claimed in chunks by several calls: every product once, the same bits."""
+    rng = np.random.default_rng(nb)
+    q, kk = (rng.standard_normal((nb, 64, 32)).astype(np.float32) for _ in range(2))
+    kt = kk.transpose(0, 2, 1)
+    one = gemm_f32.matmul(q, kt, threads=1, form="batch")
+    np.testing.assert_allclose(one, np.matmul(q.astype(np.float64), kt), rtol=1e-5, atol=1e-5)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(gemm_f32.matmul(q, kt, threads=threads, form="batch"), one)
