@@ -536,7 +536,15 @@ def _small(a, b, bias, out):
     if a.shape[-1] == 0:
         out[...] = 0 if bias is None else bias.astype(np.float32)
         return out
-    r = blas_threads.matmul(_widened(a), _widened(b))
+    if b.ndim > 2 and not any(b.strides[:-2]):
+        # one B for the whole batch (broadcast): one 2-D product over all of A's rows, as `matmul` runs a
+        # C-contiguous A -- BLAS sums a batch and its folded rows in different orders, and a float32 A and its
+        # bf16 cast (of other layouts) take the two routes
+        wa = _widened(np.broadcast_to(a, b.shape[:-2] + a.shape[-2:]))
+        r = blas_threads.matmul(wa.reshape(-1, a.shape[-1]), _widened(b[(0,) * (b.ndim - 2)]))
+        r = r.reshape(b.shape[:-2] + (a.shape[-2], b.shape[-1]))
+    else:
+        r = blas_threads.matmul(_widened(a), _widened(b))
     if bias is not None:
         r += bias.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
