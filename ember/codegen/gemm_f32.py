@@ -35,16 +35,14 @@ per row, MR * nv FMAs) or around inner products:
         void sgemm_packed_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1,
                                 i64 n0, i64 n1, i64 N, i64 K, i64 kc, i64 nc, i32 accumulate)
         void sgemm_batch_<tag>(ptr a, i64 sab, i64 sam, i64 sak, ptr b, i64 sbb, i64 sbk, i64 sbn, ptr c,
-                               i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1,
-                               i64 chunk, ptr bp, ptr share)
+                               i64 scb, i64 ldc, i64 M, i64 N, i64 K, i64 kc, i64 nc, i64 i0, i64 i1, ptr bp)
 
-    Threads share a product one call each, claiming work from an i64 counter `share` in native code (null:
-    the call does all of it): products of a batch, chunks of rows over one packed B (`sgemm_packedr_<tag>`),
-    or chunks of B's panels each packed by the claiming call (`sgemm_packedc_<tag>`).  A Python call per
-    chunk cost more than the chunk on attention's 64 products of 64 x 64 x 32 (two threads slower than one).
+Threads share a product one call each, claiming pieces of its work from an i64 counter in native code:
+`<kernel>_c` (`_emit_claiming`) takes the kernel's parameters plus `i64 chunk, ptr share` and runs the
+range it splits (rows, column blocks, runs or products) a chunk at a time as claimed; `sgemm_packedc_<tag>`
+claims chunks of B's panels, each packed by the claiming call.  A Python call per chunk cost more than the
+chunk on attention's 64 products of 64 x 64 x 32 (two threads slower than one).
 
-        void sgemm_packedr_<tag>(ptr a, i64 sam, i64 sak, ptr bp, ptr c, i64 ldc, i64 m0, i64 m1, i64 N,
-                                 i64 K, i64 kc, i64 nc, i32 accumulate, i64 chunk, ptr share)
         void sgemm_packedc_<tag>(ptr a, i64 sam, i64 sak, ptr b, i64 sbk, i64 sbn, ptr c, i64 ldc, i64 M,
                                  i64 N, i64 K, i64 kc, i64 nc, i32 accumulate, i64 chunk, ptr share, ptr bp)
 
@@ -54,6 +52,7 @@ or written.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
@@ -375,15 +374,12 @@ def _emit_packed(t: OuterTile) -> str:
 def _emit_batch(t: OuterTile) -> str:
     """sgemm_batch_<tag>: products [i0, i1) of a batch (operand i at a + i * sab, b + i * sbb, c + i * scb;
     a stride 0 broadcasts), each one B packed into bp (sgemm_packb) and all its rows (sgemm_packed_<tag>) --
-    attention's many small products in one call.  share: null, or an i64 counter (set to i0) from which
-    several threads, one call each, claim `chunk` products at a time (`claims`: no Python call per chunk;
-    runs of neighbouring products: one product each in turn ran ~15% slower on two threads)."""
+    attention's many small products in one call."""
     f = _Fn(f"define void @sgemm_batch_{t.tag}(ptr noalias %a, i64 %sab, i64 %sam, i64 %sak, ptr noalias %b, "
             "i64 %sbb, i64 %sbk, i64 %sbn, ptr noalias %c, i64 %scb, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, "
-            "i64 %nc, i64 %i0, i64 %i1, i64 %chunk, ptr noalias %bp, ptr %share) #0")
+            "i64 %nc, i64 %i0, i64 %i1, ptr noalias %bp) #0")
     npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
-    i0, close_claim = claims(f, "%share", "%i0", "%i1", "%chunk", "bc")
-    i, close = f.loop(i0, f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {i0}, %chunk')}, i64 %i1)"), "1", "bi")
+    i, close = f.loop("%i0", "%i1", "1", "bi")
     ai = f.tmp(f"getelementptr float, ptr %a, i64 {f.tmp(f'mul i64 {i}, %sab')}")
     bi = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'mul i64 {i}, %sbb')}")
     ci = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {i}, %scb')}")
@@ -392,22 +388,27 @@ def _emit_batch(t: OuterTile) -> str:
     f.emit(f"call void @sgemm_packed_{t.tag}(ptr {ai}, i64 %sam, i64 %sak, ptr %bp, ptr {ci}, i64 %ldc, i64 0, "
            "i64 %M, i64 0, i64 %N, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 0)")
     close()
-    close_claim()
     return f.text()
 
 
-def _emit_packed_rows(t: OuterTile) -> str:
-    """sgemm_packedr_<tag>: sgemm_packed_<tag> over rows [m0, m1) in chunks of `chunk` rows (a multiple of
-    t.mr) claimed from share (an i64 set to m0 by the caller; null: all of them here) -- the threads that
-    share one product, one call each, take rows as they go, so a thread that starts late or is descheduled
-    leaves the others the rest instead of a Python call per chunk."""
-    f = _Fn(f"define void @sgemm_packedr_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %bp, "
-            "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate, "
-            "i64 %chunk, ptr %share) #0")
-    r0, close = claims(f, "%share", "%m0", "%m1", "%chunk", "r")
-    r1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {r0}, %chunk')}, i64 %m1)")
-    f.emit(f"call void @sgemm_packed_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %bp, ptr %c, i64 %ldc, i64 {r0}, "
-           f"i64 {r1}, i64 0, i64 %N, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate)")
+_DEFINE = re.compile(r"define void @(\w+)\(([^)]*)\)")
+
+
+def _emit_claiming(kernel_text: str, lo: str, hi: str) -> str:
+    """<name>_c(<the kernel's parameters>, i64 chunk, ptr share): the kernel over its range [lo, hi) (two of its
+    parameters) in pieces of `chunk` claimed from the i64 at share -- set to lo by the caller, shared by the
+    threads that run one product, one call each (null: every piece here).  A thread that starts late or is
+    descheduled leaves the others the rest, and no Python call runs per piece: with one per piece, two threads
+    were slower than one on attention's 64 products of 64 x 64 x 32."""
+    name, params = _DEFINE.search(kernel_text).groups()
+    f = _Fn(f"define void @{name}_c({params}, i64 %chunk, ptr %share) #0")
+    v, close = claims(f, "%share", f"%{lo}", f"%{hi}", "%chunk", "piece")
+    end = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {v}, %chunk')}, i64 %{hi})")
+    args = []
+    for p in params.split(","):
+        ty, arg = p.split()[0], p.split()[-1]
+        args.append(f"{ty} {v if arg == '%' + lo else end if arg == '%' + hi else arg}")
+    f.emit(f"call void @{name}({', '.join(args)})")
     close()
     return f.text()
 
@@ -583,6 +584,11 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: s
     parts += [_emit_outer(t, rows=True) for t in outer] + [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
     parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_batch(t) for t in packed]
-    parts += [_emit_packed_rows(t) for t in packed] + [_emit_packed_cols(t) for t in packed]
+    parts += [_emit_packed_cols(t) for t in packed]
+    # the claiming wrappers (`_emit_claiming`), each over the range its runtime splits across threads
+    ranges = {"sgemm_outer_": ("m0", "m1"), "sgemm_outerp_": ("n0", "n1"), "sgemm_outerg_": ("r0", "r1"),
+              "sgemm_dot_": ("n0", "n1"), "sgemm_dotg_": ("n0", "n1"), "sgemm_packed_": ("m0", "m1"),
+              "sgemm_batch_": ("i0", "i1")}
+    parts += [_emit_claiming(p, *r) for p in list(parts) for pre, r in ranges.items() if f"define void @{pre}" in p]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -255,6 +255,9 @@ class KernelCallable(BoundKernel):
         proto = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * (nargs + 1)),
                                  ctypes.c_int64, ctypes.c_int64, *([ctypes.c_int64] * len(self.symbols)))
         self._fn = proto(module.address(kernel.name))
+        claimed = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * (nargs + 1)), ctypes.c_int64, ctypes.c_int64,
+                                   ctypes.c_int64, ctypes.c_void_p, *([ctypes.c_int64] * len(self.symbols)))
+        self._claimed = claimed(module.address(kernel.name + "_claimed"))
         if not self.symbols:
             self._sizes({})
 
@@ -286,18 +289,22 @@ class KernelCallable(BoundKernel):
         n = self.n0
         nt = num_threads() if threads is None else max(1, threads)
         if nt > 1 and self.parallel_ok and not workers.backing_off():
+            # one call per thread, the pieces claimed in native code (`<name>_claimed`): a Python call per
+            # piece cost ~5 us each and let a late thread hold a piece the others could have run
             nch = max(min(nt, n), min(self.max_chunks, CHUNKS_PER_THREAD * nt))
-            bounds = [n * i // nch for i in range(nch + 1)]
-            errs = np.zeros((nch, 3), dtype=np.int64)
-            base = errs.__array_interface__["data"][0]
-            statuses = [0] * nch
-            fn, extra = self._fn, self._extra
+            piece = -(-n // nch)
+            nt = min(nt, -(-n // piece))
+            slots = np.zeros((nt + 1, 3), dtype=np.int64)     # an error slot per call, then the counter
+            base = slots.__array_interface__["data"][0]
+            share = base + 24 * nt
+            statuses = [0] * nt
+            fn, extra = self._claimed, self._extra
 
-            def chunk(i):
-                statuses[i] = fn(*ptrs, base + 24 * i, bounds[i], bounds[i + 1], *extra)
+            def call(i):
+                statuses[i] = fn(*ptrs, base + 24 * i, 0, n, piece, share, *extra)
 
-            workers.parallel_for(chunk, nch, nt)
-            for st, err in zip(statuses, errs):
+            workers.parallel_for(call, nt, nt)
+            for st, err in zip(statuses, slots):
                 if st:
                     self._raise(st, err)
             return

@@ -84,12 +84,17 @@ class F32Gemm:
         self._lib = cpu.NativeLibrary(text, "gemm_f32", gen.__file__)
         arity = {m.group(1): len(m.group(2).split(",")) for m in re.finditer(r"define void @(\w+)\(([^)]*)\)", text)}
 
+        self.claiming: dict = {}    # id(kernel) -> its claiming wrapper `<name>_c` (ember/codegen/gemm_f32.py)
+
         def fn(name, *argtypes):
             # ctypes passes surplus or missing arguments unchecked: a prototype that lags the generator would
             # hand the kernel garbage sizes, so they are held to the emitted signature here
             if arity.get(name) != len(argtypes):
                 raise RuntimeError(f"gemm_f32: {name} takes {arity.get(name)} arguments, its prototype {len(argtypes)}")
-            return self._lib.function(name, *argtypes)
+            f = self._lib.function(name, *argtypes)
+            if name + "_c" in arity:
+                self.claiming[id(f)] = fn(name + "_c", *argtypes, _I64, _P)
+            return f
         self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
                             _I64, _I32) for t in gen.OUTER_TILES}
         self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
@@ -104,9 +109,7 @@ class F32Gemm:
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                              _I64, _I64, _I64, _I32) for t in gen.PACKED_TILES}
         self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
-                            _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P) for t in gen.PACKED_TILES}
-        self.packed_rows = {t: fn(f"sgemm_packedr_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64,
-                                  _I64, _I64, _I32, _I64, _P) for t in gen.PACKED_TILES}
+                            _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
         self.packed_cols = {t: fn(f"sgemm_packedc_{t.tag}", _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
                                   _I64, _I64, _I64, _I32, _I64, _P, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
@@ -141,23 +144,18 @@ class F32Gemm:
                 fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0)
                 return
             tiles = -(-m // t.mr)
-            nb = min(tiles, workers.CHUNKS_PER_THREAD * threads)
-            cut = [min(m, tiles * i // nb * t.mr) for i in range(nb + 1)]
-            workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, cut[i], cut[i + 1], 0, n, k, 0),
-                                 nb, threads)
+            self._share(fn, lambda piece: (pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0), tiles, t.mr, threads)
             return
         # B from memory: column blocks packed into an L2 panel each (sgemm_outerp), split by columns
         fn = self.outer_packed[t]
         cb = max(t.nr, PANEL_BYTES // (4 * k) // t.nr * t.nr)
         blocks = -(-n // cb)
-        nb = min(blocks, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
-        cut = [min(n, blocks * i // nb * cb) for i in range(nb + 1)]
-        if nb == 1:
+        if not parallel or blocks < 2:
             fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0, self._scratch("panel", k * cb), cb)
             return
-        # the panel of the thread that runs a chunk (not one per chunk: a buffer it wrote last stays in its L2)
-        workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, pc, ldc, 0, m, cut[i], cut[i + 1], k, 0,
-                                          self._scratch("panel", k * cb), cb), nb, threads)
+        # the panel of the thread that runs a call (a buffer it wrote last stays in its L2)
+        self._share(fn, lambda piece: (pa, sam, sak, pb, sbk, pc, ldc, 0, m, 0, n, k, 0,
+                                       self._scratch("panel", k * cb), cb), blocks, cb, threads)
 
     def run_packed(self, pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, threads: int, tile=None, kc=None,
                    nc=None, split=None) -> None:
@@ -183,9 +181,8 @@ class F32Gemm:
         if nt == 1 or tiles < 2:
             self.packed[t](pa, sam, sak, bp, pc, ldc, 0, m, 0, n, n, k, kc, nc, 0)
             return
-        fn, chunk, share = self.packed_rows[t], _chunk(tiles, nt) * t.mr, np.zeros(1, np.int64)
-        sp = _ptr(share)
-        workers.parallel_for(lambda i: fn(pa, sam, sak, bp, pc, ldc, 0, m, n, k, kc, nc, 0, chunk, sp), nt, nt)
+        self._share(self.packed[t], lambda piece: (pa, sam, sak, bp, pc, ldc, 0, m, 0, n, n, k, kc, nc, 0), tiles,
+                    t.mr, nt)
 
     def run_batch(self, pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, nb, m, n, k, threads: int,
                   tile=None) -> None:
@@ -197,14 +194,12 @@ class F32Gemm:
         fn = self.batch[t]
         nt = min(threads, nb) if threads > 1 and 2.0 * m * n * k * nb >= PARALLEL_FLOPS \
             and not workers.backing_off() else 1
+        args = lambda piece: (pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc, 0, nb,  # noqa: E731
+                              self._scratch("packb", words))
         if nt == 1:
-            fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc, 0, nb, nb,
-               self._scratch("packb", words), None)
+            fn(*args(nb))
             return
-        chunk, share = _chunk(nb, nt), np.zeros(1, np.int64)
-        sp = _ptr(share)
-        workers.parallel_for(lambda i: fn(pa, sab, sam, sak, pb, sbb, sbk, sbn, pc, scb, ldc, m, n, k, kc, nc, 0,
-                                          nb, chunk, self._scratch("packb", words), sp), nt, nt)
+        self._share(fn, args, nb, 1, nt)
 
     def run_dot(self, pa, sam, pb, sbn, pc, ldc, m, n, k, threads: int) -> None:
         t = self.dot_tile(m, n)
@@ -230,12 +225,10 @@ class F32Gemm:
         if not parallel or tiles < 2:
             fn(pa, sam, pb, sbn, pc, ldc, 0, m, 0, n, 0, k, DOT_KC, self._scratch(0, scratch), 0)
             return
-        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads)      # column chunks, every k for each
-        cut = [min(n, tiles * i // nb * t.rb) for i in range(nb + 1)]
-        per = -(-m // t.ra) * -(-tiles // nb) * t.ra * t.rb * 16
-        bufs = [self._scratch(i, per) for i in range(nb)]
-        workers.parallel_for(lambda i: fn(pa, sam, pb, sbn, pc, ldc, 0, m, cut[i], cut[i + 1], 0, k, DOT_KC,
-                                          bufs[i], 0), nb, threads)
+        # column pieces, every k for each; each call parks its tiles' accumulators in its thread's scratch
+        self._share(fn, lambda piece: (pa, sam, pb, sbn, pc, ldc, 0, m, 0, n, 0, k, DOT_KC,
+                                       self._scratch("dot", -(-m // t.ra) * piece * t.ra * 16), 0),
+                    tiles, t.rb, threads)
 
     # ----------------------------------------------------------------------------- gathered operands
     def _gather_tables(self, desc: tuple, src_addr: int) -> tuple:
@@ -268,15 +261,14 @@ class F32Gemm:
         runs = J // L
         tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
         parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS and runs > 1
-        nb = min(runs, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
-        cut = [runs * i // nb for i in range(nb + 1)]
         cb = L if m <= t.mr else max(t.nr, PANEL_BYTES // (4 * K) // t.nr * t.nr)   # B's block in L2
-        if nb == 1:
-            fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, 0, runs, K, 0, self._scratch("rows", 2 * K), cb)
+        # each call fills the row pointers of its runs in the running thread's scratch
+        args = lambda piece: (pa, sam, sak, *tabs, L, pc, ldc, 0, m, 0, runs, K, 0,  # noqa: E731
+                              self._scratch("rows", 2 * K), cb)
+        if not parallel:
+            fn(*args(runs))
             return
-        # each chunk fills the row pointers of its runs in the running thread's scratch
-        workers.parallel_for(lambda i: fn(pa, sam, sak, *tabs, L, pc, ldc, 0, m, cut[i], cut[i + 1], K, 0,
-                                          self._scratch("rows", 2 * K), cb), nb, threads)
+        self._share(fn, args, runs, 1, threads)
 
     def run_dot_gathered(self, pa, sam, desc, src_addr, pc, ldc, m, threads: int) -> None:
         K, J, L = desc[0], desc[1], desc[2]
@@ -286,15 +278,27 @@ class F32Gemm:
         tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
         tiles = -(-K // t.rb)
         parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS and tiles > 1
-        nb = min(tiles, workers.CHUNKS_PER_THREAD * threads) if parallel else 1
-        cut = [min(K, tiles * i // nb * t.rb) for i in range(nb + 1)]
-        per = -(-m // t.ra) * -(-tiles // nb) * t.ra * t.rb * 16
-        bufs = [self._scratch(i, per) for i in range(nb)]
-        if nb == 1:
-            fn(pa, sam, *tabs, pc, ldc, 0, m, 0, K, 0, J, L, bufs[0], 0)
+        args = lambda piece: (pa, sam, *tabs, pc, ldc, 0, m, 0, K, 0, J, L,  # noqa: E731
+                              self._scratch("dotg", -(-m // t.ra) * piece * t.ra * 16), 0)
+        if not parallel:
+            fn(*args(tiles * t.rb))
             return
-        workers.parallel_for(lambda i: fn(pa, sam, *tabs, pc, ldc, 0, m, cut[i], cut[i + 1], 0, J, L, bufs[i], 0),
-                             nb, threads)
+        self._share(fn, args, tiles, t.rb, threads)
+
+    def _share(self, fn, args, units: int, unit: int, threads: int) -> None:
+        """fn's range (rows, columns, runs or products: `units` of `unit` each, from 0) shared by up to
+        `threads` threads, one call each of its claiming wrapper, pieces of _chunk(units) units claimed
+        from one counter in native code.  args(piece) -> fn's arguments (called on the running thread, for
+        its scratch)."""
+        per = _chunk(units, threads)
+        nt = min(threads, -(-units // per))
+        piece = per * unit
+        if nt < 2 or workers.backing_off():
+            fn(*args(units * unit))
+            return
+        fc, share = self.claiming[id(fn)], np.zeros(1, np.int64)
+        sp = _ptr(share)
+        workers.parallel_for(lambda i: fc(*args(piece), piece, sp), nt, nt)
 
     def _scratch(self, i: int, floats: int) -> int:
         """The address of the calling thread's scratch buffer i (64-byte aligned, at least `floats` floats),

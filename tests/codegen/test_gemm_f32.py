@@ -377,8 +377,8 @@ def test_threads_claim_every_row_or_panel_once(m, k, n, split):
         bp, keep = panels()
         g.pack_b(ptr(b), b.strides[0] >> 2, b.strides[1] >> 2, k, n, t.nr, kc, 0, npan, bp)
         for _ in range(2):
-            g.packed_rows[t](ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, bp, ptr(out), n, 0, m, n, k, kc, nc,
-                             0, 5 * t.mr, ptr(share))
+            g.claiming[id(g.packed[t])](ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, bp, ptr(out), n, 0, m, 0, n, n, k,
+                                    kc, nc, 0, 5 * t.mr, ptr(share))
     else:
         for _ in range(2):
             bp, keep = panels()

@@ -18,6 +18,9 @@ Generated function, per kernel:
   * one i64 per size symbol of a dynamic kernel (`kernel.symbols`, sorted by name): extents, strides
     and index constants that hold symbols (ember/ir/symbolic.py) are computed from them.
 
+and beside it `<kernel.name>_claimed(..., i64 %start, i64 %stop, i64 %chunk, ptr %share, ...)`: the same
+range in pieces claimed from a counter shared by the threads of one launch (`_emit_claimed`).
+
 The loops and where each node goes come from ember/codegen/loops.py (`linearize`): this module
 spells its steps.  Each level is a basic block that ends in a branch to the next one; a node is
 inserted before the branch of its level's block, so hoisted code lands outside the loops that do
@@ -406,6 +409,37 @@ class _KernelEmitter:
         raise TypeError(n)  # pragma: no cover (Reduce results come from EndPass)
 
 
+def _emit_claimed(module: ir.Module, kernel_fn: ir.Function, nbuf: int, nsym: int) -> ir.Function:
+    """<name>_claimed(bufs..., err, start, stop, chunk, share, syms...): the kernel over [start, stop) in
+    pieces of `chunk` outer indices claimed from the i64 at share (set to start by the caller; null: all of
+    them here) -- several threads share one launch, one call each, taking pieces as they go, instead of a
+    Python call per piece (ember/runtime/cpu.py).  Returns the OR of the pieces' statuses."""
+    fnty = ir.FunctionType(I32, [PTR] * nbuf + [PTR, I64, I64, I64, PTR] + [I64] * nsym)
+    fn = ir.Function(module, fnty, kernel_fn.name + "_claimed")
+    fn.attributes.add("nounwind")
+    bufs, syms = list(fn.args[:nbuf]), list(fn.args[nbuf + 5:])
+    err, start, stop, chunk, share = fn.args[nbuf:nbuf + 5]
+    entry, head, body, done = (fn.append_basic_block(n) for n in ("entry", "claim", "piece", "done"))
+    b = ir.IRBuilder(entry)
+    mine, status = b.alloca(I64), b.alloca(I32)
+    b.store(start, mine)
+    b.store(ir.Constant(I32, 0), status)
+    counter = b.select(b.icmp_unsigned("==", share, ir.Constant(PTR, None)), mine, share)
+    b.branch(head)
+    b.position_at_end(head)
+    lo = b.atomic_rmw("add", counter, chunk, "monotonic")
+    b.cbranch(b.icmp_signed("<", lo, stop), body, done)
+    b.position_at_end(body)
+    end = b.add(lo, chunk)
+    hi = b.select(b.icmp_signed("<", end, stop), end, stop)
+    st = b.call(kernel_fn, bufs + [err, lo, hi] + syms)
+    b.store(b.or_(b.load(status, typ=I32), st), status)
+    b.branch(head)
+    b.position_at_end(done)
+    b.ret(b.load(status, typ=I32))
+    return fn
+
+
 def _is_inf_const(n) -> bool:
     return isinstance(n, Const) and n.dtype.is_floating_point and math.isinf(float(n.value))
 
@@ -422,7 +456,7 @@ def emit_module(kernels: Sequence, target: TargetInfo | None = None, name: str =
     module.data_layout = target.data_layout
     mathlib = MathLib(module, scalef="+avx512f" in target.features.split(","))
     for k in L.emitted_kernels(kernels):
-        _KernelEmitter(module, k, mathlib).emit()
+        _emit_claimed(module, _KernelEmitter(module, k, mathlib).emit(), len(k.args), len(k.symbols))
     text = str(module)
     # llvmlite has no spelling for string attributes: append it to every definition
     return _DEFINE.sub(lambda mo: f'{mo.group(1)}{mo.group(2)} "prefer-vector-width"="512"', text)
