@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
 from .llvm_text import IOTA16, Tile, claims, splat_f32, splat_i32, splat_i64
+from .llvm_text import transpose16 as _transpose16
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
 
@@ -221,23 +222,6 @@ def _emit_outer_packed(t: OuterTile) -> str:
            f"i64 %m0, i64 %m1, i64 0, i64 {w}, i64 %K, i32 %accumulate)")
     close_jb()
     return f.text()
-
-
-def _transpose16(f: _Fn, rows: list[str]) -> list[str]:
-    """The 16 x 16 transpose of 16 vectors: four stages, each swapping bit p of the row and the lane number
-    between the rows r and r + 2^p (two-source shuffles: one unpck / shuf / vpermt2ps each)."""
-    rows = list(rows)
-    for p in range(4):
-        s = 1 << p
-        lo = ", ".join(f"i32 {j if not j & s else 16 + j - s}" for j in range(16))
-        hi = ", ".join(f"i32 {j + s if not j & s else 16 + j}" for j in range(16))
-        for i in range(16):
-            if i & s:
-                continue
-            x, y = rows[i], rows[i + s]
-            rows[i] = f.tmp(f"shufflevector {_V} {x}, {_V} {y}, {_VI} <{lo}>")
-            rows[i + s] = f.tmp(f"shufflevector {_V} {x}, {_V} {y}, {_VI} <{hi}>")
-    return rows
 
 
 def _emit_pack_b() -> str:

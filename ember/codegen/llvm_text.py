@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "splat_f32", "splat_i32", "splat_i64"]
+__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "claims", "transpose16", "splat_f32", "splat_i32", "splat_i64"]
 
 V16F, V16I = "<16 x float>", "<16 x i32>"
 IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"     # lane numbers 0..15
@@ -119,6 +119,23 @@ def claims(f: Fn, counter: str, lo: str, hi: str, step: str, hint: str):
         f.emit(f"br label %{head}")
         f.label(done)
     return v, close
+
+
+def transpose16(f: Fn, rows: list[str]) -> list[str]:
+    """The 16 x 16 transpose of 16 vectors: four stages, each swapping bit p of the row and the lane number
+    between the rows r and r + 2^p (two-source shuffles: one unpck / shuf / vpermt2ps each)."""
+    rows = list(rows)
+    for p in range(4):
+        s = 1 << p
+        lo = ", ".join(f"i32 {j if not j & s else 16 + j - s}" for j in range(16))
+        hi = ", ".join(f"i32 {j + s if not j & s else 16 + j}" for j in range(16))
+        for i in range(16):
+            if i & s:
+                continue
+            x, y = rows[i], rows[i + s]
+            rows[i] = f.tmp(f"shufflevector <16 x float> {x}, <16 x float> {y}, <16 x i32> <{lo}>")
+            rows[i + s] = f.tmp(f"shufflevector <16 x float> {x}, <16 x float> {y}, <16 x i32> <{hi}>")
+    return rows
 
 
 def splat_f32(f: Fn, scalar: str) -> str:

@@ -46,6 +46,7 @@ import re
 from typing import Sequence
 
 from ember.codegen import loops as L
+from ember.codegen import transpose
 from ember.codegen.llvm.math import MathLib
 from ember.codegen.llvm.ops import (LLVM_BINARY, LLVM_UNARY, arg_better, bf16_round, combine, combine_minmax, const,
                                     convert)
@@ -446,6 +447,7 @@ def _is_inf_const(n) -> bool:
 
 # ==================================================================================== module
 _DEFINE = re.compile(r"^(define .*\))(.*)$", re.M)
+_DECLARE = re.compile(r'^declare i32 @"?([\w.]+)"?\(.*$', re.M)
 
 
 def emit_module(kernels: Sequence, target: TargetInfo | None = None, name: str = "ember") -> str:
@@ -455,8 +457,19 @@ def emit_module(kernels: Sequence, target: TargetInfo | None = None, name: str =
     module.triple = target.triple
     module.data_layout = target.data_layout
     mathlib = MathLib(module, scalef="+avx512f" in target.features.split(","))
+    written = {}       # kernels written as LLVM text (ember/codegen/transpose.py), declared in the module
     for k in L.emitted_kernels(kernels):
-        _emit_claimed(module, _KernelEmitter(module, k, mathlib).emit(), len(k.args), len(k.symbols))
+        rotation = transpose.plan(k)
+        if rotation is None:
+            fn = _KernelEmitter(module, k, mathlib).emit()
+        else:
+            fn = ir.Function(module, ir.FunctionType(I32, [PTR] * 3 + [I64, I64]), k.name)
+            written[k.name] = transpose.emit(k, *rotation)
+        _emit_claimed(module, fn, len(k.args), len(k.symbols))
     text = str(module)
+    if written:
+        text = _DECLARE.sub(lambda mo: written.get(mo.group(1), mo.group(0)), text)
+        have = set(re.findall(r'^declare [^@]*@"?([\w.]+)"?\(', text, re.M))
+        text += "\n" + "\n".join(d for d in transpose.DECLARATIONS if re.search(r"@([\w.]+)\(", d).group(1) not in have)
     # llvmlite has no spelling for string attributes: append it to every definition
     return _DEFINE.sub(lambda mo: f'{mo.group(1)}{mo.group(2)} "prefer-vector-width"="512"', text)
