@@ -56,7 +56,8 @@ import re
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import IOTA16, Tile, claims, splat_f32, splat_i32, splat_i64
+from .llvm_text import IOTA16, Tile, claims, splat_f32, splat_i64
+from .llvm_text import mask16 as _mask
 from .llvm_text import transpose16 as _transpose16
 
 __all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
@@ -87,13 +88,6 @@ DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
 # and 8x32 ~15%, 5x80 ~20%: it runs out of registers); the others for narrow or ragged N (8x32: attention's
 # 64 x 32 products without a wasted row)
 PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1), OuterTile(8, 2))
-
-
-def _mask(f: _Fn, left: str) -> str:
-    """Lanes [0, left) of 16 (left any i64: <= 0 gives none, >= 16 all)."""
-    lo = f.tmp(f"call i64 @llvm.smax.i64(i64 {left}, i64 0)")
-    lo = f.tmp(f"call i64 @llvm.smin.i64(i64 {lo}, i64 16)")
-    return f.tmp(f"icmp slt {_VI} {IOTA16}, {splat_i32(f, f.tmp(f'trunc i64 {lo} to i32'))}")
 
 
 def _load(f: _Fn, p: str, m: str | None) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "claims", "transpose16", "splat_f32", "splat_i32", "splat_i64"]
+__all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "claims", "mask16", "transpose16", "splat_f32", "splat_i32",
+           "splat_i64"]
 
 V16F, V16I = "<16 x float>", "<16 x i32>"
 IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"     # lane numbers 0..15
@@ -119,6 +120,13 @@ def claims(f: Fn, counter: str, lo: str, hi: str, step: str, hint: str):
         f.emit(f"br label %{head}")
         f.label(done)
     return v, close
+
+
+def mask16(f: Fn, left: str) -> str:
+    """Lanes [0, left) of 16 (left any i64: <= 0 gives none, >= 16 all)."""
+    lo = f.tmp(f"call i64 @llvm.smax.i64(i64 {left}, i64 0)")
+    lo = f.tmp(f"call i64 @llvm.smin.i64(i64 {lo}, i64 16)")
+    return f.tmp(f"icmp slt <16 x i32> {IOTA16}, {splat_i32(f, f.tmp(f'trunc i64 {lo} to i32'))}")
 
 
 def transpose16(f: Fn, rows: list[str]) -> list[str]:

@@ -22,11 +22,11 @@ from ember.ir import dtypes as dt
 from ember.ir.index import Var
 from ember.ir.kernel import Kernel, Load
 
-from .llvm_text import IOTA16, Fn, splat_i32, transpose16
+from .llvm_text import Fn, mask16, transpose16
 
 __all__ = ["plan", "emit", "DECLARATIONS"]
 
-_V, _VI, _M = "<16 x float>", "<16 x i32>", "<16 x i1>"
+_V, _M = "<16 x float>", "<16 x i1>"
 DECLARATIONS = (f"declare {_V} @llvm.masked.load.v16f32.p0(ptr, i32, {_M}, {_V})",
                 f"declare void @llvm.masked.store.v16f32.p0({_V}, ptr, i32, {_M})",
                 "declare i64 @llvm.smin.i64(i64, i64)", "declare i64 @llvm.smax.i64(i64, i64)")
@@ -66,15 +66,10 @@ def emit(k: Kernel, a_inner: int, b: int) -> str:
            "i64 %stop) nounwind")
     a_total = math.prod(k.outer) // b
 
-    def mask(left: str) -> str:
-        lo = f.tmp(f"call i64 @llvm.smax.i64(i64 {left}, i64 0)")
-        lo = f.tmp(f"call i64 @llvm.smin.i64(i64 {lo}, i64 16)")
-        return f.tmp(f"icmp slt {_VI} {IOTA16}, {splat_i32(f, f.tmp(f'trunc i64 {lo} to i32'))}")
-
     a0 = f.tmp(f"mul i64 %start, {a_inner}")
     a1 = f.tmp(f"mul i64 %stop, {a_inner}")
     a, close_a = f.loop(a0, a1, "16", "a")
-    cols = mask(f.tmp(f"sub i64 {a1}, {a}"))            # source columns a .. a + 15 inside the range
+    cols = mask16(f, f.tmp(f"sub i64 {a1}, {a}"))            # source columns a .. a + 15 inside the range
     blk, close_b = f.loop("0", str(b), "16", "b")
     rows = []
     for i in range(16):                                 # source rows blk + i (past B: no lanes)
@@ -84,7 +79,7 @@ def emit(k: Kernel, a_inner: int, b: int) -> str:
         off = f.tmp(f"add i64 {f.tmp(f'mul i64 {r}, {a_total}')}, {a}")
         p = f.tmp(f'getelementptr float, ptr %"{src}", i64 {off}')
         rows.append(f.tmp(f"call {_V} @llvm.masked.load.v16f32.p0(ptr {p}, i32 4, {_M} {m}, {_V} zeroinitializer)"))
-    out_cols = mask(f.tmp(f"sub i64 {b}, {blk}"))       # destination columns blk .. blk + 15 inside B
+    out_cols = mask16(f, f.tmp(f"sub i64 {b}, {blk}"))       # destination columns blk .. blk + 15 inside B
     last = f.tmp(f"sub i64 {a1}, 1")
     for r, v in enumerate(transpose16(f, rows)):        # destination rows a + r (past the range: no lanes)
         ar = f.tmp(f"add i64 {a}, {r}")

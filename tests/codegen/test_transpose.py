@@ -1,9 +1,7 @@
 """Rotation copies (ember/codegen/transpose.py): which kernels take the blocked transpose, and that it
 equals numpy's transpose bit for bit on any shape, edge blocks and pieces of the range included."""
-import ctypes
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
