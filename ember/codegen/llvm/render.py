@@ -415,6 +415,8 @@ def _emit_claimed(module: ir.Module, kernel_fn: ir.Function, nbuf: int, nsym: in
     pieces of `chunk` outer indices claimed from the i64 at share (set to start by the caller; null: all of
     them here) -- several threads share one launch, one call each, taking pieces as they go, instead of a
     Python call per piece (ember/runtime/cpu.py).  Returns the OR of the pieces' statuses."""
+    if kernel_fn.blocks:
+        kernel_fn.attributes.add("noinline")    # a second copy of its body here cost a third more build time
     fnty = ir.FunctionType(I32, [PTR] * nbuf + [PTR, I64, I64, I64, PTR] + [I64] * nsym)
     fn = ir.Function(module, fnty, kernel_fn.name + "_claimed")
     fn.attributes.add("nounwind")
