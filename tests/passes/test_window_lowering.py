@@ -132,6 +132,23 @@ def test_max_pool_ties_and_nan_follow_pytorch():
     np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())
 
 
+def test_max_pool_several_nans_in_a_window_the_last_wins():
+    """Among several NaNs of a window the last one takes the gradient, compiled as eager (PyTorch's CPU
+    rule, `val > maxval || isnan(val)`); the compiled lowering used to keep the first."""
+    x = np.arange(2 * 2 * 6 * 6, dtype=np.float32).reshape(2, 2, 6, 6)
+    x[0, 0, 0, 0] = x[0, 0, 1, 1] = np.nan          # one window, two NaNs
+    x[1, 1, 2, 3] = x[1, 1, 3, 2] = x[1, 1, 4, 4] = np.nan
+    t = ember.from_numpy(x).requires_grad_()
+    for k, s in ((2, 2), (3, 2), (3, 1)):
+        _check_compiled_equals_eager(lambda a, k=k, s=s: F.max_pool2d(a, k, s), [t])
+    torch = pytest.importorskip("torch")
+    tt = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.max_pool2d(tt, 3, 2).sum().backward()
+    t.grad = None
+    ember.compile(lambda a: F.max_pool2d(a, 3, 2))(t).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), tt.grad.numpy())
+
+
 @pytest.mark.parametrize("nd", [1, 3])
 def test_other_ranks_compiled_equals_eager(nd):
     rng = np.random.default_rng(nd)

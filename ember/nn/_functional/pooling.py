@@ -106,7 +106,7 @@ TAPS_MAX = 64    # traced pools with more window offsets than this reduce over w
 
 def _pool_taps(input, how, k, s, d, outs, pads, nd):
     """Traced pooling as one slice per window offset (see the module docstring): max keeps the
-    first maximum (NaN wins, as in PyTorch), avg returns the sum (the caller divides).
+    first maximum (the last NaN of a window wins, as in PyTorch), avg returns the sum (the caller divides).
     Non-overlapping windows (stride == kernel, dilation 1) are cut by a reshape, [.., o*k, ..] ->
     [.., o, k, ..], and an offset is a plain index into the k dim: in the backward every offset's
     term then reads the incoming gradient at the same index (a strided slice's adjoint would read
@@ -136,10 +136,8 @@ def _pool_taps(input, how, k, s, d, outs, pads, nd):
             t = P("reshape", t, shape=(x.shape[0],) + tuple(outs) + tail)
         if acc is None:
             acc = t
-        elif how == "max":
-            better = P("logical_or", P("gt", t, acc),
-                       P("logical_and", P("isnan", t), P("logical_not", P("isnan", acc))))
-            acc = P("where", better, t, acc)
+        elif how == "max":          # PyTorch's rule, `val > maxval || isnan(val)`: the last NaN of a window wins
+            acc = P("where", P("logical_or", P("gt", t, acc), P("isnan", t)), t, acc)
         else:
             acc = P("add", acc, t)
     return P("permute", acc, dims=(nd + 1,) + tuple(range(nd + 1))) if moved else acc
