@@ -39,12 +39,12 @@ per row, MR * nv FMAs) or around inner products:
 
 Threads share a product one call each, claiming pieces of its work from an i64 counter in native code:
 `<kernel>_c` (`_emit_claiming`) takes the kernel's parameters plus `i64 chunk, ptr share` and runs the
-range it splits (rows, column blocks, runs or products) a chunk at a time as claimed; `sgemm_packedc_<tag>`
-claims chunks of B's panels, each packed by the claiming call.  A Python call per chunk cost more than the
-chunk on attention's 64 products of 64 x 64 x 32 (two threads slower than one).
+range it splits (rows, column blocks, runs, B's panels or products) a chunk at a time as claimed.  A Python
+call per chunk cost more than the chunk on attention's 64 products of 64 x 64 x 32 (two threads slower
+than one).
 
         void sgemm_packedc_<tag>(ptr a, i64 sam, i64 sak, ptr b, i64 sbk, i64 sbn, ptr c, i64 ldc, i64 M,
-                                 i64 N, i64 K, i64 kc, i64 nc, i32 accumulate, i64 chunk, ptr share, ptr bp)
+                                 i64 N, i64 K, i64 kc, i64 nc, i32 accumulate, i64 p0, i64 p1, ptr bp)
 
 All write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
 All sizes and strides are in elements.  Nothing outside A[:M, :K], B[:K, :N] and C[m0:m1, n0:n1] is read
@@ -392,22 +392,18 @@ def _emit_claiming(kernel_text: str, lo: str, hi: str) -> str:
 
 
 def _emit_packed_cols(t: OuterTile) -> str:
-    """sgemm_packedc_<tag>: the product split by B's panels, for a result wider than tall: chunks of `chunk`
-    panels (t.nr columns each) claimed from share (an i64 set to 0; null: all here), each packed into this
-    call's bp (sgemm_packb) and multiplied by all of A's rows [0, M)."""
+    """sgemm_packedc_<tag>: B's panels [p0, p1) (t.nr columns each) packed into bp (sgemm_packb) and multiplied
+    by all of A's rows [0, M) -- the product split by panels, for a result wider than tall (its claiming
+    wrapper packs each claimed piece into the claiming thread's bp)."""
     f = _Fn(f"define void @sgemm_packedc_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, "
             "i64 %sbn, ptr noalias %c, i64 %ldc, i64 %M, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate, "
-            "i64 %chunk, ptr %share, ptr noalias %bp) #0")
-    npan = f.tmp(f"udiv i64 {f.tmp(f'add i64 %N, {t.nr - 1}')}, {t.nr}")
-    p0, close = claims(f, "%share", "0", npan, "%chunk", "p")
-    p1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {p0}, %chunk')}, i64 {npan})")
-    f.emit(f"call void @sgemm_packb(ptr %b, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 {p0}, "
-           f"i64 {p1}, ptr %bp)")
-    n0 = f.tmp(f"mul i64 {p0}, {t.nr}")
-    n1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'mul i64 {p1}, {t.nr}')}, i64 %N)")
+            "i64 %p0, i64 %p1, ptr noalias %bp) #0")
+    f.emit(f"call void @sgemm_packb(ptr %b, i64 %sbk, i64 %sbn, i64 %K, i64 %N, i64 {t.nr}, i64 %kc, i64 %p0, "
+           "i64 %p1, ptr %bp)")
+    n0 = f.tmp(f"mul i64 %p0, {t.nr}")
+    n1 = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'mul i64 %p1, {t.nr}')}, i64 %N)")
     f.emit(f"call void @sgemm_packed_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %bp, ptr %c, i64 %ldc, i64 0, "
            f"i64 %M, i64 {n0}, i64 {n1}, i64 %N, i64 %K, i64 %kc, i64 %nc, i32 %accumulate)")
-    close()
     return f.text()
 
 
@@ -566,7 +562,7 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: s
     # the claiming wrappers (`_emit_claiming`), each over the range its runtime splits across threads
     ranges = {"sgemm_outer_": ("m0", "m1"), "sgemm_outerp_": ("n0", "n1"), "sgemm_outerg_": ("r0", "r1"),
               "sgemm_dot_": ("n0", "n1"), "sgemm_dotg_": ("n0", "n1"), "sgemm_packed_": ("m0", "m1"),
-              "sgemm_batch_": ("i0", "i1")}
+              "sgemm_packedc_": ("p0", "p1"), "sgemm_batch_": ("i0", "i1")}
     parts += [_emit_claiming(p, *r) for p in list(parts) for pre, r in ranges.items() if f"define void @{pre}" in p]
     parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

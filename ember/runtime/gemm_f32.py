@@ -111,7 +111,7 @@ class F32Gemm:
         self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
                             _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
         self.packed_cols = {t: fn(f"sgemm_packedc_{t.tag}", _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
-                                  _I64, _I64, _I64, _I32, _I64, _P, _P) for t in gen.PACKED_TILES}
+                                  _I64, _I64, _I64, _I32, _I64, _I64, _P) for t in gen.PACKED_TILES}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -170,10 +170,8 @@ class F32Gemm:
         words = -(-k // kc) * npan * kc * t.nr
         nt = threads if threads > 1 and 2.0 * m * n * k >= PARALLEL_FLOPS and not workers.backing_off() else 1
         if (split or ("cols" if n > m else "rows")) == "cols" and nt > 1 and npan > 1:
-            fn, chunk, share = self.packed_cols[t], _chunk(npan, nt), np.zeros(1, np.int64)
-            sp = _ptr(share)
-            workers.parallel_for(lambda i: fn(pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, kc, nc, 0, chunk, sp,
-                                              self._scratch("packb", words)), nt, nt)
+            self._share(self.packed_cols[t], lambda piece: (pa, sam, sak, pb, sbk, sbn, pc, ldc, m, n, k, kc, nc, 0,
+                                                            0, npan, self._scratch("packb", words)), npan, 1, nt)
             return
         bp = self._scratch("packb", words)
         self.pack_b(pb, sbk, sbn, k, n, t.nr, kc, 0, npan, bp)

@@ -382,8 +382,9 @@ def test_threads_claim_every_row_or_panel_once(m, k, n, split):
     else:
         for _ in range(2):
             bp, keep = panels()
-            g.packed_cols[t](ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, ptr(b), b.strides[0] >> 2,
-                             b.strides[1] >> 2, ptr(out), n, m, n, k, kc, nc, 0, 3, ptr(share), bp)
+            g.claiming[id(g.packed_cols[t])](ptr(a), a.strides[0] >> 2, a.strides[1] >> 2, ptr(b), b.strides[0] >> 2,
+                                             b.strides[1] >> 2, ptr(out), n, m, n, k, kc, nc, 0, 0, npan, bp, 3,
+                                             ptr(share))
     np.testing.assert_array_equal(out, one)
 
 
