@@ -84,6 +84,8 @@ for _op in _eager_kernels.FAST_UNARY:     # eager ops numpy has no fast loop for
 _generated.COMPILE = _eager_kernels.compile_one          # eager ops' generated kernels (kernels/generated.py)
 _dispatch.FUSED["adam"] = _eager_kernels.adam_update      # the eager Adam/AdamW update: one generated kernel
 _dispatch.register("index_add", _eager_kernels.index_add_kernel(_dispatch._BASE["index_add"]))   # a row loop
+for _op in ("attention", "attention_grad"):     # fused attention: generated kernels (ember/runtime/attention.py)
+    _dispatch.register(_op, _eager_kernels.attention_kernel(_op, _dispatch._BASE[_op]))
 
 # the legacy typed-tensor constructors: ember.FloatTensor(2, 3), ember.LongTensor([1, 2]), isinstance checks
 (FloatTensor, DoubleTensor, HalfTensor, BFloat16Tensor, LongTensor, IntTensor, ShortTensor, CharTensor, ByteTensor,

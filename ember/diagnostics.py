@@ -81,6 +81,7 @@ CODES = {
              "pass a 0-d tensor instead if the value changes between calls"),
     "U001": ("fusions", "fusion not taken", ""),
     "U002": ("fusions", "a value is realised in memory between kernels", ""),
+    "L001": ("fusions", "an op runs as a fused library kernel of its own between the generated kernels", ""),
     "G001": ("graphs", "graph captured", ""),
     "C001": ("cudagraphs", "a compiled program on CUDA is not captured into a CUDA graph: it runs kernel by kernel",
              "eager fallback steps and library calls not known to be capturable keep a program out of a graph"),
@@ -193,11 +194,14 @@ class collect:
 
 # Fusion decisions (FusionRecord.kind of a fused Program) that become records.
 FUSION_CODES = {"not_fused": "U001", "realized": "U002"}
+# eager steps that are not fallbacks: ops with a fused kernel of their own (ember/runtime/attention.py)
+LIBRARY_STEPS = ("attention", "attention_grad")
 
 
 def emit_program_records(program, fn: str = "", which: str = "forward") -> list:
     """Emit the records of a fused Program (duck-typed: this module imports nothing of the passes):
-    U001/U002 for fusions not taken, F001 for every op left to run eagerly (an EagerStep).
+    U001/U002 for fusions not taken, F001 for every op left to run eagerly (an EagerStep), L001 for an
+    eager step that is a fused library kernel (LIBRARY_STEPS).
     Node names refer to program.graph; extra["graph"] says which graph ("forward"/"backward")."""
     graph = program.graph
     out = []
@@ -219,6 +223,10 @@ def emit_program_records(program, fn: str = "", which: str = "forward") -> list:
         node = getattr(st, "node", None)
         src = node.meta.get("source", "?") if node is not None else "?"
         text = format_node(node) if node is not None else ""
-        out.append(emit(Record("fallbacks", "F001", f"{st.op} runs eagerly: {st.reason}", src, text, fn=fn,
-                               extra={"graph": which, "step": st.name})))
+        if st.op in LIBRARY_STEPS:
+            rec = Record("fusions", "L001", st.reason, src, text, fn=fn, extra={"graph": which, "step": st.name})
+        else:
+            rec = Record("fallbacks", "F001", f"{st.op} runs eagerly: {st.reason}", src, text, fn=fn,
+                         extra={"graph": which, "step": st.name})
+        out.append(emit(rec))
     return out

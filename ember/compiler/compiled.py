@@ -41,6 +41,7 @@ from ..ir.sizes import evaluate as size_at
 from ..ir.text import format_node
 from ..nn import Module
 from ..nn.modules.module import state_version
+from ..passes.attention import fuse_attention
 from ..passes.dce import dce
 from . import backends, modes
 from .capture import _EMBER_DIR, BreakRecord, GraphBreak, Tracer, tracing, user_source
@@ -718,6 +719,12 @@ class CompiledFunction:
             pin_symbols(graph, env)
         bindings = _bindings(graph, tr, tensor_index)
         dce(graph)
+        # before the backward graph: the fused op's gradient is one fused op too
+        # (options={"fuse_attention": False} keeps the ops: the form other devices and dtypes compile)
+        for old, new in (fuse_attention(graph) if self.options.get("fuse_attention", True) else {}).items():
+            outputs = [new if o is old else o for o in outputs]
+            if old in tr.grad_nodes:
+                tr.grad_nodes.add(new)
         backward = None if tr.backward_ran else self._backward(graph, bindings, leaves, outputs, tr.grad_nodes)
         state = state_guard(self.fn, watch.frames if watch.active else None, self.module,
                             skip={(id(m), name) for m, name, _ in stores})

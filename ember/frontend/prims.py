@@ -653,6 +653,22 @@ register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else x
 register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
+# ------------------------------------------------------------------------------- attention
+def _attention_vjp(g, o, q, k, v, masked, scale):
+    """One attention_grad node computes (dq, dk, dv) joined; each gradient is a slice of it."""
+    joined = P("attention_grad", q, k, v, masked, g, scale=scale)
+    out, at = [], 0
+    for t in (q, k, v):
+        n = _numel(t.shape)
+        part = P("slice", joined, starts=(at,), stops=(at + n,), steps=(1,))
+        out.append(P("reshape", part, shape=tuple(t.shape)) if t.requires_grad else None)
+        at += n
+    return (*out, None)
+
+
+defvjp("attention", _attention_vjp, INPUTS)
+
+
 # ---------------------------------------------------------------------------- random, consts
 _RANDOM_REF = OPS["random"].ref
 

@@ -577,6 +577,67 @@ def _matmul(ins, a):
 _def("matmul", "matmul", _matmul, arity=2)
 
 
+# -------------------------------------------------------------------------------- attention
+def _attention_types(op, ins):
+    q, k, v, m = ins[:4]
+    if not q.dtype.is_floating_point or k.dtype is not q.dtype or v.dtype is not q.dtype:
+        _err(op, "query, key and value must have the same floating dtype", ins)
+    if m.dtype is not dt.bool_:
+        _err(op, "the mask must be bool (True: the score is masked out)", ins)
+    if len(q.shape) < 2 or not len(q.shape) == len(k.shape) == len(v.shape):
+        _err(op, "query, key and value need the same number of dims, at least 2", ins)
+    if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
+        _err(op, "query, key and value need the same batch dims", ins)
+    if k.shape[-1] != q.shape[-1] or v.shape[-2] != k.shape[-2]:
+        _err(op, "key must be [..., S, E] for a query [..., L, E], value [..., S, Ev]", ins)
+    broadcast_shapes(m.shape, q.shape[:-1] + (k.shape[-2],), op=op)
+
+
+def _attention(ins, a):
+    """attention(scale): softmax(where(masked, -inf, (q @ k^T) * scale)) @ v, one fused op (rewritten from
+    that pattern: ember/passes/attention.py; the unfused ops' order of rounding)."""
+    _attention_types("attention", ins)
+    q, v = ins[0], ins[2]
+    return TType(q.shape[:-1] + (v.shape[-1],), q.dtype)
+
+
+def _attention_grad(ins, a):
+    """attention_grad(scale): (dq, dk, dv) of attention for the output gradient g, flattened and joined
+    into one vector (a node has one value; the VJP slices it)."""
+    _attention_types("attention_grad", ins[:4])
+    q, k, v, _, g = ins
+    if g.shape != q.shape[:-1] + (v.shape[-1],) or g.dtype is not q.dtype:
+        _err("attention_grad", "the output gradient must match attention's output", ins)
+    n = sum(math.prod(t.shape) for t in (q, k, v))
+    return TType((n,), q.dtype)
+
+
+def _softmax_probs(xp, q, k, v, masked, scale):
+    s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
+    s = xp.where(masked, q.dtype.type(-np.inf), s)
+    e = xp.exp(s - s.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _attention_ref(xp, q, k, v, masked, scale):
+    return xp.matmul(_softmax_probs(xp, q, k, v, masked, scale), v)
+
+
+def _attention_grad_ref(xp, q, k, v, masked, g, scale):
+    p = _softmax_probs(xp, q, k, v, masked, scale)
+    dv = xp.matmul(xp.swapaxes(p, -1, -2), g)
+    dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
+    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) * q.dtype.type(scale)
+    ds = xp.where(masked, q.dtype.type(0), ds)          # where's gradient: 0 at masked scores (NaN rows too)
+    dq, dk = xp.matmul(ds, k), xp.matmul(xp.swapaxes(ds, -1, -2), q)
+    return xp.concatenate([dq.reshape(-1), dk.reshape(-1), dv.reshape(-1)])
+
+
+_def("attention", "attention", _attention, arity=4, attrs=("scale",), ref=quiet(_attention_ref), cost=EXPENSIVE)
+_def("attention_grad", "attention", _attention_grad, arity=5, attrs=("scale",), differentiable=False,
+     ref=quiet(_attention_grad_ref), cost=EXPENSIVE)
+
+
 # ----------------------------------------------------------------------- random and constants
 def _random(ins, a):
     key = ins[0]

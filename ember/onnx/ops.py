@@ -429,6 +429,21 @@ def _matmul(b, c):
     return b.op("MatMul", c.xs)
 
 
+def _attention(b, c):
+    """softmax(where(masked, -inf, (q @ k^T) * scale)) @ v, as ONNX operators (opset 17 has no fused form)."""
+    q, k, v, masked = c.xs
+    n = len(c.in_shapes[0])
+    kt = b.op("Transpose", [k], perm=list(range(n - 2)) + [n - 1, n - 2])
+    d = c.in_dtype(0)
+    scores = b.op("Mul", [b.op("MatMul", [q, kt]), b.scalar(float(c.attrs["scale"]), d)])
+    scores = b.op("Where", [masked, b.scalar(float("-inf"), d), scores])
+    return b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+
+
+def _attention_grad(b, c):
+    raise unsupported(c, "a gradient op: ONNX export captures the forward (inference) graph only")
+
+
 def _random(b, c):
     raise unsupported(c, "random numbers (dropout or a random op running in training mode) have no "
                          "deterministic ONNX form; export in eval mode (the default, "
@@ -483,7 +498,8 @@ EMITTERS = {
     "cat": _cat, "windows": _windows, "fold": _fold,
     "take": _take, "gather": _gather, "index_add": _index_add, "scatter_add": _scatter("add"),
     "scatter": _scatter("none"), "scatter_reduce": _scatter_reduce, "argsort": _argsort, "topk": _topk,
-    "matmul": _matmul, "random": _random, "full": _full, "arange": _arange,
+    "matmul": _matmul, "attention": _attention,
+    "attention_grad": _attention_grad, "random": _random, "full": _full, "arange": _arange,
 }
 
 

@@ -9,7 +9,7 @@
 
 Pieces (one module each): registry (Pass, PASSES, register_pass), manager (Pipeline: run, verify,
 time, dump), rewrite (rule tables, the fixed-point driver, replace_node), decompose, canonicalize,
-movement, constant_fold, cse, dce (graph passes, in place), fusion (a package: Graph -> Program of
+movement, constant_fold, cse, dce, attention (graph passes, in place), fusion (a package: Graph -> Program of
 kernel IR), then on the Program: loop_order (contiguous innermost loops), layout (buffers in their
 producer's loop order, transposed copies for strided window reads), unroll (short shared axes
 written once per point), memory (liveness-based buffer reuse).  Importing this package imports every pass
@@ -23,7 +23,7 @@ import time
 from .registry import PASSES, Pass, get_pass, register_pass
 from .manager import DEFAULT_PASSES, PassError, PassTiming, Pipeline, dump_dir_from_env, run_passes
 # the built-in passes: importing a pass module registers its pass (the one place they are loaded)
-from . import canonicalize, constant_fold, cse, dce, decompose, movement  # noqa: F401
+from . import attention, canonicalize, constant_fold, cse, dce, decompose, movement  # noqa: F401
 from .fusion import FusionOptions, classify, fuse
 from .layout import relayout_program, transpose_gathers
 from .loop_order import reorder_program

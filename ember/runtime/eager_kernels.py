@@ -39,7 +39,7 @@ from ember.ir import dtypes as dt
 from ember.ir.ops import OPS
 
 __all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE", "adam_update", "ADAM_CONSTS",
-           "index_add_kernel"]
+           "index_add_kernel", "attention_kernel"]
 
 FAST_UNARY = ("erf",)      # measured slower in numpy than in generated code (see the docstring)
 MIN_SIZE = 4096            # below this the call overhead (~10 us) outweighs the gain
@@ -268,3 +268,24 @@ def compile_one(kernel):
     from ember.runtime.cpu import compile_kernels
     return compile_kernels([kernel])[kernel.name]
 
+
+
+# ====================================================================== attention
+def attention_kernel(op: str, ref):
+    """The eager kernel of `attention` / `attention_grad`: ember/runtime/attention.py's fused kernels for
+    float32 numpy arrays, `ref` (the op's reference) for the rest."""
+    from ember.runtime import attention
+
+    def fast(xp, q, k, v, masked, *g, scale):
+        if xp is np:
+            if op == "attention":
+                out = attention.forward(q, k, v, masked, scale)
+            else:
+                out = attention.backward(q, k, v, masked, g[0], scale)
+            if out is not None:
+                return out
+        return ref(xp, q, k, v, masked, *g, scale=scale)
+
+    fast.__name__ = f"{op}_generated"
+    fast.reference = ref
+    return fast

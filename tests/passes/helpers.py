@@ -69,11 +69,11 @@ def check_program(graph, arrays=None, rtol=1e-5, atol=1e-6, **kw):
     return prog
 
 
-def check_train_step(fn, args, rtol=2e-4, atol=2e-5, runner="numpy"):
+def check_train_step(fn, args, rtol=2e-4, atol=2e-5, runner="numpy", options=None):
     """Run fn's forward graph and then its backward graph with consistent values (the saved values
     the forward program computed, ones as output gradients), through compiled Programs and through
     the interpreter; compare outputs and gradients.  Returns (forward program, backward program)."""
-    fw, bw, cf = trace(fn, *args)
+    fw, bw, cf = trace(fn, *args, options=options)
     v = cf.variants[-1]
     leaves = list(args)
     arrays = []

@@ -10,6 +10,8 @@ import ember as torch
 import models as M
 from helpers import check_program, check_train_step, trace
 
+from ember.diagnostics import LIBRARY_STEPS
+
 
 def fused(p):
     return len(p.kernels) + sum(1 for s in p.externs if s.kernel.epilogue is not None)
@@ -20,7 +22,8 @@ def externs(p):
 
 
 def fallbacks(p):
-    return [s for s in p.eager_steps if not s.reason.startswith("constant")]
+    """Eager steps that are fallbacks (not the fused attention kernels: a library step, L001)."""
+    return [s for s in p.eager_steps if not s.reason.startswith("constant") and s.op not in LIBRARY_STEPS]
 
 
 @pytest.fixture(autouse=True)
@@ -124,9 +127,20 @@ def test_gpt_block():
     gp = M.gpt_params(32)
     x = torch.randn(2, 8, 32)
     pf, pb = check_train_step(M.gpt_loss, [x] + list(gp.values()))
+    assert externs(pf) == 4 and fused(pf) <= 12 and not fallbacks(pf)
+    assert externs(pb) <= 8 and fused(pb) <= 10 and not fallbacks(pb)
+    # attention (masked_fill, softmax, two batched products) is one fused op each way (passes/attention.py)
+    assert [s.op for s in pf.eager_steps] == ["attention"] and [s.op for s in pb.eager_steps] == ["attention_grad"]
+
+
+def test_gpt_block_attention_unfused():
+    """The same block with the attention left as ops (the form other devices and dtypes compile): the
+    softmax is the epilogue of the q @ k^T product."""
+    gp = M.gpt_params(32)
+    pf, pb = check_train_step(M.gpt_loss, [torch.randn(2, 8, 32)] + list(gp.values()),
+                              options={"fuse_attention": False})
     assert externs(pf) == 6 and fused(pf) <= 12 and not fallbacks(pf)
     assert externs(pb) <= 12 and fused(pb) <= 10 and not fallbacks(pb)
-    # attention: the softmax is the epilogue of the q @ k^T matmul
     assert any("max_sub_exp_sum" in s.name for s in pf.externs)
 
 

@@ -1,5 +1,5 @@
-"""scaled_dot_product_attention and multi_head_attention_forward (the math path: two batched
-matmuls around a softmax, which the compiler fuses)."""
+"""scaled_dot_product_attention and multi_head_attention_forward: the fused `attention` op where it applies
+(ember/runtime/attention.py), else the math path (two batched matmuls around a softmax)."""
 from __future__ import annotations
 
 import math
@@ -32,6 +32,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         rep = query.shape[-3] // key.shape[-3]
         key = S.repeat_interleave(key, rep, dim=-3)
         value = S.repeat_interleave(value, rep, dim=-3)
+    fused = _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale_factor)
+    if fused is not None:
+        return fused
     scores = LA.matmul(M.mul(query, scale_factor), S.transpose(key, -2, -1))
     if is_causal:
         if attn_mask is not None:
@@ -47,6 +50,24 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if dropout_p > 0.0:
         attn = dropout(attn, dropout_p, training=True)
     return LA.matmul(attn, value)
+
+
+def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale):
+    """The fused `attention` op (one kernel forward, one backward: ember/runtime/attention.py) for what it
+    takes -- CPU tensors of one float dtype, equal batch dims, no dropout, a bool mask or none -- else None."""
+    if (dropout_p > 0.0 or query.device.type != "cpu" or not query.dtype.is_floating_point
+            or not query.dtype is key.dtype is value.dtype or query.ndim < 2
+            or not query.ndim == key.ndim == value.ndim or tuple(query.shape[:-2]) != tuple(key.shape[:-2])
+            or tuple(query.shape[:-2]) != tuple(value.shape[:-2]) or key.shape[-1] != query.shape[-1]
+            or (attn_mask is not None and (attn_mask.dtype is not dt.bool_ or is_causal))):
+        return None
+    if is_causal:
+        masked = const(np.triu(np.ones((L, S_), dtype=bool), 1), query)
+    elif attn_mask is not None:
+        masked = M.logical_not(attn_mask)
+    else:
+        masked = const(np.zeros((1, 1), dtype=bool), query)
+    return P("attention", query, key, value, masked, scale=float(scale))
 
 
 def _merge_masks(attn_mask, key_padding_mask, N, H, L, S_, dtype):

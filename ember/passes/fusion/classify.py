@@ -45,6 +45,8 @@ _EAGER_REASONS = {
     "scatter_add": "scatter_add accumulates through an index (no atomic stores in the kernel IR)",
     "index_add": "index_add accumulates through an index (no atomic stores in the kernel IR)",
     "fold": "fold (the adjoint of windows) sums overlapping windows: not a gather",
+    "attention": "attention runs as one fused kernel of its own (ember/runtime/attention.py)",
+    "attention_grad": "attention's gradient runs as one fused kernel of its own (ember/runtime/attention.py)",
 }
 
 

@@ -1,0 +1,148 @@
+"""Attention written out as ops, found in a forward graph and replaced by one `attention` node.
+
+In: a forward Graph, before its backward graph is built (ember/compiler/compiled.py).  Out: the same
+Graph, each match of
+
+    scores = matmul(q, permute(k, last two dims swapped))      then optionally * c, / c
+    scores = where(masked, -inf, scores)                        optional (masked_fill); or where(keep, scores, -inf)
+    p      = softmax(scores) along the last dim                 max (through stop_gradient), sub, exp, sum, div
+    out    = matmul(p, v)
+
+replaced by `attention(q, k, v, masked, scale=c)` (ember/ir/ops.py), whose gradient is one
+`attention_grad` node; both run the fused kernels of ember/runtime/attention.py.  Written by hand the
+pattern cost six batched products and four kernels a layer with the [L, S] scores, the probabilities and
+their gradients each written to memory and read back.  A match needs every intermediate value used only
+inside the pattern (attention weights a model returns keep the ops), float32 values on the CPU (the
+fused kernels' dtype) and equal batch dims of q, k and v.
+
+    replaced = fuse_attention(graph)     # {the pattern's last matmul: its attention node}
+    run_passes(graph, "attention")       # the same as a registered pass (IR text tests)
+"""
+from __future__ import annotations
+
+import math
+
+from ember.ir import dtypes as dt
+from ember.ir.graph import Graph, Node
+
+from .dce import dce
+from .registry import register_pass
+
+__all__ = ["fuse_attention", "attention_pass"]
+
+
+@register_pass("attention")
+def attention_pass(g: Graph) -> bool:
+    """Attention written out as ops -> one attention node (the compile driver runs it on forward graphs)."""
+    return bool(fuse_attention(g))
+
+
+def fuse_attention(g: Graph) -> dict:
+    found = {}
+    for n in g.nodes():
+        if n.op == "matmul" and n in g:
+            m = _match(g, n)
+            if m is not None:
+                q, k, v, masked, negate, scale = m
+                if negate:
+                    masked = g.add("logical_not", [masked], device=masked.device)
+                if masked is None:
+                    masked = g.add("full", [], {"shape": (), "value": False, "dtype": dt.bool_}, device=n.device)
+                node = g.add("attention", [q, k, v, masked], {"scale": scale}, device=n.device, meta=dict(n.meta))
+                g.replace_all_uses(n, node)
+                found[n] = node
+    if found:
+        dce(g)
+    return found
+
+
+def _match(g: Graph, out: Node):
+    """(q, k, v, mask node or None, whether the mask keeps rather than masks, scale) when `out` ends an
+    attention pattern, else None."""
+    p, v = out.inputs
+    if p.dtype is not dt.float32 or out.device != "cpu" or len(p.shape) < 2:
+        return None
+    last = len(p.shape) - 1
+    inner: list[Node] = [p]
+    if p.op != "div":
+        return None
+    e, s = p.inputs
+    if s.op != "sum" or s.inputs[0] is not e or not _last_dim(s, last) or e.op != "exp":
+        return None
+    d = e.inputs[0]
+    if d.op != "sub":
+        return None
+    w, mx = d.inputs
+    if mx.op != "max" or not _last_dim(mx, last):
+        return None
+    src = mx.inputs[0]
+    if src.op == "stop_gradient":
+        inner.append(src)
+        src = src.inputs[0]
+    if src is not w:
+        return None
+    inner += [s, e, d, mx]
+    masked, negate, sc = None, False, w
+    if w.op == "where":
+        cond, x, y = w.inputs
+        if _is_const(x, -math.inf):
+            masked, sc = cond, y
+        elif _is_const(y, -math.inf):
+            masked, negate, sc = cond, True, x
+        else:
+            return None
+        if masked.dtype is not dt.bool_ or tuple(sc.shape) != tuple(w.shape):
+            return None
+        inner.append(w)
+    scale, mm = 1.0, sc
+    if sc.op == "mul":
+        a, b = sc.inputs
+        if _scalar(b) is not None:
+            scale, mm = _scalar(b), a
+        elif _scalar(a) is not None:
+            scale, mm = _scalar(a), b
+        else:
+            return None
+        inner.append(sc)
+    elif sc.op == "div":
+        c = _scalar(sc.inputs[1])
+        if not c:
+            return None
+        scale, mm = 1.0 / c, sc.inputs[0]
+        inner.append(sc)
+    if mm.op != "matmul":
+        return None
+    q, kt = mm.inputs
+    inner.append(mm)
+    if kt.op != "permute" or tuple(kt.attrs["dims"]) != tuple(range(last - 1)) + (last, last - 1):
+        return None
+    k = kt.inputs[0]
+    if (tuple(q.shape[:-2]) != tuple(k.shape[:-2]) or tuple(q.shape[:-2]) != tuple(v.shape[:-2])
+            or q.dtype is not dt.float32 or k.dtype is not dt.float32 or v.dtype is not dt.float32):
+        return None
+    outputs = set(g.outputs) | {val for _, val in g.mutations}
+    members = set(inner) | {out}
+    for x in inner:
+        if x in outputs or any(u not in members for u in g.users(x)):
+            return None
+    return q, k, v, masked, negate, scale
+
+
+def _last_dim(n: Node, last: int) -> bool:
+    dims = n.attrs.get("dims")
+    return bool(n.attrs.get("keepdim")) and dims is not None and [d % (last + 1) for d in dims] == [last]
+
+
+def _scalar(n: Node):
+    """The value of a scalar constant (full, maybe expanded or reshaped), else None."""
+    while n.op in ("expand", "reshape") and n.inputs:
+        n = n.inputs[0]
+    if n.op == "full" and math.prod(n.attrs["shape"]) == 1:
+        v = n.attrs["value"]
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return None
+
+
+def _is_const(n: Node, value: float) -> bool:
+    c = _scalar(n)
+    return c is not None and c == value

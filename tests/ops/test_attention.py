@@ -1,0 +1,185 @@
+"""The fused attention op (ember/ir/ops.py `attention`, kernels in ember/runtime/attention.py): forward and
+gradients against PyTorch's unfused attention (random shapes, strides, masks: hypothesis), the generated
+kernels against float64, and the compiled path (the pattern rewritten by ember/passes/attention.py)
+against eager mode."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import ember as E
+import ember.nn.functional as F
+from ember.frontend.dispatch import apply as P
+from ember.runtime import attention as kernels
+
+torch = pytest.importorskip("torch")
+
+
+def _torch_attention(q, k, v, masked, scale):
+    s = (q @ k.transpose(-1, -2)) * scale
+    s = s.masked_fill(masked, float("-inf"))
+    return torch.softmax(s, -1) @ v
+
+
+def _float64_attention(q, k, v, masked, scale):
+    s = np.matmul(q.astype(np.float64), np.swapaxes(k, -1, -2).astype(np.float64)) * scale
+    s = np.where(masked, -np.inf, s)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    go = np.ones(q.shape[:-1] + (v.shape[-1],))
+    dp = go @ np.swapaxes(v, -1, -2)
+    ds = p * (dp - (p * dp).sum(-1, keepdims=True)) * scale
+    return p @ v, (ds @ k, np.swapaxes(ds, -1, -2) @ q, np.swapaxes(p, -1, -2) @ go)
+
+
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 70), st.integers(1, 70),
+                   st.integers(1, 40), st.integers(1, 40))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes, st.sampled_from(["none", "causal", "random", "row"]), st.booleans(), st.integers(0, 2**31 - 1))
+@example((16, 4, 64, 64, 32, 32), "causal", True, 0)       # the GPT benchmark's layer
+@example((1, 1, 33, 17, 16, 48), "causal", False, 1)        # more queries than keys, wide values
+def test_attention_matches_torch(shape, mask_kind, strided, seed):
+    B, H, L, S, D, Dv = shape
+    rng = np.random.default_rng(seed)
+    if strided:     # q, k, v as views of one projection, [B, L, 3, H, D] (rows 3 * H * D apart), as a GPT has them
+        Dv = D
+        L = S
+        qkv = rng.standard_normal((B, L, 3, H, D), np.float32)
+        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    else:
+        q = rng.standard_normal((B, H, L, D), np.float32)
+        k = rng.standard_normal((B, H, S, D), np.float32)
+        v = rng.standard_normal((B, H, S, Dv), np.float32)
+    masked = {"none": np.zeros((1, 1), bool), "causal": np.triu(np.ones((L, S), bool), 1)[None, None],
+              "random": rng.random((B, 1, L, S)) < 0.3, "row": rng.random((1, H, 1, S)) < 0.5}[mask_kind]
+    scale = 1 / math.sqrt(D)
+    tq, tk, tv = (torch.tensor(np.ascontiguousarray(a), requires_grad=True) for a in (q, k, v))
+    want = _torch_attention(tq, tk, tv, torch.tensor(masked), scale)
+    go = rng.standard_normal(want.shape).astype(np.float32)
+    want.backward(torch.tensor(go))
+    eq, ek, ev = (E.tensor(a, requires_grad=True) for a in (q, k, v))
+    got = P("attention", eq, ek, ev, E.tensor(masked), scale=scale)
+    got.backward(E.tensor(go))
+    # fully masked rows are NaN in both (softmax of all -inf), gradients too
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for e, t in ((eq, tq), (ek, tk), (ev, tv)):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_generated_kernels_against_float64():
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 3, 45, 24), np.float32) for _ in range(3))
+    masked = np.triu(np.ones((45, 45), bool), 1)[None, None]
+    o = kernels.forward(q, k, v, masked, 0.2)
+    joined = kernels.backward(q, k, v, masked, np.ones_like(q), 0.2)
+    assert o is not None and joined is not None, "the generated kernels did not take float32 arrays"
+    want_o, want_g = _float64_attention(q, k, v, masked, 0.2)
+    np.testing.assert_allclose(o, want_o, rtol=1e-5, atol=2e-6)
+    got_g = np.split(joined, 3)
+    for g, w in zip(got_g, want_g):
+        np.testing.assert_allclose(g.reshape(w.shape), w, rtol=1e-4, atol=1e-5)
+
+
+def test_fully_masked_row_is_nan_like_softmax():
+    q, k, v = (E.randn(1, 1, 4, 8) for _ in range(3))
+    masked = E.tensor(np.array([[False] * 4, [True] * 4, [False, True, True, True], [False] * 4]))
+    out = P("attention", q, k, v, masked, scale=0.5).numpy()
+    assert np.isnan(out[0, 0, 1]).all() and np.isfinite(out[0, 0, [0, 2, 3]]).all()
+    np.testing.assert_allclose(out[0, 0, 2], v.numpy()[0, 0, 0], rtol=1e-6)
+
+
+def test_other_dtypes_take_the_reference():
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 5, 3)) for _ in range(3))
+    masked = np.triu(np.ones((5, 5), bool), 1)
+    got = P("attention", *(E.tensor(a) for a in (q, k, v)), E.tensor(masked), scale=0.7).numpy()
+    want = _torch_attention(*(torch.tensor(a) for a in (q, k, v)), torch.tensor(masked), 0.7).numpy()
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_inputs_name_the_op():
+    from ember.ir import dtypes as dt
+    from ember.ir.ops import TType, infer
+    f32 = TType((2, 4, 8), dt.float32)
+    with pytest.raises(RuntimeError, match="attention.*bool"):      # (the schema: eager checks it on failure)
+        infer("attention", [f32, f32, f32, TType((4, 4), dt.float32)], {"scale": 1.0})
+    q = E.randn(2, 4, 8)
+    with pytest.raises(RuntimeError, match="attention.*key must be"):
+        P("attention", q, E.randn(2, 4, 5), q, E.zeros(4, 4, dtype=E.bool), scale=1.0)
+
+
+class _Causal(E.nn.Module):
+    """Attention as people write it (nanoGPT's slow path): masked_fill on a registered tril buffer."""
+
+    def __init__(self, d=32, heads=4, block=16):
+        super().__init__()
+        self.qkv, self.heads = E.nn.Linear(d, 3 * d), heads
+        self.register_buffer("mask", E.tril(E.ones(block, block)).view(1, 1, block, block))
+
+    def forward(self, x):
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, L, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // self.heads))
+        att = att.masked_fill(self.mask[:, :, :L, :L] == 0, float("-inf"))
+        y = F.softmax(att, dim=-1) @ v
+        return y.transpose(1, 2).contiguous().view(B, L, C)
+
+
+def test_compiled_attention_is_fused_and_matches_eager():
+    E.manual_seed(0)
+    m = _Causal()
+    x = E.randn(3, 16, 32)
+    want = m(x)
+    want.square().sum().backward()
+    want_g = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    cm = E.compile(m)
+    got = cm(x)
+    got.square().sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for p, g in zip(m.parameters(), want_g):
+        np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5)
+    report = E.explain(m, x)
+    assert "attention×1" in str(report) and report.graph_break_count == 0
+    assert "F001" not in str(report)        # the fused kernels are library steps, not fallbacks
+
+
+def test_attention_weights_the_model_returns_keep_the_unfused_ops():
+    def f(q, k, v):
+        p = F.softmax(q @ k.transpose(-2, -1), dim=-1)
+        return p @ v, p
+    q, k, v = (E.randn(2, 6, 4) for _ in range(3))
+    report = str(E.explain(f, q, k, v))
+    assert "attention" not in report.split("guards")[0].split("ops:")[1].split("\n")[0]
+    out, p = E.compile(f)(q, k, v)
+    want, wp = f(q, k, v)
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["none", "causal", "bool", "float"])
+def test_scaled_dot_product_attention_matches_torch(kind):
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((2, 3, 10, 8), np.float32) for _ in range(3))
+    keep = rng.random((10, 10)) < 0.7
+    keep[:, 0] = True
+    kw = {"none": {}, "causal": {"is_causal": True}, "bool": {"attn_mask": keep},
+          "float": {"attn_mask": rng.standard_normal((10, 10)).astype(np.float32)}}[kind]
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    want = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk, tv, **{n: torch.tensor(a) if isinstance(a, np.ndarray) else a for n, a in kw.items()})
+    want.sum().backward()
+    eq, ek, ev = (E.tensor(a, requires_grad=True) for a in (q, k, v))
+    got = F.scaled_dot_product_attention(eq, ek, ev, **{n: E.tensor(a) if isinstance(a, np.ndarray) else a
+                                                       for n, a in kw.items()})
+    got.sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for e, t in ((eq, tq), (ek, tk), (ev, tv)):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-5)
+    uses_op = got.grad_fn is not None and "attention" in got.grad_fn.name().lower()
+    assert uses_op == (kind != "float"), got.grad_fn.name()
