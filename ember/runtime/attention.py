@@ -33,7 +33,8 @@ _F32 = np.dtype(np.float32)
 POOL_KEEP = 4             # results of one shape kept for reuse
 _lock = threading.Lock()
 _state: dict = {}
-_pool: dict = {}          # shape -> result arrays (`_fresh`)
+_pool = threading.local()  # per thread (a check-then-reuse of a shared one could hand one array to two threads):
+                           # shape -> result arrays (`_fresh`)
 
 
 class _Kernels:
@@ -132,7 +133,8 @@ def _plan(q, k, v, masked):
 def _fresh(shape: tuple) -> np.ndarray:
     """A float32 array for a result, recycled once nobody else holds it (as the executor's OutputPool does):
     a new one each call page-faults its MBs in, which cost more than the kernel inside a training step."""
-    arrays = _pool.setdefault(shape, [])
+    pool = _pool.__dict__.setdefault("arrays", {})
+    arrays = pool.setdefault(shape, [])
     for a in arrays:
         if sys.getrefcount(a) <= 3:        # the list, the loop variable, getrefcount's argument
             return a
