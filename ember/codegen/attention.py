@@ -33,7 +33,7 @@ import struct
 
 from .gemm_f32 import OuterTile, _emit_claiming, _emit_outer
 from .llvm.math import _EXP_F32, _P
-from .llvm_text import Fn, mask16, splat_f32
+from .llvm_text import ATTRIBUTES, Fn, mask16, module_head, splat_f32
 
 __all__ = ["emit_module", "QB", "TILES", "scratch_floats", "ST_WORDS"]
 
@@ -403,9 +403,7 @@ def _emit_bwd() -> str:
 
 
 def emit_module(triple: str = "", data_layout: str = "") -> str:
-    head = [f'target triple = "{triple}"'] if triple else []
-    if data_layout:
-        head.append(f'target datalayout = "{data_layout}"')
+    head = module_head(triple, data_layout)
     decls = [f"declare {_V} @llvm.fma.v16f32({_V}, {_V}, {_V})",
              f"declare {_V} @llvm.masked.load.v16f32.p0(ptr, i32, {_M}, {_V})",
              f"declare void @llvm.masked.store.v16f32.p0({_V}, ptr, i32, {_M})",
@@ -419,5 +417,5 @@ def emit_module(triple: str = "", data_layout: str = "") -> str:
     parts = head + decls + [_emit_outer(t) for t in TILES]
     kernels = [_emit_fwd(), _emit_bwd()]
     parts += kernels + [_emit_claiming(k, "u0", "u1") for k in kernels]
-    parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
+    parts.append(ATTRIBUTES)
     return "\n\n".join(parts) + "\n"

@@ -85,7 +85,7 @@ from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
 from .llvm_text import IOTA16 as _IOTA16
-from .llvm_text import Tile
+from .llvm_text import ATTRIBUTES, Tile, module_head
 from .llvm_text import claims as _claims
 from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
@@ -1207,11 +1207,7 @@ def _emit_convert(to_bf16: bool) -> str:
 def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str:
     """The module text (see the module docstring)."""
     cfg.check()
-    head = []
-    if triple:
-        head.append(f'target triple = "{triple}"')
-    if data_layout:
-        head.append(f'target datalayout = "{data_layout}"')
+    head = module_head(triple, data_layout)
     decls = ([f"declare {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F}, <32 x bfloat>, <32 x bfloat>)",
               f"declare <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F})"]
              if cfg.dpbf16 else [f"declare {_V16F} @llvm.fma.v16f32({_V16F}, {_V16F}, {_V16F})"])
@@ -1230,6 +1226,6 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
     for t in cfg.direct_b_tiles:
         parts += [_emit_block(cfg, t, b_rows=True), _emit_cols_b(cfg, t), _emit_entry(t, colsb=True)]
     parts.append(_emit_dot(cfg))
-    parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
+    parts.append(ATTRIBUTES)
     parts.append('attributes #1 = { nounwind noinline "prefer-vector-width"="512" }')
     return "\n\n".join(parts) + "\n"

@@ -56,7 +56,7 @@ import re
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import IOTA16, Tile, claims, splat_f32, splat_i64
+from .llvm_text import ATTRIBUTES, IOTA16, Tile, claims, module_head, splat_f32, splat_i64
 from .llvm_text import mask16 as _mask
 from .llvm_text import transpose16 as _transpose16
 
@@ -544,9 +544,7 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
 
 
 def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: str = "", data_layout: str = "") -> str:
-    head = [f'target triple = "{triple}"'] if triple else []
-    if data_layout:
-        head.append(f'target datalayout = "{data_layout}"')
+    head = module_head(triple, data_layout)
     decls = [f"declare {_V} @llvm.fma.v16f32({_V}, {_V}, {_V})",
              f"declare {_V} @llvm.masked.load.v16f32.p0(ptr, i32, {_M}, {_V})",
              f"declare void @llvm.masked.store.v16f32.p0({_V}, ptr, i32, {_M})",
@@ -564,5 +562,5 @@ def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: s
               "sgemm_dot_": ("n0", "n1"), "sgemm_dotg_": ("n0", "n1"), "sgemm_packed_": ("m0", "m1"),
               "sgemm_packedc_": ("p0", "p1"), "sgemm_batch_": ("i0", "i1")}
     parts += [_emit_claiming(p, *r) for p in list(parts) for pre, r in ranges.items() if f"define void @{pre}" in p]
-    parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
+    parts.append(ATTRIBUTES)
     return "\n\n".join(parts) + "\n"

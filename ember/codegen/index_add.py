@@ -15,7 +15,7 @@ the order of idx, as PyTorch's CPU kernel does, so repeated indices sum in that 
 """
 from __future__ import annotations
 
-from .llvm_text import Fn
+from .llvm_text import ATTRIBUTES, Fn, module_head
 
 __all__ = ["emit_module", "FUNCTIONS"]
 
@@ -56,9 +56,7 @@ def _emit(name: str, ty: str) -> str:
 
 
 def emit_module(triple: str = "", data_layout: str = "") -> str:
-    head = [f'target triple = "{triple}"'] if triple else []
-    if data_layout:
-        head.append(f'target datalayout = "{data_layout}"')
+    head = module_head(triple, data_layout)
     parts = head + [_emit(name, ty) for name, ty in FUNCTIONS.values()]
-    parts.append('attributes #0 = { nounwind "prefer-vector-width"="512" }')
+    parts.append(ATTRIBUTES)
     return "\n\n".join(parts) + "\n"

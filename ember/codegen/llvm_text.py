@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "claims", "mask16", "transpose16", "splat_f32", "splat_i32",
-           "splat_i64"]
+           "splat_i64", "module_head", "ATTRIBUTES"]
 
 V16F, V16I = "<16 x float>", "<16 x i32>"
 IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"     # lane numbers 0..15
@@ -162,3 +162,15 @@ def splat_i64(f: Fn, scalar: str) -> str:
     """<16 x i64> of one i64 value (element offsets of a gather's lanes)."""
     v = f.tmp(f"insertelement <16 x i64> poison, i64 {scalar}, i64 0")
     return f.tmp(f"shufflevector <16 x i64> {v}, <16 x i64> poison, {V16I} zeroinitializer")
+
+
+# the attribute group every hand-written function carries (#0)
+ATTRIBUTES = 'attributes #0 = { nounwind "prefer-vector-width"="512" }'
+
+
+def module_head(triple: str = "", data_layout: str = "") -> list[str]:
+    """A module's target lines (none given: LLVM's defaults)."""
+    head = [f'target triple = "{triple}"'] if triple else []
+    if data_layout:
+        head.append(f'target datalayout = "{data_layout}"')
+    return head
