@@ -267,14 +267,15 @@ def _row_extent(f: Fn, mrow: str, S: str) -> str:
 
 
 def _tile_extent(f: Fn, mrow0: str, sml: str, rows: str, S: str) -> str:
-    """The columns a tile of `rows` query rows needs: the largest row extent (all S without a mask), at least 1
-    (a row with every score masked then still gets its NaNs, as softmax gives them)."""
+    """The columns a tile of `rows` query rows needs: the largest row extent (all S without a mask).  A row with
+    every score masked counts as all S: softmax makes it NaN, and its NaNs reach every key's dV, as unfused."""
     out = f.alloca("i64", "text")
     f.emit(f"store i64 {S}, ptr {out}")
     close_m = f.if_(f.tmp(f"icmp ne ptr {mrow0}, null"), "masked")
     f.emit(f"store i64 1, ptr {out}")
     r, close_r = f.loop("0", rows, "1", "xr")
     e = _row_extent(f, _gep(f, "i8", mrow0, _mul(f, r, sml)), S)
+    e = f.tmp(f"select i1 {f.tmp(f'icmp eq i64 {e}, 0')}, i64 {S}, i64 {e}")   # every score masked: all S
     old = f.tmp(f"load i64, ptr {out}")
     f.emit(f"store i64 {f.tmp(f'call i64 @llvm.smax.i64(i64 {old}, i64 {e})')}, ptr {out}")
     close_r()

@@ -429,7 +429,7 @@ def select(x, dim, index):
 def split(x, split_size_or_sections, dim=0):
     d = norm_dim(dim, x.ndim, "split")
     n = x.shape[d]
-    if isinstance(split_size_or_sections, int):
+    if isinstance(split_size_or_sections, (int, SymInt)):     # (a traced size: x.shape[-1] under dynamic=True)
         s = split_size_or_sections
         if s <= 0 and n > 0:
             raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of {n}")

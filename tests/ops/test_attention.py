@@ -42,6 +42,7 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 70), st.
 @given(shapes, st.sampled_from(["none", "causal", "random", "row"]), st.booleans(), st.integers(0, 2**31 - 1))
 @example((16, 4, 64, 64, 32, 32), "causal", True, 0)       # the GPT benchmark's layer
 @example((1, 1, 33, 17, 16, 48), "causal", False, 1)        # more queries than keys, wide values
+@example((1, 1, 1, 3, 1, 1), "row", True, 1)                # every row fully masked: NaNs reach every key's dV
 def test_attention_matches_torch(shape, mask_kind, strided, seed):
     B, H, L, S, D, Dv = shape
     rng = np.random.default_rng(seed)
@@ -183,3 +184,23 @@ def test_scaled_dot_product_attention_matches_torch(kind):
         np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-5)
     uses_op = got.grad_fn is not None and "attention" in got.grad_fn.name().lower()
     assert uses_op == (kind != "float"), got.grad_fn.name()
+
+
+def test_dynamic_lengths_compile_once_and_match_eager():
+    """dynamic=True: one program for every sequence length (split by a traced size included)."""
+    E.manual_seed(1)
+    m = _Causal(block=32)
+    cm = E.compile(m, dynamic=True)
+    for L in (8, 13, 20):
+        x = E.randn(2, L, 32)
+        want = m(x)
+        want.sum().backward()
+        want_g = [p.grad.clone() for p in m.parameters()]
+        m.zero_grad()
+        got = cm(x)
+        got.sum().backward()
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+        for p, g in zip(m.parameters(), want_g):
+            np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5)
+        m.zero_grad()
+    assert cm._compiled.stats["compiles"] == 1 and cm._compiled.stats["breaks"] == 0
