@@ -5,16 +5,17 @@ process.  One call runs attention units [u0, u1) (a unit: one (batch, head) pair
 from a shared counter, as every parallel kernel does (codegen/llvm_text.claims).
 
     void attn_fwd(ptr q, ptr k, ptr v, ptr masked, ptr o, ptr st, i64 L, i64 S, i64 D, i64 Dv, i64 H,
-                  float scale, i64 u0, i64 u1, ptr scratch)
+                  float scale, float fill, i64 u0, i64 u1, ptr scratch)
     void attn_bwd(ptr q, ptr k, ptr v, ptr masked, ptr go, ptr dq, ptr dk, ptr dv, ptr st, i64 L, i64 S,
-                  i64 D, i64 Dv, i64 H, float scale, i64 u0, i64 u1, ptr scratch)
+                  i64 D, i64 Dv, i64 H, float scale, float fill, i64 u0, i64 u1, ptr scratch)
 
 q [B, H, L, D], k [B, H, S, D], v [B, H, S, Dv], o and go [B, H, L, Dv]: rows read through the strides in `st`
 (i64, in elements: q's batch, head and row strides, then k's, v's, masked's (bytes), o's or go's), each
 row contiguous.  `masked` (i8, null for none) is True where a score is -inf before the softmax.  dq, dk, dv
 are written contiguous, [B * H, L, D] / [B * H, S, D] / [B * H, S, Dv].  Per unit, in query blocks of QB rows:
 
-    forward   Sc = (Q K^T) * scale, masked -> -inf;  P = softmax(Sc) by rows;  O = P V
+    forward   Sc = (Q K^T) * scale, masked -> fill (-inf, or the finite value a masked_fill used);
+              P = softmax(Sc) by rows;  O = P V
     backward  P again;  dV += P^T dO;  dP = dO V^T;  dS = P * (dP - rowsum(P * dP)) * scale;
               dQ = dS K;  dK += dS^T Q
 
@@ -148,10 +149,12 @@ def _masked_lanes(f: Fn, has_mask: str, mrow: str, j: str, lanes: str, valid: st
     return f.tmp(f"icmp ne <16 x i8> {mb}, zeroinitializer")
 
 
-def _softmax_rows(f: Fn, sbuf: str, sp: str, rows: str, S: str, mrow0: str, sml: str, scale: str) -> None:
+def _softmax_rows(f: Fn, sbuf: str, sp: str, rows: str, S: str, mrow0: str, sml: str, scale: str,
+                  fill: str) -> None:
     """Rows [0, rows) of sbuf (row stride sp, S scores each) -> probabilities, in place: scaled, masked
-    (mrow0: row 0's mask bytes, null for none; sml: the mask's row stride), max, exp(x - max), sum, divide."""
-    ninf, sc = splat_f32(f, _NEG_INF), splat_f32(f, scale)
+    (mrow0: row 0's mask bytes, null for none; sml: the mask's row stride; masked scores become `fill`), max,
+    exp(x - max), sum, divide."""
+    ninf, sc, fv = splat_f32(f, _NEG_INF), splat_f32(f, scale), splat_f32(f, fill)
     has_mask = f.tmp(f"icmp ne ptr {mrow0}, null")
     r, close_r = f.loop("0", rows, "1", "sr")
     row = _gep(f, "float", sbuf, _mul(f, r, sp))
@@ -162,7 +165,7 @@ def _softmax_rows(f: Fn, sbuf: str, sp: str, rows: str, S: str, mrow0: str, sml:
     j, lanes, close_j = _blocks(f, S, "sj")
     pj = _gep(f, "float", row, j)
     w = f.tmp(f"fmul {_V} {_vload(f, pj, lanes, ninf)}, {sc}")
-    w = f.tmp(f"select {_M} {_masked_lanes(f, has_mask, mrow, j, lanes, pj)}, {_V} {ninf}, {_V} {w}")
+    w = f.tmp(f"select {_M} {_masked_lanes(f, has_mask, mrow, j, lanes, pj)}, {_V} {fv}, {_V} {w}")
     w = f.tmp(f"select {_M} {lanes}, {_V} {w}, {_V} {ninf}")
     _vstore(f, w, pj, lanes)
     _accumulate(f, mx, f"call {_V} @llvm.maximum.v16f32({_V} {{old}}, {_V} {{v}})", w)
@@ -266,12 +269,13 @@ def _row_extent(f: Fn, mrow: str, S: str) -> str:
     return f.tmp(f"load i64, ptr {ext}")
 
 
-def _tile_extent(f: Fn, mrow0: str, sml: str, rows: str, S: str) -> str:
+def _tile_extent(f: Fn, mrow0: str, sml: str, rows: str, S: str, skip: str) -> str:
     """The columns a tile of `rows` query rows needs: the largest row extent (all S without a mask).  A row with
-    every score masked counts as all S: softmax makes it NaN, and its NaNs reach every key's dV, as unfused."""
+    every score masked counts as all S: softmax makes it NaN, and its NaNs reach every key's dV, as unfused.
+    skip false (a finite fill: masked scores still weigh in): all S."""
     out = f.alloca("i64", "text")
     f.emit(f"store i64 {S}, ptr {out}")
-    close_m = f.if_(f.tmp(f"icmp ne ptr {mrow0}, null"), "masked")
+    close_m = f.if_(f.tmp(f"and i1 {skip}, {f.tmp(f'icmp ne ptr {mrow0}, null')}"), "masked")
     f.emit(f"store i64 1, ptr {out}")
     r, close_r = f.loop("0", rows, "1", "xr")
     e = _row_extent(f, _gep(f, "i8", mrow0, _mul(f, r, sml)), S)
@@ -298,13 +302,14 @@ def _emit_fwd() -> str:
     """Per unit: K^T into scratch; then per tile of MR query rows, only the columns its rows can see
     (`_tile_extent`: half the work of a causal mask): scores, softmax, P V."""
     f = Fn("define void @attn_fwd(ptr noalias %q, ptr noalias %k, ptr noalias %v, ptr noalias %masked, "
-           "ptr noalias %o, ptr noalias %st, i64 %L, i64 %S, i64 %D, i64 %Dv, i64 %H, float %scale, i64 %u0, "
-           "i64 %u1, ptr noalias %scratch) #0")
+           "ptr noalias %o, ptr noalias %st, i64 %L, i64 %S, i64 %D, i64 %Dv, i64 %H, float %scale, float %fill, "
+           "i64 %u0, i64 %u1, ptr noalias %scratch) #0")
     sp = f.tmp("and i64 " + f.tmp("add i64 %S, 15") + ", -16")
     kt = "%scratch"
     sbuf = _gep(f, "float", kt, _mul(f, "%D", sp))
     sql, skl, svl, sml, sol = (_stride(f, i) for i in (2, 5, 8, 11, 14))
     has_mask = f.tmp("icmp ne ptr %masked, null")
+    skip = f.tmp(f"fcmp oeq float %fill, {_NEG_INF}")     # masked keys weigh nothing only behind -inf
     u, close_u = f.loop("%u0", "%u1", "1", "u")
     base = _unit_bases(f, u, (("q", "float", 0), ("k", "float", 3), ("v", "float", 6), ("masked", "i8", 9),
                               ("o", "float", 12)))
@@ -313,9 +318,9 @@ def _emit_fwd() -> str:
     r0, close_r = f.loop("0", "%L", str(MR), "qt")
     rows = f.tmp(f"call i64 @llvm.smin.i64(i64 {MR}, i64 {f.tmp(f'sub i64 %L, {r0}')})")
     mrow = f.tmp(f"select i1 {has_mask}, ptr {_gep(f, 'i8', mbase, _mul(f, r0, sml))}, ptr null")
-    ext = _tile_extent(f, mrow, sml, rows, "%S")
+    ext = _tile_extent(f, mrow, sml, rows, "%S", skip)
     _product(f, _gep(f, "float", base["q"], _mul(f, r0, sql)), sql, "1", kt, sp, sbuf, sp, rows, ext, "%D", "0")
-    _softmax_rows(f, sbuf, sp, rows, ext, mrow, sml, "%scale")
+    _softmax_rows(f, sbuf, sp, rows, ext, mrow, sml, "%scale", "%fill")
     _product(f, sbuf, sp, "1", base["v"], svl, _gep(f, "float", base["o"], _mul(f, r0, sol)), sol, rows, "%Dv",
              ext, "0")
     close_r()
@@ -329,7 +334,7 @@ def _emit_bwd() -> str:
     and dK += dS^T Q over the query rows that see those keys (from the first row whose extent passes them)."""
     f = Fn("define void @attn_bwd(ptr noalias %q, ptr noalias %k, ptr noalias %v, ptr noalias %masked, "
            "ptr noalias %go, ptr noalias %dq, ptr noalias %dk, ptr noalias %dv, ptr noalias %st, i64 %L, i64 %S, "
-           "i64 %D, i64 %Dv, i64 %H, float %scale, i64 %u0, i64 %u1, ptr noalias %scratch) #0")
+           "i64 %D, i64 %Dv, i64 %H, float %scale, float %fill, i64 %u0, i64 %u1, ptr noalias %scratch) #0")
     sp = f.tmp("and i64 " + f.tmp("add i64 %S, 15") + ", -16")
     kt = "%scratch"
     vt = _gep(f, "float", kt, _mul(f, "%D", sp))
@@ -339,6 +344,7 @@ def _emit_bwd() -> str:
     emax = f.alloca("i64", "emax")
     sql, skl, svl, sml, sdl = (_stride(f, i) for i in (2, 5, 8, 11, 14))
     has_mask = f.tmp("icmp ne ptr %masked, null")
+    skip = f.tmp(f"fcmp oeq float %fill, {_NEG_INF}")     # masked keys weigh nothing only behind -inf
     u, close_u = f.loop("%u0", "%u1", "1", "u")
     base = _unit_bases(f, u, (("q", "float", 0), ("k", "float", 3), ("v", "float", 6), ("masked", "i8", 9),
                               ("go", "float", 12)))
@@ -357,7 +363,7 @@ def _emit_bwd() -> str:
     tr = f.tmp(f"call i64 @llvm.smin.i64(i64 {MR}, i64 {f.tmp(f'sub i64 {rows}, {r0}')})")
     qi = f.tmp(f"add i64 {i0}, {r0}")
     mrow = f.tmp(f"select i1 {has_mask}, ptr {_gep(f, 'i8', mbase, _mul(f, qi, sml))}, ptr null")
-    ext = _tile_extent(f, mrow, sml, tr, "%S")
+    ext = _tile_extent(f, mrow, sml, tr, "%S", skip)
     r, close_e = f.loop("0", tr, "1", "er")
     f.emit(f"store i64 {ext}, ptr {_gep(f, 'i64', exts, f.tmp(f'add i64 {r0}, {r}'))}")
     close_e()
@@ -365,7 +371,7 @@ def _emit_bwd() -> str:
     f.emit(f"store i64 {f.tmp(f'call i64 @llvm.smax.i64(i64 {ext}, i64 {was})')}, ptr {emax}")
     prow, drow = _gep(f, "float", pbuf, _mul(f, r0, sp)), _gep(f, "float", dbuf, _mul(f, r0, sp))
     _product(f, _gep(f, "float", base["q"], _mul(f, qi, sql)), sql, "1", kt, sp, prow, sp, tr, ext, "%D", "0")
-    _softmax_rows(f, prow, sp, tr, ext, mrow, sml, "%scale")
+    _softmax_rows(f, prow, sp, tr, ext, mrow, sml, "%scale", "%fill")
     _product(f, _gep(f, "float", base["go"], _mul(f, qi, sdl)), sdl, "1", vt, sp, drow, sp, tr, ext, "%Dv",
              "0")                                                                          # dP = dO V^T
     _softmax_grad_rows(f, prow, drow, sp, tr, ext, "%scale", mrow, sml)

@@ -654,9 +654,9 @@ register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
 # ------------------------------------------------------------------------------- attention
-def _attention_vjp(g, o, q, k, v, masked, scale):
+def _attention_vjp(g, o, q, k, v, masked, scale, fill):
     """One attention_grad node computes (dq, dk, dv) joined; each gradient is a slice of it."""
-    joined = P("attention_grad", q, k, v, masked, g, scale=scale)
+    joined = P("attention_grad", q, k, v, masked, g, scale=scale, fill=fill)
     out, at = [], 0
     for t in (q, k, v):
         n = _numel(t.shape)

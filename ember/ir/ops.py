@@ -594,7 +594,8 @@ def _attention_types(op, ins):
 
 
 def _attention(ins, a):
-    """attention(scale): softmax(where(masked, -inf, (q @ k^T) * scale)) @ v, one fused op (rewritten from
+    """attention(scale, fill): softmax(where(masked, fill, (q @ k^T) * scale)) @ v (fill: -inf, or the value a
+    masked_fill wrote), one fused op (rewritten from
     that pattern: ember/passes/attention.py; the unfused ops' order of rounding)."""
     _attention_types("attention", ins)
     q, v = ins[0], ins[2]
@@ -602,7 +603,7 @@ def _attention(ins, a):
 
 
 def _attention_grad(ins, a):
-    """attention_grad(scale): (dq, dk, dv) of attention for the output gradient g, flattened and joined
+    """attention_grad(scale, fill): (dq, dk, dv) of attention for the output gradient g, flattened and joined
     into one vector (a node has one value; the VJP slices it)."""
     _attention_types("attention_grad", ins[:4])
     q, k, v, _, g = ins
@@ -612,19 +613,19 @@ def _attention_grad(ins, a):
     return TType((n,), q.dtype)
 
 
-def _softmax_probs(xp, q, k, v, masked, scale):
+def _softmax_probs(xp, q, k, v, masked, scale, fill):
     s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
-    s = xp.where(masked, q.dtype.type(-np.inf), s)
+    s = xp.where(masked, q.dtype.type(fill), s)
     e = xp.exp(s - s.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _attention_ref(xp, q, k, v, masked, scale):
-    return xp.matmul(_softmax_probs(xp, q, k, v, masked, scale), v)
+def _attention_ref(xp, q, k, v, masked, scale, fill):
+    return xp.matmul(_softmax_probs(xp, q, k, v, masked, scale, fill), v)
 
 
-def _attention_grad_ref(xp, q, k, v, masked, g, scale):
-    p = _softmax_probs(xp, q, k, v, masked, scale)
+def _attention_grad_ref(xp, q, k, v, masked, g, scale, fill):
+    p = _softmax_probs(xp, q, k, v, masked, scale, fill)
     dv = xp.matmul(xp.swapaxes(p, -1, -2), g)
     dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
     ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) * q.dtype.type(scale)
@@ -633,8 +634,9 @@ def _attention_grad_ref(xp, q, k, v, masked, g, scale):
     return xp.concatenate([dq.reshape(-1), dk.reshape(-1), dv.reshape(-1)])
 
 
-_def("attention", "attention", _attention, arity=4, attrs=("scale",), ref=quiet(_attention_ref), cost=EXPENSIVE)
-_def("attention_grad", "attention", _attention_grad, arity=5, attrs=("scale",), differentiable=False,
+_def("attention", "attention", _attention, arity=4, attrs=("scale", "fill"), ref=quiet(_attention_ref),
+     cost=EXPENSIVE)
+_def("attention_grad", "attention", _attention_grad, arity=5, attrs=("scale", "fill"), differentiable=False,
      ref=quiet(_attention_grad_ref), cost=EXPENSIVE)
 
 

@@ -430,13 +430,13 @@ def _matmul(b, c):
 
 
 def _attention(b, c):
-    """softmax(where(masked, -inf, (q @ k^T) * scale)) @ v, as ONNX operators (opset 17 has no fused form)."""
+    """softmax(where(masked, fill, (q @ k^T) * scale)) @ v, as ONNX operators (opset 17 has no fused form)."""
     q, k, v, masked = c.xs
     n = len(c.in_shapes[0])
     kt = b.op("Transpose", [k], perm=list(range(n - 2)) + [n - 1, n - 2])
     d = c.in_dtype(0)
     scores = b.op("Mul", [b.op("MatMul", [q, kt]), b.scalar(float(c.attrs["scale"]), d)])
-    scores = b.op("Where", [masked, b.scalar(float("-inf"), d), scores])
+    scores = b.op("Where", [masked, b.scalar(float(c.attrs["fill"]), d), scores])
     return b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
 
 

@@ -3,12 +3,14 @@
 In: a forward Graph, before its backward graph is built (ember/compiler/compiled.py).  Out: the same
 Graph, each match of
 
-    scores = matmul(q, permute(k, last two dims swapped))      then optionally * c, / c
-    scores = where(masked, -inf, scores)                        optional (masked_fill); or where(keep, scores, -inf)
+    scores = matmul(q, permute(k, last two dims swapped))
+    scores = scores * c, or scores / c                          optional
+    scores = where(masked, fill, scores)                        optional (masked_fill, fill -inf or finite, before or
+                                                                after the scale); or where(keep, scores, fill)
     p      = softmax(scores) along the last dim                 max (through stop_gradient), sub, exp, sum, div
     out    = matmul(p, v)
 
-replaced by `attention(q, k, v, masked, scale=c)` (ember/ir/ops.py), whose gradient is one
+replaced by `attention(q, k, v, masked, scale=c, fill=...)` (ember/ir/ops.py), whose gradient is one
 `attention_grad` node; both run the fused kernels of ember/runtime/attention.py.  Written by hand the
 pattern cost six batched products and four kernels a layer with the [L, S] scores, the probabilities and
 their gradients each written to memory and read back.  A match needs every intermediate value used only
@@ -21,6 +23,8 @@ fused kernels' dtype) and equal batch dims of q, k and v.
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.graph import Graph, Node
@@ -43,12 +47,13 @@ def fuse_attention(g: Graph) -> dict:
         if n.op == "matmul" and n in g:
             m = _match(g, n)
             if m is not None:
-                q, k, v, masked, negate, scale = m
+                q, k, v, masked, negate, scale, fill = m
                 if negate:
                     masked = g.add("logical_not", [masked], device=masked.device)
                 if masked is None:
                     masked = g.add("full", [], {"shape": (), "value": False, "dtype": dt.bool_}, device=n.device)
-                node = g.add("attention", [q, k, v, masked], {"scale": scale}, device=n.device, meta=dict(n.meta))
+                node = g.add("attention", [q, k, v, masked], {"scale": scale, "fill": fill}, device=n.device,
+                             meta=dict(n.meta))
                 g.replace_all_uses(n, node)
                 found[n] = node
     if found:
@@ -57,7 +62,7 @@ def fuse_attention(g: Graph) -> dict:
 
 
 def _match(g: Graph, out: Node):
-    """(q, k, v, mask node or None, whether the mask keeps rather than masks, scale) when `out` ends an
+    """(q, k, v, mask node or None, whether the mask keeps rather than masks, scale, fill) when `out` ends an
     attention pattern, else None."""
     p, v = out.inputs
     if p.dtype is not dt.float32 or out.device != "cpu" or len(p.shape) < 2:
@@ -82,34 +87,37 @@ def _match(g: Graph, out: Node):
     if src is not w:
         return None
     inner += [s, e, d, mx]
-    masked, negate, sc = None, False, w
-    if w.op == "where":
-        cond, x, y = w.inputs
-        if _is_const(x, -math.inf):
-            masked, sc = cond, y
-        elif _is_const(y, -math.inf):
-            masked, negate, sc = cond, True, x
+    # from the softmax's input down to the product: a masked_fill (where with a constant) and a scale (mul or
+    # div by a constant), each optional, in either order
+    masked, negate, fill, scale, x = None, False, -math.inf, 1.0, w
+    for _ in range(2):
+        if x.op == "where" and masked is None:
+            cond, a, b = x.inputs
+            if _scalar(a) is not None and _scalar(b) is None:
+                masked, c, below = cond, _scalar(a), b
+            elif _scalar(b) is not None and _scalar(a) is None:
+                masked, negate, c, below = cond, True, _scalar(b), a
+            else:
+                return None
+            if masked.dtype is not dt.bool_ or tuple(below.shape) != tuple(x.shape):
+                return None
+            # a scale peeled above it applies to the fill too (float32, as the unfused ops round it)
+            fill = float(np.float32(c) * np.float32(scale)) if scale != 1.0 else c
+        elif x.op in ("mul", "div") and scale == 1.0:
+            a, b = x.inputs
+            if x.op == "mul" and _scalar(b) is not None:
+                scale, below = _scalar(b), a
+            elif x.op == "mul" and _scalar(a) is not None:
+                scale, below = _scalar(a), b
+            elif x.op == "div" and _scalar(b):
+                scale, below = float(np.float32(1.0) / np.float32(_scalar(b))), a
+            else:
+                return None
         else:
-            return None
-        if masked.dtype is not dt.bool_ or tuple(sc.shape) != tuple(w.shape):
-            return None
-        inner.append(w)
-    scale, mm = 1.0, sc
-    if sc.op == "mul":
-        a, b = sc.inputs
-        if _scalar(b) is not None:
-            scale, mm = _scalar(b), a
-        elif _scalar(a) is not None:
-            scale, mm = _scalar(a), b
-        else:
-            return None
-        inner.append(sc)
-    elif sc.op == "div":
-        c = _scalar(sc.inputs[1])
-        if not c:
-            return None
-        scale, mm = 1.0 / c, sc.inputs[0]
-        inner.append(sc)
+            break
+        inner.append(x)
+        x = below
+    mm = x
     if mm.op != "matmul":
         return None
     q, kt = mm.inputs
@@ -125,7 +133,7 @@ def _match(g: Graph, out: Node):
     for x in inner:
         if x in outputs or any(u not in members for u in g.users(x)):
             return None
-    return q, k, v, masked, negate, scale
+    return q, k, v, masked, negate, scale, fill
 
 
 def _last_dim(n: Node, last: int) -> bool:
@@ -141,8 +149,3 @@ def _scalar(n: Node):
         v = n.attrs["value"]
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
     return None
-
-
-def _is_const(n: Node, value: float) -> bool:
-    c = _scalar(n)
-    return c is not None and c == value

@@ -1,7 +1,7 @@
 """Fused scaled-dot-product attention on float32 numpy arrays (the kernels: ember/codegen/attention.py).
 
 In: q [..., L, D], k [..., S, D], v [..., S, Dv] with equal batch dims, `masked` (bool, broadcastable to
-[..., L, S], True where a score becomes -inf) or None, the scale.  Out:
+[..., L, S], True where a score becomes `fill`, -inf by default) or None, the scale.  Out:
 
     o = attention.forward(q, k, v, masked, scale)              # [..., L, Dv]
     joined = attention.backward(q, k, v, masked, go, scale)    # dq, dk, dv flattened, one after another
@@ -41,8 +41,8 @@ class _Kernels:
     def __init__(self):
         target = cpu.host_target()
         self._lib = cpu.NativeLibrary(gen.emit_module(target.triple, target.data_layout), "attention", gen.__file__)
-        fwd = (_P,) * 6 + (_I64,) * 5 + (_F, _I64, _I64, _P)
-        bwd = (_P,) * 9 + (_I64,) * 5 + (_F, _I64, _I64, _P)
+        fwd = (_P,) * 6 + (_I64,) * 5 + (_F, _F, _I64, _I64, _P)
+        bwd = (_P,) * 9 + (_I64,) * 5 + (_F, _F, _I64, _I64, _P)
         self.fwd, self.fwd_c = (self._lib.function(n, *fwd, *x) for n, x in (("attn_fwd", ()),
                                                                               ("attn_fwd_c", (_I64, _P))))
         self.bwd, self.bwd_c = (self._lib.function(n, *bwd, *x) for n, x in (("attn_bwd", ()),
@@ -144,7 +144,7 @@ def _fresh(shape: tuple) -> np.ndarray:
     return a
 
 
-def forward(q, k, v, masked, scale: float):
+def forward(q, k, v, masked, scale: float, fill: float = -np.inf):
     plan = _plan(q, k, v, masked)
     if plan is None:
         return None
@@ -153,12 +153,12 @@ def forward(q, k, v, masked, scale: float):
     ou = o.reshape(qu.shape[0], H, L, Dv)
     strides = np.array(st + [ou.strides[i] // 4 for i in range(3)] + [0] * 3, np.int64)
     args = (ptr(qu), ptr(ku), ptr(vu), 0 if mu is None else ptr(mu), ptr(ou), ptr(strides), L, S, D, Dv, H,
-            float(scale))
+            float(scale), float(fill))
     kern.run(kern.fwd, kern.fwd_c, args, units, gen.scratch_floats(S, D, Dv), 2.0 * units * L * S * (D + Dv))
     return o
 
 
-def backward(q, k, v, masked, go, scale: float):
+def backward(q, k, v, masked, go, scale: float, fill: float = -np.inf):
     """The gradients (dq, dk, dv) joined into one flat array, as the op `attention_grad` returns them."""
     plan = _plan(q, k, v, masked)
     if plan is None or type(go) is not np.ndarray or go.dtype != _F32:
@@ -172,7 +172,7 @@ def backward(q, k, v, masked, go, scale: float):
     strides = np.array(st + sg + [0] * 3, np.int64)
     at = ptr(joined)
     args = (ptr(qu), ptr(ku), ptr(vu), 0 if mu is None else ptr(mu), ptr(gu), at, at + 4 * n[0],
-            at + 4 * (n[0] + n[1]), ptr(strides), L, S, D, Dv, H, float(scale))
+            at + 4 * (n[0] + n[1]), ptr(strides), L, S, D, Dv, H, float(scale), float(fill))
     kern.run(kern.bwd, kern.bwd_c, args, units, gen.scratch_floats(S, D, Dv),
              2.0 * units * L * S * (2 * D + 3 * Dv))
     return joined

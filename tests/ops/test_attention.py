@@ -63,7 +63,7 @@ def test_attention_matches_torch(shape, mask_kind, strided, seed):
     go = rng.standard_normal(want.shape).astype(np.float32)
     want.backward(torch.tensor(go))
     eq, ek, ev = (E.tensor(a, requires_grad=True) for a in (q, k, v))
-    got = P("attention", eq, ek, ev, E.tensor(masked), scale=scale)
+    got = P("attention", eq, ek, ev, E.tensor(masked), scale=scale, fill=-math.inf)
     got.backward(E.tensor(go))
     # fully masked rows are NaN in both (softmax of all -inf), gradients too
     np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
@@ -88,7 +88,7 @@ def test_generated_kernels_against_float64():
 def test_fully_masked_row_is_nan_like_softmax():
     q, k, v = (E.randn(1, 1, 4, 8) for _ in range(3))
     masked = E.tensor(np.array([[False] * 4, [True] * 4, [False, True, True, True], [False] * 4]))
-    out = P("attention", q, k, v, masked, scale=0.5).numpy()
+    out = P("attention", q, k, v, masked, scale=0.5, fill=-math.inf).numpy()
     assert np.isnan(out[0, 0, 1]).all() and np.isfinite(out[0, 0, [0, 2, 3]]).all()
     np.testing.assert_allclose(out[0, 0, 2], v.numpy()[0, 0, 0], rtol=1e-6)
 
@@ -97,7 +97,7 @@ def test_other_dtypes_take_the_reference():
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((2, 5, 3)) for _ in range(3))
     masked = np.triu(np.ones((5, 5), bool), 1)
-    got = P("attention", *(E.tensor(a) for a in (q, k, v)), E.tensor(masked), scale=0.7).numpy()
+    got = P("attention", *(E.tensor(a) for a in (q, k, v)), E.tensor(masked), scale=0.7, fill=-math.inf).numpy()
     want = _torch_attention(*(torch.tensor(a) for a in (q, k, v)), torch.tensor(masked), 0.7).numpy()
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -108,10 +108,10 @@ def test_bad_inputs_name_the_op():
     from ember.ir.ops import TType, infer
     f32 = TType((2, 4, 8), dt.float32)
     with pytest.raises(RuntimeError, match="attention.*bool"):      # (the schema: eager checks it on failure)
-        infer("attention", [f32, f32, f32, TType((4, 4), dt.float32)], {"scale": 1.0})
+        infer("attention", [f32, f32, f32, TType((4, 4), dt.float32)], {"scale": 1.0, "fill": -math.inf})
     q = E.randn(2, 4, 8)
     with pytest.raises(RuntimeError, match="attention.*key must be"):
-        P("attention", q, E.randn(2, 4, 5), q, E.zeros(4, 4, dtype=E.bool), scale=1.0)
+        P("attention", q, E.randn(2, 4, 5), q, E.zeros(4, 4, dtype=E.bool), scale=1.0, fill=-math.inf)
 
 
 class _Causal(E.nn.Module):
@@ -204,3 +204,41 @@ def test_dynamic_lengths_compile_once_and_match_eager():
             np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5)
         m.zero_grad()
     assert cm._compiled.stats["compiles"] == 1 and cm._compiled.stats["breaks"] == 0
+
+
+@pytest.mark.parametrize("fill", [-1e9, -1e4, -2.0])
+def test_finite_fill_matches_torch(fill):
+    """masked_fill with a finite value (older code's -1e9): masked scores still weigh exp(fill - max), and a
+    fully masked row is uniform instead of NaN; the kernels then skip no keys."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 2, 9, 8), np.float32) for _ in range(3))
+    masked = np.triu(np.ones((9, 9), bool), 1)
+    masked[4] = True                                    # one row masked throughout
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    want = torch.softmax((tq @ tk.transpose(-1, -2) * 0.4).masked_fill(torch.tensor(masked), fill), -1) @ tv
+    want.square().sum().backward()
+    eq, ek, ev = (E.tensor(a, requires_grad=True) for a in (q, k, v))
+    got = P("attention", eq, ek, ev, E.tensor(masked), scale=0.4, fill=fill)
+    got.square().sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for e, t in ((eq, tq), (ek, tk), (ev, tv)):
+        np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_mask_before_scale_with_finite_fill_is_fused():
+    def f(q, k, v, masked):
+        att = (q @ k.transpose(-2, -1)).masked_fill(masked, -1e9) / math.sqrt(q.size(-1))
+        return F.softmax(att, dim=-1) @ v
+    q, k, v = (E.randn(2, 3, 7, 8, requires_grad=True) for _ in range(3))
+    masked = E.tensor(np.triu(np.ones((7, 7), bool), 1))
+    want = f(q, k, v, masked)
+    want.sum().backward()
+    want_g = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    got = E.compile(f)(q, k, v, masked)
+    got.sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for t, g in zip((q, k, v), want_g):
+        np.testing.assert_allclose(t.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5)
+    assert "attention×1" in str(E.explain(f, q, k, v, masked))

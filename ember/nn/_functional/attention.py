@@ -67,7 +67,7 @@ def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale):
         masked = M.logical_not(attn_mask)
     else:
         masked = const(np.zeros((1, 1), dtype=bool), query)
-    return P("attention", query, key, value, masked, scale=float(scale))
+    return P("attention", query, key, value, masked, scale=float(scale), fill=float("-inf"))
 
 
 def _merge_masks(attn_mask, key_padding_mask, N, H, L, S_, dtype):
