@@ -3,7 +3,7 @@
 In: a forward Graph, before its backward graph is built (ember/compiler/compiled.py).  Out: the same
 Graph, each match of
 
-    scores = matmul(q, permute(k, last two dims swapped))
+    scores = matmul(q, permute(k, last two dims swapped))     q may be q * c (the scale applied first)
     scores = scores * c, or scores / c                          optional
     scores = where(masked, fill, scores)                        optional (masked_fill, fill -inf or finite, before or
                                                                 after the scale); or where(keep, scores, fill)
@@ -125,6 +125,12 @@ def _match(g: Graph, out: Node):
     if kt.op != "permute" or tuple(kt.attrs["dims"]) != tuple(range(last - 1)) + (last, last - 1):
         return None
     k = kt.inputs[0]
+    if q.op == "mul" and scale == 1.0:          # the scale on q, before the product (multi-head attention's)
+        a, b = q.inputs
+        c, q0 = (_scalar(b), a) if _scalar(b) is not None else (_scalar(a), b)
+        if c is not None:
+            inner.append(q)
+            q, scale = q0, c
     if (tuple(q.shape[:-2]) != tuple(k.shape[:-2]) or tuple(q.shape[:-2]) != tuple(v.shape[:-2])
             or q.dtype is not dt.float32 or k.dtype is not dt.float32 or v.dtype is not dt.float32):
         return None

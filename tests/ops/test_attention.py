@@ -242,3 +242,36 @@ def test_mask_before_scale_with_finite_fill_is_fused():
     for t, g in zip((q, k, v), want_g):
         np.testing.assert_allclose(t.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-5)
     assert "attention×1" in str(E.explain(f, q, k, v, masked))
+
+
+@pytest.mark.parametrize("masks", ["none", "bool", "causal", "float"])
+def test_multihead_attention_without_weights_matches_torch(masks):
+    """nn.MultiheadAttention(need_weights=False), as TransformerEncoderLayer calls it: the fused op for bool
+    masks (attn_mask and key_padding_mask, True: not attended) and none; float masks keep the added scores."""
+    E.manual_seed(0)
+    torch.manual_seed(0)
+    L, N, D = 6, 3, 16
+    tm = torch.nn.MultiheadAttention(D, 4)
+    em = E.nn.MultiheadAttention(D, 4)
+    with E.no_grad():
+        for (name, p), (_, tp) in zip(em.named_parameters(), tm.named_parameters()):
+            p.copy_(E.tensor(tp.detach().numpy()))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((L, N, D)).astype(np.float32)
+    pad = np.zeros((N, L), bool)
+    pad[1, -2:] = True
+    causal = np.triu(np.ones((L, L), bool), 1)
+    kw = {"none": {}, "bool": {"attn_mask": causal, "key_padding_mask": pad}, "causal": {"attn_mask": causal,
+          "is_causal": True}, "float": {"attn_mask": np.where(causal, -np.inf, 0).astype(np.float32)}}[masks]
+    tx, ex = torch.tensor(x, requires_grad=True), E.tensor(x, requires_grad=True)
+    want = tm(tx, tx, tx, need_weights=False, **{k: torch.tensor(v) if isinstance(v, np.ndarray) else v
+                                                 for k, v in kw.items()})[0]
+    got = em(ex, ex, ex, need_weights=False, **{k: E.tensor(v) if isinstance(v, np.ndarray) else v
+                                               for k, v in kw.items()})[0]
+    want.square().sum().backward()
+    got.square().sum().backward()
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ex.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    ops = str(E.explain(lambda t: em(t, t, t, need_weights=False, **{k: E.tensor(v) if isinstance(v, np.ndarray)
+                                                                      else v for k, v in kw.items()})[0], ex))
+    assert ("attention×1" in ops) == (masks != "float")

@@ -52,16 +52,37 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     return LA.matmul(attn, value)
 
 
-def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale):
+def _bool_masks(attn_mask, key_padding_mask, N, L, S_):
+    """multi-head attention's masks as one bool `masked` (True: not attended), broadcastable to [N, H, L, S];
+    None for none; False when a mask is a float (added to the scores: the unfused path)."""
+    masked = None
+    for m, shape in ((attn_mask, None), (key_padding_mask, (N, 1, 1, S_))):
+        if m is None:
+            continue
+        if m.dtype is not dt.bool_:
+            return False
+        if shape is None:
+            if m.ndim == 3:
+                return False            # per-head masks [N * H, L, S]: the unfused path reshapes them
+            shape = (1, 1, L, S_)
+        m = S.reshape(m, shape)
+        masked = m if masked is None else M.logical_or(masked, m)
+    return masked
+
+
+def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale, masked=None):
     """The fused `attention` op (one kernel forward, one backward: ember/runtime/attention.py) for what it
-    takes -- CPU tensors of one float dtype, equal batch dims, no dropout, a bool mask or none -- else None."""
+    takes -- CPU tensors of one float dtype, equal batch dims, no dropout, a bool mask or none -- else None.
+    `masked`: the mask already in the op's sense (True: not attended)."""
     if (dropout_p > 0.0 or query.device.type != "cpu" or not query.dtype.is_floating_point
             or not query.dtype is key.dtype is value.dtype or query.ndim < 2
             or not query.ndim == key.ndim == value.ndim or tuple(query.shape[:-2]) != tuple(key.shape[:-2])
             or tuple(query.shape[:-2]) != tuple(value.shape[:-2]) or key.shape[-1] != query.shape[-1]
             or (attn_mask is not None and (attn_mask.dtype is not dt.bool_ or is_causal))):
         return None
-    if is_causal:
+    if masked is not None:
+        pass
+    elif is_causal:
         masked = const(np.triu(np.ones((L, S_), dtype=bool), 1), query)
     elif attn_mask is not None:
         masked = M.logical_not(attn_mask)
@@ -163,6 +184,14 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
             from .conv import pad
             key_padding_mask = pad(key_padding_mask, (0, 1))
         S_ += 1
+    if not need_weights and not (dropout_p > 0.0 and training):
+        masked = _bool_masks(attn_mask, key_padding_mask, N, L, S_)
+        if masked is not False:
+            fused = _fused(q, k, v, None, 0.0, False, L, S_, 1.0 / math.sqrt(hd), masked=masked)
+            if fused is not None:
+                out = S.reshape(S.permute(fused, (2, 0, 1, 3)), (L, N, E))
+                out = linear(out, out_proj_weight, out_proj_bias)
+                return (S.squeeze(out, 1) if unbatched else out), None
     mask = _merge_masks(attn_mask, key_padding_mask, N, H, L, S_, q.dtype)
     scores = LA.matmul(M.mul(q, 1.0 / math.sqrt(hd)), S.transpose(k, -2, -1))    # [N, H, L, S]
     if mask is not None:
