@@ -275,3 +275,25 @@ def test_multihead_attention_without_weights_matches_torch(masks):
     ops = str(E.explain(lambda t: em(t, t, t, need_weights=False, **{k: E.tensor(v) if isinstance(v, np.ndarray)
                                                                       else v for k, v in kw.items()})[0], ex))
     assert ("attention×1" in ops) == (masks != "float")
+
+
+def test_transformer_encoder_with_float_causal_mask_is_fused_and_matches_torch():
+    """nn.TransformerEncoder(mask=generate_square_subsequent_mask(T)): is_causal=None detects the causal
+    mask, as PyTorch does, and the layers' attention runs the fused op (eval mode: no dropout)."""
+    torch.manual_seed(0)
+    tl = torch.nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+    tenc = torch.nn.TransformerEncoder(tl, 2, enable_nested_tensor=False).eval()
+    el = E.nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True)
+    enc = E.nn.TransformerEncoder(el, 2).eval()
+    with E.no_grad():
+        for (n, p), (tn, tp) in zip(enc.named_parameters(), tenc.named_parameters()):
+            assert n == tn
+            p.copy_(E.tensor(tp.detach().numpy()))
+    x = np.random.default_rng(4).standard_normal((3, 7, 16)).astype(np.float32)
+    want = tenc(torch.tensor(x), mask=torch.nn.Transformer.generate_square_subsequent_mask(7))
+    mask = E.nn.Transformer.generate_square_subsequent_mask(7)
+    got = enc(E.tensor(x), mask=mask)
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
+    from ember.nn.modules.transformer import _detect_is_causal_mask
+    assert _detect_is_causal_mask(mask, None, 7) and not _detect_is_causal_mask(mask.T, None, 7)
+    assert "attention×2" in str(E.explain(lambda t: enc(t, is_causal=True, mask=mask), E.tensor(x)))

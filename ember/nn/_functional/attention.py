@@ -143,7 +143,9 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     hd = E // H
     if hd * H != E:
         raise AssertionError(f"embed_dim {E} not divisible by num_heads {H}")
-    if is_causal and attn_mask is None:
+    if is_causal and (attn_mask is None or (key_padding_mask is None and not need_weights)):
+        # is_causal is PyTorch's hint that attn_mask is the causal mask: without weights to return or a padding
+        # mask to merge it stands in for the mask (a float one too), as PyTorch's scaled-dot-product path does
         attn_mask = const(~np.tril(np.ones((L, S_), dtype=bool)), query)
     if not use_separate_proj_weight:
         if query is key and key is value:

@@ -85,7 +85,7 @@ class MultiheadAttention(Module):
             training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
             attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim,
             q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight, v_proj_weight=self.v_proj_weight,
-            average_attn_weights=average_attn_weights, is_causal=is_causal and attn_mask is None)
+            average_attn_weights=average_attn_weights, is_causal=is_causal)
         if self.batch_first and is_batched:
             out = S.transpose(out, 1, 0)
         return out, weights

@@ -85,11 +85,30 @@ class TransformerEncoder(Module):
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         out = src
+        seq = 1 if src.ndim == 3 and self.layers[0].self_attn.batch_first else 0
+        is_causal = _detect_is_causal_mask(mask, is_causal, src.shape[seq])
         for mod in self.layers:
-            out = mod(out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+            out = mod(out, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
         if self.norm is not None:
             out = self.norm(out)
         return out
+
+
+def _detect_is_causal_mask(mask, is_causal=None, size=None) -> bool:
+    """PyTorch's rule: is_causal=None means "look": a [size, size] mask equal to the causal mask
+    (generate_square_subsequent_mask's float -inf above the diagonal, or True above it) is causal.  A traced
+    mask has no values to look at (ember.compile): it then counts as not causal, unless is_causal says so."""
+    if is_causal is not None or mask is None:
+        return bool(is_causal)
+    from ...frontend import dispatch
+    tr = dispatch.current_tracer()
+    if tr is not None and tr.is_symbolic(mask) or tuple(mask.shape) != (size, size):
+        return False
+    above = np.triu(np.ones((size, size), dtype=bool), 1)
+    m = mask.detach().cpu().numpy()
+    if m.dtype == np.bool_:
+        return bool(np.array_equal(m, above))
+    return bool(np.array_equal(m, np.where(above, -np.inf, 0.0).astype(m.dtype)))
 
 
 class TransformerDecoderLayer(Module):
