@@ -97,12 +97,12 @@ class TransformerEncoder(Module):
 def _detect_is_causal_mask(mask, is_causal=None, size=None) -> bool:
     """PyTorch's rule: is_causal=None means "look": a [size, size] mask equal to the causal mask
     (generate_square_subsequent_mask's float -inf above the diagonal, or True above it) is causal.  A traced
-    mask has no values to look at (ember.compile): it then counts as not causal, unless is_causal says so."""
+    mask has no values to look at (ember.compile; and a concrete one read while tracing is a graph input whose
+    values may change between calls): it then counts as not causal, unless is_causal says so."""
     if is_causal is not None or mask is None:
         return bool(is_causal)
     from ...frontend import dispatch
-    tr = dispatch.current_tracer()
-    if tr is not None and tr.is_symbolic(mask) or tuple(mask.shape) != (size, size):
+    if dispatch.current_tracer() is not None or tuple(mask.shape) != (size, size):
         return False
     above = np.triu(np.ones((size, size), dtype=bool), 1)
     m = mask.detach().cpu().numpy()
