@@ -194,14 +194,16 @@ class collect:
 
 # Fusion decisions (FusionRecord.kind of a fused Program) that become records.
 FUSION_CODES = {"not_fused": "U001", "realized": "U002"}
-# eager steps that are not fallbacks: ops with a fused kernel of their own (ember/runtime/attention.py)
+# eager steps that are not fallbacks: ops with a fused kernel of their own (ember/runtime/attention.py) ...
 LIBRARY_STEPS = ("attention", "attention_grad")
+# ... and constants handed out as buffers (a saved `full`, a mask or key an attention step reads): np.full
+CONSTANT_FILL = "constant output (filled by numpy)"
 
 
 def emit_program_records(program, fn: str = "", which: str = "forward") -> list:
     """Emit the records of a fused Program (duck-typed: this module imports nothing of the passes):
     U001/U002 for fusions not taken, F001 for every op left to run eagerly (an EagerStep), L001 for an
-    eager step that is a fused library kernel (LIBRARY_STEPS).
+    eager step that is a fused library kernel (LIBRARY_STEPS); nothing for a constant numpy fills.
     Node names refer to program.graph; extra["graph"] says which graph ("forward"/"backward")."""
     graph = program.graph
     out = []
@@ -220,6 +222,8 @@ def emit_program_records(program, fn: str = "", which: str = "forward") -> list:
         out.append(emit(Record("fusions", code, fr.message, fr.source or "?", node_text(nodes[0]) if nodes else "",
                                fn=fn, extra={"graph": which, "nodes": nodes})))
     for st in getattr(program, "eager_steps", []):
+        if st.reason == CONSTANT_FILL:
+            continue
         node = getattr(st, "node", None)
         src = node.meta.get("source", "?") if node is not None else "?"
         text = format_node(node) if node is not None else ""

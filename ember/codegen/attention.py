@@ -5,9 +5,10 @@ process.  One call runs attention units [u0, u1) (a unit: one (batch, head) pair
 from a shared counter, as every parallel kernel does (codegen/llvm_text.claims).
 
     void attn_fwd(ptr q, ptr k, ptr v, ptr masked, ptr o, ptr st, i64 L, i64 S, i64 D, i64 Dv, i64 H,
-                  float scale, float fill, i64 u0, i64 u1, ptr scratch)
+                  float scale, float fill, i64 mixed, i64 offset, float p, float keep, i64 u0, i64 u1, ptr scratch)
     void attn_bwd(ptr q, ptr k, ptr v, ptr masked, ptr go, ptr dq, ptr dk, ptr dv, ptr st, i64 L, i64 S,
-                  i64 D, i64 Dv, i64 H, float scale, float fill, i64 u0, i64 u1, ptr scratch)
+                  i64 D, i64 Dv, i64 H, float scale, float fill, i64 mixed, i64 offset, float p, float keep,
+                  i64 u0, i64 u1, ptr scratch)
 
 q [B, H, L, D], k [B, H, S, D], v [B, H, S, Dv], o and go [B, H, L, Dv]: rows read through the strides in `st`
 (i64, in elements: q's batch, head and row strides, then k's, v's, masked's (bytes), o's or go's), each
@@ -15,8 +16,8 @@ row contiguous.  `masked` (i8, null for none) is True where a score is -inf befo
 are written contiguous, [B * H, L, D] / [B * H, S, D] / [B * H, S, Dv].  Per unit, in query blocks of QB rows:
 
     forward   Sc = (Q K^T) * scale, masked -> fill (-inf, or the finite value a masked_fill used);
-              P = softmax(Sc) by rows;  O = P V
-    backward  P again;  dV += P^T dO;  dP = dO V^T;  dS = P * (dP - rowsum(P * dP)) * scale;
+              P = softmax(Sc) by rows;  P' = P * dropout factors (p > 0);  O = P' V
+    backward  P again;  dV += P'^T dO;  dP = (dO V^T) * factors;  dS = P * (dP - rowsum(P * dP)) * scale;
               dQ = dS K;  dK += dS^T Q
 
 The score block never leaves the thread's scratch (L1/L2): the unfused path wrote the [L, S] scores, the
@@ -33,8 +34,9 @@ import math
 import struct
 
 from .gemm_f32 import OuterTile, _emit_claiming, _emit_outer
+from ..ir import rng
 from .llvm.math import _EXP_F32, _P
-from .llvm_text import ATTRIBUTES, Fn, mask16, module_head, splat_f32
+from .llvm_text import ATTRIBUTES, Fn, mask16, module_head, splat_f32, splat_i64
 
 __all__ = ["emit_module", "QB", "TILES", "scratch_floats", "ST_WORDS"]
 
@@ -298,12 +300,57 @@ def _splat_i8(v: int) -> str:
     return f"<{', '.join(f'i8 {v}' for _ in range(16))}>"
 
 
+def _counter0(f: Fn, u: str, i: str) -> str:
+    """The dropout counter of query row i's first score in unit u: offset + (u * L + i) * S (the flat index
+    of [..., L, S], as F.dropout numbers the probabilities)."""
+    row = f.tmp(f"add i64 {_mul(f, u, '%L')}, {i}")
+    return f.tmp(f"add i64 %offset, {_mul(f, row, '%S')}")
+
+
+def _keep16(f: Fn, base: str, j: str) -> str:
+    """The dropout factors of counters base + j + 0..15: `keep` where the uniform draw (ember/ir/rng.py:
+    splitmix64(c * GOLDEN + mixed), its top 24 bits times 2^-24) is >= p, else 0."""
+    c = f.tmp(f"add <16 x i64> {splat_i64(f, f.tmp(f'add i64 {base}, {j}'))}, {_IOTA64}")
+    z = f.tmp(f"add <16 x i64> {f.tmp(f'mul <16 x i64> {c}, {_splat64(rng.GOLDEN)}')}, {splat_i64(f, '%mixed')}")
+    for shift, mul in zip(rng.SHIFTS, (rng.M1, rng.M2, None)):
+        z = f.tmp(f"xor <16 x i64> {z}, {f.tmp(f'lshr <16 x i64> {z}, {_splat64(shift)}')}")
+        if mul is not None:
+            z = f.tmp(f"mul <16 x i64> {z}, {_splat64(mul)}")
+    top = f.tmp(f"trunc <16 x i64> {f.tmp(f'lshr <16 x i64> {z}, {_splat64(40)}')} to <16 x i32>")
+    u = f.tmp(f"fmul {_V} {f.tmp(f'uitofp <16 x i32> {top} to {_V}')}, {splat_f32(f, _hexf(2.0 ** -24))}")
+    kept = f.tmp(f"fcmp oge {_V} {u}, {splat_f32(f, '%p')}")
+    return f.tmp(f"select {_M} {kept}, {_V} {splat_f32(f, '%keep')}, {_V} zeroinitializer")
+
+
+def _dropout(f: Fn, buf: str, sp: str, rows: str, ext: str, c0: str) -> None:
+    """With p > 0: rows [0, rows) of buf, columns [0, ext), times their dropout factors (a product, not a
+    select: a NaN row stays NaN, as P * mask does).  c0: row 0's first counter; a row is S counters on."""
+    close_p = f.if_(f.tmp("fcmp ogt float %p, 0.0"), "dropout")
+    r, close_r = f.loop("0", rows, "1", "dr")
+    row = _gep(f, "float", buf, _mul(f, r, sp))
+    base = f.tmp(f"add i64 {c0}, {_mul(f, r, '%S')}")
+    j, lanes, close_j = _blocks(f, ext, "dk")
+    pj = _gep(f, "float", row, j)
+    _vstore(f, f.tmp(f"fmul {_V} {_vload(f, pj, lanes)}, {_keep16(f, base, j)}"), pj, lanes)
+    close_j()
+    close_r()
+    close_p()
+
+
+def _splat64(v: int) -> str:
+    v = v - (1 << 64) if v >= 1 << 63 else v          # LLVM spells i64 constants signed
+    return f"<{', '.join(f'i64 {v}' for _ in range(16))}>"
+
+
+_IOTA64 = f"<{', '.join(f'i64 {x}' for x in range(16))}>"
+
+
 def _emit_fwd() -> str:
     """Per unit: K^T into scratch; then per tile of MR query rows, only the columns its rows can see
     (`_tile_extent`: half the work of a causal mask): scores, softmax, P V."""
     f = Fn("define void @attn_fwd(ptr noalias %q, ptr noalias %k, ptr noalias %v, ptr noalias %masked, "
            "ptr noalias %o, ptr noalias %st, i64 %L, i64 %S, i64 %D, i64 %Dv, i64 %H, float %scale, float %fill, "
-           "i64 %u0, i64 %u1, ptr noalias %scratch) #0")
+           "i64 %mixed, i64 %offset, float %p, float %keep, i64 %u0, i64 %u1, ptr noalias %scratch) #0")
     sp = f.tmp("and i64 " + f.tmp("add i64 %S, 15") + ", -16")
     kt = "%scratch"
     sbuf = _gep(f, "float", kt, _mul(f, "%D", sp))
@@ -321,6 +368,7 @@ def _emit_fwd() -> str:
     ext = _tile_extent(f, mrow, sml, rows, "%S", skip)
     _product(f, _gep(f, "float", base["q"], _mul(f, r0, sql)), sql, "1", kt, sp, sbuf, sp, rows, ext, "%D", "0")
     _softmax_rows(f, sbuf, sp, rows, ext, mrow, sml, "%scale", "%fill")
+    _dropout(f, sbuf, sp, rows, ext, _counter0(f, u, r0))
     _product(f, sbuf, sp, "1", base["v"], svl, _gep(f, "float", base["o"], _mul(f, r0, sol)), sol, rows, "%Dv",
              ext, "0")
     close_r()
@@ -334,7 +382,8 @@ def _emit_bwd() -> str:
     and dK += dS^T Q over the query rows that see those keys (from the first row whose extent passes them)."""
     f = Fn("define void @attn_bwd(ptr noalias %q, ptr noalias %k, ptr noalias %v, ptr noalias %masked, "
            "ptr noalias %go, ptr noalias %dq, ptr noalias %dk, ptr noalias %dv, ptr noalias %st, i64 %L, i64 %S, "
-           "i64 %D, i64 %Dv, i64 %H, float %scale, float %fill, i64 %u0, i64 %u1, ptr noalias %scratch) #0")
+           "i64 %D, i64 %Dv, i64 %H, float %scale, float %fill, i64 %mixed, i64 %offset, float %p, float %keep, "
+           "i64 %u0, i64 %u1, ptr noalias %scratch) #0")
     sp = f.tmp("and i64 " + f.tmp("add i64 %S, 15") + ", -16")
     kt = "%scratch"
     vt = _gep(f, "float", kt, _mul(f, "%D", sp))
@@ -374,7 +423,10 @@ def _emit_bwd() -> str:
     _softmax_rows(f, prow, sp, tr, ext, mrow, sml, "%scale", "%fill")
     _product(f, _gep(f, "float", base["go"], _mul(f, qi, sdl)), sdl, "1", vt, sp, drow, sp, tr, ext, "%Dv",
              "0")                                                                          # dP = dO V^T
+    c0 = _counter0(f, u, qi)
+    _dropout(f, drow, sp, tr, ext, c0)                                                     # dP = dP' * keep
     _softmax_grad_rows(f, prow, drow, sp, tr, ext, "%scale", mrow, sml)
+    _dropout(f, prow, sp, tr, ext, c0)                                                     # P' for dV
     _product(f, drow, sp, "1", base["k"], skl, _gep(f, "float", dq, _mul(f, qi, "%D")), "%D", tr, "%D", ext,
              "0")                                                                          # dQ = dS K
     close_r()

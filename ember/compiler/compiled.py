@@ -884,7 +884,8 @@ def _saved_aliases(graph, saved, outputs) -> tuple:
     for s in saved:
         b = base(s)
         bases.add(written.get(b, b))
-    watch = [("input", k) for k, ph in enumerate(graph.inputs) if ph in bases]
+    # (the generator key a call draws with is no tensor anyone can modify: an attention step's dropout saves it)
+    watch = [("input", k) for k, ph in enumerate(graph.inputs) if ph in bases and ph.meta.get("kind") != "rng"]
     watch += [("output", i) for i, o in enumerate(outputs) if base(o) in bases or written.get(base(o)) in bases]
     return tuple(watch)
 

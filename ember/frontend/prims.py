@@ -654,16 +654,16 @@ register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
 # ------------------------------------------------------------------------------- attention
-def _attention_vjp(g, o, q, k, v, masked, scale, fill):
+def _attention_vjp(g, o, q, k, v, masked, key, **attrs):
     """One attention_grad node computes (dq, dk, dv) joined; each gradient is a slice of it."""
-    joined = P("attention_grad", q, k, v, masked, g, scale=scale, fill=fill)
+    joined = P("attention_grad", q, k, v, masked, key, g, **attrs)
     out, at = [], 0
     for t in (q, k, v):
         n = _numel(t.shape)
         part = P("slice", joined, starts=(at,), stops=(at + n,), steps=(1,))
         out.append(P("reshape", part, shape=tuple(t.shape)) if t.requires_grad else None)
         at += n
-    return (*out, None)
+    return (*out, None, None)
 
 
 defvjp("attention", _attention_vjp, INPUTS)

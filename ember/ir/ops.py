@@ -579,11 +579,13 @@ _def("matmul", "matmul", _matmul, arity=2)
 
 # -------------------------------------------------------------------------------- attention
 def _attention_types(op, ins):
-    q, k, v, m = ins[:4]
+    q, k, v, m, key = ins[:5]
     if not q.dtype.is_floating_point or k.dtype is not q.dtype or v.dtype is not q.dtype:
         _err(op, "query, key and value must have the same floating dtype", ins)
     if m.dtype is not dt.bool_:
         _err(op, "the mask must be bool (True: the score is masked out)", ins)
+    if key.dtype is not dt.int64 or key.shape != (2,):
+        _err(op, "the dropout key must be i64[2] (seed, offset)", ins)
     if len(q.shape) < 2 or not len(q.shape) == len(k.shape) == len(v.shape):
         _err(op, "query, key and value need the same number of dims, at least 2", ins)
     if q.shape[:-2] != k.shape[:-2] or q.shape[:-2] != v.shape[:-2]:
@@ -594,49 +596,66 @@ def _attention_types(op, ins):
 
 
 def _attention(ins, a):
-    """attention(scale, fill): softmax(where(masked, fill, (q @ k^T) * scale)) @ v (fill: -inf, or the value a
-    masked_fill wrote), one fused op (rewritten from
-    that pattern: ember/passes/attention.py; the unfused ops' order of rounding)."""
+    """attention(scale, fill, p, keep): dropout(softmax(where(masked, fill, (q @ k^T) * scale))) @ v, one fused op
+    (rewritten from that pattern: ember/passes/attention.py; the unfused ops' order of rounding).  fill: -inf,
+    or the value a masked_fill wrote.  Dropout (p > 0): the probabilities times `keep` (1/(1-p) as float32)
+    where the uniform draw of `key` (seed, offset; counter = offset + the [..., L, S] element's flat index)
+    is >= p, else times 0 -- the values F.dropout draws there."""
     _attention_types("attention", ins)
     q, v = ins[0], ins[2]
     return TType(q.shape[:-1] + (v.shape[-1],), q.dtype)
 
 
 def _attention_grad(ins, a):
-    """attention_grad(scale, fill): (dq, dk, dv) of attention for the output gradient g, flattened and joined
-    into one vector (a node has one value; the VJP slices it)."""
-    _attention_types("attention_grad", ins[:4])
-    q, k, v, _, g = ins
+    """attention_grad(scale, fill, p, keep): (dq, dk, dv) of attention for the output gradient g, flattened and
+    joined into one vector (a node has one value; the VJP slices it)."""
+    _attention_types("attention_grad", ins[:5])
+    q, k, v, _, _, g = ins
     if g.shape != q.shape[:-1] + (v.shape[-1],) or g.dtype is not q.dtype:
         _err("attention_grad", "the output gradient must match attention's output", ins)
     n = sum(math.prod(t.shape) for t in (q, k, v))
     return TType((n,), q.dtype)
 
 
-def _softmax_probs(xp, q, k, v, masked, scale, fill):
+def _softmax_probs(xp, q, k, masked, scale, fill):
     s = xp.matmul(q, xp.swapaxes(k, -1, -2)) * q.dtype.type(scale)
     s = xp.where(masked, q.dtype.type(fill), s)
     e = xp.exp(s - s.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _attention_ref(xp, q, k, v, masked, scale, fill):
-    return xp.matmul(_softmax_probs(xp, q, k, v, masked, scale, fill), v)
+def _dropout_scale(xp, key, shape, dtype, p, keep):
+    """The dropout factors (keep or 0) of attention's probabilities: F.dropout's draw, ge, cast, mul."""
+    seed, offset = (int(x) for x in key.tolist())
+    u = rng.uniform(xp, seed, offset, shape, dtype)
+    return (u >= dtype.type(p)).astype(dtype) * dtype.type(keep)
 
 
-def _attention_grad_ref(xp, q, k, v, masked, g, scale, fill):
-    p = _softmax_probs(xp, q, k, v, masked, scale, fill)
-    dv = xp.matmul(xp.swapaxes(p, -1, -2), g)
+def _attention_ref(xp, q, k, v, masked, key, scale, fill, p, keep):
+    probs = _softmax_probs(xp, q, k, masked, scale, fill)
+    if p > 0:
+        probs = probs * _dropout_scale(xp, key, probs.shape, probs.dtype, p, keep)
+    return xp.matmul(probs, v)
+
+
+def _attention_grad_ref(xp, q, k, v, masked, key, g, scale, fill, p, keep):
+    probs = _softmax_probs(xp, q, k, masked, scale, fill)
     dp = xp.matmul(g, xp.swapaxes(v, -1, -2))
-    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True)) * q.dtype.type(scale)
+    dropped = probs
+    if p > 0:
+        factor = _dropout_scale(xp, key, probs.shape, probs.dtype, p, keep)
+        dropped, dp = probs * factor, dp * factor
+    dv = xp.matmul(xp.swapaxes(dropped, -1, -2), g)
+    ds = probs * (dp - (probs * dp).sum(axis=-1, keepdims=True)) * q.dtype.type(scale)
     ds = xp.where(masked, q.dtype.type(0), ds)          # where's gradient: 0 at masked scores (NaN rows too)
     dq, dk = xp.matmul(ds, k), xp.matmul(xp.swapaxes(ds, -1, -2), q)
     return xp.concatenate([dq.reshape(-1), dk.reshape(-1), dv.reshape(-1)])
 
 
-_def("attention", "attention", _attention, arity=4, attrs=("scale", "fill"), ref=quiet(_attention_ref),
+_ATTENTION_ATTRS = ("scale", "fill", "p", "keep")
+_def("attention", "attention", _attention, arity=5, attrs=_ATTENTION_ATTRS, ref=quiet(_attention_ref),
      cost=EXPENSIVE)
-_def("attention_grad", "attention", _attention_grad, arity=5, attrs=("scale", "fill"), differentiable=False,
+_def("attention_grad", "attention", _attention_grad, arity=6, attrs=_ATTENTION_ATTRS, differentiable=False,
      ref=quiet(_attention_grad_ref), cost=EXPENSIVE)
 
 

@@ -431,7 +431,9 @@ def _matmul(b, c):
 
 def _attention(b, c):
     """softmax(where(masked, fill, (q @ k^T) * scale)) @ v, as ONNX operators (opset 17 has no fused form)."""
-    q, k, v, masked = c.xs
+    if c.attrs["p"] > 0:
+        raise unsupported(c, "attention dropout draws random numbers (training mode); export in eval mode")
+    q, k, v, masked = c.xs[:4]
     n = len(c.in_shapes[0])
     kt = b.op("Transpose", [k], perm=list(range(n - 2)) + [n - 1, n - 2])
     d = c.in_dtype(0)

@@ -8,6 +8,7 @@ Graph, each match of
     scores = where(masked, fill, scores)                        optional (masked_fill, fill -inf or finite, before or
                                                                 after the scale); or where(keep, scores, fill)
     p      = softmax(scores) along the last dim                 max (through stop_gradient), sub, exp, sum, div
+    p      = p * (cast(random(key) >= d) * keep)                optional: F.dropout(p, d) in training
     out    = matmul(p, v)
 
 replaced by `attention(q, k, v, masked, scale=c, fill=...)` (ember/ir/ops.py), whose gradient is one
@@ -47,13 +48,15 @@ def fuse_attention(g: Graph) -> dict:
         if n.op == "matmul" and n in g:
             m = _match(g, n)
             if m is not None:
-                q, k, v, masked, negate, scale, fill = m
+                q, k, v, masked, negate, scale, fill, (key, p, keep) = m
                 if negate:
                     masked = g.add("logical_not", [masked], device=masked.device)
                 if masked is None:
                     masked = g.add("full", [], {"shape": (), "value": False, "dtype": dt.bool_}, device=n.device)
-                node = g.add("attention", [q, k, v, masked], {"scale": scale, "fill": fill}, device=n.device,
-                             meta=dict(n.meta))
+                if key is None:         # no dropout: the key is never read
+                    key = g.add("full", [], {"shape": (2,), "value": 0, "dtype": dt.int64}, device=n.device)
+                attrs = {"scale": scale, "fill": fill, "p": p, "keep": keep}
+                node = g.add("attention", [q, k, v, masked, key], attrs, device=n.device, meta=dict(n.meta))
                 g.replace_all_uses(n, node)
                 found[n] = node
     if found:
@@ -62,13 +65,15 @@ def fuse_attention(g: Graph) -> dict:
 
 
 def _match(g: Graph, out: Node):
-    """(q, k, v, mask node or None, whether the mask keeps rather than masks, scale, fill) when `out` ends an
-    attention pattern, else None."""
+    """(q, k, v, mask node or None, whether the mask keeps rather than masks, scale, fill, (dropout key node
+    or None, p, keep)) when `out` ends an attention pattern, else None."""
     p, v = out.inputs
     if p.dtype is not dt.float32 or out.device != "cpu" or len(p.shape) < 2:
         return None
     last = len(p.shape) - 1
-    inner: list[Node] = [p]
+    inner: list[Node] = []
+    p, dropout = _dropout(p, inner)
+    inner.append(p)
     if p.op != "div":
         return None
     e, s = p.inputs
@@ -139,7 +144,37 @@ def _match(g: Graph, out: Node):
     for x in inner:
         if x in outputs or any(u not in members for u in g.users(x)):
             return None
-    return q, k, v, masked, negate, scale, fill
+    return q, k, v, masked, negate, scale, fill, dropout
+
+
+def _dropout(x: Node, inner: list):
+    """(the probabilities, (key, p, keep)) when x is F.dropout of them -- x * (cast(random(key) >= p) * keep),
+    the uniform draw shaped like them -- else (x, (None, 0.0, 1.0)); the dropout's nodes join `inner`."""
+    none = (x, (None, 0.0, 1.0))
+    if x.op != "mul":
+        return none
+    for probs, factor in (x.inputs, x.inputs[::-1]):
+        if factor.op != "mul":
+            continue
+        mask, keep = factor.inputs
+        if _scalar(keep) is None:
+            mask, keep = keep, mask
+        cast = mask
+        if _scalar(keep) is None or cast.op != "cast" or cast.dtype is not dt.float32:
+            continue
+        ge = cast.inputs[0]
+        if ge.op != "ge" or _scalar(ge.inputs[1]) is None:
+            continue
+        draw = ge.inputs[0]
+        if (draw.op != "random" or draw.attrs.get("dist") != "uniform" or draw.dtype is not dt.float32
+                or tuple(draw.shape) != tuple(probs.shape)):
+            continue
+        p = float(np.float32(_scalar(ge.inputs[1])))
+        if not 0.0 < p < 1.0:
+            continue
+        inner += [x, factor, cast, ge, draw]
+        return probs, (draw.inputs[0], p, float(np.float32(_scalar(keep))))
+    return none
 
 
 def _last_dim(n: Node, last: int) -> bool:

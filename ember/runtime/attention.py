@@ -1,7 +1,8 @@
 """Fused scaled-dot-product attention on float32 numpy arrays (the kernels: ember/codegen/attention.py).
 
 In: q [..., L, D], k [..., S, D], v [..., S, Dv] with equal batch dims, `masked` (bool, broadcastable to
-[..., L, S], True where a score becomes `fill`, -inf by default) or None, the scale.  Out:
+[..., L, S], True where a score becomes `fill`, -inf by default) or None, the scale, and for dropout on the
+probabilities the key (seed, offset), p and keep (1/(1-p) as float32).  Out:
 
     o = attention.forward(q, k, v, masked, scale)              # [..., L, Dv]
     joined = attention.backward(q, k, v, masked, go, scale)    # dq, dk, dv flattened, one after another
@@ -20,6 +21,7 @@ import threading
 import numpy as np
 
 from ember.codegen import attention as gen
+from ember.ir.rng import mix_seed as _mix_seed
 from ember.kernels import workers
 from ember.runtime import cpu
 from ember.runtime.gemm_operands import ptr
@@ -41,8 +43,8 @@ class _Kernels:
     def __init__(self):
         target = cpu.host_target()
         self._lib = cpu.NativeLibrary(gen.emit_module(target.triple, target.data_layout), "attention", gen.__file__)
-        fwd = (_P,) * 6 + (_I64,) * 5 + (_F, _F, _I64, _I64, _P)
-        bwd = (_P,) * 9 + (_I64,) * 5 + (_F, _F, _I64, _I64, _P)
+        fwd = (_P,) * 6 + (_I64,) * 5 + (_F, _F, _I64, _I64, _F, _F, _I64, _I64, _P)
+        bwd = (_P,) * 9 + (_I64,) * 5 + (_F, _F, _I64, _I64, _F, _F, _I64, _I64, _P)
         self.fwd, self.fwd_c = (self._lib.function(n, *fwd, *x) for n, x in (("attn_fwd", ()),
                                                                               ("attn_fwd_c", (_I64, _P))))
         self.bwd, self.bwd_c = (self._lib.function(n, *bwd, *x) for n, x in (("attn_bwd", ()),
@@ -144,7 +146,15 @@ def _fresh(shape: tuple) -> np.ndarray:
     return a
 
 
-def forward(q, k, v, masked, scale: float, fill: float = -np.inf):
+def _dropout_args(key, p: float, keep: float) -> tuple:
+    """(mixed seed, offset, p, keep) of the kernels' dropout (p = 0: none)."""
+    if not p:
+        return 0, 0, 0.0, 1.0
+    seed, offset = (int(x) for x in np.asarray(key).tolist())
+    return _mix_seed(seed) - ((1 << 64) if _mix_seed(seed) >= 1 << 63 else 0), offset, float(p), float(keep)
+
+
+def forward(q, k, v, masked, scale: float, fill: float = -np.inf, key=None, p: float = 0.0, keep: float = 1.0):
     plan = _plan(q, k, v, masked)
     if plan is None:
         return None
@@ -153,12 +163,13 @@ def forward(q, k, v, masked, scale: float, fill: float = -np.inf):
     ou = o.reshape(qu.shape[0], H, L, Dv)
     strides = np.array(st + [ou.strides[i] // 4 for i in range(3)] + [0] * 3, np.int64)
     args = (ptr(qu), ptr(ku), ptr(vu), 0 if mu is None else ptr(mu), ptr(ou), ptr(strides), L, S, D, Dv, H,
-            float(scale), float(fill))
+            float(scale), float(fill), *_dropout_args(key, p, keep))
     kern.run(kern.fwd, kern.fwd_c, args, units, gen.scratch_floats(S, D, Dv), 2.0 * units * L * S * (D + Dv))
     return o
 
 
-def backward(q, k, v, masked, go, scale: float, fill: float = -np.inf):
+def backward(q, k, v, masked, go, scale: float, fill: float = -np.inf, key=None, p: float = 0.0,
+             keep: float = 1.0):
     """The gradients (dq, dk, dv) joined into one flat array, as the op `attention_grad` returns them."""
     plan = _plan(q, k, v, masked)
     if plan is None or type(go) is not np.ndarray or go.dtype != _F32:
@@ -172,7 +183,8 @@ def backward(q, k, v, masked, go, scale: float, fill: float = -np.inf):
     strides = np.array(st + sg + [0] * 3, np.int64)
     at = ptr(joined)
     args = (ptr(qu), ptr(ku), ptr(vu), 0 if mu is None else ptr(mu), ptr(gu), at, at + 4 * n[0],
-            at + 4 * (n[0] + n[1]), ptr(strides), L, S, D, Dv, H, float(scale), float(fill))
+            at + 4 * (n[0] + n[1]), ptr(strides), L, S, D, Dv, H, float(scale), float(fill),
+            *_dropout_args(key, p, keep))
     kern.run(kern.bwd, kern.bwd_c, args, units, gen.scratch_floats(S, D, Dv),
              2.0 * units * L * S * (2 * D + 3 * Dv))
     return joined

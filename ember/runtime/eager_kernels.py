@@ -276,15 +276,15 @@ def attention_kernel(op: str, ref):
     float32 numpy arrays, `ref` (the op's reference) for the rest."""
     from ember.runtime import attention
 
-    def fast(xp, q, k, v, masked, *g, scale, fill):
+    def fast(xp, q, k, v, masked, key, *g, **attrs):
         if xp is np:
             if op == "attention":
-                out = attention.forward(q, k, v, masked, scale, fill)
+                out = attention.forward(q, k, v, masked, key=key, **attrs)
             else:
-                out = attention.backward(q, k, v, masked, g[0], scale, fill)
+                out = attention.backward(q, k, v, masked, g[0], key=key, **attrs)
             if out is not None:
                 return out
-        return ref(xp, q, k, v, masked, *g, scale=scale, fill=fill)
+        return ref(xp, q, k, v, masked, key, *g, **attrs)
 
     fast.__name__ = f"{op}_generated"
     fast.reference = ref

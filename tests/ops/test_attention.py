@@ -17,6 +17,11 @@ from ember.runtime import attention as kernels
 torch = pytest.importorskip("torch")
 
 
+def _attention(q, k, v, masked, scale, fill=-math.inf):
+    """The op without dropout (its key is never read)."""
+    return P("attention", q, k, v, masked, E.zeros(2, dtype=E.int64), scale=scale, fill=fill, p=0.0, keep=1.0)
+
+
 def _torch_attention(q, k, v, masked, scale):
     s = (q @ k.transpose(-1, -2)) * scale
     s = s.masked_fill(masked, float("-inf"))
@@ -63,7 +68,7 @@ def test_attention_matches_torch(shape, mask_kind, strided, seed):
     go = rng.standard_normal(want.shape).astype(np.float32)
     want.backward(torch.tensor(go))
     eq, ek, ev = (E.tensor(a, requires_grad=True) for a in (q, k, v))
-    got = P("attention", eq, ek, ev, E.tensor(masked), scale=scale, fill=-math.inf)
+    got = _attention(eq, ek, ev, E.tensor(masked), scale)
     got.backward(E.tensor(go))
     # fully masked rows are NaN in both (softmax of all -inf), gradients too
     np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
@@ -88,7 +93,7 @@ def test_generated_kernels_against_float64():
 def test_fully_masked_row_is_nan_like_softmax():
     q, k, v = (E.randn(1, 1, 4, 8) for _ in range(3))
     masked = E.tensor(np.array([[False] * 4, [True] * 4, [False, True, True, True], [False] * 4]))
-    out = P("attention", q, k, v, masked, scale=0.5, fill=-math.inf).numpy()
+    out = _attention(q, k, v, masked, 0.5).numpy()
     assert np.isnan(out[0, 0, 1]).all() and np.isfinite(out[0, 0, [0, 2, 3]]).all()
     np.testing.assert_allclose(out[0, 0, 2], v.numpy()[0, 0, 0], rtol=1e-6)
 
@@ -97,7 +102,7 @@ def test_other_dtypes_take_the_reference():
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((2, 5, 3)) for _ in range(3))
     masked = np.triu(np.ones((5, 5), bool), 1)
-    got = P("attention", *(E.tensor(a) for a in (q, k, v)), E.tensor(masked), scale=0.7, fill=-math.inf).numpy()
+    got = _attention(*(E.tensor(a) for a in (q, k, v)), E.tensor(masked), 0.7).numpy()
     want = _torch_attention(*(torch.tensor(a) for a in (q, k, v)), torch.tensor(masked), 0.7).numpy()
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -108,10 +113,11 @@ def test_bad_inputs_name_the_op():
     from ember.ir.ops import TType, infer
     f32 = TType((2, 4, 8), dt.float32)
     with pytest.raises(RuntimeError, match="attention.*bool"):      # (the schema: eager checks it on failure)
-        infer("attention", [f32, f32, f32, TType((4, 4), dt.float32)], {"scale": 1.0, "fill": -math.inf})
+        infer("attention", [f32, f32, f32, TType((4, 4), dt.float32), TType((2,), dt.int64)],
+              {"scale": 1.0, "fill": -math.inf, "p": 0.0, "keep": 1.0})
     q = E.randn(2, 4, 8)
     with pytest.raises(RuntimeError, match="attention.*key must be"):
-        P("attention", q, E.randn(2, 4, 5), q, E.zeros(4, 4, dtype=E.bool), scale=1.0, fill=-math.inf)
+        _attention(q, E.randn(2, 4, 5), q, E.zeros(4, 4, dtype=E.bool), 1.0)
 
 
 class _Causal(E.nn.Module):
@@ -218,7 +224,7 @@ def test_finite_fill_matches_torch(fill):
     want = torch.softmax((tq @ tk.transpose(-1, -2) * 0.4).masked_fill(torch.tensor(masked), fill), -1) @ tv
     want.square().sum().backward()
     eq, ek, ev = (E.tensor(a, requires_grad=True) for a in (q, k, v))
-    got = P("attention", eq, ek, ev, E.tensor(masked), scale=0.4, fill=fill)
+    got = _attention(eq, ek, ev, E.tensor(masked), 0.4, fill)
     got.square().sum().backward()
     np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-4, atol=1e-5)
     for e, t in ((eq, tq), (ek, tk), (ev, tv)):
@@ -297,3 +303,38 @@ def test_transformer_encoder_with_float_causal_mask_is_fused_and_matches_torch()
     from ember.nn.modules.transformer import _detect_is_causal_mask
     assert _detect_is_causal_mask(mask, None, 7) and not _detect_is_causal_mask(mask.T, None, 7)
     assert "attention×2" in str(E.explain(lambda t: enc(t, is_causal=True, mask=mask), E.tensor(x)))
+
+
+def _dropout_attention(q, k, v, masked, p):
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
+    att = F.softmax(att.masked_fill(masked, float("-inf")), dim=-1)
+    return F.dropout(att, p, training=True) @ v
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_attention_dropout_is_fused_and_draws_what_eager_draws(p):
+    """nanoGPT's attn_dropout in training: the fused kernels draw the same uniforms as F.dropout (counter =
+    offset + the probabilities' flat index), so compiled = eager for the same seed, gradients too."""
+    rng = np.random.default_rng(9)
+    q, k, v = (E.tensor(rng.standard_normal((2, 3, 20, 8)).astype(np.float32), requires_grad=True)
+               for _ in range(3))
+    masked = E.tensor(np.triu(np.ones((20, 20), bool), 1))
+    cf = E.compile(_dropout_attention)
+    results = []
+    for fn in (_dropout_attention, cf, cf):             # eager, then the compiled call twice (the key advances)
+        E.manual_seed(3)
+        out = fn(q, k, v, masked, p)
+        (out * out).sum().backward()
+        results.append((out.detach().numpy(), [t.grad.numpy().copy() for t in (q, k, v)]))
+        for t in (q, k, v):
+            t.grad = None
+    (want, want_g), (got, got_g) = results[0], results[1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for g, w in zip(got_g, want_g):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(results[2][0], want, rtol=1e-4, atol=1e-5)     # same seed, same draws again
+    assert "attention×1" in str(E.explain(_dropout_attention, q, k, v, masked, p))
+    E.manual_seed(3)
+    a = cf(q, k, v, masked, p).detach().numpy()
+    b = cf(q, k, v, masked, p).detach().numpy()          # the generator moved on: other draws
+    assert not np.allclose(a, b)

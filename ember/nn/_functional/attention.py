@@ -88,7 +88,8 @@ def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale, mas
         masked = M.logical_not(attn_mask)
     else:
         masked = const(np.zeros((1, 1), dtype=bool), query)
-    return P("attention", query, key, value, masked, scale=float(scale), fill=float("-inf"))
+    no_key = const(np.zeros(2, dtype=np.int64), query)        # no dropout: never read
+    return P("attention", query, key, value, masked, no_key, scale=float(scale), fill=float("-inf"), p=0.0, keep=1.0)
 
 
 def _merge_masks(attn_mask, key_padding_mask, N, H, L, S_, dtype):

@@ -16,6 +16,7 @@ from enum import Enum
 
 import networkx as nx
 
+from ember.diagnostics import CONSTANT_FILL
 from ember.ir import index as ix
 from ember.ir.graph import Graph, Node
 from ember.ir.kernel import IConst, Var
@@ -355,7 +356,7 @@ class Fuser:
         if placed is None and is_const:
             # a constant handed out as a buffer: np.full / np.arange, no kernel needed
             grp = self._new_group(GroupKind.EAGER, node=n)
-            self.reason[n] = "constant output (filled by numpy)"
+            self.reason[n] = CONSTANT_FILL
             self.home[n] = grp
             self._link(n, grp)
             return
