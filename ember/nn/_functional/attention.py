@@ -71,10 +71,11 @@ def _bool_masks(attn_mask, key_padding_mask, N, L, S_):
 
 
 def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale, masked=None):
-    """The fused `attention` op (one kernel forward, one backward: ember/runtime/attention.py) for what it
-    takes -- CPU tensors of one float dtype, equal batch dims, no dropout, a bool mask or none -- else None.
+    """The fused `attention` op (one kernel forward, one backward: ember/runtime/attention.py) for what its
+    kernels take -- float32 CPU tensors (bf16 under autocast keeps the ops the compiler fuses), equal batch
+    dims, no dropout, a bool mask or none -- else None.
     `masked`: the mask already in the op's sense (True: not attended)."""
-    if (dropout_p > 0.0 or query.device.type != "cpu" or not query.dtype.is_floating_point
+    if (dropout_p > 0.0 or query.device.type != "cpu" or query.dtype is not dt.float32
             or not query.dtype is key.dtype is value.dtype or query.ndim < 2
             or not query.ndim == key.ndim == value.ndim or tuple(query.shape[:-2]) != tuple(key.shape[:-2])
             or tuple(query.shape[:-2]) != tuple(value.shape[:-2]) or key.shape[-1] != query.shape[-1]
