@@ -339,7 +339,7 @@ def test_addmm_bf16_uses_the_epilogue_and_falls_back_for_scaled_forms():
     np.testing.assert_allclose(r2.float().numpy(), want, rtol=2 ** -6, atol=0.1)
 
 
-@pytest.mark.parametrize("layout", ["c", "f", "strided", "broadcast", "small"])
+@pytest.mark.parametrize("layout", ["c", "f", "strided", "broadcast", "small", "permuted", "windows"])
 def test_generated_casts_equal_numpy_bit_for_bit(layout):
     """float32 <-> bfloat16 through the generated kernels (ember/kernels/casts.py) round exactly like
     ml_dtypes / PyTorch: nearest even, overflow to inf, denormals kept, NaN stays NaN; any layout."""
@@ -349,8 +349,17 @@ def test_generated_casts_equal_numpy_bit_for_bit(layout):
     n = 20011
     x = (rng.standard_normal(n) * np.exp(rng.uniform(-95, 95, n))).astype(np.float32)
     x[:12] = [np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-42, 3.4e38, -3.39e38, 1 + 2 ** -8, 1 + 3 * 2 ** -8, np.nan, 1.0]
-    x = {"c": x[:20000].reshape(100, 200), "f": x[:20000].reshape(200, 100).T, "strided": x[::2],
-         "broadcast": np.broadcast_to(x[:300], (50, 300)), "small": x[:100]}[layout]
+    layouts = {"c": lambda x: x[:20000].reshape(100, 200), "f": lambda x: x[:20000].reshape(200, 100).T,
+               "strided": lambda x: x[::2], "broadcast": lambda x: np.broadcast_to(x[:300], (50, 300)),
+               "small": lambda x: x[:100],
+               # a product's result read through a permute (a dense buffer in another axis order), and windows
+               "permuted": lambda x: x[:19200].reshape(8, 12, 20, 10).transpose(2, 0, 3, 1),
+               "windows": lambda x: np.lib.stride_tricks.sliding_window_view(x[:20000].reshape(100, 200), (3, 3))}
+    with np.errstate(over="ignore"):
+        xb = layouts[layout](x.astype(BF))          # the same layout in bf16: the cast back from it
+    got_back = casts.astype(xb, np.float32)
+    assert np.array_equal(got_back.view(np.uint32), xb.astype(np.float32).view(np.uint32))
+    x = layouts[layout](x)
     with np.errstate(over="ignore"):
         want = x.astype(BF)
     got = casts.astype(x, BF)
