@@ -6,6 +6,7 @@ probabilities the key (seed, offset), p and keep (1/(1-p) as float32).  Out:
 
     o = attention.forward(q, k, v, masked, scale)              # [..., L, Dv]
     joined = attention.backward(q, k, v, masked, go, scale)    # dq, dk, dv flattened, one after another
+    o = attention.forward(q, k, v, masked, scale, key=key, p=0.1, keep=np.float32(1 / 0.9))   # with dropout
 
 or None from either when the kernels do not take these arrays (another dtype, an empty or huge shape):
 the caller then runs the reference (ember/ir/ops.py `attention`).  Rows may have any strides (each row
@@ -151,7 +152,9 @@ def _dropout_args(key, p: float, keep: float) -> tuple:
     if not p:
         return 0, 0, 0.0, 1.0
     seed, offset = (int(x) for x in np.asarray(key).tolist())
-    return _mix_seed(seed) - ((1 << 64) if _mix_seed(seed) >= 1 << 63 else 0), offset, float(p), float(keep)
+    mixed = _mix_seed(seed)
+    mixed -= (1 << 64) if mixed >= 1 << 63 else 0          # the uint64 as the i64 ctypes passes
+    return mixed, offset, float(p), float(keep)
 
 
 def forward(q, k, v, masked, scale: float, fill: float = -np.inf, key=None, p: float = 0.0, keep: float = 1.0):
