@@ -338,3 +338,23 @@ def test_attention_dropout_is_fused_and_draws_what_eager_draws(p):
     a = cf(q, k, v, masked, p).detach().numpy()
     b = cf(q, k, v, masked, p).detach().numpy()          # the generator moved on: other draws
     assert not np.allclose(a, b)
+
+
+def test_sdpa_with_dropout_compiles_into_the_fused_op():
+    """F.scaled_dot_product_attention(dropout_p > 0) runs its ops eagerly; compiled, the pass finds them
+    (scale on q, where(keep, ., -inf), softmax, F.dropout) and the fused op draws the same numbers."""
+    def f(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.2, is_causal=True)
+    q, k, v = (E.randn(2, 2, 12, 8, requires_grad=True) for _ in range(3))
+    assert "attention×1" in str(E.explain(f, q, k, v))
+    outs = []
+    for fn in (f, E.compile(f)):
+        E.manual_seed(1)
+        out = fn(q, k, v)
+        out.square().sum().backward()
+        outs.append((out.detach().numpy(), [t.grad.numpy().copy() for t in (q, k, v)]))
+        for t in (q, k, v):
+            t.grad = None
+    np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-5)
+    for g, w in zip(outs[1][1], outs[0][1]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
