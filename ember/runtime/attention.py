@@ -24,7 +24,7 @@ import numpy as np
 from ember.codegen import attention as gen
 from ember.ir.rng import mix_seed as _mix_seed
 from ember.kernels import workers
-from ember.runtime import cpu
+from ember.runtime import cpu, eager_kernels
 from ember.runtime.gemm_operands import ptr
 
 __all__ = ["forward", "backward", "MAX_KEYS"]
@@ -34,8 +34,6 @@ PARALLEL_FLOPS = 2e6      # below this a unit loop stays on the calling thread (
 _P, _I64, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 _F32 = np.dtype(np.float32)
 POOL_KEEP = 4             # results of one shape kept for reuse
-_lock = threading.Lock()
-_state: dict = {}
 _pool = threading.local()  # per thread (a check-then-reuse of a shared one could hand one array to two threads):
                            # shape -> result arrays (`_fresh`)
 
@@ -74,16 +72,13 @@ class _Kernels:
 
 
 def _kernels():
-    k = _state.get("k")
-    if k is None:
-        with _lock:
-            k = _state.get("k")
-            if k is None:
-                try:
-                    k = _state["k"] = _Kernels()
-                except Exception:  # noqa: BLE001 - no working code generator here: the reference runs
-                    k = _state["k"] = False
-    return k
+    """The compiled kernels, or False where no code generator works here (the reference runs then)."""
+    def build():
+        try:
+            return _Kernels()
+        except Exception:  # noqa: BLE001
+            return False
+    return eager_kernels.once("attention", build)
 
 
 def _units(x: np.ndarray, batch: tuple):

@@ -39,7 +39,7 @@ from ember.ir import dtypes as dt
 from ember.ir.ops import OPS
 
 __all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE", "adam_update", "ADAM_CONSTS",
-           "index_add_kernel", "attention_kernel"]
+           "index_add_kernel", "attention_kernel", "once"]
 
 FAST_UNARY = ("erf",)      # measured slower in numpy than in generated code (see the docstring)
 MIN_SIZE = 4096            # below this the call overhead (~10 us) outweighs the gain
@@ -48,24 +48,31 @@ _cache: dict = {}
 _lock = threading.Lock()
 
 
+def once(key, build):
+    """The process-wide value of `key`: build() on first use, under the lock (compiled code is built once;
+    the machine code lives as long as the object holding it, here for the process)."""
+    v = _cache.get(key)
+    if v is None:
+        with _lock:
+            v = _cache.get(key)
+            if v is None:
+                v = _cache[key] = build()
+    return v
+
+
 def _compiled(op: str, d: dt.DType):
     """The bound kernel y[i] = op(x[i]) over n = s0 values (compiled once per op and dtype)."""
-    key = (op, d)
-    k = _cache.get(key)
-    if k is None:
-        with _lock:
-            k = _cache.get(key)
-            if k is None:
-                # kernel IR and llvmlite load on first use: `import ember` stays as fast as it was
-                from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
-                from ember.ir.symbolic import SymInt
-                from ember.runtime.cpu import compile_kernels
-                n = SymInt({("s0",): 1}, MIN_SIZE)
-                x, y = Buf("x", (n,), d), Buf("y", (n,), d)
-                kern = Kernel([x], [y], [n], stores=[Store(y, [o(0)], Unary(op, Load(x, [o(0)])))],
-                              name=f"eager_{op}_{d.short}")
-                k = _cache[key] = compile_kernels([kern])[kern.name]
-    return k
+    def build():
+        # kernel IR and llvmlite load on first use: `import ember` stays as fast as it was
+        from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
+        from ember.ir.symbolic import SymInt
+        from ember.runtime.cpu import compile_kernels
+        n = SymInt({("s0",): 1}, MIN_SIZE)
+        x, y = Buf("x", (n,), d), Buf("y", (n,), d)
+        kern = Kernel([x], [y], [n], stores=[Store(y, [o(0)], Unary(op, Load(x, [o(0)])))],
+                      name=f"eager_{op}_{d.short}")
+        return compile_kernels([kern])[kern.name]
+    return once((op, d), build)
 
 
 def unary_kernel(op: str):
@@ -109,36 +116,31 @@ _ADAM_BOUND_MAX = 64        # bound kernels kept per (dtype, mode): one per dist
 def _adam_kernel(d: dt.DType, mode: str):
     """The compiled update over n = s0 values (once per dtype and weight-decay mode), with its
     per-size bindings."""
-    key = ("adam", d, mode)
-    entry = _cache.get(key)
-    if entry is None:
-        with _lock:
-            entry = _cache.get(key)
-            if entry is None:
-                from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
-                from ember.ir.symbolic import SymInt
-                from ember.runtime.cpu import compile_kernels
-                n = SymInt({("s0",): 1}, 1 << 16)
-                p_in, g_in, m_in, v_in = (Buf(name, (n,), d) for name in ("p", "g", "m", "v"))
-                h_buf = Buf("h", (len(ADAM_CONSTS),), d)
-                p_out, m_out, v_out = (Buf(name, (n,), d) for name in ("p_out", "m_out", "v_out"))
-                h = {name: Load(h_buf, [i]) for i, name in enumerate(ADAM_CONSTS)}
-                i = [o(0)]
-                p, g, m, v = Load(p_in, i), Load(g_in, i), Load(m_in, i), Load(v_in, i)
-                # the order of torch.optim's single-tensor Adam (and of the numpy path in ember/optim/adam.py)
-                if mode == "decoupled":
-                    p = p * h["decay"]
-                elif mode == "l2":
-                    g = g + p * h["l2"]
-                m = m + h["one_m_beta1"] * (g - m)
-                v = v * h["beta2"] + h["one_m_beta2"] * (g * g)
-                denom = Unary("sqrt", v) / h["bc2_sqrt"] + h["eps"]
-                p = p + h["neg_step_size"] * (m / denom)
-                kern = Kernel([p_in, g_in, m_in, v_in, h_buf], [p_out, m_out, v_out], [n],
-                              stores=[Store(p_out, i, p), Store(m_out, i, m), Store(v_out, i, v)],
-                              name=f"eager_adam_{mode}_{d.short}")
-                entry = _cache[key] = (compile_kernels([kern])[kern.name], {})
-    return entry
+    def build():
+        from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
+        from ember.ir.symbolic import SymInt
+        from ember.runtime.cpu import compile_kernels
+        n = SymInt({("s0",): 1}, 1 << 16)
+        p_in, g_in, m_in, v_in = (Buf(name, (n,), d) for name in ("p", "g", "m", "v"))
+        h_buf = Buf("h", (len(ADAM_CONSTS),), d)
+        p_out, m_out, v_out = (Buf(name, (n,), d) for name in ("p_out", "m_out", "v_out"))
+        h = {name: Load(h_buf, [i]) for i, name in enumerate(ADAM_CONSTS)}
+        i = [o(0)]
+        p, g, m, v = Load(p_in, i), Load(g_in, i), Load(m_in, i), Load(v_in, i)
+        # the order of torch.optim's single-tensor Adam (and of the numpy path in ember/optim/adam.py)
+        if mode == "decoupled":
+            p = p * h["decay"]
+        elif mode == "l2":
+            g = g + p * h["l2"]
+        m = m + h["one_m_beta1"] * (g - m)
+        v = v * h["beta2"] + h["one_m_beta2"] * (g * g)
+        denom = Unary("sqrt", v) / h["bc2_sqrt"] + h["eps"]
+        p = p + h["neg_step_size"] * (m / denom)
+        kern = Kernel([p_in, g_in, m_in, v_in, h_buf], [p_out, m_out, v_out], [n],
+                      stores=[Store(p_out, i, p), Store(m_out, i, m), Store(v_out, i, v)],
+                      name=f"eager_adam_{mode}_{d.short}")
+        return compile_kernels([kern])[kern.name], {}
+    return once(("adam", d, mode), build)
 
 
 def adam_update(P: np.ndarray, G: np.ndarray, M: np.ndarray, V: np.ndarray, consts, mode: str) -> bool:
@@ -204,23 +206,19 @@ _adam_broken: list = []
 # ====================================================================== index_add
 def _index_add_library():
     """The row-loop functions {numpy dtype: ctypes function} (compiled once, then from the disk cache)."""
-    lib = _cache.get("index_add")
-    if lib is None:
-        with _lock:
-            lib = _cache.get("index_add")
-            if lib is None:
-                import ctypes
+    def build():
+        import ctypes
 
-                from ember.codegen import index_add as gen
-                from ember.runtime import cpu
-                target = cpu.host_target()
-                text = gen.emit_module(target.triple, target.data_layout)
-                native = cpu.NativeLibrary(text, "index_add", gen.__file__)
-                P, I64 = ctypes.c_void_p, ctypes.c_int64
-                fns = {np.dtype(d): native.function(name, P, P, P, I64, I64, I64, I64, I64, I64, P)
-                       for d, (name, _) in gen.FUNCTIONS.items()}
-                lib = _cache["index_add"] = (native, fns)     # (the library owns the machine code)
-    return lib[1]
+        from ember.codegen import index_add as gen
+        from ember.runtime import cpu
+        target = cpu.host_target()
+        text = gen.emit_module(target.triple, target.data_layout)
+        native = cpu.NativeLibrary(text, "index_add", gen.__file__)
+        P, I64 = ctypes.c_void_p, ctypes.c_int64
+        fns = {np.dtype(d): native.function(name, P, P, P, I64, I64, I64, I64, I64, I64, P)
+               for d, (name, _) in gen.FUNCTIONS.items()}
+        return native, fns          # (the library owns the machine code)
+    return once("index_add", build)[1]
 
 
 def index_add_kernel(ref):
@@ -269,15 +267,15 @@ def compile_one(kernel):
     return compile_kernels([kernel])[kernel.name]
 
 
-
 # ====================================================================== attention
 def attention_kernel(op: str, ref):
     """The eager kernel of `attention` / `attention_grad`: ember/runtime/attention.py's fused kernels for
     float32 numpy arrays, `ref` (the op's reference) for the rest."""
-    from ember.runtime import attention
 
     def fast(xp, q, k, v, masked, key, *g, **attrs):
         if xp is np:
+            # imported on first use: it brings in the code generator and llvmlite, which `import ember` does not
+            from ember.runtime import attention
             if op == "attention":
                 out = attention.forward(q, k, v, masked, key=key, **attrs)
             else:

@@ -81,14 +81,13 @@ def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale, mas
             or tuple(query.shape[:-2]) != tuple(value.shape[:-2]) or key.shape[-1] != query.shape[-1]
             or (attn_mask is not None and (attn_mask.dtype is not dt.bool_ or is_causal))):
         return None
-    if masked is not None:
-        pass
-    elif is_causal:
-        masked = const(np.triu(np.ones((L, S_), dtype=bool), 1), query)
-    elif attn_mask is not None:
-        masked = M.logical_not(attn_mask)
-    else:
-        masked = const(np.zeros((1, 1), dtype=bool), query)
+    if masked is None:
+        if is_causal:
+            masked = const(np.triu(np.ones((L, S_), dtype=bool), 1), query)
+        elif attn_mask is not None:
+            masked = M.logical_not(attn_mask)
+        else:
+            masked = const(np.zeros((1, 1), dtype=bool), query)
     no_key = const(np.zeros(2, dtype=np.int64), query)        # no dropout: never read
     return P("attention", query, key, value, masked, no_key, scale=float(scale), fill=float("-inf"), p=0.0, keep=1.0)
 
