@@ -100,12 +100,12 @@ def _exp16(f: Fn, x: str) -> str:
     for coef in _EXP_F32[1:]:
         p = f.tmp(f"call {_V} @llvm.fma.v16f32({_V} {p}, {_V} {r}, {_V} {k(coef)})")
     ni = f.tmp(f"fptosi {_V} {n} to <16 x i32>")
-    n1 = f.tmp(f"ashr <16 x i32> {ni}, {_splat_i32(1)}")
+    n1 = f.tmp(f"ashr <16 x i32> {ni}, {_const('i32', 1)}")
     n2 = f.tmp(f"sub <16 x i32> {ni}, {n1}")
     scales = []
     for part in (n1, n2):
-        biased = f.tmp(f"add <16 x i32> {part}, {_splat_i32(c['bias'])}")
-        bits = f.tmp(f"shl <16 x i32> {biased}, {_splat_i32(c['mbits'])}")
+        biased = f.tmp(f"add <16 x i32> {part}, {_const('i32', c['bias'])}")
+        bits = f.tmp(f"shl <16 x i32> {biased}, {_const('i32', c['mbits'])}")
         scales.append(f.tmp(f"bitcast <16 x i32> {bits} to {_V}"))
     res = f.tmp(f"fmul {_V} {f.tmp(f'fmul {_V} {p}, {scales[0]}')}, {scales[1]}")
     res = f.tmp(f"select {_M} {f.tmp(f'fcmp olt {_V} {x}, {lo}')}, {_V} zeroinitializer, {_V} {res}")
@@ -116,9 +116,6 @@ def _hexf(v: float) -> str:
     """v rounded to float32, in LLVM's hex double form (the exact spelling of a float constant)."""
     return "0x" + struct.pack(">d", struct.unpack("<f", struct.pack("<f", v))[0]).hex().upper()
 
-
-def _splat_i32(v: int) -> str:
-    return f"<{', '.join(f'i32 {v}' for _ in range(16))}>"
 
 
 def _vload(f: Fn, p: str, lanes: str, fill: str = "zeroinitializer") -> str:
@@ -259,7 +256,7 @@ def _row_extent(f: Fn, mrow: str, S: str) -> str:
     f.label(body)
     lanes = mask16(f, f.tmp(f"sub i64 {S}, {j}"))
     bytes_ = f.tmp(f"call <16 x i8> @llvm.masked.load.v16i8.p0(ptr {_gep(f, 'i8', mrow, j)}, i32 1, {_M} {lanes}, "
-                   f"<16 x i8> {_splat_i8(1)})")
+                   f"<16 x i8> {_const('i8', 1)})")
     open_ = f.tmp(f"bitcast {_M} {f.tmp(f'icmp eq <16 x i8> {bytes_}, zeroinitializer')} to i16")
     f.emit(f"br i1 {f.tmp(f'icmp eq i16 {open_}, 0')}, label %{head}, label %{found}")
     f.label(found)
@@ -296,9 +293,6 @@ def _zero(f: Fn, row: str, lo: str, hi: str) -> None:
     close()
 
 
-def _splat_i8(v: int) -> str:
-    return f"<{', '.join(f'i8 {v}' for _ in range(16))}>"
-
 
 def _counter0(f: Fn, u: str, i: str) -> str:
     """The dropout counter of query row i's first score in unit u: offset + (u * L + i) * S (the flat index
@@ -311,12 +305,15 @@ def _keep16(f: Fn, base: str, j: str) -> str:
     """The dropout factors of counters base + j + 0..15: `keep` where the uniform draw (ember/ir/rng.py:
     splitmix64(c * GOLDEN + mixed), its top 24 bits times 2^-24) is >= p, else 0."""
     c = f.tmp(f"add <16 x i64> {splat_i64(f, f.tmp(f'add i64 {base}, {j}'))}, {_IOTA64}")
-    z = f.tmp(f"add <16 x i64> {f.tmp(f'mul <16 x i64> {c}, {_splat64(rng.GOLDEN)}')}, {splat_i64(f, '%mixed')}")
+    scrambled = f.tmp(f"mul <16 x i64> {c}, {_const('i64', rng.GOLDEN)}")
+    z = f.tmp(f"add <16 x i64> {scrambled}, {splat_i64(f, '%mixed')}")
     for shift, mul in zip(rng.SHIFTS, (rng.M1, rng.M2, None)):
-        z = f.tmp(f"xor <16 x i64> {z}, {f.tmp(f'lshr <16 x i64> {z}, {_splat64(shift)}')}")
+        shifted = f.tmp(f"lshr <16 x i64> {z}, {_const('i64', shift)}")
+        z = f.tmp(f"xor <16 x i64> {z}, {shifted}")
         if mul is not None:
-            z = f.tmp(f"mul <16 x i64> {z}, {_splat64(mul)}")
-    top = f.tmp(f"trunc <16 x i64> {f.tmp(f'lshr <16 x i64> {z}, {_splat64(40)}')} to <16 x i32>")
+            z = f.tmp(f"mul <16 x i64> {z}, {_const('i64', mul)}")
+    high = f.tmp(f"lshr <16 x i64> {z}, {_const('i64', 40)}")
+    top = f.tmp(f"trunc <16 x i64> {high} to <16 x i32>")
     u = f.tmp(f"fmul {_V} {f.tmp(f'uitofp <16 x i32> {top} to {_V}')}, {splat_f32(f, _hexf(2.0 ** -24))}")
     kept = f.tmp(f"fcmp oge {_V} {u}, {splat_f32(f, '%p')}")
     return f.tmp(f"select {_M} {kept}, {_V} {splat_f32(f, '%keep')}, {_V} zeroinitializer")
@@ -337,9 +334,10 @@ def _dropout(f: Fn, buf: str, sp: str, rows: str, ext: str, c0: str) -> None:
     close_p()
 
 
-def _splat64(v: int) -> str:
-    v = v - (1 << 64) if v >= 1 << 63 else v          # LLVM spells i64 constants signed
-    return f"<{', '.join(f'i64 {v}' for _ in range(16))}>"
+def _const(ty: str, v: int) -> str:
+    """A 16-lane integer constant vector (ty: i8, i32, i64; a uint64 spelled signed, as LLVM reads it)."""
+    v = v - (1 << 64) if ty == "i64" and v >= 1 << 63 else v
+    return f"<{', '.join(f'{ty} {v}' for _ in range(16))}>"
 
 
 _IOTA64 = f"<{', '.join(f'i64 {x}' for x in range(16))}>"
