@@ -149,6 +149,10 @@ def test_autocast_cpu_output_dtype_matches_torch(op, in_dtype, low):
             with torch.autocast("cpu", dtype=getattr(torch, low)):
                 t = CASES[op](T, in_dtype)
         except RuntimeError as exc:       # promote ops refuse the other 16-bit type: so must ember
+            if "primitive descriptor" in str(exc):
+                # oneDNN has no kernel for this dtype on this CPU (bf16 LSTM without AVX512-BF16): a host
+                # limit of the oracle, not an autocast rule
+                pytest.skip(f"PyTorch cannot run {op} here: {str(exc).splitlines()[0][:80]}")
             with pytest.raises(RuntimeError, match=str(exc).split(" in ")[0]):
                 with ember.autocast("cpu", dtype=getattr(ember, low)):
                     CASES[op](E, in_dtype)
@@ -204,7 +208,13 @@ def test_lstm_under_autocast_matches_torch():
             out, (h, c) = m(lib.tensor(x))
         (out.float().square().sum() + h.float().sum() + c.float().sum()).backward()
         return [out, h, c], [p.grad for p in m.parameters()]
-    (oe, ge), (ot, gt) = run(ember), run(torch)
+    try:
+        ot, gt = run(torch)
+    except RuntimeError as exc:
+        if "primitive descriptor" not in str(exc):
+            raise
+        pytest.skip(f"PyTorch's oneDNN has no bf16 LSTM on this CPU (no AVX512-BF16): {str(exc)[:60]}")
+    oe, ge = run(ember)
     for a, b in zip(oe, ot):
         assert a.dtype is ember.bfloat16 and b.dtype is torch.bfloat16
         np.testing.assert_allclose(a.detach().float().numpy(), b.detach().float().numpy(), atol=0.05, rtol=0.05)

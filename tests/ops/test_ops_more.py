@@ -63,7 +63,10 @@ class TestBinaryComposites:
 def test_special_values_float64(name, xs):
     x = np.array(xs)
     e = getattr(ember, name)(ember.tensor(x)).numpy()
-    t = getattr(torch, name)(torch.tensor(x)).numpy()
+    # sinh and cosh of 710 are finite (1.117e308); PyTorch's vectorised AVX2 kernel overflows there (its
+    # AVX-512 one does not): libm's value (numpy's) is the reference for those two
+    ref = np if name in ("sinh", "cosh") else None
+    t = getattr(ref, name)(x) if ref else getattr(torch, name)(torch.tensor(x)).numpy()
     # erfinv's Newton steps on erf lose digits as erf(x) nears 1 (1e-11 at 1 - 1e-6)
     np.testing.assert_allclose(e, t, rtol=1e-10 if name == "erfinv" else 1e-12, atol=0, equal_nan=True)
 
