@@ -42,7 +42,9 @@ __all__ = ["emit_module", "QB", "TILES", "scratch_floats", "ST_WORDS"]
 
 QB = 64                   # query rows per backward block: its P and dS, [QB, S] each, stay in the thread's L2
 MR = 8                    # query rows (keys for dK, dV) per tile: a causal mask's tiles skip ~44% of the work at 8
-TILES = (OuterTile(6, 4), OuterTile(8, 2))   # 6 x 64 where N > 32 (the packed form's fastest), else 8 x 32
+# (wide, narrow) outer-form tiles per vector width (ember/codegen/gemm_f32.py `TILES`): 6 x 64 where N > 32
+# (the packed form's fastest), else 8 x 32; on AVX2 (16 ymm) 6 x 16 and 4 x 16
+TILES = {512: (OuterTile(6, 4), OuterTile(8, 2)), 256: (OuterTile(6, 1), OuterTile(4, 1))}
 ST_WORDS = 18             # strides in st: q, k, v, masked, o|go (3 each: batch, head, row), then spare
 _V, _M = "<16 x float>", "<16 x i1>"
 _NEG_INF = "0xFFF0000000000000"
@@ -55,15 +57,23 @@ def scratch_floats(S: int, D: int, Dv: int) -> int:
 
 
 def _product(f: Fn, a, sam, sak, b, sbk, c, ldc, m, n, k, accumulate: str) -> None:
-    """C[0:m, 0:n] (+)= A[0:m, 0:k] B[0:k, 0:n] by an outer-form tile: 6 x 64 for more than MR rows and n > 32,
-    else 8 x 32 (a tile of MR rows in 6 x 64 tiles is 6 + 2 rows: 1.5x the work)."""
-    wide = f.tmp(f"and i1 {f.tmp(f'icmp sgt i64 {n}, 32')}, {f.tmp(f'icmp sgt i64 {m}, {MR}')}")
-    for t, then in ((TILES[0], "wide"), (TILES[1], "narrow")):
-        pick = wide if t is TILES[0] else f.tmp(f"xor i1 {wide}, true")
-        close = f.if_(pick, then)
-        f.emit(f"call void @sgemm_outer_{t.tag}(ptr {a}, i64 {sam}, i64 {sak}, ptr {b}, i64 {sbk}, ptr {c}, "
-               f"i64 {ldc}, i64 0, i64 {m}, i64 0, i64 {n}, i64 {k}, i32 {accumulate})")
+    """C[0:m, 0:n] (+)= A[0:m, 0:k] B[0:k, 0:n]: a call of attn_product (`_emit_product`)."""
+    f.emit(f"call void @attn_product(ptr {a}, i64 {sam}, i64 {sak}, ptr {b}, i64 {sbk}, ptr {c}, i64 {ldc}, "
+           f"i64 {m}, i64 {n}, i64 {k}, i32 {accumulate})")
+
+
+def _emit_product(tiles: tuple) -> str:
+    """attn_product: an outer-form product by the wide tile (6 x 64 on AVX-512) for more than MR rows and
+    n > 32, else the narrow one (8 x 32: a tile of MR rows in 6 x 64 tiles is 6 + 2 rows, 1.5x the work)."""
+    f = Fn("define void @attn_product(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %b, i64 %sbk, ptr noalias %c, "
+           "i64 %ldc, i64 %m, i64 %n, i64 %k, i32 %accumulate) #0")
+    wide = f.tmp(f"and i1 {f.tmp('icmp sgt i64 %n, 32')}, {f.tmp(f'icmp sgt i64 %m, {MR}')}")
+    for t, pick in ((tiles[0], wide), (tiles[1], f.tmp(f"xor i1 {wide}, true"))):
+        close = f.if_(pick, "wide" if t is tiles[0] else "narrow")
+        f.emit(f"call void @sgemm_outer_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %b, i64 %sbk, ptr %c, "
+               "i64 %ldc, i64 0, i64 %m, i64 0, i64 %n, i64 %k, i32 %accumulate)")
         close()
+    return f.text()
 
 
 def _gep(f: Fn, ty: str, base: str, off: str) -> str:
@@ -459,7 +469,7 @@ def _emit_bwd() -> str:
     return f.text()
 
 
-def emit_module(triple: str = "", data_layout: str = "") -> str:
+def emit_module(triple: str = "", data_layout: str = "", vector_bits: int = 512) -> str:
     head = module_head(triple, data_layout)
     decls = [f"declare {_V} @llvm.fma.v16f32({_V}, {_V}, {_V})",
              f"declare {_V} @llvm.masked.load.v16f32.p0(ptr, i32, {_M}, {_V})",
@@ -471,7 +481,8 @@ def emit_module(triple: str = "", data_layout: str = "") -> str:
              f"declare {_V} @llvm.roundeven.v16f32({_V})",
              "declare i64 @llvm.smin.i64(i64, i64)", "declare i64 @llvm.smax.i64(i64, i64)",
              "declare i16 @llvm.ctlz.i16(i16, i1)"]
-    parts = head + decls + [_emit_outer(t) for t in TILES]
+    tiles = TILES[512 if vector_bits >= 512 else 256]
+    parts = head + decls + [_emit_outer(t) for t in tiles] + [_emit_product(tiles)]
     kernels = [_emit_fwd(), _emit_bwd()]
     parts += kernels + [_emit_claiming(k, "u0", "u1") for k in kernels]
     parts.append(ATTRIBUTES)

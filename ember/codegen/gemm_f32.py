@@ -1,6 +1,6 @@
 """LLVM IR for ember's float32 matrix products.  Pure text.
 
-In: the register tiles to emit.  Out: `emit_module(...)`, one LLVM module of C-callable functions that
+In: the register tiles to emit (a `TileSet`; `tile_set(vector_bits)` picks AVX-512's or AVX2's).  Out: `emit_module(...)`, one LLVM module of C-callable functions that
 the runtime (ember/runtime/gemm_f32.py) compiles once per process and calls on numpy buffers.
 
 Three kernels, all around one register tile (`_tile_product`: an MR x NR tile of C, NR = 16 * nv float
@@ -60,7 +60,7 @@ from .llvm_text import ATTRIBUTES, IOTA16, Tile, claims, module_head, splat_f32,
 from .llvm_text import mask16 as _mask
 from .llvm_text import transpose16 as _transpose16
 
-__all__ = ["OuterTile", "DotTile", "OUTER_TILES", "DOT_TILES", "PACKED_TILES", "emit_module"]
+__all__ = ["OuterTile", "DotTile", "TileSet", "TILES", "tile_set", "emit_module"]
 
 _V, _VI, _M = "<16 x float>", "<16 x i32>", "<16 x i1>"
 DOT_PREFETCH_FLOATS = 512 # the dot form's prefetch distance along a row (32 lines: ~ memory latency here)
@@ -80,14 +80,37 @@ class DotTile:
         return f"{self.ra}x{self.rb}"
 
 
-# 24 x 16 for narrow products, 10/12 x 32 for 10- and 20-row ones and 8 x 48 for wide ones: at most 26
-# accumulators, leaving registers for the B vectors and the broadcast.
-OUTER_TILES = (OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3))
-DOT_TILES = (DotTile(4, 4), DotTile(2, 8))
-# the packed form's: 6 x 64 first (one thread, whole tiles: 6x64 ~105 GF/s, 8x48 and 12x32 ~8% slower, 24x16
-# and 8x32 ~15%, 5x80 ~20%: it runs out of registers); the others for narrow or ragged N (8x32: attention's
-# 64 x 32 products without a wasted row)
-PACKED_TILES = (OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1), OuterTile(8, 2))
+@dataclass(frozen=True)
+class TileSet:
+    """The register tiles of one vector width, per form.  A tile's 16-lane accumulators must fit the
+    register file with room for B's vectors and the broadcast A value: a tile sized for 32 zmm registers
+    spills on a 16-ymm core (each 16-lane vector is two ymm there) -- 6x64 ran at 0.36-0.49x of OpenBLAS
+    on an AVX2 EPYC."""
+    outer: tuple
+    dot: tuple
+    packed: tuple
+
+
+TILES = {
+    # AVX-512 (32 zmm).  Outer: 24 x 16 for narrow products, 10/12 x 32 for 10- and 20-row ones and 8 x 48
+    # for wide ones: at most 26 accumulators.  Packed: 6 x 64 first (one thread, whole tiles: 6x64
+    # ~105 GF/s, 8x48 and 12x32 ~8% slower, 24x16 and 8x32 ~15%, 5x80 ~20%: it runs out of registers); the
+    # others for narrow or ragged N (8x32: attention's 64 x 32 products without a wasted row).
+    512: TileSet(outer=(OuterTile(24, 1), OuterTile(12, 2), OuterTile(10, 2), OuterTile(8, 3)),
+                 dot=(DotTile(4, 4), DotTile(2, 8)),
+                 packed=(OuterTile(6, 4), OuterTile(8, 3), OuterTile(12, 2), OuterTile(24, 1), OuterTile(8, 2))),
+    # AVX2 (16 ymm): at most 6 accumulators of 16 lanes (12 ymm), B's vector (2) and the broadcast (1) --
+    # 6 x 16 is the AVX2 BLAS kernels' tile; B is read as an FMA memory operand in 3 x 32.
+    256: TileSet(outer=(OuterTile(6, 1), OuterTile(5, 1), OuterTile(3, 2), OuterTile(4, 1)),
+                 dot=(DotTile(2, 2), DotTile(1, 4)),
+                 packed=(OuterTile(6, 1), OuterTile(3, 2), OuterTile(4, 1), OuterTile(2, 2))),
+}
+
+
+def tile_set(vector_bits: int) -> TileSet:
+    """The tiles for a target with vector registers this wide (TargetInfo.vector_bits): 128-bit targets
+    take AVX2's (correct anywhere, since LLVM splits the vectors; only AVX-512 and AVX2 are tuned)."""
+    return TILES[512] if vector_bits >= 512 else TILES[256]
 
 
 def _load(f: _Fn, p: str, m: str | None) -> str:
@@ -543,7 +566,8 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
     return f.text()
 
 
-def emit_module(outer=OUTER_TILES, dot=DOT_TILES, packed=PACKED_TILES, triple: str = "", data_layout: str = "") -> str:
+def emit_module(tiles: TileSet = TILES[512], triple: str = "", data_layout: str = "") -> str:
+    outer, dot, packed = tiles.outer, tiles.dot, tiles.packed
     head = module_head(triple, data_layout)
     decls = [f"declare {_V} @llvm.fma.v16f32({_V}, {_V}, {_V})",
              f"declare {_V} @llvm.masked.load.v16f32.p0(ptr, i32, {_M}, {_V})",

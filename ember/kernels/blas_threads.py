@@ -85,6 +85,9 @@ K_BLOCK = 2048
 K_SPLIT_MIN = 4 * K_BLOCK
 FEW_ROWS = 32
 PANEL_BYTES = 256 << 10
+# row blocks are cut as for this many threads, whatever the count (at least 2: the blocks that split a
+# product on a 2-core machine)
+ROW_BLOCK_THREADS = max(2, os.cpu_count() or 1)
 
 
 def _gemm2d(a, b, out, threads: int):
@@ -119,8 +122,11 @@ def _gemm2d(a, b, out, threads: int):
     nb = -(-n // blk)
     if parallel and n >= m:
         nb = max(nb, _blocks(n, nt))
-    elif parallel:
-        rb = _blocks(m, nt)
+    elif 2.0 * m * n * k >= PARALLEL_GEMM_FLOPS:
+        # row blocks by the shape alone, run serially when not in parallel: OpenBLAS's bits for a row depend
+        # on the block it sits in (its edge kernels sum in another order), so a count that followed the
+        # threads would change the result with them
+        rb = _blocks(m, ROW_BLOCK_THREADS)
         if rb > 1:
             cut = [m * i // rb for i in range(rb + 1)]
             workers.parallel_for(lambda i: np.matmul(a[cut[i]:cut[i + 1]], b, out=out[cut[i]:cut[i + 1]]), rb, nt)

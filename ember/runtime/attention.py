@@ -41,7 +41,7 @@ _pool = threading.local()  # per thread (a check-then-reuse of a shared one coul
 class _Kernels:
     def __init__(self):
         target = cpu.host_target()
-        self._lib = cpu.NativeLibrary(gen.emit_module(target.triple, target.data_layout), "attention", gen.__file__)
+        self._lib = cpu.NativeLibrary(gen.emit_module(target.triple, target.data_layout, target.vector_bits), "attention", gen.__file__)
         fwd = (_P,) * 6 + (_I64,) * 5 + (_F, _F, _I64, _I64, _F, _F, _I64, _I64, _P)
         bwd = (_P,) * 9 + (_I64,) * 5 + (_F, _F, _I64, _I64, _F, _F, _I64, _I64, _P)
         self.fwd, self.fwd_c = (self._lib.function(n, *fwd, *x) for n, x in (("attn_fwd", ()),

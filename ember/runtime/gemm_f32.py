@@ -39,7 +39,7 @@ from ember.codegen import gemm_f32 as gen
 from ember.kernels import workers
 from ember.runtime import cpu, gemm_operands
 
-__all__ = ["F32Gemm", "instance", "matmul", "plan", "plan_batched"]
+__all__ = ["F32Gemm", "instance", "matmul", "plan", "plan_batched", "host_tiles", "wins_on_host"]
 
 MIN_FLOPS = 4e6           # smaller products stay with BLAS: ~5 us of Python and ctypes per call here
                           # (13 arguments) is more than the kernels save on them
@@ -65,7 +65,8 @@ PACKED_KC = 1024          # K block of the packed form: C is re-read once per fu
                           # 2-5% slower than one block on the GPT shapes, K <= 1024)
 PACKED_B_BYTES = 512 << 10  # columns of B per group: kq x nc floats, streamed from L2 by every row tile
 # speed of each packed tile on whole tiles relative to 6x64 (measured, one thread, [1152,256] @ [256,192])
-PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85, "8x32": 0.85}
+PACKED_TILE_SPEED = {"6x64": 1.0, "8x48": 0.92, "12x32": 0.92, "24x16": 0.85, "8x32": 0.85,
+                     "6x16": 1.0, "3x32": 0.9, "4x16": 0.85, "2x32": 0.8}     # AVX2's (gen.TILES[256])
 PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 with room for C's rows
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
@@ -80,7 +81,8 @@ class F32Gemm:
 
     def __init__(self):
         target = cpu.host_target()
-        text = gen.emit_module(triple=target.triple, data_layout=target.data_layout)
+        self.tiles = tiles = host_tiles()
+        text = gen.emit_module(tiles, triple=target.triple, data_layout=target.data_layout)
         self._lib = cpu.NativeLibrary(text, "gemm_f32", gen.__file__)
         arity = {m.group(1): len(m.group(2).split(",")) for m in re.finditer(r"define void @(\w+)\(([^)]*)\)", text)}
 
@@ -96,22 +98,22 @@ class F32Gemm:
                 self.claiming[id(f)] = fn(name + "_c", *argtypes, _I64, _P)
             return f
         self.outer = {t: fn(f"sgemm_outer_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64,
-                            _I64, _I32) for t in gen.OUTER_TILES}
+                            _I64, _I32) for t in tiles.outer}
         self.outer_packed = {t: fn(f"sgemm_outerp_{t.tag}", _P, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64,
-                                   _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
+                                   _I64, _I64, _I32, _P, _I64) for t in tiles.outer}
         self.dot = {t: fn(f"sgemm_dot_{t.tag}", _P, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
-                          _I64, _P, _I32) for t in gen.DOT_TILES}
+                          _I64, _P, _I32) for t in tiles.dot}
         self.outer_gathered = {t: fn(f"sgemm_outerg_{t.tag}", _P, _I64, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64,
-                                     _I64, _I64, _I64, _I32, _P, _I64) for t in gen.OUTER_TILES}
+                                     _I64, _I64, _I64, _I32, _P, _I64) for t in tiles.outer}
         self.dot_gathered = {t: fn(f"sgemm_dotg_{t.tag}", _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64,
-                                   _I64, _I64, _I64, _P, _I32) for t in gen.DOT_TILES}
+                                   _I64, _I64, _I64, _P, _I32) for t in tiles.dot}
         self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
-                             _I64, _I64, _I64, _I32) for t in gen.PACKED_TILES}
+                             _I64, _I64, _I64, _I32) for t in tiles.packed}
         self.batch = {t: fn(f"sgemm_batch_{t.tag}", _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64,
-                            _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in gen.PACKED_TILES}
+                            _I64, _I64, _I64, _I64, _I64, _I64, _P) for t in tiles.packed}
         self.packed_cols = {t: fn(f"sgemm_packedc_{t.tag}", _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
-                                  _I64, _I64, _I64, _I32, _I64, _I64, _P) for t in gen.PACKED_TILES}
+                                  _I64, _I64, _I64, _I32, _I64, _I64, _P) for t in tiles.packed}
         self._outer_tile: dict = {}
         self._dot_tile: dict = {}
         self._gathers: dict = {}   # gather descriptor -> (row offsets or const addresses, row steps, starts)
@@ -123,14 +125,14 @@ class F32Gemm:
         t = self._outer_tile.get((m, n))
         if t is None:
             t = self._outer_tile[(m, n)] = min(
-                gen.OUTER_TILES, key=lambda t: (-(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr, -t.nv))
+                self.tiles.outer, key=lambda t: (-(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr, -t.nv))
         return t
 
     def dot_tile(self, m: int, n: int) -> gen.DotTile:
         t = self._dot_tile.get((m, n))
         if t is None:
             t = self._dot_tile[(m, n)] = min(
-                gen.DOT_TILES, key=lambda t: (-(-m // t.ra) * t.ra * -(-n // t.rb) * t.rb, -t.ra))
+                self.tiles.dot, key=lambda t: (-(-m // t.ra) * t.ra * -(-n // t.rb) * t.rb, -t.ra))
         return t
 
     # ----------------------------------------------------------------------------- products
@@ -323,13 +325,29 @@ def _blocking(t: gen.OuterTile, k: int, kc: int | None = None, nc: int | None = 
     return kc, nc or max(t.nr, PACKED_B_BYTES // (4 * min(k, kc)) // t.nr * t.nr)
 
 
+@functools.lru_cache(maxsize=1)
+def host_tiles() -> gen.TileSet:
+    """The register tiles for this CPU's vector width (ember/codegen/gemm_f32.py `TILES`)."""
+    return gen.tile_set(cpu.host_target().vector_bits)
+
+
+def wins_on_host() -> bool:
+    """Should eager ops and compiled steps route products here (the `plan` rules) on this CPU?  The kernels
+    and rules are tuned on AVX-512 (Zen 4); on an AVX2 core (16 ymm registers) OpenBLAS's hand-written
+    kernels beat them on every product of the MNIST and GPT steps even with AVX2's tiles (0.54-1.05x,
+    measured on an AVX2 EPYC), so there BLAS keeps them (ember/__init__.py installs `matmul` only when
+    True; called directly, as the tests do, it runs anywhere).  `matmul_gathered` stays on everywhere: an
+    im2col read in place beats BLAS on a stored one (the AVX2 MNIST step: 4.0-5.0 ms against 7.4-8.3)."""
+    return host_tiles() is gen.TILES[512]
+
+
 @functools.lru_cache(maxsize=512)
 def packed_tile(m: int, n: int) -> tuple:
     """(tile, efficiency) for the packed form on an M x N result: the tile with the least padded area per
     unit of its speed, and the share of a whole-tile 6x64 product's speed it is expected to reach there."""
     def cost(t):
         return -(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr / PACKED_TILE_SPEED[t.tag]
-    t = min(gen.PACKED_TILES, key=cost)
+    t = min(host_tiles().packed, key=cost)
     return t, m * n / cost(t)
 
 
