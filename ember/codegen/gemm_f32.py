@@ -1,6 +1,7 @@
 """LLVM IR for ember's float32 matrix products.  Pure text.
 
-In: the register tiles to emit (a `TileSet`; `tile_set(vector_bits)` picks AVX-512's or AVX2's).  Out: `emit_module(...)`, one LLVM module of C-callable functions that
+In: the register tiles to emit (a `TileSet`; `tile_set(vector_bits)` picks AVX-512's or AVX2's).
+Out: `emit_module(...)`, one LLVM module of C-callable functions that
 the runtime (ember/runtime/gemm_f32.py) compiles once per process and calls on numpy buffers.
 
 Three kernels, all around one register tile (`_tile_product`: an MR x NR tile of C, NR = 16 * nv float

@@ -11,7 +11,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ember
-from ember.codegen import gemm_f32 as gen
 from ember.kernels import blas_threads
 from ember.runtime import gemm_f32, gemm_operands
 
