@@ -90,7 +90,7 @@ from .llvm_text import claims as _claims
 from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
 
-__all__ = ["Tile", "GemmConfig", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
+__all__ = ["Tile", "GemmConfig", "host_config", "AVX2_TILES", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,21 @@ class GemmConfig:
         if self.stage_cols % 32 or any(t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.direct_b_tiles):
             raise ValueError(f"bad GEMM blocking {self}: stage_cols must be a multiple of 32 and a tile at most "
                              "28 registers")
+
+
+# AVX2 (16 ymm, no bf16 instructions): the widened B pair takes 4 ymm and the broadcast A pair 2, leaving ~8 for
+# accumulators.  One thread, whole tiles ([384,512]@[512,384]), GF/s: 2x32 52-54, 1x64 41, 6x16 40-41,
+# 3x32 42, 4x32 39, 2x48 38, 3x16 38 -- so 2x32 first, 6x16 for 16-column products.  No direct-B tiles:
+# gemm_blockb interleaves B's rows with vpermt2w, which AVX2 emulates (conv2's forward ran at half the
+# speed of packing B).
+AVX2_TILES = (Tile(2, 2), Tile(6, 1), Tile(4, 1))
+
+
+def host_config(dpbf16: bool, vector_bits: int) -> GemmConfig:
+    """The configuration for a CPU with (dpbf16) or without AVX512-BF16 and vector registers this wide."""
+    if vector_bits >= 512:
+        return GemmConfig(dpbf16=dpbf16)
+    return GemmConfig(tiles=AVX2_TILES, dpbf16=False, direct_b_tiles=())
 
 
 def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:

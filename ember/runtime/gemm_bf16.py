@@ -87,7 +87,8 @@ _UNSHARED = (None, 0, 0, 0, None, 0, None, 0)
 # small enough that the last group packed is long done when another thread reaches it
 SHARE_GROUPS_PER_THREAD = 4
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
-_TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1}
+_TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1,
+              (6, 1): 1.3, (4, 1): 1.32}      # AVX2's, relative to 2x32 (gen.AVX2_TILES)
 
 
 def host_has_bf16() -> bool:
@@ -127,7 +128,7 @@ class Bf16Gemm:
     """One compiled configuration: its NativeLibrary (ember/runtime/cpu.py) and the functions it holds."""
 
     def __init__(self, cfg: gen.GemmConfig | None = None):
-        self.cfg = cfg or gen.GemmConfig(dpbf16=host_has_bf16())
+        self.cfg = cfg or gen.host_config(host_has_bf16(), cpu.host_target().vector_bits)
         if self.cfg.dpbf16 and not host_has_bf16():
             raise RuntimeError("Bf16Gemm: this CPU has no AVX512-BF16 (use GemmConfig(dpbf16=False))")
         target = cpu.host_target()
