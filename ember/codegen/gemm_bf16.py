@@ -90,7 +90,8 @@ from .llvm_text import claims as _claims
 from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
 
-__all__ = ["Tile", "GemmConfig", "host_config", "AVX2_TILES", "emit_module", "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
+__all__ = ["Tile", "GemmConfig", "host_config", "AVX2_TILES", "emit_module",
+           "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
 
 
 @dataclass(frozen=True)
