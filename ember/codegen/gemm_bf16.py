@@ -87,6 +87,8 @@ from .llvm_text import Fn as _Fn
 from .llvm_text import IOTA16 as _IOTA16
 from .llvm_text import ATTRIBUTES, Tile, module_head
 from .llvm_text import claims as _claims
+from .llvm_text import masked_load as _masked_load
+from .llvm_text import masked_store as _masked_store
 from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
 
@@ -112,6 +114,9 @@ class GemmConfig:
     direct_b_tiles: tuple = (Tile(1, 4), Tile(2, 4), Tile(3, 4), Tile(4, 4), Tile(5, 4), Tile(6, 3), Tile(8, 3))
     dot_tile: tuple = (5, 5)   # gemm_dot's results per register tile (rows x columns of the product)
     dot_kb: int = 4096         # gemm_dot's K block (a multiple of 32)
+    masked16: bool = True  # the target moves bf16 words under a mask natively (AVX512-BW); else packing and the
+                           # casts move whole vectors plainly, only an edge the masked move AVX2 scalarises
+                           # (llvm_text.masked_load; AVX2: conv1's forward 15 -> 22 GF/s, casts 1.6-4.5x)
     stage_cols: int = 512  # gemm_colsb stages B this many columns at a time (a multiple of 32; 256: the same,
                            # 128: 5-10% slower; prefetching the next piece while multiplying: no faster)
 
@@ -136,7 +141,7 @@ def host_config(dpbf16: bool, vector_bits: int) -> GemmConfig:
     """The configuration for a CPU with (dpbf16) or without AVX512-BF16 and vector registers this wide."""
     if vector_bits >= 512:
         return GemmConfig(dpbf16=dpbf16)
-    return GemmConfig(tiles=AVX2_TILES, dpbf16=False, direct_b_tiles=())
+    return GemmConfig(tiles=AVX2_TILES, dpbf16=False, direct_b_tiles=(), masked16=False)
 
 
 def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
@@ -211,8 +216,8 @@ class _Src:
     """How `pack` reads its source: bf16 words as they are, or float32 values rounded to bf16 on the way
     (a cast folded into the product: ember/passes/fusion/decide.py)."""
 
-    def __init__(self, f: _Fn, f32: bool):
-        self.f, self.f32 = f, f32
+    def __init__(self, f: _Fn, f32: bool, native: bool = True):
+        self.f, self.f32, self.native = f, f32, native
         self.elt = "float" if f32 else "i16"
 
     def at(self, base: str, off: str) -> str:
@@ -236,8 +241,7 @@ class _Src:
         """16 values under mask m as <16 x i16> (masked-off lanes 0)."""
         f = self.f
         if not self.f32:
-            return f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {p}, i32 2, <16 x i1> {m}, "
-                         "<16 x i16> zeroinitializer)")
+            return _masked_load(f, "<16 x i16>", p, 2, m, self.native)
         v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {p}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
         return _round_bf16(f, v, 16)
 
@@ -270,7 +274,7 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     source is float32 rounded to bf16 as it is read."""
     f = _Fn(f"define internal void @pack{32 if f32 else 16}(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, "
             f"i64 %lanes, i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
-    src = _Src(f, f32)
+    src = _Src(f, f32, cfg.masked16)
     r = "%r"
     kc1 = f.tmp("add i64 %kc, 1")
     kpc = f.tmp(f"lshr i64 {kc1}, 1", "kpc")
@@ -684,8 +688,7 @@ def _store_edge(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, stage: str, ir_: 
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
         bidx = f.tmp(f"add i64 {jr}, {16 * j}")
         bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
-        bh = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {bptr}, i32 2, <16 x i1> {m}, "
-                   "<16 x i16> zeroinitializer)")
+        bh = _masked_load(f, "<16 x i16>", bptr, 2, m)
         f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_widen_bf16(f, bh)}')}, ptr {p}, align 64")
         close()
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
@@ -694,8 +697,8 @@ def _store_edge(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, stage: str, ir_: 
         f.label(wo_b)
         oidx = f.tmp(f"add i64 {orow}, {16 * j}")
         op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_round_bf16(f, v, native=cfg.dpbf16)}, ptr {op}, "
-               f"i32 2, <16 x i1> {m})")
+        # (masked even on AVX2: the whole-vector branch of `_masked_store` here cost 20% on 1024^3 there)
+        _masked_store(f, "<16 x i16>", _round_bf16(f, v, native=cfg.dpbf16), op, 2, m)
         f.emit(f"br label %{w_done}")
         f.label(wc_b)
         f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {v}, ptr {cp}, i32 4, <16 x i1> {m})")
@@ -1194,7 +1197,7 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
 
 
 # ---------------------------------------------------------------------------------- conversions
-def _emit_convert(to_bf16: bool) -> str:
+def _emit_convert(to_bf16: bool, native: bool = True) -> str:
     """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
     (nearest even, NaN -> 0x7FC0, denormals kept: PyTorch's and ml_dtypes' cast, bit for bit);
     cvt_bf16_f32: the exact widening.  16 lanes a step, the tail masked.  Eager autocast casts every
@@ -1208,14 +1211,11 @@ def _emit_convert(to_bf16: bool) -> str:
     sp = f.tmp(f"getelementptr i{8 * src_sz}, ptr %src, i64 {i}")
     dp = f.tmp(f"getelementptr i{8 * dst_sz}, ptr %dst, i64 {i}")
     if to_bf16:
-        v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {sp}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
-        f.emit(f"call void @llvm.masked.store.v16i16.p0(<16 x i16> {_round_bf16(f, v)}, ptr {dp}, i32 2, "
-               f"<16 x i1> {m})")
+        v = _masked_load(f, _V16F, sp, 4, m, native)
+        _masked_store(f, "<16 x i16>", _round_bf16(f, v), dp, 2, m, native)
     else:
-        v = f.tmp(f"call <16 x i16> @llvm.masked.load.v16i16.p0(ptr {sp}, i32 2, <16 x i1> {m}, "
-                  "<16 x i16> zeroinitializer)")
-        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {_widen_bf16(f, v)}, ptr {dp}, i32 4, "
-               f"<16 x i1> {m})")
+        v = _masked_load(f, "<16 x i16>", sp, 2, m, native)
+        _masked_store(f, _V16F, _widen_bf16(f, v), dp, 4, m, native)
     close()
     return f.text()
 
@@ -1234,8 +1234,8 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)",
               "declare <32 x i16> @llvm.masked.load.v32i16.p0(ptr, i32, <32 x i1>, <32 x i16>)",
               f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V16F})"]
-    parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True), _emit_convert(True),
-                            _emit_convert(False)]
+    parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True), _emit_convert(True, cfg.masked16),
+                            _emit_convert(False, cfg.masked16)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
                   _emit_batch(cfg, t), _emit_cols(cfg, t), _emit_entry(t)]
