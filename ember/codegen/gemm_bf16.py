@@ -1234,7 +1234,8 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               "declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, <16 x i1>)",
               "declare <32 x i16> @llvm.masked.load.v32i16.p0(ptr, i32, <32 x i1>, <32 x i16>)",
               f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V16F})"]
-    parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True), _emit_convert(True, cfg.masked16),
+    parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True),
+                            _emit_convert(True, cfg.masked16),
                             _emit_convert(False, cfg.masked16)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
