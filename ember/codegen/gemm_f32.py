@@ -57,7 +57,8 @@ import re
 from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
-from .llvm_text import ATTRIBUTES, IOTA16, Tile, claims, module_head, splat_f32, splat_i64
+from .llvm_text import ATTRIBUTES, IOTA16, Tile, claims, masked_moves, masked_store, module_head
+from .llvm_text import splat_f32, splat_i64
 from .llvm_text import mask16 as _mask
 from .llvm_text import transpose16 as _transpose16
 
@@ -86,10 +87,12 @@ class TileSet:
     """The register tiles of one vector width, per form.  A tile's 16-lane accumulators must fit the
     register file with room for B's vectors and the broadcast A value: a tile sized for 32 zmm registers
     spills on a 16-ymm core (each 16-lane vector is two ymm there) -- 6x64 ran at 0.36-0.49x of OpenBLAS
-    on an AVX2 EPYC."""
+    on an AVX2 EPYC.  native_masks: C's edge stores as llvm.masked.store everywhere (AVX-512), or plain
+    stores of whole vectors (AVX2: llvm_text.masked_store)."""
     outer: tuple
     dot: tuple
     packed: tuple
+    native_masks: bool = True
 
 
 TILES = {
@@ -104,7 +107,7 @@ TILES = {
     # 6 x 16 is the AVX2 BLAS kernels' tile; B is read as an FMA memory operand in 3 x 32.
     256: TileSet(outer=(OuterTile(6, 1), OuterTile(5, 1), OuterTile(3, 2), OuterTile(4, 1)),
                  dot=(DotTile(2, 2), DotTile(1, 4)),
-                 packed=(OuterTile(6, 1), OuterTile(3, 2), OuterTile(4, 1), OuterTile(2, 2))),
+                 packed=(OuterTile(6, 1), OuterTile(3, 2), OuterTile(4, 1), OuterTile(2, 2)), native_masks=False),
 }
 
 
@@ -171,12 +174,11 @@ def _store_tile(f: _Fn, t: OuterTile, acc: list[str], i: str, j: str, m1: str, m
         f.label(add)
         for v in range(t.nv):
             old = _load(f, ptrs[v], masks[v])
-            f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {f.tmp(f'fadd {_V} {vals[v]}, {old}')}, "
-                   f"ptr {ptrs[v]}, i32 4, {_M} {masks[v]})")
+            masked_store(f, _V, f.tmp(f"fadd {_V} {vals[v]}, {old}"), ptrs[v], 4, masks[v])
         f.emit(f"br label %{end}")
         f.label(put)
         for v in range(t.nv):
-            f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {vals[v]}, ptr {ptrs[v]}, i32 4, {_M} {masks[v]})")
+            masked_store(f, _V, vals[v], ptrs[v], 4, masks[v])
         f.emit(f"br label %{end}")
         f.label(end)
         if close_r:
@@ -232,7 +234,7 @@ def _emit_outer_packed(t: OuterTile) -> str:
     m = _mask(f, f.tmp(f"sub i64 {w}, {x}"))
     v = _load(f, f.tmp(f"getelementptr float, ptr {src}, i64 {x}"), m)
     to = f.tmp(f"getelementptr float, ptr {dst}, i64 {x}")
-    f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {v}, ptr {to}, i32 4, {_M} {m})")
+    masked_store(f, _V, v, to, 4, m)
     close_x()
     close_k()
     cj = f.tmp(f"getelementptr float, ptr %c, i64 {jb}")
@@ -568,6 +570,11 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
 
 
 def emit_module(tiles: TileSet = TILES[512], triple: str = "", data_layout: str = "") -> str:
+    with masked_moves(tiles.native_masks):
+        return _emit_module(tiles, triple, data_layout)
+
+
+def _emit_module(tiles: TileSet, triple: str, data_layout: str) -> str:
     outer, dot, packed = tiles.outer, tiles.dot, tiles.packed
     head = module_head(triple, data_layout)
     decls = [f"declare {_V} @llvm.fma.v16f32({_V}, {_V}, {_V})",

@@ -1,6 +1,7 @@
 """What the hand-written kernels (the GEMMs of ember/codegen/gemm_bf16.py and gemm_f32.py) share: `Fn`, a
 function body of textual LLVM IR built line by line (SSA temporaries, labels, counted loops, if-blocks), and
-`Tile`, a register tile of float32 accumulators.  Pure text.
+`Tile`, a register tile of float32 accumulators, masked vector moves for targets with and without native
+ones (`masked_load`, `masked_store`, `masked_moves`).  Pure text.
 
     f = Fn("define void @k(ptr %x, i64 %n) #0")
     i, close = f.loop("0", "%n", "16", "i")
@@ -10,10 +11,12 @@ function body of textual LLVM IR built line by line (SSA temporaries, labels, co
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 __all__ = ["Fn", "Tile", "V16F", "V16I", "IOTA16", "claims", "mask16", "transpose16", "splat_f32", "splat_i32",
-           "splat_i64", "module_head", "ATTRIBUTES"]
+           "splat_i64", "module_head", "ATTRIBUTES", "masked_load", "masked_store", "masked_moves"]
 
 V16F, V16I = "<16 x float>", "<16 x i32>"
 IOTA16 = f"<{', '.join(f'i32 {x}' for x in range(16))}>"     # lane numbers 0..15
@@ -34,11 +37,28 @@ class Tile:
         return f"{self.mr}x{self.nr}"
 
 
+_TARGET = threading.local()
+
+
+@contextmanager
+def masked_moves(native: bool):
+    """Functions built (Fn) inside this block move vectors under a mask natively (one llvm.masked.* call:
+    AVX-512) or, native False (AVX2), plainly when every lane is on (see `masked_load`)."""
+    old = getattr(_TARGET, "native", True)
+    _TARGET.native = native
+    try:
+        yield
+    finally:
+        _TARGET.native = old
+
+
 class Fn:
     """Textual LLVM IR for one function: SSA temporaries, labels, counted loops (counters live in
-    allocas; SROA turns them and the accumulator arrays into registers)."""
+    allocas; SROA turns them and the accumulator arrays into registers).  native_masks: how its
+    `masked_load` / `masked_store` move vectors (`masked_moves`)."""
 
     def __init__(self, header: str):
+        self.native_masks = getattr(_TARGET, "native", True)
         self.lines = [header + " {", "entry:"]
         self.allocas: list[str] = []
         self.n = 0
@@ -107,14 +127,16 @@ def _lanes(vty: str) -> tuple:
     return int(n), elt
 
 
-def masked_load(f: Fn, vty: str, p: str, align: int, mask: str, native: bool = True) -> str:
-    """vty (<n x elt>) at p under mask (masked-off lanes 0, never read).  native: one llvm.masked.load --
+def masked_load(f: Fn, vty: str, p: str, align: int, mask: str, native: bool | None = None,
+                fill: str = "zeroinitializer") -> str:
+    """vty (<n x elt>) at p under mask (masked-off lanes `fill`, never read).  native: one llvm.masked.load --
     AVX-512 (BW) has masked moves of every element size.  Else a plain load when every lane is on, the
     masked one only at an edge: AVX2 has no masked moves of bytes and words (LLVM scalarises them, ~1 ns
     an element) and its masked float stores (vmaskmovps) are slow on AMD Zen 2 (a bf16 -> float32 cast of
     1M elements: 640 us with them, 140 us with plain stores)."""
+    native = f.native_masks if native is None else native
     n, elt = _lanes(vty)
-    call = f"call {vty} @llvm.masked.load.v{n}{elt}.p0(ptr {p}, i32 {align}, <{n} x i1> {mask}, {vty} zeroinitializer)"
+    call = f"call {vty} @llvm.masked.load.v{n}{elt}.p0(ptr {p}, i32 {align}, <{n} x i1> {mask}, {vty} {fill})"
     if native:
         return f.tmp(call)
     whole, edge, done = f.fresh("whole"), f.fresh("edge"), f.fresh("loaded")
@@ -129,8 +151,9 @@ def masked_load(f: Fn, vty: str, p: str, align: int, mask: str, native: bool = T
     return f.tmp(f"phi {vty} [{a}, %{whole}], [{b}, %{edge}]")
 
 
-def masked_store(f: Fn, vty: str, v: str, p: str, align: int, mask: str, native: bool = True) -> None:
+def masked_store(f: Fn, vty: str, v: str, p: str, align: int, mask: str, native: bool | None = None) -> None:
     """v (vty) to p under mask; native as for `masked_load`."""
+    native = f.native_masks if native is None else native
     n, elt = _lanes(vty)
     call = f"call void @llvm.masked.store.v{n}{elt}.p0({vty} {v}, ptr {p}, i32 {align}, <{n} x i1> {mask})"
     if native:
