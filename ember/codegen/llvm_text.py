@@ -123,8 +123,9 @@ class Fn:
 
 
 def _lanes(vty: str) -> tuple:
+    """(lanes, the element as an intrinsic's name spells it): "<16 x float>" -> (16, "f32")."""
     n, elt = vty.strip("<>").split(" x ")
-    return int(n), elt
+    return int(n), {"float": "f32", "double": "f64", "half": "f16"}.get(elt, elt)
 
 
 def masked_load(f: Fn, vty: str, p: str, align: int, mask: str, native: bool | None = None,
