@@ -104,12 +104,11 @@ _blas_threads.BF16_MATMUL = _bf16_matmul
 
 
 def _f32_matmul(a, b, out=None):
-    """The generated float32 GEMM for the thin shapes BLAS handles badly (None: leave it to BLAS), on the
-    CPUs it wins on (gemm_f32.wins_on_host)."""
+    """The generated float32 GEMM for the products it runs faster than BLAS on this CPU (None: leave it to
+    BLAS; runtime/gemm_f32.py `plan`, `host_takes`)."""
     from .runtime import gemm_f32
-    # later calls go straight there, or to BLAS
-    _blas_threads.F32_MATMUL = gemm_f32.matmul if gemm_f32.wins_on_host() else None
-    return _blas_threads.F32_MATMUL and gemm_f32.matmul(a, b, out)
+    _blas_threads.F32_MATMUL = gemm_f32.matmul      # later calls go straight there
+    return gemm_f32.matmul(a, b, out)
 
 
 _blas_threads.F32_MATMUL = _f32_matmul

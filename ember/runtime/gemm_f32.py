@@ -39,7 +39,7 @@ from ember.codegen import gemm_f32 as gen
 from ember.kernels import workers
 from ember.runtime import cpu, gemm_operands
 
-__all__ = ["F32Gemm", "instance", "matmul", "plan", "plan_batched", "host_tiles", "wins_on_host"]
+__all__ = ["F32Gemm", "instance", "matmul", "plan", "plan_batched", "host_tiles", "host_takes"]
 
 MIN_FLOPS = 4e6           # smaller products stay with BLAS: ~5 us of Python and ctypes per call here
                           # (13 arguments) is more than the kernels save on them
@@ -331,14 +331,13 @@ def host_tiles() -> gen.TileSet:
     return gen.tile_set(cpu.host_target().vector_bits)
 
 
-def wins_on_host() -> bool:
-    """Should eager ops and compiled steps route products here (the `plan` rules) on this CPU?  The kernels
-    and rules are tuned on AVX-512 (Zen 4); on an AVX2 core (16 ymm registers) OpenBLAS's hand-written
-    kernels beat them on every product of the MNIST and GPT steps even with AVX2's tiles (0.54-1.05x,
-    measured on an AVX2 EPYC), so there BLAS keeps them (ember/__init__.py installs `matmul` only when
-    True; called directly, as the tests do, it runs anywhere).  `matmul_gathered` stays on everywhere: an
-    im2col read in place beats BLAS on a stored one (the AVX2 MNIST step: 4.0-5.0 ms against 7.4-8.3)."""
-    return host_tiles() is gen.TILES[512]
+def host_takes(form: str, sa: tuple) -> bool:
+    """Does this CPU run the form `plan` picked faster than BLAS (sa: A's byte strides)?  AVX-512: every
+    form (the rules above were measured there).  AVX2 (the 6x16 tiles, plain stores of whole vectors): the
+    packed form over a K-contiguous A, 1.10-1.19x of OpenBLAS on the GPT step's forward and dX products on an
+    AVX2 EPYC; with A transposed (the weight gradients) it ran at 0.56-0.75x, and the outer, dot and batch
+    forms within 5% of BLAS -- BLAS keeps those.  A form forced by the caller (tests) runs anywhere."""
+    return host_tiles() is gen.TILES[512] or (form == "packed" and sa[1] == 4)
 
 
 @functools.lru_cache(maxsize=512)
@@ -401,9 +400,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, threads:
         return _matmul_batched(a, b, out, threads, form)
     (m, k), n = a.shape, b.shape[1]
     sa, sb = a.strides, b.strides
-    form = form or plan(m, k, n, sa, sb)
     if form is None:
-        return None
+        form = plan(m, k, n, sa, sb)
+        if form is None or not host_takes(form, sa):
+            return None
     if out is None:
         out = np.empty((m, n), _F32)
     elif out.dtype != _F32 or out.shape != (m, n) or out.strides[1] != 4 or out.strides[0] % 4 \
@@ -441,10 +441,13 @@ def _matmul_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None, thread
     if nb == 0 or m == 0 or n == 0:
         return None
     folds = form != "batch" and b.ndim == 2
-    if folds:
-        form = form or plan(nb * m, k, n, a.strides[-2:], b.strides)
-    else:
-        form = form or plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
+    if form is None:
+        if folds:
+            form = plan(nb * m, k, n, a.strides[-2:], b.strides)
+        else:
+            form = plan_batched(nb, m, k, n, a.strides[-2:], b.strides[-2:])
+        if form is None or not host_takes(form, a.strides[-2:]):
+            return None
     if form is None or (not folds and form != "batch"):
         return None         # decided before any array is made: numpy runs most batched products
     a_ = a if a.shape[:-2] == lead else np.broadcast_to(a, lead + (m, k))     # (broadcast_to costs ~4 us)

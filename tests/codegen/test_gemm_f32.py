@@ -167,9 +167,9 @@ def test_gpt_products_take_the_packed_form(m, k, n, ta, tb):
     rng = np.random.default_rng(10)
     a, b = _operand(rng, (m, k), ta), _operand(rng, (k, n), tb)
     assert gemm_f32.plan(m, k, n, a.strides, b.strides) == "packed"
-    one = gemm_f32.matmul(a, b, threads=1)
+    one = gemm_f32.matmul(a, b, threads=1, form="packed")     # (forced: see `host_takes` for AVX2)
     _check(a, b, one)
-    np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=2), one)
+    np.testing.assert_array_equal(gemm_f32.matmul(a, b, threads=2, form="packed"), one)
     for (hm, hk, hn, ha, hb) in [(1024, 128, 65, False, True), (1024, 65, 128, False, False), (65, 1024, 128, True, False)]:
         x, w = _operand(rng, (hm, hk), ha), _operand(rng, (hk, hn), hb)
         assert gemm_f32.plan(hm, hk, hn, x.strides, w.strides) is None
@@ -201,9 +201,10 @@ def test_strided_and_overlapping_operands():
     big = rng.standard_normal((40, 600)).astype(np.float32)
     a = big[:, ::3][:, :60]                 # K stride 3
     b = rng.standard_normal((60, 5000)).astype(np.float32)[:, 7:4007]
-    _check(a, b, gemm_f32.matmul(a, b))
+    assert gemm_f32.plan(40, 60, 4000, a.strides, b.strides) == "outer"
+    _check(a, b, gemm_f32.matmul(a, b, form="outer"))       # (forced: on AVX2 `host_takes` leaves it to BLAS)
     out = np.empty((40, 4000), np.float32)
-    assert gemm_f32.matmul(a, b, out=out) is out
+    assert gemm_f32.matmul(a, b, out=out, form="outer") is out
     # an output that overlaps an operand is left to numpy
     x = np.ones((64, 64), np.float32)
     assert gemm_f32.matmul(x[:, :32], np.ones((32, 4000), np.float32)[:, :64], out=x[:, 32:]) is None
@@ -221,9 +222,8 @@ def test_nonfinite_values_propagate():
 
 
 def test_eager_and_compiled_convolution_use_it_and_match_torch_free_reference():
-    """The MNIST conv2 product shape through eager F.conv2d and a compiled module equals numpy (through
-    ember's kernels where they win on this CPU, else BLAS: gemm_f32.wins_on_host)."""
-    assert (blas_threads.F32_MATMUL is not None) or not gemm_f32.wins_on_host()
+    """The MNIST conv2 product shape through eager F.conv2d and a compiled module equals numpy."""
+    assert blas_threads.F32_MATMUL is not None
     rng = np.random.default_rng(6)
     x = ember.tensor(rng.standard_normal((64, 10, 12, 12)).astype(np.float32), requires_grad=True)
     conv = ember.nn.Conv2d(10, 20, 5)
@@ -284,13 +284,13 @@ def test_attention_products_route_by_b_layout_and_keep_bits():
     p = rng.standard_normal((16, 4, 64, 64)).astype(np.float32)
     assert gemm_f32.plan_batched(64, 64, 64, 32, p.strides[-2:], v.strides[-2:]) is None
     assert gemm_f32.matmul(p, v) is None
-    one = gemm_f32.matmul(q, kt, threads=1)
+    one = gemm_f32.matmul(q, kt, threads=1, form="batch")      # (forced: on AVX2 BLAS takes it, `host_takes`)
     np.testing.assert_allclose(one, np.matmul(q.astype(np.float64), kt), rtol=1e-5, atol=1e-5)
     out = np.empty((16, 4, 64, 64), np.float32)
-    assert gemm_f32.matmul(q, kt, out=out, threads=2) is out
+    assert gemm_f32.matmul(q, kt, out=out, threads=2, form="batch") is out
     np.testing.assert_array_equal(out, one)
-    assert gemm_f32.matmul(q, kt, out=np.empty((16, 4, 64, 65), np.float32)[..., :64]) is not None
-    assert gemm_f32.matmul(q, kt, out=q[..., :1, :1]) is None                     # wrong shape: numpy's error
+    assert gemm_f32.matmul(q, kt, out=np.empty((16, 4, 64, 65), np.float32)[..., :64], form="batch") is not None
+    assert gemm_f32.matmul(q, kt, out=q[..., :1, :1], form="batch") is None      # wrong shape: numpy's error
     x, w = rng.standard_normal((16, 64, 128)).astype(np.float32), rng.standard_normal((384, 128)).astype(np.float32)
     np.testing.assert_allclose(gemm_f32.matmul(x, w.T), np.matmul(x.astype(np.float64), w.T), rtol=1e-4, atol=1e-4)
 
@@ -314,7 +314,7 @@ def test_eager_attention_scores_match_torch(monkeypatch):
     np.testing.assert_allclose(q.grad.numpy(), tq.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(k.grad.numpy(), tk.grad.numpy(), rtol=1e-4, atol=1e-4)
     # the forward Q @ K^T (M, N, K) by the batch kernel, where ember's kernels take products on this CPU
-    assert ((64, 64, 32) in calls) == gemm_f32.wins_on_host()
+    assert ((64, 64, 32) in calls) == gemm_f32.host_takes("batch", q.detach().numpy().strides[-2:])
 
 
 @settings(max_examples=40, deadline=None)
