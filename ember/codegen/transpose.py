@@ -22,7 +22,7 @@ from ember.ir import dtypes as dt
 from ember.ir.index import Var
 from ember.ir.kernel import Kernel, Load
 
-from .llvm_text import Fn, mask16, transpose16
+from .llvm_text import Fn, mask16, masked_store, transpose16
 
 __all__ = ["plan", "emit", "DECLARATIONS"]
 
@@ -87,7 +87,7 @@ def emit(k: Kernel, a_inner: int, b: int) -> str:
         ar = f.tmp(f"call i64 @llvm.smin.i64(i64 {ar}, i64 {last})")
         off = f.tmp(f"add i64 {f.tmp(f'mul i64 {ar}, {b}')}, {blk}")
         p = f.tmp(f'getelementptr float, ptr %"{dst}", i64 {off}')
-        f.emit(f"call void @llvm.masked.store.v16f32.p0({_V} {v}, ptr {p}, i32 4, {_M} {m})")
+        masked_store(f, _V, v, p, 4, m)
     close_b()
     close_a()
     head, body = f.text().split(" {\n", 1)

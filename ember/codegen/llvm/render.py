@@ -47,6 +47,7 @@ from typing import Sequence
 
 from ember.codegen import loops as L
 from ember.codegen import transpose
+from ember.codegen.llvm_text import masked_moves
 from ember.codegen.llvm.math import MathLib
 from ember.codegen.llvm.ops import (LLVM_BINARY, LLVM_UNARY, arg_better, bf16_round, combine, combine_minmax, const,
                                     convert)
@@ -466,7 +467,8 @@ def emit_module(kernels: Sequence, target: TargetInfo | None = None, name: str =
             fn = _KernelEmitter(module, k, mathlib).emit()
         else:
             fn = ir.Function(module, ir.FunctionType(I32, [PTR] * 3 + [I64, I64]), k.name)
-            written[k.name] = transpose.emit(k, *rotation)
+            with masked_moves(target.vector_bits >= 512):     # (plain whole-vector stores on AVX2)
+                written[k.name] = transpose.emit(k, *rotation)
         _emit_claimed(module, fn, len(k.args), len(k.symbols))
     text = str(module)
     if written:
