@@ -39,9 +39,11 @@ _pool = threading.local()  # per thread (a check-then-reuse of a shared one coul
 
 
 class _Kernels:
-    def __init__(self):
+    def __init__(self, vector_bits: int | None = None):
+        """vector_bits: the width whose tiles and masked moves to emit (default the host's; another: tests)."""
         target = cpu.host_target()
-        self._lib = cpu.NativeLibrary(gen.emit_module(target.triple, target.data_layout, target.vector_bits), "attention", gen.__file__)
+        text = gen.emit_module(target.triple, target.data_layout, vector_bits or target.vector_bits)
+        self._lib = cpu.NativeLibrary(text, "attention", gen.__file__)
         fwd = (_P,) * 6 + (_I64,) * 5 + (_F, _F, _I64, _I64, _F, _F, _I64, _I64, _P)
         bwd = (_P,) * 9 + (_I64,) * 5 + (_F, _F, _I64, _I64, _F, _F, _I64, _I64, _P)
         self.fwd, self.fwd_c = (self._lib.function(n, *fwd, *x) for n, x in (("attn_fwd", ()),

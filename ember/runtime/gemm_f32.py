@@ -79,9 +79,9 @@ _ptr = _addr = gemm_operands.ptr
 class F32Gemm:
     """The compiled module (a NativeLibrary, ember/runtime/cpu.py) and its functions."""
 
-    def __init__(self):
+    def __init__(self, tiles: gen.TileSet | None = None):
         target = cpu.host_target()
-        self.tiles = tiles = host_tiles()
+        self.tiles = tiles = tiles or host_tiles()      # (another width's tiles: tests)
         text = gen.emit_module(tiles, triple=target.triple, data_layout=target.data_layout)
         self._lib = cpu.NativeLibrary(text, "gemm_f32", gen.__file__)
         arity = {m.group(1): len(m.group(2).split(",")) for m in re.finditer(r"define void @(\w+)\(([^)]*)\)", text)}
@@ -166,7 +166,7 @@ class F32Gemm:
         its own columns of B and reads all of A, the smaller operand then (a weight gradient [128, 1024] @
         [1024, 512]: its packed B, 2 MB, is more than a core's L2).  Either way one call per thread, the
         chunks claimed in native code (see ember/codegen/gemm_f32.py)."""
-        t = tile or packed_tile(m, n)[0]
+        t = tile or packed_tile(m, n, self.tiles)[0]
         kc, nc = _blocking(t, k, kc, nc)
         npan = -(-n // t.nr)
         words = -(-k // kc) * npan * kc * t.nr
@@ -188,7 +188,7 @@ class F32Gemm:
                   tile=None) -> None:
         """nb products, shared by the threads one call each, products claimed in native code (each packs its
         B into the running thread's buffer)."""
-        t = tile or packed_tile(m, n)[0]
+        t = tile or packed_tile(m, n, self.tiles)[0]
         kc, nc = _blocking(t, k)
         words = -(-k // kc) * -(-n // t.nr) * kc * t.nr
         fn = self.batch[t]
@@ -341,12 +341,13 @@ def host_takes(form: str, sa: tuple) -> bool:
 
 
 @functools.lru_cache(maxsize=512)
-def packed_tile(m: int, n: int) -> tuple:
-    """(tile, efficiency) for the packed form on an M x N result: the tile with the least padded area per
-    unit of its speed, and the share of a whole-tile 6x64 product's speed it is expected to reach there."""
+def packed_tile(m: int, n: int, tiles: gen.TileSet | None = None) -> tuple:
+    """(tile, efficiency) for the packed form on an M x N result among `tiles` (default this host's): the
+    tile with the least padded area per unit of its speed, and the share of a whole-tile product by the
+    fastest tile's speed it is expected to reach there."""
     def cost(t):
         return -(-m // t.mr) * t.mr * -(-n // t.nr) * t.nr / PACKED_TILE_SPEED[t.tag]
-    t = min(host_tiles().packed, key=cost)
+    t = min((tiles or host_tiles()).packed, key=cost)
     return t, m * n / cost(t)
 
 

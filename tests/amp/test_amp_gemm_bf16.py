@@ -5,6 +5,8 @@ operand layouts, bias, both output dtypes, batches, both code paths (vdpbf16ps a
 Error bound: the products of bf16 values are exact in float32, so the only errors are the float32 sums,
 |C - ref| <= (K + 1) * 2^-24 * sum_k |a_ik b_kj| (+ |bias|) (Higham's gamma_K, with margin), plus, for a
 bf16 output, one rounding: 2^-8 |ref|."""
+import dataclasses
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -15,14 +17,21 @@ from ember.kernels import casts
 from ember.runtime import gemm_bf16 as G
 
 BF = np.dtype(ml_dtypes.bfloat16)
-PATHS = [pytest.param(True, id="vdpbf16ps"), pytest.param(False, id="fma-fallback")]
+PATHS = [pytest.param(True, id="vdpbf16ps"), pytest.param(False, id="fma-fallback"),
+         pytest.param("avx2", id="avx2-config")]
 
 
 @pytest.fixture(scope="module", params=PATHS)
 def gemm(request):
-    if request.param and not G.host_has_bf16():
+    if request.param is True and not G.host_has_bf16():
         pytest.skip("this CPU has no AVX512-BF16")
     # small cache blocks so that modest shapes cross several K and M blocks
+    if request.param == "avx2":
+        # the configuration an AVX2 host gets (its tiles, no direct-B path, plain whole-vector moves),
+        # compiled for whatever this host is: its code paths are tested on an AVX-512 CI machine too
+        avx2 = gen.host_config(False, 256)
+        assert avx2.tiles == gen.AVX2_TILES and not avx2.masked16 and not avx2.direct_b_tiles
+        return G.Bf16Gemm(dataclasses.replace(avx2, mc=48, kc=64))
     return G.Bf16Gemm(gen.GemmConfig(mc=48, kc=64, dpbf16=request.param))
 
 
@@ -80,7 +89,7 @@ def test_every_tile_is_exercised(gemm):
         a, b = _rand(rng, (50, 70)), _rand(rng, (70, 37))
         _check(gemm.mm(a, b, threads=1), a, b)
     gemm._tile_of.clear()
-    assert {gemm.tile_for(n).nv for n in (10, 20, 48, 300)} == {1, 2, 3}
+    assert {gemm.tile_for(n).nv for n in (10, 20, 48, 300)} == {t.nv for t in gemm.cfg.tiles}   # every width
 
 
 @pytest.mark.parametrize("sa,sb", [((4, 10, 25), (4, 25, 60)), ((10, 25), (6, 25, 60)), ((3, 2, 7, 9), (3, 2, 9, 33)),
@@ -372,6 +381,23 @@ def test_generated_casts_equal_numpy_bit_for_bit(layout):
     import ember
     t = ember.tensor(np.ascontiguousarray(x))
     assert np.array_equal(t.bfloat16().numpy().view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+
+
+@pytest.mark.parametrize("masked16", [True, False], ids=["masked-moves", "plain-whole-vectors"])
+def test_cast_kernels_every_tail_length(masked16):
+    """The cvt kernels on every length 0..40 (each tail of a 16-lane step) and around a full block, with
+    native masked moves and with the AVX2 form (plain whole vectors, the masked move at the edge): equal to
+    ml_dtypes bit for bit, nothing written past the end."""
+    g = G.Bf16Gemm(dataclasses.replace(gen.host_config(False, 256), masked16=masked16))
+    rng = np.random.default_rng(21)
+    for n in list(range(41)) + [255, 256, 257]:
+        x = (rng.standard_normal(n) * 1e3).astype(np.float32)
+        buf = np.full(n + 16, 7, np.uint16)          # guard words after the output
+        out = buf[:n].view(BF)
+        g._cvt[BF](x.__array_interface__["data"][0] if n else 0, out.__array_interface__["data"][0], n)
+        assert np.array_equal(out.view(np.uint16), x.astype(BF).view(np.uint16)) and (buf[n:] == 7).all()
+        back = g.convert(np.ascontiguousarray(out), np.float32)
+        assert np.array_equal(back, out.astype(np.float32))
 
 
 @pytest.mark.parametrize("sa,sb", [((70, 40), (40, 90)), ((3, 30, 40), (40, 20)), ((4, 30, 40), (4, 40, 20)),

@@ -11,8 +11,25 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import ember
+from ember.codegen import gemm_f32 as gen
 from ember.kernels import blas_threads
 from ember.runtime import gemm_f32, gemm_operands
+
+_BY_WIDTH = {}
+
+
+def _gemm(bits: int) -> gemm_f32.F32Gemm:
+    """The module with one vector width's tiles (and its way of storing edges), compiled for this host
+    whichever it is: AVX2's kernels are tested on an AVX-512 machine too, and the other way round."""
+    if gen.TILES[bits] is gemm_f32.host_tiles():
+        return gemm_f32.instance()
+    if bits not in _BY_WIDTH:
+        _BY_WIDTH[bits] = gemm_f32.F32Gemm(gen.TILES[bits])
+    return _BY_WIDTH[bits]
+
+
+def _tiles(form: str) -> list:
+    return [pytest.param(bits, t, id=f"{bits}-{t.tag}") for bits in (512, 256) for t in getattr(gen.TILES[bits], form)]
 
 
 def _operand(rng, shape, transposed: bool) -> np.ndarray:
@@ -48,16 +65,16 @@ def test_dot_form_matches_float64(m, k, n, threads, seed):
     _check(a, b, gemm_f32.matmul(a, b, threads=threads, form="dot"))
 
 
-@pytest.mark.parametrize("tile", gemm_f32.host_tiles().outer, ids=lambda t: t.tag)
+@pytest.mark.parametrize("bits,tile", _tiles("outer"))
 @pytest.mark.parametrize("packed", [False, True])
-def test_every_outer_tile_plain_and_packed(tile, packed):
+def test_every_outer_tile_plain_and_packed(bits, tile, packed):
     """Each register tile, reading B in place or through packed column blocks (a ragged last block), on a
     product with edge tiles both ways."""
     rng = np.random.default_rng(1)
     m, k, n = 3 * tile.mr + 1, 7, 5 * tile.nr + 5
     a, b = _operand(rng, (m, k), True), _operand(rng, (k, n), False)
     out = np.full((m, n + 3), np.nan, np.float32)           # a wider row: ldc != N, columns past N untouched
-    g = gemm_f32.instance()
+    g = _gemm(bits)
     args = (gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
             out.__array_interface__["data"][0], out.strides[0] // 4, 0, m, 0, n, k, 0)
     if packed:
@@ -69,14 +86,14 @@ def test_every_outer_tile_plain_and_packed(tile, packed):
     assert np.isnan(out[:, n:]).all()
 
 
-@pytest.mark.parametrize("tile", gemm_f32.host_tiles().dot, ids=lambda t: t.tag)
-def test_every_dot_tile_with_k_blocks(tile):
+@pytest.mark.parametrize("bits,tile", _tiles("dot"))
+def test_every_dot_tile_with_k_blocks(bits, tile):
     """K in several blocks (accumulators parked between them) and a ragged last block, edge tiles both ways."""
     rng = np.random.default_rng(2)
     m, k, n = 2 * tile.ra + 1, 3 * 32 + 5, 2 * tile.rb + 3
     a, b = _operand(rng, (m, k), False), _operand(rng, (k, n), True)
     out = np.full((m, n + 2), np.nan, np.float32)
-    g = gemm_f32.instance()
+    g = _gemm(bits)
     scratch = np.zeros(-(-m // tile.ra) * -(-n // tile.rb) * tile.ra * tile.rb * 16 + 16, np.float32)
     sp = scratch.__array_interface__["data"][0]
     g.dot[tile](gemm_f32._addr(a), a.strides[0] // 4, gemm_f32._addr(b), b.strides[1] // 4,
@@ -126,16 +143,16 @@ def test_packed_form_matches_float64(m, k, n, la, lb, threads, seed):
     _check(a, b, gemm_f32.matmul(a, b, threads=threads, form="packed"))
 
 
-@pytest.mark.parametrize("tile", gemm_f32.host_tiles().packed, ids=lambda t: t.tag)
+@pytest.mark.parametrize("bits,tile", _tiles("packed"))
 @pytest.mark.parametrize("layout", ["rows", "cols", "strided"])
-def test_every_packed_tile_with_k_blocks(tile, layout):
+def test_every_packed_tile_with_k_blocks(bits, tile, layout):
     """Each tile over B packed from each layout, in K blocks (C accumulated across them) with a ragged last
     block, column groups of one panel, edge tiles both ways; nothing written past column N of a wider C."""
     rng = np.random.default_rng(8)
     m, k, n = 3 * tile.mr + 1, 2 * 24 + 7, 2 * tile.nr + 5
     a, b = _operand(rng, (m, k), True), _strided(rng, (k, n), layout)
     out = np.full((m, n + 3), np.nan, np.float32)
-    g = gemm_f32.instance()
+    g = _gemm(bits)
     g.run_packed(gemm_f32._addr(a), a.strides[0] // 4, a.strides[1] // 4, gemm_f32._addr(b), b.strides[0] // 4,
                  b.strides[1] // 4, out.__array_interface__["data"][0], out.strides[0] // 4, m, n, k, 2, tile=tile,
                  kc=24, nc=tile.nr)

@@ -80,3 +80,20 @@ def test_pieces_of_the_range_write_only_their_rows():
         np.testing.assert_array_equal(out[:hi], np.where(np.arange(10)[:hi, None, None, None] >= lo, want[:hi], out[:hi]))
     np.testing.assert_array_equal(out, want)
     assert np.all(guard[:32] == -1) and np.all(guard[32 + want.size:] == -1)
+
+
+def test_avx2_form_equals_numpy_too(monkeypatch):
+    """The kernel as an AVX2 host emits it (whole vectors stored plainly, the masked store only at an edge:
+    llvm_text.masked_moves), compiled on this host whichever it is: equal to numpy bit for bit."""
+    import dataclasses
+    from ember.codegen.llvm import render
+    host = render.host_target()
+    monkeypatch.setattr(render, "host_target", lambda: dataclasses.replace(host, features="+avx2,+fma"))
+    for shape, j in (((37, 21), 1), ((3, 17, 40), 2)):
+        k = _rotation(shape, j, name=f"rot_avx2_{'_'.join(map(str, shape))}")
+        assert "whole" in emit_module([k])                  # the plain-store branch is there
+        src = np.random.default_rng(1).standard_normal(k.inputs[0].shape).astype(np.float32)
+        out = np.full(shape, 7.0, np.float32)
+        compile_kernels([k]).run(k.name, [src, out], threads=1)
+        want = src.transpose([(i - j) % len(shape) for i in range(len(shape))])
+        np.testing.assert_array_equal(out, want)

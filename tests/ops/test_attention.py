@@ -76,7 +76,13 @@ def test_attention_matches_torch(shape, mask_kind, strided, seed):
         np.testing.assert_allclose(e.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=2e-5)
 
 
-def test_generated_kernels_against_float64():
+@pytest.mark.parametrize("bits", [None, 512, 256], ids=["host", "avx512-tiles", "avx2-tiles"])
+def test_generated_kernels_against_float64(bits, monkeypatch):
+    """The kernels as this host builds them, and as an AVX-512 or an AVX2 host would (their tiles and edge
+    stores), compiled for this one: every width's code is checked on any CI machine."""
+    if bits is not None:
+        own = kernels._Kernels(bits)
+        monkeypatch.setattr(kernels, "_kernels", lambda: own)
     rng = np.random.default_rng(3)
     q, k, v = (rng.standard_normal((2, 3, 45, 24), np.float32) for _ in range(3))
     masked = np.triu(np.ones((45, 45), bool), 1)[None, None]
