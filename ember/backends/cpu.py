@@ -8,12 +8,8 @@ import functools
 @functools.lru_cache(maxsize=1)
 def get_cpu_capability() -> str:
     try:
-        import llvmlite.binding as llvm
-        features = {f[1:] for f in llvm.get_host_cpu_features().flatten().split(",") if f.startswith("+")}
+        from ember.codegen.llvm.target import host_target
+        bits = host_target().vector_bits      # the width the hand-tiled kernels are built for
     except Exception:           # no llvmlite host query on this platform: report the baseline
         return "DEFAULT"
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= features:
-        return "AVX512"
-    if "avx2" in features:
-        return "AVX2"
-    return "DEFAULT"
+    return {512: "AVX512", 256: "AVX2"}.get(bits, "DEFAULT")
