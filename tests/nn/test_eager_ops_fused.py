@@ -1,5 +1,5 @@
-"""Eager ops that run as one autograd node instead of a composite: relu (generated passes), dropout (one
-product), log_softmax, nll_loss's backward -- values, gradients, double backward and grad_fn names equal
+"""Eager ops that run as one autograd node instead of a composite: relu and gelu (generated passes), dropout
+(one product), softmax, log_softmax, nll_loss's backward -- values, gradients, double backward and grad_fn names equal
 PyTorch's; and an eager training step leaves nothing for the garbage collector."""
 from __future__ import annotations
 
@@ -71,6 +71,80 @@ def test_relu_double_backward_inplace_and_integers():
         y.sum().backward()
     i = ember.tensor(np.array([-2, 0, 3]))
     assert F.relu(i).tolist() == [0, 0, 3] and F.relu(i).dtype == ember.int64
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@settings(max_examples=10, deadline=None)
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=3), dtype=st.sampled_from([np.float32, np.float64]),
+       transpose=st.booleans(), seed=st.integers(0, 10_000))
+def test_gelu_matches_torch(path, approximate, shape, dtype, transpose, seed):
+    """One GeluBackward0 node through generated passes (or the composite below the size threshold): values and
+    gradients as PyTorch's, NaN and infinities included, any layout."""
+    rng = np.random.default_rng(seed)
+    a = _specials(rng, tuple(shape), dtype) * 3
+    if transpose:
+        a = a.T
+    g = rng.standard_normal(a.shape).astype(dtype)
+    tx = torch.tensor(a, requires_grad=True)
+    ty = TF.gelu(tx, approximate=approximate)
+    ty.backward(torch.tensor(g))
+    ex = ember.tensor(a, requires_grad=True)
+    with kernels(path):
+        ey = F.gelu(ex, approximate=approximate)
+        ey.backward(ember.tensor(g))
+    if path == "generated":
+        assert ey.grad_fn.name() == "GeluBackward0"
+    tol = dict(rtol=2e-6, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ey.detach().numpy(), ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(ex.grad.numpy(), tx.grad.numpy(), **(dict(rtol=2e-5, atol=2e-5) if dtype == np.float32
+                                                                   else tol))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_double_backward(approximate):
+    a = np.random.default_rng(2).standard_normal(5000)
+    ex, tx = ember.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    (eg,) = ember.autograd.grad(F.gelu(ex, approximate=approximate).sum(), [ex], create_graph=True)
+    (tg,) = torch.autograd.grad(TF.gelu(tx, approximate=approximate).sum(), [tx], create_graph=True)
+    np.testing.assert_allclose(eg.detach().numpy(), tg.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ember.autograd.grad(eg.sum(), [ex])[0].numpy(),
+                               torch.autograd.grad(tg.sum(), [tx])[0].numpy(), rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError, match="approximate argument"):
+        F.gelu(ex, approximate="erf")
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), dtype=st.sampled_from([np.float32, np.float64]),
+       data=st.data(), seed=st.integers(0, 10_000))
+def test_softmax_matches_torch(shape, dtype, data, seed):
+    """One SoftmaxBackward0 node: values and gradients as PyTorch's along any dim, with -inf (masked
+    scores, whole rows of them: NaN), inf and NaN."""
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1))
+    rng = np.random.default_rng(seed)
+    a = _specials(rng, tuple(shape), dtype)
+    g = rng.standard_normal(a.shape).astype(dtype)
+    tx = torch.tensor(a, requires_grad=True)
+    ty = TF.softmax(tx, dim)
+    ty.backward(torch.tensor(g))
+    ex = ember.tensor(a, requires_grad=True)
+    ey = F.softmax(ex, dim)
+    ey.backward(ember.tensor(g))
+    assert ey.grad_fn.name() == "SoftmaxBackward0"
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ey.detach().numpy(), ty.detach().numpy(), equal_nan=True, **tol)
+    np.testing.assert_allclose(ex.grad.numpy(), tx.grad.numpy(), equal_nan=True, **tol)
+
+
+def test_softmax_double_backward():
+    rng = np.random.default_rng(4)
+    a, w = rng.standard_normal((4, 9)), rng.standard_normal((4, 9))
+    ex, tx = ember.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    (eg,) = ember.autograd.grad((F.softmax(ex, -1) * ember.tensor(w)).sum(), [ex], create_graph=True)
+    (tg,) = torch.autograd.grad((TF.softmax(tx, -1) * torch.tensor(w)).sum(), [tx], create_graph=True)
+    np.testing.assert_allclose(eg.detach().numpy(), tg.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ember.autograd.grad((eg ** 2).sum(), [ex])[0].numpy(),
+                               torch.autograd.grad((tg ** 2).sum(), [tx])[0].numpy(), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("fn,shape,mask", [(F.dropout, (64, 50), (64, 50)), (F.dropout2d, (8, 20, 6, 6), (8, 20, 1, 1)),
