@@ -312,7 +312,13 @@ def _pad_kernel(xp, x, pads, value):
     width = [(max(0, lo), max(0, hi)) for lo, hi in pads]
     if not any(lo or hi for lo, hi in width):
         return x.copy()
-    return xp.pad(x, width, constant_values=value)
+    # zeros (or the value) and one copy into the middle: np.pad took 2.3x as long (the slice gradients of a
+    # qkv split, three pads of [16,64,128] -> [16,64,384] a layer: 120 -> 53 us each)
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, width))
+    zero = value == 0 and not (isinstance(value, float) and math.copysign(1.0, value) < 0)
+    out = xp.zeros(shape, x.dtype) if zero else xp.full(shape, value, x.dtype)
+    out[tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, width))] = x
+    return out
 
 
 def _unslice(g, shape, starts, stops, steps):
