@@ -1,5 +1,5 @@
 """Eager ops that run as one autograd node instead of a composite: relu and gelu (generated passes), dropout
-(one product), softmax, log_softmax, nll_loss's backward -- values, gradients, double backward and grad_fn names equal
+(one product), softmax, log_softmax, layer_norm, nll_loss's backward -- values, gradients, double backward and grad_fn names equal
 PyTorch's; and an eager training step leaves nothing for the garbage collector."""
 from __future__ import annotations
 
@@ -145,6 +145,52 @@ def test_softmax_double_backward():
     np.testing.assert_allclose(eg.detach().numpy(), tg.detach().numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ember.autograd.grad((eg ** 2).sum(), [ex])[0].numpy(),
                                torch.autograd.grad((tg ** 2).sum(), [tx])[0].numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("affine", ["both", "weight", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,ns", [((16, 64, 128), (128,)), ((4, 5, 6, 7), (6, 7)), ((9,), (9,))])
+def test_layer_norm_matches_torch(affine, dtype, shape, ns):
+    """One NativeLayerNormBackward0 node: output and the input / weight / bias gradients as PyTorch's, a NaN
+    row included (its gradients NaN where PyTorch's are)."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    if len(shape) > 2:
+        x[(1,) * (len(shape) - len(ns))] = np.nan
+    w, b = rng.standard_normal(ns).astype(dtype), rng.standard_normal(ns).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+
+    def run(lib, fn):
+        ts = [lib.tensor(v, requires_grad=True) for v in (x, w, b)]
+        y = fn(ts[0], ns, ts[1] if affine != "none" else None, ts[2] if affine == "both" else None, 1e-5)
+        y.backward(lib.tensor(g))
+        return y, [t.grad for t in ts]
+    (ey, eg), (ty, tg) = run(ember, F.layer_norm), run(torch, TF.layer_norm)
+    assert ey.grad_fn.name() == "NativeLayerNormBackward0"
+    tol = dict(rtol=2e-5, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(ey.detach().numpy(), ty.detach().numpy(), equal_nan=True, **tol)
+    for e, t in zip(eg, tg):
+        assert (e is None) == (t is None)
+        if t is not None:
+            np.testing.assert_allclose(e.numpy(), t.numpy(), equal_nan=True, **tol)
+
+
+def test_layer_norm_double_backward_and_fallbacks():
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((4, 10)), rng.standard_normal(10), rng.standard_normal(10)
+    E = [ember.tensor(v, requires_grad=True) for v in (x, w, b)]
+    T = [torch.tensor(v, requires_grad=True) for v in (x, w, b)]
+    ge = ember.autograd.grad((F.layer_norm(E[0], (10,), E[1], E[2]) ** 3).sum(), E, create_graph=True)
+    gt = torch.autograd.grad((TF.layer_norm(T[0], (10,), T[1], T[2]) ** 3).sum(), T, create_graph=True)
+    for a, c in zip(ge, gt):
+        np.testing.assert_allclose(a.detach().numpy(), c.detach().numpy(), rtol=1e-10, atol=1e-12)
+    sum((v.sum() ** 2 for v in ge), ember.tensor(0.0)).backward()
+    sum((v.sum() ** 2 for v in gt), torch.tensor(0.0, dtype=torch.float64)).backward()
+    for a, c in zip(E, T):
+        np.testing.assert_allclose(a.grad.numpy(), c.grad.numpy(), rtol=1e-9, atol=1e-10)
+    # a weight of the wrong shape takes the composite, which refuses it
+    with pytest.raises(RuntimeError):
+        F.layer_norm(ember.tensor(x), (10,), ember.tensor(w[:5]))
 
 
 @pytest.mark.parametrize("fn,shape,mask", [(F.dropout, (64, 50), (64, 50)), (F.dropout2d, (8, 20, 6, 6), (8, 20, 1, 1)),

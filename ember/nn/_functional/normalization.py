@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
-from ...frontend.dispatch import apply as P
-from ._util import Tensor
+from ...frontend.dispatch import apply as P, attach_node
+from ...frontend.tensor import _wrap
+from ._util import Tensor, is_tracing
 
 
 def _bshape(x, c_dim=1):
@@ -80,6 +83,8 @@ def _norm_dims(input, normalized_shape, op):
 @M.in_float32(out_like=0)
 def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     ns, dims = _norm_dims(input, normalized_shape, "layer_norm")
+    if _eager_ok(input, ns, weight, bias):
+        return _layer_norm_eager(input, ns, dims, weight, bias, float(eps))
     mean, var, _ = _moments(input, dims)
     y = P("mul", P("sub", input, mean), P("rsqrt", P("add", var, float(eps))))
     if weight is not None:
@@ -87,6 +92,71 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: flo
     if bias is not None:
         y = P("add", y, bias)
     return y
+
+
+def _eager_ok(input, ns, weight, bias) -> bool:
+    """The one-node eager path: numpy float32/float64, not tracing, weight and bias (if any) of the input's
+    dtype and exactly the normalized shape (anything else: the composite, with its promotion and errors)."""
+    if is_tracing() or input._xp is not np or input.dtype.np not in (np.float32, np.float64) or input.numel() == 0:
+        return False
+    return all(t is None or (isinstance(t, Tensor) and t._xp is np and t.dtype is input.dtype
+                             and tuple(t.shape) == ns) for t in (weight, bias))
+
+
+def _layer_norm_eager(input, ns, dims, weight, bias, eps):
+    """Eager layer_norm as one op (NativeLayerNormBackward0, as PyTorch): the normalised x and 1/std saved,
+    the gradients from the closed form -- dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)) with dxh = g w,
+    dw = sum(g xh), db = sum(g) over the batch dims.  The composite kept every temporary and ran ~20 passes
+    forward and backward; written in ember ops when differentiated again."""
+    a = input._data
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        xh = a - a.mean(axis=dims, keepdims=True)
+        rstd = 1.0 / np.sqrt(np.mean(xh * xh, axis=dims, keepdims=True) + a.dtype.type(eps))
+        xh *= rstd
+        y = xh * weight._data if weight is not None else xh.copy()
+        if bias is not None:
+            y += bias._data
+    out = _wrap(y, input.device)
+    ins = (input, weight, bias)
+    if ag.is_grad_enabled() and any(t is not None and t.requires_grad for t in ins):
+        batch = tuple(range(a.ndim - len(ns)))
+
+        def vjp(g, o, *given, **_):
+            if g._xp is np and not ag.is_grad_enabled():
+                ga = g._data
+                with np.errstate(invalid="ignore", over="ignore"):
+                    dxh = ga * weight._data if weight is not None else ga
+                    dx = dxh - dxh.mean(axis=dims, keepdims=True)
+                    dx -= xh * np.mean(dxh * xh, axis=dims, keepdims=True)
+                    dx *= rstd
+                    grads = [_wrap(dx, g.device)]
+                    if weight is not None:
+                        grads.append(_wrap((ga * xh).sum(axis=batch), g.device))
+                    if bias is not None:
+                        grads.append(_wrap(ga.sum(axis=batch), g.device))
+                return tuple(grads)
+            return _layer_norm_grad_ops(g, input, weight, bias, dims, batch, eps)
+        attach_node(out, "native_layer_norm", vjp, {}, tuple(t for t in ins if t is not None), "x")
+    return out
+
+
+def _layer_norm_grad_ops(g, x, weight, bias, dims, batch, eps):
+    """The same gradients in ember ops (differentiable: a double backward)."""
+    mean, var, _ = _moments(x, dims)
+    rstd = P("rsqrt", P("add", var, eps))
+    xh = P("mul", P("sub", x, mean), rstd)
+    dxh = P("mul", g, weight) if weight is not None else g
+    n = math.prod(x.shape[d] for d in dims)
+
+    def avg(t):
+        return M.times_ratio(P("sum", t, dims=dims, keepdim=True), 1, n)
+    dx = P("mul", P("sub", P("sub", dxh, avg(dxh)), P("mul", xh, avg(P("mul", dxh, xh)))), rstd)
+    grads = [dx]
+    if weight is not None:
+        grads.append(P("sum", P("mul", g, xh), dims=batch, keepdim=False) if batch else P("mul", g, xh))
+    if bias is not None:
+        grads.append(P("sum", g, dims=batch, keepdim=False) if batch else g)
+    return tuple(grads)
 
 
 @M.in_float32(out_like=0)
