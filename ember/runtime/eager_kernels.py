@@ -43,6 +43,7 @@ __all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE", "adam_update
 
 FAST_UNARY = ("erf",)      # measured slower in numpy than in generated code (see the docstring)
 MIN_SIZE = 4096            # below this the call overhead (~10 us) outweighs the gain
+MAX_BOUND = 256            # bindings kept per unary kernel (one per array size seen)
 _DTYPES = {np.dtype(np.float32): dt.float32, np.dtype(np.float64): dt.float64}
 _cache: dict = {}
 _lock = threading.Lock()
@@ -80,18 +81,25 @@ def unary_kernel(op: str):
     the reference kernel otherwise (and for good if compiling fails)."""
     ref = OPS[op].ref
     broken = []
+    bound = {}      # (dtype, size) -> the kernel bound at that size: binding recomputes its launch facts from
+                    # the symbolic sizes, ~60 us -- as long as the kernel itself on 64K values
 
     def fast(xp, x, **attrs):
         d = _DTYPES.get(getattr(x, "dtype", None))
         if broken or xp is not np or d is None or x.size < MIN_SIZE or not x.flags.c_contiguous:
             return ref(xp, x, **attrs)
-        try:
-            k = _compiled(op, d)
-        except Exception:  # noqa: BLE001 - no working code generator here: numpy it is
-            broken.append(True)
-            return ref(xp, x, **attrs)
+        b = bound.get((d, x.size))
+        if b is None:
+            try:
+                k = _compiled(op, d)
+            except Exception:  # noqa: BLE001 - no working code generator here: numpy it is
+                broken.append(True)
+                return ref(xp, x, **attrs)
+            if len(bound) >= MAX_BOUND:
+                bound.clear()
+            b = bound[(d, x.size)] = k.at({"s0": x.size})
         out = np.empty_like(x)
-        k.at({"s0": x.size}).launch([x.reshape(-1), out.reshape(-1)])
+        b.launch([x.reshape(-1), out.reshape(-1)])
         return out
 
     fast.__name__ = f"{op}_generated"

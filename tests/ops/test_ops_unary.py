@@ -128,3 +128,8 @@ def test_eager_erf_on_large_arrays_runs_generated_code_and_matches_libm():
     np.testing.assert_allclose(small, want[:100], atol=2.5e-7)
     strided = ember.tensor(x.astype(np.float32)).view(-1, 2)[:, 0]     # not contiguous: the reference
     np.testing.assert_allclose(ember.erf(strided).numpy(), want[::2], atol=2.5e-7)
+    # bindings are kept per (dtype, size): sizes and dtypes taking turns each get their own
+    for n, d in ((5, np.float32), (3, np.float64), (5, np.float64), (3, np.float32), (5, np.float32)):
+        xs = x[:eager_kernels.MIN_SIZE * n].astype(d)
+        np.testing.assert_allclose(ember.erf(ember.tensor(xs)).numpy(), want[:xs.size], rtol=0,
+                                   atol=2.5e-7 if d == np.float32 else 1e-15)
