@@ -10,7 +10,7 @@ vectorised, split over the worker threads) takes ~1 ms, and agrees with compiled
 
 One kernel per (op, dtype), over a 1-D buffer whose length is a size symbol (ember/ir/symbolic.py),
 so every array size uses the same machine code; compiled on first use and kept in the disk cache.
-Arrays below MIN_SIZE, non-contiguous or non-CPU arrays, and other dtypes take the reference kernel.
+Arrays below MIN_SIZE, non-CPU arrays and other dtypes take the reference kernel.
 
 The eager Adam / AdamW update is one such kernel too (`adam_update`): numpy runs PyTorch's for-loop
 update as ~14 whole-array passes with temporaries (a GPT step's 28 parameters, 0.4 M values: ~2.8 ms
@@ -37,13 +37,13 @@ import numpy as np
 
 from ember.ir import dtypes as dt
 from ember.ir.ops import OPS
+from ember.kernels import generated
 
 __all__ = ["unary_kernel", "compile_one", "FAST_UNARY", "MIN_SIZE", "adam_update", "ADAM_CONSTS",
            "index_add_kernel", "attention_kernel", "once"]
 
 FAST_UNARY = ("erf",)      # measured slower in numpy than in generated code (see the docstring)
-MIN_SIZE = 4096            # below this the call overhead (~10 us) outweighs the gain
-MAX_BOUND = 256            # bindings kept per unary kernel (one per array size seen)
+MIN_SIZE = generated.MIN_SIZE   # below this the call overhead (~10 us) outweighs the gain
 _DTYPES = {np.dtype(np.float32): dt.float32, np.dtype(np.float64): dt.float64}
 _cache: dict = {}
 _lock = threading.Lock()
@@ -61,46 +61,26 @@ def once(key, build):
     return v
 
 
-def _compiled(op: str, d: dt.DType):
-    """The bound kernel y[i] = op(x[i]) over n = s0 values (compiled once per op and dtype)."""
-    def build():
-        # kernel IR and llvmlite load on first use: `import ember` stays as fast as it was
-        from ember.ir.kernel import Buf, Kernel, Load, Store, Unary, o
-        from ember.ir.symbolic import SymInt
-        from ember.runtime.cpu import compile_kernels
-        n = SymInt({("s0",): 1}, MIN_SIZE)
-        x, y = Buf("x", (n,), d), Buf("y", (n,), d)
-        kern = Kernel([x], [y], [n], stores=[Store(y, [o(0)], Unary(op, Load(x, [o(0)])))],
-                      name=f"eager_{op}_{d.short}")
-        return compile_kernels([kern])[kern.name]
-    return once((op, d), build)
+def _unary_ir(op: str):
+    def ir(x):
+        from ember.ir.kernel import Unary      # kernel IR loads on first use: `import ember` stays fast
+        return Unary(op, x)
+    return ir
 
 
 def unary_kernel(op: str):
-    """fast(xp, x): op through generated code for large contiguous float32/float64 numpy arrays,
-    the reference kernel otherwise (and for good if compiling fails)."""
+    """fast(xp, x): op through generated code for large float32/float64 numpy arrays (kernels/generated.py
+    `elementwise`: one kernel over a size symbol, a binding kept per size, any layout read in memory
+    order), the reference kernel otherwise (and for good if compiling fails)."""
     ref = OPS[op].ref
-    broken = []
-    bound = {}      # (dtype, size) -> the kernel bound at that size: binding recomputes its launch facts from
-                    # the symbolic sizes, ~60 us -- as long as the kernel itself on 64K values
+    ir = _unary_ir(op)
 
     def fast(xp, x, **attrs):
-        d = _DTYPES.get(getattr(x, "dtype", None))
-        if broken or xp is not np or d is None or x.size < MIN_SIZE or not x.flags.c_contiguous:
-            return ref(xp, x, **attrs)
-        b = bound.get((d, x.size))
-        if b is None:
-            try:
-                k = _compiled(op, d)
-            except Exception:  # noqa: BLE001 - no working code generator here: numpy it is
-                broken.append(True)
-                return ref(xp, x, **attrs)
-            if len(bound) >= MAX_BOUND:
-                bound.clear()
-            b = bound[(d, x.size)] = k.at({"s0": x.size})
-        out = np.empty_like(x)
-        b.launch([x.reshape(-1), out.reshape(-1)])
-        return out
+        if xp is np and getattr(x, "dtype", None) in _DTYPES:
+            out = generated.elementwise(f"unary_{op}", ir, [x])
+            if out is not None:
+                return out
+        return ref(xp, x, **attrs)
 
     fast.__name__ = f"{op}_generated"
     fast.reference = ref                # what it runs below MIN_SIZE (and what constant folding uses)
