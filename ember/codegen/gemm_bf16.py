@@ -88,6 +88,7 @@ from .llvm_text import IOTA16 as _IOTA16
 from .llvm_text import ATTRIBUTES, Tile, module_head
 from .llvm_text import claims as _claims
 from .llvm_text import masked_load as _masked_load
+from .llvm_text import masked_moves as _masked_moves
 from .llvm_text import masked_store as _masked_store
 from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
@@ -216,8 +217,8 @@ class _Src:
     """How `pack` reads its source: bf16 words as they are, or float32 values rounded to bf16 on the way
     (a cast folded into the product: ember/passes/fusion/decide.py)."""
 
-    def __init__(self, f: _Fn, f32: bool, native: bool = True):
-        self.f, self.f32, self.native = f, f32, native
+    def __init__(self, f: _Fn, f32: bool):
+        self.f, self.f32 = f, f32
         self.elt = "float" if f32 else "i16"
 
     def at(self, base: str, off: str) -> str:
@@ -241,7 +242,7 @@ class _Src:
         """16 values under mask m as <16 x i16> (masked-off lanes 0)."""
         f = self.f
         if not self.f32:
-            return _masked_load(f, "<16 x i16>", p, 2, m, self.native)
+            return _masked_load(f, "<16 x i16>", p, 2, m)
         v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {p}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
         return _round_bf16(f, v, 16)
 
@@ -274,7 +275,7 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     source is float32 rounded to bf16 as it is read."""
     f = _Fn(f"define internal void @pack{32 if f32 else 16}(ptr noalias %src, i64 %ls, i64 %ks, i32 %words, "
             f"i64 %lanes, i64 %K, i64 %lane0, i64 %nl, i64 %k0, i64 %kc, ptr noalias %dst, i64 %r) {_NOINLINE}")
-    src = _Src(f, f32, cfg.masked16)
+    src = _Src(f, f32)
     r = "%r"
     kc1 = f.tmp("add i64 %kc, 1")
     kpc = f.tmp(f"lshr i64 {kc1}, 1", "kpc")
@@ -688,7 +689,7 @@ def _store_edge(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, stage: str, ir_: 
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
         bidx = f.tmp(f"add i64 {jr}, {16 * j}")
         bptr = f.tmp(f"getelementptr i16, ptr %bias, i64 {bidx}")
-        bh = _masked_load(f, "<16 x i16>", bptr, 2, m)
+        bh = _masked_load(f, "<16 x i16>", bptr, 2, m, native=True)
         f.emit(f"store {_V16F} {f.tmp(f'fadd {_V16F} {v}, {_widen_bf16(f, bh)}')}, ptr {p}, align 64")
         close()
         v = f.tmp(f"load {_V16F}, ptr {p}, align 64")
@@ -698,7 +699,7 @@ def _store_edge(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, stage: str, ir_: 
         oidx = f.tmp(f"add i64 {orow}, {16 * j}")
         op = f.tmp(f"getelementptr i16, ptr %o, i64 {oidx}")
         # (masked even on AVX2: the whole-vector branch of `_masked_store` here cost 20% on 1024^3 there)
-        _masked_store(f, "<16 x i16>", _round_bf16(f, v, native=cfg.dpbf16), op, 2, m)
+        _masked_store(f, "<16 x i16>", _round_bf16(f, v, native=cfg.dpbf16), op, 2, m, native=True)
         f.emit(f"br label %{w_done}")
         f.label(wc_b)
         f.emit(f"call void @llvm.masked.store.v16f32.p0({_V16F} {v}, ptr {cp}, i32 4, <16 x i1> {m})")
@@ -1197,7 +1198,7 @@ def _emit_entry(tile: Tile, colsb: bool = False) -> str:
 
 
 # ---------------------------------------------------------------------------------- conversions
-def _emit_convert(to_bf16: bool, native: bool = True) -> str:
+def _emit_convert(to_bf16: bool) -> str:
     """cvt_f32_bf16(ptr src, ptr dst, i64 n): n float32 -> bfloat16 with the epilogue's integer rounding
     (nearest even, NaN -> 0x7FC0, denormals kept: PyTorch's and ml_dtypes' cast, bit for bit);
     cvt_bf16_f32: the exact widening.  16 lanes a step, the tail masked.  Eager autocast casts every
@@ -1211,11 +1212,11 @@ def _emit_convert(to_bf16: bool, native: bool = True) -> str:
     sp = f.tmp(f"getelementptr i{8 * src_sz}, ptr %src, i64 {i}")
     dp = f.tmp(f"getelementptr i{8 * dst_sz}, ptr %dst, i64 {i}")
     if to_bf16:
-        v = _masked_load(f, _V16F, sp, 4, m, native)
-        _masked_store(f, "<16 x i16>", _round_bf16(f, v), dp, 2, m, native)
+        v = _masked_load(f, _V16F, sp, 4, m)
+        _masked_store(f, "<16 x i16>", _round_bf16(f, v), dp, 2, m)
     else:
-        v = _masked_load(f, "<16 x i16>", sp, 2, m, native)
-        _masked_store(f, _V16F, _widen_bf16(f, v), dp, 4, m, native)
+        v = _masked_load(f, "<16 x i16>", sp, 2, m)
+        _masked_store(f, _V16F, _widen_bf16(f, v), dp, 4, m)
     close()
     return f.text()
 
@@ -1223,6 +1224,11 @@ def _emit_convert(to_bf16: bool, native: bool = True) -> str:
 def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str:
     """The module text (see the module docstring)."""
     cfg.check()
+    with _masked_moves(cfg.masked16):    # the packing and the casts' moves (the epilogue's stay masked)
+        return _emit_module(cfg, triple, data_layout)
+
+
+def _emit_module(cfg: GemmConfig, triple: str, data_layout: str) -> str:
     head = module_head(triple, data_layout)
     decls = ([f"declare {_V16F} @llvm.x86.avx512bf16.dpbf16ps.512({_V16F}, <32 x bfloat>, <32 x bfloat>)",
               f"declare <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F})"]
@@ -1235,8 +1241,7 @@ def emit_module(cfg: GemmConfig, triple: str = "", data_layout: str = "") -> str
               "declare <32 x i16> @llvm.masked.load.v32i16.p0(ptr, i32, <32 x i1>, <32 x i16>)",
               f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V16F})"]
     parts = head + decls + [_emit_pack_dispatch(), _emit_pack(cfg), _emit_pack(cfg, f32=True),
-                            _emit_convert(True, cfg.masked16),
-                            _emit_convert(False, cfg.masked16)]
+                            _emit_convert(True), _emit_convert(False)]
     for t in cfg.tiles:
         parts += [_emit_block(cfg, t), _emit_block(cfg, t, direct=True), _emit_pack_b(cfg, t), _emit_rows(cfg, t),
                   _emit_batch(cfg, t), _emit_cols(cfg, t), _emit_entry(t)]
