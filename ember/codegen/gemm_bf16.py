@@ -238,6 +238,13 @@ class _Src:
         h = _round_bf16(f, f.tmp(f"load <{2 * n} x float>, ptr {p}, align 4"), 2 * n)
         return f.tmp(f"bitcast <{2 * n} x i16> {h} to {'i32' if n == 1 else f'<{n} x i32>'}")
 
+    def vec16(self, p: str) -> str:
+        """16 values as <16 x i16>, every lane read."""
+        f = self.f
+        if not self.f32:
+            return f.tmp(f"load <16 x i16>, ptr {p}, align 2")
+        return _round_bf16(f, f.tmp(f"load {_V16F}, ptr {p}, align 4"), 16)
+
     def masked16(self, p: str, m: str) -> str:
         """16 values under mask m as <16 x i16> (masked-off lanes 0)."""
         f = self.f
@@ -245,6 +252,49 @@ class _Src:
             return _masked_load(f, "<16 x i16>", p, 2, m)
         v = f.tmp(f"call {_V16F} @llvm.masked.load.v16f32.p0(ptr {p}, i32 4, <16 x i1> {m}, {_V16F} zeroinitializer)")
         return _round_bf16(f, v, 16)
+
+
+def _pair_words(f: _Fn, lo: str, hi: str) -> str:
+    """<16 x i16> rows 2p and 2p+1 -> <16 x i32> words (x[2p] low, x[2p+1] high)."""
+    lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
+    hi = f.tmp(f"shl {_V16I} {f.tmp(f'zext <16 x i16> {hi} to {_V16I}')}, splat (i32 16)")
+    return f.tmp(f"or {_V16I} {lo}, {hi}")
+
+
+def _pack_pairs_plain(f: _Fn, src: _Src, pa: str, pb: str, dp: str, hi_in: str, lbase: str, rr: str, r: str,
+                      nv: str) -> None:
+    """One K pair of up to 16 lanes of a lanes-contiguous panel (`pack`'s vector path) without masked
+    moves: AVX2 scalarises 16-bit masked loads and its masked 32-bit stores are slow on Zen 2, and an A
+    panel of 2 or 6 lanes is all edge (a transposed A packed that way took 3x the product's own time).
+    16 lanes inside the panel and the matrix move as whole vectors; fewer, one word at a time."""
+    room = f.tmp(f"sub i64 %lanes, {f.tmp(f'add i64 {lbase}, {rr}')}")
+    panel_left = f.tmp(f"sub i64 {r}, {rr}")
+    whole = f.tmp(f"and i1 {f.tmp(f'icmp sge i64 {room}, 16')}, {f.tmp(f'icmp sge i64 {panel_left}, 16')}")
+    vb, sb, done = f.fresh("pwhole"), f.fresh("pscalar"), f.fresh("pdone")
+    f.emit(f"br i1 {whole}, label %{vb}, label %{sb}")
+    f.label(vb)
+    lo = src.vec16(pa)
+    hi = src.vec16(f.tmp(f"select i1 {hi_in}, ptr {pb}, ptr {pa}"))    # (no row 2p+1 past an odd K)
+    hi = f.tmp(f"select i1 {hi_in}, <16 x i16> {hi}, <16 x i16> zeroinitializer")
+    f.emit(f"store {_V16I} {_pair_words(f, lo, hi)}, ptr {dp}, align 4")
+    f.emit(f"br label %{done}")
+    f.label(sb)
+    n = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {panel_left}, 16')}, i64 {panel_left}, i64 16")
+    valid = f.tmp(f"sub i64 {nv}, {rr}")
+    q, close_q = f.loop("0", n, "1", "pq")
+    wp = f.tmp(f"getelementptr i32, ptr {dp}, i64 {q}")
+    f.emit(f"store i32 0, ptr {wp}, align 4")
+    close_in = f.if_(f.tmp(f"icmp slt i64 {q}, {valid}"), "pin")
+    lo = f.tmp(f"zext i16 {src.half(src.at(pa, q))} to i32")
+    f.emit(f"store i32 {lo}, ptr {wp}, align 4")
+    close_hi = f.if_(hi_in, "phi")
+    hi = f.tmp(f"shl i32 {f.tmp(f'zext i16 {src.half(src.at(pb, q))} to i32')}, 16")
+    f.emit(f"store i32 {f.tmp(f'or i32 {lo}, {hi}')}, ptr {wp}, align 4")
+    close_hi()
+    close_in()
+    close_q()
+    f.emit(f"br label %{done}")
+    f.label(done)
 
 
 def _emit_pack_dispatch() -> str:
@@ -368,18 +418,18 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
     pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
     dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
-    left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
-    m = _lanes_below(f, left)           # lanes of the panel
-    valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
-    mv = _lanes_below(f, valid)         # ... inside the matrix
-    lo = src.masked16(pa, mv)
-    mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
-    hi = src.masked16(pb, mvh)
-    lo = f.tmp(f"zext <16 x i16> {lo} to {_V16I}")
-    hi = f.tmp(f"zext <16 x i16> {hi} to {_V16I}")
-    hi = f.tmp(f"shl {_V16I} {hi}, splat (i32 16)")
-    w = f.tmp(f"or {_V16I} {lo}, {hi}")
-    f.emit(f"call void @llvm.masked.store.v16i32.p0({_V16I} {w}, ptr {dp}, i32 4, <16 x i1> {m})")
+    if not f.native_masks:
+        _pack_pairs_plain(f, src, pa, pb, dp, hi_in, lbase, rr, r, nv)
+    else:
+        left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
+        m = _lanes_below(f, left)           # lanes of the panel
+        valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
+        mv = _lanes_below(f, valid)         # ... inside the matrix
+        lo = src.masked16(pa, mv)
+        mvh = f.tmp(f"select i1 {hi_in}, <16 x i1> {mv}, <16 x i1> zeroinitializer")
+        hi = src.masked16(pb, mvh)
+        f.emit(f"call void @llvm.masked.store.v16i32.p0({_V16I} {_pair_words(f, lo, hi)}, ptr {dp}, i32 4, "
+               f"<16 x i1> {m})")
     close_r()
     close_k()
     f.emit(f"br label %{slow}")

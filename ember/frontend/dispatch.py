@@ -134,9 +134,11 @@ def _reduced_kernel(op):
                     low = d
                     a = _casts.astype(a, _np.float32)
                 up.append(a)
-            r = base(xp, *up, **attrs)
-            if low is not None and r.dtype == _np.float32:
-                with _np.errstate(over="ignore"):     # overflow rounds to inf silently, as in PyTorch
+            # inf/nan arise and overflow rounds to inf silently, as in PyTorch (this path already pays
+            # for two casts; the float32 kernels keep numpy's warnings off the hot add/mul instead)
+            with _np.errstate(all="ignore"):
+                r = base(xp, *up, **attrs)
+                if low is not None and r.dtype == _np.float32:
                     r = _casts.astype(r, low)
             return r
         k.__name__ = f"{op}_in_float32"

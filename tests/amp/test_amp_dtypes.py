@@ -245,3 +245,17 @@ def test_gradients_of_a_16bit_mlp_match_torch(name):
     eps = ember.finfo(e_dt(name)).eps
     for ge, gt in zip(*grads):
         np.testing.assert_allclose(ge, gt, rtol=8 * eps, atol=8 * eps * np.abs(gt).max())
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_inf_and_nan_arise_silently(name):
+    """inf * 0, log(-1), overflow: nan and inf as in PyTorch, and no numpy RuntimeWarning from the float32
+    computation the 16-bit ops run on."""
+    import warnings
+    x = ember.ones(3, dtype=getattr(ember, name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = (x / 0 * 0, ember.log(-x), x * 1e30 * 1e30, ember.exp(x * 1e4))
+    assert all(t.dtype == x.dtype for t in r)
+    assert ember.isnan(r[0]).all() and ember.isnan(r[1]).all()
+    assert ember.isinf(r[2]).all() and ember.isinf(r[3]).all()

@@ -102,6 +102,24 @@ def test_batched_products(gemm, sa, sb, tb):
         _check(gemm.matmul(a, _layout(b, tb), out_dtype=od), a, b, out_dtype=od)
 
 
+@pytest.mark.parametrize("m,k,n", [(37, 301, 45), (64, 64, 128), (100, 77, 70), (19, 210, 130)])
+def test_lane_contiguous_operands_through_the_kernel(gemm, m, k, n):
+    """Transposed operands (a weight gradient's X^T, attention's P^T) large enough for the kernel: packed
+    from lane-contiguous rows -- whole 16-lane vectors inside the panel and matrix, single words at the
+    edges -- odd K, several K blocks, lanes past the matrix's edge."""
+    rng = np.random.default_rng(m + k + n)
+    a, b = _rand(rng, (m, k)), _rand(rng, (k, n))
+    assert 2 * m * n * k >= G.SMALL_FLOPS
+    for threads in (1, 2):
+        _check(gemm.mm(_layout(a, True), b, threads=threads), a, b)
+        _check(gemm.mm(_layout(a, True), _layout(b, True), out_dtype=np.float32, threads=threads), a, b,
+               out_dtype=np.float32)
+    a3 = _rand(rng, (3, m, k))
+    _check(gemm.matmul(_layout(a3, True), b, threads=2), a3, b)
+    a32 = a3.astype(np.float32)    # rounded to bf16 as packed
+    _check(gemm.matmul(_layout(a32, True), b), a3, b)
+
+
 def test_strided_and_negative_stride_operands(gemm):
     rng = np.random.default_rng(2)
     big = _rand(rng, (60, 90))
