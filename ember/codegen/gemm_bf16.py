@@ -26,7 +26,9 @@ The product C[M, N] = A[M, K] @ B[K, N] (bf16 inputs as uint16 words, any stride
     MR*NR/16 `vdpbf16ps` (llvm.x86.avx512bf16.dpbf16ps.512: acc += a_hi*b_hi + a_lo*b_lo per lane).
     Without AVX512-BF16 the same loop widens each half-word to float32 (shift / mask) and uses two
     FMAs in the instruction's order: same layout, same results up to denormals (vdpbf16ps flushes
-    denormal inputs and results to zero).
+    denormal inputs and results to zero).  With `f32_panels` (AVX2) packing does that widening once: each
+    pair occupies 8 bytes, a panel row being its r low halves as float32, then its r high halves, and
+    the loop loads float32 operands (offsets into panels count pairs either way: `GemmConfig.unit`).
   * Stores (per tile, from flags): add the partial sums already in the float32 C (K blocks after the
     first), add a bf16 bias per column (the last K block), and write float32 C or round to bf16
     (nearest-even, NaN -> quiet NaN; vcvtneps2bf16 on AVX512-BF16) into the output O.  A whole tile with
@@ -120,29 +122,49 @@ class GemmConfig:
                            # (llvm_text.masked_load; AVX2: conv1's forward 15 -> 22 GF/s, casts 1.6-4.5x)
     stage_cols: int = 512  # gemm_colsb stages B this many columns at a time (a multiple of 32; 256: the same,
                            # 128: 5-10% slower; prefetching the next piece while multiplying: no faster)
+    f32_panels: bool = False    # without vdpbf16ps: packing widens each pair word into its two float32 values
+                                # (a panel row holds the r low halves, then the r high halves), so the micro-
+                                # kernel multiplies loaded float32 operands -- widening each word at every use
+                                # cost a shift and a mask per FMA pair (AVX2: 54 -> ~90 GF/s on one thread)
+
+    @property
+    def word_bytes(self) -> int:
+        """Bytes of one packed pair: a 32-bit word, or its two float32 values (f32_panels)."""
+        return 8 if self.f32_panels else 4
+
+    @property
+    def unit(self) -> str:
+        """The LLVM type one packed pair occupies, for offsets into packed panels."""
+        return "i64" if self.f32_panels else "i32"
 
     def check(self) -> None:
         if self.kc % 2 or any(self.mc % t.mr or t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.tiles):
             raise ValueError(f"bad GEMM blocking {self}: kc must be even, mc a multiple of every tile's mr, "
                              "and a tile at most 28 registers")
+        if self.f32_panels and (self.dpbf16 or self.masked16 or self.direct_b_tiles):
+            raise ValueError(f"bad GEMM blocking {self}: float32 panels are for targets without vdpbf16ps and "
+                             "masked 16-bit moves, and read B packed")
         if self.stage_cols % 32 or any(t.mr < 1 or t.nv < 1 or t.mr * t.nv > 28 for t in self.direct_b_tiles):
             raise ValueError(f"bad GEMM blocking {self}: stage_cols must be a multiple of 32 and a tile at most "
                              "28 registers")
 
 
-# AVX2 (16 ymm, no bf16 instructions): the widened B pair takes 4 ymm and the broadcast A pair 2, leaving ~8 for
-# accumulators.  One thread, whole tiles ([384,512]@[512,384]), GF/s: 2x32 52-54, 1x64 41, 6x16 40-41,
-# 3x32 42, 4x32 39, 2x48 38, 3x16 38 -- so 2x32 first, 6x16 for 16-column products.  No direct-B tiles:
-# gemm_blockb interleaves B's rows with vpermt2w, which AVX2 emulates (conv2's forward ran at half the
-# speed of packing B).
-AVX2_TILES = (Tile(2, 2), Tile(6, 1), Tile(4, 1))
+# AVX2 (16 ymm, no bf16 instructions): float32 panels (`f32_panels`), so the micro-kernel is gemm_f32's and so
+# are the tiles.  One thread, whole tiles, GF/s ([384,512]@[512,384] / [1024,128]@[128,512]): 6x16 95 / 92,
+# 5x16 87 / 85, 4x16 77 / 72, 2x32 74 / 75, 1x64 50 / 73, 3x32 and 2x48 33 (spilled).  (Widening the pair words
+# at each use instead: 2x32 best at 52-54.)  6x16 has 16 columns too, so 2x32 never wastes fewer lanes.  No
+# direct-B tiles: gemm_blockb interleaves B's rows with vpermt2w, which AVX2 emulates (conv2's forward ran at
+# half the speed of packing B); no direct A either: read in place, A's pairs are widened at every use
+# ([1024,512]@[512,128]: 83 GF/s direct, ... packed).
+AVX2_TILES = (Tile(6, 1), Tile(4, 1))
 
 
 def host_config(dpbf16: bool, vector_bits: int) -> GemmConfig:
     """The configuration for a CPU with (dpbf16) or without AVX512-BF16 and vector registers this wide."""
     if vector_bits >= 512:
         return GemmConfig(dpbf16=dpbf16)
-    return GemmConfig(tiles=AVX2_TILES, dpbf16=False, direct_b_tiles=(), masked16=False)
+    return GemmConfig(tiles=AVX2_TILES, dpbf16=False, direct_b_tiles=(), masked16=False, f32_panels=True,
+                      direct_a_max_n=0)
 
 
 def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
@@ -202,13 +224,34 @@ def _lanes_below(f: _Fn, n: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- packing
-def _zero_lanes(f: _Fn, lo: str, r: str, kfp: str, dpan: str) -> None:
+def _put_pairs(f: _Fn, cfg: GemmConfig, pan: str, rowr: str, lane: str, w: str, n: int = 1, r: str = "%r") -> None:
+    """Store w (n pair words: i32 or <n x i32>) at lanes [lane, lane + n) of the panel row that starts at
+    pair rowr (= row * r) of pan.  f32_panels: as float32 values, the row's r low halves, then its r high."""
+    if not cfg.f32_panels:
+        p = f.tmp(f"getelementptr i32, ptr {pan}, i64 {f.tmp(f'add i64 {rowr}, {lane}')}")
+        f.emit(f"store {_vec(n, 'i32')} {w}, ptr {p}, align 4")
+        return
+    rowp = f.tmp(f"getelementptr i64, ptr {pan}, i64 {rowr}")
+    for half, at in zip(_halves(f, w, n), (lane, f.tmp(f"add i64 {lane}, {r}"))):
+        f.emit(f"store {_vec(n, 'float')} {half}, ptr {f.tmp(f'getelementptr float, ptr {rowp}, i64 {at}')}, align 4")
+
+
+def _halves(f: _Fn, w: str, n: int) -> tuple[str, str]:
+    """The float32 values of pair words w (i32 or <n x i32>): (low halves, high halves)."""
+    vi, vf = _vec(n, "i32"), _vec(n, "float")
+    out = []
+    for op, k in (("shl", 16), ("and", -65536)):
+        c = str(k) if n == 1 else f"splat (i32 {k})"
+        out.append(f.tmp(f"bitcast {vi} {f.tmp(f'{op} {vi} {w}, {c}')} to {vf}"))
+    return tuple(out)
+
+
+def _zero_lanes(f: _Fn, cfg: GemmConfig, lo: str, r: str, kfp: str, dpan: str) -> None:
     """Zero lanes [lo, r) of the pairs [0, kfp) of a panel (lanes past the matrix edge)."""
     kp, close_k = f.loop("0", kfp, "1", "zk")
     row = f.tmp(f"mul i64 {kp}, {r}")
     rr, close_r = f.loop(lo, r, "1", "zr")
-    di = f.tmp(f"add i64 {row}, {rr}")
-    f.emit(f"store i32 0, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
+    _put_pairs(f, cfg, dpan, row, rr, "0")
     close_r()
     close_k()
 
@@ -261,8 +304,8 @@ def _pair_words(f: _Fn, lo: str, hi: str) -> str:
     return f.tmp(f"or {_V16I} {lo}, {hi}")
 
 
-def _pack_pairs_plain(f: _Fn, src: _Src, pa: str, pb: str, dp: str, hi_in: str, lbase: str, rr: str, r: str,
-                      nv: str) -> None:
+def _pack_pairs_plain(f: _Fn, cfg: GemmConfig, src: _Src, pa: str, pb: str, dpan: str, drow: str, hi_in: str,
+                      lbase: str, rr: str, r: str, nv: str) -> None:
     """One K pair of up to 16 lanes of a lanes-contiguous panel (`pack`'s vector path) without masked
     moves: AVX2 scalarises 16-bit masked loads and its masked 32-bit stores are slow on Zen 2, and an A
     panel of 2 or 6 lanes is all edge (a transposed A packed that way took 3x the product's own time).
@@ -276,20 +319,20 @@ def _pack_pairs_plain(f: _Fn, src: _Src, pa: str, pb: str, dp: str, hi_in: str, 
     lo = src.vec16(pa)
     hi = src.vec16(f.tmp(f"select i1 {hi_in}, ptr {pb}, ptr {pa}"))    # (no row 2p+1 past an odd K)
     hi = f.tmp(f"select i1 {hi_in}, <16 x i16> {hi}, <16 x i16> zeroinitializer")
-    f.emit(f"store {_V16I} {_pair_words(f, lo, hi)}, ptr {dp}, align 4")
+    _put_pairs(f, cfg, dpan, drow, rr, _pair_words(f, lo, hi), 16)
     f.emit(f"br label %{done}")
     f.label(sb)
     n = f.tmp(f"select i1 {f.tmp(f'icmp slt i64 {panel_left}, 16')}, i64 {panel_left}, i64 16")
     valid = f.tmp(f"sub i64 {nv}, {rr}")
     q, close_q = f.loop("0", n, "1", "pq")
-    wp = f.tmp(f"getelementptr i32, ptr {dp}, i64 {q}")
-    f.emit(f"store i32 0, ptr {wp}, align 4")
+    lane = f.tmp(f"add i64 {rr}, {q}")
+    _put_pairs(f, cfg, dpan, drow, lane, "0")
     close_in = f.if_(f.tmp(f"icmp slt i64 {q}, {valid}"), "pin")
     lo = f.tmp(f"zext i16 {src.half(src.at(pa, q))} to i32")
-    f.emit(f"store i32 {lo}, ptr {wp}, align 4")
+    _put_pairs(f, cfg, dpan, drow, lane, lo)
     close_hi = f.if_(hi_in, "phi")
     hi = f.tmp(f"shl i32 {f.tmp(f'zext i16 {src.half(src.at(pb, q))} to i32')}, 16")
-    f.emit(f"store i32 {f.tmp(f'or i32 {lo}, {hi}')}, ptr {wp}, align 4")
+    _put_pairs(f, cfg, dpan, drow, lane, f.tmp(f"or i32 {lo}, {hi}"))
     close_hi()
     close_in()
     close_q()
@@ -343,7 +386,7 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     nv = f.tmp(f"select i1 {lfull}, i64 {r}, i64 {avail}", "nvalid")    # lanes inside the matrix
     poff = f.tmp(f"mul i64 {p}, {kpc}")
     poff = f.tmp(f"mul i64 {poff}, {r}")
-    dpan = f.tmp(f"getelementptr i32, ptr %dst, i64 {poff}", "dp")
+    dpan = f.tmp(f"getelementptr {cfg.unit}, ptr %dst, i64 {poff}", "dp")
     fast, slow, done = f.fresh("fast"), f.fresh("slow"), f.fresh("pdone")
     kslow = f.alloca("i64", "kslow")     # where the checked loop starts: kfp, or kpc when a fast path did all
     f.emit(f"store i64 {kfp}, ptr {kslow}")
@@ -376,9 +419,7 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     for q, (x, y, sel) in enumerate(outs):
         col = f.tmp(f"shufflevector <4 x i32> {x}, <4 x i32> {y}, <4 x i32> <i32 {sel}>")
         di = f.tmp(f"add i64 {kq}, {q}")
-        di = f.tmp(f"mul i64 {di}, {r}")
-        di = f.tmp(f"add i64 {di}, {rq}")
-        f.emit(f"store <4 x i32> {col}, ptr {f.tmp(f'getelementptr i32, ptr {dpan}, i64 {di}')}, align 4")
+        _put_pairs(f, cfg, dpan, f.tmp(f"mul i64 {di}, {r}"), rq, col, 4)
     close_kq()
     close_rq()
     # the rest one word at a time: pairs [kv, kfp) of the blocked lanes, all pairs of the last nvalid % 4
@@ -392,13 +433,10 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     kp, close_k = f.loop(kfrom, kfp, "1", "wk")
     k2 = f.tmp(f"shl i64 {kp}, 1")
     word = src.words(src.at(rowp, k2), 1)
-    di = f.tmp(f"mul i64 {kp}, {r}")
-    di = f.tmp(f"add i64 {di}, {rr}")
-    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
-    f.emit(f"store i32 {word}, ptr {dp}, align 4")
+    _put_pairs(f, cfg, dpan, f.tmp(f"mul i64 {kp}, {r}"), rr, word)
     close_k()
     close_r()
-    _zero_lanes(f, nv, r, kfp, dpan)
+    _zero_lanes(f, cfg, nv, r, kfp, dpan)
     f.emit(f"br label %{slow}")
     f.label(il)     # lanes contiguous (any stride): interleave the rows 2p and 2p+1
     unit, vl, sl = f.tmp("icmp eq i64 %ls, 1"), f.fresh("ivec"), f.fresh("iscalar")
@@ -417,10 +455,10 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     rr, close_r = f.loop("0", r, "16", "vr")
     pa = src.at("%src", f.tmp(f"add i64 {lo_off}, {rr}"))
     pb = src.at("%src", f.tmp(f"add i64 {hi_off}, {rr}"))
-    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
     if not f.native_masks:
-        _pack_pairs_plain(f, src, pa, pb, dp, hi_in, lbase, rr, r, nv)
+        _pack_pairs_plain(f, cfg, src, pa, pb, dpan, drow, hi_in, lbase, rr, r, nv)
     else:
+        dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {f.tmp(f'add i64 {drow}, {rr}')}")
         left = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {r}, {rr}')} to i32")
         m = _lanes_below(f, left)           # lanes of the panel
         valid = f.tmp(f"trunc i64 {f.tmp(f'sub i64 {nv}, {rr}')} to i32")
@@ -450,13 +488,10 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     hi = f.tmp(f"zext i16 {hi} to i32")
     hi = f.tmp(f"shl i32 {hi}, 16")
     word = f.tmp(f"or i32 {lo}, {hi}")
-    di = f.tmp(f"mul i64 {kp}, {r}")
-    di = f.tmp(f"add i64 {di}, {rr}")
-    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
-    f.emit(f"store i32 {word}, ptr {dp}, align 4")
+    _put_pairs(f, cfg, dpan, f.tmp(f"mul i64 {kp}, {r}"), rr, word)
     close_r()
     close_k()
-    _zero_lanes(f, nv, r, kfp, dpan)
+    _zero_lanes(f, cfg, nv, r, kfp, dpan)
     f.emit(f"br label %{slow}")
     # -- slow: the last pair of an odd K (its high half zero), every lane checked; zeros outside the matrix
     f.label(slow)
@@ -473,24 +508,35 @@ def _emit_pack(cfg: GemmConfig, f32: bool = False) -> str:
     lane = f.tmp(f"add i64 {lbase}, {rr}")
     lane_ok = f.tmp(f"icmp slt i64 {lane}, %lanes")
     di = f.tmp(f"mul i64 {kp}, {r}")
-    di = f.tmp(f"add i64 {di}, {rr}")
-    dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
-    f.emit(f"store i32 0, ptr {dp}, align 4")
+    if cfg.f32_panels:
+        _put_pairs(f, cfg, dpan, di, rr, "0")
+    else:
+        di = f.tmp(f"add i64 {di}, {rr}")
+        dp = f.tmp(f"getelementptr i32, ptr {dpan}, i64 {di}")
+        f.emit(f"store i32 0, ptr {dp}, align 4")
     c_lo = f.tmp(f"and i1 {lane_ok}, {klo_ok}")
     close_lo = f.if_(c_lo, "lo")
     loff = f.tmp(f"mul i64 {lane}, %ls")
     ko = f.tmp(f"mul i64 {klo}, %ks")
     a = f.tmp(f"add i64 {loff}, {ko}")
     v = src.half(src.at("%src", a))
-    dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 0")
-    f.emit(f"store i16 {v}, ptr {dp16}, align 4")
+    if cfg.f32_panels:      # the word so far (high half zero), then with its high half
+        lo = f.tmp(f"zext i16 {v} to i32")
+        _put_pairs(f, cfg, dpan, di, rr, lo)
+    else:
+        dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 0")
+        f.emit(f"store i16 {v}, ptr {dp16}, align 4")
     c_hi = f.tmp(f"and i1 {lane_ok}, {khi_ok}")
     close_hi = f.if_(c_hi, "hi")
     ko = f.tmp(f"mul i64 {khi}, %ks")
     b = f.tmp(f"add i64 {loff}, {ko}")
     v = src.half(src.at("%src", b))
-    dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 1")
-    f.emit(f"store i16 {v}, ptr {dp16}, align 2")
+    if cfg.f32_panels:
+        hi = f.tmp(f"shl i32 {f.tmp(f'zext i16 {v} to i32')}, 16")
+        _put_pairs(f, cfg, dpan, di, rr, f.tmp(f"or i32 {lo}, {hi}"))
+    else:
+        dp16 = f.tmp(f"getelementptr i16, ptr {dp}, i64 1")
+        f.emit(f"store i16 {v}, ptr {dp16}, align 2")
     close_hi()
     close_lo()
     close_r()
@@ -589,7 +635,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         pj = f.tmp(f"udiv i64 {jr}, {nr}")
         boff = f.tmp(f"mul i64 {pj}, %kp")
         boff = f.tmp(f"mul i64 {boff}, {nr}")
-        bpan = f.tmp(f"getelementptr i32, ptr %bp, i64 {boff}", "bpan")
+        bpan = f.tmp(f"getelementptr {cfg.unit}, ptr %bp, i64 {boff}", "bpan")
     ir_, close_i = f.loop("0", "%mc", str(mr), "ir")
     if direct:      # one pointer per row; rows past the block's edge read its last row (results dropped)
         last = f.tmp("sub i64 %mc, 1")
@@ -603,7 +649,7 @@ def _emit_block(cfg: GemmConfig, tile: Tile, direct: bool = False, b_rows: bool 
         pi = f.tmp(f"udiv i64 {ir_}, {mr}")
         aoff = f.tmp(f"mul i64 {pi}, %kp")
         aoff = f.tmp(f"mul i64 {aoff}, {mr}")
-        apan = f.tmp(f"getelementptr i32, ptr %ap, i64 {aoff}", "apan")
+        apan = f.tmp(f"getelementptr {cfg.unit}, ptr %ap, i64 {aoff}", "apan")
     # accumulators to zero
     for q in range(mr * nv):
         p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {q}")
@@ -635,7 +681,11 @@ def _accumulate(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, bpan: str, lmasks
     direct, b_rows = rows is not None, lmasks is not None
     kk, close_k = f.loop("0", "%kp", "1", "k")
     if b_rows:
-        bvec = _b_row_pairs(f, bpan, kk, lmasks)
+        bvec = [_operand(f, cfg, b) for b in _b_row_pairs(f, bpan, kk, lmasks)]
+    elif cfg.f32_panels:    # row kk: nr low halves, then nr high halves, as float32
+        brow = f.tmp(f"getelementptr i64, ptr {bpan}, i64 {f.tmp(f'mul i64 {kk}, {nr}')}")
+        bvec = [tuple(f.tmp(f"load {_V16F}, ptr {f.tmp(f'getelementptr float, ptr {brow}, i64 {16 * j + h}')}, "
+                            "align 4", "b") for h in (0, nr)) for j in range(nv)]
     else:
         bo = f.tmp(f"mul i64 {kk}, {nr}")
         bvec = []
@@ -643,17 +693,20 @@ def _accumulate(f: _Fn, cfg: GemmConfig, tile: Tile, acc: str, bpan: str, lmasks
             o = f.tmp(f"add i64 {bo}, {16 * j}")
             p = f.tmp(f"getelementptr i32, ptr {bpan}, i64 {o}")
             bvec.append(f.tmp(f"load {_V16I}, ptr {p}, align 64", "b"))
-    bvec = [_operand(f, cfg, b) for b in bvec]
+        bvec = [_operand(f, cfg, b) for b in bvec]
     ao = f.tmp(f"mul i64 {kk}, {2 if direct else mr}")
+    arow = None if direct or not cfg.f32_panels else f.tmp(f"getelementptr i64, ptr {apan}, i64 {ao}")
     for i in range(mr):
-        if direct:
+        if arow is not None:
+            a = tuple(_splat_f32(f, f.tmp(f"load float, ptr {f.tmp(f'getelementptr float, ptr {arow}, i64 {i + h}')}"
+                                          ", align 4", "a")) for h in (0, mr))
+        elif direct:
             p = f.tmp(f"getelementptr i16, ptr {rows[i]}, i64 {ao}")
-            a = f.tmp(f"load i32, ptr {p}, align 2", "a")
+            a = _operand(f, cfg, f.tmp(f"load i32, ptr {p}, align 2", "a"), splat=True)
         else:
             o = f.tmp(f"add i64 {ao}, {i}")
             p = f.tmp(f"getelementptr i32, ptr {apan}, i64 {o}")
-            a = f.tmp(f"load i32, ptr {p}, align 4", "a")
-        a = _operand(f, cfg, a, splat=True)
+            a = _operand(f, cfg, f.tmp(f"load i32, ptr {p}, align 4", "a"), splat=True)
         for j in range(nv):
             p = f.tmp(f"getelementptr {_V16F}, ptr {acc}, i64 {i * nv + j}")
             nxt = _dp(f, cfg, f.tmp(f"load {_V16F}, ptr {p}, align 64"), a, bvec[j])
@@ -793,7 +846,7 @@ def _k_blocks(f: _Fn, cfg: GemmConfig, nr: int):
     kpc = f.tmp(f"lshr i64 {f.tmp(f'add i64 {kcb}, 1')}, 1", "kpc")
     last = f.tmp(f"icmp sle i64 {krem}, {cfg.kc}", "lastk")
     q = f.tmp(f"udiv i64 {pc}, {cfg.kc}")
-    bq = f.tmp(f"getelementptr i32, ptr %bp, i64 {f.tmp(f'mul i64 {q}, {qstride}')}", "bq")
+    bq = f.tmp(f"getelementptr {cfg.unit}, ptr %bp, i64 {f.tmp(f'mul i64 {q}, {qstride}')}", "bq")
     return pc, kcb, kpc, last, bq, close
 
 
@@ -805,7 +858,7 @@ def _emit_pack_b(cfg: GemmConfig, tile: Tile) -> str:
     nl = f.tmp(f"mul i64 {f.tmp('sub i64 %p1, %p0')}, {nr}")
     pc, kcb, kpc, _, bq, close = _k_blocks(f, cfg, nr)
     poff = f.tmp(f"mul i64 {f.tmp(f'mul i64 %p0, {kpc}')}, {nr}")     # panel p0 of this K block
-    dst = f.tmp(f"getelementptr i32, ptr {bq}, i64 {poff}")
+    dst = f.tmp(f"getelementptr {cfg.unit}, ptr {bq}, i64 {poff}")
     f.emit(f"call void @pack(ptr %b, i64 %ls, i64 %ks, i32 %words, i64 %N, i64 %K, i64 {lane0}, "
            f"i64 {nl}, i64 {pc}, i64 {kcb}, ptr {dst}, i64 {nr})")
     close()
@@ -907,7 +960,7 @@ def _emit_rows(cfg: GemmConfig, tile: Tile) -> str:
     ncols = _min(f, f.tmp(f"sub i64 %N, {col0}"), f.tmp(f"mul i64 {f.tmp(f'sub i64 {p1}, {p0}')}, {nr}"))
     bsrc = f.alloca("ptr", "bsrc")
     goff = f.tmp(f"mul i64 {f.tmp(f'mul i64 {p0}, {kpc}')}, {nr}")
-    f.emit(f"store ptr {f.tmp(f'getelementptr i32, ptr {bq}, i64 {goff}')}, ptr {bsrc}")
+    f.emit(f"store ptr {f.tmp(f'getelementptr {cfg.unit}, ptr {bq}, i64 {goff}')}, ptr {bsrc}")
     flag = f.tmp(f"getelementptr i64, ptr %share, i64 {f.tmp(f'add i64 {gi}, 2')}")
     close_sh = f.if_(shared, "chk")
     ready = f.tmp(f"icmp ne i64 {f.tmp(f'load atomic i64, ptr {flag} acquire, align 8')}, 0")

@@ -76,6 +76,10 @@ CHUNK_BYTES = 192 * 1024
 # rows and columns, at least this K (measured: [10,36864]@[36864,25] 63 -> 190 GF/s, [20,4096]@[4096,250]
 # 102 -> 178, [64,8192]@[8192,64] 177 -> 157: tiles there waste nothing)
 DOT_MAX_M, DOT_MAX_N, DOT_MIN_K = 32, 512, 1024
+# ... with float32 panels (AVX2), where gemm_dot widens every pair it loads and packing does it once, at most
+# this many rows (K-contiguous [M,K]@[K,N], dot / packed GF/s, 2 threads: M 10 N 50 K 8192 30 / 23; M 20
+# N 32..250 K 4096 25-48 / 34-69; M 32 N 100 K 2048 30 / 40)
+DOT_MAX_M_F32_PANELS = 12
 # Products that read B without packing it (gemm_colsb: `Bf16Gemm.direct_b_tile`): at most this many rows
 # and this K, at least this many columns (measured 1.2-2.8x over packing for M <= 32, K <= 250)
 DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
@@ -88,7 +92,7 @@ _UNSHARED = (None, 0, 0, 0, None, 0, None, 0)
 SHARE_GROUPS_PER_THREAD = 4
 # time per useful lane relative to 8x48 (fewer accumulators: more loads per vdpbf16ps), measured
 _TILE_COST = {(24, 1): 1.25, (12, 2): 1.05, (8, 2): 1.1,
-              (6, 1): 1.3, (4, 1): 1.32}      # AVX2's, relative to 2x32 (gen.AVX2_TILES)
+              (4, 1): 1.25}      # AVX2's 4x16, relative to 6x16 (gen.AVX2_TILES)
 
 
 def host_has_bf16() -> bool:
@@ -196,11 +200,11 @@ class Bf16Gemm:
         fits = [t for t in cfg.direct_b_tiles if -(-M // t.mr) * t.mr <= cfg.mc]
         return min(fits, key=lambda t: (-(-M // t.mr) * (3 + t.mr), -t.nv), default=None)
 
-    @staticmethod
-    def dot_ok(M: int, N: int, K: int, a_w: int, b_w: int) -> bool:
+    def dot_ok(self, M: int, N: int, K: int, a_w: int, b_w: int) -> bool:
         """Does gemm_dot take this product: bf16 A and B both K-contiguous, a long K into a small result
         (a weight gradient: [10,36864]@[36864,25] packed ran at a third of the speed)?"""
-        return a_w == 1 and b_w == 1 and M <= DOT_MAX_M and N <= DOT_MAX_N and K >= DOT_MIN_K
+        max_m = DOT_MAX_M_F32_PANELS if self.cfg.f32_panels else DOT_MAX_M
+        return a_w == 1 and b_w == 1 and M <= max_m and N <= DOT_MAX_N and K >= DOT_MIN_K
 
     def _run_dot(self, a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr, nt) -> None:
         """gemm_dot over the product, its columns split into chunks of whole tiles when nt > 1; each
@@ -267,8 +271,8 @@ class Bf16Gemm:
             self._run_dot(a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr if o_ptr is None else None, ldc, o_ptr, ldo,
                           bias_ptr, nt)
             return out
-        bwords = gen.packed_b_words(cfg, tile, N, K) * 4
-        apw = gen.packed_a_words(cfg) * 4
+        bwords = gen.packed_b_words(cfg, tile, N, K) * cfg.word_bytes
+        apw = gen.packed_a_words(cfg) * cfg.word_bytes
         npanels = -(-N // tile.nr)
         split = None
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
@@ -283,7 +287,7 @@ class Bf16Gemm:
             # and run every row; with one row block and a big B, chunk by chunk while the packed panels
             # are in cache (each is read once)
             chunk = N
-            if M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+            if M <= cfg.mc and (K + 1) // 2 * cfg.word_bytes * npanels * tile.nr > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
             self.fns[tile][4](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo,
                               bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk, None)
@@ -300,7 +304,7 @@ class Bf16Gemm:
             gpan = -(-npanels // min(npanels, SHARE_GROUPS_PER_THREAD * nt))
             share = np.zeros(2 + -(-npanels // gpan), np.int64)
             sp, bp = _ptr(share), self._ws.addr("bp", bwords)
-            privw = gpan * tile.nr * (cfg.kc // 2) * 4
+            privw = gpan * tile.nr * (cfg.kc // 2) * cfg.word_bytes
 
             def chunk(i):
                 ws = self._ws
@@ -331,7 +335,7 @@ class Bf16Gemm:
     def _chunk(self, tile: gen.Tile, k: int) -> int:
         """Columns per chunk of gemm_cols: whole panels whose packed B (what the chunk touches) is about
         CHUNK_BYTES."""
-        per_panel = (k + 1) // 2 * 4 * tile.nr
+        per_panel = (k + 1) // 2 * self.cfg.word_bytes * tile.nr
         return tile.nr * max(1, CHUNK_BYTES // per_panel)
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
@@ -405,13 +409,13 @@ class Bf16Gemm:
             tile = self.tile_for(N, M)
             npanels = -(-N // tile.nr)
             chunk = N
-            if not nb and M <= cfg.mc and (K + 1) // 2 * 4 * npanels * tile.nr > 2 * CHUNK_BYTES:
+            if not nb and M <= cfg.mc and (K + 1) // 2 * cfg.word_bytes * npanels * tile.nr > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
-            fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * 4)
+            fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * cfg.word_bytes)
         c_ws = ws.addr("c", max(nb, 1) * M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
         vals = dict(data_offset=_DATA_OFFSET, a_ls=a_ls, a_ks=a_ks, a_w=a_w, b_ls=b_ls, b_ks=b_ks, b_w=b_w, M=M,
                     N=N, K=K, c=c_ws, ldc=N, out_f32=int(out_dtype == np.float32), has_bias=int(bias is not None),
-                    ap=ws.addr("ap", gen.packed_a_words(cfg) * 4), bp=bp, chunk=chunk, nb=nb, a_bs=a_bs, b_bs=b_bs)
+                    ap=ws.addr("ap", gen.packed_a_words(cfg) * cfg.word_bytes), bp=bp, chunk=chunk, nb=nb, a_bs=a_bs, b_bs=b_bs)
         slots = np.array([vals[k] for k in gen.PLAN_SLOTS], np.int64)
         return _Plan(fn, _ptr(slots), slots, shape, out_dtype, flops)
 
@@ -481,8 +485,8 @@ class Bf16Gemm:
                 c_ptr, cbs = self._ws.addr("c", nb * M * N * 4), M * N
         nt = workers.num_threads() if threads is None else max(1, threads)
         nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
-        bwords = gen.packed_b_words(cfg, tile, N, K) * 4
-        apw = gen.packed_a_words(cfg) * 4
+        bwords = gen.packed_b_words(cfg, tile, N, K) * cfg.word_bytes
+        apw = gen.packed_a_words(cfg) * cfg.word_bytes
         share = np.zeros(1, np.int64) if nt > 1 else None    # (the products claimed by nt calls at once)
         sp = None if share is None else _ptr(share)
 
