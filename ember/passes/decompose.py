@@ -240,15 +240,20 @@ def _fold_to_window_sum(g: Graph, n) -> bool:
 
 LEADING_SUM_MIN_ROWS = 64
 LEADING_SUM_MIN_ELEMENTS = 1 << 16   # below this the kernel is cheap either way
+# A bf16 column sum (a bias gradient under autocast) as the product from this many columns: 1024 rows, us,
+# strided kernel / product (AVX2 EPYC): 128 103/174, 256 394/263, 384 274/351, 512 743/206, 768 1143/248,
+# 1024 3518/361, 2048 7994/926 (the kernel walks each column down the rows).
+BF16_LEADING_SUM_MIN_COLS = 512
 
 
 def _leading_sum_to_matmul(g: Graph, n) -> bool:
     """sum(x, dims=(0..k-1)) over x[R..., C...] -> ones[1, R] @ x.reshape(R, C) (x realised if it
-    was not already a buffer)."""
+    was not already a buffer).  bfloat16 too, from BF16_LEADING_SUM_MIN_COLS columns: its product sums in
+    float32 and rounds once, as its sum does."""
     x = n.inputs[0]
     nd = len(x.shape)
     dims = n.attrs["dims"]
-    if dims is None or x.dtype not in (dt.float32, dt.float64):
+    if dims is None or x.dtype not in (dt.float32, dt.float64, dt.bfloat16):
         return False
     dims = tuple(sorted(d % nd for d in dims))
     k = len(dims)
@@ -260,6 +265,8 @@ def _leading_sum_to_matmul(g: Graph, n) -> bool:
         return False
     # a speed choice: decided at the trace's sizes without a guard when the rows are symbolic
     if hint(rows) < LEADING_SUM_MIN_ROWS or cols < 8 or hint(rows) * cols < LEADING_SUM_MIN_ELEMENTS:
+        return False
+    if x.dtype is dt.bfloat16 and cols < BF16_LEADING_SUM_MIN_COLS:
         return False
     meta = dict(n.meta)
     add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731

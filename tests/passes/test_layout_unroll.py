@@ -137,6 +137,24 @@ def test_large_leading_sum_of_a_fused_product_is_a_product_with_ones(runner):
     assert all(not s.kernel.inner for s in p.kernels)       # no reduction kernel left
 
 
+@pytest.mark.parametrize("cols,product", [(512, True), (128, False)])
+def test_wide_bf16_leading_sum_is_a_product_with_ones(cols, product):
+    """A bias gradient under autocast: a bf16 sum over (batch, seq), a product with a row of ones from
+    BF16_LEADING_SUM_MIN_COLS columns (the bf16 GEMM sums in float32 and rounds once, as the sum does);
+    narrower ones stay a reduction kernel.  Both equal eager within bf16's rounding."""
+    from helpers import check_program, trace
+    from ember.passes.decompose import BF16_LEADING_SUM_MIN_COLS
+    assert (cols >= BF16_LEADING_SUM_MIN_COLS) is product
+    x = ember.randn(16, 64, cols).bfloat16()
+    g, _, _ = trace(lambda a: a.sum(dim=(0, 1)).float(), x)
+    f = ember.compile(lambda a: a.sum(dim=(0, 1)).float())
+    want = x.float().numpy().sum((0, 1))
+    np.testing.assert_allclose(f(x).numpy(), want, rtol=2 ** -7, atol=1e-2)
+    np.testing.assert_allclose(x.sum(dim=(0, 1)).float().numpy(), want, rtol=2 ** -7, atol=1e-2)
+    p = check_program(g, runner="llvm", rtol=2 ** -7, atol=1e-2)
+    assert ([s.kernel.op for s in p.externs] == ["matmul"]) is product
+
+
 # the gradient of a fused qkv projection: three head-layout gradients padded into [B, T, 3*D]
 QKV_GRAD = """
 kernel k0_qkv_grad(gk: f32[2,4,8,5], gq: f32[2,4,5,8], gv: f32[2,4,5,8]) -> (out: f32[2,5,96]) outer=[2,5,96] inner=[] {
