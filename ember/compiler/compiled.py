@@ -721,10 +721,11 @@ class CompiledFunction:
         dce(graph)
         # before the backward graph: the fused op's gradient is one fused op too
         # (options={"fuse_attention": False} keeps the ops: the form other devices and dtypes compile)
+        before = set(graph.nodes())
         for old, new in (fuse_attention(graph) if self.options.get("fuse_attention", True) else {}).items():
             outputs = [new if o is old else o for o in outputs]
-            if old in tr.grad_nodes:
-                tr.grad_nodes.add(new)
+            if old in tr.grad_nodes:    # the nodes the match added (autocast's casts too) carry the gradient
+                tr.grad_nodes.update(_added_above(new, before))
         backward = None if tr.backward_ran else self._backward(graph, bindings, leaves, outputs, tr.grad_nodes)
         state = state_guard(self.fn, watch.frames if watch.active else None, self.module,
                             skip={(id(m), name) for m, name, _ in stores})
@@ -846,6 +847,18 @@ class CompiledFunction:
                                     f"specialised on argument {i} == {x!r} ({type(x).__name__}): "
                                     f"another value compiles again", user_source(), fn=self.name,
                                     extra={"argument": i, "value": repr(x)}))
+
+
+def _added_above(node, before: set) -> set:
+    """node and the nodes it reads, transitively, that a pass added (not in `before`)."""
+    found, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n in before or n in found:
+            continue
+        found.add(n)
+        todo.extend(n.inputs)
+    return found
 
 
 def _collect_outputs(out, tr):

@@ -12,11 +12,16 @@ Graph, each match of
     out    = matmul(p, v)
 
 replaced by `attention(q, k, v, masked, scale=c, fill=...)` (ember/ir/ops.py), whose gradient is one
-`attention_grad` node; both run the fused kernels of ember/runtime/attention.py.  Written by hand the
+`attention_grad` node; both run the fused kernels of ember/runtime/attention.py.  Under autocast the same
+pattern has bf16 (or float16) products around a float32 softmax -- q, k, v low, `cast` to float32 before
+the softmax and back before the second product: the match is then
+`cast(attention(cast(q), cast(k), cast(v), ...), low)`, the kernels computing in float32 on upcast copies
+and the result rounded once (the scores and probabilities are no longer rounded to bf16 in between -- what
+PyTorch's fused CPU attention does with bf16 inputs too).  Written by hand the
 pattern cost six batched products and four kernels a layer with the [L, S] scores, the probabilities and
 their gradients each written to memory and read back.  A match needs every intermediate value used only
 inside the pattern (attention weights a model returns keep the ops), float32 values on the CPU (the
-fused kernels' dtype) and equal batch dims of q, k and v.
+fused kernels' dtype; or the autocast form above) and equal batch dims of q, k and v.
 
     replaced = fuse_attention(graph)     # {the pattern's last matmul: its attention node}
     run_passes(graph, "attention")       # the same as a registered pass (IR text tests)
@@ -48,7 +53,10 @@ def fuse_attention(g: Graph) -> dict:
         if n.op == "matmul" and n in g:
             m = _match(g, n)
             if m is not None:
-                q, k, v, masked, negate, scale, fill, (key, p, keep) = m
+                q, k, v, masked, negate, scale, fill, (key, p, keep), low = m
+                if low is not None:
+                    q, k, v = (g.add("cast", [x], {"dtype": dt.float32}, device=x.device, meta=dict(n.meta))
+                               for x in (q, k, v))
                 if negate:
                     masked = g.add("logical_not", [masked], device=masked.device)
                 if masked is None:
@@ -57,6 +65,8 @@ def fuse_attention(g: Graph) -> dict:
                     key = g.add("full", [], {"shape": (2,), "value": 0, "dtype": dt.int64}, device=n.device)
                 attrs = {"scale": scale, "fill": fill, "p": p, "keep": keep}
                 node = g.add("attention", [q, k, v, masked, key], attrs, device=n.device, meta=dict(n.meta))
+                if low is not None:
+                    node = g.add("cast", [node], {"dtype": low}, device=n.device, meta=dict(n.meta))
                 g.replace_all_uses(n, node)
                 found[n] = node
     if found:
@@ -66,12 +76,16 @@ def fuse_attention(g: Graph) -> dict:
 
 def _match(g: Graph, out: Node):
     """(q, k, v, mask node or None, whether the mask keeps rather than masks, scale, fill, (dropout key node
-    or None, p, keep)) when `out` ends an attention pattern, else None."""
+    or None, p, keep), the autocast dtype or None) when `out` ends an attention pattern, else None."""
     p, v = out.inputs
+    inner: list[Node] = []
+    low = None
+    if p.op == "cast" and p.dtype in (dt.bfloat16, dt.float16) and v.dtype is p.dtype:   # autocast's form
+        inner.append(p)
+        low, p = p.dtype, p.inputs[0]
     if p.dtype is not dt.float32 or out.device != "cpu" or len(p.shape) < 2:
         return None
     last = len(p.shape) - 1
-    inner: list[Node] = []
     p, dropout = _dropout(p, inner)
     inner.append(p)
     if p.op != "div":
@@ -92,6 +106,11 @@ def _match(g: Graph, out: Node):
     if src is not w:
         return None
     inner += [s, e, d, mx]
+    if low is not None:     # the low scores cast up for the softmax
+        if w.op != "cast" or w.inputs[0].dtype is not low:
+            return None
+        inner.append(w)
+        w = w.inputs[0]
     # from the softmax's input down to the product: a masked_fill (where with a constant) and a scale (mul or
     # div by a constant), each optional, in either order
     masked, negate, fill, scale, x = None, False, -math.inf, 1.0, w
@@ -136,15 +155,16 @@ def _match(g: Graph, out: Node):
         if c is not None:
             inner.append(q)
             q, scale = q0, c
+    want = low or dt.float32
     if (tuple(q.shape[:-2]) != tuple(k.shape[:-2]) or tuple(q.shape[:-2]) != tuple(v.shape[:-2])
-            or q.dtype is not dt.float32 or k.dtype is not dt.float32 or v.dtype is not dt.float32):
+            or q.dtype is not want or k.dtype is not want or v.dtype is not want):
         return None
     outputs = set(g.outputs) | {val for _, val in g.mutations}
     members = set(inner) | {out}
     for x in inner:
         if x in outputs or any(u not in members for u in g.users(x)):
             return None
-    return q, k, v, masked, negate, scale, fill, dropout
+    return q, k, v, masked, negate, scale, fill, dropout, low
 
 
 def _dropout(x: Node, inner: list):

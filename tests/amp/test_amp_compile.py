@@ -275,3 +275,41 @@ def test_cast_fold_is_cpu_only_and_kept_for_other_readers(device):
     # x's cast is computed with the sum (and stored for the product); w's has a kernel only on CUDA
     assert [[n.op for n in st.nodes] for st in p.kernels] == \
         ([["cast", "sum"]] if device == "cpu" else [["cast", "sum"], ["cast"]])
+
+
+@pytest.mark.parametrize("form", ["written-out", "sdpa"])
+def test_attention_under_autocast_runs_the_fused_kernels(form):
+    """bf16 products around a float32 softmax (autocast's form of attention, written out or
+    scaled_dot_product_attention) compile to the fused float32 attention on upcast copies, rounded once:
+    equal to eager within bf16's rounding of the scores and probabilities, gradients too."""
+    import math
+    B, H, T, D = 2, 4, 16, 8
+    ember.manual_seed(0)
+    qkv, proj = nn.Linear(H * D, 3 * H * D), nn.Linear(H * D, H * D)
+    mask = ember.tril(ember.ones(T, T)).view(1, 1, T, T)
+
+    def f(x):
+        with ember.autocast("cpu"):
+            q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv(x).split(H * D, dim=2))
+            if form == "sdpa":
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
+                att = F.softmax(att.masked_fill(mask == 0, float("-inf")), dim=-1)
+                y = att @ v
+            return proj(y.transpose(1, 2).reshape(B, T, H * D)).float().pow(2).mean()
+    x = ember.randn(B, T, H * D)
+    params = list(qkv.parameters()) + list(proj.parameters())
+    results = []
+    for fn in (f, ember.compile(f)):
+        for p in params:
+            p.grad = None
+        loss = fn(x)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in params]))
+    (le, ge), (lc, gc) = results
+    np.testing.assert_allclose(lc, le, rtol=2e-2)
+    for a, b in zip(gc, ge):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0.05, atol=0.02 * float(b.abs().max()))
+    text = str(ember.explain(f, x))
+    assert "attention×1" in text and "attention's gradient runs as one fused kernel" in text, text
