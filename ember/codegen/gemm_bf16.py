@@ -155,7 +155,10 @@ class GemmConfig:
 # at each use instead: 2x32 best at 52-54.)  6x16 has 16 columns too, so 2x32 never wastes fewer lanes.  No
 # direct-B tiles: gemm_blockb interleaves B's rows with vpermt2w, which AVX2 emulates (conv2's forward ran at
 # half the speed of packing B); no direct A either: read in place, A's pairs are widened at every use
-# ([1024,512]@[512,128]: 83 GF/s direct, ... packed).
+# ([1024,512]@[512,128]: 83 GF/s direct, 165 packed).  gemm_dot's tile: 2 x 2 results (8 ymm accumulators;
+# 5 x 5 spilled): GF/s on [10,36864]@[36864,26] / [12,4096]@[4096,100]: 2x2 49 / 47, 1x4 36 / 36, 2x3 31 /
+# 31, 3x2 28 / 32, 5x5 29 / 27, 3x3 24 / 28 -- and it beats packing up to DOT_MAX_M rows ([20,4096]@[4096,
+# 251] 90 / 73, [32,8192]@[8192,32] 50 / 40).
 AVX2_TILES = (Tile(6, 1), Tile(4, 1))
 
 
@@ -164,7 +167,7 @@ def host_config(dpbf16: bool, vector_bits: int) -> GemmConfig:
     if vector_bits >= 512:
         return GemmConfig(dpbf16=dpbf16)
     return GemmConfig(tiles=AVX2_TILES, dpbf16=False, direct_b_tiles=(), masked16=False, f32_panels=True,
-                      direct_a_max_n=0)
+                      direct_a_max_n=0, dot_tile=(2, 2))
 
 
 def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:

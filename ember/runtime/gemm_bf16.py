@@ -76,10 +76,6 @@ CHUNK_BYTES = 192 * 1024
 # rows and columns, at least this K (measured: [10,36864]@[36864,25] 63 -> 190 GF/s, [20,4096]@[4096,250]
 # 102 -> 178, [64,8192]@[8192,64] 177 -> 157: tiles there waste nothing)
 DOT_MAX_M, DOT_MAX_N, DOT_MIN_K = 32, 512, 1024
-# ... with float32 panels (AVX2), where gemm_dot widens every pair it loads and packing does it once, at most
-# this many rows (K-contiguous [M,K]@[K,N], dot / packed GF/s, 2 threads: M 10 N 50 K 8192 30 / 23; M 20
-# N 32..250 K 4096 25-48 / 34-69; M 32 N 100 K 2048 30 / 40)
-DOT_MAX_M_F32_PANELS = 12
 # Products that read B without packing it (gemm_colsb: `Bf16Gemm.direct_b_tile`): at most this many rows
 # and this K, at least this many columns (measured 1.2-2.8x over packing for M <= 32, K <= 250)
 DIRECT_B_MAX_M, DIRECT_B_MAX_K, DIRECT_B_MIN_N = 32, 256, 256
@@ -200,11 +196,11 @@ class Bf16Gemm:
         fits = [t for t in cfg.direct_b_tiles if -(-M // t.mr) * t.mr <= cfg.mc]
         return min(fits, key=lambda t: (-(-M // t.mr) * (3 + t.mr), -t.nv), default=None)
 
-    def dot_ok(self, M: int, N: int, K: int, a_w: int, b_w: int) -> bool:
+    @staticmethod
+    def dot_ok(M: int, N: int, K: int, a_w: int, b_w: int) -> bool:
         """Does gemm_dot take this product: bf16 A and B both K-contiguous, a long K into a small result
         (a weight gradient: [10,36864]@[36864,25] packed ran at a third of the speed)?"""
-        max_m = DOT_MAX_M_F32_PANELS if self.cfg.f32_panels else DOT_MAX_M
-        return a_w == 1 and b_w == 1 and M <= max_m and N <= DOT_MAX_N and K >= DOT_MIN_K
+        return a_w == 1 and b_w == 1 and M <= DOT_MAX_M and N <= DOT_MAX_N and K >= DOT_MIN_K
 
     def _run_dot(self, a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr, nt) -> None:
         """gemm_dot over the product, its columns split into chunks of whole tiles when nt > 1; each

@@ -624,10 +624,27 @@ def test_inner_products_within_bound_and_split_bit_for_bit(staged, m, n, k, f32,
     np.testing.assert_array_equal(two.view(np.uint8), one.view(np.uint8))
 
 
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1024), (3, 5, 1030), (10, 26, 2049), (31, 33, 1024), (32, 80, 1300)])
+def test_inner_products_with_the_avx2_tile(m, n, k):
+    """gemm_dot with AVX2's 2 x 2 result tile (any host): odd rows and columns at the edges, K blocks
+    (dot_kb 256) and a tail; the same bits split over threads."""
+    g = G.Bf16Gemm(dataclasses.replace(gen.host_config(False, 256), dot_kb=256))
+    assert g.cfg.dot_tile == (2, 2)
+    rng = np.random.default_rng(m * n + k)
+    a, b = _rand(rng, (m, k)), _rand(rng, (n, k)).T
+    assert g.dot_ok(m, n, k, 1, 1)
+    one = g.mm(a, b, threads=1)
+    _check(one, a, b.copy())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(G, "PARALLEL_MIN_FLOPS", 0)
+        mp.setattr(G.workers, "backing_off", lambda: False)
+        two = g.mm(a, b, threads=2)
+    np.testing.assert_array_equal(two.view(np.uint16), one.view(np.uint16))
+
+
 def test_inner_products_only_where_they_pay():
     g = G.instance()
-    assert g.dot_ok(10, 25, 36864, 1, 1)
-    assert g.dot_ok(20, 250, 4096, 1, 1) is not g.cfg.f32_panels    # packing widens the pairs once (AVX2)
+    assert g.dot_ok(10, 25, 36864, 1, 1) and g.dot_ok(20, 250, 4096, 1, 1)
     assert not g.dot_ok(64, 64, 8192, 1, 1)          # whole tiles: the packed kernel is faster
     assert not g.dot_ok(10, 25, 512, 1, 1)           # a short K
     assert not g.dot_ok(10, 25, 36864, 0, 1) and not g.dot_ok(10, 25, 36864, 1, 3)   # strided / float32
