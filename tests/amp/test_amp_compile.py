@@ -313,3 +313,29 @@ def test_attention_under_autocast_runs_the_fused_kernels(form):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0.05, atol=0.02 * float(b.abs().max()))
     text = str(ember.explain(f, x))
     assert "attention×1" in text and "attention's gradient runs as one fused kernel" in text, text
+
+
+def test_widening_cast_saves_the_narrow_value():
+    """A float32 op under autocast (layer norm, GELU) reads the float32 cast of a bf16 activation; its
+    backward needs that float32 value: the forward saves the bf16 value (half the bytes) and the backward
+    casts it again (ember/compiler/joint.py), with the gradients of eager's."""
+    ember.manual_seed(0)
+    lin1, lin2 = nn.Linear(16, 32), nn.Linear(32, 8)
+
+    def f(x):
+        with ember.autocast("cpu"):
+            return lin2(F.gelu(F.layer_norm(lin1(x), (32,)))).float().pow(2).sum()
+    x = ember.randn(4, 16, requires_grad=True)
+    _, _, cf = trace(f, x)
+    saved = cf.variants[-1].backward.saved
+    assert not [n for n in saved if n.op == "cast" and n.dtype is ember.float32
+                and n.inputs[0].dtype is ember.bfloat16 and not n.inputs[0].is_placeholder], saved
+    assert [n for n in saved if n.dtype is ember.bfloat16 and not n.is_placeholder]
+    grads = []
+    for fn in (f, ember.compile(f)):
+        for t in (x, *lin1.parameters(), *lin2.parameters()):
+            t.grad = None
+        fn(x).backward()
+        grads.append([t.grad.clone() for t in (x, *lin1.parameters(), *lin2.parameters())])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0.02, atol=0.02 * float(b.abs().max()))
