@@ -75,6 +75,7 @@ from . import cuda  # noqa: E402,F401
 from .frontend.legacy import CPU_TYPES as _legacy  # noqa: E402
 from .kernels import blas_threads as _blas_threads  # noqa: E402
 from .kernels import casts as _casts  # noqa: E402
+from .kernels import host_memory as _host_memory  # noqa: E402
 from .frontend import dispatch as _dispatch  # noqa: E402
 from .runtime import eager_kernels as _eager_kernels  # noqa: E402
 from .kernels import generated as _generated  # noqa: E402
@@ -131,6 +132,7 @@ def _bf16_convert(x, dtype):
 
 
 _casts.CONVERT = _bf16_convert
+_host_memory.tune()     # eager arrays reuse freed memory instead of faulting in fresh pages (see the module)
 
 fmod = _methods._fmod
 fmax, fmin = _methods._fmax, _methods._fmin
