@@ -259,3 +259,25 @@ def test_inf_and_nan_arise_silently(name):
     assert all(t.dtype == x.dtype for t in r)
     assert ember.isnan(r[0]).all() and ember.isnan(r[1]).all()
     assert ember.isinf(r[2]).all() and ember.isinf(r[3]).all()
+
+
+def test_eager_bf16_relu_is_one_generated_pass_with_torchs_bits():
+    """F.relu on a large bf16 array runs the generated kernel on the bf16 values (no float32 round trip):
+    PyTorch's bits forward (-0.0 and NaN pass) and backward (masked where the result is <= 0)."""
+    from ember.kernels import generated
+    rng = np.random.default_rng(3)
+    bits = (rng.standard_normal((64, 10, 12, 12)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    bits[0, 0, 0, :4] = [0x8000, 0x0000, 0x7FC0, 0xFF80]          # -0.0, 0.0, NaN, -inf
+    gbits = (rng.standard_normal(bits.shape).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    x = ember.from_numpy(bits.view(ember.bfloat16.np)).requires_grad_(True)
+    y = F.relu(x)
+    y.backward(ember.from_numpy(gbits.view(ember.bfloat16.np)))
+    assert any(k[:2] == ("elementwise", "relu") and k[2] == (np.dtype(ember.bfloat16.np).str,) for k in generated.built)
+    tx = torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16).requires_grad_(True)
+    ty = TF.relu(tx)
+    ty.backward(torch.from_numpy(gbits.view(np.int16).copy()).view(torch.bfloat16))
+    got, want = y.detach().numpy().view(np.uint16), ty.detach().view(torch.int16).numpy().view(np.uint16)
+    nan = np.isnan(y.detach().float().numpy())       # (PyTorch's vectorised rounding writes NaN as 0xFFFF)
+    assert np.array_equal(nan, np.isnan(ty.detach().float().numpy())) and nan[0, 0, 0, 2]
+    assert np.array_equal(got[~nan], want[~nan]) and got[0, 0, 0, 0] == 0x8000
+    assert np.array_equal(x.grad.numpy().view(np.uint16), tx.grad.view(torch.int16).numpy().view(np.uint16))

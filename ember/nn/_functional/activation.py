@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from ...frontend import autograd as ag
@@ -37,12 +38,15 @@ def _f(x: Tensor, op: str) -> Tensor:
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     # PyTorch: relu(NaN) = NaN, with gradient 1 (masked only where the result is <= 0)
-    if input._xp is np and input.dtype.np in _FAST and not is_tracing():
+    if input._xp is np and input.dtype.np in _RELU_FAST and not is_tracing():
         return _maybe_inplace(input, _relu_eager(input), inplace)
     return _maybe_inplace(input, P("where", P("le", input, _zero(input)), _zero(input), input), inplace)
 
 
 _FAST = (np.dtype(np.float32), np.dtype(np.float64))
+# relu moves values without arithmetic, so the generated pass over bf16 gives the bits of eager's float32
+# route -- without its two casts (MNIST's bf16 eager step cast ~0.3 ms for relu and its gradient)
+_RELU_FAST = _FAST + (np.dtype(ml_dtypes.bfloat16),)
 
 
 def _relu_eager(input: Tensor) -> Tensor:
