@@ -332,3 +332,27 @@ def test_linear_matches_torch(shape, bias):
         np.testing.assert_allclose(e, a, rtol=1e-10, atol=1e-10)
     with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
         F.linear(ember.randn(2, 5), ember.randn(3, 4))
+
+
+@pytest.mark.parametrize("spelling", ["ember.relu", "Tensor.relu", "F.relu"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_every_relu_is_torchs_on_signed_zeros_nan_and_their_gradient(spelling, compiled, dtype):
+    """ember.relu, Tensor.relu and F.relu are one implementation (ember/frontend/relu.py): -0.0 and NaN pass,
+    the gradient is masked where the result is <= 0 -- eager (small: the composite; large: the generated
+    pass) and compiled alike."""
+    fn = {"ember.relu": ember.relu, "Tensor.relu": lambda t: t.relu(), "F.relu": F.relu}[spelling]
+    vals = np.array([-0.0, 0.0, -1.0, 2.0, np.nan, -np.inf, np.inf] * 1000, np.float32)   # (7000 > MIN_SIZE)
+    for n in (7, vals.size):
+        x = ember.tensor(vals[:n]).to(getattr(ember, dtype)).requires_grad_(True)
+        tx = torch.tensor(vals[:n]).to(getattr(torch, dtype)).requires_grad_(True)
+        y = (ember.compile(fn) if compiled else fn)(x)
+        y.backward(ember.ones(n, dtype=x.dtype))
+        ty = torch.relu(tx)
+        ty.backward(torch.ones(n, dtype=tx.dtype))
+        got, want = y.detach().double().numpy(), ty.detach().double().numpy()
+        np.testing.assert_array_equal(got, want)
+        num = ~np.isnan(want)        # (PyTorch's bf16 NaN may come back with its sign bit set)
+        assert np.array_equal(np.signbit(got[num]), np.signbit(want[num]))
+        np.testing.assert_array_equal(x.grad.double().numpy(), tx.grad.double().numpy())
+    assert ember.relu(ember.tensor([-2, 0, 3])).tolist() == [0, 0, 3]

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 
-import ml_dtypes
 import numpy as np
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
-from ...frontend.dispatch import OUT, apply as P, attach_node
-from ...frontend.prims import _where
+from ...frontend.dispatch import apply as P, attach_node
 from ...frontend.tensor import _wrap
 from ...kernels import generated
 from ._util import Tensor, is_tracing
@@ -37,51 +35,10 @@ def _f(x: Tensor, op: str) -> Tensor:
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
-    # PyTorch: relu(NaN) = NaN, with gradient 1 (masked only where the result is <= 0)
-    if input._xp is np and input.dtype.np in _RELU_FAST and not is_tracing():
-        return _maybe_inplace(input, _relu_eager(input), inplace)
-    return _maybe_inplace(input, P("where", P("le", input, _zero(input)), _zero(input), input), inplace)
+    return _maybe_inplace(input, M.relu(input), inplace)     # (ember/frontend/relu.py)
 
 
 _FAST = (np.dtype(np.float32), np.dtype(np.float64))
-# relu moves values without arithmetic, so the generated pass over bf16 gives the bits of eager's float32
-# route -- without its two casts (MNIST's bf16 eager step cast ~0.3 ms for relu and its gradient)
-_RELU_FAST = _FAST + (np.dtype(ml_dtypes.bfloat16),)
-
-
-def _relu_eager(input: Tensor) -> Tensor:
-    """Eager relu as PyTorch's: one pass forward (x < 0 ? 0 : x, so -0.0 and NaN pass), and ReluBackward0
-    masking g where the saved result is <= 0 -- one generated pass each (kernels/generated.py; numpy's
-    where would branch per element), ember ops when the backward is differentiated again."""
-    a = input._data
-    zero = a.dtype.type(0)
-    y = generated.elementwise("relu", _relu_ir, [a])
-    if y is None:
-        y = _where(np, a < zero, zero, a)
-    out = _wrap(y, input.device)
-    if ag.is_grad_enabled() and input.requires_grad:
-        attach_node(out, "relu", _relu_vjp, {}, (input,), OUT)
-    return out
-
-
-def _relu_ir(x):
-    from ...ir import kernel as K       # kernel IR: loaded when the kernel is first built
-    return K.where(K.binary("lt", x, 0.0), 0.0, x)
-
-
-def _relu_grad_ir(g, y):
-    from ...ir import kernel as K
-    return K.where(K.binary("le", y, 0.0), 0.0, g)
-
-
-def _relu_vjp(g, o, x):
-    if g._xp is np and not ag.is_grad_enabled() and g.dtype is o.dtype:
-        ga, ya = g._data, o._data
-        r = generated.elementwise("relu_grad", _relu_grad_ir, [ga, ya])
-        if r is None:
-            r = _where(np, ya <= ya.dtype.type(0), ga.dtype.type(0), ga)
-        return (_wrap(r, g.device),)
-    return (P("where", P("le", o, 0.0), 0.0, g),)
 
 
 def _flat_outside(x: Tensor, inside: Tensor, outside: Tensor) -> Tensor:
@@ -89,10 +46,6 @@ def _flat_outside(x: Tensor, inside: Tensor, outside: Tensor) -> Tensor:
     piecewise activations: the gradient is masked to the open interval, and NaN takes whichever
     branch PyTorch's comparison sends it to)."""
     return P("where", inside, x, P("stop_gradient", outside))
-
-
-def _zero(x):
-    return 0.0 if x.dtype.is_floating_point else 0
 
 
 def relu_(input: Tensor) -> Tensor:
