@@ -78,7 +78,7 @@ and gemm_entryb (gemm_entry for it).  Once: gemm_dot (a long K into a small resu
 both operands K-contiguous: weight gradients; see `_emit_dot`).  Besides them,
 `cvt_f32_bf16(ptr src, ptr dst, i64 n)` and `cvt_bf16_f32(...)`: contiguous casts for eager code.
 
-Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR words at
+Packed B holds, for K block q (KC rows) and panel p: ceil(kc/2) * NR pairs (`panel_bytes`) at
     q * ceil(N/NR) * (KC/2) * NR + p * ceil(kc/2) * NR.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ from .llvm_text import splat_f32 as _splat_f32
 from .llvm_text import splat_i32 as _splat_i32
 
 __all__ = ["Tile", "GemmConfig", "host_config", "AVX2_TILES", "emit_module",
-           "packed_b_words", "packed_a_words", "PLAN_SLOTS"]
+           "panel_bytes", "packed_b_bytes", "packed_a_bytes", "PLAN_SLOTS"]
 
 
 @dataclass(frozen=True)
@@ -170,14 +170,19 @@ def host_config(dpbf16: bool, vector_bits: int) -> GemmConfig:
                       direct_a_max_n=0, dot_tile=(2, 2))
 
 
-def packed_b_words(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
-    """32-bit words of the packed B (every K block sized as a full one)."""
-    nblocks = -(-k // cfg.kc)
-    return nblocks * -(-n // tile.nr) * (cfg.kc // 2) * tile.nr
+def panel_bytes(cfg: GemmConfig, lanes: int, k: int) -> int:
+    """Bytes of one packed panel of `lanes` lanes over k rows of K (a pair of them per `word_bytes`)."""
+    return (k + 1) // 2 * lanes * cfg.word_bytes
 
 
-def packed_a_words(cfg: GemmConfig) -> int:
-    return cfg.mc * (cfg.kc // 2)
+def packed_b_bytes(cfg: GemmConfig, tile: Tile, n: int, k: int) -> int:
+    """Bytes of the packed B (every K block sized as a full one)."""
+    return -(-k // cfg.kc) * -(-n // tile.nr) * panel_bytes(cfg, tile.nr, cfg.kc)
+
+
+def packed_a_bytes(cfg: GemmConfig) -> int:
+    """Bytes of one packed MC x KC block of A."""
+    return panel_bytes(cfg, cfg.mc, cfg.kc)
 
 
 _V16F, _V16I = "<16 x float>", "<16 x i32>"

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..kernels import generated
 from . import autograd as ag
-from .dispatch import OUT, apply as P, attach_node, current_tracer
+from . import dispatch
+from .dispatch import OUT, apply as P, attach_node
 from .prims import _where
 from .tensor import Tensor, _wrap
 
@@ -26,7 +27,7 @@ _FAST = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(ml_dtypes.bfloat16
 
 
 def relu(x: Tensor) -> Tensor:
-    if x._xp is np and x.dtype.np in _FAST and current_tracer() is None:
+    if dispatch.tracer is None and x._xp is np and x.dtype.np in _FAST:
         return _relu_eager(x)
     if not x.dtype.is_floating_point:
         return P("where", P("le", x, 0), 0, x)

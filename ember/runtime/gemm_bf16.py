@@ -267,8 +267,8 @@ class Bf16Gemm:
             self._run_dot(a_ptr, a_ls, b_ptr, b_ls, M, N, K, c_ptr if o_ptr is None else None, ldc, o_ptr, ldo,
                           bias_ptr, nt)
             return out
-        bwords = gen.packed_b_words(cfg, tile, N, K) * cfg.word_bytes
-        apw = gen.packed_a_words(cfg) * cfg.word_bytes
+        b_bytes = gen.packed_b_bytes(cfg, tile, N, K)
+        a_bytes = gen.packed_a_bytes(cfg)
         npanels = -(-N // tile.nr)
         split = None
         if nt > 1 and 2.0 * M * N * K >= PARALLEL_MIN_FLOPS and not workers.backing_off():
@@ -276,17 +276,17 @@ class Bf16Gemm:
         direct = self.direct_b_tile(M, N, K, b_ls, b_w)
         if split is None and direct is not None:
             self.fns_b[direct](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                               self._ws.addr("ap", apw), self._stage(K), None)
+                               self._ws.addr("ap", a_bytes), self._stage(K), None)
             return out
         if split is None:
             # one call (a ctypes call with its arguments costs ~1.5 us: a tenth of a small product): pack B
             # and run every row; with one row block and a big B, chunk by chunk while the packed panels
             # are in cache (each is read once)
             chunk = N
-            if M <= cfg.mc and (K + 1) // 2 * cfg.word_bytes * npanels * tile.nr > 2 * CHUNK_BYTES:
+            if M <= cfg.mc and npanels * gen.panel_bytes(cfg, tile.nr, K) > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
             self.fns[tile][4](a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo,
-                              bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), chunk, None)
+                              bias_ptr, self._ws.addr("ap", a_bytes), self._ws.addr("bp", b_bytes), chunk, None)
             return out
         # One parallel loop (each pool handoff costs ~50 us here), one kernel call per thread: the threads
         # claim rows (packing B together), or chunks of B's panels (each packing its panels and all of A),
@@ -299,20 +299,21 @@ class Bf16Gemm:
             # (groups of panels claimed from `share`) and claim chunks of rows as they go (`_emit_rows`)
             gpan = -(-npanels // min(npanels, SHARE_GROUPS_PER_THREAD * nt))
             share = np.zeros(2 + -(-npanels // gpan), np.int64)
-            sp, bp = _ptr(share), self._ws.addr("bp", bwords)
-            privw = gpan * tile.nr * (cfg.kc // 2) * cfg.word_bytes
+            sp, bp = _ptr(share), self._ws.addr("bp", b_bytes)
+            priv_bytes = gpan * gen.panel_bytes(cfg, tile.nr, cfg.kc)
 
             def chunk(i):
                 ws = self._ws
                 gemm_rows(a_ptr, a_ls, a_ks, a_w, bp, M, N, K, 0, M, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                          ws.addr("ap", apw), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", privw), 2 * nt)
+                          ws.addr("ap", a_bytes), b_ptr, b_ls, b_ks, b_w, sp, gpan, ws.addr("bpriv", priv_bytes),
+                          2 * nt)
         elif direct is not None:    # pieces of B's columns, staged (gemm_colsb)
             fb, share = self.fns_b[direct], np.zeros(1, np.int64)
             sp = _ptr(share)
 
             def chunk(i):
                 fb(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ks, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                   self._ws.addr("ap", apw), self._stage(K), sp)
+                   self._ws.addr("ap", a_bytes), self._stage(K), sp)
         else:       # chunks of B's panels (gemm_cols)
             width = tile.nr * -(-npanels // nch)
             if M <= cfg.mc:
@@ -324,14 +325,14 @@ class Bf16Gemm:
 
             def chunk(i):
                 cols_fn(a_ptr, a_ls, a_ks, a_w, b_ptr, b_ls, b_ks, b_w, M, N, K, c_ptr, ldc, o_ptr, ldo, bias_ptr,
-                        self._ws.addr("ap", apw), self._ws.addr("bp", bwords), width, sp)
+                        self._ws.addr("ap", a_bytes), self._ws.addr("bp", b_bytes), width, sp)
         workers.parallel_for(chunk, nt, nt)
         return out
 
     def _chunk(self, tile: gen.Tile, k: int) -> int:
         """Columns per chunk of gemm_cols: whole panels whose packed B (what the chunk touches) is about
         CHUNK_BYTES."""
-        per_panel = (k + 1) // 2 * self.cfg.word_bytes * tile.nr
+        per_panel = gen.panel_bytes(self.cfg, tile.nr, k)
         return tile.nr * max(1, CHUNK_BYTES // per_panel)
 
     def matmul(self, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, out_dtype=BF16,
@@ -405,13 +406,13 @@ class Bf16Gemm:
             tile = self.tile_for(N, M)
             npanels = -(-N // tile.nr)
             chunk = N
-            if not nb and M <= cfg.mc and (K + 1) // 2 * cfg.word_bytes * npanels * tile.nr > 2 * CHUNK_BYTES:
+            if not nb and M <= cfg.mc and npanels * gen.panel_bytes(cfg, tile.nr, K) > 2 * CHUNK_BYTES:
                 chunk = self._chunk(tile, K)
-            fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_words(cfg, tile, N, K) * cfg.word_bytes)
+            fn, bp = self._entry[tile], ws.addr("bp", gen.packed_b_bytes(cfg, tile, N, K))
         c_ws = ws.addr("c", max(nb, 1) * M * N * 4) if out_dtype == BF16 and K > cfg.kc else 0
         vals = dict(data_offset=_DATA_OFFSET, a_ls=a_ls, a_ks=a_ks, a_w=a_w, b_ls=b_ls, b_ks=b_ks, b_w=b_w, M=M,
                     N=N, K=K, c=c_ws, ldc=N, out_f32=int(out_dtype == np.float32), has_bias=int(bias is not None),
-                    ap=ws.addr("ap", gen.packed_a_words(cfg) * cfg.word_bytes), bp=bp, chunk=chunk, nb=nb, a_bs=a_bs, b_bs=b_bs)
+                    ap=ws.addr("ap", gen.packed_a_bytes(cfg)), bp=bp, chunk=chunk, nb=nb, a_bs=a_bs, b_bs=b_bs)
         slots = np.array([vals[k] for k in gen.PLAN_SLOTS], np.int64)
         return _Plan(fn, _ptr(slots), slots, shape, out_dtype, flops)
 
@@ -481,14 +482,14 @@ class Bf16Gemm:
                 c_ptr, cbs = self._ws.addr("c", nb * M * N * 4), M * N
         nt = workers.num_threads() if threads is None else max(1, threads)
         nt = min(nt, nb) if 2.0 * M * N * K * nb >= PARALLEL_MIN_FLOPS and not workers.backing_off() else 1
-        bwords = gen.packed_b_words(cfg, tile, N, K) * cfg.word_bytes
-        apw = gen.packed_a_words(cfg) * cfg.word_bytes
+        b_bytes = gen.packed_b_bytes(cfg, tile, N, K)
+        a_bytes = gen.packed_a_bytes(cfg)
         share = np.zeros(1, np.int64) if nt > 1 else None    # (the products claimed by nt calls at once)
         sp = None if share is None else _ptr(share)
 
         def chunk(i):   # packing buffers are the running thread's own (_Workspace)
             batch_fn(a_ptr, sa, a_ls, a_ks, a_w, b_ptr, sb, b_ls, b_ks, b_w, 0, nb, M, N, K, c_ptr, cbs, N, o_ptr,
-                     obs, N, bias_ptr, self._ws.addr("ap", apw), self._ws.addr("bp", bwords), sp)
+                     obs, N, bias_ptr, self._ws.addr("ap", a_bytes), self._ws.addr("bp", b_bytes), sp)
         if nt == 1:
             chunk(0)
         else:

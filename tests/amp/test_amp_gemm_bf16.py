@@ -254,12 +254,12 @@ def test_shared_b_groups_not_yet_packed_are_packed_privately(gemm, claimed, m, n
     npanels, gpan = -(-n // tile.nr), 1
     share = np.zeros(2 + npanels, np.int64)
 
-    def buf(words):     # 64-byte aligned (packed B is loaded as whole zmm), garbage-filled
-        x = np.full(words * cfg.word_bytes // 4 + 16, 0xFFFF, np.uint32)
+    def buf(nbytes):    # 64-byte aligned (packed B is loaded as whole zmm), garbage-filled
+        x = np.full(nbytes // 4 + 16, 0xFFFF, np.uint32)
         return x[(-ptr(x)) % 64 // 4:]
-    bp, bq, bpriv = buf(gen.packed_b_words(cfg, tile, n, k)), buf(gen.packed_b_words(cfg, tile, n, k)), \
-        buf(tile.nr * cfg.kc // 2)
-    ap = buf(gen.packed_a_words(cfg))
+    bp, bq, bpriv = buf(gen.packed_b_bytes(cfg, tile, n, k)), buf(gen.packed_b_bytes(cfg, tile, n, k)), \
+        buf(gen.panel_bytes(cfg, tile.nr, cfg.kc))
+    ap = buf(gen.packed_a_bytes(cfg))
     a_ptr, a_ls, a_ks, a_w, _ = operand(a, 1)
     b_ptr, b_ls, b_ks, b_w, _ = operand(b, 0)
     if claimed == "all":            # another thread claimed every group and finished none
@@ -293,9 +293,8 @@ def test_threads_claim_products_and_column_chunks_from_a_shared_counter(gemm):
     tile = gemm.tile_for(50, 40)
     _, _, _, batch_fn, cols_fn = gemm.fns[tile]
     cfg = gemm.cfg
-    per = cfg.word_bytes // 4
-    ap = np.zeros(gen.packed_a_words(cfg) * per + 16, np.uint32)
-    bp = np.zeros(gen.packed_b_words(cfg, tile, 600, 70) * per + 16, np.uint32)
+    ap = np.zeros(gen.packed_a_bytes(cfg) // 4 + 16, np.uint32)
+    bp = np.zeros(gen.packed_b_bytes(cfg, tile, 600, 70) // 4 + 16, np.uint32)
     ap, bp = ap[(-ptr(ap)) % 64 // 4:], bp[(-ptr(bp)) % 64 // 4:]
     a_ptr, a_ls, a_ks, a_w, _ = operand(a[0], 1)
     b_ptr, b_ls, b_ks, b_w, _ = operand(b[0], 0)
