@@ -88,6 +88,9 @@ from dataclasses import dataclass
 from .llvm_text import Fn as _Fn
 from .llvm_text import IOTA16 as _IOTA16
 from .llvm_text import ATTRIBUTES, Tile, module_head
+from .llvm_text import round_bf16 as _round_bf16
+from .llvm_text import vec as _vec
+from .llvm_text import widen_bf16 as _widen_bf16
 from .llvm_text import claims as _claims
 from .llvm_text import masked_load as _masked_load
 from .llvm_text import masked_moves as _masked_moves
@@ -189,41 +192,6 @@ _V16F, _V16I = "<16 x float>", "<16 x i32>"
 _ATTRS = '#0'
 # called once per block: as calls, each body is compiled once (inlined copies tripled the build time)
 _NOINLINE = '#1'
-
-
-def _vec(n: int, elt: str) -> str:
-    """The LLVM type of n lanes of elt (n = 1: the scalar)."""
-    return elt if n == 1 else f"<{n} x {elt}>"
-
-
-def _widen_bf16(f: _Fn, h: str, n: int = 16) -> str:
-    """n bf16 words (i16) -> their float32 values (exact)."""
-    w = f.tmp(f"zext {_vec(n, 'i16')} {h} to {_vec(n, 'i32')}")
-    s = f.tmp(f"shl {_vec(n, 'i32')} {w}, {16 if n == 1 else 'splat (i32 16)'}")
-    return f.tmp(f"bitcast {_vec(n, 'i32')} {s} to {_vec(n, 'float')}")
-
-
-def _round_bf16(f: _Fn, v: str, n: int = 16, native: bool = False) -> str:
-    """n float32 -> n bf16 words (i16): round to nearest even, NaN -> 0x7FC0, denormals kept -- PyTorch's
-    c10::BFloat16 rounding and eager's cast (cvt_f32_bf16), so a product over float32 operands rounded as
-    they are packed equals the product over eager's bf16 copies bit for bit.  native (n = 16): one
-    vcvtneps2bf16 (AVX512-BF16) instead of ~9 integer ops -- the same rounding, but NaN stays a quiet NaN
-    (sign and payload kept) and, like vdpbf16ps, it flushes denormals to zero; at K = 32 the rounding
-    took a third of the kernel's time."""
-    if native:
-        r = f.tmp(f"call <16 x bfloat> @llvm.x86.avx512bf16.cvtneps2bf16.512({_V16F} {v})")
-        return f.tmp(f"bitcast <16 x bfloat> {r} to <16 x i16>")
-    vf, vi = _vec(n, "float"), _vec(n, "i32")
-
-    def k(x: int) -> str:
-        return str(x) if n == 1 else f"splat (i32 {x})"
-    bits = f.tmp(f"bitcast {vf} {v} to {vi}")
-    lsb = f.tmp(f"and {vi} {f.tmp(f'lshr {vi} {bits}, {k(16)}')}, {k(1)}")
-    r = f.tmp(f"add {vi} {bits}, {f.tmp(f'add {vi} {lsb}, {k(32767)}')}")
-    r = f.tmp(f"lshr {vi} {r}, {k(16)}")
-    nan = f.tmp(f"fcmp uno {vf} {v}, {'0.0' if n == 1 else 'zeroinitializer'}")
-    r = f.tmp(f"select {_vec(n, 'i1')} {nan}, {vi} {k(32704)}, {vi} {r}")
-    return f.tmp(f"trunc {vi} {r} to {_vec(n, 'i16')}")
 
 
 def _lanes_below(f: _Fn, n: str) -> str:

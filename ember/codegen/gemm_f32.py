@@ -47,6 +47,11 @@ than one).
         void sgemm_packedc_<tag>(ptr a, i64 sam, i64 sak, ptr b, i64 sbk, i64 sbn, ptr c, i64 ldc, i64 M,
                                  i64 N, i64 K, i64 kc, i64 nc, i32 accumulate, i64 p0, i64 p1, ptr bp)
 
+Over a bfloat16 im2col gathered in place (compiled code under autocast: ember/passes/implicit_gemm.py),
+`sgemm_outerg_bf16_<tag>` / `sgemm_dotg_bf16_<tag>` are the gathered forms with the source (and the dot
+form's A) read as bf16 words and widened in registers -- float32 FMAs, no bf16 instruction needed -- the
+outer form rounding C to bf16 as it stores it.
+
 All write C[m0:m1, n0:n1] (row stride ldc, unit column stride); accumulate != 0 adds to what C holds.
 All sizes and strides are in elements.  Nothing outside A[:M, :K], B[:K, :N] and C[m0:m1, n0:n1] is read
 or written.
@@ -58,7 +63,7 @@ from dataclasses import dataclass
 
 from .llvm_text import Fn as _Fn
 from .llvm_text import ATTRIBUTES, IOTA16, Tile, claims, masked_moves, masked_store, module_head
-from .llvm_text import splat_f32, splat_i64
+from .llvm_text import masked_load, round_bf16, splat_f32, splat_i64, widen_bf16
 from .llvm_text import mask16 as _mask
 from .llvm_text import transpose16 as _transpose16
 
@@ -118,17 +123,26 @@ def tile_set(vector_bits: int) -> TileSet:
     return TILES[512] if vector_bits >= 512 else TILES[256]
 
 
-def _load(f: _Fn, p: str, m: str | None) -> str:
+def _load(f: _Fn, p: str, m: str | None, bf16: bool = False) -> str:
+    """16 floats at p (lanes off in m read as zero); bf16: 16 bf16 words at p, widened (exact)."""
+    if bf16:
+        h = f.tmp(f"load <16 x i16>, ptr {p}, align 2") if m is None else masked_load(f, "<16 x i16>", p, 2, m)
+        return widen_bf16(f, h)
     if m is None:
         return f.tmp(f"load {_V}, ptr {p}, align 4")
     return f.tmp(f"call {_V} @llvm.masked.load.v16f32.p0(ptr {p}, i32 4, {_M} {m}, {_V} zeroinitializer)")
 
 
-def _row_ptr(f: _Fn, base: str, i: str, r: int, last: str, stride: str) -> str:
+def _elt(bf16: bool) -> str:
+    """The element type that pointer arithmetic steps over: bf16 operands are i16 words."""
+    return "i16" if bf16 else "float"
+
+
+def _row_ptr(f: _Fn, base: str, i: str, r: int, last: str, stride: str, bf16: bool = False) -> str:
     """base + min(i + r, last) * stride: rows past the edge read the last row (their results dropped)."""
     ri = f.tmp(f"add i64 {i}, {r}")
     ri = f.tmp(f"call i64 @llvm.smin.i64(i64 {ri}, i64 {last})")
-    return f.tmp(f"getelementptr float, ptr {base}, i64 {f.tmp(f'mul i64 {ri}, {stride}')}")
+    return f.tmp(f"getelementptr {_elt(bf16)}, ptr {base}, i64 {f.tmp(f'mul i64 {ri}, {stride}')}")
 
 
 def _accumulators(f: _Fn, n: int) -> list[str]:
@@ -160,16 +174,46 @@ def _tile_product(f: _Fn, t: OuterTile, kn: str, b_row, arows: list[str], sak: s
     return acc
 
 
-def _store_tile(f: _Fn, t: OuterTile, acc: list[str], i: str, j: str, m1: str, masks: list[str], accum: str) -> None:
+def _iota8(start: int) -> str:
+    return f"<{', '.join(f'i32 {start + x}' for x in range(8))}>"
+
+
+def _paired16(f: _Fn, w: str) -> str:
+    """8 words holding 16 consecutive bf16 values -> <16 x float>: the 8 even-position values, then the 8
+    odd ones (the "paired" lane order).  A shift or an and per word instead of a shuffle and a shift per
+    value: the outer form's tiles accumulate in this order, and `_store_tile` pairs the rounded sums back."""
+    lo = f.tmp(f"bitcast <8 x i32> {f.tmp(f'shl <8 x i32> {w}, splat (i32 16)')} to <8 x float>")
+    hi = f.tmp(f"bitcast <8 x i32> {f.tmp(f'and <8 x i32> {w}, splat (i32 -65536)')} to <8 x float>")
+    return f.tmp(f"shufflevector <8 x float> {lo}, <8 x float> {hi}, {_VI} {IOTA16}")
+
+
+def _store_tile(f: _Fn, t: OuterTile, acc: list[str], i: str, j: str, m1: str, masks: list[str], accum: str,
+                bf16: bool = False, paired: bool = False) -> None:
     """C[i:i+mr, j:j+nr] = (or +=, when accum) the accumulators: rows at or past m1 dropped, columns past
-    the edge masked off (`masks`, one per vector)."""
+    the edge masked off (`masks`, one per vector).  bf16: C is bfloat16, each sum rounded once (nearest
+    even, as eager's product rounds its float32 accumulators); accum is not read.  paired: a whole tile
+    whose accumulators hold their columns in `_paired16`'s order."""
     for r in range(t.mr):
         ri = f.tmp(f"add i64 {i}, {r}")
         close_r = f.if_(f.tmp(f"icmp slt i64 {ri}, {m1}"), "row") if r else None
         rc = f.tmp(f"mul i64 {ri}, %ldc")
-        crow = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'add i64 {j}, {rc}')}")
-        ptrs = [f.tmp(f"getelementptr float, ptr {crow}, i64 {16 * v}") for v in range(t.nv)]
+        crow = f.tmp(f"getelementptr {_elt(bf16)}, ptr %c, i64 {f.tmp(f'add i64 {j}, {rc}')}")
+        ptrs = [f.tmp(f"getelementptr {_elt(bf16)}, ptr {crow}, i64 {16 * v}") for v in range(t.nv)]
         vals = [f.tmp(f"load {_V}, ptr {acc[r * t.nv + v]}, align 64") for v in range(t.nv)]
+        if bf16:
+            for v in range(t.nv):
+                h = round_bf16(f, vals[v])
+                if paired:      # word q = (even value q, odd value q): the columns' order again
+                    parts = [f.tmp(f"shufflevector <16 x i16> {h}, <16 x i16> poison, <8 x i32> {_iota8(8 * x)}")
+                             for x in range(2)]
+                    half = [f.tmp(f"zext <8 x i16> {x} to <8 x i32>") for x in parts]
+                    w = f.tmp(f"or <8 x i32> {half[0]}, {f.tmp(f'shl <8 x i32> {half[1]}, splat (i32 16)')}")
+                    f.emit(f"store <8 x i32> {w}, ptr {ptrs[v]}, align 2")
+                else:
+                    masked_store(f, "<16 x i16>", h, ptrs[v], 2, masks[v])
+            if close_r:
+                close_r()
+            continue
         add, put, end = f.fresh("row.add"), f.fresh("row.put"), f.fresh("row.stored")
         f.emit(f"br i1 {accum}, label %{add}, label %{put}")
         f.label(add)
@@ -186,11 +230,13 @@ def _store_tile(f: _Fn, t: OuterTile, acc: list[str], i: str, j: str, m1: str, m
             close_r()
 
 
-def _emit_outer(t: OuterTile, rows: bool = False) -> str:
+def _emit_outer(t: OuterTile, rows: bool = False, bf16: bool = False) -> str:
     """sgemm_outer_<tag>: row tiles outermost, column tiles inside (C written in order), for a B in L2.
-    rows: sgemm_outerv_<tag>, B's row k starts at the pointer rows[k] (a gathered operand read in place)."""
+    rows: sgemm_outerv_<tag>, B's row k starts at the pointer rows[k] (a gathered operand read in place).
+    bf16 (with rows): sgemm_outerv_bf16_<tag>, B and C bfloat16 (B widened as loaded; A stays float32)."""
     bargs = "ptr noalias %rows" if rows else "ptr noalias %b, i64 %sbk"
-    f = _Fn(f"define void @sgemm_outer{'v' if rows else ''}_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, {bargs}, "
+    name = f"sgemm_outer{'v' if rows else ''}_{'bf16_' if bf16 else ''}{t.tag}"
+    f = _Fn(f"define void @{name}(ptr noalias %a, i64 %sam, i64 %sak, {bargs}, "
             "ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, i64 %n0, i64 %n1, i64 %K, i32 %accumulate) #0")
     accum = f.tmp("icmp ne i32 %accumulate, 0")
     last = f.tmp("sub i64 %m1, 1")
@@ -200,18 +246,35 @@ def _emit_outer(t: OuterTile, rows: bool = False) -> str:
     nleft = f.tmp(f"sub i64 %n1, {j}")
     masks = [_mask(f, f.tmp(f"sub i64 {nleft}, {16 * v}")) for v in range(t.nv)]
 
-    def b_row(k: str) -> list[str]:
+    def b_ptr(k: str, v: int) -> str:
         if rows:
             rk = f.tmp(f"load ptr, ptr {f.tmp(f'getelementptr ptr, ptr %rows, i64 {k}')}, align 8")
-            brow = f.tmp(f"getelementptr float, ptr {rk}, i64 {j}")
+            brow = f.tmp(f"getelementptr {_elt(bf16)}, ptr {rk}, i64 {j}")
         else:
             kb = f.tmp(f"mul i64 {k}, %sbk")
             brow = f.tmp(f"getelementptr float, ptr %b, i64 {f.tmp(f'add i64 {j}, {kb}')}")
+        return f.tmp(f"getelementptr {_elt(bf16)}, ptr {brow}, i64 {16 * v}")
+
+    def b_row(k: str) -> list[str]:
         # masked loads: the masks are loop-invariant (all lanes on interior tiles), and AVX-512 masked loads
         # cost what plain ones do
-        return [_load(f, f.tmp(f"getelementptr float, ptr {brow}, i64 {16 * v}"), masks[v]) for v in range(t.nv)]
+        return [_load(f, b_ptr(k, v), masks[v], bf16) for v in range(t.nv)]
+
+    def b_row_paired(k: str) -> list[str]:
+        return [_paired16(f, f.tmp(f"load <8 x i32>, ptr {b_ptr(k, v)}, align 2")) for v in range(t.nv)]
+    if bf16:    # whole tiles in the paired lane order (`_paired16`), edge tiles in the columns' order
+        whole, edge, done = f.fresh("tile.whole"), f.fresh("tile.edge"), f.fresh("tile.done")
+        f.emit(f"br i1 {f.tmp(f'icmp sge i64 {nleft}, {t.nr}')}, label %{whole}, label %{edge}")
+        f.label(whole)
+        acc = _tile_product(f, t, "%K", b_row_paired, arows, "%sak")
+        _store_tile(f, t, acc, i, j, "%m1", masks, accum, bf16, paired=True)
+        f.emit(f"br label %{done}")
+        f.label(edge)
     acc = _tile_product(f, t, "%K", b_row, arows, "%sak")
-    _store_tile(f, t, acc, i, j, "%m1", masks, accum)     # rows past m1 dropped, columns past n1 masked off
+    _store_tile(f, t, acc, i, j, "%m1", masks, accum, bf16)     # rows past m1 dropped, columns past n1 masked off
+    if bf16:
+        f.emit(f"br label %{done}")
+        f.label(done)
     close_inner()
     close_outer()
     return f.text()
@@ -434,50 +497,60 @@ def _emit_packed_cols(t: OuterTile) -> str:
     return f.text()
 
 
-def _gathered_row(f: _Fn, k: str, r: str) -> str:
-    """Row k of a gathered operand at run r: kaddr[k] + kstep[k] * starts[r] floats (see `emit_module`)."""
+def _gathered_row(f: _Fn, k: str, r: str, bf16: bool = False) -> str:
+    """Row k of a gathered operand at run r: kaddr[k] + kstep[k] * starts[r] elements (see `emit_module`)."""
     base = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %kaddr, i64 {k}')}, align 8")
     step = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %kstep, i64 {k}')}, align 8")
     start = f.tmp(f"load i64, ptr {f.tmp(f'getelementptr i64, ptr %starts, i64 {r}')}, align 8")
     off = f.tmp(f"mul i64 {step}, {start}")
-    addr = f.tmp(f"add i64 {base}, {f.tmp(f'shl i64 {off}, 2')}")
+    addr = f.tmp(f"add i64 {base}, {f.tmp(f'shl i64 {off}, {1 if bf16 else 2}')}")
     return f.tmp(f"inttoptr i64 {addr} to ptr")
 
 
-def _emit_outer_gathered(t: OuterTile) -> str:
+def _emit_outer_gathered(t: OuterTile, bf16: bool = False) -> str:
     """sgemm_outerg_<tag>: the outer form over a gathered B (an im2col never stored), read in place: for
     each run r of L columns, row k's pointer kaddr[k] + kstep[k] * starts[r] goes into `rows` (K
     pointers, the caller's scratch), then sgemm_outerv_<tag> over the run, cb columns at a time (the
     K x cb block of B stays in L2 while every row tile reads it); C's columns are the runs' columns,
     run after run.  Measured against copying the runs' rows into an L2 panel first (one thread,
     MNIST conv1 [10,26]x36864: 348 -> 232 us; conv2 [20,251]x4096: 566 -> 401 us; a 64-channel 3x3
-    convolution [64,289]x32768: 24.7 -> 14.4 ms): the copy cost more than the K row streams it saved."""
-    f = _Fn(f"define void @sgemm_outerg_{t.tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %kaddr, "
+    convolution [64,289]x32768: 24.7 -> 14.4 ms): the copy cost more than the K row streams it saved.
+    bf16: sgemm_outerg_bf16_<tag>, the source and C bfloat16 (A float32)."""
+    tag = ("bf16_" if bf16 else "") + t.tag
+    f = _Fn(f"define void @sgemm_outerg_{tag}(ptr noalias %a, i64 %sam, i64 %sak, ptr noalias %kaddr, "
             "ptr noalias %kstep, ptr noalias %starts, i64 %L, ptr noalias %c, i64 %ldc, i64 %m0, i64 %m1, "
             "i64 %r0, i64 %r1, i64 %K, i32 %accumulate, ptr noalias %rows, i64 %cb) #0")
     r, close_r = f.loop("%r0", "%r1", "1", "r")
     k, close_k = f.loop("0", "%K", "1", "k")
-    f.emit(f"store ptr {_gathered_row(f, k, r)}, ptr {f.tmp(f'getelementptr ptr, ptr %rows, i64 {k}')}, align 8")
+    f.emit(f"store ptr {_gathered_row(f, k, r, bf16)}, ptr {f.tmp(f'getelementptr ptr, ptr %rows, i64 {k}')}, "
+           "align 8")
     close_k()
-    cj = f.tmp(f"getelementptr float, ptr %c, i64 {f.tmp(f'mul i64 {r}, %L')}")
+    cj = f.tmp(f"getelementptr {_elt(bf16)}, ptr %c, i64 {f.tmp(f'mul i64 {r}, %L')}")
     jb, close_jb = f.loop("0", "%L", "%cb", "jb")
     je = f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {jb}, %cb')}, i64 %L)")
-    f.emit(f"call void @sgemm_outerv_{t.tag}(ptr %a, i64 %sam, i64 %sak, ptr %rows, ptr {cj}, i64 %ldc, "
+    f.emit(f"call void @sgemm_outerv_{tag}(ptr %a, i64 %sam, i64 %sak, ptr %rows, ptr {cj}, i64 %ldc, "
            f"i64 %m0, i64 %m1, i64 {jb}, i64 {je}, i64 %K, i32 %accumulate)")
     close_jb()
     close_r()
     return f.text()
 
 
-def _emit_dot(t: DotTile, gathered: bool = False) -> str:
+def _pair_halves(f: _Fn, w: str) -> tuple[str, str]:
+    """16 words of two bf16 values each -> (their low halves, their high halves) as float32 (exact)."""
+    lo = f.tmp(f"bitcast {_VI} {f.tmp(f'shl {_VI} {w}, splat (i32 16)')} to {_V}")
+    return lo, f.tmp(f"bitcast {_VI} {f.tmp(f'and {_VI} {w}, splat (i32 -65536)')} to {_V}")
+
+
+def _emit_dot(t: DotTile, gathered: bool = False, bf16: bool = False) -> str:
     """sgemm_dot_<tag>: K in blocks of kc (A's and B's rows of a block stay in L1/L2 across the tiles);
     between blocks a tile's ra * rb vector accumulators wait in `scratch` (16 floats each, tile-major),
     so each dot product is reduced across its lanes once, after the last block.  gathered: sgemm_dotg_<tag>,
     B's rows are an im2col never stored: block q (kc = L, one run) of row n starts at
-    kaddr[n] + kstep[n] * starts[q] (the weight gradient of a convolution, dY @ columns^T)."""
+    kaddr[n] + kstep[n] * starts[q] (the weight gradient of a convolution, dY @ columns^T).  bf16 (with
+    gathered): sgemm_dotg_bf16_<tag>, A and the source bfloat16, widened as loaded; C stays float32."""
     if gathered:
         bargs = "ptr noalias %kaddr, ptr noalias %kstep, ptr noalias %starts"
-        name = f"sgemm_dotg_{t.tag}"
+        name = f"sgemm_dotg_{'bf16_' if bf16 else ''}{t.tag}"
     else:
         bargs, name = "ptr noalias %b, i64 %sbn", f"sgemm_dot_{t.tag}"
     f = _Fn(f"define void @{name}(ptr noalias %a, i64 %sam, {bargs}, ptr noalias %c, "
@@ -494,18 +567,21 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
     first = f.tmp(f"icmp eq i64 {kb}, %k0")
     lastblk = f.tmp(f"icmp eq i64 {ke}, %k1")
     span = f.tmp(f"sub i64 {ke}, {kb}")
-    kmain = f.tmp(f"add i64 {kb}, {f.tmp(f'and i64 {span}, -16')}")      # the end of the whole 16-k steps
-    tail = _mask(f, f.tmp(f"sub i64 {ke}, {kmain}"))
+    step_k = 32 if bf16 else 16
+    kmain = f.tmp(f"add i64 {kb}, {f.tmp(f'and i64 {span}, -{step_k}')}")      # the end of the whole steps
+    left = f.tmp(f"sub i64 {ke}, {kmain}")
+    tail = _mask(f, left)
+    tail2 = _mask(f, f.tmp(f"sub i64 {left}, 16")) if bf16 else None
     i, close_i = f.loop("%m0", "%m1", str(t.ra), "i")
-    arows = [_row_ptr(f, "%a", i, r, lasti, "%sam") for r in range(t.ra)]
+    arows = [_row_ptr(f, "%a", i, r, lasti, "%sam", bf16) for r in range(t.ra)]
     di = f.tmp(f"sub i64 {i}, %m0")
     ti = f.tmp(f"mul i64 {f.tmp(f'udiv i64 {di}, {t.ra}')}, {ntj}")
     j, close_j = f.loop("%n0", "%n1", str(t.rb), "j")
     if gathered:    # this block's piece of each row, indexed from the block's start
         q = f.tmp(f"udiv i64 {kb}, %kc")
         rows = [f.tmp(f"call i64 @llvm.smin.i64(i64 {f.tmp(f'add i64 {j}, {s}')}, i64 {lastj})") for s in range(t.rb)]
-        bcols = [f.tmp(f"getelementptr float, ptr {_gathered_row(f, n, q)}, i64 {f.tmp(f'sub i64 0, {kb}')}")
-                 for n in rows]
+        bcols = [f.tmp(f"getelementptr {_elt(bf16)}, ptr {_gathered_row(f, n, q, bf16)}, "
+                       f"i64 {f.tmp(f'sub i64 0, {kb}')}") for n in rows]
     else:
         bcols = [_row_ptr(f, "%b", j, s, lastj, "%sbn") for s in range(t.rb)]
     dj = f.tmp(f"sub i64 {j}, %n0")
@@ -526,8 +602,8 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
     f.label(go)
 
     def step(k: str, m: str | None) -> None:
-        av = [_load(f, f.tmp(f"getelementptr float, ptr {p}, i64 {k}"), m) for p in arows]
-        bv = [_load(f, f.tmp(f"getelementptr float, ptr {p}, i64 {k}"), m) for p in bcols]
+        av = [_load(f, f.tmp(f"getelementptr {_elt(bf16)}, ptr {p}, i64 {k}"), m, bf16) for p in arows]
+        bv = [_load(f, f.tmp(f"getelementptr {_elt(bf16)}, ptr {p}, i64 {k}"), m, bf16) for p in bcols]
         if m is None and DOT_PREFETCH_FLOATS:   # each row is a stream of its own: prefetch it ahead
             for p in arows + bcols:
                 kf = f.tmp(f"add i64 {k}, {DOT_PREFETCH_FLOATS}")
@@ -536,10 +612,33 @@ def _emit_dot(t: DotTile, gathered: bool = False) -> str:
         for r in range(t.ra):
             for s in range(t.rb):
                 _fma(f, acc[r * t.rb + s], av[r], bv[s])
-    k, close_k = f.loop(kb, kmain, "16", "k")
-    step(k, None)
+    def pair_step(k: str) -> None:
+        """32 k of bf16 at once, as 16 words of two: the low halves' products and the high halves' (the
+        lanes of a dot product are summed at the end, so any split works; this one widens a word with one
+        shift or one and, where widening each value on its own took a shuffle and a shift)."""
+        words = [f.tmp(f"load <16 x i32>, ptr {f.tmp(f'getelementptr i16, ptr {p}, i64 {k}')}, align 2")
+                 for p in arows + bcols]
+        for p in arows + bcols:
+            ahead = f.tmp(f"getelementptr i16, ptr {p}, i64 {f.tmp(f'add i64 {k}, {DOT_PREFETCH_FLOATS}')}")
+            f.emit(f"call void @llvm.prefetch.p0(ptr {ahead}, i32 0, i32 3, i32 1)")
+        halves = [_pair_halves(f, w) for w in words]
+        av, bv = halves[:t.ra], halves[t.ra:]
+        for r in range(t.ra):
+            for s in range(t.rb):
+                for h in range(2):
+                    _fma(f, acc[r * t.rb + s], av[r][h], bv[s][h])
+    k, close_k = f.loop(kb, kmain, str(step_k), "k")
+    (pair_step if bf16 else lambda k: step(k, None))(k)
     close_k()
-    step(kmain, tail)       # the block's last (ke - kb) % 16 k, masked (no lanes when a multiple of 16)
+    if bf16:    # the block's last (ke - kb) % 32 k as two masked steps of 16, each only when it has lanes
+        close = f.if_(f.tmp(f"icmp sgt i64 {left}, 0"), "tail")
+        step(kmain, tail)
+        close2 = f.if_(f.tmp(f"icmp sgt i64 {left}, 16"), "tail2")
+        step(f.tmp(f"add i64 {kmain}, 16"), tail2)
+        close2()
+        close()
+    else:
+        step(kmain, tail)   # the block's last (ke - kb) % 16 k, masked (no lanes when a multiple of 16)
     park, final, done = f.fresh("acc.park"), f.fresh("acc.final"), f.fresh("tile.done")
     f.emit(f"br i1 {lastblk}, label %{final}, label %{park}")
     f.label(park)
@@ -584,10 +683,15 @@ def _emit_module(tiles: TileSet, triple: str, data_layout: str) -> str:
              f"declare float @llvm.vector.reduce.fadd.v16f32(float, {_V})",
              "declare void @llvm.prefetch.p0(ptr, i32, i32, i32)", "declare i64 @llvm.smin.i64(i64, i64)",
              "declare i64 @llvm.smax.i64(i64, i64)",
-             f"declare {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr>, i32, {_M}, {_V})"]
+             f"declare {_V} @llvm.masked.gather.v16f32.v16p0(<16 x ptr>, i32, {_M}, {_V})",
+             f"declare <16 x i16> @llvm.masked.load.v16i16.p0(ptr, i32, {_M}, <16 x i16>)",
+             f"declare void @llvm.masked.store.v16i16.p0(<16 x i16>, ptr, i32, {_M})"]
     parts = head + decls + [_emit_outer(t) for t in outer] + [_emit_outer_packed(t) for t in outer]
     parts += [_emit_outer(t, rows=True) for t in outer] + [_emit_outer_gathered(t) for t in outer]
     parts += [_emit_dot(t) for t in dot] + [_emit_dot(t, gathered=True) for t in dot]
+    # bfloat16 im2cols gathered in place (compiled code under autocast): float32 FMAs on widened values
+    parts += [_emit_outer(t, rows=True, bf16=True) for t in outer] + [_emit_outer_gathered(t, True) for t in outer]
+    parts += [_emit_dot(t, gathered=True, bf16=True) for t in dot]
     parts += [_emit_pack_b()] + [_emit_packed(t) for t in packed] + [_emit_batch(t) for t in packed]
     parts += [_emit_packed_cols(t) for t in packed]
     # the claiming wrappers (`_emit_claiming`), each over the range its runtime splits across threads

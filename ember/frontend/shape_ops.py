@@ -38,6 +38,8 @@ def _as_view(x, out):
             pass
     if out._base is not None and out.requires_grad:
         out.__dict__["_vseen"] = out._vc[0]   # the storage version this view's history describes
+    if out._base is not None and x.__dict__.get("_detached"):
+        out.__dict__["_detached"] = True      # a view of a detached tensor is detached from the base's graph too
     return out
 
 
@@ -881,7 +883,8 @@ def setitem(x, key, value):
                                f"{x.device} and {value.device}!")
     if not tracing_now and not grad:
         x._check_inplace()
-        if x._base is not None and x._base.requires_grad and ag._mode.enabled and x._base.grad_fn is None:
+        if (x._base is not None and x._base.requires_grad and ag._mode.enabled and x._base.grad_fn is None
+                and not x.__dict__.get("_detached")):
             raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
         if not getattr(x._data.flags, "writeable", True):   # cupy arrays have no such flag
             raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "

@@ -205,6 +205,7 @@ class Tensor:
         t = _wrap(self._data, self.device)
         t._vc = self._vc
         t._base = self._base if self._base is not None else self
+        t.__dict__["_detached"] = True    # not an autograd view: writes into it are allowed (`p.data[0] = 1`)
         return t
 
     def detach_(self):

@@ -33,6 +33,7 @@ import functools
 import re
 import threading
 
+import ml_dtypes
 import numpy as np
 
 from ember.codegen import gemm_f32 as gen
@@ -71,6 +72,8 @@ PANEL_BYTES = 256 << 10   # a packed column block of B (sgemm_outerp): in L2 wit
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
 _F32 = np.dtype(np.float32)
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_GATHERED = (("f32", ""), ("bf16", "bf16_"))     # gathered sources: element type, the kernels' name infix
 
 
 _ptr = _addr = gemm_operands.ptr
@@ -103,10 +106,12 @@ class F32Gemm:
                                    _I64, _I64, _I32, _P, _I64) for t in tiles.outer}
         self.dot = {t: fn(f"sgemm_dot_{t.tag}", _P, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64,
                           _I64, _P, _I32) for t in tiles.dot}
-        self.outer_gathered = {t: fn(f"sgemm_outerg_{t.tag}", _P, _I64, _I64, _P, _P, _P, _I64, _P, _I64, _I64, _I64,
-                                     _I64, _I64, _I64, _I32, _P, _I64) for t in tiles.outer}
-        self.dot_gathered = {t: fn(f"sgemm_dotg_{t.tag}", _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64,
-                                   _I64, _I64, _I64, _P, _I32) for t in tiles.dot}
+        # gathered forms, per source element type ("f32", "bf16": the kernels' `_bf16_` variants)
+        self.outer_gathered = {(e, t): fn(f"sgemm_outerg_{s}{t.tag}", _P, _I64, _I64, _P, _P, _P, _I64, _P, _I64,
+                                          _I64, _I64, _I64, _I64, _I64, _I32, _P, _I64)
+                               for e, s in _GATHERED for t in tiles.outer}
+        self.dot_gathered = {(e, t): fn(f"sgemm_dotg_{s}{t.tag}", _P, _I64, _P, _P, _P, _P, _I64, _I64, _I64, _I64,
+                                        _I64, _I64, _I64, _I64, _P, _I32) for e, s in _GATHERED for t in tiles.dot}
         self.pack_b = fn("sgemm_packb", _P, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _I64, _P)
         self.packed = {t: fn(f"sgemm_packed_{t.tag}", _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64,
                              _I64, _I64, _I64, _I32) for t in tiles.packed}
@@ -231,37 +236,39 @@ class F32Gemm:
                     tiles, t.rb, threads)
 
     # ----------------------------------------------------------------------------- gathered operands
-    def _gather_tables(self, desc: tuple, src_addr: int) -> tuple:
+    def _gather_tables(self, desc: tuple, src_addr: int, dtype: np.dtype = _F32) -> tuple:
         """(kaddr, kstep, starts) int64 arrays for a gather descriptor (see `matmul_gathered`) and the
-        source's address: row k of run r starts at kaddr[k] + 4 * kstep[k] * starts[r] bytes.  A constant
-        row reads a buffer of L copies of its value with step 0 (the buffers live as long as the module)."""
-        hit = self._gathers.get(desc)
+        source's address: row k of run r starts at kaddr[k] + size * kstep[k] * starts[r] bytes (size: the
+        source's element size).  A constant row reads a buffer of L copies of its value with step 0 (the
+        buffers live as long as the module)."""
+        hit = self._gathers.get((desc, dtype))
         if hit is None:
             K, J, L, koff, starts, consts = desc
             koff = np.asarray(koff, np.int64)
             kstep = (koff >= 0).astype(np.int64)
-            base = np.where(kstep == 1, 4 * koff, 0)
+            base = np.where(kstep == 1, dtype.itemsize * koff, 0)
             keep = []
             for k, value in consts:
-                buf = np.full(L + 16, value, _F32)
+                buf = np.full(L + 16, value, dtype)
                 keep.append(buf)
                 base[k] = _ptr(buf)
             if len(self._gathers) >= MAX_GATHERS:       # eager shapes vary: keep the table bounded
                 self._gathers.clear()
-            hit = self._gathers[desc] = (base, kstep, np.asarray(starts, np.int64), keep)
+            hit = self._gathers[(desc, dtype)] = (base, kstep, np.asarray(starts, np.int64), keep)
         base, kstep, starts, keep = hit
         # the constant rows' buffers travel with the call: a clear by another thread cannot free them under it
         return base + kstep * src_addr, kstep, starts, keep
 
-    def run_outer_gathered(self, pa, sam, sak, desc, src_addr, pc, ldc, m, threads: int) -> None:
+    def run_outer_gathered(self, pa, sam, sak, desc, src_addr, pc, ldc, m, threads: int, dtype=_F32) -> None:
+        """dtype: the source's (and C's) element type; A is float32 either way."""
         K, J, L = desc[0], desc[1], desc[2]
-        kaddr, kstep, starts, _keep = self._gather_tables(desc, src_addr)
+        kaddr, kstep, starts, _keep = self._gather_tables(desc, src_addr, dtype)
         t = self.outer_tile(m, L)
-        fn = self.outer_gathered[t]
+        fn = self.outer_gathered[("bf16" if dtype == _BF16 else "f32", t)]
         runs = J // L
         tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
         parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS and runs > 1
-        cb = L if m <= t.mr else max(t.nr, PANEL_BYTES // (4 * K) // t.nr * t.nr)   # B's block in L2
+        cb = L if m <= t.mr else max(t.nr, PANEL_BYTES // (dtype.itemsize * K) // t.nr * t.nr)  # B's block in L2
         # each call fills the row pointers of its runs in the running thread's scratch
         args = lambda piece: (pa, sam, sak, *tabs, L, pc, ldc, 0, m, 0, runs, K, 0,  # noqa: E731
                               self._scratch("rows", 2 * K), cb)
@@ -270,11 +277,12 @@ class F32Gemm:
             return
         self._share(fn, args, runs, 1, threads)
 
-    def run_dot_gathered(self, pa, sam, desc, src_addr, pc, ldc, m, threads: int) -> None:
+    def run_dot_gathered(self, pa, sam, desc, src_addr, pc, ldc, m, threads: int, dtype=_F32) -> None:
+        """dtype: the source's (and A's) element type; C is float32 either way."""
         K, J, L = desc[0], desc[1], desc[2]
-        kaddr, kstep, starts, _keep = self._gather_tables(desc, src_addr)
+        kaddr, kstep, starts, _keep = self._gather_tables(desc, src_addr, dtype)
         t = self.dot_tile(m, K)
-        fn = self.dot_gathered[t]
+        fn = self.dot_gathered[("bf16" if dtype == _BF16 else "f32", t)]
         tabs = (_ptr(kaddr), _ptr(kstep), _ptr(starts))
         tiles = -(-K // t.rb)
         parallel = threads > 1 and 2.0 * m * J * K >= PARALLEL_FLOPS and tiles > 1
@@ -486,21 +494,35 @@ def matmul_gathered(a: np.ndarray, src: np.ndarray, desc: tuple, out: np.ndarray
     straight from the convolution's input (ember/passes/implicit_gemm.py).  desc = (K, J, L, koff, starts,
     consts): G is [K, J]; its columns come in J / L runs of L contiguous source elements, run r starting at
     starts[r]; row k adds koff[k] (or is the constant of `consts`, koff -1: the bias row of ones).
+    float32 throughout, or bfloat16 throughout (compiled code under autocast): then the products run as
+    float32 FMAs on the widened values and round once into out, as the bf16 GEMM does.
     None: not for these kernels (the caller materializes G: ember/kernels/blas.py `gathered`)."""
     K, J, L = desc[0], desc[1], desc[2]
-    if (a.dtype != _F32 or src.dtype != _F32 or out.dtype != _F32 or a.ndim != 2 or not src.flags.c_contiguous
-            or out.strides[1] != 4 or out.strides[0] % 4 or J % L or (a.strides[0] | a.strides[1]) & 3):
+    dtype = src.dtype
+    if (dtype not in (_F32, _BF16) or a.dtype != dtype or out.dtype != dtype or a.ndim != 2 or out.ndim != 2
+            or not src.flags.c_contiguous or J % L):
+        return None
+    size = dtype.itemsize
+    if out.strides[1] != size or out.strides[0] % size or (a.strides[0] | a.strides[1]) % size:
         return None
     m = a.shape[0]
-    if transposed and (a.shape != (m, J) or out.shape != (m, K) or a.strides[1] != 4):
+    if transposed and (a.shape != (m, J) or out.shape != (m, K) or a.strides[1] != size):
         return None
     if not transposed and (a.shape != (m, K) or out.shape != (m, J)):
         return None
+    if np.may_share_memory(out, src) or np.may_share_memory(out, a):
+        return None
     threads = workers.num_threads() if threads is None else threads
     g = _INSTANCE or instance()
-    pa, ps, pc = _addr(a), _addr(src), _addr(out)
+    if dtype == _BF16 and not transposed:
+        a = a.astype(_F32)          # [M, K] weights, broadcast one value at a time: widened once here
+    c = out if dtype == _F32 or not transposed else np.empty(out.shape, _F32)   # the dot form sums into float32
+    pa, ps, pc = _addr(a), _addr(src), _addr(c)
     if transposed:
-        g.run_dot_gathered(pa, a.strides[0] >> 2, desc, ps, pc, out.strides[0] >> 2, m, threads)
+        g.run_dot_gathered(pa, a.strides[0] // size, desc, ps, pc, c.strides[0] // c.itemsize, m, threads, dtype)
     else:
-        g.run_outer_gathered(pa, a.strides[0] >> 2, a.strides[1] >> 2, desc, ps, pc, out.strides[0] >> 2, m, threads)
+        g.run_outer_gathered(pa, a.strides[0] >> 2, a.strides[1] >> 2, desc, ps, pc, out.strides[0] // size, m,
+                             threads, dtype)
+    if c is not out:
+        out[...] = c.astype(_BF16)
     return out

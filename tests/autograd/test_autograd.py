@@ -348,6 +348,25 @@ def test_inplace_on_leaf_requiring_grad_errors():
     assert x.tolist() == [5.0, 3.0] and x.requires_grad and x.is_leaf
 
 
+def test_writes_through_data_or_detach_of_a_leaf_are_allowed():
+    """`p.data[0] = v`, `p.detach()[mask] = v`, views of those: PyTorch allows them (old init code writes
+    weights this way); the leaf's values change, its history does not, the version counter is shared.
+    A view taken under no_grad and written in grad mode is still refused."""
+    x = t(1.0, -2.0, 3.0)
+    v0 = x._version
+    x.data[0] = 5.0
+    x.detach()[x.detach() < 0] = 0.0
+    x.data[1:][0:1] = 7.0
+    assert x.tolist() == [5.0, 7.0, 3.0] and x.requires_grad and x.is_leaf and x.grad_fn is None
+    assert x._version == v0 + 3
+    (x * x).sum().backward()
+    assert x.grad.tolist() == [10.0, 14.0, 6.0]
+    with E.no_grad():
+        v = x[:2]
+    with pytest.raises(RuntimeError, match="in-place"):
+        v[0] = 1.0
+
+
 def test_saved_value_modified_inplace_errors():
     x = t(1.0, 2.0)
     y = x.exp()

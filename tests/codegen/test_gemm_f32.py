@@ -5,6 +5,9 @@ panels), the output written only inside [M, N], the same bits on any thread coun
 products between the forms and BLAS, and the eager / compiled paths that reach it."""
 from __future__ import annotations
 
+from unittest import mock
+
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -334,16 +337,12 @@ def test_eager_attention_scores_match_torch(monkeypatch):
     assert ((64, 64, 32) in calls) == gemm_f32.host_takes("batch", q.detach().numpy().strides[-2:])
 
 
-@settings(max_examples=40, deadline=None)
-@given(m=st.integers(1, 40), k=st.integers(1, 700), runs=st.integers(1, 5), length=st.integers(1, 70),
-       transposed=st.booleans(), const=st.booleans(), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
-@example(m=30, k=600, runs=2, length=300, transposed=False, const=True, threads=2, seed=1)   # column blocks
-def test_gathered_operand_read_in_place(m, k, runs, length, transposed, const, threads, seed):
-    """a @ G and a @ G^T with G = gathered(src, desc) never stored: random row offsets, run starts and a
-    constant row; long contractions (K x L past the L2 block: the run is cut in column blocks) and edge tiles."""
+def _gather_case(dtype, seed, m, k, runs, length, transposed, const):
+    """(src, desc, G, a, out) for a @ G (transposed: a @ G^T), G = gathered(src, desc) [k, runs * length]:
+    random row offsets and run starts into a 4096-element source, the last row the constant 1.0 if const."""
     from ember.kernels import blas
     rng = np.random.default_rng(seed)
-    src = rng.standard_normal(4096).astype(np.float32)
+    src = rng.standard_normal(4096).astype(dtype)
     J = runs * length
     koff = [int(x) for x in rng.integers(0, 4096 - 64 * 5 - length, k)]
     starts = [int(s) for s in rng.integers(0, 64 * 5, runs)]
@@ -352,12 +351,46 @@ def test_gathered_operand_read_in_place(m, k, runs, length, transposed, const, t
         koff[-1] = -1
         consts = ((k - 1, 1.0),)
     desc = (k, J, length, tuple(koff), tuple(starts), consts)
-    g = blas.gathered(np, src, desc)
-    a = rng.standard_normal((m, J) if transposed else (m, k)).astype(np.float32)
-    out = np.full((m, k) if transposed else (m, J), np.nan, np.float32)
+    a = rng.standard_normal((m, J) if transposed else (m, k)).astype(dtype)
+    out = np.full((m, k) if transposed else (m, J), np.nan, dtype)
+    return src, desc, blas.gathered(np, src, desc), a, out
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 700), runs=st.integers(1, 5), length=st.integers(1, 70),
+       transposed=st.booleans(), const=st.booleans(), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
+@example(m=30, k=600, runs=2, length=300, transposed=False, const=True, threads=2, seed=1)   # column blocks
+def test_gathered_operand_read_in_place(m, k, runs, length, transposed, const, threads, seed):
+    """a @ G and a @ G^T with G = gathered(src, desc) never stored: random row offsets, run starts and a
+    constant row; long contractions (K x L past the L2 block: the run is cut in column blocks) and edge tiles."""
+    src, desc, g, a, out = _gather_case(np.float32, seed, m, k, runs, length, transposed, const)
     got = gemm_f32.matmul_gathered(a, src, desc, out, transposed=transposed, threads=threads)
     assert got is out
     _check(a, g.T if transposed else g, got)
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.sampled_from([512, 256]), m=st.integers(1, 40), k=st.integers(1, 300), runs=st.integers(1, 4),
+       length=st.integers(1, 90), transposed=st.booleans(), const=st.booleans(), threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2 ** 16))
+@example(bits=256, m=20, k=251, runs=2, length=512, transposed=False, const=True, threads=2, seed=1)  # whole tiles
+@example(bits=256, m=20, k=251, runs=2, length=512, transposed=True, const=False, threads=2, seed=1)  # 32-k steps
+def test_bf16_gathered_operand_read_in_place(bits, m, k, runs, length, transposed, const, threads, seed):
+    """The bf16 forms (compiled convolutions under autocast): a bf16 source and operand, float32 sums, the
+    outer form rounding once into a bf16 C -- whole tiles in the paired lane order, edge tiles (runs of any
+    length) in the columns' order -- the dot form in 32-k word steps plus masked tails; against float64, for
+    both vector widths' kernels on this host."""
+    src, desc, g, a, out = _gather_case(ml_dtypes.bfloat16, seed, m, k, runs, length, transposed, const)
+    g = g.astype(np.float64)
+    with mock.patch.object(gemm_f32, "_INSTANCE", _gemm(bits)):
+        got = gemm_f32.matmul_gathered(a, src, desc, out, transposed=transposed, threads=threads)
+    assert got is out
+    b = g.T if transposed else g
+    ref = a.astype(np.float64) @ b
+    # float32 sums of exact products, then one rounding to bf16 (half a unit: 2^-9 relative)
+    bound = (4 * np.finfo(np.float32).eps * max(1, b.shape[0]) ** 0.5 * (np.abs(a).astype(np.float64) @ np.abs(b))
+             + 2.0 ** -8 * np.abs(ref) + 1e-30)
+    assert np.all(np.abs(got.astype(np.float64) - ref) <= bound)
 
 
 @pytest.mark.parametrize("m,k,n,split", [(1000, 130, 700, "rows"), (601, 97, 333, "rows"), (100, 130, 1000, "cols"),
