@@ -137,6 +137,11 @@ def _fold_to_taps(g: Graph, n) -> bool:
     batch, outs = shape[:nb], shape[nb:nb + nk]
     meta = dict(n.meta)
     add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
+    # 16-bit folds sum in float32 and round once, as eager's fold does (a float32 kernel on upcast copies):
+    # bf16 adds would round every term (the casts fuse into the kernel's loads and store)
+    acc = dt.float32 if n.dtype in (dt.bfloat16, dt.float16) else n.dtype
+    if acc is not n.dtype:
+        x = add("cast", [x], dtype=acc)
     starts0, reps = [], []
     for o, k, s_, d_, H in zip(outs, kernel, stride, dil, size):
         period = o * s_
@@ -147,7 +152,7 @@ def _fold_to_taps(g: Graph, n) -> bool:
     y = add("expand", [y], shape=batch + sum(((r, o, s_) for r, o, s_ in zip(reps, outs, stride)), ()) + kernel)
     y = add("reshape", [y], shape=batch + tuple(r * o * s_ for r, o, s_ in zip(reps, outs, stride)) + kernel)
     zero_i = add("full", [], shape=(), value=0, dtype=dt.int64)
-    zero = add("full", [], shape=(), value=0.0, dtype=n.dtype)
+    zero = add("full", [], shape=(), value=0.0, dtype=acc)
     # masks[i][a]: along position dim i, where offset a contributes (broadcast over the other dims)
     masks = []
     for i, (k, d_, s_, o, H) in enumerate(zip(kernel, dil, stride, outs, size)):
@@ -172,6 +177,8 @@ def _fold_to_taps(g: Graph, n) -> bool:
             mask = add("logical_and", [mask, masks[i][off[i]]])
         t = add("where", [mask, t, zero])
         total = t if total is None else add("add", [total, t])
+    if acc is not n.dtype:
+        total = add("cast", [total], dtype=n.dtype)
     return replace_node(g, n, total)
 
 
