@@ -306,11 +306,14 @@ def _leading_sum_to_adds(g: Graph, n) -> bool:
     meta = dict(n.meta)
     add = lambda op, ins, **kw: g.add(op, ins, kw, device=n.device, meta=meta)  # noqa: E731
     flat = x if k == 1 else add("reshape", [x], shape=(rows,) + cols)
+    narrow = x.dtype in (dt.bfloat16, dt.float16)
+    if narrow:          # summed in float32 and rounded once, as the sum itself would be (and eager's is)
+        flat = add("cast", [flat], dtype=dt.float32)
     terms = [add("reshape", [add("slice", [flat], starts=(r,) + (0,) * len(cols), stops=(r + 1,) + cols,
                                   steps=(1,) * (len(cols) + 1))], shape=cols) for r in range(rows)]
     while len(terms) > 1:             # a balanced tree: independent adds, no long dependency chain
         terms = [add("add", terms[i:i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    out = terms[0]
+    out = add("cast", [terms[0]], dtype=x.dtype) if narrow else terms[0]
     if tuple(n.shape) != cols:        # keepdim
         out = add("reshape", [out], shape=tuple(n.shape))
     return replace_node(g, n, out)
