@@ -1,6 +1,6 @@
 """Eager convolutions whose columns are never copied: the products gather them from the padded input.
 
-In: an eager float32 CPU convolution (groups 1) and the composite it would otherwise run.  Out:
+In: an eager float32 or bfloat16 CPU convolution (groups 1) and the composite it would otherwise run.  Out:
 `gathered_conv(...)` -> the [N, O, *out] result as one autograd node, or None (the caller runs the composite).
 
 The composite (ember/nn/_functional/conv.py) copies the im2col columns ([C*K, *out, N]: 4 MB for the MNIST
@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..kernels import blas, blas_threads, window_ops
+from ..kernels import blas, blas_threads, casts, window_ops
 from .autograd import Function, enable_grad, grad, is_grad_enabled
 from .prims import _fold_kernel
 from .tensor import _wrap
@@ -72,7 +72,7 @@ class _GatheredConv(Function):
         xb = np.moveaxis(X, 0, -1)           # an unpadded batch-last input (a pooled conv result) is read as it lies
         if any(lo or hi for lo, hi in pads):
             src = xb
-            xb = np.zeros((C,) + padded + (N,), np.float32)
+            xb = np.zeros((C,) + padded + (N,), X.dtype)
             xb[(slice(None),) + tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, X.shape[2:]))] = src
         elif not xb.flags.c_contiguous:
             xb = np.ascontiguousarray(xb)
@@ -86,7 +86,7 @@ class _GatheredConv(Function):
         else:
             W2 = np.ascontiguousarray(W2)
             desc = (CK, J, L, koff, starts, ())
-        y = np.empty((O, J), np.float32)
+        y = np.empty((O, J), X.dtype)
         blas.matmul(W2, xb, y, gather_b=desc)
         ctx.saved = (xb, desc, W2, padded, out, pads)
         ctx.args = (x, weight, bias, composite)
@@ -117,7 +117,7 @@ class _GatheredConv(Function):
         dY = np.ascontiguousarray(np.moveaxis(g._data, 0, -1)).reshape(O, J)
         gx = gw = gb = None
         if weight.requires_grad or (bias is not None and bias.requires_grad):
-            dWb = np.empty((O, K), np.float32)
+            dWb = np.empty((O, K), dY.dtype)
             blas.matmul(dY, xb, dWb, transpose_b=True, gather_b=desc)
             CK = len(desc[3]) - (1 if bias is not None else 0)
             gw = _wrap(np.ascontiguousarray(dWb[:, :CK]).reshape(weight.shape))
@@ -127,6 +127,9 @@ class _GatheredConv(Function):
             kernel = tuple(weight.shape[2:])
             CK = C * math.prod(kernel)
             dcols = blas_threads.matmul(np.ascontiguousarray(W2[:, :CK].T), dY)      # [C*K, *out*N]
+            narrow = dcols.dtype != np.float32
+            if narrow:      # bf16: folded in float32 and rounded once, as eager's fold does
+                dcols = casts.astype(dcols, np.float32)
             nd = len(kernel)
             w = dcols.reshape((C,) + kernel + out + (N,))
             # [N, C, *out, *kernel] as fold takes it (a view: the batch stays innermost in memory)
@@ -136,15 +139,15 @@ class _GatheredConv(Function):
             if gxa is None:
                 full = _fold_kernel(np, w, padded, kernel, ctx.stride, ctx.dilation)       # [N, C, *padded]
                 gxa = full[(slice(None), slice(None)) + tuple(slice(a, a + n) for a, n in zip(lo, x.shape[2:]))]
-            gx = _wrap(gxa)
+            gx = _wrap(casts.astype(gxa, dY.dtype) if narrow else gxa)
         return gx, gw, gb, None, None, None, None, None
 
 
 def gathered_conv(x, weight, bias, stride, pads, dilation, composite):
     """x [N, C, *sp] (*) weight [O, C, *k] (+ bias) by products that gather the columns, or None when that
     does not apply (dtype, device, runs shorter than MIN_RUN, no compiled GEMM here)."""
-    if (x.dtype is not dt.float32 or weight.dtype is not dt.float32 or x.device.type != "cpu"
-            or weight.device.type != "cpu" or (bias is not None and (bias.dtype is not dt.float32
+    if (x.dtype not in (dt.float32, dt.bfloat16) or weight.dtype is not x.dtype or x.device.type != "cpu"
+            or weight.device.type != "cpu" or (bias is not None and (bias.dtype is not x.dtype
                                                                     or bias.device.type != "cpu"))
             or blas_threads.F32_GATHERED is None):
         return None

@@ -119,6 +119,38 @@ def test_bf16_columns_are_gathered_under_autocast():
     assert not any(np.prod(b.shape) == 26 * 36864 for p in progs for k in p.kernels for b in k.kernel.outputs)
 
 
+def test_eager_bf16_convolution_gathers_and_equals_compiled():
+    """An eager bf16 convolution (autocast's) runs the same gathered kernels (frontend/conv_gathered.py: no
+    im2col copy; the input gradient folded in float32, rounded once): values and every gradient equal the
+    compiled convolution's bit for bit, and lie within bf16's rounding of a float64 reference."""
+    rng = np.random.default_rng(5)
+    bf = lambda *s: ember.tensor(rng.standard_normal(s).astype(np.float32)).to(ember.bfloat16)  # noqa: E731
+    x, w, b, g = bf(16, 3, 12, 12), bf(8, 3, 5, 5), bf(8), bf(16, 8, 8, 8)
+
+    def run(fn):
+        args = [t.detach().requires_grad_() for t in (x, w, b)]
+        y = fn(*args)
+        y.backward(g)
+        return [y.detach()] + [a.grad for a in args]
+
+    def conv(x, w, b):
+        return F.conv2d(x, w, b)
+    eager, compiled = run(conv), run(ember.compile(conv))
+    assert conv(x, w.detach().requires_grad_(), b).grad_fn.name() == "_GatheredConvBackward"
+    for e, c in zip(eager, compiled):
+        assert e.dtype is c.dtype is ember.bfloat16
+        np.testing.assert_array_equal(e.view(ember.int16).numpy(), c.view(ember.int16).numpy())
+    import torch
+    t64 = lambda a: torch.tensor(a.float().numpy(), dtype=torch.float64, requires_grad=True)  # noqa: E731
+    tx, tw, tb = t64(x), t64(w), t64(b)
+    ty = torch.nn.functional.conv2d(tx, tw, tb)
+    ty.backward(torch.tensor(g.float().numpy(), dtype=torch.float64))
+    for e, r in zip(eager, (ty, tx.grad, tw.grad, tb.grad)):
+        r = r.detach().numpy()
+        # one rounding of float32 sums (the input gradient: of a bf16 product, then of the fold)
+        np.testing.assert_allclose(e.float().numpy(), r, rtol=2 ** -7, atol=2 ** -6 * np.abs(r).max())
+
+
 def test_gather_map_refuses_what_is_not_a_copy():
     scaled = _copy_kernel((4, 40), (3, 4, 32), lambda x: Binary("mul", _window(x), Const(2.0, dt.float32)))
     assert gather_map(scaled, (3, 128)) is None
