@@ -112,10 +112,14 @@ def _match(g: Graph, out: Node):
         inner.append(w)
         w = w.inputs[0]
     # from the softmax's input down to the product: a masked_fill (where with a constant) and a scale (mul or
-    # div by a constant), each optional, in either order
+    # div by a constant), each optional, in either order; under autocast a scale bf16 cannot hold is applied
+    # in float32 between casts (compiler/capture.py `SCALAR_IN_FLOAT32`): the casts are peeled too
     masked, negate, fill, scale, x = None, False, -math.inf, 1.0, w
-    for _ in range(2):
-        if x.op == "where" and masked is None:
+    for _ in range(4):
+        if (low is not None and x.op == "cast" and x.dtype in (low, dt.float32)
+                and x.inputs[0].dtype in (low, dt.float32)):
+            below = x.inputs[0]
+        elif x.op == "where" and masked is None:
             cond, a, b = x.inputs
             if _scalar(a) is not None and _scalar(b) is None:
                 masked, c, below = cond, _scalar(a), b

@@ -381,3 +381,33 @@ def test_bf16_sum_over_few_leading_rows_rounds_once_like_eager():
     def f(x):
         return x.sum(0)
     np.testing.assert_array_equal(ember.compile(f)(x).view(ember.int16).numpy(), f(x).view(ember.int16).numpy())
+
+
+_BF16_OPS = {
+    "x * 0.37": lambda x, y, p: x * 0.37, "x / 3": lambda x, y, p: x / 3.0, "2 / p": lambda x, y, p: 2.0 / p,
+    "x * 1001": lambda x, y, p: x * 1001, "x > 0.37": lambda x, y, p: x > 0.37, "x <= 0.1": lambda x, y, p: x <= 0.1,
+    "leaky_relu": lambda x, y, p: F.leaky_relu(x, 0.1), "x - 0.3": lambda x, y, p: x - 0.3,
+    "x + y": lambda x, y, p: x + y, "x * y": lambda x, y, p: x * y, "x / p": lambda x, y, p: x / p,
+    "p ** 0.7": lambda x, y, p: p ** 0.7, "x.sum(0)": lambda x, y, p: x.sum(0), "x.sum(-1)": lambda x, y, p: x.sum(-1),
+    "x.mean((0, 1))": lambda x, y, p: x.mean((0, 1)), "x.var(-1)": lambda x, y, p: x.var(-1),
+    "cumsum": lambda x, y, p: x.cumsum(-1), "x @ y^T": lambda x, y, p: x @ y.transpose(1, 2),
+    "where": lambda x, y, p: ember.where(x > 0, x, y), "clamp": lambda x, y, p: x.clamp(-0.5, 0.5),
+    "avg_pool2d": lambda x, y, p: F.avg_pool2d(x[None], 3, stride=2, padding=1),
+    "sdpa": lambda x, y, p: F.scaled_dot_product_attention(x[:, None], y[:, None], x[:, None], is_causal=True),
+    "gelu": lambda x, y, p: F.gelu(x), "relu": lambda x, y, p: F.relu(x), "exp": lambda x, y, p: x.exp(),
+}
+
+
+@pytest.mark.parametrize("name", list(_BF16_OPS))
+def test_compiled_bf16_ops_equal_eager_bit_for_bit(name):
+    """Compiled code computes what eager computes on bf16 tensors, to the bit: a Python number bf16 cannot
+    hold meets the tensor as float32 (x * 0.37: eager's float32 kernel), sums and pools round once, the
+    attention of bf16 tensors runs the float32 kernels on upcast copies in both."""
+    rng = np.random.default_rng(0)
+    x, y = (ember.tensor(rng.standard_normal((8, 32, 48)).astype(np.float32)).to(ember.bfloat16) for _ in range(2))
+    p = ember.tensor(np.abs(rng.standard_normal((8, 32, 48))).astype(np.float32) + 0.1).to(ember.bfloat16)
+    f = _BF16_OPS[name]
+    want, got = f(x, y, p), ember.compile(f)(x, y, p)
+    assert got.dtype is want.dtype and got.shape == want.shape
+    as_bits = (lambda t: t.view(ember.int16).numpy()) if want.dtype is ember.bfloat16 else (lambda t: t.numpy())
+    np.testing.assert_array_equal(as_bits(got), as_bits(want))

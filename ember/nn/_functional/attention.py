@@ -72,10 +72,14 @@ def _bool_masks(attn_mask, key_padding_mask, N, L, S_):
 
 def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale, masked=None):
     """The fused `attention` op (one kernel forward, one backward: ember/runtime/attention.py) for what its
-    kernels take -- float32 CPU tensors (bf16 under autocast keeps the ops the compiler fuses), equal batch
-    dims, no dropout, a bool mask or none -- else None.
+    kernels take -- float32 CPU tensors, equal batch dims, no dropout, a bool mask or none -- else None.
+    bfloat16 / float16 tensors (autocast's) run it on float32 copies and round the result once, as
+    PyTorch's fused CPU attention accumulates in float32: eager and compiled code then compute the same
+    bits (the compiler fuses the casts into the neighbouring kernels), where the composite rounded the
+    scores, the probabilities and the result.
     `masked`: the mask already in the op's sense (True: not attended)."""
-    if (dropout_p > 0.0 or query.device.type != "cpu" or query.dtype is not dt.float32
+    low = query.dtype if query.dtype.is_reduced_float else None
+    if (dropout_p > 0.0 or query.device.type != "cpu" or (query.dtype is not dt.float32 and low is None)
             or not query.dtype is key.dtype is value.dtype or query.ndim < 2
             or not query.ndim == key.ndim == value.ndim or tuple(query.shape[:-2]) != tuple(key.shape[:-2])
             or tuple(query.shape[:-2]) != tuple(value.shape[:-2]) or key.shape[-1] != query.shape[-1]
@@ -89,7 +93,10 @@ def _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale, mas
         else:
             masked = const(np.zeros((1, 1), dtype=bool), query)
     no_key = const(np.zeros(2, dtype=np.int64), query)        # no dropout: never read
-    return P("attention", query, key, value, masked, no_key, scale=float(scale), fill=float("-inf"), p=0.0, keep=1.0)
+    if low is not None:
+        query, key, value = (M.cast(t, dt.float32) for t in (query, key, value))
+    out = P("attention", query, key, value, masked, no_key, scale=float(scale), fill=float("-inf"), p=0.0, keep=1.0)
+    return out if low is None else M.cast(out, low)
 
 
 def _merge_masks(attn_mask, key_padding_mask, N, H, L, S_, dtype):

@@ -318,6 +318,7 @@ def _avg_divisor(spatial, outs, k, s, p, count_include_pad):
     return div
 
 
+@M.in_float32   # 16-bit: summed and divided in float32, rounded once (PyTorch's kernel; was two roundings, more traced)
 def _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, nd, op):
     if not input.dtype.is_floating_point:
         raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
