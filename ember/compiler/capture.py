@@ -30,20 +30,11 @@ from ..ir.ops import OPS, TType
 from ..frontend import autograd as ag
 from ..frontend import dispatch
 from ..frontend.tensor import Tensor, _wrap
+from .reduced_numbers import SCALAR_IN_FLOAT32, needs_float32, record_in_float32
 
 _EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
-# binary ops whose eager 16-bit kernel meets a Python number as float32 (add, sub and pow round it to the
-# tensor's dtype first, as PyTorch does: frontend/math_ops.py `_round_scalar`; where and min/max only select)
-SCALAR_IN_FLOAT32 = frozenset({"mul", "div", "remainder", "fmod", "atan2", "eq", "ne", "lt", "le", "gt", "ge"})
-
-
-def _inexact(v, d: dt.DType) -> bool:
-    """Does the 16-bit dtype d round the float32 value of Python number v?"""
-    f = np.float32(v)
-    return bool(f.astype(d.np) != f)
 
 class SymArray:
     """Stands in for an array while tracing: shape and dtype only."""
@@ -235,15 +226,11 @@ class Tracer:
         for t in inputs:
             if isinstance(t, Tensor):
                 like = t.dtype
-                if op == "where" and t.dtype is dt.bool_ and t is inputs[0]:
-                    like = None
-                    continue
                 break
-        if op == "where":
+        if op == "where":           # the dtype of the values, not of the condition
             like = next((t.dtype for t in inputs[1:] if isinstance(t, Tensor)), None)
-        if like is not None and like.is_reduced_float and op in SCALAR_IN_FLOAT32 and any(
-                (t.__class__ is float or t.__class__ is int) and _inexact(t, like) for t in inputs):
-            return self._record_in_float32(op, inputs, attrs, like)
+        if like is not None and like.is_reduced_float and op in SCALAR_IN_FLOAT32 and needs_float32(inputs, like):
+            return record_in_float32(self.record, op, inputs, attrs, like)
         device = next((t.device for t in inputs if isinstance(t, Tensor)), None)
         if device is None:
             from ..frontend.device import canonical
@@ -258,16 +245,6 @@ class Tracer:
         if self.replaying:
             node = self.graph.check_grad(node, rg)
         return self.symbolic(node, device, rg)
-
-    def _record_in_float32(self, op, inputs, attrs, low):
-        """op on a 16-bit tensor and a Python number that type cannot hold (x * 0.37 on bf16): traced as
-        eager computes it (dispatch._reduced_kernel: float32 copies, the number as float32, one rounding),
-        cast(op(cast(x, float32), number), low) -- the casts fuse into the kernel, which computes in float32
-        anyway; a `full` of the number in bf16 would have rounded it first (45% of x * 0.37 differed)."""
-        wide = [self.record("cast", (t,), {"dtype": dt.float32}) if isinstance(t, Tensor) and t.dtype is low else t
-                for t in inputs]
-        r = self.record(op, wide, dict(attrs))
-        return self.record("cast", (r,), {"dtype": low}) if r.dtype is dt.float32 else r
 
     def _replay_op(self, op, inputs, attrs):
         """The replay fast path (split.py): when the next recorded nodes are this op over exactly

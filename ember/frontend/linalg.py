@@ -81,34 +81,6 @@ def outer(a, b):
 ger = outer
 
 
-def bias_mm_16bit(x: Tensor, wt: Tensor, bias: Tensor) -> Tensor | None:
-    """x[M, K] @ wt[K, N] + bias[N] in one pass for bfloat16 CPU tensors in eager mode: the bias is added
-    in the bf16 GEMM's epilogue before its one rounding (PyTorch's addmm rounds once too), instead of a
-    second kernel that upcasts, adds and rounds again.  None when it does not apply (tracing, other
-    dtypes or devices, no generated GEMM): the caller then runs matmul + add."""
-    from . import dispatch
-    from ..kernels import blas_threads
-    if dispatch._tracing or blas_threads.BF16_MATMUL is None:
-        return None
-    if not (x.dtype is dt.bfloat16 and wt.dtype is dt.bfloat16 and bias.dtype is dt.bfloat16):
-        return None
-    if x.ndim != 2 or wt.ndim != 2 or bias.ndim != 1 or bias.shape[0] != wt.shape[1] or x.shape[1] != wt.shape[0]:
-        return None
-    if not (x.device.type == wt.device.type == bias.device.type == "cpu"):
-        return None
-    from .tensor import _wrap
-    out = _wrap(blas_threads.BF16_MATMUL(x._data, wt._data, bias._data), x.device)
-    if dispatch._mode.enabled and (x.requires_grad or wt.requires_grad or bias.requires_grad):
-        dispatch.attach_node(out, "addmm", _bias_mm_vjp, {}, (x, wt, bias), dispatch.INPUTS)
-    return out
-
-
-def _bias_mm_vjp(g, o, x, wt, bias):
-    return (P("matmul", g, P("permute", wt, dims=(1, 0))) if x.requires_grad else None,
-            P("matmul", P("permute", x, dims=(1, 0)), g) if wt.requires_grad else None,
-            P("sum", g, dims=(0,), keepdim=False) if bias.requires_grad else None)
-
-
 def _blend(x, r, beta, alpha):
     """beta * x + alpha * r, PyTorch's add* rule: with beta == 0, x is ignored (its nan / inf too); x
     broadcasts to r's shape, the result's."""
@@ -123,10 +95,11 @@ def _blend(x, r, beta, alpha):
 
 @autocast_op("addmm")
 def addmm(bias, a, b, beta=1, alpha=1):
-    if beta == 1 and alpha == 1 and isinstance(bias, Tensor) and isinstance(a, Tensor) and isinstance(b, Tensor):
-        r = bias_mm_16bit(a, b, bias)
-        if r is not None:
-            return r
+    if (beta == 1 and alpha == 1 and isinstance(bias, Tensor) and isinstance(a, Tensor) and isinstance(b, Tensor)
+            and a.dtype.is_reduced_float and a.dtype is b.dtype is bias.dtype and a.ndim == b.ndim == 2
+            and bias.ndim == 1 and bias.shape[0] == b.shape[1] and a.shape[1] == b.shape[0]
+            and a.device.type == b.device.type == bias.device.type == "cpu"):
+        return P("addmm", a, b, bias)    # 16-bit: the bias added before the one rounding (PyTorch's addmm)
     return _blend(bias, mm(a, b), beta, alpha)
 
 

@@ -659,6 +659,21 @@ register("matmul", lambda xp, x, y: blas_threads.matmul(x, y) if xp is np else x
 register_reduced("matmul", lambda xp, x, y: blas_threads.matmul(x, y))
 
 
+def _addmm_16bit(xp, x, y, bias):
+    """bf16: the generated GEMM with the bias in its epilogue, one rounding; else float32 on upcast copies."""
+    if blas_threads.BF16_MATMUL is not None and x.dtype == y.dtype == bias.dtype and x.dtype.kind == "V":
+        return blas_threads.BF16_MATMUL(x, y, bias)
+    up = [casts.astype(a, np.float32) for a in (x, y, bias)]
+    return casts.astype(blas_threads.matmul(up[0], up[1]) + up[2], x.dtype)
+
+
+register("addmm", lambda xp, x, y, bias: (blas_threads.matmul(x, y) if xp is np else xp.matmul(x, y)) + bias,
+         lambda g, o, x, y, bias: (P("matmul", g, _mT(y)) if x.requires_grad else None,
+                                   P("matmul", _mT(x), g) if y.requires_grad else None,
+                                   P("sum", g, dims=(0,), keepdim=False) if bias.requires_grad else None), INPUTS)
+register_reduced("addmm", _addmm_16bit)
+
+
 # ------------------------------------------------------------------------------- attention
 def _attention_vjp(g, o, q, k, v, masked, key, **attrs):
     """One attention_grad node computes (dq, dk, dv) joined; each gradient is a slice of it."""

@@ -577,6 +577,20 @@ def _matmul(ins, a):
 _def("matmul", "matmul", _matmul, arity=2)
 
 
+def _addmm(ins, a):
+    x, y, bias = ins
+    out = _matmul((x, y), a)
+    if len(x.shape) != 2 or len(y.shape) != 2:
+        _err("addmm", "the primitive takes 2-D matrices", ins)
+    if bias.dtype is not x.dtype or tuple(bias.shape) != (y.shape[-1],):
+        _err("addmm", f"expected a bias of shape [{y.shape[-1]}] and dtype {x.dtype.name}", ins)
+    return out
+
+
+_def("addmm", "matmul", _addmm, arity=3,
+     doc="x @ y + bias[N] rounded once (PyTorch's addmm: a 16-bit product adds its bias before it rounds)")
+
+
 # -------------------------------------------------------------------------------- attention
 def _attention_types(op, ins):
     q, k, v, m, key = ins[:5]

@@ -38,7 +38,12 @@ _DTYPES = {"bfloat16": _BF16, "float16": np.dtype(np.float16)}
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = False,
            transpose_b: bool = False, cast_a: str | None = None, cast_b: str | None = None,
-           gather_b: tuple | None = None) -> None:
+           gather_b: tuple | None = None, bias: np.ndarray | None = None) -> None:
+    """out = a @ b (operands as the flags say), + bias[N] before the one rounding of a 16-bit result (addmm)."""
+    if bias is not None:
+        b = gathered(np, b, gather_b) if gather_b is not None else b
+        _matmul_bias(a, b, out, transpose_a, transpose_b, cast_a, cast_b, bias)
+        return
     if transpose_a:
         a = np.swapaxes(a, -1, -2)
     if gather_b is not None:      # b is the source of an im2col that was never stored (passes/implicit_gemm.py)
@@ -55,6 +60,22 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, transpose_a: bool = Fa
         a = casts.astype(a, _DTYPES[cast_a]) if cast_a else a
         b = casts.astype(b, _DTYPES[cast_b]) if cast_b else b
     blas_threads.matmul(a, b, out=out)
+
+
+def _matmul_bias(a, b, out, transpose_a, transpose_b, cast_a, cast_b, bias) -> None:
+    """addmm: the bf16 GEMM adds the bias in its epilogue; other dtypes sum in float32 (or wider) and round
+    once into out."""
+    a = np.swapaxes(a, -1, -2) if transpose_a else a
+    b = np.swapaxes(b, -1, -2) if transpose_b else b
+    a = casts.astype(a, _DTYPES[cast_a]) if cast_a else a
+    b = casts.astype(b, _DTYPES[cast_b]) if cast_b else b
+    if blas_threads.BF16_MATMUL is not None and a.dtype == b.dtype == bias.dtype == out.dtype == _BF16 \
+            and out.flags.c_contiguous:
+        blas_threads.BF16_MATMUL(a, b, bias, out=out)
+        return
+    wide = np.promote_types(out.dtype, np.float32)
+    r = blas_threads.matmul(a.astype(wide, copy=False), b.astype(wide, copy=False)) + bias.astype(wide, copy=False)
+    out[...] = casts.astype(r, out.dtype) if r.dtype != out.dtype else r
 
 
 def gathered(xp, src, desc: tuple):
@@ -121,10 +142,13 @@ def run_extern(op: str, inputs: Sequence, out, attrs: dict, xp=np) -> None:
         from . import gpu as lib
     if op in ("matmul", "bmm"):
         a, b = inputs[0], inputs[1]
+        bias = inputs[2] if attrs.get("bias") else None
         if xp is np:
             lib.matmul(a, b, out, bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b")),
-                       attrs.get("cast_a"), attrs.get("cast_b"), attrs.get("gather_b"))
+                       attrs.get("cast_a"), attrs.get("cast_b"), attrs.get("gather_b"), bias)
             return
+        if bias is not None:
+            raise NotImplementedError("addmm (a 16-bit product with its bias) runs on the CPU only")
         if attrs.get("gather_b"):
             b = gathered(xp, b, attrs["gather_b"])
         a = a.astype(_DTYPES[attrs["cast_a"]]) if attrs.get("cast_a") else a  # (CuPy: no folded GEMM: a cast)

@@ -429,6 +429,13 @@ def _matmul(b, c):
     return b.op("MatMul", c.xs)
 
 
+def _addmm(b, c):
+    """x @ y + bias rounded once: in float32 between casts (a 16-bit MatMul and Add would round twice)."""
+    f32 = onnx_type(dt.float32)
+    x, y, bias = (b.op("Cast", [v], to=f32) for v in c.xs)
+    return b.op("Cast", [b.op("Add", [b.op("MatMul", [x, y]), bias])], to=onnx_type(c.in_dtype(0)))
+
+
 def _attention(b, c):
     """softmax(where(masked, fill, (q @ k^T) * scale)) @ v, as ONNX operators (opset 17 has no fused form)."""
     if c.attrs["p"] > 0:
@@ -500,7 +507,7 @@ EMITTERS = {
     "cat": _cat, "windows": _windows, "fold": _fold,
     "take": _take, "gather": _gather, "index_add": _index_add, "scatter_add": _scatter("add"),
     "scatter": _scatter("none"), "scatter_reduce": _scatter_reduce, "argsort": _argsort, "topk": _topk,
-    "matmul": _matmul, "attention": _attention,
+    "matmul": _matmul, "addmm": _addmm, "attention": _attention,
     "attention_grad": _attention_grad, "random": _random, "full": _full, "arange": _arange,
 }
 

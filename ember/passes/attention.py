@@ -113,7 +113,7 @@ def _match(g: Graph, out: Node):
         w = w.inputs[0]
     # from the softmax's input down to the product: a masked_fill (where with a constant) and a scale (mul or
     # div by a constant), each optional, in either order; under autocast a scale bf16 cannot hold is applied
-    # in float32 between casts (compiler/capture.py `SCALAR_IN_FLOAT32`): the casts are peeled too
+    # in float32 between casts (compiler/reduced_numbers.py): the casts are peeled too
     masked, negate, fill, scale, x = None, False, -math.inf, 1.0, w
     for _ in range(4):
         if (low is not None and x.op == "cast" and x.dtype in (low, dt.float32)

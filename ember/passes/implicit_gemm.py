@@ -94,7 +94,7 @@ def _candidate(users, v, src, program) -> bool:
         if not isinstance(st, ExternStep):
             return False
         k = st.kernel
-        if (k.op != "matmul" or p != 1 or k.attrs.get("cast_b")
+        if (k.op != "matmul" or p != 1 or k.attrs.get("cast_b") or k.attrs.get("bias")
                 or k.attrs.get("gather_b") or st.args.count(v.name) != 1):
             return False
         view = tuple(st.views.get(1, v.shape))

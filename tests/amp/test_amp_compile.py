@@ -395,6 +395,8 @@ _BF16_OPS = {
     "avg_pool2d": lambda x, y, p: F.avg_pool2d(x[None], 3, stride=2, padding=1),
     "sdpa": lambda x, y, p: F.scaled_dot_product_attention(x[:, None], y[:, None], x[:, None], is_causal=True),
     "gelu": lambda x, y, p: F.gelu(x), "relu": lambda x, y, p: F.relu(x), "exp": lambda x, y, p: x.exp(),
+    "linear + bias": lambda x, y, p: F.linear(x, y[0, :20], p[0, 0, :20]),
+    "addmm": lambda x, y, p: ember.addmm(p[0, 0, :32], x[0], y[0].t()),
 }
 
 
@@ -402,7 +404,8 @@ _BF16_OPS = {
 def test_compiled_bf16_ops_equal_eager_bit_for_bit(name):
     """Compiled code computes what eager computes on bf16 tensors, to the bit: a Python number bf16 cannot
     hold meets the tensor as float32 (x * 0.37: eager's float32 kernel), sums and pools round once, the
-    attention of bf16 tensors runs the float32 kernels on upcast copies in both."""
+    attention of bf16 tensors runs the float32 kernels on upcast copies in both, a linear layer's bias is
+    added before the product rounds (the `addmm` primitive: the bf16 GEMM's epilogue in both)."""
     rng = np.random.default_rng(0)
     x, y = (ember.tensor(rng.standard_normal((8, 32, 48)).astype(np.float32)).to(ember.bfloat16) for _ in range(2))
     p = ember.tensor(np.abs(rng.standard_normal((8, 32, 48))).astype(np.float32) + 0.1).to(ember.bfloat16)

@@ -281,6 +281,7 @@ PRIMITIVE_CASES = {
         [(3, 4), "idx"]),
     "attention": (lambda q, k, v: ember.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True),
                   [(2, 5, 4), (2, 5, 4), (2, 5, 3)]),
+    "addmm_bf16": (lambda x, w, b: F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()).float(), [(3, 4), (5, 4), (5,)]),
     "matmul_consts": (lambda x, y: ember.cat([(x @ y).reshape(-1), (x.expand(2, 3, 4) @ y).reshape(-1),
                                               ember.arange(5, dtype=ember.float32), ember.full((2,), 7.0),
                                               ember.linspace(0, 1, 3)]), [(3, 4), (4, 2)]),

@@ -14,7 +14,6 @@ from ...frontend import autograd as ag
 from ...frontend import math_ops as M
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P, attach_node
-from ...frontend.linalg import bias_mm_16bit
 from ...frontend.tensor import _wrap
 from ...kernels import blas_threads
 from ._util import Tensor, is_tracing
@@ -42,8 +41,12 @@ def linear(input: Tensor, weight: Tensor, bias=None) -> Tensor:
     if input.ndim != 2:
         x = P("reshape", input, shape=(math.prod(shape[:-1]), shape[-1]))
     wt = P("permute", weight, dims=(1, 0))
-    y = bias_mm_16bit(x, wt, bias) if bias is not None else None    # bf16: bias in the GEMM's epilogue
-    if y is None:
+    if (bias is not None and x.dtype.is_reduced_float and bias.dtype is x.dtype and bias.ndim == 1
+            and x.device.type == "cpu" and bias.device.type == "cpu"):
+        # 16-bit: the bias added before the one rounding, as PyTorch's addmm (bf16: in the GEMM's epilogue),
+        # eager and compiled alike; matmul + add would round twice
+        y = P("addmm", x, wt, bias)
+    else:
         y = P("matmul", x, wt)
         if bias is not None:
             y = P("add", y, bias if bias.dtype is y.dtype else M.cast(bias, y.dtype))

@@ -74,7 +74,7 @@ def classify(n: Node) -> tuple[NodeClass, str]:
         return NodeClass.GATHER, ""
     if op == "random":
         return NodeClass.RANDOM, ""
-    if op == "matmul":
+    if op in ("matmul", "addmm"):
         return NodeClass.EXTERN, ""
     return NodeClass.EAGER, _EAGER_REASONS.get(op, f"{op} has no kernel IR lowering")
 

@@ -266,7 +266,7 @@ class Fuser:
                 self._record(FusionKind.FUSED, f"matmul operand {i} read as a free view of {base.name}"
                              + (" (transposed)" if transpose else ""), [x, n])
             cast = None
-            if operands.folds_cast(self, base):
+            if i < 2 and operands.folds_cast(self, base):      # (an addmm's bias, input 2, is read as stored)
                 cast_node, base = base, operands.unreshaped(self, base.inputs[0])
                 cast = cast_node.dtype.name
                 self._record(FusionKind.FUSED, f"cast of matmul operand {i} to {cast} folded into the product "

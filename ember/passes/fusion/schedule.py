@@ -146,6 +146,8 @@ def _extern_step(f: Fuser, grp: Group, kid: int, names: dict) -> ExternStep:
     for (_, _, _, cast), name in zip(grp.operands, ("cast_a", "cast_b")):
         if cast is not None:
             attrs[name] = cast           # a float32 operand the GEMM rounds as it packs (decide._folds_cast)
+    if n.op == "addmm":
+        attrs["bias"] = True             # input 2, [N]: added before the one rounding (the bf16 GEMM's epilogue)
     out = Buf(names[n], n.shape, n.dtype)
     epilogue = None
     computed = [n]
