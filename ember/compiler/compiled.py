@@ -49,7 +49,7 @@ from .check import CheckedExecutor, check_mode
 from .dynamic import DynamicDims, ShapeGuard, pin_symbols, symbolic_shapes
 from .guards import changed_guard, describe_guards, guard_key, state_guard
 from .interpreter import Interpreter
-from .joint import build_backward
+from .joint import build_backward, no_path
 from .pytree import flat_spec, flatten, unflatten
 from .training import FromHyper, GradGuard, GradReplay, OptimizerGuard, collect_grads, grad_snapshot
 from .watch import TraceWatch
@@ -112,6 +112,7 @@ class Backward:
     plan: tuple                  # backward inputs: ("saved", i) | ("grad", i)
     watch: tuple = ()            # ("input", k) | ("output", i): tensors whose memory holds a saved
                                  # value (or a view of it); their versions are checked at backward
+    no_path: frozenset = frozenset()  # grad_inputs positions no output depends on (joint.no_path)
 
 
 @dataclass
@@ -316,8 +317,8 @@ class CompiledGraph:
     def _attach_backward(self, out_tensors, saved, leaves):
         bw = self.backward
         sources = [self._tensor_of(ph, leaves) for ph in bw.grad_inputs]
-        nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator()) if t.requires_grad else None
-                      for t in sources)
+        nexts = tuple((t.grad_fn if t.grad_fn is not None else t._accumulator())
+                      if t.requires_grad and k not in bw.no_path else None for k, t in enumerate(sources))
         versions = []       # PyTorch's check: a saved value modified in place fails backward
         for kind, i in bw.watch:
             t = out_tensors[i] if kind == "output" else self._tensor_of(self.graph.inputs[i], leaves)
@@ -811,7 +812,7 @@ class CompiledFunction:
         bwd, saved, grad_out_index, grad_inputs, plan = build_backward(graph, flags, devices, grad_nodes)
         graph.set_outputs(outputs + saved)
         return Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs), tuple(plan),
-                        _saved_aliases(graph, saved, outputs))
+                        _saved_aliases(graph, saved, outputs), no_path(bwd))
 
     def _break(self, rec, graph=None, dump=None, leaves=None, spec=None):
         self.stats["breaks"] += 1

@@ -130,6 +130,12 @@ def requires_grad_nodes(fwd: Graph, input_flags: dict, traced: set | None = None
     return req
 
 
+def no_path(bwd: Graph) -> frozenset:
+    """Positions of the backward outputs whose forward input no output depends on: their gradient is not
+    a zero but none at all (an unused argument's .grad stays None, as in PyTorch)."""
+    return frozenset(k for k, o in enumerate(bwd.outputs) if (o.meta or {}).get("no_path"))
+
+
 def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | None = None):
     """Returns (bwd graph, saved forward nodes in bwd-input order, grad output flags, grad inputs).
 
@@ -187,9 +193,9 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | N
         result = []
         for ph in grad_inputs:
             g = grads.get(ph)
-            if g is None:
+            if g is None:       # no path from the outputs: PyTorch leaves its .grad alone (`no_path`)
                 result.append(bwd.add("full", [], {"shape": tuple(ph.shape), "value": 0.0, "dtype": ph.dtype},
-                                      device=ph.device))
+                                      device=ph.device, meta={"no_path": True}))
             else:
                 if tuple(g.shape) != tuple(ph.shape):
                     raise RuntimeError(f"internal: gradient shape {tuple(g.shape)} != input shape {tuple(ph.shape)}")

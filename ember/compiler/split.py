@@ -50,7 +50,7 @@ from . import backends
 from .capture import SymArray, Tracer, same_attrs, tracing, user_source
 from .compiled import (_SPENT, Backward, CompiledBackwardNode, CompiledGraph, _OutputSelect, _graph_device,
                        _saved_aliases)
-from .joint import build_backward
+from .joint import build_backward, no_path
 from .training import FromHyper
 
 __all__ = ["SplitFunction"]
@@ -345,7 +345,7 @@ class SplitRun:
             if grad_out_index:
                 g.set_outputs(outputs + saved)
                 backward = Backward(bwd, tuple(saved), tuple(grad_out_index), tuple(grad_inputs), len(outputs),
-                                    tuple(plan), _saved_aliases(g, saved, outputs))
+                                    tuple(plan), _saved_aliases(g, saved, outputs), no_path(bwd))
         device = _graph_device([t for t in tensors if isinstance(t, Tensor)], tr)
         k = len(self.sf.pieces)
         cg = CompiledGraph(f"{self.cf.name}[piece {k}]", g, [None] * len(g.inputs), None, [], tr.rng_count,

@@ -269,3 +269,19 @@ def test_backward_inside_compiled_function_is_captured_and_create_graph_breaks()
     assert br and br[0].code == "B009" and br[0].hint and "create_graph" in br[0].reason
     _close(out, (2 * x * x * w).sum())
     assert float(loss) == pytest.approx(float((x * w).sum()))
+
+
+def test_an_argument_no_output_depends_on_gets_no_gradient():
+    """As in PyTorch: an unused argument's .grad stays None (not a zero tensor an optimizer would then decay
+    or step); one that reaches an output through a zero factor gets zeros. Also across a graph break."""
+    def f(x, y, z):
+        return (x * 2).sum() + (z * 0).sum()
+
+    def g(x, y, z):
+        a = (x * 2).sum()
+        print(end="")           # a graph break: the pieces compile apart
+        return a + (z * 0).sum()
+    for fn in (f, g):
+        x, y, z = (ember.ones(3, requires_grad=True) for _ in range(3))
+        ember.compile(fn)(x, y, z).backward()
+        assert x.grad.tolist() == [2.0, 2.0, 2.0] and y.grad is None and z.grad.tolist() == [0.0, 0.0, 0.0]
