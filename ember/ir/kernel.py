@@ -21,8 +21,8 @@ from ember.ir import dtypes as dt
 from ember.ir.dtypes import DType
 from ember.ir.index import (IBin, IConst, IGather, IndexExpr, Var, as_index, index_gathers,  # noqa: F401
                             index_postorder, index_vars, o, r)
-from ember.ir.ops import (ARITH_BINARY, BOOL_UNARY, FLOAT_UNARY, KERNEL_BINARY, KERNEL_REDUCE, KERNEL_UNARY,
-                          SAME_UNARY)
+from ember.ir.ops import (ARITH_BINARY, BOOL_UNARY, EXPENSIVE, FLOAT_UNARY, KERNEL_BINARY, KERNEL_REDUCE,
+                          KERNEL_UNARY, OPS, SAME_UNARY)
 from ember.ir.rng import DISTS
 from ember.ir.sizes import as_size, free_symbols, sym_str
 from ember.ir.walk import walk_postorder
@@ -42,6 +42,8 @@ UNARY_OPS = KERNEL_UNARY
 BINARY_OPS = KERNEL_BINARY
 REDUCE_OPS = KERNEL_REDUCE
 EXTERN_OPS = ("matmul", "bmm", "conv2d")
+WORK_EXPENSIVE = 16     # `Kernel.work`: scalar instructions of a transcendental (erf, exp: a polynomial or two)
+WORK_ROUNDING = 4       # and of a rounding to bf16 / float16
 
 
 # ===================================================================================== buffers
@@ -448,6 +450,26 @@ class Kernel:
             if isinstance(node, (Unary, Binary, Where, Reduce, Random)):
                 inner = self.uses_inner[id(node)] or isinstance(node, Reduce)
                 total += n_outer * (n_inner if inner else 1)
+        return total
+
+    @property
+    def work(self) -> int:
+        """`flops` weighted by what each op costs in instructions (a transcendental ~16, a rounding to a
+        16-bit float ~4): the CPU runtime's measure for splitting a kernel across threads.  Counted as
+        flops, a bf16 GELU (half float32's bytes, erf counted once) stayed on one thread, 2.8x slower."""
+        n_outer = math.prod(self.outer)
+        n_inner = math.prod(self.inner) if self.inner else 1
+        total = 0
+        for node in self.nodes:
+            if isinstance(node, (Unary, Binary, Where, Reduce, Random)):
+                w = WORK_EXPENSIVE if isinstance(node, Random) or (
+                    isinstance(node, (Unary, Binary)) and OPS[node.op].cost >= EXPENSIVE) else 1
+            elif isinstance(node, Cast) and node.dtype.is_reduced_float:
+                w = WORK_ROUNDING
+            else:
+                continue
+            inner = self.uses_inner[id(node)] or isinstance(node, Reduce)
+            total += w * n_outer * (n_inner if inner else 1)
         return total
 
     # ------------------------------------------------------------------------------- text

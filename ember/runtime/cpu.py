@@ -267,8 +267,8 @@ class KernelCallable(BoundKernel):
         self._extra = tuple(values[s] for s in self.symbols)
         self.n0 = evaluate(k.outer[0], values) if self.symbols else k.outer[0]
         moved = evaluate(k.bytes_moved, values) if self.symbols else k.bytes_moved
-        flops = evaluate(k.flops, values) if self.symbols else k.flops
-        big = moved >= PARALLEL_MIN_BYTES or flops >= PARALLEL_MIN_FLOPS
+        work = evaluate(k.work, values) if self.symbols else k.work
+        big = moved >= PARALLEL_MIN_BYTES or work >= PARALLEL_MIN_FLOPS
         self.parallel_ok = big and self.n0 > 1
         self.max_chunks = max(1, min(self.n0, moved // CHUNK_BYTES))
 

@@ -414,3 +414,19 @@ def test_compiled_bf16_ops_equal_eager_bit_for_bit(name):
     assert got.dtype is want.dtype and got.shape == want.shape
     as_bits = (lambda t: t.view(ember.int16).numpy()) if want.dtype is ember.bfloat16 else (lambda t: t.numpy())
     np.testing.assert_array_equal(as_bits(got), as_bits(want))
+
+
+def test_kernel_work_weights_transcendentals_and_roundings():
+    """The CPU runtime splits a kernel across threads by its bytes or its `work`: a bf16 GELU moves half of
+    float32's bytes and counted as plain flops (erf = 1) it stayed on one thread, 2.8x slower than
+    float32's; weighted (erf ~16 instructions, a bf16 rounding ~4) it crosses the threshold."""
+    from ember.ir import kernel as K
+    from ember.runtime import cpu
+    x = ember.tensor(np.random.default_rng(0).standard_normal((16, 64, 512)).astype(np.float32)).to(ember.bfloat16)
+    f = ember.compile(lambda x: F.gelu(x))
+    f(x)
+    (step,) = f.variants[-1].forward_exec.program.kernels
+    k = step.kernel
+    assert k.bytes_moved < cpu.PARALLEL_MIN_BYTES and k.flops < cpu.PARALLEL_MIN_FLOPS <= k.work
+    n = 16 * 64 * 512
+    assert k.work == n * (4 + K.WORK_EXPENSIVE + K.WORK_ROUNDING)     # mul, mul, add, mul; erf; the rounding
