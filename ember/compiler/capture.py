@@ -30,7 +30,7 @@ from ..ir.ops import OPS, TType
 from ..frontend import autograd as ag
 from ..frontend import dispatch
 from ..frontend.tensor import Tensor, _wrap
-from .reduced_numbers import SCALAR_IN_FLOAT32, needs_float32, record_in_float32
+from .reduced_numbers import needs_float32, record_in_float32
 
 _EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,7 +207,8 @@ class Tracer:
         dtype = like_dtype or (dt.bool_ if isinstance(t, bool) else dt.int64 if isinstance(t, int)
                                else dt.default_float)
         v = bool(t) if dtype is dt.bool_ else int(t) if dtype.is_integer else float(t)
-        return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype}, meta=self._meta())
+        meta = {**(self._meta() or {}), "scalar": True}   # VJPs get the number itself (joint.py `_vjp_input`)
+        return self.graph.add("full", [], {"shape": (), "value": v, "dtype": dtype}, meta=meta)
 
     def _meta(self):
         """A new node's meta: the user's file:line (not looked up while replaying: the node exists)."""
@@ -229,7 +230,7 @@ class Tracer:
                 break
         if op == "where":           # the dtype of the values, not of the condition
             like = next((t.dtype for t in inputs[1:] if isinstance(t, Tensor)), None)
-        if like is not None and like.is_reduced_float and op in SCALAR_IN_FLOAT32 and needs_float32(inputs, like):
+        if like is not None and like.is_reduced_float and needs_float32(inputs, like):
             return record_in_float32(self.record, op, inputs, attrs, like)
         device = next((t.device for t in inputs if isinstance(t, Tensor)), None)
         if device is None:

@@ -130,6 +130,15 @@ def requires_grad_nodes(fwd: Graph, input_flags: dict, traced: set | None = None
     return req
 
 
+def _vjp_input(n):
+    """A Python number the trace turned into a 0-d `full` (capture.py `node_of`), as the number: eager's VJPs
+    get the number, and arithmetic on it (pow's `y - 1`) runs in Python, not in the tensor's dtype -- a bf16
+    0-d tensor rounded pow's exponent and 15% of the gradient's elements differed.  None for anything else."""
+    if n.op == "full" and (n.meta or {}).get("scalar"):
+        return n.attrs["value"]
+    return None
+
+
 def no_path(bwd: Graph) -> frozenset:
     """Positions of the backward outputs whose forward input no output depends on: their gradient is not
     a zero but none at all (an unused argument's .grad stays None, as in PyTorch)."""
@@ -183,7 +192,7 @@ def build_backward(fwd: Graph, input_flags: dict, devices: dict, traced: set | N
             g = grads.pop(n)
             vjp, _ = dispatch.VJPS[n.op]
             tr.source = n.meta.get("source")   # backward nodes carry their forward node's line
-            ins = [val(i) for i in n._inputs]
+            ins = [val(i) if (s := _vjp_input(i)) is None else s for i in n._inputs]
             in_grads = vjp(g, val(n), *ins, **n.attrs)
             for i, ig in zip(n._inputs, in_grads):
                 if ig is None or i not in req:

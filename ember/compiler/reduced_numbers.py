@@ -5,7 +5,9 @@ Eager runs an op with a float16 / bfloat16 input on float32 copies and rounds th
 number into a `full` of the tensor's dtype would round it first (0.369140625 in bf16: 45% of x * 0.37 on
 bf16 differed from eager).  Such an op is recorded as cast(op(cast(x, float32), number), low) instead; the
 casts fuse into the kernel, which computes in float32 anyway.  Numbers the dtype holds exactly (2.0, 0.5,
-small integers) keep the plain form: both give the same bits.
+small integers) keep the plain form: both give the same bits -- so do the numbers the composites round to the
+tensor's dtype first, as PyTorch does (frontend/math_ops.py `_round_scalar`: x + 0.1); any other number that
+reaches a primitive, from a composite or a VJP (pow(x, -0.99) in pow's gradient), is float32 in eager.
 """
 from __future__ import annotations
 
@@ -14,11 +16,7 @@ import numpy as np
 from ..frontend.tensor import Tensor
 from ..ir import dtypes as dt
 
-__all__ = ["SCALAR_IN_FLOAT32", "needs_float32", "record_in_float32"]
-
-# binary ops whose eager 16-bit kernel meets a Python number as float32 (add, sub and pow round it to the
-# tensor's dtype first, as PyTorch does: frontend/math_ops.py `_round_scalar`; where and min/max only select)
-SCALAR_IN_FLOAT32 = frozenset({"mul", "div", "remainder", "fmod", "atan2", "eq", "ne", "lt", "le", "gt", "ge"})
+__all__ = ["needs_float32", "record_in_float32"]
 
 
 def needs_float32(inputs, low: dt.DType) -> bool:
