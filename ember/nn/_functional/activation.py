@@ -88,12 +88,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         out = _gelu_eager(input, approximate)
         if out is not None:
             return out
-    if approximate == "none":
-        cdf = P("add", P("mul", P("erf", P("mul", input, 1.0 / math.sqrt(2.0))), 0.5), 0.5)
-        return P("mul", input, cdf)
-    inner = P("mul", P("add", input, P("mul", P("mul", P("mul", input, input), input), 0.044715)),
-              math.sqrt(2.0 / math.pi))
-    return P("mul", P("mul", input, 0.5), P("add", P("tanh", inner), 1.0))
+    return _gelu_math(input, _prim_unary, approximate)
 
 
 _SQRT1_2, _SQRT_2_PI = 1.0 / math.sqrt(2.0), math.sqrt(2.0 / math.pi)
@@ -105,7 +100,7 @@ def _gelu_eager(input: Tensor, approximate: str):
     (kernels/generated.py) where the composite ran ~5 passes and an erf forward, ~10 backward -- ~2 ms a
     layer of the eager GPT step.  None (small arrays, no code generator): the composite."""
     a = input._data
-    y = generated.elementwise(f"gelu_{approximate}", _GELU_IR[approximate], [a])
+    y = generated.elementwise(f"gelu_{approximate}", lambda x: _gelu_math(x, _kernel_unary, approximate), [a])
     if y is None:
         return None
     out = _wrap(y, input.device)
@@ -114,52 +109,44 @@ def _gelu_eager(input: Tensor, approximate: str):
     return out
 
 
-def _gelu_ir(x):
-    from ...ir import kernel as K
-    return x * (K.unary("erf", x * _SQRT1_2) * 0.5 + 0.5)
+def _gelu_math(x, unary, approximate):
+    """GELU written once, for kernel IR values (eager's generated pass) and for tensors (traced, or the
+    composite): the operators work on both; unary(name, v) applies erf / tanh / exp in either world."""
+    if approximate == "none":
+        return x * (unary("erf", x * _SQRT1_2) * 0.5 + 0.5)
+    return x * 0.5 * (unary("tanh", (x + x * x * x * _KAPPA) * _SQRT_2_PI) + 1.0)
 
 
-def _gelu_tanh_ir(x):
-    from ...ir import kernel as K
-    return x * 0.5 * (K.unary("tanh", (x + x * x * x * _KAPPA) * _SQRT_2_PI) + 1.0)
-
-
-def _gelu_grad_ir(g, x):
-    """d/dx x Phi(x) = Phi(x) + x phi(x)."""
-    from ...ir import kernel as K
-    cdf = K.unary("erf", x * _SQRT1_2) * 0.5 + 0.5
-    pdf = K.unary("exp", x * x * -0.5) * _INV_SQRT_2PI
-    return g * (cdf + x * pdf)
-
-
-def _gelu_tanh_grad_ir(g, x):
-    """PyTorch's: with t = tanh(b (x + k x^3)), 0.5 (1 + t) + 0.5 x (1 - t^2) b (1 + 3 k x^2)."""
-    from ...ir import kernel as K
+def _gelu_grad_math(g, x, unary, approximate):
+    """none: d/dx x Phi(x) = Phi(x) + x phi(x).  tanh: PyTorch's, with t = tanh(b (x + k x^3)),
+    0.5 (1 + t) + 0.5 x (1 - t^2) b (1 + 3 k x^2)."""
+    if approximate == "none":
+        cdf = unary("erf", x * _SQRT1_2) * 0.5 + 0.5
+        pdf = unary("exp", x * x * -0.5) * _INV_SQRT_2PI
+        return g * (cdf + x * pdf)
     x2 = x * x
-    t = K.unary("tanh", (x + x2 * x * _KAPPA) * _SQRT_2_PI)
+    t = unary("tanh", (x + x2 * x * _KAPPA) * _SQRT_2_PI)
     return g * ((t + 1.0) * 0.5 + x * 0.5 * (1.0 - t * t) * _SQRT_2_PI * (x2 * (3.0 * _KAPPA) + 1.0))
 
 
-_GELU_IR = {"none": _gelu_ir, "tanh": _gelu_tanh_ir}
-_GELU_GRAD_IR = {"none": _gelu_grad_ir, "tanh": _gelu_tanh_grad_ir}
+def _prim_unary(name, v):
+    return P(name, v)
+
+
+def _kernel_unary(name, v):
+    from ...ir import kernel as K
+    return K.unary(name, v)
 
 
 def _gelu_vjp(g, o, x, approximate):
     if g._xp is np and not ag.is_grad_enabled() and g.dtype is x.dtype and g._data.shape == x._data.shape:
-        r = generated.elementwise(f"gelu_grad_{approximate}", _GELU_GRAD_IR[approximate], [g._data, x._data])
+        r = generated.elementwise(f"gelu_grad_{approximate}",
+                                  lambda g, x: _gelu_grad_math(g, x, _kernel_unary, approximate),
+                                  [g._data, x._data])
         if r is not None:
             return (_wrap(r, g.device),)
     # differentiated again (or no generated code): the derivative in ember ops
-    if approximate == "none":
-        cdf = P("add", P("mul", P("erf", P("mul", x, _SQRT1_2)), 0.5), 0.5)
-        pdf = P("mul", P("exp", P("mul", P("mul", x, x), -0.5)), _INV_SQRT_2PI)
-        return (P("mul", g, P("add", cdf, P("mul", x, pdf))),)
-    x2 = P("mul", x, x)
-    t = P("tanh", P("mul", P("add", x, P("mul", P("mul", x2, x), _KAPPA)), _SQRT_2_PI))
-    left = P("mul", P("add", t, 1.0), 0.5)
-    right = P("mul", P("mul", P("mul", P("mul", x, 0.5), P("sub", 1.0, P("mul", t, t))), _SQRT_2_PI),
-              P("add", P("mul", x2, 3.0 * _KAPPA), 1.0))
-    return (P("mul", g, P("add", left, right)),)
+    return (_gelu_grad_math(g, x, _prim_unary, approximate),)
 
 
 @M.in_float32
