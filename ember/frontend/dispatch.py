@@ -11,7 +11,8 @@ ember/frontend/prims.py registers one of its own; VJPs are registered there by o
 CPU kernels compute them in float32 and round each result once. So an op with a 16-bit float input
 runs its float32 kernel on upcast copies and rounds the result back (`_reduced_kernel`), unless it
 only moves data (NATIVE_16BIT) or registered a kernel of its own (`register_reduced`: matmul
-accumulates in float32 through a bf16 GEMM).
+accumulates in float32 through a bf16 GEMM); exact elementwise ops (add, mul, where, compares...) do
+the same in one generated pass (ember/kernels/elementwise16.py) instead of three numpy passes.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ VJPS: dict = {}        # op -> (vjp(g, out, *inputs, **attrs) -> tuple of grads,
 FUSED: dict = {}
 
 # ops whose numpy kernels only move or select data: exact on 16-bit floats as they are
-NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "cat", "windows", "take", "gather",
-                          "stop_gradient", "full", "arange"))
+NATIVE_16BIT = frozenset(("reshape", "permute", "expand", "slice", "flip", "pad", "cat", "windows", "take",
+                          "gather", "stop_gradient", "full", "arange"))
 
 # What a VJP reads, version-checked at backward time (PyTorch's "modified by an inplace operation").
 # The values are the spellings docs/ops.md shows.
@@ -125,7 +126,13 @@ def _reduced_kernel(op):
     if op in NATIVE_16BIT:
         k = base
     else:
+        one_pass = op in _elementwise16.OPS
+
         def k(xp, *args, **attrs):
+            if one_pass and not attrs:       # one generated pass: load 16-bit, float32 op, round on store
+                r = _elementwise16.run(op, args)
+                if r is not None:
+                    return r
             low = None
             up = []
             for a in args:
@@ -255,6 +262,7 @@ def attach_node(out, op, vjp, attrs, inputs, saves):
 
 import numpy as _np  # noqa: E402
 from ..kernels import casts as _casts  # noqa: E402
+from ..kernels import elementwise16 as _elementwise16  # noqa: E402
 from ..ir import dtypes as _dt  # noqa: E402
 from .tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
 from .device import CPU as _CPU  # noqa: E402

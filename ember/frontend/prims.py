@@ -316,6 +316,8 @@ def _pad_kernel(xp, x, pads, value):
     # qkv split, three pads of [16,64,128] -> [16,64,384] a layer: 120 -> 53 us each)
     shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, width))
     zero = value == 0 and not (isinstance(value, float) and math.copysign(1.0, value) < 0)
+    if x.dtype.itemsize == 2 and x.dtype.kind in "fV":
+        value = float(np.float32(value))     # as the float32 path rounds it: to float32, then to 16 bits
     out = xp.zeros(shape, x.dtype) if zero else xp.full(shape, value, x.dtype)
     out[tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, width))] = x
     return out

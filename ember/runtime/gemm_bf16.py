@@ -66,6 +66,9 @@ _OPERAND = (BF16, np.dtype(np.float32))
 # Below this a product runs on the calling thread: the pool handoff (~55 us, two per product) costs more
 # than the second core saves (bf16 products run at ~100+ GFLOP/s per core here).
 PARALLEL_MIN_FLOPS = 24e6
+# A float32 <-> bf16 cast of at least this many elements per thread is split across threads (eager
+# autocast casts every activation and gradient; one thread moved ~4 bytes a ns, a fraction of the bandwidth)
+CONVERT_PARALLEL_MIN = 1 << 16
 # Below this a product goes to numpy's float32 BLAS on upcast copies (`_small`): ~10 us of Python and
 # ctypes per call here would cost more than the kernel saves.
 SMALL_FLOPS = 1e6
@@ -170,7 +173,20 @@ class Bf16Gemm:
         if fn is None or not x.flags.c_contiguous or x.dtype != (BF16 if to == np.float32 else np.float32):
             return None
         out = np.empty(x.shape, to)
-        fn(_ptr(x), _ptr(out), x.size)
+        src, dst, n = _ptr(x), _ptr(out), x.size
+        nt = min(workers.num_threads(), n // CONVERT_PARALLEL_MIN)
+        if nt < 2:
+            fn(src, dst, n)
+            return out
+        # whole 16-lane steps per chunk; the caller claims chunks too, so a late thread never stalls it
+        step = -(-n // (2 * nt) // 16) * 16
+        sb, db = x.itemsize, out.itemsize
+
+        def chunk(i):
+            lo = i * step
+            if lo < n:
+                fn(src + lo * sb, dst + lo * db, min(step, n - lo))
+        workers.parallel_for(chunk, -(-n // step), nt)
         return out
 
     def tile_for(self, n: int, m: int = 1 << 20) -> gen.Tile:

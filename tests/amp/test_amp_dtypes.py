@@ -281,3 +281,33 @@ def test_eager_bf16_relu_is_one_generated_pass_with_torchs_bits():
     assert np.array_equal(nan, np.isnan(ty.detach().float().numpy())) and nan[0, 0, 0, 2]
     assert np.array_equal(got[~nan], want[~nan]) and got[0, 0, 0, 0] == 0x8000
     assert np.array_equal(x.grad.numpy().view(np.uint16), tx.grad.view(torch.int16).numpy().view(np.uint16))
+
+
+LARGE_EXACT = {
+    "add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y, "div": lambda x, y: x / y,
+    "mul_scalar": lambda x, y: x * 0.1767767, "rsub_scalar": lambda x, y: 0.3 - x, "rdiv_scalar": lambda x, y: 1.37 / y,
+    "add_broadcast_row": lambda x, y: x + y[0, 0], "mul_transposed": lambda x, y: x.transpose(0, 2) * y.transpose(0, 2),
+    "neg": lambda x, y: -x, "abs": lambda x, y: x.abs(), "gt": lambda x, y: x > y, "le_scalar": lambda x, y: x <= 0.37,
+    "eq": lambda x, y: x == y.round(), "masked_fill": lambda x, y: x.masked_fill(y[:1] > 1.5, float("-inf")),
+    "where": lambda x, y: x.where(x > 0, y), "pad": lambda x, y: _lib(x)[1].pad(x, (1, 2, 0, 3), value=0.37),
+}
+
+
+@pytest.mark.parametrize("name", HALF)
+@pytest.mark.parametrize("op", sorted(LARGE_EXACT))
+def test_large_16bit_elementwise_ops_are_one_pass_with_torchs_bits(op, name, monkeypatch):
+    """Above generated.MIN_SIZE the exact elementwise ops run as one generated pass over the 16-bit values
+    (ember/kernels/elementwise16.py) and pad only moves 16-bit data: PyTorch's bits, any layout."""
+    from ember.kernels import elementwise16
+    ran = []
+    run = elementwise16.run
+    def counted(op, args):
+        r = run(op, args)
+        ran.append(r is not None)
+        return r
+    monkeypatch.setattr(elementwise16, "run", counted)
+    x, y, tx, ty = _pair(name, shape=(8, 64, 33))
+    e, t = LARGE_EXACT[op](x, y), LARGE_EXACT[op](tx, ty)
+    assert e.dtype.name == str(t.dtype).split(".")[1] and tuple(e.shape) == tuple(t.shape)
+    np.testing.assert_array_equal(e.float().numpy(), t.float().numpy())
+    assert any(ran) == (op != "pad")

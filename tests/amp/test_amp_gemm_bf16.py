@@ -418,6 +418,20 @@ def test_cast_kernels_every_tail_length(masked16):
         assert np.array_equal(back, out.astype(np.float32))
 
 
+def test_cast_split_across_threads_is_exact(monkeypatch):
+    """A large cast runs in chunks on the worker threads: every chunk boundary and the tail are exact
+    (lengths off the 16-lane step), and the result equals ml_dtypes' bit for bit."""
+    monkeypatch.setattr(G, "CONVERT_PARALLEL_MIN", 1000)
+    monkeypatch.setenv("EMBER_NUM_THREADS", "3")
+    g = G.instance()
+    rng = np.random.default_rng(22)
+    for n in (2000, 3001, 6047, 50021):
+        x = (rng.standard_normal(n) * 1e3).astype(np.float32)
+        got = g.convert(x, BF)
+        assert np.array_equal(got.view(np.uint16), x.astype(BF).view(np.uint16))
+        assert np.array_equal(g.convert(got, np.float32), got.astype(np.float32))
+
+
 @pytest.mark.parametrize("sa,sb", [((70, 40), (40, 90)), ((3, 30, 40), (40, 20)), ((4, 30, 40), (4, 40, 20)),
                                    ((5, 6), (6, 7))])
 def test_out_buffer_is_written_in_place(sa, sb):
