@@ -138,6 +138,22 @@ fmod = _methods._fmod
 fmax, fmin = _methods._fmax, _methods._fmin
 
 
+def _accept_torch_names():
+    """ember.sum(x, axis=0), ember.pow(t, exponent=2): PyTorch's keyword names on the public functions."""
+    import inspect
+    from .frontend.torch_names import accept_torch_names
+    g = globals()
+    done = {}               # one wrapper per function: aliases stay the same object (arctan2 is atan2)
+    for name, fn in list(g.items()):
+        if not name.startswith("_") and inspect.isfunction(fn) and fn.__module__.startswith("ember.frontend."):
+            if id(fn) not in done:
+                done[id(fn)] = accept_torch_names(fn, name)
+            g[name] = done[id(fn)]
+
+
+_accept_torch_names()
+
+
 def is_tensor(obj):
     return isinstance(obj, Tensor)
 

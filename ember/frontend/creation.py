@@ -158,12 +158,21 @@ def to_device(t, dev):
     return out
 
 
-def _factory(fill):
-    def f(*size, dtype=None, device=None, requires_grad=False, out=None, layout=None, pin_memory=False,
+def _size_kw(sizes: tuple, size, name: str) -> tuple:
+    """The shape given positionally (zeros(2, 3), zeros((2, 3))) or as size= (zeros(size=(2, 3)))."""
+    if size is None:
+        return sizes
+    if sizes:
+        raise TypeError(f"{name}() got multiple values for argument 'size'")
+    return (size,)
+
+
+def _factory(fill, name):
+    def f(*sizes, size=None, dtype=None, device=None, requires_grad=False, out=None, layout=None, pin_memory=False,
           memory_format=None):
         d = _dtype(dtype)
         dev = canonical(device)
-        shape = _sizes(size)
+        shape = _sizes(_size_kw(sizes, size, name))
         if any(isinstance(n, SymInt) for n in shape):   # a size that varies between calls: a graph value
             return _finish(P("full", shape=shape, value=d.np.type(fill or 0).item(), dtype=d, device=dev),
                            requires_grad)
@@ -172,9 +181,9 @@ def _factory(fill):
     return f
 
 
-zeros = _factory(0)
-ones = _factory(1)
-empty = _factory(None)
+zeros = _factory(0, "zeros")
+ones = _factory(1, "ones")
+empty = _factory(None, "empty")
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False, **kw):
@@ -284,12 +293,12 @@ def _random(dist, size, dtype, device, requires_grad, generator):
     return _finish(P("random", key, shape=shape, dtype=d, dist=dist), requires_grad)
 
 
-def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
-    return _random("uniform", size, dtype, device, requires_grad, generator)
+def rand(*sizes, size=None, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+    return _random("uniform", _size_kw(sizes, size, "rand"), dtype, device, requires_grad, generator)
 
 
-def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
-    return _random("normal", size, dtype, device, requires_grad, generator)
+def randn(*sizes, size=None, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+    return _random("normal", _size_kw(sizes, size, "randn"), dtype, device, requires_grad, generator)
 
 
 def rand_like(x, dtype=None, device=None, requires_grad=False):
@@ -300,11 +309,15 @@ def randn_like(x, dtype=None, device=None, requires_grad=False):
     return randn(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
 
 
-def randint(low, high=None, size=None, dtype=None, device=None, generator=None, requires_grad=False):
+def randint(low=None, high=None, size=None, dtype=None, device=None, generator=None, requires_grad=False):
     if size is None and isinstance(high, (tuple, list)):   # randint(high, size)
         low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
+    elif low is None:                                       # randint(high=5, size=...)
+        low = 0
+    if high is None:
+        raise TypeError("randint() missing required argument 'high'")
     if size is None:
         raise TypeError("randint() missing required argument 'size'")
     if high <= low:

@@ -201,7 +201,8 @@ def einsum(equation, *operands):
             for c, n in zip(t, o.shape):
                 if size.get(c, n) != n and size.get(c) != 1 and n != 1:
                     raise RuntimeError("einsum(): operands do not broadcast with remapped shapes (original->remapped)")
-                size[c] = max(size.get(c, 1), n)
+                if size.get(c, 1) == 1:         # (a size 0 broadcasts like any other: not max())
+                    size[c] = n
         xp = S.permute(x, [t1.index(c) for c in batch + only1 + contract])
         yp = S.permute(y, [t2.index(c) for c in batch + contract + only2])
         nb = [size[c] for c in batch]

@@ -13,6 +13,7 @@ from . import math_ops as M
 from . import math_special as MS
 from . import shape_ops as S
 from .tensor import Tensor, _wrap
+from .torch_names import accept_torch_names
 
 
 def _r(fn):
@@ -139,10 +140,11 @@ def bind():
         setattr(Tensor, name, fn)
     for name, fn in _INPLACE_OPERATORS.items():
         setattr(Tensor, name, _inplace(fn))
-    for name, fn in _METHODS.items():
+    methods = {name: accept_torch_names(fn, name, method=True) for name, fn in _METHODS.items()}
+    for name, fn in methods.items():
         setattr(Tensor, name, fn)
     for name in _INPLACE_METHODS:
-        fn = _METHODS.get(name)
+        fn = methods.get(name)
         if fn is None:
             continue
         if name in ("squeeze", "unsqueeze", "transpose", "t"):

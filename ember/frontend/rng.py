@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from ..ir.rng import mix_seed, normal, splitmix64, uniform, words
+from ..ir.rng import GOLDEN, mix_seed, normal, splitmix64, uniform, words
 
 __all__ = ["Generator", "default_generator", "mix_seed", "splitmix64", "random_bits", "uniform", "normal"]
 
@@ -19,6 +19,13 @@ __all__ = ["Generator", "default_generator", "mix_seed", "splitmix64", "random_b
 def random_bits(xp, seed: int, offset: int, n: int):
     """n 64-bit random words for counters offset .. offset+n-1."""
     return words(xp, seed, xp.arange(offset, offset + n, dtype=np.uint64))
+
+
+def _key_seed(seed: int) -> int:
+    """The seed the words are drawn under: the user's seed plus the golden increment (as splitmix64's own
+    state advances), in 63 bits (a non-negative int64 in the key tensor).  splitmix64(0) is 0, so under
+    seed 0 itself counter 0 gave the word 0: manual_seed(0); rand(1) was exactly 0.0, randn(1) 6.7 sigma."""
+    return (int(seed) + GOLDEN) & 0x7FFFFFFFFFFFFFFF
 
 
 class Generator:
@@ -63,7 +70,7 @@ class Generator:
     def take(self, n: int):
         """Reserve n counters: returns the key (seed, offset) for them."""
         with self._lock:
-            key = (self._seed, self._offset)
+            key = (_key_seed(self._seed), self._offset)
             self._offset += int(n)
         return key
 

@@ -517,18 +517,23 @@ def _tri_mask(x, diagonal, upper):
     return diff >= diagonal if upper else diff <= diagonal
 
 
+def _zero_of(x):
+    """The number 0 that keeps x's dtype in where(): False for bool (0 would promote it to int64)."""
+    return False if x.dtype is dt.bool_ else 0
+
+
 def tril(x, diagonal=0):
     if x.ndim < 2:
         raise RuntimeError("tril: input tensor must have at least 2 dimensions")
     from .math_ops import where
-    return where(_tri_mask(x, diagonal, False), x, 0)
+    return where(_tri_mask(x, diagonal, False), x, _zero_of(x))
 
 
 def triu(x, diagonal=0):
     if x.ndim < 2:
         raise RuntimeError("triu: input tensor must have at least 2 dimensions")
     from .math_ops import where
-    return where(_tri_mask(x, diagonal, True), x, 0)
+    return where(_tri_mask(x, diagonal, True), x, _zero_of(x))
 
 
 def diagonal(x, offset=0, dim1=0, dim2=1):
@@ -675,6 +680,11 @@ def masked_fill(x, mask, value):
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
                                f"{value.ndim} dimension(s).")
         value = cast(value, x.dtype)
+    elif not x.dtype.is_floating_point and not x.dtype.is_complex:    # the value takes x's type (2.5 -> 2)
+        try:
+            value = bool(value) if x.dtype is dt.bool_ else int(value)
+        except (OverflowError, ValueError):
+            raise RuntimeError(f"value cannot be converted to type {x.dtype.name} without overflow") from None
     if mask.dtype is not dt.bool_:
         raise RuntimeError(f"masked_fill_ only supports boolean masks, but got mask with dtype {mask.dtype.name}")
     broadcast_shapes(tuple(mask.shape), tuple(x.shape), op="masked_fill")

@@ -168,12 +168,24 @@ def _matmul_16bit(a, b, out):
     return out
 
 
+def _matmul_empty(a, b, out):
+    dtype = np.result_type(a, b)
+    wide = np.float32 if dtype.itemsize == 2 and dtype.kind in "fV" else dtype
+    r = np.matmul(a.astype(wide, copy=False), b.astype(wide, copy=False)).astype(dtype, copy=False)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
 def matmul(a, b, out=None):
     """np.matmul with the block rules above, split across ember's worker threads when large
     (numpy arrays; other array types pass straight through).  (Folding a 2-D @ batched product
     into one GEMM was measured slower here: the copies cost more.)"""
     if a.__class__ is not np.ndarray:
         return np.matmul(a, b, out=out) if out is not None else np.matmul(a, b)
+    if a.size == 0 or b.size == 0:      # an empty batch (or K = 0: zeros): nothing for the blocked paths
+        return _matmul_empty(a, b, out)
     if a.dtype.itemsize == 2 and a.dtype.kind in "fV":
         return _matmul_16bit(a, b, out)
     if _set and _current != 1:

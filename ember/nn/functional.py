@@ -9,7 +9,8 @@ from __future__ import annotations
 from ._functional.activation import (  # noqa: F401
     relu, relu_, relu6, leaky_relu, hardtanh, threshold, gelu, silu, sigmoid, tanh, hardsigmoid, hardswish,
     softplus, mish, elu, celu, selu, logsigmoid, softsign, tanhshrink, softshrink, hardshrink, prelu, rrelu,
-    glu, softmax, softmin, log_softmax, gumbel_softmax)
+    glu, softmax, softmin, log_softmax, gumbel_softmax, elu_, leaky_relu_, hardtanh_, threshold_, selu_, celu_,
+    rrelu_)
 from ._functional.dropout import (  # noqa: F401
     dropout, dropout1d, dropout2d, dropout3d, alpha_dropout, feature_alpha_dropout)
 from ._functional.linear import linear, bilinear  # noqa: F401

@@ -14,7 +14,8 @@ import runner  # noqa: E402
 
 
 def test_reinforce_trains():
-    r = runner.load("reinforce").main(episodes=30)
+    # 60 episodes: the return improves by > 15 for every seed tried (30 was too short to be seed-independent)
+    r = runner.load("reinforce").main(episodes=60)
     assert np.mean(r["rewards"][-5:]) > np.mean(r["rewards"][:5]) + 10, r["rewards"]
 
 

@@ -52,6 +52,15 @@ def relu_(input: Tensor) -> Tensor:
     return relu(input, inplace=True)
 
 
+def _inplace_form(fn):
+    """F.elu_ and the like: fn(input, ..., inplace=True)."""
+    def f(input: Tensor, *args, **kwargs) -> Tensor:
+        return fn(input, *args, inplace=True, **kwargs)
+    f.__name__ = f.__qualname__ = fn.__name__ + "_"
+    f.__doc__ = f"F.{fn.__name__}_: {fn.__name__}(..., inplace=True)."
+    return f
+
+
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:
     return hardtanh(input, 0.0, 6.0, inplace)
 
@@ -172,9 +181,10 @@ def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
 
 @M.in_float32
 def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
-    # PyTorch: 0 below -3, x (x + 3) / 6 below 3, x from 3 on and at NaN (with its gradient)
-    below = P("lt", input, -3.0)
-    mid_sel = P("logical_and", P("ge", input, -3.0), P("lt", input, 3.0))
+    # PyTorch: 0 up to -3 (gradient 0 at -3 too), x (x + 3) / 6 below 3, x from 3 on and at NaN (with its
+    # gradient)
+    below = P("le", input, -3.0)
+    mid_sel = P("logical_and", P("gt", input, -3.0), P("lt", input, 3.0))
     xs = P("where", mid_sel, input, 0.0)        # the middle branch never sees +-inf (its gradient would be NaN)
     mid = P("mul", xs, P("mul", P("add", xs, 3.0), 1.0 / 6.0))
     r = P("where", below, P("stop_gradient", P("mul", input, 0.0)), P("where", mid_sel, mid, input))
@@ -187,11 +197,14 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     _f(input, "softplus")
     bx = P("mul", input, float(beta)) if beta != 1 else input
     # exp sees min(bx, threshold): the unselected branch must stay finite or its gradient is nan
-    safe = P("minimum", bx, P("full", shape=(), value=float(threshold), dtype=input.dtype, device=input.device))
+    # (a where, not minimum: at bx == threshold the soft branch is taken with its whole gradient, as in
+    # PyTorch -- minimum's gradient splits a tie in half)
+    over = P("gt", bx, float(threshold))
+    safe = P("where", over, P("full", shape=(), value=float(threshold), dtype=input.dtype, device=input.device), bx)
     soft = P("log1p", P("exp", safe))
     if beta != 1:
         soft = P("mul", soft, 1.0 / beta)
-    return P("where", P("gt", bx, float(threshold)), input, soft)
+    return P("where", over, input, soft)
 
 
 @M.in_float32
@@ -317,3 +330,6 @@ def gumbel_softmax(logits: Tensor, tau: float = 1.0, hard: bool = False, eps: fl
         return M.add(M.sub(y_hard, y.detach()), y)
     return y
 
+
+elu_, leaky_relu_, hardtanh_, threshold_, selu_, celu_, rrelu_ = (
+    _inplace_form(f) for f in (elu, leaky_relu, hardtanh, threshold, selu, celu, rrelu))

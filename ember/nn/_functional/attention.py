@@ -12,7 +12,7 @@ from ...frontend import shape_ops as S
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P
 from ...ir import dtypes as dt
-from ._util import Tensor, const
+from ._util import Tensor, const, is_tracing
 from .dropout import dropout
 from .linear import linear
 
@@ -32,6 +32,28 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         rep = query.shape[-3] // key.shape[-3]
         key = S.repeat_interleave(key, rep, dim=-3)
         value = S.repeat_interleave(value, rep, dim=-3)
+    attended = None
+    if attn_mask is not None:
+        attn_mask, attended = _unmask_empty_rows(attn_mask)
+    out = _sdpa(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale_factor)
+    return out if attended is None else M.where(attended, out, 0.0)
+
+
+def _unmask_empty_rows(attn_mask):
+    """PyTorch's sdpa gives a query that may attend to nothing (its mask row all False, or all -inf) a zero
+    result and zero gradients, where a softmax over -inf alone is NaN and poisons every gradient.  Returns
+    (the mask with such rows let through -- any finite softmax: its result is replaced --, the bool
+    [..., L, 1] of rows that attend to something) or (attn_mask, None) when an eager mask has no empty row."""
+    open_ = attn_mask if attn_mask.dtype is dt.bool_ else M.gt(attn_mask, float("-inf"))
+    attended = M.any(open_, -1, keepdim=True)
+    if not is_tracing() and bool(M.all(attended)):
+        return attn_mask, None
+    if attn_mask.dtype is dt.bool_:
+        return M.logical_or(attn_mask, M.logical_not(attended)), attended
+    return M.where(attended, attn_mask, 0.0), attended
+
+
+def _sdpa(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale_factor):
     fused = _fused(query, key, value, attn_mask, dropout_p, is_causal, L, S_, scale_factor)
     if fused is not None:
         return fused

@@ -237,10 +237,19 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     v = eager_values(input)
     if v is not None and v.size and ((v < 0) | (v > 1)).any():
         raise RuntimeError("all elements of input should be between 0 and 1")
-    # PyTorch clamps each log term at -100 so that 0 * log(0) stays finite
-    logx = M.clamp_min(M.log(input), -100.0)
-    log1mx = M.clamp_min(M.log(M.sub(1.0, input)), -100.0)
-    loss = M.neg(M.add(M.mul(target, logx), M.mul(M.sub(1.0, target), log1mx)))
+    # PyTorch clamps each log term at -100 so that 0 * log(0) stays finite, and its gradient is
+    # (x - t) / max(x (1 - x), 1e-12): finite where the clamped logs' chain rule gives inf * 0 = nan (a
+    # saturated sigmoid, x exactly 0 or 1).  The value comes from detached inputs; (x - x.detach()) * grad
+    # adds exactly 0 to it and carries that gradient (treated as a constant: no second derivative).
+    x, t = input.detach(), target.detach()
+    logx = M.clamp_min(M.log(x), -100.0)
+    log1mx = M.clamp_min(M.log(M.sub(1.0, x)), -100.0)
+    loss = M.neg(M.add(M.mul(t, logx), M.mul(M.sub(1.0, t), log1mx)))
+    if input.requires_grad:
+        grad = M.div(M.sub(x, t), M.clamp_min(M.mul(x, M.sub(1.0, x)), 1e-12))
+        loss = M.add(loss, M.mul(M.sub(input, x), grad))
+    if target.requires_grad:
+        loss = M.add(loss, M.mul(M.sub(target, t), M.sub(log1mx, logx)))   # (clamped: PyTorch's is inf at 0, 1)
     if weight is not None:
         loss = M.mul(loss, weight)
     return reduce_loss(loss, reduction)
@@ -252,8 +261,11 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     reduction = legacy_reduction(size_average, reduce, reduction)
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Target size ({target.shape}) must be the same as input size ({input.shape})")
-    # (1 - t) * x + w_pos * softplus(-x), with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0)
-    sp = M.add(M.log1p(M.exp(M.neg(M.abs(input)))), M.relu(M.neg(input)))
+    # (1 - t) * x + w_pos * softplus(-x), softplus(-x) = m + log(exp(-m) + exp(-x - m)) with m = max(-x, 0)
+    # (PyTorch's form: its gradient is right at x = 0 too, where abs() and relu() have slope 0 -- a
+    # zero-initialised head had got no gradient at all)
+    m = M.clamp_min(M.neg(input), 0.0)
+    sp = M.add(m, M.log(M.add(M.exp(M.neg(m)), M.exp(M.sub(M.neg(input), m)))))
     if pos_weight is not None:
         lw = M.add(M.mul(M.sub(pos_weight, 1.0), target), 1.0)
         loss = M.add(M.mul(M.sub(1.0, target), input), M.mul(lw, sp))

@@ -299,8 +299,16 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 3, "max_pool3d")
 
 
-max_pool1d_with_indices = max_pool1d
-max_pool2d_with_indices = max_pool2d
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=True):
+    """F.max_pool1d_with_indices: (values, indices), as max_pool1d(..., return_indices=True)."""
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=True):
+    """F.max_pool2d_with_indices: (values, indices), as max_pool2d(..., return_indices=True)."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
 
 
 def _avg_divisor(spatial, outs, k, s, p, count_include_pad):
@@ -423,22 +431,33 @@ def _adaptive_max(input, output_size, return_indices, nd, op):
     spatial = static_sizes(input.shape[-nd:])
     osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
                  tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
-    if not return_indices and all(n % o == 0 for n, o in zip(spatial, osz)):
+    if all(n % o == 0 for n, o in zip(spatial, osz)):
         k = tuple(n // o for n, o in zip(spatial, osz))
-        return _max_poolnd(input, k, k, 0, 1, False, False, nd, op)
-    if return_indices:
-        raise NotImplementedError(f"{op}: return_indices=True is not supported by ember")
-    # non-divisible: one max per output cell (cells overlap), stacked
-    import itertools
-    bounds = [list(zip(*_adaptive_bounds(n, o))) for n, o in zip(spatial, osz)]
-    cells = []
-    red = tuple(range(input.ndim - nd, input.ndim))
-    for combo in itertools.product(*bounds):
-        idx = (slice(None),) * (input.ndim - nd) + tuple(slice(int(a), int(b)) for a, b in combo)
-        cells.append(P("max", input[idx], dims=red, keepdim=False))
-    from ...frontend.shape_ops import stack
-    y = stack(cells, dim=-1)
-    return P("reshape", y, shape=tuple(input.shape[:-nd]) + osz)
+        return _max_poolnd(input, k, k, 0, 1, False, return_indices, nd, op)
+    # non-divisible: the cells overlap; each cell's first maximum, as PyTorch's kernel picks it (the
+    # gradient goes to that element alone -- a max reduction would split it among ties, and a window
+    # of zeros after a ReLU is all ties)
+    lead = tuple(input.shape[:-nd])
+    gstride = [math.prod(spatial[j + 1:]) for j in range(nd)]
+    vals, idxs = [], []
+    for combo in itertools.product(*[list(zip(*_adaptive_bounds(n, o))) for n, o in zip(spatial, osz)]):
+        starts = [int(a) for a, _ in combo]
+        csz = [int(b) - int(a) for a, b in combo]
+        cell = input[(slice(None),) * len(lead) + tuple(slice(a, a + c) for a, c in zip(starts, csz))]
+        flat = P("reshape", cell, shape=lead + (math.prod(csz),))
+        arg = P("argmax", flat, dims=(flat.ndim - 1,), keepdim=True)
+        vals.append(P("gather", flat, arg, dim=flat.ndim - 1))
+        if return_indices:      # the winner's flat position in the input plane
+            pos = 0
+            for j in range(nd):
+                coord = M.add(M.remainder(M.floor_divide(arg, math.prod(csz[j + 1:])), csz[j]), starts[j])
+                pos = M.add(pos, M.mul(coord, gstride[j]))
+            idxs.append(pos)
+    from ...frontend.shape_ops import cat
+    y = P("reshape", cat(vals, dim=-1), shape=lead + osz)
+    if not return_indices:
+        return y
+    return y, P("reshape", cat(idxs, dim=-1), shape=lead + osz)
 
 
 def adaptive_max_pool1d(input, output_size, return_indices=False):
