@@ -39,7 +39,9 @@ def accept_torch_names(fn, name: str, method: bool = False):
         return fn
     params = list(sig)
     # reshape(x, *shape) called as x.reshape(shape=(2, 3)), x.permute(dims=...), x.expand(size=...)
-    packed = _PACKED if any(p.kind is p.VAR_POSITIONAL for p in sig.values()) else ()
+    packed = ()
+    if any(p.kind is p.VAR_POSITIONAL for p in sig.values()):       # (zeros(*sizes, size=None) takes size= itself)
+        packed = tuple(k for k in _PACKED if k not in sig or sig[k].kind is sig[k].VAR_POSITIONAL)
     alias = {k: v for k, v in _NUMPY.items() if v in params and k not in params}
     if params and not method and params[0] in _FIRST and "input" not in params:
         alias["input"] = params[0]

@@ -1,0 +1,85 @@
+"""Call forms and edge cases PyTorch scripts use, found by a probe sweep: PyTorch's keyword names
+(axis=, keepdims=, input=, other=, exponent=, shape=/dims=/size=), size= for factories, zero-size
+products, bool triangles, masked_fill on integers -- each against torch."""
+import numpy as np
+import pytest
+
+import ember
+import ember.nn.functional as F
+
+torch = pytest.importorskip("torch")
+
+
+def _same(e, t):
+    assert tuple(e.shape) == tuple(t.shape) and str(e.dtype).split(".")[1] == str(t.dtype).split(".")[1]
+    np.testing.assert_allclose(e.detach().float().numpy(), t.detach().float().numpy(), rtol=1e-6, atol=1e-6)
+
+
+CALLS = {
+    "sum_axis": lambda L, a, b: a.sum(axis=0),
+    "mean_axis_keepdims": lambda L, a, b: a.mean(axis=1, keepdims=True),
+    "max_axis": lambda L, a, b: a.max(axis=1).values,
+    "fn_sum_axis": lambda L, a, b: L.sum(a, axis=1),
+    "cat_axis": lambda L, a, b: L.cat([a, b], axis=0),
+    "stack_axis": lambda L, a, b: L.stack([a, b], axis=1),
+    "add_other": lambda L, a, b: a.add(other=b),
+    "mul_other": lambda L, a, b: a.mul(other=2),
+    "pow_exponent": lambda L, a, b: a.pow(exponent=2),
+    "fn_pow_exponent": lambda L, a, b: L.pow(a, exponent=3),
+    "mean_input": lambda L, a, b: L.mean(input=a),
+    "matmul_input_other": lambda L, a, b: L.matmul(input=a, other=b.t()),
+    "clamp_input": lambda L, a, b: L.clamp(input=a, max=0.5),
+    "where_names": lambda L, a, b: L.where(condition=a > 0, input=a, other=b),
+    "lerp_names": lambda L, a, b: a.lerp(end=b, weight=0.25),
+    "reshape_shape": lambda L, a, b: a.reshape(shape=(3, 4)),
+    "view_size": lambda L, a, b: a.view(size=(12,)),
+    "permute_dims": lambda L, a, b: a.permute(dims=(1, 0)),
+    "expand_size": lambda L, a, b: a[:1].expand(size=(3, 4)),
+    "split_size": lambda L, a, b: a.split(split_size=2, dim=1)[1],
+    "add_inplace_other": lambda L, a, b: a.clone().add_(other=b),
+    "zeros_size": lambda L, a, b: L.zeros(size=(2, 3)),
+    "ones_size": lambda L, a, b: L.ones(size=[4]),
+    "new_zeros_size": lambda L, a, b: a.new_zeros(size=(2,)),
+    "randn_size": lambda L, a, b: L.randn(size=(2, 3)).shape == (2, 3) and L.zeros(()),
+    "randint_high_size": lambda L, a, b: L.randint(high=5, size=(3,)).shape == (3,) and L.zeros(()),
+    "matmul_empty_rows": lambda L, a, b: L.zeros(0, 4) @ b.t(),
+    "matmul_empty_cols": lambda L, a, b: a @ L.zeros(4, 0),
+    "matmul_empty_k": lambda L, a, b: L.ones(3, 0) @ L.ones(0, 2),
+    "matmul_empty_both": lambda L, a, b: L.zeros(0, 0) @ L.zeros(0, 0),
+    "bmm_empty": lambda L, a, b: L.bmm(L.zeros(2, 0, 3), L.zeros(2, 3, 4)),
+    "linear_empty_batch": lambda L, a, b: (F if L is ember else torch.nn.functional).linear(L.zeros(0, 4), a, b[:, 0]),
+    "linear_bf16_empty_batch": lambda L, a, b: (F if L is ember else torch.nn.functional).linear(
+        L.zeros(0, 4, dtype=L.bfloat16), a.bfloat16(), b[:, 0].bfloat16()),
+    "einsum_empty": lambda L, a, b: L.einsum("ij,jk->ik", L.zeros(0, 4), b.t()),
+    "einsum_zero_k": lambda L, a, b: L.einsum("ij,jk->ik", L.zeros(3, 0), L.zeros(0, 2)),
+    "triu_bool": lambda L, a, b: (a > 0).triu(),
+    "tril_bool_offset": lambda L, a, b: (a > 0).tril(-1),
+    "masked_fill_int_float": lambda L, a, b: L.tensor([1, 2, 3]).masked_fill(L.tensor([True, False, True]), 2.5),
+    "masked_fill_int_negative": lambda L, a, b: L.tensor([1, 2]).masked_fill(L.tensor([True, False]), -3.7),
+    "masked_fill_bool": lambda L, a, b: L.tensor([True, False]).masked_fill(L.tensor([False, True]), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_call_form_matches_torch(name):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    e = CALLS[name](ember, ember.tensor(a), ember.tensor(b))
+    t = CALLS[name](torch, torch.tensor(a), torch.tensor(b))
+    _same(e, t)
+
+
+def test_zero_size_products_have_gradients():
+    x = ember.zeros(0, 3, requires_grad=True)
+    lin = ember.nn.Linear(3, 2)
+    lin(x).sum().backward()
+    assert tuple(x.grad.shape) == (0, 3) and float(lin.weight.grad.abs().sum()) == 0.0
+    assert tuple(ember.compile(lin)(ember.zeros(0, 3)).shape) == (0, 2)
+
+
+def test_aliases_stay_one_function_and_errors_name_the_argument():
+    assert ember.arctan2 is ember.atan2
+    with pytest.raises(TypeError, match="multiple values for argument 'size'"):
+        ember.zeros(2, size=(3,))
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        ember.tensor([1]).masked_fill(ember.tensor([True]), float("inf"))
