@@ -68,7 +68,7 @@ from .frontend.linalg import (  # noqa: E402
     matmul, mm, bmm, mv, dot, inner, outer, ger, addmm, baddbmm, addbmm, addmv, addr, einsum, sort, argsort, topk, kthvalue,
     median)
 from .frontend.autograd import (  # noqa: E402
-    no_grad, enable_grad, inference_mode, set_grad_enabled, is_grad_enabled)
+    no_grad, enable_grad, inference_mode, set_grad_enabled, is_grad_enabled, is_inference_mode_enabled)
 from .frontend.printing import set_printoptions  # noqa: E402
 from . import autograd  # noqa: E402,F401
 from . import cuda  # noqa: E402,F401
@@ -280,6 +280,8 @@ def __getattr__(name):
         return getattr(_lazy("amp"), name)
     if name in ("is_autocast_enabled", "is_autocast_cpu_enabled", "get_autocast_cpu_dtype", "get_autocast_gpu_dtype"):
         return getattr(_lazy("amp"), "_" + name if name != "is_autocast_enabled" else name)
+    if name in ("is_anomaly_enabled", "is_anomaly_check_nan_enabled"):
+        return getattr(_lazy("autograd"), name)
     if name in ("save", "load"):
         return getattr(_lazy("serialization"), name)
     if name in ("compile", "explain", "mark_dynamic", "maybe_mark_dynamic", "mark_static"):

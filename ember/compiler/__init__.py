@@ -24,7 +24,8 @@ from .dynamic import mark_dynamic, mark_static, maybe_mark_dynamic  # noqa: F401
 from .explain import ExplainReport, explain  # noqa: F401
 
 __all__ = ["compile", "explain", "CompileError", "GraphBreakError", "CompiledFunction", "ExplainReport",
-           "is_compiling", "disable", "reset", "mark_dynamic", "maybe_mark_dynamic", "mark_static"]
+           "is_compiling", "disable", "reset", "mark_dynamic", "maybe_mark_dynamic", "mark_static",
+           "cudagraph_mark_step_begin"]
 
 
 def reset() -> None:
@@ -33,6 +34,11 @@ def reset() -> None:
     from .compiled import LIVE
     for cf in list(LIVE):
         cf.reset()
+
+
+def cudagraph_mark_step_begin() -> None:
+    """torch.compiler.cudagraph_mark_step_begin: nothing to mark here -- ember's CUDA graph replays never
+    overwrite outputs a caller still holds (ember/runtime/cuda_graph.py captures another instance)."""
 
 
 def is_compiling() -> bool:

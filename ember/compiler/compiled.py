@@ -1022,6 +1022,9 @@ def _arg_names(fn, n):
 
 
 BACKENDS = ("auto", "eager", "llvm", "cuda", "inductor", "interpreter")
+# torch.compile's other backend names: aot_eager runs the traced graphs without generated code (ember's
+# eager interpreter), cudagraphs replays CUDA graphs (ember's default on CUDA for whole steps)
+BACKEND_ALIASES = {"aot_eager": "eager", "cudagraphs": "auto"}
 
 
 def compile(model=None, *, fullgraph=False, dynamic=None, backend="auto", mode=None, options=None,
@@ -1030,6 +1033,7 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="auto", mode=N
     if model is None:
         return lambda m: compile(m, fullgraph=fullgraph, dynamic=dynamic, backend=backend, mode=mode,
                                  options=options, disable=disable, recompile_limit=recompile_limit, dump=dump)
+    backend = BACKEND_ALIASES.get(backend, backend)
     if backend not in BACKENDS:
         raise ValueError(f"ember.compile: unknown backend {backend!r} (expected auto, eager, llvm or cuda)")
     if disable:

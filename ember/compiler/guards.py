@@ -5,12 +5,13 @@ leaf's key is its shape, dtype, device and requires_grad; a Python scalar's is i
 specialised on it). The autocast regions matter because a trace under autocast records casts.
 
 A variant found under its key also checks its StateGuard: the identity of the modules, parameters,
-buffers and global tensors the trace read, and the values of the global flags it read (a stale
-object would silently give old answers). A failed state guard compiles the variant again.
+buffers and global objects the trace read, and the values of the numbers and flags it may have read
+(module attributes, globals, a config dict's entries) -- a stale object or number would silently give
+old answers. A failed state guard compiles the variant again.
 """
 from __future__ import annotations
 
-from types import FunctionType
+from types import FunctionType, ModuleType
 
 from ..frontend import autocast
 from ..frontend import autograd as ag
@@ -92,9 +93,30 @@ def _describe(obj) -> str:
     if isinstance(obj, Tensor):
         kind = "Parameter" if isinstance(obj, Parameter) else "Tensor"
         return f"{kind}{list(obj._data.shape)} at {id(obj):#x}"
-    if isinstance(obj, Module):
-        return f"{type(obj).__name__} at {id(obj):#x}"
-    return repr(obj)
+    if type(obj) in _SCALARS:
+        return repr(obj)
+    name = getattr(obj, "__qualname__", None) or type(obj).__name__
+    return f"{name} at {id(obj):#x}"
+
+
+# a global dict or plain object whose numbers the trace may have read (cfg["beta"], args.temperature):
+# its scalar entries are guarded by value, when it has at most this many (a vocabulary table is not a config)
+CONTENTS_MAX = 64
+
+
+def _scalar_fields(v):
+    """(the mapping to watch, {key: scalar}) of a dict or a plain object (SimpleNamespace, argparse
+    Namespace, a dataclass, a user's config class), or None: ember's own objects (an optimizer counts its
+    steps), modules, functions, classes and Python modules are guarded by identity only."""
+    if type(v) is dict:
+        d = v
+    elif type(v).__module__.split(".")[0] in ("ember", "builtins") or isinstance(v, type) or \
+            not isinstance(getattr(v, "__dict__", None), dict) or isinstance(v, (FunctionType, ModuleType)):
+        return None
+    else:
+        d = v.__dict__
+    fields = {k: x for k, x in d.items() if type(x) in _SCALARS}
+    return (d, fields) if fields and len(fields) <= CONTENTS_MAX else None
 
 
 def _walk_module(label: str, root, skip: set, out: list, seen: set) -> None:
@@ -113,7 +135,9 @@ def _walk_module(label: str, root, skip: set, out: list, seen: set) -> None:
                 if (id(m), k) not in skip:
                     out.append((f"{path}.{k}", v))
         for k, v in d.items():
-            if isinstance(v, Tensor) and (id(m), k) not in skip:
+            # tensor attributes by identity; numbers, strings and flags by value (a trace specialised on
+            # Dropout.p, LeakyReLU.negative_slope, a custom self.temperature)
+            if (isinstance(v, Tensor) or (type(v) in _SCALARS and k[:1] != "_")) and (id(m), k) not in skip:
                 out.append((f"{path}.{k}", v))
         kids = []
         for k, c in d.get("_modules", {}).items():
@@ -128,18 +152,21 @@ class StateGuard:
     """Guards on what a trace read besides its arguments, as torch.compile guards on object ids:
 
       - every module reached (the compiled Module, modules in globals and closures): the identity
-        of each submodule, parameter, buffer and tensor attribute under it. Checked only when
-        ember.nn's module state version moved (assignment, `model[2] = ...`, weight tying,
-        load_state_dict), so a call costs one integer compare;
+        of each submodule, parameter, buffer and tensor attribute under it, and the value of its
+        number / string / flag attributes (Dropout.p, self.temperature). Checked only when ember.nn's
+        module state version moved (assignment, `model[2] = ...`, weight tying, load_state_dict), so
+        a call costs one integer compare;
       - every global (and closure variable of the compiled function) the traced Python code named:
-        tensors and modules by identity, bool/int/float/str/None by value (a rebound global tensor
-        or a flipped `DEBUG` flag recompiles).
+        bool/int/float/str/None by value, anything else by identity (a rebound global tensor, a new
+        optimizer, a swapped helper function or a flipped `DEBUG` flag recompiles); a dict or plain
+        object there also by the values of its numbers (cfg["beta"], args.temp: `_scalar_fields`).
     `skip` holds (id(module), attribute) pairs the compiled graph itself writes (self.mask = ...).
     `check()` returns None, or (guard name, old, new) of the first guard that fails."""
 
-    def __init__(self, modules: list, values: list, skip: set = frozenset()):
+    def __init__(self, modules: list, values: list, skip: set = frozenset(), contents: list = ()):
         self.modules = modules          # [(label, Module)]
         self.values = values            # [(label, dict or cell, key or None, expected object)]
+        self.contents = list(contents)  # [(label, dict or object's __dict__, {key: expected scalar})]
         self.skip = set(skip)
         self.version = state_version()
         self.snapshot = self._walk()
@@ -159,15 +186,21 @@ class StateGuard:
                     got = _MISSING
             else:
                 got = box.get(key, _MISSING)
-            if got is not want and (isinstance(want, (Tensor, Module)) or not _same_value(got, want)):
+            if got is not want and (type(want) not in _SCALARS or not _same_value(got, want)):
                 return f"{label}", _describe(want), _describe(got)
+        for label, d, fields in self.contents:
+            for k, want in fields.items():
+                got = d.get(k, _MISSING)
+                if got is not want and not _same_value(got, want):
+                    return f"{label}[{k!r}]", _describe(want), _describe(got)
         v = state_version()
         if v != self.version:
             fresh = self._walk()
             for (p0, o0), (p1, o1) in zip(self.snapshot, fresh):
-                if p0 != p1 or o0 is not o1:
+                if p0 != p1 or (o0 is not o1 and not (type(o0) in _SCALARS and _same_value(o0, o1))):
                     path = p0 if p0 == p1 else f"{p0} / {p1}"
-                    return f"identity of {path}", _describe(o0), _describe(o1)
+                    what = "value" if type(o0) in _SCALARS and p0 == p1 else "identity"
+                    return f"{what} of {path}", _describe(o0), _describe(o1)
             if len(fresh) != len(self.snapshot):
                 longer = fresh if len(fresh) > len(self.snapshot) else self.snapshot
                 path, _ = longer[min(len(fresh), len(self.snapshot))]
@@ -184,8 +217,9 @@ class StateGuard:
 
     def describe(self) -> list[str]:
         """One line per guard (no addresses: dumps of two runs must be identical)."""
-        out = [f"{label} is {_describe(want).split(' at 0x')[0]} (identity)" if isinstance(want, (Tensor, Module))
-               else f"{label} == {want!r}" for label, _, _, want in self.values]
+        out = [f"{label} == {want!r}" if type(want) in _SCALARS
+               else f"{label} is {_describe(want).split(' at 0x')[0]} (identity)" for label, _, _, want in self.values]
+        out += [f"{label}[{k!r}] == {v!r}" for label, _, fields in self.contents for k, v in fields.items()]
         out += [f"identity of {label} (and {sum(1 for p, _ in self.snapshot if p.startswith(label))} objects under it)"
                 for label, _ in self.modules]
         return out
@@ -214,13 +248,18 @@ def state_guard(fn, frames: dict | None, module=None, skip=()) -> StateGuard:
 
     functions = [fn]       # functions whose closure cells are guards: fn, and those it reaches that ran
 
+    contents = []
+
     def consider(label, box, key, v):
+        # every name by identity (a rebound optimizer or helper function recompiles), scalars by value
         if isinstance(v, Module):
             add_module(label, v)
-        if isinstance(v, (Tensor, Module)) or type(v) in _SCALARS:
-            values.append((label, box, key, v))
-        elif isinstance(v, FunctionType) and v.__code__ in frames and all(v is not f for f in functions):
+        values.append((label, box, key, v))
+        if isinstance(v, FunctionType) and v.__code__ in frames and all(v is not f for f in functions):
             functions.append(v)
+        fields = None if isinstance(v, (Tensor, Module)) or type(v) in _SCALARS else _scalar_fields(v)
+        if fields is not None:
+            contents.append((label, *fields))
 
     if frames is None:
         code = getattr(fn, "__code__", None)
@@ -242,4 +281,4 @@ def state_guard(fn, frames: dict | None, module=None, skip=()) -> StateGuard:
             except ValueError:
                 continue
             consider(f"closure variable {name!r}", cell, None, v)
-    return StateGuard(modules, values, skip)
+    return StateGuard(modules, values, skip, contents)

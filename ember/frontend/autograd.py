@@ -12,11 +12,13 @@ import sys
 import threading
 
 __all__ = ["Node", "AccumulateGrad", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled",
-           "is_grad_enabled", "backward", "grad", "Function", "FunctionCtx", "once_differentiable"]
+           "is_grad_enabled", "is_inference_mode_enabled", "backward", "grad", "Function", "FunctionCtx",
+           "once_differentiable", "ANOMALY"]
 
 
 class _GradMode(threading.local):
     enabled = True
+    inference = False
 
 
 _mode = _GradMode()
@@ -68,8 +70,44 @@ class enable_grad(no_grad):
 
 
 class inference_mode(_GradContext):
+    """no_grad that also says so: is_inference_mode_enabled() is True inside, and tensors made there
+    answer is_inference() (ember keeps no separate inference tensors: they are plain tensors)."""
+
+    def __new__(cls, mode=True):  # also usable bare: @inference_mode
+        self = super().__new__(cls)
+        if callable(mode):
+            self.__init__(True)
+            return self(mode)
+        return self
+
     def __init__(self, mode: bool = True):
         self._target = not mode
+        self._inference = bool(mode)
+
+    def __enter__(self):
+        super().__enter__()
+        self._prev_inference = _mode.inference
+        _mode.inference = self._inference
+
+    def __exit__(self, *exc):
+        _mode.inference = self._prev_inference
+        return super().__exit__(*exc)
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            with inference_mode(self._inference):
+                return fn(*a, **k)
+        return wrapper
+
+
+def is_inference_mode_enabled() -> bool:
+    return _mode.inference
+
+
+# anomaly detection (torch.autograd.detect_anomaly): [enabled, check_nan]; the engine checks each
+# computed gradient for NaN while it is on
+ANOMALY = [False, True]
 
 
 class set_grad_enabled(_GradContext):
@@ -281,6 +319,8 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
                 in_grads = (None,) * len(node.next_functions)
             else:
                 in_grads = node.apply(g)
+                if ANOMALY[0] and ANOMALY[1]:
+                    _check_nan(node, in_grads)
                 if not retain_graph:
                     node.release()
             for nxt, ig in zip(node.next_functions, in_grads):
@@ -296,6 +336,14 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
             in_grads = ig = g = None      # pending holds the gradients now: _unshared counts references
     finally:
         _mode.enabled = prev_mode
+
+
+def _check_nan(node, in_grads) -> None:
+    """Anomaly mode: a backward function that returned NaN is named, as PyTorch's engine does."""
+    from .tensor import Tensor
+    for i, ig in enumerate(in_grads):
+        if isinstance(ig, Tensor) and ig.dtype.is_floating_point and bool(ig.isnan().any()):
+            raise RuntimeError(f"Function '{node.name()}' returned nan values in its {i}th output.")
 
 
 def _make_grads(outputs, grad_outputs, api):

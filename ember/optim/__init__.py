@@ -3,7 +3,7 @@
     opt = ember.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     sched = ember.optim.lr_scheduler.StepLR(opt, step_size=10)
 """
-from . import lr_scheduler
+from . import lr_scheduler, swa_utils
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam
@@ -18,4 +18,4 @@ from .sgd import SGD
 from .sparse_adam import SparseAdam
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam",
-           "SparseAdam", "LBFGS", "lr_scheduler"]
+           "SparseAdam", "LBFGS", "lr_scheduler", "swa_utils"]

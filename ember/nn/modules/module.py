@@ -71,9 +71,13 @@ def _addindent(s, n):
 _state_version = [0]
 
 
+_UNSET = object()
+_SCALARS = (bool, int, float, str, type(None))
+
+
 def state_version() -> int:
     """A number that changes whenever any module's parameters, buffers, submodules or tensor
-    attributes are added, replaced or removed."""
+    attributes are added, replaced or removed, or a number / string / bool attribute changes value."""
     return _state_version[0]
 
 
@@ -323,8 +327,11 @@ class Module:
             remove_from(self.__dict__)
             self.register_buffer(name, value, persistent)
             return
-        if isinstance(value, Tensor) or isinstance(self.__dict__.get(name), Tensor):
+        old = self.__dict__.get(name, _UNSET)
+        if isinstance(value, Tensor) or isinstance(old, Tensor):
             _state_version[0] += 1      # a tensor attribute compiled code may read (self.mask = ...)
+        elif type(value) in _SCALARS and (type(old) is not type(value) or old != value):
+            _state_version[0] += 1      # a number compiled code specialised on (Dropout.p, self.temperature)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
