@@ -100,8 +100,11 @@ def _describe(obj) -> str:
 
 
 # a global dict or plain object whose numbers the trace may have read (cfg["beta"], args.temperature):
-# its scalar entries are guarded by value, when it has at most this many (a vocabulary table is not a config)
+# its float / bool / str / None entries are guarded by value, when it has at most this many (a vocabulary
+# table is not a config).  Not ints: a dict of counters (steps, launches) changes every call, and a
+# guard on it would recompile every call; the ints of a config (layer counts) rarely change at run time.
 CONTENTS_MAX = 64
+_CONFIG_VALUES = (bool, float, str, type(None))
 
 
 def _scalar_fields(v):
@@ -115,7 +118,7 @@ def _scalar_fields(v):
         return None
     else:
         d = v.__dict__
-    fields = {k: x for k, x in d.items() if type(x) in _SCALARS}
+    fields = {k: x for k, x in d.items() if type(x) in _CONFIG_VALUES}
     return (d, fields) if fields and len(fields) <= CONTENTS_MAX else None
 
 
@@ -157,9 +160,10 @@ class StateGuard:
         module state version moved (assignment, `model[2] = ...`, weight tying, load_state_dict), so
         a call costs one integer compare;
       - every global (and closure variable of the compiled function) the traced Python code named:
-        bool/int/float/str/None by value, anything else by identity (a rebound global tensor, a new
-        optimizer, a swapped helper function or a flipped `DEBUG` flag recompiles); a dict or plain
-        object there also by the values of its numbers (cfg["beta"], args.temp: `_scalar_fields`).
+        bool/int/float/str/None by value, tensors and modules by identity; in the user's code (not
+        ember's own modules) anything else by identity too (a new optimizer, a swapped helper
+        function recompiles) and a dict or plain object there by the values of its floats, flags and
+        strings (cfg["beta"], args.temp: `_scalar_fields`).
     `skip` holds (id(module), attribute) pairs the compiled graph itself writes (self.mask = ...).
     `check()` returns None, or (guard name, old, new) of the first guard that fails."""
 
@@ -250,14 +254,17 @@ def state_guard(fn, frames: dict | None, module=None, skip=()) -> StateGuard:
 
     contents = []
 
-    def consider(label, box, key, v):
-        # every name by identity (a rebound optimizer or helper function recompiles), scalars by value
+    def consider(label, box, key, v, user=True):
+        # scalars by value, tensors and modules by identity; in the user's code (not ember's own modules,
+        # whose caches and lazily installed functions change under it) every other object by identity too
+        # (a rebound optimizer or helper function recompiles) and a config dict's numbers by value
         if isinstance(v, Module):
             add_module(label, v)
-        values.append((label, box, key, v))
+        if user or isinstance(v, (Tensor, Module)) or type(v) in _SCALARS:
+            values.append((label, box, key, v))
         if isinstance(v, FunctionType) and v.__code__ in frames and all(v is not f for f in functions):
             functions.append(v)
-        fields = None if isinstance(v, (Tensor, Module)) or type(v) in _SCALARS else _scalar_fields(v)
+        fields = None if not user or isinstance(v, (Tensor, Module)) or type(v) in _SCALARS else _scalar_fields(v)
         if fields is not None:
             contents.append((label, *fields))
 
@@ -269,7 +276,7 @@ def state_guard(fn, frames: dict | None, module=None, skip=()) -> StateGuard:
             if (id(g), name) in seen or name not in g:
                 continue
             seen.add((id(g), name))
-            consider(f"global {name!r}", g, name, g[name])
+            consider(f"global {name!r}", g, name, g[name], user=str(g.get("__name__", "")).split(".")[0] != "ember")
     for f in functions:      # grows while it is walked (a helper's closure may hold another helper)
         code = getattr(f, "__code__", None)
         for name, cell in zip(code.co_freevars if code else (), getattr(f, "__closure__", None) or ()):
