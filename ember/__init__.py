@@ -274,7 +274,7 @@ def __getattr__(name):
     # heavier namespaces load on first use (keeps `import ember` fast)
     if name in ("nn", "optim", "utils", "datasets", "compiler", "amp", "distributed", "linalg", "backends",
                 "serialization", "onnx", "accelerator", "cpu", "profiler", "distributions", "special", "testing",
-                "random", "_dynamo"):
+                "random", "_dynamo", "func"):
         return _lazy(name)
     if name in ("autocast", "GradScaler", "is_autocast_available", "get_autocast_dtype", "clear_autocast_cache"):
         return getattr(_lazy("amp"), name)

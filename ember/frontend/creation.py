@@ -254,28 +254,29 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False, **kw):
 
 # ------------------------------------------------------------------------------------- random
 def manual_seed(seed):
-    rng.default_generator.manual_seed(seed)
-    return rng.default_generator
+    g = rng.current_generator()
+    g.manual_seed(seed)
+    return g
 
 
 def seed():
-    return rng.default_generator.seed()
+    return rng.current_generator().seed()
 
 
 def initial_seed():
-    return rng.default_generator.initial_seed()
+    return rng.current_generator().initial_seed()
 
 
 def get_rng_state():
-    return rng.default_generator.get_state()
+    return rng.current_generator().get_state()
 
 
 def set_rng_state(state):
-    rng.default_generator.set_state(state)
+    rng.current_generator().set_state(state)
 
 
 def _gen(generator):
-    return generator if generator is not None else rng.default_generator
+    return generator if generator is not None else rng.current_generator()
 
 
 def _random(dist, size, dtype, device, requires_grad, generator):

@@ -71,7 +71,18 @@ def dot(a, b):
     return matmul(a, b)
 
 
-inner = dot
+def inner(a, b):
+    """Sums of products over the last dims: a[..., k] b[..., k] -> a.shape[:-1] + b.shape[:-1] (dot for
+    vectors; a scalar operand multiplies)."""
+    if a.ndim == 0 or b.ndim == 0:
+        return a * b
+    if a.ndim == 1 and b.ndim == 1:
+        return dot(a, b)
+    if a.shape[-1] != b.shape[-1]:
+        raise RuntimeError(f"inner() the last dimension must match on both input tensors but got shapes "
+                           f"{list(a.shape)} and {list(b.shape)}")
+    return S.reshape(matmul(S.reshape(a, (-1, a.shape[-1])), S.transpose(S.reshape(b, (-1, b.shape[-1])), 0, 1)),
+                     tuple(a.shape[:-1]) + tuple(b.shape[:-1]))
 
 
 def outer(a, b):

@@ -220,6 +220,9 @@ def pow(a, b):
 
 
 def float_power(a, b):
+    """pow in double precision: float64 (complex128 for complex) whatever the inputs' dtypes."""
+    a = cast(a, dt.float64) if isinstance(a, Tensor) else float(a)
+    b = cast(b, dt.float64) if isinstance(b, Tensor) else float(b)
     return pow(a, b)
 
 
@@ -236,7 +239,8 @@ logical_or = _logical("logical_or")
 
 
 def logical_xor(a, b):
-    return ne(cast(a, dt.bool_), cast(b, dt.bool_) if isinstance(b, Tensor) else bool(b))
+    a, b = (cast(v, dt.bool_) if isinstance(v, Tensor) else bool(v) for v in (a, b))
+    return ne(a, b) if isinstance(a, Tensor) else ne(b, a)
 
 
 def logical_not(x):
@@ -251,9 +255,9 @@ def bitwise_not(x):
 
 def _bitwise(name, logical):
     def f(a, b):
-        ta = a if isinstance(a, Tensor) else b
-        if ta.dtype is dt.bool_ and (not isinstance(b, Tensor) or b.dtype is dt.bool_):
-            return logical(a, b)
+        ta, other = (a, b) if isinstance(a, Tensor) else (b, a)
+        if ta.dtype is dt.bool_ and (other.dtype is dt.bool_ if isinstance(other, Tensor) else isinstance(other, bool)):
+            return logical(a, b)           # (bool | 2 is an integer op: tensor([3, 2]), as PyTorch)
         a, b, d = promote(a, b)
         if d.is_floating_point:
             raise RuntimeError(f'"{name}_cpu" not implemented for \'{d.name.capitalize()}\'')
@@ -704,6 +708,11 @@ def count_nonzero(x, dim=None):
 def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
+    if p == "nuc":                 # the sum of singular values of the last two dims (or `dim`'s pair)
+        from ..linalg import matrix_norm       # (ember.linalg sits above the frontend: imported on use)
+        if dim is None and x.ndim != 2:
+            raise RuntimeError(f"norm(p='nuc') expects a 2-D input (or dim=(d0, d1)), got {x.ndim} dims")
+        return matrix_norm(x, "nuc", dim=(-2, -1) if dim is None else dim, keepdim=keepdim)
     if p == "fro" or p == 2 or p is None:
         if not x.dtype.is_floating_point:
             x = cast(x, dt.default_float)

@@ -56,7 +56,7 @@ _METHODS = {
     # elementwise
     "add": M.add, "sub": M.sub, "subtract": M.sub, "mul": M.mul, "multiply": M.mul, "div": M.div,
     "divide": M.div, "true_divide": M.div, "floor_divide": M.floor_divide, "remainder": M.remainder,
-    "pow": M.pow, "float_power": M.pow, "maximum": M.maximum, "minimum": M.minimum,
+    "pow": M.pow, "float_power": M.float_power, "maximum": M.maximum, "minimum": M.minimum,
     "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
     "greater": M.gt, "less": M.lt, "greater_equal": M.ge, "less_equal": M.le, "not_equal": M.ne,
     "logical_and": M.logical_and, "logical_or": M.logical_or, "logical_not": M.logical_not,

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..ir.rng import GOLDEN, mix_seed, normal, splitmix64, uniform, words
 
-__all__ = ["Generator", "default_generator", "mix_seed", "splitmix64", "random_bits", "uniform", "normal"]
+__all__ = ["Generator", "default_generator", "current_generator", "set_thread_generator", "mix_seed", "splitmix64",
+           "random_bits", "uniform", "normal"]
 
 
 def random_bits(xp, seed: int, offset: int, n: int):
@@ -81,3 +82,18 @@ class Generator:
 
 
 default_generator = Generator()
+
+# A DataLoader worker thread draws from a generator of its own (seeded base_seed + worker id, as PyTorch
+# seeds each worker process): threads sharing the default one would race, and a batch's augmentation
+# would depend on which thread fetched it.
+_thread = threading.local()
+
+
+def current_generator() -> Generator:
+    """The generator random ops without generator= use: this thread's own (a DataLoader worker's) or
+    the default one."""
+    return getattr(_thread, "generator", None) or default_generator
+
+
+def set_thread_generator(generator: Generator | None) -> None:
+    _thread.generator = generator

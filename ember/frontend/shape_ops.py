@@ -569,7 +569,7 @@ def diag(x, diagonal_=0):
         idx = tensor(r * n + c, device=x.device)
         flat = P("scatter", reshape(out, (n * n,)), idx, x, dim=0)
         return reshape(flat, (n, n))
-    return diagonal(x, diagonal_)
+    return diagonal(x, diagonal_).clone()      # torch.diag copies (Tensor.diagonal is the view)
 
 
 def diag_embed(x):
@@ -603,8 +603,10 @@ def index_select(x, dim, index):
         raise IndexError("index_select(): Index is supposed to be a vector")
     if index.dtype not in (dt.int64, dt.int32):
         raise RuntimeError(f"index_select(): Expected dtype int32/int64 for index but got {index.dtype.name}")
+    if index.ndim == 0:             # a scalar index selects one entry, the dim kept (PyTorch's)
+        index = reshape(index, (1,))
     if x.ndim == 0:
-        return P("take", reshape(x, (1,)), reshape(index, (-1,)), dim=0).reshape(index.shape)
+        return reshape(P("take", reshape(x, (1,)), index, dim=0), ())
     return P("take", x, index, dim=d)
 
 

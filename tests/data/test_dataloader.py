@@ -229,3 +229,45 @@ def test_subset_concat_random_split():
 def test_tensor_dataset_checks_sizes():
     with pytest.raises(ValueError, match="Size mismatch"):
         TensorDataset(ember.ones(3), ember.ones(4))
+
+
+class _Augmented(Dataset):
+    """A dataset that draws random numbers in __getitem__ (an augmentation)."""
+
+    def __len__(self):
+        return 48
+
+    def __getitem__(self, i):
+        w = get_worker_info()
+        return ember.randn(3) * 0.1 + i, -1 if w is None else w.id
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_deal_batches_round_robin_with_their_own_seeded_generators(workers):
+    """Batch i goes to worker i % num_workers and each worker draws from a generator of its own (seeded
+    base_seed + id, base_seed drawn per epoch): a seeded run is reproducible, epochs differ -- threads
+    sharing the default generator had raced on it (PyTorch's processes have one each)."""
+    def epoch():
+        batches = list(DataLoader(_Augmented(), batch_size=4, num_workers=workers))
+        return ember.cat([x.flatten() for x, _ in batches]), [w.tolist() for _, w in batches]
+    ember.manual_seed(0)
+    a, wa = epoch()
+    b, _ = epoch()
+    ember.manual_seed(0)
+    c, wc = epoch()
+    assert bool((a == c).all()) and not bool((a == b).all())
+    assert wa == wc == [[i % workers] * 4 for i in range(12)]
+
+    class Seeds(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return ember.initial_seed() - get_worker_info().seed
+    assert [int(s) for s in DataLoader(Seeds(), batch_size=1, num_workers=2)] == [0, 0, 0, 0]
+
+
+def test_default_collate_keeps_string_fields_as_tuples():
+    """A field of strings comes back as the tuple zip() made, as PyTorch's collate returns it."""
+    names, values = next(iter(DataLoader([("x", 1.5), ("y", 2.5)], batch_size=2)))
+    assert names == ("x", "y") and values.tolist() == [1.5, 2.5]

@@ -57,6 +57,19 @@ CALLS = {
     "masked_fill_int_float": lambda L, a, b: L.tensor([1, 2, 3]).masked_fill(L.tensor([True, False, True]), 2.5),
     "masked_fill_int_negative": lambda L, a, b: L.tensor([1, 2]).masked_fill(L.tensor([True, False]), -3.7),
     "masked_fill_bool": lambda L, a, b: L.tensor([True, False]).masked_fill(L.tensor([False, True]), 1),
+    "float_power_int": lambda L, a, b: L.float_power(L.tensor([2, 3]), 2),
+    "float_power_method": lambda L, a, b: a.abs().float_power(0.5),
+    "float_power_scalar_base": lambda L, a, b: L.float_power(2, L.tensor([1, 2])),
+    "inner_2d": lambda L, a, b: L.inner(a, b),
+    "inner_3d": lambda L, a, b: L.inner(a.reshape(3, 2, 2), b[:, :2]),
+    "inner_scalar": lambda L, a, b: L.inner(L.tensor(2.0), a),
+    "diag_is_a_copy": lambda L, a, b: (lambda x: (x.diag().zero_(), x)[1])(a[:, :3].clone()),
+    "index_select_0d_index": lambda L, a, b: a.index_select(0, L.tensor(1)),
+    "norm_nuc": lambda L, a, b: a.norm(p="nuc"),
+    "bool_or_int": lambda L, a, b: (a > 0) | 2,
+    "int_xor_bool": lambda L, a, b: 1 ^ (a > 0),
+    "bool_and_bool_scalar": lambda L, a, b: (a > 0) & True,
+    "reflected_bool_xor": lambda L, a, b: True ^ (a > 0),
 }
 
 
@@ -83,3 +96,19 @@ def test_aliases_stay_one_function_and_errors_name_the_argument():
         ember.zeros(2, size=(3,))
     with pytest.raises(RuntimeError, match="cannot be converted"):
         ember.tensor([1]).masked_fill(ember.tensor([True]), float("inf"))
+
+
+def test_cosine_similarity_of_a_zero_vector_has_a_finite_gradient():
+    import ember.nn.functional as F
+    rng = np.random.default_rng(1)
+    a = np.zeros((2, 3), np.float32)
+    a[1] = [1.0, -2.0, 0.5]
+    b = rng.standard_normal((2, 3)).astype(np.float32)
+    grads = []
+    for lib, fn in ((ember, F.cosine_similarity), (torch, torch.nn.functional.cosine_similarity)):
+        x, y = lib.tensor(a, requires_grad=True), lib.tensor(b, requires_grad=True)
+        r = fn(x, y)
+        r.sum().backward()
+        grads.append((r.detach().numpy(), x.grad.numpy(), y.grad.numpy()))
+    for e, t in zip(*grads):
+        np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)

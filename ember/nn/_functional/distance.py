@@ -15,9 +15,15 @@ def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, o
 @autocast_op("cosine_similarity")
 def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     x1, x2 = S.broadcast_tensors(x1, x2)
-    n1 = M.clamp_min(M.sqrt(M.sum(M.mul(x1, x1), dim, keepdim=True)), eps)
-    n2 = M.clamp_min(M.sqrt(M.sum(M.mul(x2, x2), dim, keepdim=True)), eps)
-    return M.sum(M.mul(M.div(x1, n1), M.div(x2, n2)), dim)
+    return M.sum(M.mul(M.div(x1, _norm_at_least(x1, dim, eps)), M.div(x2, _norm_at_least(x2, dim, eps))), dim)
+
+
+def _norm_at_least(x, dim, eps):
+    """max(||x||, eps) along dim (kept), as PyTorch divides by it: where the norm is below eps the
+    divisor is the constant eps -- sqrt is never differentiated at 0 (a zero vector's gradient was NaN)."""
+    sq = M.sum(M.mul(x, x), dim, keepdim=True)
+    big = M.gt(sq, eps * eps)
+    return M.where(big, M.sqrt(M.where(big, sq, 1.0)), eps)
 
 
 def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 import weakref
 from collections import OrderedDict, namedtuple
 from typing import Any, Callable, Iterator
@@ -19,6 +20,7 @@ from ...frontend import tracing_hooks
 from ...frontend.tensor import Tensor
 from ...ir import dtypes as dt
 from ..parameter import Buffer, Parameter
+from .backward_hooks import BackwardHooks
 
 __all__ = ["Module", "RemovableHandle"]
 
@@ -72,6 +74,7 @@ _state_version = [0]
 
 
 _UNSET = object()
+_EXTRA_STATE = "_extra_state"          # state_dict key of get_extra_state()'s value
 _SCALARS = (bool, int, float, str, type(None))
 
 
@@ -527,6 +530,14 @@ class Module:
         return self
 
     # ---------------------------------------------------------------------------- state dict
+    def get_extra_state(self):
+        """A module's state that is not a parameter or buffer, saved in state_dict as `<prefix>_extra_state`
+        when a subclass defines it (with set_extra_state to restore it)."""
+        raise RuntimeError("Reached a code path in Module.get_extra_state() that should never be called.")
+
+    def set_extra_state(self, state) -> None:
+        raise RuntimeError("Reached a code path in Module.set_extra_state() that should never be called.")
+
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         for name, p in self._parameters.items():
             if p is not None:
@@ -534,6 +545,8 @@ class Module:
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent_buffers_set:
                 destination[prefix + name] = b if keep_vars else b.detach()
+        if type(self).get_extra_state is not Module.get_extra_state:
+            destination[prefix + _EXTRA_STATE] = self.get_extra_state()
 
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         if args:  # the old positional form state_dict(destination, prefix, keep_vars)
@@ -586,11 +599,18 @@ class Module:
                 error_msgs.append(f'While copying the parameter named "{key}", whose dimensions in the model '
                                   f"are {param.shape} and whose dimensions in the checkpoint are {value.shape}, "
                                   f"an exception occurred : {e.args}.")
+        extra = type(self).set_extra_state is not Module.set_extra_state
+        if extra:
+            if prefix + _EXTRA_STATE in state_dict:
+                self.set_extra_state(state_dict[prefix + _EXTRA_STATE])
+            elif strict:
+                missing_keys.append(prefix + _EXTRA_STATE)
         if strict:
             for key in state_dict:
                 if key.startswith(prefix):
                     input_name = key[len(prefix):].split(".", 1)
-                    if input_name[0] not in self._modules and input_name[0] not in local:
+                    if input_name[0] not in self._modules and input_name[0] not in local and \
+                            not (extra and input_name[0] == _EXTRA_STATE):
                         unexpected_keys.append(key)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -648,6 +668,11 @@ class Module:
                 missing.append(key)
                 continue
             self._buffers[name] = state_dict[key]
+        if type(self).set_extra_state is not Module.set_extra_state:
+            if prefix + _EXTRA_STATE in state_dict:
+                self.set_extra_state(state_dict[prefix + _EXTRA_STATE])
+            elif strict:
+                missing.append(prefix + _EXTRA_STATE)
 
     def _unexpected_for_assign(self, state_dict):
         known = set(self.state_dict().keys())
@@ -697,14 +722,26 @@ class Module:
         return h
 
     def register_full_backward_hook(self, hook, prepend: bool = False):
-        raise NotImplementedError("ember: module backward hooks are not supported; use Tensor.register_hook "
-                                  "on the module's output instead")
+        """hook(module, grad_input, grad_output) -> None or new grad_input (nn/modules/backward_hooks.py)."""
+        return self._add_hook(self._backward_hooks, hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, prepend: bool = False):
+        """hook(module, grad_output) -> None or new grad_output, before the module's gradients are computed."""
+        return self._add_hook(self.__dict__.setdefault("_backward_pre_hooks", _HookDict()), hook, prepend)
 
     register_backward_hook = register_full_backward_hook
 
+    @staticmethod
+    def _add_hook(table, hook, prepend):
+        h = RemovableHandle(table)
+        table[h.id] = hook
+        if prepend:
+            table.move_to_end(h.id, last=False)
+        return h
+
     def _call_impl(self, *args, **kwargs):
         if not (self._forward_hooks or self._forward_pre_hooks or _global_forward_hooks
-                or _global_forward_pre_hooks):
+                or _global_forward_pre_hooks or self._backward_hooks or self.__dict__.get("_backward_pre_hooks")):
             return self.forward(*args, **kwargs)
         for hid, hook in itertools.chain(_global_forward_pre_hooks.items(), self._forward_pre_hooks.items()):
             if self._forward_pre_hooks_with_kwargs.get(hid):
@@ -718,7 +755,15 @@ class Module:
                 r = hook(self, args)
                 if r is not None:
                     args = r if isinstance(r, tuple) else (r,)
-        result = self.forward(*args, **kwargs)
+        bw = BackwardHooks(self, self._backward_hooks.values(), self.__dict__.get("_backward_pre_hooks", {}).values()) \
+            if BackwardHooks.wanted(self) else None
+        if bw is not None:
+            args = bw.wrap_inputs(args)
+        try:
+            result = self.forward(*args, **kwargs)
+        except Exception:
+            self._always_called_hooks(args, kwargs)
+            raise
         for hid, hook in itertools.chain(_global_forward_hooks.items(), self._forward_hooks.items()):
             if self._forward_hooks_with_kwargs.get(hid):
                 r = hook(self, args, kwargs, result)
@@ -726,7 +771,22 @@ class Module:
                 r = hook(self, args, result)
             if r is not None:
                 result = r
-        return result
+        return result if bw is None else bw.wrap_outputs(result)
+
+    def _always_called_hooks(self, args, kwargs):
+        """forward raised: the hooks registered with always_call=True still run (result None), as in PyTorch;
+        an error of theirs is a warning, the forward's error propagates."""
+        for hid, hook in self._forward_hooks.items():
+            if not self._forward_hooks_always_called.get(hid):
+                continue
+            try:
+                if self._forward_hooks_with_kwargs.get(hid):
+                    hook(self, args, kwargs, None)
+                else:
+                    hook(self, args, None)
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"forward hook with ``always_call=True`` raised an exception that was silenced "
+                              f"as another error was raised in forward: {e}")
 
     __call__ = _call_impl
 

@@ -65,15 +65,15 @@ def default_collate(batch):
         except TypeError:
             return out
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):
-        return t(*(default_collate(list(s)) for s in zip(*batch)))
+        return t(*(default_collate(s) for s in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         n = len(elem)
         if any(len(e) != n for e in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
-        transposed = list(zip(*batch))
+        transposed = list(zip(*batch))       # (fields as tuples: a field of strings stays a tuple, as in PyTorch)
         if isinstance(elem, tuple):
-            return [default_collate(list(s)) for s in transposed]
-        out = [default_collate(list(s)) for s in transposed]
+            return [default_collate(s) for s in transposed]
+        out = [default_collate(s) for s in transposed]
         if t is list:
             return out
         try:
@@ -256,30 +256,37 @@ class DataLoader:
         return [t[idx] for t in ds.tensors]
 
     def _iter_threads(self):
-        counter = itertools.count()
-        lock = threading.Lock()
-        base_seed = 0
+        """Batch i is fetched by worker i % num_workers (a thread of its own, in order), as PyTorch deals
+        batches round-robin to its worker processes; each worker draws random numbers from its own
+        generator, seeded base_seed + id, base_seed drawn from the loader's generator once per iterator
+        (each epoch): a seeded run's augmentations are the same every run and differ between epochs."""
         from ...frontend import rng
-        base_seed = rng.default_generator.initial_seed()
+        gen = self.generator if self.generator is not None else rng.current_generator()
+        base_seed = int(gen.numpy_rng(1).integers(0, 1 << 62))
+        n = self.num_workers
 
-        def init():
-            with lock:
-                wid = next(counter)
-            _worker.info = WorkerInfo(wid, self.num_workers, base_seed + wid, self.dataset)
+        def init(wid):
+            seed = base_seed + wid
+            rng.set_thread_generator(rng.Generator().manual_seed(seed))
+            _worker.info = WorkerInfo(wid, n, seed, self.dataset)
             if self.worker_init_fn is not None:
                 self.worker_init_fn(wid)
-        depth = self.num_workers * (self.prefetch_factor or 2)
-        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="ember-dataloader", initializer=init) as pool:
+        pools = [ThreadPoolExecutor(1, thread_name_prefix=f"ember-dataloader-{w}", initializer=init, initargs=(w,))
+                 for w in range(n)]
+        try:
             pending: collections.deque = collections.deque()
-            indices = iter(self._index_sampler)
-            for idx in itertools.islice(indices, depth):
-                pending.append(pool.submit(self._fetch, idx))
+            batches = enumerate(self._index_sampler)
+            for i, idx in itertools.islice(batches, n * (self.prefetch_factor or 2)):
+                pending.append(pools[i % n].submit(self._fetch, idx))
             while pending:
                 fut = pending.popleft()
-                nxt = next(indices, None)
+                nxt = next(batches, None)
                 if nxt is not None:
-                    pending.append(pool.submit(self._fetch, nxt))
+                    pending.append(pools[nxt[0] % n].submit(self._fetch, nxt[1]))
                 yield fut.result()
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def _iter_iterable(self):
         it = iter(self.dataset)
