@@ -57,6 +57,10 @@ from .frontend.composites import (  # noqa: E402
     trace, diff, kron, tensordot, cdist, triu_indices, tril_indices, nansum, nanmean, isin, rot90, cov, corrcoef,
     aminmax, cummax, cummin, logcumsumexp, quantile, nanquantile, atleast_1d, atleast_2d, atleast_3d, block_diag,
     cartesian_prod, diagflat)
+from .frontend.math_extra import (  # noqa: E402
+    sgn, positive, rsub, scalar_tensor, erfc, lgamma, digamma, i0, gcd, lcm, heaviside, bitwise_left_shift,
+    bitwise_right_shift, column_stack, dstack, row_stack, msort, trapezoid, trapz, vander, combinations, mode,
+    nanmedian, masked_scatter)
 from .frontend.indexing_ops import (  # noqa: E402
     index_put, index_copy, scatter_reduce, searchsorted, bucketize, histc, bincount, unique, unique_consecutive)
 from .frontend.lapack import det, slogdet, logdet, inv as inverse  # noqa: E402

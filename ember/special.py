@@ -8,9 +8,13 @@ from .frontend import math_ops as _M
 from .frontend.math_ops import exp2, expm1, log1p, log_softmax, logsumexp, round, softmax  # noqa: F401
 from .frontend.math_ops import erf, sigmoid as expit  # noqa: F401
 from .frontend.math_special import erfinv, logit, sinc, xlogy  # noqa: F401
+from .frontend.math_extra import digamma, erfc, i0, lgamma as gammaln, log_ndtr, ndtr  # noqa: F401
 
 __all__ = ["erf", "erfinv", "expit", "logit", "xlogy", "xlog1py", "exp2", "expm1", "log1p", "logsumexp",
-           "softmax", "log_softmax", "sinc", "round", "entr", "ndtri"]
+           "softmax", "log_softmax", "sinc", "round", "entr", "ndtri",
+           "erfc", "gammaln", "digamma", "psi", "i0", "ndtr", "log_ndtr"]
+
+psi = digamma
 
 
 def xlog1py(input, other):

@@ -10,6 +10,7 @@ from . import lapack as LA
 from . import linalg_composites as LC
 from . import linalg as L
 from . import math_ops as M
+from . import math_extra as X
 from . import math_special as MS
 from . import shape_ops as S
 from .tensor import Tensor, _wrap
@@ -43,6 +44,8 @@ _OPERATORS = {
     "__eq__": M.eq, "__ne__": M.ne, "__lt__": M.lt, "__le__": M.le, "__gt__": M.gt, "__ge__": M.ge,
     "__and__": M.bitwise_and, "__or__": M.bitwise_or, "__xor__": M.bitwise_xor,
     "__rand__": _r(M.bitwise_and), "__ror__": _r(M.bitwise_or), "__rxor__": _r(M.bitwise_xor),
+    "__lshift__": X.bitwise_left_shift, "__rshift__": X.bitwise_right_shift,
+    "__rlshift__": _r(X.bitwise_left_shift), "__rrshift__": _r(X.bitwise_right_shift),
     "__neg__": M.neg, "__abs__": M.abs, "__invert__": M.bitwise_not, "__pos__": lambda x: x,
     "__getitem__": S.getitem, "__setitem__": lambda x, k, v: (S.setitem(x, k, v), None)[1],
 }
@@ -50,6 +53,7 @@ _INPLACE_OPERATORS = {
     "__iadd__": M.add, "__isub__": M.sub, "__imul__": M.mul, "__itruediv__": M.div,
     "__ifloordiv__": M.floor_divide, "__imod__": M.remainder, "__ipow__": M.pow,
     "__iand__": M.bitwise_and, "__ior__": M.bitwise_or, "__ixor__": M.bitwise_xor,
+    "__ilshift__": X.bitwise_left_shift, "__irshift__": X.bitwise_right_shift,
 }
 
 _METHODS = {
@@ -85,6 +89,11 @@ _METHODS = {
     "cov": C.cov, "corrcoef": C.corrcoef, "aminmax": C.aminmax, "cummax": C.cummax, "cummin": C.cummin,
     "logcumsumexp": C.logcumsumexp, "quantile": C.quantile, "nanquantile": C.nanquantile, "diagflat": C.diagflat,
     "fill_diagonal_": C.fill_diagonal_, "diag_embed": S.diag_embed,
+    # math_extra.py
+    "sgn": X.sgn, "positive": X.positive, "erfc": X.erfc, "lgamma": X.lgamma, "digamma": X.digamma, "i0": X.i0,
+    "gcd": X.gcd, "lcm": X.lcm, "heaviside": X.heaviside, "bitwise_left_shift": X.bitwise_left_shift,
+    "bitwise_right_shift": X.bitwise_right_shift, "msort": X.msort, "mode": X.mode, "nanmedian": X.nanmedian,
+    "masked_scatter": X.masked_scatter,
     # reductions
     "sum": M.sum, "mean": M.mean, "var": M.var, "std": M.std, "prod": M.prod, "max": M.max, "min": M.min,
     "amax": M.amax, "amin": M.amin, "argmax": M.argmax, "argmin": M.argmin, "logsumexp": M.logsumexp,
@@ -124,7 +133,9 @@ _INPLACE_METHODS = ("add", "sub", "mul", "div", "pow", "clamp", "clip", "clamp_m
                     "tril", "triu", "squeeze", "unsqueeze", "transpose", "t", "fix", "exp2", "log10",
                     "atan", "arctan", "atan2", "arctan2", "asin", "arcsin", "acos", "arccos", "sinh", "cosh",
                     "asinh", "arcsinh", "acosh", "arccosh", "atanh", "arctanh", "erfinv", "hypot", "xlogy",
-                    "copysign", "deg2rad", "rad2deg", "sinc", "logit", "index_put", "index_copy", "scatter_reduce")
+                    "copysign", "deg2rad", "rad2deg", "sinc", "logit", "index_put", "index_copy", "scatter_reduce",
+                    "sgn", "erfc", "lgamma", "digamma", "i0", "gcd", "lcm", "heaviside", "bitwise_left_shift",
+                    "bitwise_right_shift", "masked_scatter")
 
 
 def _cmp(fn):
