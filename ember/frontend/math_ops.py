@@ -708,11 +708,17 @@ def count_nonzero(x, dim=None):
 def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = cast(x, dtype)
-    if p == "nuc":                 # the sum of singular values of the last two dims (or `dim`'s pair)
-        from ..linalg import matrix_norm       # (ember.linalg sits above the frontend: imported on use)
+    if p == "nuc":                 # the sum of singular values of a matrix (or of `dim`'s pair)
         if dim is None and x.ndim != 2:
             raise RuntimeError(f"norm(p='nuc') expects a 2-D input (or dim=(d0, d1)), got {x.ndim} dims")
-        return matrix_norm(x, "nuc", dim=(-2, -1) if dim is None else dim, keepdim=keepdim)
+        from .lapack import svdvals
+        from .shape_ops import movedim, unsqueeze
+        d0, d1 = ((-2, -1) if dim is None else dim)
+        d0, d1 = d0 % x.ndim, d1 % x.ndim
+        r = sum(svdvals(movedim(x, (d0, d1), (-2, -1))), -1)
+        if keepdim:
+            r = unsqueeze(unsqueeze(r, min(d0, d1)), max(d0, d1))
+        return r
     if p == "fro" or p == 2 or p is None:
         if not x.dtype.is_floating_point:
             x = cast(x, dt.default_float)
