@@ -96,4 +96,14 @@ class EmbeddingBag(Module):
                                self.padding_idx)
 
     def extra_repr(self):
-        return "{num_embeddings}, {embedding_dim}, mode={mode}".format(**self.__dict__)
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            s += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq is not False:
+            s += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        s += f", mode={self.mode!r}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        return s
