@@ -38,12 +38,12 @@ def embedding(input: Tensor, weight: Tensor, padding_idx=None, max_norm=None, no
     if scale_grad_by_freq and ag.is_grad_enabled() and out.requires_grad:
         # each row's gradient divided by how often its index occurs in the batch: the value unchanged
         # (x.detach() + (x - x.detach()) * s), the gradient scaled by s
-        flat = P("reshape", input, shape=(input.numel(),))
-        counts = P("index_add", M.cast(P("full", shape=(n,), value=0, dtype=dt.int64, device=input.device),
-                                        out.dtype), M.cast(flat, dt.int64),
+        idx = M.cast(input, dt.int64)
+        flat = P("reshape", idx, shape=(input.numel(),))
+        counts = P("index_add", P("full", shape=(n,), value=0.0, dtype=out.dtype, device=input.device), flat,
                    P("full", shape=(input.numel(),), value=1.0, dtype=out.dtype, device=input.device), dim=0)
-        s = P("reshape", M.reciprocal(P("take", counts, M.cast(input, dt.int64), dim=0)), shape=tuple(input.shape) + (1,))
-        out = M.add(out.detach(), M.mul(M.sub(out, out.detach()), s))
+        scale = P("reshape", M.reciprocal(P("take", counts, idx, dim=0)), shape=tuple(input.shape) + (1,))
+        out = M.add(out.detach(), M.mul(M.sub(out, out.detach()), scale))
     if padding_idx is not None and ag.is_grad_enabled() and out.requires_grad:
         # the padding row reads through, but receives no gradient
         keep = P("reshape", P("ne", input, int(padding_idx)), shape=tuple(input.shape) + (1,))
