@@ -133,3 +133,14 @@ def test_functional_inplace_forms(name):
     F.threshold_(e, 0.5, 9.0)
     TF.threshold_(t, 0.5, 9.0)
     np.testing.assert_array_equal(e.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("targets", [[-100, -100], [1, -100], [0, 2]])
+def test_cross_entropy_with_every_target_ignored_has_zero_gradient(targets):
+    x = np.sin(np.arange(6.0)).reshape(2, 3).astype(F32)
+    _check(lambda L, fl, x: fl.cross_entropy(x, L.tensor(targets)), x)
+    _check(lambda L, fl, x: fl.nll_loss(fl.log_softmax(x, 1), L.tensor(targets), weight=L.tensor([1.0, 2.0, 3.0])), x)
+    xe = ember.tensor(x, requires_grad=True)
+    loss = ember.compile(lambda x, y: F.cross_entropy(x, y))(xe, ember.tensor(targets))
+    grad = ember.autograd.grad(loss, xe)[0]
+    assert not np.isnan(grad.numpy()).any() and np.isnan(loss.item()) == (targets == [-100, -100])

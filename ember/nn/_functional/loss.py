@@ -75,7 +75,8 @@ def _nll_eager(input, target, weight, ignore_index, reduction, cdim):
     else:
         total = w.sum(dtype=x.dtype)
         with np.errstate(invalid="ignore", divide="ignore"):
-            coef, out = -w / total, loss.sum(dtype=x.dtype) / total
+            # an ignored row gets no gradient even when every row is ignored (the loss is then 0/0 = NaN)
+            coef, out = np.where(valid, -w / total, 0).astype(x.dtype), loss.sum(dtype=x.dtype) / total
     res = _wrap(np.asarray(out, dtype=x.dtype), input.device)
     if ag.is_grad_enabled() and input.requires_grad:
         shape = x.shape
@@ -123,7 +124,10 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, igno
     total = P("sum", loss, dims=None, keepdim=False)
     if reduction == "sum":
         return total
-    return P("div", total, P("sum", w, dims=None, keepdim=False))
+    # every target ignored: the loss is NaN (0/0) but its gradient 0, as PyTorch's (total / 1 + NaN)
+    count = P("sum", w, dims=None, keepdim=False)
+    none = P("eq", count, 0.0)
+    return P("add", P("div", total, P("where", none, 1.0, count)), P("where", none, float("nan"), 0.0))
 
 
 @autocast_op("cross_entropy")
