@@ -3,7 +3,7 @@
 Every layer is written with ember ops (ember/nn/functional.py, ember/nn/_functional/), so eager
 mode runs numpy/cupy kernels and ember.compile sees, and fuses, the same primitives.
 """
-from .parameter import Parameter, Buffer, UninitializedParameter  # noqa: F401
+from .parameter import Parameter, Buffer, UninitializedParameter, UninitializedBuffer  # noqa: F401
 from .modules import *  # noqa: F401,F403
 from .modules import module as _module_mod
 from . import functional, init, utils  # noqa: F401

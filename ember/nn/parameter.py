@@ -72,9 +72,51 @@ class Buffer(Tensor):
         pass
 
 
-class UninitializedParameter(Parameter):
-    """Placeholder type (lazy modules are not supported); kept so isinstance checks import."""
+class _Uninitialized:
+    """Mixin of the lazy modules' placeholders (ember/nn/modules/lazy.py): no data yet; materialize(shape)
+    gives them storage in place, and they become a plain Parameter / Buffer."""
+    cls_to_become = None
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def materialize(self, shape, device=None, dtype=None):
+        from ..frontend.creation import empty
+        requires_grad = self.requires_grad
+        _adopt(self, empty(*shape, device=device or self.device, dtype=dtype or self.dtype))
+        self.requires_grad = requires_grad
+        self.__class__ = self.cls_to_become
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+    def __deepcopy__(self, memo):
+        return memo.setdefault(id(self), type(self)(self.requires_grad, self.device, self.dtype))
+
+    def __reduce_ex__(self, proto):
+        return (_rebuild_uninitialized, (type(self).__name__, self.requires_grad, str(self.device), self.dtype.name))
+
+
+def _rebuild_uninitialized(kind, requires_grad, device, dtype_name):
+    cls = UninitializedParameter if kind == "UninitializedParameter" else UninitializedBuffer
+    return cls(requires_grad, device, dt.by_name(dtype_name))
+
+
+class UninitializedParameter(_Uninitialized, Parameter):
+    cls_to_become = Parameter
+
+    def __new__(cls, requires_grad=True, device=None, dtype=None):
+        from ..frontend.creation import empty
+        return Parameter.__new__(cls, empty(0, device=device, dtype=dtype), requires_grad)
+
+
+class UninitializedBuffer(_Uninitialized, Buffer):
+    cls_to_become = Buffer
+
+    def __new__(cls, requires_grad=False, device=None, dtype=None):
+        from ..frontend.creation import empty
+        return Buffer.__new__(cls, empty(0, device=device, dtype=dtype))
 
 
 def is_lazy(param) -> bool:
-    return isinstance(param, UninitializedParameter)
+    return isinstance(param, _Uninitialized)

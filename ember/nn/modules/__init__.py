@@ -29,6 +29,10 @@ from .attention import MultiheadAttention  # noqa: F401
 from .transformer import (  # noqa: F401
     TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer, TransformerDecoder, Transformer)
 from .rnn import RNNBase, RNN, LSTM, GRU, RNNCellBase, RNNCell, LSTMCell, GRUCell  # noqa: F401
+from .lazy import (  # noqa: F401
+    LazyLinear, LazyConv1d, LazyConv2d, LazyConv3d, LazyConvTranspose1d, LazyConvTranspose2d, LazyConvTranspose3d,
+    LazyBatchNorm1d, LazyBatchNorm2d, LazyBatchNorm3d, LazyInstanceNorm1d, LazyInstanceNorm2d, LazyInstanceNorm3d,
+    LazyModuleMixin, UninitializedParameter, UninitializedBuffer)
 # the module paths PyTorch has (torch.nn.modules.batchnorm._BatchNorm ...) that re-export classes above
 from . import batchnorm, distance, fold, instancenorm, padding, pixelshuffle, upsampling, utils  # noqa: F401,E402
 
