@@ -134,8 +134,10 @@ def test_bad_input_errors():
         F.max_pool2d(x, 3, padding=2, dilation=2)        # PyTorch: half the kernel size, not the dilated one
     with pytest.raises(RuntimeError, match="Output size is too small"):
         F.max_pool2d(ember.randn(1, 2, 1, 1), 3, dilation=2, padding=1)
-    with pytest.raises(RuntimeError, match="not implemented for 'int64'"):
-        F.max_pool2d(ember.ones(1, 2, 8, 8, dtype=ember.int64), 2)
+    # PyTorch max-pools integer tensors in 2-D (not bool)
+    assert F.max_pool2d(ember.ones(1, 2, 8, 8, dtype=ember.int64), 2).dtype is ember.int64
+    with pytest.raises(NotImplementedError, match="not implemented for 'Bool'"):
+        F.max_pool2d(ember.ones(1, 2, 8, 8, dtype=ember.bool), 2)
     with pytest.raises(RuntimeError, match="Expected 3D or 4D input"):
         F.max_pool2d(ember.randn(8, 8), 2)
     with pytest.raises(RuntimeError, match="stride should be greater than zero"):

@@ -299,15 +299,12 @@ def pad(input: Tensor, pad, mode: str = "constant", value=None) -> Tensor:
         if mode == "reflect" and (lo >= n or hi >= n):
             raise RuntimeError(f"Argument #4: Padding size should be less than the corresponding input dimension, "
                                f"but got: padding ({lo}, {hi}) at dimension {d} of input {list(input.shape)}")
-        if mode == "circular" and (lo > n or hi > n):
-            raise RuntimeError("Padding value causes wrapping around more than once.")
         idx = np.arange(n)
-        if lo < 0 or hi < 0:
-            idx = idx[max(0, -lo): n - max(0, -hi)]
+        if lo < 0 or hi < 0:     # negative padding crops first; circular then wraps the cropped range
+            idx = idx[max(0, -lo): max(0, n - max(0, -hi))]
+        if mode == "circular" and (lo > len(idx) or hi > len(idx)):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
         idx = np.pad(idx, (max(0, lo), max(0, hi)), mode=np_mode) if (lo > 0 or hi > 0) else idx
-        if mode == "circular":  # np 'wrap' pads from the cropped range; PyTorch wraps the original
-            full = np.arange(-max(0, lo), n + max(0, hi)) % n
-            idx = full[max(0, -lo): len(full) - max(0, -hi)]
         x = P("take", x, const(idx.astype(np.int64), x), dim=d)
     return x
 

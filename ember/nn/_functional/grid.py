@@ -108,7 +108,11 @@ def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mod
         return M.mul(v, S.unsqueeze(w, 1))
 
     if mode == "nearest":
-        out = at(M.round(ix), M.round(iy))
+        rx, ry = M.round(ix), M.round(iy)
+        # a weight of 1 that depends on the grid through round (gradient zero): the grid's .grad is then
+        # zeros, as PyTorch's, instead of None
+        one = M.add(M.mul(M.add(rx, ry), 0.0), 1.0) if grid.requires_grad else None
+        out = at(rx, ry, one)
     else:
         x0, y0 = M.floor(ix), M.floor(iy)
         x1, y1 = M.add(x0, 1.0), M.add(y0, 1.0)

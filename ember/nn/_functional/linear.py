@@ -60,7 +60,7 @@ _FAST = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _linear_eager(input: Tensor, weight: Tensor, bias) -> Tensor:
     x = input._data
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])     # not -1: in_features may be 0
     y = blas_threads.matmul(x2, weight._data.T)
     if bias is not None:
         y += bias._data
@@ -74,11 +74,11 @@ def _linear_eager(input: Tensor, weight: Tensor, bias) -> Tensor:
 
 def _linear_vjp(g, o, x, w, b=None):
     if g._xp is np and not ag.is_grad_enabled():
-        g2 = g._data.reshape(-1, g.shape[-1])
+        g2 = g._data.reshape(math.prod(g.shape[:-1]), g.shape[-1])
         gx = _wrap(blas_threads.matmul(g2, w._data).reshape(x.shape), g.device) if x.requires_grad else None
         gw = None
         if w.requires_grad:
-            gw = _wrap(blas_threads.matmul(g2.T, x._data.reshape(-1, x.shape[-1])), g.device)
+            gw = _wrap(blas_threads.matmul(g2.T, x._data.reshape(g2.shape[0], x.shape[-1])), g.device)
         gb = _wrap(g2.sum(axis=0), g.device) if b is not None and b.requires_grad else None
     else:                       # differentiated again: the same products in ember ops
         g2 = P("reshape", g, shape=(math.prod(g.shape[:-1]), g.shape[-1]))

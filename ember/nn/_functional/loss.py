@@ -18,7 +18,7 @@ from ...frontend import shape_ops as S
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P, attach_node
 from ...ir import dtypes as dt
-from ._util import Tensor, check_reduction, eager_values, is_tracing, legacy_reduction, reduce_loss
+from ._util import Tensor, check_reduction, const, eager_values, is_tracing, legacy_reduction, reduce_loss
 
 
 def _check_targets(target, C, ignore_index):
@@ -405,4 +405,156 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     if input.ndim == 1:
         loss = S.reshape(loss, ())
     return reduce_loss(loss, reduction)
+
+
+
+@autocast_op("multilabel_margin_loss")
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """sum over target classes j and non-target classes i of max(0, 1 - (x[j] - x[i])) / C; each row of
+    target lists class indices, ended by the first -1."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(reduction)
+    if input.ndim not in (1, 2) or input.shape[-1] == 0:
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
+    if tuple(target.shape) != tuple(input.shape):
+        raise RuntimeError(f"inconsistent target size: {list(target.shape)} for input of size: {list(input.shape)}")
+    if target.dtype is not dt.int64:
+        raise RuntimeError(f"expected scalar type Long but found {target.dtype.name}")
+    v = eager_values(target)
+    C = input.shape[-1]
+    if v is not None and ((v < -1) | (v >= C)).any():
+        raise RuntimeError("argument #2 'target' is out of range")
+    x = input if input.ndim == 2 else S.unsqueeze(input, 0)
+    t = target if target.ndim == 2 else S.unsqueeze(target, 0)
+    # the listed targets: the positions before the row's first -1
+    listed = M.eq(M.cumsum(M.cast(M.lt(t, 0), dt.int64), 1), 0)                       # [N, j]
+    classes = P("arange", n=C, start=0, step=1, dtype=dt.int64, device=x.device)
+    hit = M.logical_and(M.eq(S.unsqueeze(t, 2), classes), S.unsqueeze(listed, 2))      # [N, j, i]
+    is_target = M.gt(M.sum(M.cast(hit, dt.int64), 1), 0)                                # [N, i]
+    xj = S.gather(x, 1, M.clamp_min(t, 0))                                              # [N, j]
+    z = M.relu(M.sub(1.0, M.sub(S.unsqueeze(xj, 2), S.unsqueeze(x, 1))))               # [N, j, i]
+    pair = M.logical_and(S.unsqueeze(listed, 2), M.logical_not(S.unsqueeze(is_target, 1)))
+    loss = M.div(M.sum(M.where(pair, z, 0.0), (1, 2)), C)
+    if input.ndim == 1:
+        loss = S.reshape(loss, ())
+    return reduce_loss(loss, reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,
+                                      swap=False, reduction="mean"):
+    """max(d(a, p) - d(a, n) + margin, 0) for any distance d (pairwise_distance by default); swap takes
+    d(p, n) in place of d(a, n) where it is smaller."""
+    check_reduction(reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError(f"The anchor, positive, and negative tensors are expected to have the same number of "
+                           f"dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative "
+                           f"{negative.ndim}D inputs")
+    if distance_function is None:
+        from .distance import pairwise_distance as distance_function
+    dp = distance_function(anchor, positive)
+    dn = distance_function(anchor, negative)
+    if swap:
+        dn = M.minimum(dn, distance_function(positive, negative))
+    return reduce_loss(M.clamp_min(M.add(M.sub(dp, dn), margin), 0.0), reduction)
+
+
+# ------------------------------------------------------------------------------------------ CTC
+def _lengths(x):
+    """Lengths given as a tensor or a tuple/list of ints, as a list of ints (they fix the recursion's shape)."""
+    if isinstance(x, Tensor):
+        v = eager_values(x)
+        return [int(n) for n in np.asarray(x.tolist() if v is None else v).reshape(-1)]
+    return [int(n) for n in x]
+
+
+def _log_add(*terms):
+    """log(sum(exp(terms))) elementwise, -inf where every term is -inf -- with a zero gradient there (a
+    plain logsumexp's is NaN, and the unreachable CTC states would spread it)."""
+    m = terms[0]
+    for t in terms[1:]:
+        m = M.maximum(m, t)
+    dead = M.isinf(m)                     # every term -inf (the log-probabilities are finite or -inf)
+    m = M.where(dead, 0.0, m.detach())   # any shift gives the same value: no gradient through it
+    total = None
+    for t in terms:
+        e = M.exp(M.sub(t, m))
+        total = e if total is None else M.add(total, e)
+    total = M.where(dead, 1.0, total)
+    return M.where(dead, float("-inf"), M.add(M.log(total), m))
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """Connectionist temporal classification: -log of the summed probability of every alignment of
+    each target, by the forward (alpha) recursion in log space over time, in ember ops -- autograd
+    gives the gradient.  log_probs [T, N, C] (or [T, C]); targets padded [N, S] or concatenated 1-D."""
+    check_reduction(reduction)
+    unbatched = log_probs.ndim == 2
+    lp = S.unsqueeze(log_probs, 1) if unbatched else log_probs
+    T, N, C = lp.shape
+    il, tl = _lengths(input_lengths), _lengths(target_lengths)
+    if not 0 <= blank < C:
+        raise RuntimeError("blank must be in label range")
+    if len(il) != N:
+        raise RuntimeError(f"input_lengths must be of size batch_size ({N}), got {len(il)}")
+    if len(tl) != N:
+        raise RuntimeError(f"target_lengths must be of size batch_size ({N}), got {len(tl)}")
+    for n in il:
+        if n > T:
+            raise RuntimeError(f"Expected input_lengths to have value at most {T}, but got value {n} (while "
+                               "checking arguments for ctc_loss_allocate_outputs)")
+    Smax = max(tl) if tl else 0
+    tg = targets if targets.dtype is dt.int64 else M.cast(targets, dt.int64)
+    if tg.ndim == 1 and not unbatched:          # concatenated: cut into rows of a padded [N, Smax]
+        starts = np.cumsum([0] + tl[:-1])
+        pos = np.minimum(starts[:, None] + np.arange(Smax)[None, :], max(tg.shape[0] - 1, 0))
+        tg = S.take(tg, const(pos.astype(np.int64), tg)) if Smax else P(
+            "full", shape=(N, 0), value=0, dtype=dt.int64, device=lp.device)
+    else:
+        tg = S.unsqueeze(tg, 0) if unbatched else tg
+        if tg.shape[1] < Smax:
+            raise RuntimeError(f"Expected tensor to have size at least {Smax} at dimension 1, but got size "
+                               f"{tg.shape[1]} for argument #2 'targets' (while checking arguments for "
+                               "ctc_loss_allocate_outputs)")
+    tg = S.narrow(tg, 1, 0, Smax)
+    L = 2 * Smax + 1
+    # the extended labels blank, l1, blank, l2, ..., blank: [N, L]
+    blanks = P("full", shape=(N, Smax, 1), value=blank, dtype=dt.int64, device=lp.device)
+    ext = S.cat([S.reshape(S.cat([blanks, S.unsqueeze(tg, 2)], 2), (N, 2 * Smax)),
+                 P("full", shape=(N, 1), value=blank, dtype=dt.int64, device=lp.device)], 1)
+    # the skip s-2 -> s: onto a label that differs from the label two back
+    prev2 = S.cat([P("full", shape=(N, 2), value=blank, dtype=dt.int64, device=lp.device), S.narrow(ext, 1, 0, L - 2)],
+                  1) if L > 2 else ext
+    skip = M.logical_and(M.ne(ext, blank), M.ne(ext, prev2))
+    lpe = S.gather(lp, 2, S.expand(S.unsqueeze(ext, 0), (T, N, L)))                    # [T, N, L]
+    steps = S.unbind(lpe, 0)
+    neg_inf = float("-inf")
+    first = np.full((1, L), neg_inf)
+    first[0, :2] = 0.0
+    alpha = M.add(steps[0], const(first.astype(lp.dtype.np), lp)) if T else None
+    live = np.arange(T)[:, None] < np.asarray(il)[None, :]                            # [T, N]
+    for t in range(1, T):
+        a1 = P("pad", alpha, pads=((0, 0), (1, -1)), value=neg_inf)
+        a2 = M.where(skip, P("pad", alpha, pads=((0, 0), (2, -2)), value=neg_inf), neg_inf)
+        new = M.add(_log_add(alpha, a1, a2), steps[t])
+        alpha = new if live[t].all() else M.where(const(live[t][:, None], lp), new, alpha)
+    # end in the last label or the blank after it, at each sample's last frame
+    ends = np.stack([2 * np.asarray(tl), np.maximum(2 * np.asarray(tl) - 1, 0)], 1)
+    a_end = S.gather(alpha, 1, const(ends.astype(np.int64), lp))
+    a_end = M.where(const(np.asarray(tl)[:, None] > np.array([[-1, 0]]), lp), a_end, neg_inf)
+    nll = M.neg(_log_add(S.select(a_end, 1, 0), S.select(a_end, 1, 1)))
+    # PyTorch's gradient w.r.t. log_probs is exp(log_probs) - posterior over the live frames (the
+    # gradient through a log_softmax in front is the same either way): the exp term, with value 0
+    mass = M.sum(M.mul(M.exp(lp), const(live[:, :, None].astype(lp.dtype.np), lp)), (0, 2))
+    nll = M.add(nll, M.sub(mass, mass.detach()))
+    if zero_infinity:
+        nll = M.where(M.isinf(nll), 0.0, nll)
+    if reduction == "mean":
+        div = const(np.maximum(np.asarray(tl, dtype=lp.dtype.np), 1), lp)
+        return M.mean(M.div(nll, div))
+    if reduction == "sum":
+        return M.sum(nll)
+    return S.reshape(nll, ()) if unbatched else nll
 

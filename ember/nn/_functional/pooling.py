@@ -20,12 +20,14 @@ import numpy as np
 
 from ...frontend import autograd as ag
 from ...frontend import math_ops as M
+from ...frontend import shape_ops as S
 from ...frontend.autocast import autocast_op
 from ...frontend.dispatch import apply as P, attach_node
 from ...frontend.prims import _where
 from ...frontend.tensor import _wrap
+from ...ir import dtypes as dt
 from ...kernels import window_ops
-from ._util import const, is_tracing, ntuple, static_sizes
+from ._util import const, eager_values, full, is_tracing, ntuple, static_sizes
 
 
 def _out_size(n, k, s, p, d, ceil_mode):
@@ -63,9 +65,27 @@ def _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op):
     return k, s, p, d, outs, pads
 
 
+def _check_max_dtype(input, nd, return_indices, op):
+    """PyTorch max-pools integer tensors too, except in max_pool1d's no-indices kernel; never bool."""
+    if input.dtype is dt.bool_ or (nd == 1 and not return_indices and not input.dtype.is_floating_point):
+        name = "max_pool1d_impl" if nd == 1 and not return_indices else op.replace("1d", "2d")
+        raise NotImplementedError(f"\"{name}\" not implemented for '{_torch_name(input.dtype)}'")
+
+
+def _torch_name(dtype):
+    """The scalar-type name PyTorch's dispatch errors use ('Long', 'Float', ...)."""
+    return {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool",
+            "float16": "Half", "bfloat16": "BFloat16", "float32": "Float", "float64": "Double"}.get(
+                dtype.name, dtype.name)
+
+
+def _lowest(dtype):
+    """The padding value that never wins a max: -inf, or an integer type's minimum."""
+    return float("-inf") if dtype.is_floating_point else int(np.iinfo(dtype.np).min)
+
+
 def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, nd, op):
-    if not input.dtype.is_floating_point:
-        raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
+    _check_max_dtype(input, nd, return_indices, op)
     k, s, p, d, outs, pads = _prep(input, kernel_size, stride, padding, dilation, ceil_mode, nd, op)
     lead = ((0, 0),) * (input.ndim - nd)
     if not is_tracing():
@@ -74,7 +94,7 @@ def _max_poolnd(input, kernel_size, stride, padding, dilation, ceil_mode, return
         return _pool_taps(input, "max", k, s, d, outs, pads, nd)
     x = input
     if any(lo or hi for lo, hi in pads):
-        x = P("pad", x, pads=lead + pads, value=float("-inf"))
+        x = P("pad", x, pads=lead + pads, value=_lowest(input.dtype))
     w = P("windows", x, kernel=k, stride=s, dilation=d)
     if tuple(w.shape[-2 * nd:-nd]) != outs:  # the windows past the last output (ceil_mode trimming)
         w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k, steps=(1,) * w.ndim)
@@ -115,7 +135,7 @@ def _pool_taps(input, how, k, s, d, outs, pads, nd):
     x = P("permute", input, dims=tuple(range(1, nd + 2)) + (0,)) if moved else input   # [C, *sp, (N)]
     if any(lo or hi for lo, hi in pads):
         full = ((0, 0),) + tuple(pads) + (((0, 0),) if moved else ())
-        x = P("pad", x, pads=full, value=float("-inf") if how == "max" else 0.0)
+        x = P("pad", x, pads=full, value=_lowest(input.dtype) if how == "max" else 0)
     tail = (x.shape[-1],) if moved else ()
     blocks = s == k and all(di == 1 for di in d)
     if blocks:
@@ -137,7 +157,8 @@ def _pool_taps(input, how, k, s, d, outs, pads, nd):
         if acc is None:
             acc = t
         elif how == "max":          # PyTorch's rule, `val > maxval || isnan(val)`: the last NaN of a window wins
-            acc = P("where", P("logical_or", P("gt", t, acc), P("isnan", t)), t, acc)
+            win = P("gt", t, acc)
+            acc = P("where", P("logical_or", win, P("isnan", t)) if input.dtype.is_floating_point else win, t, acc)
         else:
             acc = P("add", acc, t)
     return P("permute", acc, dims=(nd + 1,) + tuple(range(nd + 1))) if moved else acc
@@ -189,7 +210,7 @@ def _max_pool_numpy(xp, a, k, s, d, outs, pads):
     spatial = a.shape[-nd:]
     padded = any(lo or hi for lo, hi in pads)
     if padded:
-        a = xp.pad(a, pads, constant_values=-np.inf)
+        a = xp.pad(a, pads, constant_values=-np.inf if a.dtype.kind == "f" else np.iinfo(a.dtype).min)
         # which padded positions are padding: they never win (PyTorch skips them)
         inside = xp.zeros(a.shape[-nd:], dtype=bool)
         inside[tuple(slice(lo, lo + n) for (lo, _), n in zip(pads[-nd:], spatial))] = True
@@ -326,23 +347,35 @@ def _avg_divisor(spatial, outs, k, s, p, count_include_pad):
     return div
 
 
+def _window_sum(input, k, s, d, outs, pads, nd):
+    """Each window's sum over the zero-padded input (pad + windows + sum)."""
+    x = input
+    if any(lo or hi for lo, hi in pads):
+        x = P("pad", x, pads=pads, value=0.0 if input.dtype.is_floating_point else 0)
+    w = P("windows", x, kernel=k, stride=s, dilation=d)
+    if tuple(w.shape[-2 * nd:-nd]) != outs:
+        w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k, steps=(1,) * w.ndim)
+    return P("sum", w, dims=tuple(range(w.ndim - nd, w.ndim)), keepdim=False)
+
+
 @M.in_float32   # 16-bit: summed and divided in float32, rounded once (PyTorch's kernel; was two roundings, more traced)
 def _avg_poolnd(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, nd, op):
-    if not input.dtype.is_floating_point:
-        raise RuntimeError(f"\"{op}\" not implemented for '{input.dtype.name}'")
+    integer = not input.dtype.is_floating_point
+    if integer and input.dtype is not dt.int64:      # PyTorch averages int64 alone of the integer types
+        name = "avg_pool3d_out_frame" if nd == 3 else "avg_pool2d"
+        raise NotImplementedError(f"\"{name}\" not implemented for '{_torch_name(input.dtype)}'")
     k, s, p, d, outs, pads = _prep(input, kernel_size, stride, padding, 1, ceil_mode, nd, op)
     lead = ((0, 0),) * (input.ndim - nd)
+    if integer:
+        total = _window_sum(input, k, s, d, outs, lead + pads, nd)
+        # int64: the integer sum divided with truncation, as PyTorch's integer kernel
+        div = divisor_override or _avg_divisor(tuple(input.shape[-nd:]), outs, k, s, p, count_include_pad)
+        div = div if isinstance(div, int) else const(div.astype(np.int64), input)
+        return M.div(total, div, rounding_mode="trunc")
     if is_tracing() and math.prod(k) <= TAPS_MAX:
         total = _pool_taps(input, "sum", k, s, d, outs, pads, nd)
     else:
-        x = input
-        if any(lo or hi for lo, hi in pads):
-            x = P("pad", x, pads=lead + pads, value=0.0)
-        w = P("windows", x, kernel=k, stride=s, dilation=d)
-        if tuple(w.shape[-2 * nd:-nd]) != outs:
-            w = P("slice", w, starts=(0,) * w.ndim, stops=tuple(w.shape[:-2 * nd]) + outs + k,
-                  steps=(1,) * w.ndim)
-        total = P("sum", w, dims=tuple(range(w.ndim - nd, w.ndim)), keepdim=False)
+        total = _window_sum(input, k, s, d, outs, lead + pads, nd)
     if divisor_override:
         return P("mul", total, 1.0 / divisor_override)
     div = _avg_divisor(tuple(input.shape[-nd:]), outs, k, s, p, count_include_pad)
@@ -368,10 +401,29 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                        "avg_pool3d")
 
 
+def _lp_poolnd(input, norm_type, kernel_size, stride, ceil_mode, nd):
+    """(sum over the window of x^p)^(1/p), as avg_pool(x^p) * window size; p = +-inf: the max (min) of |x|."""
+    maxp = (max_pool1d, max_pool2d, max_pool3d)[nd - 1]
+    if isinstance(norm_type, (int, float)) and math.isinf(norm_type):
+        if norm_type > 0:
+            return maxp(M.abs(input), kernel_size, stride, 0, 1, ceil_mode)
+        return M.neg(maxp(M.neg(M.abs(input)), kernel_size, stride, 0, 1, ceil_mode))
+    avgp = (avg_pool1d, avg_pool2d, avg_pool3d)[nd - 1]
+    out = avgp(M.pow(input, norm_type), kernel_size, stride, 0, ceil_mode)
+    # sign * relu(abs): a window whose p-th powers sum to zero gets a zero gradient, not NaN
+    return M.pow(M.mul(M.mul(M.sign(out), M.relu(M.abs(out))), math.prod(ntuple(kernel_size, nd))), 1.0 / norm_type)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_poolnd(input, norm_type, kernel_size, stride, ceil_mode, 1)
+
+
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
-    kw, kh = ntuple(kernel_size, 2)
-    out = avg_pool2d(M.pow(input, norm_type), kernel_size, stride, 0, ceil_mode)
-    return M.pow(M.mul(M.mul(M.sign(out), M.relu(M.abs(out))), kw * kh), 1.0 / norm_type)
+    return _lp_poolnd(input, norm_type, kernel_size, stride, ceil_mode, 2)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    return _lp_poolnd(input, norm_type, kernel_size, stride, ceil_mode, 3)
 
 
 # ------------------------------------------------------------------------------------- adaptive
@@ -380,13 +432,35 @@ def _adaptive_bounds(n, o):
     return (i * n) // o, -((-(i + 1) * n) // o)
 
 
-def _adaptive_avg(input, output_size, nd, op):
+def _adaptive_args(input, output_size, nd, op):
+    """(spatial sizes, output sizes) of an adaptive pool, None in output_size keeping the input's size."""
     if input.ndim not in (nd + 1, nd + 2):
         raise RuntimeError(f"{op}: Expected {nd + 1}D or {nd + 2}D tensor, but got {list(input.shape)}")
+    if not input.dtype.is_floating_point:
+        raise NotImplementedError(f"\"{op.replace('1d', '2d')}\" not implemented for '{_torch_name(input.dtype)}'")
+    for i in range(input.ndim - nd, input.ndim):
+        if input.shape[i] == 0:
+            raise RuntimeError(f"{op}(): Expected input to have non-zero size for non-batch dimensions, but input "
+                               f"has sizes {list(input.shape)} with dimension {i} being empty")
     spatial = static_sizes(input.shape[-nd:])
     osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
                  tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
+    return spatial, osz
+
+
+def _empty_pool(input, osz, nd):
+    """An output with a zero size: an empty slice of the input (so the input's gradient is zeros)."""
     lead = tuple(input.shape[:-nd])
+    e = P("slice", input, starts=(0,) * input.ndim, stops=lead + tuple(min(o, 1) for o in osz),
+          steps=(1,) * input.ndim)
+    return P("reshape", e, shape=lead + tuple(osz))
+
+
+def _adaptive_avg(input, output_size, nd, op):
+    spatial, osz = _adaptive_args(input, output_size, nd, op)
+    lead = tuple(input.shape[:-nd])
+    if 0 in osz:
+        return _empty_pool(input, osz, nd)
     if all(o == 1 for o in osz):
         return M.mean(input, dim=tuple(range(input.ndim - nd, input.ndim)), keepdim=True)
     if all(n % o == 0 for n, o in zip(spatial, osz)):
@@ -428,9 +502,10 @@ def adaptive_avg_pool3d(input, output_size):
 
 
 def _adaptive_max(input, output_size, return_indices, nd, op):
-    spatial = static_sizes(input.shape[-nd:])
-    osz = ntuple(output_size if not isinstance(output_size, (list, tuple)) else
-                 tuple(n if o is None else o for o, n in zip(output_size, spatial)), nd)
+    spatial, osz = _adaptive_args(input, output_size, nd, op)
+    if 0 in osz:
+        y = _empty_pool(input, osz, nd)
+        return (y, M.cast(y.detach(), dt.int64)) if return_indices else y
     if all(n % o == 0 for n, o in zip(spatial, osz)):
         k = tuple(n // o for n, o in zip(spatial, osz))
         return _max_poolnd(input, k, k, 0, 1, False, return_indices, nd, op)
@@ -467,3 +542,65 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     return _adaptive_max(input, output_size, return_indices, 2, "adaptive_max_pool2d")
 
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, return_indices, 3, "adaptive_max_pool3d")
+
+
+# ------------------------------------------------------------------------------------- unpool
+def _unpool_size(input, k, s, p, output_size, nd):
+    """The unpooled spatial size: max_pool's inverse size, or output_size when it is within a stride of it."""
+    default = tuple((n - 1) * si + ki - 2 * pi for n, ki, si, pi in zip(input.shape[-nd:], k, s, p))
+    if output_size is None:
+        return default
+    size = tuple(int(o) for o in output_size)
+    if len(size) == nd + 2:
+        size = size[2:]
+    if len(size) != nd:
+        raise ValueError(f"output_size should be a sequence containing {nd} or {nd + 2} elements, but it has a "
+                         f"length of '{len(size)}'")
+    for i, (o, dflt, si) in enumerate(zip(size, default, s)):
+        if not dflt - si < o < dflt + si:
+            raise ValueError(f"invalid output_size \"{output_size}\" (dim {i} must be between {dflt - si} and "
+                             f"{dflt + si})")
+    return size
+
+
+def _max_unpoolnd(input, indices, kernel_size, stride, padding, output_size, nd):
+    """The inverse of max_pool: each value scattered to its index in a zero [*lead, *size] plane (the
+    gradient gathers it back)."""
+    if input.ndim not in (nd + 1, nd + 2):
+        raise RuntimeError(f"max_unpool{nd}d: Expected {nd + 1}D or {nd + 2}D input, but got "
+                           f"{list(input.shape)}")
+    if indices.dtype is not dt.int64:
+        raise RuntimeError(f"elements in indices should be type int64 but got: {_torch_name(indices.dtype)}")
+    if tuple(indices.shape) != tuple(input.shape):
+        raise RuntimeError(f"Expected shape of indices to be same as that of the input tensor "
+                           f"({list(input.shape)}) but got indices tensor with shape: {list(indices.shape)}")
+    k = ntuple(kernel_size, nd)
+    s = k if stride is None else ntuple(stride, nd)
+    size = _unpool_size(input, k, s, ntuple(padding, nd), output_size, nd)
+    plane = math.prod(size)
+    v = eager_values(indices)
+    if v is not None and v.size and (v.min() < 0 or v.max() >= plane):
+        bad = v[(v < 0) | (v >= plane)].flat[0]
+        raise RuntimeError(f"Found an invalid max index: {int(bad)} (output volumes are of size "
+                           f"{'x'.join(map(str, size))})")
+    lead = tuple(input.shape[:-nd])
+    flat_shape = lead + (math.prod(input.shape[-nd:]),)
+    zeros = full(lead + (plane,), 0, input.dtype, input.device)
+    out = S.scatter(zeros, len(lead), S.reshape(indices, flat_shape), S.reshape(input, flat_shape))
+    return S.reshape(out, lead + size)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpoolnd(input, indices, kernel_size, stride, padding, output_size, 1)
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpoolnd(input, indices, kernel_size, stride, padding, output_size, 2)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpoolnd(input, indices, kernel_size, stride, padding, output_size, 3)

@@ -197,3 +197,17 @@ def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
     x = S.permute(x, tuple(range(n)) + (n, n + 2, n + 4, n + 1, n + 3))
     return S.reshape(x, lead + (C * r * r, H // r, W // r))
 
+
+
+def channel_shuffle(input: Tensor, groups: int) -> Tensor:
+    """[N, g*c, *] -> [N, c*g, *]: the channels regrouped (ShuffleNet), by a reshape + transpose."""
+    if input.ndim <= 2:
+        raise RuntimeError(f"channel_shuffle expects input with > 2 dims, but got input with sizes "
+                           f"{list(input.shape)}")
+    if groups <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of groups:{groups}")
+    N, C, *rest = input.shape
+    if C % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {C} channels and {groups} groups.")
+    x = S.reshape(input, (N, groups, C // groups, *rest))
+    return S.reshape(S.transpose(x, 1, 2), tuple(input.shape))

@@ -6,7 +6,8 @@ from .conv import (  # noqa: F401
     Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Unfold, Fold)
 from .pooling import (  # noqa: F401
     MaxPool1d, MaxPool2d, MaxPool3d, AvgPool1d, AvgPool2d, AvgPool3d, AdaptiveAvgPool1d, AdaptiveAvgPool2d,
-    AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, LPPool2d)
+    AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AdaptiveMaxPool3d, LPPool1d, LPPool2d, LPPool3d,
+    MaxUnpool1d, MaxUnpool2d, MaxUnpool3d)
 from .normalization import (  # noqa: F401
     BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm, RMSNorm,
     GroupNorm, LocalResponseNorm)
@@ -19,12 +20,13 @@ from .sparse import Embedding, EmbeddingBag  # noqa: F401
 from .loss import (  # noqa: F401
     L1Loss, MSELoss, NLLLoss, CrossEntropyLoss, BCELoss, BCEWithLogitsLoss, SmoothL1Loss, HuberLoss, KLDivLoss,
     PoissonNLLLoss, GaussianNLLLoss, SoftMarginLoss, MarginRankingLoss, HingeEmbeddingLoss,
-    MultiLabelSoftMarginLoss, CosineEmbeddingLoss, TripletMarginLoss, MultiMarginLoss)
+    MultiLabelSoftMarginLoss, CosineEmbeddingLoss, TripletMarginLoss, MultiMarginLoss, MultiLabelMarginLoss,
+    TripletMarginWithDistanceLoss, CTCLoss)
 from .flatten import (  # noqa: F401
     Flatten, Unflatten, ZeroPad1d, ZeroPad2d, ZeroPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d,
     ReflectionPad1d, ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d, ReplicationPad3d,
     CircularPad1d, CircularPad2d, CircularPad3d, Upsample, UpsamplingNearest2d, UpsamplingBilinear2d,
-    PixelShuffle, PixelUnshuffle, CosineSimilarity, PairwiseDistance)
+    PixelShuffle, PixelUnshuffle, ChannelShuffle, CosineSimilarity, PairwiseDistance)
 from .attention import MultiheadAttention  # noqa: F401
 from .transformer import (  # noqa: F401
     TransformerEncoderLayer, TransformerEncoder, TransformerDecoderLayer, TransformerDecoder, Transformer)

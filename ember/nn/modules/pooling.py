@@ -1,7 +1,8 @@
-"""MaxPool/AvgPool/AdaptiveAvgPool/AdaptiveMaxPool/LPPool modules (kernel, stride default = kernel)."""
+"""MaxPool/MaxUnpool/AvgPool/AdaptiveAvgPool/AdaptiveMaxPool/LPPool modules (kernel, stride default = kernel)."""
 from __future__ import annotations
 
 from .. import functional as F
+from .._functional._util import ntuple
 from .module import Module
 
 
@@ -36,6 +37,35 @@ class MaxPool3d(_MaxPoolNd):
     def forward(self, input):
         return F.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                             ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class _MaxUnpoolNd(Module):
+    _nd = 0
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = ntuple(kernel_size, self._nd)
+        self.stride = ntuple(stride if stride is not None else kernel_size, self._nd)
+        self.padding = ntuple(padding, self._nd)
+
+    def forward(self, input, indices, output_size=None):
+        unpool = (F.max_unpool1d, F.max_unpool2d, F.max_unpool3d)[self._nd - 1]
+        return unpool(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    _nd = 1
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    _nd = 2
+
+
+class MaxUnpool3d(_MaxUnpoolNd):
+    _nd = 3
 
 
 class AvgPool1d(Module):
@@ -117,14 +147,34 @@ class AdaptiveMaxPool2d(_AdaptivePool):
         return F.adaptive_max_pool2d(input, self.output_size, getattr(self, "return_indices", False))
 
 
-class LPPool2d(Module):
+class AdaptiveMaxPool3d(_AdaptivePool):
+    def forward(self, input):
+        return F.adaptive_max_pool3d(input, self.output_size, getattr(self, "return_indices", False))
+
+
+class _LPPoolNd(Module):
+    _nd = 0
+
     def __init__(self, norm_type, kernel_size, stride=None, ceil_mode=False):
         super().__init__()
         self.norm_type, self.kernel_size, self.stride, self.ceil_mode = norm_type, kernel_size, stride, ceil_mode
 
     def forward(self, input):
-        return F.lp_pool2d(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
+        pool = (F.lp_pool1d, F.lp_pool2d, F.lp_pool3d)[self._nd - 1]
+        return pool(input, float(self.norm_type), self.kernel_size, self.stride, self.ceil_mode)
 
     def extra_repr(self) -> str:
         return "norm_type={norm_type}, kernel_size={kernel_size}, stride={stride}, ceil_mode={ceil_mode}".format(
             **self.__dict__)
+
+
+class LPPool1d(_LPPoolNd):
+    _nd = 1
+
+
+class LPPool2d(_LPPoolNd):
+    _nd = 2
+
+
+class LPPool3d(_LPPoolNd):
+    _nd = 3
