@@ -19,7 +19,8 @@ from ._functional.conv import (  # noqa: F401
 from ._functional.pooling import (  # noqa: F401
     max_pool1d, max_pool2d, max_pool3d, max_pool1d_with_indices, max_pool2d_with_indices, avg_pool1d, avg_pool2d,
     avg_pool3d, lp_pool1d, lp_pool2d, lp_pool3d, adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
-    adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d, max_unpool1d, max_unpool2d, max_unpool3d)
+    adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d)
+from ._functional.unpooling import max_unpool1d, max_unpool2d, max_unpool3d  # noqa: F401
 from ._functional.normalization import (  # noqa: F401
     batch_norm, layer_norm, rms_norm, group_norm, instance_norm, local_response_norm)
 from ._functional.sparse import embedding, embedding_bag, one_hot  # noqa: F401
