@@ -31,6 +31,7 @@ from ..frontend import autograd as ag
 from ..frontend import dispatch
 from ..frontend.tensor import Tensor, _wrap
 from .reduced_numbers import needs_float32, record_in_float32
+from .tracing import tracing  # noqa: F401  (re-exported: compiled, split, joint import it from here)
 
 _EMBER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -242,7 +243,8 @@ class Tracer:
         node = self.graph.add(op, nodes, dict(attrs), device=device.type, meta=self._meta())
         rg = False
         if ag._mode.enabled and node.dtype.is_floating_point and OPS[op].differentiable and op in dispatch.VJPS:
-            rg = any(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+            rg = any(isinstance(t, Tensor) and (t.requires_grad or id(t) in self.overrides and
+                                                self.overrides[id(t)].requires_grad) for t in inputs)
         if self.replaying:
             node = self.graph.check_grad(node, rg)
         return self.symbolic(node, device, rg)
@@ -346,11 +348,10 @@ class Tracer:
         if self.is_symbolic(dst):
             target = dst._data.node
             dst._data = SymArray(rnode.shape, rnode.dtype.np, rnode)
-            result_rg = isinstance(result, Tensor) and result.requires_grad
-            if ag._mode.enabled and (result_rg or dst.requires_grad and dst.grad_fn is not None):
-                # eager: dst takes result's history (or keeps one whose gradient is now zero)
-                dst.requires_grad = True
-                dst.grad_fn = self.grad_fn_of(rnode)
+            if ag._mode.enabled and (isinstance(result, Tensor) and result.requires_grad or
+                                     dst.requires_grad and dst.grad_fn is not None):
+                dst.requires_grad = True        # eager: dst takes result's history (or keeps one whose
+                dst.grad_fn = self.grad_fn_of(rnode)    # gradient is now zero)
         else:
             if rnode.is_placeholder or rnode in self.override_nodes:
                 # p.copy_(x): p's new value gets a node of its own, so that p's writes and
@@ -359,8 +360,12 @@ class Tracer:
             target = self.node_of(dst)   # a concrete tensor: make sure it is an input
             if self.moved:
                 rnode = self.moved.get(rnode, rnode)
-            self.overrides[id(dst)] = self.symbolic(rnode, dst.device)
+            fresh = dst.__dict__.get("_made_in_trace") == id(self)   # made by this trace: a value, not state
+            rg = fresh and ag._mode.enabled and isinstance(result, Tensor) and result.requires_grad
+            self.overrides[id(dst)] = self.symbolic(rnode, dst.device, rg)     # (carries result's gradient)
             self.override_nodes.add(rnode)
+            if fresh:       # no write-back: torch.zeros(3).add_(x) had kept the last call's sums
+                return dst
         ph = self._placeholder_behind(target)
         if ph is not None:
             old = self.mutated.get(ph)
@@ -556,28 +561,6 @@ def _module_slot(module, name) -> tuple:
     if name in d:
         return "__dict__", d[name]
     return None, None
-
-
-class tracing:
-    """Context manager installing a tracer. Grad mode stays the caller's (traced tensors carry
-    requires_grad as eager ones would); `grad=False` turns it off (tracing a backward graph)."""
-
-    def __init__(self, tracer, grad: bool | None = None):
-        self.tracer = tracer
-        self.grad = grad
-
-    def __enter__(self):
-        self._prev = dispatch.tracer
-        self._grad = ag._mode.enabled
-        dispatch.tracer = self.tracer
-        if self.grad is not None:
-            ag._mode.enabled = self.grad
-        return self.tracer
-
-    def __exit__(self, *exc):
-        dispatch.tracer = self._prev
-        ag._mode.enabled = self._grad
-        return False
 
 
 class TracedGradFn:

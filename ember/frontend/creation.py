@@ -49,6 +49,9 @@ def _sizes(size):
 def _finish(t, requires_grad):
     if requires_grad:
         t.requires_grad_(True)
+    from . import dispatch
+    if dispatch.tracer is not None:     # made while tracing: a value of the graph, not state it writes back
+        t.__dict__["_made_in_trace"] = id(dispatch.tracer)
     return t
 
 

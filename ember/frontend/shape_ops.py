@@ -943,15 +943,24 @@ def _materialize_key(key):
 
 
 def _view_positions(base, view):
-    """Flat positions in `base` of each element of its view (byte arithmetic on strides)."""
+    """Flat positions (base's C order) of each element of its view: byte arithmetic on strides.  A base
+    laid out otherwise -- a convolution's result is a permuted batch-last array -- maps its memory
+    offsets back to its flat positions first."""
     b, v = base._data, view._data
-    if not b.flags.c_contiguous:
-        raise RuntimeError("in-place on a view of a non-contiguous tensor that requires grad is not supported")
     isz = b.itemsize
     start = (view.data_ptr() - base.data_ptr()) // isz   # data_ptr: numpy or cupy
-    pos = np.arange(b.size, dtype=np.int64)
     strides = tuple((s // isz) * 8 for s in v.strides)
-    return np.lib.stride_tricks.as_strided(pos[start:], shape=v.shape, strides=strides).copy()
+    if b.flags.c_contiguous:
+        pos = np.arange(b.size, dtype=np.int64)
+        return np.lib.stride_tricks.as_strided(pos[start:], shape=v.shape, strides=strides).copy()
+    if any(st < 0 for st in b.strides) or b.size == 0:
+        raise RuntimeError("in-place on a view of a tensor with negative strides that requires grad is not supported")
+    span = 1 + sum((n - 1) * (st // isz) for n, st in zip(b.shape, b.strides))
+    mem = np.arange(span, dtype=np.int64)
+    base_offsets = np.lib.stride_tricks.as_strided(mem, shape=b.shape, strides=tuple((st // isz) * 8 for st in b.strides))
+    flat_of = np.full(span, -1, dtype=np.int64)
+    flat_of[base_offsets.reshape(-1)] = np.arange(b.size, dtype=np.int64)
+    return flat_of[np.lib.stride_tricks.as_strided(mem[start:], shape=v.shape, strides=strides)]
 
 
 def _write_view_into_base(base, view, result):

@@ -256,3 +256,47 @@ def test_torch_backend_names_are_accepted(backend):
     x = ember.randn(5, 4)
     np.testing.assert_allclose(_np(ember.compile(m, backend=backend)(x)), _np(m(x)), rtol=1e-5, atol=1e-6)
     ember.compiler.cudagraph_mark_step_begin()      # a no-op here: replays never overwrite held outputs
+
+
+def test_tensors_made_inside_a_compiled_function_are_fresh_every_call():
+    """torch.zeros(3).add_(x), index_add_ into zeros, full(...).fill_(): a tensor the traced code creates is a
+    value of the graph, not state -- the compiled function had written the in-place result back into it and
+    answered with the running sum from the second call on."""
+    f = ember.compile(lambda x: ember.zeros(3).add_(x))
+    assert [f(ember.ones(3)).tolist() for _ in range(3)] == [[1.0, 1.0, 1.0]] * 3
+
+    def scatter(x):
+        out = ember.zeros(2, 3)
+        out.index_add_(0, ember.tensor([0, 1, 0]), x)
+        return out
+    g = ember.compile(scatter)
+    assert [g(ember.ones(3, 3)).sum().item() for _ in range(3)] == [9.0] * 3
+
+    def refill(x):
+        label = ember.full((4,), 1.0)
+        a = (x * label).sum()
+        label.fill_(0.0)
+        return a + (x * label).sum() + label.sum()
+    h = ember.compile(refill)
+    assert [h(ember.ones(4)).item() for _ in range(3)] == [4.0] * 3
+
+
+def test_writes_into_a_fresh_tensor_carry_the_gradient():
+    """out = zeros(...); out[0] = w * 3 (a decoder loop filling an outputs tensor), h = zeros(2); h += w:
+    the gradient flows to w as in eager (it had been lost: no grad_fn, or zeros)."""
+    w = ember.tensor([1.0, 2.0], requires_grad=True)
+
+    def fill(w):
+        out = ember.zeros(2, 2)
+        out[0] = w * 3
+        h = ember.zeros(2)
+        h += w
+        y = ember.zeros(3, 2)
+        y[:, 0] = w[0]
+        return out.sum() + h.sum() * 2 + y.sum()
+    cf = ember.compile(fill)
+    for _ in range(2):
+        w.grad = None
+        loss = cf(w)
+        loss.backward()
+        assert loss.item() == 9.0 + 6.0 + 3.0 and w.grad.tolist() == [8.0, 5.0]

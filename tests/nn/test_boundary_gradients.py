@@ -144,3 +144,19 @@ def test_cross_entropy_with_every_target_ignored_has_zero_gradient(targets):
     loss = ember.compile(lambda x, y: F.cross_entropy(x, y))(xe, ember.tensor(targets))
     grad = ember.autograd.grad(loss, xe)[0]
     assert not np.isnan(grad.numpy()).any() and np.isnan(loss.item()) == (targets == [-100, -100])
+
+
+def test_in_place_ops_on_a_convolution_output():
+    """y = conv(x) is a view of the convolution's batch-last result: y.div_(), y[:, 0] = 0, y += r (a
+    normalisation, a residual) had raised "in-place on a view of a non-contiguous tensor"."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(F32)
+    x = rng.standard_normal((2, 2, 16, 16)).astype(F32)
+
+    def fn(L, fl, x, w):
+        y = fl.conv2d(x, w, padding=1)
+        y.div_(2.0)
+        y[:, 0] = 0
+        y += x[:, :1]
+        return y * L.arange(16.0)
+    _check(fn, x, w, rtol=1e-4, atol=1e-4)
