@@ -35,8 +35,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, dtype=None):
     if ord == 1:
         return M.sum(a, dim, keepdim)
     if ord == 2:
-        return M.sqrt(M.sum(M.mul(x, x), dim, keepdim))
-    return M.pow(M.sum(M.pow(a, ord), dim, keepdim), 1.0 / ord)
+        return M._sqrt0(M.sum(M.mul(x, x), dim, keepdim))     # a zero vector's gradient is 0, as PyTorch's
+    return M._pnorm(a, ord, dim, keepdim)
 
 
 def matrix_norm(x, ord="fro", dim=(-2, -1), keepdim=False, dtype=None):
@@ -47,7 +47,7 @@ def matrix_norm(x, ord="fro", dim=(-2, -1), keepdim=False, dtype=None):
     if x.ndim < 2:
         raise RuntimeError("linalg.matrix_norm: The input tensor A must have at least 2 dimensions.")
     if ord == "fro":
-        return M.sqrt(M.sum(M.mul(x, x), dim, keepdim))
+        return M._sqrt0(M.sum(M.mul(x, x), dim, keepdim))
     d0, d1 = (d % x.ndim for d in dim)
     if ord in ("nuc", 2, -2):
         moved = x.movedim((d0, d1), (-2, -1))

@@ -95,7 +95,9 @@ def test_memory_formats_are_accepted():
     m = ember.nn.Conv2d(3, 4, 3).to(memory_format=ember.channels_last)
     x = ember.randn(1, 3, 5, 5).contiguous(memory_format=ember.channels_last)
     assert tuple(m(x).shape) == (1, 4, 3, 3)
-    assert x.is_contiguous(memory_format=ember.contiguous_format)
+    # laid out NHWC, as PyTorch's: channels-last contiguous, not C-contiguous
+    assert x.is_contiguous(memory_format=ember.channels_last) and not x.is_contiguous()
+    assert x.stride() == (75, 1, 15, 3)
     assert repr(ember.channels_last) == "ember.channels_last" and isinstance(ember.preserve_format,
                                                                              ember.memory_format)
 

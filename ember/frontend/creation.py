@@ -12,7 +12,7 @@ from ..ir.sizes import as_size, hint
 from . import rng
 from .device import canonical, CPU
 from .dispatch import apply as P
-from .tensor import Tensor, _wrap
+from .tensor import Tensor, _relayout, _wrap
 
 
 def _dtype(dtype, default=None):
@@ -202,7 +202,8 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False, **kw):
 
 def _like(fn):
     def f(x, dtype=None, device=None, requires_grad=False, memory_format=None, **kw):
-        return fn(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+        return _relayout(fn(*x.shape, dtype=dtype or x.dtype, device=device or x.device,
+                            requires_grad=requires_grad), x, memory_format)
     return f
 
 
@@ -211,9 +212,9 @@ ones_like = _like(ones)
 empty_like = _like(empty)
 
 
-def full_like(x, fill_value, dtype=None, device=None, requires_grad=False, **kw):
-    return full(tuple(x.shape), fill_value, dtype=dtype or x.dtype, device=device or x.device,
-                requires_grad=requires_grad)
+def full_like(x, fill_value, dtype=None, device=None, requires_grad=False, memory_format=None, **kw):
+    return _relayout(full(tuple(x.shape), fill_value, dtype=dtype or x.dtype, device=device or x.device,
+                          requires_grad=requires_grad), x, memory_format)
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False, **kw):
@@ -305,12 +306,14 @@ def randn(*sizes, size=None, dtype=None, device=None, requires_grad=False, gener
     return _random("normal", _size_kw(sizes, size, "randn"), dtype, device, requires_grad, generator)
 
 
-def rand_like(x, dtype=None, device=None, requires_grad=False):
-    return rand(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+def rand_like(x, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _relayout(rand(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad),
+                     x, memory_format)
 
 
-def randn_like(x, dtype=None, device=None, requires_grad=False):
-    return randn(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+def randn_like(x, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _relayout(randn(*x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad),
+                     x, memory_format)
 
 
 def randint(low=None, high=None, size=None, dtype=None, device=None, generator=None, requires_grad=False):
@@ -332,8 +335,9 @@ def randint(low=None, high=None, size=None, dtype=None, device=None, generator=N
     return tensor(a, dtype=_dtype(dtype, dt.int64), device=device)
 
 
-def randint_like(x, low, high=None, dtype=None, device=None):
-    return randint(low, high, tuple(x.shape), dtype=dtype or x.dtype, device=device or x.device)
+def randint_like(x, low, high=None, dtype=None, device=None, memory_format=None):
+    return _relayout(randint(low, high, tuple(x.shape), dtype=dtype or x.dtype, device=device or x.device),
+                     x, memory_format)
 
 
 def randperm(n, dtype=None, device=None, generator=None, requires_grad=False):

@@ -168,7 +168,15 @@ def unfold(x: Tensor, dimension: int, size: int, step: int) -> Tensor:
         return P("full", shape=shape, value=0, dtype=x.dtype, device=x.device)
     moved = S.movedim(x, d, -1)
     w = P("windows", moved, kernel=(size,), stride=(step,), dilation=(1,))
-    return S._as_view(x, S.movedim(w, -2, d))
+    out = S._as_view(x, S.movedim(w, -2, d))
+    a = out._data
+    if step >= size and out._base is not None and a.__class__ is np.ndarray and not a.flags.writeable \
+            and a.__array_interface__["data"][0] == x._data.__array_interface__["data"][0]:
+        # windows that do not overlap are a writable view, as PyTorch's (x.unfold(1, 2, 2).fill_(0) writes
+        # x); numpy's window view is read-only, and overlapping ones stay so (a write's result would
+        # depend on the order it visits the shared elements)
+        out._data = np.lib.stride_tricks.as_strided(x._data, a.shape, a.strides)
+    return out
 
 
 # ------------------------------------------------------------------ searchsorted, bucketize

@@ -275,8 +275,9 @@ def kthvalue(x, k, dim=-1, keepdim=False):
 def median(x, dim=None, keepdim=False):
     """The lower median; a NaN among the reduced values makes it NaN, at the first NaN's index
     (PyTorch: median propagates NaN, nanmedian ignores it)."""
-    if dim is None:
-        return _median_dim(S.reshape(x, (-1,)), 0, False)[0]
+    if dim is None:     # the gradient shared by the elements equal to the median, as PyTorch's
+        flat = S.reshape(x, (-1,))
+        return M._evenly_shared(flat, _median_dim(flat, 0, False)[0].detach())
     return _median_dim(x, norm_dim(dim, x.ndim, "median"), keepdim)
 
 

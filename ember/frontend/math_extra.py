@@ -492,10 +492,7 @@ def nanmedian(input: Tensor, dim: int | None = None, keepdim: bool = False):
             return P("full", shape=(), value=fill, dtype=input.dtype, device=input.device)
         order, p = _lower_median_position(flat, 0)
         v = S.reshape(P("gather", flat, P("gather", order, p, dim=0), dim=0), ())
-        hit = M.eq(flat, v.detach())
-        share = M.div(M.sum(M.where(hit, M.sub(flat, flat.detach()), 0), 0),
-                      M.clamp(M.sum(hit, 0), min=1))       # 0, with the gradient 1/count per tie
-        return M.add(v.detach(), M.cast(share, v.dtype))
+        return M._evenly_shared(flat, v.detach())
     if input.ndim == 0:
         norm_dim(dim, 1, "nanmedian")
         from .creation import tensor

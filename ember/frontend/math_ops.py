@@ -191,9 +191,10 @@ def div(a, b, rounding_mode=None):
                                                               P("lt", b, 0) if isinstance(b, Tensor) else b < 0))
         return P("add", q, cast(inexact_negative, d))
     if not d.is_floating_point:
-        f = dt.default_float   # the unwrapped scalar: uint8 tensor / -1 is negative, as in PyTorch
-        a = cast(a, f) if isinstance(a, Tensor) else float(_scalar(a0))
-        b = cast(b, f) if isinstance(b, Tensor) else float(_scalar(b0))
+        # each operand from its own value: uint8 tensor / -1 (or / a 0-d int64 -2) is negative, as in PyTorch
+        f = dt.default_float
+        a = cast(a0, f) if isinstance(a0, Tensor) else float(_scalar(a0))
+        b = cast(b0, f) if isinstance(b0, Tensor) else float(_scalar(b0))
     return P("div", a, b)
 
 
@@ -545,6 +546,18 @@ def _sqrt0(s):
     return P("where", zero, P("mul", s, 0.0), P("sqrt", P("where", zero, 1.0, s)))
 
 
+def _pow0(s, e):
+    """s ** e for s >= 0 whose gradient at s = 0 is 0 (PyTorch's norm backward masks the zeros) instead
+    of 0 * inf = NaN: the p-norm's |x| ** p for p < 1 and its root of a zero sum."""
+    zero = P("eq", s, 0.0)
+    return P("where", zero, 0.0 if e > 0 else math.inf, pow(P("where", zero, 1.0, s), e))
+
+
+def _pnorm(a, p, dim, keepdim):
+    """(sum |x| ** p) ** (1 / p) from a = |x|, with PyTorch's zero gradients at zeros."""
+    return _pow0(sum(_pow0(a, p), dim, keepdim), 1.0 / p)
+
+
 @in_float32
 def var_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return var(x, dim, unbiased, keepdim, correction=correction), mean(x, dim, keepdim)
@@ -613,6 +626,18 @@ def min(x, dim=None, keepdim=False, *, out=None):
                                "Specify the reduction dim with the 'dim' argument.")
         return P("min", x, dims=None, keepdim=False)
     return _extreme_dim("min", x, dim, keepdim)
+
+
+def _evenly_shared(x, v):
+    """v, the value of some elements of x (detached), with PyTorch's evenly_distribute_backward (median(),
+    nanmedian()): the gradient shared by the elements equal to v, or the NaNs when v is NaN. Those
+    elements' max (min when v is -inf, which the max's filler would tie) is v, and max()'s VJP splits ties."""
+    if not x.dtype.is_floating_point or x.numel() == 0:
+        return v
+    hit = logical_or(eq(x, v), logical_and(isnan(x), isnan(v)))
+    hi = P("max", where(hit, x, -math.inf), dims=None, keepdim=False)
+    lo = P("min", where(hit, x, math.inf), dims=None, keepdim=False)
+    return where(eq(v, -math.inf), lo, hi)
 
 
 def _extreme_dim(op, x, dim, keepdim):
@@ -731,7 +756,7 @@ def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
         return amin(abs(x), () if dim is None else dim, keepdim)
     if p == 0:
         return sum(cast(ne(x, 0), x.dtype), dim, keepdim)
-    return pow(sum(pow(abs(x), p), dim, keepdim), 1.0 / p)
+    return _pnorm(abs(x), p, dim, keepdim)
 
 
 @autocast_op("dist")
@@ -783,7 +808,7 @@ def _softmax_eager(x, d):
     ops when the gradient is differentiated again."""
     a = x._data
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        y = np.subtract(a, a.max(axis=d, keepdims=True))
+        y = np.asarray(np.subtract(a, a.max(axis=d, keepdims=True)))   # an array even for 0-d x
         np.exp(y, out=y)
         y /= y.sum(axis=d, keepdims=True)
     out = _wrap(y, x.device)

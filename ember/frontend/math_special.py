@@ -51,13 +51,17 @@ def _float_fn(fn):
 
 
 def _float_pair(a, b):
-    """Two operands promoted like PyTorch's float binary ops (ints -> default float)."""
-    a, b, d = M.promote(a, b)
+    """Two operands promoted like PyTorch's float binary ops (ints -> default float). An integer result
+    type converts each operand from its own value, not through that type (uint8 tensor and -1: -1.0)."""
+    pa, pb, d = M.promote(a, b)
     if d.is_floating_point and not d.is_reduced_float:
-        return a, b, d
-    work = dt.float32 if d.is_reduced_float else dt.default_float
-    a = M.cast(a, work) if isinstance(a, Tensor) else float(a)
-    b = M.cast(b, work) if isinstance(b, Tensor) else float(b)
+        return pa, pb, d
+    if d.is_reduced_float:
+        a, b, work = pa, pb, dt.float32
+    else:
+        work = dt.default_float
+    a = M.cast(a, work) if isinstance(a, Tensor) else float(M._scalar(a))
+    b = M.cast(b, work) if isinstance(b, Tensor) else float(M._scalar(b))
     return a, b, (d if d.is_reduced_float else work)
 
 

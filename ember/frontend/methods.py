@@ -24,7 +24,7 @@ def _r(fn):
 
 def _inplace(fn):
     def method(self, *args, **kwargs):
-        return self._set_(fn(self, *args, **kwargs))
+        return self._set_(fn(self, *args, **kwargs), (self, *args, *kwargs.values()))
     method.__name__ = fn.__name__ + "_"
     return method
 

@@ -82,8 +82,10 @@ for _op in ("sign", "floor", "ceil", "round", "trunc"):
 # ------------------------------------------------------------------------------- binary
 def _pow_kernel(xp, x, y):
     # a negative Python int exponent of an integer tensor is refused by math_ops.pow (PyTorch's
-    # error); a negative exponent *tensor* gives 1 // x**|y| (0 unless |x| == 1), as PyTorch does
-    if getattr(x, "dtype", np.dtype("f")).kind in "iu" and getattr(y, "dtype", np.dtype("f")).kind in "iu":
+    # error); a negative exponent *tensor* gives 1 // x**|y| (0 unless |x| == 1), as PyTorch does --
+    # also under a Python int base (2 ** t)
+    if (isinstance(x, int) or getattr(x, "dtype", np.dtype("f")).kind in "iu") and \
+            getattr(y, "dtype", np.dtype("f")).kind in "iu":
         return OPS["pow"].ref(xp, x, y)
     if isinstance(y, (int, float)) and getattr(x, "dtype", np.dtype("i")).kind == "f":
         # small integer exponents as products: np.power(x, 3.0) is ~200x slower than x*x*x

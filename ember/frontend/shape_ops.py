@@ -330,7 +330,20 @@ def tile(x, dims):
     return repeat(x, dims)
 
 
-def repeat_interleave(x, repeats, dim=None):
+def repeat_interleave(x, repeats=None, dim=None, *, output_size=None):
+    if repeats is None:     # torch.repeat_interleave(repeats): index i repeated repeats[i] times
+        if x.ndim != 1:
+            raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+        from .creation import arange
+        return repeat_interleave(arange(x.shape[0], device=x.device), x, 0, output_size=output_size)
+    out = _repeat_interleave(x, repeats, dim)
+    n = out.shape[0 if dim is None else dim]
+    if output_size is not None and n != output_size:
+        raise RuntimeError(f"repeat_interleave: Invalid output_size, expected {n} but got {output_size}")
+    return out
+
+
+def _repeat_interleave(x, repeats, dim):
     if dim is None:
         x = flatten(x)
         dim = 0
@@ -478,7 +491,7 @@ def unbind(x, dim=0):
 def flip(x, dims):
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(sorted({norm_dim(d, x.ndim, "flip") for d in dims}))
-    out = P("flip", x, dims=dims)
+    out = P("flip", x, dims=dims if x.ndim else ())     # a 0-d x: dim 0 / -1 name x itself
     if dispatch.tracer is None and (out._data is x._data or out._data.base is not None):
         out._data = out._data.copy()   # PyTorch's flip copies; numpy's and cupy's are views
     return out
@@ -572,10 +585,20 @@ def diag(x, diagonal_=0):
     return diagonal(x, diagonal_).clone()      # torch.diag copies (Tensor.diagonal is the view)
 
 
-def diag_embed(x):
-    n = x.shape[-1]
-    from .creation import eye
-    return unsqueeze(x, -1) * eye(n, dtype=x.dtype, device=x.device)
+def diag_embed(x, offset=0, dim1=-2, dim2=-1):
+    d1, d2 = norm_dim(dim1, x.ndim + 1, "diag_embed"), norm_dim(dim2, x.ndim + 1, "diag_embed")
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    from .creation import arange, zeros
+    from .math_ops import where
+    k = builtins.abs(offset)
+    if k:   # pad so that row r of the (n+k)-square holds x[r] (offset > 0) or x[r-k] (offset < 0)
+        z = zeros(tuple(x.shape[:-1]) + (k,), dtype=x.dtype, device=x.device)
+        x = cat([x, z] if offset > 0 else [z, x], -1)
+    i = arange(x.shape[-1], device=x.device)
+    on_diag = (unsqueeze(i, 0) - unsqueeze(i, 1)) == offset
+    out = where(on_diag, unsqueeze(x, -1), _zero_of(x))      # where, not a product: inf/nan stay on the diagonal
+    return movedim(out, (-2, -1), (d1, d2))
 
 
 # ------------------------------------------------------------------------------ indexing
@@ -583,7 +606,7 @@ def _index_tensor(idx, device):
     from .creation import tensor
     if isinstance(idx, Tensor):
         return idx
-    return tensor(idx, device=device)
+    return tensor(idx, dtype=dt.int64 if isinstance(idx, list) and not idx else None, device=device)   # x[[]]
 
 
 def _normalize_neg(idx, n):
@@ -702,10 +725,9 @@ def nonzero(x, as_tuple=False):
     tracing_hooks.value_needed(x, "nonzero")
     from .creation import tensor
     d = x._data if x.device.type == "cpu" else x._data.get()
-    idx = np.nonzero(d)
+    idx = np.nonzero(np.atleast_1d(d))     # numpy refuses 0-d; PyTorch reads a 0-d x as one element
     if as_tuple:
-        return tuple(tensor(i.astype(np.int64), device=x.device) for i in idx) if d.ndim else \
-            (tensor(np.nonzero(np.atleast_1d(d))[0], device=x.device),)
+        return tuple(tensor(i.astype(np.int64), device=x.device) for i in idx)
     return tensor(np.stack(idx, axis=1).astype(np.int64) if d.ndim else np.zeros((int(bool(d)), 0), np.int64),
                   device=x.device)
 
@@ -720,7 +742,17 @@ def masked_select(x, mask):
 
 
 def _is_index_tensor(k):
-    return isinstance(k, Tensor) or isinstance(k, (list, np.ndarray)) and not isinstance(k, tuple)
+    return isinstance(k, (Tensor, list, tuple, np.ndarray))    # a tuple inside the key is a sequence index
+
+
+def _sequence_as_tuple(key):
+    """PyTorch's (and old numpy's) reading of a list key: one holding a tensor, a sequence, a slice,
+    Ellipsis or None is a tuple of indices (x[[[0, 1]]] is x[[0, 1]], x[[t0, t1]] is x[t0, t1])."""
+    if isinstance(key, list) and len(key) < 32 and any(
+            isinstance(k, (Tensor, list, tuple, range, np.ndarray, slice)) or k is None or k is Ellipsis
+            for k in key):
+        return tuple(key)
+    return key
 
 
 def _expand_key(x, key):
@@ -750,7 +782,7 @@ def _expand_key(x, key):
 
 
 def getitem(x, key):
-    key = _expand_key(x, key)
+    key = _expand_key(x, _sequence_as_tuple(key))
     # pass 1: basic indexing (ints, slices, None); advanced indices are kept and applied after
     shape = tuple(x.shape)
     n = x.ndim
@@ -884,6 +916,7 @@ def _np_key(key, device, host=False):
 
 
 def setitem(x, key, value):
+    key = _sequence_as_tuple(key)
     from .tracing_hooks import active, tracing
     tracing_now = active()
     grad = ag._mode.enabled and (x.requires_grad or (isinstance(value, Tensor) and value.requires_grad))
@@ -954,10 +987,12 @@ def _view_positions(base, view):
         pos = np.arange(b.size, dtype=np.int64)
         return np.lib.stride_tricks.as_strided(pos[start:], shape=v.shape, strides=strides).copy()
     if any(st < 0 for st in b.strides) or b.size == 0:
-        raise RuntimeError("in-place on a view of a tensor with negative strides that requires grad is not supported")
+        raise RuntimeError("in-place on a view of a tensor with negative strides that requires grad is not "
+                           "supported")
     span = 1 + sum((n - 1) * (st // isz) for n, st in zip(b.shape, b.strides))
     mem = np.arange(span, dtype=np.int64)
-    base_offsets = np.lib.stride_tricks.as_strided(mem, shape=b.shape, strides=tuple((st // isz) * 8 for st in b.strides))
+    base_offsets = np.lib.stride_tricks.as_strided(mem, shape=b.shape,
+                                                   strides=tuple((st // isz) * 8 for st in b.strides))
     flat_of = np.full(span, -1, dtype=np.int64)
     flat_of[base_offsets.reshape(-1)] = np.arange(b.size, dtype=np.int64)
     return flat_of[np.lib.stride_tricks.as_strided(mem[start:], shape=v.shape, strides=strides)]

@@ -35,6 +35,18 @@ class Size(tuple):
         r = tuple.__getitem__(self, i)
         return Size(r) if isinstance(i, slice) else r
 
+    # concatenating or repeating a Size gives a Size, as in PyTorch (size() + (1,))
+    def __add__(self, other):
+        return Size(tuple.__add__(self, other)) if isinstance(other, tuple) else NotImplemented
+
+    def __radd__(self, other):
+        return Size(tuple.__add__(other, self)) if isinstance(other, tuple) else NotImplemented
+
+    def __mul__(self, n):
+        return Size(tuple.__mul__(self, n))
+
+    __rmul__ = __mul__
+
 
 Size.__module__ = "ember"
 
@@ -163,7 +175,12 @@ class Tensor:
         return d.__array_interface__["data"][0] if d.__class__ is _ndarray else int(d.data.ptr)
 
     def is_contiguous(self, memory_format=None) -> bool:
-        return bool(self._data.flags.c_contiguous)
+        if getattr(memory_format, "name", "contiguous_format") in ("contiguous_format", "preserve_format"):
+            return bool(self._data.flags.c_contiguous)
+        if self._data.ndim != (4 if memory_format.name == "channels_last" else 5):
+            return False
+        want = _format_strides(self._data, memory_format)      # size-1 dims' strides do not matter
+        return all(n < 2 or a == b for n, a, b in zip(self._data.shape, self.stride(), want))
 
     @property
     def _version(self) -> int:
@@ -462,23 +479,23 @@ class Tensor:
 
     def clone(self, memory_format=None):
         from .dispatch import apply
-        return apply("cast", self, dtype=self.dtype)
+        return _relayout(apply("cast", self, dtype=self.dtype), self, memory_format)
 
     def contiguous(self, memory_format=None):
-        if self._data.flags.c_contiguous:
+        if self.is_contiguous(memory_format):
             return self
-        t = self.clone()   # clone keeps the strides (as PyTorch's preserve_format); lay it out in C order
-        t._data = self._xp.ascontiguousarray(t._data)
-        return t
+        from . import typeinfo
+        return self.clone(memory_format=memory_format or typeinfo.contiguous_format)
 
     # --------------------------------------------------------------------- in-place
     def _check_inplace(self):
         if ag._mode.enabled and self.requires_grad and self.grad_fn is None:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
 
-    def _set_(self, result):
+    def _set_(self, result, sources=None):
         """Write `result` (a functional op's output) into self's storage: the in-place protocol.
-        Autograd: self takes result's grad_fn; a view passes the write on to its base."""
+        Autograd: self takes result's grad_fn; a view passes the write on to its base. `sources`: the
+        op's arguments, when result is a composite of several nodes (see _snapshot_saved)."""
         self._check_inplace()
         if not isinstance(result, Tensor):
             from .creation import tensor
@@ -517,7 +534,7 @@ class Tensor:
             from .shape_ops import _write_view_into_base
             _write_view_into_base(base, self, result)
         if track:
-            _snapshot_saved(result.grad_fn, self)
+            _snapshot_saved(result.grad_fn, self, sources)
         self._data[...] = result._data
         self._vc[0] += 1
         if track:
@@ -637,13 +654,31 @@ _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "
                "uint8": "ByteTensor", "bool": "BoolTensor"}
 
 
-def _snapshot_saved(node, dst):
+def _snapshot_saved(node, dst, sources=None):
     """x.sin_() computes sin(x) then writes it into x, but SinBackward reads the old x: hand the node
-    a copy of the values it saved from dst's storage (PyTorch saves the original self the same way)."""
+    a copy of the values it saved from dst's storage (PyTorch saves the original self the same way).
+    With `sources` (the op's arguments) every node the op made gets it -- a composite such as fmod_ or
+    hypot_ saves x below its last node; the walk stops at the arguments' own histories, whose nodes
+    must still fail if they saved x (as in PyTorch)."""
+    subst = {}
+    _snapshot_node(node, dst, subst)
+    if sources is None:
+        return
+    stop = {id(t.grad_fn) for t in sources if isinstance(t, Tensor) and t.grad_fn is not None}
+    seen, todo = {id(node)}, list(getattr(node, "next_functions", ()))
+    while todo:
+        n = todo.pop()
+        if n is None or id(n) in seen or id(n) in stop:
+            continue
+        seen.add(id(n))
+        _snapshot_node(n, dst, subst)
+        todo.extend(getattr(n, "next_functions", ()))
+
+
+def _snapshot_node(node, dst, subst):
     saved = getattr(node, "saved_versions", None)
     if not saved or not any(t._vc is dst._vc for t, _ in saved):
         return
-    subst = {}
     for t, _ in saved:
         if t._vc is dst._vc and id(t) not in subst:
             c = _wrap(t._data.copy(), t.device)
@@ -657,6 +692,77 @@ def _snapshot_saved(node, dst):
         node.out = subst[id(node.out)]
     node.saved_versions = tuple((subst[id(t)], subst[id(t)]._vc[0]) if id(t) in subst else (t, v)
                                 for t, v in saved)
+
+
+def _format_strides(a, memory_format=None):
+    """The element strides PyTorch gives a copy of array `a` (a clone, a *_like factory) under
+    memory_format, or None for C order. preserve_format (the default) keeps a dense, non-overlapping a's
+    strides, and otherwise a's order of dims (infer_dense_strides); channels_last is NHWC order."""
+    name = getattr(memory_format, "name", "preserve_format")
+    if name == "contiguous_format" or name == "preserve_format" and a.flags.c_contiguous:
+        return None
+    if name in ("channels_last", "channels_last_3d"):
+        nd = 4 if name == "channels_last" else 5
+        if a.ndim != nd:
+            raise RuntimeError(f"required rank {nd} tensor to use {name} format")
+        order = (1,) + tuple(range(nd - 1, 1, -1)) + (0,)   # innermost first: C, W, H(, D), N
+    else:
+        st = tuple(s // a.itemsize for s in a.strides)
+        if _dense(a.shape, st):
+            return st
+        order = _stride_order(a.shape, st)
+    out, step = [0] * a.ndim, 1
+    for d in order:
+        out[d] = step
+        step *= max(a.shape[d], 1)
+    return tuple(out)
+
+
+def _dense(shape, strides):
+    """PyTorch's is_non_overlapping_and_dense: the dims of size >= 2, by stride, tile memory exactly."""
+    need = 1
+    for st, n in sorted((st, n) for n, st in zip(shape, strides) if n >= 2):
+        if st != need:
+            return False
+        need *= n
+    return True
+
+
+def _stride_order(shape, strides):
+    """Dims innermost first by stride, as PyTorch's infer_dense_strides sorts them (an insertion sort
+    from C order; a stride of 0 keeps its place, equal strides put the smaller size first)."""
+    perm = list(range(len(shape) - 1, -1, -1))
+
+    def cmp(d0, d1):
+        s0, s1 = strides[d0], strides[d1]
+        if s0 == 0 or s1 == 0:
+            return 0
+        return -1 if s0 < s1 else 1 if s0 > s1 or shape[d0] > shape[d1] else 0
+    for i in range(1, len(perm)):
+        j = i
+        for k in range(i - 1, -1, -1):
+            c = cmp(perm[k], perm[j])
+            if c > 0:
+                perm[k], perm[j] = perm[j], perm[k]
+                j = k
+            elif c < 0:
+                break
+    return perm
+
+
+def _relayout(t, like, memory_format=None):
+    """t, a fresh C-order tensor shaped like `like` (its clone, a *_like factory's result), moved to the
+    layout PyTorch gives it under memory_format (see _format_strides)."""
+    st = _format_strides(like._data, memory_format)
+    a = t._data
+    if st is None or st == tuple(s // a.itemsize for s in a.strides):
+        return t
+    xp = t._xp
+    new = xp.lib.stride_tricks.as_strided(xp.empty(max(a.size, 1), a.dtype), a.shape,
+                                          tuple(s * a.itemsize for s in st))
+    new[...] = a
+    t._data = new
+    return t
 
 
 def P_cast(t, dtype):

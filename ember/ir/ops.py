@@ -179,7 +179,8 @@ def _float_only(fn):
 def _pow(xp, a, b):
     """Float power; integer power with b < 0 gives 1 // a**|b| (0 unless |a| == 1), as the compiled
     kernels' C-style integer arithmetic does (eager mode raises instead: ember/frontend/prims.py)."""
-    if getattr(a, "dtype", np.dtype("f")).kind not in "iu" or getattr(b, "dtype", np.dtype("f")).kind not in "iu":
+    if not (isinstance(a, int) or getattr(a, "dtype", np.dtype("f")).kind in "iu") or \
+            getattr(b, "dtype", np.dtype("f")).kind not in "iu":      # (a Python int base: 2 ** t)
         return xp.power(a, b)
     neg = b < 0
     res = xp.power(a, xp.where(neg, 0, b))

@@ -70,6 +70,36 @@ CALLS = {
     "int_xor_bool": lambda L, a, b: 1 ^ (a > 0),
     "bool_and_bool_scalar": lambda L, a, b: (a > 0) & True,
     "reflected_bool_xor": lambda L, a, b: True ^ (a > 0),
+    # diag_embed's offset / dim1 / dim2; repeat_interleave's one-tensor form and output_size
+    "diag_embed_offset_dims": lambda L, a, b: L.diag_embed(a[:2, :3], offset=1, dim1=0, dim2=2),
+    "diag_embed_negative_offset": lambda L, a, b: a[0].diag_embed(-2),
+    "diag_embed_keeps_inf_on_diagonal": lambda L, a, b: L.diag_embed(a[0] / 0),
+    "repeat_interleave_counts": lambda L, a, b: L.repeat_interleave(L.tensor([1, 0, 3])),
+    "repeat_interleave_output_size": lambda L, a, b: L.repeat_interleave(a, L.tensor([1, 2, 0]), dim=0, output_size=3),
+    # 0-d inputs
+    "softmax_0d": lambda L, a, b: a[0, 0].softmax(0),
+    "flip_0d": lambda L, a, b: a[0, 0].flip(0),
+    "nonzero_0d": lambda L, a, b: L.nonzero(L.tensor(5)),
+    "nonzero_0d_zero": lambda L, a, b: L.nonzero(L.tensor(0.0)),
+    # list keys: [] is an empty long index; a list holding a sequence or a tensor is a tuple of indices
+    "index_empty_list": lambda L, a, b: a[[]],
+    "index_nested_list": lambda L, a, b: a[[[0, 2]]],
+    "index_list_of_0d_tensors": lambda L, a, b: a[[L.tensor(0), L.tensor(1)]],
+    "index_list_of_tensors": lambda L, a, b: a[[L.tensor([0, 2]), L.tensor([1, 3])]],
+    "index_list_with_slice": lambda L, a, b: a[[1, slice(1, 3)]],
+    "setitem_nested_list": lambda L, a, b: (lambda x: (x.__setitem__([[0, 2]], 5.0), x)[1])(a.clone()),
+    # integer powers: a Python int base with negative integer exponents is 0 / +-1, as tensor ** tensor
+    "pow_int_base_negative_exponent": lambda L, a, b: 2 ** L.tensor([-1, 2, 3]),
+    "pow_fn_int_base_negative_exponent": lambda L, a, b: L.pow(-1, L.tensor([-1, -2, 3], dtype=L.int32)),
+    # an integer result type: each operand goes to float from its own value (the -2 is not wrapped to uint8)
+    "uint8_div_0d_negative": lambda L, a, b: L.tensor([200, 3], dtype=L.uint8) / L.tensor(-2),
+    "uint8_true_divide_0d_negative": lambda L, a, b: L.true_divide(L.tensor(-2), L.tensor([200, 3], dtype=L.uint8)),
+    "uint8_copysign_negative": lambda L, a, b: L.copysign(L.tensor([200, 3], dtype=L.uint8), -1),
+    "uint8_atan2_0d_negative": lambda L, a, b: L.atan2(L.tensor([200, 3], dtype=L.uint8), L.tensor(-2)),
+    "uint8_xlogy_0d_negative": lambda L, a, b: L.xlogy(L.tensor(-2), L.tensor([200, 3], dtype=L.uint8)),
+    # a non-overlapping unfold is a writable view
+    "unfold_fill_writes_base": lambda L, a, b: (lambda x: (x.unfold(1, 2, 2).fill_(3), x)[1])(a.clone()),
+    "unfold_mul_writes_base": lambda L, a, b: (lambda x: (x.unfold(0, 1, 2).mul_(2), x)[1])(a.clone()),
 }
 
 
