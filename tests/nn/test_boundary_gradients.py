@@ -160,3 +160,18 @@ def test_in_place_ops_on_a_convolution_output():
         y += x[:, :1]
         return y * L.arange(16.0)
     _check(fn, x, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "hardtanh", "elu", "silu", "relu6", "dropout"])
+def test_inplace_activation_writes_its_input_with_autograd(name):
+    """F.<act>(y, inplace=True) on a tensor that requires grad writes y (it had returned a new tensor and
+    left y unactivated); gradients as PyTorch's."""
+    x = np.array([-1.5, 2.0, -3.0, 0.5], F32)
+
+    def fn(L, fl, w):
+        y = w * 1
+        kw = dict(p=0.0, training=True) if name == "dropout" else {}
+        r = getattr(fl, name)(y, inplace=True, **kw)
+        assert r is y
+        return y * L.tensor([1.0, 2.0, 3.0, 4.0])
+    _check(fn, x)

@@ -23,9 +23,9 @@ from ._util import Tensor, is_tracing
 
 
 def _maybe_inplace(x: Tensor, r: Tensor, inplace: bool) -> Tensor:
-    if inplace and not (ag.is_grad_enabled() and (x.requires_grad or r.requires_grad)):
-        return x._set_(r)
-    return r
+    """inplace=True writes the result into x, autograd included (x takes r's history, as PyTorch's relu_):
+    code that keeps using x sees the activation."""
+    return x._set_(r) if inplace else r
 
 
 def _f(x: Tensor, op: str) -> Tensor:
