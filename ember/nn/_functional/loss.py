@@ -127,7 +127,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, igno
     # every target ignored: the loss is NaN (0/0) but its gradient 0, as PyTorch's (total / 1 + NaN)
     count = P("sum", w, dims=None, keepdim=False)
     none = P("eq", count, 0.0)
-    return P("add", P("div", total, P("where", none, 1.0, count)), P("where", none, float("nan"), 0.0))
+    return P("add", P("div", total, P("where", none, 1.0, count)), P("where", none, float("nan"), P("mul", count, 0.0)))
 
 
 @autocast_op("cross_entropy")

@@ -37,6 +37,10 @@ from .lazy import (  # noqa: F401
     LazyModuleMixin, UninitializedParameter, UninitializedBuffer)
 # the module paths PyTorch has (torch.nn.modules.batchnorm._BatchNorm ...) that re-export classes above
 from . import batchnorm, distance, fold, instancenorm, padding, pixelshuffle, upsampling, utils  # noqa: F401,E402
+from . import conv as _conv_mod, linear as _linear_mod, lazy as _lazy_mod  # noqa: E402
+for _name in _lazy_mod.__all__:       # torch.nn.modules.conv.LazyConv2d, .linear.LazyLinear (lazy.py imports them)
+    if _name.startswith(("LazyConv", "LazyLinear")):
+        setattr(_conv_mod if "Conv" in _name else _linear_mod, _name, getattr(_lazy_mod, _name))
 
 # `from .modules import *` (in ember.nn) exports the classes and functions, not the submodules: a
 # submodule named like an ember.nn one (utils) must not replace it
