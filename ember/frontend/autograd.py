@@ -180,7 +180,8 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
             if isinstance(node, AccumulateGrad):
                 if accumulate and g is not None:
                     v = node.variable
-                    if v.grad is None and not create_graph and _unshared(g, grads, node, handed):
+                    if v.grad is None and not create_graph and _unshared(g, grads, node, handed) and \
+                            g._data.strides == v._data.strides:
                         # PyTorch's AccumulateGrad steals a gradient nothing else holds: no copy
                         handed.add(id(g._data))
                         v.grad = _wrap(g._data, g.device)
@@ -192,8 +193,11 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
                     if not create_graph:
                         g = g.detach()
                     if v.grad is None:
-                        # PyTorch hands over a fresh tensor; never alias the caller's gradient
-                        v.grad = g if g._base is None and g is not grads[0] else g.clone()
+                        # PyTorch hands over a fresh tensor, never the caller's gradient, laid out as the
+                        # parameter (its gradient layout contract: a transposed weight gradient is copied,
+                        # and the fused optimizer updates see one layout)
+                        fresh = g._base is None and g is not grads[0]
+                        v.grad = g if fresh and g._data.strides == v._data.strides else _like(v, g)
                     elif create_graph:
                         v.grad = v.grad + g
                     else:
@@ -228,6 +232,14 @@ def run_backward(roots, grads, retain_graph, create_graph, capture=None, accumul
             in_grads = ig = g = None      # pending holds the gradients now: _unshared counts references
     finally:
         _mode.enabled = prev_mode
+
+
+def _like(v, g):
+    """A copy of gradient g laid out as tensor v (same strides where v is dense)."""
+    from .tensor import _wrap
+    out = g._xp.empty_like(v._data, dtype=g._data.dtype)
+    out[...] = g._data
+    return _wrap(out, g.device)
 
 
 def _check_nan(node, in_grads) -> None:

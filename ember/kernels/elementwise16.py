@@ -32,8 +32,11 @@ def run(op: str, args) -> np.ndarray | None:
     """op over args (16-bit arrays of one dtype, bool conditions, Python numbers) in one pass, or None."""
     low = None
     shapes = []
+    biggest = 0
     for a in args:
         if isinstance(a, np.ndarray):
+            if a.size > biggest:
+                biggest = a.size
             d = a.dtype
             if d == _BOOL and op == "where" and a is args[0]:
                 pass
@@ -44,11 +47,11 @@ def run(op: str, args) -> np.ndarray | None:
             shapes.append(a.shape)
         elif type(a) not in (float, int):
             return None
-    if low is None:
+    # (the loop walks a full-size 16-bit input: small ones, and broadcasts bigger than every input, stay
+    # on the float32 path -- checked before any shape arithmetic, which costs more than their op)
+    if low is None or biggest < generated.MIN_SIZE:
         return None
     shape = np.broadcast_shapes(*shapes)
-    if int(np.prod(shape)) < generated.MIN_SIZE:
-        return None
     # the first full-size 16-bit array sets the memory order the loop walks
     first = next((a for a in args if isinstance(a, np.ndarray) and a.dtype == low and a.shape == shape), None)
     if first is None:

@@ -66,9 +66,10 @@ _OPERAND = (BF16, np.dtype(np.float32))
 # Below this a product runs on the calling thread: the pool handoff (~55 us, two per product) costs more
 # than the second core saves (bf16 products run at ~100+ GFLOP/s per core here).
 PARALLEL_MIN_FLOPS = 24e6
-# A float32 <-> bf16 cast of at least this many elements per thread is split across threads (eager
-# autocast casts every activation and gradient; one thread moved ~4 bytes a ns, a fraction of the bandwidth)
-CONVERT_PARALLEL_MIN = 1 << 16
+# A float32 <-> bf16 cast of at least this many elements per thread is split across threads: measured (2
+# threads, quiet) 1M elements 256 -> 170 us (f32 -> bf16) and 134 -> 111 us back, but at 131k-524k elements
+# the handoff costs more than the second core saves (131k: 41 -> 61 us)
+CONVERT_PARALLEL_MIN = 1 << 19
 # Below this a product goes to numpy's float32 BLAS on upcast copies (`_small`): ~10 us of Python and
 # ctypes per call here would cost more than the kernel saves.
 SMALL_FLOPS = 1e6

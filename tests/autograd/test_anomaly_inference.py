@@ -51,3 +51,18 @@ def test_inference_mode_flag_as_context_and_decorator():
 
     assert f() and g() == (True, False)
     assert not ember.is_inference_mode_enabled() and ember.is_grad_enabled()
+
+
+def test_grad_takes_the_parameters_layout():
+    """PyTorch's gradient layout contract: .grad has its parameter's strides (a weight gradient computed
+    transposed is copied), so the fused optimizer updates see one layout."""
+    x = ember.randn(5, 3)
+    w = ember.nn.Parameter(ember.randn(3, 4))
+    (x @ w).sum().backward()
+    assert w.grad.stride() == w.stride() == (4, 1)
+    wt = ember.nn.Parameter(ember.randn(4, 3).t())          # a transposed (F-ordered) parameter
+    (x @ wt).sum().backward()
+    assert wt.grad.stride() == wt.stride() == (1, 3)
+    lin = ember.nn.Linear(3, 4)
+    lin(x).sum().backward()
+    assert lin.weight.grad.stride() == lin.weight.stride() and lin.weight.grad.is_contiguous()
