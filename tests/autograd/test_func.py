@@ -53,3 +53,33 @@ def test_functional_call_tied_weights_strict_and_stateless_alias():
     with pytest.raises(RuntimeError, match="Unexpected key"):
         functional_call(tied, {"nope": w}, (ember.ones(1, 2),))
     assert tied[0].weight is lin.weight and isinstance(lin.weight, ember.nn.Parameter)
+
+
+def _script2(lib, func, nn):
+    m = nn.Linear(3, 2)
+    with lib.no_grad():
+        m.weight.copy_(lib.tensor(np.sin(np.arange(6.0)).reshape(2, 3).astype(np.float32)))
+        m.bias.fill_(0.1)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+
+    def loss(p, x, y):
+        return ((func.functional_call(m, p, (x.unsqueeze(0),)) - y) ** 2).sum()
+    X = lib.tensor(np.cos(np.arange(12.0)).reshape(4, 3).astype(np.float32))
+    Y = lib.tensor(np.arange(8.0).reshape(4, 2).astype(np.float32))
+    per_sample = func.vmap(func.grad(loss), in_dims=(None, 0, 0))(params, X, Y)      # the per-sample-grads recipe
+    out = [per_sample["weight"], per_sample["bias"], func.vmap(lambda x: {"a": x * 2, "b": [x.sum()]})(X)["b"][0]]
+
+    def f(x):
+        return lib.sin(x) * x.sum()
+    x = lib.tensor([0.3, 0.7, 1.1])
+    out += [func.jacrev(f)(x), func.jacfwd(f)(x), func.hessian(lambda x: (x ** 3).sum() * x[0])(x)]
+    out += list(func.jvp(f, (x,), (lib.ones(3),)))
+    out.append(func.vjp(f, x)[1](lib.ones(3))[0])
+    return [o.detach().numpy() for o in out]
+
+
+def test_func_transforms_match_torch():
+    import torch.func as tfunc
+    import ember.func as efunc
+    for e, t in zip(_script2(ember, efunc, ember.nn), _script2(torch, tfunc, torch.nn)):
+        np.testing.assert_allclose(e, t, rtol=1e-5, atol=1e-6)
