@@ -7,7 +7,7 @@ names the function only (its grad_fn names say which op it was).
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import warnings
 
 from ..frontend.autograd import ANOMALY
@@ -38,7 +38,7 @@ class set_detect_anomaly:
         return False
 
 
-class detect_anomaly:
+class detect_anomaly(contextlib.ContextDecorator):
     """Context manager and decorator: anomaly detection on inside."""
 
     def __init__(self, check_nan: bool = True):
@@ -54,10 +54,3 @@ class detect_anomaly:
     def __exit__(self, *exc):
         ANOMALY[:] = self._prev
         return False
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with self:
-                return fn(*args, **kwargs)
-        return wrapper
