@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 from .frontend import autograd as ag
+from .compiler.pytree import flatten, unflatten
 from .frontend.tensor import Tensor
 from .nn.utils.stateless import functional_call
 
@@ -22,23 +23,22 @@ __all__ = ["functional_call", "grad", "grad_and_value", "vmap", "vjp", "jvp", "j
 
 
 def _tensors(tree):
-    if isinstance(tree, Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        return [t for v in tree.values() for t in _tensors(v)]
-    if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in _tensors(v)]
-    return []
+    leaves = []
+    flatten(tree, leaves)
+    return [x for x in leaves if isinstance(x, Tensor)]
 
 
-def _rebuild(tree, it):
-    if isinstance(tree, Tensor):
-        return next(it)
-    if isinstance(tree, dict):
-        return {k: _rebuild(v, it) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_rebuild(v, it) for v in tree)
-    return tree
+def _map_tensors(tree, fn):
+    """tree with every tensor t replaced by fn(t) (ember/compiler/pytree.py's flatten / unflatten)."""
+    leaves = []
+    spec = flatten(tree, leaves)
+    return unflatten(spec, iter([fn(x) if isinstance(x, Tensor) else x for x in leaves]))
+
+
+def _leaf(t):
+    """t as a tensor to differentiate against: its own history kept when it has one (so transforms nest:
+    hessian = jacrev of jacrev), else a detached copy that requires grad."""
+    return t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True)
 
 
 def grad_and_value(func, argnums=0, has_aux=False):
@@ -49,9 +49,10 @@ def grad_and_value(func, argnums=0, has_aux=False):
         args = list(args)
         leaves = []
         for i in nums:
-            ts = [t.detach().requires_grad_(True) if not t.requires_grad else t.view_as(t) for t in _tensors(args[i])]
+            ts = [_leaf(t) for t in _tensors(args[i])]
             leaves.append(ts)
-            args[i] = _rebuild(args[i], iter(ts))
+            it = iter(ts)
+            args[i] = _map_tensors(args[i], lambda _: next(it))
         with ag.enable_grad():
             out = func(*args, **kwargs)
             value, aux = (out if has_aux else (out, None))
@@ -61,7 +62,7 @@ def grad_and_value(func, argnums=0, has_aux=False):
             gs = ag.grad(value, flat, create_graph=True, allow_unused=True)
         gs = [g if g is not None else t.new_zeros(t.shape) for g, t in zip(gs, flat)]
         it = iter(gs)
-        grads = tuple(_rebuild(args[i], it) for i in nums)
+        grads = tuple(_map_tensors(args[i], lambda _: next(it)) for i in nums)
         grads = grads if isinstance(argnums, tuple) else grads[0]
         return (grads, (value, aux)) if has_aux else (grads, value)
     return wrapper
@@ -98,32 +99,27 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
 
 
 def _select(tree, dim, i):
-    if isinstance(tree, Tensor):
-        return tree.select(dim, i)
-    if isinstance(tree, dict):
-        return {k: _select(v, dim, i) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_select(v, dim, i) for v in tree)
-    return tree
+    return _map_tensors(tree, lambda t: t.select(dim, i))
 
 
 def _stack(outs, dim):
+    """The per-slice results stacked leaf by leaf along dim (one dim per element of a tuple result)."""
     from .frontend.creation import tensor
     from .frontend.shape_ops import stack
-    first = outs[0]
-    if isinstance(first, Tensor):
-        return stack(outs, dim=dim)
-    if isinstance(first, dict):
-        return {k: _stack([o[k] for o in outs], dim) for k in first}
-    if isinstance(first, (list, tuple)):
-        dims = dim if isinstance(dim, (tuple, list)) else (dim,) * len(first)
-        return type(first)(_stack([o[k] for o in outs], d) for k, d in zip(range(len(first)), dims))
-    return tensor(outs)
+    if isinstance(dim, (tuple, list)):
+        return type(outs[0])(_stack([o[k] for o in outs], d) for k, d in enumerate(dim))
+    columns, spec = [], None
+    for o in outs:
+        leaves = []
+        spec = flatten(o, leaves)
+        columns.append(leaves)
+    return unflatten(spec, iter([stack(list(c), dim=dim) if isinstance(c[0], Tensor) else tensor(list(c))
+                                 for c in zip(*columns)]))
 
 
 def vjp(func, *primals, has_aux=False):
     """(func(*primals), vjp_fn): vjp_fn(cotangent) -> the gradients w.r.t. each primal."""
-    leaves = [p.view_as(p) if p.requires_grad else p.detach().requires_grad_(True) for p in primals]
+    leaves = [_leaf(p) for p in primals]
     with ag.enable_grad():
         out = func(*leaves)
     value, aux = out if has_aux else (out, None)
@@ -143,8 +139,7 @@ def jacrev(func, argnums=0, has_aux=False):
     def wrapper(*args):
         nums = argnums if isinstance(argnums, tuple) else (argnums,)
         args = list(args)
-        leaves = [args[i].view_as(args[i]) if args[i].requires_grad else args[i].detach().requires_grad_(True)
-                  for i in nums]        # (an input that requires grad keeps its history: hessian = jacrev of jacrev)
+        leaves = [_leaf(args[i]) for i in nums]
         for i, t in zip(nums, leaves):
             args[i] = t
         with ag.enable_grad():
