@@ -11,6 +11,7 @@ from ..ir.symbolic import SymInt
 from ..ir.sizes import as_size, hint
 from . import rng
 from .device import canonical, CPU
+from . import dispatch
 from .dispatch import apply as P
 from .tensor import Tensor, _relayout, _wrap
 
@@ -49,9 +50,8 @@ def _sizes(size):
 def _finish(t, requires_grad):
     if requires_grad:
         t.requires_grad_(True)
-    from . import dispatch
-    if dispatch.tracer is not None:     # made while tracing: a value of the graph, not state it writes back
-        t.__dict__["_made_in_trace"] = id(dispatch.tracer)
+    if dispatch._tracing and dispatch.tracer is not None:     # made while tracing: a value of the graph,
+        t.__dict__["_made_in_trace"] = id(dispatch.tracer)    # not state (capture.py `inplace`)
     return t
 
 

@@ -49,26 +49,23 @@ class BackwardHooks:
         self.wrapped_at = tuple(tensor_pos.index(i) for i in grad_pos)
         # the others get zeros in grad_input, as PyTorch's hook sees them (when any input needs a gradient)
         self.like = [(tuple(args[i].shape), args[i].dtype, args[i].device) for i in tensor_pos]
-        if not grad_pos:
-            return args
-        new = _Identity.apply(self, "in", *(args[i] for i in grad_pos))
-        new = new if isinstance(new, tuple) else (new,)
-        args = list(args)
-        for i, t in zip(grad_pos, new):
-            args[i] = t
-        return tuple(args)
+        return tuple(self._through("in", args, grad_pos)) if grad_pos else args
 
     def wrap_outputs(self, result):
         outs = result if isinstance(result, (tuple, list)) else (result,)
         pos = [i for i, o in enumerate(outs) if isinstance(o, Tensor) and o.requires_grad]
         if not pos:
             return result
-        new = _Identity.apply(self, "out", *(outs[i] for i in pos))
-        new = new if isinstance(new, tuple) else (new,)
-        outs = list(outs)
-        for i, t in zip(pos, new):
-            outs[i] = t
+        outs = self._through("out", outs, pos)
         return outs[0] if not isinstance(result, (tuple, list)) else type(result)(outs)
+
+    def _through(self, kind, items, positions) -> list:
+        """items with those at `positions` passed through one identity node of this kind."""
+        new = _Identity.apply(self, kind, *(items[i] for i in positions))
+        items = list(items)
+        for i, t in zip(positions, new if isinstance(new, tuple) else (new,)):
+            items[i] = t
+        return items
 
     def outputs_done(self, grads):
         grads = tuple(grads)
